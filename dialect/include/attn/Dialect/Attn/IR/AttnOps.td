@@ -1,0 +1,261 @@
+//===- AttnOps.td - Operations of the attn dialect ---------*- tablegen -*-===//
+
+#ifndef ATTN_DIALECT_ATTN_IR_ATTNOPS_TD
+#define ATTN_DIALECT_ATTN_IR_ATTNOPS_TD
+
+include "attn/Dialect/Attn/IR/AttnDialect.td"
+include "attn/Dialect/Attn/IR/AttnEnums.td"
+include "mlir/IR/OpAsmInterface.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
+
+//===----------------------------------------------------------------------===//
+// Kernel
+//===----------------------------------------------------------------------===//
+
+def Attn_KernelOp : Attn_Op<"kernel", [
+    Symbol, IsolatedFromAbove, SingleBlock,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "An attention variant: its signature and its cascade";
+  let description = [{
+    The entry block takes one `index` argument per dim (in `dim_names`
+    order), then one tensor per input, then one scalar per param. The body
+    ends with `attn.return` of one tensor per output.
+
+    `dim_sizes` holds the compile-time size of each dim, or `?` (dynamic)
+    for symbolic dims. `shapes` names the dim (a string) or fixed size (an
+    integer) of every axis of every input and then every output, so a launch
+    can bind dims from tensor shapes. `output_types` are the element types of
+    the outputs as the user sees them; the body computes in f32.
+
+    ```mlir
+    attn.kernel @causal attributes {dim_names = ["B", "M", "D"], ...} {
+    ^bb0(%B: index, %M: index, %D: index, %Q: tensor<?x?x64xf32>, ...):
+      ...
+      attn.return %O : tensor<?x?x64xf32>
+    }
+    ```
+  }];
+  let arguments = (ins
+    SymbolNameAttr:$sym_name,
+    StrArrayAttr:$dim_names,
+    DenseI64ArrayAttr:$dim_sizes,
+    StrArrayAttr:$input_names,
+    StrArrayAttr:$param_names,
+    ArrayAttr:$param_defaults,
+    StrArrayAttr:$output_names,
+    TypeArrayAttr:$output_types,
+    ArrayAttr:$shapes);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "$sym_name attr-dict-with-keyword $body";
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+
+  let extraClassDeclaration = [{
+    unsigned getNumDims() { return getDimNames().size(); }
+    unsigned getNumInputs() { return getInputNames().size(); }
+    unsigned getNumParams() { return getParamNames().size(); }
+    unsigned getNumOutputs() { return getOutputNames().size(); }
+    ::mlir::Block &getEntryBlock() { return getBody().front(); }
+    ::mlir::BlockArgument getDimArg(unsigned i) {
+      return getEntryBlock().getArgument(i);
+    }
+    ::mlir::BlockArgument getInputArg(unsigned i) {
+      return getEntryBlock().getArgument(getNumDims() + i);
+    }
+    ::mlir::BlockArgument getParamArg(unsigned i) {
+      return getEntryBlock().getArgument(getNumDims() + getNumInputs() + i);
+    }
+    /// The axes of input `i` (or of output `i - getNumInputs()`): a dim name
+    /// or a fixed size each.
+    ::mlir::ArrayAttr getShapeOf(unsigned i) {
+      return ::llvm::cast<::mlir::ArrayAttr>(getShapes()[i]);
+    }
+    /// The index of the dim called `name`, if any.
+    std::optional<unsigned> lookupDim(::llvm::StringRef name);
+    class ReturnOp getReturnOp();
+  }];
+}
+
+def Attn_ReturnOp : Attn_Op<"return", [
+    Pure, Terminator, HasParent<"KernelOp">, ReturnLike]> {
+  let summary = "Returns the outputs of a kernel";
+  let arguments = (ins Variadic<AnyRankedTensor>:$values);
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
+//===----------------------------------------------------------------------===//
+// Cascade level
+//===----------------------------------------------------------------------===//
+
+def Attn_EinsumOp : Attn_Op<"einsum", [
+    RecursiveMemoryEffects, SingleBlock,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "A tensor defined pointwise over named indices, maybe reduced";
+  let description = [{
+    Defines `result[indices...] = kind over reduced (body(indices, reduced))`.
+    `extents` gives the size of each output index and then of each reduced
+    index. The body takes one `index` argument per output index and then per
+    reduced index, reads tensors with `attn.read` and yields one scalar.
+
+    A point of an elementwise einsum (`kind = none`) is absent when any
+    `attn.read` in its body reads an absent entry. A reduction skips absent
+    terms; reducing over nothing gives the identity (`sum`, `mean`: 0,
+    `max`, `logsumexp`: -inf, `min`: +inf), so its result has no absent
+    entries.
+
+    ```mlir
+    %S = attn.einsum <sum> ["m", "n"] reduce ["d"] extents(%M, %N, %D)
+        : tensor<?x?xf32> {
+    ^bb0(%m: index, %n: index, %d: index):
+      %q = attn.read %Q[%m, %d] : tensor<?x?xf32>
+      %k = attn.read %K[%n, %d] : tensor<?x?xf32>
+      %p = arith.mulf %q, %k : f32
+      attn.yield %p : f32
+    }
+    ```
+  }];
+  let arguments = (ins
+    Attn_ReductionKindAttr:$kind,
+    StrArrayAttr:$indices,
+    DefaultValuedAttr<StrArrayAttr, "{}">:$reduced,
+    Variadic<Index>:$extents);
+  let results = (outs AnyRankedTensor:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $kind $indices (`reduce` $reduced^)? `extents` `(` $extents `)`
+    attr-dict `:` type($result) $body
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [
+    /// Creates the op and its body block with one index argument per index;
+    /// the caller fills the body and ends it with `attn.yield`.
+    OpBuilder<(ins "::mlir::Type":$resultType, "ReductionKind":$kind,
+      "::llvm::ArrayRef<::llvm::StringRef>":$indices,
+      "::llvm::ArrayRef<::llvm::StringRef>":$reduced,
+      "::mlir::ValueRange":$extents)>
+  ];
+  let extraClassDeclaration = [{
+    unsigned getNumOutputIndices() { return getIndices().size(); }
+    unsigned getNumReducedIndices() { return getReduced().size(); }
+    ::mlir::Block &getBodyBlock() { return getBody().front(); }
+    ::mlir::ValueRange getOutputExtents() {
+      return getExtents().take_front(getNumOutputIndices());
+    }
+    ::mlir::ValueRange getReducedExtents() {
+      return getExtents().drop_front(getNumOutputIndices());
+    }
+    /// The value the body yields.
+    ::mlir::Value getYieldedValue();
+  }];
+}
+
+def Attn_ReadOp : Attn_Op<"read", [Pure,
+    TypesMatchWith<"result is the element type of the tensor", "tensor",
+                   "result",
+                   "::llvm::cast<::mlir::TensorType>($_self).getElementType()">]> {
+  let summary = "Reads one entry of a tensor inside a cascade body";
+  let description = [{
+    Subscripts are arbitrary `index` values: affine in indices and dims, or
+    computed from entries of integer tensors (gathers). Reading an absent
+    entry makes the enclosing elementwise point absent.
+  }];
+  let arguments = (ins AnyRankedTensor:$tensor, Variadic<Index>:$subscripts);
+  let results = (outs AnyType:$result);
+  let assemblyFormat = [{
+    $tensor `[` $subscripts `]` attr-dict `:` type($tensor)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_KeepOp : Attn_Op<"keep", [
+    RecursiveMemoryEffects, SingleBlock,
+    AllTypesMatch<["input", "result"]>,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "Keeps the entries of a tensor where a predicate holds";
+  let description = [{
+    Entries where the predicate (the body, one `index` argument per axis,
+    yielding `i1`) is false become absent. Absent is not -inf: it is skipped
+    by every reduction, whatever the normalizer.
+
+    `sinks` names an always-kept prefix of keys, `block` the block size of a
+    block-sparse map the predicate reads, `per_head` a mask that differs by
+    head. They are analysis hints; the body alone defines the semantics.
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$input,
+    StrArrayAttr:$indices,
+    OptionalAttr<I64Attr>:$sinks,
+    OptionalAttr<DenseI64ArrayAttr>:$block,
+    UnitAttr:$per_head);
+  let results = (outs AnyRankedTensor:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $input $indices attr-dict `:` type($input) $body
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [
+    /// Creates the op and its predicate block with one index argument per
+    /// axis; the caller fills it and ends it with `attn.yield`.
+    OpBuilder<(ins "::mlir::Value":$input,
+      "::llvm::ArrayRef<::llvm::StringRef>":$indices)>
+  ];
+  let extraClassDeclaration = [{
+    ::mlir::Block &getBodyBlock() { return getBody().front(); }
+    /// The predicate the body yields.
+    ::mlir::Value getPredicate();
+  }];
+}
+
+class Attn_NormalizerOp<string mnemonic, list<Trait> traits = []>
+    : Attn_Op<mnemonic, !listconcat(traits, [Pure])> {
+  let hasVerifier = 1;
+}
+
+def Attn_SoftmaxOp : Attn_NormalizerOp<"softmax",
+    [AllTypesMatch<["input", "result"]>]> {
+  let summary = "Softmax along one axis, with an optional sink logit";
+  let description = [{
+    `result = exp(x - max) / (sum(exp(x - max)) + exp(sink - max))` along
+    `dimension`, where `max` includes the sink. Absent entries stay absent
+    and are skipped. `sink` has the input's shape without `dimension`. A row
+    with no present entry and no sink stays all absent.
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$input,
+    I64Attr:$dimension,
+    Optional<AnyRankedTensor>:$sink);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $input `dimension` `(` $dimension `)`
+    (`sink` `(` $sink^ `:` type($sink) `)`)? attr-dict `:` type($input)
+  }];
+}
+
+def Attn_NormalizeOp : Attn_NormalizerOp<"normalize",
+    [AllTypesMatch<["input", "result"]>]> {
+  let summary = "Divides by the sum along one axis";
+  let description = [{
+    `result = x / sum(x)` along `dimension` over present entries (softplus
+    attention writes `normalize[n](softplus(S))`).
+  }];
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$dimension);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $input `dimension` `(` $dimension `)` attr-dict `:` type($input)
+  }];
+}
+
+def Attn_YieldOp : Attn_Op<"yield", [
+    Pure, Terminator, ReturnLike, ParentOneOf<["EinsumOp", "KeepOp"]>]> {
+  let summary = "Yields the scalar of a cascade body";
+  let arguments = (ins Variadic<AnyType>:$values);
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
+#endif // ATTN_DIALECT_ATTN_IR_ATTNOPS_TD

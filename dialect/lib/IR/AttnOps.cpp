@@ -1,0 +1,383 @@
+//===- AttnOps.cpp - Operations of the attn dialect -----------------------===//
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringSet.h"
+
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+#include "attn/Dialect/Attn/IR/AttnEnums.cpp.inc"
+
+double mlir::attn::getReductionIdentity(ReductionKind kind) {
+  switch (kind) {
+  case ReductionKind::None:
+  case ReductionKind::Sum:
+  case ReductionKind::Mean:
+    return 0.0;
+  case ReductionKind::Max:
+  case ReductionKind::LogSumExp:
+    return -std::numeric_limits<double>::infinity();
+  case ReductionKind::Min:
+    return std::numeric_limits<double>::infinity();
+  }
+  llvm_unreachable("unknown reduction kind");
+}
+
+/// Names the entry block arguments after the index names, so that printed
+/// IR reads like the spec.
+static void nameIndexArguments(Block &block, ArrayRef<Attribute> names,
+                               OpAsmSetValueNameFn setNameFn) {
+  for (auto [arg, name] : llvm::zip(block.getArguments(), names))
+    setNameFn(arg, cast<StringAttr>(name).getValue());
+}
+
+/// Checks that `names` holds distinct, non-empty names.
+static LogicalResult verifyDistinctNames(Operation *op, ArrayAttr names,
+                                         StringRef what) {
+  llvm::StringSet<> seen;
+  for (Attribute attr : names) {
+    StringRef name = cast<StringAttr>(attr).getValue();
+    if (name.empty())
+      return op->emitOpError() << "has an empty " << what << " name";
+    if (!seen.insert(name).second)
+      return op->emitOpError() << "has two " << what << "s named '" << name
+                               << "'";
+  }
+  return success();
+}
+
+/// Checks that a single-block body has `numArgs` index arguments and yields
+/// exactly one value.
+static LogicalResult verifyIndexBody(Operation *op, Block &block,
+                                     unsigned numArgs, Value &yielded) {
+  if (block.getNumArguments() != numArgs)
+    return op->emitOpError() << "body takes " << block.getNumArguments()
+                             << " arguments, expected one index per axis ("
+                             << numArgs << ")";
+  for (BlockArgument arg : block.getArguments())
+    if (!arg.getType().isIndex())
+      return op->emitOpError() << "body argument #" << arg.getArgNumber()
+                               << " must be index, got " << arg.getType();
+  auto yield = dyn_cast<YieldOp>(block.getTerminator());
+  if (!yield || yield.getValues().size() != 1)
+    return op->emitOpError() << "body must end with attn.yield of one value";
+  yielded = yield.getValues().front();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// KernelOp
+//===----------------------------------------------------------------------===//
+
+void KernelOp::getAsmBlockArgumentNames(Region &region,
+                                        OpAsmSetValueNameFn setNameFn) {
+  if (&region != &getBody() || region.empty())
+    return;
+  Block &block = region.front();
+  SmallVector<Attribute> names;
+  llvm::append_range(names, getDimNames());
+  llvm::append_range(names, getInputNames());
+  llvm::append_range(names, getParamNames());
+  nameIndexArguments(block, names, setNameFn);
+}
+
+std::optional<unsigned> KernelOp::lookupDim(StringRef name) {
+  for (auto [i, attr] : llvm::enumerate(getDimNames()))
+    if (cast<StringAttr>(attr).getValue() == name)
+      return i;
+  return std::nullopt;
+}
+
+ReturnOp KernelOp::getReturnOp() {
+  return cast<ReturnOp>(getEntryBlock().getTerminator());
+}
+
+LogicalResult KernelOp::verify() {
+  if (getDimSizes().size() != getNumDims())
+    return emitOpError() << "has " << getDimSizes().size()
+                         << " dim sizes for " << getNumDims() << " dims";
+  if (getParamDefaults().size() != getNumParams())
+    return emitOpError() << "has " << getParamDefaults().size()
+                         << " param defaults for " << getNumParams()
+                         << " params";
+  if (getOutputTypes().size() != getNumOutputs())
+    return emitOpError() << "has " << getOutputTypes().size()
+                         << " output types for " << getNumOutputs()
+                         << " outputs";
+  if (getShapes().size() != getNumInputs() + getNumOutputs())
+    return emitOpError() << "has " << getShapes().size()
+                         << " shapes, expected one per input and output ("
+                         << getNumInputs() + getNumOutputs() << ")";
+  if (failed(verifyDistinctNames(*this, getDimNames(), "dim")))
+    return failure();
+  SmallVector<Attribute> tensorNames(getInputNames().begin(),
+                                     getInputNames().end());
+  llvm::append_range(tensorNames, getParamNames());
+  llvm::append_range(tensorNames, getOutputNames());
+  if (failed(verifyDistinctNames(
+          *this, ArrayAttr::get(getContext(), tensorNames), "argument")))
+    return failure();
+  for (auto [i, shapeAttr] : llvm::enumerate(getShapes())) {
+    auto shape = dyn_cast<ArrayAttr>(shapeAttr);
+    if (!shape)
+      return emitOpError() << "shape #" << i << " must be an array";
+    for (Attribute axis : shape) {
+      if (auto name = dyn_cast<StringAttr>(axis)) {
+        if (!lookupDim(name.getValue()))
+          return emitOpError() << "shape #" << i << " names unknown dim '"
+                               << name.getValue() << "'";
+      } else if (auto size = dyn_cast<IntegerAttr>(axis)) {
+        if (size.getInt() <= 0)
+          return emitOpError() << "shape #" << i << " has a non-positive size";
+      } else {
+        return emitOpError() << "shape #" << i
+                             << " axes must be dim names or sizes";
+      }
+    }
+  }
+  return success();
+}
+
+LogicalResult KernelOp::verifyRegions() {
+  Block &block = getEntryBlock();
+  unsigned expected = getNumDims() + getNumInputs() + getNumParams();
+  if (block.getNumArguments() != expected)
+    return emitOpError() << "entry block takes " << block.getNumArguments()
+                         << " arguments, expected " << expected
+                         << " (dims, inputs, params)";
+  for (unsigned i = 0; i < getNumDims(); ++i)
+    if (!getDimArg(i).getType().isIndex())
+      return emitOpError() << "dim argument #" << i << " must be index";
+  for (unsigned i = 0; i < getNumInputs(); ++i) {
+    auto type = dyn_cast<RankedTensorType>(getInputArg(i).getType());
+    if (!type)
+      return emitOpError() << "input #" << i << " must be a ranked tensor";
+    if (type.getRank() != (int64_t)getShapeOf(i).size())
+      return emitOpError() << "input #" << i << " has rank " << type.getRank()
+                           << " but its shape names "
+                           << getShapeOf(i).size() << " axes";
+  }
+  for (unsigned i = 0; i < getNumParams(); ++i)
+    if (!getParamArg(i).getType().isIntOrFloat())
+      return emitOpError() << "param #" << i << " must be a scalar";
+  auto ret = dyn_cast<ReturnOp>(block.getTerminator());
+  if (!ret)
+    return emitOpError() << "body must end with attn.return";
+  if (ret.getValues().size() != getNumOutputs())
+    return emitOpError() << "returns " << ret.getValues().size()
+                         << " values for " << getNumOutputs() << " outputs";
+  for (unsigned i = 0; i < getNumOutputs(); ++i) {
+    auto type = cast<RankedTensorType>(ret.getValues()[i].getType());
+    if (type.getRank() != (int64_t)getShapeOf(getNumInputs() + i).size())
+      return emitOpError() << "output #" << i << " has rank "
+                           << type.getRank() << " but its shape names "
+                           << getShapeOf(getNumInputs() + i).size()
+                           << " axes";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// EinsumOp
+//===----------------------------------------------------------------------===//
+
+void EinsumOp::build(OpBuilder &builder, OperationState &state,
+                     Type resultType, ReductionKind kind,
+                     ArrayRef<StringRef> indices, ArrayRef<StringRef> reduced,
+                     ValueRange extents) {
+  state.addTypes(resultType);
+  state.addOperands(extents);
+  state.addAttribute(getKindAttrName(state.name),
+                     ReductionKindAttr::get(builder.getContext(), kind));
+  state.addAttribute(getIndicesAttrName(state.name),
+                     builder.getStrArrayAttr(indices));
+  state.addAttribute(getReducedAttrName(state.name),
+                     builder.getStrArrayAttr(reduced));
+  Region *body = state.addRegion();
+  Block *block = new Block();
+  body->push_back(block);
+  for (size_t i = 0, e = indices.size() + reduced.size(); i < e; ++i)
+    block->addArgument(builder.getIndexType(), state.location);
+}
+
+void EinsumOp::getAsmBlockArgumentNames(Region &region,
+                                        OpAsmSetValueNameFn setNameFn) {
+  if (region.empty())
+    return;
+  SmallVector<Attribute> names(getIndices().begin(), getIndices().end());
+  llvm::append_range(names, getReduced());
+  nameIndexArguments(region.front(), names, setNameFn);
+}
+
+Value EinsumOp::getYieldedValue() {
+  return cast<YieldOp>(getBodyBlock().getTerminator()).getValues().front();
+}
+
+LogicalResult EinsumOp::verify() {
+  auto type = cast<RankedTensorType>(getResult().getType());
+  if (type.getRank() != (int64_t)getNumOutputIndices())
+    return emitOpError() << "result has rank " << type.getRank() << " but "
+                         << getNumOutputIndices() << " indices";
+  if (getExtents().size() != getNumOutputIndices() + getNumReducedIndices())
+    return emitOpError() << "has " << getExtents().size()
+                         << " extents, expected one per index ("
+                         << getNumOutputIndices() + getNumReducedIndices()
+                         << ")";
+  bool isReduction = getKind() != ReductionKind::None;
+  if (isReduction && getReduced().empty())
+    return emitOpError() << "reduction '" << stringifyReductionKind(getKind())
+                         << "' has no reduced index";
+  if (!isReduction && !getReduced().empty())
+    return emitOpError() << "reduces over indices but its kind is 'none'";
+  SmallVector<Attribute> all(getIndices().begin(), getIndices().end());
+  llvm::append_range(all, getReduced());
+  if (failed(verifyDistinctNames(*this, ArrayAttr::get(getContext(), all),
+                                 "index")))
+    return failure();
+  if (isReduction && !isa<FloatType>(type.getElementType()))
+    return emitOpError() << "reduces '" << stringifyReductionKind(getKind())
+                         << "' over a non-float element type "
+                         << type.getElementType();
+  return success();
+}
+
+LogicalResult EinsumOp::verifyRegions() {
+  Value yielded;
+  if (failed(verifyIndexBody(*this, getBodyBlock(),
+                             getNumOutputIndices() + getNumReducedIndices(),
+                             yielded)))
+    return failure();
+  Type elementType = cast<RankedTensorType>(getType()).getElementType();
+  if (yielded.getType() != elementType)
+    return emitOpError() << "body yields " << yielded.getType()
+                         << " but the result holds " << elementType;
+  for (unsigned i = 0; i < getNumReducedIndices(); ++i) {
+    BlockArgument arg = getBodyBlock().getArgument(getNumOutputIndices() + i);
+    if (arg.use_empty())
+      return emitOpError() << "reduces over index '"
+                           << cast<StringAttr>(getReduced()[i]).getValue()
+                           << "' that its body does not use";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ReadOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ReadOp::verify() {
+  auto type = cast<RankedTensorType>(getTensor().getType());
+  if (type.getRank() != (int64_t)getSubscripts().size())
+    return emitOpError() << "reads a rank-" << type.getRank()
+                         << " tensor with " << getSubscripts().size()
+                         << " subscripts";
+  if (!getOperation()->getParentOfType<EinsumOp>() &&
+      !getOperation()->getParentOfType<KeepOp>())
+    return emitOpError() << "must be inside an attn.einsum or attn.keep body";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// KeepOp
+//===----------------------------------------------------------------------===//
+
+void KeepOp::build(OpBuilder &builder, OperationState &state, Value input,
+                   ArrayRef<StringRef> indices) {
+  state.addOperands(input);
+  state.addTypes(input.getType());
+  state.addAttribute(getIndicesAttrName(state.name),
+                     builder.getStrArrayAttr(indices));
+  Region *body = state.addRegion();
+  Block *block = new Block();
+  body->push_back(block);
+  for (size_t i = 0; i < indices.size(); ++i)
+    block->addArgument(builder.getIndexType(), state.location);
+}
+
+void KeepOp::getAsmBlockArgumentNames(Region &region,
+                                      OpAsmSetValueNameFn setNameFn) {
+  if (region.empty())
+    return;
+  nameIndexArguments(region.front(), getIndices().getValue(), setNameFn);
+}
+
+Value KeepOp::getPredicate() {
+  return cast<YieldOp>(getBodyBlock().getTerminator()).getValues().front();
+}
+
+LogicalResult KeepOp::verify() {
+  auto type = cast<RankedTensorType>(getInput().getType());
+  if (type.getRank() != (int64_t)getIndices().size())
+    return emitOpError() << "names " << getIndices().size()
+                         << " indices for a rank-" << type.getRank()
+                         << " tensor";
+  if (failed(verifyDistinctNames(*this, getIndices(), "index")))
+    return failure();
+  if (auto sinks = getSinks(); sinks && *sinks < 0)
+    return emitOpError() << "sinks must be non-negative, got " << *sinks;
+  if (auto block = getBlock()) {
+    if (block->size() != 2 || (*block)[0] <= 0 || (*block)[1] <= 0)
+      return emitOpError() << "block must hold two positive sizes";
+  }
+  return success();
+}
+
+LogicalResult KeepOp::verifyRegions() {
+  Value yielded;
+  if (failed(verifyIndexBody(*this, getBodyBlock(), getIndices().size(),
+                             yielded)))
+    return failure();
+  if (!yielded.getType().isInteger(1))
+    return emitOpError() << "predicate must be i1, got " << yielded.getType();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Normalizers
+//===----------------------------------------------------------------------===//
+
+/// Checks the axis of a normalizer and that it normalizes floats.
+static LogicalResult verifyNormalizer(Operation *op, Value input,
+                                      int64_t dimension) {
+  auto type = cast<RankedTensorType>(input.getType());
+  if (dimension < 0 || dimension >= type.getRank())
+    return op->emitOpError() << "dimension " << dimension
+                             << " is out of range for a rank-"
+                             << type.getRank() << " tensor";
+  if (!isa<FloatType>(type.getElementType()))
+    return op->emitOpError() << "normalizes a non-float tensor of "
+                             << type.getElementType();
+  return success();
+}
+
+LogicalResult SoftmaxOp::verify() {
+  if (failed(verifyNormalizer(*this, getInput(), getDimension())))
+    return failure();
+  if (Value sink = getSink()) {
+    auto inputType = cast<RankedTensorType>(getInput().getType());
+    auto sinkType = cast<RankedTensorType>(sink.getType());
+    if (sinkType.getRank() != inputType.getRank() - 1)
+      return emitOpError() << "sink has rank " << sinkType.getRank()
+                           << ", expected " << inputType.getRank() - 1
+                           << " (the input without dimension "
+                           << getDimension() << ")";
+    if (sinkType.getElementType() != inputType.getElementType())
+      return emitOpError() << "sink holds " << sinkType.getElementType()
+                           << " but the input holds "
+                           << inputType.getElementType();
+  }
+  return success();
+}
+
+LogicalResult NormalizeOp::verify() {
+  return verifyNormalizer(*this, getInput(), getDimension());
+}
+
+#define GET_OP_CLASSES
+#include "attn/Dialect/Attn/IR/AttnOps.cpp.inc"

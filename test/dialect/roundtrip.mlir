@@ -1,0 +1,52 @@
+// RUN: attn-opt %s | attn-opt | FileCheck %s
+
+// CHECK-LABEL: attn.kernel @causal
+//       CHECK:   ^bb0(%B: index, %M: index, %N: index, %D: index, %Q: tensor<?x?x64xf32>, %K: tensor<?x?x64xf32>, %V: tensor<?x?x64xf32>, %scale: f32):
+//       CHECK:   %[[S:.+]] = attn.einsum <sum> ["b", "m", "n"] reduce ["d"] extents(%B, %M, %N, %D) : tensor<?x?x?xf32> {
+//       CHECK:   ^bb0(%b: index, %m: index, %n: index, %d: index):
+//       CHECK:     attn.read %Q[%b, %m, %d] : tensor<?x?x64xf32>
+//       CHECK:     attn.yield %{{.+}} : f32
+//       CHECK:   %[[KEPT:.+]] = attn.keep %[[S]] ["b", "m", "n"] {sinks = 4 : i64} : tensor<?x?x?xf32> {
+//       CHECK:     attn.yield %{{.+}} : i1
+//       CHECK:   %[[P:.+]] = attn.softmax %[[KEPT]] dimension(2) : tensor<?x?x?xf32>
+//       CHECK:   attn.normalize %[[P]] dimension(2) : tensor<?x?x?xf32>
+//       CHECK:   attn.einsum <logsumexp> ["b", "m"] reduce ["n"]
+//       CHECK:   attn.return
+attn.kernel @causal attributes {
+    dim_names = ["B", "M", "N", "D"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808, -9223372036854775808, 64>,
+    input_names = ["Q", "K", "V"], param_names = ["scale"], param_defaults = [1.0 : f32],
+    output_names = ["O", "LSE"], output_types = [f32, f32],
+    shapes = [["B", "M", "D"], ["B", "N", "D"], ["B", "N", "D"], ["B", "M", "D"], ["B", "M"]]} {
+^bb0(%B: index, %M: index, %N: index, %D: index,
+     %Q: tensor<?x?x64xf32>, %K: tensor<?x?x64xf32>, %V: tensor<?x?x64xf32>, %scale: f32):
+  %S = attn.einsum <sum> ["b", "m", "n"] reduce ["d"] extents(%B, %M, %N, %D) : tensor<?x?x?xf32> {
+  ^bb0(%b: index, %m: index, %n: index, %d: index):
+    %q = attn.read %Q[%b, %m, %d] : tensor<?x?x64xf32>
+    %k = attn.read %K[%b, %n, %d] : tensor<?x?x64xf32>
+    %p = arith.mulf %q, %k : f32
+    %s = arith.mulf %p, %scale : f32
+    attn.yield %s : f32
+  }
+  %kept = attn.keep %S ["b", "m", "n"] {sinks = 4} : tensor<?x?x?xf32> {
+  ^bb0(%b: index, %m: index, %n: index):
+    %off = arith.subi %N, %M : index
+    %lim = arith.addi %m, %off : index
+    %c = arith.cmpi sle, %n, %lim : index
+    attn.yield %c : i1
+  }
+  %P = attn.softmax %kept dimension(2) : tensor<?x?x?xf32>
+  %P2 = attn.normalize %P dimension(2) : tensor<?x?x?xf32>
+  %O = attn.einsum <sum> ["b", "m", "e"] reduce ["n"] extents(%B, %M, %D, %N) : tensor<?x?x?xf32> {
+  ^bb0(%b: index, %m: index, %e: index, %n: index):
+    %p = attn.read %P2[%b, %m, %n] : tensor<?x?x?xf32>
+    %v = attn.read %V[%b, %n, %e] : tensor<?x?x64xf32>
+    %pv = arith.mulf %p, %v : f32
+    attn.yield %pv : f32
+  }
+  %L = attn.einsum <logsumexp> ["b", "m"] reduce ["n"] extents(%B, %M, %N) : tensor<?x?xf32> {
+  ^bb0(%b: index, %m: index, %n: index):
+    %s = attn.read %S[%b, %m, %n] : tensor<?x?x?xf32>
+    attn.yield %s : f32
+  }
+  attn.return %O, %L : tensor<?x?x?xf32>, tensor<?x?xf32>
+}
