@@ -319,8 +319,9 @@ LogicalResult KeepOp::verify() {
                          << " tensor";
   if (failed(verifyDistinctNames(*this, getIndices(), "index")))
     return failure();
-  if (auto sinks = getSinks(); sinks && *sinks < 0)
-    return emitOpError() << "sinks must be non-negative, got " << *sinks;
+  if (IntegerAttr sinks = getSinksAttr(); sinks && sinks.getInt() < 0)
+    return emitOpError() << "sinks must be non-negative, got "
+                         << sinks.getInt();
   if (auto block = getBlock()) {
     if (block->size() != 2 || (*block)[0] <= 0 || (*block)[1] <= 0)
       return emitOpError() << "block must hold two positive sizes";

@@ -1,0 +1,70 @@
+//===- Launch.h - Binding sizes, params and data to a kernel ----*- C++ -*-===//
+//
+// Everything between a compiled kernel and a run: sizes from `--shape`
+// strings or defaults, params from `--param` strings or defaults, random
+// inputs that keep every gather in range, and the checks a launch passes
+// before anything runs.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_DRIVER_LAUNCH_H
+#define ATTN_DRIVER_LAUNCH_H
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Runtime/Tensor.h"
+
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Error.h"
+
+#include <vector>
+
+namespace attn {
+
+/// Parses "B=2,H=16,M=4096" into name -> integer. Errors name the bad item.
+llvm::Expected<llvm::StringMap<int64_t>> parseShapeList(llvm::StringRef text);
+/// Parses "window=128,cap=30.5" into name -> number.
+llvm::Expected<llvm::StringMap<double>> parseParamList(llvm::StringRef text);
+
+/// The sizes, params and tensors of one launch.
+struct Launch {
+  std::vector<int64_t> dims;
+  std::vector<double> params;
+  std::vector<HostTensor> inputs;
+};
+
+/// Binds every dim: fixed dims keep their size (an explicit different value
+/// is an error), explicit values win, and the rest get defaults that are
+/// grown until every subscript provably stays in range.
+llvm::Expected<std::vector<int64_t>>
+bindDims(mlir::attn::KernelOp kernel, const llvm::StringMap<int64_t> &given);
+
+/// Binds every param from `given` or its default; an unknown name, a
+/// missing value without default, or a non-integer value for an integer
+/// param is an error.
+llvm::Expected<std::vector<double>>
+bindParams(mlir::attn::KernelOp kernel, const llvm::StringMap<double> &given);
+
+/// The shape of input `i` (or output `i - numInputs`) for `dims`.
+std::vector<int64_t> getTensorShape(mlir::attn::KernelOp kernel, unsigned i,
+                                    llvm::ArrayRef<int64_t> dims);
+
+/// The element type of input `i` as the kernel declares it.
+DType getInputDType(mlir::attn::KernelOp kernel, unsigned i);
+/// The element type of output `i` as the kernel declares it.
+DType getOutputDType(mlir::attn::KernelOp kernel, unsigned i);
+
+/// Random inputs: floats N(0, 1); integer tensors used as subscripts get
+/// values inside the axis they index; other integers a few small values;
+/// booleans fair coin flips.
+std::vector<HostTensor> makeRandomInputs(mlir::attn::KernelOp kernel,
+                                         llvm::ArrayRef<int64_t> dims,
+                                         uint64_t seed);
+
+/// Checks a launch before it runs: one tensor per input with the declared
+/// dtype and the shape the dims imply, and every subscript provably inside
+/// its tensor given the data of integer inputs.
+llvm::Error checkLaunch(mlir::attn::KernelOp kernel, const Launch &launch);
+
+} // namespace attn
+
+#endif // ATTN_DRIVER_LAUNCH_H

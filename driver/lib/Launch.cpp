@@ -1,0 +1,369 @@
+//===- Launch.cpp - Binding sizes, params and data to a kernel ------------===//
+
+#include "attn/Driver/Launch.h"
+
+#include "attn/Analysis/IntervalAnalysis.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
+#include <random>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace attn {
+
+static llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// Splits "a=1,b=2" into (name, value text) pairs; `what` names the flag.
+static llvm::Expected<SmallVector<std::pair<StringRef, StringRef>>>
+splitAssignments(StringRef text, StringRef what) {
+  SmallVector<std::pair<StringRef, StringRef>> items;
+  SmallVector<StringRef> parts;
+  text.split(parts, ',', /*MaxSplit=*/-1, /*KeepEmpty=*/false);
+  if (parts.empty())
+    return makeError(llvm::formatv("{0}: expected NAME=VALUE[,NAME=VALUE...]",
+                                   what));
+  for (StringRef part : parts) {
+    auto [name, value] = part.split('=');
+    name = name.trim();
+    value = value.trim();
+    if (!part.contains('=') || name.empty() || value.empty())
+      return makeError(llvm::formatv(
+          "{0}: '{1}' is not of the form NAME=VALUE", what, part.trim()));
+    items.push_back({name, value});
+  }
+  return items;
+}
+
+llvm::Expected<llvm::StringMap<int64_t>> parseShapeList(StringRef text) {
+  auto items = splitAssignments(text, "--shape");
+  if (!items)
+    return items.takeError();
+  llvm::StringMap<int64_t> sizes;
+  for (auto [name, value] : *items) {
+    int64_t size;
+    if (value.getAsInteger(10, size) || size <= 0 || size > (int64_t(1) << 32))
+      return makeError(llvm::formatv(
+          "--shape: size of '{0}' must be a positive integer, got '{1}'", name,
+          value));
+    if (!sizes.try_emplace(name, size).second)
+      return makeError(
+          llvm::formatv("--shape: '{0}' is given more than once", name));
+  }
+  return sizes;
+}
+
+llvm::Expected<llvm::StringMap<double>> parseParamList(StringRef text) {
+  auto items = splitAssignments(text, "--param");
+  if (!items)
+    return items.takeError();
+  llvm::StringMap<double> params;
+  for (auto [name, value] : *items) {
+    double number;
+    if (value.getAsDouble(number) || !std::isfinite(number))
+      return makeError(llvm::formatv(
+          "--param: value of '{0}' must be a number, got '{1}'", name, value));
+    if (!params.try_emplace(name, number).second)
+      return makeError(
+          llvm::formatv("--param: '{0}' is given more than once", name));
+  }
+  return params;
+}
+
+static StringRef nameAt(ArrayAttr names, unsigned i) {
+  return cast<StringAttr>(names[i]).getValue();
+}
+
+/// A first guess for a symbolic dim, by the name conventions of the
+/// examples: small batch and heads, sequence lengths that are not tile
+/// multiples and differ, a small head dim.
+static int64_t guessDimSize(StringRef name) {
+  if (name == "B")
+    return 1;
+  if (name == "H")
+    return 4;
+  if (name == "G" || name == "HK" || name == "KVH")
+    return 2;
+  if (name == "M")
+    return 77;
+  if (name == "N" || name == "L")
+    return 93;
+  if (name.starts_with("D") || name == "E")
+    return 32;
+  return 4;
+}
+
+std::vector<int64_t> getTensorShape(KernelOp kernel, unsigned i,
+                                    ArrayRef<int64_t> dims) {
+  std::vector<int64_t> shape;
+  for (Attribute axis : kernel.getShapeOf(i)) {
+    if (auto literal = dyn_cast<IntegerAttr>(axis))
+      shape.push_back(literal.getInt());
+    else
+      shape.push_back(dims[*kernel.lookupDim(cast<StringAttr>(axis))]);
+  }
+  return shape;
+}
+
+static DType toDType(Type type) {
+  if (type.isF32())
+    return DType::F32;
+  if (type.isF16())
+    return DType::F16;
+  if (type.isBF16())
+    return DType::BF16;
+  if (type.isF64())
+    return DType::F64;
+  if (type.isInteger(1))
+    return DType::I1;
+  if (type.isInteger(8))
+    return DType::I8;
+  if (type.isInteger(32))
+    return DType::I32;
+  return DType::I64;
+}
+
+DType getInputDType(KernelOp kernel, unsigned i) {
+  return toDType(
+      cast<RankedTensorType>(kernel.getInputArg(i).getType()).getElementType());
+}
+
+DType getOutputDType(KernelOp kernel, unsigned i) {
+  return toDType(cast<TypeAttr>(kernel.getOutputTypes()[i]).getValue());
+}
+
+/// The largest value an integer input may hold so that every subscript it
+/// feeds directly stays inside the indexed axis; nullopt when the input is
+/// never used directly as a subscript.
+static std::optional<int64_t> getSubscriptBound(KernelOp kernel, unsigned i,
+                                                ArrayRef<int64_t> dims) {
+  std::optional<int64_t> bound;
+  SmallVector<Value> worklist;
+  for (Operation *user : kernel.getInputArg(i).getUsers())
+    if (auto read = dyn_cast<ReadOp>(user); read && read.getTensor() ==
+                                                        kernel.getInputArg(i))
+      worklist.push_back(read.getResult());
+  while (!worklist.empty()) {
+    Value value = worklist.pop_back_val();
+    for (OpOperand &use : value.getUses()) {
+      Operation *user = use.getOwner();
+      if (isa<arith::IndexCastOp, arith::ExtSIOp>(user)) {
+        worklist.push_back(user->getResult(0));
+        continue;
+      }
+      auto read = dyn_cast<ReadOp>(user);
+      if (!read || use.getOperandNumber() == 0)
+        continue;
+      unsigned axis = use.getOperandNumber() - 1;
+      auto arg = dyn_cast<BlockArgument>(read.getTensor());
+      if (!arg || arg.getOwner() != &kernel.getEntryBlock())
+        continue;
+      int64_t size = getTensorShape(
+          kernel, arg.getArgNumber() - kernel.getNumDims(), dims)[axis];
+      bound = std::min(bound.value_or(size - 1), size - 1);
+    }
+  }
+  return bound;
+}
+
+/// The range random data of integer input `i` will have.
+static std::optional<Interval> getPlannedRange(KernelOp kernel, unsigned i,
+                                               ArrayRef<int64_t> dims) {
+  DType type = getInputDType(kernel, i);
+  if (isFloatDType(type))
+    return std::nullopt;
+  if (type == DType::I1)
+    return Interval::range(0, 1);
+  if (std::optional<int64_t> bound = getSubscriptBound(kernel, i, dims))
+    return Interval::range(0, std::max<int64_t>(*bound, 0));
+  return Interval::range(0, 3);
+}
+
+llvm::Expected<std::vector<int64_t>>
+bindDims(KernelOp kernel, const llvm::StringMap<int64_t> &given) {
+  unsigned numDims = kernel.getNumDims();
+  std::vector<int64_t> dims(numDims);
+  std::vector<bool> pinned(numDims);
+  for (const auto &entry : given)
+    if (!kernel.lookupDim(entry.getKey())) {
+      std::string known;
+      for (unsigned i = 0; i < numDims; ++i)
+        known += (i ? ", " : "") + nameAt(kernel.getDimNames(), i).str();
+      return makeError(
+          llvm::formatv("--shape: '{0}' is not a dim of '{1}' (dims: {2})",
+                        entry.getKey(), kernel.getSymName(), known));
+    }
+  for (unsigned i = 0; i < numDims; ++i) {
+    StringRef name = nameAt(kernel.getDimNames(), i);
+    int64_t fixed = kernel.getDimSizes()[i];
+    auto it = given.find(name);
+    if (!ShapedType::isDynamic(fixed)) {
+      if (it != given.end() && it->second != fixed)
+        return makeError(llvm::formatv(
+            "--shape: dim '{0}' is fixed to {1} by the spec, got {2}", name,
+            fixed, it->second));
+      dims[i] = fixed;
+      pinned[i] = true;
+    } else if (it != given.end()) {
+      dims[i] = it->second;
+      pinned[i] = true;
+    } else {
+      dims[i] = guessDimSize(name);
+    }
+  }
+  // Grow the guessed dims until every subscript provably stays in range.
+  for (int iteration = 0; iteration < 32; ++iteration) {
+    LaunchFacts facts;
+    facts.dims = dims;
+    facts.inputRange = [&](unsigned i) {
+      return getPlannedRange(kernel, i, dims);
+    };
+    std::vector<double> params;
+    if (auto bound = bindParams(kernel, {}))
+      params = *bound;
+    else
+      llvm::consumeError(bound.takeError());
+    facts.params = params;
+    IntervalAnalysis analysis(kernel, facts);
+    bool grown = false;
+    for (const SubscriptViolation &v : analysis.findViolations()) {
+      if (!v.sizingDim || pinned[*v.sizingDim] || v.subscript.isUnbounded())
+        continue;
+      int64_t needed = v.subscript.hi + 1;
+      if (needed > dims[*v.sizingDim]) {
+        dims[*v.sizingDim] = needed;
+        grown = true;
+      }
+    }
+    if (!grown)
+      break;
+  }
+  return dims;
+}
+
+llvm::Expected<std::vector<double>>
+bindParams(KernelOp kernel, const llvm::StringMap<double> &given) {
+  for (const auto &entry : given)
+    if (!llvm::is_contained(kernel.getParamNames().getAsValueRange<StringAttr>(),
+                            entry.getKey()))
+      return makeError(llvm::formatv("--param: '{0}' is not a param of '{1}'",
+                                     entry.getKey(), kernel.getSymName()));
+  std::vector<double> params;
+  for (unsigned i = 0; i < kernel.getNumParams(); ++i) {
+    StringRef name = nameAt(kernel.getParamNames(), i);
+    Type type = kernel.getParamArg(i).getType();
+    auto it = given.find(name);
+    double value;
+    if (it != given.end()) {
+      value = it->second;
+    } else if (auto attr = dyn_cast<IntegerAttr>(kernel.getParamDefaults()[i])) {
+      value = static_cast<double>(attr.getValue().getSExtValue());
+    } else if (auto attr = dyn_cast<FloatAttr>(kernel.getParamDefaults()[i])) {
+      value = attr.getValueAsDouble();
+    } else {
+      return makeError(llvm::formatv(
+          "param '{0}' has no default; pass --param {0}=VALUE", name));
+    }
+    if (isa<IntegerType>(type) &&
+        (value != std::floor(value) || std::abs(value) > 2147483647.0))
+      return makeError(llvm::formatv(
+          "param '{0}' is {1}: expected an integer, got {2}", name, type,
+          value));
+    params.push_back(value);
+  }
+  return params;
+}
+
+std::vector<HostTensor> makeRandomInputs(KernelOp kernel,
+                                         ArrayRef<int64_t> dims,
+                                         uint64_t seed) {
+  std::mt19937_64 generator(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<HostTensor> inputs;
+  for (unsigned i = 0; i < kernel.getNumInputs(); ++i) {
+    DType type = getInputDType(kernel, i);
+    HostTensor tensor(type, getTensorShape(kernel, i, dims));
+    std::optional<Interval> range = getPlannedRange(kernel, i, dims);
+    std::uniform_int_distribution<int64_t> uniform(range ? range->lo : 0,
+                                                   range ? range->hi : 0);
+    for (int64_t e = 0; e < tensor.getNumElements(); ++e)
+      tensor.setFromDouble(e, range ? static_cast<double>(uniform(generator))
+                                    : normal(generator));
+    inputs.push_back(std::move(tensor));
+  }
+  return inputs;
+}
+
+llvm::Error checkLaunch(KernelOp kernel, const Launch &launch) {
+  if (launch.dims.size() != kernel.getNumDims())
+    return makeError(llvm::formatv("expected {0} dims, got {1}",
+                                   kernel.getNumDims(), launch.dims.size()));
+  if (launch.params.size() != kernel.getNumParams())
+    return makeError(llvm::formatv("expected {0} params, got {1}",
+                                   kernel.getNumParams(),
+                                   launch.params.size()));
+  if (launch.inputs.size() != kernel.getNumInputs())
+    return makeError(llvm::formatv("expected {0} inputs, got {1}",
+                                   kernel.getNumInputs(),
+                                   launch.inputs.size()));
+  for (unsigned i = 0; i < kernel.getNumInputs(); ++i) {
+    const HostTensor &tensor = launch.inputs[i];
+    HostTensor expected(getInputDType(kernel, i), {});
+    std::vector<int64_t> shape = getTensorShape(kernel, i, launch.dims);
+    if (tensor.getDType() != getInputDType(kernel, i) ||
+        tensor.getShape() != shape) {
+      HostTensor wanted(getInputDType(kernel, i), {});
+      std::string dims;
+      for (int64_t size : shape)
+        dims += (dims.empty() ? "" : ", ") + std::to_string(size);
+      return makeError(llvm::formatv(
+          "input '{0}': expected {1}[{2}], got {3}",
+          nameAt(kernel.getInputNames(), i),
+          dtypeName(getInputDType(kernel, i)), dims, tensor.describe()));
+    }
+  }
+  LaunchFacts facts;
+  facts.dims = launch.dims;
+  facts.params = launch.params;
+  facts.inputRange = [&](unsigned i) -> std::optional<Interval> {
+    const HostTensor &tensor = launch.inputs[i];
+    if (isFloatDType(tensor.getDType()))
+      return std::nullopt;
+    if (tensor.getNumElements() == 0)
+      return Interval::range(0, 0);
+    double lo = tensor.getAsDouble(0), hi = lo;
+    for (int64_t e = 1; e < tensor.getNumElements(); ++e) {
+      lo = std::min(lo, tensor.getAsDouble(e));
+      hi = std::max(hi, tensor.getAsDouble(e));
+    }
+    return Interval::range(static_cast<int64_t>(lo), static_cast<int64_t>(hi));
+  };
+  IntervalAnalysis analysis(kernel, facts);
+  SmallVector<SubscriptViolation> violations = analysis.findViolations();
+  if (violations.empty())
+    return llvm::Error::success();
+  std::string sizes;
+  for (unsigned i = 0; i < kernel.getNumDims(); ++i)
+    sizes += llvm::formatv("{0}{1}={2}", i ? "," : "",
+                           nameAt(kernel.getDimNames(), i), launch.dims[i]);
+  std::string message = "launch refused: ";
+  const SubscriptViolation &first = violations.front();
+  ReadOp read = first.read;
+  std::string where;
+  if (auto loc = dyn_cast<FileLineColLoc>(read.getLoc()))
+    where = llvm::formatv("{0}:{1}:{2}: ", loc.getFilename(), loc.getLine(),
+                          loc.getColumn());
+  message += where + describeViolation(kernel, first) + " for sizes " + sizes;
+  if (violations.size() > 1)
+    message += llvm::formatv(" (and {0} more)", violations.size() - 1);
+  return makeError(message);
+}
+
+} // namespace attn

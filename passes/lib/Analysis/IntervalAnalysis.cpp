@@ -1,0 +1,302 @@
+//===- IntervalAnalysis.cpp - Integer ranges of cascade values ------------===//
+
+#include "attn/Analysis/IntervalAnalysis.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/MathExtras.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+/// Interval bounds are kept well inside int64 so that sums and products of
+/// two bounds never overflow; anything larger is treated as unbounded.
+static constexpr int64_t kLimit = int64_t(1) << 40;
+
+static Interval make(int64_t lo, int64_t hi) {
+  if (lo < -kLimit || hi > kLimit)
+    return Interval::unbounded();
+  return Interval::range(lo, hi);
+}
+
+static Interval join(Interval a, Interval b) {
+  if (a.isUnbounded() || b.isUnbounded())
+    return Interval::unbounded();
+  return make(std::min(a.lo, b.lo), std::max(a.hi, b.hi));
+}
+
+static Interval add(Interval a, Interval b) {
+  if (a.isUnbounded() || b.isUnbounded())
+    return Interval::unbounded();
+  return make(a.lo + b.lo, a.hi + b.hi);
+}
+
+static Interval sub(Interval a, Interval b) {
+  if (a.isUnbounded() || b.isUnbounded())
+    return Interval::unbounded();
+  return make(a.lo - b.hi, a.hi - b.lo);
+}
+
+static Interval mul(Interval a, Interval b) {
+  if (a.isUnbounded() || b.isUnbounded())
+    return Interval::unbounded();
+  int64_t products[] = {a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi};
+  return make(*std::min_element(products, products + 4),
+              *std::max_element(products, products + 4));
+}
+
+/// Division by a divisor interval that excludes zero, rounding with `div`.
+template <typename DivFn>
+static Interval divide(Interval a, Interval b, DivFn div) {
+  if (a.isUnbounded() || b.isUnbounded() || (b.lo <= 0 && b.hi >= 0))
+    return Interval::unbounded();
+  int64_t quotients[] = {div(a.lo, b.lo), div(a.lo, b.hi), div(a.hi, b.lo),
+                         div(a.hi, b.hi)};
+  return make(*std::min_element(quotients, quotients + 4),
+              *std::max_element(quotients, quotients + 4));
+}
+
+/// C remainder (sign of the dividend) by a divisor that excludes zero.
+static Interval remainder(Interval a, Interval b) {
+  if (a.isUnbounded() || b.isUnbounded() || (b.lo <= 0 && b.hi >= 0))
+    return Interval::unbounded();
+  int64_t bound = std::max(std::abs(b.lo), std::abs(b.hi)) - 1;
+  if (a.lo >= 0)
+    return make(0, std::min(a.hi, bound));
+  if (a.hi <= 0)
+    return make(std::max(a.lo, -bound), 0);
+  return make(std::max(a.lo, -bound), std::min(a.hi, bound));
+}
+
+/// Recognises the floored modulo `select(r != 0 && sign(r) != sign(b), r + b,
+/// r)` with `r = remsi(a, b)`: for a positive divisor it lies in [0, b - 1].
+static std::optional<Interval> flooredModulo(arith::SelectOp select,
+                                             const IntervalAnalysis &ia) {
+  auto rem = select.getFalseValue().getDefiningOp<arith::RemSIOp>();
+  auto sum = select.getTrueValue().getDefiningOp<arith::AddIOp>();
+  if (!rem || !sum)
+    return std::nullopt;
+  Value divisor = rem.getRhs();
+  bool matches = (sum.getLhs() == rem.getResult() && sum.getRhs() == divisor) ||
+                 (sum.getRhs() == rem.getResult() && sum.getLhs() == divisor);
+  if (!matches)
+    return std::nullopt;
+  Interval b = ia.lookup(divisor);
+  if (b.isUnbounded() || b.lo <= 0)
+    return std::nullopt;
+  return make(0, b.hi - 1);
+}
+
+IntervalAnalysis::IntervalAnalysis(KernelOp kernel, const LaunchFacts &facts)
+    : kernel(kernel), facts(facts) {
+  for (unsigned i = 0; i < kernel.getNumDims() && i < facts.dims.size(); ++i)
+    intervals[kernel.getDimArg(i)] = Interval::point(facts.dims[i]);
+  for (unsigned i = 0; i < kernel.getNumParams() && i < facts.params.size();
+       ++i) {
+    BlockArgument arg = kernel.getParamArg(i);
+    double value = facts.params[i];
+    if (isa<IntegerType>(arg.getType()) && std::isfinite(value) &&
+        std::abs(value) < double(kLimit))
+      intervals[arg] = Interval::point(static_cast<int64_t>(value));
+  }
+  for (Operation &op : kernel.getEntryBlock())
+    visit(&op);
+}
+
+Interval IntervalAnalysis::lookup(Value value) const {
+  auto it = intervals.find(value);
+  return it == intervals.end() ? Interval::unbounded() : it->second;
+}
+
+std::optional<int64_t> IntervalAnalysis::lookupConstant(Value value) const {
+  Interval interval = lookup(value);
+  if (interval.isUnbounded() || interval.lo != interval.hi)
+    return std::nullopt;
+  return interval.lo;
+}
+
+/// Gives every index argument of a cascade body the range of its extent.
+static void bindIndexArguments(Block &block, ValueRange extents,
+                               llvm::DenseMap<Value, Interval> &intervals,
+                               const IntervalAnalysis &ia) {
+  for (auto [arg, extent] : llvm::zip(block.getArguments(), extents)) {
+    Interval size = ia.lookup(extent);
+    intervals[arg] = size.isUnbounded() ? Interval::unbounded()
+                                        : make(0, size.hi - 1);
+  }
+}
+
+void IntervalAnalysis::visit(Operation *op) {
+  auto operand = [&](unsigned i) { return lookup(op->getOperand(i)); };
+  auto set = [&](Interval interval) { intervals[op->getResult(0)] = interval; };
+
+  if (auto einsum = dyn_cast<EinsumOp>(op)) {
+    bindIndexArguments(einsum.getBodyBlock(), einsum.getExtents(), intervals,
+                       *this);
+    for (Operation &inner : einsum.getBodyBlock())
+      visit(&inner);
+    Value yielded = einsum.getYieldedValue();
+    if (isa<IntegerType, IndexType>(yielded.getType()) &&
+        einsum.getKind() == ReductionKind::None)
+      tensorEntries[einsum.getResult()] = lookup(yielded);
+    return;
+  }
+  if (auto keep = dyn_cast<KeepOp>(op)) {
+    SmallVector<Value> extents;
+    // A keep's indices range over its input; find the einsum that made it.
+    Value source = keep.getInput();
+    while (Operation *def = source.getDefiningOp()) {
+      if (auto producer = dyn_cast<EinsumOp>(def)) {
+        llvm::append_range(extents, producer.getOutputExtents());
+        break;
+      }
+      source = def->getOperand(0);
+    }
+    if (extents.size() == keep.getIndices().size())
+      bindIndexArguments(keep.getBodyBlock(), extents, intervals, *this);
+    for (Operation &inner : keep.getBodyBlock())
+      visit(&inner);
+    return;
+  }
+  if (op->getNumResults() != 1)
+    return;
+  Type type = op->getResult(0).getType();
+  if (!isa<IntegerType, IndexType>(type))
+    return;
+
+  llvm::TypeSwitch<Operation *>(op)
+      .Case([&](arith::ConstantOp constant) {
+        if (auto attr = dyn_cast<IntegerAttr>(constant.getValue()))
+          set(Interval::point(attr.getValue().getSExtValue()));
+      })
+      .Case([&](arith::AddIOp) { set(add(operand(0), operand(1))); })
+      .Case([&](arith::SubIOp) { set(sub(operand(0), operand(1))); })
+      .Case([&](arith::MulIOp) { set(mul(operand(0), operand(1))); })
+      .Case([&](arith::FloorDivSIOp) {
+        set(divide(operand(0), operand(1), [](int64_t a, int64_t b) {
+          return llvm::divideFloorSigned(a, b);
+        }));
+      })
+      .Case([&](arith::DivSIOp) {
+        set(divide(operand(0), operand(1),
+                   [](int64_t a, int64_t b) { return a / b; }));
+      })
+      .Case([&](arith::RemSIOp) { set(remainder(operand(0), operand(1))); })
+      .Case([&](arith::MaxSIOp) {
+        Interval a = operand(0), b = operand(1);
+        set(a.isUnbounded() || b.isUnbounded()
+                ? Interval::unbounded()
+                : make(std::max(a.lo, b.lo), std::max(a.hi, b.hi)));
+      })
+      .Case([&](arith::MinSIOp) {
+        Interval a = operand(0), b = operand(1);
+        set(a.isUnbounded() || b.isUnbounded()
+                ? Interval::unbounded()
+                : make(std::min(a.lo, b.lo), std::min(a.hi, b.hi)));
+      })
+      .Case([&](arith::SelectOp select) {
+        if (std::optional<Interval> modulo = flooredModulo(select, *this))
+          set(*modulo);
+        else
+          set(join(operand(1), operand(2)));
+      })
+      .Case<arith::IndexCastOp, arith::ExtSIOp>(
+          [&](Operation *) { set(operand(0)); })
+      .Case([&](ReadOp read) {
+        Value tensor = read.getTensor();
+        if (auto arg = dyn_cast<BlockArgument>(tensor);
+            arg && arg.getOwner() == &kernel.getEntryBlock()) {
+          unsigned index = arg.getArgNumber() - kernel.getNumDims();
+          if (facts.inputRange)
+            if (std::optional<Interval> range = facts.inputRange(index))
+              set(*range);
+          return;
+        }
+        auto it = tensorEntries.find(tensor);
+        if (it != tensorEntries.end())
+          set(it->second);
+      })
+      .Default([&](Operation *) {
+        if (type.isInteger(1))
+          set(Interval::range(0, 1));
+      });
+}
+
+/// The size of `axis` of `tensor` and the dim that sets it, if known.
+static std::pair<std::optional<int64_t>, std::optional<unsigned>>
+getAxisSize(KernelOp kernel, const IntervalAnalysis &ia, Value tensor,
+            unsigned axis) {
+  if (auto arg = dyn_cast<BlockArgument>(tensor)) {
+    unsigned index = arg.getArgNumber() - kernel.getNumDims();
+    Attribute size = kernel.getShapeOf(index)[axis];
+    if (auto literal = dyn_cast<IntegerAttr>(size))
+      return {literal.getInt(), std::nullopt};
+    std::optional<unsigned> dim =
+        kernel.lookupDim(cast<StringAttr>(size).getValue());
+    if (!dim)
+      return {std::nullopt, std::nullopt};
+    return {ia.lookupConstant(kernel.getDimArg(*dim)), dim};
+  }
+  while (Operation *def = tensor.getDefiningOp()) {
+    if (auto producer = dyn_cast<EinsumOp>(def)) {
+      Value extent = producer.getOutputExtents()[axis];
+      std::optional<unsigned> dim;
+      if (auto dimArg = dyn_cast<BlockArgument>(extent);
+          dimArg && dimArg.getOwner() == &kernel.getEntryBlock())
+        dim = dimArg.getArgNumber();
+      return {ia.lookupConstant(extent), dim};
+    }
+    tensor = def->getOperand(0);
+  }
+  return {std::nullopt, std::nullopt};
+}
+
+SmallVector<SubscriptViolation> IntervalAnalysis::findViolations() const {
+  SmallVector<SubscriptViolation> violations;
+  KernelOp kernel = this->kernel;
+  kernel.walk([&](ReadOp read) {
+    for (auto [axis, subscript] : llvm::enumerate(read.getSubscripts())) {
+      auto [size, dim] = getAxisSize(kernel, *this, read.getTensor(), axis);
+      Interval range = lookup(subscript);
+      if (!size || range.isUnbounded() || range.lo < 0 || range.hi >= *size)
+        violations.push_back(
+            {read, static_cast<unsigned>(axis), range, size.value_or(-1), dim});
+    }
+  });
+  return violations;
+}
+
+std::string mlir::attn::describeViolation(KernelOp kernel,
+                                          const SubscriptViolation &v) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << "subscript " << v.axis << " of ";
+  ReadOp read = v.read;
+  Value tensor = read.getTensor();
+  if (auto arg = dyn_cast<BlockArgument>(tensor);
+      arg && arg.getOwner() == &kernel.getEntryBlock())
+    os << "'"
+       << cast<StringAttr>(
+              kernel.getInputNames()[arg.getArgNumber() - kernel.getNumDims()])
+              .getValue()
+       << "'";
+  else
+    os << "a computed tensor";
+  if (v.subscript.isUnbounded())
+    os << " cannot be bounded";
+  else
+    os << " ranges over [" << v.subscript.lo << ", " << v.subscript.hi << "]";
+  if (v.size >= 0)
+    os << " but the axis has size " << v.size;
+  else
+    os << " and the axis size is unknown";
+  if (v.sizingDim)
+    os << " (dim "
+       << cast<StringAttr>(kernel.getDimNames()[*v.sizingDim]).getValue()
+       << ")";
+  return text;
+}

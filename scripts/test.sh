@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests (gtest), lit tests, a bounded fuzzing run of
+# the front end, and the unit tests again under ASan + UBSan.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${ATTN_BUILD_DIR:-$root/build}"
+fuzz_seconds="${ATTN_FUZZ_SECONDS:-60}"
+jobs="$(nproc)"
+
+echo "== unit tests"
+ctest --test-dir "$build" --output-on-failure -j "$jobs"
+
+echo "== lit tests"
+/usr/lib/llvm-22/bin/lit -sv "$build/test"
+
+echo "== fuzzing the front end for ${fuzz_seconds}s"
+corpus="$(mktemp -d)"
+trap 'rm -rf "$corpus"' EXIT
+cp "$root"/examples/*.attn "$corpus"/
+"$build/bin/attn-fuzz-dsl" -max_total_time="$fuzz_seconds" -timeout=10 \
+  -rss_limit_mb=4096 -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
+
+echo "== unit tests under ASan + UBSan"
+asan="${build}-asan"
+ATTN_BUILD_DIR="$asan" "$root/scripts/build.sh" -DATTN_ENABLE_SANITIZERS=ON \
+  -DATTN_ENABLE_FUZZER=OFF >/dev/null
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir "$asan" --output-on-failure -j "$jobs"
+echo "== all tests passed"

@@ -1,0 +1,395 @@
+//===- attnc.cpp - The attnc driver ---------------------------------------===//
+//
+// attnc run SPEC      compile, run on random data, optionally check against
+//                     the float64 reference evaluator
+// attnc compile SPEC  compile and print an intermediate form
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Analysis/IntervalAnalysis.h"
+#include "attn/Dialect/Attn/IR/AttnDialect.h"
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Driver/Launch.h"
+#include "attn/Frontend/Frontend.h"
+#include "attn/JIT/CpuKernel.h"
+#include "attn/Pipelines/Pipelines.h"
+#include "attn/Reference/Evaluator.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <cmath>
+
+using namespace mlir;
+using namespace ::attn;
+using mlir::attn::AttnDialect;
+using mlir::attn::EinsumOp;
+using mlir::attn::IntervalAnalysis;
+using mlir::attn::KernelOp;
+using mlir::attn::LaunchFacts;
+using mlir::attn::ReductionKind;
+namespace cl = llvm::cl;
+
+static cl::OptionCategory attncCategory("attnc options");
+static cl::SubCommand runCommand("run",
+                                 "Compile a spec, run it on random data");
+static cl::SubCommand compileCommand("compile",
+                                     "Compile a spec and print its IR");
+
+static cl::opt<std::string> specPath(cl::Positional, cl::desc("<spec.attn>"),
+                                     cl::Required, cl::sub(runCommand),
+                                     cl::sub(compileCommand),
+                                     cl::cat(attncCategory));
+static cl::opt<std::string>
+    shapeList("shape", cl::desc("Sizes of symbolic dims, e.g. B=2,H=16,M=4096"),
+              cl::sub(runCommand), cl::sub(compileCommand),
+              cl::cat(attncCategory));
+static cl::opt<std::string>
+    paramList("param", cl::desc("Param values, e.g. window=128,cap=30"),
+              cl::sub(runCommand), cl::cat(attncCategory));
+static cl::opt<std::string> dtypeOption(
+    "dtype",
+    cl::desc("Element type of float inputs and outputs: f32, bf16, f16, or "
+             "'declared' for the spec's own types (default: f32 for run, "
+             "declared for compile)"),
+    cl::sub(runCommand), cl::sub(compileCommand), cl::cat(attncCategory));
+static cl::opt<std::string> targetOption("target",
+                                         cl::desc("Target (cpu)"),
+                                         cl::init("cpu"), cl::sub(runCommand),
+                                         cl::sub(compileCommand),
+                                         cl::cat(attncCategory));
+static cl::opt<bool> checkOption(
+    "check", cl::desc("Compare with the float64 reference evaluator"),
+    cl::sub(runCommand), cl::cat(attncCategory));
+static cl::opt<bool> jsonOption("json",
+                                cl::desc("Print one JSON object of results"),
+                                cl::sub(runCommand), cl::cat(attncCategory));
+static cl::opt<uint64_t> seedOption("seed", cl::desc("Random seed"),
+                                    cl::init(1), cl::sub(runCommand),
+                                    cl::cat(attncCategory));
+static cl::opt<unsigned> repeatOption(
+    "repeat", cl::desc("Run the kernel this many times; report the median"),
+    cl::init(1), cl::sub(runCommand), cl::cat(attncCategory));
+
+enum class EmitKind { Attn, Linalg, LLVMDialect, LLVMIR };
+static cl::opt<EmitKind> emitOption(
+    "emit", cl::desc("What to print"), cl::init(EmitKind::Attn),
+    cl::values(clEnumValN(EmitKind::Attn, "attn", "the attn cascade"),
+               clEnumValN(EmitKind::Linalg, "linalg",
+                          "linalg on tensors (unfused)"),
+               clEnumValN(EmitKind::LLVMDialect, "llvm-dialect",
+                          "the LLVM dialect"),
+               clEnumValN(EmitKind::LLVMIR, "llvm", "LLVM IR")),
+    cl::sub(compileCommand), cl::cat(attncCategory));
+static cl::opt<std::string> outputPath("o", cl::desc("Output file"),
+                                       cl::value_desc("path"), cl::init("-"),
+                                       cl::sub(compileCommand),
+                                       cl::cat(attncCategory));
+static cl::opt<bool> timePasses("time-passes",
+                                cl::desc("Time each pass of the pipeline"),
+                                cl::sub(runCommand), cl::sub(compileCommand),
+                                cl::cat(attncCategory));
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double millisecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start)
+      .count();
+}
+
+int fail(const llvm::Twine &message) {
+  llvm::WithColor::error(llvm::errs(), "attnc") << message << "\n";
+  return 1;
+}
+
+int fail(llvm::Error error) {
+  std::string message = llvm::toString(std::move(error));
+  return fail(message);
+}
+
+/// The relative-error tolerance that fits the element type of the data.
+double toleranceFor(DType type) {
+  switch (type) {
+  case DType::BF16:
+    return 1e-2;
+  case DType::F16:
+    return 2e-3;
+  default:
+    return 1e-5;
+  }
+}
+
+/// Parses the spec file into a module; diagnostics go to stderr with the
+/// source line and a caret.
+FailureOr<OwningOpRef<ModuleOp>> loadSpec(MLIRContext &context,
+                                          llvm::SourceMgr &sourceMgr) {
+  auto buffer = llvm::MemoryBuffer::getFile(specPath, /*IsText=*/true);
+  if (std::error_code error = buffer.getError()) {
+    fail(llvm::formatv("cannot open '{0}': {1}", specPath, error.message()));
+    return failure();
+  }
+  sourceMgr.AddNewSourceBuffer(std::move(*buffer), llvm::SMLoc());
+  ::attn::dsl::FrontendOptions options;
+  std::string dtype = dtypeOption;
+  if (dtype.empty() && runCommand)
+    dtype = "f32";
+  if (!dtype.empty() && dtype != "declared") {
+    std::optional<DType> type = parseDType(dtype);
+    if (!type || !isFloatDType(*type) || *type == DType::F64) {
+      fail(llvm::formatv(
+          "--dtype: expected f32, bf16, f16 or declared, got '{0}'", dtype));
+      return failure();
+    }
+    options.floatTypeOverride = dtype;
+  }
+  return ::attn::dsl::compileSpec(sourceMgr, context, options);
+}
+
+KernelOp getKernel(ModuleOp module) {
+  return *module.getOps<KernelOp>().begin();
+}
+
+/// Floating-point operations of the cascade: one per elementwise point, two
+/// per reduction term. It measures the unfused work, not the ideal.
+double countCascadeFlops(KernelOp kernel, llvm::ArrayRef<int64_t> dims) {
+  IntervalAnalysis analysis(kernel, LaunchFacts{dims, {}, {}});
+  double flops = 0;
+  for (auto einsum : kernel.getEntryBlock().getOps<EinsumOp>()) {
+    double points = 1;
+    for (Value extent : einsum.getExtents())
+      points *= static_cast<double>(analysis.lookupConstant(extent).value_or(0));
+    flops += points * (einsum.getKind() == ReductionKind::None ? 1 : 2);
+  }
+  return flops;
+}
+
+std::string describeDims(KernelOp kernel, llvm::ArrayRef<int64_t> dims) {
+  std::string text;
+  for (unsigned i = 0; i < kernel.getNumDims(); ++i)
+    text += llvm::formatv("{0}{1}={2}", i ? "," : "",
+                          cast<StringAttr>(kernel.getDimNames()[i]).getValue(),
+                          dims[i]);
+  return text;
+}
+
+int runSpec(MLIRContext &context) {
+  llvm::SourceMgr sourceMgr;
+  auto frontendStart = Clock::now();
+  FailureOr<OwningOpRef<ModuleOp>> module = loadSpec(context, sourceMgr);
+  if (failed(module))
+    return 1;
+  double frontendMs = millisecondsSince(frontendStart);
+  KernelOp kernel = getKernel(**module);
+
+  llvm::StringMap<int64_t> givenSizes;
+  if (!shapeList.empty()) {
+    auto parsed = parseShapeList(shapeList);
+    if (!parsed)
+      return fail(parsed.takeError());
+    givenSizes = std::move(*parsed);
+  }
+  llvm::StringMap<double> givenParams;
+  if (!paramList.empty()) {
+    auto parsed = parseParamList(paramList);
+    if (!parsed)
+      return fail(parsed.takeError());
+    givenParams = std::move(*parsed);
+  }
+  Launch launch;
+  auto dims = bindDims(kernel, givenSizes);
+  if (!dims)
+    return fail(dims.takeError());
+  launch.dims = std::move(*dims);
+  auto params = bindParams(kernel, givenParams);
+  if (!params)
+    return fail(params.takeError());
+  launch.params = std::move(*params);
+  launch.inputs = makeRandomInputs(kernel, launch.dims, seedOption);
+  if (llvm::Error error = checkLaunch(kernel, launch))
+    return fail(std::move(error));
+
+  // The reference runs on the cascade as written, before any lowering.
+  std::vector<HostTensor> expected;
+  if (checkOption) {
+    ::attn::ref::KernelArguments arguments;
+    arguments.dims = launch.dims;
+    for (const HostTensor &input : launch.inputs)
+      arguments.inputs.push_back(&input);
+    arguments.params = launch.params;
+    FailureOr<std::vector<HostTensor>> result =
+        ::attn::ref::evaluate(kernel, arguments);
+    if (failed(result))
+      return fail("the reference evaluator failed");
+    expected = std::move(*result);
+  }
+  double flops = countCascadeFlops(kernel, launch.dims);
+  std::string kernelName = kernel.getSymName().str();
+  std::string shapeText = describeDims(kernel, launch.dims);
+  std::vector<DType> outputTypes;
+  std::vector<std::vector<int64_t>> outputShapes;
+  for (unsigned i = 0; i < kernel.getNumOutputs(); ++i) {
+    outputTypes.push_back(getOutputDType(kernel, i));
+    outputShapes.push_back(
+        getTensorShape(kernel, kernel.getNumInputs() + i, launch.dims));
+  }
+  std::vector<std::string> outputNames(
+      kernel.getOutputNames().getAsValueRange<StringAttr>().begin(),
+      kernel.getOutputNames().getAsValueRange<StringAttr>().end());
+
+  auto compileStart = Clock::now();
+  // Lowering rewrites the module; keep the cascade for reporting.
+  OwningOpRef<ModuleOp> lowered = (**module).clone();
+  auto compiled = CpuKernel::compile(*lowered, CpuKernelOptions());
+  if (!compiled)
+    return fail(compiled.takeError());
+  double compileMs = frontendMs + millisecondsSince(compileStart);
+
+  std::vector<HostTensor> outputs;
+  for (unsigned i = 0; i < outputTypes.size(); ++i)
+    outputs.emplace_back(outputTypes[i], outputShapes[i]);
+  std::vector<const HostTensor *> inputPointers;
+  for (const HostTensor &input : launch.inputs)
+    inputPointers.push_back(&input);
+  std::vector<HostTensor *> outputPointers;
+  for (HostTensor &output : outputs)
+    outputPointers.push_back(&output);
+  std::vector<double> runTimes;
+  for (unsigned r = 0; r < std::max(1u, (unsigned)repeatOption); ++r) {
+    auto runStart = Clock::now();
+    if (llvm::Error error = (*compiled)->run(launch.dims, inputPointers,
+                                             launch.params, outputPointers))
+      return fail(std::move(error));
+    runTimes.push_back(millisecondsSince(runStart));
+  }
+  std::sort(runTimes.begin(), runTimes.end());
+  double runMs = runTimes[runTimes.size() / 2];
+
+  double maxError = 0, tolerance = 0;
+  bool ok = true;
+  if (checkOption) {
+    for (unsigned i = 0; i < outputs.size(); ++i) {
+      double error = relativeError(outputs[i], expected[i]);
+      maxError = std::max(maxError, std::isnan(error) ? INFINITY : error);
+    }
+    DType dataType = DType::F32;
+    for (unsigned i = 0; i < kernel.getNumInputs(); ++i)
+      if (isFloatDType(getInputDType(kernel, i)))
+        dataType = getInputDType(kernel, i);
+    for (DType type : outputTypes)
+      if (type == DType::BF16 || type == DType::F16)
+        dataType = type;
+    tolerance = toleranceFor(dataType);
+    ok = maxError <= tolerance;
+  }
+
+  double gflops = runMs > 0 ? flops / (runMs * 1e6) : 0;
+  if (jsonOption) {
+    llvm::json::Object shapes;
+    for (unsigned i = 0; i < kernel.getNumDims(); ++i)
+      shapes[cast<StringAttr>(kernel.getDimNames()[i]).getValue()] =
+          launch.dims[i];
+    llvm::json::Object params;
+    for (unsigned i = 0; i < kernel.getNumParams(); ++i)
+      params[cast<StringAttr>(kernel.getParamNames()[i]).getValue()] =
+          launch.params[i];
+    llvm::json::Object result{{"spec", kernelName},
+                              {"file", specPath},
+                              {"target", targetOption},
+                              {"path", "unfused"},
+                              {"shapes", std::move(shapes)},
+                              {"params", std::move(params)},
+                              {"compile_ms", compileMs},
+                              {"run_ms", runMs},
+                              {"gflops", gflops}};
+    if (checkOption) {
+      result["max_rel_err"] = std::isfinite(maxError) ? maxError : 1e308;
+      result["tol"] = tolerance;
+      result["ok"] = ok;
+    }
+    llvm::outs() << llvm::json::Value(std::move(result)) << "\n";
+  } else {
+    llvm::outs() << llvm::formatv("{0}: target={1} path=unfused\n", kernelName,
+                                  targetOption);
+    llvm::outs() << "shapes: " << shapeText << "\n";
+    llvm::outs() << llvm::formatv(
+        "compile: {0:f1} ms  run: {1:f2} ms  ({2:f2} GFLOP/s cascade)\n",
+        compileMs, runMs, gflops);
+    if (checkOption)
+      llvm::outs() << llvm::formatv("check: max_rel_err={0:e2} tol={1:e0} {2}\n",
+                                    maxError, tolerance, ok ? "ok" : "FAIL");
+  }
+  return ok ? 0 : 1;
+}
+
+int compileSpec(MLIRContext &context) {
+  llvm::SourceMgr sourceMgr;
+  FailureOr<OwningOpRef<ModuleOp>> module = loadSpec(context, sourceMgr);
+  if (failed(module))
+    return 1;
+  std::string errorMessage;
+  auto output = openOutputFile(outputPath, &errorMessage);
+  if (!output)
+    return fail(errorMessage);
+  llvm::raw_ostream &os = output->os();
+  switch (emitOption) {
+  case EmitKind::Attn:
+    (*module)->print(os);
+    break;
+  case EmitKind::Linalg:
+  case EmitKind::LLVMDialect:
+    if (failed(emitOption == EmitKind::Linalg
+                   ? mlir::attn::lowerToLinalg(**module)
+                   : mlir::attn::lowerToLLVMDialect(**module)))
+      return fail("lowering failed");
+    (*module)->print(os);
+    break;
+  case EmitKind::LLVMIR: {
+    llvm::Expected<std::string> ir = ::attn::emitLLVMIR(**module);
+    if (!ir)
+      return fail(ir.takeError());
+    os << *ir;
+    break;
+  }
+  }
+  output->keep();
+  return 0;
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM initLLVM(argc, argv);
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  cl::HideUnrelatedOptions(attncCategory);
+  cl::ParseCommandLineOptions(argc, argv, "attnc: attention variant compiler\n");
+
+  DialectRegistry registry;
+  mlir::attn::registerCodegenDialects(registry);
+  MLIRContext context(registry);
+  context.loadDialect<AttnDialect, arith::ArithDialect, math::MathDialect,
+                      tensor::TensorDialect>();
+
+  mlir::attn::enablePipelineTiming(timePasses);
+  if (targetOption != "cpu")
+    return fail(llvm::formatv("--target: '{0}' is not supported yet (cpu)",
+                              targetOption));
+  if (runCommand)
+    return runSpec(context);
+  if (compileCommand)
+    return compileSpec(context);
+  return fail("expected a command: attnc run SPEC | attnc compile SPEC "
+              "(see attnc --help)");
+}
