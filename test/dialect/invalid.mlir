@@ -191,7 +191,7 @@ func.func @read_rank(%n: index, %x: tensor<?x?xf32>) {
 // -----
 
 func.func @read_outside(%n: index, %x: tensor<?xf32>) {
-  // expected-error @+1 {{must be inside an attn.einsum or attn.keep body}}
+  // expected-error @+1 {{must be inside an attn.einsum, attn.keep or attn.attention body}}
   %v = attn.read %x[%n] : tensor<?xf32>
   return
 }
@@ -273,5 +273,106 @@ func.func @softmax_sink_type(%x: tensor<?x?xf32>, %s: tensor<?xf16>) {
 func.func @normalize_integer(%x: tensor<?x?xi32>) {
   // expected-error @+1 {{normalizes a non-float tensor of 'i32'}}
   %0 = attn.normalize %x dimension(1) : tensor<?x?xi32>
+  return
+}
+
+// -----
+
+func.func @attention_rank(%q: tensor<?x?x?xf32>, %k: tensor<?x?x?x?xf32>, %s: f32) {
+  // expected-error @+1 {{query must have rank 4, got 3}}
+  %o = attn.attention <softmax> %q, %k, %k scale(%s)
+      : tensor<?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32> -> tensor<?x?x?x?xf32>
+  score_mod {
+  ^bb0(%x: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %x : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}
+
+// -----
+
+func.func @attention_head_dim(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x16xf32>, %s: f32) {
+  // expected-error @+1 {{query and key head dims differ: 32 vs 16}}
+  %o = attn.attention <softmax> %q, %k, %k scale(%s)
+      : tensor<?x?x?x32xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
+  score_mod {
+  ^bb0(%x: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %x : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}
+
+// -----
+
+func.func @attention_lse_normalizer(%q: tensor<?x?x?x?xf32>, %s: f32) {
+  // expected-error @+1 {{lse needs the softmax normalizer}}
+  %o, %l = attn.attention <none> %q, %q, %q scale(%s)
+      : tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32> -> tensor<?x?x?x?xf32>, tensor<?x?x?xf32>
+  score_mod {
+  ^bb0(%x: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %x : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}
+
+// -----
+
+func.func @attention_float_mask(%q: tensor<?x?x?x?xf32>, %s: f32) {
+  // expected-error @+1 {{mask must yield one 'i1'}}
+  %o = attn.attention <softmax> %q, %q, %q scale(%s)
+      : tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32> -> tensor<?x?x?x?xf32>
+  score_mod {
+  ^bb0(%x: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %x : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+func.func @attention_score_mod_arguments(%q: tensor<?x?x?x?xf32>, %s: f32) {
+  // expected-error @+1 {{score_mod must take 5 arguments of types ('f32', 'index', 'index', 'index', 'index')}}
+  %o = attn.attention <softmax> %q, %q, %q scale(%s)
+      : tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32> -> tensor<?x?x?x?xf32>
+  score_mod {
+  ^bb0(%x: f32):
+    attn.yield %x : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}
+
+// -----
+
+func.func @attention_sink_normalizer(%q: tensor<?x?x?x?xf32>, %sink: tensor<?x?x?xf32>, %s: f32) {
+  // expected-error @+1 {{a sink logit needs the softmax normalizer}}
+  %o = attn.attention <normalize> %q, %q, %q scale(%s) sink(%sink : tensor<?x?x?xf32>)
+      : tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32> -> tensor<?x?x?x?xf32>
+  score_mod {
+  ^bb0(%x: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %x : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
   return
 }

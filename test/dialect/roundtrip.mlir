@@ -50,3 +50,45 @@ attn.kernel @causal attributes {
   }
   attn.return %O, %L : tensor<?x?x?xf32>, tensor<?x?xf32>
 }
+
+// CHECK-LABEL: func.func @attention
+//       CHECK:   %[[O:.+]]:2 = attn.attention <softmax> %{{.+}}, %{{.+}}, %{{.+}} scale(%{{.+}}) sink(%{{.+}} : tensor<?x?x?xf32>) : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xf32>, tensor<?x?x?xf32> score_mod {
+//       CHECK:   ^bb0(%score: f32, %b: index, %h: index, %m: index, %n: index):
+//       CHECK:     math.tanh
+//       CHECK:   } mask {
+//       CHECK:   ^bb0(%b: index, %h: index, %m: index, %n: index):
+//       CHECK:     attn.yield %{{.+}} : i1
+//       CHECK:   } tile_class {
+//       CHECK:   ^bb0(%b: index, %h: index, %m_first: index, %m_last: index, %n_first: index, %n_last: index):
+//       CHECK:     attn.yield %{{.+}} : i32
+//       CHECK:   attn.attention <none>
+func.func @attention(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>,
+                     %sink: tensor<?x?x?xf32>, %scale: f32, %offset: index) -> tensor<?x?x?x64xf32> {
+  %o, %lse = attn.attention <softmax> %q, %k, %v scale(%scale) sink(%sink : tensor<?x?x?xf32>)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xf32>, tensor<?x?x?xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    %t = math.tanh %s : f32
+    attn.yield %t : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %lim = arith.addi %m, %offset : index
+    %c = arith.cmpi sle, %n, %lim : index
+    attn.yield %c : i1
+  } tile_class {
+  ^bb0(%b: index, %h: index, %m0: index, %m1: index, %n0: index, %n1: index):
+    %c1 = arith.constant 1 : i32
+    attn.yield %c1 : i32
+  }
+  %o2 = attn.attention <none> %q, %k, %v scale(%scale)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return %o2 : tensor<?x?x?x64xf32>
+}

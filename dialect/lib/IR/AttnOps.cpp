@@ -277,9 +277,10 @@ LogicalResult ReadOp::verify() {
     return emitOpError() << "reads a rank-" << type.getRank()
                          << " tensor with " << getSubscripts().size()
                          << " subscripts";
-  if (!getOperation()->getParentOfType<EinsumOp>() &&
-      !getOperation()->getParentOfType<KeepOp>())
-    return emitOpError() << "must be inside an attn.einsum or attn.keep body";
+  Operation *parent = getOperation()->getParentOp();
+  if (!isa_and_nonnull<EinsumOp, KeepOp, AttentionOp>(parent))
+    return emitOpError()
+           << "must be inside an attn.einsum, attn.keep or attn.attention body";
   return success();
 }
 
@@ -378,6 +379,132 @@ LogicalResult SoftmaxOp::verify() {
 
 LogicalResult NormalizeOp::verify() {
   return verifyNormalizer(*this, getInput(), getDimension());
+}
+
+//===----------------------------------------------------------------------===//
+// AttentionOp
+//===----------------------------------------------------------------------===//
+
+void AttentionOp::getAsmBlockArgumentNames(Region &region,
+                                           OpAsmSetValueNameFn setNameFn) {
+  if (region.empty())
+    return;
+  static const char *const scoreModNames[] = {"score", "b", "h", "m", "n"};
+  static const char *const maskNames[] = {"b", "h", "m", "n"};
+  static const char *const tileNames[] = {"b",      "h",       "m_first",
+                                          "m_last", "n_first", "n_last"};
+  ArrayRef<const char *> names;
+  if (&region == &getScoreMod())
+    names = scoreModNames;
+  else if (&region == &getMask())
+    names = maskNames;
+  else
+    names = tileNames;
+  for (auto [arg, name] : llvm::zip(region.front().getArguments(), names))
+    setNameFn(arg, name);
+}
+
+/// The value a single-block region yields, or null.
+static Value getYielded(Region &region) {
+  if (region.empty())
+    return {};
+  auto yield = dyn_cast<YieldOp>(region.front().getTerminator());
+  if (!yield || yield.getValues().size() != 1)
+    return {};
+  return yield.getValues().front();
+}
+
+bool AttentionOp::hasTrivialMask() {
+  Value predicate = getYielded(getMask());
+  auto constant = predicate ? predicate.getDefiningOp<arith::ConstantOp>()
+                            : arith::ConstantOp();
+  auto value = constant ? dyn_cast<BoolAttr>(constant.getValue()) : BoolAttr();
+  return value && value.getValue();
+}
+
+bool AttentionOp::hasTrivialScoreMod() {
+  return getYielded(getScoreMod()) == getScoreModBlock().getArgument(0);
+}
+
+LogicalResult AttentionOp::verify() {
+  auto query = cast<RankedTensorType>(getQuery().getType());
+  auto key = cast<RankedTensorType>(getKey().getType());
+  auto value = cast<RankedTensorType>(getValue().getType());
+  auto output = cast<RankedTensorType>(getOutput().getType());
+  for (auto [name, type] : {std::pair<StringRef, RankedTensorType>{"query", query},
+                            {"key", key},
+                            {"value", value},
+                            {"output", output}})
+    if (type.getRank() != 4)
+      return emitOpError() << name << " must have rank 4, got "
+                           << type.getRank();
+  auto mismatch = [](int64_t a, int64_t b) {
+    return !ShapedType::isDynamic(a) && !ShapedType::isDynamic(b) && a != b;
+  };
+  if (mismatch(query.getDimSize(3), key.getDimSize(3)))
+    return emitOpError() << "query and key head dims differ: "
+                         << query.getDimSize(3) << " vs " << key.getDimSize(3);
+  if (mismatch(key.getDimSize(2), value.getDimSize(2)))
+    return emitOpError() << "key and value lengths differ: "
+                         << key.getDimSize(2) << " vs " << value.getDimSize(2);
+  if (mismatch(output.getDimSize(3), value.getDimSize(3)))
+    return emitOpError() << "output and value head dims differ: "
+                         << output.getDimSize(3) << " vs "
+                         << value.getDimSize(3);
+  if (!output.getElementType().isF32())
+    return emitOpError() << "output must hold f32, got "
+                         << output.getElementType();
+  if (Value lse = getLse()) {
+    auto lseType = cast<RankedTensorType>(lse.getType());
+    if (lseType.getRank() != 3 || !lseType.getElementType().isF32())
+      return emitOpError() << "lse must be a rank-3 f32 tensor, got "
+                           << lseType;
+    if (getNormalizer() != Normalizer::Softmax)
+      return emitOpError() << "lse needs the softmax normalizer";
+  }
+  if (Value sink = getSink()) {
+    auto sinkType = cast<RankedTensorType>(sink.getType());
+    if (sinkType.getRank() != 3 || !sinkType.getElementType().isF32())
+      return emitOpError() << "sink must be a rank-3 f32 tensor [B, H, M], got "
+                           << sinkType;
+    if (getNormalizer() != Normalizer::Softmax)
+      return emitOpError() << "a sink logit needs the softmax normalizer";
+  }
+  return success();
+}
+
+/// Checks that `region` takes `types` and yields one value of `result`.
+static LogicalResult verifyAttentionRegion(AttentionOp op, Region &region,
+                                           StringRef name,
+                                           ArrayRef<Type> types, Type result) {
+  Block &block = region.front();
+  if (TypeRange(block.getArgumentTypes()) != TypeRange(types))
+    return op.emitOpError() << name << " must take " << types.size()
+                            << " arguments of types (" << types << ")";
+  Value yielded = getYielded(region);
+  if (!yielded || yielded.getType() != result)
+    return op.emitOpError() << name << " must yield one " << result;
+  return success();
+}
+
+LogicalResult AttentionOp::verifyRegions() {
+  Builder b(getContext());
+  Type index = b.getIndexType(), f32 = b.getF32Type();
+  if (failed(verifyAttentionRegion(*this, getScoreMod(), "score_mod",
+                                   {f32, index, index, index, index}, f32)) ||
+      failed(verifyAttentionRegion(*this, getMask(), "mask",
+                                   {index, index, index, index},
+                                   b.getI1Type())))
+    return failure();
+  if (hasTileClass()) {
+    if (!getTileClass().hasOneBlock())
+      return emitOpError() << "tile_class must have one block";
+    SmallVector<Type> indices(6, index);
+    if (failed(verifyAttentionRegion(*this, getTileClass(), "tile_class",
+                                     indices, b.getI32Type())))
+      return failure();
+  }
+  return success();
 }
 
 #define GET_OP_CLASSES

@@ -24,4 +24,28 @@ def Attn_ReductionKindAttr
   let assemblyFormat = "`<` $value `>`";
 }
 
+/// How attention weights are made from scores: `softmax` (with an optional
+/// sink logit), `normalize` (divide by the row sum, e.g. softplus attention)
+/// or `none` (sigmoid and linear attention use the scores as weights).
+def Attn_Normalizer : I32EnumAttr<"Normalizer", "attention normalizer", [
+    I32EnumAttrCase<"Softmax", 0, "softmax">,
+    I32EnumAttrCase<"Normalize", 1, "normalize">,
+    I32EnumAttrCase<"None", 2, "none">]> {
+  let cppNamespace = "::mlir::attn";
+  let genSpecializedAttr = 0;
+}
+
+def Attn_NormalizerAttr : EnumAttr<Attn_Dialect, Attn_Normalizer, "normalizer"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
+/// What the mask analysis says of a (query tile, key tile).
+def Attn_TileClass : I32EnumAttr<"TileClass", "mask tile class", [
+    I32EnumAttrCase<"Empty", 0, "empty">,
+    I32EnumAttrCase<"Partial", 1, "partial">,
+    I32EnumAttrCase<"Full", 2, "full">]> {
+  let cppNamespace = "::mlir::attn";
+  let genSpecializedAttr = 0;
+}
+
 #endif // ATTN_DIALECT_ATTN_IR_ATTNENUMS_TD

@@ -251,9 +251,75 @@ def Attn_NormalizeOp : Attn_NormalizerOp<"normalize",
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Structured level
+//===----------------------------------------------------------------------===//
+
+def Attn_AttentionOp : Attn_Op<"attention", [
+    RecursiveMemoryEffects,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "Fused attention with score_mod and mask regions";
+  let description = [{
+    Computes, for every batch `b`, query head `h`, query `m`:
+
+      s[n]   = score_mod(scale * sum_d Q[b,h,m,d] * K[b,g,n,d], b, h, m, n)
+               for the keys n where mask(b, h, m, n) holds
+      p      = softmax(s) (with the sink logit sink[b,h,m] in the
+               denominator) | s / sum(s) (normalize) | s (none)
+      O[b,h,m,e] = sum_n p[n] * V[b,g,n,e]
+      LSE[b,h,m] = logsumexp(s)            (optional second result)
+
+    Q is [B, H, M, D], K is [B, G, N, D], V is [B, G, N, E]; query head h
+    reads key/value head g = h / (H / G) (H must be a multiple of G). A row
+    with no kept key gives O = 0 and LSE = -inf. Results are f32.
+
+    `score_mod` takes the scaled score and the indices (b, h, m, n);
+    `mask` takes the indices and yields i1. Both may read, from above, the
+    kernel's dims, params and tensors (ALiBi slopes, document ids).
+
+    `tile_class`, filled by `attn-analyze-mask`, takes a batch, a head and
+    inclusive query and key ranges (b, h, m_first, m_last, n_first, n_last)
+    and yields an i32 TileClass: 0 when the mask keeps no point of the tile,
+    2 when it keeps every point, 1 when it cannot tell. Backends skip empty
+    tiles and drop the mask on full ones.
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$query,
+    AnyRankedTensor:$key,
+    AnyRankedTensor:$value,
+    F32:$scale,
+    Optional<AnyRankedTensor>:$sink,
+    Attn_NormalizerAttr:$normalizer);
+  let results = (outs
+    AnyRankedTensor:$output,
+    Optional<AnyRankedTensor>:$lse);
+  let regions = (region
+    SizedRegion<1>:$score_mod,
+    SizedRegion<1>:$mask,
+    AnyRegion:$tile_class);
+  let assemblyFormat = [{
+    $normalizer $query `,` $key `,` $value `scale` `(` $scale `)`
+    (`sink` `(` $sink^ `:` type($sink) `)`)?
+    attr-dict `:` type($query) `,` type($key) `,` type($value)
+    `->` type($output) (`,` type($lse)^)?
+    `score_mod` $score_mod `mask` $mask (`tile_class` $tile_class^)?
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::Block &getScoreModBlock() { return getScoreMod().front(); }
+    ::mlir::Block &getMaskBlock() { return getMask().front(); }
+    bool hasTileClass() { return !getTileClass().empty(); }
+    /// Whether the mask region yields the constant true.
+    bool hasTrivialMask();
+    /// Whether score_mod yields its score argument unchanged.
+    bool hasTrivialScoreMod();
+  }];
+}
+
 def Attn_YieldOp : Attn_Op<"yield", [
-    Pure, Terminator, ReturnLike, ParentOneOf<["EinsumOp", "KeepOp"]>]> {
-  let summary = "Yields the scalar of a cascade body";
+    Pure, Terminator, ReturnLike, ParentOneOf<["EinsumOp", "KeepOp", "AttentionOp"]>]> {
+  let summary = "Yields the scalar of a cascade or attention body";
   let arguments = (ins Variadic<AnyType>:$values);
   let assemblyFormat = "($values^ `:` type($values))? attr-dict";
 }
