@@ -19,5 +19,14 @@ config.environment["XDG_CACHE_HOME"] = os.path.join(config.attn_obj_root, "test"
 config.substitutions.append(("%examples", os.path.join(config.attn_src_root, "examples")))
 config.substitutions.append(("%mlir_lib_dir", config.llvm_lib_dir))
 llvm_config.add_tool_substitutions(
-    ["attn-opt", "attnc", "attn-fuzz-dsl"],
+    ["attn-opt", "attnc", "attn-fuzz-dsl", "attn-gpu-gen"],
     [os.path.join(config.attn_obj_root, "bin"), config.llvm_tools_dir])
+
+# GPU tests that assemble PTX need ptxas (CUDA toolkit), not a GPU.
+import shutil
+_ptxas = shutil.which("ptxas") or (
+    "/usr/local/cuda/bin/ptxas"
+    if os.access("/usr/local/cuda/bin/ptxas", os.X_OK) else None)
+if _ptxas:
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", _ptxas))

@@ -10,6 +10,7 @@
 #include "attn/Reference/Evaluator.h"
 
 #include "Accumulator.h"
+#include "AttentionEvaluator.h"
 #include "BodyProgram.h"
 #include "Normalizers.h"
 #include "TensorValue.h"
@@ -393,6 +394,23 @@ LogicalResult KernelEvaluator::evaluate(Operation *op) {
       .Case([&](KeepOp keep) { return evaluateKeep(keep); })
       .Case([&](SoftmaxOp softmax) { return evaluateSoftmax(softmax); })
       .Case([&](NormalizeOp normalize) { return evaluateNormalize(normalize); })
+      .Case([&](AttentionOp attention) -> LogicalResult {
+        FailureOr<SmallVector<TensorValue, 2>> results =
+            evaluateAttention(attention, env);
+        if (failed(results))
+          return failure();
+        for (auto [value, tensor] :
+             llvm::zip(attention->getResults(), *results))
+          define(value, std::move(tensor));
+        return success();
+      })
+      .Case([&](tensor::ExpandShapeOp expand) -> LogicalResult {
+        FailureOr<TensorValue> result = evaluateExpandShape(expand, env);
+        if (failed(result))
+          return failure();
+        define(expand.getResult(), std::move(*result));
+        return success();
+      })
       .Case([&](ReturnOp) { return success(); })
       .Default([&](Operation *other) { return evaluateScalar(other); });
 }

@@ -2,7 +2,8 @@
 //
 // attnc run SPEC      compile, run on random data, optionally check against
 //                     the float64 reference evaluator
-// attnc compile SPEC  compile and print an intermediate form
+// attnc compile SPEC  compile and print an intermediate form, or write the
+//                     kernel's object file and its ABI (-o kernel.o|.so)
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,6 +13,9 @@
 #include "attn/Driver/Launch.h"
 #include "attn/Frontend/Frontend.h"
 #include "attn/JIT/CpuKernel.h"
+#include "attn/JIT/CpuTarget.h"
+#include "attn/JIT/KernelABI.h"
+#include "attn/JIT/ObjectCache.h"
 #include "attn/Pipelines/Pipelines.h"
 #include "attn/Reference/Evaluator.h"
 
@@ -23,7 +27,10 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -84,7 +91,22 @@ static cl::opt<unsigned> repeatOption(
     "repeat", cl::desc("Run the kernel this many times; report the median"),
     cl::init(1), cl::sub(runCommand), cl::cat(attncCategory));
 
-enum class EmitKind { Attn, Linalg, LLVMDialect, LLVMIR };
+static cl::opt<bool> noCacheOption(
+    "no-cache",
+    cl::desc("Neither read nor write the compiled-kernel cache "
+             "($XDG_CACHE_HOME/attnc)"),
+    cl::sub(runCommand), cl::sub(compileCommand), cl::cat(attncCategory));
+static cl::opt<unsigned> threadsOption(
+    "threads",
+    cl::desc("OpenMP threads of the kernel (default 0: every core)"),
+    cl::init(0), cl::sub(runCommand), cl::cat(attncCategory));
+static cl::opt<std::string>
+    cpuOption("cpu",
+              cl::desc("CPU of the object file (e.g. sapphirerapids, "
+                       "x86-64-v4; default: the host)"),
+              cl::sub(compileCommand), cl::cat(attncCategory));
+
+enum class EmitKind { Attn, Linalg, LLVMDialect, LLVMIR, Object };
 static cl::opt<EmitKind> emitOption(
     "emit", cl::desc("What to print"), cl::init(EmitKind::Attn),
     cl::values(clEnumValN(EmitKind::Attn, "attn", "the attn cascade"),
@@ -92,7 +114,10 @@ static cl::opt<EmitKind> emitOption(
                           "linalg on tensors (unfused)"),
                clEnumValN(EmitKind::LLVMDialect, "llvm-dialect",
                           "the LLVM dialect"),
-               clEnumValN(EmitKind::LLVMIR, "llvm", "LLVM IR")),
+               clEnumValN(EmitKind::LLVMIR, "llvm", "LLVM IR"),
+               clEnumValN(EmitKind::Object, "obj",
+                          "an object file and its ABI (the default when -o "
+                          "ends in .o or .so)")),
     cl::sub(compileCommand), cl::cat(attncCategory));
 static cl::opt<std::string> outputPath("o", cl::desc("Output file"),
                                        cl::value_desc("path"), cl::init("-"),
@@ -130,6 +155,18 @@ double toleranceFor(DType type) {
   default:
     return 1e-5;
   }
+}
+
+/// The kernel cache directory, unless --no-cache or no home is known.
+std::optional<std::string> getCacheDirectory() {
+  if (noCacheOption)
+    return std::nullopt;
+  return ObjectCache::getDefaultDirectory();
+}
+
+void printWarnings(const CpuCompileStats &stats) {
+  for (const std::string &warning : stats.warnings)
+    llvm::WithColor::warning(llvm::errs(), "attnc") << warning << "\n";
 }
 
 /// Parses the spec file into a module; diagnostics go to stderr with the
@@ -252,10 +289,18 @@ int runSpec(MLIRContext &context) {
   auto compileStart = Clock::now();
   // Lowering rewrites the module; keep the cascade for reporting.
   OwningOpRef<ModuleOp> lowered = (**module).clone();
-  auto compiled = CpuKernel::compile(*lowered, CpuKernelOptions());
+  CpuKernelOptions kernelOptions;
+  kernelOptions.cacheDir = getCacheDirectory();
+  kernelOptions.threads = threadsOption;
+  kernelOptions.timePasses = timePasses;
+  auto compiled = CpuKernel::compile(*lowered, kernelOptions);
   if (!compiled)
     return fail(compiled.takeError());
   double compileMs = frontendMs + millisecondsSince(compileStart);
+  const CpuCompileStats &stats = (*compiled)->getStats();
+  printWarnings(stats);
+  const char *path = (*compiled)->isFused() ? "fused" : "unfused";
+  unsigned threads = (*compiled)->getThreads();
 
   std::vector<HostTensor> outputs;
   for (unsigned i = 0; i < outputTypes.size(); ++i)
@@ -308,10 +353,15 @@ int runSpec(MLIRContext &context) {
     llvm::json::Object result{{"spec", kernelName},
                               {"file", specPath},
                               {"target", targetOption},
-                              {"path", "unfused"},
+                              {"path", path},
+                              {"threads", threads},
                               {"shapes", std::move(shapes)},
                               {"params", std::move(params)},
                               {"compile_ms", compileMs},
+                              {"cache_hit", stats.cacheHit},
+                              {"lower_ms", stats.lowerSeconds * 1e3},
+                              {"codegen_ms", stats.codegenSeconds * 1e3},
+                              {"load_ms", stats.loadSeconds * 1e3},
                               {"run_ms", runMs},
                               {"gflops", gflops}};
     if (checkOption) {
@@ -321,12 +371,12 @@ int runSpec(MLIRContext &context) {
     }
     llvm::outs() << llvm::json::Value(std::move(result)) << "\n";
   } else {
-    llvm::outs() << llvm::formatv("{0}: target={1} path=unfused\n", kernelName,
-                                  targetOption);
+    llvm::outs() << llvm::formatv("{0}: target={1} path={2} threads={3}\n",
+                                  kernelName, targetOption, path, threads);
     llvm::outs() << "shapes: " << shapeText << "\n";
     llvm::outs() << llvm::formatv(
-        "compile: {0:f1} ms  run: {1:f2} ms  ({2:f2} GFLOP/s cascade)\n",
-        compileMs, runMs, gflops);
+        "compile: {0:f1} ms{1}  run: {2:f2} ms  ({3:f2} GFLOP/s cascade)\n",
+        compileMs, stats.cacheHit ? " (cache hit)" : "", runMs, gflops);
     if (checkOption)
       llvm::outs() << llvm::formatv("check: max_rel_err={0:e2} tol={1:e0} {2}\n",
                                     maxError, tolerance, ok ? "ok" : "FAIL");
@@ -334,11 +384,111 @@ int runSpec(MLIRContext &context) {
   return ok ? 0 : 1;
 }
 
+/// Links `objectPath` into the shared library `libraryPath` with the
+/// system's compiler driver or linker, whichever is found first.
+int linkSharedLibrary(llvm::StringRef objectPath, llvm::StringRef libraryPath,
+                      bool needsOpenMP) {
+  for (const char *tool : {"cc", "clang", "gcc", "ld"}) {
+    llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(tool);
+    if (!program)
+      continue;
+    bool isLinker = llvm::StringRef(tool) == "ld";
+    std::vector<std::string> args{*program, "-shared", "-o", libraryPath.str(),
+                                  objectPath.str()};
+    if (!isLinker) {
+      args.push_back("-lm");
+      if (needsOpenMP)
+        args.push_back("-lomp");
+    }
+    std::vector<llvm::StringRef> argRefs(args.begin(), args.end());
+    std::string error;
+    int rc = llvm::sys::ExecuteAndWait(*program, argRefs, std::nullopt, {}, 0,
+                                       0, &error);
+    if (rc != 0)
+      return fail(llvm::formatv("linking '{0}' with {1} failed{2}{3}",
+                                libraryPath, *program,
+                                error.empty() ? "" : ": ", error));
+    return 0;
+  }
+  return fail("no linker (cc, clang, gcc or ld) found to build '" +
+              libraryPath + "'; write a .o instead");
+}
+
+/// `attnc compile -o kernel.o|.so`: the object for --cpu (or the host), and
+/// `kernel.json` beside it with the ABI a harness needs to call it.
+int emitKernelObject(ModuleOp module) {
+  if (outputPath == "-")
+    return fail("--emit=obj needs -o FILE.o or -o FILE.so");
+  llvm::Expected<CpuTarget> target =
+      cpuOption.empty() ? getHostCpuTarget() : getNamedCpuTarget(cpuOption);
+  if (!target)
+    return fail(target.takeError());
+  CpuKernelOptions options;
+  options.cacheDir = getCacheDirectory();
+  options.timePasses = timePasses;
+  llvm::Expected<CpuKernelObject> object =
+      compileCpuKernelObject(module, *target, options);
+  if (!object)
+    return fail(object.takeError());
+  printWarnings(object->stats);
+
+  bool sharedLibrary = llvm::StringRef(outputPath).ends_with(".so");
+  std::string objectPath = outputPath;
+  llvm::SmallString<128> temporary;
+  if (sharedLibrary) {
+    if (std::error_code error = llvm::sys::fs::createTemporaryFile(
+            "attnc-kernel", "o", temporary))
+      return fail("cannot create a temporary file: " + error.message());
+    objectPath = std::string(temporary);
+  }
+  if (llvm::Error error =
+          llvm::writeToOutput(objectPath, [&](llvm::raw_ostream &os) {
+            os << object->object->getBuffer();
+            return llvm::Error::success();
+          }))
+    return fail(std::move(error));
+  llvm::json::Object abi = describeCpuKernelABI(*object, *target);
+  if (sharedLibrary) {
+    bool needsOpenMP = false;
+    if (const llvm::json::Array *libraries = abi.getArray("libraries"))
+      for (const llvm::json::Value &library : *libraries)
+        needsOpenMP |= library.getAsString() == "libomp";
+    int rc = linkSharedLibrary(objectPath, outputPath, needsOpenMP);
+    llvm::sys::fs::remove(objectPath);
+    if (rc)
+      return rc;
+  }
+  abi["file"] = llvm::sys::path::filename(outputPath).str();
+  llvm::SmallString<128> abiPath(outputPath);
+  llvm::sys::path::replace_extension(abiPath, "json");
+  std::string text;
+  {
+    llvm::raw_string_ostream os(text);
+    os << llvm::formatv("{0:2}", llvm::json::Value(std::move(abi))) << "\n";
+  }
+  if (llvm::Error error =
+          llvm::writeToOutput(abiPath, [&](llvm::raw_ostream &os) {
+            os << text;
+            return llvm::Error::success();
+          }))
+    return fail(std::move(error));
+  llvm::outs() << text;
+  return 0;
+}
+
 int compileSpec(MLIRContext &context) {
   llvm::SourceMgr sourceMgr;
   FailureOr<OwningOpRef<ModuleOp>> module = loadSpec(context, sourceMgr);
   if (failed(module))
     return 1;
+  llvm::StringRef outputName(outputPath);
+  bool objectByName =
+      emitOption.getNumOccurrences() == 0 &&
+      (outputName.ends_with(".o") || outputName.ends_with(".so"));
+  if (emitOption == EmitKind::Object || objectByName)
+    return emitKernelObject(**module);
+  if (!cpuOption.empty())
+    return fail("--cpu applies to object output (-o FILE.o|.so) only");
   std::string errorMessage;
   auto output = openOutputFile(outputPath, &errorMessage);
   if (!output)
@@ -355,6 +505,8 @@ int compileSpec(MLIRContext &context) {
                    : mlir::attn::lowerToLLVMDialect(**module)))
       return fail("lowering failed");
     (*module)->print(os);
+    break;
+  case EmitKind::Object:
     break;
   case EmitKind::LLVMIR: {
     llvm::Expected<std::string> ir = ::attn::emitLLVMIR(**module);

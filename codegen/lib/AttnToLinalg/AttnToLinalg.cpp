@@ -144,9 +144,9 @@ std::optional<AffineMap> getStructuredReadMap(ReadOp read, Block &body,
 /// Lowers one attn.kernel into a func.func.
 class KernelLowering {
 public:
-  KernelLowering(KernelOp kernel, bool emitCInterface)
+  KernelLowering(KernelOp kernel, bool emitCInterface, bool keepAttention)
       : kernel(kernel), emitCInterface(emitCInterface),
-        builder(kernel.getContext()) {}
+        keepAttention(keepAttention), builder(kernel.getContext()) {}
 
   /// Creates the function next to the kernel; the caller erases the kernel.
   FailureOr<func::FuncOp> run();
@@ -157,6 +157,12 @@ private:
   LogicalResult lowerSoftmax(SoftmaxOp op);
   LogicalResult lowerNormalize(NormalizeOp op);
   LogicalResult lowerReturn(ReturnOp op, func::FuncOp func);
+  /// Copies an attn.attention into the function unchanged but for its
+  /// operands and the values its regions capture (keep-attention).
+  LogicalResult copyAttention(AttentionOp op);
+  /// Copies a reshape of a fully present tensor (attn-raise gives rank-3
+  /// MQA keys and values a unit head axis).
+  LogicalResult copyReshape(Operation *reshape);
 
   /// Emits a generic whose body is a clone of `body` (one loop per body
   /// argument, in order). Reads of distinct loop indices become structured
@@ -183,6 +189,7 @@ private:
 
   KernelOp kernel;
   bool emitCInterface;
+  bool keepAttention;
   OpBuilder builder;
   /// Kernel scalars (dims, params, top-level scalar ops) -> function values.
   IRMapping scalars;
@@ -776,6 +783,58 @@ LogicalResult KernelLowering::lowerReturn(ReturnOp op, func::FuncOp func) {
   return success();
 }
 
+LogicalResult KernelLowering::copyReshape(Operation *reshape) {
+  LoweredTensor source = tensors.lookup(reshape->getOperand(0));
+  if (!source.values || source.presence)
+    return reshape->emitOpError()
+           << "reshapes a tensor the lowering does not know or one with "
+              "absent entries";
+  IRMapping mapping = scalars;
+  mapping.map(reshape->getOperand(0), source.values);
+  Operation *copy = builder.clone(*reshape, mapping);
+  LoweredTensor result;
+  result.values = copy->getResult(0);
+  tensors[reshape->getResult(0)] = result;
+  return success();
+}
+
+LogicalResult KernelLowering::copyAttention(AttentionOp op) {
+  IRMapping mapping = scalars;
+  auto mapTensor = [&](Value value) -> LogicalResult {
+    LoweredTensor lowered = tensors.lookup(value);
+    if (!lowered.values)
+      return op.emitOpError() << "uses a tensor the lowering does not know";
+    // attn.attention has no notion of absent entries in its operands.
+    if (lowered.presence)
+      return op.emitOpError()
+             << "reads a tensor with absent entries, which the fused paths "
+                "cannot represent";
+    mapping.map(value, lowered.values);
+    return success();
+  };
+  for (Value operand : op->getOperands())
+    if (isa<RankedTensorType>(operand.getType()) && failed(mapTensor(operand)))
+      return failure();
+  WalkResult captured = op->walk([&](Operation *inner) {
+    for (Value operand : inner->getOperands()) {
+      if (op->isAncestor(operand.getParentRegion()->getParentOp()) ||
+          mapping.contains(operand))
+        continue;
+      if (isa<RankedTensorType>(operand.getType()) &&
+          failed(mapTensor(operand)))
+        return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  if (captured.wasInterrupted())
+    return failure();
+  Operation *copy = builder.clone(*op, mapping);
+  for (auto [result, copied] :
+       llvm::zip_equal(op->getResults(), copy->getResults()))
+    tensors[result] = {copied, Value()};
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Kernel
 //===----------------------------------------------------------------------===//
@@ -820,6 +879,15 @@ FailureOr<func::FuncOp> KernelLowering::run() {
             .Case<KeepOp>([&](KeepOp o) { return lowerKeep(o); })
             .Case<SoftmaxOp>([&](SoftmaxOp o) { return lowerSoftmax(o); })
             .Case<NormalizeOp>([&](NormalizeOp o) { return lowerNormalize(o); })
+            .Case<AttentionOp>([&](AttentionOp o) -> LogicalResult {
+              if (!keepAttention)
+                return o.emitOpError()
+                       << "is lowered by attn-fuse-online; run "
+                          "convert-attn-to-linalg with keep-attention";
+              return copyAttention(o);
+            })
+            .Case<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(
+                [&](Operation *reshape) { return copyReshape(reshape); })
             .Default([&](Operation *other) -> LogicalResult {
               // Top-level scalar computations (extents, constants).
               if (other->getNumRegions() != 0 ||
@@ -855,7 +923,7 @@ struct ConvertAttnToLinalg
     SmallVector<KernelOp> kernels;
     getOperation().walk([&](KernelOp kernel) { kernels.push_back(kernel); });
     for (KernelOp kernel : kernels) {
-      KernelLowering lowering(kernel, emitCInterface);
+      KernelLowering lowering(kernel, emitCInterface, keepAttention);
       if (failed(lowering.run()))
         return signalPassFailure();
       kernel.erase();

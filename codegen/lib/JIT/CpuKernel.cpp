@@ -2,22 +2,23 @@
 
 #include "attn/JIT/CpuKernel.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/JIT/CacheKey.h"
+#include "attn/JIT/ObjectCache.h"
+#include "attn/JIT/ObjectEmitter.h"
+#include "attn/JIT/ObjectLoader.h"
+#include "attn/JIT/OpenMPRuntime.h"
 #include "attn/Pipelines/Pipelines.h"
 
-#include "mlir/ExecutionEngine/ExecutionEngine.h"
-#include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Diagnostics.h"
-#include "mlir/Target/LLVMIR/Export.h"
-#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "mlir/Pass/PassInstrumentation.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
-#include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
 
+#include <atomic>
 #include <chrono>
-#include <functional>
-#include <mutex>
 
 using namespace attn;
 
@@ -70,54 +71,52 @@ std::optional<DType> getDType(mlir::Type type) {
   return std::nullopt;
 }
 
-void initializeNativeTarget() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-  });
-}
-
-llvm::CodeGenOptLevel getCodeGenOptLevel(unsigned optLevel) {
-  switch (optLevel) {
-  case 0:
-    return llvm::CodeGenOptLevel::None;
-  case 1:
-    return llvm::CodeGenOptLevel::Less;
-  case 2:
-    return llvm::CodeGenOptLevel::Default;
-  default:
-    return llvm::CodeGenOptLevel::Aggressive;
-  }
-}
-
-/// A target machine for the host CPU with all its features (AVX2, AVX-512,
-/// ...), so the IR optimizer's cost models and the code generator agree.
-llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
-createHostTargetMachine(unsigned optLevel) {
-  initializeNativeTarget();
-  llvm::Expected<llvm::orc::JITTargetMachineBuilder> builder =
-      llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!builder)
-    return builder.takeError();
-  builder->setCodeGenOptLevel(getCodeGenOptLevel(optLevel));
-  return builder->createTargetMachine();
-}
-
-/// Tags every function with the host CPU and features: the translated module
-/// carries none, and without them the vectorizer assumes baseline x86-64.
-void setHostAttributes(llvm::Module &module, llvm::TargetMachine &tm) {
-  for (llvm::Function &function : module) {
-    if (function.isDeclaration())
-      continue;
-    function.addFnAttr("target-cpu", tm.getTargetCPU());
-    function.addFnAttr("target-features", tm.getTargetFeatureString());
-  }
-}
-
 double secondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
       .count();
+}
+
+/// Notes whether an attn.attention exists after some pass: the raising
+/// passes make one from a recognised cascade, and the fused lowering
+/// consumes it, so the final module no longer shows which path was taken.
+class AttentionWatcher : public mlir::PassInstrumentation {
+public:
+  explicit AttentionWatcher(std::atomic<bool> &seen) : seen(seen) {}
+
+  void runAfterPass(mlir::Pass *, mlir::Operation *op) override {
+    if (seen.load(std::memory_order_relaxed))
+      return;
+    mlir::WalkResult result = op->walk([](mlir::attn::AttentionOp) {
+      return mlir::WalkResult::interrupt();
+    });
+    if (result.wasInterrupted())
+      seen.store(true, std::memory_order_relaxed);
+  }
+
+private:
+  std::atomic<bool> &seen;
+};
+
+/// Runs the CPU pipeline on `module`; returns the CpuKernelFlags it learned.
+llvm::Expected<uint32_t> lowerKernel(mlir::ModuleOp module,
+                                     const CpuKernelOptions &options,
+                                     llvm::StringRef name) {
+  mlir::MLIRContext *context = module->getContext();
+  mlir::DialectRegistry registry;
+  mlir::attn::registerCodegenDialects(registry);
+  context->appendDialectRegistry(registry);
+  DiagnosticCollector diagnostics(context);
+  mlir::PassManager pm(context);
+  if (options.timePasses)
+    pm.enableTiming();
+  std::atomic<bool> sawAttention{false};
+  pm.addInstrumentation(std::make_unique<AttentionWatcher>(sawAttention));
+  mlir::attn::buildCpuPipeline(pm, options.pipeline);
+  if (mlir::failed(pm.run(module)))
+    return diagnostics.takeError(
+        "lowering kernel '" + name + "' with attn-cpu-pipeline (" +
+        (options.pipeline.fused ? "fused" : "unfused") + ") failed");
+  return sawAttention.load() ? uint32_t(kFusedPath) : uint32_t(0);
 }
 
 } // namespace
@@ -136,6 +135,16 @@ attn::getCpuKernelSignature(mlir::ModuleOp module) {
   CpuKernelSignature signature;
   signature.name = kernel.getSymName().str();
   signature.numDims = kernel.getNumDims();
+  auto names = [](mlir::ArrayAttr attr) {
+    std::vector<std::string> result;
+    for (mlir::Attribute name : attr)
+      result.push_back(llvm::cast<mlir::StringAttr>(name).getValue().str());
+    return result;
+  };
+  signature.dimNames = names(kernel.getDimNames());
+  signature.inputNames = names(kernel.getInputNames());
+  signature.paramNames = names(kernel.getParamNames());
+  signature.outputNames = names(kernel.getOutputNames());
   for (unsigned i = 0; i < kernel.getNumInputs(); ++i) {
     auto type =
         llvm::cast<mlir::RankedTensorType>(kernel.getInputArg(i).getType());
@@ -169,60 +178,109 @@ attn::getCpuKernelSignature(mlir::ModuleOp module) {
 
 CpuKernel::~CpuKernel() = default;
 
-llvm::Expected<std::unique_ptr<CpuKernel>>
-CpuKernel::compile(mlir::ModuleOp module, const CpuKernelOptions &options) {
+llvm::Expected<CpuKernelObject>
+attn::compileCpuKernelObject(mlir::ModuleOp module, const CpuTarget &target,
+                             const CpuKernelOptions &options) {
+  using Clock = std::chrono::steady_clock;
   llvm::Expected<CpuKernelSignature> signature = getCpuKernelSignature(module);
   if (!signature)
     return signature.takeError();
-  std::unique_ptr<CpuKernel> kernel(new CpuKernel());
-  kernel->signature = std::move(*signature);
+  CpuKernelObject result;
+  result.signature = std::move(*signature);
+  CpuCompileStats &stats = result.stats;
 
-  auto start = std::chrono::steady_clock::now();
-  {
-    DiagnosticCollector diagnostics(module->getContext());
-    if (mlir::failed(mlir::attn::lowerToLLVMDialect(module)))
-      return diagnostics.takeError("lowering kernel '" +
-                                   kernel->signature.name +
-                                   "' with attn-unfused-cpu-pipeline failed");
+  // On a hit nothing below the lookup runs: the key needs only the module
+  // as written.
+  auto start = Clock::now();
+  std::optional<ObjectCache> cache;
+  CacheKey key{};
+  if (options.cacheDir) {
+    cache.emplace(*options.cacheDir);
+    key = computeCacheKey(module, target, options.pipeline, options.optLevel);
+    std::string warning;
+    std::optional<CachedObject> entry = cache->lookup(key, warning);
+    if (!warning.empty())
+      stats.warnings.push_back(warning + "; rebuilding it");
+    if (entry) {
+      result.object = std::move(entry->object);
+      result.flags = entry->flags;
+      stats.cacheHit = true;
+      stats.loadSeconds = secondsSince(start);
+      return result;
+    }
   }
-  kernel->loweringSeconds = secondsSince(start);
+  stats.loadSeconds = secondsSince(start);
 
-  start = std::chrono::steady_clock::now();
+  start = Clock::now();
+  llvm::Expected<uint32_t> flags =
+      lowerKernel(module, options, result.signature.name);
+  if (!flags)
+    return flags.takeError();
+  result.flags = *flags;
+  stats.lowerSeconds = secondsSince(start);
+
+  start = Clock::now();
   llvm::Expected<std::unique_ptr<llvm::TargetMachine>> tm =
-      createHostTargetMachine(options.optLevel);
+      createCpuTargetMachine(target, options.optLevel);
   if (!tm)
     return tm.takeError();
-  kernel->targetMachine = std::move(*tm);
-  llvm::TargetMachine *rawTm = kernel->targetMachine.get();
-  // ExecutionEngineOptions::transformer is a function_ref: both functions
-  // must outlive ExecutionEngine::create.
-  std::function<llvm::Error(llvm::Module *)> optimize =
-      mlir::makeOptimizingTransformer(options.optLevel, /*sizeLevel=*/0, rawTm);
-  std::function<llvm::Error(llvm::Module *)> transformer =
-      [&](llvm::Module *llvmModule) {
-        setHostAttributes(*llvmModule, *rawTm);
-        return optimize(llvmModule);
-      };
-  mlir::ExecutionEngineOptions engineOptions;
-  engineOptions.transformer = transformer;
-  engineOptions.jitCodeGenOptLevel = getCodeGenOptLevel(options.optLevel);
-  engineOptions.enableGDBNotificationListener = false;
-  engineOptions.enablePerfNotificationListener = false;
-  llvm::Expected<std::unique_ptr<mlir::ExecutionEngine>> engine =
-      mlir::ExecutionEngine::create(module, engineOptions);
-  if (!engine)
-    return engine.takeError();
-  kernel->engine = std::move(*engine);
-  // Looking the entry up makes ORC generate machine code now, so compile
-  // errors and compile time belong to compile().
-  llvm::Expected<void (*)(void **)> entry =
-      kernel->engine->lookupPacked(kernel->signature.name);
+  llvm::LLVMContext context;
+  llvm::Expected<std::unique_ptr<llvm::Module>> llvmModule =
+      translateAndOptimize(module, context, **tm, options.optLevel);
+  if (!llvmModule)
+    return llvmModule.takeError();
+  llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object =
+      emitObjectFile(**llvmModule, **tm);
+  if (!object)
+    return object.takeError();
+  result.object = std::move(*object);
+  stats.codegenSeconds = secondsSince(start);
+
+  if (cache) {
+    start = Clock::now();
+    // A cache that cannot be written costs the next run a compile, nothing
+    // more: warn and go on.
+    if (llvm::Error error =
+            cache->store(key, result.object->getBuffer(), result.flags))
+      stats.warnings.push_back("cannot write the object cache: " +
+                               llvm::toString(std::move(error)));
+    stats.loadSeconds += secondsSince(start);
+  }
+  return result;
+}
+
+llvm::Expected<std::unique_ptr<CpuKernel>>
+CpuKernel::compile(mlir::ModuleOp module, const CpuKernelOptions &options) {
+  llvm::Expected<CpuTarget> host = getHostCpuTarget();
+  if (!host)
+    return host.takeError();
+  llvm::Expected<CpuKernelObject> object =
+      compileCpuKernelObject(module, *host, options);
+  if (!object)
+    return object.takeError();
+
+  auto start = std::chrono::steady_clock::now();
+  std::unique_ptr<CpuKernel> kernel(new CpuKernel());
+  kernel->signature = std::move(object->signature);
+  kernel->stats = std::move(object->stats);
+  kernel->flags = object->flags;
+  kernel->threads =
+      options.threads ? options.threads : getDefaultThreadCount();
+  llvm::Expected<std::unique_ptr<LoadedObject>> loaded =
+      LoadedObject::load(std::move(object->object));
+  if (!loaded)
+    return loaded.takeError();
+  kernel->loaded = std::move(*loaded);
+  llvm::Expected<void *> entry =
+      kernel->loaded->lookup(kPackedPrefix + kernel->signature.name);
   if (!entry)
     return entry.takeError();
-  kernel->entry = *entry;
-  kernel->codegenSeconds = secondsSince(start);
+  kernel->entry = reinterpret_cast<void (*)(void **)>(*entry);
+  kernel->stats.loadSeconds += secondsSince(start);
   return kernel;
 }
+
+bool CpuKernel::usesOpenMP() const { return loaded && loaded->usesOpenMP(); }
 
 llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
                            llvm::ArrayRef<const HostTensor *> inputs,
@@ -315,38 +373,41 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
   for (HostTensor *output : outputs)
     addMemRef(*output);
 
+  // The thread count is per calling thread in OpenMP: set it on the thread
+  // that starts the parallel regions.
+  if (usesOpenMP())
+    setOpenMPThreads(threads);
   entry(args.data());
   return llvm::Error::success();
 }
 
-llvm::Expected<std::string> attn::emitLLVMIR(mlir::ModuleOp module,
-                                             unsigned optLevel) {
-  {
-    DiagnosticCollector diagnostics(module->getContext());
-    if (mlir::failed(mlir::attn::lowerToLLVMDialect(module)))
-      return diagnostics.takeError(
-          "lowering with attn-unfused-cpu-pipeline failed");
-  }
+llvm::Expected<std::string>
+attn::emitLLVMIR(mlir::ModuleOp module, unsigned optLevel,
+                 const mlir::attn::CpuPipelineOptions &pipeline) {
+  llvm::Expected<CpuKernelSignature> signature = getCpuKernelSignature(module);
+  std::string name = signature ? signature->name : "";
+  if (!signature)
+    llvm::consumeError(signature.takeError());
+  CpuKernelOptions options;
+  options.optLevel = optLevel;
+  options.pipeline = pipeline;
+  if (llvm::Expected<uint32_t> flags = lowerKernel(module, options, name);
+      !flags)
+    return flags.takeError();
+  llvm::Expected<CpuTarget> host = getHostCpuTarget();
+  if (!host)
+    return host.takeError();
+  llvm::Expected<std::unique_ptr<llvm::TargetMachine>> tm =
+      createCpuTargetMachine(*host, optLevel);
+  if (!tm)
+    return tm.takeError();
   llvm::LLVMContext context;
-  std::unique_ptr<llvm::Module> llvmModule =
-      mlir::translateModuleToLLVMIR(module, context);
+  llvm::Expected<std::unique_ptr<llvm::Module>> llvmModule =
+      translateAndOptimize(module, context, **tm, optLevel);
   if (!llvmModule)
-    return makeError("translation to LLVM IR failed");
-  if (optLevel > 0) {
-    llvm::Expected<std::unique_ptr<llvm::TargetMachine>> tm =
-        createHostTargetMachine(optLevel);
-    if (!tm)
-      return tm.takeError();
-    mlir::ExecutionEngine::setupTargetTripleAndDataLayout(llvmModule.get(),
-                                                          tm->get());
-    setHostAttributes(*llvmModule, **tm);
-    std::function<llvm::Error(llvm::Module *)> optimize =
-        mlir::makeOptimizingTransformer(optLevel, /*sizeLevel=*/0, tm->get());
-    if (llvm::Error error = optimize(llvmModule.get()))
-      return std::move(error);
-  }
+    return llvmModule.takeError();
   std::string text;
   llvm::raw_string_ostream os(text);
-  llvmModule->print(os, nullptr);
+  (*llvmModule)->print(os, nullptr);
   return text;
 }

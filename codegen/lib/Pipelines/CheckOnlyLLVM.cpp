@@ -9,6 +9,7 @@
 #include "attn/Pipelines/Pipelines.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/OpenMP/OpenMPDialect.h"
 
 using namespace mlir;
 
@@ -26,8 +27,9 @@ struct CheckOnlyLLVMPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     WalkResult result = module.walk([&](Operation *op) {
+      // omp ops are translated to LLVM IR (runtime calls) directly.
       if (op == module.getOperation() ||
-          isa<LLVM::LLVMDialect>(op->getDialect()))
+          isa<LLVM::LLVMDialect, omp::OpenMPDialect>(op->getDialect()))
         return WalkResult::advance();
       op->emitError() << "'" << op->getName()
                       << "' was not lowered to the llvm dialect";

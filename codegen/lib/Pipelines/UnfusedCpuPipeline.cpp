@@ -27,15 +27,18 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/MemRef/Transforms/AllocationOpInterfaceImpl.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/OpenMP/OpenMPDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/SCF/Transforms/BufferDeallocationOpInterfaceImpl.h"
 #include "mlir/Dialect/SCF/Transforms/BufferizableOpInterfaceImpl.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Tensor/Transforms/BufferizableOpInterfaceImpl.h"
 #include "mlir/Dialect/UB/IR/UBOps.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/OpenMP/OpenMPToLLVMIRTranslation.h"
 #include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
@@ -96,6 +99,7 @@ void attn::registerAttnPipelines() {
       "correct, slow)",
       [](OpPassManager &pm) { buildUnfusedCpuPipeline(pm); });
   registerPass([] { return createCheckOnlyLLVMPass(); });
+  registerCpuPipeline();
 }
 
 void attn::registerCodegenDialects(DialectRegistry &registry) {
@@ -103,7 +107,8 @@ void attn::registerCodegenDialects(DialectRegistry &registry) {
                   bufferization::BufferizationDialect, cf::ControlFlowDialect,
                   func::FuncDialect, linalg::LinalgDialect, LLVM::LLVMDialect,
                   math::MathDialect, memref::MemRefDialect, scf::SCFDialect,
-                  tensor::TensorDialect, ub::UBDialect>();
+                  omp::OpenMPDialect, tensor::TensorDialect, ub::UBDialect,
+                  vector::VectorDialect>();
   arith::registerBufferizableOpInterfaceExternalModels(registry);
   arith::registerBufferDeallocationOpInterfaceExternalModels(registry);
   bufferization::func_ext::registerBufferizableOpInterfaceExternalModels(
@@ -116,6 +121,8 @@ void attn::registerCodegenDialects(DialectRegistry &registry) {
   tensor::registerBufferizableOpInterfaceExternalModels(registry);
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
+  // The fused pipeline's parallel loops stay omp ops until translation.
+  registerOpenMPDialectTranslation(registry);
 }
 
 /// Whether pipelines report the time of each pass (`attnc --time-passes`).
@@ -125,8 +132,9 @@ void attn::enablePipelineTiming(bool enable) { timePipelinePasses = enable; }
 
 /// Runs `build`'s pipeline on `module` after making sure the context knows
 /// every interface it needs.
-static LogicalResult runPipeline(ModuleOp module,
-                                 void (*build)(OpPassManager &)) {
+static LogicalResult
+runPipeline(ModuleOp module,
+            llvm::function_ref<void(OpPassManager &)> build) {
   DialectRegistry registry;
   attn::registerCodegenDialects(registry);
   module->getContext()->appendDialectRegistry(registry);
@@ -143,4 +151,11 @@ LogicalResult attn::lowerToLinalg(ModuleOp module) {
 
 LogicalResult attn::lowerToLLVMDialect(ModuleOp module) {
   return runPipeline(module, buildUnfusedCpuPipeline);
+}
+
+LogicalResult attn::lowerToLLVMDialect(ModuleOp module,
+                                       const CpuPipelineOptions &options) {
+  return runPipeline(module, [&](OpPassManager &pm) {
+    buildCpuPipeline(pm, options);
+  });
 }

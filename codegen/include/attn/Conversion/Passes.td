@@ -34,7 +34,11 @@ def ConvertAttnToLinalg : Pass<"convert-attn-to-linalg", "::mlir::ModuleOp"> {
   ];
   let options = [
     Option<"emitCInterface", "emit-c-interface", "bool", "false",
-           "Put llvm.emit_c_interface on the generated functions">
+           "Put llvm.emit_c_interface on the generated functions">,
+    Option<"keepAttention", "keep-attention", "bool", "false",
+           "Copy attn.attention ops into the generated functions (with their "
+           "operands and captured values remapped) for a later fusion pass "
+           "such as attn-fuse-online, instead of rejecting them">
   ];
 }
 

@@ -1,36 +1,65 @@
 //===- CpuKernel.h - A kernel compiled in process for the host --*- C++ -*-===//
 //
-// Lowers one attn.kernel with the unfused CPU pipeline and JIT-compiles it
-// with mlir::ExecutionEngine for the host CPU, then runs it on HostTensors.
+// Lowers one attn.kernel with the CPU pipeline, compiles it to an object for
+// the host CPU (or takes the object from the on-disk cache), links it into
+// the process and runs it on HostTensors.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef ATTN_JIT_CPUKERNEL_H
 #define ATTN_JIT_CPUKERNEL_H
 
+#include "attn/JIT/CpuTarget.h"
+#include "attn/Pipelines/Pipelines.h"
 #include "attn/Runtime/Tensor.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
+#include "llvm/Support/MemoryBuffer.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
-namespace mlir {
-class ExecutionEngine;
-} // namespace mlir
-
-namespace llvm {
-class TargetMachine;
-} // namespace llvm
-
 namespace attn {
+
+class LoadedObject;
 
 struct CpuKernelOptions {
   /// LLVM optimization level of the IR and of the code generator (0-3).
   unsigned optLevel = 3;
+  /// The pipeline (fused or unfused, tile sizes).
+  mlir::attn::CpuPipelineOptions pipeline;
+  /// OpenMP threads of the kernel's parallel regions; 0: every core.
+  unsigned threads = 0;
+  /// The object cache directory (ObjectCache::getDefaultDirectory() for the
+  /// usual one); nullopt neither reads nor writes a cache.
+  std::optional<std::string> cacheDir;
+  /// Print the time of each pass (as `attnc --time-passes`).
+  bool timePasses = false;
+};
+
+/// Facts about a kernel learned while lowering it; kept in the cache entry
+/// because a hit does not lower.
+enum CpuKernelFlags : uint32_t {
+  /// The module held an attn.attention after raising: the fused path.
+  kFusedPath = 1u << 0,
+};
+
+/// Where compile time went. A cache hit has lowering and codegen at zero.
+struct CpuCompileStats {
+  bool cacheHit = false;
+  /// MLIR passes down to the LLVM dialect.
+  double lowerSeconds = 0;
+  /// Translation to LLVM IR, optimization and machine code.
+  double codegenSeconds = 0;
+  /// Key hashing, cache lookup and store, linking into the process.
+  double loadSeconds = 0;
+  /// Problems that did not stop compilation (a corrupt cache entry that was
+  /// rebuilt, a cache that could not be written), for the caller to print.
+  std::vector<std::string> warnings;
 };
 
 /// The signature of a kernel as the JIT calls it, read from the attn.kernel
@@ -42,16 +71,33 @@ struct CpuKernelSignature {
   std::vector<std::pair<DType, int64_t>> inputs, outputs;
   /// Scalar type of every param (F32, F64, I32 or I64).
   std::vector<DType> params;
+  /// Names of dims, inputs, params and outputs as the spec writes them.
+  std::vector<std::string> dimNames, inputNames, paramNames, outputNames;
 };
+
+/// A relocatable object holding one kernel and its packed entry point.
+struct CpuKernelObject {
+  std::unique_ptr<llvm::MemoryBuffer> object;
+  CpuKernelSignature signature;
+  /// CpuKernelFlags.
+  uint32_t flags = 0;
+  CpuCompileStats stats;
+};
+
+/// Compiles the one attn.kernel in `module` (which may be modified) for
+/// `target`, going through the object cache when `options.cacheDir` is set.
+llvm::Expected<CpuKernelObject>
+compileCpuKernelObject(mlir::ModuleOp module, const CpuTarget &target,
+                       const CpuKernelOptions &options);
 
 /// A kernel compiled for the host CPU.
 class CpuKernel {
 public:
   ~CpuKernel();
 
-  /// Lowers `module` (holding one attn.kernel; the module is modified) with
-  /// the unfused pipeline and JIT-compiles it. Errors as mlir diagnostics
-  /// (to the context's handlers) and as the returned llvm::Error.
+  /// Compiles `module` (holding one attn.kernel; it may be modified) for
+  /// the host and links it into the process. Errors as mlir diagnostics (to
+  /// the context's handlers) and as the returned llvm::Error.
   static llvm::Expected<std::unique_ptr<CpuKernel>>
   compile(mlir::ModuleOp module, const CpuKernelOptions &options);
 
@@ -66,32 +112,43 @@ public:
                   llvm::ArrayRef<HostTensor *> outputs);
 
   const CpuKernelSignature &getSignature() const { return signature; }
+  const CpuCompileStats &getStats() const { return stats; }
+  /// Whether the kernel took the fused path (an attn.attention after
+  /// raising) rather than the unfused cascade.
+  bool isFused() const { return flags & kFusedPath; }
+  /// Whether the kernel has OpenMP parallel regions.
+  bool usesOpenMP() const;
+  /// The thread count its parallel regions run with.
+  unsigned getThreads() const { return threads; }
+
   /// Seconds spent lowering (MLIR passes) and in LLVM (optimization and
   /// machine code generation) by `compile`.
-  double getLoweringSeconds() const { return loweringSeconds; }
-  double getCodegenSeconds() const { return codegenSeconds; }
+  double getLoweringSeconds() const { return stats.lowerSeconds; }
+  double getCodegenSeconds() const { return stats.codegenSeconds; }
 
 private:
   CpuKernel() = default;
 
   CpuKernelSignature signature;
-  std::unique_ptr<llvm::TargetMachine> targetMachine;
-  std::unique_ptr<mlir::ExecutionEngine> engine;
+  CpuCompileStats stats;
+  uint32_t flags = 0;
+  unsigned threads = 1;
+  std::unique_ptr<LoadedObject> loaded;
   /// The packed entry point `_mlir_<name>(void **args)`.
   void (*entry)(void **) = nullptr;
-  double loweringSeconds = 0, codegenSeconds = 0;
 };
 
 /// Reads the JIT signature of the one attn.kernel in `module`.
 llvm::Expected<CpuKernelSignature> getCpuKernelSignature(mlir::ModuleOp module);
 
-/// Lowers `module` (modified) with the unfused pipeline and translates it to
+/// Lowers `module` (modified) with the CPU pipeline and translates it to
 /// LLVM IR text; when `optLevel` > 0 the IR is optimized as the JIT would
 /// (host CPU). For `attnc --emit=llvm`. For the LLVM dialect or linalg on
 /// tensors, use mlir::attn::lowerToLLVMDialect / lowerToLinalg and print the
 /// module.
-llvm::Expected<std::string> emitLLVMIR(mlir::ModuleOp module,
-                                       unsigned optLevel = 0);
+llvm::Expected<std::string>
+emitLLVMIR(mlir::ModuleOp module, unsigned optLevel = 0,
+           const mlir::attn::CpuPipelineOptions &pipeline = {});
 
 } // namespace attn
 

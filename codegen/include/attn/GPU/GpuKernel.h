@@ -1,0 +1,158 @@
+//===- GpuKernel.h - attn.attention as a tensor-core GPU kernel -*- C++ -*-===//
+//
+// The GPU backend's entry points: build a device-only `gpu.module` for one
+// attn.attention (a FlashAttention-2 style mma.sync skeleton with the op's
+// score_mod, mask and tile_class regions inlined), lower it to PTX, and
+// describe the kernel's parameters so that a runtime with no MLIR can launch
+// it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_GPU_GPUKERNEL_H
+#define ATTN_GPU_GPUKERNEL_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/LLVM.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mlir {
+class DialectRegistry;
+class OpBuilder;
+namespace gpu {
+class GPUModuleOp;
+} // namespace gpu
+namespace attn {
+class AttentionOp;
+
+/// What to build. The same mma.sync code serves sm_80 and sm_90a; only the
+/// `.target` line of the PTX differs.
+struct GpuOptions {
+  /// "sm_80" or "sm_90a" (any sm_8x/sm_9x chip NVPTX knows works).
+  std::string chip = "sm_90a";
+  /// PTX ISA version, as an LLVM feature. 8.0 is accepted by CUDA 12+ ptxas
+  /// for both chips and is the lowest that knows sm_90a.
+  std::string features = "+ptx80";
+  /// Query rows per CTA: 64 or 128; one warp per 16 rows.
+  int64_t blockM = 64;
+  /// Keys per iteration of the main loop; 64.
+  int64_t blockN = 64;
+  /// NVPTX optimisation level.
+  int optLevel = 3;
+};
+
+/// One kernel parameter, in launch order. Pointers are device addresses
+/// (8 bytes); scalars are passed by value with the width of `type`.
+struct GpuKernelParam {
+  enum class Kind {
+    Pointer, ///< a device pointer (`.param .u64 .ptr`)
+    I32,
+    I64,
+    F32,
+    F64,
+  };
+  /// What the runtime must pass:
+  ///  - "q", "k", "v", "o", "lse", "sink": base pointers (`lse`/`sink` may be
+  ///    null when the op has no LSE result / no sink);
+  ///  - "B", "H", "G", "M", "N": the sizes (i32);
+  ///  - "q.stride.b" ... : strides in elements (i64) of the named tensor;
+  ///  - "scale": the op's scale operand (f32);
+  ///  - "capture.<i>" / "capture.<i>.size.<d>" / "capture.<i>.stride.<d>":
+  ///    values score_mod, mask or tile_class read from above (see
+  ///    `GpuKernelSignature::captures`).
+  std::string name;
+  Kind kind;
+};
+
+/// A value from above that a region of the op reads, passed as parameters.
+struct GpuCapture {
+  /// Where the value comes from: "dim:<name>", "input:<name>",
+  /// "param:<name>" for an attn.kernel's entry block arguments, "arg:<n>"
+  /// for another block argument.
+  std::string source;
+  /// A scalar (index is passed as i64) or a tensor (a pointer, then one i64
+  /// size per dim, then one i64 stride in elements per dim).
+  bool isTensor = false;
+  /// The scalar's type, or the tensor's element type, as MLIR prints it.
+  std::string elementType;
+  int64_t rank = 0;
+  /// Index of its first parameter in `GpuKernelSignature::params`.
+  unsigned firstParam = 0;
+};
+
+/// The calling convention of a generated kernel (bare pointers, no memref
+/// descriptors). The fixed prefix, in order:
+///   0-5   q, k, v, o, lse, sink                        (pointers)
+///   6-10  B, H, G, M, N                                (i32)
+///   11-13 q.stride.{b,h,m}, 14-16 k.stride.{b,g,n},
+///   17-19 v.stride.{b,g,n}, 20-22 o.stride.{b,h,m},
+///   23-24 lse.stride.{b,h}, 25-27 sink.stride.{b,h,m}  (i64, elements)
+///   28    scale                                        (f32)
+/// then the captures. The last dim of Q, K, V and O, and the m dim of LSE,
+/// must be contiguous; Q/K/V base pointers and row strides must keep 16-byte
+/// alignment (strides multiples of 8 elements), O rows 8-byte alignment.
+struct GpuKernelSignature {
+  std::vector<GpuKernelParam> params;
+  std::vector<GpuCapture> captures;
+  static constexpr unsigned kNumFixedParams = 29;
+};
+
+/// Everything a runtime needs to launch the kernel.
+struct GpuKernelArtifact {
+  std::string ptx;
+  std::string kernelName;
+  std::string chip;
+  /// Threads per CTA: [32 * blockM / 16, 1, 1].
+  int64_t blockDim[3] = {128, 1, 1};
+  /// Grid = [ceil(M / blockM), H, B].
+  int64_t blockM = 64;
+  /// Dynamic shared memory in bytes; above 48 KiB the launcher must raise
+  /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES first.
+  int64_t dynamicSharedMemoryBytes = 0;
+  /// The element type of Q/K/V: "bf16" or "f16"; head dims D and E.
+  std::string elementType;
+  int64_t headDim = 0, valueDim = 0;
+  bool hasLse = false, hasSink = false;
+  GpuKernelSignature signature;
+};
+
+/// Checks that `op` fits the skeleton (rank-4 Q/K/V of bf16 or f16 with
+/// static D, E multiples of 16 and at most 256, captures it can pass).
+LogicalResult checkGpuSupport(AttentionOp op, const GpuOptions &options);
+
+/// Builds, at `builder`'s insertion point, a `gpu.module` named
+/// `moduleName` holding one kernel `kernelName` for `op` and fills
+/// `signature`. Nothing outside the new module is changed.
+FailureOr<gpu::GPUModuleOp>
+buildAttentionGpuModule(OpBuilder &builder, AttentionOp op,
+                        const GpuOptions &options, StringRef moduleName,
+                        StringRef kernelName, GpuKernelSignature &signature);
+
+/// Dynamic shared memory the kernel for (`op`, `options`) uses, in bytes.
+int64_t getAttentionSharedMemoryBytes(AttentionOp op,
+                                      const GpuOptions &options);
+
+/// Compiles the single attn.attention of `module` (anywhere inside it) to
+/// PTX. `module` is not modified.
+llvm::Expected<GpuKernelArtifact>
+compileAttentionForGpu(ModuleOp module, const GpuOptions &options);
+llvm::Expected<GpuKernelArtifact>
+compileAttentionForGpu(AttentionOp op, const GpuOptions &options);
+
+/// A one-line JSON description of the artifact (no PTX), for manifests.
+std::string describeGpuKernel(const GpuKernelArtifact &artifact);
+
+/// Registers `attn-build-gpu-kernels` and the `attn-nvgpu-pipeline`
+/// pipeline (attn.attention → gpu.module → gpu.binary with PTX).
+void registerAttnGPUPasses();
+
+/// Dialects the GPU pipeline creates, for tools that parse and lower.
+void registerGpuCodegenDialects(DialectRegistry &registry);
+
+} // namespace attn
+} // namespace mlir
+
+#endif // ATTN_GPU_GPUKERNEL_H

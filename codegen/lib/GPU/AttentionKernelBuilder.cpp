@@ -1,0 +1,798 @@
+//===- AttentionKernelBuilder.cpp - The mma.sync attention skeleton -------===//
+//
+// Builds one device-only kernel for an attn.attention: a FlashAttention-2
+// style skeleton (one CTA per (query block, head, batch), one warp per 16
+// query rows, Q fragments kept in registers, K/V blocks of 64 keys staged in
+// shared memory, S = Q Kᵀ and O += P V on mma.sync m16n8k16, online softmax
+// in registers) into which the op's score_mod, mask and tile_class regions
+// are inlined, as FlexAttention inlines score_mod into its template.
+//
+// Every loop over registers is unrolled here, in C++: a register array
+// indexed at run time would go to local memory.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16/.f16):
+//  - accumulator c0..c3 of lane l: rows l/4 (c0, c1) and l/4 + 8 (c2, c3),
+//    columns 2 (l%4) + {0, 1};
+//  - A a0..a3: (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15),
+//    (rows 8-15, k 8-15), which ldmatrix.x4 yields when lane l points at row
+//    l%16, column 8 (l/16);
+//  - B b0, b1: k 0-7 and k 8-15 of an 8-column slice, which ldmatrix (no
+//    .trans) yields from K stored [key][d], and ldmatrix.trans from V stored
+//    [key][e].
+// So the S accumulator of two adjacent 8-key tiles is, once rounded to
+// 16 bits, exactly the A operand of the P V product.
+//
+//===----------------------------------------------------------------------===//
+
+#include "KernelBuilding.h"
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+/// Sizes fixed at compile time.
+struct TileShape {
+  int64_t blockM, blockN, headDim, valueDim;
+  /// Rows of the shared-memory tiles are padded by 16 bytes so that the 8
+  /// row addresses of one ldmatrix fall in distinct bank groups.
+  int64_t qkPitch() const { return headDim + 8; }
+  int64_t vPitch() const { return valueDim + 8; }
+  int64_t numWarps() const { return blockM / 16; }
+  int64_t numThreads() const { return 32 * numWarps(); }
+  int64_t kOffset() const { return blockM * qkPitch(); }
+  int64_t vOffset() const { return kOffset() + blockN * qkPitch(); }
+  int64_t sharedElements() const { return vOffset() + blockN * vPitch(); }
+};
+
+/// The per-row running state of the online softmax, and the output
+/// accumulator, as it flows through the key loop.
+struct LoopState {
+  /// [valueDim / 8][4]: accumulator fragments, row-major by tile.
+  SmallVector<Value> acc;
+  /// Per owned row (g and g + 8): running max, this thread's partial sum and,
+  /// for `normalize`, this thread's count of kept keys.
+  SmallVector<Value> rowMax, rowSum, rowKept;
+
+  SmallVector<Value> flatten() const {
+    SmallVector<Value> values(acc);
+    llvm::append_range(values, rowMax);
+    llvm::append_range(values, rowSum);
+    llvm::append_range(values, rowKept);
+    return values;
+  }
+  static LoopState unflatten(ValueRange values, int64_t numAcc,
+                             bool withKept) {
+    LoopState state;
+    state.acc.assign(values.begin(), values.begin() + numAcc);
+    state.rowMax = {values[numAcc], values[numAcc + 1]};
+    state.rowSum = {values[numAcc + 2], values[numAcc + 3]};
+    if (withKept)
+      state.rowKept = {values[numAcc + 4], values[numAcc + 5]};
+    return state;
+  }
+};
+
+class KernelEmitter {
+public:
+  KernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
+                TileShape shape, Type elementType, ValueRange args,
+                const IRMapping &captures)
+      : b(builder), loc(loc), op(op), shape(shape), elementType(elementType),
+        args(args), captures(captures) {
+    i32 = b.getI32Type();
+    i64 = b.getI64Type();
+    f32 = b.getF32Type();
+    globalPtr = LLVM::LLVMPointerType::get(b.getContext(), 1);
+    sharedPtr = LLVM::LLVMPointerType::get(b.getContext(), 3);
+    normalizer = op.getNormalizer();
+  }
+
+  void emit();
+
+private:
+  // Small builders.
+  Value c32(int64_t v) {
+    return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
+  }
+  Value c64(int64_t v) {
+    return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+  }
+  Value cf(double v) {
+    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value addf(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
+  Value mulf(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
+  Value subf(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
+  /// llvm.maxnum directly: convert-gpu-to-nvvm may turn arith.maxnumf (and
+  /// math.fma) into libdevice calls (__nv_fmaxf, __nv_fmaf) that nothing
+  /// links.
+  Value maxf(Value x, Value y) { return LLVM::MaxNumOp::create(b, loc, x, y); }
+  Value minsi(Value x, Value y) { return arith::MinSIOp::create(b, loc, x, y); }
+  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, p, x, y);
+  }
+  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
+    return arith::CmpFOp::create(b, loc, p, x, y);
+  }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, loc, c, x, y);
+  }
+  Value ext64(Value x) { return arith::ExtSIOp::create(b, loc, i64, x); }
+  Value toIndex(Value x) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), x);
+  }
+  Value arg(unsigned i) { return args[i]; }
+  Value negInf() { return cf(-std::numeric_limits<double>::infinity()); }
+
+  Value gep(Value base, Type element, Value offset) {
+    return LLVM::GEPOp::create(b, loc, base.getType(), element, base,
+                               ValueRange{offset});
+  }
+  Value shuffleXor(Value v, int64_t mask) {
+    return gpu::ShuffleOp::create(b, loc, v, c32(mask), c32(32),
+                                  gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  }
+  SmallVector<Value, 4> ldmatrix(Value address, bool transpose) {
+    Type i32x4 = LLVM::LLVMStructType::getLiteral(b.getContext(),
+                                                  {i32, i32, i32, i32});
+    Value result = NVVM::LdMatrixOp::create(
+        b, loc, i32x4, address, 4,
+        transpose ? NVVM::MMALayout::col : NVVM::MMALayout::row,
+        NVVM::LdStMatrixShapeAttr::get(b.getContext(), 8, 8),
+        NVVM::LdStMatrixEltType::B16);
+    SmallVector<Value, 4> parts;
+    for (int64_t i = 0; i < 4; ++i)
+      parts.push_back(LLVM::ExtractValueOp::create(b, loc, result, i));
+    return parts;
+  }
+  /// d = a * b + c on one m16n8k16 tile; returns the 4 accumulators.
+  SmallVector<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFrag,
+                            ArrayRef<Value> c) {
+    Type f32x4 = LLVM::LLVMStructType::getLiteral(b.getContext(),
+                                                  {f32, f32, f32, f32});
+    NVVM::MMATypes type = elementType.isBF16() ? NVVM::MMATypes::bf16
+                                               : NVVM::MMATypes::f16;
+    Value result = NVVM::MmaOp::create(
+        b, loc, f32x4, a, bFrag, c, {16, 8, 16}, std::nullopt, std::nullopt,
+        std::array<NVVM::MMATypes, 2>{type, type},
+        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                       NVVM::MMALayout::col});
+    SmallVector<Value, 4> parts;
+    for (int64_t i = 0; i < 4; ++i)
+      parts.push_back(LLVM::ExtractValueOp::create(b, loc, result, i));
+    return parts;
+  }
+  /// Two f32 rounded to one register of two 16-bit values (low = first).
+  Value pack(Value lo, Value hi) {
+    Value pair = vector::FromElementsOp::create(
+        b, loc, VectorType::get({2}, f32), ValueRange{lo, hi});
+    Value narrow = arith::TruncFOp::create(
+        b, loc, VectorType::get({2}, elementType), pair);
+    return LLVM::BitcastOp::create(b, loc, i32, narrow);
+  }
+
+  void emitPrologue();
+  void loadTile(int64_t smemOffset, int64_t rows, int64_t cols, int64_t pitch,
+                Value base, Value rowStride, Value firstRow, Value rowLimit);
+  Value emitTileClass(Value n0);
+  LoopState emitKeyBlock(Value n0, Value tileClass, const LoopState &state);
+  SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
+                                SmallVectorImpl<Value> &kept);
+  void emitEpilogue(const LoopState &state);
+
+  OpBuilder &b;
+  Location loc;
+  AttentionOp op;
+  TileShape shape;
+  Type elementType;
+  ValueRange args;
+  const IRMapping &captures;
+  Normalizer normalizer;
+  Type i32, i64, f32, globalPtr, sharedPtr;
+
+  // Values of the prologue.
+  Value tid, lane, warp, quadRow, quadCol;
+  Value batch, head, kvHead, m0, sizeM, sizeN;
+  Value batchIdx, headIdx;
+  Value smem;
+  Value kBase, vBase;
+  Value scale;
+  /// [headDim / 16][4]: this warp's Q fragments.
+  SmallVector<SmallVector<Value, 4>> qFrag;
+};
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Prologue: indices, base pointers, Q.
+//===----------------------------------------------------------------------===//
+
+void KernelEmitter::emitPrologue() {
+  tid = arith::IndexCastOp::create(
+      b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
+  lane = arith::AndIOp::create(b, loc, tid, c32(31));
+  warp = arith::ShRUIOp::create(b, loc, tid, c32(5));
+  quadRow = arith::ShRUIOp::create(b, loc, lane, c32(2));
+  quadCol = arith::AndIOp::create(b, loc, lane, c32(3));
+  auto blockId = [&](gpu::Dimension d) -> Value {
+    return arith::IndexCastOp::create(b, loc, i32,
+                                      gpu::BlockIdOp::create(b, loc, d));
+  };
+  Value mBlock = blockId(gpu::Dimension::x);
+  head = blockId(gpu::Dimension::y);
+  batch = blockId(gpu::Dimension::z);
+  Value numHeads = arg(7), numKvHeads = arg(8);
+  sizeM = arg(9);
+  sizeN = arg(10);
+  // GQA: query head h reads key/value head h / (H / G).
+  kvHead = arith::DivUIOp::create(
+      b, loc, head, arith::DivUIOp::create(b, loc, numHeads, numKvHeads));
+  m0 = mul(mBlock, c32(shape.blockM));
+  batchIdx = toIndex(batch);
+  headIdx = toIndex(head);
+  scale = arg(28);
+
+  smem = LLVM::AddressOfOp::create(b, loc, sharedPtr, "attn_smem");
+  Value q = gep(arg(0), elementType,
+                add(mul(ext64(batch), arg(11)), mul(ext64(head), arg(12))));
+  kBase = gep(arg(1), elementType,
+              add(mul(ext64(batch), arg(14)), mul(ext64(kvHead), arg(15))));
+  vBase = gep(arg(2), elementType,
+              add(mul(ext64(batch), arg(17)), mul(ext64(kvHead), arg(18))));
+
+  loadTile(0, shape.blockM, shape.headDim, shape.qkPitch(), q, arg(13), m0,
+           sizeM);
+  gpu::BarrierOp::create(b, loc);
+
+  // Lane l reads row l % 16, column 8 (l / 16) of its warp's 16 rows.
+  Value row = add(mul(warp, c32(16)), arith::AndIOp::create(b, loc, lane,
+                                                            c32(15)));
+  Value col = mul(arith::ShRUIOp::create(b, loc, lane, c32(4)), c32(8));
+  Value base = gep(smem, elementType,
+                   add(mul(row, c32(shape.qkPitch())), col));
+  for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
+    qFrag.push_back(ldmatrix(gep(base, elementType, c32(16 * kk)), false));
+}
+
+/// Copies rows [firstRow, firstRow + rows) of a [*, cols] tile (row stride
+/// `rowStride` elements, last dim contiguous) to shared memory at
+/// `smemOffset` with row pitch `pitch`, 16 bytes per thread and access, rows
+/// at or past `rowLimit` filled with zeros. Loads are clamped to the last
+/// row so that no predicate guards the memory access itself.
+void KernelEmitter::loadTile(int64_t smemOffset, int64_t rows, int64_t cols,
+                             int64_t pitch, Value base, Value rowStride,
+                             Value firstRow, Value rowLimit) {
+  const int64_t chunksPerRow = cols / 8;
+  const int64_t chunks = rows * chunksPerRow;
+  const int64_t threads = shape.numThreads();
+  auto vecType = VectorType::get({8}, elementType);
+  Value zeros = arith::ConstantOp::create(
+      b, loc, DenseElementsAttr::get(vecType, b.getZeroAttr(elementType)));
+  Value lastRow = arith::SubIOp::create(b, loc, rowLimit, c32(1));
+  for (int64_t first = 0; first < chunks; first += threads) {
+    Value chunk = add(tid, c32(first));
+    auto emitCopy = [&]() {
+      Value row = arith::DivUIOp::create(b, loc, chunk, c32(chunksPerRow));
+      Value col = mul(arith::RemUIOp::create(b, loc, chunk, c32(chunksPerRow)),
+                      c32(8));
+      Value globalRow = add(firstRow, row);
+      Value inRange = cmpi(arith::CmpIPredicate::slt, globalRow, rowLimit);
+      Value clamped = minsi(globalRow, lastRow);
+      Value offset = add(mul(ext64(clamped), rowStride), ext64(col));
+      Value loaded = LLVM::LoadOp::create(
+          b, loc, vecType, gep(base, elementType, offset), /*alignment=*/16,
+          /*isVolatile=*/false, /*isNonTemporal=*/false, /*isInvariant=*/true);
+      Value value = select(inRange, loaded, zeros);
+      Value dest = gep(smem, elementType,
+                       add(c32(smemOffset), add(mul(row, c32(pitch)), col)));
+      LLVM::StoreOp::create(b, loc, value, dest, /*alignment=*/16);
+    };
+    if (first + threads <= chunks) {
+      emitCopy();
+      continue;
+    }
+    auto guard = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::slt, chunk, c32(chunks)),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    emitCopy();
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Key loop.
+//===----------------------------------------------------------------------===//
+
+/// The class of the tile (this CTA's rows) x (keys n0 .. n0 + blockN - 1):
+/// 0 empty, 1 partial, 2 full. Without a tile_class region, every tile is
+/// partial unless the mask is the constant true.
+Value KernelEmitter::emitTileClass(Value n0) {
+  if (!op.hasTileClass())
+    return c32(op.hasTrivialMask() ? 2 : 1);
+  Value lastM = arith::SubIOp::create(
+      b, loc, minsi(add(m0, c32(shape.blockM)), sizeM), c32(1));
+  Value lastN = arith::SubIOp::create(
+      b, loc, minsi(add(n0, c32(shape.blockN)), sizeN), c32(1));
+  return inlineRegion(b, op.getTileClass(),
+                      {batchIdx, headIdx, toIndex(m0), toIndex(lastM),
+                       toIndex(n0), toIndex(lastN)},
+                      captures);
+}
+
+/// Scores of this thread's accumulator elements after scale, score_mod and
+/// mask: absent keys (masked, or past N) get -inf for softmax and 0
+/// otherwise. `kept` receives, for `normalize`, per owned row the number of
+/// this thread's kept keys.
+SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
+                                             bool full,
+                                             SmallVectorImpl<Value> &kept) {
+  const bool softmax = normalizer == Normalizer::Softmax;
+  Value absent = softmax ? negInf() : cf(0.0);
+  Value lastM = arith::SubIOp::create(b, loc, sizeM, c32(1));
+  Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
+  Value rowBase = add(m0, add(mul(warp, c32(16)), quadRow));
+  Value colBase = add(n0, mul(quadCol, c32(2)));
+  // Regions see indices clamped into the tensors, so that reads of captured
+  // tensors stay in bounds for the rows and keys past M and N.
+  Value rows[2], rowIdx[2];
+  for (int64_t r = 0; r < 2; ++r) {
+    rows[r] = add(rowBase, c32(8 * r));
+    rowIdx[r] = toIndex(minsi(rows[r], lastM));
+  }
+  SmallVector<Value> scores;
+  Value count[2] = {cf(0.0), cf(0.0)};
+  for (int64_t j = 0; j < shape.blockN / 8; ++j) {
+    for (int64_t c = 0; c < 2; ++c) {
+      Value col = add(colBase, c32(8 * j + c));
+      Value inRange = cmpi(arith::CmpIPredicate::slt, col, sizeN);
+      Value colIdx = toIndex(minsi(col, lastN));
+      for (int64_t r = 0; r < 2; ++r) {
+        Value x = mulf(qk[4 * j + 2 * r + c], scale);
+        Value keep = inRange;
+        if (!full)
+          keep = arith::AndIOp::create(
+              b, loc, keep,
+              inlineRegion(b, op.getMask(),
+                           {batchIdx, headIdx, rowIdx[r], colIdx}, captures));
+        Value s = op.hasTrivialScoreMod()
+                      ? x
+                      : inlineRegion(b, op.getScoreMod(),
+                                     {x, batchIdx, headIdx, rowIdx[r], colIdx},
+                                     captures);
+        scores.push_back(select(keep, s, absent));
+        if (normalizer == Normalizer::Normalize)
+          count[r] = addf(count[r],
+                          arith::UIToFPOp::create(b, loc, f32, keep));
+      }
+    }
+  }
+  // scores is ordered [j][c][r]; return it in accumulator order [j][r][c].
+  SmallVector<Value> ordered;
+  for (int64_t j = 0; j < shape.blockN / 8; ++j)
+    for (int64_t r = 0; r < 2; ++r)
+      for (int64_t c = 0; c < 2; ++c)
+        ordered.push_back(scores[4 * j + 2 * c + r]);
+  if (normalizer == Normalizer::Normalize)
+    kept.assign({count[0], count[1]});
+  return ordered;
+}
+
+LoopState KernelEmitter::emitKeyBlock(Value n0, Value tileClass,
+                                      const LoopState &state) {
+  const int64_t nTiles = shape.blockN / 8;
+  // The previous block's K and V are no longer read by any warp.
+  gpu::BarrierOp::create(b, loc);
+  loadTile(shape.kOffset(), shape.blockN, shape.headDim, shape.qkPitch(),
+           kBase, arg(16), n0, sizeN);
+  loadTile(shape.vOffset(), shape.blockN, shape.valueDim, shape.vPitch(),
+           vBase, arg(19), n0, sizeN);
+  gpu::BarrierOp::create(b, loc);
+
+  // S = Q Kᵀ. ldmatrix.x4 on K rows 8j + l%8, columns 32 kp + 8 (l/8) gives
+  // the B fragments of k-steps 2 kp (regs 0, 1) and 2 kp + 1 (regs 2, 3).
+  Value kRow = arith::AndIOp::create(b, loc, lane, c32(7));
+  Value kCol = mul(arith::ShRUIOp::create(b, loc, lane, c32(3)), c32(8));
+  Value kAddr = gep(smem, elementType,
+                    add(c32(shape.kOffset()),
+                        add(mul(kRow, c32(shape.qkPitch())), kCol)));
+  SmallVector<Value> qk;
+  for (int64_t j = 0; j < nTiles; ++j) {
+    SmallVector<Value, 4> acc(4, cf(0.0));
+    for (int64_t kp = 0; kp < shape.headDim / 32; ++kp) {
+      SmallVector<Value, 4> kf = ldmatrix(
+          gep(kAddr, elementType, c32(8 * j * shape.qkPitch() + 32 * kp)),
+          false);
+      acc = mma(qFrag[2 * kp], {kf[0], kf[1]}, acc);
+      acc = mma(qFrag[2 * kp + 1], {kf[2], kf[3]}, acc);
+    }
+    llvm::append_range(qk, acc);
+  }
+
+  // Mask and score_mod; the mask is skipped on full tiles.
+  SmallVector<Type> scoreTypes(qk.size(), f32);
+  if (normalizer == Normalizer::Normalize)
+    scoreTypes.append(2, f32);
+  auto evaluate = [&](bool full) {
+    SmallVector<Value> kept;
+    SmallVector<Value> results = emitScores(qk, n0, full, kept);
+    llvm::append_range(results, kept);
+    return results;
+  };
+  SmallVector<Value> scored;
+  auto constantClass = getConstantIntValue(tileClass);
+  if (constantClass) {
+    scored = evaluate(*constantClass == 2);
+  } else {
+    auto ifFull = scf::IfOp::create(
+        b, loc, scoreTypes,
+        cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
+        /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard insertion(b);
+      b.setInsertionPointToStart(ifFull.thenBlock());
+      scf::YieldOp::create(b, loc, evaluate(true));
+      b.setInsertionPointToStart(ifFull.elseBlock());
+      scf::YieldOp::create(b, loc, evaluate(false));
+    }
+    scored.assign(ifFull.getResults().begin(), ifFull.getResults().end());
+  }
+  SmallVector<Value> p(scored.begin(), scored.begin() + qk.size());
+
+  LoopState next = state;
+  if (normalizer == Normalizer::Normalize)
+    for (int64_t r = 0; r < 2; ++r)
+      next.rowKept[r] = addf(state.rowKept[r], scored[qk.size() + r]);
+
+  // Online softmax: new running max (over the quad), rescale factor alpha,
+  // p = exp(s - max), in base 2.
+  if (normalizer == Normalizer::Softmax) {
+    Value log2e = cf(M_LOG2E);
+    for (int64_t r = 0; r < 2; ++r) {
+      Value rowMax = state.rowMax[r];
+      Value blockMax = negInf();
+      for (int64_t j = 0; j < nTiles; ++j)
+        for (int64_t c = 0; c < 2; ++c)
+          blockMax = maxf(blockMax, p[4 * j + 2 * r + c]);
+      for (int64_t mask : {1, 2})
+        blockMax = maxf(blockMax, shuffleXor(blockMax, mask));
+      Value newMax = maxf(rowMax, blockMax);
+      // A row that has kept nothing yet keeps max -inf; subtract 0 instead
+      // so that exp gives 0 rather than NaN.
+      Value usable = select(cmpf(arith::CmpFPredicate::OEQ, newMax, negInf()),
+                            cf(0.0), newMax);
+      Value shift = mulf(usable, log2e);
+      Value alpha = createExp2(b, loc, subf(mulf(rowMax, log2e), shift));
+      Value sum = mulf(state.rowSum[r], alpha);
+      for (int64_t j = 0; j < nTiles; ++j)
+        for (int64_t c = 0; c < 2; ++c) {
+          Value &x = p[4 * j + 2 * r + c];
+          // llvm.fma, not math.fma: see maxf.
+          x = createExp2(b, loc,
+                         LLVM::FMAOp::create(b, loc, x, log2e,
+                                             arith::NegFOp::create(b, loc,
+                                                                   shift)));
+          sum = addf(sum, x);
+        }
+      for (int64_t e = 0; e < shape.valueDim / 8; ++e)
+        for (int64_t c = 0; c < 2; ++c) {
+          Value &a = next.acc[4 * e + 2 * r + c];
+          a = mulf(a, alpha);
+        }
+      next.rowMax[r] = newMax;
+      next.rowSum[r] = sum;
+    }
+  } else if (normalizer == Normalizer::Normalize) {
+    for (int64_t r = 0; r < 2; ++r) {
+      Value sum = state.rowSum[r];
+      for (int64_t j = 0; j < nTiles; ++j)
+        for (int64_t c = 0; c < 2; ++c)
+          sum = addf(sum, p[4 * j + 2 * r + c]);
+      next.rowSum[r] = sum;
+    }
+  }
+
+  // O += P V. P of keys 16 kk .. 16 kk + 15 is the A operand; ldmatrix.trans
+  // on V rows 16 kk + l%16, columns 16 ep + 8 (l/16) gives the B fragments
+  // of value columns 16 ep (regs 0, 1) and 16 ep + 8 (regs 2, 3).
+  Value vRow = arith::AndIOp::create(b, loc, lane, c32(15));
+  Value vCol = mul(arith::ShRUIOp::create(b, loc, lane, c32(4)), c32(8));
+  Value vAddr = gep(smem, elementType,
+                    add(c32(shape.vOffset()),
+                        add(mul(vRow, c32(shape.vPitch())), vCol)));
+  for (int64_t kk = 0; kk < shape.blockN / 16; ++kk) {
+    const int64_t t0 = 4 * (2 * kk), t1 = 4 * (2 * kk + 1);
+    SmallVector<Value, 4> a = {pack(p[t0], p[t0 + 1]), pack(p[t0 + 2], p[t0 + 3]),
+                               pack(p[t1], p[t1 + 1]), pack(p[t1 + 2], p[t1 + 3])};
+    for (int64_t ep = 0; ep < shape.valueDim / 16; ++ep) {
+      SmallVector<Value, 4> vf = ldmatrix(
+          gep(vAddr, elementType, c32(16 * kk * shape.vPitch() + 16 * ep)),
+          true);
+      for (int64_t half = 0; half < 2; ++half) {
+        MutableArrayRef<Value> acc(next.acc.data() + 4 * (2 * ep + half), 4);
+        SmallVector<Value, 4> sum =
+            mma(a, {vf[2 * half], vf[2 * half + 1]}, acc);
+        llvm::copy(sum, acc.begin());
+      }
+    }
+  }
+  return next;
+}
+
+//===----------------------------------------------------------------------===//
+// Epilogue: normalise, store O and LSE.
+//===----------------------------------------------------------------------===//
+
+void KernelEmitter::emitEpilogue(const LoopState &state) {
+  Value rowBase = add(m0, add(mul(warp, c32(16)), quadRow));
+  Value oBase = gep(arg(3), f32,
+                    add(mul(ext64(batch), arg(20)), mul(ext64(head), arg(21))));
+  Value log2e = cf(M_LOG2E);
+  for (int64_t r = 0; r < 2; ++r) {
+    Value row = add(rowBase, c32(8 * r));
+    Value inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
+    Value sum = state.rowSum[r];
+    for (int64_t mask : {1, 2})
+      sum = addf(sum, shuffleXor(sum, mask));
+    Value factor = cf(1.0), lse;
+    if (normalizer == Normalizer::Softmax) {
+      Value max = state.rowMax[r];
+      Value empty = cmpf(arith::CmpFPredicate::OEQ, sum, cf(0.0));
+      if (op.getSink()) {
+        // The sink logit joins the denominator only.
+        Value clamped = minsi(row, arith::SubIOp::create(b, loc, sizeM, c32(1)));
+        Value offset = add(add(mul(ext64(batch), arg(25)),
+                               mul(ext64(head), arg(26))),
+                           mul(ext64(clamped), arg(27)));
+        Value sink = LLVM::LoadOp::create(b, loc, f32, gep(arg(5), f32, offset),
+                                          /*alignment=*/4);
+        Value top = maxf(max, sink);
+        Value keep = createExp2(b, loc, mulf(subf(max, top), log2e));
+        Value denominator =
+            addf(mulf(sum, keep),
+                 createExp2(b, loc, mulf(subf(sink, top), log2e)));
+        factor = arith::DivFOp::create(b, loc, keep, denominator);
+      } else {
+        factor = arith::DivFOp::create(b, loc, cf(1.0), sum);
+      }
+      factor = select(empty, cf(0.0), factor);
+      lse = select(empty, negInf(),
+                   addf(max, mulf(createLog2(b, loc, sum), cf(M_LN2))));
+    } else if (normalizer == Normalizer::Normalize) {
+      Value kept = state.rowKept[r];
+      for (int64_t mask : {1, 2})
+        kept = addf(kept, shuffleXor(kept, mask));
+      factor = select(cmpf(arith::CmpFPredicate::OEQ, kept, cf(0.0)), cf(0.0),
+                      arith::DivFOp::create(b, loc, cf(1.0), sum));
+    }
+
+    auto ifRow = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifRow.thenBlock());
+    Value rowPtr = gep(oBase, f32,
+                       add(mul(ext64(row), arg(22)),
+                           ext64(mul(quadCol, c32(2)))));
+    auto pairType = VectorType::get({2}, f32);
+    for (int64_t e = 0; e < shape.valueDim / 8; ++e) {
+      Value pair = vector::FromElementsOp::create(
+          b, loc, pairType,
+          ValueRange{mulf(state.acc[4 * e + 2 * r], factor),
+                     mulf(state.acc[4 * e + 2 * r + 1], factor)});
+      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * e)),
+                            /*alignment=*/8);
+    }
+    if (op.getLse()) {
+      auto ifWriter = scf::IfOp::create(
+          b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),
+          /*withElseRegion=*/false);
+      b.setInsertionPointToStart(ifWriter.thenBlock());
+      Value offset = add(add(mul(ext64(batch), arg(23)),
+                             mul(ext64(head), arg(24))),
+                         ext64(row));
+      LLVM::StoreOp::create(b, loc, lse, gep(arg(4), f32, offset),
+                            /*alignment=*/4);
+    }
+  }
+}
+
+void KernelEmitter::emit() {
+  emitPrologue();
+
+  LoopState init;
+  init.acc.assign(4 * shape.valueDim / 8, cf(0.0));
+  init.rowMax.assign(2, normalizer == Normalizer::Softmax ? negInf() : cf(0.0));
+  init.rowSum.assign(2, cf(0.0));
+  const bool withKept = normalizer == Normalizer::Normalize;
+  if (withKept)
+    init.rowKept.assign(2, cf(0.0));
+  const int64_t numAcc = init.acc.size();
+
+  Value numBlocks = arith::DivUIOp::create(
+      b, loc, add(sizeN, c32(shape.blockN - 1)), c32(shape.blockN));
+  auto loop = scf::ForOp::create(
+      b, loc, c32(0), numBlocks, c32(1), init.flatten(),
+      [&](OpBuilder &nested, Location, Value block, ValueRange iterArgs) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        LoopState state = LoopState::unflatten(iterArgs, numAcc, withKept);
+        Value n0 = mul(block, c32(shape.blockN));
+        Value tileClass = emitTileClass(n0);
+        auto constantClass = getConstantIntValue(tileClass);
+        if (constantClass && *constantClass != 0) {
+          scf::YieldOp::create(b, loc,
+                               emitKeyBlock(n0, tileClass, state).flatten());
+          return;
+        }
+        // Skip the tiles the mask keeps nothing of (uniform over the CTA,
+        // so the barriers inside stay convergent).
+        auto ifLive = scf::IfOp::create(
+            b, loc, TypeRange(ValueRange(iterArgs)),
+            cmpi(arith::CmpIPredicate::ne, tileClass, c32(0)),
+            /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard inner(b);
+          b.setInsertionPointToStart(ifLive.thenBlock());
+          scf::YieldOp::create(b, loc,
+                               emitKeyBlock(n0, tileClass, state).flatten());
+          b.setInsertionPointToStart(ifLive.elseBlock());
+          scf::YieldOp::create(b, loc, iterArgs);
+        }
+        scf::YieldOp::create(b, loc, ifLive.getResults());
+      });
+  emitEpilogue(LoopState::unflatten(loop.getResults(), numAcc, withKept));
+}
+
+//===----------------------------------------------------------------------===//
+// Entry points.
+//===----------------------------------------------------------------------===//
+
+static TileShape getTileShape(AttentionOp op, const GpuOptions &options) {
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  return {options.blockM, options.blockN, query.getDimSize(3),
+          value.getDimSize(3)};
+}
+
+int64_t mlir::attn::getAttentionSharedMemoryBytes(AttentionOp op,
+                                                  const GpuOptions &options) {
+  return 2 * getTileShape(op, options).sharedElements();
+}
+
+LogicalResult mlir::attn::checkGpuSupport(AttentionOp op,
+                                          const GpuOptions &options) {
+  if (options.blockM != 64 && options.blockM != 128)
+    return op.emitError() << "attn-nvgpu: block-m must be 64 or 128";
+  if (options.blockN != 64)
+    return op.emitError() << "attn-nvgpu: block-n must be 64";
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto key = cast<RankedTensorType>(op.getKey().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  Type element = query.getElementType();
+  if (!element.isBF16() && !element.isF16())
+    return op.emitError() << "attn-nvgpu: Q, K and V must hold bf16 or f16, "
+                             "got "
+                          << element;
+  if (key.getElementType() != element || value.getElementType() != element)
+    return op.emitError() << "attn-nvgpu: Q, K and V must share one element "
+                             "type";
+  int64_t d = query.getDimSize(3), e = value.getDimSize(3);
+  if (ShapedType::isDynamic(d) || ShapedType::isDynamic(e))
+    return op.emitError() << "attn-nvgpu: the head dims D and E must be "
+                             "static";
+  if (d % 32 != 0 || d > 256 || e % 16 != 0 || e > 256)
+    return op.emitError() << "attn-nvgpu: needs D a multiple of 32 and E a "
+                             "multiple of 16, both at most 256; got D = "
+                          << d << ", E = " << e;
+  return success();
+}
+
+/// Names and kinds of the fixed parameters, in order.
+static void appendFixedParams(GpuKernelSignature &signature) {
+  using Kind = GpuKernelParam::Kind;
+  for (const char *name : {"q", "k", "v", "o", "lse", "sink"})
+    signature.params.push_back({name, Kind::Pointer});
+  for (const char *name : {"B", "H", "G", "M", "N"})
+    signature.params.push_back({name, Kind::I32});
+  for (const char *name :
+       {"q.stride.b", "q.stride.h", "q.stride.m", "k.stride.b", "k.stride.g",
+        "k.stride.n", "v.stride.b", "v.stride.g", "v.stride.n", "o.stride.b",
+        "o.stride.h", "o.stride.m", "lse.stride.b", "lse.stride.h",
+        "sink.stride.b", "sink.stride.h", "sink.stride.m"})
+    signature.params.push_back({name, Kind::I64});
+  signature.params.push_back({"scale", Kind::F32});
+}
+
+FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
+    OpBuilder &builder, AttentionOp op, const GpuOptions &options,
+    StringRef moduleName, StringRef kernelName,
+    GpuKernelSignature &signature) {
+  if (failed(checkGpuSupport(op, options)))
+    return failure();
+  SmallVector<Value> captureValues;
+  if (failed(collectCaptures(op, captureValues)))
+    return failure();
+
+  MLIRContext *context = builder.getContext();
+  Location loc = op.getLoc();
+  signature = GpuKernelSignature();
+  appendFixedParams(signature);
+  SmallVector<Type> argTypes;
+  auto globalPtr = LLVM::LLVMPointerType::get(context, 1);
+  for (const GpuKernelParam &param : signature.params) {
+    switch (param.kind) {
+    case GpuKernelParam::Kind::Pointer:
+      argTypes.push_back(globalPtr);
+      break;
+    case GpuKernelParam::Kind::I32:
+      argTypes.push_back(builder.getI32Type());
+      break;
+    case GpuKernelParam::Kind::I64:
+      argTypes.push_back(builder.getI64Type());
+      break;
+    case GpuKernelParam::Kind::F32:
+      argTypes.push_back(builder.getF32Type());
+      break;
+    case GpuKernelParam::Kind::F64:
+      argTypes.push_back(builder.getF64Type());
+      break;
+    }
+  }
+  appendCaptureParams(captureValues, signature, argTypes);
+
+  TileShape shape = getTileShape(op, options);
+  auto module = gpu::GPUModuleOp::create(builder, loc, moduleName);
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToStart(module.getBody());
+  // Dynamic shared memory: a zero-sized array in the shared space, whose
+  // real size is given at launch.
+  LLVM::GlobalOp::create(builder, loc,
+                         LLVM::LLVMArrayType::get(builder.getI8Type(), 0),
+                         /*isConstant=*/false, LLVM::Linkage::External,
+                         "attn_smem", Attribute(), /*alignment=*/16,
+                         /*addrSpace=*/3);
+  auto func = gpu::GPUFuncOp::create(builder, loc, kernelName,
+                                     builder.getFunctionType(argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                builder.getUnitAttr());
+  func.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
+      {static_cast<int32_t>(shape.numThreads()), 1, 1}));
+  // Q, K, V are only read and O, LSE only written: noalias lets NVPTX use
+  // the read-only data path (ld.global.nc).
+  for (unsigned i = 0; i < 6; ++i)
+    func.setArgAttr(i, LLVM::LLVMDialect::getNoAliasAttrName(),
+                    builder.getUnitAttr());
+
+  Block &entry = func.getBody().front();
+  builder.setInsertionPointToStart(&entry);
+  IRMapping captures;
+  mapCaptures(builder, loc, op, captureValues, signature,
+              entry.getArguments(), captures);
+  Type elementType =
+      cast<RankedTensorType>(op.getQuery().getType()).getElementType();
+  KernelEmitter(builder, loc, op, shape, elementType, entry.getArguments(),
+                captures)
+      .emit();
+  gpu::ReturnOp::create(builder, loc);
+
+  if (failed(lowerCapturedTensorAccesses(func)))
+    return failure();
+  lowerMathForNVPTX(func);
+  return module;
+}

@@ -1,0 +1,258 @@
+//===- RegionCaptures.cpp - Region values from above as kernel params -----===//
+//
+// score_mod, mask and tile_class may read the kernel's dims, params and
+// tensors (ALiBi slopes, document ids). On the GPU these become parameters
+// of the generated kernel: scalars by value, tensors as a pointer with sizes
+// and strides. The regions are then cloned into the skeleton.
+//
+//===----------------------------------------------------------------------===//
+
+#include "KernelBuilding.h"
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/Transforms/RegionUtils.h"
+#include "llvm/ADT/SetVector.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+/// Whether `value` is computed by an op the kernel can simply recompute.
+static bool isCloneableConstant(Value value) {
+  Operation *def = value.getDefiningOp();
+  return def && def->getNumOperands() == 0 && def->getNumRegions() == 0 &&
+         def->hasTrait<OpTrait::ConstantLike>();
+}
+
+static bool isPassableScalar(Type type) {
+  return isa<IndexType, FloatType>(type) || type.isInteger();
+}
+
+/// The values from above of every region of `op`, in a stable order.
+static llvm::SetVector<Value> getValuesFromAbove(AttentionOp op) {
+  llvm::SetVector<Value> values;
+  for (Region *region : {&op.getScoreMod(), &op.getMask(), &op.getTileClass()})
+    if (!region->empty())
+      getUsedValuesDefinedAbove(*region, *region, values);
+  return values;
+}
+
+LogicalResult mlir::attn::collectCaptures(AttentionOp op,
+                                          SmallVectorImpl<Value> &captures) {
+  for (Value value : getValuesFromAbove(op)) {
+    if (isCloneableConstant(value))
+      continue;
+    Type type = value.getType();
+    if (auto tensor = dyn_cast<RankedTensorType>(type)) {
+      Type element = tensor.getElementType();
+      if (!isPassableScalar(element) || isa<IndexType>(element))
+        return op.emitError() << "attn-nvgpu: cannot pass a captured tensor of "
+                              << element << " to the kernel";
+      // Only element reads and sizes have a meaning without MLIR tensors.
+      for (Operation *user : value.getUsers())
+        if (op->isProperAncestor(user) &&
+            !isa<tensor::ExtractOp, tensor::DimOp>(user))
+          return user->emitError()
+                 << "attn-nvgpu: a captured tensor may only be read with "
+                    "tensor.extract or tensor.dim";
+    } else if (!isPassableScalar(type)) {
+      return op.emitError() << "attn-nvgpu: cannot pass a captured " << type
+                            << " to the kernel";
+    }
+    captures.push_back(value);
+  }
+  return success();
+}
+
+/// Names the origin of a captured value for the manifest.
+static std::string describeSource(Value value) {
+  auto arg = dyn_cast<BlockArgument>(value);
+  if (!arg)
+    return "value";
+  if (auto kernel = dyn_cast_or_null<KernelOp>(arg.getOwner()->getParentOp())) {
+    unsigned index = arg.getArgNumber();
+    if (index < kernel.getNumDims())
+      return ("dim:" + cast<StringAttr>(kernel.getDimNames()[index]).getValue())
+          .str();
+    index -= kernel.getNumDims();
+    if (index < kernel.getNumInputs())
+      return ("input:" +
+              cast<StringAttr>(kernel.getInputNames()[index]).getValue())
+          .str();
+    index -= kernel.getNumInputs();
+    if (index < kernel.getNumParams())
+      return ("param:" +
+              cast<StringAttr>(kernel.getParamNames()[index]).getValue())
+          .str();
+  }
+  return "arg:" + std::to_string(arg.getArgNumber());
+}
+
+static std::string printType(Type type) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  type.print(os);
+  return text;
+}
+
+/// The parameter kind and type of a scalar of `type` (index is passed as
+/// i64 so that the runtime needs no knowledge of the index width).
+static std::pair<GpuKernelParam::Kind, Type> scalarParam(Type type) {
+  MLIRContext *context = type.getContext();
+  if (type.isF64())
+    return {GpuKernelParam::Kind::F64, type};
+  if (isa<FloatType>(type))
+    return {GpuKernelParam::Kind::F32, Float32Type::get(context)};
+  if (isa<IndexType>(type) || type.getIntOrFloatBitWidth() > 32)
+    return {GpuKernelParam::Kind::I64, IntegerType::get(context, 64)};
+  return {GpuKernelParam::Kind::I32, IntegerType::get(context, 32)};
+}
+
+void mlir::attn::appendCaptureParams(ArrayRef<Value> captures,
+                                     GpuKernelSignature &signature,
+                                     SmallVectorImpl<Type> &argTypes) {
+  MLIRContext *context = captures.empty() ? nullptr
+                                          : captures.front().getContext();
+  for (auto [index, value] : llvm::enumerate(captures)) {
+    GpuCapture capture;
+    capture.source = describeSource(value);
+    capture.firstParam = signature.params.size();
+    std::string name = "capture." + std::to_string(index);
+    if (auto tensor = dyn_cast<RankedTensorType>(value.getType())) {
+      capture.isTensor = true;
+      capture.rank = tensor.getRank();
+      capture.elementType = printType(tensor.getElementType());
+      signature.params.push_back({name, GpuKernelParam::Kind::Pointer});
+      argTypes.push_back(LLVM::LLVMPointerType::get(context, 1));
+      for (int64_t d = 0; d < capture.rank; ++d) {
+        signature.params.push_back(
+            {name + ".size." + std::to_string(d), GpuKernelParam::Kind::I64});
+        argTypes.push_back(IntegerType::get(context, 64));
+      }
+      for (int64_t d = 0; d < capture.rank; ++d) {
+        signature.params.push_back(
+            {name + ".stride." + std::to_string(d), GpuKernelParam::Kind::I64});
+        argTypes.push_back(IntegerType::get(context, 64));
+      }
+    } else {
+      capture.elementType = printType(value.getType());
+      auto [kind, type] = scalarParam(value.getType());
+      signature.params.push_back({name, kind});
+      argTypes.push_back(type);
+    }
+    signature.captures.push_back(std::move(capture));
+  }
+}
+
+/// Casts a scalar parameter back to the type the region reads.
+static Value castFromParam(OpBuilder &builder, Location loc, Value param,
+                           Type type) {
+  if (param.getType() == type)
+    return param;
+  if (isa<IndexType>(type))
+    return arith::IndexCastOp::create(builder, loc, type, param);
+  if (isa<FloatType>(type))
+    return arith::TruncFOp::create(builder, loc, type, param);
+  return arith::TruncIOp::create(builder, loc, type, param);
+}
+
+void mlir::attn::mapCaptures(OpBuilder &builder, Location loc, AttentionOp op,
+                             ArrayRef<Value> captures,
+                             const GpuKernelSignature &signature,
+                             ValueRange kernelArgs, IRMapping &mapping) {
+  for (Value value : getValuesFromAbove(op))
+    if (isCloneableConstant(value))
+      mapping.map(value, builder.clone(*value.getDefiningOp())->getResult(0));
+  for (auto [value, capture] : llvm::zip(captures, signature.captures)) {
+    if (!capture.isTensor) {
+      mapping.map(value, castFromParam(builder, loc,
+                                       kernelArgs[capture.firstParam],
+                                       value.getType()));
+      continue;
+    }
+    // A placeholder tensor whose operands are the pointer, sizes and
+    // strides; lowerCapturedTensorAccesses rewrites its uses and erases it.
+    ValueRange operands =
+        kernelArgs.slice(capture.firstParam, 1 + 2 * capture.rank);
+    auto placeholder = UnrealizedConversionCastOp::create(
+        builder, loc, TypeRange{value.getType()}, operands);
+    placeholder->setAttr("attn.captured_tensor", builder.getUnitAttr());
+    mapping.map(value, placeholder.getResult(0));
+  }
+}
+
+Value mlir::attn::inlineRegion(OpBuilder &builder, Region &region,
+                               ValueRange args, const IRMapping &captures) {
+  IRMapping mapping = captures;
+  Block &block = region.front();
+  for (auto [arg, value] : llvm::zip(block.getArguments(), args))
+    mapping.map(arg, value);
+  for (Operation &op : block.without_terminator())
+    builder.clone(op, mapping);
+  return mapping.lookup(block.getTerminator()->getOperand(0));
+}
+
+LogicalResult mlir::attn::lowerCapturedTensorAccesses(gpu::GPUFuncOp func) {
+  SmallVector<UnrealizedConversionCastOp> placeholders;
+  func.walk([&](UnrealizedConversionCastOp cast) {
+    if (cast->hasAttr("attn.captured_tensor"))
+      placeholders.push_back(cast);
+  });
+  for (UnrealizedConversionCastOp placeholder : placeholders) {
+    auto type = cast<RankedTensorType>(placeholder.getResult(0).getType());
+    int64_t rank = type.getRank();
+    Value pointer = placeholder.getOperand(0);
+    OperandRange sizes = placeholder.getOperands().slice(1, rank);
+    OperandRange strides = placeholder.getOperands().slice(1 + rank, rank);
+    for (Operation *user : llvm::make_early_inc_range(placeholder->getUsers())) {
+      OpBuilder builder(user);
+      Location loc = user->getLoc();
+      if (auto dim = dyn_cast<tensor::DimOp>(user)) {
+        std::optional<int64_t> index = dim.getConstantIndex();
+        if (!index)
+          return dim.emitError() << "attn-nvgpu: tensor.dim of a captured "
+                                    "tensor needs a constant dim";
+        dim.getResult().replaceAllUsesWith(arith::IndexCastOp::create(
+            builder, loc, builder.getIndexType(), sizes[*index]));
+        dim.erase();
+        continue;
+      }
+      auto extract = dyn_cast<tensor::ExtractOp>(user);
+      if (!extract)
+        return user->emitError() << "attn-nvgpu: unsupported use of a "
+                                    "captured tensor";
+      Type i64 = builder.getI64Type();
+      Value offset = arith::ConstantOp::create(builder, loc,
+                                               builder.getI64IntegerAttr(0));
+      for (auto [index, stride] : llvm::zip(extract.getIndices(), strides)) {
+        Value wide = arith::IndexCastOp::create(builder, loc, i64, index);
+        Value term = arith::MulIOp::create(builder, loc, wide, stride);
+        offset = arith::AddIOp::create(builder, loc, offset, term);
+      }
+      Type element = type.getElementType();
+      // i1 tensors are stored one byte per element.
+      Type stored = element.isInteger(1) ? builder.getI8Type() : element;
+      Value address = LLVM::GEPOp::create(builder, loc, pointer.getType(),
+                                          stored, pointer, ValueRange{offset});
+      Value loaded = LLVM::LoadOp::create(
+          builder, loc, stored, address,
+          /*alignment=*/stored.getIntOrFloatBitWidth() / 8,
+          /*isVolatile=*/false, /*isNonTemporal=*/false, /*isInvariant=*/true);
+      if (stored != element) {
+        Value zero = arith::ConstantOp::create(builder, loc,
+                                               builder.getI8IntegerAttr(0));
+        loaded = arith::CmpIOp::create(builder, loc, arith::CmpIPredicate::ne,
+                                       loaded, zero);
+      }
+      extract.getResult().replaceAllUsesWith(loaded);
+      extract.erase();
+    }
+    placeholder.erase();
+  }
+  return success();
+}

@@ -1,0 +1,229 @@
+//===- AttentionEvaluator.cpp - attn.attention in the reference -----------===//
+//
+// One row (b, h, m) at a time: evaluate the mask and score_mod at every key,
+// then normalize and weigh the values. The arithmetic mirrors the cascade
+// (einsum sums in index order, Normalizers.cpp, the logsumexp Accumulator)
+// so that raising a cascade changes the reference result only by the
+// reassociation `scale * dot` vs `dot * scale`, which is exact.
+//
+//===----------------------------------------------------------------------===//
+
+#include "AttentionEvaluator.h"
+
+#include "Accumulator.h"
+
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+using namespace ::attn::ref;
+namespace ref = ::attn::ref;
+
+namespace {
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+/// The block of `region` compiled as a BodyProgram.
+FailureOr<BodyProgram> compileRegion(Region &region, const Environment &env) {
+  Block &block = region.front();
+  SmallVector<Operation *> ops;
+  for (Operation &op : block)
+    ops.push_back(&op);
+  Value result = cast<YieldOp>(block.getTerminator()).getValues().front();
+  return BodyProgram::compile(block.getArguments(), ops, result, env);
+}
+
+/// Entry of a row-major tensor at four subscripts.
+double at4(const TensorValue &t, int64_t i, int64_t j, int64_t k, int64_t l) {
+  return t.data[i * t.strides[0] + j * t.strides[1] + k * t.strides[2] +
+                l * t.strides[3]];
+}
+
+LogicalResult fail(AttentionOp op, const Twine &message) {
+  return op->emitError() << "reference evaluator: " << message;
+}
+
+LogicalResult reportFault(AttentionOp op, const Fault &fault, StringRef region,
+                          int64_t b, int64_t h, int64_t m, int64_t n) {
+  InFlightDiagnostic diag = fault.op->emitError() << fault.message;
+  diag << " in " << region << " at point (b=" << b << ", h=" << h << ", m=" << m
+       << ", n=" << n << ")";
+  diag.attachNote(op->getLoc()) << "while evaluating this attn.attention";
+  return failure();
+}
+} // namespace
+
+FailureOr<SmallVector<TensorValue, 2>>
+ref::evaluateAttention(AttentionOp op, const Environment &env) {
+  const TensorValue *q = env.tensors.lookup(op.getQuery());
+  const TensorValue *k = env.tensors.lookup(op.getKey());
+  const TensorValue *v = env.tensors.lookup(op.getValue());
+  if (!q || !k || !v)
+    return fail(op, "query, key or value is not a known tensor");
+  auto scaleIt = env.scalars.find(op.getScale());
+  if (scaleIt == env.scalars.end())
+    return fail(op, "the scale is not a scalar computed at the kernel's top "
+                    "level");
+  const double scale = scaleIt->second.f;
+  // Absent entries of Q, K or V would have no meaning here.
+  if (!q->present.empty() || !k->present.empty() || !v->present.empty())
+    return fail(op, "query, key and value must have no absent entries");
+
+  const int64_t B = q->shape[0], H = q->shape[1], M = q->shape[2],
+                D = q->shape[3];
+  const int64_t G = k->shape[1], N = k->shape[2], E = v->shape[3];
+  if (k->shape[0] != B || v->shape[0] != B || k->shape[3] != D ||
+      v->shape[1] != G || v->shape[2] != N)
+    return fail(op, "query [B,H,M,D], key [B,G,N,D] and value [B,G,N,E] "
+                    "shapes disagree");
+  if (G == 0 ? H != 0 : H % G != 0)
+    return fail(op, "the " + Twine(H) +
+                        " query heads are not a multiple of "
+                        "the " +
+                        Twine(G) + " key/value heads");
+
+  const TensorValue *sink = nullptr;
+  if (Value sinkValue = op.getSink()) {
+    sink = env.tensors.lookup(sinkValue);
+    if (!sink)
+      return fail(op, "unknown sink tensor");
+    if (sink->shape != std::vector<int64_t>{B, H, M})
+      return fail(op, "the sink must have shape [B, H, M]");
+  }
+
+  FailureOr<BodyProgram> scoreMod = compileRegion(op.getScoreMod(), env);
+  FailureOr<BodyProgram> mask = compileRegion(op.getMask(), env);
+  if (failed(scoreMod) || failed(mask))
+    return failure();
+  std::vector<Reg> modRegs = scoreMod->makeRegisters();
+  std::vector<Reg> maskRegs = mask->makeRegisters();
+
+  TensorValue output = makeTensor({B, H, M, E}, /*isInteger=*/false);
+  TensorValue lse = makeTensor({B, H, M}, /*isInteger=*/false);
+  const Normalizer normalizer = op.getNormalizer();
+  const int64_t groupSize = G == 0 ? 1 : H / G;
+  std::vector<double> scores(N);
+  std::vector<uint8_t> kept(N);
+  Fault fault;
+
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / groupSize;
+      for (int64_t m = 0; m < M; ++m) {
+        // Scores of the kept keys, in key order.
+        bool anyKept = false;
+        for (int64_t n = 0; n < N; ++n) {
+          kept[n] = 0;
+          Reg *r = maskRegs.data();
+          r[0].i = b, r[1].i = h, r[2].i = m, r[3].i = n;
+          BodyProgram::Status status = mask->run(r, fault);
+          if (status == BodyProgram::Status::Error)
+            return reportFault(op, fault, "mask", b, h, m, n);
+          // A predicate that reads an absent entry does not keep, as in
+          // attn.keep.
+          if (status != BodyProgram::Status::Present ||
+              r[mask->getResultRegister()].i == 0)
+            continue;
+          double dot = 0.0;
+          for (int64_t d = 0; d < D; ++d)
+            dot += at4(*q, b, h, m, d) * at4(*k, b, g, n, d);
+          Reg *s = modRegs.data();
+          s[0].f = scale * dot;
+          s[1].i = b, s[2].i = h, s[3].i = m, s[4].i = n;
+          status = scoreMod->run(s, fault);
+          if (status == BodyProgram::Status::Error)
+            return reportFault(op, fault, "score_mod", b, h, m, n);
+          if (status == BodyProgram::Status::Absent)
+            continue;
+          scores[n] = scoreMod->getResult(s);
+          kept[n] = 1;
+          anyKept = true;
+        }
+
+        Accumulator logSumExp(ReductionKind::LogSumExp);
+        for (int64_t n = 0; n < N; ++n)
+          if (kept[n])
+            logSumExp.add(scores[n]);
+        lse.data[(b * H + h) * M + m] = logSumExp.result();
+        // A row with no kept key has no weights: O = 0 (sink or not).
+        if (!anyKept)
+          continue;
+
+        // Turn the scores into weights in place.
+        if (normalizer == Normalizer::Softmax) {
+          double max = kNegInf;
+          for (int64_t n = 0; n < N; ++n)
+            if (kept[n] && (scores[n] > max || std::isnan(scores[n])))
+              max = scores[n];
+          bool hasSink = sink && sink->isPresent((b * H + h) * M + m);
+          double sinkLogit =
+              hasSink ? sink->data[(b * H + h) * M + m] : kNegInf;
+          if (sinkLogit > max || std::isnan(sinkLogit))
+            max = sinkLogit;
+          if (max == kNegInf) {
+            for (int64_t n = 0; n < N; ++n)
+              scores[n] = 0.0;
+          } else {
+            double denominator = hasSink ? std::exp(sinkLogit - max) : 0.0;
+            for (int64_t n = 0; n < N; ++n)
+              if (kept[n])
+                denominator += std::exp(scores[n] - max);
+            for (int64_t n = 0; n < N; ++n)
+              if (kept[n])
+                scores[n] = std::exp(scores[n] - max) / denominator;
+          }
+        } else if (normalizer == Normalizer::Normalize) {
+          double sum = 0.0;
+          for (int64_t n = 0; n < N; ++n)
+            if (kept[n])
+              sum += scores[n];
+          for (int64_t n = 0; n < N; ++n)
+            if (kept[n])
+              scores[n] = scores[n] / sum;
+        }
+
+        for (int64_t e = 0; e < E; ++e) {
+          double sum = 0.0;
+          for (int64_t n = 0; n < N; ++n)
+            if (kept[n])
+              sum += scores[n] * at4(*v, b, g, n, e);
+          output.data[((b * H + h) * M + m) * E + e] = sum;
+        }
+      }
+    }
+  }
+
+  SmallVector<TensorValue, 2> results;
+  results.push_back(std::move(output));
+  if (op.getLse())
+    results.push_back(std::move(lse));
+  return results;
+}
+
+FailureOr<TensorValue> ref::evaluateExpandShape(tensor::ExpandShapeOp op,
+                                                const Environment &env) {
+  const TensorValue *source = env.tensors.lookup(op.getSrc());
+  if (!source)
+    return op->emitError() << "reference evaluator: expands an unknown tensor";
+  std::vector<int64_t> shape;
+  for (OpFoldResult size : op.getMixedOutputShape()) {
+    if (auto attr = dyn_cast<Attribute>(size)) {
+      shape.push_back(cast<IntegerAttr>(attr).getInt());
+      continue;
+    }
+    auto it = env.scalars.find(cast<Value>(size));
+    if (it == env.scalars.end())
+      return op->emitError() << "reference evaluator: an output size is not "
+                                "a scalar computed at the kernel's top level";
+    shape.push_back(it->second.i);
+  }
+  if (countElements(shape) != source->getNumElements())
+    return op->emitError() << "reference evaluator: expand_shape changes the "
+                              "number of elements";
+  TensorValue result = makeTensor(std::move(shape), source->isInteger);
+  result.data = source->data;
+  result.present = source->present;
+  return result;
+}

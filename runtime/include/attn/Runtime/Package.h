@@ -1,0 +1,174 @@
+//===- Package.h - Kernel packages (.attnpkg) -------------------*- C++ -*-===//
+//
+// A package is what `attnc compile --target sm_90a -o X.attnpkg` produces and
+// what the runtime launches on a machine that has only the runtime: the
+// kernel's signature, how to launch each GPU entry point (grid formulas,
+// block, shared memory, kernel parameter order) and the PTX or cubin modules.
+// The file format is documented in runtime/README.md.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_RUNTIME_PACKAGE_H
+#define ATTN_RUNTIME_PACKAGE_H
+
+#include "attn/Runtime/DimExpr.h"
+#include "attn/Runtime/Status.h"
+#include "attn/Runtime/Tensor.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace attn {
+
+/// The container version this runtime reads and writes.
+constexpr int kPackageFormatVersion = 1;
+
+/// A dimension of the kernel: symbolic (bound from tensor shapes at launch)
+/// or fixed at compile time.
+struct DimSpec {
+  std::string name;
+  std::optional<int64_t> size;
+};
+
+/// One axis of a tensor: a dim, or a literal size.
+struct AxisSpec {
+  std::string dim; ///< Empty when `size` is the literal.
+  int64_t size = 0;
+
+  static AxisSpec ofDim(std::string name) { return {std::move(name), 0}; }
+  static AxisSpec ofSize(int64_t n) { return {std::string(), n}; }
+  bool isDim() const { return !dim.empty(); }
+};
+
+enum class ArgKind : uint8_t { Input, Param, Output };
+
+enum class Layout : uint8_t {
+  Contiguous = ATTNC_LAYOUT_CONTIGUOUS,
+  InnerContiguous = ATTNC_LAYOUT_INNER_CONTIGUOUS,
+  Strided = ATTNC_LAYOUT_STRIDED,
+};
+
+/// An input, output or runtime scalar param of the kernel.
+struct ArgSpec {
+  std::string name;
+  ArgKind kind = ArgKind::Input;
+  DType dtype = DType::F32;
+  /// Tensors only.
+  std::vector<AxisSpec> axes;
+  Layout layout = Layout::Contiguous;
+  /// Tensors: required alignment of the data pointer in bytes (0: one
+  /// element).
+  int64_t alignment = 0;
+  /// Params only.
+  std::optional<double> defaultValue;
+};
+
+/// The C type of one kernel parameter slot.
+enum class SlotType : uint8_t { Ptr, I32, I64, F32, F64 };
+
+/// What one kernel parameter is, in the order of the PTX .entry's params.
+struct ParamSlot {
+  enum class Kind : uint8_t {
+    Ptr,    ///< data pointer (+ byte offset) of tensor `arg`
+    Stride, ///< stride (elements) of axis `axis` of tensor `arg`
+    Size,   ///< extent of axis `axis` of tensor `arg`
+    Dim,    ///< value of dim `arg`
+    Param,  ///< value of param `arg`
+    Const,  ///< the literal `value`
+  };
+  Kind kind = Kind::Ptr;
+  std::string arg;
+  int64_t axis = 0;
+  SlotType type = SlotType::Ptr;
+  double value = 0;
+};
+
+/// One GPU kernel launch of the package.
+struct EntrySpec {
+  std::string name;              ///< for attnc_launch's entry_name
+  std::string function;          ///< the PTX .entry name
+  std::string module;            ///< which module holds it
+  std::vector<std::string> grid; ///< 1 to 3 formulas over dims (x, y, z)
+  int64_t block[3] = {1, 1, 1};
+  int64_t sharedBytes = 0; ///< dynamic shared memory
+  std::vector<ParamSlot> params;
+};
+
+enum class ModuleFormat : uint8_t { Ptx, Cubin };
+
+struct ModuleBlob {
+  std::string name;
+  ModuleFormat format = ModuleFormat::Ptx;
+  std::string bytes;
+};
+
+/// The manifest: everything but the module bytes.
+struct PackageManifest {
+  int formatVersion = kPackageFormatVersion;
+  std::string name;
+  std::string target;   ///< sm_80, sm_90, sm_90a, ...
+  std::string producer; ///< free text, e.g. "attnc 0.1.0"
+  std::vector<DimSpec> dims;
+  std::vector<ArgSpec> args;
+  std::vector<std::string> constraints; ///< formulas that must be nonzero
+  std::vector<EntrySpec> entries;
+};
+
+/// A validated package with its formulas parsed.
+struct Package {
+  PackageManifest manifest;
+  std::vector<ModuleBlob> modules;
+
+  /// Parsed forms, parallel to manifest.entries[i].grid and constraints.
+  std::vector<std::vector<DimExpr>> gridExprs;
+  std::vector<DimExpr> constraintExprs;
+
+  int findDim(std::string_view name) const;
+  int findArg(std::string_view name) const;
+  const ModuleBlob *findModule(std::string_view name) const;
+};
+
+/// Checks a manifest (and its modules) for consistency: names unique and
+/// well formed, every referenced dim/arg/module exists, formulas parse,
+/// every symbolic dim appears in some tensor's axes, limits respected. On
+/// success `out` holds the parsed formulas.
+Status validatePackage(const PackageManifest &manifest,
+                       std::vector<ModuleBlob> modules, Package &out);
+
+/// Manifest <-> JSON text.
+std::string manifestToJson(const PackageManifest &manifest);
+Status manifestFromJson(std::string_view json, PackageManifest &out);
+
+/// Builds .attnpkg files. Used by `attnc compile` and by tests.
+class PackageWriter {
+public:
+  explicit PackageWriter(PackageManifest manifest)
+      : manifest(std::move(manifest)) {}
+
+  void addModule(std::string name, ModuleFormat format, std::string bytes) {
+    modules.push_back({std::move(name), format, std::move(bytes)});
+  }
+
+  /// Validates, then serializes to the container format.
+  Status serialize(std::string &out) const;
+  /// Validates, serializes and writes `path` (atomically via a temp file).
+  Status writeFile(const std::string &path) const;
+
+private:
+  PackageManifest manifest;
+  std::vector<ModuleBlob> modules;
+};
+
+/// Parses and validates a serialized package.
+Status readPackage(std::string_view bytes, Package &out);
+/// Reads `path` and parses it.
+Status readPackageFile(const std::string &path, Package &out);
+
+std::string_view slotTypeName(SlotType type);
+
+} // namespace attn
+
+#endif // ATTN_RUNTIME_PACKAGE_H

@@ -1,0 +1,789 @@
+//===- Manifest.cpp - Package manifests: JSON and validation --------------===//
+//
+// The manifest is strict: unknown keys, wrong types and dangling references
+// are errors, so that a typo in a hand-written or generated manifest fails at
+// load time with the field's path instead of misbehaving at launch.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Runtime/Json.h"
+#include "attn/Runtime/Package.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+namespace attn {
+
+namespace {
+
+constexpr size_t kMaxNameLength = 128;
+constexpr size_t kMaxRank = 8;
+constexpr size_t kMaxSlots = 512;
+constexpr int64_t kMaxParamBytes = 4096;
+constexpr int64_t kMaxSharedBytes = 227 * 1024;
+
+bool isIdentifier(std::string_view s) {
+  if (s.empty() || s.size() > kMaxNameLength)
+    return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    bool digit = c >= '0' && c <= '9';
+    if (!(alpha || (i > 0 && (digit || c == '$' || c == '.'))))
+      return false;
+  }
+  return true;
+}
+
+bool isTarget(std::string_view s) {
+  if (s.size() < 4 || s.size() > 8 || s.substr(0, 3) != "sm_")
+    return false;
+  size_t i = 3;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9')
+    ++i;
+  if (i == 3)
+    return false;
+  return i == s.size() || (i + 1 == s.size() && s[i] == 'a');
+}
+
+bool isIntegerDType(DType t) {
+  return t == DType::I1 || t == DType::I8 || t == DType::I32 || t == DType::I64;
+}
+
+/// Whether `v` is an integer that `t` can hold.
+bool fitsIntegerDType(double v, DType t) {
+  if (std::floor(v) != v || !std::isfinite(v))
+    return false;
+  switch (t) {
+  case DType::I1:
+    return v == 0 || v == 1;
+  case DType::I8:
+    return v >= -128 && v <= 127;
+  case DType::I32:
+    return v >= -2147483648.0 && v <= 2147483647.0;
+  case DType::I64:
+    return v >= -9223372036854775808.0 && v < 9223372036854775808.0;
+  default:
+    return true;
+  }
+}
+
+const char *kindName(ArgKind k) {
+  switch (k) {
+  case ArgKind::Input:
+    return "input";
+  case ArgKind::Param:
+    return "param";
+  case ArgKind::Output:
+    return "output";
+  }
+  return "?";
+}
+
+const char *layoutName(Layout l) {
+  switch (l) {
+  case Layout::Contiguous:
+    return "contiguous";
+  case Layout::InnerContiguous:
+    return "inner_contiguous";
+  case Layout::Strided:
+    return "strided";
+  }
+  return "?";
+}
+
+const char *slotKindName(ParamSlot::Kind k) {
+  switch (k) {
+  case ParamSlot::Kind::Ptr:
+    return "ptr";
+  case ParamSlot::Kind::Stride:
+    return "stride";
+  case ParamSlot::Kind::Size:
+    return "size";
+  case ParamSlot::Kind::Dim:
+    return "dim";
+  case ParamSlot::Kind::Param:
+    return "param";
+  case ParamSlot::Kind::Const:
+    return "const";
+  }
+  return "?";
+}
+
+//===-- JSON -> manifest --------------------------------------------------===//
+
+/// Reads fields of one JSON object and reports unknown keys afterwards; all
+/// errors carry the field path ("entries[0].grid[1]").
+class ObjectReader {
+public:
+  ObjectReader(const json::Value &v, std::string path)
+      : v(v), path(std::move(path)) {}
+
+  Status checkIsObject() const {
+    if (!v.isObject())
+      return invalidPackage("manifest: " + path + " must be an object");
+    return Status::ok();
+  }
+
+  const json::Value *field(const char *key) {
+    seen.insert(key);
+    return v.get(key);
+  }
+
+  Status string(const char *key, std::string &out, bool required = true) {
+    const json::Value *f = field(key);
+    if (!f)
+      return required ? missing(key) : Status::ok();
+    if (!f->isString())
+      return wrongType(key, "a string");
+    out = f->getString();
+    return Status::ok();
+  }
+
+  Status integer(const char *key, int64_t &out, bool required = true) {
+    const json::Value *f = field(key);
+    if (!f)
+      return required ? missing(key) : Status::ok();
+    if (!f->isInteger())
+      return wrongType(key, "an integer");
+    out = static_cast<int64_t>(f->getNumber());
+    return Status::ok();
+  }
+
+  Status array(const char *key, const json::Value *&out, bool required = true) {
+    out = field(key);
+    if (!out)
+      return required ? missing(key) : Status::ok();
+    if (!out->isArray())
+      return wrongType(key, "an array");
+    return Status::ok();
+  }
+
+  Status finish() const {
+    for (const json::Value::Member &m : v.getObject())
+      if (!seen.count(m.first) && m.first.rfind("x-", 0) != 0)
+        return invalidPackage("manifest: unknown field " + path + "." +
+                              m.first);
+    return Status::ok();
+  }
+
+  Status missing(const char *key) const {
+    return invalidPackage("manifest: missing field " + path + "." + key);
+  }
+  Status wrongType(const char *key, const char *what) const {
+    return invalidPackage("manifest: " + path + "." + key + " must be " + what);
+  }
+  const std::string &getPath() const { return path; }
+
+private:
+  const json::Value &v;
+  std::string path;
+  std::set<std::string> seen;
+};
+
+Status readDType(ObjectReader &r, DType &out) {
+  std::string s;
+  if (Status st = r.string("dtype", s))
+    return st;
+  std::optional<DType> t = parseDType(s);
+  if (!t)
+    return invalidPackage("manifest: " + r.getPath() +
+                          ".dtype: unknown dtype '" + s + "'");
+  out = *t;
+  return Status::ok();
+}
+
+Status readSlotType(std::string_view s, SlotType &out) {
+  if (s == "ptr")
+    out = SlotType::Ptr;
+  else if (s == "i32")
+    out = SlotType::I32;
+  else if (s == "i64")
+    out = SlotType::I64;
+  else if (s == "f32")
+    out = SlotType::F32;
+  else if (s == "f64")
+    out = SlotType::F64;
+  else
+    return invalidPackage("unknown slot type '" + std::string(s) + "'");
+  return Status::ok();
+}
+
+Status readArg(const json::Value &v, const std::string &path, ArgSpec &out) {
+  ObjectReader r(v, path);
+  if (Status s = r.checkIsObject())
+    return s;
+  std::string kind;
+  if (Status s = r.string("name", out.name))
+    return s;
+  if (Status s = r.string("kind", kind))
+    return s;
+  if (kind == "input")
+    out.kind = ArgKind::Input;
+  else if (kind == "output")
+    out.kind = ArgKind::Output;
+  else if (kind == "param")
+    out.kind = ArgKind::Param;
+  else
+    return invalidPackage("manifest: " + path +
+                          ".kind must be input, output or param, got '" + kind +
+                          "'");
+  if (Status s = readDType(r, out.dtype))
+    return s;
+  if (out.kind == ArgKind::Param) {
+    const json::Value *d = r.field("default");
+    if (d && d->isNumber()) {
+      out.defaultValue = d->getNumber();
+    } else if (d && d->isString() &&
+               (d->getString() == "inf" || d->getString() == "-inf" ||
+                d->getString() == "nan")) {
+      out.defaultValue = d->getString() == "nan"
+                             ? std::nan("")
+                             : (d->getString() == "inf" ? INFINITY : -INFINITY);
+    } else if (d && !d->isNull()) {
+      return r.wrongType("default", "a number, \"inf\", \"-inf\" or \"nan\"");
+    }
+    return r.finish();
+  }
+  const json::Value *axes;
+  if (Status s = r.array("axes", axes))
+    return s;
+  for (size_t i = 0; i < axes->getArray().size(); ++i) {
+    const json::Value &a = axes->getArray()[i];
+    if (a.isString())
+      out.axes.push_back(AxisSpec::ofDim(a.getString()));
+    else if (a.isInteger())
+      out.axes.push_back(AxisSpec::ofSize(static_cast<int64_t>(a.getNumber())));
+    else
+      return invalidPackage("manifest: " + path + ".axes[" + std::to_string(i) +
+                            "] must be a dim name or an integer");
+  }
+  std::string layout = "contiguous";
+  if (Status s = r.string("layout", layout, /*required=*/false))
+    return s;
+  if (layout == "contiguous")
+    out.layout = Layout::Contiguous;
+  else if (layout == "inner_contiguous")
+    out.layout = Layout::InnerContiguous;
+  else if (layout == "strided")
+    out.layout = Layout::Strided;
+  else
+    return invalidPackage("manifest: " + path +
+                          ".layout must be contiguous, inner_contiguous or "
+                          "strided, got '" +
+                          layout + "'");
+  if (Status s = r.integer("alignment", out.alignment, /*required=*/false))
+    return s;
+  return r.finish();
+}
+
+Status readSlot(const json::Value &v, const std::string &path, ParamSlot &out) {
+  ObjectReader r(v, path);
+  if (Status s = r.checkIsObject())
+    return s;
+  static const std::pair<const char *, ParamSlot::Kind> kinds[] = {
+      {"ptr", ParamSlot::Kind::Ptr},     {"stride", ParamSlot::Kind::Stride},
+      {"size", ParamSlot::Kind::Size},   {"dim", ParamSlot::Kind::Dim},
+      {"param", ParamSlot::Kind::Param}, {"const", ParamSlot::Kind::Const}};
+  int found = 0;
+  for (const auto &[key, kind] : kinds) {
+    const json::Value *f = r.field(key);
+    if (!f)
+      continue;
+    ++found;
+    out.kind = kind;
+    if (kind == ParamSlot::Kind::Const) {
+      if (!f->isNumber())
+        return r.wrongType(key, "a number");
+      out.value = f->getNumber();
+    } else {
+      if (!f->isString())
+        return r.wrongType(key, "a name");
+      out.arg = f->getString();
+    }
+  }
+  if (found != 1)
+    return invalidPackage("manifest: " + path +
+                          " must have exactly one of ptr, stride, size, dim, "
+                          "param, const");
+  if (out.kind == ParamSlot::Kind::Stride ||
+      out.kind == ParamSlot::Kind::Size) {
+    if (Status s = r.integer("axis", out.axis))
+      return s;
+  }
+  // Default slot types: pointers for ptr, i64 for integers; a param's own
+  // type is resolved during validation (it needs the arg list).
+  std::string type;
+  if (Status s = r.string("type", type, /*required=*/false))
+    return s;
+  if (!type.empty()) {
+    if (Status s = readSlotType(type, out.type))
+      return invalidPackage("manifest: " + path + ".type: " + s.getMessage());
+  } else if (out.kind == ParamSlot::Kind::Ptr) {
+    out.type = SlotType::Ptr;
+  } else if (out.kind == ParamSlot::Kind::Param) {
+    out.type = SlotType::Ptr; // Placeholder: "the param's own type".
+  } else {
+    out.type = SlotType::I64;
+  }
+  return r.finish();
+}
+
+Status readEntry(const json::Value &v, const std::string &path,
+                 EntrySpec &out) {
+  ObjectReader r(v, path);
+  if (Status s = r.checkIsObject())
+    return s;
+  if (Status s = r.string("name", out.name))
+    return s;
+  if (Status s = r.string("function", out.function))
+    return s;
+  if (Status s = r.string("module", out.module))
+    return s;
+  const json::Value *grid, *block, *params;
+  if (Status s = r.array("grid", grid))
+    return s;
+  for (size_t i = 0; i < grid->getArray().size(); ++i) {
+    const json::Value &g = grid->getArray()[i];
+    if (g.isString())
+      out.grid.push_back(g.getString());
+    else if (g.isInteger())
+      out.grid.push_back(std::to_string(static_cast<int64_t>(g.getNumber())));
+    else
+      return invalidPackage("manifest: " + path + ".grid[" + std::to_string(i) +
+                            "] must be a formula string or an integer");
+  }
+  if (Status s = r.array("block", block))
+    return s;
+  if (block->getArray().empty() || block->getArray().size() > 3)
+    return invalidPackage("manifest: " + path +
+                          ".block must have 1 to 3 sizes");
+  for (size_t i = 0; i < block->getArray().size(); ++i) {
+    if (!block->getArray()[i].isInteger())
+      return invalidPackage("manifest: " + path + ".block[" +
+                            std::to_string(i) + "] must be an integer");
+    out.block[i] = static_cast<int64_t>(block->getArray()[i].getNumber());
+  }
+  if (Status s = r.integer("shared_bytes", out.sharedBytes, false))
+    return s;
+  if (Status s = r.array("params", params))
+    return s;
+  if (params->getArray().size() > kMaxSlots)
+    return invalidPackage("manifest: " + path + ".params: more than " +
+                          std::to_string(kMaxSlots) + " slots");
+  for (size_t i = 0; i < params->getArray().size(); ++i) {
+    ParamSlot slot;
+    if (Status s = readSlot(params->getArray()[i],
+                            path + ".params[" + std::to_string(i) + "]", slot))
+      return s;
+    out.params.push_back(std::move(slot));
+  }
+  return r.finish();
+}
+
+//===-- manifest -> JSON --------------------------------------------------===//
+
+json::Value numberOrSpelling(double d) {
+  if (std::isnan(d))
+    return json::Value::string("nan");
+  if (std::isinf(d))
+    return json::Value::string(d > 0 ? "inf" : "-inf");
+  return json::Value::number(d);
+}
+
+} // namespace
+
+std::string_view slotTypeName(SlotType type) {
+  switch (type) {
+  case SlotType::Ptr:
+    return "ptr";
+  case SlotType::I32:
+    return "i32";
+  case SlotType::I64:
+    return "i64";
+  case SlotType::F32:
+    return "f32";
+  case SlotType::F64:
+    return "f64";
+  }
+  return "?";
+}
+
+std::string manifestToJson(const PackageManifest &m) {
+  using json::Value;
+  Value root = Value::object();
+  root.set("format", Value::number(m.formatVersion));
+  root.set("name", Value::string(m.name));
+  root.set("target", Value::string(m.target));
+  if (!m.producer.empty())
+    root.set("producer", Value::string(m.producer));
+  Value dims = Value::array();
+  for (const DimSpec &d : m.dims) {
+    Value o = Value::object();
+    o.set("name", Value::string(d.name));
+    if (d.size)
+      o.set("size", Value::number(static_cast<double>(*d.size)));
+    dims.push(std::move(o));
+  }
+  root.set("dims", std::move(dims));
+  Value args = Value::array();
+  for (const ArgSpec &a : m.args) {
+    Value o = Value::object();
+    o.set("name", Value::string(a.name));
+    o.set("kind", Value::string(kindName(a.kind)));
+    o.set("dtype", Value::string(std::string(dtypeName(a.dtype))));
+    if (a.kind == ArgKind::Param) {
+      if (a.defaultValue)
+        o.set("default", numberOrSpelling(*a.defaultValue));
+    } else {
+      Value axes = Value::array();
+      for (const AxisSpec &ax : a.axes)
+        axes.push(ax.isDim() ? Value::string(ax.dim)
+                             : Value::number(static_cast<double>(ax.size)));
+      o.set("axes", std::move(axes));
+      o.set("layout", Value::string(layoutName(a.layout)));
+      if (a.alignment)
+        o.set("alignment", Value::number(static_cast<double>(a.alignment)));
+    }
+    args.push(std::move(o));
+  }
+  root.set("args", std::move(args));
+  if (!m.constraints.empty()) {
+    Value cs = Value::array();
+    for (const std::string &c : m.constraints)
+      cs.push(Value::string(c));
+    root.set("constraints", std::move(cs));
+  }
+  Value entries = Value::array();
+  for (const EntrySpec &e : m.entries) {
+    Value o = Value::object();
+    o.set("name", Value::string(e.name));
+    o.set("function", Value::string(e.function));
+    o.set("module", Value::string(e.module));
+    Value grid = Value::array();
+    for (const std::string &g : e.grid)
+      grid.push(Value::string(g));
+    o.set("grid", std::move(grid));
+    o.set("block", Value::array({Value::number(double(e.block[0])),
+                                 Value::number(double(e.block[1])),
+                                 Value::number(double(e.block[2]))}));
+    o.set("shared_bytes", Value::number(static_cast<double>(e.sharedBytes)));
+    Value params = Value::array();
+    for (const ParamSlot &p : e.params) {
+      Value s = Value::object();
+      if (p.kind == ParamSlot::Kind::Const)
+        s.set("const", Value::number(p.value));
+      else
+        s.set(slotKindName(p.kind), Value::string(p.arg));
+      if (p.kind == ParamSlot::Kind::Stride || p.kind == ParamSlot::Kind::Size)
+        s.set("axis", Value::number(static_cast<double>(p.axis)));
+      if (p.kind != ParamSlot::Kind::Ptr)
+        s.set("type", Value::string(std::string(slotTypeName(p.type))));
+      params.push(std::move(s));
+    }
+    o.set("params", std::move(params));
+    entries.push(std::move(o));
+  }
+  root.set("entries", std::move(entries));
+  return json::write(root);
+}
+
+Status manifestFromJson(std::string_view text, PackageManifest &out) {
+  out = PackageManifest();
+  json::Value root;
+  if (Status s = json::parse(text, root))
+    return s.withContext("manifest");
+  ObjectReader r(root, "manifest");
+  if (Status s = r.checkIsObject())
+    return s;
+  int64_t format;
+  if (Status s = r.integer("format", format))
+    return s;
+  if (format != kPackageFormatVersion)
+    return invalidPackage("manifest: unsupported format " +
+                          std::to_string(format) + " (this runtime reads " +
+                          std::to_string(kPackageFormatVersion) + ")");
+  out.formatVersion = static_cast<int>(format);
+  if (Status s = r.string("name", out.name))
+    return s;
+  if (Status s = r.string("target", out.target))
+    return s;
+  if (Status s = r.string("producer", out.producer, false))
+    return s;
+  const json::Value *dims, *args, *entries, *constraints;
+  if (Status s = r.array("dims", dims))
+    return s;
+  for (size_t i = 0; i < dims->getArray().size(); ++i) {
+    std::string path = "dims[" + std::to_string(i) + "]";
+    ObjectReader d(dims->getArray()[i], path);
+    if (Status s = d.checkIsObject())
+      return s;
+    DimSpec dim;
+    if (Status s = d.string("name", dim.name))
+      return s;
+    if (d.field("size")) {
+      int64_t size;
+      if (Status s = d.integer("size", size))
+        return s;
+      dim.size = size;
+    }
+    if (Status s = d.finish())
+      return s;
+    out.dims.push_back(std::move(dim));
+  }
+  if (Status s = r.array("args", args))
+    return s;
+  for (size_t i = 0; i < args->getArray().size(); ++i) {
+    ArgSpec arg;
+    if (Status s = readArg(args->getArray()[i],
+                           "args[" + std::to_string(i) + "]", arg))
+      return s;
+    out.args.push_back(std::move(arg));
+  }
+  if (Status s = r.array("constraints", constraints, false))
+    return s;
+  if (constraints) {
+    for (size_t i = 0; i < constraints->getArray().size(); ++i) {
+      if (!constraints->getArray()[i].isString())
+        return invalidPackage("manifest: constraints[" + std::to_string(i) +
+                              "] must be a string");
+      out.constraints.push_back(constraints->getArray()[i].getString());
+    }
+  }
+  if (Status s = r.array("entries", entries))
+    return s;
+  for (size_t i = 0; i < entries->getArray().size(); ++i) {
+    EntrySpec e;
+    if (Status s = readEntry(entries->getArray()[i],
+                             "entries[" + std::to_string(i) + "]", e))
+      return s;
+    out.entries.push_back(std::move(e));
+  }
+  return r.finish();
+}
+
+//===-- Validation --------------------------------------------------------===//
+
+int Package::findDim(std::string_view name) const {
+  for (size_t i = 0; i < manifest.dims.size(); ++i)
+    if (manifest.dims[i].name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+int Package::findArg(std::string_view name) const {
+  for (size_t i = 0; i < manifest.args.size(); ++i)
+    if (manifest.args[i].name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+const ModuleBlob *Package::findModule(std::string_view name) const {
+  for (const ModuleBlob &m : modules)
+    if (m.name == name)
+      return &m;
+  return nullptr;
+}
+
+/// Whether PTX text declares `.entry name` (followed by '(' or space).
+static bool ptxHasEntry(const std::string &ptx, const std::string &name) {
+  std::string needle = ".entry " + name;
+  for (size_t pos = ptx.find(needle); pos != std::string::npos;
+       pos = ptx.find(needle, pos + 1)) {
+    size_t end = pos + needle.size();
+    if (end == ptx.size() || ptx[end] == '(' || ptx[end] == ' ' ||
+        ptx[end] == '\n' || ptx[end] == '\t' || ptx[end] == '\r')
+      return true;
+  }
+  return false;
+}
+
+Status validatePackage(const PackageManifest &m,
+                       std::vector<ModuleBlob> modules, Package &out) {
+  out = Package();
+  auto fail = [](const std::string &msg) {
+    return invalidPackage("package: " + msg);
+  };
+  if (m.formatVersion != kPackageFormatVersion)
+    return fail("unsupported format " + std::to_string(m.formatVersion));
+  if (!isIdentifier(m.name))
+    return fail("kernel name '" + m.name + "' is not an identifier");
+  if (!isTarget(m.target))
+    return fail("target '" + m.target + "' is not of the form sm_NN or sm_NNa");
+
+  std::set<std::string> names;
+  std::vector<std::string> dimNames;
+  for (const DimSpec &d : m.dims) {
+    if (!isIdentifier(d.name))
+      return fail("dim name '" + d.name + "' is not an identifier");
+    if (!names.insert(d.name).second)
+      return fail("duplicate name '" + d.name + "'");
+    if (d.size && *d.size < 0)
+      return fail("dim '" + d.name + "' has negative size");
+    dimNames.push_back(d.name);
+  }
+  std::set<std::string> boundDims;
+  for (const ArgSpec &a : m.args) {
+    if (!isIdentifier(a.name))
+      return fail("argument name '" + a.name + "' is not an identifier");
+    if (!names.insert(a.name).second)
+      return fail("duplicate name '" + a.name + "'");
+    if (a.kind == ArgKind::Param) {
+      if (!a.axes.empty())
+        return fail("param '" + a.name + "' has axes");
+      if (a.defaultValue && isIntegerDType(a.dtype) &&
+          !fitsIntegerDType(*a.defaultValue, a.dtype))
+        return fail("param '" + a.name + "': default is not a valid " +
+                    std::string(dtypeName(a.dtype)));
+      continue;
+    }
+    if (a.axes.size() > kMaxRank)
+      return fail("tensor '" + a.name + "' has rank over 8");
+    for (const AxisSpec &ax : a.axes) {
+      if (ax.isDim()) {
+        bool known = false;
+        for (const std::string &d : dimNames)
+          known |= d == ax.dim;
+        if (!known)
+          return fail("tensor '" + a.name + "': unknown dim '" + ax.dim + "'");
+        boundDims.insert(ax.dim);
+      } else if (ax.size < 0) {
+        return fail("tensor '" + a.name + "' has a negative axis size");
+      }
+    }
+    if (a.alignment < 0 || a.alignment > 4096 ||
+        (a.alignment & (a.alignment - 1)) != 0)
+      return fail("tensor '" + a.name +
+                  "': alignment must be 0 or a power of two up to 4096");
+  }
+  for (const DimSpec &d : m.dims)
+    if (!d.size && !boundDims.count(d.name))
+      return fail("dim '" + d.name +
+                  "' is symbolic but no tensor has it, so it cannot be bound");
+
+  for (const std::string &c : m.constraints) {
+    DimExpr e;
+    if (Status s = DimExpr::parse(c, dimNames, e))
+      return s.withContext("package: constraint");
+    out.constraintExprs.push_back(std::move(e));
+  }
+
+  std::set<std::string> moduleNames;
+  for (const ModuleBlob &mod : modules) {
+    if (!isIdentifier(mod.name))
+      return fail("module name '" + mod.name + "' is not an identifier");
+    if (!moduleNames.insert(mod.name).second)
+      return fail("duplicate module '" + mod.name + "'");
+    if (mod.bytes.empty())
+      return fail("module '" + mod.name + "' is empty");
+    if (mod.format == ModuleFormat::Ptx &&
+        mod.bytes.find('\0') != std::string::npos)
+      return fail("PTX module '" + mod.name + "' contains a NUL byte");
+  }
+
+  if (m.entries.empty())
+    return fail("no entries");
+  std::set<std::string> entryNames;
+  for (const EntrySpec &e : m.entries) {
+    std::string where = "entry '" + e.name + "'";
+    if (!isIdentifier(e.name))
+      return fail("entry name '" + e.name + "' is not an identifier");
+    if (!entryNames.insert(e.name).second)
+      return fail("duplicate entry '" + e.name + "'");
+    if (!isIdentifier(e.function))
+      return fail(where + ": function '" + e.function +
+                  "' is not an identifier");
+    const ModuleBlob *mod = nullptr;
+    for (const ModuleBlob &b : modules)
+      if (b.name == e.module)
+        mod = &b;
+    if (!mod)
+      return fail(where + ": no module '" + e.module + "'");
+    if (mod->format == ModuleFormat::Ptx &&
+        !ptxHasEntry(mod->bytes, e.function))
+      return fail(where + ": PTX module '" + e.module + "' has no .entry " +
+                  e.function);
+    if (e.grid.empty() || e.grid.size() > 3)
+      return fail(where + ": grid must have 1 to 3 formulas");
+    std::vector<DimExpr> grid;
+    for (const std::string &g : e.grid) {
+      DimExpr expr;
+      if (Status s = DimExpr::parse(g, dimNames, expr))
+        return s.withContext("package: " + where + ": grid");
+      grid.push_back(std::move(expr));
+    }
+    out.gridExprs.push_back(std::move(grid));
+    int64_t threads = 1;
+    for (int64_t b : e.block) {
+      if (b < 1 || b > 1024)
+        return fail(where + ": block sizes must be in [1, 1024]");
+      threads *= b;
+    }
+    if (threads > 1024)
+      return fail(where + ": block has more than 1024 threads");
+    if (e.sharedBytes < 0 || e.sharedBytes > kMaxSharedBytes)
+      return fail(where + ": shared_bytes must be in [0, " +
+                  std::to_string(kMaxSharedBytes) + "]");
+    int64_t paramBytes = 0;
+    for (size_t i = 0; i < e.params.size(); ++i) {
+      const ParamSlot &p = e.params[i];
+      std::string slot = where + ": params[" + std::to_string(i) + "]";
+      const ArgSpec *arg = nullptr;
+      for (const ArgSpec &a : m.args)
+        if (a.name == p.arg)
+          arg = &a;
+      switch (p.kind) {
+      case ParamSlot::Kind::Ptr:
+      case ParamSlot::Kind::Stride:
+      case ParamSlot::Kind::Size:
+        if (!arg || arg->kind == ArgKind::Param)
+          return fail(slot + ": '" + p.arg + "' is not a tensor argument");
+        if (p.kind == ParamSlot::Kind::Ptr && p.type != SlotType::Ptr)
+          return fail(slot + ": a ptr slot must have type ptr");
+        if (p.kind != ParamSlot::Kind::Ptr &&
+            (p.axis < 0 || p.axis >= static_cast<int64_t>(arg->axes.size())))
+          return fail(slot + ": axis " + std::to_string(p.axis) +
+                      " out of range for '" + p.arg + "'");
+        break;
+      case ParamSlot::Kind::Dim:
+        if (std::find(dimNames.begin(), dimNames.end(), p.arg) ==
+            dimNames.end())
+          return fail(slot + ": unknown dim '" + p.arg + "'");
+        break;
+      case ParamSlot::Kind::Param:
+        if (!arg || arg->kind != ArgKind::Param)
+          return fail(slot + ": '" + p.arg + "' is not a param");
+        break;
+      case ParamSlot::Kind::Const:
+        if (!std::isfinite(p.value) &&
+            (p.type != SlotType::F32 && p.type != SlotType::F64))
+          return fail(slot + ": non-finite integer constant");
+        break;
+      }
+      if (p.kind != ParamSlot::Kind::Ptr && p.kind != ParamSlot::Kind::Param &&
+          p.type == SlotType::Ptr)
+        return fail(slot + ": only ptr slots may have type ptr");
+      paramBytes += 8; // Upper bound including alignment padding.
+    }
+    if (paramBytes > kMaxParamBytes)
+      return fail(where + ": kernel parameters exceed 4096 bytes");
+  }
+  out.manifest = m;
+  // A param slot without an explicit type takes the param's own type.
+  for (EntrySpec &e : out.manifest.entries) {
+    for (ParamSlot &p : e.params) {
+      if (p.kind != ParamSlot::Kind::Param || p.type != SlotType::Ptr)
+        continue;
+      DType t = out.manifest.args[out.findArg(p.arg)].dtype;
+      p.type = t == DType::F64     ? SlotType::F64
+               : t == DType::I64   ? SlotType::I64
+               : isIntegerDType(t) ? SlotType::I32
+                                   : SlotType::F32;
+    }
+  }
+  out.modules = std::move(modules);
+  return Status::ok();
+}
+
+} // namespace attn

@@ -1,0 +1,280 @@
+//===- PackageTest.cpp - .attnpkg writing, reading and validation ---------===//
+
+#include "RuntimeTestUtil.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+
+using namespace attn;
+using namespace attn::test;
+
+namespace {
+
+Status readBytes(const std::string &bytes) {
+  Package pkg;
+  return readPackage(bytes, pkg);
+}
+
+/// Expects `bytes` to be rejected with a message containing `needle`.
+void expectError(const std::string &bytes, const std::string &needle) {
+  Status s = readBytes(bytes);
+  ASSERT_TRUE(s) << "accepted a package that should fail with: " << needle;
+  EXPECT_EQ(s.getCode(), ATTNC_ERROR_INVALID_PACKAGE);
+  EXPECT_NE(s.getMessage().find(needle), std::string::npos)
+      << "message: " << s.getMessage() << "\nexpected: " << needle;
+}
+
+/// The attention manifest as JSON, with `from` replaced by `to` once.
+std::string mutated(const std::string &from, const std::string &to) {
+  std::string text = manifestToJson(attentionManifest());
+  size_t pos = text.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  if (pos != std::string::npos)
+    text.replace(pos, from.size(), to);
+  return container(text);
+}
+
+TEST(PackageTest, RoundTrip) {
+  std::string bytes = serializedAttention();
+  ASSERT_FALSE(bytes.empty());
+  EXPECT_EQ(bytes.rfind("attnpkg 1\nmanifest ", 0), 0u);
+  Package pkg;
+  Status s = readPackage(bytes, pkg);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(pkg.manifest.name, "gqa");
+  EXPECT_EQ(pkg.manifest.target, "sm_90a");
+  ASSERT_EQ(pkg.manifest.dims.size(), 6u);
+  EXPECT_EQ(pkg.manifest.dims[5].size, 64);
+  EXPECT_FALSE(pkg.manifest.dims[0].size);
+  ASSERT_EQ(pkg.manifest.args.size(), 6u);
+  EXPECT_EQ(pkg.manifest.args[1].layout, Layout::InnerContiguous);
+  EXPECT_EQ(pkg.manifest.args[3].defaultValue, 1024);
+  EXPECT_FALSE(pkg.manifest.args[4].defaultValue);
+  ASSERT_EQ(pkg.manifest.entries.size(), 1u);
+  EXPECT_EQ(pkg.manifest.entries[0].grid.size(), 3u);
+  EXPECT_EQ(pkg.manifest.entries[0].sharedBytes, 64 * 1024);
+  EXPECT_EQ(pkg.manifest.entries[0].params.size(), 11u);
+  ASSERT_EQ(pkg.modules.size(), 1u);
+  EXPECT_EQ(pkg.modules[0].bytes, kAttentionPtx);
+  // Writing what was read gives the same bytes: the format is canonical.
+  PackageWriter again(pkg.manifest);
+  again.addModule("main", ModuleFormat::Ptx, pkg.modules[0].bytes);
+  std::string bytes2;
+  ASSERT_FALSE(again.serialize(bytes2));
+  EXPECT_EQ(bytes, bytes2);
+}
+
+TEST(PackageTest, CubinModulesAreBinarySafe) {
+  PackageManifest m = attentionManifest();
+  std::string cubin("\x7f"
+                    "ELF\0\n\n\xff\x00zz",
+                    11);
+  PackageWriter w(m);
+  w.addModule("main", ModuleFormat::Cubin, cubin);
+  std::string bytes;
+  ASSERT_FALSE(w.serialize(bytes));
+  Package pkg;
+  ASSERT_FALSE(readPackage(bytes, pkg));
+  EXPECT_EQ(pkg.modules[0].format, ModuleFormat::Cubin);
+  EXPECT_EQ(pkg.modules[0].bytes, cubin);
+}
+
+TEST(PackageTest, FileRoundTripAndIoErrors) {
+  std::string path = ::testing::TempDir() + "/roundtrip.attnpkg";
+  PackageWriter w(attentionManifest());
+  w.addModule("main", ModuleFormat::Ptx, kAttentionPtx);
+  ASSERT_FALSE(w.writeFile(path));
+  Package pkg;
+  ASSERT_FALSE(readPackageFile(path, pkg));
+  std::remove(path.c_str());
+  Status s = readPackageFile(path, pkg);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s.getCode(), ATTNC_ERROR_IO);
+  EXPECT_TRUE(w.writeFile("/nonexistent-dir/x.attnpkg"));
+}
+
+TEST(PackageTest, WriterRefusesInvalidManifests) {
+  PackageManifest m = attentionManifest();
+  m.entries[0].module = "nope";
+  PackageWriter w(m);
+  w.addModule("main", ModuleFormat::Ptx, kAttentionPtx);
+  std::string bytes;
+  Status s = w.serialize(bytes);
+  ASSERT_TRUE(s);
+  EXPECT_NE(s.getMessage().find("no module 'nope'"), std::string::npos);
+}
+
+TEST(PackageTest, ContainerErrors) {
+  std::string good = serializedAttention();
+  expectError("", "not an attnc package");
+  expectError("hello world\n", "not an attnc package");
+  expectError("attnpkg 2\n" + good.substr(10),
+              "unsupported package version '2'");
+  std::string noManifest = "attnpkg 1\n";
+  noManifest += "end " + checksumHex(noManifest) + "\n";
+  expectError(noManifest, "no manifest");
+  expectError(good + "x", "bytes after the 'end' line");
+  std::string unknown = "attnpkg 1\nfoo 3\n";
+  expectError(unknown, "unknown section 'foo'");
+  expectError("attnpkg 1\nmanifest 99999\n{}\n", "truncated");
+  expectError("attnpkg 1\nmanifest 012\n", "malformed 'manifest' line");
+  expectError("attnpkg 1\nmanifest -1\n", "malformed 'manifest' line");
+  std::string badSum = good;
+  badSum[badSum.size() - 2] = badSum[badSum.size() - 2] == '0' ? '1' : '0';
+  expectError(badSum, "checksum mismatch");
+}
+
+/// Every strict prefix of a package is an error, never a crash.
+TEST(PackageTest, TruncatedAtEveryOffset) {
+  std::string good = serializedAttention();
+  ASSERT_FALSE(readBytes(good));
+  for (size_t n = 0; n < good.size(); ++n) {
+    Status s = readBytes(good.substr(0, n));
+    ASSERT_TRUE(s) << "prefix of " << n << " bytes accepted";
+    ASSERT_EQ(s.getCode(), ATTNC_ERROR_INVALID_PACKAGE);
+  }
+}
+
+/// Every single-byte change is detected: by the structure or the checksum.
+TEST(PackageTest, ByteFlipsAreErrors) {
+  std::string good = serializedAttention();
+  for (size_t i = 0; i < good.size(); ++i) {
+    for (unsigned char mask : {0x01, 0x20, 0x80}) {
+      std::string bad = good;
+      bad[i] = static_cast<char>(bad[i] ^ mask);
+      Status s = readBytes(bad);
+      ASSERT_TRUE(s) << "flip of byte " << i << " by " << int(mask)
+                     << " accepted";
+    }
+  }
+  // Random multi-byte damage, insertions and deletions.
+  std::mt19937 rng(7);
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string bad = good;
+    int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      size_t pos = rng() % bad.size();
+      switch (rng() % 3) {
+      case 0:
+        bad[pos] = static_cast<char>(rng());
+        break;
+      case 1:
+        bad.erase(pos, 1 + rng() % 8);
+        break;
+      case 2:
+        bad.insert(pos, 1, static_cast<char>(rng()));
+        break;
+      }
+      if (bad.empty())
+        bad = "x";
+    }
+    if (bad == good)
+      continue;
+    ASSERT_TRUE(readBytes(bad)) << "damaged package accepted";
+  }
+}
+
+/// Manifests with a valid checksum but broken content: parser and validator
+/// must both hold on their own.
+TEST(PackageTest, ManifestFuzzWithValidChecksums) {
+  std::string text = manifestToJson(attentionManifest());
+  std::mt19937 rng(11);
+  int accepted = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string bad = text;
+    size_t pos = rng() % bad.size();
+    if (rng() % 2)
+      bad[pos] = "{}[]\",:0a-9 \\"[rng() % 14];
+    else
+      bad.erase(pos, 1 + rng() % 16);
+    accepted += !readBytes(container(bad));
+  }
+  // Some edits are harmless (whitespace); most must fail. Mainly this test
+  // is for the sanitizers.
+  EXPECT_LT(accepted, 3000);
+}
+
+TEST(PackageTest, ManifestErrors) {
+  expectError(mutated("\"format\": 1", "\"format\": 2"),
+              "unsupported format 2");
+  expectError(mutated("\"format\": 1,", ""), "missing field manifest.format");
+  expectError(mutated("\"target\": \"sm_90a\"", "\"target\": \"sm90\""),
+              "target 'sm90'");
+  expectError(mutated("\"dtype\": \"bf16\"", "\"dtype\": \"bf17\""),
+              "unknown dtype 'bf17'");
+  expectError(mutated("\"axes\": [\"B\", \"H\", \"M\", \"D\"]",
+                      "\"axes\": [\"B\", \"H\", \"X\", \"D\"]"),
+              "unknown dim 'X'");
+  expectError(mutated("\"axes\": [\"B\", \"H\", \"M\", \"D\"]",
+                      "\"axes\": [\"B\", \"H\", 1.5, \"D\"]"),
+              "must be a dim name or an integer");
+  expectError(mutated("\"name\": \"K\"", "\"name\": \"Q\""),
+              "duplicate name 'Q'");
+  expectError(mutated("\"name\": \"K\"", "\"name\": \"B\""),
+              "duplicate name 'B'");
+  expectError(mutated("\"kind\": \"input\"", "\"kind\": \"inout\""),
+              "must be input, output or param");
+  expectError(mutated("\"layout\": \"contiguous\"", "\"layout\": \"tiled\""),
+              "layout must be");
+  expectError(mutated("\"default\": 1024", "\"default\": 3.5"),
+              "default is not a valid i32");
+  expectError(mutated("\"default\": 1024", "\"default\": true"),
+              "default must be");
+  expectError(mutated("\"ceil(M/128)\"", "\"ceil(Z/128)\""), "unknown dim 'Z'");
+  expectError(mutated("\"ceil(M/128)\"", "\"ceil(M/\""), "formula");
+  expectError(
+      mutated("\"ceil(M/128)\", \"H\", \"B\"", "\"1\", \"2\", \"3\", \"4\""),
+      "grid must have 1 to 3 formulas");
+  expectError(mutated("\"block\": [128, 1, 1]", "\"block\": [2048, 1, 1]"),
+              "block sizes must be in [1, 1024]");
+  expectError(mutated("\"block\": [128, 1, 1]", "\"block\": [128, 16, 1]"),
+              "more than 1024 threads");
+  expectError(mutated("\"block\": [128, 1, 1]", "\"block\": []"),
+              "block must have 1 to 3 sizes");
+  expectError(mutated("\"shared_bytes\": 65536", "\"shared_bytes\": 999999"),
+              "shared_bytes must be in");
+  expectError(mutated("\"module\": \"main\"", "\"module\": \"other\""),
+              "no module 'other'");
+  expectError(mutated("\"function\": \"gqa_fwd\"", "\"function\": \"gqa_bwd\""),
+              "has no .entry gqa_bwd");
+  expectError(mutated("\"ptr\": \"Q\"", "\"ptr\": \"window\""),
+              "'window' is not a tensor argument");
+  expectError(mutated("\"param\": \"window\"", "\"param\": \"Q\""),
+              "'Q' is not a param");
+  expectError(mutated("\"stride\": \"K\",\n          \"axis\": 0",
+                      "\"stride\": \"K\",\n          \"axis\": 7"),
+              "axis 7 out of range");
+  expectError(mutated("\"dim\": \"M\"", "\"dim\": \"Y\""), "unknown dim 'Y'");
+  expectError(mutated("\"ptr\": \"Q\"", "\"ptr\": \"Q\", \"dim\": \"M\""),
+              "exactly one of");
+  expectError(mutated("\"type\": \"i32\"", "\"type\": \"u8\""),
+              "unknown slot type 'u8'");
+  expectError(mutated("\"type\": \"i32\"", "\"type\": \"ptr\""),
+              "only ptr slots may have type ptr");
+  expectError(mutated("\"producer\": \"test\"", "\"producr\": \"test\""),
+              "unknown field manifest.producr");
+  expectError(mutated("\"H % G == 0\"", "\"H %% G\""), "constraint");
+  expectError(mutated("\"name\": \"gqa\"", "\"name\": \"g q a\""),
+              "is not an identifier");
+  // A symbolic dim no tensor mentions cannot be bound at launch.
+  expectError(mutated("{\n      \"name\": \"B\"\n    }",
+                      "{\"name\": \"B\"}, {\"name\": \"Z\"}"),
+              "dim 'Z' is symbolic but no tensor has it");
+  // Extension fields are allowed.
+  EXPECT_FALSE(readBytes(mutated("\"producer\": \"test\"",
+                                 "\"producer\": \"test\", \"x-note\": [1]")));
+}
+
+TEST(PackageTest, NoEntriesAndBadModules) {
+  std::string text = manifestToJson(attentionManifest());
+  size_t e = text.find("\"entries\": [");
+  ASSERT_NE(e, std::string::npos);
+  std::string noEntries = text.substr(0, e) + "\"entries\": []\n}";
+  expectError(container(noEntries), "no entries");
+  expectError(container(text, std::string("abc\0def", 7)), "NUL byte");
+  expectError(container(text, ""), "module 'main' is empty");
+}
+
+} // namespace

@@ -1,0 +1,142 @@
+//===- RuntimeTestUtil.h - Shared helpers of the runtime tests --*- C++ -*-===//
+
+#ifndef ATTN_TEST_UNIT_RUNTIME_RUNTIMETESTUTIL_H
+#define ATTN_TEST_UNIT_RUNTIME_RUNTIMETESTUTIL_H
+
+#include "attn/Runtime/LaunchCheck.h"
+#include "attn/Runtime/Package.h"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace attn {
+namespace test {
+
+/// A GQA attention kernel signature like the ones attnc compile emits:
+/// Q[B,H,M,D], K/V[B,G,N,D], O[B,H,M,D], D = 64 fixed, H % G == 0.
+inline PackageManifest attentionManifest() {
+  PackageManifest m;
+  m.name = "gqa";
+  m.target = "sm_90a";
+  m.producer = "test";
+  m.dims = {{"B", std::nullopt}, {"H", std::nullopt}, {"G", std::nullopt},
+            {"M", std::nullopt}, {"N", std::nullopt}, {"D", 64}};
+  auto tensor = [](std::string name, ArgKind kind, std::vector<std::string> ax,
+                   Layout layout) {
+    ArgSpec a;
+    a.name = std::move(name);
+    a.kind = kind;
+    a.dtype = DType::BF16;
+    for (std::string &d : ax)
+      a.axes.push_back(AxisSpec::ofDim(d));
+    a.layout = layout;
+    a.alignment = 16;
+    return a;
+  };
+  m.args.push_back(tensor("Q", ArgKind::Input, {"B", "H", "M", "D"},
+                          Layout::InnerContiguous));
+  m.args.push_back(tensor("K", ArgKind::Input, {"B", "G", "N", "D"},
+                          Layout::InnerContiguous));
+  m.args.push_back(tensor("V", ArgKind::Input, {"B", "G", "N", "D"},
+                          Layout::InnerContiguous));
+  ArgSpec window;
+  window.name = "window";
+  window.kind = ArgKind::Param;
+  window.dtype = DType::I32;
+  window.defaultValue = 1024;
+  m.args.push_back(window);
+  ArgSpec scale;
+  scale.name = "scale";
+  scale.kind = ArgKind::Param;
+  scale.dtype = DType::F32;
+  m.args.push_back(scale);
+  m.args.push_back(
+      tensor("O", ArgKind::Output, {"B", "H", "M", "D"}, Layout::Contiguous));
+  m.constraints = {"H % G == 0"};
+  EntrySpec e;
+  e.name = "fwd";
+  e.function = "gqa_fwd";
+  e.module = "main";
+  e.grid = {"ceil(M/128)", "H", "B"};
+  e.block[0] = 128;
+  e.sharedBytes = 64 * 1024;
+  auto slot = [](ParamSlot::Kind k, std::string arg, SlotType t,
+                 int64_t axis = 0) {
+    ParamSlot s;
+    s.kind = k;
+    s.arg = std::move(arg);
+    s.type = t;
+    s.axis = axis;
+    return s;
+  };
+  for (const char *t : {"Q", "K", "V", "O"})
+    e.params.push_back(slot(ParamSlot::Kind::Ptr, t, SlotType::Ptr));
+  for (int64_t ax = 0; ax < 3; ++ax)
+    e.params.push_back(slot(ParamSlot::Kind::Stride, "K", SlotType::I64, ax));
+  e.params.push_back(slot(ParamSlot::Kind::Dim, "M", SlotType::I32));
+  e.params.push_back(slot(ParamSlot::Kind::Dim, "N", SlotType::I32));
+  e.params.push_back(slot(ParamSlot::Kind::Param, "window", SlotType::I32));
+  e.params.push_back(slot(ParamSlot::Kind::Param, "scale", SlotType::F32));
+  m.entries.push_back(e);
+  return m;
+}
+
+inline const char *kAttentionPtx =
+    "//\n.version 8.0\n.target sm_90a\n.address_size 64\n"
+    ".visible .entry gqa_fwd(.param .u64 p0)\n{\n\tret;\n}\n";
+
+inline std::string serializedAttention() {
+  PackageWriter w(attentionManifest());
+  w.addModule("main", ModuleFormat::Ptx, kAttentionPtx);
+  std::string bytes;
+  Status s = w.serialize(bytes);
+  if (s)
+    std::fprintf(stderr, "serialize failed: %s\n", s.getMessage().c_str());
+  return bytes;
+}
+
+/// FNV-1a 64, as the container format documents it.
+inline std::string checksumHex(const std::string &bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)h);
+  return buf;
+}
+
+/// Builds a container around arbitrary manifest text (bypassing the writer's
+/// validation), with a correct checksum.
+inline std::string container(const std::string &manifest,
+                             const std::string &ptx = kAttentionPtx,
+                             const std::string &header = "attnpkg 1") {
+  std::string out = header + "\n";
+  out += "manifest " + std::to_string(manifest.size()) + "\n" + manifest + "\n";
+  out += "module main ptx " + std::to_string(ptx.size()) + "\n" + ptx + "\n";
+  out += "end " + checksumHex(out) + "\n";
+  return out;
+}
+
+/// A bf16 CUDA tensor descriptor; `shape`/`strides` must outlive it.
+inline attnc_tensor bf16Tensor(const std::vector<int64_t> &shape,
+                               const std::vector<int64_t> *strides = nullptr,
+                               void *data = reinterpret_cast<void *>(0x10000),
+                               int device = 0) {
+  attnc_tensor t{};
+  t.data = data;
+  t.device_type = ATTNC_DEVICE_CUDA;
+  t.device_id = device;
+  t.ndim = static_cast<int32_t>(shape.size());
+  t.dtype = {ATTNC_DTYPE_BFLOAT, 16, 1};
+  t.shape = shape.data();
+  t.strides = strides ? strides->data() : nullptr;
+  return t;
+}
+
+} // namespace test
+} // namespace attn
+
+#endif // ATTN_TEST_UNIT_RUNTIME_RUNTIMETESTUTIL_H

@@ -1,0 +1,123 @@
+//===- attn-gpu-gen.cpp - Write the PTX of an attn.attention --------------===//
+//
+// attn-gpu-gen IN.mlir [--chip=sm_90a] [--block-m=64] [-o OUT.ptx]
+//              [--manifest=OUT.json] [--emit-mlir]
+//
+// Compiles the single attn.attention of IN.mlir with
+// compileAttentionForGpu and writes the PTX and a one-line JSON manifest
+// (kernel name, block, grid, shared memory, parameter list). The kernels
+// under test/integration/gpu/kernels/ are made with it (see gen.sh there).
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Dialect/Attn/IR/AttnDialect.h"
+#include "attn/GPU/GpuKernel.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+
+using namespace mlir;
+
+static llvm::cl::opt<std::string> inputFile(llvm::cl::Positional,
+                                            llvm::cl::desc("<input.mlir>"),
+                                            llvm::cl::init("-"));
+static llvm::cl::opt<std::string> outputFile("o",
+                                             llvm::cl::desc("PTX output"),
+                                             llvm::cl::init("-"));
+static llvm::cl::opt<std::string>
+    manifestFile("manifest", llvm::cl::desc("JSON manifest output"),
+                 llvm::cl::init(""));
+static llvm::cl::opt<std::string> chip("chip", llvm::cl::desc("Target chip"),
+                                       llvm::cl::init("sm_90a"));
+static llvm::cl::opt<std::string>
+    features("features", llvm::cl::desc("PTX ISA feature"),
+             llvm::cl::init("+ptx80"));
+static llvm::cl::opt<bool> emitMlir(
+    "emit-mlir",
+    llvm::cl::desc("Run the attn-nvgpu-pipeline pass pipeline on the whole "
+                   "module and print it (gpu.module + gpu.binary)"),
+    llvm::cl::init(false));
+static llvm::cl::opt<int64_t> blockM("block-m",
+                                     llvm::cl::desc("Query rows per CTA"),
+                                     llvm::cl::init(64));
+
+static int fail(const Twine &message) {
+  llvm::WithColor::error(llvm::errs(), "attn-gpu-gen") << message << "\n";
+  return 1;
+}
+
+static int writeFile(StringRef path, StringRef text) {
+  std::string error;
+  std::unique_ptr<llvm::ToolOutputFile> file = openOutputFile(path, &error);
+  if (!file)
+    return fail(error);
+  file->os() << text;
+  file->keep();
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  llvm::cl::ParseCommandLineOptions(argc, argv, "attn.attention to PTX\n");
+
+  DialectRegistry registry;
+  registry.insert<attn::AttnDialect, arith::ArithDialect, func::FuncDialect,
+                  math::MathDialect, scf::SCFDialect, tensor::TensorDialect>();
+  attn::registerGpuCodegenDialects(registry);
+  MLIRContext context(registry);
+
+  llvm::SourceMgr sourceMgr;
+  std::string error;
+  std::unique_ptr<llvm::MemoryBuffer> buffer = openInputFile(inputFile, &error);
+  if (!buffer)
+    return fail(error);
+  sourceMgr.AddNewSourceBuffer(std::move(buffer), llvm::SMLoc());
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return 1;
+
+  if (emitMlir) {
+    attn::registerAttnGPUPasses();
+    PassManager pm(&context);
+    std::string pipeline =
+        llvm::formatv("attn-nvgpu-pipeline{{chip={0} features={1} "
+                      "block-m={2}}",
+                      chip.getValue(), features.getValue(), blockM.getValue())
+            .str();
+    if (failed(parsePassPipeline(pipeline, pm)) || failed(pm.run(*module)))
+      return 1;
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    module->print(os);
+    return writeFile(outputFile, text);
+  }
+
+  attn::GpuOptions options;
+  options.chip = chip;
+  options.features = features;
+  options.blockM = blockM;
+  llvm::Expected<attn::GpuKernelArtifact> artifact =
+      attn::compileAttentionForGpu(*module, options);
+  if (!artifact)
+    return fail(llvm::toString(artifact.takeError()));
+  if (int rc = writeFile(outputFile, artifact->ptx))
+    return rc;
+  if (!manifestFile.empty())
+    return writeFile(manifestFile, attn::describeGpuKernel(*artifact) + "\n");
+  return 0;
+}
