@@ -19,6 +19,7 @@
 #include "attn/Pipelines/Pipelines.h"
 #include "attn/Reference/Evaluator.h"
 
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "mlir/Support/FileUtilities.h"
@@ -228,6 +229,7 @@ int runSpec(MLIRContext &context) {
   FailureOr<OwningOpRef<ModuleOp>> module = loadSpec(context, sourceMgr);
   if (failed(module))
     return 1;
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
   double frontendMs = millisecondsSince(frontendStart);
   KernelOp kernel = getKernel(**module);
 
@@ -479,6 +481,9 @@ int emitKernelObject(ModuleOp module) {
 int compileSpec(MLIRContext &context) {
   llvm::SourceMgr sourceMgr;
   FailureOr<OwningOpRef<ModuleOp>> module = loadSpec(context, sourceMgr);
+  // Later diagnostics (remarks of passes that leave a cascade unfused,
+  // lowering errors) point into the spec with its line and a caret.
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
   if (failed(module))
     return 1;
   llvm::StringRef outputName(outputPath);
@@ -531,6 +536,8 @@ int main(int argc, char **argv) {
   DialectRegistry registry;
   mlir::attn::registerCodegenDialects(registry);
   MLIRContext context(registry);
+  // Diagnostics point into the spec; the IR of the op is noise for users.
+  context.printOpOnDiagnostic(false);
   context.loadDialect<AttnDialect, arith::ArithDialect, math::MathDialect,
                       tensor::TensorDialect>();
 

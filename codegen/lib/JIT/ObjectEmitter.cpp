@@ -2,7 +2,6 @@
 
 #include "attn/JIT/ObjectEmitter.h"
 
-#include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/OpenMP/OpenMPToLLVMIRTranslation.h"
@@ -12,9 +11,12 @@
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
+#include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/SmallVectorMemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
+
+#include <cstdlib>
 
 using namespace attn;
 
@@ -71,6 +73,41 @@ void addPackedEntryPoints(llvm::Module &module) {
   }
 }
 
+/// Runs LLVM's middle end on `module`. Whatever O-level is asked for, at
+/// most the O2 pipeline runs: the kernels arrive already tiled, vectorized
+/// and with their exponentials approximated, and O3 mostly adds loop
+/// versioning and unrolling of those loops, which multiplied the machine
+/// code about four times (and the back end's time with it) without making
+/// the kernels faster. The loop and SLP vectorizers have nothing left to do
+/// on this code either.
+llvm::Error optimizeModule(llvm::Module &module, llvm::TargetMachine &tm,
+                           unsigned optLevel) {
+  if (const char *env = std::getenv("ATTN_TUNE_OPT"))
+    optLevel = std::atoi(env);
+  llvm::OptimizationLevel level = optLevel == 1   ? llvm::OptimizationLevel::O1
+                                  : optLevel == 2 ? llvm::OptimizationLevel::O2
+                                                  : llvm::OptimizationLevel::O3;
+  llvm::PipelineTuningOptions tuning;
+  if (!std::getenv("ATTN_TUNE_VEC")) {
+  tuning.LoopVectorization = false;
+  tuning.SLPVectorization = false;
+  }
+  llvm::LoopAnalysisManager loops;
+  llvm::FunctionAnalysisManager functions;
+  llvm::CGSCCAnalysisManager cgscc;
+  llvm::ModuleAnalysisManager modules;
+  llvm::PassBuilder builder(&tm, tuning);
+  builder.registerModuleAnalyses(modules);
+  builder.registerCGSCCAnalyses(cgscc);
+  builder.registerFunctionAnalyses(functions);
+  builder.registerLoopAnalyses(loops);
+  builder.crossRegisterProxies(loops, functions, cgscc, modules);
+  llvm::ModulePassManager passes =
+      builder.buildPerModuleDefaultPipeline(level);
+  passes.run(module, modules);
+  return llvm::Error::success();
+}
+
 } // namespace
 
 llvm::Expected<std::unique_ptr<llvm::Module>>
@@ -92,9 +129,7 @@ attn::translateAndOptimize(mlir::ModuleOp module, llvm::LLVMContext &context,
   addPackedEntryPoints(*llvmModule);
   setTargetAttributes(*llvmModule, tm);
   if (optLevel > 0) {
-    std::function<llvm::Error(llvm::Module *)> optimize =
-        mlir::makeOptimizingTransformer(optLevel, /*sizeLevel=*/0, &tm);
-    if (llvm::Error error = optimize(llvmModule.get()))
+    if (llvm::Error error = optimizeModule(*llvmModule, tm, optLevel))
       return std::move(error);
   }
   return llvmModule;
