@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -474,6 +475,13 @@ int main(int argc, char **argv) {
     outs = checkOuts;
   }
   // Host data only once the shapes are known to be valid.
+  // Results go to a folder of their own; make it as `mkdir -p` would.
+  if (!outDir.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(outDir, error);
+    if (error)
+      return fail("cannot create " + outDir + ": " + error.message());
+  }
   for (size_t i = 0; i < inShapes.size(); ++i) {
     HostTensor h(inTypes[i], inShapes[i]);
     auto it = inputFiles.find(inNames[i]);

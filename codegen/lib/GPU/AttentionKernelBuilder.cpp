@@ -88,10 +88,10 @@ struct LoopState {
 class KernelEmitter {
 public:
   KernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
-                TileShape shape, Type elementType, ValueRange args,
-                const IRMapping &captures)
+                TileShape shape, Type elementType, Type outputType,
+                ValueRange args, const IRMapping &captures)
       : b(builder), loc(loc), op(op), shape(shape), elementType(elementType),
-        args(args), captures(captures) {
+        outputType(outputType), args(args), captures(captures) {
     i32 = b.getI32Type();
     i64 = b.getI64Type();
     f32 = b.getF32Type();
@@ -201,6 +201,9 @@ private:
   AttentionOp op;
   TileShape shape;
   Type elementType;
+  /// Element type of O in memory: f32, or bf16/f16 rounded from the f32
+  /// accumulators in registers, so a bf16 spec output needs no extra pass.
+  Type outputType;
   ValueRange args;
   const IRMapping &captures;
   Normalizer normalizer;
@@ -541,7 +544,7 @@ LoopState KernelEmitter::emitKeyBlock(Value n0, Value tileClass,
 
 void KernelEmitter::emitEpilogue(const LoopState &state) {
   Value rowBase = add(m0, add(mul(warp, c32(16)), quadRow));
-  Value oBase = gep(arg(3), f32,
+  Value oBase = gep(arg(3), outputType,
                     add(mul(ext64(batch), arg(20)), mul(ext64(head), arg(21))));
   Value log2e = cf(M_LOG2E);
   for (int64_t r = 0; r < 2; ++r) {
@@ -585,17 +588,22 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
     auto ifRow = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    Value rowPtr = gep(oBase, f32,
+    Value rowPtr = gep(oBase, outputType,
                        add(mul(ext64(row), arg(22)),
                            ext64(mul(quadCol, c32(2)))));
     auto pairType = VectorType::get({2}, f32);
+    auto storedType = VectorType::get({2}, outputType);
+    // Two adjacent columns per store: 8 bytes for f32, 4 for bf16/f16.
+    unsigned alignment = outputType.isF32() ? 8 : 4;
     for (int64_t e = 0; e < shape.valueDim / 8; ++e) {
       Value pair = vector::FromElementsOp::create(
           b, loc, pairType,
           ValueRange{mulf(state.acc[4 * e + 2 * r], factor),
                      mulf(state.acc[4 * e + 2 * r + 1], factor)});
-      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * e)),
-                            /*alignment=*/8);
+      if (storedType != pairType)
+        pair = arith::TruncFOp::create(b, loc, storedType, pair);
+      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, outputType, c32(8 * e)),
+                            alignment);
     }
     if (op.getLse()) {
       auto ifWriter = scf::IfOp::create(
@@ -681,6 +689,12 @@ LogicalResult mlir::attn::checkGpuSupport(AttentionOp op,
     return op.emitError() << "attn-nvgpu: block-m must be 64 or 128";
   if (options.blockN != 64)
     return op.emitError() << "attn-nvgpu: block-n must be 64";
+  if (options.outputElementType != "f32" &&
+      options.outputElementType != "bf16" &&
+      options.outputElementType != "f16")
+    return op.emitError() << "attn-nvgpu: the output element type must be "
+                             "f32, bf16 or f16, got '"
+                          << options.outputElementType << "'";
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto key = cast<RankedTensorType>(op.getKey().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
@@ -786,8 +800,13 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
               entry.getArguments(), captures);
   Type elementType =
       cast<RankedTensorType>(op.getQuery().getType()).getElementType();
-  KernelEmitter(builder, loc, op, shape, elementType, entry.getArguments(),
-                captures)
+  Type outputType = builder.getF32Type();
+  if (options.outputElementType == "bf16")
+    outputType = builder.getBF16Type();
+  else if (options.outputElementType == "f16")
+    outputType = builder.getF16Type();
+  KernelEmitter(builder, loc, op, shape, elementType, outputType,
+                entry.getArguments(), captures)
       .emit();
   gpu::ReturnOp::create(builder, loc);
 

@@ -86,6 +86,7 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   artifact.dynamicSharedMemoryBytes =
       getAttentionSharedMemoryBytes(op, options);
   artifact.elementType = query.getElementType().isBF16() ? "bf16" : "f16";
+  artifact.outputElementType = options.outputElementType;
   artifact.headDim = query.getDimSize(3);
   artifact.valueDim = value.getDimSize(3);
   artifact.hasLse = static_cast<bool>(op.getLse());

@@ -42,8 +42,24 @@ static llvm::SetVector<Value> getValuesFromAbove(AttentionOp op) {
   return values;
 }
 
+/// Rewrites the cascade's element reads of captured tensors into
+/// tensor.extract: raised regions read kernel inputs with attn.read, which
+/// on fully present inputs means the same.
+static void convertReadsToExtracts(AttentionOp op) {
+  SmallVector<ReadOp> reads;
+  op->walk([&](ReadOp read) { reads.push_back(read); });
+  for (ReadOp read : reads) {
+    OpBuilder builder(read);
+    Value extracted = tensor::ExtractOp::create(
+        builder, read.getLoc(), read.getTensor(), read.getSubscripts());
+    read.getResult().replaceAllUsesWith(extracted);
+    read.erase();
+  }
+}
+
 LogicalResult mlir::attn::collectCaptures(AttentionOp op,
                                           SmallVectorImpl<Value> &captures) {
+  convertReadsToExtracts(op);
   for (Value value : getValuesFromAbove(op)) {
     if (isCloneableConstant(value))
       continue;

@@ -42,6 +42,10 @@ struct GpuOptions {
   int64_t blockN = 64;
   /// NVPTX optimisation level.
   int optLevel = 3;
+  /// Element type O is stored with: "f32" (the accumulators as they are),
+  /// "bf16" or "f16" (rounded to nearest even in registers, so that a spec
+  /// whose output is bf16 gets it from the kernel itself).
+  std::string outputElementType = "f32";
 };
 
 /// One kernel parameter, in launch order. Pointers are device addresses
@@ -93,7 +97,8 @@ struct GpuCapture {
 ///   28    scale                                        (f32)
 /// then the captures. The last dim of Q, K, V and O, and the m dim of LSE,
 /// must be contiguous; Q/K/V base pointers and row strides must keep 16-byte
-/// alignment (strides multiples of 8 elements), O rows 8-byte alignment.
+/// alignment (strides multiples of 8 elements), O rows 8-byte alignment (4
+/// for a bf16/f16 O).
 struct GpuKernelSignature {
   std::vector<GpuKernelParam> params;
   std::vector<GpuCapture> captures;
@@ -114,6 +119,8 @@ struct GpuKernelArtifact {
   int64_t dynamicSharedMemoryBytes = 0;
   /// The element type of Q/K/V: "bf16" or "f16"; head dims D and E.
   std::string elementType;
+  /// The element type of O: "f32", "bf16" or "f16" (GpuOptions).
+  std::string outputElementType = "f32";
   int64_t headDim = 0, valueDim = 0;
   bool hasLse = false, hasSink = false;
   GpuKernelSignature signature;
