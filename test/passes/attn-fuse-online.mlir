@@ -66,8 +66,9 @@ func.func @causal_lse(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: te
 // -----
 
 // A sink logit seeds the running max (one load per lane) and joins the
-// denominator at the end; bf16 inputs are extended after loading; GQA reads
-// the kv head h / (H / G).
+// denominator at the end; bf16 inputs are extended after loading (K and V
+// 16 elements at a time into f32 scratch rows); GQA reads the kv head
+// h / (H / G).
 
 // CHECK-LABEL: func.func @sink_bf16_gqa
 //       CHECK:   %[[GROUP:.+]] = arith.divui
@@ -76,7 +77,10 @@ func.func @causal_lse(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: te
 //       CHECK:     arith.extf %{{.+}} : bf16 to f32
 //       CHECK:     vector.insert %{{.+}}, %{{.+}} [0] : f32 into vector<16xf32>
 //       CHECK:     %[[STATE:.+]]:2 = scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>)
+//       CHECK:       arith.extf %{{.+}} : vector<16xbf16> to vector<16xf32>
 //       CHECK:       math.tanh %{{.+}} : vector<16xf32>
+//       CHECK:       arith.extf %{{.+}} : vector<16xbf16> to vector<16xf32>
+//       CHECK:       vector.fma
 //       CHECK:     %[[SHIFTED:.+]] = arith.subf %{{.+}}, %[[STATE]]#0 : vector<16xf32>
 //       CHECK:     %[[SINKTERM:.+]] = math.exp %[[SHIFTED]] : vector<16xf32>
 //       CHECK:     arith.addf %[[STATE]]#1, %[[SINKTERM]] : vector<16xf32>

@@ -27,7 +27,6 @@
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
-#include <cstdlib>
 using namespace mlir;
 
 /// attn kernels -> functions on tensors in which every attention is the
@@ -44,8 +43,6 @@ static void buildFusedFrontHalf(OpPassManager &pm,
   attn::AttnFuseOnlineOptions fuse;
   fuse.queryTile = options.queryTile;
   fuse.keyTile = options.keyTile;
-  if (const char *e = std::getenv("ATTN_TUNE_QT")) fuse.queryTile = std::atoi(e);
-  if (const char *e = std::getenv("ATTN_TUNE_KT")) fuse.keyTile = std::atoi(e);
   pm.addPass(attn::createAttnFuseOnline(fuse));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

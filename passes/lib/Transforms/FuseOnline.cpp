@@ -81,6 +81,15 @@ private:
       function_ref<SmallVector<Value>(Value iv, ValueRange args)> body);
 
   // Pieces of the loop nest, in the order they run.
+  /// Copies rows min(first + j, last), j < `rows`, of head `head` of `src`
+  /// ([B, heads, rows, width]) into the f32 scratch `dst` [rows x width].
+  void emitRowCopy(Value src, Value head, Value first, Value last,
+                   int64_t rows, Value width, Value dst);
+  /// emitRowCopy for the K or V rows n0 .. n0 + rows of the kv head.
+  void emitWiden(Value src, Value dst, Value width, Value n0, int64_t rows) {
+    emitRowCopy(src, gIv, n0, arith::SubIOp::create(b, loc, numKeys, index(1)),
+                rows, width, dst);
+  }
   void emitQueryTranspose();
   Value emitInitialMax();
   void emitScores(Value n0);
@@ -108,6 +117,9 @@ private:
   // Values of one iteration of the parallel loop.
   Value bIv, hIv, gIv, m0, queryLanes;
   Value qT, sT, accT;
+  /// f32 copies of the K rows of one key block and the V rows of one key
+  /// tile when K and V are bf16/f16 (null for f32).
+  Value kWide, vWide;
 };
 
 Value OnlineAttentionBuilder::dimOf(Value buffer, int64_t axis) {
@@ -146,6 +158,45 @@ scf::ForOp OnlineAttentionBuilder::forLoop(
   }
   scf::YieldOp::create(b, loc, results);
   return loop;
+}
+
+void OnlineAttentionBuilder::emitRowCopy(Value src, Value head, Value first,
+                                         Value last, int64_t rows,
+                                         Value width, Value dst) {
+  // Whole rows, 16 elements per vector load and conversion. A bf16 K or V
+  // element read in the FMA loops cost a scalar load, a shift and a
+  // broadcast from a general register per FMA, which halved the bf16
+  // kernels' speed; the f32 copies (a few KiB, in L1) let the FMAs
+  // broadcast straight from memory.
+  constexpr int64_t kChunk = 16;
+  auto srcType = cast<MemRefType>(src.getType());
+  auto wideType = VectorType::get({kChunk}, b.getF32Type());
+  auto narrowType = VectorType::get({kChunk}, srcType.getElementType());
+  Value chunk = index(kChunk);
+  Value mainEnd = arith::MulIOp::create(
+      b, loc, arith::DivUIOp::create(b, loc, width, chunk), chunk);
+  bool hasTail = srcType.isDynamicDim(3) || srcType.getDimSize(3) % kChunk;
+  forLoop(index(rows), 1, {}, [&](Value j, ValueRange) {
+    Value row = minIndex(arith::AddIOp::create(b, loc, first, j), last);
+    forLoop(mainEnd, kChunk, {}, [&](Value c, ValueRange) {
+      Value v = vector::LoadOp::create(b, loc, narrowType, src,
+                                       ValueRange{bIv, head, row, c});
+      if (v.getType() != wideType)
+        v = arith::ExtFOp::create(b, loc, wideType, v);
+      vector::StoreOp::create(b, loc, v, dst, ValueRange{j, c});
+      return SmallVector<Value>();
+    });
+    if (hasTail)
+      forLoop(arith::SubIOp::create(b, loc, width, mainEnd), 1, {},
+              [&](Value i, ValueRange) {
+                Value c = arith::AddIOp::create(b, loc, mainEnd, i);
+                memref::StoreOp::create(b, loc,
+                                        loadF32(src, {bIv, head, row, c}), dst,
+                                        ValueRange{j, c});
+                return SmallVector<Value>();
+              });
+    return SmallVector<Value>();
+  });
 }
 
 void OnlineAttentionBuilder::emitQueryTranspose() {
@@ -190,9 +241,13 @@ void OnlineAttentionBuilder::emitScores(Value n0) {
   forLoop(index(keyTile), kKeyBlock, {}, [&](Value j0, ValueRange) {
     Value first = arith::AddIOp::create(b, loc, n0, j0);
     SmallVector<Value> rows, zeros;
+    if (kWide)
+      emitWiden(kBuf, kWide, headDim, first, kKeyBlock);
     for (int64_t jj = 0; jj < kKeyBlock; ++jj) {
       rows.push_back(
-          minIndex(arith::AddIOp::create(b, loc, first, index(jj)), lastKey));
+          kWide ? index(jj)
+                : minIndex(arith::AddIOp::create(b, loc, first, index(jj)),
+                           lastKey));
       zeros.push_back(splat(0.0f));
     }
     scf::ForOp dot = forLoop(headDim, 1, zeros, [&](Value d, ValueRange acc) {
@@ -200,7 +255,9 @@ void OnlineAttentionBuilder::emitScores(Value n0) {
                                        ValueRange{d, index(0)});
       SmallVector<Value> next;
       for (int64_t jj = 0; jj < kKeyBlock; ++jj) {
-        Value k = loadF32(kBuf, {bIv, gIv, rows[jj], d});
+        Value k = kWide ? memref::LoadOp::create(b, loc, kWide,
+                                                 ValueRange{rows[jj], d})
+                        : loadF32(kBuf, {bIv, gIv, rows[jj], d});
         Value kb = vector::BroadcastOp::create(b, loc, laneType, k);
         next.push_back(vector::FMAOp::create(b, loc, kb, q, acc[jj]));
       }
@@ -336,10 +393,14 @@ void OnlineAttentionBuilder::emitValueBlock(Value e0, int64_t width, Value n0,
       forLoop(index(keyTile), 1, acc, [&](Value j, ValueRange args) {
         Value p = vector::LoadOp::create(b, loc, laneType, sT,
                                          ValueRange{j, index(0)});
-        Value row = minIndex(arith::AddIOp::create(b, loc, n0, j), lastKey);
+        Value row =
+            vWide ? j
+                  : minIndex(arith::AddIOp::create(b, loc, n0, j), lastKey);
         SmallVector<Value> next;
         for (int64_t i = 0; i < width; ++i) {
-          Value v = loadF32(vBuf, {bIv, gIv, row, columns[i]});
+          Value v = vWide ? memref::LoadOp::create(b, loc, vWide,
+                                                   ValueRange{row, columns[i]})
+                          : loadF32(vBuf, {bIv, gIv, row, columns[i]});
           Value vb = vector::BroadcastOp::create(b, loc, laneType, v);
           next.push_back(vector::FMAOp::create(b, loc, vb, p, args[i]));
         }
@@ -351,6 +412,8 @@ void OnlineAttentionBuilder::emitValueBlock(Value e0, int64_t width, Value n0,
 }
 
 void OnlineAttentionBuilder::emitValueProduct(Value n0, Value alpha) {
+  if (vWide)
+    emitWiden(vBuf, vWide, valueDim, n0, keyTile);
   // Blocks of kValueBlock columns, then the remaining columns one by one.
   Value block = index(kValueBlock);
   Value mainEnd = arith::MulIOp::create(
@@ -515,6 +578,17 @@ LogicalResult OnlineAttentionBuilder::run() {
   qT = scratch(headDim);
   sT = scratch(index(keyTile));
   accT = scratch(valueDim);
+  auto wideScratch = [&](Value buffer, Value width, int64_t rows) -> Value {
+    if (cast<MemRefType>(buffer.getType()).getElementType().isF32())
+      return Value();
+    std::optional<int64_t> size = getConstantIntValue(width);
+    auto type = MemRefType::get({rows, size ? *size : ShapedType::kDynamic},
+                                f32Type);
+    return memref::AllocaOp::create(b, loc, type,
+                                    size ? ValueRange{} : ValueRange{width});
+  };
+  kWide = wideScratch(kBuf, headDim, kKeyBlock);
+  vWide = wideScratch(vBuf, valueDim, keyTile);
   emitQueryTranspose();
   forLoop(valueDim, 1, {}, [&](Value e, ValueRange) {
     vector::StoreOp::create(b, loc, splat(0.0f), accT, ValueRange{e, index(0)});

@@ -30,7 +30,8 @@ inline constexpr const char *kPackedPrefix = "_mlir_";
 
 /// Translates `module` (only the LLVM dialect) to LLVM IR for `tm`, adds a
 /// packed entry point for every public function and, when `optLevel` > 0,
-/// runs the O<optLevel> pipeline with `tm`'s cost model.
+/// runs LLVM's middle end with `tm`'s cost model: O1 for `optLevel` 1, else O2
+/// without loop unrolling (the kernels arrive tiled and vectorized).
 llvm::Expected<std::unique_ptr<llvm::Module>>
 translateAndOptimize(mlir::ModuleOp module, llvm::LLVMContext &context,
                      llvm::TargetMachine &tm, unsigned optLevel);
