@@ -23,7 +23,8 @@ cp "$root"/examples/*.attn "$corpus"/
 echo "== unit tests under ASan + UBSan"
 asan="${build}-asan"
 ATTN_BUILD_DIR="$asan" "$root/scripts/build.sh" -DATTN_ENABLE_SANITIZERS=ON \
-  -DATTN_ENABLE_FUZZER=OFF >/dev/null
+  -DATTN_ENABLE_FUZZER=OFF >"$asan.log" 2>&1 ||
+  { tail -n 40 "$asan.log"; echo "the sanitizer build failed (log: $asan.log)"; exit 1; }
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir "$asan" --output-on-failure -j "$jobs"
 echo "== all tests passed"
