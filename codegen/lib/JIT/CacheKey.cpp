@@ -8,6 +8,8 @@
 #include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include "CodegenFingerprint.h"
+
 #ifndef ATTN_VERSION
 #define ATTN_VERSION "unknown"
 #endif
@@ -50,6 +52,7 @@ CacheKey attn::computeCacheKey(mlir::ModuleOp module, const CpuTarget &target,
   hasher.add("attnc-cpu-kernel-object");
   // The compiler: a new attnc or LLVM may lower or optimize differently.
   hasher.add(ATTN_VERSION);
+  hasher.add(ATTN_CODEGEN_FINGERPRINT);
   hasher.add(LLVM_VERSION_STRING);
   hasher.add(target.triple);
   hasher.add(target.cpu);
