@@ -16,7 +16,7 @@ attnc-launch (see test/integration/gpu/README.md for the exact command):
     tokens per batch; ours = median of CUDA-event-timed launches inside
     attnc-launch; peers = SDPA flash / cuDNN (where the variant is expressible)
     and compiled FlexAttention with a BlockMask, timed with do_bench as in
-    /work/shared/bench/peers_torch.py. TFLOP/s count kept (query, key) pairs.
+    bench/peers_torch.py. TFLOP/s count kept (query, key) pairs.
 Prints a table and writes JSON lines to $OUT/gpu_suite.jsonl.
 """
 import argparse, json, math, os, re, subprocess, sys, tempfile, time
