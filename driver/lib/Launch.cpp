@@ -112,22 +112,12 @@ std::vector<int64_t> getTensorShape(KernelOp kernel, unsigned i,
   return shape;
 }
 
+/// The runtime element type of `type`: MLIR prints scalar types with the
+/// spellings attn::dtypeName uses, and the front end declares no others.
 static DType toDType(Type type) {
-  if (type.isF32())
-    return DType::F32;
-  if (type.isF16())
-    return DType::F16;
-  if (type.isBF16())
-    return DType::BF16;
-  if (type.isF64())
-    return DType::F64;
-  if (type.isInteger(1))
-    return DType::I1;
-  if (type.isInteger(8))
-    return DType::I8;
-  if (type.isInteger(32))
-    return DType::I32;
-  return DType::I64;
+  std::string name;
+  llvm::raw_string_ostream(name) << type;
+  return parseDType(name).value_or(DType::I64);
 }
 
 DType getInputDType(KernelOp kernel, unsigned i) {

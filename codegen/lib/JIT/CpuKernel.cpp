@@ -51,24 +51,12 @@ private:
   mlir::ScopedDiagnosticHandler handler;
 };
 
+/// The runtime element type of `type`: MLIR prints scalar types with the
+/// spellings attn::dtypeName uses ("f32", "bf16", "i32", ...).
 std::optional<DType> getDType(mlir::Type type) {
-  if (type.isF32())
-    return DType::F32;
-  if (type.isF16())
-    return DType::F16;
-  if (type.isBF16())
-    return DType::BF16;
-  if (type.isF64())
-    return DType::F64;
-  if (type.isInteger(1))
-    return DType::I1;
-  if (type.isInteger(8))
-    return DType::I8;
-  if (type.isInteger(32))
-    return DType::I32;
-  if (type.isInteger(64))
-    return DType::I64;
-  return std::nullopt;
+  std::string name;
+  llvm::raw_string_ostream(name) << type;
+  return parseDType(name);
 }
 
 double secondsSince(std::chrono::steady_clock::time_point start) {
