@@ -59,18 +59,7 @@ void attn::buildCpuPipeline(OpPassManager &pm,
   }
   buildFusedFrontHalf(pm, options);
 
-  pm.addPass(bufferization::createEmptyTensorEliminationPass());
-  bufferization::OneShotBufferizePassOptions bufferize;
-  bufferize.bufferizeFunctionBoundaries = true;
-  bufferize.functionBoundaryTypeConversion =
-      bufferization::LayoutMapOption::IdentityLayoutMap;
-  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
-  bufferization::buildBufferDeallocationPipeline(pm);
-  pm.addPass(createConvertBufferizationToMemRefPass());
-
-  pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
+  buildBufferizeToLoopsPipeline(pm);
   // The only scf.parallel loops are the fused (b, h, query tile) nests.
   pm.addPass(createConvertSCFToOpenMPPass());
   pm.addPass(createApproximateMathPass());

@@ -49,9 +49,7 @@ void attn::buildAttnToLinalgPipeline(OpPassManager &pm) {
   pm.addPass(createCSEPass());
 }
 
-void attn::buildUnfusedCpuPipeline(OpPassManager &pm) {
-  buildAttnToLinalgPipeline(pm);
-
+void attn::buildBufferizeToLoopsPipeline(OpPassManager &pm) {
   // Lets the last generic of each output write into the caller's buffer
   // instead of a temporary that is then copied.
   pm.addPass(bufferization::createEmptyTensorEliminationPass());
@@ -69,6 +67,11 @@ void attn::buildUnfusedCpuPipeline(OpPassManager &pm) {
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+}
+
+void attn::buildUnfusedCpuPipeline(OpPassManager &pm) {
+  buildAttnToLinalgPipeline(pm);
+  buildBufferizeToLoopsPipeline(pm);
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());

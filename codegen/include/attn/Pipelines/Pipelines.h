@@ -28,6 +28,11 @@ struct CpuPipelineOptions {
 /// canonicalize and cse): what `attnc --emit=linalg` shows.
 void buildAttnToLinalgPipeline(OpPassManager &pm);
 
+/// Bufferizes a function of linalg on tensors (outputs written into the
+/// caller's buffers, identity layouts at the boundary) and lowers linalg to
+/// loops; shared by the fused and the unfused CPU pipelines.
+void buildBufferizeToLoopsPipeline(OpPassManager &pm);
+
 /// `attn-unfused-cpu-pipeline`: attn kernels -> linalg on tensors ->
 /// bufferized loops -> the LLVM dialect, ending with a check that nothing
 /// else remains. The result translates to LLVM IR and runs in the JIT.
