@@ -1,0 +1,336 @@
+"""A FlexAttention-compatible front end: flex_attention, create_block_mask.
+
+``from attnc import flex_attention, create_block_mask`` replaces
+``from torch.nn.attention.flex_attention import ...``: the score_mod and
+mask_mod functions are traced into an `.attn` spec (see _trace.py), compiled
+once per spec, target and head dim, and run on the caller's tensors (numpy
+arrays on the CPU, torch tensors on the CPU or a CUDA GPU).
+
+Differences from FlexAttention: attnc classifies (query tile, key tile) pairs
+itself from the traced mask when it compiles, so a BlockMask holds only the
+mask_mod and its sizes (no block map is materialised; BLOCK_SIZE matters only
+for to_dense()), and ``kernel_options`` are accepted and ignored.
+"""
+
+import math
+import operator
+
+from ._trace import _evaluate, _spec_text, _trace_mods
+
+__all__ = ["flex_attention", "create_block_mask", "and_masks", "or_masks",
+           "noop_mask", "BlockMask"]
+
+
+# ---------------------------------------------------------------- mask mods
+
+def noop_mask(b, h, q_idx, kv_idx):
+    """A mask_mod that keeps every (query, key) pair."""
+    return True
+
+
+def and_masks(*mask_mods):
+    """A mask_mod that keeps the pairs every one of `mask_mods` keeps."""
+    return _combine(mask_mods, "and_mask", True, operator.and_)
+
+
+def or_masks(*mask_mods):
+    """A mask_mod that keeps the pairs any one of `mask_mods` keeps."""
+    return _combine(mask_mods, "or_mask", False, operator.or_)
+
+
+def _combine(mask_mods, name, start, op):
+    for mod in mask_mods:
+        if not callable(mod):
+            raise TypeError("%ss: expected mask_mod functions, got %r" % (name, mod))
+
+    def combined(b, h, q_idx, kv_idx):
+        result = start
+        for mod in mask_mods:
+            result = op(result, mod(b, h, q_idx, kv_idx))
+        return result
+    combined.__name__ = combined.__qualname__ = name
+    combined._attnc_walk = True  # the tracer looks into the combined mods
+    return combined
+
+
+noop_mask._attnc_walk = True
+
+
+# --------------------------------------------------------------- BlockMask
+
+class BlockMask(object):
+    """A mask_mod with the sizes it was created for (B/H None: broadcast).
+
+    attnc derives its (query tile, key tile) classification from the traced
+    mask when it compiles, so no block map is stored; to_dense() computes one
+    for inspection."""
+
+    def __init__(self, mask_mod, B, H, Q_LEN, KV_LEN, BLOCK_SIZE=128, device=None):
+        self.mask_mod = mask_mod
+        self.B, self.H = B, H
+        self.Q_LEN, self.KV_LEN = int(Q_LEN), int(KV_LEN)
+        if isinstance(BLOCK_SIZE, int):
+            BLOCK_SIZE = (BLOCK_SIZE, BLOCK_SIZE)
+        self.BLOCK_SIZE = tuple(int(x) for x in BLOCK_SIZE)
+        self.device = device
+
+    @property
+    def shape(self):
+        return (self.B or 1, self.H or 1, self.Q_LEN, self.KV_LEN)
+
+    @property
+    def seq_lengths(self):
+        return (self.Q_LEN, self.KV_LEN)
+
+    def __repr__(self):
+        name = getattr(self.mask_mod, "__qualname__", repr(self.mask_mod))
+        return "BlockMask(shape=%r, block_size=%r, mask_mod=%s)" % (
+            self.shape, self.BLOCK_SIZE, name)
+
+    def to_dense(self):
+        """numpy bool [B or 1, H or 1, ceil(Q_LEN / BS), ceil(KV_LEN / BS)]:
+        which blocks keep at least one pair."""
+        import numpy as np
+        traced, tensors = _trace_mods(None, self.mask_mod)
+        captures = [_to_numpy(t) for t in tensors]
+        bq, bkv = self.BLOCK_SIZE
+        nq, nkv = -(-self.Q_LEN // bq), -(-self.KV_LEN // bkv)
+        B, H = self.shape[:2]
+        dense = np.zeros((B, H, nq, nkv), dtype=bool)
+        n = np.arange(self.KV_LEN)[None, :]
+        pad = nkv * bkv - self.KV_LEN
+        for b in range(B):
+            for h in range(H):
+                for qb in range(nq):
+                    m = np.arange(qb * bq, min((qb + 1) * bq, self.Q_LEN))[:, None]
+                    keep = _evaluate(traced.keep, {"b": np.array(b), "h": np.array(h),
+                                                   "m": m, "n": n}, captures)
+                    keep = np.broadcast_to(np.asarray(keep, dtype=bool), (m.shape[0], self.KV_LEN))
+                    row = np.concatenate([keep.any(axis=0), np.zeros(pad, dtype=bool)])
+                    dense[b, h, qb] = row.reshape(nkv, bkv).any(axis=1)
+        return dense
+
+    def sparsity(self):
+        """Percentage of blocks that keep no pair."""
+        dense = self.to_dense()
+        return 100.0 * (1.0 - dense.mean())
+
+
+def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, device=None, BLOCK_SIZE=128,
+                      _compile=False):
+    """A BlockMask for `mask_mod(b, h, q_idx, kv_idx)`; B or H None broadcasts.
+
+    The mask_mod is traced here, so untraceable code fails at once."""
+    if not callable(mask_mod):
+        raise TypeError("create_block_mask: mask_mod must be a function, got %r" % (mask_mod,))
+    for name, value in (("Q_LEN", Q_LEN), ("KV_LEN", KV_LEN)):
+        if int(value) <= 0:
+            raise ValueError("create_block_mask: %s must be positive, got %r" % (name, value))
+    _trace_mods(None, mask_mod)
+    return BlockMask(mask_mod, B, H, Q_LEN, KV_LEN, BLOCK_SIZE, device)
+
+
+# ---------------------------------------------------------------- tensors
+
+def _library(x, name):
+    module = type(x).__module__.split(".")[0]
+    if module == "numpy" and type(x).__name__ == "ndarray":
+        return "numpy"
+    if module == "torch" and hasattr(x, "dim"):
+        return "torch"
+    raise TypeError("flex_attention: %s must be a numpy array or a torch tensor, "
+                    "got %s" % (name, type(x).__name__))
+
+
+_DTYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16",
+           "torch.float32": "f32", "torch.bfloat16": "bf16", "torch.float16": "f16"}
+
+
+def _to_numpy(t):
+    if type(t).__module__.split(".")[0] == "torch":
+        t = t.detach().cpu()
+        if "bfloat16" in str(t.dtype) or "float16" in str(t.dtype):
+            t = t.float()
+        return t.numpy()
+    return t
+
+
+def _convert_capture(t, kind, library, device):
+    """A captured tensor as a kernel input: f32 or i32, on the query's device."""
+    import numpy as np
+    source = type(t).__module__.split(".")[0]
+    if kind != "f" and "int32" not in str(t.dtype):
+        size = t.numel() if source == "torch" else t.size
+        if "bool" not in str(t.dtype) and size:
+            lo, hi = int(t.min()), int(t.max())
+            if lo < -2 ** 31 or hi >= 2 ** 31:
+                raise ValueError("flex_attention: a captured integer tensor holds "
+                                 "values outside int32 (%d..%d)" % (lo, hi))
+    if library == "numpy":
+        array = np.asarray(_to_numpy(t))
+        return np.ascontiguousarray(array, dtype=np.float32 if kind == "f" else np.int32)
+    import torch
+    dtype = torch.float32 if kind == "f" else torch.int32
+    if source == "numpy":
+        array = np.ascontiguousarray(t, dtype=np.float32 if kind == "f" else np.int32)
+        return torch.from_numpy(array).to(device)
+    return t.to(device=device, dtype=dtype).contiguous()
+
+
+def _contiguous(x, library):
+    if library == "numpy":
+        import numpy as np
+        return np.ascontiguousarray(x)
+    return x if x.is_contiguous() else x.contiguous()
+
+
+def _target_of(x, library):
+    if library == "numpy" or x.device.type == "cpu":
+        return "cpu"
+    if x.device.type != "cuda":
+        raise ValueError("flex_attention: tensors on %s are not supported (cpu or "
+                         "cuda)" % x.device)
+    import torch
+    major, _ = torch.cuda.get_device_capability(x.device)
+    return "sm_90a" if major == 9 else "sm_80"
+
+
+# ---------------------------------------------------------------- kernels
+
+_KERNELS = {}
+_SPECS = {}
+
+
+def _spec_for(traced, gqa, return_lse, value_dim, dtype):
+    key = (id(traced), gqa, return_lse, value_dim, dtype)
+    entry = _SPECS.get(key)
+    if entry is None or entry[0] is not traced:
+        entry = _SPECS[key] = (traced, _spec_text(traced, gqa, return_lse, value_dim, dtype))
+    return entry[1]
+
+
+def _kernel(spec, target, head_dim, value_dim):
+    shapes = None
+    if target != "cpu":
+        shapes = {"D": head_dim}
+        if value_dim is not None:
+            shapes["E"] = value_dim
+    key = (spec, target, tuple(sorted(shapes.items())) if shapes else None)
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        from . import compile as attnc_compile
+        kernel = _KERNELS[key] = attnc_compile(spec, target=target, dtype=None, shapes=shapes)
+    return kernel
+
+
+def prepare(score_mod=None, mask_mod=None, *, dtype="f32", target="cpu", head_dim=None,
+            value_dim=None, gqa=False, return_lse=False):
+    """Compiles (or loads) the kernel flex_attention would use for these mods
+    without running it; returns (spec text, kernel). `value_dim`: V's head dim
+    when it differs from `head_dim`; GPU targets need `head_dim`."""
+    if isinstance(mask_mod, BlockMask):
+        mask_mod = mask_mod.mask_mod
+    traced, _ = _trace_mods(score_mod, mask_mod)
+    spec = _spec_for(traced, bool(gqa), bool(return_lse), value_dim is not None, dtype)
+    return spec, _kernel(spec, target, head_dim, value_dim)
+
+
+# ---------------------------------------------------------- flex_attention
+
+def _shape(x, name, what):
+    shape = tuple(int(s) for s in x.shape)
+    if len(shape) != 4:
+        raise ValueError("flex_attention: %s must have rank 4 %s, got shape %s" %
+                         (name, what, shape))
+    return shape
+
+
+def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=None,
+                   enable_gqa=False, return_lse=False, kernel_options=None):
+    """Attention with a traced score_mod and mask, as in FlexAttention.
+
+    query [B, Hq, L, E], key [B, Hkv, S, E], value [B, Hkv, S, Ev]; scores
+    score_mod(q . k * scale, b, h, q_idx, kv_idx), kept where
+    block_mask.mask_mod(b, h, q_idx, kv_idx); scale defaults to 1/sqrt(E);
+    enable_gqa maps query head h to key/value head h // (Hq // Hkv). Returns
+    the output [B, Hq, L, Ev] in the query's dtype, and with return_lse also
+    the natural-log logsumexp of the kept scores [B, Hq, L] (float32). A query
+    that keeps no key gets output 0 and LSE -inf. numpy arrays and torch CPU
+    tensors run on the CPU, CUDA tensors on the GPU."""
+    libraries = [_library(x, n) for x, n in ((query, "query"), (key, "key"), (value, "value"))]
+    if len(set(libraries)) != 1:
+        raise TypeError("flex_attention: query, key and value must all be numpy arrays "
+                        "or all torch tensors")
+    library = libraries[0]
+    B, Hq, L, E = _shape(query, "query", "[B, Hq, L, E]")
+    Bk, Hkv, S, Ek = _shape(key, "key", "[B, Hkv, S, E]")
+    Bv, Hv, Sv, Ev = _shape(value, "value", "[B, Hkv, S, Ev]")
+    if Bk != B or Bv != B:
+        raise ValueError("flex_attention: batch sizes differ: query %d, key %d, value %d" %
+                         (B, Bk, Bv))
+    if Hv != Hkv:
+        raise ValueError("flex_attention: key has %d heads but value has %d" % (Hkv, Hv))
+    if Sv != S:
+        raise ValueError("flex_attention: key has sequence length %d but value has %d" % (S, Sv))
+    if Ek != E:
+        raise ValueError("flex_attention: query has head dim %d but key has %d "
+                         "(query [B, Hq, L, E] and key [B, Hkv, S, E] share E)" % (E, Ek))
+    if enable_gqa:
+        if Hq % Hkv:
+            raise ValueError("flex_attention: enable_gqa needs the query heads (%d) to be "
+                             "a multiple of the key/value heads (%d)" % (Hq, Hkv))
+    elif Hq != Hkv:
+        raise ValueError("flex_attention: query has %d heads but key/value have %d; "
+                         "set enable_gqa=True for grouped-query attention" % (Hq, Hkv))
+    dtypes = {str(x.dtype) for x in (query, key, value)}
+    if len(dtypes) != 1:
+        raise ValueError("flex_attention: query, key and value have different dtypes: %s" %
+                         ", ".join(sorted(dtypes)))
+    dtype_name = dtypes.pop()
+    upcast = dtype_name == "float64" and library == "numpy"
+    dtype = "f32" if upcast else _DTYPES.get(dtype_name)
+    if dtype is None:
+        raise ValueError("flex_attention: dtype %s is not supported (float32, bfloat16, "
+                         "float16)" % dtype_name)
+    if library == "torch" and len({str(x.device) for x in (query, key, value)}) != 1:
+        raise ValueError("flex_attention: query, key and value are on different devices")
+    mask_mod = None
+    if block_mask is not None:
+        if not isinstance(block_mask, BlockMask):
+            raise TypeError("flex_attention: block_mask must come from "
+                            "attnc.create_block_mask, got %s" % type(block_mask).__name__)
+        if block_mask.seq_lengths != (L, S):
+            raise ValueError("flex_attention: block_mask was created for (Q_LEN, KV_LEN) = "
+                             "%r but query/key have lengths (%d, %d)" %
+                             (block_mask.seq_lengths, L, S))
+        for axis, (mine, size) in enumerate(zip(block_mask.shape[:2], (B, Hq))):
+            if mine not in (1, size):
+                raise ValueError("flex_attention: block_mask has %s = %d but query has "
+                                 "%d" % ("BH"[axis], mine, size))
+        mask_mod = block_mask.mask_mod
+        if getattr(mask_mod, "__code__", None) is noop_mask.__code__:
+            mask_mod = None
+    if score_mod is not None and not callable(score_mod):
+        raise TypeError("flex_attention: score_mod must be a function, got %r" % (score_mod,))
+    scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
+
+    traced, tensors = _trace_mods(score_mod, mask_mod)
+    gqa = Hq != Hkv
+    spec = _spec_for(traced, gqa, bool(return_lse), Ev != E, dtype)
+    target = _target_of(query, library)
+    kernel = _kernel(spec, target, E, Ev if Ev != E else None)
+
+    device = query.device if library == "torch" else None
+    inputs = [_contiguous(x, library) for x in (query, key, value)]
+    if upcast:
+        inputs = [x.astype("float32") for x in inputs]
+    for tensor, (kind, _, _) in zip(tensors, traced.captures):
+        inputs.append(_convert_capture(tensor, kind, library, device))
+    result = kernel(*inputs, scale=scale)
+    if return_lse:
+        out, lse = result
+    else:
+        out = result[0] if isinstance(result, (tuple, list)) else result
+    if upcast:
+        out = out.astype("float64")
+    return (out, lse) if return_lse else out

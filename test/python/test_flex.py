@@ -1,0 +1,317 @@
+"""attnc.flex_attention / create_block_mask on the CPU (numpy, f32) against
+float64 numpy implementations of the same math."""
+
+import numpy as np
+import pytest
+
+import attnc
+
+if not hasattr(attnc, "compile"):
+    pytest.skip("the attnc native module is not built", allow_module_level=True)
+
+B, H, L, S, E = 2, 2, 77, 93, 32
+RNG = np.random.default_rng(0)
+
+
+def qkv(b=B, hq=H, hkv=H, l=L, s=S, e=E, ev=None, dtype=np.float32):
+    q = RNG.standard_normal((b, hq, l, e)).astype(dtype)
+    k = RNG.standard_normal((b, hkv, s, e)).astype(dtype)
+    v = RNG.standard_normal((b, hkv, s, ev or e)).astype(dtype)
+    return q, k, v
+
+
+def grids(b, h, l, s):
+    return (np.arange(b)[:, None, None, None], np.arange(h)[None, :, None, None],
+            np.arange(l)[None, None, :, None], np.arange(s)[None, None, None, :])
+
+
+def reference(q, k, v, score=None, keep=None, scale=None):
+    """float64 attention: score(s, b, h, m, n) modifies the scaled scores and
+    keep(b, h, m, n) masks them (numpy functions on broadcast index grids)."""
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    b, hq, l, e = q.shape
+    rep = hq // k.shape[1]
+    k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
+    scale = 1.0 / np.sqrt(e) if scale is None else scale
+    s = np.einsum("bhmd,bhnd->bhmn", q, k) * scale
+    idx = grids(b, hq, l, k.shape[2])
+    if score is not None:
+        s = score(s, *idx)
+    mask = np.broadcast_to(keep(*idx) if keep is not None else True, s.shape)
+    s = np.where(mask, s, -np.inf)
+    top = np.max(s, axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    p = np.where(mask, np.exp(s - top), 0.0)
+    total = p.sum(axis=-1, keepdims=True)
+    out = np.einsum("bhmn,bhne->bhme", p, v) / np.where(total > 0, total, 1.0)
+    with np.errstate(divide="ignore"):
+        lse = (np.log(total) + top)[..., 0]
+    return out, lse
+
+
+def check(got, want, tol=1e-5):
+    assert got.shape == want.shape
+    err = np.max(np.abs(got.astype(np.float64) - want)) / max(np.max(np.abs(want)), 1e-30)
+    assert err <= tol, err
+
+
+def check_lse(got, want):
+    assert got.dtype == np.float32 and got.shape == want.shape
+    finite = np.isfinite(want)
+    assert np.array_equal(np.isfinite(got), finite)
+    assert np.all(got[~finite] == -np.inf)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------ mods under test
+
+def causal(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx
+
+
+def causal_np(b, h, m, n):
+    return m >= n
+
+
+WINDOW = 24
+
+
+def sliding(b, h, q_idx, kv_idx):
+    return (q_idx >= kv_idx) & (q_idx - kv_idx < WINDOW)
+
+
+def sliding_np(b, h, m, n):
+    return (m >= n) & (m - n < WINDOW)
+
+
+PREFIX = 20
+
+
+def prefix(b, h, q_idx, kv_idx):
+    return kv_idx < PREFIX
+
+
+def prefix_lm_np(b, h, m, n):
+    return (m >= n) | (n < PREFIX)
+
+
+DOCS = np.repeat(np.arange(5), 20)[:S].astype(np.int64)   # 5 documents
+
+
+def document(b, h, q_idx, kv_idx):
+    return DOCS[q_idx] == DOCS[kv_idx]
+
+
+def document_np(b, h, m, n):
+    return DOCS[m] == DOCS[n]
+
+
+SLOPES = np.exp2(-8.0 * np.arange(1, H + 1) / H).astype(np.float32)
+
+
+def alibi(score, b, h, q_idx, kv_idx):
+    return score + SLOPES[h] * (kv_idx - q_idx)
+
+
+def alibi_np(s, b, h, m, n):
+    return s + SLOPES.astype(np.float64)[h] * (n - m)
+
+
+def softcap(score, b, h, q_idx, kv_idx):
+    return 30 * attnc.tanh(score / 30)
+
+
+def softcap_np(s, b, h, m, n):
+    return 30 * np.tanh(s / 30)
+
+
+BIAS = RNG.standard_normal(L + S - 1).astype(np.float32)
+
+
+def relative_bias(score, b, h, q_idx, kv_idx):
+    return score + BIAS[q_idx - kv_idx + S - 1]
+
+
+def relative_bias_np(s, b, h, m, n):
+    return s + BIAS.astype(np.float64)[m - n + S - 1]
+
+
+CASES = {
+    "causal": (None, causal, None, causal_np),
+    "sliding_window": (None, sliding, None, sliding_np),
+    "prefix_lm": (None, attnc.or_masks(causal, prefix), None, prefix_lm_np),
+    "document_causal": (None, attnc.and_masks(document, causal), None,
+                        lambda b, h, m, n: document_np(b, h, m, n) & (m >= n)),
+    "alibi_causal": (alibi, causal, alibi_np, causal_np),
+    "softcap_sliding": (softcap, sliding, softcap_np, sliding_np),
+    "relative_bias": (relative_bias, None, relative_bias_np, None),
+    "document_or_prefix_alibi": (alibi, attnc.or_masks(document, prefix), alibi_np,
+                                 lambda b, h, m, n: document_np(b, h, m, n) | (n < PREFIX)),
+}
+
+
+def make_mask(mask_mod, l=L, s=S):
+    if mask_mod is None:
+        return None
+    return attnc.create_block_mask(mask_mod, None, None, l, s)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_variant(name):
+    score_mod, mask_mod, score_np, keep_np = CASES[name]
+    q, k, v = qkv()
+    out = attnc.flex_attention(q, k, v, score_mod=score_mod, block_mask=make_mask(mask_mod))
+    assert out.dtype == np.float32
+    check(out, reference(q, k, v, score_np, keep_np)[0])
+
+
+def test_lse_and_fully_masked_rows():
+    def late(b, h, q_idx, kv_idx):
+        return (q_idx >= 10) & (kv_idx <= q_idx)   # queries 0..9 keep nothing
+    q, k, v = qkv()
+    out, lse = attnc.flex_attention(q, k, v, score_mod=softcap, block_mask=make_mask(late),
+                                    return_lse=True)
+    want, want_lse = reference(q, k, v, softcap_np, lambda b, h, m, n: (m >= 10) & (n <= m))
+    check(out, want)
+    check_lse(lse, want_lse)
+    assert np.all(out[:, :, :10] == 0) and np.all(lse[:, :, :10] == -np.inf)
+
+
+def test_document_padding_rows_masked_by_a_score_mod():
+    docs = DOCS.copy()
+    docs[-7:] = -1   # padding
+
+    def same_doc(b, h, q_idx, kv_idx):
+        return docs[q_idx] == docs[kv_idx]
+
+    def pad_score(score, b, h, q_idx, kv_idx):
+        return attnc.where(docs[kv_idx] >= 0, score, -float("inf"))
+    q, k, v = qkv(l=S)
+    out, lse = attnc.flex_attention(q, k, v, score_mod=pad_score,
+                                    block_mask=make_mask(same_doc, S, S), return_lse=True)
+    want, want_lse = reference(q, k, v, None,
+                               lambda b, h, m, n: (docs[m] == docs[n]) & (docs[n] >= 0))
+    check(out, want)
+    check_lse(lse, want_lse)
+    assert np.all(lse[:, :, -7:] == -np.inf)
+
+
+def test_gqa():
+    q, k, v = qkv(hq=4, hkv=2, l=40, s=40)
+    slopes = np.arange(1, 5, dtype=np.float32) / 8
+
+    def per_head(score, b, h, q_idx, kv_idx):
+        return score - slopes[h] * (q_idx - kv_idx)
+    out, lse = attnc.flex_attention(q, k, v, score_mod=per_head,
+                                    block_mask=make_mask(causal, 40, 40),
+                                    enable_gqa=True, return_lse=True)
+    want, want_lse = reference(q, k, v, lambda s, b, h, m, n: s - slopes.astype(np.float64)[h] * (m - n),
+                               causal_np)
+    check(out, want)
+    check_lse(lse, want_lse)
+
+
+def test_scale_value_dim_and_batch_dependent_mask():
+    q, k, v = qkv(l=33, s=50, ev=24)
+    lengths = np.array([50, 31], dtype=np.int32)
+
+    def valid(b, h, q_idx, kv_idx):
+        return kv_idx < lengths[b]
+    out = attnc.flex_attention(q, k, v, block_mask=attnc.create_block_mask(valid, B, None, 33, 50),
+                               scale=0.25)
+    assert out.shape == (B, H, 33, 24)
+    check(out, reference(q, k, v, None, lambda b, h, m, n: n < lengths[b], scale=0.25)[0])
+
+
+def test_sequence_lengths_reuse_the_kernel():
+    from attnc import _trace
+    ids = np.repeat(np.arange(8), 16).astype(np.int32)
+
+    def doc_mask(b, h, q_idx, kv_idx):
+        return (ids[q_idx] == ids[kv_idx]) & (q_idx >= kv_idx)
+    for n in (128, 70, 17):
+        q, k, v = qkv(b=1, l=n, s=n)
+        out = attnc.flex_attention(q, k, v, block_mask=make_mask(doc_mask, n, n))
+        check(out, reference(q, k, v, None, lambda b, h, m, nn: (ids[m] == ids[nn]) & (m >= nn))[0])
+        if n == 128:
+            traces = _trace.STATS["traces"]
+    assert _trace.STATS["traces"] == traces
+
+
+def test_float64_and_noop_mask():
+    q, k, v = qkv(b=1, l=20, s=20, dtype=np.float64)
+    out = attnc.flex_attention(q, k, v, block_mask=make_mask(attnc.noop_mask, 20, 20))
+    assert out.dtype == np.float64
+    check(out, reference(q, k, v)[0])
+
+
+# ----------------------------------------------------------------- BlockMask
+
+def test_block_mask():
+    mask = attnc.create_block_mask(causal, None, 2, 300, 200, BLOCK_SIZE=128)
+    assert mask.shape == (1, 2, 300, 200) and mask.seq_lengths == (300, 200)
+    assert mask.mask_mod is causal and "causal" in repr(mask)
+    dense = mask.to_dense()
+    assert dense.dtype == bool and dense.shape == (1, 2, 3, 2)
+    assert dense[0, 0].tolist() == [[True, False], [True, True], [True, True]]
+    doc = attnc.create_block_mask(attnc.and_masks(document, causal), 1, 1, S, S, BLOCK_SIZE=20)
+    assert doc.to_dense()[0, 0].tolist() == np.eye(5, dtype=bool).tolist()
+
+
+# -------------------------------------------------------------------- errors
+
+def test_argument_errors():
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="query must have rank 4"):
+        attnc.flex_attention(q[0], k, v)
+    with pytest.raises(ValueError, match="value must have rank 4"):
+        attnc.flex_attention(q, k, v[0])
+    with pytest.raises(ValueError, match="head dim"):
+        attnc.flex_attention(q, k[..., :16], v)
+    q4, k2, v2 = qkv(hq=4, hkv=2)
+    with pytest.raises(ValueError, match="enable_gqa=True"):
+        attnc.flex_attention(q4, k2, v2)
+    q3, _, _ = qkv(hq=3)
+    with pytest.raises(ValueError, match="multiple"):
+        attnc.flex_attention(q3, k2, v2, enable_gqa=True)
+    with pytest.raises(ValueError, match="sequence length"):
+        attnc.flex_attention(q, k, v[:, :, :10])
+    with pytest.raises(ValueError, match="Q_LEN, KV_LEN"):
+        attnc.flex_attention(q, k, v, block_mask=make_mask(causal, S, S))
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        attnc.flex_attention(q.tolist(), k, v)
+
+
+def test_trace_errors_surface():
+    def branchy(score, b, h, q_idx, kv_idx):
+        if q_idx > kv_idx:
+            return score
+        return score * 2
+    q, k, v = qkv()
+    with pytest.raises(attnc.TraceError, match="test_flex.py:%d" % (branchy.__code__.co_firstlineno + 1)):
+        attnc.flex_attention(q, k, v, score_mod=branchy)
+
+    def bad_mask(b, h, q_idx, kv_idx):
+        return max(q_idx, kv_idx) < 4
+    with pytest.raises(attnc.TraceError, match="minimum"):
+        attnc.create_block_mask(bad_mask, None, None, L, S)
+
+
+# --------------------------------------------------------------------- torch
+
+def test_torch_cpu_tensors():
+    torch = pytest.importorskip("torch")
+    q, k, v = qkv()
+    ids = torch.from_numpy(DOCS)
+
+    def docs(b, h, q_idx, kv_idx):
+        return ids[q_idx] == ids[kv_idx]
+
+    def score(s, b, h, q_idx, kv_idx):
+        return torch.tanh(s / 30) * 30
+    out, lse = attnc.flex_attention(*(torch.from_numpy(x) for x in (q, k, v)), score_mod=score,
+                                    block_mask=make_mask(docs), return_lse=True)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    want, want_lse = reference(q, k, v, softcap_np, document_np)
+    check(out.numpy(), want)
+    check_lse(lse.numpy(), want_lse)
