@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""attnc.flex_attention against PyTorch FlexAttention on an NVIDIA GPU.
+
+The same score_mod / mask_mod functions go to both: attnc traces them into
+.attn specs and runs its own kernels, PyTorch compiles FlexAttention
+(torch.compile) with a BlockMask from torch's create_block_mask.
+
+Two steps, because the GPU machine has PyTorch and CUDA but no attnc compiler
+(only `import attnc` from frontends/python and the runtime library built with
+`cmake -S runtime`):
+
+  1. Here, where attnc is built (no torch needed):
+       PYTHONPATH=build/python python3 bench/flex_gpu_compare.py --prepare DIR
+     traces every mod with numpy captures of the dtypes and ranks the GPU run
+     uses (so the specs and package keys are the same) and compiles each spec
+     for sm_90a, bf16, D = 128 into the package store DIR.
+  2. On the GPU machine, with DIR carried there:
+       ATTNC_RUNTIME_LIBRARY=.../libattnc_runtime.so PYTHONPATH=frontends/python \\
+         python3 bench/flex_gpu_compare.py --run DIR --out results.json
+     loads the packages (no compiling), checks attnc against torch's flex
+     (max abs / relative error; a float32 eager reference for one small size)
+     and times both (CUDA events, warmup then 20 reps, median), plus the
+     first call of each (tracing + package load for attnc, torch.compile for
+     flex).
+
+Both steps print one line per mod with its spec key (the package file name):
+they must agree. A failing mod prints its error and the run goes on.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+import importlib.util
+
+if importlib.util.find_spec("attnc") is None:  # the sources, without the compiler
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                    "frontends", "python"))
+
+BATCH, HEADS, LENGTH, HEAD_DIM = 4, 16, 2048, 128
+WINDOW, PREFIX, CAP = 256, 512, 30.0
+REPS, WARMUP = 20, 3
+
+
+# -------------------------------------------------------------------- the mods
+
+def doc_ids_numpy(L, seed=1):
+    """Documents of random lengths packed into L (int32 [L])."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    lengths, left = [], L
+    while left > 0:
+        n = min(int(rng.integers(max(1, L // 16), L // 2 + 2)), left)
+        lengths.append(n)
+        left -= n
+    return np.repeat(np.arange(len(lengths)), lengths).astype(np.int32)
+
+
+def alibi_slopes_numpy(H):
+    import numpy as np
+    return np.exp2(-8.0 * np.arange(1, H + 1) / H).astype(np.float32)
+
+
+def bias_table_numpy(L, seed=2):
+    import numpy as np
+    return (np.random.default_rng(seed).standard_normal(2 * L - 1) * 0.5).astype(np.float32)
+
+
+def make_case(name, L, to_tensor):
+    """(score_mod, mask_mod, query heads, kv heads) of case `name` at length L.
+
+    `to_tensor` turns the numpy captures into what the mods hold (numpy arrays
+    for --prepare, CUDA tensors for --run): same dtypes and ranks, hence the
+    same specs."""
+    import attnc
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx >= kv_idx
+
+    def window(b, h, q_idx, kv_idx):
+        return q_idx - kv_idx < WINDOW
+
+    def prefix(b, h, q_idx, kv_idx):
+        return kv_idx < PREFIX
+
+    doc = to_tensor(doc_ids_numpy(L))
+
+    def document(b, h, q_idx, kv_idx):
+        return doc[q_idx] == doc[kv_idx]
+
+    slopes = to_tensor(alibi_slopes_numpy(HEADS))
+
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score + slopes[h] * (kv_idx - q_idx)
+
+    def softcap(score, b, h, q_idx, kv_idx):
+        return CAP * attnc.tanh(score / CAP)
+
+    table = to_tensor(bias_table_numpy(L))
+
+    def relative_bias(score, b, h, q_idx, kv_idx):
+        return score + table[q_idx - kv_idx + L - 1]
+
+    sliding = attnc.and_masks(causal, window)
+    cases = {
+        "causal": (None, causal, HEADS, HEADS),
+        "sliding_window256": (None, sliding, HEADS, HEADS),
+        "prefix_lm512": (None, attnc.or_masks(causal, prefix), HEADS, HEADS),
+        "document_causal": (None, attnc.and_masks(causal, document), HEADS, HEADS),
+        "alibi_causal": (alibi, causal, HEADS, HEADS),
+        "softcap30_causal": (softcap, causal, HEADS, HEADS),
+        "relative_bias_causal": (relative_bias, causal, HEADS, HEADS),
+        "window_or_prefix_document": (
+            None, attnc.and_masks(document, attnc.or_masks(sliding, prefix)), HEADS, HEADS),
+        "gqa32_8_causal": (None, causal, 32, 8),
+    }
+    return cases[name]
+
+
+CASES = [  # (case, L)
+    ("causal", LENGTH), ("sliding_window256", LENGTH), ("prefix_lm512", LENGTH),
+    ("document_causal", LENGTH), ("alibi_causal", LENGTH), ("softcap30_causal", LENGTH),
+    ("relative_bias_causal", LENGTH), ("window_or_prefix_document", LENGTH),
+    ("gqa32_8_causal", LENGTH), ("document_causal", 2 * LENGTH),
+]
+
+
+def spec_key(score_mod, mask_mod, gqa):
+    """The traced spec and its package file name for sm_90a, bf16, D = 128."""
+    import attnc
+    spec = attnc.trace(score_mod, mask_mod, gqa=gqa, dtype="bf16")
+    path = attnc.package_path(spec, "sm_90a", None, {"D": HEAD_DIM})
+    return spec, os.path.basename(path)
+
+
+# ------------------------------------------------------------------ --prepare
+
+def prepare(directory):
+    os.environ["ATTNC_PACKAGE_DIR"] = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    import numpy as np  # noqa: F401
+    import attnc
+    from attnc import _flex
+    failures = 0
+    for name, L in CASES:
+        score_mod, mask_mod, hq, hkv = make_case(name, L, lambda a: a)
+        try:
+            spec, key = spec_key(score_mod, mask_mod, hq != hkv)
+            start = time.perf_counter()
+            _flex.prepare(score_mod, mask_mod, dtype="bf16", target="sm_90a",
+                          head_dim=HEAD_DIM, gqa=hq != hkv)
+            print("%-28s L=%-5d key %s  (%.1f s)" % (name, L, key, time.perf_counter() - start))
+        except Exception as error:  # keep going: report every mod
+            failures += 1
+            print("%-28s L=%-5d FAILED: %s" % (name, L, error))
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------- --run
+
+def cuda_time(fn, reps=REPS, warmup=WARMUP):
+    import torch
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def first_call(fn):
+    import torch
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, (time.perf_counter() - start) * 1e3
+
+
+def errors(got, want):
+    got, want = got.float(), want.float()
+    diff = (got - want).abs()
+    return float(diff.max()), float(diff.norm() / want.norm().clamp_min(1e-30))
+
+
+def eager_reference(q, k, v, score_mod, mask_mod):
+    """float32 attention with the mods applied to index grids (small sizes)."""
+    import torch
+    q, k, v = q.float(), k.float(), v.float()
+    B, Hq, L, E = q.shape
+    rep = Hq // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(E)
+    dev = q.device
+    b = torch.arange(B, device=dev)[:, None, None, None]
+    h = torch.arange(Hq, device=dev)[None, :, None, None]
+    m = torch.arange(L, device=dev)[None, None, :, None]
+    n = torch.arange(k.shape[2], device=dev)[None, None, None, :]
+    if score_mod is not None:
+        s = score_mod(s, b, h, m, n)
+    keep = mask_mod(b, h, m, n).expand_as(s) if mask_mod is not None else torch.ones_like(s, dtype=torch.bool)
+    s = s.masked_fill(~keep, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    return p @ v
+
+
+def run_case(name, L, check_small, torch_flex, torch_block_mask):
+    import torch
+    import attnc
+    score_mod, mask_mod, hq, hkv = make_case(name, L, lambda a: torch.from_numpy(a).cuda())
+    gqa = hq != hkv
+    row = {"mod": name, "B": BATCH, "Hq": hq, "Hkv": hkv, "L": L, "D": HEAD_DIM}
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(BATCH, hq, L, HEAD_DIM, device="cuda", dtype=torch.bfloat16, generator=gen)
+    k = torch.randn(BATCH, hkv, L, HEAD_DIM, device="cuda", dtype=torch.bfloat16, generator=gen)
+    v = torch.randn(BATCH, hkv, L, HEAD_DIM, device="cuda", dtype=torch.bfloat16, generator=gen)
+
+    # First calls: tracing + package load for attnc, torch.compile for flex
+    # (both with their block mask creation).
+    def ours_first():
+        mask = attnc.create_block_mask(mask_mod, None, None, L, L) if mask_mod else None
+        return attnc.flex_attention(q, k, v, score_mod=score_mod, block_mask=mask,
+                                    enable_gqa=gqa)
+    out, row["ours_first_ms"] = first_call(ours_first)
+    mask = attnc.create_block_mask(mask_mod, None, None, L, L) if mask_mod else None
+    row["ours_ms"] = cuda_time(lambda: attnc.flex_attention(
+        q, k, v, score_mod=score_mod, block_mask=mask, enable_gqa=gqa))
+    row["spec_key"] = spec_key(score_mod, mask_mod, gqa)[1]
+
+    def flex_first():
+        mask = torch_block_mask(mask_mod, None, None, L, L, device="cuda") if mask_mod else None
+        return torch_flex(q, k, v, score_mod=score_mod, block_mask=mask, enable_gqa=gqa), mask
+    (ref, flex_mask), row["flex_first_ms"] = first_call(flex_first)
+    row["flex_ms"] = cuda_time(lambda: torch_flex(
+        q, k, v, score_mod=score_mod, block_mask=flex_mask, enable_gqa=gqa))
+    row["max_abs_err_vs_flex"], row["rel_err_vs_flex"] = errors(out, ref)
+
+    if check_small:  # the same mods (same specs) on a slice of the inputs
+        small = [x[:1, :, :512].contiguous() for x in (q, k, v)]
+        want = eager_reference(*small, score_mod, mask_mod)
+        mask = attnc.create_block_mask(mask_mod, None, None, 512, 512) if mask_mod else None
+        got = attnc.flex_attention(*small, score_mod=score_mod, block_mask=mask, enable_gqa=gqa)
+        row["max_abs_err_vs_f32"], row["rel_err_vs_f32"] = errors(got, want)
+        flex_small = torch_flex(*small, score_mod=score_mod, enable_gqa=gqa, block_mask=(
+            torch_block_mask(mask_mod, None, None, 512, 512, device="cuda") if mask_mod else None))
+        row["flex_rel_err_vs_f32"] = errors(flex_small, want)[1]
+    return row
+
+
+def run(directory, out_path, only):
+    os.environ["ATTNC_PACKAGE_DIR"] = os.path.abspath(directory)
+    import torch
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    torch_flex = torch.compile(flex_attention)
+    print("device: %s, torch %s" % (torch.cuda.get_device_name(), torch.__version__))
+    rows = []
+    for i, (name, L) in enumerate(CASES):
+        if only and name not in only:
+            continue
+        try:
+            row = run_case(name, L, L == LENGTH, torch_flex, create_block_mask)
+        except Exception as error:  # keep going: report every mod
+            traceback.print_exc()
+            row = {"mod": name, "L": L, "error": "%s: %s" % (type(error).__name__, error)}
+        rows.append(row)
+        print_row(row)
+    if out_path:
+        with open(out_path, "w") as f:
+            json.dump(rows, f, indent=1)
+    print()
+    print_table(rows)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+COLUMNS = [  # key, heading, width, format
+    ("mod", "mod", 26, "%s"), ("L", "L", 5, "%d"), ("ours_ms", "ours ms", 8, "%.3f"),
+    ("flex_ms", "flex ms", 8, "%.3f"), ("ours_first_ms", "ours 1st", 9, "%.0f"),
+    ("flex_first_ms", "flex 1st", 9, "%.0f"), ("max_abs_err_vs_flex", "maxabs", 9, "%.2e"),
+    ("rel_err_vs_flex", "rel", 9, "%.2e"), ("rel_err_vs_f32", "rel f32", 9, "%.2e"),
+    ("flex_rel_err_vs_f32", "flex f32", 9, "%.2e")]
+
+
+def print_row(row):
+    if "error" in row:
+        print("%-26s L=%-5d ERROR %s" % (row["mod"], row["L"], row["error"]))
+    else:
+        print("%-26s L=%-5d key %s ours %.3f ms, flex %.3f ms" % (
+            row["mod"], row["L"], row["spec_key"], row["ours_ms"], row["flex_ms"]))
+
+
+def print_table(rows):
+    print(" ".join(head.ljust(width) if key == "mod" else head.rjust(width)
+                   for key, head, width, _ in COLUMNS))
+    for row in rows:
+        cells = []
+        for key, _, width, fmt in COLUMNS:
+            text = fmt % row[key] if row.get(key) is not None else "-"
+            cells.append(text.ljust(width) if key == "mod" else text.rjust(width))
+        if "error" in row:
+            cells = cells[:2] + ["error: " + row["error"][:100]]
+        print(" ".join(cells))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--prepare", metavar="DIR", help="compile the packages into DIR")
+    mode.add_argument("--run", metavar="DIR", help="load the packages from DIR and compare")
+    parser.add_argument("--out", help="JSON results (--run)")
+    parser.add_argument("--mods", help="comma-separated subset of the mods (--run)")
+    args = parser.parse_args()
+    if args.prepare:
+        return prepare(args.prepare)
+    return run(args.run, args.out, set(args.mods.split(",")) if args.mods else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
