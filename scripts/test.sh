@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests (gtest), lit tests, a bounded fuzzing run of
-# the front end, and the unit tests again under ASan + UBSan.
+# Runs every test: unit tests (gtest), lit tests, the Python package's tests,
+# a bounded fuzzing run of the front end, and the unit tests again under
+# ASan + UBSan.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${ATTN_BUILD_DIR:-$root/build}"
@@ -13,6 +14,9 @@ ctest --test-dir "$build" --output-on-failure -j "$jobs"
 echo "== lit tests"
 /usr/lib/llvm-22/bin/lit -sv "$build/test"
 
+echo "== python tests"
+PYTHONPATH="$build/python" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$root/test/python"
+
 echo "== fuzzing the front end for ${fuzz_seconds}s"
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT
@@ -23,7 +27,7 @@ cp "$root"/examples/*.attn "$corpus"/
 echo "== unit tests under ASan + UBSan"
 asan="${build}-asan"
 ATTN_BUILD_DIR="$asan" "$root/scripts/build.sh" -DATTN_ENABLE_SANITIZERS=ON \
-  -DATTN_ENABLE_FUZZER=OFF >"$asan.log" 2>&1 ||
+  -DATTN_ENABLE_FUZZER=OFF -DATTN_ENABLE_PYTHON=OFF >"$asan.log" 2>&1 ||
   { tail -n 40 "$asan.log"; echo "the sanitizer build failed (log: $asan.log)"; exit 1; }
 # LLVM's headers poison and unpoison allocator slabs when compiled with ASan,
 # but the LLVM/MLIR libraries they pair with are not instrumented; that

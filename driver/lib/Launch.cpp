@@ -319,10 +319,7 @@ llvm::Error checkLaunch(KernelOp kernel, const Launch &launch) {
           dtypeName(getInputDType(kernel, i)), dims, tensor.describe()));
     }
   }
-  LaunchFacts facts;
-  facts.dims = launch.dims;
-  facts.params = launch.params;
-  facts.inputRange = [&](unsigned i) -> std::optional<Interval> {
+  auto inputRange = [&](unsigned i) -> std::optional<Interval> {
     const HostTensor &tensor = launch.inputs[i];
     if (isFloatDType(tensor.getDType()))
       return std::nullopt;
@@ -335,6 +332,17 @@ llvm::Error checkLaunch(KernelOp kernel, const Launch &launch) {
     }
     return Interval::range(static_cast<int64_t>(lo), static_cast<int64_t>(hi));
   };
+  return checkSubscripts(kernel, launch.dims, launch.params, inputRange);
+}
+
+llvm::Error
+checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
+                ArrayRef<double> params,
+                std::function<std::optional<Interval>(unsigned)> inputRange) {
+  LaunchFacts facts;
+  facts.dims = dims;
+  facts.params = params;
+  facts.inputRange = std::move(inputRange);
   IntervalAnalysis analysis(kernel, facts);
   SmallVector<SubscriptViolation> violations = analysis.findViolations();
   if (violations.empty())
@@ -342,7 +350,7 @@ llvm::Error checkLaunch(KernelOp kernel, const Launch &launch) {
   std::string sizes;
   for (unsigned i = 0; i < kernel.getNumDims(); ++i)
     sizes += llvm::formatv("{0}{1}={2}", i ? "," : "",
-                           nameAt(kernel.getDimNames(), i), launch.dims[i]);
+                           nameAt(kernel.getDimNames(), i), dims[i]);
   std::string message = "launch refused: ";
   const SubscriptViolation &first = violations.front();
   ReadOp read = first.read;

@@ -274,6 +274,18 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
                            llvm::ArrayRef<const HostTensor *> inputs,
                            llvm::ArrayRef<double> params,
                            llvm::ArrayRef<HostTensor *> outputs) {
+  std::vector<TensorView> inputViews, outputViews;
+  for (const HostTensor *input : inputs)
+    inputViews.push_back(TensorView::of(*input));
+  for (const HostTensor *output : outputs)
+    outputViews.push_back(TensorView::of(*output));
+  return run(dims, inputViews, params, outputViews);
+}
+
+llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
+                           llvm::ArrayRef<TensorView> inputs,
+                           llvm::ArrayRef<double> params,
+                           llvm::ArrayRef<TensorView> outputs) {
   const CpuKernelSignature &sig = signature;
   if (dims.size() != sig.numDims || inputs.size() != sig.inputs.size() ||
       params.size() != sig.params.size() ||
@@ -283,30 +295,34 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
                      llvm::Twine(sig.inputs.size()) + " inputs, " +
                      llvm::Twine(sig.params.size()) + " params and " +
                      llvm::Twine(sig.outputs.size()) + " outputs");
-  auto check = [&](const HostTensor &tensor, std::pair<DType, int64_t> want,
+  auto check = [&](const TensorView &tensor, std::pair<DType, int64_t> want,
                    const char *what, size_t i) -> llvm::Error {
-    if (tensor.getDType() != want.first || tensor.getRank() != want.second)
-      return makeError("kernel '" + sig.name + "' " + what + " #" +
-                       llvm::Twine(i) + " is " + tensor.describe() +
-                       ", expected a rank-" + llvm::Twine(want.second) + " " +
-                       std::string(dtypeName(want.first)) + " tensor");
-    return llvm::Error::success();
+    int64_t rank = static_cast<int64_t>(tensor.shape.size());
+    if (tensor.type == want.first && rank == want.second)
+      return llvm::Error::success();
+    std::string shape;
+    for (int64_t size : tensor.shape)
+      shape += (shape.empty() ? "" : ", ") + std::to_string(size);
+    return makeError("kernel '" + sig.name + "' " + what + " #" +
+                     llvm::Twine(i) + " is " + dtypeName(tensor.type) + "[" +
+                     shape + "], expected a rank-" + llvm::Twine(want.second) +
+                     " " + dtypeName(want.first) + " tensor");
   };
   for (size_t i = 0; i < inputs.size(); ++i)
-    if (llvm::Error error = check(*inputs[i], sig.inputs[i], "input", i))
+    if (llvm::Error error = check(inputs[i], sig.inputs[i], "input", i))
       return error;
   for (size_t i = 0; i < outputs.size(); ++i)
-    if (llvm::Error error = check(*outputs[i], sig.outputs[i], "output", i))
+    if (llvm::Error error = check(outputs[i], sig.outputs[i], "output", i))
       return error;
 
   // The packed convention: one pointer per LLVM-level argument. A memref is
   // (allocated, aligned, offset, sizes..., strides...); a scalar is itself.
   // Storage is reserved up front so the pointers into it stay valid.
   size_t numInts = dims.size();
-  for (const HostTensor *t : inputs)
-    numInts += 1 + 2 * t->getRank();
-  for (const HostTensor *t : outputs)
-    numInts += 1 + 2 * t->getRank();
+  for (const TensorView &t : inputs)
+    numInts += 1 + 2 * t.shape.size();
+  for (const TensorView &t : outputs)
+    numInts += 1 + 2 * t.shape.size();
   std::vector<int64_t> ints;
   ints.reserve(numInts);
   std::vector<void *> pointers;
@@ -324,23 +340,26 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
     ints.push_back(value);
     args.push_back(&ints.back());
   };
-  auto addMemRef = [&](const HostTensor &tensor) {
-    void *data = const_cast<void *>(tensor.data());
+  auto addMemRef = [&](const TensorView &tensor) {
     for (int copy = 0; copy < 2; ++copy) {
-      pointers.push_back(data);
+      pointers.push_back(tensor.data);
       args.push_back(&pointers.back());
     }
     addInt(0);
-    for (int64_t size : tensor.getShape())
+    for (int64_t size : tensor.shape)
       addInt(size);
-    for (int64_t stride : tensor.getStrides())
-      addInt(stride);
+    // Row-major strides, innermost last.
+    size_t first = ints.size();
+    for (size_t d = 0; d < tensor.shape.size(); ++d)
+      addInt(1);
+    for (size_t d = tensor.shape.size(); d-- > 1;)
+      ints[first + d - 1] = ints[first + d] * tensor.shape[d];
   };
 
   for (int64_t dim : dims)
     addInt(dim);
-  for (const HostTensor *input : inputs)
-    addMemRef(*input);
+  for (const TensorView &input : inputs)
+    addMemRef(input);
   for (size_t i = 0; i < params.size(); ++i) {
     switch (sig.params[i]) {
     case DType::F32:
@@ -358,8 +377,8 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
     }
     args.push_back(&scalars[i]);
   }
-  for (HostTensor *output : outputs)
-    addMemRef(*output);
+  for (const TensorView &output : outputs)
+    addMemRef(output);
 
   // The thread count is per calling thread in OpenMP: set it on the thread
   // that starts the parallel regions.

@@ -90,6 +90,21 @@ llvm::Expected<CpuKernelObject>
 compileCpuKernelObject(mlir::ModuleOp module, const CpuTarget &target,
                        const CpuKernelOptions &options);
 
+/// A dense row-major tensor the caller owns, handed to a kernel as is: how
+/// buffers from outside (NumPy arrays, PyTorch tensors) reach the kernel
+/// without a copy.
+struct TensorView {
+  void *data = nullptr;
+  DType type = DType::F32;
+  llvm::ArrayRef<int64_t> shape;
+
+  /// A view of all of `tensor`.
+  static TensorView of(const HostTensor &tensor) {
+    return {const_cast<void *>(tensor.data()), tensor.getDType(),
+            tensor.getShape()};
+  }
+};
+
 /// A kernel compiled for the host CPU.
 class CpuKernel {
 public:
@@ -110,6 +125,12 @@ public:
                   llvm::ArrayRef<const HostTensor *> inputs,
                   llvm::ArrayRef<double> params,
                   llvm::ArrayRef<HostTensor *> outputs);
+  /// The same on views of memory the caller owns (dense row-major); the
+  /// kernel reads and writes that memory directly.
+  llvm::Error run(llvm::ArrayRef<int64_t> dims,
+                  llvm::ArrayRef<TensorView> inputs,
+                  llvm::ArrayRef<double> params,
+                  llvm::ArrayRef<TensorView> outputs);
 
   const CpuKernelSignature &getSignature() const { return signature; }
   const CpuCompileStats &getStats() const { return stats; }

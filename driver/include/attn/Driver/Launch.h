@@ -10,6 +10,7 @@
 #ifndef ATTN_DRIVER_LAUNCH_H
 #define ATTN_DRIVER_LAUNCH_H
 
+#include "attn/Analysis/IntervalAnalysis.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Runtime/Tensor.h"
 
@@ -64,6 +65,16 @@ std::vector<HostTensor> makeRandomInputs(mlir::attn::KernelOp kernel,
 /// dtype and the shape the dims imply, and every subscript provably inside
 /// its tensor given the data of integer inputs.
 llvm::Error checkLaunch(mlir::attn::KernelOp kernel, const Launch &launch);
+
+/// The subscript half of checkLaunch, for callers that checked dtypes and
+/// shapes themselves and hold the inputs in memory of their own (the Python
+/// binding): `inputRange(i)` gives the values of integer input `i`, nullopt
+/// for float inputs.
+llvm::Error
+checkSubscripts(mlir::attn::KernelOp kernel, llvm::ArrayRef<int64_t> dims,
+                llvm::ArrayRef<double> params,
+                std::function<std::optional<mlir::attn::Interval>(unsigned)>
+                    inputRange);
 
 } // namespace attn
 

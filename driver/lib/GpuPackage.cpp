@@ -1,0 +1,580 @@
+//===- GpuPackage.cpp - A GPU kernel package from a spec -----------------===//
+
+#include "attn/Driver/GpuPackage.h"
+
+#include "attn/Driver/Launch.h"
+#include "attn/GPU/GpuKernel.h"
+#include "attn/Transforms/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/StringExtras.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace ::attn;
+using mlir::attn::EinsumOp;
+using mlir::attn::GpuCapture;
+using mlir::attn::GpuKernelArtifact;
+using mlir::attn::GpuKernelParam;
+using mlir::attn::GpuKernelSignature;
+using mlir::attn::GpuOptions;
+using mlir::attn::KernelOp;
+
+namespace {
+
+llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// The value of `value` when it is computed only from constants and fixed
+/// dims: the scale `rsqrt(D)` of a spec compiled with D fixed.
+std::optional<double> evaluateScalar(Value value, KernelOp kernel) {
+  if (auto arg = dyn_cast<BlockArgument>(value)) {
+    if (arg.getOwner() != &kernel.getEntryBlock() ||
+        arg.getArgNumber() >= kernel.getNumDims())
+      return std::nullopt;
+    int64_t size = kernel.getDimSizes()[arg.getArgNumber()];
+    if (ShapedType::isDynamic(size))
+      return std::nullopt;
+    return static_cast<double>(size);
+  }
+  Operation *op = value.getDefiningOp();
+  if (!op || op->getNumResults() != 1)
+    return std::nullopt;
+  if (auto constant = dyn_cast<arith::ConstantOp>(op)) {
+    if (auto attr = dyn_cast<FloatAttr>(constant.getValue()))
+      return attr.getValueAsDouble();
+    if (auto attr = dyn_cast<IntegerAttr>(constant.getValue()))
+      return static_cast<double>(attr.getInt());
+    return std::nullopt;
+  }
+  llvm::SmallVector<double, 2> operands;
+  for (Value operand : op->getOperands()) {
+    std::optional<double> v = evaluateScalar(operand, kernel);
+    if (!v)
+      return std::nullopt;
+    operands.push_back(*v);
+  }
+  if (isa<arith::IndexCastOp, arith::SIToFPOp, arith::UIToFPOp,
+          arith::ExtFOp, arith::TruncFOp>(op))
+    return operands[0];
+  if (isa<math::RsqrtOp>(op))
+    return 1.0 / std::sqrt(operands[0]);
+  if (isa<math::SqrtOp>(op))
+    return std::sqrt(operands[0]);
+  if (isa<arith::MulFOp, arith::MulIOp>(op))
+    return operands[0] * operands[1];
+  if (isa<arith::DivFOp>(op))
+    return operands[0] / operands[1];
+  if (isa<arith::AddFOp, arith::AddIOp>(op))
+    return operands[0] + operands[1];
+  if (isa<arith::SubFOp, arith::SubIOp>(op))
+    return operands[0] - operands[1];
+  if (isa<arith::NegFOp>(op))
+    return -operands[0];
+  return std::nullopt;
+}
+
+/// Where axis `axis` of a 4-D attention operand lives in a kernel tensor:
+/// an axis of the input, or a unit axis that tensor.expand_shape inserted
+/// (MQA's single key/value head).
+struct OperandAxis {
+  int input = -1; ///< kernel input index
+  int64_t axis = -1; ///< -1: a unit axis (size 1, stride 0)
+};
+
+/// Maps the axes of `value` (Q, K, V or the sink) to a kernel input, or
+/// fails with a message.
+llvm::Expected<llvm::SmallVector<OperandAxis>>
+mapOperandAxes(Value value, KernelOp kernel, llvm::StringRef what) {
+  auto inputIndex = [&](Value v) -> int {
+    auto arg = dyn_cast<BlockArgument>(v);
+    if (!arg || arg.getOwner() != &kernel.getEntryBlock())
+      return -1;
+    int64_t i = static_cast<int64_t>(arg.getArgNumber()) - kernel.getNumDims();
+    return i >= 0 && i < kernel.getNumInputs() ? static_cast<int>(i) : -1;
+  };
+  int64_t rank = cast<RankedTensorType>(value.getType()).getRank();
+  llvm::SmallVector<OperandAxis> axes(rank);
+  if (int input = inputIndex(value); input >= 0) {
+    for (int64_t d = 0; d < rank; ++d)
+      axes[d] = {input, d};
+    return axes;
+  }
+  if (auto expand = value.getDefiningOp<tensor::ExpandShapeOp>()) {
+    int input = inputIndex(expand.getSrc());
+    if (input >= 0) {
+      auto resultType = expand.getResultType();
+      bool ok = true;
+      for (auto [source, group] :
+           llvm::enumerate(expand.getReassociationIndices())) {
+        int nonUnit = 0;
+        for (int64_t d : group) {
+          if (group.size() > 1 && resultType.getDimSize(d) == 1) {
+            axes[d] = {input, -1};
+          } else {
+            axes[d] = {input, static_cast<int64_t>(source)};
+            ++nonUnit;
+          }
+        }
+        ok &= nonUnit == 1;
+      }
+      if (ok)
+        return axes;
+    }
+  }
+  return llvm::createStringError(
+      (what + " of the attention is computed in the kernel, not read from an "
+              "input; the GPU backend needs it to be an input (or an input "
+              "with unit axes inserted)")
+          .str());
+}
+
+SlotType toSlotType(GpuKernelParam::Kind kind) {
+  switch (kind) {
+  case GpuKernelParam::Kind::Pointer:
+    return SlotType::Ptr;
+  case GpuKernelParam::Kind::I32:
+    return SlotType::I32;
+  case GpuKernelParam::Kind::I64:
+    return SlotType::I64;
+  case GpuKernelParam::Kind::F32:
+    return SlotType::F32;
+  case GpuKernelParam::Kind::F64:
+    return SlotType::F64;
+  }
+  return SlotType::I64;
+}
+
+/// The DType of a scalar param of the kernel.
+std::optional<DType> scalarDType(Type type) {
+  if (type.isF32())
+    return DType::F32;
+  if (type.isF64())
+    return DType::F64;
+  if (type.isInteger(32))
+    return DType::I32;
+  if (type.isInteger(64) || type.isIndex())
+    return DType::I64;
+  return std::nullopt;
+}
+
+/// Runs `pass` on the kernels of `module`; remarks go to the handler.
+LogicalResult runOnKernels(ModuleOp module, std::unique_ptr<Pass> pass) {
+  PassManager pm(module.getContext());
+  pm.addNestedPass<KernelOp>(std::move(pass));
+  return pm.run(module);
+}
+
+} // namespace
+
+namespace attn {
+
+bool isGpuTarget(llvm::StringRef target) {
+  return target.starts_with("sm_");
+}
+
+llvm::Expected<std::string>
+fixDimsInSource(llvm::StringRef text, const llvm::StringMap<int64_t> &sizes,
+                llvm::StringRef what) {
+  llvm::StringMap<bool> used;
+  std::string result;
+  bool done = false;
+  while (!text.empty()) {
+    auto [line, rest] = text.split('\n');
+    bool hadNewline = text.size() > line.size();
+    text = rest;
+    llvm::StringRef trimmed = line.ltrim();
+    if (done || !trimmed.starts_with("dims") ||
+        (trimmed.size() > 4 && !llvm::isSpace(trimmed[4]))) {
+      result += line.str();
+      if (hadNewline)
+        result += '\n';
+      continue;
+    }
+    done = true;
+    auto [code, comment] = line.split("//");
+    llvm::StringRef indent = line.take_front(line.size() - trimmed.size());
+    llvm::SmallVector<llvm::StringRef> items;
+    code.ltrim().drop_front(4).split(items, ',');
+    std::string rewritten = indent.str() + "dims  ";
+    for (auto [i, item] : llvm::enumerate(items)) {
+      llvm::StringRef name = item.split('=').first.trim();
+      std::string entry = item.trim().str();
+      auto it = sizes.find(name);
+      if (it != sizes.end()) {
+        if (item.contains('='))
+          return llvm::createStringError(
+              what + ": dim '" + name + "' is already fixed by the spec");
+        entry = (name + " = " + llvm::Twine(it->second)).str();
+        used[name] = true;
+      }
+      rewritten += (i ? ", " : "") + entry;
+    }
+    result += rewritten;
+    if (line.size() > code.size())
+      result += "  //" + comment.str();
+    if (hadNewline)
+      result += '\n';
+  }
+  for (const auto &entry : sizes)
+    if (!used.count(entry.getKey()))
+      return llvm::createStringError(what + ": the spec has no dim '" +
+                                     entry.getKey() + "'");
+  return result;
+}
+
+llvm::Expected<PackageWriter>
+buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
+  KernelOp kernel = *module.getOps<KernelOp>().begin();
+  std::string kernelName = kernel.getSymName().str();
+  auto unsupported = [&](const llvm::Twine &what) {
+    return makeError("kernel '" + kernelName + "': " + what +
+                     " is not supported by the GPU backend yet");
+  };
+
+  auto notRaised = [&] {
+    return makeError("kernel '" + kernelName +
+                     "': the cascade is not raised (see remark), so the GPU "
+                     "backend cannot compile it");
+  };
+  if (failed(runOnKernels(module, mlir::attn::createAttnRaise())))
+    return makeError("attn-raise failed");
+  auto countEinsums = [](ModuleOp m) {
+    unsigned n = 0;
+    m.walk([&](EinsumOp) { ++n; });
+    return n;
+  };
+  // Masks that read tensors get a tile_class over per-tile summaries that a
+  // prologue computes; the GPU kernel would need that prologue too, so such
+  // masks keep no tile_class: the kernel evaluates the mask on every tile.
+  unsigned einsumsBefore = countEinsums(module);
+  OwningOpRef<ModuleOp> analyzed = module.clone();
+  if (failed(runOnKernels(*analyzed, mlir::attn::createAttnAnalyzeMask())))
+    return makeError("attn-analyze-mask failed");
+  if (countEinsums(*analyzed) == einsumsBefore)
+    module = *analyzed;
+  kernel = *module.getOps<KernelOp>().begin();
+
+  // The kernel body must be scalars, expand_shapes and one attention.
+  mlir::attn::AttentionOp attention;
+  for (Operation &op : kernel.getEntryBlock()) {
+    if (auto found = dyn_cast<mlir::attn::AttentionOp>(op)) {
+      if (attention)
+        return unsupported("more than one attention in a kernel");
+      attention = found;
+      continue;
+    }
+    if (isa<tensor::ExpandShapeOp>(op) || op.hasTrait<OpTrait::IsTerminator>())
+      continue;
+    if (auto einsum = dyn_cast<EinsumOp>(op)) {
+      for (Operation *user : einsum->getUsers())
+        if (auto a = dyn_cast<mlir::attn::AttentionOp>(user))
+          if (a.getSink() == einsum.getResult())
+            return unsupported("a sink logit computed by a prologue einsum");
+    }
+    auto isTensor = [](Type t) { return isa<ShapedType>(t); };
+    if (llvm::any_of(op.getOperandTypes(), isTensor) ||
+        llvm::any_of(op.getResultTypes(), isTensor)) {
+      if (!llvm::any_of(kernel.getEntryBlock(), [](Operation &o) {
+            return isa<mlir::attn::AttentionOp>(o);
+          }))
+        return notRaised();
+      return unsupported(llvm::Twine("a tensor computed outside the "
+                                     "attention ('") +
+                         op.getName().getStringRef() + "')");
+    }
+  }
+  if (!attention)
+    return notRaised();
+
+  // Outputs: O (and LSE) of the attention, as the spec declares them.
+  auto returnOp = kernel.getEntryBlock().getTerminator();
+  int oOutput = -1, lseOutput = -1;
+  for (auto [i, value] : llvm::enumerate(returnOp->getOperands())) {
+    if (value == attention.getOutput())
+      oOutput = i;
+    else if (attention.getLse() && value == attention.getLse())
+      lseOutput = i;
+    else
+      return unsupported("an output that is not the attention's O or LSE");
+  }
+  if (oOutput < 0 || (attention.getLse() && lseOutput < 0))
+    return unsupported("an attention whose O is not an output");
+  GpuOptions gpuOptions;
+  gpuOptions.chip = options.target;
+  DType oType = getOutputDType(kernel, oOutput);
+  if (oType != DType::F32 && oType != DType::BF16 && oType != DType::F16)
+    return unsupported("an O of type " + std::string(dtypeName(oType)));
+  gpuOptions.outputElementType = std::string(dtypeName(oType));
+  if (lseOutput >= 0 && getOutputDType(kernel, lseOutput) != DType::F32)
+    return unsupported("an LSE output that is not f32");
+
+  unsigned numInputs = kernel.getNumInputs();
+  auto q = mapOperandAxes(attention.getQuery(), kernel, "Q");
+  if (!q)
+    return q.takeError();
+  auto k = mapOperandAxes(attention.getKey(), kernel, "K");
+  if (!k)
+    return k.takeError();
+  auto v = mapOperandAxes(attention.getValue(), kernel, "V");
+  if (!v)
+    return v.takeError();
+  llvm::SmallVector<OperandAxis> sink;
+  if (attention.getSink()) {
+    auto s = mapOperandAxes(attention.getSink(), kernel, "the sink logits");
+    if (!s)
+      return unsupported("a sink logit computed by a prologue einsum");
+    sink = std::move(*s);
+  }
+
+  // The scale: a constant once the dims it reads are fixed, or a param.
+  std::optional<double> scale = evaluateScalar(attention.getScale(), kernel);
+  int scaleParam = -1;
+  if (!scale) {
+    auto arg = dyn_cast<BlockArgument>(attention.getScale());
+    unsigned firstParam = kernel.getNumDims() + numInputs;
+    if (!arg || arg.getOwner() != &kernel.getEntryBlock() ||
+        arg.getArgNumber() < firstParam)
+      return makeError("kernel '" + kernelName +
+                       "': the scale is computed from symbolic dims; fix "
+                       "them with " +
+                       options.shapeOption + " (e.g. " + options.shapeExample +
+                       ") so that it is a constant");
+    scaleParam = arg.getArgNumber() - firstParam;
+  }
+
+  llvm::Expected<GpuKernelArtifact> artifact =
+      compileAttentionForGpu(attention, gpuOptions);
+  if (!artifact) {
+    std::string message = llvm::toString(artifact.takeError());
+    if (message.find("must be static") != std::string::npos)
+      message += " (fix them with " + options.shapeOption + ", e.g. " +
+                 options.shapeExample + ")";
+    return makeError(message);
+  }
+
+  // The manifest: the kernel's signature as the spec declares it.
+  PackageManifest manifest;
+  manifest.name = kernelName;
+  manifest.target = options.target;
+  manifest.producer = options.producer;
+  for (unsigned i = 0; i < kernel.getNumDims(); ++i) {
+    DimSpec dim{cast<StringAttr>(kernel.getDimNames()[i]).getValue().str(),
+                std::nullopt};
+    int64_t size = kernel.getDimSizes()[i];
+    if (!ShapedType::isDynamic(size))
+      dim.size = size;
+    manifest.dims.push_back(dim);
+  }
+  auto axesOf = [&](unsigned tensor) {
+    std::vector<AxisSpec> axes;
+    for (Attribute axis : kernel.getShapeOf(tensor)) {
+      if (auto name = dyn_cast<StringAttr>(axis))
+        axes.push_back(AxisSpec::ofDim(name.getValue().str()));
+      else
+        axes.push_back(AxisSpec::ofSize(cast<IntegerAttr>(axis).getInt()));
+    }
+    return axes;
+  };
+  auto inputName = [&](int i) {
+    return cast<StringAttr>(kernel.getInputNames()[i]).getValue().str();
+  };
+  auto outputName = [&](int i) {
+    return cast<StringAttr>(kernel.getOutputNames()[i]).getValue().str();
+  };
+  for (unsigned i = 0; i < numInputs; ++i) {
+    ArgSpec arg;
+    arg.name = inputName(i);
+    arg.kind = ArgKind::Input;
+    arg.dtype = getInputDType(kernel, i);
+    arg.axes = axesOf(i);
+    // Q, K, V: rows read with 16-byte vector loads; other tensors (sinks,
+    // mask inputs) are read through their strides.
+    bool isQkv = (*q)[0].input == static_cast<int>(i) ||
+                 (*k)[0].input == static_cast<int>(i) ||
+                 (*v)[0].input == static_cast<int>(i);
+    arg.layout = isQkv ? Layout::InnerContiguous : Layout::Strided;
+    arg.alignment = isQkv ? 16 : 0;
+    manifest.args.push_back(arg);
+  }
+  for (unsigned i = 0; i < kernel.getNumParams(); ++i) {
+    ArgSpec arg;
+    arg.name = cast<StringAttr>(kernel.getParamNames()[i]).getValue().str();
+    arg.kind = ArgKind::Param;
+    std::optional<DType> type = scalarDType(kernel.getParamArg(i).getType());
+    if (!type)
+      return unsupported("param '" + arg.name + "' of its type");
+    arg.dtype = *type;
+    Attribute def = kernel.getParamDefaults()[i];
+    if (auto f = dyn_cast<FloatAttr>(def))
+      arg.defaultValue = f.getValueAsDouble();
+    else if (auto n = dyn_cast<IntegerAttr>(def))
+      arg.defaultValue = static_cast<double>(n.getInt());
+    manifest.args.push_back(arg);
+  }
+  for (unsigned i = 0; i < kernel.getNumOutputs(); ++i) {
+    ArgSpec arg;
+    arg.name = outputName(i);
+    arg.kind = ArgKind::Output;
+    arg.dtype = getOutputDType(kernel, i);
+    arg.axes = axesOf(numInputs + i);
+    arg.layout = Layout::InnerContiguous;
+    manifest.args.push_back(arg);
+  }
+
+  // Launch geometry: grid [ceil(M/BM), H, B] over Q's axes.
+  auto axisFormula = [&](const OperandAxis &a) -> std::string {
+    if (a.axis < 0)
+      return "1";
+    AxisSpec spec = axesOf(a.input)[a.axis];
+    return spec.isDim() ? spec.dim : std::to_string(spec.size);
+  };
+  EntrySpec entry;
+  entry.name = "attn_fwd";
+  entry.function = artifact->kernelName;
+  entry.module = "attn";
+  entry.grid = {"ceil(" + axisFormula((*q)[2]) + "/" +
+                    std::to_string(artifact->blockM) + ")",
+                axisFormula((*q)[1]), axisFormula((*q)[0])};
+  for (int d = 0; d < 3; ++d)
+    entry.block[d] = artifact->blockDim[d];
+  entry.sharedBytes = artifact->dynamicSharedMemoryBytes;
+  // Query heads share key/value heads in groups of H / G.
+  std::string heads = axisFormula((*q)[1]), groups = axisFormula((*k)[1]);
+  if (heads != groups)
+    manifest.constraints.push_back(heads + " % " + groups + " == 0");
+
+  auto tensorSlot = [](ParamSlot::Kind kind, const std::string &arg,
+                       int64_t axis, SlotType type) {
+    ParamSlot slot;
+    slot.kind = kind;
+    slot.arg = arg;
+    slot.axis = axis;
+    slot.type = type;
+    return slot;
+  };
+  auto constSlot = [](double value, SlotType type) {
+    ParamSlot slot;
+    slot.kind = ParamSlot::Kind::Const;
+    slot.value = value;
+    slot.type = type;
+    return slot;
+  };
+  /// Size or stride of axis `a` of an operand: a unit axis inserted by
+  /// expand_shape has size 1 and stride 0.
+  auto axisSlot = [&](const OperandAxis &a, bool stride, SlotType type) {
+    if (a.axis < 0)
+      return constSlot(stride ? 0 : 1, type);
+    return tensorSlot(stride ? ParamSlot::Kind::Stride : ParamSlot::Kind::Size,
+                      inputName(a.input), a.axis, type);
+  };
+  auto outputStride = [&](int output, int64_t axis) {
+    return tensorSlot(ParamSlot::Kind::Stride, outputName(output), axis,
+                      SlotType::I64);
+  };
+  const GpuKernelSignature &signature = artifact->signature;
+  for (unsigned p = 0; p < GpuKernelSignature::kNumFixedParams; ++p) {
+    llvm::StringRef name = signature.params[p].name;
+    ParamSlot slot;
+    if (name == "q" || name == "k" || name == "v") {
+      auto &axes = name == "q" ? *q : name == "k" ? *k : *v;
+      slot = tensorSlot(ParamSlot::Kind::Ptr, inputName(axes[0].input), 0,
+                        SlotType::Ptr);
+    } else if (name == "o") {
+      slot = tensorSlot(ParamSlot::Kind::Ptr, outputName(oOutput), 0,
+                        SlotType::Ptr);
+    } else if (name == "lse") {
+      // An absent tensor is a null pointer: eight zero bytes.
+      slot = lseOutput >= 0 ? tensorSlot(ParamSlot::Kind::Ptr,
+                                         outputName(lseOutput), 0,
+                                         SlotType::Ptr)
+                            : constSlot(0, SlotType::I64);
+    } else if (name == "sink") {
+      slot = !sink.empty() ? tensorSlot(ParamSlot::Kind::Ptr,
+                                        inputName(sink[0].input), 0,
+                                        SlotType::Ptr)
+                           : constSlot(0, SlotType::I64);
+    } else if (name == "B" || name == "H" || name == "M") {
+      slot = axisSlot((*q)[name == "B" ? 0 : name == "H" ? 1 : 2],
+                      /*stride=*/false, SlotType::I32);
+    } else if (name == "G" || name == "N") {
+      slot = axisSlot((*k)[name == "G" ? 1 : 2], /*stride=*/false,
+                      SlotType::I32);
+    } else if (name.consume_front("q.stride.")) {
+      slot = axisSlot((*q)[name == "b" ? 0 : name == "h" ? 1 : 2], true,
+                      SlotType::I64);
+    } else if (name.consume_front("k.stride.")) {
+      slot = axisSlot((*k)[name == "b" ? 0 : name == "g" ? 1 : 2], true,
+                      SlotType::I64);
+    } else if (name.consume_front("v.stride.")) {
+      slot = axisSlot((*v)[name == "b" ? 0 : name == "g" ? 1 : 2], true,
+                      SlotType::I64);
+    } else if (name.consume_front("o.stride.")) {
+      slot = outputStride(oOutput, name == "b" ? 0 : name == "h" ? 1 : 2);
+    } else if (name.consume_front("lse.stride.")) {
+      slot = lseOutput >= 0 ? outputStride(lseOutput, name == "b" ? 0 : 1)
+                            : constSlot(0, SlotType::I64);
+    } else if (name.consume_front("sink.stride.")) {
+      slot = !sink.empty()
+                 ? axisSlot(sink[name == "b" ? 0 : name == "h" ? 1 : 2], true,
+                            SlotType::I64)
+                 : constSlot(0, SlotType::I64);
+    } else if (name == "scale") {
+      if (scale) {
+        slot = constSlot(*scale, SlotType::F32);
+      } else {
+        slot.kind = ParamSlot::Kind::Param;
+        slot.arg = cast<StringAttr>(kernel.getParamNames()[scaleParam])
+                       .getValue()
+                       .str();
+        slot.type = SlotType::F32;
+      }
+    } else {
+      return makeError("internal error: unknown GPU kernel parameter '" +
+                       name + "'");
+    }
+    entry.params.push_back(slot);
+  }
+  for (const GpuCapture &capture : signature.captures) {
+    llvm::StringRef source = capture.source;
+    SlotType type = toSlotType(signature.params[capture.firstParam].kind);
+    if (source.consume_front("dim:")) {
+      ParamSlot slot;
+      slot.kind = ParamSlot::Kind::Dim;
+      slot.arg = source.str();
+      slot.type = type;
+      entry.params.push_back(slot);
+    } else if (source.consume_front("param:")) {
+      ParamSlot slot;
+      slot.kind = ParamSlot::Kind::Param;
+      slot.arg = source.str();
+      slot.type = type;
+      entry.params.push_back(slot);
+    } else if (source.consume_front("input:")) {
+      entry.params.push_back(
+          tensorSlot(ParamSlot::Kind::Ptr, source.str(), 0, SlotType::Ptr));
+      for (int64_t d = 0; d < capture.rank; ++d)
+        entry.params.push_back(tensorSlot(ParamSlot::Kind::Size, source.str(),
+                                          d, SlotType::I64));
+      for (int64_t d = 0; d < capture.rank; ++d)
+        entry.params.push_back(tensorSlot(ParamSlot::Kind::Stride,
+                                          source.str(), d, SlotType::I64));
+    } else {
+      return unsupported("a mask or score_mod that reads a value computed in "
+                         "the kernel ('" +
+                         source + "')");
+    }
+  }
+  manifest.entries.push_back(std::move(entry));
+
+  PackageWriter writer(std::move(manifest));
+  writer.addModule("attn", ModuleFormat::Ptx, artifact->ptx);
+  return writer;
+}
+
+} // namespace attn

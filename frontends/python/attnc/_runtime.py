@@ -1,0 +1,457 @@
+"""Kernels and the runtime: argument binding shared by every kernel, and GPU
+kernel packages launched through libattnc_runtime.so (ctypes, the C API of
+runtime/include/attnc/attnc.h). Nothing here needs the compiler, so a machine
+with only the runtime library (and PyTorch) runs packages made elsewhere."""
+
+import ctypes
+import os
+import pathlib
+import sys
+
+# attnc_tensor and attnc_dtype are DLPack's DLTensor and DLDataType, field
+# for field.
+from ._dlpack import DEVICE_CUDA, DLDataType, DLDevice, DLTensor, DLView
+
+__all__ = ["Kernel", "GpuKernel", "load", "runtime_library"]
+
+_LIBRARY_NAME = "libattnc_runtime.so"
+
+# attnc dtype name -> NumPy dtype name (NumPy has no bf16).
+NUMPY_DTYPES = {
+    "f32": "float32", "f64": "float64", "f16": "float16", "i8": "int8",
+    "i32": "int32", "i64": "int64", "i1": "bool",
+}
+_TORCH_DTYPES = {
+    "f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16",
+    "i8": "int8", "i32": "int32", "i64": "int64", "i1": "bool",
+}
+
+
+# --------------------------------------------------------------------------
+# The runtime library
+# --------------------------------------------------------------------------
+
+class _ArgInfo(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("kind", ctypes.c_int32),
+        ("dtype", DLDataType),
+        ("size", ctypes.c_int64),
+        ("axis_dims", ctypes.POINTER(ctypes.c_char_p)),
+        ("axis_sizes", ctypes.POINTER(ctypes.c_int64)),
+        ("layout", ctypes.c_int32),
+        ("has_default", ctypes.c_int32),
+        ("default_value", ctypes.c_double),
+    ]
+
+
+_ARG_DIM, _ARG_INPUT, _ARG_PARAM, _ARG_OUTPUT = 0, 1, 2, 3
+_STATUS_NO_DEVICE = 4
+_library = None
+
+
+def _library_candidates():
+    """Where libattnc_runtime.so may be, most specific first."""
+    here = pathlib.Path(__file__).resolve().parent
+    env = os.environ.get("ATTNC_RUNTIME_LIBRARY")
+    if env:
+        return [pathlib.Path(env)]
+    # An installed package carries it; a build tree has it in build/lib next
+    # to build/python/attnc; a source tree (frontends/python/attnc) in the
+    # repository's build or standalone runtime build.
+    root = here.parent.parent.parent
+    return [here / _LIBRARY_NAME, here.parent.parent / "lib" / _LIBRARY_NAME,
+            root / "build" / "lib" / _LIBRARY_NAME,
+            root / "build-rt" / "lib" / _LIBRARY_NAME]
+
+
+def runtime_library():
+    """The loaded libattnc_runtime.so (ctypes.CDLL), loaded on first use."""
+    global _library
+    if _library is not None:
+        return _library
+    tried = []
+    lib = None
+    candidates = _library_candidates()
+    for path in candidates:
+        if path.is_file():
+            lib = ctypes.CDLL(str(path))
+            break
+        tried.append(str(path))
+    if lib is None and not os.environ.get("ATTNC_RUNTIME_LIBRARY"):
+        try:
+            lib = ctypes.CDLL(_LIBRARY_NAME)
+        except OSError:
+            tried.append(_LIBRARY_NAME + " on the loader's path")
+    if lib is None:
+        raise RuntimeError(
+            "attnc: cannot find the runtime library; looked at: " +
+            ", ".join(tried) + " (set ATTNC_RUNTIME_LIBRARY, or build it: "
+            "cmake -S runtime -B build-rt && cmake --build build-rt)")
+    _declare(lib)
+    _library = lib
+    return lib
+
+
+def _declare(lib):
+    status = ctypes.c_int
+    pkg = ctypes.c_void_p
+    tensors = ctypes.POINTER(DLTensor)
+    doubles = ctypes.POINTER(ctypes.c_double)
+    signatures = {
+        "attnc_last_error": (ctypes.c_char_p, []),
+        "attnc_package_load": (status, [ctypes.c_char_p,
+                                        ctypes.POINTER(ctypes.c_void_p)]),
+        "attnc_package_free": (None, [pkg]),
+        "attnc_package_name": (ctypes.c_char_p, [pkg]),
+        "attnc_package_target": (ctypes.c_char_p, [pkg]),
+        "attnc_package_num_args": (ctypes.c_size_t, [pkg]),
+        "attnc_package_arg": (status, [pkg, ctypes.c_size_t,
+                                       ctypes.POINTER(_ArgInfo)]),
+        "attnc_package_prepare": (status, [pkg, ctypes.c_int]),
+        "attnc_device_count": (ctypes.c_int, []),
+        "attnc_check_args": (status, [pkg, tensors, ctypes.c_size_t, doubles,
+                                      ctypes.c_size_t, tensors,
+                                      ctypes.c_size_t,
+                                      ctypes.POINTER(ctypes.c_int64)]),
+        "attnc_launch": (status, [pkg, ctypes.c_char_p, tensors,
+                                  ctypes.c_size_t, doubles, ctypes.c_size_t,
+                                  tensors, ctypes.c_size_t, ctypes.c_void_p]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        function = getattr(lib, name)
+        function.restype = restype
+        function.argtypes = argtypes
+
+
+def _last_error(lib):
+    return (lib.attnc_last_error() or b"").decode("utf-8", "replace")
+
+
+def _raise_for(lib, status, what):
+    if status == 0:
+        return
+    message = _last_error(lib)
+    if status == _STATUS_NO_DEVICE:
+        raise RuntimeError("%s: %s" % (what, message))
+    raise ValueError("%s: %s" % (what, message))
+
+
+# --------------------------------------------------------------------------
+# Kernels: signatures and argument binding
+# --------------------------------------------------------------------------
+
+class Kernel:
+    """A compiled kernel. Call it as ``k(*inputs, **params)``; inputs may
+    also be given by name, and dims that no input axis sizes (a range
+    ``n < N`` only) by name too.
+
+    Attributes: ``name``, ``target``, ``inputs``/``params``/``outputs``
+    (names in declaration order), ``path`` ("fused"/"unfused" on the CPU,
+    None for GPU packages), ``compile_ms``, ``cache_hit``, ``spec`` (the
+    source, None when loaded from a package alone) and ``last_copied`` (the
+    inputs the last call had to copy: not contiguous or not where the kernel
+    runs)."""
+
+    def __init__(self, name, target, dims, inputs, params, outputs):
+        self.name = name
+        self.target = target
+        # (name, fixed size or None)
+        self._dims = list(dims)
+        # (name, dtype, axes): an axis is a dim name or a literal size.
+        self._input_specs = list(inputs)
+        self._output_specs = list(outputs)
+        # (name, dtype, default or None)
+        self._param_specs = list(params)
+        self.inputs = [spec[0] for spec in self._input_specs]
+        self.params = [spec[0] for spec in self._param_specs]
+        self.outputs = [spec[0] for spec in self._output_specs]
+        self.path = None
+        self.compile_ms = 0.0
+        self.cache_hit = False
+        self.spec = None
+        self.last_copied = ()
+        self._given_dims = {}
+
+    def __repr__(self):
+        return "<attnc.Kernel %s target=%s inputs=%s params=%s outputs=%s>" % (
+            self.name, self.target, self.inputs, self.params, self.outputs)
+
+    # -- binding -----------------------------------------------------------
+
+    def _bind_call(self, args, kwargs):
+        """Inputs in declaration order and every param value; dims given by
+        name (those no input axis sizes) go to `self._given_dims`."""
+        if len(args) > len(self.inputs):
+            raise TypeError("kernel '%s' takes %d inputs (%s), got %d" % (
+                self.name, len(self.inputs), ", ".join(self.inputs),
+                len(args)))
+        inputs = list(args) + [None] * (len(self.inputs) - len(args))
+        given = {}
+        dim_names = [name for name, _ in self._dims]
+        self._given_dims = {}
+        for key, value in kwargs.items():
+            if key in self.inputs:
+                index = self.inputs.index(key)
+                if index < len(args):
+                    raise TypeError("kernel '%s': input '%s' given twice" %
+                                    (self.name, key))
+                inputs[index] = value
+            elif key in self.params:
+                given[key] = value
+            elif key in dim_names:
+                self._given_dims[key] = int(value)
+            else:
+                raise TypeError(
+                    "kernel '%s' has no input or param '%s' (inputs: %s; "
+                    "params: %s)" % (self.name, key, ", ".join(self.inputs),
+                                     ", ".join(self.params) or "none"))
+        for name, value in zip(self.inputs, inputs):
+            if value is None:
+                raise TypeError("kernel '%s': missing input '%s'" %
+                                (self.name, name))
+        params = []
+        for name, dtype, default in self._param_specs:
+            value = given.get(name, default)
+            if value is None:
+                raise TypeError("kernel '%s': missing param '%s' (it has no "
+                                "default)" % (self.name, name))
+            if dtype.startswith("i"):
+                if float(value) != int(value):
+                    raise TypeError("kernel '%s': param '%s' is %s, got %r" %
+                                    (self.name, name, dtype, value))
+                value = int(value)
+            params.append(float(value))
+        return inputs, params
+
+    def _bind_dims(self, shapes):
+        """Dim values from the input shapes; a mismatch names the input."""
+        bound = {name: size for name, size in self._dims if size is not None}
+        for name, size in self._given_dims.items():
+            if bound.get(name, size) != size:
+                raise ValueError("dim '%s': got %d, but the kernel fixes it "
+                                 "to %d" % (name, size, bound[name]))
+            bound[name] = size
+        for (name, _, axes), shape in zip(self._input_specs, shapes):
+            trial = dict(bound)
+            ok = len(shape) == len(axes)
+            for axis, size in zip(axes, shape) if ok else ():
+                if isinstance(axis, int):
+                    ok = ok and size == axis
+                elif axis in trial:
+                    ok = ok and trial[axis] == size
+                else:
+                    trial[axis] = size
+            if not ok:
+                expected = ", ".join(str(axis) for axis in axes)
+                values = ", ".join(
+                    str(axis) if isinstance(axis, int) else
+                    str(bound.get(axis, "?")) for axis in axes)
+                raise ValueError("input '%s': got shape %s, expected [%s] = "
+                                 "(%s)" % (name, tuple(shape), expected,
+                                           values))
+            bound = trial
+        dims = []
+        for name, _ in self._dims:
+            if name not in bound:
+                raise ValueError("kernel '%s': dim '%s' is not the size of "
+                                 "any input axis; pass it by name (%s=...)" %
+                                 (self.name, name, name))
+            dims.append(bound[name])
+        return dims
+
+    def _output_shapes(self, dims):
+        values = {name: dims[i] for i, (name, _) in enumerate(self._dims)}
+        return [tuple(axis if isinstance(axis, int) else values[axis]
+                      for axis in axes)
+                for _, _, axes in self._output_specs]
+
+    def _check_dtype(self, name, got, expected, hint=""):
+        if got != expected:
+            raise TypeError("input '%s': got dtype %s, expected %s%s" %
+                            (name, got, expected, hint))
+
+
+# --------------------------------------------------------------------------
+# Tensors of the calling library
+# --------------------------------------------------------------------------
+
+def is_torch(obj):
+    return type(obj).__module__.split(".")[0] == "torch"
+
+
+def torch_dtype(name):
+    torch = sys.modules["torch"]
+    return getattr(torch, _TORCH_DTYPES[name])
+
+
+def dtype_of(obj):
+    """The attnc dtype name of a NumPy array or PyTorch tensor, else None."""
+    if is_torch(obj):
+        for name, attr in _TORCH_DTYPES.items():
+            if obj.dtype == getattr(sys.modules["torch"], attr):
+                return name
+        return str(obj.dtype).replace("torch.", "")
+    dtype = getattr(obj, "dtype", None)
+    if dtype is None:
+        return None
+    for name, numpy_name in NUMPY_DTYPES.items():
+        if str(dtype) == numpy_name:
+            return name
+    return str(dtype)
+
+
+def _dl_tensor(view, shape_store):
+    shape = (ctypes.c_int64 * max(1, len(view.shape)))(*view.shape)
+    strides = (ctypes.c_int64 * max(1, len(view.strides)))(*view.strides)
+    shape_store.extend([shape, strides])
+    code, bits = view.dtype_code, view.dtype_bits
+    return DLTensor(view.data, DLDevice(view.device_type, view.device_id),
+                    len(view.shape), DLDataType(code, bits, 1), shape,
+                    strides, 0)
+
+
+# --------------------------------------------------------------------------
+# GPU kernels from packages
+# --------------------------------------------------------------------------
+
+class _Package:
+    """An attnc_package handle; freed with the object."""
+
+    def __init__(self, path):
+        self.lib = runtime_library()
+        handle = ctypes.c_void_p()
+        status = self.lib.attnc_package_load(os.fsencode(path),
+                                             ctypes.byref(handle))
+        _raise_for(self.lib, status, "cannot load package '%s'" % path)
+        self.handle = handle
+
+    def __del__(self):
+        handle, self.handle = getattr(self, "handle", None), None
+        if handle:
+            self.lib.attnc_package_free(handle)
+
+    def signature(self):
+        from ._dlpack import dtype_name
+        dims, inputs, params, outputs = [], [], [], []
+        for i in range(self.lib.attnc_package_num_args(self.handle)):
+            info = _ArgInfo()
+            _raise_for(self.lib, self.lib.attnc_package_arg(
+                self.handle, i, ctypes.byref(info)), "package argument")
+            name = info.name.decode()
+            dtype = dtype_name(info.dtype.code, info.dtype.bits)
+            if info.kind == _ARG_DIM:
+                dims.append((name, None if info.size < 0 else info.size))
+            elif info.kind == _ARG_PARAM:
+                default = info.default_value if info.has_default else None
+                if default is not None and dtype.startswith("i"):
+                    default = int(default)
+                params.append((name, dtype, default))
+            else:
+                axes = []
+                for k in range(info.size):
+                    dim = info.axis_dims[k]
+                    axes.append(dim.decode() if dim else info.axis_sizes[k])
+                (inputs if info.kind == _ARG_INPUT else outputs).append(
+                    (name, dtype, axes))
+        return dims, inputs, params, outputs
+
+
+class GpuKernel(Kernel):
+    """A kernel package launched on a CUDA device through the runtime.
+    Inputs are CUDA tensors (any object with ``__dlpack__``; PyTorch in
+    practice); outputs are new PyTorch tensors on the first input's device.
+    Launches go to the device's default stream."""
+
+    def __init__(self, path):
+        package = _Package(path)
+        lib = package.lib
+        dims, inputs, params, outputs = package.signature()
+        super().__init__(lib.attnc_package_name(package.handle).decode(),
+                         lib.attnc_package_target(package.handle).decode(),
+                         dims, inputs, params, outputs)
+        self.package_path = str(path)
+        self._package = package
+
+    def prepare(self, device=0):
+        """Loads the package's module on `device` now (JIT of the PTX), so
+        that errors and load time show up before the first launch."""
+        lib = self._package.lib
+        _raise_for(lib, lib.attnc_package_prepare(self._package.handle,
+                                                  device),
+                   "kernel '%s'" % self.name)
+
+    def _cuda_view(self, name, obj, dtype):
+        if not hasattr(obj, "__dlpack__"):
+            raise TypeError(
+                "input '%s': kernel '%s' runs on %s and takes CUDA tensors "
+                "(e.g. torch tensors on a cuda device), got %s" % (
+                    name, self.name, self.target, type(obj).__name__))
+        if (type(obj).__module__ == "numpy" or
+                is_torch(obj) and obj.device.type != "cuda"):
+            raise TypeError(
+                "input '%s': kernel '%s' runs on %s and takes CUDA tensors "
+                "(e.g. torch tensors on a cuda device), got a %s on the CPU" %
+                (name, self.name, self.target, type(obj).__name__))
+        self._check_dtype(name, dtype_of(obj) or dtype, dtype)
+        view = DLView(obj)
+        if view.device_type != DEVICE_CUDA:
+            view.release()
+            raise TypeError(
+                "input '%s': kernel '%s' runs on %s and takes CUDA tensors, "
+                "got a %s on device type %d" % (
+                    name, self.name, self.target, type(obj).__name__,
+                    view.device_type))
+        if view.dtype != dtype:
+            view.release()
+            self._check_dtype(name, view.dtype, dtype)
+        if view.strides and view.strides[-1] != 1 and view.shape[-1] != 1:
+            # The kernels read rows with vector loads.
+            view.release()
+            if not hasattr(obj, "contiguous"):
+                raise ValueError("input '%s': the innermost axis must be "
+                                 "contiguous" % name)
+            self.last_copied += (name,)
+            view = DLView(obj.contiguous())
+        return view
+
+    def __call__(self, *args, **kwargs):
+        inputs, params = self._bind_call(args, kwargs)
+        self.last_copied = ()
+        views = [self._cuda_view(name, obj, dtype) for obj, (name, dtype, _)
+                 in zip(inputs, self._input_specs)]
+        dims = self._bind_dims([view.shape for view in views])
+        torch = sys.modules.get("torch")
+        if torch is None or not is_torch(inputs[0]):
+            raise TypeError("kernel '%s': outputs of a GPU kernel are torch "
+                            "tensors; pass torch tensors" % self.name)
+        device = inputs[0].device
+        results = [torch.empty(shape, dtype=torch_dtype(dtype), device=device)
+                   for shape, (_, dtype, _) in zip(self._output_shapes(dims),
+                                                   self._output_specs)]
+        out_views = [DLView(result) for result in results]
+        keep = []
+        in_array = (DLTensor * max(1, len(views)))(
+            *[_dl_tensor(view, keep) for view in views])
+        out_array = (DLTensor * max(1, len(out_views)))(
+            *[_dl_tensor(view, keep) for view in out_views])
+        param_array = (ctypes.c_double * max(1, len(params)))(*params)
+        lib = self._package.lib
+        handle = self._package.handle
+        dim_values = (ctypes.c_int64 * max(1, len(dims)))()
+        _raise_for(lib, lib.attnc_check_args(
+            handle, in_array, len(views), param_array, len(params), out_array,
+            len(out_views), dim_values), "kernel '%s'" % self.name)
+        # NULL: the legacy default stream, which PyTorch's default stream is.
+        status = lib.attnc_launch(handle, None, in_array, len(views),
+                                  param_array, len(params), out_array,
+                                  len(out_views), None)
+        for view in views + out_views:
+            view.release()
+        _raise_for(lib, status, "kernel '%s'" % self.name)
+        return results[0] if len(results) == 1 else tuple(results)
+
+
+def load(path):
+    """Loads an .attnpkg with the runtime alone (no compiler needed)."""
+    return GpuKernel(os.fspath(path))

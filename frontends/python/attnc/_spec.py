@@ -1,0 +1,287 @@
+"""attnc.compile: a spec to a kernel, on the CPU through the in-process JIT,
+for CUDA chips through kernel packages kept in a package store.
+
+The compiler is the native module attnc._attnc, imported only when a spec
+has to be compiled (or the reference evaluated): a machine with only the
+runtime library runs packages from the store without it."""
+
+import hashlib
+import importlib
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+from ._dlpack import DEVICE_CPU, DLView
+from ._runtime import (NUMPY_DTYPES, Kernel, dtype_of, is_torch, load,
+                       torch_dtype)
+
+__all__ = ["CompileError", "compile", "package_path", "VERSION"]
+
+VERSION = "0.1.0"
+
+
+class CompileError(Exception):
+    """A spec that does not compile. The message is the compiler's
+    diagnostic: ``file:line:col: error: ...``, the source line and a caret
+    (the file is "<string>" for specs given as text)."""
+
+
+def _native():
+    """The compiler module, or None in a runtime-only installation (or when
+    ATTNC_NO_COMPILER=1 asks to behave as one)."""
+    if os.environ.get("ATTNC_NO_COMPILER", "") not in ("", "0"):
+        return None
+    try:
+        return importlib.import_module("attnc._attnc")
+    except ImportError:
+        return None
+
+
+def _read_spec(spec):
+    """(source text, file name for diagnostics) of a spec given as text or
+    as a path."""
+    if isinstance(spec, os.PathLike):
+        path = os.fspath(spec)
+    elif isinstance(spec, str) and "\n" not in spec and (
+            spec.endswith(".attn") or os.path.isfile(spec)):
+        path = spec
+    elif isinstance(spec, str):
+        return spec, "<string>"
+    else:
+        raise TypeError("spec: expected .attn source text or a path, got %s" %
+                        type(spec).__name__)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except OSError as error:
+        raise CompileError("cannot open '%s': %s" % (path, error.strerror))
+
+
+def _check_target(target):
+    if target != "cpu" and not (isinstance(target, str) and
+                                target.startswith("sm_")):
+        raise ValueError("target: expected 'cpu' or a CUDA chip ('sm_90a', "
+                         "'sm_80'), got %r" % (target,))
+
+
+def _check_shapes(shapes):
+    shapes = dict(shapes or {})
+    for name, size in shapes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ValueError("shapes: size of '%s' must be a positive "
+                             "integer, got %r" % (name, size))
+    return shapes
+
+
+def package_store():
+    """The directory of the package store: $ATTNC_PACKAGE_DIR, else
+    $XDG_CACHE_HOME/attnc/packages, else ~/.cache/attnc/packages."""
+    directory = os.environ.get("ATTNC_PACKAGE_DIR")
+    if directory:
+        return pathlib.Path(directory)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    return pathlib.Path(cache) / "attnc" / "packages"
+
+
+def _package_key(text, target, dtype, shapes):
+    key = json.dumps([text, target, dtype or "", sorted(shapes.items()),
+                      VERSION])
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def package_path(spec, target, dtype=None, shapes=None):
+    """Where the package store keeps the package of `spec` compiled for
+    `target` with `dtype` and `shapes`; compile on one machine, carry the
+    store to another that has only the runtime."""
+    _check_target(target)
+    text, _ = _read_spec(spec)
+    key = _package_key(text, target, dtype, _check_shapes(shapes))
+    return str(package_store() / (key + ".attnpkg"))
+
+
+def compile(spec, target="cpu", dtype=None, shapes=None, name=None):
+    """Compiles `spec` (.attn text or a path) for `target`: "cpu" (JIT in
+    this process) or a CUDA chip ("sm_90a", "sm_80": a kernel package from
+    the package store, compiled into it when missing). `dtype` ("f32",
+    "bf16", "f16") overrides the spec's float types; `shapes` ({"D": 128})
+    fixes dims at compile time (GPU targets need the head dims fixed).
+    `name` renames the returned kernel. Returns a :class:`Kernel`."""
+    _check_target(target)
+    shapes = _check_shapes(shapes)
+    text, filename = _read_spec(spec)
+    if target == "cpu":
+        kernel = _compile_cpu(text, filename, dtype, shapes)
+    else:
+        kernel = _compile_gpu(text, filename, target, dtype, shapes)
+    if name is not None:
+        kernel.name = name
+    return kernel
+
+
+def _compile_cpu(text, filename, dtype, shapes):
+    native = _native()
+    if native is None:
+        raise CompileError("no attnc compiler in this installation: "
+                           "target 'cpu' compiles in process and needs the "
+                           "native module attnc._attnc")
+    return CpuKernel(native.compile_cpu(text, filename, dtype, shapes), text)
+
+
+def _compile_gpu(text, filename, target, dtype, shapes):
+    start = time.perf_counter()
+    path = package_store() / (_package_key(text, target, dtype, shapes) +
+                              ".attnpkg")
+    hit = path.is_file()
+    if not hit:
+        native = _native()
+        if native is None:
+            raise CompileError(
+                "no attnc compiler in this installation and no precompiled "
+                "package %s for this spec/target; compile it where attnc is "
+                "built (attnc.compile(spec, target=%r, dtype=..., shapes=...) "
+                "with the same arguments) and copy the package store there "
+                "(see attnc.package_path, ATTNC_PACKAGE_DIR)" % (path, target))
+        data = native.compile_gpu_package(text, filename, target, dtype,
+                                          shapes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Atomically: a reader never sees half a package.
+        fd, temporary = tempfile.mkstemp(dir=str(path.parent),
+                                         prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(temporary, str(path))
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+    kernel = load(path)
+    kernel.spec = text
+    kernel.cache_hit = hit
+    kernel.compile_ms = (time.perf_counter() - start) * 1e3
+    return kernel
+
+
+def _widen_bf16(bits):
+    """float32 values of bf16 bit patterns held in a uint16 array."""
+    import numpy as np
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class CpuKernel(Kernel):
+    """A kernel JIT-compiled into this process. Inputs are NumPy arrays,
+    PyTorch CPU tensors, anything with ``__dlpack__`` on the CPU, or
+    sequences NumPy turns into arrays. NumPy has no bfloat16: bf16 inputs
+    take torch.bfloat16 tensors (or compile with dtype="f32"), and bf16
+    outputs computed from NumPy inputs come back as float32 arrays."""
+
+    def __init__(self, native, text):
+        super().__init__(native.name, "cpu", native.dims, native.inputs,
+                         native.params, native.outputs)
+        self._native = native
+        self.path = "fused" if native.fused else "unfused"
+        self.compile_ms = native.compile_ms
+        self.cache_hit = native.cache_hit
+        self.spec = text
+        self.threads = native.threads
+        #: Remarks of the compiler (why a cascade stays unfused), as text.
+        self.diagnostics = native.diagnostics
+
+    def _host_input(self, name, obj, dtype, keep):
+        """(address, dtype, shape) of `obj` as a dense host buffer: the
+        caller's memory when it already is one, else a copy."""
+        import numpy as np
+        copied = False
+        if is_torch(obj):
+            self._check_dtype(name, dtype_of(obj), dtype)
+            if obj.device.type != "cpu":
+                raise TypeError("input '%s': kernel '%s' runs on the CPU, "
+                                "got a tensor on %s" % (name, self.name,
+                                                        obj.device))
+            if not obj.is_contiguous():
+                obj, copied = obj.contiguous(), True
+        elif isinstance(obj, np.ndarray) or not hasattr(obj, "__dlpack__"):
+            if not isinstance(obj, np.ndarray):
+                obj = np.asarray(obj, dtype=NUMPY_DTYPES.get(dtype))
+            hint = ""
+            if dtype == "bf16":
+                hint = (" (NumPy has no bfloat16: pass a torch.bfloat16 "
+                        "tensor, or compile with dtype='f32')")
+            self._check_dtype(name, dtype_of(obj), dtype, hint)
+            if not obj.flags.c_contiguous:
+                obj, copied = np.ascontiguousarray(obj), True
+            keep.append(obj)
+            return (obj.ctypes.data, dtype, tuple(obj.shape)), copied
+        view = DLView(obj)
+        keep.append(view)
+        if view.device_type != DEVICE_CPU:
+            raise TypeError("input '%s': kernel '%s' runs on the CPU, got a "
+                            "tensor on device type %d" % (
+                                name, self.name, view.device_type))
+        self._check_dtype(name, view.dtype, dtype)
+        if not view.contiguous:
+            array = np.ascontiguousarray(np.from_dlpack(obj))
+            keep.append(array)
+            return (array.ctypes.data, dtype, tuple(array.shape)), True
+        return (view.data, dtype, view.shape), copied
+
+    def _bind_buffers(self, args, kwargs):
+        inputs, params = self._bind_call(args, kwargs)
+        keep, buffers, copied = [], [], []
+        for obj, (name, dtype, _) in zip(inputs, self._input_specs):
+            buffer, was_copied = self._host_input(name, obj, dtype, keep)
+            buffers.append(buffer)
+            if was_copied:
+                copied.append(name)
+        self.last_copied = tuple(copied)
+        dims = self._bind_dims([buffer[2] for buffer in buffers])
+        return inputs, dims, buffers, params, keep
+
+    def __call__(self, *args, **kwargs):
+        import numpy as np
+        inputs, dims, buffers, params, keep = self._bind_buffers(args, kwargs)
+        torch = sys.modules.get("torch") if is_torch(inputs[0]) else None
+        results, out_buffers = [], []
+        for shape, (_, dtype, _) in zip(self._output_shapes(dims),
+                                        self._output_specs):
+            if torch is not None:
+                result = torch.empty(shape, dtype=torch_dtype(dtype))
+                address = result.data_ptr()
+            else:
+                result = np.empty(shape, NUMPY_DTYPES.get(dtype, "uint16"))
+                address = result.ctypes.data
+            results.append(result)
+            out_buffers.append((address, dtype, tuple(shape)))
+        self._native.run(dims, buffers, params, out_buffers)
+        del keep
+        if torch is None:
+            results = [_widen_bf16(result) if dtype == "bf16" else result
+                       for result, (_, dtype, _) in zip(results,
+                                                        self._output_specs)]
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def reference(self, *args, **kwargs):
+        """The float64 reference evaluator on the same arguments: one
+        float64 NumPy array per output (absent entries 0, LSE of a fully
+        masked row -inf)."""
+        _, dims, buffers, params, keep = self._bind_buffers(args, kwargs)
+        results = self._native.reference(dims, buffers, params)
+        del keep
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def random_inputs(self, shapes=None, seed=0):
+        """Random NumPy inputs as `attnc run` makes them (floats N(0, 1),
+        gather indices in range, a few small ids), in input order. Dims not
+        in `shapes` get the defaults attnc run picks. bf16 and f16 inputs
+        come back as float32 arrays."""
+        dims = self._native.bind_dims(_check_shapes(shapes))
+        return self._native.random_inputs(dims, seed)
+
+    def bind_dims(self, shapes=None):
+        """Every dim's value as `attnc run --shape` binds them."""
+        values = self._native.bind_dims(_check_shapes(shapes))
+        return {name: value for (name, _), value in zip(self._dims, values)}

@@ -1,0 +1,539 @@
+//===- Module.cpp - The attnc._attnc extension module ---------------------===//
+//
+// The compiler half of the Python package: the front end, the CPU JIT, the
+// float64 reference, random inputs and GPU packaging, over buffers that
+// Python owns. Launching GPU packages needs none of this: attnc/_runtime.py
+// drives libattnc_runtime.so through ctypes, so that a machine with only the
+// runtime can run packages made elsewhere.
+//
+// Python-facing errors are Python exceptions: attnc.CompileError for specs
+// that do not compile, ValueError for launches the interval analysis
+// refuses. The C++ below reports errors as llvm::Error like the rest of the
+// project and converts them at this boundary only.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Analysis/IntervalAnalysis.h"
+#include "attn/Dialect/Attn/IR/AttnDialect.h"
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Driver/GpuPackage.h"
+#include "attn/Driver/Launch.h"
+#include "attn/Frontend/Frontend.h"
+#include "attn/JIT/CpuKernel.h"
+#include "attn/JIT/ObjectCache.h"
+#include "attn/Pipelines/Pipelines.h"
+#include "attn/Reference/Evaluator.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+
+namespace py = pybind11;
+using namespace ::attn;
+using mlir::attn::KernelOp;
+
+namespace {
+
+/// Raises attnc.CompileError (defined in Python, so that a runtime-only
+/// installation has it too) with `message`.
+[[noreturn]] void throwCompileError(const std::string &message) {
+  py::object type = py::module_::import("attnc._spec").attr("CompileError");
+  PyErr_SetObject(type.ptr(), py::str(message).ptr());
+  throw py::error_already_set();
+}
+
+[[noreturn]] void throwValueError(llvm::Error error) {
+  throw py::value_error(llvm::toString(std::move(error)));
+}
+
+/// One context for every kernel of the process: kernels keep their cascade
+/// in it for the reference, the launch checks and random inputs. It lives
+/// until the process ends, like the kernels linked into it.
+mlir::MLIRContext &getContext() {
+  static mlir::MLIRContext *context = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    mlir::DialectRegistry registry;
+    mlir::attn::registerCodegenDialects(registry);
+    auto *created = new mlir::MLIRContext(registry);
+    created->printOpOnDiagnostic(false);
+    created->loadDialect<mlir::attn::AttnDialect>();
+    return created;
+  }();
+  return *context;
+}
+
+/// The front end over a spec held in memory; diagnostics (with the line and
+/// a caret) are collected as text rather than printed.
+class SpecCompilation {
+public:
+  SpecCompilation(const std::string &source, const std::string &filename)
+      : os(diagnostics) {
+    sourceMgr.AddNewSourceBuffer(
+        llvm::MemoryBuffer::getMemBufferCopy(source, filename), llvm::SMLoc());
+    sourceMgr.setDiagHandler(
+        [](const llvm::SMDiagnostic &diag, void *stream) {
+          diag.print(nullptr, *static_cast<llvm::raw_ostream *>(stream),
+                     /*ShowColors=*/false);
+        },
+        &os);
+  }
+
+  /// Runs the front end; a failure raises attnc.CompileError.
+  mlir::OwningOpRef<mlir::ModuleOp> parse(std::optional<std::string> dtype) {
+    dsl::FrontendOptions options;
+    options.floatTypeOverride = std::move(dtype);
+    auto module = dsl::compileSpec(sourceMgr, getContext(), options);
+    if (mlir::failed(module))
+      fail("");
+    // Later diagnostics (pass remarks, lowering errors) point into the spec.
+    handler.emplace(sourceMgr, &getContext(), os);
+    return std::move(*module);
+  }
+
+  /// Raises attnc.CompileError with the diagnostics so far and `message`.
+  [[noreturn]] void fail(const std::string &message) {
+    std::string text = getDiagnostics();
+    if (!message.empty())
+      text += (text.empty() || text.back() == '\n' ? "" : "\n") + message;
+    while (!text.empty() && text.back() == '\n')
+      text.pop_back();
+    throwCompileError(text);
+  }
+
+  std::string getDiagnostics() {
+    os.flush();
+    return diagnostics;
+  }
+
+private:
+  std::string diagnostics;
+  llvm::raw_string_ostream os;
+  llvm::SourceMgr sourceMgr;
+  std::optional<mlir::SourceMgrDiagnosticHandler> handler;
+};
+
+/// Rewrites `source` so that the dims in `shapes` are fixed, as `attnc
+/// compile --shape` does.
+std::string fixDims(const std::string &source,
+                    const std::map<std::string, int64_t> &shapes) {
+  if (shapes.empty())
+    return source;
+  llvm::StringMap<int64_t> sizes;
+  for (const auto &[name, size] : shapes)
+    sizes[name] = size;
+  llvm::Expected<std::string> fixed = fixDimsInSource(source, sizes, "shapes");
+  if (!fixed)
+    throwCompileError(llvm::toString(fixed.takeError()));
+  return std::move(*fixed);
+}
+
+/// Checks a dtype override the way `attnc --dtype` does.
+std::optional<std::string> checkDType(std::optional<std::string> dtype,
+                                      bool gpu) {
+  if (!dtype || *dtype == "declared")
+    return std::nullopt;
+  bool ok = gpu ? (*dtype == "bf16" || *dtype == "f16")
+                : (*dtype == "f32" || *dtype == "bf16" || *dtype == "f16");
+  if (!ok)
+    throw py::value_error(
+        std::string("dtype: expected ") +
+        (gpu ? "bf16 or f16 for a GPU target" : "f32, bf16 or f16") +
+        ", got '" + *dtype + "'");
+  return dtype;
+}
+
+/// An (address, dtype name, shape) triple from Python: one dense row-major
+/// tensor that Python keeps alive for the duration of the call.
+using BufferSpec = std::tuple<uintptr_t, std::string, std::vector<int64_t>>;
+
+DType toDType(const std::string &name) {
+  std::optional<DType> type = parseDType(name);
+  if (!type)
+    throw py::value_error("unknown dtype '" + name + "'");
+  return *type;
+}
+
+std::vector<TensorView> toViews(const std::vector<BufferSpec> &buffers) {
+  std::vector<TensorView> views;
+  for (const auto &[address, dtype, shape] : buffers)
+    views.push_back({reinterpret_cast<void *>(address), toDType(dtype),
+                     llvm::ArrayRef<int64_t>(shape)});
+  return views;
+}
+
+/// A copy of a view in a HostTensor (for the reference evaluator).
+HostTensor copyView(const TensorView &view) {
+  HostTensor tensor(view.type, view.shape.vec());
+  if (tensor.getNumElements())
+    std::memcpy(tensor.data(), view.data,
+                tensor.getNumElements() * dtypeSize(view.type));
+  return tensor;
+}
+
+/// A NumPy array holding `tensor`: bf16 and f16 widened to float32 (NumPy
+/// has no bf16), i1 as bool.
+py::array toNumPy(const HostTensor &tensor) {
+  std::vector<py::ssize_t> shape(tensor.getShape().begin(),
+                                 tensor.getShape().end());
+  auto copy = [&](auto tag) {
+    using T = decltype(tag);
+    py::array_t<T> array(shape);
+    std::memcpy(array.mutable_data(), tensor.data(),
+                tensor.getNumElements() * sizeof(T));
+    return py::array(std::move(array));
+  };
+  switch (tensor.getDType()) {
+  case DType::F32:
+    return copy(float());
+  case DType::F64:
+    return copy(double());
+  case DType::I32:
+    return copy(int32_t());
+  case DType::I64:
+    return copy(int64_t());
+  case DType::I8:
+    return copy(int8_t());
+  case DType::I1:
+    return copy(bool());
+  case DType::BF16:
+  case DType::F16: {
+    py::array_t<float> array(shape);
+    float *data = array.mutable_data();
+    for (int64_t i = 0; i < tensor.getNumElements(); ++i)
+      data[i] = static_cast<float>(tensor.getAsDouble(i));
+    return std::move(array);
+  }
+  }
+  return py::none();
+}
+
+/// The axes of tensor `i` (inputs, then outputs): a dim name or a size.
+py::list getAxes(KernelOp kernel, unsigned i) {
+  py::list axes;
+  for (mlir::Attribute axis : kernel.getShapeOf(i)) {
+    if (auto name = llvm::dyn_cast<mlir::StringAttr>(axis))
+      axes.append(py::str(name.getValue().str()));
+    else
+      axes.append(py::int_(llvm::cast<mlir::IntegerAttr>(axis).getInt()));
+  }
+  return axes;
+}
+
+/// A kernel compiled in process for the host CPU, with the cascade it came
+/// from (the reference runs on it, launches are checked against it).
+class PyCpuKernel {
+public:
+  PyCpuKernel(mlir::OwningOpRef<mlir::ModuleOp> cascade,
+              std::unique_ptr<CpuKernel> kernel, double compileMs,
+              std::string diagnostics)
+      : cascade(std::move(cascade)), compiled(std::move(kernel)),
+        compileMs(compileMs), diagnostics(std::move(diagnostics)) {}
+
+  KernelOp getKernel() const {
+    return *cascade.get().getOps<KernelOp>().begin();
+  }
+  const CpuKernel &getCompiled() const { return *compiled; }
+  double getCompileMs() const { return compileMs; }
+  const std::string &getDiagnostics() const { return diagnostics; }
+
+  /// Signature of every input and output: (name, dtype, axes).
+  py::list describeTensors(bool outputs) const {
+    KernelOp kernel = getKernel();
+    py::list result;
+    unsigned count = outputs ? kernel.getNumOutputs() : kernel.getNumInputs();
+    for (unsigned i = 0; i < count; ++i) {
+      auto names = outputs ? kernel.getOutputNames() : kernel.getInputNames();
+      DType type =
+          outputs ? getOutputDType(kernel, i) : getInputDType(kernel, i);
+      unsigned index = outputs ? kernel.getNumInputs() + i : i;
+      result.append(py::make_tuple(
+          llvm::cast<mlir::StringAttr>(names[i]).getValue().str(),
+          std::string(dtypeName(type)), getAxes(kernel, index)));
+    }
+    return result;
+  }
+
+  /// Every param: (name, dtype, default or None).
+  py::list describeParams() const {
+    KernelOp kernel = getKernel();
+    const CpuKernelSignature &signature = compiled->getSignature();
+    py::list result;
+    for (unsigned i = 0; i < kernel.getNumParams(); ++i) {
+      mlir::Attribute def = kernel.getParamDefaults()[i];
+      py::object value = py::none();
+      if (auto f = llvm::dyn_cast_or_null<mlir::FloatAttr>(def))
+        value = py::float_(f.getValueAsDouble());
+      else if (auto n = llvm::dyn_cast_or_null<mlir::IntegerAttr>(def))
+        value = py::int_(n.getInt());
+      result.append(py::make_tuple(signature.paramNames[i],
+                                   std::string(dtypeName(signature.params[i])),
+                                   value));
+    }
+    return result;
+  }
+
+  /// Every dim: (name, fixed size or None).
+  py::list describeDims() const {
+    KernelOp kernel = getKernel();
+    py::list result;
+    for (unsigned i = 0; i < kernel.getNumDims(); ++i) {
+      int64_t size = kernel.getDimSizes()[i];
+      result.append(py::make_tuple(
+          llvm::cast<mlir::StringAttr>(kernel.getDimNames()[i])
+              .getValue()
+              .str(),
+          mlir::ShapedType::isDynamic(size) ? py::object(py::none())
+                                            : py::object(py::int_(size))));
+    }
+    return result;
+  }
+
+  /// bindDims: explicit sizes win, the rest get grown defaults.
+  std::vector<int64_t>
+  bindDims(const std::map<std::string, int64_t> &given) const {
+    llvm::StringMap<int64_t> sizes;
+    for (const auto &[name, size] : given)
+      sizes[name] = size;
+    llvm::Expected<std::vector<int64_t>> dims =
+        ::attn::bindDims(getKernel(), sizes);
+    if (!dims)
+      throwValueError(dims.takeError());
+    return std::move(*dims);
+  }
+
+  py::tuple randomInputs(const std::vector<int64_t> &dims,
+                         uint64_t seed) const {
+    std::vector<HostTensor> inputs =
+        makeRandomInputs(getKernel(), dims, seed);
+    py::tuple result(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i)
+      result[i] = toNumPy(inputs[i]);
+    return result;
+  }
+
+  /// The subscript checks of a launch on Python's buffers: a refusal is a
+  /// ValueError with the driver's message.
+  void checkLaunch(const std::vector<int64_t> &dims,
+                   const std::vector<TensorView> &inputs,
+                   const std::vector<double> &params) const {
+    auto range =
+        [&](unsigned i) -> std::optional<mlir::attn::Interval> {
+      const TensorView &view = inputs[i];
+      if (isFloatDType(view.type))
+        return std::nullopt;
+      int64_t count = 1;
+      for (int64_t size : view.shape)
+        count *= size;
+      if (count == 0)
+        return mlir::attn::Interval::range(0, 0);
+      auto read = [&](int64_t e) -> int64_t {
+        switch (view.type) {
+        case DType::I32:
+          return static_cast<const int32_t *>(view.data)[e];
+        case DType::I64:
+          return static_cast<const int64_t *>(view.data)[e];
+        default:
+          return static_cast<const int8_t *>(view.data)[e];
+        }
+      };
+      int64_t lo = read(0), hi = lo;
+      for (int64_t e = 1; e < count; ++e) {
+        lo = std::min(lo, read(e));
+        hi = std::max(hi, read(e));
+      }
+      return mlir::attn::Interval::range(lo, hi);
+    };
+    if (llvm::Error error = checkSubscripts(getKernel(), dims, params, range))
+      throwValueError(std::move(error));
+  }
+
+  /// Runs the kernel on buffers Python owns, without the GIL.
+  void run(const std::vector<int64_t> &dims,
+           const std::vector<BufferSpec> &inputs,
+           const std::vector<double> &params,
+           const std::vector<BufferSpec> &outputs) {
+    std::vector<TensorView> inputViews = toViews(inputs);
+    std::vector<TensorView> outputViews = toViews(outputs);
+    checkLaunch(dims, inputViews, params);
+    llvm::Error error = llvm::Error::success();
+    {
+      py::gil_scoped_release release;
+      // One launch at a time per kernel: the OpenMP thread count is set per
+      // call and the kernel is not known to be reentrant.
+      std::lock_guard<std::mutex> lock(runMutex);
+      error = compiled->run(dims, inputViews, params, outputViews);
+    }
+    if (error)
+      throwValueError(std::move(error));
+  }
+
+  /// The float64 reference on the same buffers; one F64 array per output.
+  py::tuple reference(const std::vector<int64_t> &dims,
+                      const std::vector<BufferSpec> &inputs,
+                      const std::vector<double> &params) const {
+    std::vector<TensorView> views = toViews(inputs);
+    checkLaunch(dims, views, params);
+    std::vector<HostTensor> copies;
+    for (const TensorView &view : views)
+      copies.push_back(copyView(view));
+    ref::KernelArguments arguments;
+    arguments.dims = dims;
+    for (const HostTensor &copy : copies)
+      arguments.inputs.push_back(&copy);
+    arguments.params = params;
+    std::string message;
+    mlir::ScopedDiagnosticHandler handler(
+        &getContext(), [&](mlir::Diagnostic &diag) {
+          if (message.empty())
+            message = diag.str();
+          return mlir::success();
+        });
+    mlir::FailureOr<std::vector<HostTensor>> outputs =
+        ref::evaluate(getKernel(), arguments);
+    if (mlir::failed(outputs))
+      throw py::value_error("the reference evaluator failed: " + message);
+    py::tuple result(outputs->size());
+    for (size_t i = 0; i < outputs->size(); ++i)
+      result[i] = toNumPy((*outputs)[i]);
+    return result;
+  }
+
+private:
+  mlir::OwningOpRef<mlir::ModuleOp> cascade;
+  std::unique_ptr<CpuKernel> compiled;
+  double compileMs;
+  std::string diagnostics;
+  std::mutex runMutex;
+};
+
+double millisecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+std::unique_ptr<PyCpuKernel>
+compileCpu(const std::string &source, const std::string &filename,
+           std::optional<std::string> dtype,
+           const std::map<std::string, int64_t> &shapes, bool useCache,
+           unsigned threads) {
+  auto start = std::chrono::steady_clock::now();
+  std::optional<std::string> type = checkDType(std::move(dtype), false);
+  SpecCompilation compilation(fixDims(source, shapes), filename);
+  mlir::OwningOpRef<mlir::ModuleOp> cascade = compilation.parse(type);
+  // Lowering rewrites the module; the cascade stays for the reference.
+  mlir::OwningOpRef<mlir::ModuleOp> lowered = cascade->clone();
+  CpuKernelOptions options;
+  if (useCache)
+    options.cacheDir = ObjectCache::getDefaultDirectory();
+  options.threads = threads;
+  llvm::Expected<std::unique_ptr<CpuKernel>> kernel =
+      CpuKernel::compile(*lowered, options);
+  if (!kernel)
+    compilation.fail(llvm::toString(kernel.takeError()));
+  if (!(*kernel)->getStats().warnings.empty()) {
+    py::object warn = py::module_::import("warnings").attr("warn");
+    for (const std::string &warning : (*kernel)->getStats().warnings)
+      warn(py::str("attnc: " + warning));
+  }
+  return std::make_unique<PyCpuKernel>(std::move(cascade), std::move(*kernel),
+                                       millisecondsSince(start),
+                                       compilation.getDiagnostics());
+}
+
+py::bytes compileGpuPackage(const std::string &source,
+                            const std::string &filename,
+                            const std::string &target,
+                            std::optional<std::string> dtype,
+                            const std::map<std::string, int64_t> &shapes) {
+  if (!isGpuTarget(target))
+    throw py::value_error("target: expected cpu, sm_80 or sm_90a, got '" +
+                          target + "'");
+  std::optional<std::string> type = checkDType(std::move(dtype), true);
+  SpecCompilation compilation(fixDims(source, shapes), filename);
+  mlir::OwningOpRef<mlir::ModuleOp> module = compilation.parse(type);
+  GpuPackageOptions options;
+  options.target = target;
+  options.producer = "attnc.compile(target='" + target + "')";
+  options.shapeOption = "shapes=";
+  options.shapeExample = "shapes={'D': 128}";
+  llvm::Expected<PackageWriter> writer = buildGpuPackage(*module, options);
+  if (!writer)
+    compilation.fail(llvm::toString(writer.takeError()));
+  std::string bytes;
+  if (Status status = writer->serialize(bytes))
+    compilation.fail(status.getMessage());
+  return py::bytes(bytes);
+}
+
+} // namespace
+
+PYBIND11_MODULE(_attnc, m) {
+  m.doc() = "The attnc compiler: front end, CPU JIT, reference, GPU packages";
+  m.attr("version") = ATTN_VERSION;
+
+  py::class_<PyCpuKernel>(m, "CpuKernel")
+      .def_property_readonly("name",
+                             [](const PyCpuKernel &k) {
+                               return k.getCompiled().getSignature().name;
+                             })
+      .def_property_readonly("inputs",
+                             [](const PyCpuKernel &k) {
+                               return k.describeTensors(false);
+                             })
+      .def_property_readonly(
+          "outputs",
+          [](const PyCpuKernel &k) { return k.describeTensors(true); })
+      .def_property_readonly("params", &PyCpuKernel::describeParams)
+      .def_property_readonly("dims", &PyCpuKernel::describeDims)
+      .def_property_readonly(
+          "fused",
+          [](const PyCpuKernel &k) { return k.getCompiled().isFused(); })
+      .def_property_readonly("cache_hit",
+                             [](const PyCpuKernel &k) {
+                               return k.getCompiled().getStats().cacheHit;
+                             })
+      .def_property_readonly("compile_ms", &PyCpuKernel::getCompileMs)
+      .def_property_readonly("threads",
+                             [](const PyCpuKernel &k) {
+                               return k.getCompiled().getThreads();
+                             })
+      .def_property_readonly("diagnostics", &PyCpuKernel::getDiagnostics)
+      .def("bind_dims", &PyCpuKernel::bindDims, py::arg("given"))
+      .def("random_inputs", &PyCpuKernel::randomInputs, py::arg("dims"),
+           py::arg("seed"))
+      .def(
+          "check",
+          [](const PyCpuKernel &k, const std::vector<int64_t> &dims,
+             const std::vector<BufferSpec> &inputs,
+             const std::vector<double> &params) {
+            k.checkLaunch(dims, toViews(inputs), params);
+          },
+          py::arg("dims"), py::arg("inputs"), py::arg("params"))
+      .def("run", &PyCpuKernel::run, py::arg("dims"), py::arg("inputs"),
+           py::arg("params"), py::arg("outputs"))
+      .def("reference", &PyCpuKernel::reference, py::arg("dims"),
+           py::arg("inputs"), py::arg("params"));
+
+  m.def("compile_cpu", &compileCpu, py::arg("source"), py::arg("filename"),
+        py::arg("dtype"), py::arg("shapes"), py::arg("use_cache") = true,
+        py::arg("threads") = 0,
+        "Compiles a spec for the host CPU; raises attnc.CompileError");
+  m.def("compile_gpu_package", &compileGpuPackage, py::arg("source"),
+        py::arg("filename"), py::arg("target"), py::arg("dtype"),
+        py::arg("shapes"),
+        "Compiles a spec into the bytes of an .attnpkg for a CUDA chip");
+}

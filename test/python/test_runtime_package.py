@@ -1,0 +1,152 @@
+"""GPU kernel packages: compiled into the package store, loaded with the
+runtime alone, and launched (on this machine: refused cleanly without a
+GPU)."""
+
+import os
+
+import numpy as np
+import pytest
+
+import attnc
+from conftest import EXAMPLES, has_compiler, requires_compiler
+
+SHAPES = {"D": 128}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNC_PACKAGE_DIR", str(tmp_path / "store"))
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def causal_package(store):
+    if not has_compiler():
+        pytest.skip("the attnc compiler module is not built")
+    try:
+        kernel = attnc.compile(EXAMPLES / "causal.attn", target="sm_90a",
+                               shapes=SHAPES)
+    except attnc.CompileError as error:
+        if "not registered" in str(error) or "NVPTX" in str(error):
+            pytest.skip("this compiler has no NVPTX target: %s" % error)
+        raise
+    return kernel
+
+
+def test_compile_writes_the_store(store, causal_package):
+    path = attnc.package_path(EXAMPLES / "causal.attn", "sm_90a",
+                              shapes=SHAPES)
+    assert os.path.dirname(path) == str(store)
+    assert path.endswith(".attnpkg") and os.path.isfile(path)
+    assert os.listdir(str(store)) == [os.path.basename(path)]
+    assert not causal_package.cache_hit
+    assert causal_package.spec == (EXAMPLES / "causal.attn").read_text()
+    # Different arguments, different packages.
+    assert path != attnc.package_path(EXAMPLES / "causal.attn", "sm_80",
+                                      shapes=SHAPES)
+    assert path != attnc.package_path(EXAMPLES / "causal.attn", "sm_90a",
+                                      dtype="f16", shapes=SHAPES)
+
+
+def test_load_gives_the_signature(causal_package):
+    path = attnc.package_path(EXAMPLES / "causal.attn", "sm_90a",
+                              shapes=SHAPES)
+    k = attnc.load(path)
+    assert k.name == "causal" and k.target == "sm_90a"
+    assert k.inputs == ["Q", "K", "V"]
+    assert k.params == []
+    assert k.outputs == ["O"]
+    assert k.path is None and k.spec is None
+
+
+def test_params_of_a_package(store):
+    if not has_compiler():
+        pytest.skip("the attnc compiler module is not built")
+    k = attnc.compile(EXAMPLES / "sliding_window.attn", target="sm_80",
+                      shapes=SHAPES)
+    assert k.params == ["window"]
+    assert k._param_specs[0][2] is not None
+
+
+def test_numpy_inputs_need_cuda_tensors(causal_package):
+    x = np.zeros((1, 2, 5, 128), np.float32)
+    with pytest.raises(TypeError, match="input 'Q': kernel 'causal' runs on "
+                       "sm_90a and takes CUDA tensors"):
+        causal_package(x, x, x)
+    with pytest.raises(TypeError, match="missing input 'V'"):
+        causal_package(x, x)
+
+
+def test_no_device_is_a_clean_error(causal_package):
+    try:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a CUDA device")
+    except ImportError:
+        pass
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        causal_package.prepare()
+
+
+def test_second_compile_comes_from_the_store(causal_package):
+    again = attnc.compile(EXAMPLES / "causal.attn", target="sm_90a",
+                          shapes=SHAPES)
+    assert again.cache_hit
+    assert again.inputs == causal_package.inputs
+
+
+def test_store_without_compiler(causal_package, monkeypatch):
+    monkeypatch.setenv("ATTNC_NO_COMPILER", "1")
+    k = attnc.compile(str(EXAMPLES / "causal.attn"), target="sm_90a",
+                      shapes=SHAPES)
+    assert k.cache_hit and k.name == "causal"
+    missing = attnc.package_path(EXAMPLES / "causal.attn", "sm_80",
+                                 shapes=SHAPES)
+    with pytest.raises(attnc.CompileError) as info:
+        attnc.compile(EXAMPLES / "causal.attn", target="sm_80",
+                      shapes=SHAPES)
+    assert "no attnc compiler in this installation" in str(info.value)
+    assert missing in str(info.value)
+    with pytest.raises(attnc.CompileError, match="no attnc compiler"):
+        attnc.compile(EXAMPLES / "causal.attn")
+
+
+@requires_compiler
+def test_gpu_compile_errors(store):
+    # The scale rsqrt(D) needs D fixed.
+    with pytest.raises(attnc.CompileError, match=r"shapes=\{'D': 128\}"):
+        attnc.compile(EXAMPLES / "causal.attn", target="sm_90a")
+    with pytest.raises(ValueError, match="bf16 or f16"):
+        attnc.compile(EXAMPLES / "causal.attn", target="sm_90a",
+                      dtype="f32", shapes=SHAPES)
+    assert not store.exists() or not os.listdir(str(store))
+
+
+def test_runtime_library_errors(monkeypatch, tmp_path):
+    from attnc import _runtime
+    monkeypatch.setattr(_runtime, "_library", None)
+    monkeypatch.setenv("ATTNC_RUNTIME_LIBRARY", str(tmp_path / "nope.so"))
+    with pytest.raises(RuntimeError, match="nope.so"):
+        attnc.load(tmp_path / "x.attnpkg")
+
+
+def test_load_of_a_bad_package(tmp_path):
+    bad = tmp_path / "bad.attnpkg"
+    bad.write_bytes(b"not a package")
+    with pytest.raises(ValueError, match="cannot load package"):
+        attnc.load(bad)
+
+
+def test_torch_cuda_launch(causal_package):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    k = attnc.compile(EXAMPLES / "causal.attn", target="sm_90a",
+                      shapes=SHAPES)
+    Q, K, V = (torch.randn(1, 2, 77, 128, device="cuda",
+                           dtype=torch.bfloat16) for _ in range(3))
+    out = k(Q, K, V)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        Q.float(), K.float(), V.float(), is_causal=True)
+    assert out.device == Q.device and out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), ref, atol=2e-2, rtol=2e-2)
