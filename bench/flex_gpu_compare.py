@@ -261,7 +261,13 @@ def run(directory, out_path, only):
     os.environ["ATTNC_PACKAGE_DIR"] = os.path.abspath(directory)
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    torch_flex = torch.compile(flex_attention)
+    # Every mod and size is a recompilation of the one flex_attention: lift
+    # dynamo's limit (8 by default), past which flex falls back to eager.
+    for option in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                   "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, option):
+            setattr(torch._dynamo.config, option, 1024)
+    torch_flex = torch.compile(flex_attention, dynamic=False)
     print("device: %s, torch %s" % (torch.cuda.get_device_name(), torch.__version__))
     rows = []
     for i, (name, L) in enumerate(CASES):
@@ -274,9 +280,10 @@ def run(directory, out_path, only):
             row = {"mod": name, "L": L, "error": "%s: %s" % (type(error).__name__, error)}
         rows.append(row)
         print_row(row)
-    if out_path:
-        with open(out_path, "w") as f:
-            json.dump(rows, f, indent=1)
+        sys.stdout.flush()
+        if out_path:  # after every mod, so that a cut-off run keeps its rows
+            with open(out_path, "w") as f:
+                json.dump(rows, f, indent=1)
     print()
     print_table(rows)
     return 1 if any("error" in r for r in rows) else 0
