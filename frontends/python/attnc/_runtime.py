@@ -171,7 +171,6 @@ class Kernel:
         self.cache_hit = False
         self.spec = None
         self.last_copied = ()
-        self._given_dims = {}
 
     def __repr__(self):
         return "<attnc.Kernel %s target=%s inputs=%s params=%s outputs=%s>" % (
@@ -180,8 +179,8 @@ class Kernel:
     # -- binding -----------------------------------------------------------
 
     def _bind_call(self, args, kwargs):
-        """Inputs in declaration order and every param value; dims given by
-        name (those no input axis sizes) go to `self._given_dims`."""
+        """Inputs in declaration order, every param value, and the dims given
+        by name (those no input axis sizes)."""
         if len(args) > len(self.inputs):
             raise TypeError("kernel '%s' takes %d inputs (%s), got %d" % (
                 self.name, len(self.inputs), ", ".join(self.inputs),
@@ -189,7 +188,7 @@ class Kernel:
         inputs = list(args) + [None] * (len(self.inputs) - len(args))
         given = {}
         dim_names = [name for name, _ in self._dims]
-        self._given_dims = {}
+        dims = {}
         for key, value in kwargs.items():
             if key in self.inputs:
                 index = self.inputs.index(key)
@@ -200,7 +199,7 @@ class Kernel:
             elif key in self.params:
                 given[key] = value
             elif key in dim_names:
-                self._given_dims[key] = int(value)
+                dims[key] = int(value)
             else:
                 raise TypeError(
                     "kernel '%s' has no input or param '%s' (inputs: %s; "
@@ -222,12 +221,13 @@ class Kernel:
                                     (self.name, name, dtype, value))
                 value = int(value)
             params.append(float(value))
-        return inputs, params
+        return inputs, params, dims
 
-    def _bind_dims(self, shapes):
-        """Dim values from the input shapes; a mismatch names the input."""
+    def _bind_dims(self, shapes, given):
+        """Dim values from the input shapes and the dims `given` by name; a
+        mismatch names the input."""
         bound = {name: size for name, size in self._dims if size is not None}
-        for name, size in self._given_dims.items():
+        for name, size in given.items():
             if bound.get(name, size) != size:
                 raise ValueError("dim '%s': got %d, but the kernel fixes it "
                                  "to %d" % (name, size, bound[name]))
@@ -416,11 +416,11 @@ class GpuKernel(Kernel):
         return view
 
     def __call__(self, *args, **kwargs):
-        inputs, params = self._bind_call(args, kwargs)
+        inputs, params, given = self._bind_call(args, kwargs)
         self.last_copied = ()
         views = [self._cuda_view(name, obj, dtype) for obj, (name, dtype, _)
                  in zip(inputs, self._input_specs)]
-        dims = self._bind_dims([view.shape for view in views])
+        dims = self._bind_dims([view.shape for view in views], given)
         torch = sys.modules.get("torch")
         if torch is None or not is_torch(inputs[0]):
             raise TypeError("kernel '%s': outputs of a GPU kernel are torch "

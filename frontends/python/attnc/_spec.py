@@ -230,7 +230,7 @@ class CpuKernel(Kernel):
         return (view.data, dtype, view.shape), copied
 
     def _bind_buffers(self, args, kwargs):
-        inputs, params = self._bind_call(args, kwargs)
+        inputs, params, given = self._bind_call(args, kwargs)
         keep, buffers, copied = [], [], []
         for obj, (name, dtype, _) in zip(inputs, self._input_specs):
             buffer, was_copied = self._host_input(name, obj, dtype, keep)
@@ -238,7 +238,7 @@ class CpuKernel(Kernel):
             if was_copied:
                 copied.append(name)
         self.last_copied = tuple(copied)
-        dims = self._bind_dims([buffer[2] for buffer in buffers])
+        dims = self._bind_dims([buffer[2] for buffer in buffers], given)
         return inputs, dims, buffers, params, keep
 
     def __call__(self, *args, **kwargs):
