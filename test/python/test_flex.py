@@ -6,8 +6,7 @@ import pytest
 
 import attnc
 
-if not hasattr(attnc, "compile"):
-    pytest.skip("the attnc native module is not built", allow_module_level=True)
+pytest.importorskip("attnc._attnc", reason="the attnc compiler module is not built")
 
 B, H, L, S, E = 2, 2, 77, 93, 32
 RNG = np.random.default_rng(0)
