@@ -53,7 +53,15 @@ static llvm::cl::opt<bool> emitMlir(
     llvm::cl::init(false));
 static llvm::cl::opt<int64_t> blockM("block-m",
                                      llvm::cl::desc("Query rows per CTA"),
-                                     llvm::cl::init(64));
+                                     llvm::cl::init(128));
+static llvm::cl::opt<int64_t>
+    blockN("block-n",
+           llvm::cl::desc("Keys per main-loop iteration (32 or 64; 0: chosen "
+                          "per variant)"),
+           llvm::cl::init(0));
+static llvm::cl::opt<int64_t>
+    warpRows("warp-rows", llvm::cl::desc("Query rows per warp (16 or 32)"),
+             llvm::cl::init(32));
 
 static int fail(const Twine &message) {
   llvm::WithColor::error(llvm::errs(), "attn-gpu-gen") << message << "\n";
@@ -96,8 +104,9 @@ int main(int argc, char **argv) {
     PassManager pm(&context);
     std::string pipeline =
         llvm::formatv("attn-nvgpu-pipeline{{chip={0} features={1} "
-                      "block-m={2}}",
-                      chip.getValue(), features.getValue(), blockM.getValue())
+                      "block-m={2} block-n={3} warp-rows={4}}",
+                      chip.getValue(), features.getValue(), blockM.getValue(),
+                      blockN.getValue(), warpRows.getValue())
             .str();
     if (failed(parsePassPipeline(pipeline, pm)) || failed(pm.run(*module)))
       return 1;
@@ -111,6 +120,8 @@ int main(int argc, char **argv) {
   options.chip = chip;
   options.features = features;
   options.blockM = blockM;
+  options.blockN = blockN;
+  options.warpRows = warpRows;
   llvm::Expected<attn::GpuKernelArtifact> artifact =
       attn::compileAttentionForGpu(*module, options);
   if (!artifact)

@@ -82,7 +82,7 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   auto value = cast<RankedTensorType>(op.getValue().getType());
   artifact.chip = options.chip;
   artifact.blockM = options.blockM;
-  artifact.blockDim[0] = 32 * options.blockM / 16;
+  artifact.blockDim[0] = getAttentionThreadsPerBlock(options);
   artifact.dynamicSharedMemoryBytes =
       getAttentionSharedMemoryBytes(op, options);
   artifact.elementType = query.getElementType().isBF16() ? "bf16" : "f16";

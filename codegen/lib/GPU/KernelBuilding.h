@@ -52,8 +52,9 @@ Value inlineRegion(OpBuilder &builder, Region &region, ValueRange args,
 LogicalResult lowerCapturedTensorAccesses(gpu::GPUFuncOp func);
 
 /// Rewrites the math ops inlined region code may hold (exp, exp2, log, log2,
-/// tanh) into PTX approximations, so that no libdevice is needed.
-void lowerMathForNVPTX(gpu::GPUFuncOp func);
+/// log1p, tanh, abs, sqrt, rsqrt, pow) into PTX instructions and
+/// approximations, so that no libdevice is needed; fails on any other.
+LogicalResult lowerMathForNVPTX(gpu::GPUFuncOp func);
 
 /// Emits `ex2.approx.ftz.f32` / `lg2.approx.ftz.f32`.
 Value createExp2(OpBuilder &builder, Location loc, Value x);

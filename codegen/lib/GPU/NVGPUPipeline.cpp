@@ -13,6 +13,10 @@
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 
+#include "llvm/Support/CommandLine.h"
+
+#include <mutex>
+
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
 #include "mlir/Conversion/GPUToNVVM/GPUToNVVM.h"
@@ -39,6 +43,9 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/Support/CommandLine.h"
+
+#include <mutex>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -65,8 +72,22 @@ void mlir::attn::registerGpuCodegenDialects(DialectRegistry &registry) {
   registerNVVMDialectTranslation(registry);
 }
 
+/// Makes NVPTX address shared memory with 32-bit pointers (its
+/// `-nvptx-short-ptr`): every shared-memory address the kernel keeps in a
+/// register (the ldmatrix and cp.async bases) then takes one register, not
+/// two. The option is process-wide and only read by the NVPTX backend.
+static void useShortSharedPointers() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto &options = llvm::cl::getRegisteredOptions();
+    if (llvm::cl::Option *option = options.lookup("nvptx-short-ptr"))
+      option->addOccurrence(/*pos=*/0, "nvptx-short-ptr", "true");
+  });
+}
+
 void mlir::attn::addGpuLoweringPasses(OpPassManager &pm,
                                       const GpuOptions &options) {
+  useShortSharedPointers();
   OpPassManager &device = pm.nest<gpu::GPUModuleOp>();
   // scf first: convert-gpu-to-nvvm then lowers cf, arith and the kernel in
   // one conversion (convert-cf-to-llvm cannot run on a gpu.module).
@@ -104,10 +125,12 @@ namespace {
 /// Options shared by the pass and the pipeline.
 struct NVGPUOptionsBase {
   static void fill(GpuOptions &options, StringRef chip, StringRef features,
-                   int64_t blockM) {
+                   int64_t blockM, int64_t blockN, int64_t warpRows) {
     options.chip = chip.str();
     options.features = features.str();
     options.blockM = blockM;
+    options.blockN = blockN;
+    options.warpRows = warpRows;
   }
 };
 
@@ -115,11 +138,10 @@ struct BuildGpuKernelsPass
     : PassWrapper<BuildGpuKernelsPass, OperationPass<ModuleOp>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(BuildGpuKernelsPass)
 
+  /// Registered on its own, the pass builds the default tiles; the tile
+  /// options are the pipeline's.
   BuildGpuKernelsPass() = default;
-  BuildGpuKernelsPass(const BuildGpuKernelsPass &other) : PassWrapper(other) {}
-  BuildGpuKernelsPass(const GpuOptions &options) {
-    blockM = options.blockM;
-  }
+  BuildGpuKernelsPass(const GpuOptions &options) : options(options) {}
 
   StringRef getArgument() const final { return "attn-build-gpu-kernels"; }
   StringRef getDescription() const final {
@@ -134,8 +156,6 @@ struct BuildGpuKernelsPass
     ModuleOp module = getOperation();
     SmallVector<AttentionOp> ops;
     module.walk([&](AttentionOp op) { ops.push_back(op); });
-    GpuOptions options;
-    options.blockM = blockM;
     OpBuilder builder(module.getBodyRegion());
     builder.setInsertionPointToEnd(module.getBody());
     for (auto [index, op] : llvm::enumerate(ops)) {
@@ -150,9 +170,7 @@ struct BuildGpuKernelsPass
                       builder.getUnitAttr());
   }
 
-  Option<int64_t> blockM{*this, "block-m",
-                         llvm::cl::desc("Query rows per CTA (64 or 128)"),
-                         llvm::cl::init(64)};
+  GpuOptions options;
 };
 
 struct NVGPUPipelineOptions
@@ -165,7 +183,14 @@ struct NVGPUPipelineOptions
                                llvm::cl::init("+ptx80")};
   Option<int64_t> blockM{*this, "block-m",
                          llvm::cl::desc("Query rows per CTA (64 or 128)"),
-                         llvm::cl::init(64)};
+                         llvm::cl::init(128)};
+  Option<int64_t> blockN{*this, "block-n",
+                         llvm::cl::desc("Keys per main-loop iteration (32 or "
+                                        "64; 0: chosen per variant)"),
+                         llvm::cl::init(0)};
+  Option<int64_t> warpRows{*this, "warp-rows",
+                           llvm::cl::desc("Query rows per warp (16 or 32)"),
+                           llvm::cl::init(32)};
 };
 
 } // namespace
@@ -180,7 +205,9 @@ void mlir::attn::registerAttnGPUPasses() {
         GpuOptions options;
         NVGPUOptionsBase::fill(options, pipelineOptions.chip,
                                pipelineOptions.features,
-                               pipelineOptions.blockM);
+                               pipelineOptions.blockM,
+                               pipelineOptions.blockN,
+                               pipelineOptions.warpRows);
         pm.addPass(std::make_unique<BuildGpuKernelsPass>(options));
         addGpuLoweringPasses(pm, options);
       });

@@ -1,10 +1,11 @@
 //===- NVPTXMath.cpp - Transcendentals as PTX approximations --------------===//
 //
-// convert-gpu-to-nvvm turns math ops into libdevice calls, which needs
-// libdevice.10.bc at compile time and costs tens of instructions each. The
-// softmax and the usual score mods (softcap's tanh, ALiBi, sigmoid) are fine
-// with the hardware approximations (ex2/lg2.approx: about 2 ulp), so they
-// are emitted directly.
+// convert-gpu-to-nvvm turns math ops into libdevice calls, which need
+// libdevice.10.bc at compile time (found only where a CUDA toolkit is
+// installed, so the PTX would depend on the build machine) and cost tens of
+// instructions each. The softmax and the usual score mods (softcap's tanh,
+// ALiBi, sigmoid, softplus) are fine with the hardware approximations
+// (ex2/lg2.approx: about 2 ulp), so every math op is emitted directly.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +15,7 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/Matchers.h"
 
 #include <cmath>
 
@@ -55,15 +57,57 @@ static Value createTanh(OpBuilder &builder, Location loc, Value x) {
   return arith::SubFOp::create(builder, loc, one, ratio);
 }
 
-void mlir::attn::lowerMathForNVPTX(gpu::GPUFuncOp func) {
+/// log1p(x) = log(u) x / (u - 1) with u = 1 + x rounded (Goldberg): accurate
+/// for small |x|, where log(1 + x) alone would lose every digit.
+static Value createLog1p(OpBuilder &builder, Location loc, Value x) {
+  Value one = constantF32(builder, loc, 1.0);
+  Value u = arith::AddFOp::create(builder, loc, x, one);
+  Value uMinusOne = arith::SubFOp::create(builder, loc, u, one);
+  Value logU = arith::MulFOp::create(builder, loc, createLog2(builder, loc, u),
+                                     constantF32(builder, loc, M_LN2));
+  Value scaled = arith::DivFOp::create(
+      builder, loc, arith::MulFOp::create(builder, loc, logU, x), uMinusOne);
+  Value exact = arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::OEQ,
+                                      uMinusOne, constantF32(builder, loc, 0.0));
+  // u = 1 + x overflows to inf for huge x: log(u) is the answer then.
+  Value huge = arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::OEQ, u,
+                                     constantF32(builder, loc, INFINITY));
+  Value result = arith::SelectOp::create(builder, loc, exact, x, scaled);
+  return arith::SelectOp::create(builder, loc, huge, logU, result);
+}
+
+/// x^y: repeated products for small integer exponents (exact, and defined
+/// for negative x), else 2^(y log2 x) (NaN for negative x, as powf with a
+/// non-integer exponent).
+static Value createPow(OpBuilder &builder, Location loc, Value x, Value y) {
+  FloatAttr exponent;
+  if (matchPattern(y, m_Constant(&exponent))) {
+    double value = exponent.getValueAsDouble();
+    if (value == std::trunc(value) && std::fabs(value) <= 4) {
+      Value result = constantF32(builder, loc, 1.0);
+      for (int i = 0; i < static_cast<int>(std::fabs(value)); ++i)
+        result = arith::MulFOp::create(builder, loc, result, x);
+      if (value < 0)
+        result = arith::DivFOp::create(builder, loc,
+                                       constantF32(builder, loc, 1.0), result);
+      return result;
+    }
+  }
+  return createExp2(builder, loc,
+                    arith::MulFOp::create(builder, loc, y,
+                                          createLog2(builder, loc, x)));
+}
+
+LogicalResult mlir::attn::lowerMathForNVPTX(gpu::GPUFuncOp func) {
   SmallVector<Operation *> ops;
   func.walk([&](Operation *op) {
-    if (isa<math::ExpOp, math::Exp2Op, math::LogOp, math::Log2Op,
-            math::TanhOp>(op) &&
-        op->getResult(0).getType().isF32())
+    if (isa<math::MathDialect>(op->getDialect()))
       ops.push_back(op);
   });
   for (Operation *op : ops) {
+    if (!op->getResult(0).getType().isF32())
+      return op->emitError() << "attn-nvgpu: '" << op->getName()
+                             << "' on a non-f32 value has no PTX lowering";
     OpBuilder builder(op);
     Location loc = op->getLoc();
     Value x = op->getOperand(0);
@@ -80,9 +124,27 @@ void mlir::attn::lowerMathForNVPTX(gpu::GPUFuncOp func) {
                                      constantF32(builder, loc, M_LN2));
     else if (isa<math::Log2Op>(op))
       result = createLog2(builder, loc, x);
-    else
+    else if (isa<math::Log1pOp>(op))
+      result = createLog1p(builder, loc, x);
+    else if (isa<math::TanhOp>(op))
       result = createTanh(builder, loc, x);
+    // As generic intrinsic calls: convert-gpu-to-nvvm would turn the
+    // llvm.intr ops into libdevice calls.
+    else if (isa<math::AbsFOp>(op))
+      result = callUnary(builder, loc, "llvm.fabs.f32", x);
+    else if (isa<math::SqrtOp>(op))
+      result = callUnary(builder, loc, "llvm.sqrt.f32", x);
+    else if (isa<math::RsqrtOp>(op))
+      result = callUnary(builder, loc, "llvm.nvvm.rsqrt.approx.ftz.f", x);
+    else if (isa<math::PowFOp>(op))
+      result = createPow(builder, loc, x, op->getOperand(1));
+    else
+      // Anything else would become a libdevice call, which the kernel
+      // cannot link: refuse it by name.
+      return op->emitError() << "attn-nvgpu: '" << op->getName()
+                             << "' has no PTX lowering";
     op->getResult(0).replaceAllUsesWith(result);
     op->erase();
   }
+  return success();
 }

@@ -6,7 +6,7 @@
 // RUN: FileCheck %s --input-file=%t.sm_90a.ptx --implicit-check-not=.local \
 // RUN:   --implicit-check-not=__nv_
 // RUN: FileCheck %s --input-file=%t.json --check-prefix=MANIFEST
-// RUN: attn-gpu-gen %s --chip=sm_80 --block-m=128 -o %t.sm_80.ptx
+// RUN: attn-gpu-gen %s --chip=sm_80 --block-m=128 --warp-rows=16 -o %t.sm_80.ptx
 // RUN: FileCheck %s --input-file=%t.sm_80.ptx --check-prefix=SM80
 
 // The pipeline keeps the host function and adds a gpu.binary with PTX.
@@ -23,7 +23,9 @@
 // CHECK: .param .f32 attn_fwd_param_28
 // CHECK-NEXT: )
 // CHECK: .maxntid 128, 1, 1
-// CHECK-DAG: ld.global.nc.v4.b32
+// CHECK-DAG: cp.async.cg.shared.global [{{.*}}], [{{.*}}], 16, {{.*}};
+// CHECK-DAG: cp.async.commit_group;
+// CHECK-DAG: cp.async.wait_group 0;
 // CHECK-DAG: ldmatrix.sync.aligned.m8n8.x4.shared.b16
 // CHECK-DAG: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 // CHECK-DAG: shfl.sync.bfly.b32
@@ -31,7 +33,7 @@
 // CHECK-DAG: ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16
 // CHECK-DAG: lg2.approx.ftz.f32
 
-// MANIFEST: "kernel": "attn_fwd", "chip": "sm_90a", "dtype": "bf16", "D": 64, "E": 64, "block": [128, 1, 1], "grid": ["ceil(M/64)", "H", "B"], "block_m": 64, "shared_bytes": 27648, "lse": true, "sink": false
+// MANIFEST: "kernel": "attn_fwd", "chip": "sm_90a", "dtype": "bf16", "D": 64, "E": 64, "block": [128, 1, 1], "grid": ["ceil(M/128)", "H", "B"], "block_m": 128, "shared_bytes": 27648, "lse": true, "sink": false
 // MANIFEST-SAME: ["scale", "f32"]]
 
 // SM80: .target sm_80

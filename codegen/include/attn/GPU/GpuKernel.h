@@ -36,10 +36,15 @@ struct GpuOptions {
   /// PTX ISA version, as an LLVM feature. 8.0 is accepted by CUDA 12+ ptxas
   /// for both chips and is the lowest that knows sm_90a.
   std::string features = "+ptx80";
-  /// Query rows per CTA: 64 or 128; one warp per 16 rows.
-  int64_t blockM = 64;
-  /// Keys per iteration of the main loop; 64.
-  int64_t blockN = 64;
+  /// Query rows per CTA: 64 or 128.
+  int64_t blockM = 128;
+  /// Query rows per warp: 16 keeps Q in registers; 32 re-reads Q from shared
+  /// memory but feeds each K and V fragment to two row tiles, halving the
+  /// shared-memory reads per tensor-core instruction.
+  int64_t warpRows = 32;
+  /// Keys per iteration of the main loop: 32 or 64; 0 chooses per variant
+  /// (64 unless the variant's per-score code would make the kernel spill).
+  int64_t blockN = 0;
   /// NVPTX optimisation level.
   int optLevel = 3;
   /// Element type O is stored with: "f32" (the accumulators as they are),
@@ -110,7 +115,7 @@ struct GpuKernelArtifact {
   std::string ptx;
   std::string kernelName;
   std::string chip;
-  /// Threads per CTA: [32 * blockM / 16, 1, 1].
+  /// Threads per CTA: [32 * blockM / warpRows, 1, 1].
   int64_t blockDim[3] = {128, 1, 1};
   /// Grid = [ceil(M / blockM), H, B].
   int64_t blockM = 64;
@@ -139,6 +144,9 @@ buildAttentionGpuModule(OpBuilder &builder, AttentionOp op,
                         StringRef kernelName, GpuKernelSignature &signature);
 
 /// Dynamic shared memory the kernel for (`op`, `options`) uses, in bytes.
+/// Threads per CTA: one warp per `warpRows` query rows.
+int64_t getAttentionThreadsPerBlock(const GpuOptions &options);
+
 int64_t getAttentionSharedMemoryBytes(AttentionOp op,
                                       const GpuOptions &options);
 

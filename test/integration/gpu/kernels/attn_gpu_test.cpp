@@ -81,7 +81,11 @@ long manifestInt(const std::string &json, const std::string &key) {
     std::fprintf(stderr, "manifest has no %s\n", key.c_str());
     std::exit(2);
   }
-  return std::strtol(json.c_str() + at + key.size() + 3, nullptr, 10);
+  // A number, or the first number of an array ("block": [128, 1, 1]).
+  const char *value = json.c_str() + at + key.size() + 3;
+  while (*value == ' ' || *value == '[')
+    ++value;
+  return std::strtol(value, nullptr, 10);
 }
 
 /// What the reference needs to know about a variant.
@@ -105,7 +109,7 @@ Kernel loadKernel(const Variant &variant) {
   std::string json = readFile(variant.name + ".json");
   Kernel kernel;
   kernel.blockM = manifestInt(json, "block_m");
-  kernel.threads = 32 * kernel.blockM / 16;
+  kernel.threads = manifestInt(json, "block");
   kernel.sharedBytes = manifestInt(json, "shared_bytes");
   char log[8192] = {0};
   CUjit_option options[] = {CU_JIT_ERROR_LOG_BUFFER,
@@ -387,8 +391,11 @@ int main(int argc, char **argv) {
   };
   Variant causal = variant("causal");
   causal.causal = causal.hasLse = true;
-  Variant causal128 = variant("causal_bm128");
-  causal128.causal = causal128.hasLse = true;
+  // The same causal kernel in the other tile configurations (gen.sh).
+  Variant causal64 = variant("causal_bm64");
+  causal64.causal = causal64.hasLse = true;
+  Variant causalN32 = variant("causal_bn32");
+  causalN32.causal = causalN32.hasLse = true;
   Variant plain = variant("plain");
   Variant window = variant("window_sink");
   window.window = window.hasLse = window.hasSink = true;
@@ -410,9 +417,12 @@ int main(int argc, char **argv) {
   ok &= runCheck(causal, kCausal, problem(1, 2, 2, 200, 333), "M<N");
   ok &= runCheck(causal, kCausal, problem(1, 2, 2, 333, 130), "M>N");
   ok &= runCheck(causal, kCausal, problem(1, 1, 1, 64, 64), "one block");
-  Kernel kCausal128 = loadKernel(causal128);
-  ok &= runCheck(causal128, kCausal128, problem(2, 3, 3, 200, 200), "M=N");
-  ok &= runCheck(causal128, kCausal128, problem(1, 2, 2, 300, 257), "M>N");
+  Kernel kCausal64 = loadKernel(causal64);
+  ok &= runCheck(causal64, kCausal64, problem(2, 3, 3, 200, 200), "M=N");
+  ok &= runCheck(causal64, kCausal64, problem(1, 2, 2, 300, 257), "M>N");
+  Kernel kCausalN32 = loadKernel(causalN32);
+  ok &= runCheck(causalN32, kCausalN32, problem(2, 3, 3, 200, 200), "M=N");
+  ok &= runCheck(causalN32, kCausalN32, problem(1, 2, 2, 300, 257), "M>N");
   Kernel kPlain = loadKernel(plain);
   ok &= runCheck(plain, kPlain, problem(2, 3, 3, 200, 200), "M=N");
   ok &= runCheck(plain, kPlain, problem(1, 2, 2, 77, 300), "M<N");
@@ -436,7 +446,8 @@ int main(int argc, char **argv) {
 
   if (perf) {
     runPerf(causal, kCausal, 16384, 16, true);
-    runPerf(causal128, kCausal128, 16384, 16, true);
+    runPerf(causal64, kCausal64, 16384, 16, true);
+    runPerf(causalN32, kCausalN32, 16384, 16, true);
     runPerf(plain, kPlain, 8192, 16, false);
   }
   std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");

@@ -6,17 +6,20 @@ set -e
 cd "$(dirname "$0")"
 GEN="${1:-../../../../build}/bin/attn-gpu-gen"
 PTXAS="$(command -v ptxas || echo /usr/local/cuda/bin/ptxas)"
-gen() { # stem input block-m
-  "$GEN" "$2" --chip=sm_90a --block-m="$3" -o "$1.ptx" --manifest="$1.json"
-  "$GEN" "$2" --chip=sm_80 --block-m="$3" -o "$1.sm_80.ptx" \
-    --manifest="$1.sm_80.json"
+gen() { # stem input [tile options]
+  stem=$1 input=$2
+  shift 2
+  "$GEN" "$input" --chip=sm_90a "$@" -o "$stem.ptx" --manifest="$stem.json"
+  "$GEN" "$input" --chip=sm_80 "$@" -o "$stem.sm_80.ptx" \
+    --manifest="$stem.sm_80.json"
 }
-gen causal causal.mlir 64
-gen causal_bm128 causal.mlir 128
-gen plain plain.mlir 64
-gen window_sink window_sink.mlir 64
-gen softcap softcap.mlir 64
-gen gqa gqa.mlir 64
+gen causal causal.mlir
+gen causal_bm64 causal.mlir --block-m=64 --block-n=64 --warp-rows=16
+gen causal_bn32 causal.mlir --block-n=32
+gen plain plain.mlir
+gen window_sink window_sink.mlir
+gen softcap softcap.mlir
+gen gqa gqa.mlir
 if [ -x "$PTXAS" ]; then
   for f in *.ptx; do
     case "$f" in *.sm_80.ptx) arch=sm_80 ;; *) arch=sm_90a ;; esac
