@@ -43,6 +43,10 @@ using namespace mlir::attn;
 
 namespace {
 
+/// Key blocks the scan for the next live block crosses at once when none of
+/// them is live.
+constexpr int64_t kScanSpan = 16;
+
 /// The most per-score operations of a variant that gets 64-key tiles with
 /// 32 query rows per warp (see hasLightScoreCode).
 constexpr int64_t kMaxLightScoreOps = 9;
@@ -211,7 +215,7 @@ private:
   void waitForCopies();
   void loadKeys(Value n0);
   void loadValues(Value n0);
-  Value emitTileClass(Value n0);
+  Value emitTileClass(Value n0, int64_t numKeys = 0);
   std::pair<Value, Value> findLiveBlock(Value from, Value numBlocks);
   SmallVector<Value> emitBlockScores(Value n0, Value tileClass);
   LoopState emitBlockUpdate(ArrayRef<Value> scored, const LoopState &state);
@@ -411,16 +415,19 @@ void KernelEmitter::waitForCopies() {
 // Key loop.
 //===----------------------------------------------------------------------===//
 
-/// The class of the tile (this CTA's rows) x (keys n0 .. n0 + blockN - 1):
-/// 0 empty, 1 partial, 2 full. Without a tile_class region, every tile is
-/// partial unless the mask is the constant true.
-Value KernelEmitter::emitTileClass(Value n0) {
+/// The class of the tile (this CTA's rows) x (keys n0 .. n0 + numKeys - 1,
+/// numKeys = blockN unless given): 0 empty, 1 partial, 2 full. Without a
+/// tile_class region, every tile is partial unless the mask is the constant
+/// true.
+Value KernelEmitter::emitTileClass(Value n0, int64_t numKeys) {
   if (!op.hasTileClass())
     return c32(op.hasTrivialMask() ? 2 : 1);
+  if (!numKeys)
+    numKeys = shape.blockN;
   Value lastM = arith::SubIOp::create(
       b, loc, minsi(add(m0, c32(shape.blockM)), sizeM), c32(1));
   Value lastN = arith::SubIOp::create(
-      b, loc, minsi(add(n0, c32(shape.blockN)), sizeN), c32(1));
+      b, loc, minsi(add(n0, c32(numKeys)), sizeN), c32(1));
   return inlineRegion(b, op.getTileClass(),
                       {batchIdx, headIdx, toIndex(m0), toIndex(lastM),
                        toIndex(n0), toIndex(lastN)},
@@ -500,34 +507,46 @@ std::pair<Value, Value> KernelEmitter::findLiveBlock(Value from,
   if (!op.hasTileClass())
     return {from, emitTileClass(mul(from, c32(shape.blockN)))};
   auto scan = scf::WhileOp::create(
-      b, loc, TypeRange{i32, i32}, ValueRange{from, c32(0)},
+      b, loc, TypeRange{i32, i32, i32}, ValueRange{from, c32(0), c32(1)},
       [&](OpBuilder &nested, Location, ValueRange args) {
         OpBuilder::InsertionGuard insertion(b);
         b.setInsertionPoint(nested.getInsertionBlock(),
                             nested.getInsertionPoint());
         Value block = args[0];
         Value inRange = cmpi(arith::CmpIPredicate::slt, block, numBlocks);
-        auto ifInRange = scf::IfOp::create(b, loc, TypeRange{i32}, inRange,
-                                           /*withElseRegion=*/true);
+        // Gaps (the keys before a window, between the sinks and the window,
+        // other documents) are crossed kScanSpan blocks at a time: the tile
+        // class of a span is 0 only if every block in it is empty. Not with
+        // 64-key tiles, whose registers are all taken (ptxas would spill).
+        const bool spans = shape.blockN < 64;
+        auto ifInRange = scf::IfOp::create(b, loc, TypeRange{i32, i32},
+                                           inRange, /*withElseRegion=*/true);
         {
           OpBuilder::InsertionGuard inner(b);
           b.setInsertionPointToStart(ifInRange.thenBlock());
-          scf::YieldOp::create(
-              b, loc, emitTileClass(mul(block, c32(shape.blockN))));
+          Value n0 = mul(block, c32(shape.blockN));
+          Value step = c32(1);
+          if (spans)
+            step = select(
+                cmpi(arith::CmpIPredicate::eq,
+                     emitTileClass(n0, kScanSpan * shape.blockN), c32(0)),
+                c32(kScanSpan), step);
+          scf::YieldOp::create(b, loc, ValueRange{emitTileClass(n0), step});
           b.setInsertionPointToStart(ifInRange.elseBlock());
-          scf::YieldOp::create(b, loc, c32(0));
+          scf::YieldOp::create(b, loc, ValueRange{c32(0), c32(1)});
         }
         Value tileClass = ifInRange.getResult(0);
         Value empty = cmpi(arith::CmpIPredicate::eq, tileClass, c32(0));
-        scf::ConditionOp::create(b, loc,
-                                 arith::AndIOp::create(b, loc, inRange, empty),
-                                 ValueRange{block, tileClass});
+        scf::ConditionOp::create(
+            b, loc, arith::AndIOp::create(b, loc, inRange, empty),
+            ValueRange{block, tileClass, ifInRange.getResult(1)});
       },
       [&](OpBuilder &nested, Location, ValueRange args) {
         OpBuilder::InsertionGuard insertion(b);
         b.setInsertionPoint(nested.getInsertionBlock(),
                             nested.getInsertionPoint());
-        scf::YieldOp::create(b, loc, ValueRange{add(args[0], c32(1)), args[1]});
+        scf::YieldOp::create(
+            b, loc, ValueRange{add(args[0], args[2]), args[1], args[2]});
       });
   return {scan.getResult(0), scan.getResult(1)};
 }

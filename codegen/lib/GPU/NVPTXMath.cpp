@@ -52,8 +52,11 @@ static Value createTanh(OpBuilder &builder, Location loc, Value x) {
                        arith::MulFOp::create(builder, loc, x, twoLog2e));
   Value one = constantF32(builder, loc, 1.0);
   Value two = constantF32(builder, loc, 2.0);
-  Value ratio = arith::DivFOp::create(
-      builder, loc, two, arith::AddFOp::create(builder, loc, e, one));
+  // rcp.approx (1 ulp) rather than the IEEE division subroutine.
+  Value ratio = arith::MulFOp::create(
+      builder, loc, two,
+      callUnary(builder, loc, "llvm.nvvm.rcp.approx.ftz.f",
+                arith::AddFOp::create(builder, loc, e, one)));
   return arith::SubFOp::create(builder, loc, one, ratio);
 }
 
