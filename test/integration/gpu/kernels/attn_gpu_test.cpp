@@ -428,6 +428,11 @@ int main(int argc, char **argv) {
   ok &= runCheck(plain, kPlain, problem(1, 2, 2, 77, 300), "M<N");
   ok &= runCheck(plain, kPlain, problem(1, 2, 2, 300, 5), "tiny N");
   ok &= runCheck(plain, kPlain, problem(1, 2, 2, 100, 0), "N=0 (all empty)");
+  // Negative and zero scales.
+  ok &= runCheck(plain, kPlain, problem(1, 2, 2, 77, 300, -0.3f), "scale<0");
+  ok &= runCheck(plain, kPlain, problem(1, 2, 2, 77, 130, 0.0f), "scale=0");
+  ok &= runCheck(causal, kCausal, problem(1, 2, 2, 130, 200, -0.2f),
+                 "scale<0");
   Kernel kWindow = loadKernel(window);
   ok &= runCheck(window, kWindow, problem(2, 3, 3, 200, 200, 0.088388f, 48),
                  "W=48");
