@@ -243,10 +243,21 @@ LogicalResult mlir::attn::lowerCapturedTensorAccesses(gpu::GPUFuncOp func) {
         return user->emitError() << "attn-nvgpu: unsupported use of a "
                                     "captured tensor";
       Type i64 = builder.getI64Type();
-      Value offset = arith::ConstantOp::create(builder, loc,
-                                               builder.getI64IntegerAttr(0));
-      for (auto [index, stride] : llvm::zip(extract.getIndices(), strides)) {
+      auto constant = [&](int64_t value) -> Value {
+        return arith::ConstantOp::create(builder, loc,
+                                         builder.getI64IntegerAttr(value));
+      };
+      Value offset = constant(0);
+      for (auto [index, size, stride] :
+           llvm::zip(extract.getIndices(), sizes, strides)) {
+        // The runtime checks shapes but cannot prove gathers in range (the
+        // CPU driver and the reference refuse such launches): a subscript
+        // outside the axis reads its nearest element, never other memory.
         Value wide = arith::IndexCastOp::create(builder, loc, i64, index);
+        Value last = arith::SubIOp::create(builder, loc, size, constant(1));
+        wide = arith::MaxSIOp::create(
+            builder, loc, arith::MinSIOp::create(builder, loc, wide, last),
+            constant(0));
         Value term = arith::MulIOp::create(builder, loc, wide, stride);
         offset = arith::AddIOp::create(builder, loc, offset, term);
       }
