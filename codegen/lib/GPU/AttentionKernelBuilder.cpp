@@ -281,7 +281,18 @@ void KernelEmitter::emitPrologue() {
     return arith::IndexCastOp::create(b, loc, i32,
                                       gpu::BlockIdOp::create(b, loc, d));
   };
-  Value mBlock = blockId(gpu::Dimension::x);
+  // The last query blocks first: under a causal mask they have the most
+  // keys, and starting them early leaves the short ones to fill the last
+  // wave of CTAs.
+  Value mBlock = arith::SubIOp::create(
+      b, loc,
+      arith::SubIOp::create(
+          b, loc,
+          arith::IndexCastOp::create(b, loc, i32,
+                                     gpu::GridDimOp::create(
+                                         b, loc, gpu::Dimension::x)),
+          c32(1)),
+      blockId(gpu::Dimension::x));
   head = blockId(gpu::Dimension::y);
   batch = blockId(gpu::Dimension::z);
   Value numHeads = arg(7), numKvHeads = arg(8);
