@@ -110,10 +110,6 @@ def _declare(lib):
                                        ctypes.POINTER(_ArgInfo)]),
         "attnc_package_prepare": (status, [pkg, ctypes.c_int]),
         "attnc_device_count": (ctypes.c_int, []),
-        "attnc_check_args": (status, [pkg, tensors, ctypes.c_size_t, doubles,
-                                      ctypes.c_size_t, tensors,
-                                      ctypes.c_size_t,
-                                      ctypes.POINTER(ctypes.c_int64)]),
         "attnc_launch": (status, [pkg, ctypes.c_char_p, tensors,
                                   ctypes.c_size_t, doubles, ctypes.c_size_t,
                                   tensors, ctypes.c_size_t, ctypes.c_void_p]),
@@ -438,10 +434,7 @@ class GpuKernel(Kernel):
         param_array = (ctypes.c_double * max(1, len(params)))(*params)
         lib = self._package.lib
         handle = self._package.handle
-        dim_values = (ctypes.c_int64 * max(1, len(dims)))()
-        _raise_for(lib, lib.attnc_check_args(
-            handle, in_array, len(views), param_array, len(params), out_array,
-            len(out_views), dim_values), "kernel '%s'" % self.name)
+        # attnc_launch checks every argument before any driver call.
         # NULL: the legacy default stream, which PyTorch's default stream is.
         status = lib.attnc_launch(handle, None, in_array, len(views),
                                   param_array, len(params), out_array,
