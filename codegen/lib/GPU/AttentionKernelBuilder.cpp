@@ -1,11 +1,12 @@
 //===- AttentionKernelBuilder.cpp - The mma.sync attention skeleton -------===//
 //
 // Builds one device-only kernel for an attn.attention: a FlashAttention-2
-// style skeleton (one CTA per (query block, head, batch), one warp per 16
-// query rows, Q fragments kept in registers, K/V blocks of 64 keys staged in
-// shared memory, S = Q Kᵀ and O += P V on mma.sync m16n8k16, online softmax
-// in registers) into which the op's score_mod, mask and tile_class regions
-// are inlined, as FlexAttention inlines score_mod into its template.
+// style skeleton (one CTA per (query block, head, batch), one warp per 16 or
+// 32 query rows, K/V blocks of 32 or 64 keys streamed into shared memory by
+// cp.async while the other product runs, S = Q Kᵀ and O += P V on mma.sync
+// m16n8k16, online softmax in registers, only the key blocks the mask keeps
+// visited) into which the op's score_mod, mask and tile_class regions are
+// inlined, as FlexAttention inlines score_mod into its template.
 //
 // Every loop over registers is unrolled here, in C++: a register array
 // indexed at run time would go to local memory.
