@@ -543,15 +543,10 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   for (const GpuCapture &capture : signature.captures) {
     llvm::StringRef source = capture.source;
     SlotType type = toSlotType(signature.params[capture.firstParam].kind);
-    if (source.consume_front("dim:")) {
+    bool isDim = source.consume_front("dim:");
+    if (isDim || source.consume_front("param:")) {
       ParamSlot slot;
-      slot.kind = ParamSlot::Kind::Dim;
-      slot.arg = source.str();
-      slot.type = type;
-      entry.params.push_back(slot);
-    } else if (source.consume_front("param:")) {
-      ParamSlot slot;
-      slot.kind = ParamSlot::Kind::Param;
+      slot.kind = isDim ? ParamSlot::Kind::Dim : ParamSlot::Kind::Param;
       slot.arg = source.str();
       slot.type = type;
       entry.params.push_back(slot);

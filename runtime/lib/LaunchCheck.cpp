@@ -265,25 +265,6 @@ std::string namesOf(const Package &pkg, ArgKind kind, size_t &count) {
   return s;
 }
 
-bool isIntegerDType(DType t) {
-  return t == DType::I1 || t == DType::I8 || t == DType::I32 || t == DType::I64;
-}
-
-bool fitsInteger(double v, DType t) {
-  if (!std::isfinite(v) || std::floor(v) != v)
-    return false;
-  switch (t) {
-  case DType::I1:
-    return v == 0 || v == 1;
-  case DType::I8:
-    return v >= -128 && v <= 127;
-  case DType::I32:
-    return v >= -2147483648.0 && v <= 2147483647.0;
-  default:
-    return v >= -9223372036854775808.0 && v < 9223372036854775808.0;
-  }
-}
-
 } // namespace
 
 Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
@@ -356,7 +337,7 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
       return invalidArgument("param '" + a.name +
                              "' was not given and has no default");
     }
-    if (isIntegerDType(a.dtype) && !fitsInteger(v, a.dtype)) {
+    if (isIntegerDType(a.dtype) && !fitsIntegerDType(v, a.dtype)) {
       char buf[64];
       std::snprintf(buf, sizeof(buf), "%.17g", v);
       return invalidArgument("param '" + a.name + "': expected an integer " +

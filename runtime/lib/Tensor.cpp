@@ -62,6 +62,23 @@ bool isFloatDType(DType type) {
          type == DType::F64;
 }
 
+bool isIntegerDType(DType type) { return !isFloatDType(type); }
+
+bool fitsIntegerDType(double value, DType type) {
+  if (!std::isfinite(value) || std::floor(value) != value)
+    return false;
+  switch (type) {
+  case DType::I1:
+    return value == 0 || value == 1;
+  case DType::I8:
+    return value >= -128 && value <= 127;
+  case DType::I32:
+    return value >= -2147483648.0 && value <= 2147483647.0;
+  default:
+    return value >= -9223372036854775808.0 && value < 9223372036854775808.0;
+  }
+}
+
 uint16_t floatToBF16(float value) {
   uint32_t bits;
   std::memcpy(&bits, &value, 4);

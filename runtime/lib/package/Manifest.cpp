@@ -47,28 +47,6 @@ bool isTarget(std::string_view s) {
   return i == s.size() || (i + 1 == s.size() && s[i] == 'a');
 }
 
-bool isIntegerDType(DType t) {
-  return t == DType::I1 || t == DType::I8 || t == DType::I32 || t == DType::I64;
-}
-
-/// Whether `v` is an integer that `t` can hold.
-bool fitsIntegerDType(double v, DType t) {
-  if (std::floor(v) != v || !std::isfinite(v))
-    return false;
-  switch (t) {
-  case DType::I1:
-    return v == 0 || v == 1;
-  case DType::I8:
-    return v >= -128 && v <= 127;
-  case DType::I32:
-    return v >= -2147483648.0 && v <= 2147483647.0;
-  case DType::I64:
-    return v >= -9223372036854775808.0 && v < 9223372036854775808.0;
-  default:
-    return true;
-  }
-}
-
 const char *kindName(ArgKind k) {
   switch (k) {
   case ArgKind::Input:

@@ -28,6 +28,9 @@ std::string_view dtypeName(DType type);
 /// Parses a spelling of `dtypeName`; nullopt if unknown.
 std::optional<DType> parseDType(std::string_view name);
 bool isFloatDType(DType type);
+bool isIntegerDType(DType type);
+/// Whether `value` is an integer that the integer type `type` can hold.
+bool fitsIntegerDType(double value, DType type);
 
 /// Rounds a float to bf16 (round to nearest even) and back.
 uint16_t floatToBF16(float value);
