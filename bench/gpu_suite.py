@@ -17,6 +17,9 @@ attnc-launch (see test/integration/gpu/README.md for the exact command):
     attnc-launch; peers = SDPA flash / cuDNN (where the variant is expressible)
     and compiled FlexAttention with a BlockMask, timed with do_bench as in
     bench/peers_torch.py. TFLOP/s count kept (query, key) pairs.
+(c) decode: 1 query against a 32k KV cache, batch 8, GQA 32/8, D = 128 (the
+    gqa package: its decode entries), against SDPA flash / cuDNN and
+    FlexAttention on the same tensors shapes; TB/s of K and V read.
 Prints a table and writes JSON lines to $OUT/gpu_suite.jsonl.
 """
 import argparse, json, math, os, re, subprocess, sys, tempfile, time
@@ -167,6 +170,8 @@ def check(args, v, pkg, rows):
     cases = [(2, 77, 200), (1, 300, 157)] if not VARIANTS[v].get("doc") else [(2, 77, 200), (1, 150, 301)]
     if VARIANTS[v]["mask"] is None:
         cases = [(2, 77, 200), (1, 300, 157)]
+    # Decode launches (M H / G <= 64 runs the split-key kernel and its merge).
+    cases += [(2, 3, 1000), (1, 1, 5000)]
     ok = True
     for B, M, N in cases:
         with tempfile.TemporaryDirectory() as tmp:
@@ -243,6 +248,44 @@ def bench_peers(v, B, H, G, L, extra, flex, do_bench):
     del q, k, vv
     return res
 
+DECODE = dict(B=8, H=32, G=8, M=1, N=32768)
+
+def bench_decode(args, pkg, flex, do_bench):
+    """(c): ms and TB/s of K and V read, ours and the peers'."""
+    import torch.nn.functional as F
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    B, H, G, M, N = (DECODE[x] for x in "BHGMN")
+    man = read_manifest(pkg)
+    row = dict(kind="decode", variant="gqa32-8-decode", **DECODE, D=D)
+    kv_bytes = 2 * B * G * N * D * 2
+    with tempfile.TemporaryDirectory() as tmp:
+        txt = launch(args, pkg, dims_for(man, B, H, G, M, N), {}, {}, tmp,
+                     timing=(10, max(args.repeat, 50)))
+    row["ours_ms"] = float(re.search(r"time: median ([0-9.]+) ms", txt).group(1))
+    if flex is not None:
+        dev, dt = "cuda", torch.bfloat16
+        q = torch.randn(B, H, M, D, device=dev, dtype=dt)
+        k, v = (torch.randn(B, G, N, D, device=dev, dtype=dt) for _ in range(2))
+        for be, name in [(SDPBackend.FLASH_ATTENTION, "flash"), (SDPBackend.CUDNN_ATTENTION, "cudnn")]:
+            try:
+                with sdpa_kernel([be]):
+                    fn = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+                    fn(); torch.cuda.synchronize()
+                    row[name + "_ms"] = do_bench(fn, warmup=25, rep=100, return_mode="median")
+            except Exception as e:
+                print("ERR decode", name, repr(e)[:160], flush=True)
+        try:
+            fn = lambda: flex(q, k, v, enable_gqa=True)
+            fn(); torch.cuda.synchronize()
+            row["flex_ms"] = do_bench(fn, warmup=25, rep=100, return_mode="median")
+        except Exception as e:
+            print("ERR decode flex", repr(e)[:160], flush=True)
+        del q, k, v
+    for key in ("ours", "flex", "cudnn", "flash"):
+        if key + "_ms" in row:
+            row[key + "_tbs"] = kv_bytes / (row[key + "_ms"] * 1e-3) / 1e12
+    return row
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--launch", default="/tmp/attnc-build-rt/bin/attnc-launch")
@@ -251,6 +294,7 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--no-decode", action="store_true")
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
     out = os.environ.get("OUT", ".")
@@ -322,6 +366,19 @@ def main():
                 table.append(row)
                 print(json.dumps(row), flush=True)
                 torch.cuda.empty_cache()
+        decode_pkg = os.path.join(args.packages, "suite", "gqa32-8-causal.attnpkg")
+        if not args.no_decode and os.path.exists(decode_pkg):
+            try:
+                row = bench_decode(args, decode_pkg, flex, do_bench)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                print(f"\ndecode B={DECODE['B']} H/G={DECODE['H']}/{DECODE['G']} M={DECODE['M']} "
+                      f"N={DECODE['N']}: TB/s of K+V read (ms)")
+                for key in ("ours", "flex", "cudnn", "flash"):
+                    if key + "_ms" in row:
+                        print(f"  {key:6s} {row[key + '_tbs']:6.2f} ({row[key + '_ms']:.3f} ms)")
+            except Exception as e:
+                print("ERR decode", str(e)[:300], flush=True)
     with open(os.path.join(out, "gpu_suite.jsonl"), "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")

@@ -26,6 +26,18 @@ using mlir::attn::KernelOp;
 
 namespace {
 
+/// Decode serves launches with at most this many 16-row tiles of packed
+/// rows per key/value head (64 query heads of one MQA step, or 16 queries
+/// of a GQA group of 4); longer ones amortise K and V over more rows with
+/// the attention kernel.
+constexpr int64_t kMaxDecodeRowTiles = 4;
+/// The decode grid aims at this many CTAs (several waves of the one-warp
+/// CTAs of an H100, so that splits of uneven length balance out) ...
+constexpr int64_t kDecodeTargetCtas = 4096;
+/// ... with splits of at least this many keys, so that the partial results
+/// stay small beside K and V.
+constexpr int64_t kDecodeMinSplitKeys = 256;
+
 llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
@@ -170,6 +182,73 @@ LogicalResult runOnKernels(ModuleOp module, std::unique_ptr<Pass> pass) {
   return pm.run(module);
 }
 
+/// The decode entries of flash-decoding beside the attention entry `main`
+/// (whose params they share but for the workspace and the split count):
+/// launches whose packed rows per key/value head, R = M·H/G, fit
+/// kMaxDecodeRowTiles tiles of 16 run the split-key kernel and its merge,
+/// the others `main`. The formulas name the dims of the spec (B, H, G, M, N
+/// stand for whatever Q and K's axes are).
+void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
+                      const GpuKernelArtifact &artifact, const std::string &b,
+                      const std::string &h, const std::string &g,
+                      const std::string &m, const std::string &n) {
+  using mlir::attn::kDecodeRows;
+  auto paren = [](const std::string &x) { return "(" + x + ")"; };
+  std::string rows = paren(m) + "*" + paren(h);     // R G
+  std::string rowLimit = std::to_string(kMaxDecodeRowTiles * kDecodeRows) +
+                         "*" + paren(g);           // R <= 64 <=> R G <= 64 G
+  std::string rowTiles =
+      "cdiv(" + rows + ", " + std::to_string(kDecodeRows) + "*" + paren(g) + ")";
+  // Splits: about kDecodeTargetCtas CTAs in all, each split at least
+  // kDecodeMinSplitKeys keys long.
+  std::string ctasPerSplit =
+      "max(1, " + paren(b) + "*" + paren(g) + "*" + rowTiles + ")";
+  std::string splits = "max(1, min(cdiv(" + n + ", " +
+                       std::to_string(kDecodeMinSplitKeys) + "), cdiv(" +
+                       std::to_string(kDecodeTargetCtas) + ", " + ctasPerSplit +
+                       ")))";
+  manifest.workspaces.push_back(
+      {"partials", paren(b) + "*" + paren(g) + "*" + splits + "*" + rowTiles +
+                       "*" + std::to_string(kDecodeRows * 4 *
+                                            (artifact.valueDim + 1))});
+
+  ParamSlot workspace;
+  workspace.kind = ParamSlot::Kind::Workspace;
+  workspace.arg = "partials";
+  workspace.type = SlotType::Ptr;
+  ParamSlot splitCount;
+  splitCount.kind = ParamSlot::Kind::Expr;
+  splitCount.arg = splits;
+  splitCount.type = SlotType::I32;
+
+  EntrySpec decode = main, merge = main;
+  main.when = rows + " > " + rowLimit;
+  decode.name = "attn_decode";
+  decode.module = "attn_decode";
+  decode.function = artifact.decode->kernelName;
+  decode.when = rows + " <= " + rowLimit;
+  decode.grid = {splits + "*" + rowTiles, g, b};
+  decode.block[0] = mlir::attn::kDecodeThreads;
+  decode.sharedBytes = artifact.decode->sharedMemoryBytes;
+  for (auto [i, param] : llvm::enumerate(artifact.signature.params)) {
+    if (param.name == "partials")
+      decode.params[i] = workspace;
+    else if (param.name == "splits")
+      decode.params[i] = splitCount;
+  }
+  merge.name = "attn_decode_merge";
+  merge.function = artifact.decode->mergeKernelName;
+  merge.when = decode.when;
+  merge.grid = {rowTiles, g, b};
+  merge.block[0] = mlir::attn::kMergeThreads;
+  merge.sharedBytes = 0;
+  merge.module = decode.module;
+  merge.params = decode.params;
+  manifest.entries.push_back(std::move(main));
+  manifest.entries.push_back(std::move(decode));
+  manifest.entries.push_back(std::move(merge));
+}
+
 } // namespace
 
 namespace attn {
@@ -307,6 +386,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     return unsupported("an attention whose O is not an output");
   GpuOptions gpuOptions;
   gpuOptions.chip = options.target;
+  gpuOptions.decode = options.decode && mlir::attn::supportsGpuDecode(attention);
   DType oType = getOutputDType(kernel, oOutput);
   if (oType != DType::F32 && oType != DType::BF16 && oType != DType::F16)
     return unsupported("an O of type " + std::string(dtypeName(oType)));
@@ -524,6 +604,10 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                  ? axisSlot(sink[name == "b" ? 0 : name == "h" ? 1 : 2], true,
                             SlotType::I64)
                  : constSlot(0, SlotType::I64);
+    } else if (name == "partials") {
+      slot = constSlot(0, SlotType::I64);
+    } else if (name == "splits") {
+      slot = constSlot(0, SlotType::I32);
     } else if (name == "scale") {
       if (scale) {
         slot = constSlot(*scale, SlotType::F32);
@@ -565,10 +649,16 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                          source + "')");
     }
   }
-  manifest.entries.push_back(std::move(entry));
+  if (artifact->decode)
+    addDecodeEntries(manifest, entry, *artifact, axisFormula((*q)[0]), heads,
+                     groups, axisFormula((*q)[2]), axisFormula((*k)[2]));
+  else
+    manifest.entries.push_back(std::move(entry));
 
   PackageWriter writer(std::move(manifest));
   writer.addModule("attn", ModuleFormat::Ptx, artifact->ptx);
+  if (artifact->decode)
+    writer.addModule("attn_decode", ModuleFormat::Ptx, artifact->decode->ptx);
   return writer;
 }
 

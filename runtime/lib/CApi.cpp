@@ -175,6 +175,12 @@ attnc_status attnc_check_args(attnc_package pkg, const attnc_tensor *inputs,
   if (Status s = checkLaunch(pkg->pkg, inputs, num_inputs, params, num_params,
                              outputs, num_outputs, bound))
     return setLastError(s);
+  std::vector<size_t> all(pkg->pkg.manifest.entries.size());
+  for (size_t e = 0; e < all.size(); ++e)
+    all[e] = e;
+  std::vector<int64_t> bytes;
+  if (Status s = workspaceBytes(pkg->pkg, bound, all, bytes))
+    return setLastError(s);
   if (dim_values)
     for (size_t d = 0; d < bound.dims.size(); ++d)
       dim_values[d] = bound.dims[d];

@@ -254,6 +254,15 @@ private:
   bool &haveDevice;
 };
 
+/// "B=2, H=16, ...": the dims of a launch, for messages.
+std::string describeDims(const PackageManifest &m,
+                         const std::vector<int64_t> &dims) {
+  std::string s;
+  for (size_t d = 0; d < m.dims.size(); ++d)
+    s += (d ? ", " : "") + m.dims[d].name + "=" + std::to_string(dims[d]);
+  return s;
+}
+
 std::string namesOf(const Package &pkg, ArgKind kind, size_t &count) {
   std::string s;
   count = 0;
@@ -347,12 +356,7 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
     out.argValues[i] = v;
   }
 
-  auto dimList = [&]() {
-    std::string s;
-    for (size_t d = 0; d < m.dims.size(); ++d)
-      s += (d ? ", " : "") + m.dims[d].name + "=" + std::to_string(out.dims[d]);
-    return s;
-  };
+  auto dimList = [&]() { return describeDims(m, out.dims); };
   for (size_t c = 0; c < pkg.constraintExprs.size(); ++c) {
     int64_t v;
     if (Status s = pkg.constraintExprs[c].evaluate(out.dims, v))
@@ -363,7 +367,18 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
                              "' does not hold for " + dimList());
   }
 
+  out.enabled.assign(m.entries.size(), true);
   for (size_t e = 0; e < m.entries.size(); ++e) {
+    if (const std::optional<DimExpr> &when = pkg.whenExprs[e]) {
+      int64_t v;
+      if (Status s = when->evaluate(out.dims, v))
+        return s.withContext("entry '" + m.entries[e].name + "': when");
+      if (v == 0) {
+        out.enabled[e] = false;
+        out.grids.push_back({0, 0, 0});
+        continue;
+      }
+    }
     std::array<int64_t, 3> grid = {1, 1, 1};
     const std::vector<DimExpr> &exprs = pkg.gridExprs[e];
     for (size_t k = 0; k < exprs.size(); ++k) {
@@ -378,6 +393,34 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
                                std::to_string(limit) + "] for " + dimList());
     }
     out.grids.push_back(grid);
+  }
+  return Status::ok();
+}
+
+Status workspaceBytes(const Package &pkg, const BoundLaunch &bound,
+                      const std::vector<size_t> &entries,
+                      std::vector<int64_t> &out) {
+  const PackageManifest &m = pkg.manifest;
+  out.assign(m.workspaces.size(), 0);
+  std::vector<bool> used(m.workspaces.size(), false);
+  for (size_t e : entries) {
+    if (!bound.enabled[e])
+      continue;
+    for (const ParamSlot &p : m.entries[e].params)
+      if (p.kind == ParamSlot::Kind::Workspace)
+        used[pkg.findWorkspace(p.arg)] = true;
+  }
+  for (size_t w = 0; w < m.workspaces.size(); ++w) {
+    if (!used[w])
+      continue;
+    const WorkspaceSpec &ws = m.workspaces[w];
+    std::string who = "workspace '" + ws.name + "'";
+    if (Status s = pkg.workspaceExprs[w].evaluate(bound.dims, out[w]))
+      return s.withContext(who);
+    if (out[w] < 0)
+      return invalidArgument(who + ": bytes = " + ws.bytes + " = " +
+                             std::to_string(out[w]) + " is negative for " +
+                             describeDims(m, bound.dims));
   }
   return Status::ok();
 }

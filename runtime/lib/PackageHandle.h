@@ -18,16 +18,28 @@
 
 namespace attn {
 
+/// The workspace buffers of launches on one stream, one per workspace of the
+/// package (null until a launch needs it), grown to the largest size needed.
+struct WorkspaceBuffers {
+  std::vector<void *> data;  ///< CUdeviceptr, parallel to workspaces
+  std::vector<size_t> bytes; ///< allocated size of each
+};
+
 /// Modules and functions of one package loaded on one device.
 struct LoadedPackage {
   std::vector<void *> modules;   ///< CUmodule, parallel to Package::modules
   std::vector<void *> functions; ///< CUfunction, parallel to entries
+  /// Keyed by CUstream (null: the default stream). Launches on one stream
+  /// are ordered, so they share buffers; launches on two streams may run at
+  /// once, so they never do. Kept until the package is freed.
+  std::map<void *, WorkspaceBuffers> workspaces;
 };
 
 /// Sets the calling thread's last error and returns its code.
 attnc_status setLastError(const Status &status);
 
-/// Unloads every module of `handle` (tolerating a driver already shut down).
+/// Unloads every module and frees every workspace buffer of `handle`
+/// (tolerating a driver already shut down).
 void unloadPackageModules(attnc_package handle);
 
 } // namespace attn
@@ -38,7 +50,7 @@ struct attnc_package_t {
   std::vector<std::vector<const char *>> axisDims;
   std::vector<std::vector<int64_t>> axisSizes;
 
-  std::mutex mutex; ///< guards `loaded`
+  std::mutex mutex; ///< guards `loaded`, workspace buffers included
   std::map<int, attn::LoadedPackage> loaded;
 };
 

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "attn/Runtime/Package.h"
 #include "attn/Runtime/Runtime.h"
 #include "attn/Runtime/Tensor.h"
 #include "attnc/attnc.h"
@@ -246,7 +247,9 @@ bool toDType(attnc_dtype dt, DType &out) {
   return false;
 }
 
-void printSignature(const rt::KernelPackage &pkg) {
+/// The signature from the C API, then what only the manifest says: when
+/// the conditional entries run, and the workspaces.
+void printSignature(const rt::KernelPackage &pkg, const Package &full) {
   std::printf("kernel %s, target %s, entries:", pkg.name().c_str(),
               pkg.target().c_str());
   for (size_t e = 0; e < attnc_package_num_entries(pkg.get()); ++e)
@@ -275,6 +278,11 @@ void printSignature(const rt::KernelPackage &pkg) {
     }
     std::printf("\n");
   }
+  for (const EntrySpec &e : full.manifest.entries)
+    if (!e.when.empty())
+      std::printf("  entry %s when %s\n", e.name.c_str(), e.when.c_str());
+  for (const WorkspaceSpec &w : full.manifest.workspaces)
+    std::printf("  workspace %s: %s bytes\n", w.name.c_str(), w.bytes.c_str());
 }
 
 } // namespace
@@ -366,7 +374,10 @@ int main(int argc, char **argv) {
   if (Status s = rt::KernelPackage::load(packagePath, pkg))
     return failStatus(s);
   if (info) {
-    printSignature(pkg);
+    Package full;
+    if (Status s = readPackageFile(packagePath, full))
+      return failStatus(s);
+    printSignature(pkg, full);
     return 0;
   }
   std::vector<attnc_arg_info> sig = pkg.signature();

@@ -1,7 +1,7 @@
 //===- attn-gpu-gen.cpp - Write the PTX of an attn.attention --------------===//
 //
 // attn-gpu-gen IN.mlir [--chip=sm_90a] [--block-m=64] [-o OUT.ptx]
-//              [--manifest=OUT.json] [--emit-mlir]
+//              [--decode-o=DECODE.ptx] [--manifest=OUT.json] [--emit-mlir]
 //
 // Compiles the single attn.attention of IN.mlir with
 // compileAttentionForGpu and writes the PTX and a one-line JSON manifest
@@ -62,6 +62,11 @@ static llvm::cl::opt<int64_t>
 static llvm::cl::opt<int64_t>
     warpRows("warp-rows", llvm::cl::desc("Query rows per warp (16 or 32)"),
              llvm::cl::init(32));
+static llvm::cl::opt<std::string>
+    decodeOutput("decode-o",
+                 llvm::cl::desc("Also build the split-key decode kernel and "
+                                "its merge, and write their PTX here"),
+                 llvm::cl::init(""));
 
 static int fail(const Twine &message) {
   llvm::WithColor::error(llvm::errs(), "attn-gpu-gen") << message << "\n";
@@ -104,9 +109,10 @@ int main(int argc, char **argv) {
     PassManager pm(&context);
     std::string pipeline =
         llvm::formatv("attn-nvgpu-pipeline{{chip={0} features={1} "
-                      "block-m={2} block-n={3} warp-rows={4}}",
+                      "block-m={2} block-n={3} warp-rows={4} decode={5}}",
                       chip.getValue(), features.getValue(), blockM.getValue(),
-                      blockN.getValue(), warpRows.getValue())
+                      blockN.getValue(), warpRows.getValue(),
+                      !decodeOutput.empty())
             .str();
     if (failed(parsePassPipeline(pipeline, pm)) || failed(pm.run(*module)))
       return 1;
@@ -122,12 +128,16 @@ int main(int argc, char **argv) {
   options.blockM = blockM;
   options.blockN = blockN;
   options.warpRows = warpRows;
+  options.decode = !decodeOutput.empty();
   llvm::Expected<attn::GpuKernelArtifact> artifact =
       attn::compileAttentionForGpu(*module, options);
   if (!artifact)
     return fail(llvm::toString(artifact.takeError()));
   if (int rc = writeFile(outputFile, artifact->ptx))
     return rc;
+  if (artifact->decode)
+    if (int rc = writeFile(decodeOutput, artifact->decode->ptx))
+      return rc;
   if (!manifestFile.empty())
     return writeFile(manifestFile, attn::describeGpuKernel(*artifact) + "\n");
   return 0;

@@ -57,6 +57,9 @@ struct TileShape {
   int64_t blockM, blockN, headDim, valueDim;
   /// Query rows per warp: 16 or 32, i.e. one or two m16 row tiles.
   int64_t warpRows;
+  /// Decode: the rows are (query, head) pairs of one key/value head and the
+  /// CTA visits one part of the keys (see GpuDecodeKernels).
+  bool splitKeys = false;
   /// Rows of the shared-memory tiles are padded by 16 bytes so that the 8
   /// row addresses of one ldmatrix fall in distinct bank groups.
   int64_t qkPitch() const { return headDim + 8; }
@@ -107,64 +110,22 @@ struct LoopState {
   }
 };
 
-class KernelEmitter {
+class KernelEmitter : KernelIRBuilder {
 public:
   KernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
                 TileShape shape, Type elementType, Type outputType,
                 ValueRange args, const IRMapping &captures)
-      : b(builder), loc(loc), op(op), shape(shape), elementType(elementType),
-        outputType(outputType), args(args), captures(captures) {
-    i32 = b.getI32Type();
-    i64 = b.getI64Type();
-    f32 = b.getF32Type();
-    globalPtr = LLVM::LLVMPointerType::get(b.getContext(), 1);
-    sharedPtr = LLVM::LLVMPointerType::get(b.getContext(), 3);
+      : KernelIRBuilder(builder, loc), op(op), shape(shape),
+        elementType(elementType), outputType(outputType), args(args),
+        captures(captures) {
     normalizer = op.getNormalizer();
   }
 
   void emit();
 
 private:
-  // Small builders.
-  Value c32(int64_t v) {
-    return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
-  }
-  Value c64(int64_t v) {
-    return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
-  }
-  Value cf(double v) {
-    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
-  }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
-  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
-  Value addf(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
-  Value mulf(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
-  Value subf(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
-  /// llvm.maxnum directly: convert-gpu-to-nvvm may turn arith.maxnumf (and
-  /// math.fma) into libdevice calls (__nv_fmaxf, __nv_fmaf) that nothing
-  /// links.
-  Value maxf(Value x, Value y) { return LLVM::MaxNumOp::create(b, loc, x, y); }
-  Value minsi(Value x, Value y) { return arith::MinSIOp::create(b, loc, x, y); }
-  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
-    return arith::CmpIOp::create(b, loc, p, x, y);
-  }
-  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
-    return arith::CmpFOp::create(b, loc, p, x, y);
-  }
-  Value select(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, loc, c, x, y);
-  }
-  Value ext64(Value x) { return arith::ExtSIOp::create(b, loc, i64, x); }
-  Value toIndex(Value x) {
-    return arith::IndexCastOp::create(b, loc, b.getIndexType(), x);
-  }
   Value arg(unsigned i) { return args[i]; }
-  Value negInf() { return cf(-std::numeric_limits<double>::infinity()); }
 
-  Value gep(Value base, Type element, Value offset) {
-    return LLVM::GEPOp::create(b, loc, base.getType(), element, base,
-                               ValueRange{offset});
-  }
   Value shuffleXor(Value v, int64_t mask) {
     return gpu::ShuffleOp::create(b, loc, v, c32(mask), c32(32),
                                   gpu::ShuffleMode::XOR)
@@ -212,7 +173,10 @@ private:
   void emitPrologue();
   void loadTileAsync(int64_t smemOffset, int64_t rows, int64_t cols,
                      int64_t pitch, Value base, Value rowStride, Value firstRow,
-                     Value rowLimit);
+                     Value rowLimit,
+                     function_ref<Value(Value)> rowOffset = nullptr);
+  std::pair<Value, Value> rowCoordinates(int64_t i);
+  Value quadSum(Value partial);
   void waitForCopies();
   void loadKeys(Value n0);
   void loadValues(Value n0);
@@ -223,9 +187,8 @@ private:
   SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
                                 SmallVectorImpl<Value> &kept);
   void emitEpilogue(const LoopState &state);
+  void emitPartials(const LoopState &state);
 
-  OpBuilder &b;
-  Location loc;
   AttentionOp op;
   TileShape shape;
   Type elementType;
@@ -235,12 +198,17 @@ private:
   ValueRange args;
   const IRMapping &captures;
   Normalizer normalizer;
-  Type i32, i64, f32, globalPtr, sharedPtr;
 
   // Values of the prologue.
   Value tid, lane, warp, quadRow, quadCol;
   Value batch, head, kvHead, m0, sizeM, sizeN;
   Value batchIdx, headIdx;
+  /// Rows of the problem this CTA's rows index: M, or for decode the packed
+  /// rows M H / G of a key/value head.
+  Value rowLimit;
+  /// Decode: query heads per key/value head, this CTA's row tile and split,
+  /// the number of each.
+  Value groupSize, rowBlock, rowBlocks, split, numSplits;
   Value smem;
   Value kBase, vBase;
   Value scale;
@@ -294,29 +262,54 @@ void KernelEmitter::emitPrologue() {
                                          b, loc, gpu::Dimension::x)),
           c32(1)),
       blockId(gpu::Dimension::x));
-  head = blockId(gpu::Dimension::y);
   batch = blockId(gpu::Dimension::z);
   Value numHeads = arg(7), numKvHeads = arg(8);
   sizeM = arg(9);
   sizeN = arg(10);
-  // GQA: query head h reads key/value head h / (H / G).
-  kvHead = arith::DivUIOp::create(
-      b, loc, head, arith::DivUIOp::create(b, loc, numHeads, numKvHeads));
-  m0 = mul(mBlock, c32(shape.blockM));
+  groupSize = divu(numHeads, numKvHeads);
+  if (shape.splitKeys) {
+    // x = split * rowBlocks + row tile: the CTAs that read the same keys
+    // run side by side.
+    rowLimit = mul(sizeM, groupSize);
+    rowBlocks = ceilDiv(rowLimit, shape.blockM);
+    Value x = blockId(gpu::Dimension::x);
+    rowBlock = remu(x, rowBlocks);
+    split = divu(x, rowBlocks);
+    numSplits = arg(kSplitsParam);
+    kvHead = blockId(gpu::Dimension::y);
+    head = mul(kvHead, groupSize);
+    m0 = mul(rowBlock, c32(shape.blockM));
+  } else {
+    rowLimit = sizeM;
+    head = blockId(gpu::Dimension::y);
+    // GQA: query head h reads key/value head h / (H / G).
+    kvHead = divu(head, groupSize);
+    m0 = mul(mBlock, c32(shape.blockM));
+  }
   batchIdx = toIndex(batch);
   headIdx = toIndex(head);
-  scale = arg(28);
+  scale = arg(kScaleParam);
 
   smem = LLVM::AddressOfOp::create(b, loc, sharedPtr, "attn_smem");
-  Value q = gep(arg(0), elementType,
-                add(mul(ext64(batch), arg(11)), mul(ext64(head), arg(12))));
   kBase = gep(arg(1), elementType,
               add(mul(ext64(batch), arg(14)), mul(ext64(kvHead), arg(15))));
   vBase = gep(arg(2), elementType,
               add(mul(ext64(batch), arg(17)), mul(ext64(kvHead), arg(18))));
-
-  loadTileAsync(0, shape.blockM, shape.headDim, shape.qkPitch(), q, arg(13),
-                m0, sizeM);
+  if (shape.splitKeys) {
+    // Packed row p is query p / (H / G) of head kvHead (H / G) + p % (H / G).
+    Value q = gep(arg(0), elementType, mul(ext64(batch), arg(11)));
+    loadTileAsync(0, shape.blockM, shape.headDim, shape.qkPitch(), q,
+                  Value(), m0, rowLimit, [&](Value row) {
+                    Value rowHead = add(head, remu(row, groupSize));
+                    return add(mul(ext64(rowHead), arg(12)),
+                               mul(ext64(divu(row, groupSize)), arg(13)));
+                  });
+  } else {
+    Value q = gep(arg(0), elementType,
+                  add(mul(ext64(batch), arg(11)), mul(ext64(head), arg(12))));
+    loadTileAsync(0, shape.blockM, shape.headDim, shape.qkPitch(), q, arg(13),
+                  m0, sizeM);
+  }
   waitForCopies();
 
   // Lane l reads row l % 16, column 8 (l / 16) of a 16-row tile.
@@ -335,15 +328,19 @@ void KernelEmitter::emitPrologue() {
 /// `smemOffset` with row pitch `pitch`, and commits them as one group. Rows
 /// at or past `rowLimit` are zero-filled: their source size is 0 and their
 /// address is clamped to the last row, so no predicate guards the access.
+///
+/// With `rowOffset`, row r starts at element `rowOffset(r)` of `base`
+/// instead of r * rowStride.
 void KernelEmitter::loadTileAsync(int64_t smemOffset, int64_t rows,
                                   int64_t cols, int64_t pitch, Value base,
                                   Value rowStride, Value firstRow,
-                                  Value rowLimit) {
+                                  Value rowLimit,
+                                  function_ref<Value(Value)> rowOffset) {
   const int64_t chunksPerRow = cols / 8;
   const int64_t chunks = rows * chunksPerRow;
   const int64_t threads = shape.numThreads();
   Value cpSize = c32(16), noBytes = c32(0);
-  if (threads % chunksPerRow == 0) {
+  if (!rowOffset && threads % chunksPerRow == 0) {
     // Each thread copies the same 16 bytes of rows threadRow, threadRow +
     // rowsPerPass, ...: one source pointer stepped by a fixed stride, and
     // destinations at constant offsets, keep few registers live in the loop.
@@ -394,7 +391,9 @@ void KernelEmitter::loadTileAsync(int64_t smemOffset, int64_t rows,
       Value globalRow = add(firstRow, row);
       Value inRange = cmpi(arith::CmpIPredicate::slt, globalRow, rowLimit);
       Value clamped = minsi(globalRow, lastRow);
-      Value offset = add(mul(ext64(clamped), rowStride), ext64(col));
+      Value offset = add(rowOffset ? rowOffset(clamped)
+                                   : mul(ext64(clamped), rowStride),
+                         ext64(col));
       Value dest = gep(smem, elementType,
                        add(c32(smemOffset), add(mul(row, c32(pitch)), col)));
       NVVM::CpAsyncOp::create(b, loc, dest, gep(base, elementType, offset),
@@ -436,14 +435,52 @@ Value KernelEmitter::emitTileClass(Value n0, int64_t numKeys) {
     return c32(op.hasTrivialMask() ? 2 : 1);
   if (!numKeys)
     numKeys = shape.blockN;
-  Value lastM = arith::SubIOp::create(
-      b, loc, minsi(add(m0, c32(shape.blockM)), sizeM), c32(1));
-  Value lastN = arith::SubIOp::create(
-      b, loc, minsi(add(n0, c32(numKeys)), sizeN), c32(1));
-  return inlineRegion(b, op.getTileClass(),
-                      {batchIdx, headIdx, toIndex(m0), toIndex(lastM),
-                       toIndex(n0), toIndex(lastN)},
-                      captures);
+  Value firstM = m0;
+  Value lastM = sub(minsi(add(m0, c32(shape.blockM)), rowLimit), c32(1));
+  if (shape.splitKeys) {
+    firstM = divu(firstM, groupSize);
+    lastM = divu(lastM, groupSize);
+  }
+  Value lastN = sub(minsi(add(n0, c32(numKeys)), sizeN), c32(1));
+  auto classFor = [&](Value headIndex) {
+    return inlineRegion(b, op.getTileClass(),
+                        {batchIdx, headIndex, toIndex(firstM), toIndex(lastM),
+                         toIndex(n0), toIndex(lastN)},
+                        captures);
+  };
+  if (!shape.splitKeys || op.getTileClass().getArgument(1).use_empty())
+    return classFor(headIdx);
+  // Decode rows belong to every head of the group: the tile is empty (full)
+  // only if it is so for each of them.
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  auto heads = scf::ForOp::create(
+      b, loc, headIdx, toIndex(add(head, groupSize)), one,
+      ValueRange{c32(2), c32(0)},
+      [&](OpBuilder &nested, Location, Value headIndex, ValueRange bounds) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        Value tileClass = classFor(headIndex);
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{minsi(bounds[0], tileClass),
+                       arith::MaxSIOp::create(b, loc, bounds[1], tileClass)});
+      });
+  Value lowest = heads.getResult(0), highest = heads.getResult(1);
+  return select(cmpi(arith::CmpIPredicate::eq, highest, c32(0)), c32(0),
+                select(cmpi(arith::CmpIPredicate::eq, lowest, c32(2)), c32(2),
+                       c32(1)));
+}
+
+/// The query row and head, as indices the regions take, of this thread's
+/// accumulator row `i`; rows past the problem are clamped into it so that
+/// reads of captured tensors stay in bounds.
+std::pair<Value, Value> KernelEmitter::rowCoordinates(int64_t i) {
+  Value row = minsi(add(m0, ownedRow(i)), sub(rowLimit, c32(1)));
+  if (!shape.splitKeys)
+    return {toIndex(row), headIdx};
+  return {toIndex(divu(row, groupSize)),
+          toIndex(add(head, remu(row, groupSize)))};
 }
 
 /// Scores of this thread's accumulator elements (`qk`, in accumulator order
@@ -457,14 +494,13 @@ SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
   const bool softmax = normalizer == Normalizer::Softmax;
   const int64_t nTiles = shape.blockN / 8;
   Value absent = softmax ? negInf() : cf(0.0);
-  Value lastM = arith::SubIOp::create(b, loc, sizeM, c32(1));
   Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
   Value colBase = add(n0, mul(quadCol, c32(2)));
   // Regions see indices clamped into the tensors, so that reads of captured
   // tensors stay in bounds for the rows and keys past M and N.
-  SmallVector<Value> rowIdx;
+  SmallVector<std::pair<Value, Value>> rowIdx;
   for (int64_t i = 0; i < shape.ownedRows(); ++i)
-    rowIdx.push_back(toIndex(minsi(add(m0, ownedRow(i)), lastM)));
+    rowIdx.push_back(rowCoordinates(i));
   SmallVector<Value> scores(qk.size());
   SmallVector<Value> count(shape.ownedRows(), cf(0.0));
   for (int64_t j = 0; j < nTiles; ++j) {
@@ -479,7 +515,8 @@ SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
         Value s = op.hasTrivialScoreMod()
                       ? x
                       : inlineRegion(b, op.getScoreMod(),
-                                     {x, batchIdx, headIdx, rowIdx[i], colIdx},
+                                     {x, batchIdx, rowIdx[i].second,
+                                      rowIdx[i].first, colIdx},
                                      captures);
         // A select on the bounds is cheaper than a separate full-tile path
         // without it (measured): full tiles skip only the mask.
@@ -488,7 +525,9 @@ SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
           keep = arith::AndIOp::create(
               b, loc, keep,
               inlineRegion(b, op.getMask(),
-                           {batchIdx, headIdx, rowIdx[i], colIdx}, captures));
+                           {batchIdx, rowIdx[i].second, rowIdx[i].first,
+                            colIdx},
+                           captures));
         scores[slot] = select(keep, s, absent);
         if (normalizer == Normalizer::Normalize)
           count[i] = addf(count[i], arith::UIToFPOp::create(b, loc, f32, keep));
@@ -734,6 +773,13 @@ LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
 // Epilogue: normalise, store O and LSE.
 //===----------------------------------------------------------------------===//
 
+/// The sum of `partial` over the quad of lanes that share a row.
+Value KernelEmitter::quadSum(Value partial) {
+  for (int64_t mask : {1, 2})
+    partial = addf(partial, shuffleXor(partial, mask));
+  return partial;
+}
+
 void KernelEmitter::emitEpilogue(const LoopState &state) {
   const int64_t eTiles = shape.valueDim / 8;
   Value oBase = gep(arg(3), outputType,
@@ -742,9 +788,7 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
   for (int64_t i = 0; i < shape.ownedRows(); ++i) {
     Value row = add(m0, ownedRow(i));
     Value inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
-    Value sum = state.rowSum[i];
-    for (int64_t mask : {1, 2})
-      sum = addf(sum, shuffleXor(sum, mask));
+    Value sum = quadSum(state.rowSum[i]);
     Value factor = cf(1.0), lse;
     if (normalizer == Normalizer::Softmax) {
       Value max = state.rowMax[i];
@@ -770,9 +814,7 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
       lse = select(empty, negInf(),
                    addf(max, mulf(createLog2(b, loc, sum), cf(M_LN2))));
     } else if (normalizer == Normalizer::Normalize) {
-      Value kept = state.rowKept[i];
-      for (int64_t mask : {1, 2})
-        kept = addf(kept, shuffleXor(kept, mask));
+      Value kept = quadSum(state.rowKept[i]);
       factor = select(cmpf(arith::CmpFPredicate::OEQ, kept, cf(0.0)), cf(0.0),
                       arith::DivFOp::create(b, loc, cf(1.0), sum));
     }
@@ -812,6 +854,70 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
   }
 }
 
+/// Decode: this CTA's part of each of its packed rows, for the merge
+/// kernel. Softmax rows store O divided by their own sum and
+/// max + log(sum) (-inf for a part that kept nothing); `none` rows store
+/// the plain sums. Rows past the problem are not stored (the workspace has
+/// room for them; the merge does not read them): with a GQA group of 4 and
+/// one query, that is 12 of the 16 rows.
+void KernelEmitter::emitPartials(const LoopState &state) {
+  const int64_t eTiles = shape.valueDim / 8;
+  const bool softmax = normalizer == Normalizer::Softmax;
+  Value numKvHeads = arg(8);
+  Value rowsPerSplit = ext64(mul(rowBlocks, c32(shape.blockM)));
+  // Workspace row of this CTA's row 0: ((b G + g) S + split) RB 16 + m0.
+  Value part = add(mul(add(mul(ext64(batch), ext64(numKvHeads)),
+                           ext64(kvHead)),
+                       ext64(numSplits)),
+                   ext64(split));
+  Value firstRow = add(mul(part, rowsPerSplit), ext64(m0));
+  Value numRows = mul(mul(mul(ext64(arg(6)), ext64(numKvHeads)),
+                          ext64(numSplits)),
+                      rowsPerSplit);
+  Value partials = arg(kPartialsParam);
+  auto pairType = VectorType::get({2}, f32);
+  for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+    // The shuffles of quadSum stay outside the guard: all lanes take part.
+    Value sum = quadSum(state.rowSum[i]);
+    auto ifRow = scf::IfOp::create(
+        b, loc,
+        cmpi(arith::CmpIPredicate::slt, add(m0, ownedRow(i)), rowLimit),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifRow.thenBlock());
+    Value row = add(firstRow, ext64(ownedRow(i)));
+    Value factor = cf(1.0), lse;
+    if (softmax) {
+      Value empty = cmpf(arith::CmpFPredicate::OEQ, sum, cf(0.0));
+      factor = select(empty, cf(0.0), arith::DivFOp::create(b, loc, cf(1.0), sum));
+      lse = select(empty, negInf(),
+                   addf(state.rowMax[i],
+                        mulf(createLog2(b, loc, sum), cf(M_LN2))));
+    }
+    Value rowPtr =
+        gep(partials, f32,
+            add(mul(row, c64(shape.valueDim)), ext64(mul(quadCol, c32(2)))));
+    for (int64_t e = 0; e < eTiles; ++e) {
+      const int64_t slot = 4 * (eTiles * (i / 2) + e) + 2 * (i % 2);
+      Value pair = vector::FromElementsOp::create(
+          b, loc, pairType,
+          ValueRange{mulf(state.acc[slot], factor),
+                     mulf(state.acc[slot + 1], factor)});
+      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * e)),
+                            /*alignment=*/8);
+    }
+    if (softmax) {
+      auto ifWriter = scf::IfOp::create(
+          b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),
+          /*withElseRegion=*/false);
+      b.setInsertionPointToStart(ifWriter.thenBlock());
+      Value offset = add(mul(numRows, c64(shape.valueDim)), row);
+      LLVM::StoreOp::create(b, loc, lse, gep(partials, f32, offset),
+                            /*alignment=*/4);
+    }
+  }
+}
+
 /// The key loop visits only live blocks and overlaps copies with math, as
 /// FlashAttention-2 does: V of block j streams in while S = Q Kᵀ and the
 /// mask run, and K of the next live block while the softmax and P V run.
@@ -831,8 +937,15 @@ void KernelEmitter::emit() {
     init.rowKept.assign(numRows, cf(0.0));
   const int64_t numAcc = init.acc.size();
 
-  Value numBlocks = arith::DivUIOp::create(
-      b, loc, add(sizeN, c32(shape.blockN - 1)), c32(shape.blockN));
+  Value numBlocks = ceilDiv(sizeN, shape.blockN);
+  // Decode: this CTA's split visits blocks [split P, split P + P), P =
+  // ceil(blocks / splits).
+  Value fromBlock = c32(0);
+  if (shape.splitKeys) {
+    Value perSplit = divu(add(numBlocks, sub(numSplits, c32(1))), numSplits);
+    fromBlock = mul(split, perSplit);
+    numBlocks = minsi(add(fromBlock, perSplit), numBlocks);
+  }
   auto blockStart = [&](Value block) { return mul(block, c32(shape.blockN)); };
   // Starts the copy of K of `block` unless it is past the last block.
   auto prefetchKeys = [&](Value block) {
@@ -844,7 +957,7 @@ void KernelEmitter::emit() {
     loadKeys(blockStart(block));
   };
 
-  auto [firstBlock, firstClass] = findLiveBlock(c32(0), numBlocks);
+  auto [firstBlock, firstClass] = findLiveBlock(fromBlock, numBlocks);
   prefetchKeys(firstBlock);
 
   SmallVector<Value> carried = {firstBlock, firstClass};
@@ -879,9 +992,12 @@ void KernelEmitter::emit() {
         llvm::append_range(results, emitBlockUpdate(scored, state).flatten());
         scf::YieldOp::create(b, loc, results);
       });
-  emitEpilogue(
-      LoopState::unflatten(loop.getResults().drop_front(2), numAcc, numRows,
-                           withKept));
+  LoopState final = LoopState::unflatten(loop.getResults().drop_front(2),
+                                         numAcc, numRows, withKept);
+  if (shape.splitKeys)
+    emitPartials(final);
+  else
+    emitEpilogue(final);
 }
 
 //===----------------------------------------------------------------------===//
@@ -934,6 +1050,19 @@ static TileShape getTileShape(AttentionOp op, const GpuOptions &options) {
           value.getDimSize(3), options.warpRows};
 }
 
+/// The decode kernel: one warp of 16 packed rows, 64 keys per iteration
+/// (registers are plentiful with one row tile).
+static TileShape getDecodeTileShape(AttentionOp op) {
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  return {kDecodeRows,         kDecodeKeys, query.getDimSize(3),
+          value.getDimSize(3), kDecodeRows, /*splitKeys=*/true};
+}
+
+bool mlir::attn::supportsGpuDecode(AttentionOp op) {
+  return op.getNormalizer() != Normalizer::Normalize;
+}
+
 int64_t mlir::attn::getAttentionThreadsPerBlock(const GpuOptions &options) {
   return 32 * options.blockM / options.warpRows;
 }
@@ -941,6 +1070,10 @@ int64_t mlir::attn::getAttentionThreadsPerBlock(const GpuOptions &options) {
 int64_t mlir::attn::getAttentionSharedMemoryBytes(AttentionOp op,
                                                   const GpuOptions &options) {
   return 2 * getTileShape(op, options).sharedElements();
+}
+
+int64_t mlir::attn::getDecodeSharedMemoryBytes(AttentionOp op) {
+  return 2 * getDecodeTileShape(op).sharedElements();
 }
 
 LogicalResult mlir::attn::checkGpuSupport(AttentionOp op,
@@ -996,24 +1129,53 @@ static void appendFixedParams(GpuKernelSignature &signature) {
         "sink.stride.b", "sink.stride.h", "sink.stride.m"})
     signature.params.push_back({name, Kind::I64});
   signature.params.push_back({"scale", Kind::F32});
+  signature.params.push_back({"partials", Kind::Pointer});
+  signature.params.push_back({"splits", Kind::I32});
 }
 
-FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
-    OpBuilder &builder, AttentionOp op, const GpuOptions &options,
-    StringRef moduleName, StringRef kernelName,
-    GpuKernelSignature &signature) {
+namespace {
+
+/// A `gpu.module` for the kernels of one attn.attention, all of which take
+/// the parameters of `signature`.
+class KernelModuleBuilder {
+public:
+  KernelModuleBuilder(OpBuilder &builder, AttentionOp op,
+                      const GpuOptions &options, GpuKernelSignature &signature)
+      : builder(builder), op(op), options(options), signature(signature),
+        loc(op.getLoc()) {}
+
+  /// Checks the op, fills the signature and creates the module.
+  FailureOr<gpu::GPUModuleOp> create(StringRef moduleName);
+  /// Adds the attention kernel of `shape` named `name`.
+  LogicalResult addAttention(const Twine &name, const TileShape &shape);
+  /// Adds the merge kernel of the decode kernel.
+  void addMerge(const Twine &name);
+
+private:
+  gpu::GPUFuncOp createKernel(const Twine &name, int64_t threads);
+
+  OpBuilder &builder;
+  AttentionOp op;
+  const GpuOptions &options;
+  GpuKernelSignature &signature;
+  Location loc;
+  gpu::GPUModuleOp module;
+  SmallVector<Value> captureValues;
+  SmallVector<Type> argTypes;
+  Type elementType, outputType;
+};
+
+} // namespace
+
+FailureOr<gpu::GPUModuleOp>
+KernelModuleBuilder::create(StringRef moduleName) {
   if (failed(checkGpuSupport(op, options)))
     return failure();
-  SmallVector<Value> captureValues;
   if (failed(collectCaptures(op, captureValues)))
     return failure();
-
-  MLIRContext *context = builder.getContext();
-  Location loc = op.getLoc();
   signature = GpuKernelSignature();
   appendFixedParams(signature);
-  SmallVector<Type> argTypes;
-  auto globalPtr = LLVM::LLVMPointerType::get(context, 1);
+  auto globalPtr = LLVM::LLVMPointerType::get(builder.getContext(), 1);
   for (const GpuKernelParam &param : signature.params) {
     switch (param.kind) {
     case GpuKernelParam::Kind::Pointer:
@@ -1034,9 +1196,15 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
     }
   }
   appendCaptureParams(captureValues, signature, argTypes);
+  elementType =
+      cast<RankedTensorType>(op.getQuery().getType()).getElementType();
+  outputType = builder.getF32Type();
+  if (options.outputElementType == "bf16")
+    outputType = builder.getBF16Type();
+  else if (options.outputElementType == "f16")
+    outputType = builder.getF16Type();
 
-  TileShape shape = getTileShape(op, options);
-  auto module = gpu::GPUModuleOp::create(builder, loc, moduleName);
+  module = gpu::GPUModuleOp::create(builder, loc, moduleName);
   OpBuilder::InsertionGuard insertion(builder);
   builder.setInsertionPointToStart(module.getBody());
   // Dynamic shared memory: a zero-sized array in the shared space, whose
@@ -1046,38 +1214,80 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
                          /*isConstant=*/false, LLVM::Linkage::External,
                          "attn_smem", Attribute(), /*alignment=*/16,
                          /*addrSpace=*/3);
-  auto func = gpu::GPUFuncOp::create(builder, loc, kernelName,
+  return module;
+}
+
+gpu::GPUFuncOp KernelModuleBuilder::createKernel(const Twine &name,
+                                                 int64_t threads) {
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToEnd(module.getBody());
+  auto func = gpu::GPUFuncOp::create(builder, loc, name.str(),
                                      builder.getFunctionType(argTypes, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
                 builder.getUnitAttr());
-  func.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
-      {static_cast<int32_t>(shape.numThreads()), 1, 1}));
+  func.setKnownBlockSizeAttr(
+      builder.getDenseI32ArrayAttr({static_cast<int32_t>(threads), 1, 1}));
   // Q, K, V are only read and O, LSE only written: noalias lets NVPTX use
   // the read-only data path (ld.global.nc).
   for (unsigned i = 0; i < 6; ++i)
     func.setArgAttr(i, LLVM::LLVMDialect::getNoAliasAttrName(),
                     builder.getUnitAttr());
+  return func;
+}
 
+LogicalResult KernelModuleBuilder::addAttention(const Twine &name,
+                                                const TileShape &shape) {
+  gpu::GPUFuncOp func = createKernel(name, shape.numThreads());
   Block &entry = func.getBody().front();
+  OpBuilder::InsertionGuard insertion(builder);
   builder.setInsertionPointToStart(&entry);
   IRMapping captures;
-  mapCaptures(builder, loc, op, captureValues, signature,
-              entry.getArguments(), captures);
-  Type elementType =
-      cast<RankedTensorType>(op.getQuery().getType()).getElementType();
-  Type outputType = builder.getF32Type();
-  if (options.outputElementType == "bf16")
-    outputType = builder.getBF16Type();
-  else if (options.outputElementType == "f16")
-    outputType = builder.getF16Type();
+  mapCaptures(builder, loc, op, captureValues, signature, entry.getArguments(),
+              captures);
   KernelEmitter(builder, loc, op, shape, elementType, outputType,
                 entry.getArguments(), captures)
       .emit();
   gpu::ReturnOp::create(builder, loc);
-
   if (failed(lowerCapturedTensorAccesses(func)))
     return failure();
-  if (failed(lowerMathForNVPTX(func)))
+  return lowerMathForNVPTX(func);
+}
+
+void KernelModuleBuilder::addMerge(const Twine &name) {
+  gpu::GPUFuncOp func = createKernel(name, kMergeThreads);
+  Block &entry = func.getBody().front();
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToStart(&entry);
+  emitDecodeMerge(builder, loc, op, outputType, entry.getArguments());
+  gpu::ReturnOp::create(builder, loc);
+}
+
+FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
+    OpBuilder &builder, AttentionOp op, const GpuOptions &options,
+    StringRef moduleName, StringRef kernelName,
+    GpuKernelSignature &signature) {
+  KernelModuleBuilder kernels(builder, op, options, signature);
+  FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
+  if (failed(module) ||
+      failed(kernels.addAttention(kernelName, getTileShape(op, options))))
     return failure();
+  return module;
+}
+
+FailureOr<gpu::GPUModuleOp> mlir::attn::buildDecodeGpuModule(
+    OpBuilder &builder, AttentionOp op, const GpuOptions &options,
+    StringRef moduleName, StringRef kernelName,
+    GpuKernelSignature &signature) {
+  if (!supportsGpuDecode(op))
+    return op.emitError() << "attn-nvgpu: no decode kernel for `normalize` "
+                             "(its parts do not merge through a "
+                             "log-sum-exp)";
+  KernelModuleBuilder kernels(builder, op, options, signature);
+  FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
+  if (failed(module) ||
+      failed(kernels.addAttention(kernelName + "_decode",
+                                  getDecodeTileShape(op))))
+    return failure();
+  kernels.addMerge(kernelName + "_merge");
   return module;
 }

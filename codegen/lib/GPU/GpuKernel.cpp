@@ -17,6 +17,10 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <mutex>
+#include <optional>
+#include <thread>
+
 using namespace mlir;
 using namespace mlir::attn;
 
@@ -34,6 +38,24 @@ mlir::attn::compileAttentionForGpu(ModuleOp module, const GpuOptions &options) {
   return compileAttentionForGpu(ops.front(), options);
 }
 
+/// Lowers the single gpu.module of `container` to PTX.
+/// Its diagnostics go to the context's handler.
+static llvm::Expected<std::string> lowerToPtx(ModuleOp container,
+                                              const GpuOptions &options) {
+  PassManager pm(container.getContext());
+  addGpuLoweringPasses(pm, options);
+  if (failed(pm.run(container)))
+    return makeError("attn-nvgpu: lowering to PTX failed");
+  gpu::BinaryOp binary;
+  container.walk([&](gpu::BinaryOp op) { binary = op; });
+  if (!binary || binary.getObjects().size() != 1)
+    return makeError("attn-nvgpu: no gpu.binary was produced");
+  auto object = cast<gpu::ObjectAttr>(binary.getObjects()[0]);
+  if (object.getFormat() != gpu::CompilationTarget::Assembly)
+    return makeError("attn-nvgpu: the gpu.binary does not hold PTX");
+  return object.getObject().getValue().str();
+}
+
 llvm::Expected<GpuKernelArtifact>
 mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   MLIRContext *context = op.getContext();
@@ -46,37 +68,78 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
 
   // Diagnostics become the error message instead of going to stderr.
   std::string diagnostics;
+  std::mutex diagnosticsMutex;
   ScopedDiagnosticHandler handler(context, [&](Diagnostic &diag) {
+    std::lock_guard<std::mutex> lock(diagnosticsMutex);
     llvm::raw_string_ostream os(diagnostics);
     os << diag << "\n";
     return success();
   });
 
-  OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
-  (*container)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                        UnitAttr::get(context));
-  OpBuilder builder(context);
-  builder.setInsertionPointToEnd(container->getBody());
+  auto makeContainer = [&] {
+    OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
+    (*container)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                          UnitAttr::get(context));
+    return container;
+  };
   GpuKernelArtifact artifact;
   artifact.kernelName = "attn_fwd";
+  OwningOpRef<ModuleOp> container = makeContainer();
+  OpBuilder builder(context);
+  builder.setInsertionPointToEnd(container->getBody());
   if (failed(buildAttentionGpuModule(builder, op, options, "attn_gpu",
                                      artifact.kernelName,
                                      artifact.signature)))
     return makeError("attn-nvgpu: cannot build the kernel: " + diagnostics);
+  OwningOpRef<ModuleOp> decodeContainer;
+  if (options.decode && supportsGpuDecode(op)) {
+    decodeContainer = makeContainer();
+    builder.setInsertionPointToEnd(decodeContainer->getBody());
+    GpuKernelSignature same;
+    if (failed(buildDecodeGpuModule(builder, op, options, "attn_gpu_decode",
+                                    artifact.kernelName, same)))
+      return makeError("attn-nvgpu: cannot build the decode kernels: " +
+                       diagnostics);
+  }
 
-  PassManager pm(context);
-  addGpuLoweringPasses(pm, options);
-  if (failed(pm.run(*container)))
-    return makeError("attn-nvgpu: lowering to PTX failed: " + diagnostics);
-
-  gpu::BinaryOp binary;
-  container->walk([&](gpu::BinaryOp op) { binary = op; });
-  if (!binary || binary.getObjects().size() != 1)
-    return makeError("attn-nvgpu: no gpu.binary was produced");
-  auto object = cast<gpu::ObjectAttr>(binary.getObjects()[0]);
-  if (object.getFormat() != gpu::CompilationTarget::Assembly)
-    return makeError("attn-nvgpu: the gpu.binary does not hold PTX");
-  artifact.ptx = object.getObject().getValue().str();
+  // The two modules go through LLVM side by side: most of the time is
+  // LLVM's, and each has its own LLVM context. The passes' dialects are
+  // loaded first: a context cannot load dialects from two threads at once.
+  std::optional<llvm::Expected<std::string>> decodePtx;
+  std::thread decodeThread;
+  if (decodeContainer) {
+    PassManager pm(context);
+    addGpuLoweringPasses(pm, options);
+    DialectRegistry dependent;
+    pm.getDependentDialects(dependent);
+    context->appendDialectRegistry(dependent);
+    for (StringRef name : dependent.getDialectNames())
+      context->getOrLoadDialect(name);
+  }
+  if (decodeContainer)
+    decodeThread = std::thread([&] {
+      decodePtx.emplace(lowerToPtx(*decodeContainer, options));
+    });
+  llvm::Expected<std::string> ptx = lowerToPtx(*container, options);
+  if (decodeThread.joinable())
+    decodeThread.join();
+  auto withDiagnostics = [&](llvm::Error error) {
+    return makeError(llvm::toString(std::move(error)) + ": " + diagnostics);
+  };
+  if (!ptx) {
+    if (decodePtx && !*decodePtx)
+      llvm::consumeError(decodePtx->takeError());
+    return withDiagnostics(ptx.takeError());
+  }
+  artifact.ptx = std::move(*ptx);
+  if (decodePtx) {
+    if (!*decodePtx)
+      return withDiagnostics(decodePtx->takeError());
+    artifact.decode = GpuDecodeKernels{std::move(**decodePtx),
+                                       artifact.kernelName + "_decode",
+                                       artifact.kernelName + "_merge",
+                                       getDecodeSharedMemoryBytes(op)};
+  }
 
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
@@ -143,6 +206,14 @@ std::string mlir::attn::describeGpuKernel(const GpuKernelArtifact &artifact) {
                             capture.firstParam);
       },
       ", ");
-  os << "]}";
+  os << "]";
+  if (artifact.decode)
+    os << llvm::formatv(", \"decode\": {{\"kernel\": \"{0}\", \"merge\": "
+                        "\"{1}\", \"rows\": {2}, \"shared_bytes\": {3}, "
+                        "\"merge_threads\": {4}}",
+                        artifact.decode->kernelName,
+                        artifact.decode->mergeKernelName, kDecodeRows,
+                        artifact.decode->sharedMemoryBytes, kMergeThreads);
+  os << "}";
   return text;
 }

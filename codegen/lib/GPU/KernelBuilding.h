@@ -11,15 +11,93 @@
 
 #include "attn/GPU/GpuKernel.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Pass/PassManager.h"
+
+#include <limits>
 
 namespace mlir {
 namespace gpu {
 class GPUFuncOp;
 } // namespace gpu
 namespace attn {
+
+/// Short builders for the scalar code of a kernel body: i32 index math,
+/// f32 arithmetic and typed pointer offsets at `b`'s insertion point.
+class KernelIRBuilder {
+public:
+  KernelIRBuilder(OpBuilder &builder, Location loc) : b(builder), loc(loc) {
+    i32 = b.getI32Type();
+    i64 = b.getI64Type();
+    f32 = b.getF32Type();
+    globalPtr = LLVM::LLVMPointerType::get(b.getContext(), 1);
+    sharedPtr = LLVM::LLVMPointerType::get(b.getContext(), 3);
+  }
+
+protected:
+  Value c32(int64_t v) {
+    return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
+  }
+  Value c64(int64_t v) {
+    return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+  }
+  Value cf(double v) {
+    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value divu(Value x, Value y) { return arith::DivUIOp::create(b, loc, x, y); }
+  Value remu(Value x, Value y) { return arith::RemUIOp::create(b, loc, x, y); }
+  /// ceil(x / y) of non-negative values.
+  Value ceilDiv(Value x, int64_t y) { return divu(add(x, c32(y - 1)), c32(y)); }
+  Value addf(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
+  Value mulf(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
+  Value subf(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
+  /// llvm.maxnum directly: convert-gpu-to-nvvm may turn arith.maxnumf (and
+  /// math.fma) into libdevice calls (__nv_fmaxf, __nv_fmaf) that nothing
+  /// links.
+  Value maxf(Value x, Value y) { return LLVM::MaxNumOp::create(b, loc, x, y); }
+  Value minsi(Value x, Value y) { return arith::MinSIOp::create(b, loc, x, y); }
+  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, p, x, y);
+  }
+  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
+    return arith::CmpFOp::create(b, loc, p, x, y);
+  }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, loc, c, x, y);
+  }
+  Value ext64(Value x) { return arith::ExtSIOp::create(b, loc, i64, x); }
+  Value toIndex(Value x) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), x);
+  }
+  Value negInf() { return cf(-std::numeric_limits<double>::infinity()); }
+  Value gep(Value base, Type element, Value offset) {
+    return LLVM::GEPOp::create(b, loc, base.getType(), element, base,
+                               ValueRange{offset});
+  }
+
+  OpBuilder &b;
+  Location loc;
+  Type i32, i64, f32, globalPtr, sharedPtr;
+};
+
+/// Kernel parameters past the named prefix of GpuKernelSignature.
+enum FixedParam : unsigned {
+  kScaleParam = 28,
+  kPartialsParam = 29,
+  kSplitsParam = 30,
+};
+
+/// Emits, at `builder`'s point inside a kernel of kMergeThreads threads on
+/// grid [RB, G, B], the merge of the decode kernel's partial results for
+/// `op` (see GpuDecodeKernels): O in `outputType`, and LSE if `op` has one.
+void emitDecodeMerge(OpBuilder &builder, Location loc, AttentionOp op,
+                     Type outputType, ValueRange args);
 
 /// Values the regions of `op` read from above that must become kernel
 /// parameters, in first-use order. Constants are not listed: they are

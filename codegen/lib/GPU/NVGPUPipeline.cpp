@@ -125,12 +125,14 @@ namespace {
 /// Options shared by the pass and the pipeline.
 struct NVGPUOptionsBase {
   static void fill(GpuOptions &options, StringRef chip, StringRef features,
-                   int64_t blockM, int64_t blockN, int64_t warpRows) {
+                   int64_t blockM, int64_t blockN, int64_t warpRows,
+                   bool decode) {
     options.chip = chip.str();
     options.features = features.str();
     options.blockM = blockM;
     options.blockN = blockN;
     options.warpRows = warpRows;
+    options.decode = decode;
   }
 };
 
@@ -164,6 +166,10 @@ struct BuildGpuKernelsPass
       if (failed(buildAttentionGpuModule(builder, op, options, name,
                                          "attn_fwd", signature)))
         return signalPassFailure();
+      if (options.decode && supportsGpuDecode(op) &&
+          failed(buildDecodeGpuModule(builder, op, options, name + "_decode",
+                                      "attn_fwd", signature)))
+        return signalPassFailure();
     }
     if (!ops.empty())
       module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
@@ -191,6 +197,10 @@ struct NVGPUPipelineOptions
   Option<int64_t> warpRows{*this, "warp-rows",
                            llvm::cl::desc("Query rows per warp (16 or 32)"),
                            llvm::cl::init(32)};
+  Option<bool> decode{*this, "decode",
+                      llvm::cl::desc("Also build the split-key decode kernel "
+                                     "and its merge"),
+                      llvm::cl::init(false)};
 };
 
 } // namespace
@@ -207,7 +217,8 @@ void mlir::attn::registerAttnGPUPasses() {
                                pipelineOptions.features,
                                pipelineOptions.blockM,
                                pipelineOptions.blockN,
-                               pipelineOptions.warpRows);
+                               pipelineOptions.warpRows,
+                               pipelineOptions.decode);
         pm.addPass(std::make_unique<BuildGpuKernelsPass>(options));
         addGpuLoweringPasses(pm, options);
       });

@@ -94,7 +94,8 @@ attnc_status attnc_package_load(const char *path, attnc_package *out);
 /** The same from bytes in memory (copied). */
 attnc_status attnc_package_load_memory(const void *bytes, size_t size,
                                        attnc_package *out);
-/** Frees the package and unloads its modules. NULL is a no-op. */
+/** Frees the package, unloads its modules and frees its workspace buffers;
+ * its launches must have finished. NULL is a no-op. */
 void attnc_package_free(attnc_package pkg);
 
 /** Name and target ("sm_90a") of the kernel in the package. */
@@ -184,18 +185,27 @@ attnc_status attnc_package_prepare(attnc_package pkg, int device);
 /** Checks every argument against the signature and, if all match, launches
  * the package's entries in order on `stream` (NULL: the default stream of
  * the tensors' device). With `entry_name` non-NULL only that entry runs.
+ * An entry whose `when` formula is zero for the launch's dims does not run;
+ * when no selected entry runs (e.g. `entry_name` names such an entry), the
+ * call returns ATTNC_OK after the argument checks and launches nothing.
  * `inputs` and `outputs` are in signature order; `params` holds the first
  * `num_params` params in order, the rest take their defaults. All argument
- * checks happen before any driver call. Asynchronous, like a CUDA launch. */
+ * checks happen before any driver call. Asynchronous, like a CUDA launch.
+ *
+ * Workspaces (scratch buffers the package declares) are allocated by the
+ * runtime on first need and grown when a launch needs more; they belong to
+ * the package and are separate per device and stream, so that launches on
+ * two streams never share one. Their contents are not initialised: kernels
+ * must write them before reading. */
 attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
                           const attnc_tensor *inputs, size_t num_inputs,
                           const double *params, size_t num_params,
                           const attnc_tensor *outputs, size_t num_outputs,
                           attnc_stream stream);
 
-/** Only the argument checks of attnc_launch: no driver call. On success
- * `dim_values` (if non-NULL, of at least as many entries as the package has
- * dims) receives the bound value of every dim. */
+/** Only the argument checks of attnc_launch (of all entries): no driver
+ * call. On success `dim_values` (if non-NULL, of at least as many entries as
+ * the package has dims) receives the bound value of every dim. */
 attnc_status attnc_check_args(attnc_package pkg, const attnc_tensor *inputs,
                               size_t num_inputs, const double *params,
                               size_t num_params, const attnc_tensor *outputs,

@@ -7,13 +7,15 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../KernelParams.h"
 #include "../PackageHandle.h"
 #include "CudaDriver.h"
 
 #include "attn/Runtime/LaunchCheck.h"
 
-#include <cmath>
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -152,84 +154,54 @@ Status ensureLoaded(attnc_package handle, int device, Driver &d,
   return Status::ok();
 }
 
-/// The 8-byte storage of one kernel parameter.
-union SlotValue {
-  uint64_t u64;
-  int64_t i64;
-  int32_t i32;
-  float f32;
-  double f64;
-  void *ptr;
-};
+/// Sizes are rounded up to this, so that a slightly larger later launch
+/// still fits (and it is cuMemAlloc's alignment anyway).
+constexpr size_t kWorkspaceGranule = 256;
 
-/// Computes every kernel parameter of entry `e`, converting to its slot type
-/// with range checks. Pure host code: runs before any driver call.
-Status buildSlots(const Package &pkg, size_t e, const BoundLaunch &bound,
-                  const std::vector<const attnc_tensor *> &tensorOf,
-                  std::vector<SlotValue> &out) {
-  const EntrySpec &entry = pkg.manifest.entries[e];
-  out.assign(entry.params.size(), SlotValue{0});
-  for (size_t i = 0; i < entry.params.size(); ++i) {
-    const ParamSlot &p = entry.params[i];
-    int argIndex =
-        p.kind == ParamSlot::Kind::Dim || p.kind == ParamSlot::Kind::Const
-            ? -1
-            : pkg.findArg(p.arg);
-    const attnc_tensor *t = argIndex >= 0 ? tensorOf[argIndex] : nullptr;
-    double value = 0;
-    switch (p.kind) {
-    case ParamSlot::Kind::Ptr:
-      out[i].ptr = static_cast<char *>(t->data) + t->byte_offset;
+/// The device pointer of each workspace for a launch on `stream` that needs
+/// `bytes[w]` bytes of workspace `w` (null for 0), growing that stream's
+/// buffers where they are too small. The caller holds the handle's mutex and
+/// keeps it until its kernels are queued, so that no other thread frees a
+/// buffer in between.
+Status ensureWorkspaces(const Package &pkg, LoadedPackage &loaded,
+                        CUstream stream, Driver &d,
+                        const std::vector<int64_t> &bytes,
+                        std::vector<void *> &out) {
+  WorkspaceBuffers &bufs = loaded.workspaces[stream];
+  bufs.data.resize(bytes.size(), nullptr);
+  bufs.bytes.resize(bytes.size(), 0);
+  out.assign(bytes.size(), nullptr);
+  bool synchronized = false;
+  for (size_t w = 0; w < bytes.size(); ++w) {
+    if (bytes[w] <= 0)
       continue;
-    case ParamSlot::Kind::Stride: {
-      if (t->strides) {
-        value = static_cast<double>(t->strides[p.axis]);
-      } else {
-        int64_t s = 1;
-        for (int32_t k = t->ndim - 1; k > p.axis; --k)
-          s *= t->shape[k];
-        value = static_cast<double>(s);
+    size_t need = static_cast<size_t>(bytes[w]);
+    if (bufs.bytes[w] < need) {
+      if (bufs.data[w]) {
+        // Kernels queued earlier on this stream may still use the old one.
+        if (!synchronized) {
+          if (Status s =
+                  d.check(d.cuStreamSynchronize(stream), "cuStreamSynchronize"))
+            return s;
+          synchronized = true;
+        }
+        if (Status s = d.check(d.cuMemFree(dptr(bufs.data[w])), "cuMemFree"))
+          return s;
+        bufs.data[w] = nullptr;
+        bufs.bytes[w] = 0;
       }
-      break;
+      size_t size = (need + kWorkspaceGranule - 1) / kWorkspaceGranule *
+                    kWorkspaceGranule;
+      CUdeviceptr ptr = 0;
+      if (Status s = d.check(d.cuMemAlloc(&ptr, size),
+                             "cuMemAlloc(" + std::to_string(size) +
+                                 " bytes) for workspace '" +
+                                 pkg.manifest.workspaces[w].name + "'"))
+        return s;
+      bufs.data[w] = reinterpret_cast<void *>(static_cast<uintptr_t>(ptr));
+      bufs.bytes[w] = size;
     }
-    case ParamSlot::Kind::Size:
-      value = static_cast<double>(t->shape[p.axis]);
-      break;
-    case ParamSlot::Kind::Dim:
-      value = static_cast<double>(bound.dims[pkg.findDim(p.arg)]);
-      break;
-    case ParamSlot::Kind::Param:
-      value = bound.argValues[argIndex];
-      break;
-    case ParamSlot::Kind::Const:
-      value = p.value;
-      break;
-    }
-    switch (p.type) {
-    case SlotType::I32:
-      if (!(value >= -2147483648.0 && value <= 2147483647.0) ||
-          std::floor(value) != value)
-        return invalidArgument("entry '" + entry.name + "': kernel param " +
-                               std::to_string(i) + " (" + p.arg + ") = " +
-                               std::to_string(value) + " does not fit i32");
-      out[i].i32 = static_cast<int32_t>(value);
-      break;
-    case SlotType::I64:
-      if (!(value >= -9223372036854775808.0 && value < 9223372036854775808.0))
-        return invalidArgument("entry '" + entry.name + "': kernel param " +
-                               std::to_string(i) + " does not fit i64");
-      out[i].i64 = static_cast<int64_t>(value);
-      break;
-    case SlotType::F32:
-      out[i].f32 = static_cast<float>(value);
-      break;
-    case SlotType::F64:
-      out[i].f64 = value;
-      break;
-    case SlotType::Ptr:
-      return invalidArgument("entry '" + entry.name +
-                             "': non-pointer value in a ptr slot");
-    }
+    out[w] = bufs.data[w];
   }
   return Status::ok();
 }
@@ -250,6 +222,10 @@ void unloadPackageModules(attnc_package handle) {
     // gone with it and every error here is harmless.
     if (d.makeCurrent(device))
       continue;
+    for (auto &[stream, bufs] : loaded.workspaces)
+      for (void *p : bufs.data)
+        if (p)
+          (void)isShutdownError(d.cuMemFree(dptr(p)));
     for (void *m : loaded.modules)
       (void)isShutdownError(d.cuModuleUnload(static_cast<CUmodule>(m)));
   }
@@ -457,11 +433,17 @@ attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
   if (Status s = checkLaunch(p, inputs, num_inputs, params, num_params, outputs,
                              num_outputs, bound))
     return setLastError(s);
+  // The entries that run: the one named (or all), if their `when` holds.
   std::vector<size_t> selected;
-  for (size_t e = 0; e < m.entries.size(); ++e)
-    if (!entry_name || m.entries[e].name == entry_name)
+  bool found = false;
+  for (size_t e = 0; e < m.entries.size(); ++e) {
+    if (entry_name && m.entries[e].name != entry_name)
+      continue;
+    found = true;
+    if (bound.enabled[e])
       selected.push_back(e);
-  if (selected.empty()) {
+  }
+  if (!found) {
     std::string names;
     for (const EntrySpec &e : m.entries)
       names += (names.empty() ? "" : ", ") + e.name;
@@ -483,10 +465,15 @@ attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
         tensorOf[a] = &outputs[out++];
     }
   }
+  std::vector<int64_t> wsBytes;
+  if (Status s = workspaceBytes(p, bound, selected, wsBytes))
+    return setLastError(s);
   std::vector<std::vector<SlotValue>> slots(m.entries.size());
   for (size_t e : selected)
     if (Status s = buildSlots(p, e, bound, tensorOf, slots[e]))
       return setLastError(s);
+  if (selected.empty())
+    return ATTNC_OK; // Every selected entry is disabled for these dims.
 
   // 2. The driver.
   Driver *d;
@@ -516,6 +503,18 @@ attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
   LoadedPackage *loaded;
   if (Status s = ensureLoaded(pkg, bound.device, *d, loaded))
     return setLastError(s);
+  CUstream cuStream = stream ? stream->stream : nullptr;
+  std::unique_lock<std::mutex> workspaceLock(pkg->mutex, std::defer_lock);
+  if (std::any_of(wsBytes.begin(), wsBytes.end(),
+                  [](int64_t b) { return b > 0; })) {
+    workspaceLock.lock();
+    std::vector<void *> workspaces;
+    if (Status s =
+            ensureWorkspaces(p, *loaded, cuStream, *d, wsBytes, workspaces))
+      return setLastError(s);
+    for (size_t e : selected)
+      setWorkspaceSlots(p, e, workspaces, slots[e]);
+  }
   for (size_t e : selected) {
     const EntrySpec &entry = m.entries[e];
     const std::array<int64_t, 3> &g = bound.grids[e];
@@ -530,9 +529,8 @@ attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
         static_cast<unsigned>(g[2]), static_cast<unsigned>(entry.block[0]),
         static_cast<unsigned>(entry.block[1]),
         static_cast<unsigned>(entry.block[2]),
-        static_cast<unsigned>(entry.sharedBytes),
-        stream ? stream->stream : nullptr, args.empty() ? nullptr : args.data(),
-        nullptr);
+        static_cast<unsigned>(entry.sharedBytes), cuStream,
+        args.empty() ? nullptr : args.data(), nullptr);
     if (Status s = d->check(r, "cuLaunchKernel(" + entry.function + ")"))
       return setLastError(s);
   }

@@ -85,6 +85,10 @@ const char *slotKindName(ParamSlot::Kind k) {
     return "param";
   case ParamSlot::Kind::Const:
     return "const";
+  case ParamSlot::Kind::Workspace:
+    return "workspace";
+  case ParamSlot::Kind::Expr:
+    return "expr";
   }
   return "?";
 }
@@ -261,9 +265,14 @@ Status readSlot(const json::Value &v, const std::string &path, ParamSlot &out) {
   if (Status s = r.checkIsObject())
     return s;
   static const std::pair<const char *, ParamSlot::Kind> kinds[] = {
-      {"ptr", ParamSlot::Kind::Ptr},     {"stride", ParamSlot::Kind::Stride},
-      {"size", ParamSlot::Kind::Size},   {"dim", ParamSlot::Kind::Dim},
-      {"param", ParamSlot::Kind::Param}, {"const", ParamSlot::Kind::Const}};
+      {"ptr", ParamSlot::Kind::Ptr},
+      {"stride", ParamSlot::Kind::Stride},
+      {"size", ParamSlot::Kind::Size},
+      {"dim", ParamSlot::Kind::Dim},
+      {"param", ParamSlot::Kind::Param},
+      {"const", ParamSlot::Kind::Const},
+      {"workspace", ParamSlot::Kind::Workspace},
+      {"expr", ParamSlot::Kind::Expr}};
   int found = 0;
   for (const auto &[key, kind] : kinds) {
     const json::Value *f = r.field(key);
@@ -277,28 +286,30 @@ Status readSlot(const json::Value &v, const std::string &path, ParamSlot &out) {
       out.value = f->getNumber();
     } else {
       if (!f->isString())
-        return r.wrongType(key, "a name");
+        return r.wrongType(key, kind == ParamSlot::Kind::Expr ? "a formula"
+                                                              : "a name");
       out.arg = f->getString();
     }
   }
   if (found != 1)
     return invalidPackage("manifest: " + path +
                           " must have exactly one of ptr, stride, size, dim, "
-                          "param, const");
+                          "param, const, workspace, expr");
   if (out.kind == ParamSlot::Kind::Stride ||
       out.kind == ParamSlot::Kind::Size) {
     if (Status s = r.integer("axis", out.axis))
       return s;
   }
-  // Default slot types: pointers for ptr, i64 for integers; a param's own
-  // type is resolved during validation (it needs the arg list).
+  // Default slot types: pointers for ptr and workspace, i64 for integers; a
+  // param's own type is resolved during validation (it needs the arg list).
   std::string type;
   if (Status s = r.string("type", type, /*required=*/false))
     return s;
   if (!type.empty()) {
     if (Status s = readSlotType(type, out.type))
       return invalidPackage("manifest: " + path + ".type: " + s.getMessage());
-  } else if (out.kind == ParamSlot::Kind::Ptr) {
+  } else if (out.kind == ParamSlot::Kind::Ptr ||
+             out.kind == ParamSlot::Kind::Workspace) {
     out.type = SlotType::Ptr;
   } else if (out.kind == ParamSlot::Kind::Param) {
     out.type = SlotType::Ptr; // Placeholder: "the param's own type".
@@ -318,6 +329,8 @@ Status readEntry(const json::Value &v, const std::string &path,
   if (Status s = r.string("function", out.function))
     return s;
   if (Status s = r.string("module", out.module))
+    return s;
+  if (Status s = r.string("when", out.when, /*required=*/false))
     return s;
   const json::Value *grid, *block, *params;
   if (Status s = r.array("grid", grid))
@@ -433,12 +446,24 @@ std::string manifestToJson(const PackageManifest &m) {
       cs.push(Value::string(c));
     root.set("constraints", std::move(cs));
   }
+  if (!m.workspaces.empty()) {
+    Value ws = Value::array();
+    for (const WorkspaceSpec &w : m.workspaces) {
+      Value o = Value::object();
+      o.set("name", Value::string(w.name));
+      o.set("bytes", Value::string(w.bytes));
+      ws.push(std::move(o));
+    }
+    root.set("workspaces", std::move(ws));
+  }
   Value entries = Value::array();
   for (const EntrySpec &e : m.entries) {
     Value o = Value::object();
     o.set("name", Value::string(e.name));
     o.set("function", Value::string(e.function));
     o.set("module", Value::string(e.module));
+    if (!e.when.empty())
+      o.set("when", Value::string(e.when));
     Value grid = Value::array();
     for (const std::string &g : e.grid)
       grid.push(Value::string(g));
@@ -456,7 +481,8 @@ std::string manifestToJson(const PackageManifest &m) {
         s.set(slotKindName(p.kind), Value::string(p.arg));
       if (p.kind == ParamSlot::Kind::Stride || p.kind == ParamSlot::Kind::Size)
         s.set("axis", Value::number(static_cast<double>(p.axis)));
-      if (p.kind != ParamSlot::Kind::Ptr)
+      if (p.kind != ParamSlot::Kind::Ptr &&
+          p.kind != ParamSlot::Kind::Workspace)
         s.set("type", Value::string(std::string(slotTypeName(p.type))));
       params.push(std::move(s));
     }
@@ -489,7 +515,7 @@ Status manifestFromJson(std::string_view text, PackageManifest &out) {
     return s;
   if (Status s = r.string("producer", out.producer, false))
     return s;
-  const json::Value *dims, *args, *entries, *constraints;
+  const json::Value *dims, *args, *entries, *constraints, *workspaces;
   if (Status s = r.array("dims", dims))
     return s;
   for (size_t i = 0; i < dims->getArray().size(); ++i) {
@@ -529,6 +555,24 @@ Status manifestFromJson(std::string_view text, PackageManifest &out) {
       out.constraints.push_back(constraints->getArray()[i].getString());
     }
   }
+  if (Status s = r.array("workspaces", workspaces, false))
+    return s;
+  if (workspaces) {
+    for (size_t i = 0; i < workspaces->getArray().size(); ++i) {
+      ObjectReader w(workspaces->getArray()[i],
+                     "workspaces[" + std::to_string(i) + "]");
+      if (Status s = w.checkIsObject())
+        return s;
+      WorkspaceSpec ws;
+      if (Status s = w.string("name", ws.name))
+        return s;
+      if (Status s = w.string("bytes", ws.bytes))
+        return s;
+      if (Status s = w.finish())
+        return s;
+      out.workspaces.push_back(std::move(ws));
+    }
+  }
   if (Status s = r.array("entries", entries))
     return s;
   for (size_t i = 0; i < entries->getArray().size(); ++i) {
@@ -553,6 +597,13 @@ int Package::findDim(std::string_view name) const {
 int Package::findArg(std::string_view name) const {
   for (size_t i = 0; i < manifest.args.size(); ++i)
     if (manifest.args[i].name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+int Package::findWorkspace(std::string_view name) const {
+  for (size_t i = 0; i < manifest.workspaces.size(); ++i)
+    if (manifest.workspaces[i].name == name)
       return static_cast<int>(i);
   return -1;
 }
@@ -647,6 +698,21 @@ Status validatePackage(const PackageManifest &m,
     out.constraintExprs.push_back(std::move(e));
   }
 
+  std::set<std::string> workspaceNames;
+  for (const WorkspaceSpec &w : m.workspaces) {
+    if (!isIdentifier(w.name))
+      return fail("workspace name '" + w.name + "' is not an identifier");
+    if (!workspaceNames.insert(w.name).second)
+      return fail("duplicate workspace '" + w.name + "'");
+    if (names.count(w.name))
+      return fail("workspace '" + w.name +
+                  "' has the name of a dim or argument");
+    DimExpr e;
+    if (Status s = DimExpr::parse(w.bytes, dimNames, e))
+      return s.withContext("package: workspace '" + w.name + "': bytes");
+    out.workspaceExprs.push_back(std::move(e));
+  }
+
   std::set<std::string> moduleNames;
   for (const ModuleBlob &mod : modules) {
     if (!isIdentifier(mod.name))
@@ -692,6 +758,13 @@ Status validatePackage(const PackageManifest &m,
       grid.push_back(std::move(expr));
     }
     out.gridExprs.push_back(std::move(grid));
+    std::optional<DimExpr> when;
+    if (!e.when.empty()) {
+      when.emplace();
+      if (Status s = DimExpr::parse(e.when, dimNames, *when))
+        return s.withContext("package: " + where + ": when");
+    }
+    out.whenExprs.push_back(std::move(when));
     int64_t threads = 1;
     for (int64_t b : e.block) {
       if (b < 1 || b > 1024)
@@ -704,6 +777,7 @@ Status validatePackage(const PackageManifest &m,
       return fail(where + ": shared_bytes must be in [0, " +
                   std::to_string(kMaxSharedBytes) + "]");
     int64_t paramBytes = 0;
+    std::vector<std::optional<DimExpr>> slotExprs(e.params.size());
     for (size_t i = 0; i < e.params.size(); ++i) {
       const ParamSlot &p = e.params[i];
       std::string slot = where + ": params[" + std::to_string(i) + "]";
@@ -738,14 +812,26 @@ Status validatePackage(const PackageManifest &m,
             (p.type != SlotType::F32 && p.type != SlotType::F64))
           return fail(slot + ": non-finite integer constant");
         break;
+      case ParamSlot::Kind::Workspace:
+        if (!workspaceNames.count(p.arg))
+          return fail(slot + ": unknown workspace '" + p.arg + "'");
+        if (p.type != SlotType::Ptr)
+          return fail(slot + ": a workspace slot must have type ptr");
+        break;
+      case ParamSlot::Kind::Expr:
+        slotExprs[i].emplace();
+        if (Status s = DimExpr::parse(p.arg, dimNames, *slotExprs[i]))
+          return s.withContext("package: " + slot + ": expr");
+        break;
       }
       if (p.kind != ParamSlot::Kind::Ptr && p.kind != ParamSlot::Kind::Param &&
-          p.type == SlotType::Ptr)
-        return fail(slot + ": only ptr slots may have type ptr");
+          p.kind != ParamSlot::Kind::Workspace && p.type == SlotType::Ptr)
+        return fail(slot + ": only ptr and workspace slots may have type ptr");
       paramBytes += 8; // Upper bound including alignment padding.
     }
     if (paramBytes > kMaxParamBytes)
       return fail(where + ": kernel parameters exceed 4096 bytes");
+    out.slotExprs.push_back(std::move(slotExprs));
   }
   out.manifest = m;
   // A param slot without an explicit type takes the param's own type.

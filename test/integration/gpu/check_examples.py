@@ -8,15 +8,22 @@ runs in two halves:
        python3 test/integration/gpu/check_examples.py launch \\
            --launch BUILD_RT/bin/attnc-launch --packages build/gpu-packages/examples \\
            --out RESULTS
-     launches each package at two small sizes that are not multiples of the
-     tiles (M < N, and M > N where the spec allows it, which leaves rows fully
-     masked) with seeded random inputs, and saves inputs and outputs as .npy
-     (RESULTS/NAME.I/).
+     launches each package at small sizes that are not multiples of the tiles
+     (M < N, and M > N where the spec allows it, which leaves rows fully
+     masked), the last four with few query rows per key/value head, which
+     run the split-key decode kernel and its merge (one or three 16-row tiles,
+     and M > N), with seeded random inputs, and saves the outputs as .npy
+     (RESULTS/NAME.I/) with the command in launch.log. The inputs are not
+     kept (they would not fit the way back): attnc-launch's generator gives
+     the same bytes for the same seed on every machine.
   2. Here (PYTHONPATH=build/python):
-       python3 test/integration/gpu/check_examples.py check --results RESULTS
-     recomputes each output with the reference evaluator from the same inputs
-     (bf16 read as float32) and prints the relative error per output
-     (Frobenius, bf16 tolerance 1e-2); exits 1 on any failure.
+       python3 test/integration/gpu/check_examples.py check --results RESULTS \
+           --launch build/bin/attnc-launch
+     regenerates the inputs by rerunning each launch.log command with the
+     local attnc-launch (it writes the inputs, then stops for want of a GPU),
+     recomputes each output with the reference evaluator from them (bf16
+     read as float32) and prints the relative error per output (Frobenius,
+     bf16 tolerance 1e-2); exits 1 on any failure.
 """
 import argparse, os, subprocess, sys
 import numpy as np
@@ -24,10 +31,15 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 
-# Two launches per example: sizes and params (window, sinks, caps small
-# enough that the masks matter at these sizes).
+# Launches per example: sizes and params (window, sinks, caps small enough
+# that the masks matter at these sizes). The last four are decode launches
+# (M H / G <= 64; G = 1 stands for the key/value heads of MQA-like specs).
 SIZES = ["B=1,H=4,G=2,M=100,N=201,MB=2,NB=4,E=128",
-         "B=1,H=4,G=2,M=150,N=90,MB=3,NB=2,E=128"]
+         "B=1,H=4,G=2,M=150,N=90,MB=3,NB=2,E=128",
+         "B=2,H=4,G=2,M=3,N=600,MB=1,NB=10,E=128",
+         "B=1,H=4,G=1,M=10,N=520,MB=1,NB=9,E=128",
+         "B=1,H=2,G=2,M=40,N=333,MB=1,NB=6,E=128",
+         "B=1,H=4,G=2,M=7,N=5,MB=1,NB=1,E=128"]
 PARAMS = {
     "sliding_window": "window=40", "sinks_fixed": "window=40",
     "streaming_llm": "window=40,sinks=4", "softcap": "cap=5",
@@ -52,7 +64,8 @@ def launch(args):
         name = package[:-len(".attnpkg")]
         wanted = symbolic_dims(args.launch, os.path.join(args.packages, package))
         for index, sizes in enumerate(SIZES):
-            if index == 1 and name in KEYS_AFTER_QUERIES:
+            size_of = dict(item.split("=") for item in sizes.split(","))
+            if name in KEYS_AFTER_QUERIES and int(size_of["M"]) > int(size_of["N"]):
                 continue
             dims = ",".join(item for item in sizes.split(",")
                             if item.split("=")[0] in wanted)
@@ -60,7 +73,7 @@ def launch(args):
             os.makedirs(out, exist_ok=True)
             command = [args.launch, os.path.join(args.packages, package),
                        "--dim", dims, "--seed", str(index + 1),
-                       "--int-range", "0,3", "--save-inputs", "--out-dir", out]
+                       "--int-range", "0,3", "--out-dir", out]
             for param in filter(None, PARAMS.get(name, "").split(",")):
                 command += ["--param", param]
             run = subprocess.run(command, capture_output=True, text=True)
@@ -82,6 +95,17 @@ def as_float(array):
     return array
 
 
+def regenerate_inputs(launcher, directory):
+    """Reruns the launch.log command here with --save-inputs: attnc-launch
+    writes the inputs before it needs a GPU."""
+    command = open(os.path.join(directory, "launch.log")).readline().split()
+    command[0] = launcher
+    command[command.index("--out-dir") + 1] = directory
+    # The package path is relative to the repository root, as on the GPU.
+    subprocess.run(command + ["--save-inputs"], capture_output=True, text=True,
+                   cwd=ROOT)
+
+
 def check(args):
     import attnc
     failed = 0
@@ -97,6 +121,8 @@ def check(args):
         if not os.path.exists(os.path.join(directory, kernel.outputs[0] + ".npy")):
             print(f"skipped  {entry}: not launched")
             continue
+        if not os.path.exists(os.path.join(directory, kernel.inputs[0] + ".npy")):
+            regenerate_inputs(args.launch, directory)
         inputs = [as_float(np.load(os.path.join(directory, n + ".npy")))
                   for n in kernel.inputs]
         inputs = [x.astype(np.float32) if x.dtype.kind == "f" else x for x in inputs]
@@ -140,6 +166,7 @@ def main():
     on_gpu.add_argument("--out", required=True)
     here = sub.add_parser("check")
     here.add_argument("--results", required=True)
+    here.add_argument("--launch", default=os.path.join(ROOT, "build", "bin", "attnc-launch"))
     args = parser.parse_args()
     sys.exit(launch(args) if args.mode == "launch" else check(args))
 

@@ -151,6 +151,39 @@ TEST_F(CApiTest, LaunchChecksComeBeforeTheDriver) {
   EXPECT_TRUE(startsWith(attnc_last_error(), "no CUDA device"));
 }
 
+TEST(CApiWhenTest, DisabledEntriesLaunchNothing) {
+  PackageManifest m = splitKManifest();
+  m.workspaces[1].bytes = "256 - N";
+  std::string bytes = serialized(m, kSplitKPtx);
+  attnc_package pkg;
+  ASSERT_EQ(attnc_package_load_memory(bytes.data(), bytes.size(), &pkg),
+            ATTNC_OK)
+      << attnc_last_error();
+  std::vector<int64_t> q = {2, 64}, k = {2, 100, 64};
+  attnc_tensor ins[2] = {bf16Tensor(q), bf16Tensor(k)};
+  attnc_tensor outs[1] = {bf16Tensor(q)};
+  // N = 100: decode and merge are disabled, so naming one launches nothing
+  // (and needs no driver).
+  EXPECT_EQ(attnc_launch(pkg, "decode", ins, 2, nullptr, 0, outs, 1, nullptr),
+            ATTNC_OK)
+      << attnc_last_error();
+  EXPECT_EQ(attnc_launch(pkg, "nope", ins, 2, nullptr, 0, outs, 1, nullptr),
+            ATTNC_ERROR_NOT_FOUND);
+  EXPECT_EQ(attnc_check_args(pkg, ins, 2, nullptr, 0, outs, 1, nullptr),
+            ATTNC_OK);
+  // N = 1000: they run, and the workspace size is checked first.
+  k = {2, 1000, 64};
+  EXPECT_EQ(attnc_launch(pkg, "merge", ins, 2, nullptr, 0, outs, 1, nullptr),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_STREQ(attnc_last_error(), "workspace 'lse': bytes = 256 - N = -744 "
+                                   "is negative for B=2, N=1000, D=64");
+  EXPECT_EQ(attnc_check_args(pkg, ins, 2, nullptr, 0, outs, 1, nullptr),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(attnc_launch(pkg, "prefill", ins, 2, nullptr, 0, outs, 1, nullptr),
+            ATTNC_OK); // disabled at N = 1000
+  attnc_package_free(pkg);
+}
+
 TEST_F(CApiTest, ErrorsAreThreadLocal) {
   attnc_package bad;
   EXPECT_EQ(attnc_package_load("/nonexistent.attnpkg", &bad), ATTNC_ERROR_IO);

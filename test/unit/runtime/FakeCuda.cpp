@@ -2,7 +2,8 @@
 //
 // Loaded through ATTNC_LIBCUDA, it lets the tests drive the runtime's whole
 // device path on a machine without a GPU: one sm_90 device, "device memory"
-// from malloc, launches recorded (not run), a JIT error for PTX that contains
+// from malloc, distinct streams, launches and stream synchronizations
+// recorded (not run), a JIT error for PTX that contains
 // "BAD_PTX", and a switch to make teardown calls report
 // CUDA_ERROR_DEINITIALIZED as at process exit.
 //
@@ -13,7 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <set>
+#include <map>
 #include <vector>
 
 namespace {
@@ -21,7 +22,10 @@ int calls = 0;
 int unloads = 0;
 int unloadResult = 0;
 int numParams = 0;
-std::set<uintptr_t> allocations;
+int syncs = 0;
+std::map<uintptr_t, size_t> allocations; ///< address -> size
+char streams[64];
+int numStreams = 0;
 struct Launch {
   unsigned grid[3], block[3], shared;
   std::vector<uint64_t> params;
@@ -40,12 +44,20 @@ void fake_reset(int params) {
   unloads = 0;
   unloadResult = 0;
   numParams = params;
+  syncs = 0;
   launches.clear();
 }
 int fake_calls() { return calls; }
 int fake_unloads() { return unloads; }
 void fake_set_unload_result(int r) { unloadResult = r; }
 int fake_num_launches() { return static_cast<int>(launches.size()); }
+int fake_stream_syncs() { return syncs; }
+int fake_live_allocations() { return static_cast<int>(allocations.size()); }
+/// The size of the allocation at `p`, or 0 if there is none.
+uint64_t fake_allocation_size(uint64_t p) {
+  auto it = allocations.find(static_cast<uintptr_t>(p));
+  return it == allocations.end() ? 0 : it->second;
+}
 /// Copies launch `i`: grid[3], block[3], shared, then the parameters.
 void fake_launch(int i, unsigned *dims7, uint64_t *params) {
   const Launch &l = launches[static_cast<size_t>(i)];
@@ -115,9 +127,11 @@ int cuLaunchKernel(CUfunction, unsigned gx, unsigned gy, unsigned gz,
   return 0;
 }
 int cuStreamCreate(CUstream *s, unsigned) {
-  return ++calls, *s = reinterpret_cast<CUstream>(&marker), 0;
+  ++calls;
+  *s = reinterpret_cast<CUstream>(&streams[numStreams++ % 64]);
+  return 0;
 }
-int cuStreamSynchronize(CUstream) { return ++calls, 0; }
+int cuStreamSynchronize(CUstream) { return ++calls, ++syncs, 0; }
 int cuStreamDestroy_v2(CUstream) { return ++calls, 0; }
 int cuEventCreate(CUevent *e, unsigned) {
   return ++calls, *e = reinterpret_cast<CUevent>(&marker), 0;
@@ -131,7 +145,7 @@ int cuEventDestroy_v2(CUevent) { return ++calls, 0; }
 int cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
   ++calls;
   void *m = std::aligned_alloc(256, (n + 255) / 256 * 256);
-  allocations.insert(reinterpret_cast<uintptr_t>(m));
+  allocations[reinterpret_cast<uintptr_t>(m)] = n;
   *p = reinterpret_cast<uintptr_t>(m);
   return 0;
 }
@@ -157,7 +171,7 @@ int cuPointerGetAttribute(void *out, int attr, CUdeviceptr p) {
     return 1;
   // Any address inside the first 4 KiB of an allocation counts (enough for
   // tests that use byte offsets).
-  for (uintptr_t a : allocations)
+  for (const auto &[a, size] : allocations)
     if (p >= a && p < a + 4096)
       return *static_cast<int *>(out) = 0, 0;
   return 1; // CUDA_ERROR_INVALID_VALUE: not device memory

@@ -2,8 +2,8 @@
 //
 // Runs in its own process with ATTNC_LIBCUDA pointing at FakeCuda.cpp's
 // library (set before the driver is first used), and checks what the runtime
-// hands the driver: module loads, JIT logs, kernel parameters, grids, and
-// that argument errors make no driver call at all.
+// hands the driver: module loads, JIT logs, kernel parameters, grids,
+// workspace buffers, and that argument errors make no driver call at all.
 //
 //===----------------------------------------------------------------------===//
 
@@ -29,6 +29,9 @@ struct Fake {
   void (*setUnloadResult)(int);
   int (*numLaunches)();
   void (*launch)(int, unsigned *, uint64_t *);
+  int (*streamSyncs)();
+  int (*liveAllocations)();
+  uint64_t (*allocationSize)(uint64_t);
 };
 
 Fake &fake() {
@@ -45,6 +48,11 @@ Fake &fake() {
     f.numLaunches = reinterpret_cast<int (*)()>(dlsym(h, "fake_num_launches"));
     f.launch = reinterpret_cast<void (*)(int, unsigned *, uint64_t *)>(
         dlsym(h, "fake_launch"));
+    f.streamSyncs = reinterpret_cast<int (*)()>(dlsym(h, "fake_stream_syncs"));
+    f.liveAllocations =
+        reinterpret_cast<int (*)()>(dlsym(h, "fake_live_allocations"));
+    f.allocationSize = reinterpret_cast<uint64_t (*)(uint64_t)>(
+        dlsym(h, "fake_allocation_size"));
     return f;
   }();
   return f;
@@ -220,6 +228,137 @@ TEST_F(FakeCudaTest, UnloadToleratesADeinitializedDriver) {
     fake().setUnloadResult(4); // CUDA_ERROR_DEINITIALIZED
   }
   EXPECT_EQ(fake().unloads(), 1);
+}
+
+/// The parameters of launch `i` (5 of them) and its grid.
+struct Recorded {
+  unsigned dims[7];
+  uint64_t params[5];
+};
+Recorded recorded(int i) {
+  Recorded r;
+  fake().launch(i, r.dims, r.params);
+  return r;
+}
+
+class FakeCudaSplitKTest : public FakeCudaTest {
+protected:
+  void load(const PackageManifest &m) {
+    std::string bytes = serialized(m, kSplitKPtx);
+    ASSERT_EQ(attnc_package_load_memory(bytes.data(), bytes.size(), &splitK),
+              ATTNC_OK)
+        << attnc_last_error();
+  }
+  void TearDown() override { attnc_package_free(splitK); }
+
+  /// Launches with Q[2, 64], K[2, n, 64] (the fake reads no data).
+  attnc_status launch(int64_t n, attnc_stream stream,
+                      const char *entry = nullptr) {
+    std::vector<int64_t> q = {2, 64}, k = {2, n, 64};
+    attnc_tensor ins[2] = {bf16Tensor(q, nullptr, a.data()),
+                           bf16Tensor(k, nullptr, b.data())};
+    attnc_tensor outs[1] = {bf16Tensor(q, nullptr, c.data())};
+    return attnc_launch(splitK, entry, ins, 2, nullptr, 0, outs, 1, stream);
+  }
+
+  attnc_package splitK = nullptr;
+};
+
+TEST_F(FakeCudaSplitKTest, WhenPicksTheEntries) {
+  load(splitKManifest());
+  fake().reset(5);
+  int before = fake().liveAllocations();
+  ASSERT_EQ(launch(100, nullptr), ATTNC_OK) << attnc_last_error();
+  ASSERT_EQ(fake().numLaunches(), 1);
+  Recorded prefill = recorded(0);
+  EXPECT_EQ(prefill.dims[0], 2u);
+  EXPECT_EQ(prefill.params[2], reinterpret_cast<uintptr_t>(c.data()));
+  EXPECT_EQ(static_cast<int32_t>(prefill.params[3]), 100);
+  EXPECT_EQ(prefill.params[4], 200u); // B*N as i64
+  EXPECT_EQ(fake().liveAllocations(), before) << "no workspace was needed";
+
+  // A disabled entry, named: nothing launched, no driver call at all.
+  fake().reset(5);
+  ASSERT_EQ(launch(100, nullptr, "merge"), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(fake().calls(), 0);
+  EXPECT_EQ(fake().numLaunches(), 0);
+
+  ASSERT_EQ(launch(1000, nullptr, "merge"), ATTNC_OK) << attnc_last_error();
+  ASSERT_EQ(fake().numLaunches(), 1);
+  Recorded merge = recorded(0);
+  EXPECT_EQ(static_cast<int32_t>(merge.params[3]), 4); // cdiv(N, 256)
+  float bn;
+  std::memcpy(&bn, &merge.params[4], 4);
+  EXPECT_EQ(bn, 2000.0f);
+}
+
+TEST_F(FakeCudaSplitKTest, WorkspacesPerStreamGrowAndFree) {
+  load(splitKManifest());
+  fake().reset(5);
+  int before = fake().liveAllocations();
+  rt::Stream s1, s2;
+  ASSERT_FALSE(rt::Stream::create(0, s1));
+  ASSERT_FALSE(rt::Stream::create(0, s2));
+
+  // decode writes both workspaces, merge reads them: the same buffers.
+  ASSERT_EQ(launch(1000, s1.get()), ATTNC_OK) << attnc_last_error();
+  ASSERT_EQ(fake().numLaunches(), 2);
+  Recorded decode = recorded(0), merge = recorded(1);
+  EXPECT_EQ(decode.dims[0], 2u);
+  EXPECT_EQ(decode.dims[1], 4u);
+  uint64_t partials = decode.params[2], lse = decode.params[3];
+  EXPECT_NE(partials, 0u);
+  EXPECT_NE(lse, 0u);
+  EXPECT_NE(partials, lse);
+  EXPECT_EQ(merge.params[0], partials);
+  EXPECT_EQ(merge.params[1], lse);
+  EXPECT_EQ(fake().allocationSize(partials), 2u * 4 * 64 * 4);
+  EXPECT_EQ(fake().allocationSize(lse), 256u); // 32, rounded up
+  EXPECT_EQ(fake().liveAllocations(), before + 2);
+
+  // The same stream again, or a smaller problem: the same buffers.
+  ASSERT_EQ(launch(1000, s1.get()), ATTNC_OK);
+  ASSERT_EQ(launch(600, s1.get()), ATTNC_OK);
+  EXPECT_EQ(recorded(2).params[2], partials);
+  EXPECT_EQ(recorded(5).params[1], lse);
+  EXPECT_EQ(fake().liveAllocations(), before + 2);
+
+  // Another stream, and the default stream, get buffers of their own.
+  ASSERT_EQ(launch(1000, s2.get()), ATTNC_OK);
+  EXPECT_NE(recorded(6).params[2], partials);
+  EXPECT_NE(recorded(6).params[3], lse);
+  EXPECT_EQ(fake().liveAllocations(), before + 4);
+  ASSERT_EQ(launch(1000, nullptr), ATTNC_OK);
+  EXPECT_NE(recorded(8).params[2], partials);
+  EXPECT_NE(recorded(8).params[2], recorded(6).params[2]);
+  EXPECT_EQ(fake().liveAllocations(), before + 6);
+  EXPECT_EQ(fake().streamSyncs(), 0);
+
+  // A larger problem grows s1's buffers, after waiting for s1's kernels.
+  ASSERT_EQ(launch(5000, s1.get()), ATTNC_OK);
+  EXPECT_EQ(fake().streamSyncs(), 1);
+  Recorded grown = recorded(10);
+  EXPECT_EQ(fake().allocationSize(grown.params[2]), 2u * 20 * 64 * 4);
+  EXPECT_EQ(fake().allocationSize(grown.params[3]), 256u);
+  EXPECT_EQ(fake().liveAllocations(), before + 6);
+
+  attnc_package_free(splitK);
+  splitK = nullptr;
+  EXPECT_EQ(fake().liveAllocations(), before);
+}
+
+TEST_F(FakeCudaSplitKTest, EmptyWorkspacesAreNull) {
+  PackageManifest m = splitKManifest();
+  m.workspaces[1].bytes = "0 * B";
+  load(m);
+  fake().reset(5);
+  int before = fake().liveAllocations();
+  ASSERT_EQ(launch(1000, nullptr), ATTNC_OK) << attnc_last_error();
+  ASSERT_EQ(fake().numLaunches(), 2);
+  EXPECT_NE(recorded(0).params[2], 0u);
+  EXPECT_EQ(recorded(0).params[3], 0u);
+  EXPECT_EQ(recorded(1).params[1], 0u);
+  EXPECT_EQ(fake().liveAllocations(), before + 1);
 }
 
 TEST_F(FakeCudaTest, MemoryAndEvents) {

@@ -157,6 +157,117 @@ TEST_F(LaunchCheckTest, CountsAndEmptyProblems) {
   EXPECT_EQ(bound.grids[0][0], 0);
 }
 
+/// Checks a launch of the split-K package with Q[b, 64], K[b, n, 64].
+Status checkSplitK(const Package &pkg, int64_t b, int64_t n,
+                   BoundLaunch &bound) {
+  std::vector<int64_t> q = {b, 64}, k = {b, n, 64};
+  attnc_tensor ins[2] = {bf16Tensor(q), bf16Tensor(k)};
+  attnc_tensor outs[1] = {bf16Tensor(q)};
+  return checkLaunch(pkg, ins, 2, nullptr, 0, outs, 1, bound);
+}
+
+Package readSplitK(const PackageManifest &m = splitKManifest()) {
+  Package pkg;
+  Status s = readPackage(serialized(m, kSplitKPtx), pkg);
+  EXPECT_FALSE(s) << s.getMessage();
+  return pkg;
+}
+
+TEST(LaunchCheckWhenTest, WhenSelectsEntries) {
+  Package pkg = readSplitK();
+  BoundLaunch bound;
+  Status s = checkSplitK(pkg, 2, 100, bound);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(bound.enabled, (std::vector<bool>{true, false, false}));
+  ASSERT_EQ(bound.grids.size(), 3u);
+  EXPECT_EQ(bound.grids[0], (std::array<int64_t, 3>{2, 1, 1}));
+  EXPECT_EQ(bound.grids[1], (std::array<int64_t, 3>{0, 0, 0}));
+
+  s = checkSplitK(pkg, 2, 1000, bound);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(bound.enabled, (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(bound.grids[0], (std::array<int64_t, 3>{0, 0, 0}));
+  EXPECT_EQ(bound.grids[1], (std::array<int64_t, 3>{2, 4, 1}));
+  EXPECT_EQ(bound.grids[2], (std::array<int64_t, 3>{2, 1, 1}));
+
+  // Without a `when` an entry always runs.
+  BoundLaunch plain;
+  Package att;
+  ASSERT_FALSE(readPackage(serializedAttention(), att));
+  std::vector<int64_t> q = {1, 4, 100, 64}, k = {1, 2, 300, 64};
+  attnc_tensor ins[3] = {bf16Tensor(q), bf16Tensor(k), bf16Tensor(k)};
+  attnc_tensor outs[1] = {bf16Tensor(q)};
+  double params[2] = {128, 0.125};
+  ASSERT_FALSE(checkLaunch(att, ins, 3, params, 2, outs, 1, plain));
+  EXPECT_EQ(plain.enabled, (std::vector<bool>{true}));
+}
+
+TEST(LaunchCheckWhenTest, DisabledEntriesAreNotEvaluated) {
+  // Grid formulas that divide by zero exactly when the entry is disabled.
+  PackageManifest m = splitKManifest();
+  m.entries[1].grid = {"B", "N / (N - 256)"};
+  m.entries[1].when = "N != 256";
+  Package pkg = readSplitK(m);
+  BoundLaunch bound;
+  Status s = checkSplitK(pkg, 2, 256, bound);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(bound.enabled, (std::vector<bool>{true, false, false}));
+  // Enabled, the same grid is an error.
+  m.entries[1].when.clear();
+  pkg = readSplitK(m);
+  s = checkSplitK(pkg, 2, 256, bound);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s.getMessage(),
+            "entry 'decode': formula \"N / (N - 256)\": division by zero");
+  // A `when` that cannot be evaluated is an error too.
+  m = splitKManifest();
+  m.entries[2].when = "B / (N - 256) > 0";
+  pkg = readSplitK(m);
+  s = checkSplitK(pkg, 2, 256, bound);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s.getCode(), ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(s.getMessage(), "entry 'merge': when: formula \"B / (N - 256) > "
+                            "0\": division by zero");
+}
+
+TEST(LaunchCheckWhenTest, WorkspaceBytes) {
+  Package pkg = readSplitK();
+  BoundLaunch bound;
+  ASSERT_FALSE(checkSplitK(pkg, 2, 1000, bound));
+  std::vector<int64_t> bytes;
+  ASSERT_FALSE(workspaceBytes(pkg, bound, {0, 1, 2}, bytes));
+  EXPECT_EQ(bytes, (std::vector<int64_t>{2 * 4 * 64 * 4, 2 * 4 * 4}));
+  // Only what the given, enabled entries use.
+  ASSERT_FALSE(workspaceBytes(pkg, bound, {0}, bytes));
+  EXPECT_EQ(bytes, (std::vector<int64_t>{0, 0}));
+  ASSERT_FALSE(checkSplitK(pkg, 2, 100, bound));
+  ASSERT_FALSE(workspaceBytes(pkg, bound, {0, 1, 2}, bytes));
+  EXPECT_EQ(bytes, (std::vector<int64_t>{0, 0}));
+
+  PackageManifest m = splitKManifest();
+  m.workspaces[1].bytes = "256 - N";
+  pkg = readSplitK(m);
+  ASSERT_FALSE(checkSplitK(pkg, 2, 1000, bound));
+  Status s = workspaceBytes(pkg, bound, {1}, bytes);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s.getCode(), ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(s.getMessage(), "workspace 'lse': bytes = 256 - N = -744 is "
+                            "negative for B=2, N=1000, D=64");
+  m.workspaces[1].bytes = "B / (N - 1000)";
+  pkg = readSplitK(m);
+  ASSERT_FALSE(checkSplitK(pkg, 2, 1000, bound));
+  s = workspaceBytes(pkg, bound, {1}, bytes);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s.getMessage(), "workspace 'lse': formula \"B / (N - 1000)\": "
+                            "division by zero");
+  // Workspaces that no given, enabled entry uses are not evaluated.
+  EXPECT_FALSE(workspaceBytes(pkg, bound, {0}, bytes));
+  m.workspaces[1].bytes = "B / (N - 100)";
+  pkg = readSplitK(m);
+  ASSERT_FALSE(checkSplitK(pkg, 2, 100, bound));
+  EXPECT_FALSE(workspaceBytes(pkg, bound, {0, 1, 2}, bytes));
+}
+
 TEST_F(LaunchCheckTest, DTypeConversions) {
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I1,
                   DType::I8, DType::I32, DType::I64}) {

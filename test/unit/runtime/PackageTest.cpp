@@ -36,6 +36,16 @@ std::string mutated(const std::string &from, const std::string &to) {
   return container(text);
 }
 
+/// The split-K manifest as JSON, with `from` replaced by `to` once.
+std::string mutatedSplitK(const std::string &from, const std::string &to) {
+  std::string text = manifestToJson(splitKManifest());
+  size_t pos = text.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  if (pos != std::string::npos)
+    text.replace(pos, from.size(), to);
+  return container(text, kSplitKPtx);
+}
+
 TEST(PackageTest, RoundTrip) {
   std::string bytes = serializedAttention();
   ASSERT_FALSE(bytes.empty());
@@ -64,6 +74,121 @@ TEST(PackageTest, RoundTrip) {
   std::string bytes2;
   ASSERT_FALSE(again.serialize(bytes2));
   EXPECT_EQ(bytes, bytes2);
+}
+
+TEST(PackageTest, WhenWorkspacesAndExprsRoundTrip) {
+  std::string bytes = serialized(splitKManifest(), kSplitKPtx);
+  ASSERT_FALSE(bytes.empty());
+  Package pkg;
+  Status s = readPackage(bytes, pkg);
+  ASSERT_FALSE(s) << s.getMessage();
+  const PackageManifest &m = pkg.manifest;
+  ASSERT_EQ(m.workspaces.size(), 2u);
+  EXPECT_EQ(m.workspaces[0].name, "partials");
+  EXPECT_EQ(m.workspaces[0].bytes, "B*cdiv(N, 256)*D*4");
+  EXPECT_EQ(pkg.findWorkspace("lse"), 1);
+  EXPECT_EQ(pkg.findWorkspace("B"), -1);
+  ASSERT_EQ(pkg.workspaceExprs.size(), 2u);
+  ASSERT_EQ(m.entries.size(), 3u);
+  EXPECT_EQ(m.entries[1].when, "N > 256");
+  ASSERT_EQ(pkg.whenExprs.size(), 3u);
+  EXPECT_TRUE(pkg.whenExprs[1]);
+  const ParamSlot &ws = m.entries[1].params[2];
+  EXPECT_EQ(ws.kind, ParamSlot::Kind::Workspace);
+  EXPECT_EQ(ws.arg, "partials");
+  EXPECT_EQ(ws.type, SlotType::Ptr);
+  const ParamSlot &expr = m.entries[2].params[3];
+  EXPECT_EQ(expr.kind, ParamSlot::Kind::Expr);
+  EXPECT_EQ(expr.arg, "cdiv(N, 256)");
+  EXPECT_EQ(expr.type, SlotType::I32);
+  // Parsed forms only where there is a formula.
+  ASSERT_EQ(pkg.slotExprs.size(), 3u);
+  ASSERT_EQ(pkg.slotExprs[2].size(), 5u);
+  EXPECT_FALSE(pkg.slotExprs[2][0]);
+  ASSERT_TRUE(pkg.slotExprs[2][3]);
+  EXPECT_EQ(pkg.slotExprs[2][3]->getText(), "cdiv(N, 256)");
+  std::string json = manifestToJson(m);
+  EXPECT_NE(json.find("\"when\": \"N > 256\""), std::string::npos);
+  EXPECT_NE(json.find("\"workspace\": \"partials\"\n"), std::string::npos)
+      << "workspace slots are written without a type";
+  EXPECT_NE(json.find("\"expr\": \"B*N\",\n          \"type\": \"f32\""),
+            std::string::npos);
+  // Canonical: writing what was read gives the same bytes.
+  EXPECT_EQ(serialized(m, kSplitKPtx), bytes);
+
+  // A workspace slot may spell out its type; an expr slot defaults to i64.
+  Package again;
+  s = readPackage(
+      mutatedSplitK("\"expr\": \"cdiv(N, 256)\",\n          \"type\": \"i32\"",
+                    "\"expr\": \"cdiv(N, 256)\""),
+      again);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(again.manifest.entries[2].params[3].type, SlotType::I64);
+  s = readPackage(mutatedSplitK("\"workspace\": \"lse\"",
+                                "\"workspace\": \"lse\", \"type\": \"ptr\""),
+                  again);
+  ASSERT_FALSE(s) << s.getMessage();
+
+  // Without conditions or workspaces the keys are left out.
+  std::string plain = manifestToJson(attentionManifest());
+  EXPECT_EQ(plain.find("\"when\""), std::string::npos);
+  EXPECT_EQ(plain.find("\"workspaces\""), std::string::npos);
+  Package att;
+  ASSERT_FALSE(readPackage(serializedAttention(), att));
+  ASSERT_EQ(att.whenExprs.size(), 1u);
+  EXPECT_FALSE(att.whenExprs[0]);
+  EXPECT_TRUE(att.workspaceExprs.empty());
+}
+
+TEST(PackageTest, WhenWorkspaceAndExprErrors) {
+  expectError(
+      mutatedSplitK("\"workspace\": \"lse\"", "\"workspace\": \"stats\""),
+      "entry 'decode': params[3]: unknown workspace 'stats'");
+  expectError(mutatedSplitK("\"workspace\": \"lse\"",
+                            "\"workspace\": \"lse\", \"type\": \"i64\""),
+              "entry 'decode': params[3]: a workspace slot must have type ptr");
+  expectError(mutatedSplitK("\"workspace\": \"lse\"", "\"workspace\": 3"),
+              "workspace must be a name");
+  expectError(mutatedSplitK("\"when\": \"N > 256\"", "\"when\": \"X > 256\""),
+              "package: entry 'decode': when: formula \"X > 256\": unknown "
+              "dim 'X'");
+  expectError(mutatedSplitK("\"when\": \"N > 256\"", "\"when\": \"N >\""),
+              "entry 'decode': when: formula \"N >\": unexpected end");
+  expectError(mutatedSplitK("\"when\": \"N > 256\"", "\"when\": 1"),
+              "entries[1].when must be a string");
+  expectError(mutatedSplitK("\"bytes\": \"B*cdiv(N, 256)*4\"",
+                            "\"bytes\": \"B*cdiv(N, 256)*E\""),
+              "package: workspace 'lse': bytes: formula "
+              "\"B*cdiv(N, 256)*E\": unknown dim 'E'");
+  expectError(mutatedSplitK(",\n      \"bytes\": \"B*cdiv(N, 256)*4\"", ""),
+              "missing field workspaces[1].bytes");
+  expectError(mutatedSplitK("\"bytes\": \"B*cdiv(N, 256)*4\"",
+                            "\"bytes\": \"4\", \"size\": 4"),
+              "unknown field workspaces[1].size");
+  expectError(
+      mutatedSplitK("\"expr\": \"cdiv(N, 256)\"", "\"expr\": \"cdiv(N 256)\""),
+      "package: entry 'merge': params[3]: expr: formula "
+      "\"cdiv(N 256)\": expected ',' in cdiv(a, b)");
+  expectError(
+      mutatedSplitK("\"expr\": \"cdiv(N, 256)\",\n          \"type\": \"i32\"",
+                    "\"expr\": \"cdiv(N, 256)\", \"type\": \"ptr\""),
+      "entry 'merge': params[3]: only ptr and workspace slots may have "
+      "type ptr");
+  expectError(mutatedSplitK("\"workspace\": \"lse\"",
+                            "\"workspace\": \"lse\", \"expr\": \"N\""),
+              "must have exactly one of ptr, stride, size, dim, param, const, "
+              "workspace, expr");
+  // Workspace names: identifiers, unique, distinct from dims and args.
+  expectError(mutatedSplitK("\"name\": \"lse\"", "\"name\": \"partials\""),
+              "duplicate workspace 'partials'");
+  expectError(mutatedSplitK("\"name\": \"lse\"", "\"name\": \"N\""),
+              "workspace 'N' has the name of a dim or argument");
+  expectError(mutatedSplitK("\"name\": \"lse\"", "\"name\": \"K\""),
+              "workspace 'K' has the name of a dim or argument");
+  expectError(mutatedSplitK("\"name\": \"lse\"", "\"name\": \"l s e\""),
+              "workspace name 'l s e' is not an identifier");
+  expectError(mutatedSplitK("\"workspaces\": [", "\"workspaces\": 1, \"x\": ["),
+              "manifest.workspaces must be an array");
 }
 
 TEST(PackageTest, CubinModulesAreBinarySafe) {
@@ -252,7 +377,7 @@ TEST(PackageTest, ManifestErrors) {
   expectError(mutated("\"type\": \"i32\"", "\"type\": \"u8\""),
               "unknown slot type 'u8'");
   expectError(mutated("\"type\": \"i32\"", "\"type\": \"ptr\""),
-              "only ptr slots may have type ptr");
+              "may have type ptr");
   expectError(mutated("\"producer\": \"test\"", "\"producr\": \"test\""),
               "unknown field manifest.producr");
   expectError(mutated("\"H % G == 0\"", "\"H %% G\""), "constraint");

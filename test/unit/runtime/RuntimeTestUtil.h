@@ -96,6 +96,83 @@ inline std::string serializedAttention() {
   return bytes;
 }
 
+/// A split-K decode kernel next to its prefill kernel, as attnc compile emits
+/// them: Q[B,D], K[B,N,D], O[B,D], D = 64. Short sequences run `prefill`;
+/// long ones run `decode` (partial results over chunks of 256 keys into two
+/// workspaces) and then `merge`. Every entry has 5 params.
+inline PackageManifest splitKManifest() {
+  PackageManifest m;
+  m.name = "splitk";
+  m.target = "sm_90a";
+  m.dims = {{"B", std::nullopt}, {"N", std::nullopt}, {"D", 64}};
+  auto tensor = [](std::string name, ArgKind kind,
+                   std::vector<std::string> ax) {
+    ArgSpec a;
+    a.name = std::move(name);
+    a.kind = kind;
+    a.dtype = DType::BF16;
+    for (std::string &d : ax)
+      a.axes.push_back(AxisSpec::ofDim(d));
+    return a;
+  };
+  m.args = {tensor("Q", ArgKind::Input, {"B", "D"}),
+            tensor("K", ArgKind::Input, {"B", "N", "D"}),
+            tensor("O", ArgKind::Output, {"B", "D"})};
+  m.workspaces = {{"partials", "B*cdiv(N, 256)*D*4"},
+                  {"lse", "B*cdiv(N, 256)*4"}};
+  auto slot = [](ParamSlot::Kind k, std::string arg,
+                 SlotType t = SlotType::Ptr) {
+    ParamSlot s;
+    s.kind = k;
+    s.arg = std::move(arg);
+    s.type = t;
+    return s;
+  };
+  auto entry = [](std::string name, std::string when,
+                  std::vector<std::string> grid) {
+    EntrySpec e;
+    e.function = "splitk_" + name;
+    e.name = std::move(name);
+    e.module = "main";
+    e.when = std::move(when);
+    e.grid = std::move(grid);
+    e.block[0] = 128;
+    return e;
+  };
+  using K = ParamSlot::Kind;
+  EntrySpec prefill = entry("prefill", "N <= 256", {"B"});
+  prefill.params = {slot(K::Ptr, "Q"), slot(K::Ptr, "K"), slot(K::Ptr, "O"),
+                    slot(K::Dim, "N", SlotType::I32),
+                    slot(K::Expr, "B*N", SlotType::I64)};
+  EntrySpec decode = entry("decode", "N > 256", {"B", "cdiv(N, 256)"});
+  decode.params = {slot(K::Ptr, "Q"), slot(K::Ptr, "K"),
+                   slot(K::Workspace, "partials"), slot(K::Workspace, "lse"),
+                   slot(K::Dim, "N", SlotType::I32)};
+  EntrySpec merge = entry("merge", "N > 256", {"B"});
+  merge.params = {slot(K::Workspace, "partials"), slot(K::Workspace, "lse"),
+                  slot(K::Ptr, "O"),
+                  slot(K::Expr, "cdiv(N, 256)", SlotType::I32),
+                  slot(K::Expr, "B*N", SlotType::F32)};
+  m.entries = {prefill, decode, merge};
+  return m;
+}
+
+inline const char *kSplitKPtx =
+    "//\n.version 8.0\n.target sm_90a\n.address_size 64\n"
+    ".visible .entry splitk_prefill(.param .u64 p0)\n{\n\tret;\n}\n"
+    ".visible .entry splitk_decode(.param .u64 p0)\n{\n\tret;\n}\n"
+    ".visible .entry splitk_merge(.param .u64 p0)\n{\n\tret;\n}\n";
+
+inline std::string serialized(const PackageManifest &m, const char *ptx) {
+  PackageWriter w(m);
+  w.addModule("main", ModuleFormat::Ptx, ptx);
+  std::string bytes;
+  Status s = w.serialize(bytes);
+  if (s)
+    std::fprintf(stderr, "serialize failed: %s\n", s.getMessage().c_str());
+  return bytes;
+}
+
 /// FNV-1a 64, as the container format documents it.
 inline std::string checksumHex(const std::string &bytes) {
   uint64_t h = 0xcbf29ce484222325ull;

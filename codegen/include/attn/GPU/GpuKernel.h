@@ -16,6 +16,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,7 +52,20 @@ struct GpuOptions {
   /// "bf16" or "f16" (rounded to nearest even in registers, so that a spec
   /// whose output is bf16 gets it from the kernel itself).
   std::string outputElementType = "f32";
+  /// Also build the split-key decode kernel and the kernel that merges its
+  /// partial results (flash-decoding), in a second module compiled beside
+  /// the first, for ops that `supportsGpuDecode`.
+  bool decode = false;
 };
+
+/// The decode kernel packs the query rows of one key/value head, (query m,
+/// head of the group) in that order, into 16-row tiles: one warp per CTA.
+constexpr int64_t kDecodeRows = 16;
+constexpr int64_t kDecodeThreads = 32;
+/// Keys per iteration of the decode kernel's loop.
+constexpr int64_t kDecodeKeys = 64;
+/// Threads of the merge kernel: 8 per packed row.
+constexpr int64_t kMergeThreads = 8 * kDecodeRows;
 
 /// One kernel parameter, in launch order. Pointers are device addresses
 /// (8 bytes); scalars are passed by value with the width of `type`.
@@ -69,6 +83,8 @@ struct GpuKernelParam {
   ///  - "B", "H", "G", "M", "N": the sizes (i32);
   ///  - "q.stride.b" ... : strides in elements (i64) of the named tensor;
   ///  - "scale": the op's scale operand (f32);
+///  - "partials": the decode kernels' workspace (f32, see GpuDecodeKernels);
+///  - "splits": how many parts the decode kernel splits the keys into (i32);
   ///  - "capture.<i>" / "capture.<i>.size.<d>" / "capture.<i>.stride.<d>":
   ///    values score_mod, mask or tile_class read from above (see
   ///    `GpuKernelSignature::captures`).
@@ -100,14 +116,32 @@ struct GpuCapture {
 ///   17-19 v.stride.{b,g,n}, 20-22 o.stride.{b,h,m},
 ///   23-24 lse.stride.{b,h}, 25-27 sink.stride.{b,h,m}  (i64, elements)
 ///   28    scale                                        (f32)
-/// then the captures. The last dim of Q, K, V and O, and the m dim of LSE,
+///   29    partials (pointer), 30 splits (i32)          (decode only)
+/// then the captures. Every kernel of a module takes the same list. The last dim of Q, K, V and O, and the m dim of LSE,
 /// must be contiguous; Q/K/V base pointers and row strides must keep 16-byte
 /// alignment (strides multiples of 8 elements), O rows 8-byte alignment (4
 /// for a bf16/f16 O).
 struct GpuKernelSignature {
   std::vector<GpuKernelParam> params;
   std::vector<GpuCapture> captures;
-  static constexpr unsigned kNumFixedParams = 29;
+  static constexpr unsigned kNumFixedParams = 31;
+};
+
+/// The decode kernels of a module built with `GpuOptions::decode`.
+///
+/// With R = M·H/G packed rows per key/value head and RB = ceil(R / 16),
+/// `kernelName` runs on grid [S·RB, G, B] (S = the "splits" param; x =
+/// split·RB + row tile) with one warp, and writes, per (b, g, split, row
+/// tile, row), the row's O normalised by its own partial sum (`E` floats)
+/// and its partial log-sum-exp: the workspace holds
+/// rows = B·G·S·RB·16 rows of O, then rows LSEs (f32). `mergeKernelName`
+/// runs on grid [RB, G, B] with kMergeThreads threads, combines the S
+/// parts of each row (and the sink logit) and writes O and LSE.
+struct GpuDecodeKernels {
+  /// The PTX module holding both kernels.
+  std::string ptx;
+  std::string kernelName, mergeKernelName;
+  int64_t sharedMemoryBytes = 0;
 };
 
 /// Everything a runtime needs to launch the kernel.
@@ -129,11 +163,17 @@ struct GpuKernelArtifact {
   int64_t headDim = 0, valueDim = 0;
   bool hasLse = false, hasSink = false;
   GpuKernelSignature signature;
+  /// Present when built with `GpuOptions::decode`.
+  std::optional<GpuDecodeKernels> decode;
 };
 
 /// Checks that `op` fits the skeleton (rank-4 Q/K/V of bf16 or f16 with
 /// static D, E multiples of 16 and at most 256, captures it can pass).
 LogicalResult checkGpuSupport(AttentionOp op, const GpuOptions &options);
+
+/// Whether `op` can get the decode kernels: a normalizer whose partial
+/// results merge exactly (softmax, none).
+bool supportsGpuDecode(AttentionOp op);
 
 /// Builds, at `builder`'s insertion point, a `gpu.module` named
 /// `moduleName` holding one kernel `kernelName` for `op` and fills
@@ -143,12 +183,21 @@ buildAttentionGpuModule(OpBuilder &builder, AttentionOp op,
                         const GpuOptions &options, StringRef moduleName,
                         StringRef kernelName, GpuKernelSignature &signature);
 
+/// The same for the decode kernels `kernelName`_decode and
+/// `kernelName`_merge (see GpuDecodeKernels); the signature is the same.
+FailureOr<gpu::GPUModuleOp>
+buildDecodeGpuModule(OpBuilder &builder, AttentionOp op,
+                     const GpuOptions &options, StringRef moduleName,
+                     StringRef kernelName, GpuKernelSignature &signature);
+
 /// Dynamic shared memory the kernel for (`op`, `options`) uses, in bytes.
 /// Threads per CTA: one warp per `warpRows` query rows.
 int64_t getAttentionThreadsPerBlock(const GpuOptions &options);
 
 int64_t getAttentionSharedMemoryBytes(AttentionOp op,
                                       const GpuOptions &options);
+/// Dynamic shared memory of the decode kernel for `op`, in bytes.
+int64_t getDecodeSharedMemoryBytes(AttentionOp op);
 
 /// Compiles the single attn.attention of `module` (anywhere inside it) to
 /// PTX. `module` is not modified.

@@ -41,6 +41,10 @@ struct GpuPackageOptions {
   /// How the caller fixes dims, for messages that ask for it.
   std::string shapeOption = "--shape";
   std::string shapeExample = "--shape D=128";
+  /// Add the split-key decode kernel and its merge (run instead of the
+  /// attention kernel for launches with few query rows per key/value head)
+  /// where the variant allows.
+  bool decode = true;
 };
 
 /// Compiles the one attn.kernel of `module` (as the front end made it; it is

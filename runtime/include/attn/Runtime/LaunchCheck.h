@@ -3,9 +3,10 @@
 // Everything about a launch that can be checked without the GPU is checked
 // here, before any driver call: devices, dtypes, ranks, shapes against the
 // dims (binding symbolic dims from the tensors), strides against the layout
-// each tensor needs, params, constraints and grid sizes. A kernel launched
-// with a wrong shape reads or writes out of bounds silently, so these checks
-// are the runtime's main safety net.
+// each tensor needs, params, constraints, which entries run (their `when`),
+// grid sizes and workspace sizes. A kernel launched with a wrong shape reads
+// or writes out of bounds silently, so these checks are the runtime's main
+// safety net.
 //
 //===----------------------------------------------------------------------===//
 
@@ -28,7 +29,12 @@ struct BoundLaunch {
   /// Value of every param (given or defaulted), indexed like manifest.args
   /// (entries for tensors are unused).
   std::vector<double> argValues;
-  /// Per entry: grid x, y, z (a zero means the launch is empty and skipped).
+  /// Per entry: whether its `when` formula holds (true without one). A
+  /// disabled entry is not launched, and neither its grid nor its expr slots
+  /// are evaluated, so they may fail (divide by zero) for its dims.
+  std::vector<bool> enabled;
+  /// Per entry: grid x, y, z (a zero means the launch is empty and skipped;
+  /// all zero for a disabled entry).
   std::vector<std::array<int64_t, 3>> grids;
 };
 
@@ -41,6 +47,14 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
                    size_t numInputs, const double *params, size_t numParams,
                    const attnc_tensor *outputs, size_t numOutputs,
                    BoundLaunch &out);
+
+/// The size in bytes of every workspace (indexed like manifest.workspaces)
+/// that the enabled ones among `entries` pass to their kernels, 0 for the
+/// others. A formula error or a negative size is an invalid-argument error
+/// naming the workspace. Never touches the driver.
+Status workspaceBytes(const Package &pkg, const BoundLaunch &bound,
+                      const std::vector<size_t> &entries,
+                      std::vector<int64_t> &out);
 
 } // namespace attn
 

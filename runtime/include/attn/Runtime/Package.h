@@ -72,12 +72,14 @@ enum class SlotType : uint8_t { Ptr, I32, I64, F32, F64 };
 /// What one kernel parameter is, in the order of the PTX .entry's params.
 struct ParamSlot {
   enum class Kind : uint8_t {
-    Ptr,    ///< data pointer (+ byte offset) of tensor `arg`
-    Stride, ///< stride (elements) of axis `axis` of tensor `arg`
-    Size,   ///< extent of axis `axis` of tensor `arg`
-    Dim,    ///< value of dim `arg`
-    Param,  ///< value of param `arg`
-    Const,  ///< the literal `value`
+    Ptr,       ///< data pointer (+ byte offset) of tensor `arg`
+    Stride,    ///< stride (elements) of axis `axis` of tensor `arg`
+    Size,      ///< extent of axis `axis` of tensor `arg`
+    Dim,       ///< value of dim `arg`
+    Param,     ///< value of param `arg`
+    Const,     ///< the literal `value`
+    Workspace, ///< device pointer of workspace `arg` (null when 0 bytes)
+    Expr,      ///< value of the formula `arg` over the dims
   };
   Kind kind = Kind::Ptr;
   std::string arg;
@@ -95,6 +97,17 @@ struct EntrySpec {
   int64_t block[3] = {1, 1, 1};
   int64_t sharedBytes = 0; ///< dynamic shared memory
   std::vector<ParamSlot> params;
+  /// A formula over dims: the entry runs only when it is nonzero (empty:
+  /// always), so that one package picks its kernels by problem size.
+  std::string when;
+};
+
+/// A device scratch buffer the runtime owns and passes to kernels through
+/// Workspace slots, e.g. the partial results a split-K kernel hands to its
+/// merge kernel. Its contents are not initialised.
+struct WorkspaceSpec {
+  std::string name;
+  std::string bytes; ///< size in bytes: a formula over dims
 };
 
 enum class ModuleFormat : uint8_t { Ptx, Cubin };
@@ -114,6 +127,7 @@ struct PackageManifest {
   std::vector<DimSpec> dims;
   std::vector<ArgSpec> args;
   std::vector<std::string> constraints; ///< formulas that must be nonzero
+  std::vector<WorkspaceSpec> workspaces;
   std::vector<EntrySpec> entries;
 };
 
@@ -125,16 +139,23 @@ struct Package {
   /// Parsed forms, parallel to manifest.entries[i].grid and constraints.
   std::vector<std::vector<DimExpr>> gridExprs;
   std::vector<DimExpr> constraintExprs;
+  /// Parallel to manifest.entries: the `when` formula, if any.
+  std::vector<std::optional<DimExpr>> whenExprs;
+  /// Parallel to manifest.workspaces: the `bytes` formula.
+  std::vector<DimExpr> workspaceExprs;
+  /// Parallel to manifest.entries[i].params: the formula of an Expr slot.
+  std::vector<std::vector<std::optional<DimExpr>>> slotExprs;
 
   int findDim(std::string_view name) const;
   int findArg(std::string_view name) const;
+  int findWorkspace(std::string_view name) const;
   const ModuleBlob *findModule(std::string_view name) const;
 };
 
 /// Checks a manifest (and its modules) for consistency: names unique and
-/// well formed, every referenced dim/arg/module exists, formulas parse,
-/// every symbolic dim appears in some tensor's axes, limits respected. On
-/// success `out` holds the parsed formulas.
+/// well formed, every referenced dim/arg/workspace/module exists, formulas
+/// parse, every symbolic dim appears in some tensor's axes, limits
+/// respected. On success `out` holds the parsed formulas.
 Status validatePackage(const PackageManifest &manifest,
                        std::vector<ModuleBlob> modules, Package &out);
 

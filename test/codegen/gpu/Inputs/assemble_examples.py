@@ -2,11 +2,29 @@
 """Compiles every example the GPU backend accepts into a package for CHIP and
 assembles its PTX with ptxas, printing one line per example:
 
-  NAME: <ptxas register and spill summary>   or   NAME: unsupported (<why>)
+  NAME: ok; <entries, stack, spill bytes and registers over all its modules>
+  NAME: unsupported (<why>)
 
 Usage: assemble_examples.py ATTNC PTXAS CHIP EXAMPLES_DIR WORK_DIR
 """
 import os, re, subprocess, sys
+
+
+def package_modules(path):
+    """(name, text) of every PTX module of an .attnpkg (runtime/README.md)."""
+    data = open(path, "rb").read()
+    header = re.match(rb"attnpkg 1\nmanifest (\d+)\n", data)
+    at = header.end() + int(header.group(1)) + 1
+    while True:
+        section = re.compile(rb"module (\S+) (ptx|cubin) (\d+)\n").match(data, at)
+        if not section:
+            return
+        size = int(section.group(3))
+        if section.group(2) == b"ptx":
+            yield (section.group(1).decode(),
+                   data[section.end():section.end() + size].decode())
+        at = section.end() + size + 1
+
 
 attnc, ptxas, chip, examples, work = sys.argv[1:6]
 os.makedirs(work, exist_ok=True)
@@ -27,19 +45,24 @@ for spec in sorted(f for f in os.listdir(examples) if f.endswith(".attn")):
         why = next((l for l in compiled.stderr.splitlines() if "error" in l), "?")
         print(f"{name}: unsupported ({why.strip()})")
         continue
-    lines = open(package).read().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith("module attn ptx"))
-    end = next(i for i in range(start, len(lines)) if lines[i].startswith("end "))
-    ptx = os.path.join(work, name + ".ptx")
-    with open(ptx, "w") as f:
-        f.write("\n".join(lines[start + 1:end]) + "\n")
-    assembled = subprocess.run(
-        [ptxas, f"-arch={chip}", "-v", ptx, "-o", os.devnull],
-        capture_output=True, text=True)
-    summary = " ".join(l.replace("ptxas info    :", "").strip()
-                       for l in assembled.stderr.splitlines()
-                       if "spill" in l or "registers" in l)
-    if assembled.returncode != 0:
-        summary = assembled.stderr.strip().replace("\n", " | ")
-    status = "ok" if assembled.returncode == 0 else "ptxas failed"
-    print(f"{name}: {status}; {summary}")
+    failures, entries, stack, spills, registers = [], 0, 0, 0, 0
+    for module, ptx_text in package_modules(package):
+        ptx = os.path.join(work, f"{name}.{module}.ptx")
+        with open(ptx, "w") as f:
+            f.write(ptx_text)
+        assembled = subprocess.run(
+            [ptxas, f"-arch={chip}", "-v", ptx, "-o", os.devnull],
+            capture_output=True, text=True)
+        if assembled.returncode != 0:
+            failures.append(assembled.stderr.strip().replace("\n", " | "))
+            continue
+        log = assembled.stderr
+        entries += len(re.findall(r"Compiling entry function", log))
+        stack += sum(int(n) for n in re.findall(r"(\d+) bytes stack frame", log))
+        spills += sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", log))
+        registers = max([registers] + [int(n) for n in re.findall(r"Used (\d+) registers", log)])
+    if failures:
+        print(f"{name}: ptxas failed; {' '.join(failures)}")
+    else:
+        print(f"{name}: ok; {entries} entries, stack {stack} bytes, "
+              f"spills {spills} bytes, at most {registers} registers")

@@ -1,0 +1,205 @@
+//===- DecodeMergeKernelBuilder.cpp - Merge of the decode kernel's parts --===//
+//
+// The second kernel of flash-decoding: the decode kernel leaves, for every
+// packed row (query, head) and every split of the keys, O divided by the
+// split's own sum and the split's log-sum-exp; this kernel weighs the splits
+// by exp(lse_s - max_s lse_s), adds the sink logit to the denominator, and
+// writes O (and LSE) in the layout of the spec. For `none` the parts are
+// plain sums and are added.
+//
+// One CTA per (row tile, key/value head, batch), 8 threads per row, each
+// owning E / 8 adjacent columns.
+//
+//===----------------------------------------------------------------------===//
+
+#include "KernelBuilding.h"
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+class MergeEmitter : KernelIRBuilder {
+public:
+  MergeEmitter(OpBuilder &builder, Location loc, AttentionOp op,
+               Type outputType, ValueRange args)
+      : KernelIRBuilder(builder, loc), op(op), outputType(outputType),
+        args(args) {}
+
+  void emit();
+
+private:
+  Value blockId(gpu::Dimension d) {
+    return arith::IndexCastOp::create(b, loc, i32,
+                                      gpu::BlockIdOp::create(b, loc, d));
+  }
+  Value load(Value pointer) {
+    return LLVM::LoadOp::create(b, loc, f32, pointer, /*alignment=*/4);
+  }
+  /// A loop over the splits carrying `init`; `body` maps (split, carried)
+  /// to the next carried values.
+  ValueRange forEachSplit(
+      ValueRange init,
+      function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    Value one = arith::ConstantIndexOp::create(b, loc, 1);
+    auto loop = scf::ForOp::create(
+        b, loc, zero, toIndex(numSplits), one, init,
+        [&](OpBuilder &nested, Location, Value s, ValueRange carried) {
+          OpBuilder::InsertionGuard insertion(b);
+          b.setInsertionPoint(nested.getInsertionBlock(),
+                              nested.getInsertionPoint());
+          Value split = arith::IndexCastOp::create(b, loc, i32, s);
+          scf::YieldOp::create(b, loc, body(split, carried));
+        });
+    return loop.getResults();
+  }
+
+  AttentionOp op;
+  Type outputType;
+  ValueRange args;
+  Value numSplits;
+};
+
+} // namespace
+
+void MergeEmitter::emit() {
+  const int64_t valueDim =
+      cast<RankedTensorType>(op.getValue().getType()).getDimSize(3);
+  const int64_t columns = valueDim / 8;
+  const bool softmax = op.getNormalizer() == Normalizer::Softmax;
+  Value tid = arith::IndexCastOp::create(
+      b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
+  Value rowBlock = blockId(gpu::Dimension::x);
+  Value kvHead = blockId(gpu::Dimension::y);
+  Value batch = blockId(gpu::Dimension::z);
+  Value numKvHeads = args[8], sizeM = args[9];
+  Value groupSize = divu(args[7], numKvHeads);
+  Value numRows = mul(sizeM, groupSize);
+  Value rowBlocks = ceilDiv(numRows, kDecodeRows);
+  numSplits = args[kSplitsParam];
+
+  Value rowInTile = divu(tid, c32(8));
+  Value row = add(mul(rowBlock, c32(kDecodeRows)), rowInTile);
+  auto ifRow = scf::IfOp::create(
+      b, loc, cmpi(arith::CmpIPredicate::slt, row, numRows),
+      /*withElseRegion=*/false);
+  b.setInsertionPointToStart(ifRow.thenBlock());
+  Value query = divu(row, groupSize);
+  Value head = add(mul(kvHead, groupSize), remu(row, groupSize));
+  Value firstColumn = mul(remu(tid, c32(8)), c32(columns));
+
+  // Workspace row of split s: ((b G + g) S + s) RB 16 + row; the LSEs
+  // follow the B G S RB 16 rows of O.
+  Value rowsPerSplit = ext64(mul(rowBlocks, c32(kDecodeRows)));
+  Value groupIndex = add(mul(ext64(batch), ext64(numKvHeads)), ext64(kvHead));
+  auto partRow = [&](Value split) {
+    return add(mul(add(mul(groupIndex, ext64(numSplits)), ext64(split)),
+                   rowsPerSplit),
+               ext64(row));
+  };
+  Value partials = args[kPartialsParam];
+  Value lseBase = gep(
+      partials, f32,
+      mul(mul(mul(mul(ext64(args[6]), ext64(numKvHeads)), ext64(numSplits)),
+              rowsPerSplit),
+          c64(valueDim)));
+  auto partColumns = [&](Value split) {
+    return gep(partials, f32,
+               add(mul(partRow(split), c64(valueDim)), ext64(firstColumn)));
+  };
+
+  SmallVector<Value> init(columns, cf(0.0));
+  Value factor = cf(1.0), lse;
+  SmallVector<Value> acc;
+  if (softmax) {
+    Value log2e = cf(M_LOG2E);
+    ValueRange top =
+        forEachSplit(negInf(), [&](Value split, ValueRange carried) {
+          Value partLse = load(gep(lseBase, f32, partRow(split)));
+          return SmallVector<Value>{maxf(carried[0], partLse)};
+        });
+    Value max = top[0];
+    // All parts empty: weights exp(-inf - 0) = 0 instead of NaN.
+    Value shift = select(cmpf(arith::CmpFPredicate::OEQ, max, negInf()),
+                         cf(0.0), max);
+    init.push_back(cf(0.0));
+    ValueRange merged =
+        forEachSplit(init, [&](Value split, ValueRange carried) {
+          Value partLse = load(gep(lseBase, f32, partRow(split)));
+          Value weight =
+              createExp2(b, loc, mulf(subf(partLse, shift), log2e));
+          Value source = partColumns(split);
+          SmallVector<Value> next;
+          for (int64_t c = 0; c < columns; ++c)
+            next.push_back(addf(carried[c],
+                                mulf(weight, load(gep(source, f32, c32(c))))));
+          next.push_back(addf(carried[columns], weight));
+          return next;
+        });
+    acc.assign(merged.begin(), merged.begin() + columns);
+    Value sum = merged[columns];
+    Value empty = cmpf(arith::CmpFPredicate::OEQ, sum, cf(0.0));
+    if (op.getSink()) {
+      // The sink logit joins the denominator only.
+      Value offset = add(add(mul(ext64(batch), args[25]),
+                             mul(ext64(head), args[26])),
+                         mul(ext64(query), args[27]));
+      Value sink = load(gep(args[5], f32, offset));
+      Value top = maxf(shift, sink);
+      Value keep = createExp2(b, loc, mulf(subf(shift, top), log2e));
+      Value denominator =
+          addf(mulf(sum, keep), createExp2(b, loc, mulf(subf(sink, top), log2e)));
+      factor = arith::DivFOp::create(b, loc, keep, denominator);
+    } else {
+      factor = arith::DivFOp::create(b, loc, cf(1.0), sum);
+    }
+    factor = select(empty, cf(0.0), factor);
+    lse = select(empty, negInf(),
+                 addf(shift, mulf(createLog2(b, loc, sum), cf(M_LN2))));
+  } else {
+    ValueRange merged =
+        forEachSplit(init, [&](Value split, ValueRange carried) {
+          Value source = partColumns(split);
+          SmallVector<Value> next;
+          for (int64_t c = 0; c < columns; ++c)
+            next.push_back(addf(carried[c], load(gep(source, f32, c32(c)))));
+          return next;
+        });
+    acc.assign(merged.begin(), merged.end());
+  }
+
+  Value out = gep(args[3], outputType,
+                  add(add(mul(ext64(batch), args[20]), mul(ext64(head), args[21])),
+                      add(mul(ext64(query), args[22]), ext64(firstColumn))));
+  for (int64_t c = 0; c < columns; ++c) {
+    Value x = mulf(acc[c], factor);
+    if (!outputType.isF32())
+      x = arith::TruncFOp::create(b, loc, outputType, x);
+    LLVM::StoreOp::create(b, loc, x, gep(out, outputType, c32(c)));
+  }
+  if (op.getLse()) {
+    auto ifWriter = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::eq, remu(tid, c32(8)), c32(0)),
+        /*withElseRegion=*/false);
+    b.setInsertionPointToStart(ifWriter.thenBlock());
+    Value offset = add(add(mul(ext64(batch), args[23]), mul(ext64(head), args[24])),
+                       ext64(query));
+    LLVM::StoreOp::create(b, loc, lse, gep(args[4], f32, offset),
+                          /*alignment=*/4);
+  }
+}
+
+void mlir::attn::emitDecodeMerge(OpBuilder &builder, Location loc,
+                                 AttentionOp op, Type outputType,
+                                 ValueRange args) {
+  OpBuilder::InsertionGuard insertion(builder);
+  MergeEmitter(builder, loc, op, outputType, args).emit();
+}
