@@ -18,6 +18,7 @@
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 #include <cmath>
 
@@ -25,6 +26,9 @@ using namespace mlir;
 using namespace mlir::attn;
 
 namespace {
+
+/// Splits whose parts one loop step of the merge reads.
+constexpr int64_t kSplitsPerStep = 4;
 
 class MergeEmitter : KernelIRBuilder {
 public:
@@ -43,21 +47,47 @@ private:
   Value load(Value pointer) {
     return LLVM::LoadOp::create(b, loc, f32, pointer, /*alignment=*/4);
   }
-  /// A loop over the splits carrying `init`; `body` maps (split, carried)
-  /// to the next carried values.
+  /// `count` adjacent floats at `pointer`, 8-byte aligned, two per load.
+  SmallVector<Value> loadColumns(Value pointer, int64_t count) {
+    auto pairType = VectorType::get({2}, f32);
+    SmallVector<Value> values;
+    for (int64_t c = 0; c < count; c += 2) {
+      Value pair = LLVM::LoadOp::create(b, loc, pairType,
+                                        gep(pointer, f32, c32(c)),
+                                        /*alignment=*/8);
+      for (int64_t i = 0; i < 2; ++i)
+        values.push_back(vector::ExtractOp::create(b, loc, pair, i));
+    }
+    return values;
+  }
+  /// A loop over the splits carrying `init`, kSplitsPerStep at a time so
+  /// that their loads are in flight together (one at a time, each would
+  /// wait for the last: with a few CTAs and many splits, the merge would
+  /// take as long as the decode kernel). `body` maps the step's splits
+  /// (clamped into range), whether each is real, and the carried values to
+  /// the next ones.
   ValueRange forEachSplit(
       ValueRange init,
-      function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+      function_ref<SmallVector<Value>(ArrayRef<Value>, ArrayRef<Value>,
+                                      ValueRange)>
+          body) {
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-    Value one = arith::ConstantIndexOp::create(b, loc, 1);
+    Value step = arith::ConstantIndexOp::create(b, loc, kSplitsPerStep);
+    Value lastSplit = sub(numSplits, c32(1));
     auto loop = scf::ForOp::create(
-        b, loc, zero, toIndex(numSplits), one, init,
+        b, loc, zero, toIndex(numSplits), step, init,
         [&](OpBuilder &nested, Location, Value s, ValueRange carried) {
           OpBuilder::InsertionGuard insertion(b);
           b.setInsertionPoint(nested.getInsertionBlock(),
                               nested.getInsertionPoint());
-          Value split = arith::IndexCastOp::create(b, loc, i32, s);
-          scf::YieldOp::create(b, loc, body(split, carried));
+          Value first = arith::IndexCastOp::create(b, loc, i32, s);
+          SmallVector<Value> splits, real;
+          for (int64_t u = 0; u < kSplitsPerStep; ++u) {
+            Value split = add(first, c32(u));
+            real.push_back(cmpi(arith::CmpIPredicate::slt, split, numSplits));
+            splits.push_back(minsi(split, lastSplit));
+          }
+          scf::YieldOp::create(b, loc, body(splits, real, carried));
         });
     return loop.getResults();
   }
@@ -121,27 +151,40 @@ void MergeEmitter::emit() {
   SmallVector<Value> acc;
   if (softmax) {
     Value log2e = cf(M_LOG2E);
-    ValueRange top =
-        forEachSplit(negInf(), [&](Value split, ValueRange carried) {
-          Value partLse = load(gep(lseBase, f32, partRow(split)));
-          return SmallVector<Value>{maxf(carried[0], partLse)};
+    ValueRange top = forEachSplit(
+        negInf(), [&](ArrayRef<Value> splits, ArrayRef<Value> real,
+                      ValueRange carried) {
+          SmallVector<Value> partLse;
+          for (Value split : splits)
+            partLse.push_back(load(gep(lseBase, f32, partRow(split))));
+          Value max = carried[0];
+          for (auto [lse, isReal] : llvm::zip(partLse, real))
+            max = maxf(max, select(isReal, lse, negInf()));
+          return SmallVector<Value>{max};
         });
     Value max = top[0];
     // All parts empty: weights exp(-inf - 0) = 0 instead of NaN.
     Value shift = select(cmpf(arith::CmpFPredicate::OEQ, max, negInf()),
                          cf(0.0), max);
     init.push_back(cf(0.0));
-    ValueRange merged =
-        forEachSplit(init, [&](Value split, ValueRange carried) {
-          Value partLse = load(gep(lseBase, f32, partRow(split)));
-          Value weight =
-              createExp2(b, loc, mulf(subf(partLse, shift), log2e));
-          Value source = partColumns(split);
-          SmallVector<Value> next;
-          for (int64_t c = 0; c < columns; ++c)
-            next.push_back(addf(carried[c],
-                                mulf(weight, load(gep(source, f32, c32(c))))));
-          next.push_back(addf(carried[columns], weight));
+    ValueRange merged = forEachSplit(
+        init, [&](ArrayRef<Value> splits, ArrayRef<Value> real,
+                  ValueRange carried) {
+          SmallVector<Value> partLse;
+          SmallVector<SmallVector<Value>> parts;
+          for (Value split : splits) {
+            partLse.push_back(load(gep(lseBase, f32, partRow(split))));
+            parts.push_back(loadColumns(partColumns(split), columns));
+          }
+          SmallVector<Value> next(carried);
+          for (auto [u, lse] : llvm::enumerate(partLse)) {
+            Value weight = select(
+                real[u],
+                createExp2(b, loc, mulf(subf(lse, shift), log2e)), cf(0.0));
+            for (int64_t c = 0; c < columns; ++c)
+              next[c] = addf(next[c], mulf(weight, parts[u][c]));
+            next[columns] = addf(next[columns], weight);
+          }
           return next;
         });
     acc.assign(merged.begin(), merged.begin() + columns);
@@ -165,12 +208,16 @@ void MergeEmitter::emit() {
     lse = select(empty, negInf(),
                  addf(shift, mulf(createLog2(b, loc, sum), cf(M_LN2))));
   } else {
-    ValueRange merged =
-        forEachSplit(init, [&](Value split, ValueRange carried) {
-          Value source = partColumns(split);
-          SmallVector<Value> next;
-          for (int64_t c = 0; c < columns; ++c)
-            next.push_back(addf(carried[c], load(gep(source, f32, c32(c)))));
+    ValueRange merged = forEachSplit(
+        init, [&](ArrayRef<Value> splits, ArrayRef<Value> real,
+                  ValueRange carried) {
+          SmallVector<SmallVector<Value>> parts;
+          for (Value split : splits)
+            parts.push_back(loadColumns(partColumns(split), columns));
+          SmallVector<Value> next(carried);
+          for (auto [u, part] : llvm::enumerate(parts))
+            for (int64_t c = 0; c < columns; ++c)
+              next[c] = addf(next[c], select(real[u], part[c], cf(0.0)));
           return next;
         });
     acc.assign(merged.begin(), merged.end());
