@@ -310,12 +310,16 @@ void KernelEmitter::emitPrologue() {
     loadTileAsync(0, shape.blockM, shape.headDim, shape.qkPitch(), q, arg(13),
                   m0, sizeM);
   }
+  waitForCopies();
 
   // Lane l reads row l % 16, column 8 (l / 16) of a 16-row tile.
   Value row = add(mul(warp, c32(shape.warpRows)),
                   arith::AndIOp::create(b, loc, lane, c32(15)));
   Value col = mul(arith::ShRUIOp::create(b, loc, lane, c32(4)), c32(8));
   qAddr = gep(smem, elementType, add(mul(row, c32(shape.qkPitch())), col));
+  if (shape.qInRegisters())
+    for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
+      qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
 }
 
 /// Starts asynchronous copies (cp.async, 16 bytes per thread and access,
@@ -953,13 +957,8 @@ void KernelEmitter::emit() {
     loadKeys(blockStart(block));
   };
 
-  // Q and the first K block stream in together: one wait for both.
   auto [firstBlock, firstClass] = findLiveBlock(fromBlock, numBlocks);
   prefetchKeys(firstBlock);
-  waitForCopies();
-  if (shape.qInRegisters())
-    for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
-      qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
 
   SmallVector<Value> carried = {firstBlock, firstClass};
   llvm::append_range(carried, init.flatten());
