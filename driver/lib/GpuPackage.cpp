@@ -198,23 +198,22 @@ void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
                       const std::string &m, const std::string &n) {
   using mlir::attn::kDecodeRows;
   auto paren = [](const std::string &x) { return "(" + x + ")"; };
-  std::string rows = paren(m) + "*" + paren(h);     // R G
+  std::string rows = paren(m) + "*" + paren(h); // R G
   std::string rowLimit = std::to_string(kMaxDecodeRowTiles * kDecodeRows) +
-                         "*" + paren(g);           // R <= 64 <=> R G <= 64 G
-  std::string rowTiles =
-      "cdiv(" + rows + ", " + std::to_string(kDecodeRows) + "*" + paren(g) + ")";
+                         "*" + paren(g); // R <= 64 <=> R G <= 64 G
+  std::string rowTiles = "cdiv(" + rows + ", " + std::to_string(kDecodeRows) +
+                         "*" + paren(g) + ")";
   // Splits: at most kDecodeMaxCtas CTAs in all, each split at least
   // kDecodeMinSplitKeys keys long, at least one split.
   std::string ctasPerSplit =
       "max(1, " + paren(b) + "*" + paren(g) + "*" + rowTiles + ")";
-  std::string splits = "max(1, min(cdiv(" + n + ", " +
-                       std::to_string(kDecodeMinSplitKeys) + "), " +
-                       std::to_string(kDecodeMaxCtas) + "/" + ctasPerSplit +
-                       "))";
+  std::string splits =
+      "max(1, min(cdiv(" + n + ", " + std::to_string(kDecodeMinSplitKeys) +
+      "), " + std::to_string(kDecodeMaxCtas) + "/" + ctasPerSplit + "))";
   manifest.workspaces.push_back(
-      {"partials", paren(b) + "*" + paren(g) + "*" + splits + "*" + rowTiles +
-                       "*" + std::to_string(kDecodeRows * 4 *
-                                            (artifact.valueDim + 1))});
+      {"partials",
+       paren(b) + "*" + paren(g) + "*" + splits + "*" + rowTiles + "*" +
+           std::to_string(kDecodeRows * 4 * (artifact.valueDim + 1))});
 
   ParamSlot workspace;
   workspace.kind = ParamSlot::Kind::Workspace;
@@ -390,7 +389,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     return unsupported("an attention whose O is not an output");
   GpuOptions gpuOptions;
   gpuOptions.chip = options.target;
-  gpuOptions.decode = options.decode && mlir::attn::supportsGpuDecode(attention);
+  gpuOptions.decode =
+      options.decode && mlir::attn::supportsGpuDecode(attention);
   DType oType = getOutputDType(kernel, oOutput);
   if (oType != DType::F32 && oType != DType::BF16 && oType != DType::F16)
     return unsupported("an O of type " + std::string(dtypeName(oType)));

@@ -257,9 +257,8 @@ void KernelEmitter::emitPrologue() {
       b, loc,
       arith::SubIOp::create(
           b, loc,
-          arith::IndexCastOp::create(b, loc, i32,
-                                     gpu::GridDimOp::create(
-                                         b, loc, gpu::Dimension::x)),
+          arith::IndexCastOp::create(
+              b, loc, i32, gpu::GridDimOp::create(b, loc, gpu::Dimension::x)),
           c32(1)),
       blockId(gpu::Dimension::x));
   batch = blockId(gpu::Dimension::z);
@@ -298,8 +297,8 @@ void KernelEmitter::emitPrologue() {
   if (shape.splitKeys) {
     // Packed row p is query p / (H / G) of head kvHead (H / G) + p % (H / G).
     Value q = gep(arg(0), elementType, mul(ext64(batch), arg(11)));
-    loadTileAsync(0, shape.blockM, shape.headDim, shape.qkPitch(), q,
-                  Value(), m0, rowLimit, [&](Value row) {
+    loadTileAsync(0, shape.blockM, shape.headDim, shape.qkPitch(), q, Value(),
+                  m0, rowLimit, [&](Value row) {
                     Value rowHead = add(head, remu(row, groupSize));
                     return add(mul(ext64(rowHead), arg(12)),
                                mul(ext64(divu(row, groupSize)), arg(13)));
@@ -391,9 +390,9 @@ void KernelEmitter::loadTileAsync(int64_t smemOffset, int64_t rows,
       Value globalRow = add(firstRow, row);
       Value inRange = cmpi(arith::CmpIPredicate::slt, globalRow, rowLimit);
       Value clamped = minsi(globalRow, lastRow);
-      Value offset = add(rowOffset ? rowOffset(clamped)
-                                   : mul(ext64(clamped), rowStride),
-                         ext64(col));
+      Value offset =
+          add(rowOffset ? rowOffset(clamped) : mul(ext64(clamped), rowStride),
+              ext64(col));
       Value dest = gep(smem, elementType,
                        add(c32(smemOffset), add(mul(row, c32(pitch)), col)));
       NVVM::CpAsyncOp::create(b, loc, dest, gep(base, elementType, offset),
@@ -467,9 +466,9 @@ Value KernelEmitter::emitTileClass(Value n0, int64_t numKeys) {
                        arith::MaxSIOp::create(b, loc, bounds[1], tileClass)});
       });
   Value lowest = heads.getResult(0), highest = heads.getResult(1);
-  return select(cmpi(arith::CmpIPredicate::eq, highest, c32(0)), c32(0),
-                select(cmpi(arith::CmpIPredicate::eq, lowest, c32(2)), c32(2),
-                       c32(1)));
+  return select(
+      cmpi(arith::CmpIPredicate::eq, highest, c32(0)), c32(0),
+      select(cmpi(arith::CmpIPredicate::eq, lowest, c32(2)), c32(2), c32(1)));
 }
 
 /// The query row and head, as indices the regions take, of this thread's
@@ -522,12 +521,11 @@ SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
         // without it (measured): full tiles skip only the mask.
         Value keep = inRange;
         if (!full)
-          keep = arith::AndIOp::create(
-              b, loc, keep,
-              inlineRegion(b, op.getMask(),
-                           {batchIdx, rowIdx[i].second, rowIdx[i].first,
-                            colIdx},
-                           captures));
+          keep = arith::AndIOp::create(b, loc, keep,
+                                       inlineRegion(b, op.getMask(),
+                                                    {batchIdx, rowIdx[i].second,
+                                                     rowIdx[i].first, colIdx},
+                                                    captures));
         scores[slot] = select(keep, s, absent);
         if (normalizer == Normalizer::Normalize)
           count[i] = addf(count[i], arith::UIToFPOp::create(b, loc, f32, keep));
@@ -866,22 +864,20 @@ void KernelEmitter::emitPartials(const LoopState &state) {
   Value numKvHeads = arg(8);
   Value rowsPerSplit = ext64(mul(rowBlocks, c32(shape.blockM)));
   // Workspace row of this CTA's row 0: ((b G + g) S + split) RB 16 + m0.
-  Value part = add(mul(add(mul(ext64(batch), ext64(numKvHeads)),
-                           ext64(kvHead)),
+  Value part = add(mul(add(mul(ext64(batch), ext64(numKvHeads)), ext64(kvHead)),
                        ext64(numSplits)),
                    ext64(split));
   Value firstRow = add(mul(part, rowsPerSplit), ext64(m0));
-  Value numRows = mul(mul(mul(ext64(arg(6)), ext64(numKvHeads)),
-                          ext64(numSplits)),
-                      rowsPerSplit);
+  Value numRows =
+      mul(mul(mul(ext64(arg(6)), ext64(numKvHeads)), ext64(numSplits)),
+          rowsPerSplit);
   Value partials = arg(kPartialsParam);
   auto pairType = VectorType::get({2}, f32);
   for (int64_t i = 0; i < shape.ownedRows(); ++i) {
     // The shuffles of quadSum stay outside the guard: all lanes take part.
     Value sum = quadSum(state.rowSum[i]);
     auto ifRow = scf::IfOp::create(
-        b, loc,
-        cmpi(arith::CmpIPredicate::slt, add(m0, ownedRow(i)), rowLimit),
+        b, loc, cmpi(arith::CmpIPredicate::slt, add(m0, ownedRow(i)), rowLimit),
         /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
@@ -889,10 +885,11 @@ void KernelEmitter::emitPartials(const LoopState &state) {
     Value factor = cf(1.0), lse;
     if (softmax) {
       Value empty = cmpf(arith::CmpFPredicate::OEQ, sum, cf(0.0));
-      factor = select(empty, cf(0.0), arith::DivFOp::create(b, loc, cf(1.0), sum));
-      lse = select(empty, negInf(),
-                   addf(state.rowMax[i],
-                        mulf(createLog2(b, loc, sum), cf(M_LN2))));
+      factor =
+          select(empty, cf(0.0), arith::DivFOp::create(b, loc, cf(1.0), sum));
+      lse = select(
+          empty, negInf(),
+          addf(state.rowMax[i], mulf(createLog2(b, loc, sum), cf(M_LN2))));
     }
     Value rowPtr =
         gep(partials, f32,
@@ -1167,8 +1164,7 @@ private:
 
 } // namespace
 
-FailureOr<gpu::GPUModuleOp>
-KernelModuleBuilder::create(StringRef moduleName) {
+FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName) {
   if (failed(checkGpuSupport(op, options)))
     return failure();
   if (failed(collectCaptures(op, captureValues)))
@@ -1264,8 +1260,7 @@ void KernelModuleBuilder::addMerge(const Twine &name) {
 
 FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
     OpBuilder &builder, AttentionOp op, const GpuOptions &options,
-    StringRef moduleName, StringRef kernelName,
-    GpuKernelSignature &signature) {
+    StringRef moduleName, StringRef kernelName, GpuKernelSignature &signature) {
   KernelModuleBuilder kernels(builder, op, options, signature);
   FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
   if (failed(module) ||
@@ -1276,17 +1271,15 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
 
 FailureOr<gpu::GPUModuleOp> mlir::attn::buildDecodeGpuModule(
     OpBuilder &builder, AttentionOp op, const GpuOptions &options,
-    StringRef moduleName, StringRef kernelName,
-    GpuKernelSignature &signature) {
+    StringRef moduleName, StringRef kernelName, GpuKernelSignature &signature) {
   if (!supportsGpuDecode(op))
     return op.emitError() << "attn-nvgpu: no decode kernel for `normalize` "
                              "(its parts do not merge through a "
                              "log-sum-exp)";
   KernelModuleBuilder kernels(builder, op, options, signature);
   FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
-  if (failed(module) ||
-      failed(kernels.addAttention(kernelName + "_decode",
-                                  getDecodeTileShape(op))))
+  if (failed(module) || failed(kernels.addAttention(kernelName + "_decode",
+                                                    getDecodeTileShape(op))))
     return failure();
   kernels.addMerge(kernelName + "_merge");
   return module;

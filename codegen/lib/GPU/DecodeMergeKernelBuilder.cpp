@@ -52,9 +52,9 @@ private:
     auto pairType = VectorType::get({2}, f32);
     SmallVector<Value> values;
     for (int64_t c = 0; c < count; c += 2) {
-      Value pair = LLVM::LoadOp::create(b, loc, pairType,
-                                        gep(pointer, f32, c32(c)),
-                                        /*alignment=*/8);
+      Value pair =
+          LLVM::LoadOp::create(b, loc, pairType, gep(pointer, f32, c32(c)),
+                               /*alignment=*/8);
       for (int64_t i = 0; i < 2; ++i)
         values.push_back(vector::ExtractOp::create(b, loc, pair, i));
     }
@@ -66,11 +66,11 @@ private:
   /// take as long as the decode kernel). `body` maps the step's splits
   /// (clamped into range), whether each is real, and the carried values to
   /// the next ones.
-  ValueRange forEachSplit(
-      ValueRange init,
-      function_ref<SmallVector<Value>(ArrayRef<Value>, ArrayRef<Value>,
-                                      ValueRange)>
-          body) {
+  ValueRange
+  forEachSplit(ValueRange init,
+               function_ref<SmallVector<Value>(ArrayRef<Value>, ArrayRef<Value>,
+                                               ValueRange)>
+                   body) {
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
     Value step = arith::ConstantIndexOp::create(b, loc, kSplitsPerStep);
     Value lastSplit = sub(numSplits, c32(1));
@@ -118,9 +118,9 @@ void MergeEmitter::emit() {
 
   Value rowInTile = divu(tid, c32(8));
   Value row = add(mul(rowBlock, c32(kDecodeRows)), rowInTile);
-  auto ifRow = scf::IfOp::create(
-      b, loc, cmpi(arith::CmpIPredicate::slt, row, numRows),
-      /*withElseRegion=*/false);
+  auto ifRow =
+      scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::slt, row, numRows),
+                        /*withElseRegion=*/false);
   b.setInsertionPointToStart(ifRow.thenBlock());
   Value query = divu(row, groupSize);
   Value head = add(mul(kvHead, groupSize), remu(row, groupSize));
@@ -131,16 +131,16 @@ void MergeEmitter::emit() {
   Value rowsPerSplit = ext64(mul(rowBlocks, c32(kDecodeRows)));
   Value groupIndex = add(mul(ext64(batch), ext64(numKvHeads)), ext64(kvHead));
   auto partRow = [&](Value split) {
-    return add(mul(add(mul(groupIndex, ext64(numSplits)), ext64(split)),
-                   rowsPerSplit),
-               ext64(row));
+    return add(
+        mul(add(mul(groupIndex, ext64(numSplits)), ext64(split)), rowsPerSplit),
+        ext64(row));
   };
   Value partials = args[kPartialsParam];
-  Value lseBase = gep(
-      partials, f32,
-      mul(mul(mul(mul(ext64(args[6]), ext64(numKvHeads)), ext64(numSplits)),
-              rowsPerSplit),
-          c64(valueDim)));
+  Value lseBase =
+      gep(partials, f32,
+          mul(mul(mul(mul(ext64(args[6]), ext64(numKvHeads)), ext64(numSplits)),
+                  rowsPerSplit),
+              c64(valueDim)));
   auto partColumns = [&](Value split) {
     return gep(partials, f32,
                add(mul(partRow(split), c64(valueDim)), ext64(firstColumn)));
@@ -151,9 +151,9 @@ void MergeEmitter::emit() {
   SmallVector<Value> acc;
   if (softmax) {
     Value log2e = cf(M_LOG2E);
-    ValueRange top = forEachSplit(
-        negInf(), [&](ArrayRef<Value> splits, ArrayRef<Value> real,
-                      ValueRange carried) {
+    ValueRange top =
+        forEachSplit(negInf(), [&](ArrayRef<Value> splits, ArrayRef<Value> real,
+                                   ValueRange carried) {
           SmallVector<Value> partLse;
           for (Value split : splits)
             partLse.push_back(load(gep(lseBase, f32, partRow(split))));
@@ -164,42 +164,42 @@ void MergeEmitter::emit() {
         });
     Value max = top[0];
     // All parts empty: weights exp(-inf - 0) = 0 instead of NaN.
-    Value shift = select(cmpf(arith::CmpFPredicate::OEQ, max, negInf()),
-                         cf(0.0), max);
+    Value shift =
+        select(cmpf(arith::CmpFPredicate::OEQ, max, negInf()), cf(0.0), max);
     init.push_back(cf(0.0));
-    ValueRange merged = forEachSplit(
-        init, [&](ArrayRef<Value> splits, ArrayRef<Value> real,
-                  ValueRange carried) {
-          SmallVector<Value> partLse;
-          SmallVector<SmallVector<Value>> parts;
-          for (Value split : splits) {
-            partLse.push_back(load(gep(lseBase, f32, partRow(split))));
-            parts.push_back(loadColumns(partColumns(split), columns));
-          }
-          SmallVector<Value> next(carried);
-          for (auto [u, lse] : llvm::enumerate(partLse)) {
-            Value weight = select(
-                real[u],
-                createExp2(b, loc, mulf(subf(lse, shift), log2e)), cf(0.0));
-            for (int64_t c = 0; c < columns; ++c)
-              next[c] = addf(next[c], mulf(weight, parts[u][c]));
-            next[columns] = addf(next[columns], weight);
-          }
-          return next;
-        });
+    ValueRange merged = forEachSplit(init, [&](ArrayRef<Value> splits,
+                                               ArrayRef<Value> real,
+                                               ValueRange carried) {
+      SmallVector<Value> partLse;
+      SmallVector<SmallVector<Value>> parts;
+      for (Value split : splits) {
+        partLse.push_back(load(gep(lseBase, f32, partRow(split))));
+        parts.push_back(loadColumns(partColumns(split), columns));
+      }
+      SmallVector<Value> next(carried);
+      for (auto [u, lse] : llvm::enumerate(partLse)) {
+        Value weight =
+            select(real[u], createExp2(b, loc, mulf(subf(lse, shift), log2e)),
+                   cf(0.0));
+        for (int64_t c = 0; c < columns; ++c)
+          next[c] = addf(next[c], mulf(weight, parts[u][c]));
+        next[columns] = addf(next[columns], weight);
+      }
+      return next;
+    });
     acc.assign(merged.begin(), merged.begin() + columns);
     Value sum = merged[columns];
     Value empty = cmpf(arith::CmpFPredicate::OEQ, sum, cf(0.0));
     if (op.getSink()) {
       // The sink logit joins the denominator only.
-      Value offset = add(add(mul(ext64(batch), args[25]),
-                             mul(ext64(head), args[26])),
-                         mul(ext64(query), args[27]));
+      Value offset =
+          add(add(mul(ext64(batch), args[25]), mul(ext64(head), args[26])),
+              mul(ext64(query), args[27]));
       Value sink = load(gep(args[5], f32, offset));
       Value top = maxf(shift, sink);
       Value keep = createExp2(b, loc, mulf(subf(shift, top), log2e));
-      Value denominator =
-          addf(mulf(sum, keep), createExp2(b, loc, mulf(subf(sink, top), log2e)));
+      Value denominator = addf(
+          mulf(sum, keep), createExp2(b, loc, mulf(subf(sink, top), log2e)));
       factor = arith::DivFOp::create(b, loc, keep, denominator);
     } else {
       factor = arith::DivFOp::create(b, loc, cf(1.0), sum);
@@ -208,9 +208,9 @@ void MergeEmitter::emit() {
     lse = select(empty, negInf(),
                  addf(shift, mulf(createLog2(b, loc, sum), cf(M_LN2))));
   } else {
-    ValueRange merged = forEachSplit(
-        init, [&](ArrayRef<Value> splits, ArrayRef<Value> real,
-                  ValueRange carried) {
+    ValueRange merged =
+        forEachSplit(init, [&](ArrayRef<Value> splits, ArrayRef<Value> real,
+                               ValueRange carried) {
           SmallVector<SmallVector<Value>> parts;
           for (Value split : splits)
             parts.push_back(loadColumns(partColumns(split), columns));
@@ -223,9 +223,10 @@ void MergeEmitter::emit() {
     acc.assign(merged.begin(), merged.end());
   }
 
-  Value out = gep(args[3], outputType,
-                  add(add(mul(ext64(batch), args[20]), mul(ext64(head), args[21])),
-                      add(mul(ext64(query), args[22]), ext64(firstColumn))));
+  Value out =
+      gep(args[3], outputType,
+          add(add(mul(ext64(batch), args[20]), mul(ext64(head), args[21])),
+              add(mul(ext64(query), args[22]), ext64(firstColumn))));
   for (int64_t c = 0; c < columns; ++c) {
     Value x = mulf(acc[c], factor);
     if (!outputType.isF32())
@@ -237,8 +238,9 @@ void MergeEmitter::emit() {
         b, loc, cmpi(arith::CmpIPredicate::eq, remu(tid, c32(8)), c32(0)),
         /*withElseRegion=*/false);
     b.setInsertionPointToStart(ifWriter.thenBlock());
-    Value offset = add(add(mul(ext64(batch), args[23]), mul(ext64(head), args[24])),
-                       ext64(query));
+    Value offset =
+        add(add(mul(ext64(batch), args[23]), mul(ext64(head), args[24])),
+            ext64(query));
     LLVM::StoreOp::create(b, loc, lse, gep(args[4], f32, offset),
                           /*alignment=*/4);
   }

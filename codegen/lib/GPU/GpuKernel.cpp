@@ -78,8 +78,9 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
 
   auto makeContainer = [&] {
     OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
-    (*container)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                          UnitAttr::get(context));
+    (*container)
+        ->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                  UnitAttr::get(context));
     return container;
   };
   GpuKernelArtifact artifact;
@@ -117,9 +118,8 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
       context->getOrLoadDialect(name);
   }
   if (decodeContainer)
-    decodeThread = std::thread([&] {
-      decodePtx.emplace(lowerToPtx(*decodeContainer, options));
-    });
+    decodeThread = std::thread(
+        [&] { decodePtx.emplace(lowerToPtx(*decodeContainer, options)); });
   llvm::Expected<std::string> ptx = lowerToPtx(*container, options);
   if (decodeThread.joinable())
     decodeThread.join();
@@ -135,10 +135,9 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   if (decodePtx) {
     if (!*decodePtx)
       return withDiagnostics(decodePtx->takeError());
-    artifact.decode = GpuDecodeKernels{std::move(**decodePtx),
-                                       artifact.kernelName + "_decode",
-                                       artifact.kernelName + "_merge",
-                                       getDecodeSharedMemoryBytes(op)};
+    artifact.decode = GpuDecodeKernels{
+        std::move(**decodePtx), artifact.kernelName + "_decode",
+        artifact.kernelName + "_merge", getDecodeSharedMemoryBytes(op)};
   }
 
   auto query = cast<RankedTensorType>(op.getQuery().getType());

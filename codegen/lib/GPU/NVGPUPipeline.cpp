@@ -214,10 +214,8 @@ void mlir::attn::registerAttnGPUPasses() {
       [](OpPassManager &pm, const NVGPUPipelineOptions &pipelineOptions) {
         GpuOptions options;
         NVGPUOptionsBase::fill(options, pipelineOptions.chip,
-                               pipelineOptions.features,
-                               pipelineOptions.blockM,
-                               pipelineOptions.blockN,
-                               pipelineOptions.warpRows,
+                               pipelineOptions.features, pipelineOptions.blockM,
+                               pipelineOptions.blockN, pipelineOptions.warpRows,
                                pipelineOptions.decode);
         pm.addPass(std::make_unique<BuildGpuKernelsPass>(options));
         addGpuLoweringPasses(pm, options);

@@ -83,8 +83,8 @@ struct GpuKernelParam {
   ///  - "B", "H", "G", "M", "N": the sizes (i32);
   ///  - "q.stride.b" ... : strides in elements (i64) of the named tensor;
   ///  - "scale": the op's scale operand (f32);
-///  - "partials": the decode kernels' workspace (f32, see GpuDecodeKernels);
-///  - "splits": how many parts the decode kernel splits the keys into (i32);
+  ///  - "partials": the decode kernels' workspace (f32, see GpuDecodeKernels);
+  ///  - "splits": how many parts the decode kernel splits the keys into (i32);
   ///  - "capture.<i>" / "capture.<i>.size.<d>" / "capture.<i>.stride.<d>":
   ///    values score_mod, mask or tile_class read from above (see
   ///    `GpuKernelSignature::captures`).
@@ -117,10 +117,10 @@ struct GpuCapture {
 ///   23-24 lse.stride.{b,h}, 25-27 sink.stride.{b,h,m}  (i64, elements)
 ///   28    scale                                        (f32)
 ///   29    partials (pointer), 30 splits (i32)          (decode only)
-/// then the captures. Every kernel of a module takes the same list. The last dim of Q, K, V and O, and the m dim of LSE,
-/// must be contiguous; Q/K/V base pointers and row strides must keep 16-byte
-/// alignment (strides multiples of 8 elements), O rows 8-byte alignment (4
-/// for a bf16/f16 O).
+/// then the captures. Every kernel of a module takes the same list. The last
+/// dim of Q, K, V and O, and the m dim of LSE, must be contiguous; Q/K/V base
+/// pointers and row strides must keep 16-byte alignment (strides multiples of 8
+/// elements), O rows 8-byte alignment (4 for a bf16/f16 O).
 struct GpuKernelSignature {
   std::vector<GpuKernelParam> params;
   std::vector<GpuCapture> captures;
