@@ -188,6 +188,8 @@ private:
                                 SmallVectorImpl<Value> &kept);
   void emitEpilogue(const LoopState &state);
   void emitPartials(const LoopState &state);
+  void storeRow(const LoopState &state, int64_t i, Value factor, Value rowPtr,
+                Type type);
 
   AttentionOp op;
   TileShape shape;
@@ -771,6 +773,27 @@ LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
 // Epilogue: normalise, store O and LSE.
 //===----------------------------------------------------------------------===//
 
+/// Stores this thread's columns of accumulator row `i` times `factor` at
+/// `rowPtr` (this thread's first column) as `type`: two adjacent columns per
+/// store, 8 bytes for f32, 4 for bf16/f16.
+void KernelEmitter::storeRow(const LoopState &state, int64_t i, Value factor,
+                             Value rowPtr, Type type) {
+  const int64_t eTiles = shape.valueDim / 8;
+  auto pairType = VectorType::get({2}, f32);
+  auto storedType = VectorType::get({2}, type);
+  for (int64_t e = 0; e < eTiles; ++e) {
+    const int64_t slot = 4 * (eTiles * (i / 2) + e) + 2 * (i % 2);
+    Value pair = vector::FromElementsOp::create(
+        b, loc, pairType,
+        ValueRange{mulf(state.acc[slot], factor),
+                   mulf(state.acc[slot + 1], factor)});
+    if (storedType != pairType)
+      pair = arith::TruncFOp::create(b, loc, storedType, pair);
+    LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, type, c32(8 * e)),
+                          type.isF32() ? 8 : 4);
+  }
+}
+
 /// The sum of `partial` over the quad of lanes that share a row.
 Value KernelEmitter::quadSum(Value partial) {
   for (int64_t mask : {1, 2})
@@ -779,38 +802,24 @@ Value KernelEmitter::quadSum(Value partial) {
 }
 
 void KernelEmitter::emitEpilogue(const LoopState &state) {
-  const int64_t eTiles = shape.valueDim / 8;
   Value oBase = gep(arg(3), outputType,
                     add(mul(ext64(batch), arg(20)), mul(ext64(head), arg(21))));
-  Value log2e = cf(M_LOG2E);
   for (int64_t i = 0; i < shape.ownedRows(); ++i) {
     Value row = add(m0, ownedRow(i));
     Value inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
     Value sum = quadSum(state.rowSum[i]);
     Value factor = cf(1.0), lse;
     if (normalizer == Normalizer::Softmax) {
-      Value max = state.rowMax[i];
-      Value empty = cmpf(arith::CmpFPredicate::OEQ, sum, cf(0.0));
+      Value sink;
       if (op.getSink()) {
-        // The sink logit joins the denominator only.
         Value clamped = minsi(row, arith::SubIOp::create(b, loc, sizeM, c32(1)));
         Value offset = add(add(mul(ext64(batch), arg(25)),
                                mul(ext64(head), arg(26))),
                            mul(ext64(clamped), arg(27)));
-        Value sink = LLVM::LoadOp::create(b, loc, f32, gep(arg(5), f32, offset),
-                                          /*alignment=*/4);
-        Value top = maxf(max, sink);
-        Value keep = createExp2(b, loc, mulf(subf(max, top), log2e));
-        Value denominator =
-            addf(mulf(sum, keep),
-                 createExp2(b, loc, mulf(subf(sink, top), log2e)));
-        factor = arith::DivFOp::create(b, loc, keep, denominator);
-      } else {
-        factor = arith::DivFOp::create(b, loc, cf(1.0), sum);
+        sink = LLVM::LoadOp::create(b, loc, f32, gep(arg(5), f32, offset),
+                                    /*alignment=*/4);
       }
-      factor = select(empty, cf(0.0), factor);
-      lse = select(empty, negInf(),
-                   addf(max, mulf(createLog2(b, loc, sum), cf(M_LN2))));
+      std::tie(factor, lse) = normalizeSoftmax(state.rowMax[i], sum, sink);
     } else if (normalizer == Normalizer::Normalize) {
       Value kept = quadSum(state.rowKept[i]);
       factor = select(cmpf(arith::CmpFPredicate::OEQ, kept, cf(0.0)), cf(0.0),
@@ -820,24 +829,10 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
     auto ifRow = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    Value rowPtr = gep(oBase, outputType,
-                       add(mul(ext64(row), arg(22)),
-                           ext64(mul(quadCol, c32(2)))));
-    auto pairType = VectorType::get({2}, f32);
-    auto storedType = VectorType::get({2}, outputType);
-    // Two adjacent columns per store: 8 bytes for f32, 4 for bf16/f16.
-    unsigned alignment = outputType.isF32() ? 8 : 4;
-    for (int64_t e = 0; e < eTiles; ++e) {
-      const int64_t slot = 4 * (eTiles * (i / 2) + e) + 2 * (i % 2);
-      Value pair = vector::FromElementsOp::create(
-          b, loc, pairType,
-          ValueRange{mulf(state.acc[slot], factor),
-                     mulf(state.acc[slot + 1], factor)});
-      if (storedType != pairType)
-        pair = arith::TruncFOp::create(b, loc, storedType, pair);
-      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, outputType, c32(8 * e)),
-                            alignment);
-    }
+    storeRow(state, i, factor,
+             gep(oBase, outputType,
+                 add(mul(ext64(row), arg(22)), ext64(mul(quadCol, c32(2))))),
+             outputType);
     if (op.getLse()) {
       auto ifWriter = scf::IfOp::create(
           b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),
@@ -859,7 +854,6 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
 /// room for them; the merge does not read them): with a GQA group of 4 and
 /// one query, that is 12 of the 16 rows.
 void KernelEmitter::emitPartials(const LoopState &state) {
-  const int64_t eTiles = shape.valueDim / 8;
   const bool softmax = normalizer == Normalizer::Softmax;
   Value numKvHeads = arg(8);
   Value rowsPerSplit = ext64(mul(rowBlocks, c32(shape.blockM)));
@@ -872,7 +866,6 @@ void KernelEmitter::emitPartials(const LoopState &state) {
       mul(mul(mul(ext64(arg(6)), ext64(numKvHeads)), ext64(numSplits)),
           rowsPerSplit);
   Value partials = arg(kPartialsParam);
-  auto pairType = VectorType::get({2}, f32);
   for (int64_t i = 0; i < shape.ownedRows(); ++i) {
     // The shuffles of quadSum stay outside the guard: all lanes take part.
     Value sum = quadSum(state.rowSum[i]);
@@ -883,26 +876,13 @@ void KernelEmitter::emitPartials(const LoopState &state) {
     b.setInsertionPointToStart(ifRow.thenBlock());
     Value row = add(firstRow, ext64(ownedRow(i)));
     Value factor = cf(1.0), lse;
-    if (softmax) {
-      Value empty = cmpf(arith::CmpFPredicate::OEQ, sum, cf(0.0));
-      factor =
-          select(empty, cf(0.0), arith::DivFOp::create(b, loc, cf(1.0), sum));
-      lse = select(
-          empty, negInf(),
-          addf(state.rowMax[i], mulf(createLog2(b, loc, sum), cf(M_LN2))));
-    }
-    Value rowPtr =
-        gep(partials, f32,
-            add(mul(row, c64(shape.valueDim)), ext64(mul(quadCol, c32(2)))));
-    for (int64_t e = 0; e < eTiles; ++e) {
-      const int64_t slot = 4 * (eTiles * (i / 2) + e) + 2 * (i % 2);
-      Value pair = vector::FromElementsOp::create(
-          b, loc, pairType,
-          ValueRange{mulf(state.acc[slot], factor),
-                     mulf(state.acc[slot + 1], factor)});
-      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * e)),
-                            /*alignment=*/8);
-    }
+    if (softmax)
+      std::tie(factor, lse) = normalizeSoftmax(state.rowMax[i], sum, Value());
+    storeRow(state, i, factor,
+             gep(partials, f32,
+                 add(mul(row, c64(shape.valueDim)),
+                     ext64(mul(quadCol, c32(2))))),
+             f32);
     if (softmax) {
       auto ifWriter = scf::IfOp::create(
           b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),

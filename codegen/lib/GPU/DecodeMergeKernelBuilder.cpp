@@ -188,25 +188,14 @@ void MergeEmitter::emit() {
       return next;
     });
     acc.assign(merged.begin(), merged.begin() + columns);
-    Value sum = merged[columns];
-    Value empty = cmpf(arith::CmpFPredicate::OEQ, sum, cf(0.0));
+    Value sink;
     if (op.getSink()) {
-      // The sink logit joins the denominator only.
       Value offset =
           add(add(mul(ext64(batch), args[25]), mul(ext64(head), args[26])),
               mul(ext64(query), args[27]));
-      Value sink = load(gep(args[5], f32, offset));
-      Value top = maxf(shift, sink);
-      Value keep = createExp2(b, loc, mulf(subf(shift, top), log2e));
-      Value denominator = addf(
-          mulf(sum, keep), createExp2(b, loc, mulf(subf(sink, top), log2e)));
-      factor = arith::DivFOp::create(b, loc, keep, denominator);
-    } else {
-      factor = arith::DivFOp::create(b, loc, cf(1.0), sum);
+      sink = load(gep(args[5], f32, offset));
     }
-    factor = select(empty, cf(0.0), factor);
-    lse = select(empty, negInf(),
-                 addf(shift, mulf(createLog2(b, loc, sum), cf(M_LN2))));
+    std::tie(factor, lse) = normalizeSoftmax(shift, merged[columns], sink);
   } else {
     ValueRange merged =
         forEachSplit(init, [&](ArrayRef<Value> splits, ArrayRef<Value> real,

@@ -80,6 +80,11 @@ protected:
     return LLVM::GEPOp::create(b, loc, base.getType(), element, base,
                                ValueRange{offset});
   }
+  /// The factor that turns a softmax row's weighted sum into O, and the
+  /// row's log-sum-exp, from its max and sum of exp(s - max); the sink
+  /// logit, if given, joins the denominator only. A row that kept nothing
+  /// (sum 0) gets factor 0 and LSE -inf.
+  std::pair<Value, Value> normalizeSoftmax(Value max, Value sum, Value sink);
 
   OpBuilder &b;
   Location loc;
