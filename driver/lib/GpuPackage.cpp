@@ -198,11 +198,12 @@ void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
                       const std::string &m, const std::string &n) {
   using mlir::attn::kDecodeRows;
   auto paren = [](const std::string &x) { return "(" + x + ")"; };
-  std::string rows = paren(m) + "*" + paren(h); // R G
-  std::string rowLimit = std::to_string(kMaxDecodeRowTiles * kDecodeRows) +
-                         "*" + paren(g); // R <= 64 <=> R G <= 64 G
-  std::string rowTiles = "cdiv(" + rows + ", " + std::to_string(kDecodeRows) +
-                         "*" + paren(g) + ")";
+  // R G and 64 G: R <= 64 without a division by G.
+  std::string rowsTimesG = paren(m) + "*" + paren(h);
+  std::string limitTimesG =
+      std::to_string(kMaxDecodeRowTiles * kDecodeRows) + "*" + paren(g);
+  std::string rowTiles = "cdiv(" + rowsTimesG + ", " +
+                         std::to_string(kDecodeRows) + "*" + paren(g) + ")";
   // Splits: at most kDecodeMaxCtas CTAs in all, each split at least
   // kDecodeMinSplitKeys keys long, at least one split.
   std::string ctasPerSplit =
@@ -225,11 +226,11 @@ void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
   splitCount.type = SlotType::I32;
 
   EntrySpec decode = main, merge = main;
-  main.when = rows + " > " + rowLimit;
+  main.when = rowsTimesG + " > " + limitTimesG;
   decode.name = "attn_decode";
   decode.module = "attn_decode";
   decode.function = artifact.decode->kernelName;
-  decode.when = rows + " <= " + rowLimit;
+  decode.when = rowsTimesG + " <= " + limitTimesG;
   decode.grid = {splits + "*" + rowTiles, g, b};
   decode.block[0] = mlir::attn::kDecodeThreads;
   decode.sharedBytes = artifact.decode->sharedMemoryBytes;
