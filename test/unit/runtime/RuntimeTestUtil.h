@@ -13,6 +13,33 @@
 namespace attn {
 namespace test {
 
+/// A bf16 tensor argument whose axes are all dims.
+inline ArgSpec bf16TensorArg(std::string name, ArgKind kind,
+                             std::vector<std::string> axes,
+                             Layout layout = Layout::Contiguous,
+                             int64_t alignment = 0) {
+  ArgSpec a;
+  a.name = std::move(name);
+  a.kind = kind;
+  a.dtype = DType::BF16;
+  for (std::string &d : axes)
+    a.axes.push_back(AxisSpec::ofDim(d));
+  a.layout = layout;
+  a.alignment = alignment;
+  return a;
+}
+
+/// A kernel parameter slot.
+inline ParamSlot paramSlot(ParamSlot::Kind kind, std::string arg,
+                           SlotType type = SlotType::Ptr, int64_t axis = 0) {
+  ParamSlot s;
+  s.kind = kind;
+  s.arg = std::move(arg);
+  s.type = type;
+  s.axis = axis;
+  return s;
+}
+
 /// A GQA attention kernel signature like the ones attnc compile emits:
 /// Q[B,H,M,D], K/V[B,G,N,D], O[B,H,M,D], D = 64 fixed, H % G == 0.
 inline PackageManifest attentionManifest() {
@@ -24,15 +51,7 @@ inline PackageManifest attentionManifest() {
             {"M", std::nullopt}, {"N", std::nullopt}, {"D", 64}};
   auto tensor = [](std::string name, ArgKind kind, std::vector<std::string> ax,
                    Layout layout) {
-    ArgSpec a;
-    a.name = std::move(name);
-    a.kind = kind;
-    a.dtype = DType::BF16;
-    for (std::string &d : ax)
-      a.axes.push_back(AxisSpec::ofDim(d));
-    a.layout = layout;
-    a.alignment = 16;
-    return a;
+    return bf16TensorArg(std::move(name), kind, std::move(ax), layout, 16);
   };
   m.args.push_back(tensor("Q", ArgKind::Input, {"B", "H", "M", "D"},
                           Layout::InnerContiguous));
@@ -61,23 +80,16 @@ inline PackageManifest attentionManifest() {
   e.grid = {"ceil(M/128)", "H", "B"};
   e.block[0] = 128;
   e.sharedBytes = 64 * 1024;
-  auto slot = [](ParamSlot::Kind k, std::string arg, SlotType t,
-                 int64_t axis = 0) {
-    ParamSlot s;
-    s.kind = k;
-    s.arg = std::move(arg);
-    s.type = t;
-    s.axis = axis;
-    return s;
-  };
   for (const char *t : {"Q", "K", "V", "O"})
-    e.params.push_back(slot(ParamSlot::Kind::Ptr, t, SlotType::Ptr));
+    e.params.push_back(paramSlot(ParamSlot::Kind::Ptr, t, SlotType::Ptr));
   for (int64_t ax = 0; ax < 3; ++ax)
-    e.params.push_back(slot(ParamSlot::Kind::Stride, "K", SlotType::I64, ax));
-  e.params.push_back(slot(ParamSlot::Kind::Dim, "M", SlotType::I32));
-  e.params.push_back(slot(ParamSlot::Kind::Dim, "N", SlotType::I32));
-  e.params.push_back(slot(ParamSlot::Kind::Param, "window", SlotType::I32));
-  e.params.push_back(slot(ParamSlot::Kind::Param, "scale", SlotType::F32));
+    e.params.push_back(
+        paramSlot(ParamSlot::Kind::Stride, "K", SlotType::I64, ax));
+  e.params.push_back(paramSlot(ParamSlot::Kind::Dim, "M", SlotType::I32));
+  e.params.push_back(paramSlot(ParamSlot::Kind::Dim, "N", SlotType::I32));
+  e.params.push_back(
+      paramSlot(ParamSlot::Kind::Param, "window", SlotType::I32));
+  e.params.push_back(paramSlot(ParamSlot::Kind::Param, "scale", SlotType::F32));
   m.entries.push_back(e);
   return m;
 }
@@ -105,29 +117,11 @@ inline PackageManifest splitKManifest() {
   m.name = "splitk";
   m.target = "sm_90a";
   m.dims = {{"B", std::nullopt}, {"N", std::nullopt}, {"D", 64}};
-  auto tensor = [](std::string name, ArgKind kind,
-                   std::vector<std::string> ax) {
-    ArgSpec a;
-    a.name = std::move(name);
-    a.kind = kind;
-    a.dtype = DType::BF16;
-    for (std::string &d : ax)
-      a.axes.push_back(AxisSpec::ofDim(d));
-    return a;
-  };
-  m.args = {tensor("Q", ArgKind::Input, {"B", "D"}),
-            tensor("K", ArgKind::Input, {"B", "N", "D"}),
-            tensor("O", ArgKind::Output, {"B", "D"})};
+  m.args = {bf16TensorArg("Q", ArgKind::Input, {"B", "D"}),
+            bf16TensorArg("K", ArgKind::Input, {"B", "N", "D"}),
+            bf16TensorArg("O", ArgKind::Output, {"B", "D"})};
   m.workspaces = {{"partials", "B*cdiv(N, 256)*D*4"},
                   {"lse", "B*cdiv(N, 256)*4"}};
-  auto slot = [](ParamSlot::Kind k, std::string arg,
-                 SlotType t = SlotType::Ptr) {
-    ParamSlot s;
-    s.kind = k;
-    s.arg = std::move(arg);
-    s.type = t;
-    return s;
-  };
   auto entry = [](std::string name, std::string when,
                   std::vector<std::string> grid) {
     EntrySpec e;
@@ -141,18 +135,20 @@ inline PackageManifest splitKManifest() {
   };
   using K = ParamSlot::Kind;
   EntrySpec prefill = entry("prefill", "N <= 256", {"B"});
-  prefill.params = {slot(K::Ptr, "Q"), slot(K::Ptr, "K"), slot(K::Ptr, "O"),
-                    slot(K::Dim, "N", SlotType::I32),
-                    slot(K::Expr, "B*N", SlotType::I64)};
+  prefill.params = {paramSlot(K::Ptr, "Q"), paramSlot(K::Ptr, "K"),
+                    paramSlot(K::Ptr, "O"),
+                    paramSlot(K::Dim, "N", SlotType::I32),
+                    paramSlot(K::Expr, "B*N", SlotType::I64)};
   EntrySpec decode = entry("decode", "N > 256", {"B", "cdiv(N, 256)"});
-  decode.params = {slot(K::Ptr, "Q"), slot(K::Ptr, "K"),
-                   slot(K::Workspace, "partials"), slot(K::Workspace, "lse"),
-                   slot(K::Dim, "N", SlotType::I32)};
+  decode.params = {paramSlot(K::Ptr, "Q"), paramSlot(K::Ptr, "K"),
+                   paramSlot(K::Workspace, "partials"),
+                   paramSlot(K::Workspace, "lse"),
+                   paramSlot(K::Dim, "N", SlotType::I32)};
   EntrySpec merge = entry("merge", "N > 256", {"B"});
-  merge.params = {slot(K::Workspace, "partials"), slot(K::Workspace, "lse"),
-                  slot(K::Ptr, "O"),
-                  slot(K::Expr, "cdiv(N, 256)", SlotType::I32),
-                  slot(K::Expr, "B*N", SlotType::F32)};
+  merge.params = {paramSlot(K::Workspace, "partials"),
+                  paramSlot(K::Workspace, "lse"), paramSlot(K::Ptr, "O"),
+                  paramSlot(K::Expr, "cdiv(N, 256)", SlotType::I32),
+                  paramSlot(K::Expr, "B*N", SlotType::F32)};
   m.entries = {prefill, decode, merge};
   return m;
 }
