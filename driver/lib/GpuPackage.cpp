@@ -13,6 +13,7 @@
 #include "llvm/ADT/StringExtras.h"
 
 #include <cmath>
+#include <set>
 
 using namespace mlir;
 using namespace ::attn;
@@ -94,6 +95,114 @@ std::optional<double> evaluateScalar(Value value, KernelOp kernel) {
     return -operands[0];
   return std::nullopt;
 }
+
+/// A manifest formula over the dims for the kernel-level index `value` (the
+/// extents of prologue einsums, e.g. cdiv(N, 64)), or nullopt when it is
+/// computed otherwise. Divisions are of non-negative sizes, so floor,
+/// truncating and unsigned division agree.
+std::optional<std::string> printDimFormula(Value value, KernelOp kernel) {
+  if (auto arg = dyn_cast<BlockArgument>(value)) {
+    if (arg.getOwner() != &kernel.getEntryBlock() ||
+        arg.getArgNumber() >= kernel.getNumDims())
+      return std::nullopt;
+    return cast<StringAttr>(kernel.getDimNames()[arg.getArgNumber()])
+        .getValue()
+        .str();
+  }
+  Operation *op = value.getDefiningOp();
+  if (!op || op->getNumResults() != 1)
+    return std::nullopt;
+  if (auto constant = dyn_cast<arith::ConstantOp>(op)) {
+    if (auto attr = dyn_cast<IntegerAttr>(constant.getValue()))
+      return std::to_string(attr.getInt());
+    return std::nullopt;
+  }
+  llvm::SmallVector<std::string, 2> operands;
+  for (Value operand : op->getOperands()) {
+    std::optional<std::string> text = printDimFormula(operand, kernel);
+    if (!text)
+      return std::nullopt;
+    operands.push_back(std::move(*text));
+  }
+  if (isa<arith::IndexCastOp, arith::ExtSIOp, arith::ExtUIOp>(op))
+    return operands[0];
+  auto infix = [&](llvm::StringRef symbol) {
+    return "(" + operands[0] + " " + symbol.str() + " " + operands[1] + ")";
+  };
+  auto call = [&](llvm::StringRef name) {
+    return name.str() + "(" + operands[0] + ", " + operands[1] + ")";
+  };
+  if (isa<arith::AddIOp>(op))
+    return infix("+");
+  if (isa<arith::SubIOp>(op))
+    return infix("-");
+  if (isa<arith::MulIOp>(op))
+    return infix("*");
+  if (isa<arith::FloorDivSIOp, arith::DivSIOp, arith::DivUIOp>(op))
+    return infix("/");
+  if (isa<arith::RemSIOp, arith::RemUIOp>(op))
+    return infix("%");
+  if (isa<arith::CeilDivSIOp, arith::CeilDivUIOp>(op))
+    return call("cdiv");
+  if (isa<arith::MinSIOp, arith::MinUIOp>(op))
+    return call("min");
+  if (isa<arith::MaxSIOp, arith::MaxUIOp>(op))
+    return call("max");
+  return std::nullopt;
+}
+
+/// The buffers of the prologue einsums (see GpuPrologue): workspace
+/// `einsum<k>` holds the k-th einsum's f32 result, dense row-major; these
+/// are its size and stride formulas.
+struct PrologueBuffer {
+  std::string workspace;
+  std::vector<std::string> sizes, strides;
+  std::string elements;
+
+  static llvm::Expected<std::vector<PrologueBuffer>>
+  describe(llvm::ArrayRef<EinsumOp> einsums, KernelOp kernel) {
+    std::vector<PrologueBuffer> buffers;
+    for (auto [k, constEinsum] : llvm::enumerate(einsums)) {
+      EinsumOp einsum = constEinsum;
+      PrologueBuffer buffer;
+      buffer.workspace = "einsum" + std::to_string(k);
+      for (Value extent : einsum.getOutputExtents()) {
+        std::optional<std::string> size = printDimFormula(extent, kernel);
+        if (!size)
+          return makeError("kernel '" + kernel.getSymName() +
+                           "': an extent of a tensor computed before the "
+                           "attention is not a formula of the dims");
+        buffer.sizes.push_back(*size);
+      }
+      // Row-major: the stride of an axis is the product of the later sizes.
+      std::string product;
+      buffer.strides.resize(buffer.sizes.size());
+      for (size_t d = buffer.sizes.size(); d-- > 0;) {
+        buffer.strides[d] = product.empty() ? "1" : product;
+        std::string factor = "(" + buffer.sizes[d] + ")";
+        product = product.empty() ? factor : factor + "*" + product;
+      }
+      buffer.elements = product.empty() ? "1" : product;
+      buffers.push_back(std::move(buffer));
+    }
+    return buffers;
+  }
+
+  ParamSlot pointerSlot() const {
+    ParamSlot slot;
+    slot.kind = ParamSlot::Kind::Workspace;
+    slot.arg = workspace;
+    slot.type = SlotType::Ptr;
+    return slot;
+  }
+  static ParamSlot exprSlot(const std::string &formula, SlotType type) {
+    ParamSlot slot;
+    slot.kind = ParamSlot::Kind::Expr;
+    slot.arg = formula;
+    slot.type = type;
+    return slot;
+  }
+};
 
 /// Where axis `axis` of a 4-D attention operand lives in a kernel tensor:
 /// an axis of the input, or a unit axis that tensor.expand_shape inserted
@@ -225,6 +334,10 @@ void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
   splitCount.arg = splits;
   splitCount.type = SlotType::I32;
 
+  // The decode kernel evaluates its tile classes itself.
+  ParamSlot noTiles;
+  noTiles.kind = ParamSlot::Kind::Const;
+  noTiles.type = SlotType::I64;
   EntrySpec decode = main, merge = main;
   main.when = rowsTimesG + " > " + limitTimesG;
   decode.name = "attn_decode";
@@ -239,6 +352,8 @@ void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
       decode.params[i] = workspace;
     else if (param.name == "splits")
       decode.params[i] = splitCount;
+    else if (param.name == "tiles")
+      decode.params[i] = noTiles;
   }
   merge.name = "attn_decode_merge";
   merge.function = artifact.decode->mergeKernelName;
@@ -327,23 +442,14 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   };
   if (failed(runOnKernels(module, mlir::attn::createAttnRaise())))
     return makeError("attn-raise failed");
-  auto countEinsums = [](ModuleOp m) {
-    unsigned n = 0;
-    m.walk([&](EinsumOp) { ++n; });
-    return n;
-  };
-  // Masks that read tensors get a tile_class over per-tile summaries that a
-  // prologue computes; the GPU kernel would need that prologue too, so such
-  // masks keep no tile_class: the kernel evaluates the mask on every tile.
-  unsigned einsumsBefore = countEinsums(module);
-  OwningOpRef<ModuleOp> analyzed = module.clone();
-  if (failed(runOnKernels(*analyzed, mlir::attn::createAttnAnalyzeMask())))
+  // Masks that read tensors get a tile_class over per-tile summaries of
+  // them, which prologue kernels compute before the attention.
+  if (failed(runOnKernels(module, mlir::attn::createAttnAnalyzeMask())))
     return makeError("attn-analyze-mask failed");
-  if (countEinsums(*analyzed) == einsumsBefore)
-    module = *analyzed;
   kernel = *module.getOps<KernelOp>().begin();
 
-  // The kernel body must be scalars, expand_shapes and one attention.
+  // The kernel body must be scalars, expand_shapes, einsums whose results
+  // the attention reads (its prologue) and one attention.
   mlir::attn::AttentionOp attention;
   for (Operation &op : kernel.getEntryBlock()) {
     if (auto found = dyn_cast<mlir::attn::AttentionOp>(op)) {
@@ -354,12 +460,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     }
     if (isa<tensor::ExpandShapeOp>(op) || op.hasTrait<OpTrait::IsTerminator>())
       continue;
-    if (auto einsum = dyn_cast<EinsumOp>(op)) {
-      for (Operation *user : einsum->getUsers())
-        if (auto a = dyn_cast<mlir::attn::AttentionOp>(user))
-          if (a.getSink() == einsum.getResult())
-            return unsupported("a sink logit computed by a prologue einsum");
-    }
+    if (isa<EinsumOp>(op) && !attention)
+      continue;
     auto isTensor = [](Type t) { return isa<ShapedType>(t); };
     if (llvm::any_of(op.getOperandTypes(), isTensor) ||
         llvm::any_of(op.getResultTypes(), isTensor)) {
@@ -409,12 +511,27 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   auto v = mapOperandAxes(attention.getValue(), kernel, "V");
   if (!v)
     return v.takeError();
+  std::vector<EinsumOp> prologueEinsums =
+      mlir::attn::getPrologueEinsums(attention);
+  auto buffers = PrologueBuffer::describe(prologueEinsums, kernel);
+  if (!buffers)
+    return buffers.takeError();
+  // The sink logits: an input, or the buffer of a prologue einsum.
   llvm::SmallVector<OperandAxis> sink;
-  if (attention.getSink()) {
-    auto s = mapOperandAxes(attention.getSink(), kernel, "the sink logits");
-    if (!s)
-      return unsupported("a sink logit computed by a prologue einsum");
-    sink = std::move(*s);
+  const PrologueBuffer *sinkBuffer = nullptr;
+  if (Value sinkValue = attention.getSink()) {
+    auto einsum = llvm::find(prologueEinsums, sinkValue.getDefiningOp());
+    if (einsum != prologueEinsums.end()) {
+      sinkBuffer = &(*buffers)[einsum - prologueEinsums.begin()];
+      if (sinkBuffer->strides.size() != 3)
+        return unsupported("sink logits computed with other than 3 axes");
+    } else {
+      auto s = mapOperandAxes(sinkValue, kernel, "the sink logits");
+      if (!s)
+        return unsupported("sink logits computed in the kernel other than "
+                           "by an einsum");
+      sink = std::move(*s);
+    }
   }
 
   // The scale: a constant once the dims it reads are fixed, or a param.
@@ -580,10 +697,11 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                                          SlotType::Ptr)
                             : constSlot(0, SlotType::I64);
     } else if (name == "sink") {
-      slot = !sink.empty() ? tensorSlot(ParamSlot::Kind::Ptr,
-                                        inputName(sink[0].input), 0,
-                                        SlotType::Ptr)
-                           : constSlot(0, SlotType::I64);
+      slot = sinkBuffer ? sinkBuffer->pointerSlot()
+             : !sink.empty()
+                 ? tensorSlot(ParamSlot::Kind::Ptr, inputName(sink[0].input), 0,
+                              SlotType::Ptr)
+                 : constSlot(0, SlotType::I64);
     } else if (name == "B" || name == "H" || name == "M") {
       slot = axisSlot((*q)[name == "B" ? 0 : name == "H" ? 1 : 2],
                       /*stride=*/false, SlotType::I32);
@@ -605,14 +723,23 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       slot = lseOutput >= 0 ? outputStride(lseOutput, name == "b" ? 0 : 1)
                             : constSlot(0, SlotType::I64);
     } else if (name.consume_front("sink.stride.")) {
-      slot = !sink.empty()
-                 ? axisSlot(sink[name == "b" ? 0 : name == "h" ? 1 : 2], true,
-                            SlotType::I64)
-                 : constSlot(0, SlotType::I64);
+      int axis = name == "b" ? 0 : name == "h" ? 1 : 2;
+      slot = sinkBuffer ? PrologueBuffer::exprSlot(sinkBuffer->strides[axis],
+                                                   SlotType::I64)
+             : !sink.empty() ? axisSlot(sink[axis], true, SlotType::I64)
+                             : constSlot(0, SlotType::I64);
     } else if (name == "partials") {
       slot = constSlot(0, SlotType::I64);
     } else if (name == "splits") {
       slot = constSlot(0, SlotType::I32);
+    } else if (name == "tiles") {
+      if (artifact->tileList) {
+        slot.kind = ParamSlot::Kind::Workspace;
+        slot.arg = "tiles";
+        slot.type = SlotType::Ptr;
+      } else {
+        slot = constSlot(0, SlotType::I64);
+      }
     } else if (name == "scale") {
       if (scale) {
         slot = constSlot(*scale, SlotType::F32);
@@ -629,41 +756,114 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     }
     entry.params.push_back(slot);
   }
-  for (const GpuCapture &capture : signature.captures) {
-    llvm::StringRef source = capture.source;
-    SlotType type = toSlotType(signature.params[capture.firstParam].kind);
-    bool isDim = source.consume_front("dim:");
-    if (isDim || source.consume_front("param:")) {
-      ParamSlot slot;
-      slot.kind = isDim ? ParamSlot::Kind::Dim : ParamSlot::Kind::Param;
-      slot.arg = source.str();
-      slot.type = type;
-      entry.params.push_back(slot);
-    } else if (source.consume_front("input:")) {
-      entry.params.push_back(
-          tensorSlot(ParamSlot::Kind::Ptr, source.str(), 0, SlotType::Ptr));
-      for (int64_t d = 0; d < capture.rank; ++d)
-        entry.params.push_back(tensorSlot(ParamSlot::Kind::Size, source.str(),
-                                          d, SlotType::I64));
-      for (int64_t d = 0; d < capture.rank; ++d)
-        entry.params.push_back(tensorSlot(ParamSlot::Kind::Stride,
-                                          source.str(), d, SlotType::I64));
-    } else {
-      return unsupported("a mask or score_mod that reads a value computed in "
-                         "the kernel ('" +
-                         source + "')");
+  /// The slots of the values a kernel's code reads from above.
+  auto appendCaptureSlots = [&](const GpuKernelSignature &kernelSignature,
+                                std::vector<ParamSlot> &params) -> llvm::Error {
+    for (const GpuCapture &capture : kernelSignature.captures) {
+      llvm::StringRef source = capture.source;
+      SlotType type =
+          toSlotType(kernelSignature.params[capture.firstParam].kind);
+      bool isDim = source.consume_front("dim:");
+      if (isDim || source.consume_front("param:")) {
+        ParamSlot slot;
+        slot.kind = isDim ? ParamSlot::Kind::Dim : ParamSlot::Kind::Param;
+        slot.arg = source.str();
+        slot.type = type;
+        params.push_back(slot);
+      } else if (source.consume_front("input:")) {
+        params.push_back(
+            tensorSlot(ParamSlot::Kind::Ptr, source.str(), 0, SlotType::Ptr));
+        for (int64_t d = 0; d < capture.rank; ++d)
+          params.push_back(tensorSlot(ParamSlot::Kind::Size, source.str(), d,
+                                      SlotType::I64));
+        for (int64_t d = 0; d < capture.rank; ++d)
+          params.push_back(tensorSlot(ParamSlot::Kind::Stride, source.str(), d,
+                                      SlotType::I64));
+      } else if (unsigned k; source.consume_front("einsum:") &&
+                             !source.getAsInteger(10, k) &&
+                             k < buffers->size()) {
+        params.push_back((*buffers)[k].pointerSlot());
+      } else {
+        return unsupported("a mask or score_mod that reads a value computed "
+                           "in the kernel ('" +
+                           source + "')");
+      }
+    }
+    return llvm::Error::success();
+  };
+  if (llvm::Error error = appendCaptureSlots(signature, entry.params))
+    return std::move(error);
+
+  // The prologue: one entry per kernel, before the attention's, and one
+  // workspace per einsum.
+  if (artifact->prologue) {
+    for (const PrologueBuffer &buffer : *buffers)
+      manifest.workspaces.push_back({buffer.workspace, "4*" + buffer.elements});
+    for (const auto &kernelInfo : artifact->prologue->kernels) {
+      EntrySpec prologue;
+      prologue.name = kernelInfo.name;
+      prologue.function = kernelInfo.name;
+      prologue.module = "attn_prologue";
+      std::string blocks;
+      std::set<std::string> counts;
+      for (unsigned k : kernelInfo.einsums) {
+        int64_t perBlock =
+            mlir::attn::getPrologueElementsPerBlock(prologueEinsums[k]);
+        std::string count = perBlock == 1
+                                ? (*buffers)[k].elements
+                                : "cdiv(" + (*buffers)[k].elements + ", " +
+                                      std::to_string(perBlock) + ")";
+        if (counts.insert(count).second)
+          blocks =
+              blocks.empty() ? count : "max(" + blocks + ", " + count + ")";
+        prologue.params.push_back((*buffers)[k].pointerSlot());
+      }
+      prologue.grid = {blocks, "1", "1"};
+      prologue.block[0] = mlir::attn::kPrologueThreads;
+      if (llvm::Error error =
+              appendCaptureSlots(kernelInfo.signature, prologue.params))
+        return std::move(error);
+      manifest.entries.push_back(std::move(prologue));
     }
   }
+  EntrySpec tiles = entry;
   if (artifact->decode)
     addDecodeEntries(manifest, entry, *artifact, axisFormula((*q)[0]), heads,
                      groups, axisFormula((*q)[2]), axisFormula((*k)[2]));
   else
     manifest.entries.push_back(std::move(entry));
 
+  // The lists of live key blocks, written just before the attention kernel
+  // reads them and under the same condition.
+  if (const auto &tileList = artifact->tileList) {
+    std::string b = axisFormula((*q)[0]), m = axisFormula((*q)[2]),
+                n = axisFormula((*k)[2]);
+    std::string listHeads = tileList->perHead ? "(" + heads + ")" : "1";
+    std::string headFactor = tileList->perHead ? listHeads + "*" : "";
+    std::string mTiles =
+        "cdiv(" + m + ", " + std::to_string(tileList->blockM) + ")";
+    manifest.workspaces.push_back(
+        {"tiles", "4*(" + b + ")*" + headFactor + mTiles + "*(cdiv(" + n +
+                      ", " + std::to_string(tileList->blockN) + ") + 1)"});
+    tiles.name = "attn_tiles";
+    tiles.function = tileList->kernelName;
+    tiles.grid = {mTiles, listHeads, b};
+    tiles.block[0] = 32;
+    tiles.sharedBytes = 0;
+    auto attention = llvm::find_if(manifest.entries, [&](const EntrySpec &e) {
+      return e.function == artifact->kernelName;
+    });
+    tiles.when = attention->when;
+    manifest.entries.insert(attention, std::move(tiles));
+  }
+
   PackageWriter writer(std::move(manifest));
   writer.addModule("attn", ModuleFormat::Ptx, artifact->ptx);
   if (artifact->decode)
     writer.addModule("attn_decode", ModuleFormat::Ptx, artifact->decode->ptx);
+  if (artifact->prologue)
+    writer.addModule("attn_prologue", ModuleFormat::Ptx,
+                     artifact->prologue->ptx);
   return writer;
 }
 

@@ -68,6 +68,12 @@ static llvm::cl::opt<std::string>
                                 "its merge, and write their PTX here"),
                  llvm::cl::init(""));
 
+static llvm::cl::opt<std::string>
+    prologueOutput("prologue-o",
+                   llvm::cl::desc("Write the PTX of the prologue kernels (the "
+                                  "attn.einsum ops before the attention) here"),
+                   llvm::cl::init(""));
+
 static int fail(const Twine &message) {
   llvm::WithColor::error(llvm::errs(), "attn-gpu-gen") << message << "\n";
   return 1;
@@ -137,6 +143,9 @@ int main(int argc, char **argv) {
     return rc;
   if (artifact->decode)
     if (int rc = writeFile(decodeOutput, artifact->decode->ptx))
+      return rc;
+  if (artifact->prologue && !prologueOutput.empty())
+    if (int rc = writeFile(prologueOutput, artifact->prologue->ptx))
       return rc;
   if (!manifestFile.empty())
     return writeFile(manifestFile, attn::describeGpuKernel(*artifact) + "\n");

@@ -60,6 +60,9 @@ struct TileShape {
   /// Decode: the rows are (query, head) pairs of one key/value head and the
   /// CTA visits one part of the keys (see GpuDecodeKernels).
   bool splitKeys = false;
+  /// The key loop walks the CTA's list of live blocks (GpuTileList) instead
+  /// of evaluating the tile class.
+  bool tileList = false;
   /// Rows of the shared-memory tiles are padded by 16 bytes so that the 8
   /// row addresses of one ldmatrix fall in distinct bank groups.
   int64_t qkPitch() const { return headDim + 8; }
@@ -182,6 +185,8 @@ private:
   void loadValues(Value n0);
   Value emitTileClass(Value n0, int64_t numKeys = 0);
   std::pair<Value, Value> findLiveBlock(Value from, Value numBlocks);
+  void emitTileListStart(Value numBlocks);
+  Value readTileList(Value position, Value numBlocks);
   SmallVector<Value> emitBlockScores(Value n0, Value tileClass);
   LoopState emitBlockUpdate(ArrayRef<Value> scored, const LoopState &state);
   SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
@@ -213,6 +218,8 @@ private:
   Value groupSize, rowBlock, rowBlocks, split, numSplits;
   Value smem;
   Value kBase, vBase;
+  /// With a tile list: this CTA's list.
+  Value tileList;
   Value scale;
   /// Lane's ldmatrix address in this warp's first Q row tile.
   Value qAddr;
@@ -602,6 +609,24 @@ std::pair<Value, Value> KernelEmitter::findLiveBlock(Value from,
   return {scan.getResult(0), scan.getResult(1)};
 }
 
+/// Finds this CTA's list of live key blocks (see GpuTileList).
+void KernelEmitter::emitTileListStart(Value numBlocks) {
+  bool perHead = !op.getTileClass().getArgument(1).use_empty();
+  Value numListHeads = perHead ? arg(7) : c32(1);
+  Value mTile = divu(m0, c32(shape.blockM));
+  Value row = add(mul(add(mul(batch, numListHeads), perHead ? head : c32(0)),
+                      ceilDiv(sizeM, shape.blockM)),
+                  mTile);
+  tileList = gep(arg(kTilesParam), i32,
+                 mul(ext64(row), ext64(add(numBlocks, c32(1)))));
+}
+
+/// Entry `position` of the tile list: block·4 + class, or at its end
+/// `numBlocks`·4, which ends the loop.
+Value KernelEmitter::readTileList(Value position, Value numBlocks) {
+  return LLVM::LoadOp::create(b, loc, i32, gep(tileList, i32, position), 4);
+}
+
 /// S = Q Kᵀ for the key block at `n0` (in shared memory), scaled, modified
 /// and masked: the `p` operand of emitBlockUpdate, followed for `normalize`
 /// by the owned rows' kept counts.
@@ -934,10 +959,22 @@ void KernelEmitter::emit() {
     loadKeys(blockStart(block));
   };
 
-  auto [firstBlock, firstClass] = findLiveBlock(fromBlock, numBlocks);
-  prefetchKeys(firstBlock);
-
-  SmallVector<Value> carried = {firstBlock, firstClass};
+  // The loop carries the block and its class, or with a tile list the
+  // block's entry and place in the list (one register fewer).
+  SmallVector<Value> carried;
+  if (shape.tileList) {
+    emitTileListStart(numBlocks);
+    carried = {readTileList(c32(0), numBlocks), c32(0)};
+  } else {
+    auto [block, tileClass] = findLiveBlock(fromBlock, numBlocks);
+    carried = {block, tileClass};
+  }
+  const size_t numCursor = carried.size();
+  auto blockOf = [&](ValueRange cursor) {
+    return shape.tileList ? arith::ShRUIOp::create(b, loc, cursor[0], c32(2))
+                          : cursor[0];
+  };
+  prefetchKeys(blockOf(carried));
   llvm::append_range(carried, init.flatten());
   auto loop = scf::WhileOp::create(
       b, loc, TypeRange(ValueRange(carried)), carried,
@@ -946,31 +983,42 @@ void KernelEmitter::emit() {
         b.setInsertionPoint(nested.getInsertionBlock(),
                             nested.getInsertionPoint());
         scf::ConditionOp::create(
-            b, loc, cmpi(arith::CmpIPredicate::slt, args[0], numBlocks), args);
+            b, loc, cmpi(arith::CmpIPredicate::slt, blockOf(args), numBlocks),
+            args);
       },
       [&](OpBuilder &nested, Location, ValueRange args) {
         OpBuilder::InsertionGuard insertion(b);
         b.setInsertionPoint(nested.getInsertionBlock(),
                             nested.getInsertionPoint());
-        Value block = args[0], tileClass = args[1];
-        LoopState state =
-            LoopState::unflatten(args.drop_front(2), numAcc, numRows, withKept);
+        Value block = blockOf(args);
+        Value tileClass = shape.tileList
+                              ? arith::AndIOp::create(b, loc, args[0], c32(3))
+                              : args[1];
+        LoopState state = LoopState::unflatten(args.drop_front(numCursor),
+                                               numAcc, numRows, withKept);
         Value n0 = blockStart(block);
         // K of this block has landed; no warp still reads V.
         waitForCopies();
         loadValues(n0);
         SmallVector<Value> scored = emitBlockScores(n0, tileClass);
-        auto [nextBlock, nextClass] =
-            findLiveBlock(add(block, c32(1)), numBlocks);
+        SmallVector<Value> next;
+        if (shape.tileList) {
+          Value position = add(args[1], c32(1));
+          next = {readTileList(position, numBlocks), position};
+        } else {
+          auto [nextBlock, nextClass] =
+              findLiveBlock(add(block, c32(1)), numBlocks);
+          next = {nextBlock, nextClass};
+        }
         // V has landed; no warp still reads K.
         waitForCopies();
-        prefetchKeys(nextBlock);
-        SmallVector<Value> results = {nextBlock, nextClass};
+        prefetchKeys(blockOf(next));
+        SmallVector<Value> results = next;
         llvm::append_range(results, emitBlockUpdate(scored, state).flatten());
         scf::YieldOp::create(b, loc, results);
       });
-  LoopState final = LoopState::unflatten(loop.getResults().drop_front(2),
-                                         numAcc, numRows, withKept);
+  LoopState final = LoopState::unflatten(
+      loop.getResults().drop_front(numCursor), numAcc, numRows, withKept);
   if (shape.splitKeys)
     emitPartials(final);
   else
@@ -1038,6 +1086,11 @@ static TileShape getDecodeTileShape(AttentionOp op) {
 
 bool mlir::attn::supportsGpuDecode(AttentionOp op) {
   return op.getNormalizer() != Normalizer::Normalize;
+}
+
+int64_t mlir::attn::getAttentionBlockN(AttentionOp op,
+                                       const GpuOptions &options) {
+  return chooseBlockN(op, options);
 }
 
 int64_t mlir::attn::getAttentionThreadsPerBlock(const GpuOptions &options) {
@@ -1108,6 +1161,7 @@ static void appendFixedParams(GpuKernelSignature &signature) {
   signature.params.push_back({"scale", Kind::F32});
   signature.params.push_back({"partials", Kind::Pointer});
   signature.params.push_back({"splits", Kind::I32});
+  signature.params.push_back({"tiles", Kind::Pointer});
 }
 
 namespace {
@@ -1127,6 +1181,8 @@ public:
   LogicalResult addAttention(const Twine &name, const TileShape &shape);
   /// Adds the merge kernel of the decode kernel.
   void addMerge(const Twine &name);
+  /// Adds the kernel listing the live key blocks for `shape` (GpuTileList).
+  LogicalResult addTileList(const Twine &name, const TileShape &shape);
 
 private:
   gpu::GPUFuncOp createKernel(const Twine &name, int64_t threads);
@@ -1147,7 +1203,7 @@ private:
 FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName) {
   if (failed(checkGpuSupport(op, options)))
     return failure();
-  if (failed(collectCaptures(op, captureValues)))
+  if (failed(collectCaptures(op.getOperation(), captureValues)))
     return failure();
   signature = GpuKernelSignature();
   appendFixedParams(signature);
@@ -1218,11 +1274,28 @@ LogicalResult KernelModuleBuilder::addAttention(const Twine &name,
   OpBuilder::InsertionGuard insertion(builder);
   builder.setInsertionPointToStart(&entry);
   IRMapping captures;
-  mapCaptures(builder, loc, op, captureValues, signature, entry.getArguments(),
-              captures);
+  mapCaptures(builder, loc, op.getOperation(), captureValues, signature,
+              entry.getArguments(), captures);
   KernelEmitter(builder, loc, op, shape, elementType, outputType,
                 entry.getArguments(), captures)
       .emit();
+  gpu::ReturnOp::create(builder, loc);
+  if (failed(lowerCapturedTensorAccesses(func)))
+    return failure();
+  return lowerMathForNVPTX(func);
+}
+
+LogicalResult KernelModuleBuilder::addTileList(const Twine &name,
+                                               const TileShape &shape) {
+  gpu::GPUFuncOp func = createKernel(name, 32);
+  Block &entry = func.getBody().front();
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToStart(&entry);
+  IRMapping captures;
+  mapCaptures(builder, loc, op.getOperation(), captureValues, signature,
+              entry.getArguments(), captures);
+  emitTileList(builder, loc, op, shape.blockM, shape.blockN,
+               entry.getArguments(), captures);
   gpu::ReturnOp::create(builder, loc);
   if (failed(lowerCapturedTensorAccesses(func)))
     return failure();
@@ -1243,8 +1316,15 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
     StringRef moduleName, StringRef kernelName, GpuKernelSignature &signature) {
   KernelModuleBuilder kernels(builder, op, options, signature);
   FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
-  if (failed(module) ||
-      failed(kernels.addAttention(kernelName, getTileShape(op, options))))
+  if (failed(module))
+    return failure();
+  TileShape shape = getTileShape(op, options);
+  if (usesGpuTileList(op)) {
+    shape.tileList = true;
+    if (failed(kernels.addTileList(kernelName + "_tiles", shape)))
+      return failure();
+  }
+  if (failed(kernels.addAttention(kernelName, shape)))
     return failure();
   return module;
 }

@@ -102,13 +102,28 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
       return makeError("attn-nvgpu: cannot build the decode kernels: " +
                        diagnostics);
   }
+  std::vector<EinsumOp> einsums = getPrologueEinsums(op);
+  OwningOpRef<ModuleOp> prologueContainer;
+  std::vector<GpuPrologueKernel> prologueKernels;
+  if (!einsums.empty()) {
+    prologueContainer = makeContainer();
+    builder.setInsertionPointToEnd(prologueContainer->getBody());
+    if (failed(buildPrologueGpuModule(builder, einsums, "attn_gpu_prologue",
+                                      artifact.kernelName + "_prologue",
+                                      prologueKernels)))
+      return makeError("attn-nvgpu: cannot build the prologue kernels: " +
+                       diagnostics);
+  }
 
-  // The two modules go through LLVM side by side: most of the time is
-  // LLVM's, and each has its own LLVM context. The passes' dialects are
-  // loaded first: a context cannot load dialects from two threads at once.
-  std::optional<llvm::Expected<std::string>> decodePtx;
-  std::thread decodeThread;
-  if (decodeContainer) {
+  // The modules go through LLVM side by side: most of the time is LLVM's,
+  // and each has its own LLVM context. The passes' dialects are loaded
+  // first: a context cannot load dialects from two threads at once.
+  SmallVector<ModuleOp> containers = {*container};
+  if (decodeContainer)
+    containers.push_back(*decodeContainer);
+  if (prologueContainer)
+    containers.push_back(*prologueContainer);
+  if (containers.size() > 1) {
     PassManager pm(context);
     addGpuLoweringPasses(pm, options);
     DialectRegistry dependent;
@@ -117,28 +132,38 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
     for (StringRef name : dependent.getDialectNames())
       context->getOrLoadDialect(name);
   }
+  SmallVector<std::optional<llvm::Expected<std::string>>> ptx(
+      containers.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < containers.size(); ++i)
+    threads.emplace_back(
+        [&, i] { ptx[i].emplace(lowerToPtx(containers[i], options)); });
+  ptx[0].emplace(lowerToPtx(containers[0], options));
+  for (std::thread &thread : threads)
+    thread.join();
+  // Every result must be consumed; the first failure is reported.
+  std::optional<llvm::Error> failure;
+  for (auto &result : ptx) {
+    if (*result)
+      continue;
+    llvm::Error error = result->takeError();
+    if (failure)
+      llvm::consumeError(std::move(error));
+    else
+      failure =
+          makeError(llvm::toString(std::move(error)) + ": " + diagnostics);
+  }
+  if (failure)
+    return std::move(*failure);
+  artifact.ptx = std::move(**ptx[0]);
+  size_t next = 1;
   if (decodeContainer)
-    decodeThread = std::thread(
-        [&] { decodePtx.emplace(lowerToPtx(*decodeContainer, options)); });
-  llvm::Expected<std::string> ptx = lowerToPtx(*container, options);
-  if (decodeThread.joinable())
-    decodeThread.join();
-  auto withDiagnostics = [&](llvm::Error error) {
-    return makeError(llvm::toString(std::move(error)) + ": " + diagnostics);
-  };
-  if (!ptx) {
-    if (decodePtx && !*decodePtx)
-      llvm::consumeError(decodePtx->takeError());
-    return withDiagnostics(ptx.takeError());
-  }
-  artifact.ptx = std::move(*ptx);
-  if (decodePtx) {
-    if (!*decodePtx)
-      return withDiagnostics(decodePtx->takeError());
     artifact.decode = GpuDecodeKernels{
-        std::move(**decodePtx), artifact.kernelName + "_decode",
+        std::move(**ptx[next++]), artifact.kernelName + "_decode",
         artifact.kernelName + "_merge", getDecodeSharedMemoryBytes(op)};
-  }
+  if (prologueContainer)
+    artifact.prologue =
+        GpuPrologue{std::move(**ptx[next++]), std::move(prologueKernels)};
 
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
@@ -153,6 +178,11 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   artifact.valueDim = value.getDimSize(3);
   artifact.hasLse = static_cast<bool>(op.getLse());
   artifact.hasSink = static_cast<bool>(op.getSink());
+  if (usesGpuTileList(op))
+    artifact.tileList =
+        GpuTileList{artifact.kernelName + "_tiles", options.blockM,
+                    getAttentionBlockN(op, options),
+                    !op.getTileClass().getArgument(1).use_empty()};
   return artifact;
 }
 
@@ -213,6 +243,24 @@ std::string mlir::attn::describeGpuKernel(const GpuKernelArtifact &artifact) {
                         artifact.decode->kernelName,
                         artifact.decode->mergeKernelName, kDecodeRows,
                         artifact.decode->sharedMemoryBytes, kMergeThreads);
+  if (artifact.tileList)
+    os << llvm::formatv(", \"tile_list\": {{\"kernel\": \"{0}\", \"block_m\": "
+                        "{1}, \"block_n\": {2}, \"per_head\": {3}}",
+                        artifact.tileList->kernelName,
+                        artifact.tileList->blockM, artifact.tileList->blockN,
+                        artifact.tileList->perHead ? "true" : "false");
+  if (artifact.prologue) {
+    os << ", \"prologue\": [";
+    llvm::interleave(
+        artifact.prologue->kernels, os,
+        [&](const GpuPrologueKernel &kernel) {
+          os << "{\"kernel\": \"" << kernel.name << "\", \"einsums\": [";
+          llvm::interleaveComma(kernel.einsums, os);
+          os << "], \"params\": " << kernel.signature.params.size() << "}";
+        },
+        ", ");
+    os << "]";
+  }
   os << "}";
   return text;
 }

@@ -96,7 +96,15 @@ enum FixedParam : unsigned {
   kScaleParam = 28,
   kPartialsParam = 29,
   kSplitsParam = 30,
+  kTilesParam = 31,
 };
+
+/// Emits, at `builder`'s point inside a one-warp kernel, the listing of the
+/// live key blocks of one query tile (see GpuTileList) for tiles of
+/// `blockM` x `blockN`; `captures` maps what the tile class reads.
+void emitTileList(OpBuilder &builder, Location loc, AttentionOp op,
+                  int64_t blockM, int64_t blockN, ValueRange args,
+                  const IRMapping &captures);
 
 /// Emits, at `builder`'s point inside a kernel of kMergeThreads threads on
 /// grid [RB, G, B], the merge of the decode kernel's partial results for
@@ -104,11 +112,14 @@ enum FixedParam : unsigned {
 void emitDecodeMerge(OpBuilder &builder, Location loc, AttentionOp op,
                      Type outputType, ValueRange args);
 
-/// Values the regions of `op` read from above that must become kernel
-/// parameters, in first-use order. Constants are not listed: they are
+/// Values the regions of `ops` (and the extents of einsums among them) read
+/// from above that must become kernel parameters, in first-use order.
+/// Constants and pure scalar math on passed values are not listed: they are
 /// cloned into the kernel. Fails (with a diagnostic) on a value that can be
-/// neither passed nor cloned.
-LogicalResult collectCaptures(AttentionOp op, SmallVectorImpl<Value> &captures);
+/// neither passed nor cloned. Rewrites the attn.read ops of `ops` into
+/// tensor.extract.
+LogicalResult collectCaptures(ArrayRef<Operation *> ops,
+                              SmallVectorImpl<Value> &captures);
 
 /// Appends the parameters of `captures` to `signature` (after the fixed
 /// prefix) and the matching argument types to `argTypes`.
@@ -119,8 +130,9 @@ void appendCaptureParams(ArrayRef<Value> captures,
 /// Fills `mapping` so that cloned region code reads the kernel's arguments
 /// instead of the captured values: scalars are cast from their parameters,
 /// tensors become placeholders that `lowerCapturedTensorAccesses` removes,
-/// and constants the regions use are cloned at `builder`'s point.
-void mapCaptures(OpBuilder &builder, Location loc, AttentionOp op,
+/// and the constants and scalar math `ops` read are cloned at `builder`'s
+/// point.
+void mapCaptures(OpBuilder &builder, Location loc, ArrayRef<Operation *> ops,
                  ArrayRef<Value> captures, const GpuKernelSignature &signature,
                  ValueRange kernelArgs, IRMapping &mapping);
 

@@ -1,10 +1,10 @@
 //===- NVGPUPipeline.cpp - attn.attention to a gpu.binary with PTX --------===//
 //
 // `attn-build-gpu-kernels` adds, for every attn.attention of a module, a
-// device-only gpu.module holding its kernel (the host side is the
-// runtime's: it launches by name with the parameters GpuKernelSignature
-// lists). `attn-nvgpu-pipeline` then lowers those modules to NVVM and
-// serialises them to PTX in gpu.binary ops.
+// device-only gpu.module holding its kernel, and modules for its decode and
+// prologue kernels (the host side is the runtime's: it launches by name
+// with the parameters GpuKernelSignature lists). `attn-nvgpu-pipeline` then
+// lowers those modules to NVVM and serialises them to PTX in gpu.binary ops.
 //
 //===----------------------------------------------------------------------===//
 
@@ -169,6 +169,12 @@ struct BuildGpuKernelsPass
       if (options.decode && supportsGpuDecode(op) &&
           failed(buildDecodeGpuModule(builder, op, options, name + "_decode",
                                       "attn_fwd", signature)))
+        return signalPassFailure();
+      std::vector<EinsumOp> einsums = getPrologueEinsums(op);
+      std::vector<GpuPrologueKernel> prologue;
+      if (!einsums.empty() &&
+          failed(buildPrologueGpuModule(builder, einsums, name + "_prologue",
+                                        "attn_fwd_prologue", prologue)))
         return signalPassFailure();
     }
     if (!ops.empty())

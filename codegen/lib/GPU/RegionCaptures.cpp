@@ -1,9 +1,11 @@
 //===- RegionCaptures.cpp - Region values from above as kernel params -----===//
 //
 // score_mod, mask and tile_class may read the kernel's dims, params and
-// tensors (ALiBi slopes, document ids). On the GPU these become parameters
-// of the generated kernel: scalars by value, tensors as a pointer with sizes
-// and strides. The regions are then cloned into the skeleton.
+// tensors (ALiBi slopes, document ids, the tile summaries of prologue
+// einsums); so may the bodies of those einsums. On the GPU these become
+// parameters of the generated kernel: scalars by value, tensors as a pointer
+// with sizes and strides; scalar index math on them is recomputed in the
+// kernel. The regions are then cloned into the kernel.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,36 +18,50 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Matchers.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Transforms/RegionUtils.h"
 #include "llvm/ADT/SetVector.h"
 
 using namespace mlir;
 using namespace mlir::attn;
 
-/// Whether `value` is computed by an op the kernel can simply recompute.
-static bool isCloneableConstant(Value value) {
-  Operation *def = value.getDefiningOp();
-  return def && def->getNumOperands() == 0 && def->getNumRegions() == 0 &&
-         def->hasTrait<OpTrait::ConstantLike>();
-}
-
 static bool isPassableScalar(Type type) {
   return isa<IndexType, FloatType>(type) || type.isInteger();
 }
 
-/// The values from above of every region of `op`, in a stable order.
-static llvm::SetVector<Value> getValuesFromAbove(AttentionOp op) {
+/// Whether the kernel can compute `value` itself from other values it has:
+/// a chain of pure scalar ops (constants, index math on dims such as the
+/// number of summary tiles) is cloned, not passed.
+static bool isRecomputable(Value value) {
+  Operation *def = value.getDefiningOp();
+  if (!def || def->getNumRegions() != 0 || !isMemoryEffectFree(def) ||
+      !llvm::all_of(def->getResultTypes(), isPassableScalar))
+    return false;
+  return llvm::all_of(def->getOperands(), [](Value operand) {
+    return isRecomputable(operand) || isPassableScalar(operand.getType()) ||
+           isa<RankedTensorType>(operand.getType());
+  });
+}
+
+/// The values from above that the regions of `ops` read, and the extents
+/// of einsums, in a stable order.
+static llvm::SetVector<Value> getValuesFromAbove(ArrayRef<Operation *> ops) {
   llvm::SetVector<Value> values;
-  for (Region *region : {&op.getScoreMod(), &op.getMask(), &op.getTileClass()})
-    if (!region->empty())
-      getUsedValuesDefinedAbove(*region, *region, values);
+  for (Operation *op : ops) {
+    for (Region &region : op->getRegions())
+      if (!region.empty())
+        getUsedValuesDefinedAbove(region, region, values);
+    if (auto einsum = dyn_cast<EinsumOp>(op))
+      values.insert(einsum.getExtents().begin(), einsum.getExtents().end());
+  }
   return values;
 }
 
 /// Rewrites the cascade's element reads of captured tensors into
-/// tensor.extract: raised regions read kernel inputs with attn.read, which
-/// on fully present inputs means the same.
-static void convertReadsToExtracts(AttentionOp op) {
+/// tensor.extract: raised regions and prologue einsums read kernel inputs
+/// (and einsum results) with attn.read, which on fully present tensors
+/// means the same.
+static void convertReadsToExtracts(Operation *op) {
   SmallVector<ReadOp> reads;
   op->walk([&](ReadOp read) { reads.push_back(read); });
   for (ReadOp read : reads) {
@@ -57,29 +73,56 @@ static void convertReadsToExtracts(AttentionOp op) {
   }
 }
 
-LogicalResult mlir::attn::collectCaptures(AttentionOp op,
+/// Checks that `value` can become kernel parameters.
+static LogicalResult checkPassable(Value value, ArrayRef<Operation *> ops) {
+  Operation *anchor = ops.front();
+  Type type = value.getType();
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (!tensor) {
+    if (!isPassableScalar(type))
+      return anchor->emitError() << "attn-nvgpu: cannot pass a captured "
+                                 << type << " to the kernel";
+    return success();
+  }
+  Type element = tensor.getElementType();
+  if (!isPassableScalar(element) || isa<IndexType>(element))
+    return anchor->emitError() << "attn-nvgpu: cannot pass a captured tensor "
+                                  "of "
+                               << element << " to the kernel";
+  // Only element reads and sizes have a meaning without MLIR tensors.
+  for (Operation *user : value.getUsers())
+    for (Operation *op : ops)
+      if (op->isProperAncestor(user) &&
+          !isa<tensor::ExtractOp, tensor::DimOp>(user))
+        return user->emitError()
+               << "attn-nvgpu: a captured tensor may only be read with "
+                  "tensor.extract or tensor.dim";
+  return success();
+}
+
+LogicalResult mlir::attn::collectCaptures(ArrayRef<Operation *> ops,
                                           SmallVectorImpl<Value> &captures) {
-  convertReadsToExtracts(op);
-  for (Value value : getValuesFromAbove(op)) {
-    if (isCloneableConstant(value))
+  for (Operation *op : ops)
+    convertReadsToExtracts(op);
+  llvm::SetVector<Value> leaves;
+  SmallVector<Value> worklist(llvm::reverse(getValuesFromAbove(ops)));
+  while (!worklist.empty()) {
+    Value value = worklist.pop_back_val();
+    if (!isRecomputable(value)) {
+      // An einsum's buffer is passed as a pointer; the kernel recomputes
+      // its sizes from the einsum's extents.
+      if (auto einsum = value.getDefiningOp<EinsumOp>())
+        for (Value extent : llvm::reverse(einsum.getOutputExtents()))
+          worklist.push_back(extent);
+      leaves.insert(value);
       continue;
-    Type type = value.getType();
-    if (auto tensor = dyn_cast<RankedTensorType>(type)) {
-      Type element = tensor.getElementType();
-      if (!isPassableScalar(element) || isa<IndexType>(element))
-        return op.emitError() << "attn-nvgpu: cannot pass a captured tensor of "
-                              << element << " to the kernel";
-      // Only element reads and sizes have a meaning without MLIR tensors.
-      for (Operation *user : value.getUsers())
-        if (op->isProperAncestor(user) &&
-            !isa<tensor::ExtractOp, tensor::DimOp>(user))
-          return user->emitError()
-                 << "attn-nvgpu: a captured tensor may only be read with "
-                    "tensor.extract or tensor.dim";
-    } else if (!isPassableScalar(type)) {
-      return op.emitError() << "attn-nvgpu: cannot pass a captured " << type
-                            << " to the kernel";
     }
+    for (Value operand : llvm::reverse(value.getDefiningOp()->getOperands()))
+      worklist.push_back(operand);
+  }
+  for (Value value : leaves) {
+    if (failed(checkPassable(value, ops)))
+      return failure();
     captures.push_back(value);
   }
   return success();
@@ -87,6 +130,17 @@ LogicalResult mlir::attn::collectCaptures(AttentionOp op,
 
 /// Names the origin of a captured value for the manifest.
 static std::string describeSource(Value value) {
+  if (auto einsum = value.getDefiningOp<EinsumOp>()) {
+    // Prologue kernels compute the kernel's einsums; the k-th one's result
+    // lives in a workspace.
+    unsigned index = 0;
+    for (Operation &op : *einsum->getBlock()) {
+      if (&op == einsum.getOperation())
+        return "einsum:" + std::to_string(index);
+      if (isa<EinsumOp>(op))
+        ++index;
+    }
+  }
   auto arg = dyn_cast<BlockArgument>(value);
   if (!arg)
     return "value";
@@ -143,14 +197,15 @@ void mlir::attn::appendCaptureParams(ArrayRef<Value> captures,
       capture.isTensor = true;
       capture.rank = tensor.getRank();
       capture.elementType = printType(tensor.getElementType());
+      capture.dense = value.getDefiningOp<EinsumOp>() != nullptr;
       signature.params.push_back({name, GpuKernelParam::Kind::Pointer});
       argTypes.push_back(LLVM::LLVMPointerType::get(context, 1));
-      for (int64_t d = 0; d < capture.rank; ++d) {
+      for (int64_t d = 0; !capture.dense && d < capture.rank; ++d) {
         signature.params.push_back(
             {name + ".size." + std::to_string(d), GpuKernelParam::Kind::I64});
         argTypes.push_back(IntegerType::get(context, 64));
       }
-      for (int64_t d = 0; d < capture.rank; ++d) {
+      for (int64_t d = 0; !capture.dense && d < capture.rank; ++d) {
         signature.params.push_back(
             {name + ".stride." + std::to_string(d), GpuKernelParam::Kind::I64});
         argTypes.push_back(IntegerType::get(context, 64));
@@ -177,29 +232,62 @@ static Value castFromParam(OpBuilder &builder, Location loc, Value param,
   return arith::TruncIOp::create(builder, loc, type, param);
 }
 
-void mlir::attn::mapCaptures(OpBuilder &builder, Location loc, AttentionOp op,
+/// Clones the ops computing `value` (see isRecomputable) at `builder`'s
+/// point, operands first.
+static Value recompute(OpBuilder &builder, Value value, IRMapping &mapping) {
+  if (Value mapped = mapping.lookupOrNull(value))
+    return mapped;
+  Operation *def = value.getDefiningOp();
+  for (Value operand : def->getOperands())
+    recompute(builder, operand, mapping);
+  Operation *clone = builder.clone(*def, mapping);
+  return clone->getResult(cast<OpResult>(value).getResultNumber());
+}
+
+void mlir::attn::mapCaptures(OpBuilder &builder, Location loc,
+                             ArrayRef<Operation *> ops,
                              ArrayRef<Value> captures,
                              const GpuKernelSignature &signature,
                              ValueRange kernelArgs, IRMapping &mapping) {
-  for (Value value : getValuesFromAbove(op))
-    if (isCloneableConstant(value))
-      mapping.map(value, builder.clone(*value.getDefiningOp())->getResult(0));
+  SmallVector<std::pair<Value, const GpuCapture *>> tensors;
   for (auto [value, capture] : llvm::zip(captures, signature.captures)) {
-    if (!capture.isTensor) {
+    if (capture.isTensor)
+      tensors.push_back({value, &capture});
+    else
       mapping.map(value, castFromParam(builder, loc,
                                        kernelArgs[capture.firstParam],
                                        value.getType()));
-      continue;
+  }
+  // A placeholder tensor whose operands are the pointer, sizes and strides;
+  // lowerCapturedTensorAccesses rewrites its uses and erases it.
+  Type i64 = builder.getI64Type();
+  for (auto [value, capture] : tensors) {
+    SmallVector<Value> operands = {kernelArgs[capture->firstParam]};
+    if (!capture->dense) {
+      llvm::append_range(operands, kernelArgs.slice(capture->firstParam + 1,
+                                                    2 * capture->rank));
+    } else {
+      // Dense row-major over the einsum's output extents.
+      SmallVector<Value> sizes, strides(capture->rank);
+      for (Value extent : value.getDefiningOp<EinsumOp>().getOutputExtents())
+        sizes.push_back(arith::IndexCastOp::create(
+            builder, loc, i64, recompute(builder, extent, mapping)));
+      Value stride =
+          arith::ConstantOp::create(builder, loc, builder.getI64IntegerAttr(1));
+      for (int64_t d = capture->rank - 1; d >= 0; --d) {
+        strides[d] = stride;
+        stride = arith::MulIOp::create(builder, loc, stride, sizes[d]);
+      }
+      llvm::append_range(operands, sizes);
+      llvm::append_range(operands, strides);
     }
-    // A placeholder tensor whose operands are the pointer, sizes and
-    // strides; lowerCapturedTensorAccesses rewrites its uses and erases it.
-    ValueRange operands =
-        kernelArgs.slice(capture.firstParam, 1 + 2 * capture.rank);
     auto placeholder = UnrealizedConversionCastOp::create(
         builder, loc, TypeRange{value.getType()}, operands);
     placeholder->setAttr("attn.captured_tensor", builder.getUnitAttr());
     mapping.map(value, placeholder.getResult(0));
   }
+  for (Value value : getValuesFromAbove(ops))
+    recompute(builder, value, mapping);
 }
 
 Value mlir::attn::inlineRegion(OpBuilder &builder, Region &region,

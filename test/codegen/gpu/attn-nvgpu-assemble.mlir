@@ -12,8 +12,8 @@
 // CHECK: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 // MANIFEST: "sink": true
-// MANIFEST-SAME: ["scale", "f32"], ["partials", "ptr"], ["splits", "i32"], ["capture.0", "i64"]]
-// MANIFEST-SAME: "captures": [{"source": "arg:5", "tensor": false, "type": "index", "rank": 0, "first_param": 31}]
+// MANIFEST-SAME: ["scale", "f32"], ["partials", "ptr"], ["splits", "i32"], ["tiles", "ptr"], ["capture.0", "i64"]]
+// MANIFEST-SAME: "captures": [{"source": "arg:5", "tensor": false, "type": "index", "rank": 0, "first_param": 32}]
 
 func.func @window_sink(%q: tensor<?x?x?x128xbf16>, %k: tensor<?x?x?x128xbf16>,
                        %v: tensor<?x?x?x128xbf16>, %sink: tensor<?x?x?xf32>,

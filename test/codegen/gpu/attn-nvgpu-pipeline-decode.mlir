@@ -45,7 +45,7 @@
 
 // MANIFEST: "kernel": "attn_fwd",
 // MANIFEST-SAME: "sink": true
-// MANIFEST-SAME: ["partials", "ptr"], ["splits", "i32"], ["capture.0", "i64"]]
+// MANIFEST-SAME: ["partials", "ptr"], ["splits", "i32"], ["tiles", "ptr"], ["capture.0", "i64"]]
 // MANIFEST-SAME: "decode": {"kernel": "attn_fwd_decode", "merge": "attn_fwd_merge", "rows": 16, "shared_bytes": 39168, "merge_threads": 128}
 
 // PLAIN-NOT: "decode"

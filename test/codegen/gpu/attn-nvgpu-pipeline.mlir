@@ -22,7 +22,8 @@
 // CHECK-NEXT: .param .u64 .ptr .global .align 1 attn_fwd_param_0,
 // CHECK: .param .f32 attn_fwd_param_28,
 // CHECK-NEXT: .param .u64 .ptr .global .align 1 attn_fwd_param_29,
-// CHECK-NEXT: .param .u32 attn_fwd_param_30
+// CHECK-NEXT: .param .u32 attn_fwd_param_30,
+// CHECK-NEXT: .param .u64 .ptr .global .align 1 attn_fwd_param_31
 // CHECK-NEXT: )
 // CHECK: .maxntid 128, 1, 1
 // CHECK-DAG: cp.async.cg.shared.global [{{.*}}], [{{.*}}], 16, {{.*}};
@@ -36,7 +37,7 @@
 // CHECK-DAG: lg2.approx.ftz.f32
 
 // MANIFEST: "kernel": "attn_fwd", "chip": "sm_90a", "dtype": "bf16", "D": 64, "E": 64, "block": [128, 1, 1], "grid": ["ceil(M/128)", "H", "B"], "block_m": 128, "shared_bytes": 27648, "lse": true, "sink": false
-// MANIFEST-SAME: ["scale", "f32"], ["partials", "ptr"], ["splits", "i32"]]
+// MANIFEST-SAME: ["scale", "f32"], ["partials", "ptr"], ["splits", "i32"], ["tiles", "ptr"]]
 
 // SM80: .target sm_80
 // SM80: .maxntid 256, 1, 1

@@ -28,6 +28,7 @@ class GPUModuleOp;
 } // namespace gpu
 namespace attn {
 class AttentionOp;
+class EinsumOp;
 
 /// What to build. The same mma.sync code serves sm_80 and sm_90a; only the
 /// `.target` line of the PTX differs.
@@ -85,6 +86,7 @@ struct GpuKernelParam {
   ///  - "scale": the op's scale operand (f32);
   ///  - "partials": the decode kernels' workspace (f32, see GpuDecodeKernels);
   ///  - "splits": how many parts the decode kernel splits the keys into (i32);
+  ///  - "tiles": the lists of live key blocks (see GpuTileList);
   ///  - "capture.<i>" / "capture.<i>.size.<d>" / "capture.<i>.stride.<d>":
   ///    values score_mod, mask or tile_class read from above (see
   ///    `GpuKernelSignature::captures`).
@@ -101,6 +103,10 @@ struct GpuCapture {
   /// A scalar (index is passed as i64) or a tensor (a pointer, then one i64
   /// size per dim, then one i64 stride in elements per dim).
   bool isTensor = false;
+  /// A tensor passed as its pointer only: the buffer of a prologue einsum
+  /// ("einsum:<k>"), dense row-major, whose sizes the kernel recomputes
+  /// from the einsum's extents.
+  bool dense = false;
   /// The scalar's type, or the tensor's element type, as MLIR prints it.
   std::string elementType;
   int64_t rank = 0;
@@ -117,6 +123,7 @@ struct GpuCapture {
 ///   23-24 lse.stride.{b,h}, 25-27 sink.stride.{b,h,m}  (i64, elements)
 ///   28    scale                                        (f32)
 ///   29    partials (pointer), 30 splits (i32)          (decode only)
+///   31    tiles (pointer)                              (GpuTileList only)
 /// then the captures. Every kernel of a module takes the same list. The last
 /// dim of Q, K, V and O, and the m dim of LSE, must be contiguous; Q/K/V base
 /// pointers and row strides must keep 16-byte alignment (strides multiples of 8
@@ -124,7 +131,7 @@ struct GpuCapture {
 struct GpuKernelSignature {
   std::vector<GpuKernelParam> params;
   std::vector<GpuCapture> captures;
-  static constexpr unsigned kNumFixedParams = 31;
+  static constexpr unsigned kNumFixedParams = 32;
 };
 
 /// The decode kernels of a module built with `GpuOptions::decode`.
@@ -142,6 +149,55 @@ struct GpuDecodeKernels {
   std::string ptx;
   std::string kernelName, mergeKernelName;
   int64_t sharedMemoryBytes = 0;
+};
+
+/// The kernel that lists the live key blocks of every query tile, for a
+/// tile class that reads tensors (the summaries of a document or block
+/// mask): evaluated in the attention's key loop, such a tile class costs
+/// about what computing the tile does (its loads are latency the loop
+/// waits for), so it is evaluated once per tile, in parallel, beforehand.
+///
+/// `kernelName` runs on grid [ceil(M / blockM), perHead ? H : 1, B] with one
+/// warp and writes, for query tile t of (b, h), at element
+/// ((b·Hc + h)·ceil(M / blockM) + t)·(ceil(N / blockN) + 1) of the "tiles"
+/// workspace (i32, Hc = H or 1): block·4 + class (1 partial, 2 full) of
+/// each live key block, in ascending order, then ceil(N / blockN)·4. The
+/// attention kernel (same module, same parameters) then walks that list.
+struct GpuTileList {
+  std::string kernelName;
+  int64_t blockM = 0, blockN = 0;
+  /// Whether the tile class reads the head (one list per head).
+  bool perHead = false;
+};
+
+/// Whether the attention kernel for `op` walks a GpuTileList.
+bool usesGpuTileList(AttentionOp op);
+
+/// Threads per CTA of a prologue kernel.
+constexpr int64_t kPrologueThreads = 256;
+
+/// A kernel that computes attn.einsum results the attention reads (the
+/// per-tile summaries of mask tensors that tile_class reads, sink logits)
+/// into buffers, each f32 and dense row-major over the einsum's output
+/// extents. An elementwise einsum gets one thread per element, a reduction
+/// one CTA per element (getPrologueElementsPerBlock); grid [max over its
+/// einsums of ceil(elements / per block), 1, 1], kPrologueThreads threads.
+struct GpuPrologueKernel {
+  std::string name;
+  /// The einsums it computes, as positions in the list given to
+  /// buildPrologueGpuModule; parameter i < einsums.size() is the buffer of
+  /// einsums[i].
+  std::vector<unsigned> einsums;
+  /// The buffers ("out.<position>"), then the captures. A capture whose
+  /// source is "einsum:<position>" is the buffer of an earlier kernel.
+  GpuKernelSignature signature;
+};
+
+/// The prologue kernels of an attention, launched in order before it.
+struct GpuPrologue {
+  /// The PTX module holding them.
+  std::string ptx;
+  std::vector<GpuPrologueKernel> kernels;
 };
 
 /// Everything a runtime needs to launch the kernel.
@@ -165,6 +221,10 @@ struct GpuKernelArtifact {
   GpuKernelSignature signature;
   /// Present when built with `GpuOptions::decode`.
   std::optional<GpuDecodeKernels> decode;
+  /// Present when `usesGpuTileList`; its kernel is in `ptx`.
+  std::optional<GpuTileList> tileList;
+  /// Present when attn.einsum ops precede the attention in its block.
+  std::optional<GpuPrologue> prologue;
 };
 
 /// Checks that `op` fits the skeleton (rank-4 Q/K/V of bf16 or f16 with
@@ -190,6 +250,24 @@ buildDecodeGpuModule(OpBuilder &builder, AttentionOp op,
                      const GpuOptions &options, StringRef moduleName,
                      StringRef kernelName, GpuKernelSignature &signature);
 
+/// Builds, at `builder`'s insertion point, a `gpu.module` named
+/// `moduleName` holding the prologue kernels of `einsums` (attn.einsum ops
+/// of one block, in block order), one per level of dependency, named
+/// `kernelPrefix` followed by the level.
+FailureOr<gpu::GPUModuleOp>
+buildPrologueGpuModule(OpBuilder &builder, ArrayRef<EinsumOp> einsums,
+                       StringRef moduleName, StringRef kernelPrefix,
+                       std::vector<GpuPrologueKernel> &kernels);
+
+/// The attn.einsum ops before `op` in its block: its prologue.
+std::vector<EinsumOp> getPrologueEinsums(AttentionOp op);
+
+/// Elements of `op` that one CTA of a prologue kernel computes.
+int64_t getPrologueElementsPerBlock(EinsumOp op);
+
+/// Keys per iteration of the attention kernel for (`op`, `options`).
+int64_t getAttentionBlockN(AttentionOp op, const GpuOptions &options);
+
 /// Dynamic shared memory the kernel for (`op`, `options`) uses, in bytes.
 /// Threads per CTA: one warp per `warpRows` query rows.
 int64_t getAttentionThreadsPerBlock(const GpuOptions &options);
@@ -199,8 +277,9 @@ int64_t getAttentionSharedMemoryBytes(AttentionOp op,
 /// Dynamic shared memory of the decode kernel for `op`, in bytes.
 int64_t getDecodeSharedMemoryBytes(AttentionOp op);
 
-/// Compiles the single attn.attention of `module` (anywhere inside it) to
-/// PTX. `module` is not modified.
+/// Compiles the single attn.attention of `module` (anywhere inside it), and
+/// the attn.einsum ops before it in its block (GpuPrologue), to PTX. Their
+/// attn.read ops become tensor.extract; nothing else is changed.
 llvm::Expected<GpuKernelArtifact>
 compileAttentionForGpu(ModuleOp module, const GpuOptions &options);
 llvm::Expected<GpuKernelArtifact>

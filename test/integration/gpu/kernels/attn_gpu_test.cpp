@@ -159,21 +159,44 @@ void launch(const Kernel &kernel, const Problem &p, const Buffers &buf,
   int64_t ss[3] = {int64_t(H) * M, M, 1};
   float scale = p.scale;
   int64_t window = p.window;
-  // The decode kernels' workspace and split count, unused by attn_fwd.
-  CUdeviceptr partials = 0;
+  // The decode kernels' workspace and split count, and the live-block
+  // lists, unused by the attention kernels of these variants.
+  CUdeviceptr partials = 0, tiles = 0;
   int32_t splits = 0;
   // The order of GpuKernelSignature (see GpuKernel.h).
-  void *args[] = {(void *)&buf.q,   (void *)&buf.k,   (void *)&buf.v,
-                  (void *)&buf.o,   (void *)&buf.lse, (void *)&buf.sink,
-                  &B,               &H,               &G,
-                  &M,               &N,               &qs[0],
-                  &qs[1],           &qs[2],           &ks[0],
-                  &ks[1],           &ks[2],           &ks[0],
-                  &ks[1],           &ks[2],           &os[0],
-                  &os[1],           &os[2],           &ls[0],
-                  &ls[1],           &ss[0],           &ss[1],
-                  &ss[2],           &scale,           &partials,
-                  &splits,          &window};
+  void *args[] = {(void *)&buf.q,
+                  (void *)&buf.k,
+                  (void *)&buf.v,
+                  (void *)&buf.o,
+                  (void *)&buf.lse,
+                  (void *)&buf.sink,
+                  &B,
+                  &H,
+                  &G,
+                  &M,
+                  &N,
+                  &qs[0],
+                  &qs[1],
+                  &qs[2],
+                  &ks[0],
+                  &ks[1],
+                  &ks[2],
+                  &ks[0],
+                  &ks[1],
+                  &ks[2],
+                  &os[0],
+                  &os[1],
+                  &os[2],
+                  &ls[0],
+                  &ls[1],
+                  &ss[0],
+                  &ss[1],
+                  &ss[2],
+                  &scale,
+                  &partials,
+                  &splits,
+                  &tiles,
+                  &window};
   unsigned gridX = (M + kernel.blockM - 1) / kernel.blockM;
   CHECK_CU(cuLaunchKernel(kernel.function, gridX, H, B, kernel.threads, 1, 1,
                           kernel.sharedBytes, stream, args, nullptr));
