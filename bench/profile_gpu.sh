@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Profiles attnc's attention kernel with Nsight Compute on the GPU machine:
+# causal and document-causal at L = 16k (B = 1, H = 16, D = 128, the
+# suite's shapes), one launch each, and prints what limits it: tensor-pipe
+# and issue-slot utilisation, achieved occupancy and its register limit,
+# local-memory (spill) traffic, and the warp stall reasons.
+# Usage: bench/profile_gpu.sh LAUNCH PACKAGES OUT_DIR
+#   LAUNCH    attnc-launch built on that machine (runtime/, cmake)
+#   PACKAGES  build/gpu-packages (test/integration/gpu/make_packages.sh)
+#   OUT_DIR   where the full ncu reports (.txt) go
+set -euo pipefail
+launch=$1 packages=$2 out=$3
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$out"
+
+# The suite's document ids for L = 16k (bench/gpu_suite.py).
+python3 - "$out/doc16k.npy" <<EOF
+import importlib.util, sys, numpy as np
+spec = importlib.util.spec_from_file_location("suite", "$root/bench/gpu_suite.py")
+suite = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(suite)
+np.save(sys.argv[1], suite.doc_ids(16384).numpy().astype(np.int32)[None, :])
+EOF
+
+metrics=(
+  gpu__time_duration.sum
+  sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+  smsp__issue_active.avg.pct_of_peak_sustained_active
+  sm__warps_active.avg.pct_of_peak_sustained_active
+  launch__registers_per_thread
+  launch__occupancy_limit_registers
+  launch__occupancy_limit_shared_mem
+  l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum
+  l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum
+)
+# Warp stall reasons, in cycles per issued instruction.
+for reason in long_scoreboard short_scoreboard mio_throttle math_pipe_throttle \
+    wait barrier not_selected selected dispatch_stall lg_throttle no_instruction; do
+  metrics+=("smsp__average_warps_issue_stalled_${reason}_per_issue_active.ratio")
+done
+profile() {
+  local name=$1 package=$2; shift 2
+  ncu -k regex:'^attn_fwd$' -c 1 --section WarpStateStats \
+    --metrics "$(IFS=,; echo "${metrics[*]}")" \
+    "$launch" "$package" --dim B=1,H=16,M=16384,N=16384 "$@" \
+    > "$out/ncu_$name.txt" 2>&1 || { tail -20 "$out/ncu_$name.txt"; return 1; }
+  echo "== $name"
+  grep -E "$(IFS='|'; echo "${metrics[*]}")|Warp Cycles Per Issued" \
+    "$out/ncu_$name.txt" | sed 's/^ *//' | tr -s ' '
+}
+profile causal "$packages/suite/causal.attnpkg"
+profile document-causal "$packages/suite/document-causal.attnpkg" \
+  --input Doc="$out/doc16k.npy"
