@@ -1186,6 +1186,11 @@ public:
 
 private:
   gpu::GPUFuncOp createKernel(const Twine &name, int64_t threads);
+  /// Adds a kernel whose body `emitBody` emits with the op's regions'
+  /// captures mapped to the parameters.
+  LogicalResult addRegionKernel(
+      const Twine &name, int64_t threads,
+      llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody);
 
   OpBuilder &builder;
   AttentionOp op;
@@ -1267,39 +1272,40 @@ gpu::GPUFuncOp KernelModuleBuilder::createKernel(const Twine &name,
   return func;
 }
 
-LogicalResult KernelModuleBuilder::addAttention(const Twine &name,
-                                                const TileShape &shape) {
-  gpu::GPUFuncOp func = createKernel(name, shape.numThreads());
+LogicalResult KernelModuleBuilder::addRegionKernel(
+    const Twine &name, int64_t threads,
+    llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody) {
+  gpu::GPUFuncOp func = createKernel(name, threads);
   Block &entry = func.getBody().front();
   OpBuilder::InsertionGuard insertion(builder);
   builder.setInsertionPointToStart(&entry);
   IRMapping captures;
   mapCaptures(builder, loc, op.getOperation(), captureValues, signature,
               entry.getArguments(), captures);
-  KernelEmitter(builder, loc, op, shape, elementType, outputType,
-                entry.getArguments(), captures)
-      .emit();
+  emitBody(entry.getArguments(), captures);
   gpu::ReturnOp::create(builder, loc);
   if (failed(lowerCapturedTensorAccesses(func)))
     return failure();
   return lowerMathForNVPTX(func);
 }
 
+LogicalResult KernelModuleBuilder::addAttention(const Twine &name,
+                                                const TileShape &shape) {
+  return addRegionKernel(name, shape.numThreads(),
+                         [&](ValueRange args, const IRMapping &captures) {
+                           KernelEmitter(builder, loc, op, shape, elementType,
+                                         outputType, args, captures)
+                               .emit();
+                         });
+}
+
 LogicalResult KernelModuleBuilder::addTileList(const Twine &name,
                                                const TileShape &shape) {
-  gpu::GPUFuncOp func = createKernel(name, 32);
-  Block &entry = func.getBody().front();
-  OpBuilder::InsertionGuard insertion(builder);
-  builder.setInsertionPointToStart(&entry);
-  IRMapping captures;
-  mapCaptures(builder, loc, op.getOperation(), captureValues, signature,
-              entry.getArguments(), captures);
-  emitTileList(builder, loc, op, shape.blockM, shape.blockN,
-               entry.getArguments(), captures);
-  gpu::ReturnOp::create(builder, loc);
-  if (failed(lowerCapturedTensorAccesses(func)))
-    return failure();
-  return lowerMathForNVPTX(func);
+  return addRegionKernel(name, 32,
+                         [&](ValueRange args, const IRMapping &captures) {
+                           emitTileList(builder, loc, op, shape.blockM,
+                                        shape.blockN, args, captures);
+                         });
 }
 
 void KernelModuleBuilder::addMerge(const Twine &name) {
