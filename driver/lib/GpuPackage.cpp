@@ -2,6 +2,7 @@
 
 #include "attn/Driver/GpuPackage.h"
 
+#include "SubscriptConstraints.h"
 #include "attn/Driver/Launch.h"
 #include "attn/GPU/GpuKernel.h"
 #include "attn/Transforms/Passes.h"
@@ -650,6 +651,12 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   std::string heads = axisFormula((*q)[1]), groups = axisFormula((*k)[1]);
   if (heads != groups)
     manifest.constraints.push_back(heads + " % " + groups + " == 0");
+  // Element reads of the mask and score_mod inside their tensors.
+  for (std::string &constraint :
+       getSubscriptConstraints(kernel, attention,
+                               {axisFormula((*q)[0]), heads,
+                                axisFormula((*q)[2]), axisFormula((*k)[2])}))
+    manifest.constraints.push_back(std::move(constraint));
 
   auto tensorSlot = [](ParamSlot::Kind kind, const std::string &arg,
                        int64_t axis, SlotType type) {

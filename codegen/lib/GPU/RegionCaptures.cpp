@@ -338,9 +338,11 @@ LogicalResult mlir::attn::lowerCapturedTensorAccesses(gpu::GPUFuncOp func) {
       Value offset = constant(0);
       for (auto [index, size, stride] :
            llvm::zip(extract.getIndices(), sizes, strides)) {
-        // The runtime checks shapes but cannot prove gathers in range (the
-        // CPU driver and the reference refuse such launches): a subscript
-        // outside the axis reads its nearest element, never other memory.
+        // The package's constraints keep subscripts built from the indices
+        // and dims in range, but not ones computed from params or tensor
+        // values (the CPU driver and the reference refuse such launches):
+        // a subscript outside the axis reads its nearest element, never
+        // other memory.
         Value wide = arith::IndexCastOp::create(builder, loc, i64, index);
         Value last = arith::SubIOp::create(builder, loc, size, constant(1));
         wide = arith::MaxSIOp::create(
