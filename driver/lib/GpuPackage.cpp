@@ -444,8 +444,15 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   if (failed(runOnKernels(module, mlir::attn::createAttnRaise())))
     return makeError("attn-raise failed");
   // Masks that read tensors get a tile_class over per-tile summaries of
-  // them, which prologue kernels compute before the attention.
-  if (failed(runOnKernels(module, mlir::attn::createAttnAnalyzeMask())))
+  // them, which prologue kernels compute before the attention. The GPU
+  // kernels classify at most 128 query rows against 64 keys at a time:
+  // ranges of at most 4 summary tiles of 64, which one sparse-table level
+  // covers (each further level would cost a prologue kernel and a larger
+  // tile class).
+  mlir::attn::AttnAnalyzeMaskOptions analysis;
+  analysis.summaryLevels = 1;
+  if (failed(runOnKernels(module,
+                          mlir::attn::createAttnAnalyzeMask(analysis))))
     return makeError("attn-analyze-mask failed");
   kernel = *module.getOps<KernelOp>().begin();
 

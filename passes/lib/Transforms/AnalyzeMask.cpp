@@ -31,6 +31,7 @@ struct AttnAnalyzeMask : impl::AttnAnalyzeMaskBase<AttnAnalyzeMask> {
     }
     TileClassifierOptions options;
     options.summaryTileSize = summaryTileSize;
+    options.summaryLevels = summaryLevels;
     TileClassifier classifier(kernel, options);
     // Collect first: classifying inserts summaries into the kernel body.
     SmallVector<AttentionOp> ops;

@@ -32,7 +32,10 @@ def AttnAnalyzeMask : Pass<"attn-analyze-mask", "::mlir::attn::KernelOp"> {
   }];
   let options = [
     Option<"summaryTileSize", "summary-tile-size", "int64_t", "64",
-           "Tile length of the per-tile summaries of tensors read by masks">
+           "Tile length of the per-tile summaries of tensors read by masks">,
+    Option<"summaryLevels", "summary-levels", "unsigned", "3",
+           "Levels of the sparse table of summaries: ranges of up to "
+           "2^(levels + 1) summary tiles are summarised exactly">
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect"];
 }
