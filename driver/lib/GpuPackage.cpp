@@ -97,61 +97,6 @@ std::optional<double> evaluateScalar(Value value, KernelOp kernel) {
   return std::nullopt;
 }
 
-/// A manifest formula over the dims for the kernel-level index `value` (the
-/// extents of prologue einsums, e.g. cdiv(N, 64)), or nullopt when it is
-/// computed otherwise. Divisions are of non-negative sizes, so floor,
-/// truncating and unsigned division agree.
-std::optional<std::string> printDimFormula(Value value, KernelOp kernel) {
-  if (auto arg = dyn_cast<BlockArgument>(value)) {
-    if (arg.getOwner() != &kernel.getEntryBlock() ||
-        arg.getArgNumber() >= kernel.getNumDims())
-      return std::nullopt;
-    return cast<StringAttr>(kernel.getDimNames()[arg.getArgNumber()])
-        .getValue()
-        .str();
-  }
-  Operation *op = value.getDefiningOp();
-  if (!op || op->getNumResults() != 1)
-    return std::nullopt;
-  if (auto constant = dyn_cast<arith::ConstantOp>(op)) {
-    if (auto attr = dyn_cast<IntegerAttr>(constant.getValue()))
-      return std::to_string(attr.getInt());
-    return std::nullopt;
-  }
-  llvm::SmallVector<std::string, 2> operands;
-  for (Value operand : op->getOperands()) {
-    std::optional<std::string> text = printDimFormula(operand, kernel);
-    if (!text)
-      return std::nullopt;
-    operands.push_back(std::move(*text));
-  }
-  if (isa<arith::IndexCastOp, arith::ExtSIOp, arith::ExtUIOp>(op))
-    return operands[0];
-  auto infix = [&](llvm::StringRef symbol) {
-    return "(" + operands[0] + " " + symbol.str() + " " + operands[1] + ")";
-  };
-  auto call = [&](llvm::StringRef name) {
-    return name.str() + "(" + operands[0] + ", " + operands[1] + ")";
-  };
-  if (isa<arith::AddIOp>(op))
-    return infix("+");
-  if (isa<arith::SubIOp>(op))
-    return infix("-");
-  if (isa<arith::MulIOp>(op))
-    return infix("*");
-  if (isa<arith::FloorDivSIOp, arith::DivSIOp, arith::DivUIOp>(op))
-    return infix("/");
-  if (isa<arith::RemSIOp, arith::RemUIOp>(op))
-    return infix("%");
-  if (isa<arith::CeilDivSIOp, arith::CeilDivUIOp>(op))
-    return call("cdiv");
-  if (isa<arith::MinSIOp, arith::MinUIOp>(op))
-    return call("min");
-  if (isa<arith::MaxSIOp, arith::MaxUIOp>(op))
-    return call("max");
-  return std::nullopt;
-}
-
 /// The buffers of the prologue einsums (see GpuPrologue): workspace
 /// `einsum<k>` holds the k-th einsum's f32 result, dense row-major; these
 /// are its size and stride formulas.
@@ -168,7 +113,7 @@ struct PrologueBuffer {
       PrologueBuffer buffer;
       buffer.workspace = "einsum" + std::to_string(k);
       for (Value extent : einsum.getOutputExtents()) {
-        std::optional<std::string> size = printDimFormula(extent, kernel);
+        std::optional<std::string> size = getDimFormula(kernel, extent);
         if (!size)
           return makeError("kernel '" + kernel.getSymName() +
                            "': an extent of a tensor computed before the "

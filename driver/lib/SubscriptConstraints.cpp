@@ -271,4 +271,15 @@ getSubscriptConstraints(KernelOp kernel, AttentionOp attention,
   return constraints.takeVector();
 }
 
+std::optional<std::string> getDimFormula(KernelOp kernel, Value value) {
+  RangeFinder finder(kernel);
+  std::optional<RangeFinder::Range> range = finder.rangeOf(value);
+  if (!range || !finder.conditions.empty())
+    return std::nullopt;
+  std::string lo = finder.print(range->lo), hi = finder.print(range->hi);
+  if (lo != hi)
+    return std::nullopt;
+  return lo;
+}
+
 } // namespace attn

@@ -18,6 +18,7 @@
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,13 @@ std::vector<std::string>
 getSubscriptConstraints(mlir::attn::KernelOp kernel,
                         mlir::attn::AttentionOp attention,
                         const std::vector<std::string> &indexSizes);
+
+/// `value`, a kernel-level index computed from dims and constants with the
+/// same operations (the extents of prologue einsums, e.g. (N + 63)/64), as
+/// a manifest formula; nullopt when it is computed otherwise. Divisions are
+/// of non-negative values, where truncating and floor division agree.
+std::optional<std::string> getDimFormula(mlir::attn::KernelOp kernel,
+                                         mlir::Value value);
 
 } // namespace attn
 

@@ -186,7 +186,7 @@ private:
   Value emitTileClass(Value n0, int64_t numKeys = 0);
   std::pair<Value, Value> findLiveBlock(Value from, Value numBlocks);
   void emitTileListStart(Value numBlocks);
-  Value readTileList(Value position, Value numBlocks);
+  Value readTileList(Value position);
   SmallVector<Value> emitBlockScores(Value n0, Value tileClass);
   LoopState emitBlockUpdate(ArrayRef<Value> scored, const LoopState &state);
   SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
@@ -623,7 +623,7 @@ void KernelEmitter::emitTileListStart(Value numBlocks) {
 
 /// Entry `position` of the tile list: block·4 + class, or at its end
 /// `numBlocks`·4, which ends the loop.
-Value KernelEmitter::readTileList(Value position, Value numBlocks) {
+Value KernelEmitter::readTileList(Value position) {
   return LLVM::LoadOp::create(b, loc, i32, gep(tileList, i32, position), 4);
 }
 
@@ -964,7 +964,7 @@ void KernelEmitter::emit() {
   SmallVector<Value> carried;
   if (shape.tileList) {
     emitTileListStart(numBlocks);
-    carried = {readTileList(c32(0), numBlocks), c32(0)};
+    carried = {readTileList(c32(0)), c32(0)};
   } else {
     auto [block, tileClass] = findLiveBlock(fromBlock, numBlocks);
     carried = {block, tileClass};
@@ -1004,7 +1004,7 @@ void KernelEmitter::emit() {
         SmallVector<Value> next;
         if (shape.tileList) {
           Value position = add(args[1], c32(1));
-          next = {readTileList(position, numBlocks), position};
+          next = {readTileList(position), position};
         } else {
           auto [nextBlock, nextClass] =
               findLiveBlock(add(block, c32(1)), numBlocks);
