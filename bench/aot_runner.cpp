@@ -34,7 +34,7 @@
 // 4 * D * (kept (query, key) pairs) per batch and query head, as
 // bench/cpu_suite.py does; or --flops X.
 //
-// The packed convention (codegen/lib/JIT/CpuKernel.cpp): one pointer per
+// The packed convention (codegen/cpu/lib/CpuKernel.cpp): one pointer per
 // flattened argument. A dim is an int64_t; a memref is allocated pointer,
 // aligned pointer, offset, sizes..., strides... (each a separate argument:
 // args[k] points at the pointer or the int64_t); a param points at its value

@@ -100,35 +100,6 @@ static int64_t guessDimSize(StringRef name) {
   return 4;
 }
 
-std::vector<int64_t> getTensorShape(KernelOp kernel, unsigned i,
-                                    ArrayRef<int64_t> dims) {
-  std::vector<int64_t> shape;
-  for (Attribute axis : kernel.getShapeOf(i)) {
-    if (auto literal = dyn_cast<IntegerAttr>(axis))
-      shape.push_back(literal.getInt());
-    else
-      shape.push_back(dims[*kernel.lookupDim(cast<StringAttr>(axis))]);
-  }
-  return shape;
-}
-
-/// The runtime element type of `type`: MLIR prints scalar types with the
-/// spellings attn::dtypeName uses, and the front end declares no others.
-static DType toDType(Type type) {
-  std::string name;
-  llvm::raw_string_ostream(name) << type;
-  return parseDType(name).value_or(DType::I64);
-}
-
-DType getInputDType(KernelOp kernel, unsigned i) {
-  return toDType(
-      cast<RankedTensorType>(kernel.getInputArg(i).getType()).getElementType());
-}
-
-DType getOutputDType(KernelOp kernel, unsigned i) {
-  return toDType(cast<TypeAttr>(kernel.getOutputTypes()[i]).getValue());
-}
-
 /// The largest value an integer input may hold so that every subscript it
 /// feeds directly stays inside the indexed axis; nullopt when the input is
 /// never used directly as a subscript.

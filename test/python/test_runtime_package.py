@@ -16,6 +16,9 @@ SHAPES = {"D": 128}
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNC_PACKAGE_DIR", str(tmp_path / "store"))
+    # A private artifact cache too: where the compiler is, packages come
+    # from it.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tmp_path / "store"
 
 
@@ -93,6 +96,25 @@ def test_second_compile_comes_from_the_store(causal_package):
                           shapes=SHAPES)
     assert again.cache_hit
     assert again.inputs == causal_package.inputs
+
+
+def test_stale_store_entry_is_not_served(store, causal_package):
+    # The store holds what another compiler wrote for this spec (here: the
+    # package of another variant); with a compiler present the package comes
+    # from the artifact cache, keyed by the code generator, and replaces it.
+    path = attnc.package_path(EXAMPLES / "causal.attn", "sm_90a",
+                              shapes=SHAPES)
+    other = attnc.compile(EXAMPLES / "sliding_window.attn", target="sm_90a",
+                          shapes=SHAPES)
+    other_path = attnc.package_path(EXAMPLES / "sliding_window.attn",
+                                    "sm_90a", shapes=SHAPES)
+    good = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(open(other_path, "rb").read())
+    k = attnc.compile(EXAMPLES / "causal.attn", target="sm_90a",
+                      shapes=SHAPES)
+    assert k.name == "causal" and other.name == "sliding_window"
+    assert open(path, "rb").read() == good
 
 
 def test_store_without_compiler(causal_package, monkeypatch):

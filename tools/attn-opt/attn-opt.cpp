@@ -1,9 +1,10 @@
 //===- attn-opt.cpp - mlir-opt with the attn dialect and passes -----------===//
 
-#include "attn/Conversion/Passes.h"
+#include "attn/Linalg/Passes.h"
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
-#include "attn/GPU/GpuKernel.h"
-#include "attn/Pipelines/Pipelines.h"
+#include "attn/NVGPU/GpuKernel.h"
+#include "attn/CPU/Pipeline.h"
+#include "attn/Linalg/Pipelines.h"
 #include "attn/Transforms/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
@@ -13,8 +14,9 @@
 
 int main(int argc, char **argv) {
   mlir::registerAllPasses();
-  mlir::attn::registerAttnConversionPasses();
-  mlir::attn::registerAttnPipelines();
+  mlir::attn::registerAttnLinalgPasses();
+  mlir::attn::registerLinalgPipelines();
+  mlir::attn::registerCpuPipeline();
   mlir::attn::registerAttnPasses();
   mlir::attn::registerAttnGPUPasses();
   mlir::DialectRegistry registry;

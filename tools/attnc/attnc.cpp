@@ -12,14 +12,15 @@
 #include "attn/Analysis/IntervalAnalysis.h"
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
-#include "attn/Driver/GpuPackage.h"
+#include "attn/NVGPU/GpuPackage.h"
 #include "attn/Driver/Launch.h"
 #include "attn/Frontend/Frontend.h"
-#include "attn/JIT/CpuKernel.h"
-#include "attn/JIT/CpuTarget.h"
-#include "attn/JIT/KernelABI.h"
-#include "attn/JIT/ObjectCache.h"
-#include "attn/Pipelines/Pipelines.h"
+#include "attn/CPU/CpuKernel.h"
+#include "attn/Driver/Compile.h"
+#include "attn/CPU/CpuTarget.h"
+#include "attn/CPU/ObjectABI.h"
+#include "attn/CPU/Pipeline.h"
+#include "attn/Linalg/Pipelines.h"
 #include "attn/Reference/Evaluator.h"
 #include "attn/Runtime/Package.h"
 
@@ -163,15 +164,11 @@ double toleranceFor(DType type) {
   }
 }
 
-/// The kernel cache directory, unless --no-cache or no home is known.
-std::optional<std::string> getCacheDirectory() {
-  if (noCacheOption)
-    return std::nullopt;
-  return ObjectCache::getDefaultDirectory();
-}
+/// The artifact cache, unless --no-cache or no home is known.
+CacheOptions getCacheOptions() { return CacheOptions::standard(noCacheOption); }
 
-void printWarnings(const CpuCompileStats &stats) {
-  for (const std::string &warning : stats.warnings)
+void printWarnings(llvm::ArrayRef<std::string> warnings) {
+  for (const std::string &warning : warnings)
     llvm::WithColor::warning(llvm::errs(), "attnc") << warning << "\n";
 }
 
@@ -213,7 +210,8 @@ double countCascadeFlops(KernelOp kernel, llvm::ArrayRef<int64_t> dims) {
   for (auto einsum : kernel.getEntryBlock().getOps<EinsumOp>()) {
     double points = 1;
     for (Value extent : einsum.getExtents())
-      points *= static_cast<double>(analysis.lookupConstant(extent).value_or(0));
+      points *=
+          static_cast<double>(analysis.lookupConstant(extent).value_or(0));
     flops += points * (einsum.getKind() == ReductionKind::None ? 1 : 2);
   }
   return flops;
@@ -297,15 +295,14 @@ int runSpec(MLIRContext &context) {
   // Lowering rewrites the module; keep the cascade for reporting.
   OwningOpRef<ModuleOp> lowered = (**module).clone();
   CpuKernelOptions kernelOptions;
-  kernelOptions.cacheDir = getCacheDirectory();
   kernelOptions.threads = threadsOption;
   kernelOptions.timePasses = timePasses;
-  auto compiled = CpuKernel::compile(*lowered, kernelOptions);
+  auto compiled = compileCpuKernel(*lowered, kernelOptions, getCacheOptions());
   if (!compiled)
     return fail(compiled.takeError());
   double compileMs = frontendMs + millisecondsSince(compileStart);
   const CpuCompileStats &stats = (*compiled)->getStats();
-  printWarnings(stats);
+  printWarnings(stats.warnings);
   const char *path = (*compiled)->isFused() ? "fused" : "unfused";
   unsigned threads = (*compiled)->getThreads();
 
@@ -385,8 +382,9 @@ int runSpec(MLIRContext &context) {
         "compile: {0:f1} ms{1}  run: {2:f2} ms  ({3:f2} GFLOP/s cascade)\n",
         compileMs, stats.cacheHit ? " (cache hit)" : "", runMs, gflops);
     if (checkOption)
-      llvm::outs() << llvm::formatv("check: max_rel_err={0:e2} tol={1:e0} {2}\n",
-                                    maxError, tolerance, ok ? "ok" : "FAIL");
+      llvm::outs() << llvm::formatv(
+          "check: max_rel_err={0:e2} tol={1:e0} {2}\n", maxError, tolerance,
+          ok ? "ok" : "FAIL");
   }
   return ok ? 0 : 1;
 }
@@ -431,13 +429,12 @@ int emitKernelObject(ModuleOp module) {
   if (!target)
     return fail(target.takeError());
   CpuKernelOptions options;
-  options.cacheDir = getCacheDirectory();
   options.timePasses = timePasses;
   llvm::Expected<CpuKernelObject> object =
-      compileCpuKernelObject(module, *target, options);
+      compileCpuObject(module, *target, options, getCacheOptions());
   if (!object)
     return fail(object.takeError());
-  printWarnings(object->stats);
+  printWarnings(object->stats.warnings);
 
   bool sharedLibrary = llvm::StringRef(outputPath).ends_with(".so");
   std::string objectPath = outputPath;
@@ -572,12 +569,21 @@ int compileGpuPackage(MLIRContext &context) {
     return 1;
   OwningOpRef<ModuleOp> module = std::move(*loaded);
   std::string producer = "attnc compile --target " + targetOption;
-  llvm::Expected<PackageWriter> writer =
-      buildGpuPackage(*module, {targetOption, producer});
-  if (!writer)
-    return fail(writer.takeError());
-  if (Status status = writer->writeFile(outputPath))
-    return fail("cannot write '" + outputPath + "': " + status.getMessage());
+  GpuPackageOptions packageOptions;
+  packageOptions.target = targetOption;
+  packageOptions.producer = producer;
+  llvm::Expected<GpuPackageArtifact> package =
+      compileGpuPackage(*module, packageOptions, getCacheOptions());
+  if (!package)
+    return fail(package.takeError());
+  printWarnings(package->warnings);
+  if (llvm::Error error =
+          llvm::writeToOutput(outputPath, [&](llvm::raw_ostream &os) {
+            os << package->bytes;
+            return llvm::Error::success();
+          }))
+    return fail("cannot write '" + outputPath +
+                "': " + llvm::toString(std::move(error)));
   return 0;
 }
 
@@ -588,7 +594,8 @@ int main(int argc, char **argv) {
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
   cl::HideUnrelatedOptions(attncCategory);
-  cl::ParseCommandLineOptions(argc, argv, "attnc: attention variant compiler\n");
+  cl::ParseCommandLineOptions(argc, argv,
+                              "attnc: attention variant compiler\n");
 
   DialectRegistry registry;
   mlir::attn::registerCodegenDialects(registry);

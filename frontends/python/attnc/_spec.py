@@ -132,38 +132,54 @@ def _compile_cpu(text, filename, dtype, shapes):
 
 
 def _compile_gpu(text, filename, target, dtype, shapes):
+    """The package of `text` for `target`. Where the compiler is installed
+    it comes from attnc's artifact cache (keyed by the code generator too,
+    so a package an older compiler built is never served) and is exported
+    to the package store; a machine with only the runtime loads it from the
+    store."""
     start = time.perf_counter()
     path = package_store() / (_package_key(text, target, dtype, shapes) +
                               ".attnpkg")
-    hit = path.is_file()
-    if not hit:
-        native = _native()
-        if native is None:
-            raise CompileError(
-                "no attnc compiler in this installation and no precompiled "
-                "package %s for this spec/target; compile it where attnc is "
-                "built (attnc.compile(spec, target=%r, dtype=..., shapes=...) "
-                "with the same arguments) and copy the package store there "
-                "(see attnc.package_path, ATTNC_PACKAGE_DIR)" % (path, target))
-        data = native.compile_gpu_package(text, filename, target, dtype,
-                                          shapes)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Atomically: a reader never sees half a package.
-        fd, temporary = tempfile.mkstemp(dir=str(path.parent),
-                                         prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(temporary, str(path))
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+    native = _native()
+    if native is not None:
+        data, hit = native.compile_gpu_package(text, filename, target, dtype,
+                                               shapes)
+        _export_package(path, data)
+    elif path.is_file():
+        hit = True
+    else:
+        raise CompileError(
+            "no attnc compiler in this installation and no precompiled "
+            "package %s for this spec/target; compile it where attnc is "
+            "built (attnc.compile(spec, target=%r, dtype=..., shapes=...) "
+            "with the same arguments) and copy the package store there "
+            "(see attnc.package_path, ATTNC_PACKAGE_DIR)" % (path, target))
     kernel = load(path)
     kernel.spec = text
     kernel.cache_hit = hit
     kernel.compile_ms = (time.perf_counter() - start) * 1e3
     return kernel
+
+
+def _export_package(path, data):
+    """Writes `data` to `path` unless it already holds exactly that,
+    atomically: a reader never sees half a package."""
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=path.name,
+                                     suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, str(path))
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
 
 
 def _widen_bf16(bits):

@@ -16,12 +16,13 @@
 #include "attn/Analysis/IntervalAnalysis.h"
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
-#include "attn/Driver/GpuPackage.h"
+#include "attn/NVGPU/GpuPackage.h"
 #include "attn/Driver/Launch.h"
 #include "attn/Frontend/Frontend.h"
-#include "attn/JIT/CpuKernel.h"
-#include "attn/JIT/ObjectCache.h"
-#include "attn/Pipelines/Pipelines.h"
+#include "attn/CPU/CpuKernel.h"
+#include "attn/Driver/Compile.h"
+#include "attn/CPU/Pipeline.h"
+#include "attn/Linalg/Pipelines.h"
 #include "attn/Reference/Evaluator.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -220,18 +221,6 @@ py::array toNumPy(const HostTensor &tensor) {
   return py::none();
 }
 
-/// The axes of tensor `i` (inputs, then outputs): a dim name or a size.
-py::list getAxes(KernelOp kernel, unsigned i) {
-  py::list axes;
-  for (mlir::Attribute axis : kernel.getShapeOf(i)) {
-    if (auto name = llvm::dyn_cast<mlir::StringAttr>(axis))
-      axes.append(py::str(name.getValue().str()));
-    else
-      axes.append(py::int_(llvm::cast<mlir::IntegerAttr>(axis).getInt()));
-  }
-  return axes;
-}
-
 /// A kernel compiled in process for the host CPU, with the cascade it came
 /// from (the reference runs on it, launches are checked against it).
 class PyCpuKernel {
@@ -251,53 +240,42 @@ public:
 
   /// Signature of every input and output: (name, dtype, axes).
   py::list describeTensors(bool outputs) const {
-    KernelOp kernel = getKernel();
+    const KernelSignature &signature = compiled->getSignature();
     py::list result;
-    unsigned count = outputs ? kernel.getNumOutputs() : kernel.getNumInputs();
-    for (unsigned i = 0; i < count; ++i) {
-      auto names = outputs ? kernel.getOutputNames() : kernel.getInputNames();
-      DType type =
-          outputs ? getOutputDType(kernel, i) : getInputDType(kernel, i);
-      unsigned index = outputs ? kernel.getNumInputs() + i : i;
-      result.append(py::make_tuple(
-          llvm::cast<mlir::StringAttr>(names[i]).getValue().str(),
-          std::string(dtypeName(type)), getAxes(kernel, index)));
+    for (const KernelTensor &tensor :
+         outputs ? signature.outputs : signature.inputs) {
+      py::list axes;
+      for (const KernelAxis &axis : tensor.axes)
+        axes.append(axis.isDim() ? py::object(py::str(axis.dim))
+                                 : py::object(py::int_(axis.size)));
+      result.append(py::make_tuple(tensor.name,
+                                   std::string(dtypeName(tensor.dtype)), axes));
     }
     return result;
   }
 
   /// Every param: (name, dtype, default or None).
   py::list describeParams() const {
-    KernelOp kernel = getKernel();
-    const CpuKernelSignature &signature = compiled->getSignature();
     py::list result;
-    for (unsigned i = 0; i < kernel.getNumParams(); ++i) {
-      mlir::Attribute def = kernel.getParamDefaults()[i];
+    for (const KernelParam &param : compiled->getSignature().params) {
       py::object value = py::none();
-      if (auto f = llvm::dyn_cast_or_null<mlir::FloatAttr>(def))
-        value = py::float_(f.getValueAsDouble());
-      else if (auto n = llvm::dyn_cast_or_null<mlir::IntegerAttr>(def))
-        value = py::int_(n.getInt());
-      result.append(py::make_tuple(signature.paramNames[i],
-                                   std::string(dtypeName(signature.params[i])),
-                                   value));
+      if (param.defaultValue && isFloatDType(param.dtype))
+        value = py::float_(*param.defaultValue);
+      else if (param.defaultValue)
+        value = py::int_(static_cast<int64_t>(*param.defaultValue));
+      result.append(py::make_tuple(
+          param.name, std::string(dtypeName(param.dtype)), value));
     }
     return result;
   }
 
   /// Every dim: (name, fixed size or None).
   py::list describeDims() const {
-    KernelOp kernel = getKernel();
     py::list result;
-    for (unsigned i = 0; i < kernel.getNumDims(); ++i) {
-      int64_t size = kernel.getDimSizes()[i];
-      result.append(py::make_tuple(
-          llvm::cast<mlir::StringAttr>(kernel.getDimNames()[i])
-              .getValue()
-              .str(),
-          mlir::ShapedType::isDynamic(size) ? py::object(py::none())
-                                            : py::object(py::int_(size))));
-    }
+    for (const KernelDim &dim : compiled->getSignature().dims)
+      result.append(
+          py::make_tuple(dim.name, dim.size ? py::object(py::int_(*dim.size))
+                                            : py::object(py::none())));
     return result;
   }
 
@@ -425,6 +403,15 @@ double millisecondsSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
+/// Issues each warning as a Python warning.
+void warnAll(const std::vector<std::string> &warnings) {
+  if (warnings.empty())
+    return;
+  py::object warn = py::module_::import("warnings").attr("warn");
+  for (const std::string &warning : warnings)
+    warn(py::str("attnc: " + warning));
+}
+
 std::unique_ptr<PyCpuKernel>
 compileCpu(const std::string &source, const std::string &filename,
            std::optional<std::string> dtype,
@@ -437,28 +424,23 @@ compileCpu(const std::string &source, const std::string &filename,
   // Lowering rewrites the module; the cascade stays for the reference.
   mlir::OwningOpRef<mlir::ModuleOp> lowered = cascade->clone();
   CpuKernelOptions options;
-  if (useCache)
-    options.cacheDir = ObjectCache::getDefaultDirectory();
   options.threads = threads;
   llvm::Expected<std::unique_ptr<CpuKernel>> kernel =
-      CpuKernel::compile(*lowered, options);
+      compileCpuKernel(*lowered, options, CacheOptions::standard(!useCache));
   if (!kernel)
     compilation.fail(llvm::toString(kernel.takeError()));
-  if (!(*kernel)->getStats().warnings.empty()) {
-    py::object warn = py::module_::import("warnings").attr("warn");
-    for (const std::string &warning : (*kernel)->getStats().warnings)
-      warn(py::str("attnc: " + warning));
-  }
+  warnAll((*kernel)->getStats().warnings);
   return std::make_unique<PyCpuKernel>(std::move(cascade), std::move(*kernel),
                                        millisecondsSince(start),
                                        compilation.getDiagnostics());
 }
 
-py::bytes compileGpuPackage(const std::string &source,
-                            const std::string &filename,
-                            const std::string &target,
-                            std::optional<std::string> dtype,
-                            const std::map<std::string, int64_t> &shapes) {
+/// The package's bytes and whether the artifact cache held it.
+py::tuple compilePackage(const std::string &source, const std::string &filename,
+                         const std::string &target,
+                         std::optional<std::string> dtype,
+                         const std::map<std::string, int64_t> &shapes,
+                         bool useCache) {
   if (!isGpuTarget(target))
     throw py::value_error("target: expected cpu, sm_80 or sm_90a, got '" +
                           target + "'");
@@ -470,13 +452,13 @@ py::bytes compileGpuPackage(const std::string &source,
   options.producer = "attnc.compile(target='" + target + "')";
   options.shapeOption = "shapes=";
   options.shapeExample = "shapes={'D': 128}";
-  llvm::Expected<PackageWriter> writer = buildGpuPackage(*module, options);
-  if (!writer)
-    compilation.fail(llvm::toString(writer.takeError()));
-  std::string bytes;
-  if (Status status = writer->serialize(bytes))
-    compilation.fail(status.getMessage());
-  return py::bytes(bytes);
+  llvm::Expected<GpuPackageArtifact> package =
+      ::attn::compileGpuPackage(*module, options,
+                                CacheOptions::standard(!useCache));
+  if (!package)
+    compilation.fail(llvm::toString(package.takeError()));
+  warnAll(package->warnings);
+  return py::make_tuple(py::bytes(package->bytes), package->cacheHit);
 }
 
 } // namespace
@@ -532,8 +514,9 @@ PYBIND11_MODULE(_attnc, m) {
         py::arg("dtype"), py::arg("shapes"), py::arg("use_cache") = true,
         py::arg("threads") = 0,
         "Compiles a spec for the host CPU; raises attnc.CompileError");
-  m.def("compile_gpu_package", &compileGpuPackage, py::arg("source"),
+  m.def("compile_gpu_package", &compilePackage, py::arg("source"),
         py::arg("filename"), py::arg("target"), py::arg("dtype"),
-        py::arg("shapes"),
-        "Compiles a spec into the bytes of an .attnpkg for a CUDA chip");
+        py::arg("shapes"), py::arg("use_cache") = true,
+        "Compiles a spec for a CUDA chip through the artifact cache: the "
+        "bytes of an .attnpkg and whether the cache held it");
 }

@@ -1,7 +1,8 @@
-"""Damages every entry of an attnc object cache directory.
+"""Damages every entry of one kind in an attnc artifact cache directory.
 
-Usage: damage-cache.py DIR flip|truncate
-  flip      inverts one byte in the middle of the object (checksum mismatch)
+Usage: damage-cache.py DIR flip|truncate [EXTENSION]
+  EXTENSION .o (objects, the default) or .attnpkg (GPU packages)
+  flip      inverts one byte in the middle of the payload (checksum mismatch)
   truncate  drops the last 100 bytes (size mismatch)
 Exits non-zero when DIR holds no entry, so a test cannot pass vacuously.
 """
@@ -10,7 +11,8 @@ import os
 import sys
 
 directory, how = sys.argv[1], sys.argv[2]
-entries = glob.glob(os.path.join(directory, "*.o"))
+extension = sys.argv[3] if len(sys.argv) > 3 else ".o"
+entries = glob.glob(os.path.join(directory, "*" + extension))
 if not entries:
     sys.exit("no cache entry in " + directory)
 for path in entries:

@@ -12,6 +12,7 @@
 
 #include "attn/Analysis/IntervalAnalysis.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Driver/KernelSignature.h"
 #include "attn/Runtime/Tensor.h"
 
 #include "llvm/ADT/StringMap.h"
@@ -44,15 +45,6 @@ bindDims(mlir::attn::KernelOp kernel, const llvm::StringMap<int64_t> &given);
 /// param is an error.
 llvm::Expected<std::vector<double>>
 bindParams(mlir::attn::KernelOp kernel, const llvm::StringMap<double> &given);
-
-/// The shape of input `i` (or output `i - numInputs`) for `dims`.
-std::vector<int64_t> getTensorShape(mlir::attn::KernelOp kernel, unsigned i,
-                                    llvm::ArrayRef<int64_t> dims);
-
-/// The element type of input `i` as the kernel declares it.
-DType getInputDType(mlir::attn::KernelOp kernel, unsigned i);
-/// The element type of output `i` as the kernel declares it.
-DType getOutputDType(mlir::attn::KernelOp kernel, unsigned i);
 
 /// Random inputs: floats N(0, 1); integer tensors used as subscripts get
 /// values inside the axis they index; other integers a few small values;

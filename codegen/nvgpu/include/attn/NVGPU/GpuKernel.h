@@ -1,0 +1,313 @@
+//===- GpuKernel.h - attn.attention as a tensor-core GPU kernel -*- C++ -*-===//
+//
+// The GPU backend's entry points: build a device-only `gpu.module` for one
+// attn.attention (a FlashAttention-2 style mma.sync skeleton with the op's
+// score_mod, mask and tile_class regions inlined), lower it to PTX, and
+// describe the kernel's parameters so that a runtime with no MLIR can launch
+// it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_NVGPU_GPUKERNEL_H
+#define ATTN_NVGPU_GPUKERNEL_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/LLVM.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mlir {
+class DialectRegistry;
+class OpBuilder;
+namespace gpu {
+class GPUModuleOp;
+} // namespace gpu
+namespace attn {
+class AttentionOp;
+class EinsumOp;
+
+/// What to build. The same mma.sync code serves sm_80 and sm_90a; only the
+/// `.target` line of the PTX differs.
+struct GpuOptions {
+  /// "sm_80" or "sm_90a" (any sm_8x/sm_9x chip NVPTX knows works).
+  std::string chip = "sm_90a";
+  /// PTX ISA version, as an LLVM feature. 8.0 is accepted by CUDA 12+ ptxas
+  /// for both chips and is the lowest that knows sm_90a.
+  std::string features = "+ptx80";
+  /// Query rows per CTA: 64 or 128.
+  int64_t blockM = 128;
+  /// Query rows per warp: 16 keeps Q in registers; 32 re-reads Q from shared
+  /// memory but feeds each K and V fragment to two row tiles, halving the
+  /// shared-memory reads per tensor-core instruction.
+  int64_t warpRows = 32;
+  /// Keys per iteration of the main loop: 32 or 64; 0 chooses per variant
+  /// (64 unless the variant's per-score code would make the kernel spill).
+  int64_t blockN = 0;
+  /// NVPTX optimisation level.
+  int optLevel = 3;
+  /// Element type O is stored with: "f32" (the accumulators as they are),
+  /// "bf16" or "f16" (rounded to nearest even in registers, so that a spec
+  /// whose output is bf16 gets it from the kernel itself).
+  std::string outputElementType = "f32";
+  /// Also build the split-key decode kernel and the kernel that merges its
+  /// partial results (flash-decoding), in a second module compiled beside
+  /// the first, for ops that `supportsGpuDecode`.
+  bool decode = false;
+};
+
+/// The decode kernel packs the query rows of one key/value head, (query m,
+/// head of the group) in that order, into 16-row tiles: one warp per CTA.
+constexpr int64_t kDecodeRows = 16;
+constexpr int64_t kDecodeThreads = 32;
+/// Keys per iteration of the decode kernel's loop.
+constexpr int64_t kDecodeKeys = 64;
+/// Threads of the merge kernel: 8 per packed row.
+constexpr int64_t kMergeThreads = 8 * kDecodeRows;
+
+/// One kernel parameter, in launch order. Pointers are device addresses
+/// (8 bytes); scalars are passed by value with the width of `type`.
+struct GpuKernelParam {
+  enum class Kind {
+    Pointer, ///< a device pointer (`.param .u64 .ptr`)
+    I32,
+    I64,
+    F32,
+    F64,
+  };
+  /// For the fixed parameters, FixedParam's name; for captures,
+  /// "capture.<i>", "capture.<i>.size.<d>" or "capture.<i>.stride.<d>"
+  /// (values score_mod, mask or tile_class read from above, see
+  /// `GpuKernelSignature::captures`).
+  std::string name;
+  Kind kind;
+};
+
+/// The parameters every kernel of an attention's modules takes first, in
+/// launch order: the one definition that the kernel builders read their
+/// arguments by, the signature lists and the package fills.
+enum class FixedParam : unsigned {
+  // Base pointers; Lse and Sink are null when the op has none.
+  Q, K, V, O, Lse, Sink,
+  // Sizes (i32) over Q's and K's axes.
+  B, H, G, M, N,
+  // Strides in elements (i64) of the named tensor's axes.
+  QStrideB, QStrideH, QStrideM,
+  KStrideB, KStrideG, KStrideN,
+  VStrideB, VStrideG, VStrideN,
+  OStrideB, OStrideH, OStrideM,
+  LseStrideB, LseStrideH,
+  SinkStrideB, SinkStrideH, SinkStrideM,
+  /// The op's scale operand (f32).
+  Scale,
+  /// The decode kernels' workspace (see GpuDecodeKernels) and how many
+  /// parts they split the keys into (i32); null and 0 elsewhere.
+  Partials, Splits,
+  /// The lists of live key blocks (see GpuTileList); null without one.
+  Tiles,
+};
+constexpr unsigned kNumFixedParams =
+    static_cast<unsigned>(FixedParam::Tiles) + 1;
+
+/// The name ("q", "k.stride.n", "scale", ...) and kind of a fixed parameter.
+GpuKernelParam getFixedParam(FixedParam param);
+
+/// A value from above that a region of the op reads, passed as parameters.
+struct GpuCapture {
+  /// Where the value comes from: "dim:<name>", "input:<name>",
+  /// "param:<name>" for an attn.kernel's entry block arguments, "arg:<n>"
+  /// for another block argument.
+  std::string source;
+  /// A scalar (index is passed as i64) or a tensor (a pointer, then one i64
+  /// size per dim, then one i64 stride in elements per dim).
+  bool isTensor = false;
+  /// A tensor passed as its pointer only: the buffer of a prologue einsum
+  /// ("einsum:<k>"), dense row-major, whose sizes the kernel recomputes
+  /// from the einsum's extents.
+  bool dense = false;
+  /// The scalar's type, or the tensor's element type, as MLIR prints it.
+  std::string elementType;
+  int64_t rank = 0;
+  /// Index of its first parameter in `GpuKernelSignature::params`.
+  unsigned firstParam = 0;
+};
+
+/// The calling convention of a generated kernel (bare pointers, no memref
+/// descriptors): the FixedParams, then the captures. Every kernel of a
+/// module takes the same list. The last dim of Q, K, V and O, and the m dim
+/// of LSE, must be contiguous; Q/K/V base pointers and row strides must keep
+/// 16-byte alignment (strides multiples of 8 elements), O rows 8-byte
+/// alignment (4 for a bf16/f16 O).
+struct GpuKernelSignature {
+  std::vector<GpuKernelParam> params;
+  std::vector<GpuCapture> captures;
+};
+
+/// The decode kernels of a module built with `GpuOptions::decode`.
+///
+/// With R = M·H/G packed rows per key/value head and RB = ceil(R / 16),
+/// `kernelName` runs on grid [S·RB, G, B] (S = the "splits" param; x =
+/// split·RB + row tile) with one warp, and writes, per (b, g, split, row
+/// tile, row), the row's O normalised by its own partial sum (`E` floats)
+/// and its partial log-sum-exp: the workspace holds
+/// rows = B·G·S·RB·16 rows of O, then rows LSEs (f32). `mergeKernelName`
+/// runs on grid [RB, G, B] with kMergeThreads threads, combines the S
+/// parts of each row (and the sink logit) and writes O and LSE.
+struct GpuDecodeKernels {
+  /// The PTX module holding both kernels.
+  std::string ptx;
+  std::string kernelName, mergeKernelName;
+  int64_t sharedMemoryBytes = 0;
+};
+
+/// The kernel that lists the live key blocks of every query tile, for a
+/// tile class that reads tensors (the summaries of a document or block
+/// mask): evaluated in the attention's key loop, such a tile class costs
+/// about what computing the tile does (its loads are latency the loop
+/// waits for), so it is evaluated once per tile, in parallel, beforehand.
+///
+/// `kernelName` runs on grid [ceil(M / blockM), perHead ? H : 1, B] with one
+/// warp and writes, for query tile t of (b, h), at element
+/// ((b·Hc + h)·ceil(M / blockM) + t)·(ceil(N / blockN) + 1) of the "tiles"
+/// workspace (i32, Hc = H or 1): block·4 + class (1 partial, 2 full) of
+/// each live key block, in ascending order, then ceil(N / blockN)·4. The
+/// attention kernel (same module, same parameters) then walks that list.
+struct GpuTileList {
+  std::string kernelName;
+  int64_t blockM = 0, blockN = 0;
+  /// Whether the tile class reads the head (one list per head).
+  bool perHead = false;
+};
+
+/// Whether the attention kernel for `op` walks a GpuTileList.
+bool usesGpuTileList(AttentionOp op);
+
+/// Threads per CTA of a prologue kernel.
+constexpr int64_t kPrologueThreads = 256;
+
+/// A kernel that computes attn.einsum results the attention reads (the
+/// per-tile summaries of mask tensors that tile_class reads, sink logits)
+/// into buffers, each f32 and dense row-major over the einsum's output
+/// extents. An elementwise einsum gets one thread per element, a reduction
+/// one CTA per element (getPrologueElementsPerBlock); grid [max over its
+/// einsums of ceil(elements / per block), 1, 1], kPrologueThreads threads.
+struct GpuPrologueKernel {
+  std::string name;
+  /// The einsums it computes, as positions in the list given to
+  /// buildPrologueGpuModule; parameter i < einsums.size() is the buffer of
+  /// einsums[i].
+  std::vector<unsigned> einsums;
+  /// The buffers ("out.<position>"), then the captures. A capture whose
+  /// source is "einsum:<position>" is the buffer of an earlier kernel.
+  GpuKernelSignature signature;
+};
+
+/// The prologue kernels of an attention, launched in order before it.
+struct GpuPrologue {
+  /// The PTX module holding them.
+  std::string ptx;
+  std::vector<GpuPrologueKernel> kernels;
+};
+
+/// Everything a runtime needs to launch the kernel.
+struct GpuKernelArtifact {
+  std::string ptx;
+  std::string kernelName;
+  std::string chip;
+  /// Threads per CTA: [32 * blockM / warpRows, 1, 1].
+  int64_t blockDim[3] = {128, 1, 1};
+  /// Grid = [ceil(M / blockM), H, B].
+  int64_t blockM = 64;
+  /// Dynamic shared memory in bytes; above 48 KiB the launcher must raise
+  /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES first.
+  int64_t dynamicSharedMemoryBytes = 0;
+  /// The element type of Q/K/V: "bf16" or "f16"; head dims D and E.
+  std::string elementType;
+  /// The element type of O: "f32", "bf16" or "f16" (GpuOptions).
+  std::string outputElementType = "f32";
+  int64_t headDim = 0, valueDim = 0;
+  bool hasLse = false, hasSink = false;
+  GpuKernelSignature signature;
+  /// Present when built with `GpuOptions::decode`.
+  std::optional<GpuDecodeKernels> decode;
+  /// Present when `usesGpuTileList`; its kernel is in `ptx`.
+  std::optional<GpuTileList> tileList;
+  /// Present when attn.einsum ops precede the attention in its block.
+  std::optional<GpuPrologue> prologue;
+};
+
+/// Checks that `op` fits the skeleton (rank-4 Q/K/V of bf16 or f16 with
+/// static D, E multiples of 16 and at most 256, captures it can pass).
+LogicalResult checkGpuSupport(AttentionOp op, const GpuOptions &options);
+
+/// Whether `op` can get the decode kernels: a normalizer whose partial
+/// results merge exactly (softmax, none).
+bool supportsGpuDecode(AttentionOp op);
+
+/// Builds, at `builder`'s insertion point, a `gpu.module` named
+/// `moduleName` holding one kernel `kernelName` for `op` and fills
+/// `signature`. Nothing outside the new module is changed.
+FailureOr<gpu::GPUModuleOp>
+buildAttentionGpuModule(OpBuilder &builder, AttentionOp op,
+                        const GpuOptions &options, StringRef moduleName,
+                        StringRef kernelName, GpuKernelSignature &signature);
+
+/// The same for the decode kernels `kernelName`_decode and
+/// `kernelName`_merge (see GpuDecodeKernels); the signature is the same.
+FailureOr<gpu::GPUModuleOp>
+buildDecodeGpuModule(OpBuilder &builder, AttentionOp op,
+                     const GpuOptions &options, StringRef moduleName,
+                     StringRef kernelName, GpuKernelSignature &signature);
+
+/// Builds, at `builder`'s insertion point, a `gpu.module` named
+/// `moduleName` holding the prologue kernels of `einsums` (attn.einsum ops
+/// of one block, in block order), one per level of dependency, named
+/// `kernelPrefix` followed by the level.
+FailureOr<gpu::GPUModuleOp>
+buildPrologueGpuModule(OpBuilder &builder, ArrayRef<EinsumOp> einsums,
+                       StringRef moduleName, StringRef kernelPrefix,
+                       std::vector<GpuPrologueKernel> &kernels);
+
+/// The attn.einsum ops before `op` in its block: its prologue.
+std::vector<EinsumOp> getPrologueEinsums(AttentionOp op);
+
+/// Elements of `op` that one CTA of a prologue kernel computes.
+int64_t getPrologueElementsPerBlock(EinsumOp op);
+
+/// Keys per iteration of the attention kernel for (`op`, `options`).
+int64_t getAttentionBlockN(AttentionOp op, const GpuOptions &options);
+
+/// Dynamic shared memory the kernel for (`op`, `options`) uses, in bytes.
+/// Threads per CTA: one warp per `warpRows` query rows.
+int64_t getAttentionThreadsPerBlock(const GpuOptions &options);
+
+int64_t getAttentionSharedMemoryBytes(AttentionOp op,
+                                      const GpuOptions &options);
+/// Dynamic shared memory of the decode kernel for `op`, in bytes.
+int64_t getDecodeSharedMemoryBytes(AttentionOp op);
+
+/// Compiles the single attn.attention of `module` (anywhere inside it), and
+/// the attn.einsum ops before it in its block (GpuPrologue), to PTX. Their
+/// attn.read ops become tensor.extract; nothing else is changed.
+llvm::Expected<GpuKernelArtifact>
+compileAttentionForGpu(ModuleOp module, const GpuOptions &options);
+llvm::Expected<GpuKernelArtifact>
+compileAttentionForGpu(AttentionOp op, const GpuOptions &options);
+
+/// A one-line JSON description of the artifact (no PTX), for manifests.
+std::string describeGpuKernel(const GpuKernelArtifact &artifact);
+
+/// Registers `attn-build-gpu-kernels` and the `attn-nvgpu-pipeline`
+/// pipeline (attn.attention → gpu.module → gpu.binary with PTX).
+void registerAttnGPUPasses();
+
+/// Dialects the GPU pipeline creates, for tools that parse and lower.
+void registerGpuCodegenDialects(DialectRegistry &registry);
+
+} // namespace attn
+} // namespace mlir
+
+#endif // ATTN_NVGPU_GPUKERNEL_H

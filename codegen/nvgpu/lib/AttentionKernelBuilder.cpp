@@ -1,0 +1,1345 @@
+//===- AttentionKernelBuilder.cpp - The mma.sync attention skeleton -------===//
+//
+// Builds one device-only kernel for an attn.attention: a FlashAttention-2
+// style skeleton (one CTA per (query block, head, batch), one warp per 16 or
+// 32 query rows, K/V blocks of 32 or 64 keys streamed into shared memory by
+// cp.async while the other product runs, S = Q Kᵀ and O += P V on mma.sync
+// m16n8k16, online softmax in registers, only the key blocks the mask keeps
+// visited) into which the op's score_mod, mask and tile_class regions are
+// inlined, as FlexAttention inlines score_mod into its template.
+//
+// Every loop over registers is unrolled here, in C++: a register array
+// indexed at run time would go to local memory.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16/.f16):
+//  - accumulator c0..c3 of lane l: rows l/4 (c0, c1) and l/4 + 8 (c2, c3),
+//    columns 2 (l%4) + {0, 1};
+//  - A a0..a3: (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15),
+//    (rows 8-15, k 8-15), which ldmatrix.x4 yields when lane l points at row
+//    l%16, column 8 (l/16);
+//  - B b0, b1: k 0-7 and k 8-15 of an 8-column slice, which ldmatrix (no
+//    .trans) yields from K stored [key][d], and ldmatrix.trans from V stored
+//    [key][e].
+// So the S accumulator of two adjacent 8-key tiles is, once rounded to
+// 16 bits, exactly the A operand of the P V product.
+//
+//===----------------------------------------------------------------------===//
+
+#include "KernelBuilding.h"
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+/// Key blocks the scan for the next live block crosses at once when none of
+/// them is live.
+constexpr int64_t kScanSpan = 16;
+
+/// The most per-score operations of a variant that gets 64-key tiles with
+/// 32 query rows per warp (see hasLightScoreCode).
+constexpr int64_t kMaxLightScoreOps = 9;
+
+/// Sizes fixed at compile time.
+struct TileShape {
+  int64_t blockM, blockN, headDim, valueDim;
+  /// Query rows per warp: 16 or 32, i.e. one or two m16 row tiles.
+  int64_t warpRows;
+  /// Decode: the rows are (query, head) pairs of one key/value head and the
+  /// CTA visits one part of the keys (see GpuDecodeKernels).
+  bool splitKeys = false;
+  /// The key loop walks the CTA's list of live blocks (GpuTileList) instead
+  /// of evaluating the tile class.
+  bool tileList = false;
+  /// Rows of the shared-memory tiles are padded by 16 bytes so that the 8
+  /// row addresses of one ldmatrix fall in distinct bank groups.
+  int64_t qkPitch() const { return headDim + 8; }
+  int64_t vPitch() const { return valueDim + 8; }
+  int64_t numWarps() const { return blockM / warpRows; }
+  int64_t rowTiles() const { return warpRows / 16; }
+  /// Rows of the online-softmax state a thread owns: two per row tile.
+  int64_t ownedRows() const { return 2 * rowTiles(); }
+  /// Q fragments stay in registers with one row tile; with two they would
+  /// not fit beside the accumulators, so they are re-read from shared memory.
+  bool qInRegisters() const { return rowTiles() == 1; }
+  int64_t numThreads() const { return 32 * numWarps(); }
+  int64_t kOffset() const { return blockM * qkPitch(); }
+  int64_t vOffset() const { return kOffset() + blockN * qkPitch(); }
+  int64_t sharedElements() const { return vOffset() + blockN * vPitch(); }
+};
+
+/// The per-row running state of the online softmax, and the output
+/// accumulator, as it flows through the key loop.
+struct LoopState {
+  /// [rowTiles][valueDim / 8][4]: accumulator fragments, row-major by tile.
+  SmallVector<Value> acc;
+  /// Per owned row (g and g + 8 of each row tile, in that order): running
+  /// max, this thread's partial sum and, for `normalize`, this thread's
+  /// count of kept keys.
+  SmallVector<Value> rowMax, rowSum, rowKept;
+
+  SmallVector<Value> flatten() const {
+    SmallVector<Value> values(acc);
+    llvm::append_range(values, rowMax);
+    llvm::append_range(values, rowSum);
+    llvm::append_range(values, rowKept);
+    return values;
+  }
+  static LoopState unflatten(ValueRange values, int64_t numAcc,
+                             int64_t numRows, bool withKept) {
+    LoopState state;
+    auto take = [&](SmallVector<Value> &into, int64_t count) {
+      into.assign(values.begin(), values.begin() + count);
+      values = values.drop_front(count);
+    };
+    take(state.acc, numAcc);
+    take(state.rowMax, numRows);
+    take(state.rowSum, numRows);
+    if (withKept)
+      take(state.rowKept, numRows);
+    return state;
+  }
+};
+
+class KernelEmitter : KernelIRBuilder {
+public:
+  KernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
+                TileShape shape, Type elementType, Type outputType,
+                ValueRange args, const IRMapping &captures)
+      : KernelIRBuilder(builder, loc), op(op), shape(shape),
+        elementType(elementType), outputType(outputType), args(args),
+        captures(captures) {
+    normalizer = op.getNormalizer();
+  }
+
+  void emit();
+
+private:
+  Value arg(FixedParam param) { return getFixedArg(args, param); }
+
+  Value shuffleXor(Value v, int64_t mask) {
+    return gpu::ShuffleOp::create(b, loc, v, c32(mask), c32(32),
+                                  gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  }
+  SmallVector<Value, 4> ldmatrix(Value address, bool transpose) {
+    Type i32x4 = LLVM::LLVMStructType::getLiteral(b.getContext(),
+                                                  {i32, i32, i32, i32});
+    Value result = NVVM::LdMatrixOp::create(
+        b, loc, i32x4, address, 4,
+        transpose ? NVVM::MMALayout::col : NVVM::MMALayout::row,
+        NVVM::LdStMatrixShapeAttr::get(b.getContext(), 8, 8),
+        NVVM::LdStMatrixEltType::B16);
+    SmallVector<Value, 4> parts;
+    for (int64_t i = 0; i < 4; ++i)
+      parts.push_back(LLVM::ExtractValueOp::create(b, loc, result, i));
+    return parts;
+  }
+  /// d = a * b + c on one m16n8k16 tile; returns the 4 accumulators.
+  SmallVector<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFrag,
+                            ArrayRef<Value> c) {
+    Type f32x4 = LLVM::LLVMStructType::getLiteral(b.getContext(),
+                                                  {f32, f32, f32, f32});
+    NVVM::MMATypes type = elementType.isBF16() ? NVVM::MMATypes::bf16
+                                               : NVVM::MMATypes::f16;
+    Value result = NVVM::MmaOp::create(
+        b, loc, f32x4, a, bFrag, c, {16, 8, 16}, std::nullopt, std::nullopt,
+        std::array<NVVM::MMATypes, 2>{type, type},
+        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                       NVVM::MMALayout::col});
+    SmallVector<Value, 4> parts;
+    for (int64_t i = 0; i < 4; ++i)
+      parts.push_back(LLVM::ExtractValueOp::create(b, loc, result, i));
+    return parts;
+  }
+  /// Two f32 rounded to one register of two 16-bit values (low = first).
+  Value pack(Value lo, Value hi) {
+    Value pair = vector::FromElementsOp::create(
+        b, loc, VectorType::get({2}, f32), ValueRange{lo, hi});
+    Value narrow = arith::TruncFOp::create(
+        b, loc, VectorType::get({2}, elementType), pair);
+    return LLVM::BitcastOp::create(b, loc, i32, narrow);
+  }
+
+  void emitPrologue();
+  void loadTileAsync(int64_t smemOffset, int64_t rows, int64_t cols,
+                     int64_t pitch, Value base, Value rowStride, Value firstRow,
+                     Value rowLimit,
+                     function_ref<Value(Value)> rowOffset = nullptr);
+  std::pair<Value, Value> rowCoordinates(int64_t i);
+  Value quadSum(Value partial);
+  void waitForCopies();
+  void loadKeys(Value n0);
+  void loadValues(Value n0);
+  Value emitTileClass(Value n0, int64_t numKeys = 0);
+  std::pair<Value, Value> findLiveBlock(Value from, Value numBlocks);
+  void emitTileListStart(Value numBlocks);
+  Value readTileList(Value position);
+  SmallVector<Value> emitBlockScores(Value n0, Value tileClass);
+  LoopState emitBlockUpdate(ArrayRef<Value> scored, const LoopState &state);
+  SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
+                                SmallVectorImpl<Value> &kept);
+  void emitEpilogue(const LoopState &state);
+  void emitPartials(const LoopState &state);
+  void storeRow(const LoopState &state, int64_t i, Value factor, Value rowPtr,
+                Type type);
+
+  AttentionOp op;
+  TileShape shape;
+  Type elementType;
+  /// Element type of O in memory: f32, or bf16/f16 rounded from the f32
+  /// accumulators in registers, so a bf16 spec output needs no extra pass.
+  Type outputType;
+  ValueRange args;
+  const IRMapping &captures;
+  Normalizer normalizer;
+
+  // Values of the prologue.
+  Value tid, lane, warp, quadRow, quadCol;
+  Value batch, head, kvHead, m0, sizeM, sizeN;
+  Value batchIdx, headIdx;
+  /// Rows of the problem this CTA's rows index: M, or for decode the packed
+  /// rows M H / G of a key/value head.
+  Value rowLimit;
+  /// Decode: query heads per key/value head, this CTA's row tile and split,
+  /// the number of each.
+  Value groupSize, rowBlock, rowBlocks, split, numSplits;
+  Value smem;
+  Value kBase, vBase;
+  /// With a tile list: this CTA's list.
+  Value tileList;
+  Value scale;
+  /// Lane's ldmatrix address in this warp's first Q row tile.
+  Value qAddr;
+  /// [headDim / 16][4]: the Q fragments, when kept in registers.
+  SmallVector<SmallVector<Value, 4>> qFrag;
+
+  /// The A fragment of Q for row tile `t` and k-step `kk`.
+  SmallVector<Value, 4> getQFragment(int64_t t, int64_t kk) {
+    if (shape.qInRegisters())
+      return qFrag[kk];
+    return ldmatrix(gep(qAddr, elementType,
+                        c32(16 * t * shape.qkPitch() + 16 * kk)),
+                    false);
+  }
+  /// First row (relative to m0) of this thread's accumulator row `i`
+  /// (rows g and g + 8 of each row tile).
+  Value ownedRow(int64_t i) {
+    return add(mul(warp, c32(shape.warpRows)),
+               add(quadRow, c32(16 * (i / 2) + 8 * (i % 2))));
+  }
+};
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Prologue: indices, base pointers, Q.
+//===----------------------------------------------------------------------===//
+
+void KernelEmitter::emitPrologue() {
+  tid = arith::IndexCastOp::create(
+      b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
+  lane = arith::AndIOp::create(b, loc, tid, c32(31));
+  warp = arith::ShRUIOp::create(b, loc, tid, c32(5));
+  quadRow = arith::ShRUIOp::create(b, loc, lane, c32(2));
+  quadCol = arith::AndIOp::create(b, loc, lane, c32(3));
+  auto blockId = [&](gpu::Dimension d) -> Value {
+    return arith::IndexCastOp::create(b, loc, i32,
+                                      gpu::BlockIdOp::create(b, loc, d));
+  };
+  // The last query blocks first: under a causal mask they have the most
+  // keys, and starting them early leaves the short ones to fill the last
+  // wave of CTAs.
+  Value mBlock = arith::SubIOp::create(
+      b, loc,
+      arith::SubIOp::create(
+          b, loc,
+          arith::IndexCastOp::create(
+              b, loc, i32, gpu::GridDimOp::create(b, loc, gpu::Dimension::x)),
+          c32(1)),
+      blockId(gpu::Dimension::x));
+  batch = blockId(gpu::Dimension::z);
+  Value numHeads = arg(FixedParam::H), numKvHeads = arg(FixedParam::G);
+  sizeM = arg(FixedParam::M);
+  sizeN = arg(FixedParam::N);
+  groupSize = divu(numHeads, numKvHeads);
+  if (shape.splitKeys) {
+    // x = split * rowBlocks + row tile: the CTAs that read the same keys
+    // run side by side.
+    rowLimit = mul(sizeM, groupSize);
+    rowBlocks = ceilDiv(rowLimit, shape.blockM);
+    Value x = blockId(gpu::Dimension::x);
+    rowBlock = remu(x, rowBlocks);
+    split = divu(x, rowBlocks);
+    numSplits = arg(FixedParam::Splits);
+    kvHead = blockId(gpu::Dimension::y);
+    head = mul(kvHead, groupSize);
+    m0 = mul(rowBlock, c32(shape.blockM));
+  } else {
+    rowLimit = sizeM;
+    head = blockId(gpu::Dimension::y);
+    // GQA: query head h reads key/value head h / (H / G).
+    kvHead = divu(head, groupSize);
+    m0 = mul(mBlock, c32(shape.blockM));
+  }
+  batchIdx = toIndex(batch);
+  headIdx = toIndex(head);
+  scale = arg(FixedParam::Scale);
+
+  smem = LLVM::AddressOfOp::create(b, loc, sharedPtr, "attn_smem");
+  kBase = gep(arg(FixedParam::K), elementType,
+              add(mul(ext64(batch), arg(FixedParam::KStrideB)),
+                  mul(ext64(kvHead), arg(FixedParam::KStrideG))));
+  vBase = gep(arg(FixedParam::V), elementType,
+              add(mul(ext64(batch), arg(FixedParam::VStrideB)),
+                  mul(ext64(kvHead), arg(FixedParam::VStrideG))));
+  if (shape.splitKeys) {
+    // Packed row p is query p / (H / G) of head kvHead (H / G) + p % (H / G).
+    Value q = gep(arg(FixedParam::Q), elementType,
+                  mul(ext64(batch), arg(FixedParam::QStrideB)));
+    loadTileAsync(0, shape.blockM, shape.headDim, shape.qkPitch(), q, Value(),
+                  m0, rowLimit, [&](Value row) {
+                    Value rowHead = add(head, remu(row, groupSize));
+                    return add(mul(ext64(rowHead), arg(FixedParam::QStrideH)),
+                               mul(ext64(divu(row, groupSize)),
+                                   arg(FixedParam::QStrideM)));
+                  });
+  } else {
+    Value q = gep(arg(FixedParam::Q), elementType,
+                  add(mul(ext64(batch), arg(FixedParam::QStrideB)),
+                      mul(ext64(head), arg(FixedParam::QStrideH))));
+    loadTileAsync(0, shape.blockM, shape.headDim, shape.qkPitch(), q,
+                  arg(FixedParam::QStrideM), m0, sizeM);
+  }
+  waitForCopies();
+
+  // Lane l reads row l % 16, column 8 (l / 16) of a 16-row tile.
+  Value row = add(mul(warp, c32(shape.warpRows)),
+                  arith::AndIOp::create(b, loc, lane, c32(15)));
+  Value col = mul(arith::ShRUIOp::create(b, loc, lane, c32(4)), c32(8));
+  qAddr = gep(smem, elementType, add(mul(row, c32(shape.qkPitch())), col));
+  if (shape.qInRegisters())
+    for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
+      qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
+}
+
+/// Starts asynchronous copies (cp.async, 16 bytes per thread and access,
+/// bypassing L1) of rows [firstRow, firstRow + rows) of a [*, cols] tile (row
+/// stride `rowStride` elements, last dim contiguous) to shared memory at
+/// `smemOffset` with row pitch `pitch`, and commits them as one group. Rows
+/// at or past `rowLimit` are zero-filled: their source size is 0 and their
+/// address is clamped to the last row, so no predicate guards the access.
+///
+/// With `rowOffset`, row r starts at element `rowOffset(r)` of `base`
+/// instead of r * rowStride.
+void KernelEmitter::loadTileAsync(int64_t smemOffset, int64_t rows,
+                                  int64_t cols, int64_t pitch, Value base,
+                                  Value rowStride, Value firstRow,
+                                  Value rowLimit,
+                                  function_ref<Value(Value)> rowOffset) {
+  const int64_t chunksPerRow = cols / 8;
+  const int64_t chunks = rows * chunksPerRow;
+  const int64_t threads = shape.numThreads();
+  Value cpSize = c32(16), noBytes = c32(0);
+  if (!rowOffset && threads % chunksPerRow == 0) {
+    // Each thread copies the same 16 bytes of rows threadRow, threadRow +
+    // rowsPerPass, ...: one source pointer stepped by a fixed stride, and
+    // destinations at constant offsets, keep few registers live in the loop.
+    // Rows past the limit read nothing (and point at row 0, which exists).
+    const int64_t rowsPerPass = threads / chunksPerRow;
+    Value threadRow = arith::DivUIOp::create(b, loc, tid, c32(chunksPerRow));
+    Value col = mul(arith::RemUIOp::create(b, loc, tid, c32(chunksPerRow)),
+                    c32(8));
+    Value globalRow = add(firstRow, threadRow);
+    Value source = gep(base, elementType,
+                       add(mul(ext64(globalRow), rowStride), ext64(col)));
+    Value step = mul(rowStride, c64(rowsPerPass));
+    Value dest =
+        gep(smem, elementType,
+            add(c32(smemOffset), add(mul(threadRow, c32(pitch)), col)));
+    for (int64_t pass = 0; pass * rowsPerPass < rows; ++pass) {
+      Value row = add(globalRow, c32(pass * rowsPerPass));
+      Value inRange = cmpi(arith::CmpIPredicate::slt, row, rowLimit);
+      auto emitCopy = [&] {
+        NVVM::CpAsyncOp::create(
+            b, loc, gep(dest, elementType, c32(pass * rowsPerPass * pitch)),
+            select(inRange, source, base), /*size=*/16,
+            NVVM::LoadCacheModifierKind::CG, select(inRange, cpSize, noBytes));
+      };
+      if ((pass + 1) * rowsPerPass <= rows) {
+        emitCopy();
+      } else {
+        auto guard = scf::IfOp::create(
+            b, loc,
+            cmpi(arith::CmpIPredicate::slt, threadRow,
+                 c32(rows - pass * rowsPerPass)),
+            /*withElseRegion=*/false);
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPointToStart(guard.thenBlock());
+        emitCopy();
+      }
+      source = gep(source, elementType, step);
+    }
+    NVVM::CpAsyncCommitGroupOp::create(b, loc);
+    return;
+  }
+  Value lastRow = arith::SubIOp::create(b, loc, rowLimit, c32(1));
+  for (int64_t first = 0; first < chunks; first += threads) {
+    Value chunk = add(tid, c32(first));
+    auto emitCopy = [&]() {
+      Value row = arith::DivUIOp::create(b, loc, chunk, c32(chunksPerRow));
+      Value col = mul(arith::RemUIOp::create(b, loc, chunk, c32(chunksPerRow)),
+                      c32(8));
+      Value globalRow = add(firstRow, row);
+      Value inRange = cmpi(arith::CmpIPredicate::slt, globalRow, rowLimit);
+      Value clamped = minsi(globalRow, lastRow);
+      Value offset =
+          add(rowOffset ? rowOffset(clamped) : mul(ext64(clamped), rowStride),
+              ext64(col));
+      Value dest = gep(smem, elementType,
+                       add(c32(smemOffset), add(mul(row, c32(pitch)), col)));
+      NVVM::CpAsyncOp::create(b, loc, dest, gep(base, elementType, offset),
+                              /*size=*/16, NVVM::LoadCacheModifierKind::CG,
+                              select(inRange, cpSize, noBytes));
+    };
+    if (first + threads <= chunks) {
+      emitCopy();
+      continue;
+    }
+    auto guard = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::slt, chunk, c32(chunks)),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    emitCopy();
+  }
+  NVVM::CpAsyncCommitGroupOp::create(b, loc);
+}
+
+/// Waits for every committed copy of this thread, then for every thread of
+/// the CTA: after it, shared memory holds all copies and no warp still reads
+/// what the next copies overwrite.
+void KernelEmitter::waitForCopies() {
+  NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
+  gpu::BarrierOp::create(b, loc);
+}
+
+//===----------------------------------------------------------------------===//
+// Key loop.
+//===----------------------------------------------------------------------===//
+
+/// The class of the tile (this CTA's rows) x (keys n0 .. n0 + numKeys - 1,
+/// numKeys = blockN unless given): 0 empty, 1 partial, 2 full. Without a
+/// tile_class region, every tile is partial unless the mask is the constant
+/// true.
+Value KernelEmitter::emitTileClass(Value n0, int64_t numKeys) {
+  if (!op.hasTileClass())
+    return c32(op.hasTrivialMask() ? 2 : 1);
+  if (!numKeys)
+    numKeys = shape.blockN;
+  Value firstM = m0;
+  Value lastM = sub(minsi(add(m0, c32(shape.blockM)), rowLimit), c32(1));
+  if (shape.splitKeys) {
+    firstM = divu(firstM, groupSize);
+    lastM = divu(lastM, groupSize);
+  }
+  Value lastN = sub(minsi(add(n0, c32(numKeys)), sizeN), c32(1));
+  auto classFor = [&](Value headIndex) {
+    return inlineRegion(b, op.getTileClass(),
+                        {batchIdx, headIndex, toIndex(firstM), toIndex(lastM),
+                         toIndex(n0), toIndex(lastN)},
+                        captures);
+  };
+  if (!shape.splitKeys || op.getTileClass().getArgument(1).use_empty())
+    return classFor(headIdx);
+  // Decode rows belong to every head of the group: the tile is empty (full)
+  // only if it is so for each of them.
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  auto heads = scf::ForOp::create(
+      b, loc, headIdx, toIndex(add(head, groupSize)), one,
+      ValueRange{c32(2), c32(0)},
+      [&](OpBuilder &nested, Location, Value headIndex, ValueRange bounds) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        Value tileClass = classFor(headIndex);
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{minsi(bounds[0], tileClass),
+                       arith::MaxSIOp::create(b, loc, bounds[1], tileClass)});
+      });
+  Value lowest = heads.getResult(0), highest = heads.getResult(1);
+  return select(
+      cmpi(arith::CmpIPredicate::eq, highest, c32(0)), c32(0),
+      select(cmpi(arith::CmpIPredicate::eq, lowest, c32(2)), c32(2), c32(1)));
+}
+
+/// The query row and head, as indices the regions take, of this thread's
+/// accumulator row `i`; rows past the problem are clamped into it so that
+/// reads of captured tensors stay in bounds.
+std::pair<Value, Value> KernelEmitter::rowCoordinates(int64_t i) {
+  Value row = minsi(add(m0, ownedRow(i)), sub(rowLimit, c32(1)));
+  if (!shape.splitKeys)
+    return {toIndex(row), headIdx};
+  return {toIndex(divu(row, groupSize)),
+          toIndex(add(head, remu(row, groupSize)))};
+}
+
+/// Scores of this thread's accumulator elements (`qk`, in accumulator order
+/// [rowTiles][blockN / 8][4]) after scale, score_mod and mask: absent keys
+/// (masked, or past N) get -inf for softmax and 0 otherwise. `kept`
+/// receives, for `normalize`, per owned row the number of this thread's kept
+/// keys.
+SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
+                                             bool full,
+                                             SmallVectorImpl<Value> &kept) {
+  const bool softmax = normalizer == Normalizer::Softmax;
+  const int64_t nTiles = shape.blockN / 8;
+  Value absent = softmax ? negInf() : cf(0.0);
+  Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
+  Value colBase = add(n0, mul(quadCol, c32(2)));
+  // Regions see indices clamped into the tensors, so that reads of captured
+  // tensors stay in bounds for the rows and keys past M and N.
+  SmallVector<std::pair<Value, Value>> rowIdx;
+  for (int64_t i = 0; i < shape.ownedRows(); ++i)
+    rowIdx.push_back(rowCoordinates(i));
+  SmallVector<Value> scores(qk.size());
+  SmallVector<Value> count(shape.ownedRows(), cf(0.0));
+  for (int64_t j = 0; j < nTiles; ++j) {
+    for (int64_t c = 0; c < 2; ++c) {
+      Value col = add(colBase, c32(8 * j + c));
+      Value colIdx = toIndex(minsi(col, lastN));
+      Value inRange = cmpi(arith::CmpIPredicate::slt, col, sizeN);
+      for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+        const int64_t t = i / 2, r = i % 2;
+        const int64_t slot = 4 * (nTiles * t + j) + 2 * r + c;
+        Value x = mulf(qk[slot], scale);
+        Value s = op.hasTrivialScoreMod()
+                      ? x
+                      : inlineRegion(b, op.getScoreMod(),
+                                     {x, batchIdx, rowIdx[i].second,
+                                      rowIdx[i].first, colIdx},
+                                     captures);
+        // A select on the bounds is cheaper than a separate full-tile path
+        // without it (measured): full tiles skip only the mask.
+        Value keep = inRange;
+        if (!full)
+          keep = arith::AndIOp::create(b, loc, keep,
+                                       inlineRegion(b, op.getMask(),
+                                                    {batchIdx, rowIdx[i].second,
+                                                     rowIdx[i].first, colIdx},
+                                                    captures));
+        scores[slot] = select(keep, s, absent);
+        if (normalizer == Normalizer::Normalize)
+          count[i] = addf(count[i], arith::UIToFPOp::create(b, loc, f32, keep));
+      }
+    }
+  }
+  if (normalizer == Normalizer::Normalize)
+    kept.assign(count.begin(), count.end());
+  return scores;
+}
+
+void KernelEmitter::loadKeys(Value n0) {
+  loadTileAsync(shape.kOffset(), shape.blockN, shape.headDim, shape.qkPitch(),
+                kBase, arg(FixedParam::KStrideN), n0, sizeN);
+}
+
+void KernelEmitter::loadValues(Value n0) {
+  loadTileAsync(shape.vOffset(), shape.blockN, shape.valueDim, shape.vPitch(),
+                vBase, arg(FixedParam::VStrideN), n0, sizeN);
+}
+
+/// The first key block at or after `from` that the mask keeps something of,
+/// and its tile class; `numBlocks` and class 0 when there is none. Uniform
+/// over the CTA.
+std::pair<Value, Value> KernelEmitter::findLiveBlock(Value from,
+                                                     Value numBlocks) {
+  // Without a tile_class region every block is live: no scan.
+  if (!op.hasTileClass())
+    return {from, emitTileClass(mul(from, c32(shape.blockN)))};
+  auto scan = scf::WhileOp::create(
+      b, loc, TypeRange{i32, i32, i32}, ValueRange{from, c32(0), c32(1)},
+      [&](OpBuilder &nested, Location, ValueRange args) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        Value block = args[0];
+        Value inRange = cmpi(arith::CmpIPredicate::slt, block, numBlocks);
+        // Gaps (the keys before a window, between the sinks and the window,
+        // other documents) are crossed kScanSpan blocks at a time: the tile
+        // class of a span is 0 only if every block in it is empty. Not with
+        // 64-key tiles, whose registers are all taken (ptxas would spill).
+        const bool spans = shape.blockN < 64;
+        auto ifInRange = scf::IfOp::create(b, loc, TypeRange{i32, i32},
+                                           inRange, /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard inner(b);
+          b.setInsertionPointToStart(ifInRange.thenBlock());
+          Value n0 = mul(block, c32(shape.blockN));
+          Value step = c32(1);
+          if (spans)
+            step = select(
+                cmpi(arith::CmpIPredicate::eq,
+                     emitTileClass(n0, kScanSpan * shape.blockN), c32(0)),
+                c32(kScanSpan), step);
+          scf::YieldOp::create(b, loc, ValueRange{emitTileClass(n0), step});
+          b.setInsertionPointToStart(ifInRange.elseBlock());
+          scf::YieldOp::create(b, loc, ValueRange{c32(0), c32(1)});
+        }
+        Value tileClass = ifInRange.getResult(0);
+        Value empty = cmpi(arith::CmpIPredicate::eq, tileClass, c32(0));
+        scf::ConditionOp::create(
+            b, loc, arith::AndIOp::create(b, loc, inRange, empty),
+            ValueRange{block, tileClass, ifInRange.getResult(1)});
+      },
+      [&](OpBuilder &nested, Location, ValueRange args) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        scf::YieldOp::create(
+            b, loc, ValueRange{add(args[0], args[2]), args[1], args[2]});
+      });
+  return {scan.getResult(0), scan.getResult(1)};
+}
+
+/// Finds this CTA's list of live key blocks (see GpuTileList).
+void KernelEmitter::emitTileListStart(Value numBlocks) {
+  bool perHead = !op.getTileClass().getArgument(1).use_empty();
+  Value numListHeads = perHead ? arg(FixedParam::H) : c32(1);
+  Value mTile = divu(m0, c32(shape.blockM));
+  Value row = add(mul(add(mul(batch, numListHeads), perHead ? head : c32(0)),
+                      ceilDiv(sizeM, shape.blockM)),
+                  mTile);
+  tileList = gep(arg(FixedParam::Tiles), i32,
+                 mul(ext64(row), ext64(add(numBlocks, c32(1)))));
+}
+
+/// Entry `position` of the tile list: block·4 + class, or at its end
+/// `numBlocks`·4, which ends the loop.
+Value KernelEmitter::readTileList(Value position) {
+  return LLVM::LoadOp::create(b, loc, i32, gep(tileList, i32, position), 4);
+}
+
+/// S = Q Kᵀ for the key block at `n0` (in shared memory), scaled, modified
+/// and masked: the `p` operand of emitBlockUpdate, followed for `normalize`
+/// by the owned rows' kept counts.
+SmallVector<Value> KernelEmitter::emitBlockScores(Value n0, Value tileClass) {
+  const int64_t nTiles = shape.blockN / 8;
+  // S = Q Kᵀ, one k-step of 16 at a time so that only that step's Q
+  // fragments are live. ldmatrix.x4 on K rows 16 jp + 8 (l/16) + l%8,
+  // columns 16 kk + 8 ((l/8) % 2) gives the B fragments of key tiles 2 jp
+  // (regs 0, 1) and 2 jp + 1 (regs 2, 3); each feeds every row tile.
+  Value kRow = add(arith::AndIOp::create(b, loc, lane, c32(7)),
+                   mul(arith::ShRUIOp::create(b, loc, lane, c32(4)), c32(8)));
+  Value kCol = mul(arith::AndIOp::create(
+                       b, loc, arith::ShRUIOp::create(b, loc, lane, c32(3)),
+                       c32(1)),
+                   c32(8));
+  Value kAddr = gep(smem, elementType,
+                    add(c32(shape.kOffset()),
+                        add(mul(kRow, c32(shape.qkPitch())), kCol)));
+  SmallVector<Value> qk(4 * nTiles * shape.rowTiles(), cf(0.0));
+  for (int64_t kk = 0; kk < shape.headDim / 16; ++kk) {
+    SmallVector<SmallVector<Value, 4>> qf;
+    for (int64_t t = 0; t < shape.rowTiles(); ++t)
+      qf.push_back(getQFragment(t, kk));
+    for (int64_t jp = 0; jp < nTiles / 2; ++jp) {
+      SmallVector<Value, 4> kf = ldmatrix(
+          gep(kAddr, elementType, c32(16 * jp * shape.qkPitch() + 16 * kk)),
+          false);
+      for (int64_t t = 0; t < shape.rowTiles(); ++t)
+        for (int64_t half = 0; half < 2; ++half) {
+          MutableArrayRef<Value> acc(
+              qk.data() + 4 * (nTiles * t + 2 * jp + half), 4);
+          llvm::copy(mma(qf[t], {kf[2 * half], kf[2 * half + 1]}, acc),
+                     acc.begin());
+        }
+    }
+  }
+
+  // Mask and score_mod; the mask is skipped on full tiles.
+  SmallVector<Type> scoreTypes(qk.size(), f32);
+  if (normalizer == Normalizer::Normalize)
+    scoreTypes.append(shape.ownedRows(), f32);
+  auto evaluate = [&](bool full) {
+    SmallVector<Value> kept;
+    SmallVector<Value> results = emitScores(qk, n0, full, kept);
+    llvm::append_range(results, kept);
+    return results;
+  };
+  SmallVector<Value> scored;
+  auto constantClass = getConstantIntValue(tileClass);
+  if (constantClass) {
+    scored = evaluate(*constantClass == 2);
+  } else {
+    auto ifFull = scf::IfOp::create(
+        b, loc, scoreTypes,
+        cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
+        /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard insertion(b);
+      b.setInsertionPointToStart(ifFull.thenBlock());
+      scf::YieldOp::create(b, loc, evaluate(true));
+      b.setInsertionPointToStart(ifFull.elseBlock());
+      scf::YieldOp::create(b, loc, evaluate(false));
+    }
+    scored.assign(ifFull.getResults().begin(), ifFull.getResults().end());
+  }
+  return scored;
+}
+
+/// The online-softmax (or normalize) update of `state` by one key block's
+/// scores, and O += P V with V in shared memory.
+LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
+                                         const LoopState &state) {
+  const int64_t nTiles = shape.blockN / 8;
+  const int64_t eTiles = shape.valueDim / 8;
+  const int64_t numScores = 4 * nTiles * shape.rowTiles();
+  SmallVector<Value> p(scored.begin(), scored.begin() + numScores);
+  // Score and accumulator slots of owned row i = (row tile t, half r).
+  auto pSlot = [&](int64_t i, int64_t j, int64_t c) {
+    return 4 * (nTiles * (i / 2) + j) + 2 * (i % 2) + c;
+  };
+  auto accSlot = [&](int64_t i, int64_t e, int64_t c) {
+    return 4 * (eTiles * (i / 2) + e) + 2 * (i % 2) + c;
+  };
+
+  LoopState next = state;
+  if (normalizer == Normalizer::Normalize)
+    for (int64_t i = 0; i < shape.ownedRows(); ++i)
+      next.rowKept[i] = addf(state.rowKept[i], scored[numScores + i]);
+
+  // Online softmax: new running max (over the quad), rescale factor alpha,
+  // p = exp(s - max), in base 2.
+  if (normalizer == Normalizer::Softmax) {
+    Value log2e = cf(M_LOG2E);
+    for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+      Value rowMax = state.rowMax[i];
+      Value blockMax = negInf();
+      for (int64_t j = 0; j < nTiles; ++j)
+        for (int64_t c = 0; c < 2; ++c)
+          blockMax = maxf(blockMax, p[pSlot(i, j, c)]);
+      for (int64_t mask : {1, 2})
+        blockMax = maxf(blockMax, shuffleXor(blockMax, mask));
+      Value newMax = maxf(rowMax, blockMax);
+      // A row that has kept nothing yet keeps max -inf; subtract 0 instead
+      // so that exp gives 0 rather than NaN.
+      Value usable = select(cmpf(arith::CmpFPredicate::OEQ, newMax, negInf()),
+                            cf(0.0), newMax);
+      Value shift = mulf(usable, log2e);
+      Value negShift = arith::NegFOp::create(b, loc, shift);
+      Value alpha = createExp2(b, loc, subf(mulf(rowMax, log2e), shift));
+      Value sum = mulf(state.rowSum[i], alpha);
+      for (int64_t j = 0; j < nTiles; ++j)
+        for (int64_t c = 0; c < 2; ++c) {
+          Value &x = p[pSlot(i, j, c)];
+          // llvm.fma, not math.fma: see maxf.
+          x = createExp2(b, loc,
+                         LLVM::FMAOp::create(b, loc, x, log2e, negShift));
+          sum = addf(sum, x);
+        }
+      for (int64_t e = 0; e < eTiles; ++e)
+        for (int64_t c = 0; c < 2; ++c) {
+          Value &a = next.acc[accSlot(i, e, c)];
+          a = mulf(a, alpha);
+        }
+      next.rowMax[i] = newMax;
+      next.rowSum[i] = sum;
+    }
+  } else if (normalizer == Normalizer::Normalize) {
+    for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+      Value sum = state.rowSum[i];
+      for (int64_t j = 0; j < nTiles; ++j)
+        for (int64_t c = 0; c < 2; ++c)
+          sum = addf(sum, p[pSlot(i, j, c)]);
+      next.rowSum[i] = sum;
+    }
+  }
+
+  // O += P V. P of keys 16 kk .. 16 kk + 15 is the A operand; ldmatrix.trans
+  // on V rows 16 kk + l%16, columns 16 ep + 8 (l/16) gives the B fragments
+  // of value columns 16 ep (regs 0, 1) and 16 ep + 8 (regs 2, 3), which feed
+  // every row tile of the warp.
+  Value vRow = arith::AndIOp::create(b, loc, lane, c32(15));
+  Value vCol = mul(arith::ShRUIOp::create(b, loc, lane, c32(4)), c32(8));
+  Value vAddr = gep(smem, elementType,
+                    add(c32(shape.vOffset()),
+                        add(mul(vRow, c32(shape.vPitch())), vCol)));
+  for (int64_t kk = 0; kk < shape.blockN / 16; ++kk) {
+    SmallVector<SmallVector<Value, 4>> a;
+    for (int64_t t = 0; t < shape.rowTiles(); ++t) {
+      const int64_t t0 = 4 * (nTiles * t + 2 * kk), t1 = t0 + 4;
+      a.push_back({pack(p[t0], p[t0 + 1]), pack(p[t0 + 2], p[t0 + 3]),
+                   pack(p[t1], p[t1 + 1]), pack(p[t1 + 2], p[t1 + 3])});
+    }
+    for (int64_t ep = 0; ep < shape.valueDim / 16; ++ep) {
+      SmallVector<Value, 4> vf = ldmatrix(
+          gep(vAddr, elementType, c32(16 * kk * shape.vPitch() + 16 * ep)),
+          true);
+      for (int64_t t = 0; t < shape.rowTiles(); ++t)
+        for (int64_t half = 0; half < 2; ++half) {
+          MutableArrayRef<Value> acc(
+              next.acc.data() + 4 * (eTiles * t + 2 * ep + half), 4);
+          llvm::copy(mma(a[t], {vf[2 * half], vf[2 * half + 1]}, acc),
+                     acc.begin());
+        }
+    }
+  }
+  return next;
+}
+
+//===----------------------------------------------------------------------===//
+// Epilogue: normalise, store O and LSE.
+//===----------------------------------------------------------------------===//
+
+/// Stores this thread's columns of accumulator row `i` times `factor` at
+/// `rowPtr` (this thread's first column) as `type`: two adjacent columns per
+/// store, 8 bytes for f32, 4 for bf16/f16.
+void KernelEmitter::storeRow(const LoopState &state, int64_t i, Value factor,
+                             Value rowPtr, Type type) {
+  const int64_t eTiles = shape.valueDim / 8;
+  auto pairType = VectorType::get({2}, f32);
+  auto storedType = VectorType::get({2}, type);
+  for (int64_t e = 0; e < eTiles; ++e) {
+    const int64_t slot = 4 * (eTiles * (i / 2) + e) + 2 * (i % 2);
+    Value pair = vector::FromElementsOp::create(
+        b, loc, pairType,
+        ValueRange{mulf(state.acc[slot], factor),
+                   mulf(state.acc[slot + 1], factor)});
+    if (storedType != pairType)
+      pair = arith::TruncFOp::create(b, loc, storedType, pair);
+    LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, type, c32(8 * e)),
+                          type.isF32() ? 8 : 4);
+  }
+}
+
+/// The sum of `partial` over the quad of lanes that share a row.
+Value KernelEmitter::quadSum(Value partial) {
+  for (int64_t mask : {1, 2})
+    partial = addf(partial, shuffleXor(partial, mask));
+  return partial;
+}
+
+void KernelEmitter::emitEpilogue(const LoopState &state) {
+  Value oBase = gep(arg(FixedParam::O), outputType,
+                    add(mul(ext64(batch), arg(FixedParam::OStrideB)),
+                        mul(ext64(head), arg(FixedParam::OStrideH))));
+  for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+    Value row = add(m0, ownedRow(i));
+    Value inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
+    Value sum = quadSum(state.rowSum[i]);
+    Value factor = cf(1.0), lse;
+    if (normalizer == Normalizer::Softmax) {
+      Value sink;
+      if (op.getSink()) {
+        Value clamped =
+            minsi(row, arith::SubIOp::create(b, loc, sizeM, c32(1)));
+        Value offset = add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
+                               mul(ext64(head), arg(FixedParam::SinkStrideH))),
+                           mul(ext64(clamped), arg(FixedParam::SinkStrideM)));
+        sink = LLVM::LoadOp::create(b, loc, f32,
+                                    gep(arg(FixedParam::Sink), f32, offset),
+                                    /*alignment=*/4);
+      }
+      std::tie(factor, lse) = normalizeSoftmax(state.rowMax[i], sum, sink);
+    } else if (normalizer == Normalizer::Normalize) {
+      Value kept = quadSum(state.rowKept[i]);
+      factor = select(cmpf(arith::CmpFPredicate::OEQ, kept, cf(0.0)), cf(0.0),
+                      arith::DivFOp::create(b, loc, cf(1.0), sum));
+    }
+
+    auto ifRow = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifRow.thenBlock());
+    storeRow(state, i, factor,
+             gep(oBase, outputType,
+                 add(mul(ext64(row), arg(FixedParam::OStrideM)),
+                     ext64(mul(quadCol, c32(2))))),
+             outputType);
+    if (op.getLse()) {
+      auto ifWriter = scf::IfOp::create(
+          b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),
+          /*withElseRegion=*/false);
+      b.setInsertionPointToStart(ifWriter.thenBlock());
+      Value offset = add(add(mul(ext64(batch), arg(FixedParam::LseStrideB)),
+                             mul(ext64(head), arg(FixedParam::LseStrideH))),
+                         ext64(row));
+      LLVM::StoreOp::create(b, loc, lse, gep(arg(FixedParam::Lse), f32, offset),
+                            /*alignment=*/4);
+    }
+  }
+}
+
+/// Decode: this CTA's part of each of its packed rows, for the merge
+/// kernel. Softmax rows store O divided by their own sum and
+/// max + log(sum) (-inf for a part that kept nothing); `none` rows store
+/// the plain sums. Rows past the problem are not stored (the workspace has
+/// room for them; the merge does not read them): with a GQA group of 4 and
+/// one query, that is 12 of the 16 rows.
+void KernelEmitter::emitPartials(const LoopState &state) {
+  const bool softmax = normalizer == Normalizer::Softmax;
+  Value numKvHeads = arg(FixedParam::G);
+  Value rowsPerSplit = ext64(mul(rowBlocks, c32(shape.blockM)));
+  // Workspace row of this CTA's row 0: ((b G + g) S + split) RB 16 + m0.
+  Value part = add(mul(add(mul(ext64(batch), ext64(numKvHeads)), ext64(kvHead)),
+                       ext64(numSplits)),
+                   ext64(split));
+  Value firstRow = add(mul(part, rowsPerSplit), ext64(m0));
+  Value numRows = mul(
+      mul(mul(ext64(arg(FixedParam::B)), ext64(numKvHeads)), ext64(numSplits)),
+      rowsPerSplit);
+  Value partials = arg(FixedParam::Partials);
+  for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+    // The shuffles of quadSum stay outside the guard: all lanes take part.
+    Value sum = quadSum(state.rowSum[i]);
+    auto ifRow = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::slt, add(m0, ownedRow(i)), rowLimit),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifRow.thenBlock());
+    Value row = add(firstRow, ext64(ownedRow(i)));
+    Value factor = cf(1.0), lse;
+    if (softmax)
+      std::tie(factor, lse) = normalizeSoftmax(state.rowMax[i], sum, Value());
+    storeRow(state, i, factor,
+             gep(partials, f32,
+                 add(mul(row, c64(shape.valueDim)),
+                     ext64(mul(quadCol, c32(2))))),
+             f32);
+    if (softmax) {
+      auto ifWriter = scf::IfOp::create(
+          b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),
+          /*withElseRegion=*/false);
+      b.setInsertionPointToStart(ifWriter.thenBlock());
+      Value offset = add(mul(numRows, c64(shape.valueDim)), row);
+      LLVM::StoreOp::create(b, loc, lse, gep(partials, f32, offset),
+                            /*alignment=*/4);
+    }
+  }
+}
+
+/// The key loop visits only live blocks and overlaps copies with math, as
+/// FlashAttention-2 does: V of block j streams in while S = Q Kᵀ and the
+/// mask run, and K of the next live block while the softmax and P V run.
+/// Single K and V buffers suffice because each copy starts right after the
+/// barrier that ends the reads of the buffer it overwrites.
+void KernelEmitter::emit() {
+  emitPrologue();
+
+  LoopState init;
+  const int64_t numRows = shape.ownedRows();
+  init.acc.assign(4 * shape.rowTiles() * shape.valueDim / 8, cf(0.0));
+  init.rowMax.assign(numRows,
+                     normalizer == Normalizer::Softmax ? negInf() : cf(0.0));
+  init.rowSum.assign(numRows, cf(0.0));
+  const bool withKept = normalizer == Normalizer::Normalize;
+  if (withKept)
+    init.rowKept.assign(numRows, cf(0.0));
+  const int64_t numAcc = init.acc.size();
+
+  Value numBlocks = ceilDiv(sizeN, shape.blockN);
+  // Decode: this CTA's split visits blocks [split P, split P + P), P =
+  // ceil(blocks / splits).
+  Value fromBlock = c32(0);
+  if (shape.splitKeys) {
+    Value perSplit = divu(add(numBlocks, sub(numSplits, c32(1))), numSplits);
+    fromBlock = mul(split, perSplit);
+    numBlocks = minsi(add(fromBlock, perSplit), numBlocks);
+  }
+  auto blockStart = [&](Value block) { return mul(block, c32(shape.blockN)); };
+  // Starts the copy of K of `block` unless it is past the last block.
+  auto prefetchKeys = [&](Value block) {
+    auto guard = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::slt, block, numBlocks),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    loadKeys(blockStart(block));
+  };
+
+  // The loop carries the block and its class, or with a tile list the
+  // block's entry and place in the list (one register fewer).
+  SmallVector<Value> carried;
+  if (shape.tileList) {
+    emitTileListStart(numBlocks);
+    carried = {readTileList(c32(0)), c32(0)};
+  } else {
+    auto [block, tileClass] = findLiveBlock(fromBlock, numBlocks);
+    carried = {block, tileClass};
+  }
+  const size_t numCursor = carried.size();
+  auto blockOf = [&](ValueRange cursor) {
+    return shape.tileList ? arith::ShRUIOp::create(b, loc, cursor[0], c32(2))
+                          : cursor[0];
+  };
+  prefetchKeys(blockOf(carried));
+  llvm::append_range(carried, init.flatten());
+  auto loop = scf::WhileOp::create(
+      b, loc, TypeRange(ValueRange(carried)), carried,
+      [&](OpBuilder &nested, Location, ValueRange args) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        scf::ConditionOp::create(
+            b, loc, cmpi(arith::CmpIPredicate::slt, blockOf(args), numBlocks),
+            args);
+      },
+      [&](OpBuilder &nested, Location, ValueRange args) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        Value block = blockOf(args);
+        Value tileClass = shape.tileList
+                              ? arith::AndIOp::create(b, loc, args[0], c32(3))
+                              : args[1];
+        LoopState state = LoopState::unflatten(args.drop_front(numCursor),
+                                               numAcc, numRows, withKept);
+        Value n0 = blockStart(block);
+        // K of this block has landed; no warp still reads V.
+        waitForCopies();
+        loadValues(n0);
+        SmallVector<Value> scored = emitBlockScores(n0, tileClass);
+        SmallVector<Value> next;
+        if (shape.tileList) {
+          Value position = add(args[1], c32(1));
+          next = {readTileList(position), position};
+        } else {
+          auto [nextBlock, nextClass] =
+              findLiveBlock(add(block, c32(1)), numBlocks);
+          next = {nextBlock, nextClass};
+        }
+        // V has landed; no warp still reads K.
+        waitForCopies();
+        prefetchKeys(blockOf(next));
+        SmallVector<Value> results = next;
+        llvm::append_range(results, emitBlockUpdate(scored, state).flatten());
+        scf::YieldOp::create(b, loc, results);
+      });
+  LoopState final = LoopState::unflatten(
+      loop.getResults().drop_front(numCursor), numAcc, numRows, withKept);
+  if (shape.splitKeys)
+    emitPartials(final);
+  else
+    emitEpilogue(final);
+}
+
+//===----------------------------------------------------------------------===//
+// Entry points.
+//===----------------------------------------------------------------------===//
+
+/// Whether the variant's per-score code is light enough for 64-key tiles
+/// with 32 query rows per warp: there the scores and the output accumulators
+/// fill the register file, and anything per score that needs registers of
+/// its own (reads of captured tensors, transcendental functions, the kept
+/// counts of `normalize`, more than a few integer and float operations, and
+/// an LSE output or sink logits)
+/// makes ptxas spill inside the key loop. Calibrated with ptxas on the
+/// examples: every variant this accepts assembles without spills.
+static bool hasLightScoreCode(AttentionOp op) {
+  // An LSE output or a sink keeps per-row values and pointers live too.
+  if (op.getNormalizer() != Normalizer::Softmax || op.getLse() || op.getSink())
+    return false;
+  int64_t numOps = 0;
+  bool light = true;
+  for (Region *region : {&op.getScoreMod(), &op.getMask()})
+    region->walk([&](Operation *nested) {
+      if (isa<YieldOp>(nested))
+        return;
+      ++numOps;
+      StringRef dialect = nested->getDialect()->getNamespace();
+      if (dialect != "arith" && dialect != "index")
+        light = false;
+    });
+  return light && numOps <= kMaxLightScoreOps;
+}
+
+/// Keys per iteration when the options leave it open: 64 feeds the tensor
+/// cores best (about 8% faster than 32 on causal attention, H100); 32 when
+/// 64 would spill.
+static int64_t chooseBlockN(AttentionOp op, const GpuOptions &options) {
+  if (options.blockN)
+    return options.blockN;
+  // ptxas for sm_8x needs a few more registers for the same code.
+  bool hopper = StringRef(options.chip).starts_with("sm_9");
+  if (options.warpRows == 16 || (hopper && hasLightScoreCode(op)))
+    return 64;
+  return 32;
+}
+
+static TileShape getTileShape(AttentionOp op, const GpuOptions &options) {
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  return {options.blockM, chooseBlockN(op, options), query.getDimSize(3),
+          value.getDimSize(3), options.warpRows};
+}
+
+/// The decode kernel: one warp of 16 packed rows, 64 keys per iteration
+/// (registers are plentiful with one row tile).
+static TileShape getDecodeTileShape(AttentionOp op) {
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  return {kDecodeRows,         kDecodeKeys, query.getDimSize(3),
+          value.getDimSize(3), kDecodeRows, /*splitKeys=*/true};
+}
+
+bool mlir::attn::supportsGpuDecode(AttentionOp op) {
+  return op.getNormalizer() != Normalizer::Normalize;
+}
+
+int64_t mlir::attn::getAttentionBlockN(AttentionOp op,
+                                       const GpuOptions &options) {
+  return chooseBlockN(op, options);
+}
+
+int64_t mlir::attn::getAttentionThreadsPerBlock(const GpuOptions &options) {
+  return 32 * options.blockM / options.warpRows;
+}
+
+int64_t mlir::attn::getAttentionSharedMemoryBytes(AttentionOp op,
+                                                  const GpuOptions &options) {
+  return 2 * getTileShape(op, options).sharedElements();
+}
+
+int64_t mlir::attn::getDecodeSharedMemoryBytes(AttentionOp op) {
+  return 2 * getDecodeTileShape(op).sharedElements();
+}
+
+LogicalResult mlir::attn::checkGpuSupport(AttentionOp op,
+                                          const GpuOptions &options) {
+  if (options.blockM != 64 && options.blockM != 128)
+    return op.emitError() << "attn-nvgpu: block-m must be 64 or 128";
+  if (options.blockN != 0 && options.blockN != 32 && options.blockN != 64)
+    return op.emitError() << "attn-nvgpu: block-n must be 32, 64 or 0 (chosen "
+                             "per variant)";
+  if ((options.warpRows != 16 && options.warpRows != 32) ||
+      options.warpRows > options.blockM / 2)
+    return op.emitError() << "attn-nvgpu: warp-rows must be 16 or 32, and "
+                             "at most half of block-m";
+  if (options.outputElementType != "f32" &&
+      options.outputElementType != "bf16" &&
+      options.outputElementType != "f16")
+    return op.emitError() << "attn-nvgpu: the output element type must be "
+                             "f32, bf16 or f16, got '"
+                          << options.outputElementType << "'";
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto key = cast<RankedTensorType>(op.getKey().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  Type element = query.getElementType();
+  if (!element.isBF16() && !element.isF16())
+    return op.emitError() << "attn-nvgpu: Q, K and V must hold bf16 or f16, "
+                             "got "
+                          << element;
+  if (key.getElementType() != element || value.getElementType() != element)
+    return op.emitError() << "attn-nvgpu: Q, K and V must share one element "
+                             "type";
+  int64_t d = query.getDimSize(3), e = value.getDimSize(3);
+  if (ShapedType::isDynamic(d) || ShapedType::isDynamic(e))
+    return op.emitError() << "attn-nvgpu: the head dims D and E must be "
+                             "static";
+  if (d % 32 != 0 || d > 256 || e % 16 != 0 || e > 256)
+    return op.emitError() << "attn-nvgpu: needs D a multiple of 32 and E a "
+                             "multiple of 16, both at most 256; got D = "
+                          << d << ", E = " << e;
+  return success();
+}
+
+namespace {
+
+/// A `gpu.module` for the kernels of one attn.attention, all of which take
+/// the parameters of `signature`.
+class KernelModuleBuilder {
+public:
+  KernelModuleBuilder(OpBuilder &builder, AttentionOp op,
+                      const GpuOptions &options, GpuKernelSignature &signature)
+      : builder(builder), op(op), options(options), signature(signature),
+        loc(op.getLoc()) {}
+
+  /// Checks the op, fills the signature and creates the module.
+  FailureOr<gpu::GPUModuleOp> create(StringRef moduleName);
+  /// Adds the attention kernel of `shape` named `name`.
+  LogicalResult addAttention(const Twine &name, const TileShape &shape);
+  /// Adds the merge kernel of the decode kernel.
+  void addMerge(const Twine &name);
+  /// Adds the kernel listing the live key blocks for `shape` (GpuTileList).
+  LogicalResult addTileList(const Twine &name, const TileShape &shape);
+
+private:
+  gpu::GPUFuncOp createKernel(const Twine &name, int64_t threads);
+  /// Adds a kernel whose body `emitBody` emits with the op's regions'
+  /// captures mapped to the parameters.
+  LogicalResult addRegionKernel(
+      const Twine &name, int64_t threads,
+      llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody);
+
+  OpBuilder &builder;
+  AttentionOp op;
+  const GpuOptions &options;
+  GpuKernelSignature &signature;
+  Location loc;
+  gpu::GPUModuleOp module;
+  SmallVector<Value> captureValues;
+  SmallVector<Type> argTypes;
+  Type elementType, outputType;
+};
+
+} // namespace
+
+FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName) {
+  if (failed(checkGpuSupport(op, options)))
+    return failure();
+  if (failed(collectCaptures(op.getOperation(), captureValues)))
+    return failure();
+  signature = GpuKernelSignature();
+  for (unsigned p = 0; p < kNumFixedParams; ++p)
+    signature.params.push_back(getFixedParam(static_cast<FixedParam>(p)));
+  auto globalPtr = LLVM::LLVMPointerType::get(builder.getContext(), 1);
+  for (const GpuKernelParam &param : signature.params) {
+    switch (param.kind) {
+    case GpuKernelParam::Kind::Pointer:
+      argTypes.push_back(globalPtr);
+      break;
+    case GpuKernelParam::Kind::I32:
+      argTypes.push_back(builder.getI32Type());
+      break;
+    case GpuKernelParam::Kind::I64:
+      argTypes.push_back(builder.getI64Type());
+      break;
+    case GpuKernelParam::Kind::F32:
+      argTypes.push_back(builder.getF32Type());
+      break;
+    case GpuKernelParam::Kind::F64:
+      argTypes.push_back(builder.getF64Type());
+      break;
+    }
+  }
+  appendCaptureParams(captureValues, signature, argTypes);
+  elementType =
+      cast<RankedTensorType>(op.getQuery().getType()).getElementType();
+  outputType = builder.getF32Type();
+  if (options.outputElementType == "bf16")
+    outputType = builder.getBF16Type();
+  else if (options.outputElementType == "f16")
+    outputType = builder.getF16Type();
+
+  module = gpu::GPUModuleOp::create(builder, loc, moduleName);
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToStart(module.getBody());
+  // Dynamic shared memory: a zero-sized array in the shared space, whose
+  // real size is given at launch.
+  LLVM::GlobalOp::create(builder, loc,
+                         LLVM::LLVMArrayType::get(builder.getI8Type(), 0),
+                         /*isConstant=*/false, LLVM::Linkage::External,
+                         "attn_smem", Attribute(), /*alignment=*/16,
+                         /*addrSpace=*/3);
+  return module;
+}
+
+gpu::GPUFuncOp KernelModuleBuilder::createKernel(const Twine &name,
+                                                 int64_t threads) {
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToEnd(module.getBody());
+  auto func = gpu::GPUFuncOp::create(builder, loc, name.str(),
+                                     builder.getFunctionType(argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                builder.getUnitAttr());
+  func.setKnownBlockSizeAttr(
+      builder.getDenseI32ArrayAttr({static_cast<int32_t>(threads), 1, 1}));
+  // Q, K, V are only read and O, LSE only written: noalias lets NVPTX use
+  // the read-only data path (ld.global.nc).
+  for (unsigned i = 0; i < 6; ++i)
+    func.setArgAttr(i, LLVM::LLVMDialect::getNoAliasAttrName(),
+                    builder.getUnitAttr());
+  return func;
+}
+
+LogicalResult KernelModuleBuilder::addRegionKernel(
+    const Twine &name, int64_t threads,
+    llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody) {
+  gpu::GPUFuncOp func = createKernel(name, threads);
+  Block &entry = func.getBody().front();
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToStart(&entry);
+  IRMapping captures;
+  mapCaptures(builder, loc, op.getOperation(), captureValues, signature,
+              entry.getArguments(), captures);
+  emitBody(entry.getArguments(), captures);
+  gpu::ReturnOp::create(builder, loc);
+  if (failed(lowerCapturedTensorAccesses(func)))
+    return failure();
+  return lowerMathForNVPTX(func);
+}
+
+LogicalResult KernelModuleBuilder::addAttention(const Twine &name,
+                                                const TileShape &shape) {
+  return addRegionKernel(name, shape.numThreads(),
+                         [&](ValueRange args, const IRMapping &captures) {
+                           KernelEmitter(builder, loc, op, shape, elementType,
+                                         outputType, args, captures)
+                               .emit();
+                         });
+}
+
+LogicalResult KernelModuleBuilder::addTileList(const Twine &name,
+                                               const TileShape &shape) {
+  return addRegionKernel(name, 32,
+                         [&](ValueRange args, const IRMapping &captures) {
+                           emitTileList(builder, loc, op, shape.blockM,
+                                        shape.blockN, args, captures);
+                         });
+}
+
+void KernelModuleBuilder::addMerge(const Twine &name) {
+  gpu::GPUFuncOp func = createKernel(name, kMergeThreads);
+  Block &entry = func.getBody().front();
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToStart(&entry);
+  emitDecodeMerge(builder, loc, op, outputType, entry.getArguments());
+  gpu::ReturnOp::create(builder, loc);
+}
+
+FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
+    OpBuilder &builder, AttentionOp op, const GpuOptions &options,
+    StringRef moduleName, StringRef kernelName, GpuKernelSignature &signature) {
+  KernelModuleBuilder kernels(builder, op, options, signature);
+  FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
+  if (failed(module))
+    return failure();
+  TileShape shape = getTileShape(op, options);
+  if (usesGpuTileList(op)) {
+    shape.tileList = true;
+    if (failed(kernels.addTileList(kernelName + "_tiles", shape)))
+      return failure();
+  }
+  if (failed(kernels.addAttention(kernelName, shape)))
+    return failure();
+  return module;
+}
+
+FailureOr<gpu::GPUModuleOp> mlir::attn::buildDecodeGpuModule(
+    OpBuilder &builder, AttentionOp op, const GpuOptions &options,
+    StringRef moduleName, StringRef kernelName, GpuKernelSignature &signature) {
+  if (!supportsGpuDecode(op))
+    return op.emitError() << "attn-nvgpu: no decode kernel for `normalize` "
+                             "(its parts do not merge through a "
+                             "log-sum-exp)";
+  KernelModuleBuilder kernels(builder, op, options, signature);
+  FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
+  if (failed(module) || failed(kernels.addAttention(kernelName + "_decode",
+                                                    getDecodeTileShape(op))))
+    return failure();
+  kernels.addMerge(kernelName + "_merge");
+  return module;
+}

@@ -1,0 +1,288 @@
+//===- GpuKernel.cpp - Compile one attn.attention to PTX ------------------===//
+
+#include "KernelBuilding.h"
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <mutex>
+#include <optional>
+#include <thread>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+static llvm::Error makeError(const Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+llvm::Expected<GpuKernelArtifact>
+mlir::attn::compileAttentionForGpu(ModuleOp module, const GpuOptions &options) {
+  SmallVector<AttentionOp> ops;
+  module.walk([&](AttentionOp op) { ops.push_back(op); });
+  if (ops.size() != 1)
+    return makeError("attn-nvgpu: expected exactly one attn.attention, found " +
+                     Twine(ops.size()));
+  return compileAttentionForGpu(ops.front(), options);
+}
+
+/// Lowers the single gpu.module of `container` to PTX.
+/// Its diagnostics go to the context's handler.
+static llvm::Expected<std::string> lowerToPtx(ModuleOp container,
+                                              const GpuOptions &options) {
+  PassManager pm(container.getContext());
+  addGpuLoweringPasses(pm, options);
+  if (failed(pm.run(container)))
+    return makeError("attn-nvgpu: lowering to PTX failed");
+  gpu::BinaryOp binary;
+  container.walk([&](gpu::BinaryOp op) { binary = op; });
+  if (!binary || binary.getObjects().size() != 1)
+    return makeError("attn-nvgpu: no gpu.binary was produced");
+  auto object = cast<gpu::ObjectAttr>(binary.getObjects()[0]);
+  if (object.getFormat() != gpu::CompilationTarget::Assembly)
+    return makeError("attn-nvgpu: the gpu.binary does not hold PTX");
+  return object.getObject().getValue().str();
+}
+
+llvm::Expected<GpuKernelArtifact>
+mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
+  MLIRContext *context = op.getContext();
+  DialectRegistry registry;
+  registerGpuCodegenDialects(registry);
+  context->appendDialectRegistry(registry);
+  context->loadDialect<arith::ArithDialect, gpu::GPUDialect,
+                       LLVM::LLVMDialect, math::MathDialect, NVVM::NVVMDialect,
+                       scf::SCFDialect, vector::VectorDialect>();
+
+  // Diagnostics become the error message instead of going to stderr.
+  std::string diagnostics;
+  std::mutex diagnosticsMutex;
+  ScopedDiagnosticHandler handler(context, [&](Diagnostic &diag) {
+    std::lock_guard<std::mutex> lock(diagnosticsMutex);
+    llvm::raw_string_ostream os(diagnostics);
+    os << diag << "\n";
+    return success();
+  });
+
+  auto makeContainer = [&] {
+    OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
+    (*container)
+        ->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                  UnitAttr::get(context));
+    return container;
+  };
+  GpuKernelArtifact artifact;
+  artifact.kernelName = "attn_fwd";
+  OwningOpRef<ModuleOp> container = makeContainer();
+  OpBuilder builder(context);
+  builder.setInsertionPointToEnd(container->getBody());
+  if (failed(buildAttentionGpuModule(builder, op, options, "attn_gpu",
+                                     artifact.kernelName,
+                                     artifact.signature)))
+    return makeError("attn-nvgpu: cannot build the kernel: " + diagnostics);
+  OwningOpRef<ModuleOp> decodeContainer;
+  if (options.decode && supportsGpuDecode(op)) {
+    decodeContainer = makeContainer();
+    builder.setInsertionPointToEnd(decodeContainer->getBody());
+    GpuKernelSignature same;
+    if (failed(buildDecodeGpuModule(builder, op, options, "attn_gpu_decode",
+                                    artifact.kernelName, same)))
+      return makeError("attn-nvgpu: cannot build the decode kernels: " +
+                       diagnostics);
+  }
+  std::vector<EinsumOp> einsums = getPrologueEinsums(op);
+  OwningOpRef<ModuleOp> prologueContainer;
+  std::vector<GpuPrologueKernel> prologueKernels;
+  if (!einsums.empty()) {
+    prologueContainer = makeContainer();
+    builder.setInsertionPointToEnd(prologueContainer->getBody());
+    if (failed(buildPrologueGpuModule(builder, einsums, "attn_gpu_prologue",
+                                      artifact.kernelName + "_prologue",
+                                      prologueKernels)))
+      return makeError("attn-nvgpu: cannot build the prologue kernels: " +
+                       diagnostics);
+  }
+
+  // The modules go through LLVM side by side: most of the time is LLVM's,
+  // and each has its own LLVM context. The passes' dialects are loaded
+  // first: a context cannot load dialects from two threads at once.
+  SmallVector<ModuleOp> containers = {*container};
+  if (decodeContainer)
+    containers.push_back(*decodeContainer);
+  if (prologueContainer)
+    containers.push_back(*prologueContainer);
+  if (containers.size() > 1) {
+    PassManager pm(context);
+    addGpuLoweringPasses(pm, options);
+    DialectRegistry dependent;
+    pm.getDependentDialects(dependent);
+    context->appendDialectRegistry(dependent);
+    for (StringRef name : dependent.getDialectNames())
+      context->getOrLoadDialect(name);
+  }
+  SmallVector<std::optional<llvm::Expected<std::string>>> ptx(
+      containers.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < containers.size(); ++i)
+    threads.emplace_back(
+        [&, i] { ptx[i].emplace(lowerToPtx(containers[i], options)); });
+  ptx[0].emplace(lowerToPtx(containers[0], options));
+  for (std::thread &thread : threads)
+    thread.join();
+  // Every result must be consumed; the first failure is reported.
+  std::optional<llvm::Error> failure;
+  for (auto &result : ptx) {
+    if (*result)
+      continue;
+    llvm::Error error = result->takeError();
+    if (failure)
+      llvm::consumeError(std::move(error));
+    else
+      failure =
+          makeError(llvm::toString(std::move(error)) + ": " + diagnostics);
+  }
+  if (failure)
+    return std::move(*failure);
+  artifact.ptx = std::move(**ptx[0]);
+  size_t next = 1;
+  if (decodeContainer)
+    artifact.decode = GpuDecodeKernels{
+        std::move(**ptx[next++]), artifact.kernelName + "_decode",
+        artifact.kernelName + "_merge", getDecodeSharedMemoryBytes(op)};
+  if (prologueContainer)
+    artifact.prologue =
+        GpuPrologue{std::move(**ptx[next++]), std::move(prologueKernels)};
+
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  artifact.chip = options.chip;
+  artifact.blockM = options.blockM;
+  artifact.blockDim[0] = getAttentionThreadsPerBlock(options);
+  artifact.dynamicSharedMemoryBytes =
+      getAttentionSharedMemoryBytes(op, options);
+  artifact.elementType = query.getElementType().isBF16() ? "bf16" : "f16";
+  artifact.outputElementType = options.outputElementType;
+  artifact.headDim = query.getDimSize(3);
+  artifact.valueDim = value.getDimSize(3);
+  artifact.hasLse = static_cast<bool>(op.getLse());
+  artifact.hasSink = static_cast<bool>(op.getSink());
+  if (usesGpuTileList(op))
+    artifact.tileList =
+        GpuTileList{artifact.kernelName + "_tiles", options.blockM,
+                    getAttentionBlockN(op, options),
+                    !op.getTileClass().getArgument(1).use_empty()};
+  return artifact;
+}
+
+static StringRef kindName(GpuKernelParam::Kind kind) {
+  switch (kind) {
+  case GpuKernelParam::Kind::Pointer:
+    return "ptr";
+  case GpuKernelParam::Kind::I32:
+    return "i32";
+  case GpuKernelParam::Kind::I64:
+    return "i64";
+  case GpuKernelParam::Kind::F32:
+    return "f32";
+  case GpuKernelParam::Kind::F64:
+    return "f64";
+  }
+  llvm_unreachable("unknown parameter kind");
+}
+
+GpuKernelParam mlir::attn::getFixedParam(FixedParam param) {
+  using Kind = GpuKernelParam::Kind;
+  static const GpuKernelParam params[kNumFixedParams] = {
+      {"q", Kind::Pointer},         {"k", Kind::Pointer},
+      {"v", Kind::Pointer},         {"o", Kind::Pointer},
+      {"lse", Kind::Pointer},       {"sink", Kind::Pointer},
+      {"B", Kind::I32},             {"H", Kind::I32},
+      {"G", Kind::I32},             {"M", Kind::I32},
+      {"N", Kind::I32},             {"q.stride.b", Kind::I64},
+      {"q.stride.h", Kind::I64},    {"q.stride.m", Kind::I64},
+      {"k.stride.b", Kind::I64},    {"k.stride.g", Kind::I64},
+      {"k.stride.n", Kind::I64},    {"v.stride.b", Kind::I64},
+      {"v.stride.g", Kind::I64},    {"v.stride.n", Kind::I64},
+      {"o.stride.b", Kind::I64},    {"o.stride.h", Kind::I64},
+      {"o.stride.m", Kind::I64},    {"lse.stride.b", Kind::I64},
+      {"lse.stride.h", Kind::I64},  {"sink.stride.b", Kind::I64},
+      {"sink.stride.h", Kind::I64}, {"sink.stride.m", Kind::I64},
+      {"scale", Kind::F32},         {"partials", Kind::Pointer},
+      {"splits", Kind::I32},        {"tiles", Kind::Pointer}};
+  return params[static_cast<unsigned>(param)];
+}
+
+std::string mlir::attn::describeGpuKernel(const GpuKernelArtifact &artifact) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::formatv(
+      "{{\"kernel\": \"{0}\", \"chip\": \"{1}\", \"dtype\": \"{2}\", "
+      "\"D\": {3}, \"E\": {4}, \"block\": [{5}, 1, 1], "
+      "\"grid\": [\"ceil(M/{6})\", \"H\", \"B\"], \"block_m\": {6}, "
+      "\"shared_bytes\": {7}, \"lse\": {8}, \"sink\": {9}, \"params\": [",
+      artifact.kernelName, artifact.chip, artifact.elementType,
+      artifact.headDim, artifact.valueDim, artifact.blockDim[0],
+      artifact.blockM, artifact.dynamicSharedMemoryBytes,
+      artifact.hasLse ? "true" : "false",
+      artifact.hasSink ? "true" : "false");
+  llvm::interleave(
+      artifact.signature.params, os,
+      [&](const GpuKernelParam &param) {
+        os << "[\"" << param.name << "\", \"" << kindName(param.kind)
+           << "\"]";
+      },
+      ", ");
+  os << "], \"captures\": [";
+  llvm::interleave(
+      artifact.signature.captures, os,
+      [&](const GpuCapture &capture) {
+        os << llvm::formatv("{{\"source\": \"{0}\", \"tensor\": {1}, "
+                            "\"type\": \"{2}\", \"rank\": {3}, "
+                            "\"first_param\": {4}}",
+                            capture.source,
+                            capture.isTensor ? "true" : "false",
+                            capture.elementType, capture.rank,
+                            capture.firstParam);
+      },
+      ", ");
+  os << "]";
+  if (artifact.decode)
+    os << llvm::formatv(", \"decode\": {{\"kernel\": \"{0}\", \"merge\": "
+                        "\"{1}\", \"rows\": {2}, \"shared_bytes\": {3}, "
+                        "\"merge_threads\": {4}}",
+                        artifact.decode->kernelName,
+                        artifact.decode->mergeKernelName, kDecodeRows,
+                        artifact.decode->sharedMemoryBytes, kMergeThreads);
+  if (artifact.tileList)
+    os << llvm::formatv(", \"tile_list\": {{\"kernel\": \"{0}\", \"block_m\": "
+                        "{1}, \"block_n\": {2}, \"per_head\": {3}}",
+                        artifact.tileList->kernelName,
+                        artifact.tileList->blockM, artifact.tileList->blockN,
+                        artifact.tileList->perHead ? "true" : "false");
+  if (artifact.prologue) {
+    os << ", \"prologue\": [";
+    llvm::interleave(
+        artifact.prologue->kernels, os,
+        [&](const GpuPrologueKernel &kernel) {
+          os << "{\"kernel\": \"" << kernel.name << "\", \"einsums\": [";
+          llvm::interleaveComma(kernel.einsums, os);
+          os << "], \"params\": " << kernel.signature.params.size() << "}";
+        },
+        ", ");
+    os << "]";
+  }
+  os << "}";
+  return text;
+}

@@ -1,0 +1,854 @@
+//===- GpuPackage.cpp - A GPU kernel package from a spec -----------------===//
+
+#include "attn/NVGPU/GpuPackage.h"
+
+#include "SubscriptConstraints.h"
+#include "attn/Driver/KernelSignature.h"
+#include "attn/NVGPU/GpuKernel.h"
+#include "attn/Transforms/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/StringExtras.h"
+
+#include <cmath>
+#include <set>
+
+using namespace mlir;
+using namespace ::attn;
+using mlir::attn::EinsumOp;
+using mlir::attn::GpuCapture;
+using mlir::attn::GpuKernelArtifact;
+using mlir::attn::GpuKernelParam;
+using mlir::attn::GpuKernelSignature;
+using mlir::attn::GpuOptions;
+using mlir::attn::KernelOp;
+
+namespace {
+
+/// Decode serves launches with at most this many 16-row tiles of packed
+/// rows per key/value head (64 query heads of one MQA step, or 16 queries
+/// of a GQA group of 4); longer ones amortise K and V over more rows with
+/// the attention kernel.
+constexpr int64_t kMaxDecodeRowTiles = 4;
+/// The decode grid has at most this many CTAs, when the keys are long
+/// enough: one wave of the one-warp CTAs on an H100 (132 SMs, 5 CTAs each
+/// by shared memory), where every CTA streams its keys from start to end.
+/// Measured with 1 query, GQA 32/8, D = 128 (ms for B = 8, N = 32k): 256
+/// CTAs 0.384, 512 0.387, 768 (two waves) 0.419, 2048 0.41, 4096 0.44;
+/// with B = 1, more splits win until the wave is full.
+constexpr int64_t kDecodeMaxCtas = 512;
+/// ... and splits of at least this many keys, so that the partial results
+/// stay small beside K and V.
+constexpr int64_t kDecodeMinSplitKeys = 256;
+
+llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// The value of `value` when it is computed only from constants and fixed
+/// dims: the scale `rsqrt(D)` of a spec compiled with D fixed.
+std::optional<double> evaluateScalar(Value value, KernelOp kernel) {
+  if (auto arg = dyn_cast<BlockArgument>(value)) {
+    if (arg.getOwner() != &kernel.getEntryBlock() ||
+        arg.getArgNumber() >= kernel.getNumDims())
+      return std::nullopt;
+    int64_t size = kernel.getDimSizes()[arg.getArgNumber()];
+    if (ShapedType::isDynamic(size))
+      return std::nullopt;
+    return static_cast<double>(size);
+  }
+  Operation *op = value.getDefiningOp();
+  if (!op || op->getNumResults() != 1)
+    return std::nullopt;
+  if (auto constant = dyn_cast<arith::ConstantOp>(op)) {
+    if (auto attr = dyn_cast<FloatAttr>(constant.getValue()))
+      return attr.getValueAsDouble();
+    if (auto attr = dyn_cast<IntegerAttr>(constant.getValue()))
+      return static_cast<double>(attr.getInt());
+    return std::nullopt;
+  }
+  llvm::SmallVector<double, 2> operands;
+  for (Value operand : op->getOperands()) {
+    std::optional<double> v = evaluateScalar(operand, kernel);
+    if (!v)
+      return std::nullopt;
+    operands.push_back(*v);
+  }
+  if (isa<arith::IndexCastOp, arith::SIToFPOp, arith::UIToFPOp,
+          arith::ExtFOp, arith::TruncFOp>(op))
+    return operands[0];
+  if (isa<math::RsqrtOp>(op))
+    return 1.0 / std::sqrt(operands[0]);
+  if (isa<math::SqrtOp>(op))
+    return std::sqrt(operands[0]);
+  if (isa<arith::MulFOp, arith::MulIOp>(op))
+    return operands[0] * operands[1];
+  if (isa<arith::DivFOp>(op))
+    return operands[0] / operands[1];
+  if (isa<arith::AddFOp, arith::AddIOp>(op))
+    return operands[0] + operands[1];
+  if (isa<arith::SubFOp, arith::SubIOp>(op))
+    return operands[0] - operands[1];
+  if (isa<arith::NegFOp>(op))
+    return -operands[0];
+  return std::nullopt;
+}
+
+/// The buffers of the prologue einsums (see GpuPrologue): workspace
+/// `einsum<k>` holds the k-th einsum's f32 result, dense row-major; these
+/// are its size and stride formulas.
+struct PrologueBuffer {
+  std::string workspace;
+  std::vector<std::string> sizes, strides;
+  std::string elements;
+
+  static llvm::Expected<std::vector<PrologueBuffer>>
+  describe(llvm::ArrayRef<EinsumOp> einsums, KernelOp kernel) {
+    std::vector<PrologueBuffer> buffers;
+    for (auto [k, constEinsum] : llvm::enumerate(einsums)) {
+      EinsumOp einsum = constEinsum;
+      PrologueBuffer buffer;
+      buffer.workspace = "einsum" + std::to_string(k);
+      for (Value extent : einsum.getOutputExtents()) {
+        std::optional<std::string> size = getDimFormula(kernel, extent);
+        if (!size)
+          return makeError("kernel '" + kernel.getSymName() +
+                           "': an extent of a tensor computed before the "
+                           "attention is not a formula of the dims");
+        buffer.sizes.push_back(*size);
+      }
+      // Row-major: the stride of an axis is the product of the later sizes.
+      std::string product;
+      buffer.strides.resize(buffer.sizes.size());
+      for (size_t d = buffer.sizes.size(); d-- > 0;) {
+        buffer.strides[d] = product.empty() ? "1" : product;
+        std::string factor = "(" + buffer.sizes[d] + ")";
+        product = product.empty() ? factor : factor + "*" + product;
+      }
+      buffer.elements = product.empty() ? "1" : product;
+      buffers.push_back(std::move(buffer));
+    }
+    return buffers;
+  }
+
+  ParamSlot pointerSlot() const {
+    ParamSlot slot;
+    slot.kind = ParamSlot::Kind::Workspace;
+    slot.arg = workspace;
+    slot.type = SlotType::Ptr;
+    return slot;
+  }
+  static ParamSlot exprSlot(const std::string &formula, SlotType type) {
+    ParamSlot slot;
+    slot.kind = ParamSlot::Kind::Expr;
+    slot.arg = formula;
+    slot.type = type;
+    return slot;
+  }
+};
+
+/// Where axis `axis` of a 4-D attention operand lives in a kernel tensor:
+/// an axis of the input, or a unit axis that tensor.expand_shape inserted
+/// (MQA's single key/value head).
+struct OperandAxis {
+  int input = -1; ///< kernel input index
+  int64_t axis = -1; ///< -1: a unit axis (size 1, stride 0)
+};
+
+/// Maps the axes of `value` (Q, K, V or the sink) to a kernel input, or
+/// fails with a message.
+llvm::Expected<llvm::SmallVector<OperandAxis>>
+mapOperandAxes(Value value, KernelOp kernel, llvm::StringRef what) {
+  auto inputIndex = [&](Value v) -> int {
+    auto arg = dyn_cast<BlockArgument>(v);
+    if (!arg || arg.getOwner() != &kernel.getEntryBlock())
+      return -1;
+    int64_t i = static_cast<int64_t>(arg.getArgNumber()) - kernel.getNumDims();
+    return i >= 0 && i < kernel.getNumInputs() ? static_cast<int>(i) : -1;
+  };
+  int64_t rank = cast<RankedTensorType>(value.getType()).getRank();
+  llvm::SmallVector<OperandAxis> axes(rank);
+  if (int input = inputIndex(value); input >= 0) {
+    for (int64_t d = 0; d < rank; ++d)
+      axes[d] = {input, d};
+    return axes;
+  }
+  if (auto expand = value.getDefiningOp<tensor::ExpandShapeOp>()) {
+    int input = inputIndex(expand.getSrc());
+    if (input >= 0) {
+      auto resultType = expand.getResultType();
+      bool ok = true;
+      for (auto [source, group] :
+           llvm::enumerate(expand.getReassociationIndices())) {
+        int nonUnit = 0;
+        for (int64_t d : group) {
+          if (group.size() > 1 && resultType.getDimSize(d) == 1) {
+            axes[d] = {input, -1};
+          } else {
+            axes[d] = {input, static_cast<int64_t>(source)};
+            ++nonUnit;
+          }
+        }
+        ok &= nonUnit == 1;
+      }
+      if (ok)
+        return axes;
+    }
+  }
+  return llvm::createStringError(
+      (what + " of the attention is computed in the kernel, not read from an "
+              "input; the GPU backend needs it to be an input (or an input "
+              "with unit axes inserted)")
+          .str());
+}
+
+SlotType toSlotType(GpuKernelParam::Kind kind) {
+  switch (kind) {
+  case GpuKernelParam::Kind::Pointer:
+    return SlotType::Ptr;
+  case GpuKernelParam::Kind::I32:
+    return SlotType::I32;
+  case GpuKernelParam::Kind::I64:
+    return SlotType::I64;
+  case GpuKernelParam::Kind::F32:
+    return SlotType::F32;
+  case GpuKernelParam::Kind::F64:
+    return SlotType::F64;
+  }
+  return SlotType::I64;
+}
+
+/// Runs `pass` on the kernels of `module`; remarks go to the handler.
+LogicalResult runOnKernels(ModuleOp module, std::unique_ptr<Pass> pass) {
+  PassManager pm(module.getContext());
+  pm.addNestedPass<KernelOp>(std::move(pass));
+  return pm.run(module);
+}
+
+/// The decode entries of flash-decoding beside the attention entry `main`
+/// (whose params they share but for the workspace and the split count):
+/// launches whose packed rows per key/value head, R = M·H/G, fit
+/// kMaxDecodeRowTiles tiles of 16 run the split-key kernel and its merge,
+/// the others `main`. The formulas name the dims of the spec (B, H, G, M, N
+/// stand for whatever Q and K's axes are).
+void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
+                      const GpuKernelArtifact &artifact, const std::string &b,
+                      const std::string &h, const std::string &g,
+                      const std::string &m, const std::string &n) {
+  using mlir::attn::kDecodeRows;
+  auto paren = [](const std::string &x) { return "(" + x + ")"; };
+  // R G and 64 G: R <= 64 without a division by G.
+  std::string rowsTimesG = paren(m) + "*" + paren(h);
+  std::string limitTimesG =
+      std::to_string(kMaxDecodeRowTiles * kDecodeRows) + "*" + paren(g);
+  std::string rowTiles = "cdiv(" + rowsTimesG + ", " +
+                         std::to_string(kDecodeRows) + "*" + paren(g) + ")";
+  // Splits: at most kDecodeMaxCtas CTAs in all, each split at least
+  // kDecodeMinSplitKeys keys long, at least one split.
+  std::string ctasPerSplit =
+      "max(1, " + paren(b) + "*" + paren(g) + "*" + rowTiles + ")";
+  std::string splits =
+      "max(1, min(cdiv(" + n + ", " + std::to_string(kDecodeMinSplitKeys) +
+      "), " + std::to_string(kDecodeMaxCtas) + "/" + ctasPerSplit + "))";
+  manifest.workspaces.push_back(
+      {"partials",
+       paren(b) + "*" + paren(g) + "*" + splits + "*" + rowTiles + "*" +
+           std::to_string(kDecodeRows * 4 * (artifact.valueDim + 1))});
+
+  ParamSlot workspace;
+  workspace.kind = ParamSlot::Kind::Workspace;
+  workspace.arg = "partials";
+  workspace.type = SlotType::Ptr;
+  ParamSlot splitCount;
+  splitCount.kind = ParamSlot::Kind::Expr;
+  splitCount.arg = splits;
+  splitCount.type = SlotType::I32;
+
+  // The decode kernel evaluates its tile classes itself.
+  ParamSlot noTiles;
+  noTiles.kind = ParamSlot::Kind::Const;
+  noTiles.type = SlotType::I64;
+  EntrySpec decode = main, merge = main;
+  main.when = rowsTimesG + " > " + limitTimesG;
+  decode.name = "attn_decode";
+  decode.module = "attn_decode";
+  decode.function = artifact.decode->kernelName;
+  decode.when = rowsTimesG + " <= " + limitTimesG;
+  decode.grid = {splits + "*" + rowTiles, g, b};
+  decode.block[0] = mlir::attn::kDecodeThreads;
+  decode.sharedBytes = artifact.decode->sharedMemoryBytes;
+  auto at = [](mlir::attn::FixedParam param) {
+    return static_cast<unsigned>(param);
+  };
+  decode.params[at(mlir::attn::FixedParam::Partials)] = workspace;
+  decode.params[at(mlir::attn::FixedParam::Splits)] = splitCount;
+  decode.params[at(mlir::attn::FixedParam::Tiles)] = noTiles;
+  merge.name = "attn_decode_merge";
+  merge.function = artifact.decode->mergeKernelName;
+  merge.when = decode.when;
+  merge.grid = {rowTiles, g, b};
+  merge.block[0] = mlir::attn::kMergeThreads;
+  merge.sharedBytes = 0;
+  merge.module = decode.module;
+  merge.params = decode.params;
+  manifest.entries.push_back(std::move(main));
+  manifest.entries.push_back(std::move(decode));
+  manifest.entries.push_back(std::move(merge));
+}
+
+} // namespace
+
+namespace attn {
+
+bool isGpuTarget(llvm::StringRef target) {
+  return target.starts_with("sm_");
+}
+
+llvm::Expected<std::string>
+fixDimsInSource(llvm::StringRef text, const llvm::StringMap<int64_t> &sizes,
+                llvm::StringRef what) {
+  llvm::StringMap<bool> used;
+  std::string result;
+  bool done = false;
+  while (!text.empty()) {
+    auto [line, rest] = text.split('\n');
+    bool hadNewline = text.size() > line.size();
+    text = rest;
+    llvm::StringRef trimmed = line.ltrim();
+    if (done || !trimmed.starts_with("dims") ||
+        (trimmed.size() > 4 && !llvm::isSpace(trimmed[4]))) {
+      result += line.str();
+      if (hadNewline)
+        result += '\n';
+      continue;
+    }
+    done = true;
+    auto [code, comment] = line.split("//");
+    llvm::StringRef indent = line.take_front(line.size() - trimmed.size());
+    llvm::SmallVector<llvm::StringRef> items;
+    code.ltrim().drop_front(4).split(items, ',');
+    std::string rewritten = indent.str() + "dims  ";
+    for (auto [i, item] : llvm::enumerate(items)) {
+      llvm::StringRef name = item.split('=').first.trim();
+      std::string entry = item.trim().str();
+      auto it = sizes.find(name);
+      if (it != sizes.end()) {
+        if (item.contains('='))
+          return llvm::createStringError(
+              what + ": dim '" + name + "' is already fixed by the spec");
+        entry = (name + " = " + llvm::Twine(it->second)).str();
+        used[name] = true;
+      }
+      rewritten += (i ? ", " : "") + entry;
+    }
+    result += rewritten;
+    if (line.size() > code.size())
+      result += "  //" + comment.str();
+    if (hadNewline)
+      result += '\n';
+  }
+  for (const auto &entry : sizes)
+    if (!used.count(entry.getKey()))
+      return llvm::createStringError(what + ": the spec has no dim '" +
+                                     entry.getKey() + "'");
+  return result;
+}
+
+std::vector<std::string>
+describeGpuPackageOptions(const GpuPackageOptions &options) {
+  return {"target=" + options.target, "producer=" + options.producer,
+          "decode=" + std::to_string(options.decode)};
+}
+
+llvm::Expected<PackageWriter>
+buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
+  KernelOp kernel = *module.getOps<KernelOp>().begin();
+  std::string kernelName = kernel.getSymName().str();
+  auto unsupported = [&](const llvm::Twine &what) {
+    return makeError("kernel '" + kernelName + "': " + what +
+                     " is not supported by the GPU backend yet");
+  };
+
+  auto notRaised = [&] {
+    return makeError("kernel '" + kernelName +
+                     "': the cascade is not raised (see remark), so the GPU "
+                     "backend cannot compile it");
+  };
+  if (failed(runOnKernels(module, mlir::attn::createAttnRaise())))
+    return makeError("attn-raise failed");
+  // Masks that read tensors get a tile_class over per-tile summaries of
+  // them, which prologue kernels compute before the attention. The GPU
+  // kernels classify at most 128 query rows against 64 keys at a time:
+  // ranges of at most 4 summary tiles of 64, which one sparse-table level
+  // covers (each further level would cost a prologue kernel and a larger
+  // tile class).
+  mlir::attn::AttnAnalyzeMaskOptions analysis;
+  analysis.summaryLevels = 1;
+  if (failed(runOnKernels(module,
+                          mlir::attn::createAttnAnalyzeMask(analysis))))
+    return makeError("attn-analyze-mask failed");
+  kernel = *module.getOps<KernelOp>().begin();
+
+  // The kernel body must be scalars, expand_shapes, einsums whose results
+  // the attention reads (its prologue) and one attention.
+  mlir::attn::AttentionOp attention;
+  for (Operation &op : kernel.getEntryBlock()) {
+    if (auto found = dyn_cast<mlir::attn::AttentionOp>(op)) {
+      if (attention)
+        return unsupported("more than one attention in a kernel");
+      attention = found;
+      continue;
+    }
+    if (isa<tensor::ExpandShapeOp>(op) || op.hasTrait<OpTrait::IsTerminator>())
+      continue;
+    if (isa<EinsumOp>(op) && !attention)
+      continue;
+    auto isTensor = [](Type t) { return isa<ShapedType>(t); };
+    if (llvm::any_of(op.getOperandTypes(), isTensor) ||
+        llvm::any_of(op.getResultTypes(), isTensor)) {
+      if (!llvm::any_of(kernel.getEntryBlock(), [](Operation &o) {
+            return isa<mlir::attn::AttentionOp>(o);
+          }))
+        return notRaised();
+      return unsupported(llvm::Twine("a tensor computed outside the "
+                                     "attention ('") +
+                         op.getName().getStringRef() + "')");
+    }
+  }
+  if (!attention)
+    return notRaised();
+
+  // Outputs: O (and LSE) of the attention, as the spec declares them.
+  auto returnOp = kernel.getEntryBlock().getTerminator();
+  int oOutput = -1, lseOutput = -1;
+  for (auto [i, value] : llvm::enumerate(returnOp->getOperands())) {
+    if (value == attention.getOutput())
+      oOutput = i;
+    else if (attention.getLse() && value == attention.getLse())
+      lseOutput = i;
+    else
+      return unsupported("an output that is not the attention's O or LSE");
+  }
+  if (oOutput < 0 || (attention.getLse() && lseOutput < 0))
+    return unsupported("an attention whose O is not an output");
+  GpuOptions gpuOptions;
+  gpuOptions.chip = options.target;
+  gpuOptions.decode =
+      options.decode && mlir::attn::supportsGpuDecode(attention);
+  DType oType = getOutputDType(kernel, oOutput);
+  if (oType != DType::F32 && oType != DType::BF16 && oType != DType::F16)
+    return unsupported("an O of type " + std::string(dtypeName(oType)));
+  gpuOptions.outputElementType = std::string(dtypeName(oType));
+  if (lseOutput >= 0 && getOutputDType(kernel, lseOutput) != DType::F32)
+    return unsupported("an LSE output that is not f32");
+
+  unsigned numInputs = kernel.getNumInputs();
+  auto q = mapOperandAxes(attention.getQuery(), kernel, "Q");
+  if (!q)
+    return q.takeError();
+  auto k = mapOperandAxes(attention.getKey(), kernel, "K");
+  if (!k)
+    return k.takeError();
+  auto v = mapOperandAxes(attention.getValue(), kernel, "V");
+  if (!v)
+    return v.takeError();
+  std::vector<EinsumOp> prologueEinsums =
+      mlir::attn::getPrologueEinsums(attention);
+  auto buffers = PrologueBuffer::describe(prologueEinsums, kernel);
+  if (!buffers)
+    return buffers.takeError();
+  // The sink logits: an input, or the buffer of a prologue einsum.
+  llvm::SmallVector<OperandAxis> sink;
+  const PrologueBuffer *sinkBuffer = nullptr;
+  if (Value sinkValue = attention.getSink()) {
+    auto einsum = llvm::find(prologueEinsums, sinkValue.getDefiningOp());
+    if (einsum != prologueEinsums.end()) {
+      sinkBuffer = &(*buffers)[einsum - prologueEinsums.begin()];
+      if (sinkBuffer->strides.size() != 3)
+        return unsupported("sink logits computed with other than 3 axes");
+    } else {
+      auto s = mapOperandAxes(sinkValue, kernel, "the sink logits");
+      if (!s)
+        return unsupported("sink logits computed in the kernel other than "
+                           "by an einsum");
+      sink = std::move(*s);
+    }
+  }
+
+  // The scale: a constant once the dims it reads are fixed, or a param.
+  std::optional<double> scale = evaluateScalar(attention.getScale(), kernel);
+  int scaleParam = -1;
+  if (!scale) {
+    auto arg = dyn_cast<BlockArgument>(attention.getScale());
+    unsigned firstParam = kernel.getNumDims() + numInputs;
+    if (!arg || arg.getOwner() != &kernel.getEntryBlock() ||
+        arg.getArgNumber() < firstParam)
+      return makeError("kernel '" + kernelName +
+                       "': the scale is computed from symbolic dims; fix "
+                       "them with " +
+                       options.shapeOption + " (e.g. " + options.shapeExample +
+                       ") so that it is a constant");
+    scaleParam = arg.getArgNumber() - firstParam;
+  }
+
+  llvm::Expected<GpuKernelArtifact> artifact =
+      compileAttentionForGpu(attention, gpuOptions);
+  if (!artifact) {
+    std::string message = llvm::toString(artifact.takeError());
+    if (message.find("must be static") != std::string::npos)
+      message += " (fix them with " + options.shapeOption + ", e.g. " +
+                 options.shapeExample + ")";
+    return makeError(message);
+  }
+
+  // The manifest: the kernel's signature as the spec declares it.
+  llvm::Expected<KernelSignature> declared = KernelSignature::read(kernel);
+  if (!declared)
+    return declared.takeError();
+  PackageManifest manifest;
+  manifest.name = kernelName;
+  manifest.target = options.target;
+  manifest.producer = options.producer;
+  for (const KernelDim &dim : declared->dims)
+    manifest.dims.push_back({dim.name, dim.size});
+  auto toAxes = [](const KernelTensor &tensor) {
+    std::vector<AxisSpec> axes;
+    for (const KernelAxis &axis : tensor.axes)
+      axes.push_back(axis.isDim() ? AxisSpec::ofDim(axis.dim)
+                                  : AxisSpec::ofSize(axis.size));
+    return axes;
+  };
+  auto axesOf = [&](unsigned tensor) {
+    return toAxes(tensor < numInputs
+                      ? declared->inputs[tensor]
+                      : declared->outputs[tensor - numInputs]);
+  };
+  auto inputName = [&](int i) { return declared->inputs[i].name; };
+  auto outputName = [&](int i) { return declared->outputs[i].name; };
+  for (auto [i, input] : llvm::enumerate(declared->inputs)) {
+    ArgSpec arg;
+    arg.name = input.name;
+    arg.kind = ArgKind::Input;
+    arg.dtype = input.dtype;
+    arg.axes = toAxes(input);
+    // Q, K, V: rows read with 16-byte vector loads; other tensors (sinks,
+    // mask inputs) are read through their strides.
+    bool isQkv = (*q)[0].input == static_cast<int>(i) ||
+                 (*k)[0].input == static_cast<int>(i) ||
+                 (*v)[0].input == static_cast<int>(i);
+    arg.layout = isQkv ? Layout::InnerContiguous : Layout::Strided;
+    arg.alignment = isQkv ? 16 : 0;
+    manifest.args.push_back(arg);
+  }
+  for (const KernelParam &param : declared->params) {
+    ArgSpec arg;
+    arg.name = param.name;
+    arg.kind = ArgKind::Param;
+    arg.dtype = param.dtype;
+    arg.defaultValue = param.defaultValue;
+    manifest.args.push_back(arg);
+  }
+  for (const KernelTensor &output : declared->outputs) {
+    ArgSpec arg;
+    arg.name = output.name;
+    arg.kind = ArgKind::Output;
+    arg.dtype = output.dtype;
+    arg.axes = toAxes(output);
+    arg.layout = Layout::InnerContiguous;
+    manifest.args.push_back(arg);
+  }
+
+  // Launch geometry: grid [ceil(M/BM), H, B] over Q's axes.
+  auto axisFormula = [&](const OperandAxis &a) -> std::string {
+    if (a.axis < 0)
+      return "1";
+    AxisSpec spec = axesOf(a.input)[a.axis];
+    return spec.isDim() ? spec.dim : std::to_string(spec.size);
+  };
+  EntrySpec entry;
+  entry.name = "attn_fwd";
+  entry.function = artifact->kernelName;
+  entry.module = "attn";
+  entry.grid = {"ceil(" + axisFormula((*q)[2]) + "/" +
+                    std::to_string(artifact->blockM) + ")",
+                axisFormula((*q)[1]), axisFormula((*q)[0])};
+  for (int d = 0; d < 3; ++d)
+    entry.block[d] = artifact->blockDim[d];
+  entry.sharedBytes = artifact->dynamicSharedMemoryBytes;
+  // Query heads share key/value heads in groups of H / G.
+  std::string heads = axisFormula((*q)[1]), groups = axisFormula((*k)[1]);
+  if (heads != groups)
+    manifest.constraints.push_back(heads + " % " + groups + " == 0");
+  // Element reads of the mask and score_mod inside their tensors.
+  for (std::string &constraint :
+       getSubscriptConstraints(kernel, attention,
+                               {axisFormula((*q)[0]), heads,
+                                axisFormula((*q)[2]), axisFormula((*k)[2])}))
+    manifest.constraints.push_back(std::move(constraint));
+
+  auto tensorSlot = [](ParamSlot::Kind kind, const std::string &arg,
+                       int64_t axis, SlotType type) {
+    ParamSlot slot;
+    slot.kind = kind;
+    slot.arg = arg;
+    slot.axis = axis;
+    slot.type = type;
+    return slot;
+  };
+  auto constSlot = [](double value, SlotType type) {
+    ParamSlot slot;
+    slot.kind = ParamSlot::Kind::Const;
+    slot.value = value;
+    slot.type = type;
+    return slot;
+  };
+  /// Size or stride of axis `a` of an operand: a unit axis inserted by
+  /// expand_shape has size 1 and stride 0.
+  auto axisSlot = [&](const OperandAxis &a, bool stride, SlotType type) {
+    if (a.axis < 0)
+      return constSlot(stride ? 0 : 1, type);
+    return tensorSlot(stride ? ParamSlot::Kind::Stride : ParamSlot::Kind::Size,
+                      inputName(a.input), a.axis, type);
+  };
+  auto outputStride = [&](int output, int64_t axis) {
+    return tensorSlot(ParamSlot::Kind::Stride, outputName(output), axis,
+                      SlotType::I64);
+  };
+  const GpuKernelSignature &signature = artifact->signature;
+  // An absent tensor is a null pointer (eight zero bytes) with zero strides.
+  auto absent = [&] { return constSlot(0, SlotType::I64); };
+  auto pointerOf = [&](const llvm::SmallVector<OperandAxis> &axes) {
+    return tensorSlot(ParamSlot::Kind::Ptr, inputName(axes[0].input), 0,
+                      SlotType::Ptr);
+  };
+  auto sinkStride = [&](int axis) {
+    return sinkBuffer ? PrologueBuffer::exprSlot(sinkBuffer->strides[axis],
+                                                 SlotType::I64)
+           : !sink.empty() ? axisSlot(sink[axis], true, SlotType::I64)
+                           : absent();
+  };
+  auto lseStride = [&](int axis) {
+    return lseOutput >= 0 ? outputStride(lseOutput, axis) : absent();
+  };
+  using mlir::attn::FixedParam;
+  for (unsigned p = 0; p < mlir::attn::kNumFixedParams; ++p) {
+    ParamSlot slot;
+    switch (static_cast<FixedParam>(p)) {
+    case FixedParam::Q:
+      slot = pointerOf(*q);
+      break;
+    case FixedParam::K:
+      slot = pointerOf(*k);
+      break;
+    case FixedParam::V:
+      slot = pointerOf(*v);
+      break;
+    case FixedParam::O:
+      slot = tensorSlot(ParamSlot::Kind::Ptr, outputName(oOutput), 0,
+                        SlotType::Ptr);
+      break;
+    case FixedParam::Lse:
+      slot = lseOutput >= 0 ? tensorSlot(ParamSlot::Kind::Ptr,
+                                         outputName(lseOutput), 0,
+                                         SlotType::Ptr)
+                            : absent();
+      break;
+    case FixedParam::Sink:
+      slot = sinkBuffer      ? sinkBuffer->pointerSlot()
+             : !sink.empty() ? tensorSlot(ParamSlot::Kind::Ptr,
+                                          inputName(sink[0].input), 0,
+                                          SlotType::Ptr)
+                             : absent();
+      break;
+    case FixedParam::B:
+      slot = axisSlot((*q)[0], /*stride=*/false, SlotType::I32);
+      break;
+    case FixedParam::H:
+      slot = axisSlot((*q)[1], /*stride=*/false, SlotType::I32);
+      break;
+    case FixedParam::M:
+      slot = axisSlot((*q)[2], /*stride=*/false, SlotType::I32);
+      break;
+    case FixedParam::G:
+      slot = axisSlot((*k)[1], /*stride=*/false, SlotType::I32);
+      break;
+    case FixedParam::N:
+      slot = axisSlot((*k)[2], /*stride=*/false, SlotType::I32);
+      break;
+    case FixedParam::QStrideB:
+    case FixedParam::QStrideH:
+    case FixedParam::QStrideM:
+      slot = axisSlot((*q)[p - unsigned(FixedParam::QStrideB)], true,
+                      SlotType::I64);
+      break;
+    case FixedParam::KStrideB:
+    case FixedParam::KStrideG:
+    case FixedParam::KStrideN:
+      slot = axisSlot((*k)[p - unsigned(FixedParam::KStrideB)], true,
+                      SlotType::I64);
+      break;
+    case FixedParam::VStrideB:
+    case FixedParam::VStrideG:
+    case FixedParam::VStrideN:
+      slot = axisSlot((*v)[p - unsigned(FixedParam::VStrideB)], true,
+                      SlotType::I64);
+      break;
+    case FixedParam::OStrideB:
+    case FixedParam::OStrideH:
+    case FixedParam::OStrideM:
+      slot = outputStride(oOutput, p - unsigned(FixedParam::OStrideB));
+      break;
+    case FixedParam::LseStrideB:
+    case FixedParam::LseStrideH:
+      slot = lseStride(p - unsigned(FixedParam::LseStrideB));
+      break;
+    case FixedParam::SinkStrideB:
+    case FixedParam::SinkStrideH:
+    case FixedParam::SinkStrideM:
+      slot = sinkStride(p - unsigned(FixedParam::SinkStrideB));
+      break;
+    case FixedParam::Scale:
+      if (scale) {
+        slot = constSlot(*scale, SlotType::F32);
+      } else {
+        slot.kind = ParamSlot::Kind::Param;
+        slot.arg = cast<StringAttr>(kernel.getParamNames()[scaleParam])
+                       .getValue()
+                       .str();
+        slot.type = SlotType::F32;
+      }
+      break;
+    case FixedParam::Partials:
+      // The decode entries pass the workspace (addDecodeEntries).
+      slot = absent();
+      break;
+    case FixedParam::Splits:
+      slot = constSlot(0, SlotType::I32);
+      break;
+    case FixedParam::Tiles:
+      if (artifact->tileList) {
+        slot.kind = ParamSlot::Kind::Workspace;
+        slot.arg = "tiles";
+        slot.type = SlotType::Ptr;
+      } else {
+        slot = absent();
+      }
+      break;
+    }
+    entry.params.push_back(slot);
+  }
+  /// The slots of the values a kernel's code reads from above.
+  auto appendCaptureSlots = [&](const GpuKernelSignature &kernelSignature,
+                                std::vector<ParamSlot> &params) -> llvm::Error {
+    for (const GpuCapture &capture : kernelSignature.captures) {
+      llvm::StringRef source = capture.source;
+      SlotType type =
+          toSlotType(kernelSignature.params[capture.firstParam].kind);
+      bool isDim = source.consume_front("dim:");
+      if (isDim || source.consume_front("param:")) {
+        ParamSlot slot;
+        slot.kind = isDim ? ParamSlot::Kind::Dim : ParamSlot::Kind::Param;
+        slot.arg = source.str();
+        slot.type = type;
+        params.push_back(slot);
+      } else if (source.consume_front("input:")) {
+        params.push_back(
+            tensorSlot(ParamSlot::Kind::Ptr, source.str(), 0, SlotType::Ptr));
+        for (int64_t d = 0; d < capture.rank; ++d)
+          params.push_back(tensorSlot(ParamSlot::Kind::Size, source.str(), d,
+                                      SlotType::I64));
+        for (int64_t d = 0; d < capture.rank; ++d)
+          params.push_back(tensorSlot(ParamSlot::Kind::Stride, source.str(), d,
+                                      SlotType::I64));
+      } else if (unsigned k; source.consume_front("einsum:") &&
+                             !source.getAsInteger(10, k) &&
+                             k < buffers->size()) {
+        params.push_back((*buffers)[k].pointerSlot());
+      } else {
+        return unsupported("a mask or score_mod that reads a value computed "
+                           "in the kernel ('" +
+                           source + "')");
+      }
+    }
+    return llvm::Error::success();
+  };
+  if (llvm::Error error = appendCaptureSlots(signature, entry.params))
+    return std::move(error);
+
+  // The prologue: one entry per kernel, before the attention's, and one
+  // workspace per einsum.
+  if (artifact->prologue) {
+    for (const PrologueBuffer &buffer : *buffers)
+      manifest.workspaces.push_back({buffer.workspace, "4*" + buffer.elements});
+    for (const auto &kernelInfo : artifact->prologue->kernels) {
+      EntrySpec prologue;
+      prologue.name = kernelInfo.name;
+      prologue.function = kernelInfo.name;
+      prologue.module = "attn_prologue";
+      std::string blocks;
+      std::set<std::string> counts;
+      for (unsigned k : kernelInfo.einsums) {
+        int64_t perBlock =
+            mlir::attn::getPrologueElementsPerBlock(prologueEinsums[k]);
+        std::string count = perBlock == 1
+                                ? (*buffers)[k].elements
+                                : "cdiv(" + (*buffers)[k].elements + ", " +
+                                      std::to_string(perBlock) + ")";
+        if (counts.insert(count).second)
+          blocks =
+              blocks.empty() ? count : "max(" + blocks + ", " + count + ")";
+        prologue.params.push_back((*buffers)[k].pointerSlot());
+      }
+      prologue.grid = {blocks, "1", "1"};
+      prologue.block[0] = mlir::attn::kPrologueThreads;
+      if (llvm::Error error =
+              appendCaptureSlots(kernelInfo.signature, prologue.params))
+        return std::move(error);
+      manifest.entries.push_back(std::move(prologue));
+    }
+  }
+  EntrySpec tiles = entry;
+  if (artifact->decode)
+    addDecodeEntries(manifest, entry, *artifact, axisFormula((*q)[0]), heads,
+                     groups, axisFormula((*q)[2]), axisFormula((*k)[2]));
+  else
+    manifest.entries.push_back(std::move(entry));
+
+  // The lists of live key blocks, written just before the attention kernel
+  // reads them and under the same condition.
+  if (const auto &tileList = artifact->tileList) {
+    std::string b = axisFormula((*q)[0]), m = axisFormula((*q)[2]),
+                n = axisFormula((*k)[2]);
+    std::string listHeads = tileList->perHead ? "(" + heads + ")" : "1";
+    std::string headFactor = tileList->perHead ? listHeads + "*" : "";
+    std::string mTiles =
+        "cdiv(" + m + ", " + std::to_string(tileList->blockM) + ")";
+    manifest.workspaces.push_back(
+        {"tiles", "4*(" + b + ")*" + headFactor + mTiles + "*(cdiv(" + n +
+                      ", " + std::to_string(tileList->blockN) + ") + 1)"});
+    tiles.name = "attn_tiles";
+    tiles.function = tileList->kernelName;
+    tiles.grid = {mTiles, listHeads, b};
+    tiles.block[0] = 32;
+    tiles.sharedBytes = 0;
+    auto attention = llvm::find_if(manifest.entries, [&](const EntrySpec &e) {
+      return e.function == artifact->kernelName;
+    });
+    tiles.when = attention->when;
+    manifest.entries.insert(attention, std::move(tiles));
+  }
+
+  PackageWriter writer(std::move(manifest));
+  writer.addModule("attn", ModuleFormat::Ptx, artifact->ptx);
+  if (artifact->decode)
+    writer.addModule("attn_decode", ModuleFormat::Ptx, artifact->decode->ptx);
+  if (artifact->prologue)
+    writer.addModule("attn_prologue", ModuleFormat::Ptx,
+                     artifact->prologue->ptx);
+  return writer;
+}
+
+} // namespace attn

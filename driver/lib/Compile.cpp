@@ -1,0 +1,134 @@
+//===- Compile.cpp - A kernel compiled for a target, through the cache ----===//
+
+#include "attn/Driver/Compile.h"
+#include "attn/Driver/ArtifactCache.h"
+#include "attn/Driver/CacheKey.h"
+
+#include <chrono>
+
+using namespace attn;
+
+namespace {
+
+double secondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+/// The cache of `options`, if any, and the key of the `kind` artifact of
+/// `module` in it.
+struct CacheSlot {
+  std::optional<ArtifactCache> cache;
+  CacheKey key{};
+  ArtifactKind kind;
+
+  CacheSlot(const CacheOptions &options, mlir::ModuleOp module,
+            ArtifactKind kind, llvm::ArrayRef<std::string> fields)
+      : kind(kind) {
+    if (!options.directory)
+      return;
+    cache.emplace(*options.directory);
+    key = computeCacheKey(module, kind, fields);
+  }
+
+  std::optional<CachedArtifact> lookup(std::vector<std::string> &warnings) {
+    if (!cache)
+      return std::nullopt;
+    std::string warning;
+    std::optional<CachedArtifact> entry = cache->lookup(key, kind, warning);
+    if (!warning.empty())
+      warnings.push_back(warning + "; rebuilding it");
+    return entry;
+  }
+
+  /// A cache that cannot be written costs the next run a compile, nothing
+  /// more: a warning, not an error.
+  void store(llvm::StringRef payload, uint32_t flags,
+             std::vector<std::string> &warnings) {
+    if (!cache)
+      return;
+    if (llvm::Error error = cache->store(key, kind, payload, flags))
+      warnings.push_back("cannot write the artifact cache: " +
+                         llvm::toString(std::move(error)));
+  }
+};
+
+} // namespace
+
+CacheOptions CacheOptions::standard(bool disabled) {
+  CacheOptions options;
+  if (!disabled)
+    options.directory = ArtifactCache::getDefaultDirectory();
+  return options;
+}
+
+llvm::Expected<CpuKernelObject>
+attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
+                       const CpuKernelOptions &options,
+                       const CacheOptions &cache) {
+  // On a hit nothing below the lookup runs: the key needs only the module
+  // as written.
+  auto start = std::chrono::steady_clock::now();
+  llvm::Expected<KernelSignature> signature = KernelSignature::read(module);
+  if (!signature)
+    return signature.takeError();
+  CacheSlot slot(cache, module, ArtifactKind::CpuObject,
+                 describeCpuCompile(target, options));
+  std::vector<std::string> warnings;
+  if (std::optional<CachedArtifact> entry = slot.lookup(warnings)) {
+    CpuKernelObject result;
+    result.signature = std::move(*signature);
+    result.object = std::move(entry->payload);
+    result.flags = entry->flags;
+    result.stats.cacheHit = true;
+    result.stats.warnings = std::move(warnings);
+    result.stats.loadSeconds = secondsSince(start);
+    return result;
+  }
+  double lookupSeconds = secondsSince(start);
+
+  llvm::Expected<CpuKernelObject> result =
+      compileCpuKernelObject(module, target, options);
+  if (!result)
+    return result.takeError();
+  start = std::chrono::steady_clock::now();
+  slot.store(result->object->getBuffer(), result->flags, warnings);
+  result->stats.loadSeconds += lookupSeconds + secondsSince(start);
+  warnings.insert(warnings.end(), result->stats.warnings.begin(),
+                  result->stats.warnings.end());
+  result->stats.warnings = std::move(warnings);
+  return result;
+}
+
+llvm::Expected<std::unique_ptr<CpuKernel>>
+attn::compileCpuKernel(mlir::ModuleOp module, const CpuKernelOptions &options,
+                       const CacheOptions &cache) {
+  llvm::Expected<CpuTarget> host = getHostCpuTarget();
+  if (!host)
+    return host.takeError();
+  llvm::Expected<CpuKernelObject> object =
+      compileCpuObject(module, *host, options, cache);
+  if (!object)
+    return object.takeError();
+  return CpuKernel::load(std::move(*object), options.threads);
+}
+
+llvm::Expected<GpuPackageArtifact>
+attn::compileGpuPackage(mlir::ModuleOp module, const GpuPackageOptions &options,
+                        const CacheOptions &cache) {
+  CacheSlot slot(cache, module, ArtifactKind::GpuPackage,
+                 describeGpuPackageOptions(options));
+  GpuPackageArtifact artifact;
+  if (std::optional<CachedArtifact> entry = slot.lookup(artifact.warnings)) {
+    artifact.bytes = entry->payload->getBuffer().str();
+    artifact.cacheHit = true;
+    return artifact;
+  }
+  llvm::Expected<PackageWriter> writer = buildGpuPackage(module, options);
+  if (!writer)
+    return writer.takeError();
+  if (Status status = writer->serialize(artifact.bytes))
+    return llvm::createStringError(status.getMessage());
+  slot.store(artifact.bytes, /*flags=*/0, artifact.warnings);
+  return artifact;
+}
