@@ -1,0 +1,331 @@
+//===- Normalizer.cpp - One definition of each attention normalizer -------===//
+//
+// The formulas, once (see Normalizer.h):
+//
+//   softmax    state (m, l): m = max of kept s, l = sum exp(s - m)
+//              block: m' = max(m, max_block s), alpha = exp(m - m'),
+//                     p = exp(s - m'), l' = alpha l + sum p, O' = alpha O + P V
+//              merge: m = max(m1, m2), l = e^(m1 - m) l1 + e^(m2 - m) l2
+//              final: O / l, LSE = m + log l; with a sink logit z,
+//                     t = max(m, z): O e^(m - t) / (l e^(m - t) + e^(z - t))
+//   normalize  state (l, k): l = sum of kept s, k = number kept; p = s;
+//              final: O / l
+//   none       no state; p = s, O as accumulated
+//
+// A row that kept nothing gets factor 0 and LSE -inf. While a softmax row's
+// max is -inf its weights subtract 0 instead, so that exp(-inf - -inf)
+// never makes a NaN.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attn/Normalizer/Normalizer.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/BuiltinAttributes.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+static constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+NormalizerDefinition::NormalizerDefinition(Normalizer normalizer, bool hasSink,
+                                           NormalizerMath math)
+    : normalizer(normalizer), sink(hasSink), math(std::move(math)) {
+  assert((!hasSink || normalizer == Normalizer::Softmax) &&
+         "only softmax has a sink logit");
+}
+
+//===----------------------------------------------------------------------===//
+// Primitives, through the backend's hooks.
+//===----------------------------------------------------------------------===//
+
+Value NormalizerDefinition::constant(OpBuilder &b, Location loc, Type type,
+                                     double value) const {
+  if (auto shaped = dyn_cast<ShapedType>(type))
+    return arith::ConstantOp::create(
+        b, loc,
+        DenseElementsAttr::get(shaped,
+                               FloatAttr::get(shaped.getElementType(), value)));
+  return arith::ConstantOp::create(b, loc, FloatAttr::get(type, value));
+}
+
+Value NormalizerDefinition::exp(OpBuilder &b, Location loc, Value x) const {
+  if (math.exp)
+    return math.exp(b, loc, x);
+  if (math.base == NormalizerMath::Base::Two)
+    return math::Exp2Op::create(b, loc, x);
+  return math::ExpOp::create(b, loc, x);
+}
+
+Value NormalizerDefinition::expOfDifference(OpBuilder &b, Location loc, Value x,
+                                            Value y) const {
+  Value difference = arith::SubFOp::create(b, loc, x, y);
+  if (math.base == NormalizerMath::Base::Natural)
+    return exp(b, loc, difference);
+  return exp(b, loc,
+             arith::MulFOp::create(b, loc, difference,
+                                   constant(b, loc, x.getType(), M_LOG2E)));
+}
+
+Value NormalizerDefinition::expShifted(OpBuilder &b, Location loc, Value x,
+                                       const BlockShift &shift) const {
+  if (math.base == NormalizerMath::Base::Natural)
+    return exp(b, loc, arith::SubFOp::create(b, loc, x, shift.shift));
+  // 2^(x log2 e - max log2 e), in one fma per score.
+  return exp(b, loc,
+             fma(b, loc, x, constant(b, loc, x.getType(), M_LOG2E),
+                 shift.negatedShift));
+}
+
+Value NormalizerDefinition::log(OpBuilder &b, Location loc, Value x) const {
+  if (math.base == NormalizerMath::Base::Natural)
+    return math.log ? math.log(b, loc, x) : math::LogOp::create(b, loc, x);
+  Value log2 = math.log ? math.log(b, loc, x) : math::Log2Op::create(b, loc, x);
+  return arith::MulFOp::create(b, loc, log2,
+                               constant(b, loc, x.getType(), M_LN2));
+}
+
+Value NormalizerDefinition::fma(OpBuilder &b, Location loc, Value x, Value y,
+                                Value z) const {
+  if (math.fma)
+    return math.fma(b, loc, x, y, z);
+  return math::FmaOp::create(b, loc, x, y, z);
+}
+
+Value NormalizerDefinition::maxOf(OpBuilder &b, Location loc, Value x,
+                                  Value y) const {
+  if (math.max)
+    return math.max(b, loc, x, y);
+  return arith::MaximumFOp::create(b, loc, x, y);
+}
+
+Value NormalizerDefinition::usableMax(OpBuilder &b, Location loc,
+                                      Value max) const {
+  Type type = max.getType();
+  Value empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, max,
+                                      constant(b, loc, type, kNegInf));
+  return arith::SelectOp::create(b, loc, empty, constant(b, loc, type, 0.0),
+                                 max);
+}
+
+//===----------------------------------------------------------------------===//
+// State and block update.
+//===----------------------------------------------------------------------===//
+
+NormalizerState NormalizerDefinition::getInitialState(OpBuilder &b,
+                                                      Location loc, Type type,
+                                                      Value sinkLogit) const {
+  assert((!sinkLogit || sink) && "only a sink logit seeds the max");
+  NormalizerState state;
+  if (hasMax())
+    state.max = sinkLogit ? sinkLogit : constant(b, loc, type, kNegInf);
+  if (hasSum())
+    state.sum = constant(b, loc, type, 0.0);
+  if (hasKeptCount())
+    state.keptCount = constant(b, loc, type, 0.0);
+  return state;
+}
+
+SmallVector<Value>
+NormalizerDefinition::flattenState(const NormalizerState &state) const {
+  SmallVector<Value> fields;
+  if (hasMax())
+    fields.push_back(state.max);
+  if (hasSum())
+    fields.push_back(state.sum);
+  if (hasKeptCount())
+    fields.push_back(state.keptCount);
+  return fields;
+}
+
+NormalizerState NormalizerDefinition::unflattenState(ValueRange fields) const {
+  NormalizerState state;
+  auto take = [&](Value &field) {
+    field = fields.front();
+    fields = fields.drop_front();
+  };
+  if (hasMax())
+    take(state.max);
+  if (hasSum())
+    take(state.sum);
+  if (hasKeptCount())
+    take(state.keptCount);
+  assert(fields.empty() && "more fields than the normalizer's state has");
+  return state;
+}
+
+Value NormalizerDefinition::getAbsentScore(OpBuilder &b, Location loc,
+                                           Type type) const {
+  return constant(b, loc, type, hasMax() ? kNegInf : 0.0);
+}
+
+BlockShift NormalizerDefinition::shiftFor(OpBuilder &b, Location loc,
+                                          Value max) const {
+  if (!hasMax())
+    return {};
+  BlockShift shift;
+  shift.max = max;
+  shift.shift = usableMax(b, loc, max);
+  if (math.base == NormalizerMath::Base::Natural)
+    return shift;
+  shift.shift = arith::MulFOp::create(b, loc, shift.shift,
+                                      constant(b, loc, max.getType(), M_LOG2E));
+  shift.negatedShift = arith::NegFOp::create(b, loc, shift.shift);
+  return shift;
+}
+
+BlockShift NormalizerDefinition::beginBlock(OpBuilder &b, Location loc,
+                                            const NormalizerState &state,
+                                            Value blockMax) const {
+  if (!hasMax())
+    return {};
+  if (math.maxAcrossLanes)
+    blockMax = math.maxAcrossLanes(b, loc, blockMax);
+  BlockShift shift = shiftFor(b, loc, maxOf(b, loc, state.max, blockMax));
+  if (math.base == NormalizerMath::Base::Natural) {
+    shift.alpha = expShifted(b, loc, state.max, shift);
+    return shift;
+  }
+  // alpha, once per block, as a product and a difference (the form the
+  // NVPTX kernels were tuned with); the many weights take one fma each.
+  Value scaledMax = arith::MulFOp::create(
+      b, loc, state.max, constant(b, loc, state.max.getType(), M_LOG2E));
+  shift.alpha =
+      exp(b, loc, arith::SubFOp::create(b, loc, scaledMax, shift.shift));
+  return shift;
+}
+
+Value NormalizerDefinition::weight(OpBuilder &b, Location loc,
+                                   const BlockShift &shift, Value score) const {
+  if (!hasMax())
+    return score;
+  return expShifted(b, loc, score, shift);
+}
+
+Value NormalizerDefinition::rescale(OpBuilder &b, Location loc,
+                                    Value accumulated,
+                                    const BlockShift &shift) const {
+  if (!shift.alpha)
+    return accumulated;
+  return arith::MulFOp::create(b, loc, accumulated, shift.alpha);
+}
+
+Value NormalizerDefinition::accumulate(OpBuilder &b, Location loc, Value sum,
+                                       Value weight) const {
+  return arith::AddFOp::create(b, loc, sum, weight);
+}
+
+Value NormalizerDefinition::countKept(OpBuilder &b, Location loc, Value count,
+                                      Value keep) const {
+  return arith::AddFOp::create(
+      b, loc, count, arith::UIToFPOp::create(b, loc, count.getType(), keep));
+}
+
+NormalizerState NormalizerDefinition::endBlock(const BlockShift &shift,
+                                               Value sum,
+                                               Value keptCount) const {
+  NormalizerState next;
+  next.max = shift.max;
+  next.sum = sum;
+  next.keptCount = keptCount;
+  return next;
+}
+
+NormalizerState
+NormalizerDefinition::combineLanes(OpBuilder &b, Location loc,
+                                   const NormalizerState &state) const {
+  if (!math.sumAcrossLanes)
+    return state;
+  NormalizerState combined = state;
+  if (hasSum())
+    combined.sum = math.sumAcrossLanes(b, loc, state.sum);
+  if (hasKeptCount())
+    combined.keptCount = math.sumAcrossLanes(b, loc, state.keptCount);
+  return combined;
+}
+
+//===----------------------------------------------------------------------===//
+// Merge of partial states.
+//===----------------------------------------------------------------------===//
+
+Value NormalizerDefinition::getMergeShift(OpBuilder &b, Location loc,
+                                          Value partsMax) const {
+  return usableMax(b, loc, partsMax);
+}
+
+Value NormalizerDefinition::partWeight(OpBuilder &b, Location loc,
+                                       Value mergeShift, Value partMax) const {
+  return expOfDifference(b, loc, partMax, mergeShift);
+}
+
+MergedState NormalizerDefinition::merge(OpBuilder &b, Location loc,
+                                        const NormalizerState &first,
+                                        const NormalizerState &second) const {
+  MergedState merged;
+  if (hasMax()) {
+    // The merged max stays -inf when both parts are empty, so that a later
+    // merge with a part of very negative scores does not underflow.
+    Value max = maxOf(b, loc, first.max, second.max);
+    Value shift = getMergeShift(b, loc, max);
+    merged.firstWeight = partWeight(b, loc, shift, first.max);
+    merged.secondWeight = partWeight(b, loc, shift, second.max);
+    merged.state.max = max;
+    merged.state.sum = accumulate(
+        b, loc, arith::MulFOp::create(b, loc, first.sum, merged.firstWeight),
+        arith::MulFOp::create(b, loc, second.sum, merged.secondWeight));
+    return merged;
+  }
+  if (hasSum())
+    merged.state.sum = accumulate(b, loc, first.sum, second.sum);
+  if (hasKeptCount())
+    merged.state.keptCount =
+        accumulate(b, loc, first.keptCount, second.keptCount);
+  return merged;
+}
+
+//===----------------------------------------------------------------------===//
+// Finalisation.
+//===----------------------------------------------------------------------===//
+
+Value NormalizerDefinition::getOutputFactor(OpBuilder &b, Location loc,
+                                            const NormalizerState &state,
+                                            Value sinkLogit) const {
+  assert(!sinkLogit == !sink && "the sink logit is given exactly with a sink");
+  if (!hasSum())
+    return Value();
+  Type type = state.sum.getType();
+  Value zero = constant(b, loc, type, 0.0);
+  // softmax: the sum of a row that kept anything is at least 1 (its max's
+  // term); normalize: the count says it, since kept scores may sum to 0.
+  Value empty =
+      arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                            hasKeptCount() ? state.keptCount : state.sum, zero);
+  Value factor;
+  if (sinkLogit) {
+    Value top = maxOf(b, loc, state.max, sinkLogit);
+    Value keep = expOfDifference(b, loc, state.max, top);
+    Value scaledSum = arith::MulFOp::create(b, loc, state.sum, keep);
+    Value denominator = arith::AddFOp::create(
+        b, loc, scaledSum, expOfDifference(b, loc, sinkLogit, top));
+    factor = arith::DivFOp::create(b, loc, keep, denominator);
+  } else {
+    factor =
+        arith::DivFOp::create(b, loc, constant(b, loc, type, 1.0), state.sum);
+  }
+  return arith::SelectOp::create(b, loc, empty, zero, factor);
+}
+
+Value NormalizerDefinition::getStatistic(OpBuilder &b, Location loc,
+                                         const NormalizerState &state) const {
+  assert(hasMax() && "only softmax has a statistic");
+  Type type = state.sum.getType();
+  Value empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                      state.sum, constant(b, loc, type, 0.0));
+  Value lse = arith::AddFOp::create(b, loc, state.max, log(b, loc, state.sum));
+  return arith::SelectOp::create(b, loc, empty, constant(b, loc, type, kNegInf),
+                                 lse);
+}
