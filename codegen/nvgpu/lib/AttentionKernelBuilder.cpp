@@ -36,7 +36,6 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
-#include <cmath>
 #include <limits>
 
 using namespace mlir;
@@ -80,35 +79,49 @@ struct TileShape {
   int64_t sharedElements() const { return vOffset() + blockN * vPitch(); }
 };
 
-/// The per-row running state of the online softmax, and the output
-/// accumulator, as it flows through the key loop.
+/// The per-row normalizer states and the output accumulator, as they flow
+/// through the key loop.
 struct LoopState {
   /// [rowTiles][valueDim / 8][4]: accumulator fragments, row-major by tile.
   SmallVector<Value> acc;
-  /// Per owned row (g and g + 8 of each row tile, in that order): running
-  /// max, this thread's partial sum and, for `normalize`, this thread's
-  /// count of kept keys.
-  SmallVector<Value> rowMax, rowSum, rowKept;
+  /// Per owned row (g and g + 8 of each row tile, in that order): the
+  /// normalizer's state, with the running max over the row's quad and this
+  /// thread's partial sum and count of kept keys.
+  SmallVector<NormalizerState> rows;
 
-  SmallVector<Value> flatten() const {
+  /// The accumulators, then each field of the states, row after row.
+  SmallVector<Value> flatten(const NormalizerDefinition &normalizer) const {
     SmallVector<Value> values(acc);
-    llvm::append_range(values, rowMax);
-    llvm::append_range(values, rowSum);
-    llvm::append_range(values, rowKept);
+    auto append = [&](Value NormalizerState::*field) {
+      for (const NormalizerState &row : rows)
+        values.push_back(row.*field);
+    };
+    if (normalizer.hasMax())
+      append(&NormalizerState::max);
+    if (normalizer.hasSum())
+      append(&NormalizerState::sum);
+    if (normalizer.hasKeptCount())
+      append(&NormalizerState::keptCount);
     return values;
   }
-  static LoopState unflatten(ValueRange values, int64_t numAcc,
-                             int64_t numRows, bool withKept) {
+  static LoopState unflatten(ValueRange values, int64_t numAcc, int64_t numRows,
+                             const NormalizerDefinition &normalizer) {
     LoopState state;
-    auto take = [&](SmallVector<Value> &into, int64_t count) {
-      into.assign(values.begin(), values.begin() + count);
-      values = values.drop_front(count);
+    state.acc.assign(values.begin(), values.begin() + numAcc);
+    values = values.drop_front(numAcc);
+    state.rows.resize(numRows);
+    auto take = [&](Value NormalizerState::*field) {
+      for (NormalizerState &row : state.rows) {
+        row.*field = values.front();
+        values = values.drop_front();
+      }
     };
-    take(state.acc, numAcc);
-    take(state.rowMax, numRows);
-    take(state.rowSum, numRows);
-    if (withKept)
-      take(state.rowKept, numRows);
+    if (normalizer.hasMax())
+      take(&NormalizerState::max);
+    if (normalizer.hasSum())
+      take(&NormalizerState::sum);
+    if (normalizer.hasKeptCount())
+      take(&NormalizerState::keptCount);
     return state;
   }
 };
@@ -120,9 +133,10 @@ public:
                 ValueRange args, const IRMapping &captures)
       : KernelIRBuilder(builder, loc), op(op), shape(shape),
         elementType(elementType), outputType(outputType), args(args),
-        captures(captures) {
-    normalizer = op.getNormalizer();
-  }
+        captures(captures),
+        // A decode kernel's parts leave the sink to the merge.
+        normalizer(op.getNormalizer(), op.getSink() && !shape.splitKeys,
+                   getQuadNormalizerMath()) {}
 
   void emit();
 
@@ -133,6 +147,18 @@ private:
     return gpu::ShuffleOp::create(b, loc, v, c32(mask), c32(32),
                                   gpu::ShuffleMode::XOR)
         .getShuffleResult();
+  }
+  /// The NVPTX normalizer arithmetic, for rows spread over the quad of lanes
+  /// that share them in the mma fragments.
+  NormalizerMath getQuadNormalizerMath() {
+    NormalizerMath math = getNVPTXNormalizerMath();
+    math.maxAcrossLanes = [this](OpBuilder &, Location, Value v) {
+      return quadMax(v);
+    };
+    math.sumAcrossLanes = [this](OpBuilder &, Location, Value v) {
+      return quadSum(v);
+    };
+    return math;
   }
   SmallVector<Value, 4> ldmatrix(Value address, bool transpose) {
     Type i32x4 = LLVM::LLVMStructType::getLiteral(b.getContext(),
@@ -179,6 +205,7 @@ private:
                      Value rowLimit,
                      function_ref<Value(Value)> rowOffset = nullptr);
   std::pair<Value, Value> rowCoordinates(int64_t i);
+  Value quadMax(Value partial);
   Value quadSum(Value partial);
   void waitForCopies();
   void loadKeys(Value n0);
@@ -204,7 +231,7 @@ private:
   Type outputType;
   ValueRange args;
   const IRMapping &captures;
-  Normalizer normalizer;
+  NormalizerDefinition normalizer;
 
   // Values of the prologue.
   Value tid, lane, warp, quadRow, quadCol;
@@ -499,15 +526,14 @@ std::pair<Value, Value> KernelEmitter::rowCoordinates(int64_t i) {
 
 /// Scores of this thread's accumulator elements (`qk`, in accumulator order
 /// [rowTiles][blockN / 8][4]) after scale, score_mod and mask: absent keys
-/// (masked, or past N) get -inf for softmax and 0 otherwise. `kept`
-/// receives, for `normalize`, per owned row the number of this thread's kept
-/// keys.
+/// (masked, or past N) get the normalizer's absent score. `kept` receives,
+/// when the normalizer counts them, per owned row the number of this
+/// thread's kept keys.
 SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
                                              bool full,
                                              SmallVectorImpl<Value> &kept) {
-  const bool softmax = normalizer == Normalizer::Softmax;
   const int64_t nTiles = shape.blockN / 8;
-  Value absent = softmax ? negInf() : cf(0.0);
+  Value absent = normalizer.getAbsentScore(b, loc, f32);
   Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
   Value colBase = add(n0, mul(quadCol, c32(2)));
   // Regions see indices clamped into the tensors, so that reads of captured
@@ -542,12 +568,12 @@ SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
                                                      rowIdx[i].first, colIdx},
                                                     captures));
         scores[slot] = select(keep, s, absent);
-        if (normalizer == Normalizer::Normalize)
-          count[i] = addf(count[i], arith::UIToFPOp::create(b, loc, f32, keep));
+        if (normalizer.hasKeptCount())
+          count[i] = normalizer.countKept(b, loc, count[i], keep);
       }
     }
   }
-  if (normalizer == Normalizer::Normalize)
+  if (normalizer.hasKeptCount())
     kept.assign(count.begin(), count.end());
   return scores;
 }
@@ -634,8 +660,8 @@ Value KernelEmitter::readTileList(Value position) {
 }
 
 /// S = Q Kᵀ for the key block at `n0` (in shared memory), scaled, modified
-/// and masked: the `p` operand of emitBlockUpdate, followed for `normalize`
-/// by the owned rows' kept counts.
+/// and masked: the `p` operand of emitBlockUpdate, followed, when the
+/// normalizer counts them, by the owned rows' kept counts.
 SmallVector<Value> KernelEmitter::emitBlockScores(Value n0, Value tileClass) {
   const int64_t nTiles = shape.blockN / 8;
   // S = Q Kᵀ, one k-step of 16 at a time so that only that step's Q
@@ -672,7 +698,7 @@ SmallVector<Value> KernelEmitter::emitBlockScores(Value n0, Value tileClass) {
 
   // Mask and score_mod; the mask is skipped on full tiles.
   SmallVector<Type> scoreTypes(qk.size(), f32);
-  if (normalizer == Normalizer::Normalize)
+  if (normalizer.hasKeptCount())
     scoreTypes.append(shape.ownedRows(), f32);
   auto evaluate = [&](bool full) {
     SmallVector<Value> kept;
@@ -701,8 +727,8 @@ SmallVector<Value> KernelEmitter::emitBlockScores(Value n0, Value tileClass) {
   return scored;
 }
 
-/// The online-softmax (or normalize) update of `state` by one key block's
-/// scores, and O += P V with V in shared memory.
+/// The normalizer's update of `state` by one key block's scores, and
+/// O += P V with V in shared memory.
 LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
                                          const LoopState &state) {
   const int64_t nTiles = shape.blockN / 8;
@@ -717,56 +743,40 @@ LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
     return 4 * (eTiles * (i / 2) + e) + 2 * (i % 2) + c;
   };
 
-  LoopState next = state;
-  if (normalizer == Normalizer::Normalize)
+  // The block's kept counts (after the p operands) join the rows' counts.
+  SmallVector<Value> keptCounts(shape.ownedRows());
+  if (normalizer.hasKeptCount())
     for (int64_t i = 0; i < shape.ownedRows(); ++i)
-      next.rowKept[i] = addf(state.rowKept[i], scored[numScores + i]);
+      keptCounts[i] = normalizer.accumulate(b, loc, state.rows[i].keptCount,
+                                            scored[numScores + i]);
 
-  // Online softmax: new running max (over the quad), rescale factor alpha,
-  // p = exp(s - max), in base 2.
-  if (normalizer == Normalizer::Softmax) {
-    Value log2e = cf(M_LOG2E);
-    for (int64_t i = 0; i < shape.ownedRows(); ++i) {
-      Value rowMax = state.rowMax[i];
-      Value blockMax = negInf();
+  LoopState next = state;
+  for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+    const NormalizerState &row = state.rows[i];
+    Value blockMax;
+    if (normalizer.hasMax()) {
+      blockMax = negInf();
       for (int64_t j = 0; j < nTiles; ++j)
         for (int64_t c = 0; c < 2; ++c)
-          blockMax = maxf(blockMax, p[pSlot(i, j, c)]);
-      for (int64_t mask : {1, 2})
-        blockMax = maxf(blockMax, shuffleXor(blockMax, mask));
-      Value newMax = maxf(rowMax, blockMax);
-      // A row that has kept nothing yet keeps max -inf; subtract 0 instead
-      // so that exp gives 0 rather than NaN.
-      Value usable = select(cmpf(arith::CmpFPredicate::OEQ, newMax, negInf()),
-                            cf(0.0), newMax);
-      Value shift = mulf(usable, log2e);
-      Value negShift = arith::NegFOp::create(b, loc, shift);
-      Value alpha = createExp2(b, loc, subf(mulf(rowMax, log2e), shift));
-      Value sum = mulf(state.rowSum[i], alpha);
-      for (int64_t j = 0; j < nTiles; ++j)
-        for (int64_t c = 0; c < 2; ++c) {
-          Value &x = p[pSlot(i, j, c)];
-          // llvm.fma, not math.fma: see maxf.
-          x = createExp2(b, loc,
-                         LLVM::FMAOp::create(b, loc, x, log2e, negShift));
-          sum = addf(sum, x);
-        }
-      for (int64_t e = 0; e < eTiles; ++e)
-        for (int64_t c = 0; c < 2; ++c) {
-          Value &a = next.acc[accSlot(i, e, c)];
-          a = mulf(a, alpha);
-        }
-      next.rowMax[i] = newMax;
-      next.rowSum[i] = sum;
+          blockMax = normalizer.maxOf(b, loc, blockMax, p[pSlot(i, j, c)]);
     }
-  } else if (normalizer == Normalizer::Normalize) {
-    for (int64_t i = 0; i < shape.ownedRows(); ++i) {
-      Value sum = state.rowSum[i];
-      for (int64_t j = 0; j < nTiles; ++j)
-        for (int64_t c = 0; c < 2; ++c)
-          sum = addf(sum, p[pSlot(i, j, c)]);
-      next.rowSum[i] = sum;
-    }
+    BlockShift shift = normalizer.beginBlock(b, loc, row, blockMax);
+    Value sum;
+    if (normalizer.hasSum())
+      sum = normalizer.rescale(b, loc, row.sum, shift);
+    for (int64_t j = 0; j < nTiles; ++j)
+      for (int64_t c = 0; c < 2; ++c) {
+        Value &x = p[pSlot(i, j, c)];
+        x = normalizer.weight(b, loc, shift, x);
+        if (sum)
+          sum = normalizer.accumulate(b, loc, sum, x);
+      }
+    for (int64_t e = 0; e < eTiles; ++e)
+      for (int64_t c = 0; c < 2; ++c) {
+        Value &a = next.acc[accSlot(i, e, c)];
+        a = normalizer.rescale(b, loc, a, shift);
+      }
+    next.rows[i] = normalizer.endBlock(shift, sum, keptCounts[i]);
   }
 
   // O += P V. P of keys 16 kk .. 16 kk + 15 is the A operand; ldmatrix.trans
@@ -826,6 +836,13 @@ void KernelEmitter::storeRow(const LoopState &state, int64_t i, Value factor,
   }
 }
 
+/// The max of `partial` over the quad of lanes that share a row.
+Value KernelEmitter::quadMax(Value partial) {
+  for (int64_t mask : {1, 2})
+    partial = maxf(partial, shuffleXor(partial, mask));
+  return partial;
+}
+
 /// The sum of `partial` over the quad of lanes that share a row.
 Value KernelEmitter::quadSum(Value partial) {
   for (int64_t mask : {1, 2})
@@ -840,26 +857,23 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
   for (int64_t i = 0; i < shape.ownedRows(); ++i) {
     Value row = add(m0, ownedRow(i));
     Value inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
-    Value sum = quadSum(state.rowSum[i]);
-    Value factor = cf(1.0), lse;
-    if (normalizer == Normalizer::Softmax) {
-      Value sink;
-      if (op.getSink()) {
-        Value clamped =
-            minsi(row, arith::SubIOp::create(b, loc, sizeM, c32(1)));
-        Value offset = add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
-                               mul(ext64(head), arg(FixedParam::SinkStrideH))),
-                           mul(ext64(clamped), arg(FixedParam::SinkStrideM)));
-        sink = LLVM::LoadOp::create(b, loc, f32,
-                                    gep(arg(FixedParam::Sink), f32, offset),
-                                    /*alignment=*/4);
-      }
-      std::tie(factor, lse) = normalizeSoftmax(state.rowMax[i], sum, sink);
-    } else if (normalizer == Normalizer::Normalize) {
-      Value kept = quadSum(state.rowKept[i]);
-      factor = select(cmpf(arith::CmpFPredicate::OEQ, kept, cf(0.0)), cf(0.0),
-                      arith::DivFOp::create(b, loc, cf(1.0), sum));
+    NormalizerState rowState = normalizer.combineLanes(b, loc, state.rows[i]);
+    Value sink;
+    if (normalizer.hasSink()) {
+      Value clamped = minsi(row, arith::SubIOp::create(b, loc, sizeM, c32(1)));
+      Value offset = add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
+                             mul(ext64(head), arg(FixedParam::SinkStrideH))),
+                         mul(ext64(clamped), arg(FixedParam::SinkStrideM)));
+      sink = LLVM::LoadOp::create(b, loc, f32,
+                                  gep(arg(FixedParam::Sink), f32, offset),
+                                  /*alignment=*/4);
     }
+    Value factor = normalizer.getOutputFactor(b, loc, rowState, sink);
+    if (!factor)
+      factor = cf(1.0);
+    Value lse;
+    if (op.getLse())
+      lse = normalizer.getStatistic(b, loc, rowState);
 
     auto ifRow = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
@@ -884,13 +898,12 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
 }
 
 /// Decode: this CTA's part of each of its packed rows, for the merge
-/// kernel. Softmax rows store O divided by their own sum and
-/// max + log(sum) (-inf for a part that kept nothing); `none` rows store
-/// the plain sums. Rows past the problem are not stored (the workspace has
-/// room for them; the merge does not read them): with a GQA group of 4 and
-/// one query, that is 12 of the 16 rows.
+/// kernel: the part finalized without the sink (softmax: O divided by the
+/// part's own sum, and its LSE; `none`: the plain sums). Rows past the
+/// problem are not stored (the workspace has room for them; the merge does
+/// not read them): with a GQA group of 4 and one query, that is 12 of the 16
+/// rows.
 void KernelEmitter::emitPartials(const LoopState &state) {
-  const bool softmax = normalizer == Normalizer::Softmax;
   Value numKvHeads = arg(FixedParam::G);
   Value rowsPerSplit = ext64(mul(rowBlocks, c32(shape.blockM)));
   // Workspace row of this CTA's row 0: ((b G + g) S + split) RB 16 + m0.
@@ -903,23 +916,27 @@ void KernelEmitter::emitPartials(const LoopState &state) {
       rowsPerSplit);
   Value partials = arg(FixedParam::Partials);
   for (int64_t i = 0; i < shape.ownedRows(); ++i) {
-    // The shuffles of quadSum stay outside the guard: all lanes take part.
-    Value sum = quadSum(state.rowSum[i]);
+    // The shuffles of combineLanes stay outside the guard: all lanes take
+    // part.
+    NormalizerState rowState = normalizer.combineLanes(b, loc, state.rows[i]);
     auto ifRow = scf::IfOp::create(
         b, loc, cmpi(arith::CmpIPredicate::slt, add(m0, ownedRow(i)), rowLimit),
         /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
     Value row = add(firstRow, ext64(ownedRow(i)));
-    Value factor = cf(1.0), lse;
-    if (softmax)
-      std::tie(factor, lse) = normalizeSoftmax(state.rowMax[i], sum, Value());
+    Value factor = normalizer.getOutputFactor(b, loc, rowState, Value());
+    if (!factor)
+      factor = cf(1.0);
+    Value lse;
+    if (normalizer.hasMax())
+      lse = normalizer.getStatistic(b, loc, rowState);
     storeRow(state, i, factor,
              gep(partials, f32,
                  add(mul(row, c64(shape.valueDim)),
                      ext64(mul(quadCol, c32(2))))),
              f32);
-    if (softmax) {
+    if (lse) {
       auto ifWriter = scf::IfOp::create(
           b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),
           /*withElseRegion=*/false);
@@ -942,12 +959,7 @@ void KernelEmitter::emit() {
   LoopState init;
   const int64_t numRows = shape.ownedRows();
   init.acc.assign(4 * shape.rowTiles() * shape.valueDim / 8, cf(0.0));
-  init.rowMax.assign(numRows,
-                     normalizer == Normalizer::Softmax ? negInf() : cf(0.0));
-  init.rowSum.assign(numRows, cf(0.0));
-  const bool withKept = normalizer == Normalizer::Normalize;
-  if (withKept)
-    init.rowKept.assign(numRows, cf(0.0));
+  init.rows.assign(numRows, normalizer.getInitialState(b, loc, f32));
   const int64_t numAcc = init.acc.size();
 
   Value numBlocks = ceilDiv(sizeN, shape.blockN);
@@ -986,7 +998,7 @@ void KernelEmitter::emit() {
                           : cursor[0];
   };
   prefetchKeys(blockOf(carried));
-  llvm::append_range(carried, init.flatten());
+  llvm::append_range(carried, init.flatten(normalizer));
   auto loop = scf::WhileOp::create(
       b, loc, TypeRange(ValueRange(carried)), carried,
       [&](OpBuilder &nested, Location, ValueRange args) {
@@ -1006,7 +1018,7 @@ void KernelEmitter::emit() {
                               ? arith::AndIOp::create(b, loc, args[0], c32(3))
                               : args[1];
         LoopState state = LoopState::unflatten(args.drop_front(numCursor),
-                                               numAcc, numRows, withKept);
+                                               numAcc, numRows, normalizer);
         Value n0 = blockStart(block);
         // K of this block has landed; no warp still reads V.
         waitForCopies();
@@ -1025,11 +1037,12 @@ void KernelEmitter::emit() {
         waitForCopies();
         prefetchKeys(blockOf(next));
         SmallVector<Value> results = next;
-        llvm::append_range(results, emitBlockUpdate(scored, state).flatten());
+        llvm::append_range(results,
+                           emitBlockUpdate(scored, state).flatten(normalizer));
         scf::YieldOp::create(b, loc, results);
       });
   LoopState final = LoopState::unflatten(
-      loop.getResults().drop_front(numCursor), numAcc, numRows, withKept);
+      loop.getResults().drop_front(numCursor), numAcc, numRows, normalizer);
   if (shape.splitKeys)
     emitPartials(final);
   else

@@ -1,11 +1,12 @@
 //===- DecodeMergeKernelBuilder.cpp - Merge of the decode kernel's parts --===//
 //
 // The second kernel of flash-decoding: the decode kernel leaves, for every
-// packed row (query, head) and every split of the keys, O divided by the
-// split's own sum and the split's log-sum-exp; this kernel weighs the splits
-// by exp(lse_s - max_s lse_s), adds the sink logit to the denominator, and
-// writes O (and LSE) in the layout of the spec. For `none` the parts are
-// plain sums and are added.
+// packed row (query, head) and every split of the keys, the split's state
+// finalized (O divided by the split's own sum, and its log-sum-exp); this
+// kernel merges the splits as the normalizer defines (weights
+// exp(lse_s - max_s lse_s)), finalizes the merged state with the sink
+// logit, and writes O (and LSE) in the layout of the spec. For `none` the
+// parts are plain sums and are added.
 //
 // One CTA per (row tile, key/value head, batch), 8 threads per row, each
 // owning E / 8 adjacent columns.
@@ -19,8 +20,6 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
-
-#include <cmath>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -106,7 +105,8 @@ void MergeEmitter::emit() {
   const int64_t valueDim =
       cast<RankedTensorType>(op.getValue().getType()).getDimSize(3);
   const int64_t columns = valueDim / 8;
-  const bool softmax = op.getNormalizer() == Normalizer::Softmax;
+  NormalizerDefinition normalizer(op.getNormalizer(), bool(op.getSink()),
+                                  getNVPTXNormalizerMath());
   Value tid = arith::IndexCastOp::create(
       b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
   Value rowBlock = blockId(gpu::Dimension::x);
@@ -152,8 +152,7 @@ void MergeEmitter::emit() {
   SmallVector<Value> init(columns, cf(0.0));
   Value factor = cf(1.0), lse;
   SmallVector<Value> acc;
-  if (softmax) {
-    Value log2e = cf(M_LOG2E);
+  if (normalizer.rescales()) {
     ValueRange top =
         forEachSplit(negInf(), [&](ArrayRef<Value> splits, ArrayRef<Value> real,
                                    ValueRange carried) {
@@ -162,13 +161,10 @@ void MergeEmitter::emit() {
             partLse.push_back(load(gep(lseBase, f32, partRow(split))));
           Value max = carried[0];
           for (auto [lse, isReal] : llvm::zip(partLse, real))
-            max = maxf(max, select(isReal, lse, negInf()));
+            max = normalizer.maxOf(b, loc, max, select(isReal, lse, negInf()));
           return SmallVector<Value>{max};
         });
-    Value max = top[0];
-    // All parts empty: weights exp(-inf - 0) = 0 instead of NaN.
-    Value shift =
-        select(cmpf(arith::CmpFPredicate::OEQ, max, negInf()), cf(0.0), max);
+    Value shift = normalizer.getMergeShift(b, loc, top[0]);
     init.push_back(cf(0.0));
     ValueRange merged = forEachSplit(init, [&](ArrayRef<Value> splits,
                                                ArrayRef<Value> real,
@@ -180,13 +176,13 @@ void MergeEmitter::emit() {
         parts.push_back(loadColumns(partColumns(split), columns));
       }
       SmallVector<Value> next(carried);
+      // Each part is the state (lse, 1) with its output divided by its sum.
       for (auto [u, lse] : llvm::enumerate(partLse)) {
         Value weight =
-            select(real[u], createExp2(b, loc, mulf(subf(lse, shift), log2e)),
-                   cf(0.0));
+            select(real[u], normalizer.partWeight(b, loc, shift, lse), cf(0.0));
         for (int64_t c = 0; c < columns; ++c)
           next[c] = addf(next[c], mulf(weight, parts[u][c]));
-        next[columns] = addf(next[columns], weight);
+        next[columns] = normalizer.accumulate(b, loc, next[columns], weight);
       }
       return next;
     });
@@ -198,7 +194,13 @@ void MergeEmitter::emit() {
                          mul(ext64(query), arg(FixedParam::SinkStrideM)));
       sink = load(gep(arg(FixedParam::Sink), f32, offset));
     }
-    std::tie(factor, lse) = normalizeSoftmax(shift, merged[columns], sink);
+    // Where the merged state is not empty, the shift is its max.
+    NormalizerState state;
+    state.max = shift;
+    state.sum = merged[columns];
+    factor = normalizer.getOutputFactor(b, loc, state, sink);
+    if (op.getLse())
+      lse = normalizer.getStatistic(b, loc, state);
   } else {
     ValueRange merged =
         forEachSplit(init, [&](ArrayRef<Value> splits, ArrayRef<Value> real,

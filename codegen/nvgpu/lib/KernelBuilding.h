@@ -11,6 +11,7 @@
 #define ATTN_NVGPU_KERNELBUILDING_H
 
 #include "attn/NVGPU/GpuKernel.h"
+#include "attn/Normalizer/Normalizer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -81,11 +82,6 @@ protected:
     return LLVM::GEPOp::create(b, loc, base.getType(), element, base,
                                ValueRange{offset});
   }
-  /// The factor that turns a softmax row's weighted sum into O, and the
-  /// row's log-sum-exp, from its max and sum of exp(s - max); the sink
-  /// logit, if given, joins the denominator only. A row that kept nothing
-  /// (sum 0) gets factor 0 and LSE -inf.
-  std::pair<Value, Value> normalizeSoftmax(Value max, Value sum, Value sink);
 
   OpBuilder &b;
   Location loc;
@@ -152,6 +148,12 @@ LogicalResult lowerMathForNVPTX(gpu::GPUFuncOp func);
 /// Emits `ex2.approx.ftz.f32` / `lg2.approx.ftz.f32`.
 Value createExp2(OpBuilder &builder, Location loc, Value x);
 Value createLog2(OpBuilder &builder, Location loc, Value x);
+
+/// The normalizers' arithmetic on f32 scalars of a kernel: base-2
+/// exponentials and logarithms through createExp2/createLog2, llvm.maxnum
+/// and llvm.fma (see KernelIRBuilder::maxf). One lane per row; the attention
+/// kernel adds its reductions over a quad.
+NormalizerMath getNVPTXNormalizerMath();
 
 /// The passes from a device-only gpu.module (arith/scf/llvm/nvvm/gpu ops)
 /// to a gpu.binary holding PTX.

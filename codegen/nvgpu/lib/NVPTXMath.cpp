@@ -43,6 +43,21 @@ Value mlir::attn::createLog2(OpBuilder &builder, Location loc, Value x) {
   return callUnary(builder, loc, "llvm.nvvm.lg2.approx.ftz.f", x);
 }
 
+NormalizerMath mlir::attn::getNVPTXNormalizerMath() {
+  NormalizerMath math;
+  math.base = NormalizerMath::Base::Two;
+  math.exp = createExp2;
+  math.log = createLog2;
+  math.max = [](OpBuilder &builder, Location loc, Value x, Value y) -> Value {
+    return LLVM::MaxNumOp::create(builder, loc, x, y);
+  };
+  math.fma = [](OpBuilder &builder, Location loc, Value x, Value y,
+                Value z) -> Value {
+    return LLVM::FMAOp::create(builder, loc, x, y, z);
+  };
+  return math;
+}
+
 /// tanh(x) = 1 - 2 / (2^(2x log2 e) + 1): exact at both infinities and with
 /// an absolute error near 1e-7, which softcap (c * tanh(s / c)) needs more
 /// than the relative accuracy of tanh.approx.f32 (2^-11).
