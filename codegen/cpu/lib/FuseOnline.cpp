@@ -8,9 +8,10 @@
 //       class = tile_class(...)                empty: skipped
 //       St[j][lane] = sum_d K[b, g, n0 + j, d] * Qt[d][lane]
 //       full tile: no mask; else mask + bounds per element
-//       m' = max(m, max_j St), alpha = exp(m - m'), P = exp(St - m')
-//       l' = alpha * l + sum_j P;  accT[e] = alpha * accT[e] + sum_j V[j,e] P[j]
-//     O = accT / l, LSE = m + log(l)
+//       state' = the normalizer's update by the tile (softmax: m' = max(m,
+//       max_j St), alpha = exp(m - m'), P = exp(St - m'), l' = alpha l +
+//       sum_j P);  accT[e] = alpha * accT[e] + sum_j V[j,e] P[j]
+//     O = accT * factor, LSE: the normalizer's finalisation
 //
 // One vector lane per query: the running max, denominator and rescaling are
 // lane-wise vector ops with no horizontal reductions, Q is transposed once
@@ -23,14 +24,12 @@
 #include "LaneCloning.h"
 
 #include "attn/CPU/Passes.h"
+#include "attn/Normalizer/Normalizer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
-#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
-
-#include <limits>
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNFUSEONLINE
@@ -42,7 +41,6 @@ using namespace mlir::attn;
 
 namespace {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 /// Keys per block of the Q·Kᵀ micro-kernel and value columns per block of
 /// the P·V micro-kernel: 8 vector accumulators, leaving registers for the
 /// broadcasts on AVX2 (two ymm per 16 lanes) and AVX-512.
@@ -53,7 +51,8 @@ constexpr int64_t kValueBlock = 8;
 class OnlineAttentionBuilder {
 public:
   OnlineAttentionBuilder(AttentionOp op, int64_t queryTile, int64_t keyTile)
-      : op(op), lanes(queryTile), keyTile(keyTile), b(op), loc(op.getLoc()) {}
+      : op(op), lanes(queryTile), keyTile(keyTile), b(op), loc(op.getLoc()),
+        normalizer(op.getNormalizer(), bool(op.getSink())) {}
 
   LogicalResult run();
 
@@ -91,23 +90,25 @@ private:
                 rows, width, dst);
   }
   void emitQueryTranspose();
-  Value emitInitialMax();
+  /// The sink logits of the tile's queries, one per lane.
+  Value emitSinkLogits();
   void emitScores(Value n0);
   /// Applies score_mod and (when `masked`) the mask and bounds to St in
-  /// place, updates the running state, and leaves P in St. Returns
-  /// {m', l', alpha}.
-  FailureOr<SmallVector<Value>> emitUpdate(Value n0, Value m, Value l,
-                                           bool masked);
-  void emitValueProduct(Value n0, Value alpha);
-  void emitValueBlock(Value e0, int64_t width, Value n0, Value alpha);
-  void emitEpilogue(Value m, Value l);
+  /// place, updates the normalizer's state, and leaves P in St. Returns the
+  /// new state's fields followed, when the normalizer rescales, by alpha.
+  FailureOr<SmallVector<Value>>
+  emitUpdate(Value n0, const NormalizerState &state, bool masked);
+  void emitValueProduct(Value n0, const BlockShift &shift);
+  void emitValueBlock(Value e0, int64_t width, Value n0,
+                      const BlockShift &shift);
+  void emitEpilogue(const NormalizerState &state);
 
   AttentionOp op;
   int64_t lanes, keyTile;
   OpBuilder b;
   Location loc;
   VectorType laneType;
-  Normalizer normalizer;
+  NormalizerDefinition normalizer;
   bool failedRegion = false;
 
   // Function-level values.
@@ -216,11 +217,7 @@ void OnlineAttentionBuilder::emitQueryTranspose() {
   });
 }
 
-Value OnlineAttentionBuilder::emitInitialMax() {
-  if (!sinkBuf)
-    return splat(kNegInf);
-  // The sink logit seeds the running max; its exp joins the denominator at
-  // the end, so the running denominator holds kept scores only (the LSE).
+Value OnlineAttentionBuilder::emitSinkLogits() {
   Value lastQuery = arith::SubIOp::create(b, loc, numQueries, index(1));
   Value result = splat(0.0f);
   for (int64_t lane = 0; lane < lanes; ++lane) {
@@ -273,16 +270,18 @@ void OnlineAttentionBuilder::emitScores(Value n0) {
 }
 
 FailureOr<SmallVector<Value>>
-OnlineAttentionBuilder::emitUpdate(Value n0, Value m, Value l, bool masked) {
-  bool softmax = normalizer == Normalizer::Softmax;
+OnlineAttentionBuilder::emitUpdate(Value n0, const NormalizerState &state,
+                                   bool masked) {
   bool modifies = !op.hasTrivialScoreMod();
   bool evaluatesMask = masked && !op.hasTrivialMask();
   Value lastKey = arith::SubIOp::create(b, loc, numKeys, index(1));
-  // Dropped entries: -inf before the max (exp gives 0), 0 otherwise.
-  Value dropped = splat(softmax ? kNegInf : 0.0f);
+  Value dropped = normalizer.getAbsentScore(b, loc, laneType);
+  auto laneMaskType = VectorType::get({lanes}, b.getI1Type());
+  Value allKept = arith::ConstantOp::create(
+      b, loc, DenseElementsAttr::get(laneMaskType, true));
 
-  // Pass 1: the final scores (score_mod, mask) and their row max.
-  auto scores = [&](Value j, Value acc) -> FailureOr<Value> {
+  // Pass 1: the final scores (score_mod, mask) and which lanes keep them.
+  auto scores = [&](Value j) -> FailureOr<std::pair<Value, Value>> {
     Value s = vector::LoadOp::create(b, loc, laneType, sT,
                                      ValueRange{j, index(0)});
     Value n = arith::AddIOp::create(b, loc, n0, j);
@@ -297,10 +296,11 @@ OnlineAttentionBuilder::emitUpdate(Value n0, Value m, Value l, bool masked) {
         return failure();
       s = broadcastToLanes(b, loc, *mod, lanes);
     }
+    Value keep = allKept;
     if (masked) {
-      Value keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, n,
-                                         numKeys);
-      LaneValue keepLanes{keep, false};
+      Value inRange =
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, n, numKeys);
+      LaneValue keepLanes{inRange, false};
       if (evaluatesMask) {
         FailureOr<LaneValue> pred = cloneAlongLanes(
             b, op.getMaskBlock(),
@@ -313,69 +313,62 @@ OnlineAttentionBuilder::emitUpdate(Value n0, Value m, Value l, bool masked) {
             broadcastToLanes(b, loc, keepLanes, lanes));
         keepLanes = {both, true};
       }
-      s = arith::SelectOp::create(b, loc,
-                                  broadcastToLanes(b, loc, keepLanes, lanes), s,
-                                  dropped);
+      keep = broadcastToLanes(b, loc, keepLanes, lanes);
+      s = arith::SelectOp::create(b, loc, keep, s, dropped);
     }
     if (modifies || masked)
       vector::StoreOp::create(b, loc, s, sT, ValueRange{j, index(0)});
-    if (!acc)
-      return s;
-    if (softmax)
-      return arith::MaximumFOp::create(b, loc, acc, s).getResult();
-    return arith::AddFOp::create(b, loc, acc, s).getResult();
+    return std::make_pair(s, keep);
   };
 
-  if (normalizer == Normalizer::None) {
-    if (modifies || masked)
-      forLoop(index(keyTile), 1, {}, [&](Value j, ValueRange) {
-        if (failed(scores(j, Value())))
-          failedRegion = true;
-        return SmallVector<Value>();
-      });
-    return SmallVector<Value>{m, l, Value()};
-  }
-
-  // softmax: row max; normalize: row sum of the scores themselves.
-  Value init = splat(softmax ? kNegInf : 0.0f);
+  // softmax: pass 1 finds the block's max (from the absent score, which
+  // changes no max). Otherwise the weights are the scores themselves: pass 1
+  // accumulates them and counts the kept keys onto the state.
+  SmallVector<Value> reduced = normalizer.rescales()
+                                   ? SmallVector<Value>{dropped}
+                                   : normalizer.flattenState(state);
+  if (reduced.empty() && !modifies && !masked)
+    return reduced;
   scf::ForOp reduce =
-      forLoop(index(keyTile), 1, init, [&](Value j, ValueRange acc) {
-        FailureOr<Value> next = scores(j, acc[0]);
-        if (failed(next)) {
+      forLoop(index(keyTile), 1, reduced, [&](Value j, ValueRange acc) {
+        FailureOr<std::pair<Value, Value>> score = scores(j);
+        if (failed(score)) {
           failedRegion = true;
-          return SmallVector<Value>{acc[0]};
+          return SmallVector<Value>(acc);
         }
-        return SmallVector<Value>{*next};
+        auto [s, keep] = *score;
+        if (normalizer.rescales())
+          return SmallVector<Value>{normalizer.maxOf(b, loc, acc[0], s)};
+        NormalizerState next = normalizer.unflattenState(acc);
+        if (normalizer.hasSum())
+          next.sum = normalizer.accumulate(
+              b, loc, next.sum, normalizer.weight(b, loc, BlockShift(), s));
+        if (normalizer.hasKeptCount())
+          next.keptCount = normalizer.countKept(b, loc, next.keptCount, keep);
+        return normalizer.flattenState(next);
       });
-  if (!softmax) {
-    Value sum = arith::AddFOp::create(b, loc, l, reduce.getResult(0));
-    return SmallVector<Value>{m, sum, Value()};
-  }
+  if (!normalizer.rescales())
+    return SmallVector<Value>(reduce.getResults());
 
-  Value mNew = arith::MaximumFOp::create(b, loc, m, reduce.getResult(0));
-  // While every entry so far is dropped, m' = -inf: subtract 0 instead so
-  // that exp(-inf - -inf) never produces a NaN.
-  Value isEmpty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                        mNew, splat(kNegInf));
-  Value mSafe = arith::SelectOp::create(b, loc, isEmpty, splat(0.0f), mNew);
-  Value alpha = math::ExpOp::create(
-      b, loc, arith::SubFOp::create(b, loc, m, mSafe));
-  // Pass 2: P = exp(S - m') in place, and its row sum.
-  scf::ForOp sum =
-      forLoop(index(keyTile), 1, splat(0.0f), [&](Value j, ValueRange acc) {
+  // Pass 2: P = the weights, in place, accumulated onto the rescaled sum.
+  BlockShift shift = normalizer.beginBlock(b, loc, state, reduce.getResult(0));
+  scf::ForOp sum = forLoop(
+      index(keyTile), 1, normalizer.rescale(b, loc, state.sum, shift),
+      [&](Value j, ValueRange acc) {
         Value s = vector::LoadOp::create(b, loc, laneType, sT,
                                          ValueRange{j, index(0)});
-        Value p = math::ExpOp::create(b, loc,
-                                      arith::SubFOp::create(b, loc, s, mSafe));
+        Value p = normalizer.weight(b, loc, shift, s);
         vector::StoreOp::create(b, loc, p, sT, ValueRange{j, index(0)});
-        return SmallVector<Value>{arith::AddFOp::create(b, loc, acc[0], p)};
+        return SmallVector<Value>{normalizer.accumulate(b, loc, acc[0], p)};
       });
-  Value lNew = vector::FMAOp::create(b, loc, alpha, l, sum.getResult(0));
-  return SmallVector<Value>{mNew, lNew, alpha};
+  SmallVector<Value> results = normalizer.flattenState(
+      normalizer.endBlock(shift, sum.getResult(0), Value()));
+  results.push_back(shift.alpha);
+  return results;
 }
 
 void OnlineAttentionBuilder::emitValueBlock(Value e0, int64_t width, Value n0,
-                                            Value alpha) {
+                                            const BlockShift &shift) {
   // accT[e0 + i] = alpha * accT[e0 + i] + sum_j V[b, g, n0 + j, e0 + i] *
   // P[j], `width` accumulators held in registers over the key tile.
   Value lastKey = arith::SubIOp::create(b, loc, numKeys, index(1));
@@ -385,9 +378,7 @@ void OnlineAttentionBuilder::emitValueBlock(Value e0, int64_t width, Value n0,
     columns.push_back(e);
     Value a = vector::LoadOp::create(b, loc, laneType, accT,
                                      ValueRange{e, index(0)});
-    if (alpha)
-      a = arith::MulFOp::create(b, loc, a, alpha);
-    acc.push_back(a);
+    acc.push_back(normalizer.rescale(b, loc, a, shift));
   }
   scf::ForOp loop =
       forLoop(index(keyTile), 1, acc, [&](Value j, ValueRange args) {
@@ -411,7 +402,8 @@ void OnlineAttentionBuilder::emitValueBlock(Value e0, int64_t width, Value n0,
                             ValueRange{columns[i], index(0)});
 }
 
-void OnlineAttentionBuilder::emitValueProduct(Value n0, Value alpha) {
+void OnlineAttentionBuilder::emitValueProduct(Value n0,
+                                              const BlockShift &shift) {
   if (vWide)
     emitWiden(vBuf, vWide, valueDim, n0, keyTile);
   // Blocks of kValueBlock columns, then the remaining columns one by one.
@@ -419,7 +411,7 @@ void OnlineAttentionBuilder::emitValueProduct(Value n0, Value alpha) {
   Value mainEnd = arith::MulIOp::create(
       b, loc, arith::DivUIOp::create(b, loc, valueDim, block), block);
   forLoop(mainEnd, kValueBlock, {}, [&](Value e0, ValueRange) {
-    emitValueBlock(e0, kValueBlock, n0, alpha);
+    emitValueBlock(e0, kValueBlock, n0, shift);
     return SmallVector<Value>();
   });
   auto valueType = cast<MemRefType>(vBuf.getType());
@@ -428,28 +420,17 @@ void OnlineAttentionBuilder::emitValueProduct(Value n0, Value alpha) {
     return;
   Value rest = arith::SubIOp::create(b, loc, valueDim, mainEnd);
   forLoop(rest, 1, {}, [&](Value i, ValueRange) {
-    emitValueBlock(arith::AddIOp::create(b, loc, mainEnd, i), 1, n0, alpha);
+    emitValueBlock(arith::AddIOp::create(b, loc, mainEnd, i), 1, n0, shift);
     return SmallVector<Value>();
   });
 }
 
-void OnlineAttentionBuilder::emitEpilogue(Value m, Value l) {
-  // O = accT / denominator, with 0 for rows whose denominator is 0 (nothing
-  // kept); LSE = m + log(l), -inf when nothing was kept.
+void OnlineAttentionBuilder::emitEpilogue(const NormalizerState &state) {
+  // O = accT * factor; LSE: the normalizer's statistic.
   Value scaleRows;
-  if (normalizer != Normalizer::None) {
-    Value den = l;
-    if (sinkBuf) {
-      Value sink = emitInitialMax();
-      Value sinkTerm =
-          math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, sink, m));
-      den = arith::AddFOp::create(b, loc, den, sinkTerm);
-    }
-    Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                         den, splat(0.0f));
-    Value inverse = arith::DivFOp::create(b, loc, splat(1.0f), den);
-    scaleRows = arith::SelectOp::create(b, loc, isZero, splat(0.0f), inverse);
-  }
+  if (normalizer.scalesOutput())
+    scaleRows = normalizer.getOutputFactor(
+        b, loc, state, sinkBuf ? emitSinkLogits() : Value());
   Value count =
       arith::SubIOp::create(b, loc, minIndex(arith::AddIOp::create(
                                                  b, loc, m0, index(lanes)),
@@ -475,10 +456,7 @@ void OnlineAttentionBuilder::emitEpilogue(Value m, Value l) {
 
   if (!lseBuf)
     return;
-  Value kept = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, l,
-                                     splat(0.0f));
-  Value lse = arith::AddFOp::create(b, loc, m, math::LogOp::create(b, loc, l));
-  lse = arith::SelectOp::create(b, loc, kept, lse, splat(kNegInf));
+  Value lse = normalizer.getStatistic(b, loc, state);
   auto rowType = MemRefType::get({lanes}, b.getF32Type());
   Value rowBuf = memref::AllocaOp::create(b, loc, rowType);
   vector::StoreOp::create(b, loc, lse, rowBuf, ValueRange{index(0)});
@@ -491,7 +469,6 @@ void OnlineAttentionBuilder::emitEpilogue(Value m, Value l) {
 }
 
 LogicalResult OnlineAttentionBuilder::run() {
-  normalizer = op.getNormalizer();
   laneType = VectorType::get({lanes}, b.getF32Type());
 
   // Every tensor the regions read, in memory, once per attention.
@@ -595,11 +572,17 @@ LogicalResult OnlineAttentionBuilder::run() {
     return SmallVector<Value>();
   });
 
-  Value mInit = emitInitialMax();
+  // The sink logit seeds the running max: from the constant -inf, LLVM
+  // compiles the key loop of a sink variant about 7% slower (measured on
+  // sink_logit).
+  SmallVector<Value> initialState =
+      normalizer.flattenState(normalizer.getInitialState(
+          b, loc, laneType, sinkBuf ? emitSinkLogits() : Value()));
+  SmallVector<Type> stateTypes(initialState.size(), laneType);
   auto keyLoop = forLoop(
-      keyTiles, 1, ValueRange{mInit, splat(0.0f)},
-      [&](Value kt, ValueRange state) -> SmallVector<Value> {
-        Value m = state[0], l = state[1];
+      keyTiles, 1, initialState,
+      [&](Value kt, ValueRange fields) -> SmallVector<Value> {
+        NormalizerState state = normalizer.unflattenState(fields);
         Value n0 = arith::MulIOp::create(b, loc, kt, index(keyTile));
         Value nEnd = minIndex(arith::AddIOp::create(b, loc, n0, index(keyTile)),
                               numKeys);
@@ -613,7 +596,7 @@ LogicalResult OnlineAttentionBuilder::run() {
               lanes, readBuffers);
           if (failed(cls)) {
             failedRegion = true;
-            return {m, l};
+            return SmallVector<Value>(fields);
           }
           tileClass = cls->value;
         } else {
@@ -623,14 +606,19 @@ LogicalResult OnlineAttentionBuilder::run() {
         auto i32Const = [&](int32_t v) {
           return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
         };
+        // An scf.if without results already ends its regions with a yield.
+        auto yield = [&](ValueRange values) {
+          if (!values.empty())
+            scf::YieldOp::create(b, loc, values);
+        };
         Value nonEmpty = arith::CmpIOp::create(
             b, loc, arith::CmpIPredicate::ne, tileClass, i32Const(0));
-        auto tile = scf::IfOp::create(b, loc, TypeRange{laneType, laneType},
-                                      nonEmpty, /*withElseRegion=*/true);
+        auto tile = scf::IfOp::create(b, loc, stateTypes, nonEmpty,
+                                      /*withElseRegion=*/true);
         {
           OpBuilder::InsertionGuard tileGuard(b);
           b.setInsertionPointToStart(&tile.getElseRegion().front());
-          scf::YieldOp::create(b, loc, ValueRange{m, l});
+          yield(fields);
           b.setInsertionPointToStart(&tile.getThenRegion().front());
           emitScores(n0);
           // Full tiles that end before N evaluate neither mask nor bounds.
@@ -641,8 +629,8 @@ LogicalResult OnlineAttentionBuilder::run() {
               arith::CmpIOp::create(
                   b, loc, arith::CmpIPredicate::eq,
                   arith::SubIOp::create(b, loc, nEnd, n0), index(keyTile)));
-          SmallVector<Type> types = {laneType, laneType};
-          if (normalizer == Normalizer::Softmax)
+          SmallVector<Type> types = stateTypes;
+          if (normalizer.rescales())
             types.push_back(laneType);
           auto update = scf::IfOp::create(b, loc, types, full, true);
           for (bool masked : {false, true}) {
@@ -650,26 +638,26 @@ LogicalResult OnlineAttentionBuilder::run() {
             Region &region =
                 masked ? update.getElseRegion() : update.getThenRegion();
             b.setInsertionPointToStart(&region.front());
-            FailureOr<SmallVector<Value>> next = emitUpdate(n0, m, l, masked);
+            FailureOr<SmallVector<Value>> next = emitUpdate(n0, state, masked);
             if (failed(next)) {
               failedRegion = true;
-              next = SmallVector<Value>{m, l, splat(1.0f)};
+              next = SmallVector<Value>(fields);
+              if (normalizer.rescales())
+                next->push_back(splat(1.0f));
             }
-            if (normalizer != Normalizer::Softmax)
-              next->pop_back();
-            scf::YieldOp::create(b, loc, *next);
+            yield(*next);
           }
-          Value alpha = normalizer == Normalizer::Softmax ? update.getResult(2)
-                                                          : Value();
-          emitValueProduct(n0, alpha);
-          scf::YieldOp::create(
-              b, loc, ValueRange{update.getResult(0), update.getResult(1)});
+          BlockShift shift;
+          if (normalizer.rescales())
+            shift.alpha = update.getResults().back();
+          emitValueProduct(n0, shift);
+          yield(update.getResults().take_front(stateTypes.size()));
         }
-        return {tile.getResult(0), tile.getResult(1)};
+        return SmallVector<Value>(tile.getResults());
       });
   if (failedRegion)
     return failure();
-  emitEpilogue(keyLoop.getResult(0), keyLoop.getResult(1));
+  emitEpilogue(normalizer.unflattenState(keyLoop.getResults()));
 
   b.setInsertionPointAfter(parallel);
   SmallVector<Value> results = {bufferization::ToTensorOp::create(

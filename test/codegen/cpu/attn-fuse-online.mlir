@@ -66,25 +66,31 @@ func.func @causal_lse(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: te
 // -----
 
 // A sink logit seeds the running max (one load per lane) and joins the
-// denominator at the end; bf16 inputs are extended after loading (K and V
-// 16 elements at a time into f32 scratch rows); GQA reads the kv head
-// h / (H / G).
+// denominator at the end, not the running sum: with t = max(m, sink),
+// O = acc e^(m - t) / (l e^(m - t) + e^(sink - t)); bf16 inputs are
+// extended after loading (K and V 16 elements at a time into f32 scratch
+// rows); GQA reads the kv head h / (H / G).
 
 // CHECK-LABEL: func.func @sink_bf16_gqa
 //       CHECK:   %[[GROUP:.+]] = arith.divui
 //       CHECK:   scf.parallel (%{{.+}}, %[[H:.+]], %{{.+}}) =
 //       CHECK:     arith.divui %[[H]], %[[GROUP]] : index
 //       CHECK:     arith.extf %{{.+}} : bf16 to f32
-//       CHECK:     vector.insert %{{.+}}, %{{.+}} [0] : f32 into vector<16xf32>
-//       CHECK:     %[[STATE:.+]]:2 = scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>)
+//       CHECK:     %[[SEED:.+]] = vector.insert %{{.+}}, %{{.+}} [15] : f32 into vector<16xf32>
+//       CHECK:     %[[STATE:.+]]:2 = scf.for {{.*}} iter_args(%{{.+}} = %[[SEED]], {{.*}}) -> (vector<16xf32>, vector<16xf32>)
 //       CHECK:       arith.extf %{{.+}} : vector<16xbf16> to vector<16xf32>
 //       CHECK:       math.tanh %{{.+}} : vector<16xf32>
 //       CHECK:       arith.extf %{{.+}} : vector<16xbf16> to vector<16xf32>
 //       CHECK:       vector.fma
-//       CHECK:     %[[SHIFTED:.+]] = arith.subf %{{.+}}, %[[STATE]]#0 : vector<16xf32>
-//       CHECK:     %[[SINKTERM:.+]] = math.exp %[[SHIFTED]] : vector<16xf32>
-//       CHECK:     arith.addf %[[STATE]]#1, %[[SINKTERM]] : vector<16xf32>
-//       CHECK:     arith.divf
+//       CHECK:     %[[SINK:.+]] = vector.insert %{{.+}}, %{{.+}} [15] : f32 into vector<16xf32>
+//       CHECK:     %[[TOP:.+]] = arith.maximumf %[[STATE]]#0, %[[SINK]] : vector<16xf32>
+//       CHECK:     %[[KEPTSHIFT:.+]] = arith.subf %[[STATE]]#0, %[[TOP]] : vector<16xf32>
+//       CHECK:     %[[KEEP:.+]] = math.exp %[[KEPTSHIFT]] : vector<16xf32>
+//       CHECK:     %[[SCALED:.+]] = arith.mulf %[[STATE]]#1, %[[KEEP]] : vector<16xf32>
+//       CHECK:     %[[SINKSHIFT:.+]] = arith.subf %[[SINK]], %[[TOP]] : vector<16xf32>
+//       CHECK:     %[[SINKTERM:.+]] = math.exp %[[SINKSHIFT]] : vector<16xf32>
+//       CHECK:     %[[DEN:.+]] = arith.addf %[[SCALED]], %[[SINKTERM]] : vector<16xf32>
+//       CHECK:     arith.divf %[[KEEP]], %[[DEN]] : vector<16xf32>
 func.func @sink_bf16_gqa(%q: tensor<?x?x?x?xbf16>, %k: tensor<?x?x?x?xbf16>, %v: tensor<?x?x?x?xbf16>, %sink: tensor<?x?x?xf32>, %scale: f32) -> tensor<?x?x?x?xf32> {
   %o = attn.attention <softmax> %q, %k, %v scale(%scale) sink(%sink : tensor<?x?x?xf32>)
       : tensor<?x?x?x?xbf16>, tensor<?x?x?x?xbf16>, tensor<?x?x?x?xbf16> -> tensor<?x?x?x?xf32>
@@ -102,15 +108,20 @@ func.func @sink_bf16_gqa(%q: tensor<?x?x?x?xbf16>, %k: tensor<?x?x?x?xbf16>, %v:
 
 // -----
 
-// normalize: no running max and no exp; the denominator sums the scores.
+// normalize: no running max and no exp; the state is the sum of the kept
+// scores and their count, which alone tells an empty row (kept scores may
+// sum to 0).
 
 // CHECK-LABEL: func.func @normalize
 //       CHECK:   scf.parallel
-//       CHECK:     scf.for {{.*}} iter_args
+//       CHECK:     %[[STATE:.+]]:2 = scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>)
 //   CHECK-NOT:       math.exp
 //       CHECK:       arith.addf %{{.+}}, %{{.+}} : vector<16xf32>
+//       CHECK:       arith.uitofp %{{.+}} : vector<16xi1> to vector<16xf32>
 //   CHECK-NOT:       math.exp
-//       CHECK:     arith.divf
+//       CHECK:     %[[EMPTY:.+]] = arith.cmpf oeq, %[[STATE]]#1, %{{.+}} : vector<16xf32>
+//       CHECK:     %[[INVERSE:.+]] = arith.divf %{{.+}}, %[[STATE]]#0 : vector<16xf32>
+//       CHECK:     arith.select %[[EMPTY]], %{{.+}}, %[[INVERSE]]
 func.func @normalize(%q: tensor<?x?x?x?xf32>, %k: tensor<?x?x?x?xf32>, %v: tensor<?x?x?x?xf32>, %scale: f32) -> tensor<?x?x?x?xf32> {
   %o = attn.attention <normalize> %q, %k, %v scale(%scale)
       : tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32> -> tensor<?x?x?x?xf32>
