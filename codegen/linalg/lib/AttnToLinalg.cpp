@@ -12,6 +12,7 @@
 
 #include "attn/Linalg/Passes.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Normalizer/Normalizer.h"
 
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Utils/StructuredOpsUtils.h"
@@ -184,6 +185,9 @@ private:
                     ArrayRef<Value> axisSizes);
   Value createFilled(Location loc, RankedTensorType type,
                      ArrayRef<Value> axisSizes, double value);
+  /// A tensor of `type` filled with the scalar `value`.
+  Value createFilled(Location loc, RankedTensorType type,
+                     ArrayRef<Value> axisSizes, Value value);
   /// Whether some read in `body` reads a tensor that may have absent entries.
   bool readsAbsent(Block &body);
 
@@ -228,9 +232,14 @@ Value KernelLowering::createEmpty(Location loc, RankedTensorType type,
 
 Value KernelLowering::createFilled(Location loc, RankedTensorType type,
                                    ArrayRef<Value> axisSizes, double value) {
+  return createFilled(loc, type, axisSizes,
+                      floatConst(builder, loc, type.getElementType(), value));
+}
+
+Value KernelLowering::createFilled(Location loc, RankedTensorType type,
+                                   ArrayRef<Value> axisSizes, Value value) {
   Value empty = createEmpty(loc, type, axisSizes);
-  Value scalar = floatConst(builder, loc, type.getElementType(), value);
-  return linalg::FillOp::create(builder, loc, ValueRange{scalar},
+  return linalg::FillOp::create(builder, loc, ValueRange{value},
                                 ValueRange{empty})
       .getResult(0);
 }
@@ -423,6 +432,8 @@ LogicalResult KernelLowering::lowerEinsum(EinsumOp op) {
   }
 
   ReductionKind kind = op.getKind();
+  // logsumexp is softmax's statistic: one online pass of its state.
+  NormalizerDefinition softmax(Normalizer::Softmax, /*hasSink=*/false);
   SmallVector<Value> outs;
   switch (kind) {
   case ReductionKind::Mean:
@@ -430,11 +441,12 @@ LogicalResult KernelLowering::lowerEinsum(EinsumOp op) {
     outs = {createFilled(loc, type, outSizes, 0.0),
             createFilled(loc, type, outSizes, 0.0)};
     break;
-  case ReductionKind::LogSumExp:
-    // Running max and sum of exp(term - max): one stable pass.
-    outs = {createFilled(loc, type, outSizes, -kInf),
-            createFilled(loc, type, outSizes, 0.0)};
+  case ReductionKind::LogSumExp: {
+    NormalizerState init = softmax.getInitialState(builder, loc, elementType);
+    outs = {createFilled(loc, type, outSizes, init.max),
+            createFilled(loc, type, outSizes, init.sum)};
     break;
+  }
   default:
     outs = {createFilled(loc, type, outSizes, getReductionIdentity(kind))};
     break;
@@ -464,25 +476,17 @@ LogicalResult KernelLowering::lowerEinsum(EinsumOp op) {
                            arith::AddFOp::create(b, l, count, one), count)};
         }
         case ReductionKind::LogSumExp: {
-          // m' = max(m, t); s' = s * exp(m - m') + exp(t - m'). While m' is
-          // -inf every term so far is -inf: keep (m, s) rather than
-          // evaluating exp(-inf - -inf) = NaN.
-          Value sum = p.outs[1];
-          Value newMax = arith::MaximumFOp::create(b, l, acc, t);
-          Value scaled = arith::MulFOp::create(
-              b, l, sum,
-              math::ExpOp::create(b, l,
-                                  arith::SubFOp::create(b, l, acc, newMax)));
-          Value newSum = arith::AddFOp::create(
-              b, l, scaled,
-              math::ExpOp::create(b, l,
-                                  arith::SubFOp::create(b, l, t, newMax)));
-          Value finite =
-              arith::CmpFOp::create(b, l, arith::CmpFPredicate::ONE, newMax,
-                                    floatConst(b, l, elementType, -kInf));
-          Value update = andAll(b, l, {finite, p.present});
-          return {arith::SelectOp::create(b, l, update, newMax, acc),
-                  arith::SelectOp::create(b, l, update, newSum, sum)};
+          // The update of the softmax state by a block of one term.
+          NormalizerState state;
+          state.max = acc;
+          state.sum = p.outs[1];
+          BlockShift shift = softmax.beginBlock(b, l, state, t);
+          Value sum =
+              softmax.accumulate(b, l, softmax.rescale(b, l, state.sum, shift),
+                                 softmax.weight(b, l, shift, t));
+          NormalizerState next = softmax.endBlock(shift, sum, Value());
+          return {selectIf(b, l, p.present, next.max, state.max),
+                  selectIf(b, l, p.present, next.sum, state.sum)};
         }
         case ReductionKind::None:
           break;
@@ -508,12 +512,8 @@ LogicalResult KernelLowering::lowerEinsum(EinsumOp op) {
     result = emitElementwise(
         loc, generic->getResults(), createEmpty(loc, type, outSizes),
         [&](OpBuilder &b, Location l, ValueRange args) -> SmallVector<Value> {
-          Value negInf = floatConst(b, l, elementType, -kInf);
-          Value empty = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ,
-                                              args[0], negInf);
-          Value lse = arith::AddFOp::create(b, l, args[0],
-                                            math::LogOp::create(b, l, args[1]));
-          return {arith::SelectOp::create(b, l, empty, negInf, lse)};
+          return {softmax.getStatistic(
+              b, l, softmax.unflattenState(args.take_front(2)))};
         });
   }
   tensors[op.getResult()] = {result, Value()};
@@ -573,21 +573,25 @@ LogicalResult KernelLowering::lowerSoftmax(SoftmaxOp op) {
   reduceIterators[dim] = utils::IteratorType::reduction;
   SmallVector<utils::IteratorType> parallel(rank,
                                             utils::IteratorType::parallel);
-  Value negInf = floatConst(builder, loc, elementType, -kInf);
   Value zero = floatConst(builder, loc, elementType, 0.0);
+  NormalizerDefinition softmax(Normalizer::Softmax, bool(op.getSink()));
+  NormalizerState init = softmax.getInitialState(builder, loc, elementType);
 
-  // The sink joins the max and the sum; an absent sink counts as -inf.
+  // The sink joins the denominator at the end; an absent sink counts as
+  // -inf.
   Value sink;
   if (Value sinkValue = op.getSink()) {
     LoweredTensor lowered = tensors.lookup(sinkValue);
     sink = lowered.values;
-    if (lowered.presence)
+    if (lowered.presence) {
+      Value negInf = floatConst(builder, loc, elementType, -kInf);
       sink = emitElementwise(
           loc, {lowered.values, lowered.presence},
           createEmpty(loc, rowType, rowSizes),
           [&](OpBuilder &b, Location l, ValueRange args) -> SmallVector<Value> {
             return {arith::SelectOp::create(b, l, args[1], args[0], negInf)};
           });
+    }
   }
 
   SmallVector<Value> xIns = {x};
@@ -597,75 +601,72 @@ LogicalResult KernelLowering::lowerSoftmax(SoftmaxOp op) {
     xMaps.push_back(full);
   }
 
-  // Row max over present entries (and the sink).
-  Value maxInit = sink ? sink : createFilled(loc, rowType, rowSizes, -kInf);
+  // Two passes over each row, so its max is known before any weight: the
+  // max over present entries, then the sum of their weights.
   SmallVector<AffineMap> maxMaps = xMaps;
   maxMaps.push_back(row);
   Value rowMax =
       linalg::GenericOp::create(
-          builder, loc, TypeRange{rowType}, xIns, ValueRange{maxInit}, maxMaps,
+          builder, loc, TypeRange{rowType}, xIns,
+          ValueRange{createFilled(loc, rowType, rowSizes, init.max)}, maxMaps,
           reduceIterators,
           [&](OpBuilder &b, Location l, ValueRange args) {
             Value acc = args.back();
-            Value m = arith::MaximumFOp::create(b, l, acc, args[0]);
+            Value m = softmax.maxOf(b, l, acc, args[0]);
             linalg::YieldOp::create(
                 b, l, selectIf(b, l, present ? args[1] : Value(), m, acc));
           })
           .getResult(0);
 
-  // Row sum of exp(x - max), starting from exp(sink - max). A row whose max
-  // is -inf has nothing to add: guard exp(-inf - -inf).
-  auto guardedExp = [&](OpBuilder &b, Location l, Value v, Value m) {
-    Value e = math::ExpOp::create(b, l, arith::SubFOp::create(b, l, v, m));
-    Value empty =
-        arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, m, negInf);
-    return arith::SelectOp::create(b, l, empty, zero, e).getResult();
+  auto weightOf = [&](OpBuilder &b, Location l, Value v, Value max) {
+    return softmax.weight(b, l, softmax.shiftFor(b, l, max), v);
   };
-  Value sumInit = createFilled(loc, rowType, rowSizes, 0.0);
-  if (sink)
-    sumInit = emitElementwise(
-        loc, {sink, rowMax}, sumInit,
-        [&](OpBuilder &b, Location l, ValueRange args) -> SmallVector<Value> {
-          return {guardedExp(b, l, args[0], args[1])};
-        });
   SmallVector<Value> sumIns = xIns;
   sumIns.push_back(rowMax);
   SmallVector<AffineMap> sumMaps = xMaps;
   sumMaps.append({row, row});
   Value rowSum =
       linalg::GenericOp::create(
-          builder, loc, TypeRange{rowType}, sumIns, ValueRange{sumInit},
-          sumMaps, reduceIterators,
+          builder, loc, TypeRange{rowType}, sumIns,
+          ValueRange{createFilled(loc, rowType, rowSizes, init.sum)}, sumMaps,
+          reduceIterators,
           [&](OpBuilder &b, Location l, ValueRange args) {
             Value acc = args.back();
             Value m = args[args.size() - 2];
-            Value s =
-                arith::AddFOp::create(b, l, acc, guardedExp(b, l, args[0], m));
+            Value s = softmax.accumulate(b, l, acc, weightOf(b, l, args[0], m));
             linalg::YieldOp::create(
                 b, l, selectIf(b, l, present ? args[1] : Value(), s, acc));
           })
           .getResult(0);
 
-  // exp(x - max) / sum; 0 where the sum is empty (then the row is all
-  // absent) and at absent entries.
-  SmallVector<Value> divIns = xIns;
-  divIns.append({rowMax, rowSum});
-  SmallVector<AffineMap> divMaps = xMaps;
-  divMaps.append({row, row, full});
+  // The finalisation's factor per row (0 for a row without present entries).
+  SmallVector<Value> rowIns = {rowMax, rowSum};
+  if (sink)
+    rowIns.push_back(sink);
+  Value factor = emitElementwise(
+      loc, rowIns, createEmpty(loc, rowType, rowSizes),
+      [&](OpBuilder &b, Location l, ValueRange args) -> SmallVector<Value> {
+        NormalizerState state = softmax.unflattenState(args.take_front(2));
+        Value sinkLogit = sink ? args[2] : Value();
+        return {softmax.getOutputFactor(b, l, state, sinkLogit)};
+      });
+
+  // Weights times the factor; 0 at absent entries.
+  SmallVector<Value> scaleIns = xIns;
+  scaleIns.append({rowMax, factor});
+  SmallVector<AffineMap> scaleMaps = xMaps;
+  scaleMaps.append({row, row, full});
   Value result =
       linalg::GenericOp::create(
-          builder, loc, TypeRange{type}, divIns,
-          ValueRange{createEmpty(loc, type, sizes)}, divMaps, parallel,
+          builder, loc, TypeRange{type}, scaleIns,
+          ValueRange{createEmpty(loc, type, sizes)}, scaleMaps, parallel,
           [&](OpBuilder &b, Location l, ValueRange args) {
             Value m = args[args.size() - 3];
-            Value s = args[args.size() - 2];
+            Value f = args[args.size() - 2];
             Value p =
-                arith::DivFOp::create(b, l, guardedExp(b, l, args[0], m), s);
-            Value nonEmpty =
-                arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, s, zero);
-            Value keep = andAll(b, l, {nonEmpty, present ? args[1] : Value()});
+                arith::MulFOp::create(b, l, weightOf(b, l, args[0], m), f);
             linalg::YieldOp::create(
-                b, l, arith::SelectOp::create(b, l, keep, p, zero).getResult());
+                b, l, selectIf(b, l, present ? args[1] : Value(), p, zero));
           })
           .getResult(0);
   tensors[op.getResult()] = {result, present};
@@ -695,6 +696,8 @@ LogicalResult KernelLowering::lowerNormalize(NormalizeOp op) {
   SmallVector<utils::IteratorType> parallel(rank,
                                             utils::IteratorType::parallel);
   Value zero = floatConst(builder, loc, elementType, 0.0);
+  NormalizerDefinition normalize(Normalizer::Normalize, /*hasSink=*/false);
+  NormalizerState init = normalize.getInitialState(builder, loc, elementType);
 
   SmallVector<Value> xIns = {x};
   SmallVector<AffineMap> xMaps = {full};
@@ -702,32 +705,43 @@ LogicalResult KernelLowering::lowerNormalize(NormalizeOp op) {
     xIns.push_back(present);
     xMaps.push_back(full);
   }
+  // The state of each row: the sum of the present entries and their count.
   SmallVector<AffineMap> sumMaps = xMaps;
-  sumMaps.push_back(row);
-  Value rowSum =
-      linalg::GenericOp::create(
-          builder, loc, TypeRange{rowType}, xIns,
-          ValueRange{createFilled(loc, rowType, rowSizes, 0.0)}, sumMaps,
-          reduceIterators,
-          [&](OpBuilder &b, Location l, ValueRange args) {
-            Value acc = args.back();
-            Value s = arith::AddFOp::create(b, l, acc, args[0]);
-            linalg::YieldOp::create(
-                b, l, selectIf(b, l, present ? args[1] : Value(), s, acc));
-          })
-          .getResult(0);
+  sumMaps.append({row, row});
+  linalg::GenericOp state = linalg::GenericOp::create(
+      builder, loc, TypeRange{rowType, rowType}, xIns,
+      ValueRange{createFilled(loc, rowType, rowSizes, init.sum),
+                 createFilled(loc, rowType, rowSizes, init.keptCount)},
+      sumMaps, reduceIterators, [&](OpBuilder &b, Location l, ValueRange args) {
+        Value sum = args[args.size() - 2];
+        Value kept = args.back();
+        Value keep = present ? args[1] : boolConst(b, l, true);
+        Value s = normalize.accumulate(
+            b, l, sum, normalize.weight(b, l, BlockShift(), args[0]));
+        linalg::YieldOp::create(
+            b, l,
+            ValueRange{selectIf(b, l, present ? args[1] : Value(), s, sum),
+                       normalize.countKept(b, l, kept, keep)});
+      });
 
-  SmallVector<Value> divIns = xIns;
-  divIns.push_back(rowSum);
-  SmallVector<AffineMap> divMaps = xMaps;
-  divMaps.append({row, full});
+  Value factor = emitElementwise(
+      loc, state.getResults(), createEmpty(loc, rowType, rowSizes),
+      [&](OpBuilder &b, Location l, ValueRange args) -> SmallVector<Value> {
+        NormalizerState row = normalize.unflattenState(args.take_front(2));
+        return {normalize.getOutputFactor(b, l, row, Value())};
+      });
+
+  SmallVector<Value> scaleIns = xIns;
+  scaleIns.push_back(factor);
+  SmallVector<AffineMap> scaleMaps = xMaps;
+  scaleMaps.append({row, full});
   Value result =
       linalg::GenericOp::create(
-          builder, loc, TypeRange{type}, divIns,
-          ValueRange{createEmpty(loc, type, sizes)}, divMaps, parallel,
+          builder, loc, TypeRange{type}, scaleIns,
+          ValueRange{createEmpty(loc, type, sizes)}, scaleMaps, parallel,
           [&](OpBuilder &b, Location l, ValueRange args) {
             Value q =
-                arith::DivFOp::create(b, l, args[0], args[args.size() - 2]);
+                arith::MulFOp::create(b, l, args[0], args[args.size() - 2]);
             linalg::YieldOp::create(
                 b, l, selectIf(b, l, present ? args[1] : Value(), q, zero));
           })

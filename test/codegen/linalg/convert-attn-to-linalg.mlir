@@ -114,27 +114,37 @@ attn.kernel @keep attributes {
 
 // -----
 
-// softmax over a kept tensor: max (skipping absent entries), sum of exp with
-// the exp(-inf - -inf) guard, then a guarded divide; the result keeps the
-// input's presence.
+// softmax over a kept tensor, two passes over each row: the max over present
+// entries, then the sum of their weights exp(x - max), subtracting 0 while
+// the max is -inf (never exp(-inf - -inf)); per row the factor 1 / sum, 0
+// for a row without present entries; the weights times the factor. The
+// result keeps the input's presence.
 
 // CHECK-LABEL: func.func @softmax
-//       CHECK:   %[[NEGINF:.+]] = arith.constant 0xFF800000 : f32
-//       CHECK:   %[[ZERO:.+]] = arith.constant 0.000000e+00 : f32
+//       CHECK:   %[[PRES:.+]] = linalg.generic
+//  CHECK-SAME:     outs(%{{.+}} : tensor<?x?xi1>)
 //       CHECK:   %[[MAX:.+]] = linalg.generic
 //  CHECK-SAME:     iterator_types = ["parallel", "reduction"]
+//  CHECK-SAME:     ins(%{{.+}}, %[[PRES]] :
 //       CHECK:       %[[MX:.+]] = arith.maximumf
 //       CHECK:       arith.select %{{.+}}, %[[MX]], %{{.+}} : f32
 //       CHECK:   %[[SUM:.+]] = linalg.generic
 //  CHECK-SAME:     ins(%{{.+}}, %{{.+}}, %[[MAX]] :
-//       CHECK:       math.exp
-//       CHECK:       %[[EMPTY:.+]] = arith.cmpf oeq, %{{.+}}, %[[NEGINF]] : f32
-//       CHECK:       arith.select %[[EMPTY]], %[[ZERO]], %{{.+}} : f32
+//       CHECK:       %[[NOMAX:.+]] = arith.cmpf oeq, %{{.+}}, %{{.+}} : f32
+//       CHECK:       %[[SHIFT:.+]] = arith.select %[[NOMAX]], %{{.+}}, %{{.+}} : f32
+//       CHECK:       %[[D:.+]] = arith.subf %{{.+}}, %[[SHIFT]] : f32
+//       CHECK:       math.exp %[[D]] : f32
+//       CHECK:   %[[FACTOR:.+]] = linalg.generic
+//  CHECK-SAME:     iterator_types = ["parallel"]
+//  CHECK-SAME:     ins(%[[MAX]], %[[SUM]] :
+//       CHECK:       %[[EMPTY:.+]] = arith.cmpf oeq
+//       CHECK:       %[[INVERSE:.+]] = arith.divf
+//       CHECK:       arith.select %[[EMPTY]], %{{.+}}, %[[INVERSE]] : f32
 //       CHECK:   linalg.generic
 //  CHECK-SAME:     iterator_types = ["parallel", "parallel"]
-//  CHECK-SAME:     ins(%{{.+}}, %{{.+}}, %[[MAX]], %[[SUM]] :
-//       CHECK:       arith.divf
-//       CHECK:       arith.cmpf ogt, %{{.+}}, %[[ZERO]] : f32
+//  CHECK-SAME:     ins(%{{.+}}, %{{.+}}, %[[MAX]], %[[FACTOR]] :
+//       CHECK:       %[[P:.+]] = math.exp
+//       CHECK:       arith.mulf %[[P]], %{{.+}} : f32
 attn.kernel @softmax attributes {
     dim_names = ["M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808>,
     input_names = ["X"], param_names = [], param_defaults = [],
@@ -152,22 +162,29 @@ attn.kernel @softmax attributes {
 
 // -----
 
-// With a sink, the running max starts from the sink and the sum from
-// exp(sink - max). A fully present input needs no presence tensor.
+// With a sink, the max and the sum cover the entries only; the sink joins
+// the denominator in the factor: with t = max(max, sink), e^(max - t) /
+// (sum e^(max - t) + e^(sink - t)). A fully present input needs no presence
+// tensor.
 
 // CHECK-LABEL: func.func @softmax_sink
 //       CHECK:   %[[SINK:.+]] = linalg.generic
 //  CHECK-SAME:     outs(%{{.+}} : tensor<?xf32>)
 //       CHECK:       tensor.extract %{{.+}}[%{{.+}}] : tensor<1xf32>
 //       CHECK:   %[[MAX:.+]] = linalg.generic
-//  CHECK-SAME:     outs(%[[SINK]] : tensor<?xf32>)
 //       CHECK:       arith.maximumf
 //   CHECK-NOT:       arith.select
-//       CHECK:   %[[INIT:.+]] = linalg.generic
-//  CHECK-SAME:     ins(%[[SINK]], %[[MAX]] : tensor<?xf32>, tensor<?xf32>)
+//       CHECK:   %[[SUM:.+]] = linalg.generic
 //       CHECK:       math.exp
+//       CHECK:   %[[FACTOR:.+]] = linalg.generic
+//  CHECK-SAME:     ins(%[[MAX]], %[[SUM]], %[[SINK]] :
+//       CHECK:       %[[TOP:.+]] = arith.maximumf
+//       CHECK:       %[[KEEP:.+]] = math.exp
+//       CHECK:       math.exp
+//       CHECK:       %[[DEN:.+]] = arith.addf
+//       CHECK:       arith.divf %[[KEEP]], %[[DEN]] : f32
 //       CHECK:   linalg.generic
-//  CHECK-SAME:     outs(%[[INIT]] : tensor<?xf32>)
+//  CHECK-SAME:     ins(%{{.+}}, %[[MAX]], %[[FACTOR]] :
 attn.kernel @softmax_sink attributes {
     dim_names = ["M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808>,
     input_names = ["X", "Sk"], param_names = [], param_defaults = [],
@@ -186,15 +203,20 @@ attn.kernel @softmax_sink attributes {
 
 // -----
 
-// normalize: sum over present entries, then divide.
+// normalize: the sum over present entries and their count (an empty row
+// has factor 0), then the entries times the factor 1 / sum.
 
 // CHECK-LABEL: func.func @normalize
-//       CHECK:   %[[SUM:.+]] = linalg.generic
+//       CHECK:   %[[STATE:.+]]:2 = linalg.generic
 //  CHECK-SAME:     iterator_types = ["reduction", "parallel"]
 //       CHECK:       arith.addf
-//       CHECK:   linalg.generic
-//  CHECK-SAME:     ins(%{{.+}}, %[[SUM]] : tensor<?x?xf32>, tensor<?xf32>)
+//       CHECK:       arith.uitofp
+//       CHECK:   %[[FACTOR:.+]] = linalg.generic
+//  CHECK-SAME:     ins(%[[STATE]]#0, %[[STATE]]#1 : tensor<?xf32>, tensor<?xf32>)
 //       CHECK:       arith.divf
+//       CHECK:   linalg.generic
+//  CHECK-SAME:     ins(%{{.+}}, %[[FACTOR]] : tensor<?x?xf32>, tensor<?xf32>)
+//       CHECK:       arith.mulf
 attn.kernel @normalize attributes {
     dim_names = ["M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808>,
     input_names = ["X"], param_names = [], param_defaults = [],
@@ -207,19 +229,22 @@ attn.kernel @normalize attributes {
 
 // -----
 
-// logsumexp in one stable pass (running max and rescaled sum, no update while
-// the max is -inf), then max + log(sum) with -inf for empty rows.
+// logsumexp in one stable pass, the softmax state updated by one term at a
+// time (running max, sum rescaled by exp(max - max'), subtracting 0 while
+// the max is -inf; absent terms leave it), then max + log(sum) with -inf for
+// empty rows.
 
 // CHECK-LABEL: func.func @logsumexp
 //       CHECK:   %[[R:.+]]:2 = linalg.generic
 //  CHECK-SAME:     iterator_types = ["parallel", "reduction"]
 //       CHECK:     ^bb0(%[[T:.+]]: f32, %[[P:.+]]: i1, %[[MAX:.+]]: f32, %[[SUM:.+]]: f32):
 //       CHECK:       %[[NM:.+]] = arith.maximumf %[[MAX]], %[[T]] : f32
+//       CHECK:       %[[NOMAX:.+]] = arith.cmpf oeq, %[[NM]], %{{.+}} : f32
+//       CHECK:       %[[SHIFT:.+]] = arith.select %[[NOMAX]], %{{.+}}, %[[NM]] : f32
 //       CHECK:       math.exp
+//       CHECK:       arith.mulf %[[SUM]]
 //       CHECK:       math.exp
-//       CHECK:       %[[FIN:.+]] = arith.cmpf one, %[[NM]], %{{.+}} : f32
-//       CHECK:       %[[UPD:.+]] = arith.andi %[[FIN]], %[[P]] : i1
-//       CHECK:       arith.select %[[UPD]], %[[NM]], %[[MAX]] : f32
+//       CHECK:       arith.select %[[P]], %[[NM]], %[[MAX]] : f32
 //       CHECK:   linalg.generic
 //  CHECK-SAME:     ins(%[[R]]#0, %[[R]]#1 : tensor<?xf32>, tensor<?xf32>)
 //       CHECK:       math.log
