@@ -10,18 +10,16 @@
 //===----------------------------------------------------------------------===//
 
 #include "attn/Analysis/IntervalAnalysis.h"
-#include "attn/Dialect/Attn/IR/AttnDialect.h"
-#include "attn/Dialect/Attn/IR/AttnOps.h"
-#include "attn/NVGPU/GpuPackage.h"
-#include "attn/Driver/Launch.h"
-#include "attn/Frontend/Frontend.h"
 #include "attn/CPU/CpuKernel.h"
-#include "attn/Driver/Compile.h"
 #include "attn/CPU/CpuTarget.h"
 #include "attn/CPU/ObjectABI.h"
 #include "attn/CPU/Pipeline.h"
+#include "attn/Dialect/Attn/IR/AttnDialect.h"
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Driver/Compile.h"
+#include "attn/Driver/Launch.h"
+#include "attn/Driver/Spec.h"
 #include "attn/Linalg/Pipelines.h"
-#include "attn/Reference/Evaluator.h"
 #include "attn/Runtime/Package.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -152,18 +150,6 @@ int fail(llvm::Error error) {
   return fail(message);
 }
 
-/// The relative-error tolerance that fits the element type of the data.
-double toleranceFor(DType type) {
-  switch (type) {
-  case DType::BF16:
-    return 1e-2;
-  case DType::F16:
-    return 2e-3;
-  default:
-    return 1e-5;
-  }
-}
-
 /// The artifact cache, unless --no-cache or no home is known.
 CacheOptions getCacheOptions() { return CacheOptions::standard(noCacheOption); }
 
@@ -172,10 +158,39 @@ void printWarnings(llvm::ArrayRef<std::string> warnings) {
     llvm::WithColor::warning(llvm::errs(), "attnc") << warning << "\n";
 }
 
-/// Parses the spec file into a module; diagnostics go to stderr with the
-/// source line and a caret.
-FailureOr<OwningOpRef<ModuleOp>> loadSpec(MLIRContext &context,
-                                          llvm::SourceMgr &sourceMgr) {
+/// The dims `--shape` fixes at compile time (GPU packages), or nullopt
+/// after reporting a malformed list.
+std::optional<std::map<std::string, int64_t>> getFixedDims() {
+  std::map<std::string, int64_t> fixed;
+  if (shapeList.empty())
+    return fixed;
+  auto parsed = parseShapeList(shapeList);
+  if (!parsed) {
+    fail(parsed.takeError());
+    return std::nullopt;
+  }
+  for (const auto &entry : *parsed)
+    fixed[entry.getKey().str()] = entry.getValue();
+  return fixed;
+}
+
+/// Runs the front end on the spec file with `--dtype` (and, for GPU
+/// packages, `fixedDims`); diagnostics go to stderr with the source line and
+/// a caret.
+FailureOr<LoadedSpec>
+loadSpec(MLIRContext &context, llvm::SourceMgr &sourceMgr,
+         std::map<std::string, int64_t> fixedDims = {}) {
+  std::optional<std::string> dtype;
+  if (dtypeOption.getNumOccurrences())
+    dtype = dtypeOption;
+  else if (runCommand)
+    dtype = "f32";
+  llvm::Expected<std::optional<std::string>> checked =
+      checkFloatTypeOverride(dtype, targetOption, "--dtype");
+  if (!checked) {
+    fail(checked.takeError());
+    return failure();
+  }
   auto buffer = llvm::MemoryBuffer::getFile(specPath, /*IsText=*/true);
   if (std::error_code error = buffer.getError()) {
     fail(llvm::formatv("cannot open '{0}': {1}", specPath, error.message()));
@@ -183,23 +198,9 @@ FailureOr<OwningOpRef<ModuleOp>> loadSpec(MLIRContext &context,
   }
   sourceMgr.AddNewSourceBuffer(std::move(*buffer), llvm::SMLoc());
   ::attn::dsl::FrontendOptions options;
-  std::string dtype = dtypeOption;
-  if (dtype.empty() && runCommand)
-    dtype = "f32";
-  if (!dtype.empty() && dtype != "declared") {
-    std::optional<DType> type = parseDType(dtype);
-    if (!type || !isFloatDType(*type) || *type == DType::F64) {
-      fail(llvm::formatv(
-          "--dtype: expected f32, bf16, f16 or declared, got '{0}'", dtype));
-      return failure();
-    }
-    options.floatTypeOverride = dtype;
-  }
-  return ::attn::dsl::compileSpec(sourceMgr, context, options);
-}
-
-KernelOp getKernel(ModuleOp module) {
-  return *module.getOps<KernelOp>().begin();
+  options.floatTypeOverride = std::move(*checked);
+  options.fixedDims = std::move(fixedDims);
+  return LoadedSpec::load(sourceMgr, context, options);
 }
 
 /// Floating-point operations of the cascade: one per elementwise point, two
@@ -229,12 +230,12 @@ std::string describeDims(KernelOp kernel, llvm::ArrayRef<int64_t> dims) {
 int runSpec(MLIRContext &context) {
   llvm::SourceMgr sourceMgr;
   auto frontendStart = Clock::now();
-  FailureOr<OwningOpRef<ModuleOp>> module = loadSpec(context, sourceMgr);
-  if (failed(module))
+  FailureOr<LoadedSpec> spec = loadSpec(context, sourceMgr);
+  if (failed(spec))
     return 1;
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
   double frontendMs = millisecondsSince(frontendStart);
-  KernelOp kernel = getKernel(**module);
+  KernelOp kernel = spec->getKernel();
 
   llvm::StringMap<int64_t> givenSizes;
   if (!shapeList.empty()) {
@@ -264,17 +265,15 @@ int runSpec(MLIRContext &context) {
     return fail(std::move(error));
 
   // The reference runs on the cascade as written, before any lowering.
+  std::vector<const HostTensor *> inputPointers;
+  for (const HostTensor &input : launch.inputs)
+    inputPointers.push_back(&input);
   std::vector<HostTensor> expected;
   if (checkOption) {
-    ::attn::ref::KernelArguments arguments;
-    arguments.dims = launch.dims;
-    for (const HostTensor &input : launch.inputs)
-      arguments.inputs.push_back(&input);
-    arguments.params = launch.params;
-    FailureOr<std::vector<HostTensor>> result =
-        ::attn::ref::evaluate(kernel, arguments);
-    if (failed(result))
-      return fail("the reference evaluator failed");
+    llvm::Expected<std::vector<HostTensor>> result =
+        spec->evaluateReference(launch.dims, inputPointers, launch.params);
+    if (!result)
+      return fail(result.takeError());
     expected = std::move(*result);
   }
   double flops = countCascadeFlops(kernel, launch.dims);
@@ -292,12 +291,10 @@ int runSpec(MLIRContext &context) {
       kernel.getOutputNames().getAsValueRange<StringAttr>().end());
 
   auto compileStart = Clock::now();
-  // Lowering rewrites the module; keep the cascade for reporting.
-  OwningOpRef<ModuleOp> lowered = (**module).clone();
   CpuKernelOptions kernelOptions;
   kernelOptions.threads = threadsOption;
   kernelOptions.timePasses = timePasses;
-  auto compiled = compileCpuKernel(*lowered, kernelOptions, getCacheOptions());
+  auto compiled = spec->compileForHost(kernelOptions, getCacheOptions());
   if (!compiled)
     return fail(compiled.takeError());
   double compileMs = frontendMs + millisecondsSince(compileStart);
@@ -309,9 +306,6 @@ int runSpec(MLIRContext &context) {
   std::vector<HostTensor> outputs;
   for (unsigned i = 0; i < outputTypes.size(); ++i)
     outputs.emplace_back(outputTypes[i], outputShapes[i]);
-  std::vector<const HostTensor *> inputPointers;
-  for (const HostTensor &input : launch.inputs)
-    inputPointers.push_back(&input);
   std::vector<HostTensor *> outputPointers;
   for (HostTensor &output : outputs)
     outputPointers.push_back(&output);
@@ -340,7 +334,7 @@ int runSpec(MLIRContext &context) {
     for (DType type : outputTypes)
       if (type == DType::BF16 || type == DType::F16)
         dataType = type;
-    tolerance = toleranceFor(dataType);
+    tolerance = getCheckTolerance(dataType);
     ok = maxError <= tolerance;
   }
 
@@ -421,7 +415,7 @@ int linkSharedLibrary(llvm::StringRef objectPath, llvm::StringRef libraryPath,
 
 /// `attnc compile -o kernel.o|.so`: the object for --cpu (or the host), and
 /// `kernel.json` beside it with the ABI a harness needs to call it.
-int emitKernelObject(ModuleOp module) {
+int emitKernelObject(const LoadedSpec &spec) {
   if (outputPath == "-")
     return fail("--emit=obj needs -o FILE.o or -o FILE.so");
   llvm::Expected<CpuTarget> target =
@@ -431,7 +425,7 @@ int emitKernelObject(ModuleOp module) {
   CpuKernelOptions options;
   options.timePasses = timePasses;
   llvm::Expected<CpuKernelObject> object =
-      compileCpuObject(module, *target, options, getCacheOptions());
+      spec.compileForCpu(*target, options, getCacheOptions());
   if (!object)
     return fail(object.takeError());
   printWarnings(object->stats.warnings);
@@ -482,18 +476,20 @@ int emitKernelObject(ModuleOp module) {
 
 int compileSpec(MLIRContext &context) {
   llvm::SourceMgr sourceMgr;
-  FailureOr<OwningOpRef<ModuleOp>> module = loadSpec(context, sourceMgr);
+  FailureOr<LoadedSpec> spec = loadSpec(context, sourceMgr);
   // Later diagnostics (remarks of passes that leave a cascade unfused,
   // lowering errors) point into the spec with its line and a caret.
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
-  if (failed(module))
+  if (failed(spec))
     return 1;
+  // What is printed is lowered in place: the spec is not used afterwards.
+  ModuleOp module = spec->getModule();
   llvm::StringRef outputName(outputPath);
   bool objectByName =
       emitOption.getNumOccurrences() == 0 &&
       (outputName.ends_with(".o") || outputName.ends_with(".so"));
   if (emitOption == EmitKind::Object || objectByName)
-    return emitKernelObject(**module);
+    return emitKernelObject(*spec);
   if (!cpuOption.empty())
     return fail("--cpu applies to object output (-o FILE.o|.so) only");
   std::string errorMessage;
@@ -503,20 +499,20 @@ int compileSpec(MLIRContext &context) {
   llvm::raw_ostream &os = output->os();
   switch (emitOption) {
   case EmitKind::Attn:
-    (*module)->print(os);
+    module->print(os);
     break;
   case EmitKind::Linalg:
   case EmitKind::LLVMDialect:
     if (failed(emitOption == EmitKind::Linalg
-                   ? mlir::attn::lowerToLinalg(**module)
-                   : mlir::attn::lowerToLLVMDialect(**module)))
+                   ? mlir::attn::lowerToLinalg(module)
+                   : mlir::attn::lowerToLLVMDialect(module)))
       return fail("lowering failed");
-    (*module)->print(os);
+    module->print(os);
     break;
   case EmitKind::Object:
     break;
   case EmitKind::LLVMIR: {
-    llvm::Expected<std::string> ir = ::attn::emitLLVMIR(**module);
+    llvm::Expected<std::string> ir = ::attn::emitLLVMIR(module);
     if (!ir)
       return fail(ir.takeError());
     os << *ir;
@@ -536,44 +532,21 @@ int compileGpuPackage(MLIRContext &context) {
                 " writes a kernel package: pass -o FILE.attnpkg");
   if (emitOption.getNumOccurrences() || !cpuOption.empty())
     return fail("--emit and --cpu apply to --target cpu only");
-  llvm::StringMap<int64_t> fixedDims;
-  if (!shapeList.empty()) {
-    auto parsed = parseShapeList(shapeList);
-    if (!parsed)
-      return fail(parsed.takeError());
-    fixedDims = std::move(*parsed);
-  }
-  auto buffer = llvm::MemoryBuffer::getFile(specPath, /*IsText=*/true);
-  if (std::error_code error = buffer.getError())
-    return fail(llvm::formatv("cannot open '{0}': {1}", specPath,
-                              error.message()));
-  llvm::Expected<std::string> source =
-      fixDimsInSource((*buffer)->getBuffer(), fixedDims);
-  if (!source)
-    return fail(source.takeError());
-  llvm::SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(
-      llvm::MemoryBuffer::getMemBufferCopy(*source, specPath), llvm::SMLoc());
-  ::attn::dsl::FrontendOptions frontendOptions;
-  std::string dtype = dtypeOption;
-  if (!dtype.empty() && dtype != "declared") {
-    if (dtype != "bf16" && dtype != "f16")
-      return fail("--dtype: the GPU backend takes bf16 or f16, got '" + dtype +
-                  "'");
-    frontendOptions.floatTypeOverride = dtype;
-  }
-  FailureOr<OwningOpRef<ModuleOp>> loaded =
-      ::attn::dsl::compileSpec(sourceMgr, context, frontendOptions);
-  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
-  if (failed(loaded))
+  std::optional<std::map<std::string, int64_t>> fixedDims = getFixedDims();
+  if (!fixedDims)
     return 1;
-  OwningOpRef<ModuleOp> module = std::move(*loaded);
+  llvm::SourceMgr sourceMgr;
+  FailureOr<LoadedSpec> spec =
+      loadSpec(context, sourceMgr, std::move(*fixedDims));
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  if (failed(spec))
+    return 1;
   std::string producer = "attnc compile --target " + targetOption;
   GpuPackageOptions packageOptions;
   packageOptions.target = targetOption;
   packageOptions.producer = producer;
   llvm::Expected<GpuPackageArtifact> package =
-      compileGpuPackage(*module, packageOptions, getCacheOptions());
+      spec->compileForGpu(packageOptions, getCacheOptions());
   if (!package)
     return fail(package.takeError());
   printWarnings(package->warnings);

@@ -11,7 +11,6 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Pass/PassManager.h"
-#include "llvm/ADT/StringExtras.h"
 
 #include <cmath>
 #include <set>
@@ -302,60 +301,6 @@ void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
 } // namespace
 
 namespace attn {
-
-bool isGpuTarget(llvm::StringRef target) {
-  return target.starts_with("sm_");
-}
-
-llvm::Expected<std::string>
-fixDimsInSource(llvm::StringRef text, const llvm::StringMap<int64_t> &sizes,
-                llvm::StringRef what) {
-  llvm::StringMap<bool> used;
-  std::string result;
-  bool done = false;
-  while (!text.empty()) {
-    auto [line, rest] = text.split('\n');
-    bool hadNewline = text.size() > line.size();
-    text = rest;
-    llvm::StringRef trimmed = line.ltrim();
-    if (done || !trimmed.starts_with("dims") ||
-        (trimmed.size() > 4 && !llvm::isSpace(trimmed[4]))) {
-      result += line.str();
-      if (hadNewline)
-        result += '\n';
-      continue;
-    }
-    done = true;
-    auto [code, comment] = line.split("//");
-    llvm::StringRef indent = line.take_front(line.size() - trimmed.size());
-    llvm::SmallVector<llvm::StringRef> items;
-    code.ltrim().drop_front(4).split(items, ',');
-    std::string rewritten = indent.str() + "dims  ";
-    for (auto [i, item] : llvm::enumerate(items)) {
-      llvm::StringRef name = item.split('=').first.trim();
-      std::string entry = item.trim().str();
-      auto it = sizes.find(name);
-      if (it != sizes.end()) {
-        if (item.contains('='))
-          return llvm::createStringError(
-              what + ": dim '" + name + "' is already fixed by the spec");
-        entry = (name + " = " + llvm::Twine(it->second)).str();
-        used[name] = true;
-      }
-      rewritten += (i ? ", " : "") + entry;
-    }
-    result += rewritten;
-    if (line.size() > code.size())
-      result += "  //" + comment.str();
-    if (hadNewline)
-      result += '\n';
-  }
-  for (const auto &entry : sizes)
-    if (!used.count(entry.getKey()))
-      return llvm::createStringError(what + ": the spec has no dim '" +
-                                     entry.getKey() + "'");
-  return result;
-}
 
 std::vector<std::string>
 describeGpuPackageOptions(const GpuPackageOptions &options) {

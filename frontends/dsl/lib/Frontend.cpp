@@ -13,6 +13,34 @@
 
 using namespace attn::dsl;
 
+/// Fixes the dims of `options.fixedDims` in `spec`; errors point at the
+/// spec's name or at the dim.
+static mlir::LogicalResult fixDims(llvm::SourceMgr &sourceMgr, Spec &spec,
+                                   const FrontendOptions &options) {
+  bool ok = true;
+  auto error = [&](llvm::SMLoc where, const llvm::Twine &message) {
+    sourceMgr.PrintMessage(where, llvm::SourceMgr::DK_Error,
+                           options.fixedDimsOption + ": " + message);
+    ok = false;
+  };
+  for (const auto &[name, size] : options.fixedDims) {
+    auto dim = llvm::find_if(
+        spec.dims, [&](const DimDecl &decl) { return decl.name == name; });
+    if (dim == spec.dims.end())
+      error(spec.nameRange.Start, "the spec has no dim '" + name + "'");
+    else if (dim->size)
+      error(dim->range.Start,
+            "dim '" + name + "' is already fixed by the spec");
+    else if (size <= 0)
+      error(dim->range.Start, "size of dim '" + name +
+                                  "' must be positive, got " +
+                                  llvm::Twine(size));
+    else
+      dim->size = size;
+  }
+  return mlir::success(ok);
+}
+
 mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>>
 attn::dsl::compileSpec(llvm::SourceMgr &sourceMgr, mlir::MLIRContext &context,
                        const FrontendOptions &options) {
@@ -24,7 +52,8 @@ attn::dsl::compileSpec(llvm::SourceMgr &sourceMgr, mlir::MLIRContext &context,
   context.loadDialect<mlir::attn::AttnDialect, mlir::arith::ArithDialect,
                       mlir::math::MathDialect, mlir::tensor::TensorDialect>();
   Spec spec;
-  if (mlir::failed(parseSpec(sourceMgr, spec)))
+  if (mlir::failed(parseSpec(sourceMgr, spec)) ||
+      mlir::failed(fixDims(sourceMgr, spec, options)))
     return mlir::failure();
   SemaResult sema;
   if (mlir::failed(checkSpec(sourceMgr, spec, sema)))

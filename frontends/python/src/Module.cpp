@@ -14,16 +14,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "attn/Analysis/IntervalAnalysis.h"
+#include "attn/CPU/CpuKernel.h"
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
-#include "attn/NVGPU/GpuPackage.h"
-#include "attn/Driver/Launch.h"
-#include "attn/Frontend/Frontend.h"
-#include "attn/CPU/CpuKernel.h"
 #include "attn/Driver/Compile.h"
-#include "attn/CPU/Pipeline.h"
+#include "attn/Driver/Launch.h"
+#include "attn/Driver/Spec.h"
 #include "attn/Linalg/Pipelines.h"
-#include "attn/Reference/Evaluator.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -92,16 +89,26 @@ public:
         &os);
   }
 
-  /// Runs the front end; a failure raises attnc.CompileError.
-  mlir::OwningOpRef<mlir::ModuleOp> parse(std::optional<std::string> dtype) {
+  /// Runs the front end with the float-type override `dtype` (checked as
+  /// for `target`) and the dims `shapes` fixes; a failure raises
+  /// attnc.CompileError, a bad dtype ValueError.
+  LoadedSpec load(std::optional<std::string> dtype, const std::string &target,
+                  const std::map<std::string, int64_t> &shapes) {
+    llvm::Expected<std::optional<std::string>> checked =
+        checkFloatTypeOverride(std::move(dtype), target, "dtype");
+    if (!checked)
+      throwValueError(checked.takeError());
     dsl::FrontendOptions options;
-    options.floatTypeOverride = std::move(dtype);
-    auto module = dsl::compileSpec(sourceMgr, getContext(), options);
-    if (mlir::failed(module))
+    options.floatTypeOverride = std::move(*checked);
+    options.fixedDims = shapes;
+    options.fixedDimsOption = "shapes";
+    mlir::FailureOr<LoadedSpec> spec =
+        LoadedSpec::load(sourceMgr, getContext(), options);
+    if (mlir::failed(spec))
       fail("");
     // Later diagnostics (pass remarks, lowering errors) point into the spec.
     handler.emplace(sourceMgr, &getContext(), os);
-    return std::move(*module);
+    return std::move(*spec);
   }
 
   /// Raises attnc.CompileError with the diagnostics so far and `message`.
@@ -125,36 +132,6 @@ private:
   llvm::SourceMgr sourceMgr;
   std::optional<mlir::SourceMgrDiagnosticHandler> handler;
 };
-
-/// Rewrites `source` so that the dims in `shapes` are fixed, as `attnc
-/// compile --shape` does.
-std::string fixDims(const std::string &source,
-                    const std::map<std::string, int64_t> &shapes) {
-  if (shapes.empty())
-    return source;
-  llvm::StringMap<int64_t> sizes;
-  for (const auto &[name, size] : shapes)
-    sizes[name] = size;
-  llvm::Expected<std::string> fixed = fixDimsInSource(source, sizes, "shapes");
-  if (!fixed)
-    throwCompileError(llvm::toString(fixed.takeError()));
-  return std::move(*fixed);
-}
-
-/// Checks a dtype override the way `attnc --dtype` does.
-std::optional<std::string> checkDType(std::optional<std::string> dtype,
-                                      bool gpu) {
-  if (!dtype || *dtype == "declared")
-    return std::nullopt;
-  bool ok = gpu ? (*dtype == "bf16" || *dtype == "f16")
-                : (*dtype == "f32" || *dtype == "bf16" || *dtype == "f16");
-  if (!ok)
-    throw py::value_error(
-        std::string("dtype: expected ") +
-        (gpu ? "bf16 or f16 for a GPU target" : "f32, bf16 or f16") +
-        ", got '" + *dtype + "'");
-  return dtype;
-}
 
 /// An (address, dtype name, shape) triple from Python: one dense row-major
 /// tensor that Python keeps alive for the duration of the call.
@@ -225,15 +202,12 @@ py::array toNumPy(const HostTensor &tensor) {
 /// from (the reference runs on it, launches are checked against it).
 class PyCpuKernel {
 public:
-  PyCpuKernel(mlir::OwningOpRef<mlir::ModuleOp> cascade,
-              std::unique_ptr<CpuKernel> kernel, double compileMs,
-              std::string diagnostics)
-      : cascade(std::move(cascade)), compiled(std::move(kernel)),
+  PyCpuKernel(LoadedSpec spec, std::unique_ptr<CpuKernel> kernel,
+              double compileMs, std::string diagnostics)
+      : spec(std::move(spec)), compiled(std::move(kernel)),
         compileMs(compileMs), diagnostics(std::move(diagnostics)) {}
 
-  KernelOp getKernel() const {
-    return *cascade.get().getOps<KernelOp>().begin();
-  }
+  KernelOp getKernel() const { return spec.getKernel(); }
   const CpuKernel &getCompiled() const { return *compiled; }
   double getCompileMs() const { return compileMs; }
   const std::string &getDiagnostics() const { return diagnostics; }
@@ -367,22 +341,13 @@ public:
     std::vector<HostTensor> copies;
     for (const TensorView &view : views)
       copies.push_back(copyView(view));
-    ref::KernelArguments arguments;
-    arguments.dims = dims;
+    std::vector<const HostTensor *> pointers;
     for (const HostTensor &copy : copies)
-      arguments.inputs.push_back(&copy);
-    arguments.params = params;
-    std::string message;
-    mlir::ScopedDiagnosticHandler handler(
-        &getContext(), [&](mlir::Diagnostic &diag) {
-          if (message.empty())
-            message = diag.str();
-          return mlir::success();
-        });
-    mlir::FailureOr<std::vector<HostTensor>> outputs =
-        ref::evaluate(getKernel(), arguments);
-    if (mlir::failed(outputs))
-      throw py::value_error("the reference evaluator failed: " + message);
+      pointers.push_back(&copy);
+    llvm::Expected<std::vector<HostTensor>> outputs =
+        spec.evaluateReference(dims, pointers, params);
+    if (!outputs)
+      throwValueError(outputs.takeError());
     py::tuple result(outputs->size());
     for (size_t i = 0; i < outputs->size(); ++i)
       result[i] = toNumPy((*outputs)[i]);
@@ -390,7 +355,7 @@ public:
   }
 
 private:
-  mlir::OwningOpRef<mlir::ModuleOp> cascade;
+  LoadedSpec spec;
   std::unique_ptr<CpuKernel> compiled;
   double compileMs;
   std::string diagnostics;
@@ -418,19 +383,16 @@ compileCpu(const std::string &source, const std::string &filename,
            const std::map<std::string, int64_t> &shapes, bool useCache,
            unsigned threads) {
   auto start = std::chrono::steady_clock::now();
-  std::optional<std::string> type = checkDType(std::move(dtype), false);
-  SpecCompilation compilation(fixDims(source, shapes), filename);
-  mlir::OwningOpRef<mlir::ModuleOp> cascade = compilation.parse(type);
-  // Lowering rewrites the module; the cascade stays for the reference.
-  mlir::OwningOpRef<mlir::ModuleOp> lowered = cascade->clone();
+  SpecCompilation compilation(source, filename);
+  LoadedSpec spec = compilation.load(std::move(dtype), "cpu", shapes);
   CpuKernelOptions options;
   options.threads = threads;
   llvm::Expected<std::unique_ptr<CpuKernel>> kernel =
-      compileCpuKernel(*lowered, options, CacheOptions::standard(!useCache));
+      spec.compileForHost(options, CacheOptions::standard(!useCache));
   if (!kernel)
     compilation.fail(llvm::toString(kernel.takeError()));
   warnAll((*kernel)->getStats().warnings);
-  return std::make_unique<PyCpuKernel>(std::move(cascade), std::move(*kernel),
+  return std::make_unique<PyCpuKernel>(std::move(spec), std::move(*kernel),
                                        millisecondsSince(start),
                                        compilation.getDiagnostics());
 }
@@ -444,17 +406,15 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
   if (!isGpuTarget(target))
     throw py::value_error("target: expected cpu, sm_80 or sm_90a, got '" +
                           target + "'");
-  std::optional<std::string> type = checkDType(std::move(dtype), true);
-  SpecCompilation compilation(fixDims(source, shapes), filename);
-  mlir::OwningOpRef<mlir::ModuleOp> module = compilation.parse(type);
+  SpecCompilation compilation(source, filename);
+  LoadedSpec spec = compilation.load(std::move(dtype), target, shapes);
   GpuPackageOptions options;
   options.target = target;
   options.producer = "attnc.compile(target='" + target + "')";
   options.shapeOption = "shapes=";
   options.shapeExample = "shapes={'D': 128}";
   llvm::Expected<GpuPackageArtifact> package =
-      ::attn::compileGpuPackage(*module, options,
-                                CacheOptions::standard(!useCache));
+      spec.compileForGpu(options, CacheOptions::standard(!useCache));
   if (!package)
     compilation.fail(llvm::toString(package.takeError()));
   warnAll(package->warnings);

@@ -139,6 +139,34 @@ TEST(MLIRGenTest, FloatTypeOverride) {
             std::string::npos);
 }
 
+TEST(MLIRGenTest, FixedDims) {
+  FrontendOptions options;
+  options.fixedDims = {{"M", 7}};
+  auto result = compile(test::kStreamingLLM, options);
+  ASSERT_TRUE(result.ok) << result.diagnostics;
+  auto kernel = collect<mlir::attn::KernelOp>(*result.module).front();
+  unsigned m = *kernel.lookupDim(mlir::StringAttr::get(
+      result.context.get(), "M"));
+  EXPECT_EQ(kernel.getDimSizes()[m], 7);
+  auto q = cast<RankedTensorType>(kernel.getInputArg(0).getType());
+  EXPECT_EQ(q.getDimSize(2), 7);
+
+  auto error = [&](std::map<std::string, int64_t> dims) {
+    FrontendOptions bad;
+    bad.fixedDims = std::move(dims);
+    bad.fixedDimsOption = "shapes";
+    auto failed = compile(test::kStreamingLLM, bad);
+    EXPECT_FALSE(failed.ok);
+    return failed.diagnostics;
+  };
+  EXPECT_NE(error({{"X", 1}}).find("error: shapes: the spec has no dim 'X'"),
+            std::string::npos);
+  EXPECT_NE(error({{"D", 64}}).find("dim 'D' is already fixed by the spec"),
+            std::string::npos);
+  EXPECT_NE(error({{"M", 0}}).find("size of dim 'M' must be positive"),
+            std::string::npos);
+}
+
 /// One spec per variant family of DESIGN.md section 2; each must compile to
 /// IR of the cascade form.
 struct Variant {

@@ -11,26 +11,12 @@
 #include "attn/Runtime/Package.h"
 
 #include "mlir/IR/BuiltinOps.h"
-#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 
 #include <string>
 #include <vector>
 
 namespace attn {
-
-/// Whether `target` names a CUDA chip (sm_NN or sm_NNa).
-bool isGpuTarget(llvm::StringRef target);
-
-/// Rewrites the `dims` line of the spec so that every dim named in `sizes`
-/// reads `NAME = SIZE`: the DSL's own syntax for a compile-time size. The
-/// front end then gives the tensors static extents and the GPU backend its
-/// static head dims, with no second way of fixing a dim. Errors (a dim the
-/// spec does not have, or fixes already) start with `what`, the name of the
-/// caller's option.
-llvm::Expected<std::string>
-fixDimsInSource(llvm::StringRef text, const llvm::StringMap<int64_t> &sizes,
-                llvm::StringRef what = "--shape");
 
 struct GpuPackageOptions {
   /// The CUDA chip: sm_90a, sm_80.

@@ -13,6 +13,7 @@
 #include "mlir/IR/OwningOpRef.h"
 #include "mlir/Support/LLVM.h"
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -31,6 +32,13 @@ struct FrontendOptions {
   /// element type ("f32", "bf16", "f16" or "f64") instead of the declared
   /// one, so that one spec can be compiled for several precisions.
   std::optional<std::string> floatTypeOverride;
+  /// Dims fixed at compile time, as if the spec's `dims` line read
+  /// `NAME = SIZE`: the tensors get static extents (the GPU backend needs
+  /// static head dims), with no second way of fixing a dim.
+  std::map<std::string, int64_t> fixedDims;
+  /// How the caller's option that fills `fixedDims` is spelt ("--shape",
+  /// "shapes="), for the errors about it.
+  std::string fixedDimsOption = "--shape";
 };
 
 /// Parses, checks and lowers the spec in `sourceMgr`'s main buffer into a
