@@ -35,9 +35,7 @@ using namespace mlir;
 /// fused loop nest on memrefs.
 static void buildFusedFrontHalf(OpPassManager &pm,
                                 const attn::CpuPipelineOptions &options) {
-  OpPassManager &kernels = pm.nest<attn::KernelOp>();
-  kernels.addPass(attn::createAttnRaise());
-  kernels.addPass(attn::createAttnAnalyzeMask());
+  attn::buildAttentionRecognitionPipeline(pm);
 
   attn::ConvertAttnToLinalgOptions toLinalg;
   toLinalg.keepAttention = true;

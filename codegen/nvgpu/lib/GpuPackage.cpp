@@ -2,6 +2,7 @@
 
 #include "attn/NVGPU/GpuPackage.h"
 
+#include "DecodePolicy.h"
 #include "SubscriptConstraints.h"
 #include "attn/Driver/KernelSignature.h"
 #include "attn/NVGPU/GpuKernel.h"
@@ -26,22 +27,6 @@ using mlir::attn::GpuOptions;
 using mlir::attn::KernelOp;
 
 namespace {
-
-/// Decode serves launches with at most this many 16-row tiles of packed
-/// rows per key/value head (64 query heads of one MQA step, or 16 queries
-/// of a GQA group of 4); longer ones amortise K and V over more rows with
-/// the attention kernel.
-constexpr int64_t kMaxDecodeRowTiles = 4;
-/// The decode grid has at most this many CTAs, when the keys are long
-/// enough: one wave of the one-warp CTAs on an H100 (132 SMs, 5 CTAs each
-/// by shared memory), where every CTA streams its keys from start to end.
-/// Measured with 1 query, GQA 32/8, D = 128 (ms for B = 8, N = 32k): 256
-/// CTAs 0.384, 512 0.387, 768 (two waves) 0.419, 2048 0.41, 4096 0.44;
-/// with B = 1, more splits win until the wave is full.
-constexpr int64_t kDecodeMaxCtas = 512;
-/// ... and splits of at least this many keys, so that the partial results
-/// stay small beside K and V.
-constexpr int64_t kDecodeMinSplitKeys = 256;
 
 llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
@@ -220,84 +205,6 @@ SlotType toSlotType(GpuKernelParam::Kind kind) {
   return SlotType::I64;
 }
 
-/// Runs `pass` on the kernels of `module`; remarks go to the handler.
-LogicalResult runOnKernels(ModuleOp module, std::unique_ptr<Pass> pass) {
-  PassManager pm(module.getContext());
-  pm.addNestedPass<KernelOp>(std::move(pass));
-  return pm.run(module);
-}
-
-/// The decode entries of flash-decoding beside the attention entry `main`
-/// (whose params they share but for the workspace and the split count):
-/// launches whose packed rows per key/value head, R = M·H/G, fit
-/// kMaxDecodeRowTiles tiles of 16 run the split-key kernel and its merge,
-/// the others `main`. The formulas name the dims of the spec (B, H, G, M, N
-/// stand for whatever Q and K's axes are).
-void addDecodeEntries(PackageManifest &manifest, EntrySpec main,
-                      const GpuKernelArtifact &artifact, const std::string &b,
-                      const std::string &h, const std::string &g,
-                      const std::string &m, const std::string &n) {
-  using mlir::attn::kDecodeRows;
-  auto paren = [](const std::string &x) { return "(" + x + ")"; };
-  // R G and 64 G: R <= 64 without a division by G.
-  std::string rowsTimesG = paren(m) + "*" + paren(h);
-  std::string limitTimesG =
-      std::to_string(kMaxDecodeRowTiles * kDecodeRows) + "*" + paren(g);
-  std::string rowTiles = "cdiv(" + rowsTimesG + ", " +
-                         std::to_string(kDecodeRows) + "*" + paren(g) + ")";
-  // Splits: at most kDecodeMaxCtas CTAs in all, each split at least
-  // kDecodeMinSplitKeys keys long, at least one split.
-  std::string ctasPerSplit =
-      "max(1, " + paren(b) + "*" + paren(g) + "*" + rowTiles + ")";
-  std::string splits =
-      "max(1, min(cdiv(" + n + ", " + std::to_string(kDecodeMinSplitKeys) +
-      "), " + std::to_string(kDecodeMaxCtas) + "/" + ctasPerSplit + "))";
-  manifest.workspaces.push_back(
-      {"partials",
-       paren(b) + "*" + paren(g) + "*" + splits + "*" + rowTiles + "*" +
-           std::to_string(kDecodeRows * 4 * (artifact.valueDim + 1))});
-
-  ParamSlot workspace;
-  workspace.kind = ParamSlot::Kind::Workspace;
-  workspace.arg = "partials";
-  workspace.type = SlotType::Ptr;
-  ParamSlot splitCount;
-  splitCount.kind = ParamSlot::Kind::Expr;
-  splitCount.arg = splits;
-  splitCount.type = SlotType::I32;
-
-  // The decode kernel evaluates its tile classes itself.
-  ParamSlot noTiles;
-  noTiles.kind = ParamSlot::Kind::Const;
-  noTiles.type = SlotType::I64;
-  EntrySpec decode = main, merge = main;
-  main.when = rowsTimesG + " > " + limitTimesG;
-  decode.name = "attn_decode";
-  decode.module = "attn_decode";
-  decode.function = artifact.decode->kernelName;
-  decode.when = rowsTimesG + " <= " + limitTimesG;
-  decode.grid = {splits + "*" + rowTiles, g, b};
-  decode.block[0] = mlir::attn::kDecodeThreads;
-  decode.sharedBytes = artifact.decode->sharedMemoryBytes;
-  auto at = [](mlir::attn::FixedParam param) {
-    return static_cast<unsigned>(param);
-  };
-  decode.params[at(mlir::attn::FixedParam::Partials)] = workspace;
-  decode.params[at(mlir::attn::FixedParam::Splits)] = splitCount;
-  decode.params[at(mlir::attn::FixedParam::Tiles)] = noTiles;
-  merge.name = "attn_decode_merge";
-  merge.function = artifact.decode->mergeKernelName;
-  merge.when = decode.when;
-  merge.grid = {rowTiles, g, b};
-  merge.block[0] = mlir::attn::kMergeThreads;
-  merge.sharedBytes = 0;
-  merge.module = decode.module;
-  merge.params = decode.params;
-  manifest.entries.push_back(std::move(main));
-  manifest.entries.push_back(std::move(decode));
-  manifest.entries.push_back(std::move(merge));
-}
-
 } // namespace
 
 namespace attn {
@@ -322,19 +229,15 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                      "': the cascade is not raised (see remark), so the GPU "
                      "backend cannot compile it");
   };
-  if (failed(runOnKernels(module, mlir::attn::createAttnRaise())))
-    return makeError("attn-raise failed");
   // Masks that read tensors get a tile_class over per-tile summaries of
-  // them, which prologue kernels compute before the attention. The GPU
-  // kernels classify at most 128 query rows against 64 keys at a time:
-  // ranges of at most 4 summary tiles of 64, which one sparse-table level
-  // covers (each further level would cost a prologue kernel and a larger
-  // tile class).
-  mlir::attn::AttnAnalyzeMaskOptions analysis;
-  analysis.summaryLevels = 1;
-  if (failed(runOnKernels(module,
-                          mlir::attn::createAttnAnalyzeMask(analysis))))
-    return makeError("attn-analyze-mask failed");
+  // them, which prologue kernels compute before the attention.
+  mlir::attn::AttnAnalyzeMaskOptions mask;
+  mask.summaryLevels = mlir::attn::kGpuMaskSummaryLevels;
+  PassManager pm(module.getContext());
+  mlir::attn::buildAttentionRecognitionPipeline(pm, mask);
+  if (failed(pm.run(module)))
+    return makeError("kernel '" + kernelName +
+                     "': recognising the attention failed");
   kernel = *module.getOps<KernelOp>().begin();
 
   // The kernel body must be scalars, expand_shapes, einsums whose results

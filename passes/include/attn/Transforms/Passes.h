@@ -9,6 +9,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
 
 namespace mlir::attn {
 
@@ -17,6 +18,13 @@ namespace mlir::attn {
 
 #define GEN_PASS_REGISTRATION
 #include "attn/Transforms/Passes.h.inc"
+
+/// `attn-raise` then `attn-analyze-mask` on every attn.kernel: the
+/// target-free start of every fused backend. `mask` carries what a backend's
+/// kernels can use (the GPU kernels classify at most 4 summary tiles at a
+/// time, so they want one sparse-table level).
+void buildAttentionRecognitionPipeline(
+    OpPassManager &pm, const AttnAnalyzeMaskOptions &mask = {});
 
 } // namespace mlir::attn
 

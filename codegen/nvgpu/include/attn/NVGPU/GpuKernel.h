@@ -59,6 +59,13 @@ struct GpuOptions {
   bool decode = false;
 };
 
+/// Levels of the sparse table of mask summaries (attn-analyze-mask's
+/// `summary-levels`) the kernels use: they classify at most 128 query rows
+/// against 64 keys at a time, ranges of at most 4 summary tiles of 64, which
+/// one level covers (each further level would cost a prologue kernel and a
+/// larger tile class).
+constexpr unsigned kGpuMaskSummaryLevels = 1;
+
 /// The decode kernel packs the query rows of one key/value head, (query m,
 /// head of the group) in that order, into 16-row tiles: one warp per CTA.
 constexpr int64_t kDecodeRows = 16;
