@@ -89,6 +89,92 @@ static int writeFile(StringRef path, StringRef text) {
   return 0;
 }
 
+namespace {
+
+StringRef kindName(attn::GpuKernelParam::Kind kind) {
+  switch (kind) {
+  case attn::GpuKernelParam::Kind::Pointer:
+    return "ptr";
+  case attn::GpuKernelParam::Kind::I32:
+    return "i32";
+  case attn::GpuKernelParam::Kind::I64:
+    return "i64";
+  case attn::GpuKernelParam::Kind::F32:
+    return "f32";
+  case attn::GpuKernelParam::Kind::F64:
+    return "f64";
+  }
+  llvm_unreachable("unknown parameter kind");
+}
+
+/// A one-line JSON description of the kernel artifact (no PTX): the tile
+/// shape, parameters and captures that kernel tests launch it by. Packages
+/// describe their kernels with the runtime's manifest instead.
+std::string describeKernel(const attn::GpuKernelArtifact &artifact) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::formatv(
+      "{{\"kernel\": \"{0}\", \"chip\": \"{1}\", \"dtype\": \"{2}\", "
+      "\"D\": {3}, \"E\": {4}, \"block\": [{5}, 1, 1], "
+      "\"grid\": [\"ceil(M/{6})\", \"H\", \"B\"], \"block_m\": {6}, "
+      "\"shared_bytes\": {7}, \"lse\": {8}, \"sink\": {9}, \"params\": [",
+      artifact.kernelName, artifact.chip, artifact.elementType,
+      artifact.headDim, artifact.valueDim, artifact.blockDim[0],
+      artifact.blockM, artifact.dynamicSharedMemoryBytes,
+      artifact.hasLse ? "true" : "false",
+      artifact.hasSink ? "true" : "false");
+  llvm::interleave(
+      artifact.signature.params, os,
+      [&](const attn::GpuKernelParam &param) {
+        os << "[\"" << param.name << "\", \"" << kindName(param.kind)
+           << "\"]";
+      },
+      ", ");
+  os << "], \"captures\": [";
+  llvm::interleave(
+      artifact.signature.captures, os,
+      [&](const attn::GpuCapture &capture) {
+        os << llvm::formatv("{{\"source\": \"{0}\", \"tensor\": {1}, "
+                            "\"type\": \"{2}\", \"rank\": {3}, "
+                            "\"first_param\": {4}}",
+                            capture.source,
+                            capture.isTensor ? "true" : "false",
+                            capture.elementType, capture.rank,
+                            capture.firstParam);
+      },
+      ", ");
+  os << "]";
+  if (artifact.decode)
+    os << llvm::formatv(", \"decode\": {{\"kernel\": \"{0}\", \"merge\": "
+                        "\"{1}\", \"rows\": {2}, \"shared_bytes\": {3}, "
+                        "\"merge_threads\": {4}}",
+                        artifact.decode->kernelName,
+                        artifact.decode->mergeKernelName, attn::kDecodeRows,
+                        artifact.decode->sharedMemoryBytes, attn::kMergeThreads);
+  if (artifact.tileList)
+    os << llvm::formatv(", \"tile_list\": {{\"kernel\": \"{0}\", \"block_m\": "
+                        "{1}, \"block_n\": {2}, \"per_head\": {3}}",
+                        artifact.tileList->kernelName,
+                        artifact.tileList->blockM, artifact.tileList->blockN,
+                        artifact.tileList->perHead ? "true" : "false");
+  if (artifact.prologue) {
+    os << ", \"prologue\": [";
+    llvm::interleave(
+        artifact.prologue->kernels, os,
+        [&](const attn::GpuPrologueKernel &kernel) {
+          os << "{\"kernel\": \"" << kernel.name << "\", \"einsums\": [";
+          llvm::interleaveComma(kernel.einsums, os);
+          os << "], \"params\": " << kernel.signature.params.size() << "}";
+        },
+        ", ");
+    os << "]";
+  }
+  os << "}";
+  return text;
+}
+
+} // namespace
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   llvm::cl::ParseCommandLineOptions(argc, argv, "attn.attention to PTX\n");
@@ -148,6 +234,6 @@ int main(int argc, char **argv) {
     if (int rc = writeFile(prologueOutput, artifact->prologue->ptx))
       return rc;
   if (!manifestFile.empty())
-    return writeFile(manifestFile, attn::describeGpuKernel(*artifact) + "\n");
+    return writeFile(manifestFile, describeKernel(*artifact) + "\n");
   return 0;
 }

@@ -14,7 +14,6 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Pass/PassManager.h"
-#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <mutex>
@@ -186,22 +185,6 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   return artifact;
 }
 
-static StringRef kindName(GpuKernelParam::Kind kind) {
-  switch (kind) {
-  case GpuKernelParam::Kind::Pointer:
-    return "ptr";
-  case GpuKernelParam::Kind::I32:
-    return "i32";
-  case GpuKernelParam::Kind::I64:
-    return "i64";
-  case GpuKernelParam::Kind::F32:
-    return "f32";
-  case GpuKernelParam::Kind::F64:
-    return "f64";
-  }
-  llvm_unreachable("unknown parameter kind");
-}
-
 GpuKernelParam mlir::attn::getFixedParam(FixedParam param) {
   using Kind = GpuKernelParam::Kind;
   static const GpuKernelParam params[kNumFixedParams] = {
@@ -222,67 +205,4 @@ GpuKernelParam mlir::attn::getFixedParam(FixedParam param) {
       {"scale", Kind::F32},         {"partials", Kind::Pointer},
       {"splits", Kind::I32},        {"tiles", Kind::Pointer}};
   return params[static_cast<unsigned>(param)];
-}
-
-std::string mlir::attn::describeGpuKernel(const GpuKernelArtifact &artifact) {
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  os << llvm::formatv(
-      "{{\"kernel\": \"{0}\", \"chip\": \"{1}\", \"dtype\": \"{2}\", "
-      "\"D\": {3}, \"E\": {4}, \"block\": [{5}, 1, 1], "
-      "\"grid\": [\"ceil(M/{6})\", \"H\", \"B\"], \"block_m\": {6}, "
-      "\"shared_bytes\": {7}, \"lse\": {8}, \"sink\": {9}, \"params\": [",
-      artifact.kernelName, artifact.chip, artifact.elementType,
-      artifact.headDim, artifact.valueDim, artifact.blockDim[0],
-      artifact.blockM, artifact.dynamicSharedMemoryBytes,
-      artifact.hasLse ? "true" : "false",
-      artifact.hasSink ? "true" : "false");
-  llvm::interleave(
-      artifact.signature.params, os,
-      [&](const GpuKernelParam &param) {
-        os << "[\"" << param.name << "\", \"" << kindName(param.kind)
-           << "\"]";
-      },
-      ", ");
-  os << "], \"captures\": [";
-  llvm::interleave(
-      artifact.signature.captures, os,
-      [&](const GpuCapture &capture) {
-        os << llvm::formatv("{{\"source\": \"{0}\", \"tensor\": {1}, "
-                            "\"type\": \"{2}\", \"rank\": {3}, "
-                            "\"first_param\": {4}}",
-                            capture.source,
-                            capture.isTensor ? "true" : "false",
-                            capture.elementType, capture.rank,
-                            capture.firstParam);
-      },
-      ", ");
-  os << "]";
-  if (artifact.decode)
-    os << llvm::formatv(", \"decode\": {{\"kernel\": \"{0}\", \"merge\": "
-                        "\"{1}\", \"rows\": {2}, \"shared_bytes\": {3}, "
-                        "\"merge_threads\": {4}}",
-                        artifact.decode->kernelName,
-                        artifact.decode->mergeKernelName, kDecodeRows,
-                        artifact.decode->sharedMemoryBytes, kMergeThreads);
-  if (artifact.tileList)
-    os << llvm::formatv(", \"tile_list\": {{\"kernel\": \"{0}\", \"block_m\": "
-                        "{1}, \"block_n\": {2}, \"per_head\": {3}}",
-                        artifact.tileList->kernelName,
-                        artifact.tileList->blockM, artifact.tileList->blockN,
-                        artifact.tileList->perHead ? "true" : "false");
-  if (artifact.prologue) {
-    os << ", \"prologue\": [";
-    llvm::interleave(
-        artifact.prologue->kernels, os,
-        [&](const GpuPrologueKernel &kernel) {
-          os << "{\"kernel\": \"" << kernel.name << "\", \"einsums\": [";
-          llvm::interleaveComma(kernel.einsums, os);
-          os << "], \"params\": " << kernel.signature.params.size() << "}";
-        },
-        ", ");
-    os << "]";
-  }
-  os << "}";
-  return text;
 }

@@ -304,9 +304,6 @@ compileAttentionForGpu(ModuleOp module, const GpuOptions &options);
 llvm::Expected<GpuKernelArtifact>
 compileAttentionForGpu(AttentionOp op, const GpuOptions &options);
 
-/// A one-line JSON description of the artifact (no PTX), for manifests.
-std::string describeGpuKernel(const GpuKernelArtifact &artifact);
-
 /// Registers `attn-build-gpu-kernels` and the `attn-nvgpu-pipeline`
 /// pipeline (attn.attention → gpu.module → gpu.binary with PTX).
 void registerAttnGPUPasses();
