@@ -385,12 +385,13 @@ TEST_F(ArtifactCacheTest, ObjectsAndPackagesShareOneDirectory) {
             1);
 }
 
-/// Threads that compile the same kernel into one cache at once all get a
-/// working kernel, and leave one valid entry behind.
+/// Threads that compile the same kernel into one cache at once all get the
+/// same object, and leave one valid entry behind that later compiles hit.
 TEST_F(ArtifactCacheTest, ConcurrentWritersAreSafe) {
   constexpr int kThreads = 4;
-  std::vector<std::optional<HostTensor>> results(kThreads);
-  std::vector<std::string> errors(kThreads);
+  llvm::Expected<CpuTarget> host = getHostCpuTarget();
+  ASSERT_TRUE(bool(host));
+  std::vector<std::string> objects(kThreads), errors(kThreads);
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t)
     threads.emplace_back([&, t] {
@@ -406,27 +407,30 @@ TEST_F(ArtifactCacheTest, ConcurrentWritersAreSafe) {
         errors[t] = "cannot compile the spec";
         return;
       }
-      llvm::Expected<std::unique_ptr<CpuKernel>> kernel =
-          compileCpuKernel(**module, {}, cached());
-      if (!kernel) {
-        errors[t] = llvm::toString(kernel.takeError());
+      llvm::Expected<CpuKernelObject> object =
+          compileCpuObject(**module, *host, {}, cached());
+      if (!object) {
+        errors[t] = llvm::toString(object.takeError());
         return;
       }
-      if (!(*kernel)->getStats().warnings.empty())
-        errors[t] = (*kernel)->getStats().warnings.front();
-      results[t] = run(**kernel);
+      if (!object->stats.warnings.empty())
+        errors[t] = object->stats.warnings.front();
+      objects[t] = object->object->getBuffer().str();
     });
   for (std::thread &thread : threads)
     thread.join();
   for (int t = 0; t < kThreads; ++t) {
     EXPECT_TRUE(errors[t].empty()) << errors[t];
-    ASSERT_TRUE(results[t]);
-    EXPECT_EQ(relativeError(*results[t], *results[0]), 0.0);
+    EXPECT_FALSE(objects[t].empty());
+    EXPECT_EQ(objects[t], objects[0]);
   }
   onlyEntry();
   std::unique_ptr<CpuKernel> warm = compile(cached());
   ASSERT_TRUE(warm);
   EXPECT_TRUE(warm->getStats().cacheHit);
+  std::unique_ptr<CpuKernel> uncached = compile(CacheOptions{});
+  ASSERT_TRUE(uncached);
+  EXPECT_EQ(relativeError(run(*warm), run(*uncached)), 0.0);
 }
 
 } // namespace
