@@ -388,6 +388,16 @@ TEST_F(ArtifactCacheTest, ObjectsAndPackagesShareOneDirectory) {
 /// Threads that compile the same kernel into one cache at once all get the
 /// same object, and leave one valid entry behind that later compiles hit.
 TEST_F(ArtifactCacheTest, ConcurrentWritersAreSafe) {
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  // ASan's runtime aborts when these compiling threads end, failing to
+  // unmap their thread-local storage ("failed to deallocate ... error code:
+  // 22"), outside attnc's code. Processes writing at once are covered by
+  // test/tools/attnc-cache-package.test.
+  GTEST_SKIP() << "AddressSanitizer aborts at the end of the compiling "
+                  "threads";
+#endif
+#endif
   constexpr int kThreads = 4;
   llvm::Expected<CpuTarget> host = getHostCpuTarget();
   ASSERT_TRUE(bool(host));
