@@ -4,12 +4,25 @@
 #include "attn/Reference/Evaluator.h"
 
 #include "mlir/IR/Diagnostics.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/SourceMgr.h"
 
 using namespace attn;
 
 bool attn::isGpuTarget(llvm::StringRef target) {
   return target.starts_with("sm_");
+}
+
+llvm::Expected<std::string> attn::resolveGpuChip(llvm::StringRef target,
+                                                 llvm::StringRef option) {
+  if (target == "sm_80" || target == "sm_90a")
+    return target.str();
+  if (llvm::is_contained({"sm_86", "sm_87", "sm_89", "sm_90"}, target))
+    return std::string("sm_80");
+  return llvm::createStringError(
+      option + ": '" + target +
+      "' is not a chip the GPU backend supports (sm_80 and sm_90a; sm_86, "
+      "sm_87, sm_89 and sm_90 get the sm_80 kernels)");
 }
 
 llvm::Expected<std::optional<std::string>>

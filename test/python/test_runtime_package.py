@@ -134,6 +134,18 @@ def test_store_without_compiler(causal_package, monkeypatch):
 
 
 @requires_compiler
+def test_unsupported_chips_are_refused(store):
+    for chip in ("sm_75", "sm_70", "sm_100"):
+        with pytest.raises(ValueError, match="is not a chip the GPU backend "
+                           "supports"):
+            attnc.compile(EXAMPLES / "causal.attn", target=chip,
+                          shapes=SHAPES)
+    k = attnc.compile(EXAMPLES / "causal.attn", target="sm_86",
+                      shapes=SHAPES)
+    assert k.target == "sm_80"
+
+
+@requires_compiler
 def test_gpu_compile_errors(store):
     # The scale rsqrt(D) needs D fixed.
     with pytest.raises(attnc.CompileError, match=r"shapes=\{'D': 128\}"):

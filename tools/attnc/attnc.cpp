@@ -532,6 +532,9 @@ int compileGpuPackage(MLIRContext &context) {
                 " writes a kernel package: pass -o FILE.attnpkg");
   if (emitOption.getNumOccurrences() || !cpuOption.empty())
     return fail("--emit and --cpu apply to --target cpu only");
+  llvm::Expected<std::string> chip = resolveGpuChip(targetOption, "--target");
+  if (!chip)
+    return fail(chip.takeError());
   std::optional<std::map<std::string, int64_t>> fixedDims = getFixedDims();
   if (!fixedDims)
     return 1;
@@ -543,7 +546,7 @@ int compileGpuPackage(MLIRContext &context) {
     return 1;
   std::string producer = "attnc compile --target " + targetOption;
   GpuPackageOptions packageOptions;
-  packageOptions.target = targetOption;
+  packageOptions.target = *chip;
   packageOptions.producer = producer;
   llvm::Expected<GpuPackageArtifact> package =
       spec->compileForGpu(packageOptions, getCacheOptions());

@@ -403,13 +403,13 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
                          std::optional<std::string> dtype,
                          const std::map<std::string, int64_t> &shapes,
                          bool useCache) {
-  if (!isGpuTarget(target))
-    throw py::value_error("target: expected cpu, sm_80 or sm_90a, got '" +
-                          target + "'");
+  llvm::Expected<std::string> chip = resolveGpuChip(target, "target");
+  if (!chip)
+    throwValueError(chip.takeError());
   SpecCompilation compilation(source, filename);
   LoadedSpec spec = compilation.load(std::move(dtype), target, shapes);
   GpuPackageOptions options;
-  options.target = target;
+  options.target = *chip;
   options.producer = "attnc.compile(target='" + target + "')";
   options.shapeOption = "shapes=";
   options.shapeExample = "shapes={'D': 128}";

@@ -33,6 +33,14 @@ namespace attn {
 /// Whether `target` names a CUDA chip (sm_NN or sm_NNa) rather than "cpu".
 bool isGpuTarget(llvm::StringRef target);
 
+/// The chip the GPU backend compiles for when a user asks for `target`:
+/// sm_80 and sm_90a as they are; chips that run sm_80 PTX with nothing the
+/// backend could use better (sm_86, sm_87, sm_89, sm_90) get the sm_80
+/// kernels. Anything else is refused before LLVM runs, naming the chips the
+/// backend supports; `option` is how the caller spells the target option.
+llvm::Expected<std::string> resolveGpuChip(llvm::StringRef target,
+                                           llvm::StringRef option);
+
 /// The float-type override a user asked for with `option` (`--dtype`,
 /// `dtype=`): nullopt keeps the spec's declared types (no override, or
 /// "declared"); the CPU takes f32, bf16 or f16, a GPU bf16 or f16.
