@@ -315,21 +315,48 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
   facts.params = params;
   facts.inputRange = std::move(inputRange);
   IntervalAnalysis analysis(kernel, facts);
-  SmallVector<SubscriptViolation> violations = analysis.findViolations();
-  if (violations.empty())
-    return llvm::Error::success();
   std::string sizes;
   for (unsigned i = 0; i < kernel.getNumDims(); ++i)
     sizes += llvm::formatv("{0}{1}={2}", i ? "," : "",
                            nameAt(kernel.getDimNames(), i), dims[i]);
+  auto where = [](Location loc) -> std::string {
+    if (auto fileLoc = dyn_cast<FileLineColLoc>(loc))
+      return llvm::formatv("{0}:{1}:{2}: ", fileLoc.getFilename(),
+                           fileLoc.getLine(), fileLoc.getColumn());
+    return "";
+  };
+  // An integer division or remainder whose divisor is 0 at this launch
+  // (a param or size that makes it so) would trap in the kernel.
+  Operation *zeroDivision = nullptr;
+  kernel.walk([&](Operation *op) {
+    if (!isa<arith::DivSIOp, arith::DivUIOp, arith::RemSIOp, arith::RemUIOp,
+             arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(op))
+      return WalkResult::advance();
+    Interval divisor = analysis.lookup(op->getOperand(1));
+    if (divisor.bounded && divisor.lo == 0 && divisor.hi == 0) {
+      zeroDivision = op;
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  if (zeroDivision) {
+    std::string values;
+    for (unsigned i = 0; i < kernel.getNumParams(); ++i) {
+      values += ", " + nameAt(kernel.getParamNames(), i).str() + "=";
+      llvm::raw_string_ostream(values) << params[i];
+    }
+    return makeError("launch refused: " + where(zeroDivision->getLoc()) +
+                     "integer division by zero: the divisor is 0 for sizes " +
+                     sizes + values);
+  }
+  SmallVector<SubscriptViolation> violations = analysis.findViolations();
+  if (violations.empty())
+    return llvm::Error::success();
   std::string message = "launch refused: ";
   const SubscriptViolation &first = violations.front();
   ReadOp read = first.read;
-  std::string where;
-  if (auto loc = dyn_cast<FileLineColLoc>(read.getLoc()))
-    where = llvm::formatv("{0}:{1}:{2}: ", loc.getFilename(), loc.getLine(),
-                          loc.getColumn());
-  message += where + describeViolation(kernel, first) + " for sizes " + sizes;
+  message += where(read.getLoc()) + describeViolation(kernel, first) +
+             " for sizes " + sizes;
   if (violations.size() > 1)
     message += llvm::formatv(" (and {0} more)", violations.size() - 1);
   return makeError(message);

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import attnc
-from conftest import EXAMPLES, requires_compiler
+from conftest import EXAMPLES, ROOT, requires_compiler
 
 pytestmark = requires_compiler
 
@@ -322,3 +322,16 @@ def test_torch_cpu_tensors():
     out_t = k(Q, K.transpose(2, 3).contiguous().transpose(2, 3), V)
     assert k.last_copied == ("K",)
     assert torch.equal(out, out_t)
+
+
+@requires_compiler
+def test_zero_divisor_refuses_the_launch():
+    # The block width is a param: 0 would make the kernel divide by zero.
+    k = attnc.compile(ROOT / "test" / "tools" / "Inputs" /
+                      "divide-by-width.attn")
+    Q, K, V = k.random_inputs(dict(B=1, H=2, M=9, N=11, D=8), seed=2)
+    with pytest.raises(ValueError, match="integer division by zero"):
+        k(Q, K, V, width=0)
+    O = as_tuple(k(Q, K, V, width=3))[0]
+    expected = as_tuple(k.reference(Q, K, V, width=3))[0]
+    assert np.linalg.norm(O - expected) <= 1e-5 * np.linalg.norm(expected)
