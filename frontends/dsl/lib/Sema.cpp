@@ -964,11 +964,24 @@ std::optional<ScalarKind> Checker::analyze(Expr &expr, Scope &scope,
       return expr.type = ScalarKind::Bool;
     case BinaryOp::Pow:
       return expr.type = ScalarKind::Float;
-    default:
-      return expr.type =
-                 (*lhs == ScalarKind::Float || *rhs == ScalarKind::Float)
-                     ? ScalarKind::Float
-                     : ScalarKind::Int;
+    default: {
+      ScalarKind kind = *lhs == ScalarKind::Float || *rhs == ScalarKind::Float
+                            ? ScalarKind::Float
+                            : ScalarKind::Int;
+      // An integer division or remainder by a literal 0 would trap at run
+      // time wherever the expression is evaluated.
+      const Expr &divisor = *expr.operands[1];
+      if (kind == ScalarKind::Int &&
+          (expr.binaryOp == BinaryOp::Div || expr.binaryOp == BinaryOp::Mod) &&
+          divisor.kind == ExprKind::IntLit && divisor.intValue == 0) {
+        emitError(divisor.range,
+                  expr.binaryOp == BinaryOp::Div
+                      ? "integer division by zero"
+                      : "integer remainder by zero");
+        return std::nullopt;
+      }
+      return expr.type = kind;
+    }
     }
   }
   case ExprKind::Call: {
