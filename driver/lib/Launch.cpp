@@ -7,6 +7,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -219,7 +220,6 @@ bindParams(KernelOp kernel, const llvm::StringMap<double> &given) {
   std::vector<double> params;
   for (unsigned i = 0; i < kernel.getNumParams(); ++i) {
     StringRef name = nameAt(kernel.getParamNames(), i);
-    Type type = kernel.getParamArg(i).getType();
     auto it = given.find(name);
     double value;
     if (it != given.end()) {
@@ -232,14 +232,39 @@ bindParams(KernelOp kernel, const llvm::StringMap<double> &given) {
       return makeError(llvm::formatv(
           "param '{0}' has no default; pass --param {0}=VALUE", name));
     }
-    if (isa<IntegerType>(type) &&
-        (value != std::floor(value) || std::abs(value) > 2147483647.0))
-      return makeError(llvm::formatv(
-          "param '{0}' is {1}: expected an integer, got {2}", name, type,
-          value));
     params.push_back(value);
   }
+  if (llvm::Error error = checkParamValues(kernel, params))
+    return std::move(error);
   return params;
+}
+
+llvm::Error checkParamValues(KernelOp kernel, ArrayRef<double> params) {
+  for (unsigned i = 0; i < kernel.getNumParams() && i < params.size(); ++i) {
+    auto type = dyn_cast<IntegerType>(kernel.getParamArg(i).getType());
+    if (!type)
+      continue;
+    double value = params[i];
+    StringRef name = nameAt(kernel.getParamNames(), i);
+    auto show = [](double v) {
+      std::string text;
+      llvm::raw_string_ostream(text) << llvm::format("%.17g", v);
+      return text;
+    };
+    if (!std::isfinite(value) || value != std::floor(value))
+      return makeError(llvm::formatv(
+          "param '{0}' is {1}: expected an integer, got {2}", name, type,
+          show(value)));
+    // The range of the param's width; an i64's ends are powers of two,
+    // exact as doubles.
+    unsigned width = type.getWidth();
+    double limit = std::ldexp(1.0, static_cast<int>(width) - 1);
+    if (value < -limit || value >= limit)
+      return makeError(llvm::formatv(
+          "param '{0}' is {1}: {2} is out of its range [{3}, {4}]", name,
+          type, show(value), show(-limit), show(limit - 1)));
+  }
+  return llvm::Error::success();
 }
 
 std::vector<HostTensor> makeRandomInputs(KernelOp kernel,

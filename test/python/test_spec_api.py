@@ -335,3 +335,15 @@ def test_zero_divisor_refuses_the_launch():
     O = as_tuple(k(Q, K, V, width=3))[0]
     expected = as_tuple(k.reference(Q, K, V, width=3))[0]
     assert np.linalg.norm(O - expected) <= 1e-5 * np.linalg.norm(expected)
+
+
+@requires_compiler
+def test_integer_params_stay_in_their_range():
+    k = attnc.compile(EXAMPLES / "sliding_window.attn", dtype="f32")
+    Q, K, V = k.random_inputs(dict(B=1, H=2, M=9, N=11, D=8), seed=2)
+    with pytest.raises(ValueError, match=r"param 'window' is i32: "
+                       r"1099511627776 is out of its range"):
+        k(Q, K, V, window=2 ** 40)
+    with pytest.raises(ValueError, match=r"out of its range"):
+        k.reference(Q, K, V, window=-2 ** 31 - 1)
+    k(Q, K, V, window=2 ** 31 - 1)

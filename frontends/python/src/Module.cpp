@@ -308,6 +308,8 @@ public:
       }
       return mlir::attn::Interval::range(lo, hi);
     };
+    if (llvm::Error error = checkParamValues(getKernel(), params))
+      throwValueError(std::move(error));
     if (llvm::Error error = checkSubscripts(getKernel(), dims, params, range))
       throwValueError(std::move(error));
   }

@@ -46,6 +46,11 @@ bindDims(mlir::attn::KernelOp kernel, const llvm::StringMap<int64_t> &given);
 llvm::Expected<std::vector<double>>
 bindParams(mlir::attn::KernelOp kernel, const llvm::StringMap<double> &given);
 
+/// Checks that every integer param's value is an integer inside the range of
+/// its type (an i32 window of 2^40 would wrap); errors name the param.
+llvm::Error checkParamValues(mlir::attn::KernelOp kernel,
+                             llvm::ArrayRef<double> params);
+
 /// Random inputs: floats N(0, 1); integer tensors used as subscripts get
 /// values inside the axis they index; other integers a few small values;
 /// booleans fair coin flips.
