@@ -27,11 +27,15 @@ static llvm::Expected<SmallVector<std::pair<StringRef, StringRef>>>
 splitAssignments(StringRef text, StringRef what) {
   SmallVector<std::pair<StringRef, StringRef>> items;
   SmallVector<StringRef> parts;
-  text.split(parts, ',', /*MaxSplit=*/-1, /*KeepEmpty=*/false);
-  if (parts.empty())
+  text.split(parts, ',', /*MaxSplit=*/-1, /*KeepEmpty=*/true);
+  if (text.trim().empty())
     return makeError(llvm::formatv("{0}: expected NAME=VALUE[,NAME=VALUE...]",
                                    what));
   for (StringRef part : parts) {
+    if (part.trim().empty())
+      return makeError(llvm::formatv(
+          "{0}: empty item in '{1}' (expected NAME=VALUE[,NAME=VALUE...])",
+          what, text));
     auto [name, value] = part.split('=');
     name = name.trim();
     value = value.trim();
