@@ -347,3 +347,26 @@ def test_integer_params_stay_in_their_range():
     with pytest.raises(ValueError, match=r"out of its range"):
         k.reference(Q, K, V, window=-2 ** 31 - 1)
     k(Q, K, V, window=2 ** 31 - 1)
+
+
+@requires_compiler
+def test_zero_divisor_read_from_a_table_refuses_the_launch():
+    k = attnc.compile("""
+attention blocks_of_width {
+  dims  B, H, M, N, D
+  in    Q: f32[B, H, M, D]
+  in    K: f32[B, H, N, D]
+  in    V: f32[B, H, N, D]
+  in    W: i32[1]
+  out   O: f32[B, H, M, D]
+  S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d]) * rsqrt(D)
+  keep S where m / W[0] == n / W[0]
+  P = softmax[n](S)
+  O[b,h,m,e] = sum[n](P[b,h,m,n] * V[b,h,n,e])
+}""")
+    rng = np.random.default_rng(0)
+    Q = rng.standard_normal((1, 2, 5, 8), dtype=np.float32)
+    K = rng.standard_normal((1, 2, 7, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="integer division by zero"):
+        k(Q, K, K, np.array([0], np.int32))
+    k(Q, K, K, np.array([2], np.int32))
