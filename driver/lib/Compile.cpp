@@ -69,13 +69,14 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   // On a hit nothing below the lookup runs: the key needs only the module
   // as written.
   auto start = std::chrono::steady_clock::now();
-  llvm::Expected<KernelSignature> signature = KernelSignature::read(module);
-  if (!signature)
-    return signature.takeError();
   CacheSlot slot(cache, module, ArtifactKind::CpuObject,
                  describeCpuCompile(target, options));
   std::vector<std::string> warnings;
   if (std::optional<CachedArtifact> entry = slot.lookup(warnings)) {
+    // A miss reads the signature while compiling.
+    llvm::Expected<KernelSignature> signature = KernelSignature::read(module);
+    if (!signature)
+      return signature.takeError();
     CpuKernelObject result;
     result.signature = std::move(*signature);
     result.object = std::move(entry->payload);

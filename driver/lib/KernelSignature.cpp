@@ -109,33 +109,10 @@ llvm::Expected<KernelSignature> KernelSignature::read(mlir::ModuleOp module) {
   return read(kernel);
 }
 
-std::vector<int64_t>
-KernelSignature::getShape(const KernelTensor &tensor,
-                          const KernelSignature &signature,
-                          llvm::ArrayRef<int64_t> dims) {
-  std::vector<int64_t> shape;
-  for (const KernelAxis &axis : tensor.axes) {
-    if (!axis.isDim()) {
-      shape.push_back(axis.size);
-      continue;
-    }
-    for (size_t d = 0; d < signature.dims.size(); ++d)
-      if (signature.dims[d].name == axis.dim)
-        shape.push_back(dims[d]);
-  }
-  return shape;
-}
-
 DType attn::getInputDType(KernelOp kernel, unsigned i) {
   auto type =
       llvm::cast<mlir::RankedTensorType>(kernel.getInputArg(i).getType());
   return getDType(type.getElementType()).value_or(DType::I64);
-}
-
-DType attn::getOutputDType(KernelOp kernel, unsigned i) {
-  return getDType(
-             llvm::cast<mlir::TypeAttr>(kernel.getOutputTypes()[i]).getValue())
-      .value_or(DType::I64);
 }
 
 std::vector<int64_t> attn::getTensorShape(KernelOp kernel, unsigned i,

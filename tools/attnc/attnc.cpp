@@ -279,16 +279,14 @@ int runSpec(MLIRContext &context) {
   double flops = countCascadeFlops(kernel, launch.dims);
   std::string kernelName = kernel.getSymName().str();
   std::string shapeText = describeDims(kernel, launch.dims);
+  const KernelSignature &signature = spec->getSignature();
   std::vector<DType> outputTypes;
   std::vector<std::vector<int64_t>> outputShapes;
-  for (unsigned i = 0; i < kernel.getNumOutputs(); ++i) {
-    outputTypes.push_back(getOutputDType(kernel, i));
+  for (unsigned i = 0; i < signature.outputs.size(); ++i) {
+    outputTypes.push_back(signature.outputs[i].dtype);
     outputShapes.push_back(
-        getTensorShape(kernel, kernel.getNumInputs() + i, launch.dims));
+        getTensorShape(kernel, signature.inputs.size() + i, launch.dims));
   }
-  std::vector<std::string> outputNames(
-      kernel.getOutputNames().getAsValueRange<StringAttr>().begin(),
-      kernel.getOutputNames().getAsValueRange<StringAttr>().end());
 
   auto compileStart = Clock::now();
   CpuKernelOptions kernelOptions;
@@ -328,9 +326,9 @@ int runSpec(MLIRContext &context) {
       maxError = std::max(maxError, std::isnan(error) ? INFINITY : error);
     }
     DType dataType = DType::F32;
-    for (unsigned i = 0; i < kernel.getNumInputs(); ++i)
-      if (isFloatDType(getInputDType(kernel, i)))
-        dataType = getInputDType(kernel, i);
+    for (const KernelTensor &input : signature.inputs)
+      if (isFloatDType(input.dtype))
+        dataType = input.dtype;
     for (DType type : outputTypes)
       if (type == DType::BF16 || type == DType::F16)
         dataType = type;

@@ -286,11 +286,14 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   gpuOptions.chip = options.target;
   gpuOptions.decode =
       options.decode && mlir::attn::supportsGpuDecode(attention);
-  DType oType = getOutputDType(kernel, oOutput);
+  llvm::Expected<KernelSignature> declared = KernelSignature::read(kernel);
+  if (!declared)
+    return declared.takeError();
+  DType oType = declared->outputs[oOutput].dtype;
   if (oType != DType::F32 && oType != DType::BF16 && oType != DType::F16)
     return unsupported("an O of type " + std::string(dtypeName(oType)));
   gpuOptions.outputElementType = std::string(dtypeName(oType));
-  if (lseOutput >= 0 && getOutputDType(kernel, lseOutput) != DType::F32)
+  if (lseOutput >= 0 && declared->outputs[lseOutput].dtype != DType::F32)
     return unsupported("an LSE output that is not f32");
 
   unsigned numInputs = kernel.getNumInputs();
@@ -353,9 +356,6 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   }
 
   // The manifest: the kernel's signature as the spec declares it.
-  llvm::Expected<KernelSignature> declared = KernelSignature::read(kernel);
-  if (!declared)
-    return declared.takeError();
   PackageManifest manifest;
   manifest.name = kernelName;
   manifest.target = options.target;

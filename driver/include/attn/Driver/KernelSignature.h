@@ -72,17 +72,10 @@ struct KernelSignature {
   static llvm::Expected<KernelSignature> read(mlir::attn::KernelOp kernel);
   /// The signature of the one attn.kernel of `module`.
   static llvm::Expected<KernelSignature> read(mlir::ModuleOp module);
-
-  /// The shape of `tensor` for one value per dim.
-  static std::vector<int64_t> getShape(const KernelTensor &tensor,
-                                       const KernelSignature &signature,
-                                       llvm::ArrayRef<int64_t> dims);
 };
 
 /// The element type of input `i` as the kernel declares it.
 DType getInputDType(mlir::attn::KernelOp kernel, unsigned i);
-/// The element type of output `i` as the kernel declares it.
-DType getOutputDType(mlir::attn::KernelOp kernel, unsigned i);
 
 /// The shape of input `i` (or output `i - numInputs`) for `dims`.
 std::vector<int64_t> getTensorShape(mlir::attn::KernelOp kernel, unsigned i,
