@@ -105,6 +105,12 @@ static cl::opt<unsigned> threadsOption(
     "threads",
     cl::desc("OpenMP threads of the kernel (default 0: every core)"),
     cl::init(0), cl::sub(runCommand), cl::cat(attncCategory));
+static cl::opt<bool> fuseOption(
+    "fuse",
+    cl::desc("Fuse recognised attention into one online pass on the CPU "
+             "(--fuse=false runs the unfused pipeline, e.g. to compare)"),
+    cl::init(true), cl::sub(runCommand), cl::sub(compileCommand),
+    cl::cat(attncCategory));
 static cl::opt<std::string>
     cpuOption("cpu",
               cl::desc("CPU of the object file (e.g. sapphirerapids, "
@@ -292,6 +298,7 @@ int runSpec(MLIRContext &context) {
   CpuKernelOptions kernelOptions;
   kernelOptions.threads = threadsOption;
   kernelOptions.timePasses = timePasses;
+  kernelOptions.pipeline.fused = fuseOption;
   auto compiled = spec->compileForHost(kernelOptions, getCacheOptions());
   if (!compiled)
     return fail(compiled.takeError());
@@ -422,6 +429,7 @@ int emitKernelObject(const LoadedSpec &spec) {
     return fail(target.takeError());
   CpuKernelOptions options;
   options.timePasses = timePasses;
+  options.pipeline.fused = fuseOption;
   llvm::Expected<CpuKernelObject> object =
       spec.compileForCpu(*target, options, getCacheOptions());
   if (!object)
