@@ -1,6 +1,9 @@
 """attnc.flex_attention / create_block_mask on the CPU (numpy, f32) against
 float64 numpy implementations of the same math."""
 
+import math
+import types
+
 import numpy as np
 import pytest
 
@@ -271,7 +274,8 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="enable_gqa=True"):
         attnc.flex_attention(q4, k2, v2)
     q3, _, _ = qkv(hq=3)
-    with pytest.raises(ValueError, match="multiple"):
+    with pytest.raises(ValueError, match=r"query heads Hq \(3, query.shape\[1\]\) must be a "
+                                         r"multiple of the key/value heads Hkv \(2"):
         attnc.flex_attention(q3, k2, v2, enable_gqa=True)
     with pytest.raises(ValueError, match="sequence length"):
         attnc.flex_attention(q, k, v[:, :, :10])
@@ -314,3 +318,202 @@ def test_torch_cpu_tensors():
     want, want_lse = reference(q, k, v, softcap_np, document_np)
     check(out.numpy(), want)
     check_lse(lse.numpy(), want_lse)
+
+
+# -------------------------------------------- settings read through objects
+
+def check_twice(run, reference_for, setting, change):
+    """Runs `run()` (flex_attention on mods that read a setting), changes the
+    setting and runs again: each result must match the reference for the
+    setting's value at the time (a stale trace would repeat the first)."""
+    q, k, v = qkv(b=1, l=40, s=40)
+    first = run(q, k, v)
+    check(first, reference_for(q, k, v, setting()))
+    change()
+    second = run(q, k, v)
+    check(second, reference_for(q, k, v, setting()))
+    assert not np.allclose(first, second)
+
+
+def windowed(q, k, v, window):
+    return reference(q, k, v, None, lambda b, h, m, n: (m >= n) & (m - n < window))[0]
+
+
+def scaled(q, k, v, factor):
+    return reference(q, k, v, lambda s, b, h, m, n: s * factor)[0]
+
+
+class Settings:
+    pass
+
+
+def test_object_attributes_and_dict_items_are_guarded():
+    cfg = Settings()
+    cfg.window = 4
+
+    def attribute(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (q_idx - kv_idx < cfg.window)
+    check_twice(lambda q, k, v: attnc.flex_attention(
+        q, k, v, block_mask=make_mask(attribute, 40, 40)), windowed,
+        lambda: cfg.window, lambda: setattr(cfg, "window", 16))
+
+    settings = {"w": 3}
+
+    def item(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (q_idx - kv_idx < settings["w"])
+    check_twice(lambda q, k, v: attnc.flex_attention(
+        q, k, v, block_mask=make_mask(item, 40, 40)), windowed,
+        lambda: settings["w"], lambda: settings.update(w=9))
+
+    outer = Settings()
+    outer.inner = Settings()
+    outer.inner.factor = 0.5
+
+    def nested(score, b, h, q_idx, kv_idx):
+        return score * outer.inner.factor
+    check_twice(lambda q, k, v: attnc.flex_attention(q, k, v, score_mod=nested), scaled,
+                lambda: outer.inner.factor, lambda: setattr(outer.inner, "factor", 3.0))
+    replacement = Settings()
+    replacement.factor = -2.0
+    check_twice(lambda q, k, v: attnc.flex_attention(q, k, v, score_mod=nested), scaled,
+                lambda: outer.inner.factor, lambda: setattr(outer, "inner", replacement))
+
+
+def test_module_attributes_and_bound_methods_are_guarded():
+    torch = pytest.importorskip("torch")
+
+    class Windowed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.window = 5
+
+        def mask_mod(self, b, h, q_idx, kv_idx):
+            return (q_idx >= kv_idx) & (q_idx - kv_idx < self.window)
+
+        def make_score_mod(self):
+            def score_mod(score, b, h, q_idx, kv_idx):  # a closure over self
+                return score * self.window
+            return score_mod
+    model = Windowed()
+    check_twice(lambda q, k, v: attnc.flex_attention(
+        q, k, v, block_mask=make_mask(model.mask_mod, 40, 40)), windowed,
+        lambda: model.window, lambda: setattr(model, "window", 12))
+    score_mod = model.make_score_mod()
+    check_twice(lambda q, k, v: attnc.flex_attention(q, k, v, score_mod=score_mod), scaled,
+                lambda: model.window, lambda: setattr(model, "window", 2))
+
+
+def test_bound_methods_partials_and_callable_objects():
+    torch = pytest.importorskip("torch")
+    import functools
+    q, k, v = qkv(b=1, l=40, s=40)
+
+    class Biased(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("slopes", torch.tensor([0.25, -0.5]))
+
+        def forward(self, score, b, h, q_idx, kv_idx):
+            return score + self.slopes[h] * (kv_idx - q_idx)
+
+    class Softcap:
+        def __init__(self, cap):
+            self.cap = cap
+
+        def __call__(self, score, b, h, q_idx, kv_idx):
+            return self.cap * torch.tanh(score / self.cap)
+
+    def capped(score, b, h, q_idx, kv_idx, cap):
+        return cap * torch.tanh(score / cap)
+    slopes = np.array([0.25, -0.5])
+    alibi_ref = reference(q, k, v, lambda s, b, h, m, n: s + slopes[h] * (n - m))[0]
+    model = Biased()
+    for mod in (model, model.forward):
+        check(attnc.flex_attention(q, k, v, score_mod=mod), alibi_ref)
+    softcap_ref = reference(q, k, v, lambda s, b, h, m, n: 2 * np.tanh(s / 2))[0]
+    for mod in (Softcap(2.0), functools.partial(capped, cap=2.0)):
+        check(attnc.flex_attention(q, k, v, score_mod=mod), softcap_ref)
+    model.slopes.mul_(2)  # a captured tensor changed in place
+    slopes = slopes * 2
+    alibi_ref = reference(q, k, v, lambda s, b, h, m, n: s + slopes[h] * (n - m))[0]
+    check(attnc.flex_attention(q, k, v, score_mod=model), alibi_ref)
+
+
+# --------------------------------------------------------- captured scalars
+
+def test_zero_dim_captures_are_scalars():
+    torch = pytest.importorskip("torch")
+    q, k, v = qkv(b=1, l=24, s=24)
+    want = reference(q, k, v, lambda s, b, h, m, n: s * 1.5 + 2)[0]
+    for factor, offset in ((np.array(1.5, dtype=np.float32), np.array(2, dtype=np.int64)),
+                           (torch.tensor(1.5), torch.tensor(2))):
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score * factor + offset
+        check(attnc.flex_attention(q, k, v, score_mod=score_mod), want)
+        out = attnc.flex_attention(*(torch.from_numpy(x) for x in (q, k, v)),
+                                   score_mod=score_mod)
+        check(out.numpy(), want)
+
+
+def test_numpy_functions_on_traced_values():
+    q, k, v = qkv(b=1, l=24, s=24)
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return np.where(q_idx >= kv_idx, np.tanh(score / 4) * 4, np.exp(score) - 1)
+    check(attnc.flex_attention(q, k, v, score_mod=score_mod),
+          reference(q, k, v, lambda s, b, h, m, n: np.where(m >= n, np.tanh(s / 4) * 4,
+                                                             np.exp(s) - 1))[0])
+
+
+# -------------------------------------------------------- errors in context
+
+def test_errors_about_captured_tables_name_the_variable():
+    q, k, v = qkv(b=1, l=40, s=40)
+    rel_bias = np.zeros(10, dtype=np.float32)   # too short for 40 x 40
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + rel_bias[q_idx - kv_idx + 39]
+    with pytest.raises(ValueError) as info:
+        attnc.flex_attention(q, k, v, score_mod=score_mod)
+    message = str(info.value)
+    assert "'rel_bias'" in message and "rel_bias.shape[0]" in message
+    assert "test_flex.py:%d" % (score_mod.__code__.co_firstlineno + 1) in message
+    assert "Cap0" not in message and "C0_0" not in message and "<string>" not in message
+
+    table = types.SimpleNamespace(ids=np.full(40, 2 ** 40, dtype=np.int64))
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return table.ids[q_idx] == table.ids[kv_idx]
+    with pytest.raises(ValueError, match=r"'table\.ids' \(read at .*test_flex\.py:\d+\) "
+                                         r"holds values outside int32"):
+        attnc.flex_attention(q, k, v, block_mask=make_mask(mask_mod, 40, 40))
+
+
+# ------------------------------------------------------------- dtypes, sizes
+
+def test_torch_float64_is_computed_like_numpy_float64():
+    torch = pytest.importorskip("torch")
+    q, k, v = qkv(b=1, l=30, s=30, dtype=np.float64)
+    want, want_lse = attnc.flex_attention(q, k, v, score_mod=softcap, return_lse=True)
+    assert want.dtype == np.float64 and want_lse.dtype == np.float32
+    out, lse = attnc.flex_attention(*(torch.from_numpy(x) for x in (q, k, v)),
+                                    score_mod=softcap, return_lse=True)
+    assert out.dtype == torch.float64 and lse.dtype == torch.float32
+    np.testing.assert_array_equal(out.numpy(), want)
+    np.testing.assert_array_equal(lse.numpy(), want_lse)
+    check(want, reference(q, k, v, softcap_np)[0])
+
+
+def test_no_queries_or_no_keys():
+    torch = pytest.importorskip("torch")
+    for l, s in ((0, 16), (16, 0), (0, 0)):
+        q, k, v = qkv(b=1, l=l, s=s, ev=24)
+        mask = attnc.create_block_mask(causal, None, None, l, s)
+        out, lse = attnc.flex_attention(q, k, v, score_mod=softcap, block_mask=mask,
+                                        return_lse=True)
+        assert out.shape == (1, H, l, 24) and out.dtype == np.float32 and not out.any()
+        assert lse.shape == (1, H, l) and lse.dtype == np.float32 and np.all(lse == -np.inf)
+        out, lse = attnc.flex_attention(*(torch.from_numpy(x) for x in (q, k, v)),
+                                        block_mask=mask, return_lse=True)
+        assert out.shape == (1, H, l, 24) and out.dtype == torch.float32
+        assert not out.any() and bool(torch.all(lse == -math.inf))

@@ -279,6 +279,22 @@ def test_math_functions_on_a_traced_value():
     assert lineno(mod, 1) in str(info.value) and "attnc.exp" in str(info.value)
 
 
+def test_numpy_functions_on_a_traced_value():
+    def mod(score, b, h, q_idx, kv_idx):
+        return np.exp(score) + np.float32(2) * np.maximum(score, 0.0)
+    assert statement(spec_of(mod), "T[") == (
+        "T[b,h,m,n] = exp(S[b,h,m,n]) + 2.0 * max(S[b,h,m,n], 0.0)")
+
+    def unsupported(score, b, h, q_idx, kv_idx):
+        return np.sin(score)
+    with pytest.raises(attnc.TraceError) as info:
+        spec_of(unsupported)
+    message = str(info.value)
+    assert lineno(unsupported, 1) in message
+    assert "numpy.sin is applied to a traced float" in message
+    assert "attnc.exp" in message and "torch" in message
+
+
 def test_other_untraceable_constructs():
     table = np.zeros(8, dtype=np.float32)
 
@@ -293,8 +309,12 @@ def test_other_untraceable_constructs():
 
     def attribute(b, h, q_idx, kv_idx):
         return holder.ids[q_idx] == 0
+    assert "Cap0: i32[C0_0]    // holder.ids" in spec_of(mask_mod=attribute)
+
+    def made_here(b, h, q_idx, kv_idx):
+        return np.arange(8)[q_idx] == 0
     with pytest.raises(attnc.TraceError, match="did not capture"):
-        spec_of(mask_mod=attribute)
+        spec_of(mask_mod=made_here)
 
     def not_bool(b, h, q_idx, kv_idx):
         return q_idx - kv_idx
@@ -335,3 +355,136 @@ def test_generated_specs_compile():
     for kwargs in ({}, {"gqa": True, "return_lse": True}, {"value_dim": True}):
         spec = spec_of(mod, attnc.and_masks(causal, document), **kwargs)
         attnc.compile(spec, target="cpu")
+
+
+# ------------------------------------------------------- reads through objects
+
+def traces_of(fn):
+    """How many traces a call of fn makes."""
+    before = _trace.STATS["traces"]
+    fn()
+    return _trace.STATS["traces"] - before
+
+
+class Config:
+    LIMIT = 2
+
+    def __init__(self):
+        self.window = 4
+
+    @property
+    def doubled(self):
+        return self.window * 2
+
+
+def test_reads_through_objects_are_guarded():
+    cfg = Config()
+    cfg.inner = Config()
+
+    def mask(b, h, q_idx, kv_idx):
+        return (q_idx - kv_idx < cfg.inner.doubled) & (kv_idx < Config.LIMIT * 10)
+    assert statement(spec_of(mask_mod=mask), "keep") == "keep S where m - n < 8 and n < 20"
+    assert traces_of(lambda: spec_of(mask_mod=mask)) == 0
+    cfg.inner.window = 5
+    assert statement(spec_of(mask_mod=mask), "keep") == "keep S where m - n < 10 and n < 20"
+    Config.LIMIT = 3
+    try:
+        assert statement(spec_of(mask_mod=mask), "keep") == "keep S where m - n < 10 and n < 30"
+    finally:
+        Config.LIMIT = 2
+    cfg.window = 100  # not read: the trace is reused
+    assert traces_of(lambda: spec_of(mask_mod=mask)) == 0
+
+
+def test_reads_of_dicts_modules_and_defaults_are_guarded():
+    import functools
+    import types
+    settings = {"scale": 2}
+    module = types.ModuleType("attnc_test_settings")
+    module.OFFSET = 1
+
+    def score(s, b, h, q_idx, kv_idx, extra=settings):
+        bonus = sum(extra[key] for key in extra if key.startswith("bonus"))
+        return s * settings.get("scale", 1) + module.OFFSET + bonus + len(extra)
+    spec = lambda: statement(spec_of(score), "T[")
+    assert spec() == "T[b,h,m,n] = S[b,h,m,n] * 2 + 1 + 0 + 1"
+    settings["bonus_a"] = 10
+    assert spec() == "T[b,h,m,n] = S[b,h,m,n] * 2 + 1 + 10 + 2"
+    del settings["scale"]
+    assert spec() == "T[b,h,m,n] = S[b,h,m,n] * 1 + 1 + 10 + 1"
+    module.OFFSET = 7
+    assert spec() == "T[b,h,m,n] = S[b,h,m,n] * 1 + 7 + 10 + 1"
+    assert traces_of(spec) == 0
+
+    holder = types.SimpleNamespace()
+
+    def optional(s, b, h, q_idx, kv_idx, holder):
+        return s * holder.factor if hasattr(holder, "factor") else s
+    bound = functools.partial(optional, holder=holder)
+    assert "T[" not in spec_of(bound)
+    holder.factor = 3
+    assert statement(spec_of(bound), "T[") == "T[b,h,m,n] = S[b,h,m,n] * 3"
+
+
+def test_tensors_read_through_objects_are_captured():
+    import types
+    model = types.SimpleNamespace(slopes=np.ones(4, dtype=np.float32))
+
+    def score(s, b, h, q_idx, kv_idx):
+        return s + model.slopes[h]
+    captured = []
+    assert "Cap0: f32[C0_0]    // model.slopes" in spec_of(score)
+    new_slopes = np.zeros(8, dtype=np.float32)
+    model.slopes = new_slopes  # same dtype class and rank: same trace, new input
+    assert traces_of(lambda: attnc.trace(score, captures=captured)) == 0
+    assert captured[0] is new_slopes
+    model.slopes = np.zeros((2, 4), dtype=np.float32)
+    with pytest.raises(attnc.TraceError, match="captured tensor 'model.slopes' of rank 2"):
+        spec_of(score)
+
+
+def test_reads_that_cannot_be_guarded_are_traced_every_time():
+    import types
+    state = types.SimpleNamespace(table={})
+
+    def score(s, b, h, q_idx, kv_idx):
+        return s * state.table.setdefault("scale", 2)
+    assert statement(spec_of(score), "T[") == "T[b,h,m,n] = S[b,h,m,n] * 2"
+    state.table["scale"] = 5
+    assert traces_of(lambda: spec_of(score)) == 1
+    assert statement(spec_of(score), "T[") == "T[b,h,m,n] = S[b,h,m,n] * 5"
+
+    cfg = Config()
+
+    def class_attribute(s, b, h, q_idx, kv_idx):
+        return s * cfg.__class__.LIMIT if isinstance(cfg, Config) else s
+    assert traces_of(lambda: spec_of(class_attribute)) == 1
+    assert traces_of(lambda: spec_of(class_attribute)) == 1
+
+
+def test_mods_may_be_methods_partials_and_callable_objects():
+    import functools
+
+    class Softcap:
+        def __init__(self, cap):
+            self.cap = cap
+
+        def __call__(self, score, b, h, q_idx, kv_idx):
+            return self.cap * attnc.tanh(score / self.cap)
+
+        def mask(self, b, h, q_idx, kv_idx):
+            return q_idx - kv_idx < self.cap
+
+    def capped(score, b, h, q_idx, kv_idx, cap):
+        return cap * attnc.tanh(score / cap)
+    softcap = Softcap(20)
+    want = "T[b,h,m,n] = 20 * tanh(S[b,h,m,n] / 20)"
+    assert statement(spec_of(softcap), "T[") == want
+    assert statement(spec_of(softcap.__call__), "T[") == want
+    assert statement(spec_of(functools.partial(capped, cap=20)), "T[") == want
+    assert statement(spec_of(mask_mod=softcap.mask), "keep") == "keep S where m - n < 20"
+    assert "Softcap.mask" in spec_of(mask_mod=softcap.mask).splitlines()[0]
+    softcap.cap = 30
+    assert statement(spec_of(softcap), "T[") == "T[b,h,m,n] = 30 * tanh(S[b,h,m,n] / 30)"
+    with pytest.raises(attnc.TraceError, match="bound method"):
+        spec_of(len)

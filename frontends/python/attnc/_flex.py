@@ -14,7 +14,9 @@ for to_dense()), and ``kernel_options`` are accepted and ignored.
 
 import math
 import operator
+import re
 
+from ._spec import CompileError
 from ._trace import _evaluate, _spec_text, _trace_mods
 
 __all__ = ["flex_attention", "create_block_mask", "and_masks", "or_masks",
@@ -120,12 +122,14 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, device=None, BLOCK_SIZE=128
                       _compile=False):
     """A BlockMask for `mask_mod(b, h, q_idx, kv_idx)`; B or H None broadcasts.
 
-    The mask_mod is traced here, so untraceable code fails at once."""
+    The mask_mod is traced here, so untraceable code fails at once. Lengths
+    may be 0 (flex_attention then has nothing to compute)."""
     if not callable(mask_mod):
         raise TypeError("create_block_mask: mask_mod must be a function, got %r" % (mask_mod,))
     for name, value in (("Q_LEN", Q_LEN), ("KV_LEN", KV_LEN)):
-        if int(value) <= 0:
-            raise ValueError("create_block_mask: %s must be positive, got %r" % (name, value))
+        if int(value) < 0:
+            raise ValueError("create_block_mask: %s must not be negative, got %r" %
+                             (name, value))
     _trace_mods(None, mask_mod)
     return BlockMask(mask_mod, B, H, Q_LEN, KV_LEN, BLOCK_SIZE, device)
 
@@ -155,26 +159,83 @@ def _to_numpy(t):
     return t
 
 
-def _convert_capture(t, kind, library, device):
-    """A captured tensor as a kernel input: f32 or i32, on the query's device."""
+def _convert_capture(t, capture, library, device):
+    """A captured tensor as a kernel input: f32 or i32 of the same shape (a
+    0-d one stays 0-d), on the query's device."""
     import numpy as np
     source = type(t).__module__.split(".")[0]
-    if kind != "f" and "int32" not in str(t.dtype):
+    if capture.kind != "f" and "int32" not in str(t.dtype):
         size = t.numel() if source == "torch" else t.size
         if "bool" not in str(t.dtype) and size:
             lo, hi = int(t.min()), int(t.max())
             if lo < -2 ** 31 or hi >= 2 ** 31:
-                raise ValueError("flex_attention: a captured integer tensor holds "
-                                 "values outside int32 (%d..%d)" % (lo, hi))
+                raise ValueError("flex_attention: captured integer tensor '%s'%s holds "
+                                 "values outside int32 (%d..%d)" % (
+                                     capture.label, _read_at(capture), lo, hi))
+    # np.ascontiguousarray would make a 0-d array 1-d.
+    np_dtype = np.float32 if capture.kind == "f" else np.int32
     if library == "numpy":
-        array = np.asarray(_to_numpy(t))
-        return np.ascontiguousarray(array, dtype=np.float32 if kind == "f" else np.int32)
+        return np.asarray(_to_numpy(t), dtype=np_dtype, order="C")
     import torch
-    dtype = torch.float32 if kind == "f" else torch.int32
     if source == "numpy":
-        array = np.ascontiguousarray(t, dtype=np.float32 if kind == "f" else np.int32)
-        return torch.from_numpy(array).to(device)
-    return t.to(device=device, dtype=dtype).contiguous()
+        return torch.from_numpy(np.asarray(t, dtype=np_dtype, order="C")).to(device)
+    dtype = torch.float32 if capture.kind == "f" else torch.int32
+    return t.detach().to(device=device, dtype=dtype).contiguous()
+
+
+def _read_at(capture):
+    return " (read at %s)" % capture.read_at if capture.read_at else ""
+
+
+_SPEC_LOCATION = re.compile(r"<string>:(\d+):\d+: ")
+_CAPTURE_DIM = re.compile(r"\bC(\d+)_(\d+)\b")
+_CAPTURE = re.compile(r"\bCap(\d+)\b")
+
+
+def _explain(message, traced, spec):
+    """A compile or launch error about a traced spec in the caller's terms:
+    captured tensors (the spec's Cap<i> inputs and their C<i>_<axis> dims)
+    by the name or expression the mod read them through and where, spec
+    lines by the mod they came from."""
+    captures = traced.captures
+    named = []
+    for match in re.finditer(r"\bC(?:ap)?(\d+)", message):
+        index = int(match.group(1))
+        if index < len(captures) and index not in named:
+            named.append(index)
+
+    def dim(match):
+        index = int(match.group(1))
+        if index not in named:
+            return match.group(0)
+        return "%s.shape[%s]" % (captures[index].label, match.group(2))
+
+    def tensor(match):
+        index = int(match.group(1))
+        return captures[index].label if index in named else match.group(0)
+
+    def location(match):
+        lines = spec.splitlines()
+        line = int(match.group(1))
+        statement = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+        role = None
+        if statement.startswith("T["):
+            role = "score_mod"
+        elif statement.startswith("keep"):
+            role = "mask_mod" if "mask_mod" in traced.mods else "score_mod"
+        return "in %s %s: " % (role, traced.mods[role]) if role in traced.mods else ""
+
+    first, newline, rest = message.partition("\n")
+    first = _SPEC_LOCATION.sub(location, first)
+    first = _CAPTURE.sub(tensor, _CAPTURE_DIM.sub(dim, first))
+    reads = ["'%s' is read at %s" % (captures[i].label, captures[i].read_at)
+             for i in named if captures[i].read_at]
+    if reads:
+        first += " (%s)" % "; ".join(reads)
+    if newline and named:
+        rest += "\n(in the traced spec: %s)" % ", ".join(
+            "Cap%d is '%s', C%d_<axis> its sizes" % (i, captures[i].label, i) for i in named)
+    return first + newline + rest
 
 
 def _contiguous(x, library):
@@ -255,8 +316,17 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     enable_gqa maps query head h to key/value head h // (Hq // Hkv). Returns
     the output [B, Hq, L, Ev] in the query's dtype, and with return_lse also
     the natural-log logsumexp of the kept scores [B, Hq, L] (float32). A query
-    that keeps no key gets output 0 and LSE -inf. numpy arrays and torch CPU
-    tensors run on the CPU, CUDA tensors on the GPU."""
+    that keeps no key (S = 0 included) gets output 0 and LSE -inf. numpy
+    arrays and torch CPU tensors run on the CPU, CUDA tensors on the GPU.
+
+    float32, bfloat16 and float16 are computed in that type. float64 (numpy
+    or torch alike) has no kernels: it is computed in float32 and the output
+    returned as float64 (LSE stays float32).
+
+    The mods may be functions, bound methods (model.score_mod), partials or
+    objects with a __call__; what they read through closures, globals,
+    attributes and dict items is checked on every call, so changing a
+    setting (cfg.window = 128) takes effect at the next call."""
     libraries = [_library(x, n) for x, n in ((query, "query"), (key, "key"), (value, "value"))]
     if len(set(libraries)) != 1:
         raise TypeError("flex_attention: query, key and value must all be numpy arrays "
@@ -276,9 +346,10 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
         raise ValueError("flex_attention: query has head dim %d but key has %d "
                          "(query [B, Hq, L, E] and key [B, Hkv, S, E] share E)" % (E, Ek))
     if enable_gqa:
-        if Hq % Hkv:
-            raise ValueError("flex_attention: enable_gqa needs the query heads (%d) to be "
-                             "a multiple of the key/value heads (%d)" % (Hq, Hkv))
+        if Hq != Hkv and (Hkv == 0 or Hq % Hkv):
+            raise ValueError("flex_attention: enable_gqa: the query heads Hq (%d, "
+                             "query.shape[1]) must be a multiple of the key/value heads "
+                             "Hkv (%d, key.shape[1] and value.shape[1])" % (Hq, Hkv))
     elif Hq != Hkv:
         raise ValueError("flex_attention: query has %d heads but key/value have %d; "
                          "set enable_gqa=True for grouped-query attention" % (Hq, Hkv))
@@ -287,11 +358,11 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
         raise ValueError("flex_attention: query, key and value have different dtypes: %s" %
                          ", ".join(sorted(dtypes)))
     dtype_name = dtypes.pop()
-    upcast = dtype_name == "float64" and library == "numpy"
+    upcast = dtype_name in ("float64", "torch.float64")
     dtype = "f32" if upcast else _DTYPES.get(dtype_name)
     if dtype is None:
-        raise ValueError("flex_attention: dtype %s is not supported (float32, bfloat16, "
-                         "float16)" % dtype_name)
+        raise ValueError("flex_attention: dtype %s is not supported (float32, float64, "
+                         "bfloat16, float16)" % dtype_name)
     if library == "torch" and len({str(x.device) for x in (query, key, value)}) != 1:
         raise ValueError("flex_attention: query, key and value are on different devices")
     mask_mod = None
@@ -315,22 +386,52 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
 
     traced, tensors = _trace_mods(score_mod, mask_mod)
+    target = _target_of(query, library)
+    if 0 in (B, Hq, L, S):
+        return _without_keys(query, (B, Hq, L, Ev), return_lse, library)
     gqa = Hq != Hkv
     spec = _spec_for(traced, gqa, bool(return_lse), Ev != E, dtype)
-    target = _target_of(query, library)
-    kernel = _kernel(spec, target, E, Ev if Ev != E else None)
-
     device = query.device if library == "torch" else None
     inputs = [_contiguous(x, library) for x in (query, key, value)]
     if upcast:
-        inputs = [x.astype("float32") for x in inputs]
-    for tensor, (kind, _, _) in zip(tensors, traced.captures):
-        inputs.append(_convert_capture(tensor, kind, library, device))
-    result = kernel(*inputs, scale=scale)
+        inputs = [_cast(x, library, "float32") for x in inputs]
+    for tensor, capture in zip(tensors, traced.captures):
+        inputs.append(_convert_capture(tensor, capture, library, device))
+    try:
+        kernel = _kernel(spec, target, E, Ev if Ev != E else None)
+        result = kernel(*inputs, scale=scale)
+    except (CompileError, ValueError, TypeError) as error:
+        message = _explain(str(error), traced, spec)
+        if message == str(error):
+            raise
+        raise type(error)(message) from None
     if return_lse:
         out, lse = result
     else:
         out = result[0] if isinstance(result, (tuple, list)) else result
     if upcast:
-        out = out.astype("float64")
+        out = _cast(out, library, "float64")
+    return (out, lse) if return_lse else out
+
+
+def _cast(x, library, name):
+    if library == "numpy":
+        return x.astype(name)
+    import torch
+    return x.to(getattr(torch, name))
+
+
+def _without_keys(query, out_shape, return_lse, library):
+    """flex_attention's result when there is nothing to compute (no batch,
+    head or query, or no key): output 0 and LSE -inf, as FlexAttention
+    gives, without compiling or launching a kernel."""
+    lse_shape = out_shape[:3]
+    if library == "numpy":
+        import numpy as np
+        out = np.zeros(out_shape, dtype=query.dtype)
+        lse = np.full(lse_shape, -np.inf, dtype=np.float32)
+    else:
+        import torch
+        out = torch.zeros(out_shape, dtype=query.dtype, device=query.device)
+        lse = torch.full(lse_shape, -math.inf, dtype=torch.float32, device=query.device)
     return (out, lse) if return_lse else out

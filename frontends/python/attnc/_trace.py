@@ -1,13 +1,22 @@
 """Tracing FlexAttention-style ``score_mod`` / ``mask_mod`` functions into `.attn` specs.
 
-A mod is called once with proxy objects: ``score`` stands for the scaled score
-``S[b,h,m,n]``, ``b, h, q_idx, kv_idx`` for the index values ``b, h, m, n``.
-Arithmetic on proxies builds an expression tree that is printed as `.attn` text.
-Tensors the mod captures (closure cells, the globals it reads, through nested
-functions and ``and_masks`` / ``or_masks``) become extra inputs of the spec
-(``in Cap0: i32[C0_0]``) with dims of their own, so that a new sequence length
-never changes the spec; plain numbers the mod captures (a window size) are
-constants of the spec.
+A mod (a function, a bound method, a functools.partial or an object with a
+Python ``__call__``) is called once with proxy objects: ``score`` stands for
+the scaled score ``S[b,h,m,n]``, ``b, h, q_idx, kv_idx`` for the index values
+``b, h, m, n``. Arithmetic on proxies builds an expression tree that is
+printed as `.attn` text. Tensors the mod reads (through closure cells,
+globals, default arguments, object attributes and dict items, nested
+functions, methods and ``and_masks`` / ``or_masks``) become extra inputs of
+the spec (``in Cap0: i32[C0_0]``) with dims of their own, so that a new
+sequence length never changes the spec; plain numbers the mod reads (a window
+size) are constants of the spec.
+
+A trace is reused while it would come out the same: the key is the mods' code
+with what their closures, globals and defaults hold (constants by value,
+tensors by dtype class and rank, objects by type), and every read through an
+object (``cfg.window``, ``d["w"]``, ``self.slopes``, ``config.W``) is a guard
+replayed before reuse. A trace that depends on something a guard cannot
+replay (a builtin method of a held object, writing to it) is not reused.
 
 The `.attn` scalar language has ``+ - * / % ^``, comparisons, ``and or not``,
 ``select`` and a few functions; the mapping of Python's operators:
@@ -24,7 +33,10 @@ The `.attn` scalar language has ``+ - * / % ^``, comparisons, ``and or not``,
   times a positive constant): those entries become masked, as in FlexAttention.
 """
 
+import collections
 import dis
+import enum
+import functools
 import math
 import os
 import sys
@@ -42,12 +54,15 @@ class TraceError(Exception):
 
 
 def _user_location():
-    """file:line of the innermost frame outside attnc (and torch's dispatch)."""
+    """file:line of the innermost frame outside attnc (and torch's and
+    NumPy's dispatch)."""
     frame = sys._getframe(1)
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
         inside = (filename.startswith(_PACKAGE_DIR + os.sep) or
-                  (os.sep + "torch" + os.sep) in filename)
+                  (os.sep + "torch" + os.sep) in filename or
+                  (os.sep + "numpy" + os.sep) in filename or
+                  frame.f_code.co_filename.startswith("<__array_function__"))
         if not inside:
             return frame, "%s:%d" % (frame.f_code.co_filename, frame.f_lineno)
         frame = frame.f_back
@@ -283,9 +298,11 @@ def _node_of(value):
     if isinstance(value, _CapturedTensor):
         if value._rank == 0:
             return value._scalar()._node
-        _fail("captured tensor %s of rank %d is used without subscripts" %
+        _fail("captured tensor '%s' of rank %d is used without subscripts" %
               (value._label, value._rank))
     tname = type(value).__module__ + "." + type(value).__name__
+    if isinstance(value, _Guarded):
+        tname = "%s (%s)" % (_guarded_parts(value)[2], value.__class__.__name__)
     if tname.startswith("numpy.") and hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         return _lit(value.item())
     if tname.startswith("torch.") and hasattr(value, "item") and value.dim() == 0:
@@ -347,11 +364,56 @@ _BOOL_HINT = ("a mod is traced once into a spec, not run per element, so its "
               "attnc.maximum instead of min() / max()")
 
 
+_CAPTURE_HINT = (
+    "attnc captures the tensors (numpy arrays, torch tensors) a mod reads "
+    "through its closure, globals, default arguments, object attributes and "
+    "dict items, not tensors it makes or gets from calls; Python lists "
+    "cannot be indexed by traced values (make them arrays)")
+
+
+def _numpy_ufunc(self, ufunc, method, *inputs, **kwargs):
+    """NumPy ufuncs on traced values: those with a tracer equivalent are
+    traced (np.exp, np.add, np.minimum, ...; a NumPy scalar operand gets
+    here too), the others fail naming what to use instead."""
+    name = getattr(ufunc, "__name__", str(ufunc))
+    handler = _NUMPY_UFUNCS.get(name)
+    if handler is None or method != "__call__" or kwargs:
+        _numpy_unsupported("numpy.%s%s" % (name, "" if method == "__call__" else
+                                            "." + method), inputs)
+    return handler(*inputs)
+
+
+def _numpy_function(self, func, types_, args, kwargs):
+    """NumPy functions that are not ufuncs (np.where, np.clip) on traced values."""
+    name = getattr(func, "__name__", str(func))
+    if name == "where" and len(args) == 3 and not kwargs:
+        return where(*args)
+    if name == "clip" and len(args) == 3 and not kwargs:
+        return _clamp(*args)
+    _numpy_unsupported("numpy.%s" % name, args)
+
+
+def _numpy_unsupported(what, args):
+    traced = next((a for a in args if isinstance(a, (Proxy, _CapturedTensor))), None)
+    if isinstance(traced, Proxy):
+        value = "a traced %s (%s)" % (traced._node[1], _describe_node(traced._node))
+    else:
+        value = "a traced value"
+    _fail("%s is applied to %s: a mod is traced once with symbolic score, b, "
+          "h, q_idx and kv_idx into a spec, not run on arrays, and %s has no "
+          "equivalent there; use the functions the tracer supports: attnc.exp, "
+          "log, tanh, sigmoid, sqrt, rsqrt, abs, minimum, maximum and where, "
+          "their torch.* namesakes (also clamp, softplus, relu), or numpy's exp, "
+          "log, tanh, sqrt, absolute, square, minimum, maximum, where, clip and "
+          "its arithmetic, comparison and logical functions" % (what, value, what))
+
+
 class Proxy(object):
     """A traced scalar expression (a float score, an integer index, a boolean)."""
 
     __slots__ = ("_node",)
-    __array_ufunc__ = None  # numpy scalars defer to the reflected operators
+    __array_ufunc__ = _numpy_ufunc
+    __array_function__ = _numpy_function
     __array_priority__ = 1000
 
     def __init__(self, node):
@@ -437,13 +499,11 @@ class Proxy(object):
     __int__ = _unsupported("int()", "use '//' for integer division, or "
                            "'.float()' / '* 1.0' for conversions")
     __index__ = _unsupported(
-        "using it as an index of a tensor attnc did not capture",
-        "attnc captures tensors held by the mod's closure or globals; other "
-        "tensors (attributes of objects, function arguments) cannot be read")
+        "using it as an index of a list or of a tensor attnc did not capture",
+        _CAPTURE_HINT)
     __array__ = _unsupported(
         "converting it to an array (or indexing a tensor attnc did not capture)",
-        "attnc captures tensors held by the mod's closure or globals; other "
-        "tensors (attributes of objects, function arguments) cannot be read")
+        _CAPTURE_HINT)
     __len__ = _unsupported("len()", "a traced value is a scalar")
     __iter__ = _unsupported("iteration", "a traced value is a scalar")
     __round__ = _unsupported("round()", "the .attn language has no rounding "
@@ -660,8 +720,19 @@ for _op, _sym in (("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="),
 _TORCH_FUNCS["__neg__"] = lambda x: -x
 _TORCH_FUNCS["__invert__"] = lambda x: ~Proxy(_node_of(x))
 _TORCH_FUNCS["__getitem__"] = lambda t, i: _fail(
-    "a tensor attnc did not capture is indexed by a traced value; attnc "
-    "captures the tensors a mod holds in its closure or reads as globals")
+    "a tensor attnc did not capture is indexed by a traced value; " + _CAPTURE_HINT)
+
+_NUMPY_UFUNCS = {name: _TORCH_FUNCS[name] for name in (
+    "exp", "log", "tanh", "sqrt", "absolute", "minimum", "maximum", "fmin",
+    "fmax", "square", "negative", "logical_not", "logical_and", "logical_or",
+    "logical_xor", "add", "subtract", "multiply", "divide", "true_divide",
+    "floor_divide", "remainder", "bitwise_and", "bitwise_or", "bitwise_xor")}
+_NUMPY_UFUNCS.update(
+    fabs=abs, positive=lambda x: x, mod=_TORCH_FUNCS["remainder"],
+    power=_torch_binary("**"), invert=_TORCH_FUNCS["bitwise_not"],
+    less=_torch_binary("<"), less_equal=_torch_binary("<="),
+    greater=_torch_binary(">"), greater_equal=_torch_binary(">="),
+    equal=_torch_binary("=="), not_equal=_torch_binary("!="))
 
 
 # ------------------------------------------------------------------- captures
@@ -690,12 +761,18 @@ def _tensor_kind(value):
 class _CapturedTensor(object):
     """Stands for a captured tensor while tracing: indexing it reads an input."""
 
-    __array_ufunc__ = None
+    __array_ufunc__ = _numpy_ufunc
+    __array_function__ = _numpy_function
     __array_priority__ = 1000
 
-    def __init__(self, index, kind, rank, label, prefix=()):
+    def __init__(self, index, kind, rank, label, prefix=(), reads=None):
         self._index, self._kind, self._rank = index, kind, rank
         self._label, self._prefix = label, prefix
+        self._reads = {} if reads is None else reads  # index -> file:line
+
+    def _note_read(self):
+        if self._index not in self._reads:
+            self._reads[self._index] = _user_location()[1]
 
     @property
     def name(self):
@@ -743,7 +820,8 @@ class _CapturedTensor(object):
             subs.append(sub_node)
         if len(subs) < self._rank:
             return _CapturedTensor(self._index, self._kind, self._rank,
-                                   self._label, tuple(subs))
+                                   self._label, tuple(subs), self._reads)
+        self._note_read()
         node = ("read", "float" if self._kind == "f" else "int", self.name, tuple(subs))
         if self._kind == "b":
             node = _bin("!=", node, _lit(0))
@@ -754,6 +832,7 @@ class _CapturedTensor(object):
             _fail("captured tensor '%s' needs %d more subscripts" %
                   (self._label, self._rank - len(self._prefix)))
         if self._rank == 0:
+            self._note_read()
             node = ("var", "float" if self._kind == "f" else "int", self.name)
             if self._kind == "b":
                 node = _bin("!=", node, _lit(0))
@@ -803,6 +882,11 @@ class _CapturedTensor(object):
 
 _CODE_GLOBALS = {}
 
+# Builtins that reach values behind the walker's back (the caller's
+# namespaces, code run from text): a trace that names them is not reused.
+_NAMESPACE_BUILTINS = frozenset(("globals", "locals", "vars", "eval", "exec",
+                                 "__import__"))
+
 
 def _global_names(code):
     """Names a code object (and the code nested in it) loads as globals."""
@@ -820,21 +904,177 @@ def _global_names(code):
 
 
 _CONSTANT_TYPES = (bool, int, float, str, bytes, type(None))
+_LIBRARIES = ("attnc", "torch", "numpy")
+_BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodWrapperType,
+                      types.WrapperDescriptorType, types.MethodDescriptorType,
+                      types.ClassMethodDescriptorType)
+# Builtin methods of containers that only read (dict.get, dict.items, ...):
+# calling one through a guarded object is itself a guarded read.
+_READING_METHODS = frozenset(("get", "keys", "values", "items", "index", "count"))
+# How many traces of one key (the same code, constants and capture kinds,
+# other values read through objects) are kept.
+_TRACES_PER_KEY = 8
+
+
+def _is_library(module_name):
+    return (module_name or "").split(".")[0] in _LIBRARIES
+
+
+def _is_library_function(fn):
+    return _is_library(getattr(fn, "__module__", None)) and not getattr(fn, "_attnc_walk", False)
+
+
+def _is_immutable_library_value(value):
+    """dtypes, devices and ufuncs: used as they are, compared by identity."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, (numpy.dtype, numpy.ufunc)):
+        return True
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(
+        value, (torch.dtype, torch.device, torch.layout, torch.memory_format))
+
+
+class _Identity(object):
+    """Compares a value by identity inside a trace cache key, and keeps it
+    alive so that its id is not reused while the key exists."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and other.value is self.value
+
+    def __hash__(self):
+        return id(self.value)
+
+
+def _is_guardable_key(key):
+    """Whether a key read through a guarded object can be replayed: a
+    constant (or a tuple or slice of constants)."""
+    if isinstance(key, _CONSTANT_TYPES) or isinstance(key, enum.Enum):
+        return True
+    if isinstance(key, tuple):
+        return all(_is_guardable_key(k) for k in key)
+    if isinstance(key, slice):
+        return all(_is_guardable_key(k) for k in (key.start, key.stop, key.step))
+    return False
+
+
+def _is_traced(value):
+    if isinstance(value, (Proxy, _CapturedTensor)):
+        return True
+    return isinstance(value, tuple) and any(_is_traced(v) for v in value)
+
+
+def _perform(obj, step):
+    """Does the read that `step` records on `obj`."""
+    kind = step[0]
+    if kind == "attr":
+        return getattr(obj, step[1])
+    if kind == "item":
+        return obj[step[1]]
+    if kind == "len":
+        return len(obj)
+    if kind == "in":
+        return step[1] in obj
+    if kind == "iter":
+        return list(obj)
+    if kind == "bool":
+        return bool(obj)
+    if kind == "call":
+        result = getattr(obj, step[1])(*step[2])
+        return list(result) if step[1] in ("keys", "values", "items") else result
+    raise AssertionError("unknown read %r" % (step,))
+
+
+# A read that fails fails the same way when it is replayed (hasattr(), a
+# missing key caught by the mod).
+_READ_ERRORS = (AttributeError, KeyError, IndexError, TypeError)
+
+
+def _python_call(target):
+    """(attribute, function) that calling `target` runs when that is Python
+    code attnc can trace through (forward for a torch.nn.Module), else None."""
+    if isinstance(target, type):
+        return None
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(target, torch.nn.Module):
+        return "forward", getattr(type(target), "forward", None)
+    call = getattr(type(target), "__call__", None)
+    if isinstance(call, types.FunctionType) and not _is_library_function(call):
+        return "__call__", call
+    return None
+
+
+def _first_parameter(fn):
+    code = fn.__code__
+    return code.co_varnames[0] if code.co_argcount else "self"
 
 
 class _Walker(object):
-    """Walks what a mod captures: describes it (the trace cache key), collects
-    the tensors in a deterministic order and, with build=True, rebuilds the
-    functions with tensors replaced by _CapturedTensor objects."""
+    """Walks what a mod reads: describes it (the trace cache key and the
+    guards), collects the captured tensors in a deterministic order and,
+    with build=True, rebuilds the functions with tensors replaced by
+    _CapturedTensor objects and other objects by _Guarded stand-ins, which
+    record each read through them as a guard.
+
+    Descriptions: ("T", kind, rank, index) a captured tensor, ("C", type,
+    value) a constant, ("L", items) a list or tuple, ("F", code, cells,
+    globals, defaults) a function, ("BM", function, self) a bound method,
+    ("P", ...) a functools.partial, ("I", identity) a library value used as
+    it is, ("R", index, identity) an object (an instance, a dict, a module,
+    a class) whose contents the trace reads through guards. A guard is
+    (root index, read, description of the value read): replayed in order on
+    a new walk, the guards of a trace rebuild its roots and captures in the
+    same order, and any difference means the trace is stale."""
 
     def __init__(self, build):
         self.build = build
-        self.tensors = []        # the captured tensors, in input order
-        self.labels = []
+        self.tensors = []         # the captured tensors, in input order
+        self.labels = []          # their Python names or expressions
+        self.reads = {}           # tensor index -> file:line of its first read
+        self.roots = []           # the objects read through guards
+        self.guards = []
+        self.uncacheable = None   # why the trace may not be reused, if so
         self._tensor_ids = {}
-        self._functions = {}     # id -> (description, rebuilt function)
+        self._root_ids = {}
+        self._stand_ins = {}      # root index -> _Guarded
+        self._functions = {}      # id -> (description, rebuilt function)
+
+    def fork(self):
+        """A copy to replay one cache entry's guards on."""
+        other = _Walker(self.build)
+        for name, value in vars(self).items():
+            if isinstance(value, (list, dict)):
+                value = type(value)(value)
+            setattr(other, name, value)
+        return other
+
+    def mark_uncacheable(self, why):
+        if self.uncacheable is None:
+            self.uncacheable = why
+
+    def mod(self, fn, what):
+        """Walks a score_mod / mask_mod: a function, a bound method, a
+        functools.partial or an object with a Python __call__ (forward for a
+        torch.nn.Module)."""
+        if isinstance(fn, types.FunctionType):
+            return self.function(fn)
+        if isinstance(fn, types.MethodType) and isinstance(fn.__func__, types.FunctionType):
+            return self.walk(fn, what)
+        if isinstance(fn, functools.partial) and callable(fn.func):
+            return self.walk(fn, what)
+        call = _python_call(fn)
+        if call is not None and isinstance(call[1], types.FunctionType):
+            return self.walk(types.MethodType(call[1], fn), what)
+        raise TraceError("%s must be a Python function, a bound method, a "
+                         "functools.partial or an object with a __call__ "
+                         "method written in Python, got %r" % (what, fn))
 
     def walk(self, value, label):
+        """(description, stand-in while tracing) of a value the mod reads."""
         kind = _tensor_kind(value)
         if kind is not None:
             index = self._tensor_ids.get(id(value))
@@ -846,44 +1086,113 @@ class _Walker(object):
             desc = ("T", kind, rank, index)
             if not self.build:
                 return desc, None
-            return desc, _CapturedTensor(index, kind, rank, label)
+            return desc, _CapturedTensor(index, kind, rank, self.labels[index],
+                                         reads=self.reads)
         if isinstance(value, _CONSTANT_TYPES):
             return ("C", type(value).__name__, value), value
         if type(value).__module__ == "numpy" and hasattr(value, "item"):
             item = value.item()
             return ("C", type(item).__name__, item), value
+        if isinstance(value, enum.Enum) or _is_immutable_library_value(value):
+            return ("I", _Identity(value)), value
         if isinstance(value, types.FunctionType):
-            module = getattr(value, "__module__", None) or ""
-            if (module.split(".")[0] in ("attnc", "torch", "numpy") and
-                    not getattr(value, "_attnc_walk", False)):
-                return ("A", module, value.__qualname__), value
+            if _is_library_function(value):
+                return ("I", _Identity(value)), value
             return self.function(value)
+        if isinstance(value, types.MethodType):
+            return self._method(value, label)
         if isinstance(value, (tuple, list)):
-            parts = [self.walk(v, "%s[%d]" % (label, i)) for i, v in enumerate(value)]
-            desc = ("L", tuple(d for d, _ in parts))
-            if not self.build:
-                return desc, None
-            return desc, type(value)(v for _, v in parts)
+            return self._sequence(value, label)
+        if isinstance(value, functools.partial):
+            return self._partial(value, label)
+        if isinstance(value, _BUILTIN_CALLABLES):
+            owner = getattr(value, "__self__", None)
+            if (owner is None or isinstance(owner, (types.ModuleType, type) + _CONSTANT_TYPES)
+                    or _is_immutable_library_value(owner)):
+                return ("I", _Identity(value)), value
+            # A builtin method of an object the mod holds (d.get taken
+            # early): what it returns is not guarded.
+            owner_desc, _ = self.walk(owner, label.rpartition(".")[0] or label)
+            desc = ("BI", getattr(value, "__name__", ""), owner_desc)
+            return desc, (_UnguardedCall(self, value, label) if self.build else None)
+        if isinstance(value, type) and (value.__module__ == "builtins" or
+                                        _is_library(value.__module__)):
+            return ("I", _Identity(value)), value
+        return self._root(value, label)
+
+    def _sequence(self, value, label):
+        parts = [self.walk(v, "%s[%d]" % (label, i)) for i, v in enumerate(value)]
+        desc = ("L", tuple(d for d, _ in parts))
+        if not self.build:
+            return desc, None
+        if all(new is old for (_, new), old in zip(parts, value)):
+            return desc, value
+        items = [new for _, new in parts]
+        if isinstance(value, list):
+            return desc, items
+        if hasattr(type(value), "_make"):  # a namedtuple
+            return desc, type(value)._make(items)
+        return desc, tuple(items)
+
+    def _partial(self, value, label):
+        fdesc, fn = self.walk(value.func, label)
+        parts = [self.walk(v, label) for v in value.args]
+        kparts = [(k, self.walk(v, label + "." + k)) for k, v in sorted(value.keywords.items())]
+        desc = ("P", fdesc, tuple(d for d, _ in parts),
+                tuple((k, d) for k, (d, _) in kparts))
+        if not self.build:
+            return desc, None
+        return desc, functools.partial(fn, *[v for _, v in parts],
+                                       **{k: v for k, (_, v) in kparts})
+
+    def _method(self, value, label):
+        func, owner = value.__func__, value.__self__
+        owner_desc, owner_new = self.walk(owner, label.rpartition(".")[0] or (
+            _first_parameter(func) if isinstance(func, types.FunctionType) else label))
+        if isinstance(func, types.FunctionType) and not _is_library_function(func):
+            fdesc, fn = self.function(func)
+            desc = ("BM", fdesc, owner_desc)
+            return desc, (types.MethodType(fn, owner_new) if self.build else None)
+        # A library method (torch.nn.Module.parameters): run as it is.
+        desc = ("BM", ("I", _Identity(func)), owner_desc)
+        return desc, (_UnguardedCall(self, value, label) if self.build else None)
+
+    def _root(self, value, label):
+        index = self._root_ids.get(id(value))
+        if index is None:
+            index = self._root_ids[id(value)] = len(self.roots)
+            self.roots.append(value)
+            if self.build:
+                self._stand_ins[index] = _Guarded(self, index, label)
+        identity = value if isinstance(value, (type, types.ModuleType)) else type(value)
+        return ("R", index, _Identity(identity)), self._stand_ins.get(index)
+
+    def read(self, index, step, label):
+        """Reads through root `index` while tracing, recording the guard."""
         try:
-            import functools
-            if isinstance(value, functools.partial):
-                fdesc, fn = self.walk(value.func, label)
-                parts = [self.walk(v, label) for v in value.args]
-                kw = sorted(value.keywords.items())
-                kparts = [(k, self.walk(v, label + "." + k)) for k, v in kw]
-                desc = ("P", fdesc, tuple(d for d, _ in parts),
-                        tuple((k, d) for k, (d, _) in kparts))
-                if not self.build:
-                    return desc, None
-                return desc, functools.partial(fn, *[v for _, v in parts],
-                                               **{k: v for k, (_, v) in kparts})
-        except TypeError:
-            pass
-        if isinstance(value, types.ModuleType):
-            return ("M", value.__name__), value
-        # Anything else (classes, builtins, objects) is used as it is; it is
-        # identified by its identity.
-        return ("O", id(value)), value
+            value = _perform(self.roots[index], step)
+        except _READ_ERRORS as error:
+            self.guards.append((index, step, ("X", type(error))))
+            raise
+        desc, new = self.walk(value, label)
+        self.guards.append((index, step, desc))
+        return new
+
+    def replay(self, guards):
+        """Whether every read of a trace still reads what it read then."""
+        for index, step, desc in guards:
+            if index >= len(self.roots):
+                return False
+            try:
+                value = _perform(self.roots[index], step)
+                got = self.walk(value, "")[0]
+            except _READ_ERRORS as error:
+                got = ("X", type(error))
+            except Exception:  # anything else: trace again, and fail there
+                return False
+            if got != desc:
+                return False
+        return True
 
     def function(self, fn):
         memo = self._functions.get(id(fn))
@@ -900,6 +1209,12 @@ class _Walker(object):
                 cells.append(cell)
                 cell_descs.append(("empty",))
                 continue
+            if name == "__class__":
+                # super(): it binds methods that were not walked.
+                self.mark_uncacheable("%s calls super()" % fn.__qualname__)
+                cells.append(cell)
+                cell_descs.append(("I", _Identity(contents)))
+                continue
             desc, new = self.walk(contents, name)
             cell_descs.append(desc)
             cells.append(types.CellType(new) if self.build and new is not contents else cell)
@@ -908,18 +1223,21 @@ class _Walker(object):
         replaced = {}
         for name in _global_names(code):
             if name not in fglobals:
+                if name in _NAMESPACE_BUILTINS:
+                    self.mark_uncacheable("%s calls %s()" % (fn.__qualname__, name))
                 continue
             value = fglobals[name]
-            if isinstance(value, types.ModuleType):
-                continue
             desc, new = self.walk(value, name)
             global_descs.append((name, desc))
             if self.build and new is not value:
                 replaced[name] = new
         defaults = fn.__defaults__ or ()
-        default_parts = [self.walk(v, "default") for v in defaults]
+        default_parts = [self.walk(v, name) for v, name in zip(
+            defaults, code.co_varnames[code.co_argcount - len(defaults):])]
+        kwdefaults = sorted((fn.__kwdefaults__ or {}).items())
+        kw_parts = [(k, self.walk(v, k)) for k, v in kwdefaults]
         desc = ("F", code, tuple(cell_descs), tuple(global_descs),
-                tuple(d for d, _ in default_parts))
+                tuple(d for d, _ in default_parts), tuple((k, d) for k, (d, _) in kw_parts))
         rebuilt = None
         if self.build:
             new_globals = fglobals
@@ -929,19 +1247,164 @@ class _Walker(object):
             rebuilt = types.FunctionType(
                 code, new_globals, fn.__name__,
                 tuple(v for _, v in default_parts) or fn.__defaults__, tuple(cells) or None)
-            rebuilt.__kwdefaults__ = fn.__kwdefaults__
+            rebuilt.__kwdefaults__ = {k: v for k, (_, v) in kw_parts} or fn.__kwdefaults__
+            rebuilt.__qualname__ = fn.__qualname__
         self._functions[id(fn)] = (desc, rebuilt)
         return desc, rebuilt
 
 
-def _check_callable(fn, what):
-    if fn is None:
-        return
-    if not isinstance(fn, types.FunctionType):
-        if callable(fn) and isinstance(getattr(fn, "__call__", None), types.MethodType):
-            raise TraceError("%s must be a plain Python function or lambda, not "
-                             "a %s" % (what, type(fn).__name__))
-        raise TraceError("%s must be a Python function, got %r" % (what, fn))
+def _unwrap(value):
+    """The object a _Guarded stand-in stands for (other values as they are)."""
+    if isinstance(value, _Guarded):
+        walker, index, _ = _guarded_parts(value)
+        return walker.roots[index]
+    return value
+
+
+def _loads_attribute(frame, name):
+    """Whether `frame` is loading attribute `name` (as opposed to a builtin
+    such as isinstance() reading it)."""
+    for ins in dis.get_instructions(frame.f_code):
+        if ins.offset == frame.f_lasti:
+            return ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and ins.argval == name
+    return True
+
+
+def _guarded_parts(stand_in):
+    return (object.__getattribute__(stand_in, "_attnc_walker"),
+            object.__getattribute__(stand_in, "_attnc_index"),
+            object.__getattribute__(stand_in, "_attnc_label"))
+
+
+class _UnguardedCall(object):
+    """Stands for a callable attnc cannot trace through (a builtin method of
+    an object the mod holds, a library method): calling it makes the trace
+    one that is never reused, since what it returns is not guarded."""
+
+    __slots__ = ("_walker", "_fn", "_label")
+
+    def __init__(self, walker, fn, label):
+        self._walker, self._fn, self._label = walker, fn, label
+
+    def __call__(self, *args, **kwargs):
+        self._walker.mark_uncacheable("the mod calls %s" % self._label)
+        result = self._fn(*[_unwrap(a) for a in args],
+                          **{k: _unwrap(v) for k, v in kwargs.items()})
+        return self._walker.walk(result, self._label + "(...)")[1]
+
+
+class _Guarded(object):
+    """Stands for an object (an instance, a dict, a module, a class) while a
+    mod is traced: each read through it (an attribute, an item, len(), in,
+    iteration, truth) becomes a guard of the trace, and what it reads is
+    walked like a capture (a tensor becomes an input, a method is traced
+    through). Anything else that depends on the object (calling a builtin,
+    writing to it, str()) makes the trace one that is never reused."""
+
+    __slots__ = ("_attnc_walker", "_attnc_index", "_attnc_label")
+
+    def __init__(self, walker, index, label):
+        object.__setattr__(self, "_attnc_walker", walker)
+        object.__setattr__(self, "_attnc_index", index)
+        object.__setattr__(self, "_attnc_label", label)
+
+    def __getattr__(self, name):
+        walker, index, label = _guarded_parts(self)
+        target = walker.roots[index]
+        if (name in _READING_METHODS and
+                isinstance(getattr(type(target), name, None), _BUILTIN_CALLABLES)):
+            def reading_method(*args, **kwargs):
+                if kwargs or not _is_guardable_key(args):
+                    return _UnguardedCall(walker, getattr(target, name),
+                                          "%s.%s" % (label, name))(*args, **kwargs)
+                return walker.read(index, ("call", name, args), "%s.%s()" % (label, name))
+            return reading_method
+        return walker.read(index, ("attr", name), "%s.%s" % (label, name))
+
+    def __getitem__(self, key):
+        walker, index, label = _guarded_parts(self)
+        if _is_traced(key):
+            _fail("'%s' (a %s) is indexed by a traced value: only tensors (numpy "
+                  "arrays, torch tensors) can be indexed by b, h, q_idx, kv_idx" %
+                  (label, type(walker.roots[index]).__name__))
+        if not _is_guardable_key(key):
+            walker.mark_uncacheable("the mod reads %s[...] with a key that is not a "
+                                    "constant" % label)
+            return walker.walk(walker.roots[index][_unwrap(key)], label + "[...]")[1]
+        return walker.read(index, ("item", key), "%s[%r]" % (label, key))
+
+    def __len__(self):
+        walker, index, label = _guarded_parts(self)
+        return walker.read(index, ("len",), "len(%s)" % label)
+
+    def __contains__(self, key):
+        walker, index, label = _guarded_parts(self)
+        if not _is_guardable_key(key):
+            walker.mark_uncacheable("the mod tests '... in %s'" % label)
+            return _unwrap(key) in walker.roots[index]
+        return walker.read(index, ("in", key), "%r in %s" % (key, label))
+
+    def __iter__(self):
+        walker, index, label = _guarded_parts(self)
+        return iter(walker.read(index, ("iter",), label))
+
+    def __bool__(self):
+        walker, index, label = _guarded_parts(self)
+        return walker.read(index, ("bool",), "bool(%s)" % label)
+
+    def __call__(self, *args, **kwargs):
+        walker, index, label = _guarded_parts(self)
+        call = _python_call(walker.roots[index])
+        if call is not None:
+            return walker.read(index, ("attr", call[0]), "%s.%s" % (label, call[0]))(
+                *args, **kwargs)
+        return _UnguardedCall(walker, walker.roots[index], label)(*args, **kwargs)
+
+    @property
+    def __class__(self):
+        # isinstance() reads it, and the class is part of the root's
+        # description; reading attributes through it is not guarded.
+        walker, index, label = _guarded_parts(self)
+        if _loads_attribute(sys._getframe(1), "__class__"):
+            walker.mark_uncacheable("the mod reads %s.__class__" % label)
+        return type(walker.roots[index])
+
+    def __instancecheck__(self, instance):
+        walker, index, label = _guarded_parts(self)
+        if isinstance(instance, (Proxy, _CapturedTensor)):
+            walker.mark_uncacheable("the mod tests isinstance(..., %s)" % label)
+        return isinstance(_unwrap(instance), walker.roots[index])
+
+    def __subclasscheck__(self, subclass):
+        walker, index, _ = _guarded_parts(self)
+        return issubclass(_unwrap(subclass), walker.roots[index])
+
+    def __eq__(self, other):
+        walker, index, label = _guarded_parts(self)
+        target, other = walker.roots[index], _unwrap(other)
+        if type(target).__eq__ is not object.__eq__:
+            walker.mark_uncacheable("the mod compares %s with ==" % label)
+        return target == other
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash(_unwrap(self))
+
+    def _forward(name):
+        def method(self, *args):
+            walker, index, label = _guarded_parts(self)
+            walker.mark_uncacheable("the mod uses %s(%s)" % (name.strip("_"), label))
+            return getattr(walker.roots[index], name)(*[_unwrap(a) for a in args])
+        method.__name__ = name
+        return method
+
+    __setattr__, __delattr__ = _forward("__setattr__"), _forward("__delattr__")
+    __setitem__, __delitem__ = _forward("__setitem__"), _forward("__delitem__")
+    __str__, __repr__ = _forward("__str__"), _forward("__repr__")
+    __format__ = _forward("__format__")
+    del _forward
 
 
 # ------------------------------------------------------------------- tracing
@@ -949,43 +1412,82 @@ def _check_callable(fn, what):
 STATS = {"traces": 0}
 _TRACE_CACHE = {}
 
+# One captured tensor of a trace: its kind ('f', 'i', 'b'), rank, the Python
+# name or expression it was read through, and file:line of its first read.
+_Capture = collections.namedtuple("_Capture", "kind rank label read_at")
+
 
 class Traced(object):
     """The result of tracing a score_mod / mask_mod pair."""
 
-    def __init__(self, score, keep, captures, names):
+    def __init__(self, score, keep, captures, names, mods=()):
         self.score = score        # float node, or None for the identity
         self.keep = keep          # bool node (lit True: no mask)
-        self.captures = captures  # [(kind, rank, label)], input order
+        self.captures = captures  # [_Capture], input order
         self.names = names        # qualified names of the mods
+        self.mods = dict(mods)    # "score_mod" / "mask_mod" -> "name (file:line)"
+
+
+def _mod_name(fn):
+    if isinstance(fn, types.MethodType):
+        return _mod_name(fn.__func__)
+    if isinstance(fn, functools.partial):
+        return "partial(%s)" % _mod_name(fn.func)
+    if isinstance(fn, types.FunctionType):
+        return fn.__qualname__
+    call = _python_call(fn)
+    return "%s.%s" % (type(fn).__qualname__, call[0] if call else "__call__")
+
+
+def _mod_location(fn):
+    """'name (file:line)' of a mod, for messages."""
+    inner = fn
+    while isinstance(inner, (types.MethodType, functools.partial)):
+        inner = inner.__func__ if isinstance(inner, types.MethodType) else inner.func
+    if not isinstance(inner, types.FunctionType):
+        call = _python_call(inner)
+        inner = call[1] if call else None
+    code = getattr(inner, "__code__", None)
+    if code is None:
+        return _mod_name(fn)
+    return "%s (%s:%d)" % (_mod_name(fn), code.co_filename, code.co_firstlineno)
 
 
 def _walk_mods(score_mod, mask_mod, build):
-    _check_callable(score_mod, "score_mod")
-    _check_callable(mask_mod, "mask_mod")
     walker = _Walker(build)
-    score = walker.function(score_mod) if score_mod is not None else (None, None)
-    mask = walker.function(mask_mod) if mask_mod is not None else (None, None)
+    score = walker.mod(score_mod, "score_mod") if score_mod is not None else (None, None)
+    mask = walker.mod(mask_mod, "mask_mod") if mask_mod is not None else (None, None)
     return walker, score, mask
 
 
 def _trace_mods(score_mod, mask_mod):
-    """Returns (Traced, captured tensors) for the mods, tracing at most once
-    per (code, capture dtypes and ranks, captured constants)."""
+    """Returns (Traced, captured tensors) for the mods. A trace is reused
+    for the same key (code, captured constants, capture dtypes and ranks)
+    when every value it read through an object (attributes, items, module
+    attributes) still reads the same; a trace with a read that cannot be
+    checked that way is not kept."""
     walker, (score_desc, _), (mask_desc, _) = _walk_mods(score_mod, mask_mod, False)
     key = (score_desc, mask_desc)
     try:
-        traced = _TRACE_CACHE.get(key)
+        entries = _TRACE_CACHE.get(key)
     except TypeError:  # an unhashable constant: no caching
-        key, traced = None, None
-    if traced is None:
-        traced = _run_trace(score_mod, mask_mod)
-        if key is not None:
-            _TRACE_CACHE[key] = traced
-    return traced, walker.tensors
+        key, entries = None, None
+    for position, (guards, traced) in enumerate(entries or ()):
+        replay = walker.fork() if guards else walker
+        if replay.replay(guards):
+            entries.insert(0, entries.pop(position))
+            return traced, replay.tensors
+    traced, guards, tensors, uncacheable = _run_trace(score_mod, mask_mod)
+    if key is not None and uncacheable is None:
+        entries = _TRACE_CACHE.setdefault(key, [])
+        entries.insert(0, (guards, traced))
+        del entries[_TRACES_PER_KEY:]
+    return traced, tensors
 
 
 def _run_trace(score_mod, mask_mod):
+    """Traces the mods: (Traced, guards, captured tensors, why the trace may
+    not be reused or None)."""
     STATS["traces"] += 1
     walker, (_, score_fn), (_, mask_fn) = _walk_mods(score_mod, mask_mod, True)
     b, h, m, n = (Proxy(_var(x)) for x in "bhmn")
@@ -995,12 +1497,12 @@ def _run_trace(score_mod, mask_mod):
         result = mask_fn(b, h, m, n)
         if not _is_operand(result):
             raise TraceError("mask_mod %s returned %r, not a boolean expression" %
-                             (mask_mod.__qualname__, result))
+                             (_mod_name(mask_mod), result))
         keep = _node_of(result)
         if keep[1] != "bool":
             raise TraceError("mask_mod %s returned a%s %s expression, not a boolean "
                              "(a comparison): %s" % (
-                                 mask_mod.__qualname__,
+                                 _mod_name(mask_mod),
                                  "n" if keep[1] == "int" else "", keep[1],
                                  _describe_node(keep)))
     if score_fn is not None:
@@ -1008,7 +1510,7 @@ def _run_trace(score_mod, mask_mod):
         result = score_fn(score, b, h, m, n)
         if not _is_operand(result):
             raise TraceError("score_mod %s returned %r, not a score expression" %
-                             (score_mod.__qualname__, result))
+                             (_mod_name(score_mod), result))
         node = _node_of(result)
         if node[1] == "bool":
             node = _call("select", node, _lit(1.0), _lit(0.0))
@@ -1019,12 +1521,15 @@ def _run_trace(score_mod, mask_mod):
         if value != score._node:
             score_node = value
     captures = []
-    for tensor, label in zip(walker.tensors, walker.labels):
+    for index, (tensor, label) in enumerate(zip(walker.tensors, walker.labels)):
         kind = _tensor_kind(tensor)
         rank = tensor.dim() if callable(getattr(tensor, "dim", None)) else tensor.ndim
-        captures.append((kind, rank, label))
-    names = [f.__qualname__ for f in (score_mod, mask_mod) if f is not None]
-    return Traced(score_node, keep, captures, names)
+        captures.append(_Capture(kind, rank, label, walker.reads.get(index)))
+    mods = [(role, fn) for role, fn in (("score_mod", score_mod), ("mask_mod", mask_mod))
+            if fn is not None]
+    traced = Traced(score_node, keep, captures, [_mod_name(fn) for _, fn in mods],
+                    [(role, _mod_location(fn)) for role, fn in mods])
+    return traced, walker.guards, walker.tensors, walker.uncacheable
 
 
 def _uses_score(node):
@@ -1043,7 +1548,7 @@ def _spec_text(traced, gqa, return_lse, value_dim, dtype):
              "  in    Q: %s[B, H, M, D]" % dtype,
              "  in    K: %s[B, %s, N, D]" % (dtype, G),
              "  in    V: %s[B, %s, N, %s]" % (dtype, G, E)]
-    for i, (kind, rank, label) in enumerate(traced.captures):
+    for i, (kind, rank, label, _) in enumerate(traced.captures):
         shape = ", ".join("C%d_%d" % (i, a) for a in range(rank))
         ctype = "f32" if kind == "f" else "i32"
         lines.append("  in    Cap%d: %s%s    // %s%s" % (
