@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests (gtest), lit tests, the Python package's tests,
-# a bounded fuzzing run of the front end, and the unit tests again under
-# ASan + UBSan.
+# a bounded fuzzing run of the front end, a bounded differential fuzzing run
+# of the whole compiler, and the unit tests again under ASan + UBSan.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${ATTN_BUILD_DIR:-$root/build}"
 fuzz_seconds="${ATTN_FUZZ_SECONDS:-60}"
+spec_fuzz_seconds="${ATTN_SPEC_FUZZ_SECONDS:-120}"
 jobs="$(nproc)"
 
 echo "== unit tests"
@@ -23,6 +24,17 @@ trap 'rm -rf "$corpus"' EXIT
 cp "$root"/examples/*.attn "$corpus"/
 "$build/bin/attn-fuzz-dsl" -max_total_time="$fuzz_seconds" -timeout=10 \
   -rss_limit_mb=4096 -print_final_stats=1 "$corpus" 2>&1 | tail -n 15
+
+echo "== differential fuzzing for ${spec_fuzz_seconds}s"
+# Random valid specs, fused and unfused CPU runs against the reference, and
+# GPU packages assembled by ptxas where it is installed. The seed comes from
+# the clock unless ATTN_SPEC_FUZZ_SEED is set; the fuzzer prints it, and
+# failing specs go to $build/spec-fuzz-failures.
+spec_fuzz_seed="${ATTN_SPEC_FUZZ_SEED:-$(($(date +%s) % 2147483648))}"
+echo "seed ${spec_fuzz_seed} (ATTN_SPEC_FUZZ_SEED=${spec_fuzz_seed} repeats this run)"
+/usr/bin/python3 "$root/test/fuzz/spec_fuzzer.py" --attnc "$build/bin/attnc" \
+  --seconds "$spec_fuzz_seconds" --seed "$spec_fuzz_seed" \
+  --out "$build/spec-fuzz-failures"
 
 echo "== unit tests under ASan + UBSan"
 asan="${build}-asan"
