@@ -11,11 +11,13 @@
 #include "AttentionEvaluator.h"
 
 #include "Accumulator.h"
+#include "Normalizers.h"
 
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -175,13 +177,15 @@ ref::evaluateAttention(AttentionOp op, const Environment &env) {
                 scores[n] = std::exp(scores[n] - max) / denominator;
           }
         } else if (normalizer == Normalizer::Normalize) {
-          double sum = 0.0;
+          std::vector<double> row;
           for (int64_t n = 0; n < N; ++n)
             if (kept[n])
-              sum += scores[n];
+              row.push_back(scores[n]);
+          normalizeRow(row, op.getMap());
+          auto next = row.begin();
           for (int64_t n = 0; n < N; ++n)
             if (kept[n])
-              scores[n] = scores[n] / sum;
+              scores[n] = *next++;
         }
 
         for (int64_t e = 0; e < E; ++e) {

@@ -384,7 +384,7 @@ LogicalResult KernelEvaluator::evaluateNormalize(NormalizeOp op) {
   if (!input)
     return op->emitError() << "reference evaluator: normalizes an unknown "
                               "tensor";
-  define(op.getResult(), normalize(*input, op.getDimension()));
+  define(op.getResult(), normalize(*input, op.getDimension(), op.getMap()));
   return success();
 }
 

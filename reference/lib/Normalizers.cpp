@@ -2,8 +2,10 @@
 
 #include "Normalizers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 using namespace ::attn::ref;
 
@@ -78,21 +80,71 @@ TensorValue attn::ref::softmax(const TensorValue &input, int64_t dimension,
   return result;
 }
 
-TensorValue attn::ref::normalize(const TensorValue &input, int64_t dimension) {
+/// Below this argument softplus(x) and sigmoid(x) equal e^x to f64
+/// precision (their relative difference is about e^x).
+static constexpr double kExpTail = -40.0;
+
+void attn::ref::normalizeRow(llvm::MutableArrayRef<double> row,
+                             mlir::attn::WeightMap map) {
+  using mlir::attn::WeightMap;
+  if (map == WeightMap::Identity) {
+    double sum = 0.0;
+    for (double x : row)
+      sum += x;
+    for (double &x : row)
+      x /= sum;
+    return;
+  }
+  if (row.empty())
+    return;
+  // Every weight is taken relative to e^shift: the row's max for exp, and
+  // for softplus and sigmoid (which are below e^x and never overflow) the
+  // max clamped to 0, so that rows with a large entry are computed as
+  // written.
+  double max = row.front();
+  for (double x : row)
+    if (x > max || std::isnan(x))
+      max = x;
+  double shift = map == WeightMap::Exp ? max : std::min(max, 0.0);
+  if (std::isinf(shift) && shift < 0)
+    shift = 0.0;
+  double scale = std::exp(-std::max(shift, kExpTail));
+  auto weight = [&](double x) {
+    if (map == WeightMap::Exp || x < kExpTail)
+      return std::exp(x - shift);
+    double mapped = map == WeightMap::Softplus
+                        ? std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x)))
+                        : 1.0 / (1.0 + std::exp(-x));
+    return mapped * scale;
+  };
+  double sum = 0.0;
+  for (double &x : row) {
+    x = weight(x);
+    sum += x;
+  }
+  for (double &x : row)
+    x /= sum;
+}
+
+TensorValue attn::ref::normalize(const TensorValue &input, int64_t dimension,
+                                 mlir::attn::WeightMap map) {
   TensorValue result = input;
   RowLayout rows(input, dimension);
+  std::vector<double> row;
   for (int64_t o = 0; o < rows.outer; ++o) {
     for (int64_t i = 0; i < rows.inner; ++i) {
       int64_t base = rows.base(o, i);
-      double sum = 0.0;
+      row.clear();
       for (int64_t k = 0; k < rows.length; ++k) {
         int64_t at = base + k * rows.inner;
         if (input.isPresent(at))
-          sum += input.data[at];
+          row.push_back(input.data[at]);
       }
+      normalizeRow(row, map);
+      auto next = row.begin();
       for (int64_t k = 0; k < rows.length; ++k) {
         int64_t at = base + k * rows.inner;
-        result.data[at] = input.isPresent(at) ? input.data[at] / sum : 0.0;
+        result.data[at] = input.isPresent(at) ? *next++ : 0.0;
       }
     }
   }

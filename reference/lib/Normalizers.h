@@ -9,6 +9,10 @@
 
 #include "TensorValue.h"
 
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+
+#include "llvm/ADT/ArrayRef.h"
+
 #include <cstdint>
 
 namespace attn::ref {
@@ -20,8 +24,15 @@ namespace attn::ref {
 TensorValue softmax(const TensorValue &input, int64_t dimension,
                     const TensorValue *sink);
 
-/// `x / sum(x)` along `dimension` over present entries; presence as input.
-TensorValue normalize(const TensorValue &input, int64_t dimension);
+/// `map(x) / sum(map(x))` along `dimension` over present entries; presence
+/// as input.
+TensorValue normalize(const TensorValue &input, int64_t dimension,
+                      mlir::attn::WeightMap map);
+
+/// The same for one row of present entries, in place. A known map is
+/// computed relative to the row's largest entry, as the kernels do, so that
+/// rows whose map underflows even in f64 stay exact.
+void normalizeRow(llvm::MutableArrayRef<double> row, mlir::attn::WeightMap map);
 
 } // namespace attn::ref
 

@@ -376,3 +376,20 @@ func.func @attention_sink_normalizer(%q: tensor<?x?x?x?xf32>, %sink: tensor<?x?x
   }
   return
 }
+
+// -----
+
+func.func @attention_map_normalizer(%q: tensor<?x?x?x?xf32>, %s: f32) {
+  // expected-error @+1 {{a weight map needs the normalize normalizer}}
+  %o = attn.attention <softmax> map(<softplus>) %q, %q, %q scale(%s)
+      : tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32> -> tensor<?x?x?x?xf32>
+  score_mod {
+  ^bb0(%x: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %x : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}

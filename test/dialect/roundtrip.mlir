@@ -10,6 +10,7 @@
 //       CHECK:     attn.yield %{{.+}} : i1
 //       CHECK:   %[[P:.+]] = attn.softmax %[[KEPT]] dimension(2) : tensor<?x?x?xf32>
 //       CHECK:   attn.normalize %[[P]] dimension(2) : tensor<?x?x?xf32>
+//       CHECK:   attn.normalize %[[KEPT]] dimension(2) map(<softplus>) : tensor<?x?x?xf32>
 //       CHECK:   attn.einsum <logsumexp> ["b", "m"] reduce ["n"]
 //       CHECK:   attn.return
 attn.kernel @causal attributes {
@@ -36,6 +37,7 @@ attn.kernel @causal attributes {
   }
   %P = attn.softmax %kept dimension(2) : tensor<?x?x?xf32>
   %P2 = attn.normalize %P dimension(2) : tensor<?x?x?xf32>
+  %P3 = attn.normalize %kept dimension(2) map(<softplus>) : tensor<?x?x?xf32>
   %O = attn.einsum <sum> ["b", "m", "e"] reduce ["n"] extents(%B, %M, %D, %N) : tensor<?x?x?xf32> {
   ^bb0(%b: index, %m: index, %e: index, %n: index):
     %p = attn.read %P2[%b, %m, %n] : tensor<?x?x?xf32>

@@ -397,6 +397,43 @@ module {
 
 // -----
 
+// normalize with a weight map: the map stays on the attention (it is not
+// score_mod), so that backends keep the row relative to its max.
+// CHECK-LABEL: attn.kernel @softplus_map
+//       CHECK:   attn.attention <normalize> map(<exp>) %Q, %K, %V scale(%{{.+}})
+//  CHECK-NEXT:   ^bb0(%score: f32, %b: index, %h: index, %m: index, %n: index):
+//  CHECK-NEXT:     attn.yield %score : f32
+//  CHECK-NEXT:   } mask {
+//   CHECK-NOT:   attn.normalize
+module {
+  attn.kernel @softplus_map attributes {dim_names = ["B", "H", "M", "N", "D"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808, -9223372036854775808, -9223372036854775808, -9223372036854775808>, input_names = ["Q", "K", "V"], output_names = ["O"], output_types = [f32], param_defaults = [], param_names = [], shapes = [["B", "H", "M", "D"], ["B", "H", "N", "D"], ["B", "H", "N", "D"], ["B", "H", "M", "D"]]} {
+  ^bb0(%B: index, %H: index, %M: index, %N: index, %D: index, %Q: tensor<?x?x?x?xf32>, %K: tensor<?x?x?x?xf32>, %V: tensor<?x?x?x?xf32>):
+    %0 = attn.einsum <sum> ["b", "h", "m", "n"] reduce ["d"] extents(%B, %H, %M, %N, %D) : tensor<?x?x?x?xf32> {
+    ^bb0(%b: index, %h: index, %m: index, %n: index, %d: index):
+      %6 = attn.read %Q[%b, %h, %m, %d] : tensor<?x?x?x?xf32>
+      %8 = attn.read %K[%b, %h, %n, %d] : tensor<?x?x?x?xf32>
+      %10 = arith.mulf %6, %8 : f32
+      attn.yield %10 : f32
+    }
+    %2 = attn.keep %0 ["b", "h", "m", "n"] : tensor<?x?x?x?xf32> {
+    ^bb0(%b: index, %h: index, %m: index, %n: index):
+      %8 = arith.cmpi sle, %n, %m : index
+      attn.yield %8 : i1
+    }
+    %4 = attn.normalize %2 dimension(3) map(<exp>) : tensor<?x?x?x?xf32>
+    %5 = attn.einsum <sum> ["b", "h", "m", "e"] reduce ["n"] extents(%B, %H, %M, %D, %N) : tensor<?x?x?x?xf32> {
+    ^bb0(%b: index, %h: index, %m: index, %e: index, %n: index):
+      %6 = attn.read %4[%b, %h, %m, %n] : tensor<?x?x?x?xf32>
+      %7 = attn.read %V[%b, %h, %n, %e] : tensor<?x?x?x?xf32>
+      %9 = arith.mulf %6, %7 : f32
+      attn.yield %9 : f32
+    }
+    attn.return %5 : tensor<?x?x?x?xf32>
+  }
+}
+
+// -----
+
 // sigmoid: no normalizer, the sigmoid is score_mod.
 // CHECK-LABEL: attn.kernel @sigmoid
 //       CHECK:   attn.attention <none> %Q, %K, %V scale(%{{.+}})

@@ -26,8 +26,8 @@ struct ApproximateMathPass
     return "attn-cpu-approximate-math";
   }
   StringRef getDescription() const override {
-    return "Replaces f32 exp, exp2 and log by polynomial approximations that "
-           "stay vectorized";
+    return "Replaces f32 exp, exp2, log and log1p by polynomial "
+           "approximations that stay vectorized";
   }
   void getDependentDialects(DialectRegistry &registry) const override {
     registry.insert<arith::ArithDialect, math::MathDialect,
@@ -39,9 +39,12 @@ struct ApproximateMathPass
     // Scalars are approximated too: a few ulp, and no libm call.
     populateMathPolynomialApproximationPatterns(
         patterns, [](StringRef name) {
+          // log1p as log(u) x / (u - 1), u = 1 + x: accurate for small x,
+          // where math-to-llvm's log(1 + x) is not.
           return name == math::ExpOp::getOperationName() ||
                  name == math::Exp2Op::getOperationName() ||
-                 name == math::LogOp::getOperationName();
+                 name == math::LogOp::getOperationName() ||
+                 name == math::Log1pOp::getOperationName();
         });
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();

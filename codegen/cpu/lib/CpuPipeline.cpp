@@ -73,7 +73,10 @@ void attn::buildCpuPipeline(OpPassManager &pm,
   expand.includeBf16 = true;
   pm.addPass(arith::createArithExpandOpsPass(expand));
   pm.addPass(createConvertVectorToLLVMPass());
-  pm.addPass(createConvertMathToLLVMPass());
+  // As the unfused pipeline: no log(1 + x) for what approximate-math left.
+  ConvertMathToLLVMPassOptions toLLVM;
+  toLLVM.approximateLog1p = false;
+  pm.addPass(createConvertMathToLLVMPass(toLLVM));
   pm.addPass(createConvertMathToLibmPass());
   pm.addPass(createArithToLLVMConversionPass());
   pm.addPass(createConvertIndexToLLVMPass());

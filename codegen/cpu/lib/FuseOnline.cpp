@@ -52,7 +52,8 @@ class OnlineAttentionBuilder {
 public:
   OnlineAttentionBuilder(AttentionOp op, int64_t queryTile, int64_t keyTile)
       : op(op), lanes(queryTile), keyTile(keyTile), b(op), loc(op.getLoc()),
-        normalizer(op.getNormalizer(), bool(op.getSink())) {}
+        normalizer(op.getNormalizer(), bool(op.getSink()), NormalizerMath(),
+                   op.getMap()) {}
 
   LogicalResult run();
 

@@ -157,6 +157,11 @@ private:
   LogicalResult lowerKeep(KeepOp op);
   LogicalResult lowerSoftmax(SoftmaxOp op);
   LogicalResult lowerNormalize(NormalizeOp op);
+  /// The weights of `normalizer` along `dim` of `input` (with the sink
+  /// logits `sink` of softmax) as the lowered value of `result`.
+  LogicalResult lowerRowNormalizer(Value result, Value input, int64_t dim,
+                                   Value sink,
+                                   const NormalizerDefinition &normalizer);
   LogicalResult lowerReturn(ReturnOp op, func::FuncOp func);
   /// Copies an attn.attention into the function unchanged but for its
   /// operands and the values its regions capture (keep-attention).
@@ -552,14 +557,29 @@ LogicalResult KernelLowering::lowerKeep(KeepOp op) {
 }
 
 LogicalResult KernelLowering::lowerSoftmax(SoftmaxOp op) {
-  Location loc = op.getLoc();
-  LoweredTensor input = tensors.lookup(op.getInput());
+  return lowerRowNormalizer(
+      op.getResult(), op.getInput(), op.getDimension(), op.getSink(),
+      NormalizerDefinition(Normalizer::Softmax, bool(op.getSink())));
+}
+
+LogicalResult KernelLowering::lowerNormalize(NormalizeOp op) {
+  return lowerRowNormalizer(
+      op.getResult(), op.getInput(), op.getDimension(), Value(),
+      NormalizerDefinition(Normalizer::Normalize, /*hasSink=*/false,
+                           NormalizerMath(), op.getMap()));
+}
+
+LogicalResult
+KernelLowering::lowerRowNormalizer(Value resultValue, Value inputValue,
+                                   int64_t dim, Value sinkValue,
+                                   const NormalizerDefinition &normalizer) {
+  Location loc = resultValue.getLoc();
+  LoweredTensor input = tensors.lookup(inputValue);
   Value x = input.values;
   Value present = input.presence;
   auto type = cast<RankedTensorType>(x.getType());
   Type elementType = type.getElementType();
   int64_t rank = type.getRank();
-  int64_t dim = op.getDimension();
   SmallVector<Value> sizes = getAxisSizes(loc, x);
   SmallVector<Value> rowSizes = sizes;
   rowSizes.erase(rowSizes.begin() + dim);
@@ -574,13 +594,12 @@ LogicalResult KernelLowering::lowerSoftmax(SoftmaxOp op) {
   SmallVector<utils::IteratorType> parallel(rank,
                                             utils::IteratorType::parallel);
   Value zero = floatConst(builder, loc, elementType, 0.0);
-  NormalizerDefinition softmax(Normalizer::Softmax, bool(op.getSink()));
-  NormalizerState init = softmax.getInitialState(builder, loc, elementType);
+  NormalizerState init = normalizer.getInitialState(builder, loc, elementType);
 
   // The sink joins the denominator at the end; an absent sink counts as
   // -inf.
   Value sink;
-  if (Value sinkValue = op.getSink()) {
+  if (sinkValue) {
     LoweredTensor lowered = tensors.lookup(sinkValue);
     sink = lowered.values;
     if (lowered.presence) {
@@ -601,67 +620,94 @@ LogicalResult KernelLowering::lowerSoftmax(SoftmaxOp op) {
     xMaps.push_back(full);
   }
 
-  // Two passes over each row, so its max is known before any weight: the
-  // max over present entries, then the sum of their weights.
-  SmallVector<AffineMap> maxMaps = xMaps;
-  maxMaps.push_back(row);
-  Value rowMax =
-      linalg::GenericOp::create(
-          builder, loc, TypeRange{rowType}, xIns,
-          ValueRange{createFilled(loc, rowType, rowSizes, init.max)}, maxMaps,
-          reduceIterators,
-          [&](OpBuilder &b, Location l, ValueRange args) {
-            Value acc = args.back();
-            Value m = softmax.maxOf(b, l, acc, args[0]);
-            linalg::YieldOp::create(
-                b, l, selectIf(b, l, present ? args[1] : Value(), m, acc));
-          })
-          .getResult(0);
-
+  // With a max, two passes over each row, so that the max is known before
+  // any weight: the max over present entries, then the sum of their
+  // weights.
+  Value rowMax;
+  if (normalizer.hasMax()) {
+    SmallVector<AffineMap> maxMaps = xMaps;
+    maxMaps.push_back(row);
+    rowMax =
+        linalg::GenericOp::create(
+            builder, loc, TypeRange{rowType}, xIns,
+            ValueRange{createFilled(loc, rowType, rowSizes, init.max)},
+            maxMaps, reduceIterators,
+            [&](OpBuilder &b, Location l, ValueRange args) {
+              Value acc = args.back();
+              Value m = normalizer.maxOf(b, l, acc, args[0]);
+              linalg::YieldOp::create(
+                  b, l, selectIf(b, l, present ? args[1] : Value(), m, acc));
+            })
+            .getResult(0);
+  }
   auto weightOf = [&](OpBuilder &b, Location l, Value v, Value max) {
-    return softmax.weight(b, l, softmax.shiftFor(b, l, max), v);
+    BlockShift shift = max ? normalizer.shiftFor(b, l, max) : BlockShift();
+    return normalizer.weight(b, l, shift, v);
   };
+
+  // The sum of the weights and, where the sum cannot tell an empty row, the
+  // count of present entries.
   SmallVector<Value> sumIns = xIns;
-  sumIns.push_back(rowMax);
   SmallVector<AffineMap> sumMaps = xMaps;
-  sumMaps.append({row, row});
-  Value rowSum =
-      linalg::GenericOp::create(
-          builder, loc, TypeRange{rowType}, sumIns,
-          ValueRange{createFilled(loc, rowType, rowSizes, init.sum)}, sumMaps,
-          reduceIterators,
-          [&](OpBuilder &b, Location l, ValueRange args) {
-            Value acc = args.back();
-            Value m = args[args.size() - 2];
-            Value s = softmax.accumulate(b, l, acc, weightOf(b, l, args[0], m));
-            linalg::YieldOp::create(
-                b, l, selectIf(b, l, present ? args[1] : Value(), s, acc));
-          })
-          .getResult(0);
+  if (rowMax) {
+    sumIns.push_back(rowMax);
+    sumMaps.push_back(row);
+  }
+  SmallVector<Value> sumOuts = {
+      createFilled(loc, rowType, rowSizes, init.sum)};
+  SmallVector<Type> sumTypes = {rowType};
+  if (normalizer.hasKeptCount()) {
+    sumOuts.push_back(createFilled(loc, rowType, rowSizes, init.keptCount));
+    sumTypes.push_back(rowType);
+  }
+  sumMaps.append(sumOuts.size(), row);
+  linalg::GenericOp sums = linalg::GenericOp::create(
+      builder, loc, sumTypes, sumIns, sumOuts, sumMaps, reduceIterators,
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        ValueRange accs = args.take_back(sumOuts.size());
+        Value m = rowMax ? args[xIns.size()] : Value();
+        Value sum = normalizer.accumulate(b, l, accs[0],
+                                          weightOf(b, l, args[0], m));
+        SmallVector<Value> next = {
+            selectIf(b, l, present ? args[1] : Value(), sum, accs[0])};
+        if (normalizer.hasKeptCount())
+          next.push_back(normalizer.countKept(
+              b, l, accs[1], present ? args[1] : boolConst(b, l, true)));
+        linalg::YieldOp::create(b, l, next);
+      });
 
   // The finalisation's factor per row (0 for a row without present entries).
-  SmallVector<Value> rowIns = {rowMax, rowSum};
+  SmallVector<Value> rowIns;
+  if (rowMax)
+    rowIns.push_back(rowMax);
+  llvm::append_range(rowIns, sums.getResults());
+  unsigned numFields = rowIns.size();
   if (sink)
     rowIns.push_back(sink);
   Value factor = emitElementwise(
       loc, rowIns, createEmpty(loc, rowType, rowSizes),
       [&](OpBuilder &b, Location l, ValueRange args) -> SmallVector<Value> {
-        NormalizerState state = softmax.unflattenState(args.take_front(2));
-        Value sinkLogit = sink ? args[2] : Value();
-        return {softmax.getOutputFactor(b, l, state, sinkLogit)};
+        NormalizerState state =
+            normalizer.unflattenState(args.take_front(numFields));
+        Value sinkLogit = sink ? args[numFields] : Value();
+        return {normalizer.getOutputFactor(b, l, state, sinkLogit)};
       });
 
   // Weights times the factor; 0 at absent entries.
   SmallVector<Value> scaleIns = xIns;
-  scaleIns.append({rowMax, factor});
   SmallVector<AffineMap> scaleMaps = xMaps;
-  scaleMaps.append({row, row, full});
+  if (rowMax) {
+    scaleIns.push_back(rowMax);
+    scaleMaps.push_back(row);
+  }
+  scaleIns.push_back(factor);
+  scaleMaps.append({row, full});
   Value result =
       linalg::GenericOp::create(
           builder, loc, TypeRange{type}, scaleIns,
           ValueRange{createEmpty(loc, type, sizes)}, scaleMaps, parallel,
           [&](OpBuilder &b, Location l, ValueRange args) {
-            Value m = args[args.size() - 3];
+            Value m = rowMax ? args[xIns.size()] : Value();
             Value f = args[args.size() - 2];
             Value p =
                 arith::MulFOp::create(b, l, weightOf(b, l, args[0], m), f);
@@ -669,84 +715,7 @@ LogicalResult KernelLowering::lowerSoftmax(SoftmaxOp op) {
                 b, l, selectIf(b, l, present ? args[1] : Value(), p, zero));
           })
           .getResult(0);
-  tensors[op.getResult()] = {result, present};
-  return success();
-}
-
-LogicalResult KernelLowering::lowerNormalize(NormalizeOp op) {
-  Location loc = op.getLoc();
-  LoweredTensor input = tensors.lookup(op.getInput());
-  Value x = input.values;
-  Value present = input.presence;
-  auto type = cast<RankedTensorType>(x.getType());
-  Type elementType = type.getElementType();
-  int64_t rank = type.getRank();
-  int64_t dim = op.getDimension();
-  SmallVector<Value> sizes = getAxisSizes(loc, x);
-  SmallVector<Value> rowSizes = sizes;
-  rowSizes.erase(rowSizes.begin() + dim);
-  SmallVector<int64_t> rowShape(type.getShape());
-  rowShape.erase(rowShape.begin() + dim);
-  auto rowType = RankedTensorType::get(rowShape, elementType);
-  AffineMap full = builder.getMultiDimIdentityMap(rank);
-  AffineMap row = full.dropResult(dim);
-  SmallVector<utils::IteratorType> reduceIterators(
-      rank, utils::IteratorType::parallel);
-  reduceIterators[dim] = utils::IteratorType::reduction;
-  SmallVector<utils::IteratorType> parallel(rank,
-                                            utils::IteratorType::parallel);
-  Value zero = floatConst(builder, loc, elementType, 0.0);
-  NormalizerDefinition normalize(Normalizer::Normalize, /*hasSink=*/false);
-  NormalizerState init = normalize.getInitialState(builder, loc, elementType);
-
-  SmallVector<Value> xIns = {x};
-  SmallVector<AffineMap> xMaps = {full};
-  if (present) {
-    xIns.push_back(present);
-    xMaps.push_back(full);
-  }
-  // The state of each row: the sum of the present entries and their count.
-  SmallVector<AffineMap> sumMaps = xMaps;
-  sumMaps.append({row, row});
-  linalg::GenericOp state = linalg::GenericOp::create(
-      builder, loc, TypeRange{rowType, rowType}, xIns,
-      ValueRange{createFilled(loc, rowType, rowSizes, init.sum),
-                 createFilled(loc, rowType, rowSizes, init.keptCount)},
-      sumMaps, reduceIterators, [&](OpBuilder &b, Location l, ValueRange args) {
-        Value sum = args[args.size() - 2];
-        Value kept = args.back();
-        Value keep = present ? args[1] : boolConst(b, l, true);
-        Value s = normalize.accumulate(
-            b, l, sum, normalize.weight(b, l, BlockShift(), args[0]));
-        linalg::YieldOp::create(
-            b, l,
-            ValueRange{selectIf(b, l, present ? args[1] : Value(), s, sum),
-                       normalize.countKept(b, l, kept, keep)});
-      });
-
-  Value factor = emitElementwise(
-      loc, state.getResults(), createEmpty(loc, rowType, rowSizes),
-      [&](OpBuilder &b, Location l, ValueRange args) -> SmallVector<Value> {
-        NormalizerState row = normalize.unflattenState(args.take_front(2));
-        return {normalize.getOutputFactor(b, l, row, Value())};
-      });
-
-  SmallVector<Value> scaleIns = xIns;
-  scaleIns.push_back(factor);
-  SmallVector<AffineMap> scaleMaps = xMaps;
-  scaleMaps.append({row, full});
-  Value result =
-      linalg::GenericOp::create(
-          builder, loc, TypeRange{type}, scaleIns,
-          ValueRange{createEmpty(loc, type, sizes)}, scaleMaps, parallel,
-          [&](OpBuilder &b, Location l, ValueRange args) {
-            Value q =
-                arith::MulFOp::create(b, l, args[0], args[args.size() - 2]);
-            linalg::YieldOp::create(
-                b, l, selectIf(b, l, present ? args[1] : Value(), q, zero));
-          })
-          .getResult(0);
-  tensors[op.getResult()] = {result, present};
+  tensors[resultValue] = {result, present};
   return success();
 }
 

@@ -136,7 +136,7 @@ public:
         captures(captures),
         // A decode kernel's parts leave the sink to the merge.
         normalizer(op.getNormalizer(), op.getSink() && !shape.splitKeys,
-                   getQuadNormalizerMath()) {}
+                   getQuadNormalizerMath(), op.getMap()) {}
 
   void emit();
 
@@ -929,7 +929,7 @@ void KernelEmitter::emitPartials(const LoopState &state) {
     if (!factor)
       factor = cf(1.0);
     Value lse;
-    if (normalizer.hasMax())
+    if (normalizer.hasStatistic())
       lse = normalizer.getStatistic(b, loc, rowState);
     storeRow(state, i, factor,
              gep(partials, f32,

@@ -106,7 +106,7 @@ void MergeEmitter::emit() {
       cast<RankedTensorType>(op.getValue().getType()).getDimSize(3);
   const int64_t columns = valueDim / 8;
   NormalizerDefinition normalizer(op.getNormalizer(), bool(op.getSink()),
-                                  getNVPTXNormalizerMath());
+                                  getNVPTXNormalizerMath(), op.getMap());
   Value tid = arith::IndexCastOp::create(
       b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
   Value rowBlock = blockId(gpu::Dimension::x);

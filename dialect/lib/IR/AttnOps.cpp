@@ -462,6 +462,8 @@ LogicalResult AttentionOp::verify() {
     if (getNormalizer() != Normalizer::Softmax)
       return emitOpError() << "lse needs the softmax normalizer";
   }
+  if (getMap() != WeightMap::Identity && getNormalizer() != Normalizer::Normalize)
+    return emitOpError() << "a weight map needs the normalize normalizer";
   if (Value sink = getSink()) {
     auto sinkType = cast<RankedTensorType>(sink.getType());
     if (sinkType.getRank() != 3 || !sinkType.getElementType().isF32())

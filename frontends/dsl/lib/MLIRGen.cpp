@@ -14,6 +14,8 @@
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <optional>
+
 using namespace attn::dsl;
 using namespace mlir;
 using llvm::SMLoc;
@@ -744,7 +746,32 @@ LogicalResult Generator::genAssign(const Stmt &stmt, const StmtInfo &info) {
 
 LogicalResult Generator::genNormalizer(const Stmt &stmt, const StmtInfo &info) {
   const Expr &norm = *stmt.value;
-  const Expr &operand = *norm.operands[0];
+  // `normalize[n](softplus(x))` keeps the map apart from x, so that the row
+  // can be computed relative to its largest entry (attn.normalize's map).
+  mlir::attn::WeightMap map = mlir::attn::WeightMap::Identity;
+  const Expr *mapped = norm.operands[0].get();
+  if (norm.normalizerOp == NormalizerOp::Normalize &&
+      mapped->kind == ExprKind::Call && mapped->operands.size() == 1) {
+    std::optional<mlir::attn::WeightMap> known;
+    switch (mapped->builtin) {
+    case Builtin::Exp:
+      known = mlir::attn::WeightMap::Exp;
+      break;
+    case Builtin::Softplus:
+      known = mlir::attn::WeightMap::Softplus;
+      break;
+    case Builtin::Sigmoid:
+      known = mlir::attn::WeightMap::Sigmoid;
+      break;
+    default:
+      break;
+    }
+    if (known) {
+      map = *known;
+      mapped = mapped->operands[0].get();
+    }
+  }
+  const Expr &operand = *mapped;
   Location location = loc(stmt.targetRange);
   // Use the tensor itself when the operand is a whole f32 tensor; otherwise
   // materialize the operand first.
@@ -790,7 +817,8 @@ LogicalResult Generator::genNormalizer(const Stmt &stmt, const StmtInfo &info) {
   } else {
     result = mlir::attn::NormalizeOp::create(
         builder, location, input.getType(), input,
-        builder.getI64IntegerAttr(dimension));
+        builder.getI64IntegerAttr(dimension),
+        mlir::attn::WeightMapAttr::get(builder.getContext(), map));
   }
   tensors[stmt.target] = result;
   return success();

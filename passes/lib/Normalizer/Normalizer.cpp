@@ -10,6 +10,10 @@
 //                     t = max(m, z): O e^(m - t) / (l e^(m - t) + e^(z - t))
 //   normalize  state (l, k): l = sum of kept s, k = number kept; p = s;
 //              final: O / l
+//   normalize  with map f (exp, softplus, sigmoid): as softmax with
+//              shift c = m (exp) or min(m, 0) (softplus, sigmoid):
+//              p = s < T ? exp(s - c) : f(s) e^-c (T the tail where
+//              f(s) = e^s in f32; always exp(s - c) for exp); final: O / l
 //   none       no state; p = s, O as accumulated
 //
 // A row that kept nothing gets factor 0 and LSE -inf. While a softmax row's
@@ -32,11 +36,17 @@ using namespace mlir::attn;
 
 static constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
+/// Below this score softplus(s) and sigmoid(s) equal e^s in f32: their
+/// relative difference from e^s is about e^s / 2 and e^s.
+static constexpr double kExpTail = -20.0;
+
 NormalizerDefinition::NormalizerDefinition(Normalizer normalizer, bool hasSink,
-                                           NormalizerMath math)
-    : normalizer(normalizer), sink(hasSink), math(std::move(math)) {
+                                           NormalizerMath math, WeightMap map)
+    : normalizer(normalizer), sink(hasSink), math(std::move(math)), map(map) {
   assert((!hasSink || normalizer == Normalizer::Softmax) &&
          "only softmax has a sink logit");
+  assert((map == WeightMap::Identity || normalizer == Normalizer::Normalize) &&
+         "only normalize has a weight map");
 }
 
 //===----------------------------------------------------------------------===//
@@ -101,6 +111,48 @@ Value NormalizerDefinition::maxOf(OpBuilder &b, Location loc, Value x,
   if (math.max)
     return math.max(b, loc, x, y);
   return arith::MaximumFOp::create(b, loc, x, y);
+}
+
+Value NormalizerDefinition::clampShift(OpBuilder &b, Location loc,
+                                       Value max) const {
+  if (map != WeightMap::Softplus && map != WeightMap::Sigmoid)
+    return max;
+  Value zero = constant(b, loc, max.getType(), 0.0);
+  Value below = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, max,
+                                      zero);
+  return arith::SelectOp::create(b, loc, below, max, zero);
+}
+
+Value NormalizerDefinition::expNatural(OpBuilder &b, Location loc,
+                                       Value x) const {
+  if (math.base == NormalizerMath::Base::Natural)
+    return exp(b, loc, x);
+  return exp(b, loc,
+             arith::MulFOp::create(b, loc, x,
+                                   constant(b, loc, x.getType(), M_LOG2E)));
+}
+
+Value NormalizerDefinition::applyMap(OpBuilder &b, Location loc,
+                                     Value x) const {
+  Type type = x.getType();
+  Value zero = constant(b, loc, type, 0.0);
+  Value one = constant(b, loc, type, 1.0);
+  if (map == WeightMap::Sigmoid) {
+    // 1 / (1 + e^-x)
+    Value e = expNatural(b, loc, arith::NegFOp::create(b, loc, x));
+    return arith::DivFOp::create(b, loc, one,
+                                 arith::AddFOp::create(b, loc, one, e));
+  }
+  assert(map == WeightMap::Softplus && "no other map is applied as written");
+  // max(x, 0) + log1p(e^-|x|): no overflow for large |x|.
+  Value positive = arith::SelectOp::create(
+      b, loc,
+      arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, zero), x,
+      zero);
+  Value magnitude = math::AbsFOp::create(b, loc, x);
+  Value e = expNatural(b, loc, arith::NegFOp::create(b, loc, magnitude));
+  return arith::AddFOp::create(b, loc, positive,
+                               math::Log1pOp::create(b, loc, e));
 }
 
 Value NormalizerDefinition::usableMax(OpBuilder &b, Location loc,
@@ -169,7 +221,18 @@ BlockShift NormalizerDefinition::shiftFor(OpBuilder &b, Location loc,
     return {};
   BlockShift shift;
   shift.max = max;
-  shift.shift = usableMax(b, loc, max);
+  shift.shift = usableMax(b, loc, clampShift(b, loc, max));
+  if (map == WeightMap::Softplus || map == WeightMap::Sigmoid) {
+    // e^-shift multiplies map(s) only above the tail, where s, hence the
+    // max and the shift, are at least kExpTail: clamping there keeps the
+    // factor finite for rows that never use it.
+    Type type = max.getType();
+    Value tail = constant(b, loc, type, kExpTail);
+    Value aboveTail = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT,
+                                            shift.shift, tail);
+    Value used = arith::SelectOp::create(b, loc, aboveTail, shift.shift, tail);
+    shift.mapScale = expNatural(b, loc, arith::NegFOp::create(b, loc, used));
+  }
   if (math.base == NormalizerMath::Base::Natural)
     return shift;
   shift.shift = arith::MulFOp::create(b, loc, shift.shift,
@@ -186,14 +249,17 @@ BlockShift NormalizerDefinition::beginBlock(OpBuilder &b, Location loc,
   if (math.maxAcrossLanes)
     blockMax = math.maxAcrossLanes(b, loc, blockMax);
   BlockShift shift = shiftFor(b, loc, maxOf(b, loc, state.max, blockMax));
+  // The old shift, unguarded: -inf while the row has kept nothing, so that
+  // alpha is 0 (the old sum and output are 0 then).
+  Value oldShift = clampShift(b, loc, state.max);
   if (math.base == NormalizerMath::Base::Natural) {
-    shift.alpha = expShifted(b, loc, state.max, shift);
+    shift.alpha = expShifted(b, loc, oldShift, shift);
     return shift;
   }
   // alpha, once per block, as a product and a difference (the form the
   // NVPTX kernels were tuned with); the many weights take one fma each.
   Value scaledMax = arith::MulFOp::create(
-      b, loc, state.max, constant(b, loc, state.max.getType(), M_LOG2E));
+      b, loc, oldShift, constant(b, loc, state.max.getType(), M_LOG2E));
   shift.alpha =
       exp(b, loc, arith::SubFOp::create(b, loc, scaledMax, shift.shift));
   return shift;
@@ -203,7 +269,15 @@ Value NormalizerDefinition::weight(OpBuilder &b, Location loc,
                                    const BlockShift &shift, Value score) const {
   if (!hasMax())
     return score;
-  return expShifted(b, loc, score, shift);
+  Value shifted = expShifted(b, loc, score, shift);
+  if (map != WeightMap::Softplus && map != WeightMap::Sigmoid)
+    return shifted;
+  Value inTail = arith::CmpFOp::create(
+      b, loc, arith::CmpFPredicate::OLT, score,
+      constant(b, loc, score.getType(), kExpTail));
+  Value scaled =
+      arith::MulFOp::create(b, loc, applyMap(b, loc, score), shift.mapScale);
+  return arith::SelectOp::create(b, loc, inTail, shifted, scaled);
 }
 
 Value NormalizerDefinition::rescale(OpBuilder &b, Location loc,
@@ -254,12 +328,12 @@ NormalizerDefinition::combineLanes(OpBuilder &b, Location loc,
 
 Value NormalizerDefinition::getMergeShift(OpBuilder &b, Location loc,
                                           Value partsMax) const {
-  return usableMax(b, loc, partsMax);
+  return usableMax(b, loc, clampShift(b, loc, partsMax));
 }
 
 Value NormalizerDefinition::partWeight(OpBuilder &b, Location loc,
                                        Value mergeShift, Value partMax) const {
-  return expOfDifference(b, loc, partMax, mergeShift);
+  return expOfDifference(b, loc, clampShift(b, loc, partMax), mergeShift);
 }
 
 MergedState NormalizerDefinition::merge(OpBuilder &b, Location loc,
@@ -300,7 +374,8 @@ Value NormalizerDefinition::getOutputFactor(OpBuilder &b, Location loc,
   Type type = state.sum.getType();
   Value zero = constant(b, loc, type, 0.0);
   // softmax: the sum of a row that kept anything is at least 1 (its max's
-  // term); normalize: the count says it, since kept scores may sum to 0.
+  // term), with a weight map at least 1/2; normalize: the count says it,
+  // since kept scores may sum to 0.
   Value empty =
       arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
                             hasKeptCount() ? state.keptCount : state.sum, zero);
@@ -321,7 +396,7 @@ Value NormalizerDefinition::getOutputFactor(OpBuilder &b, Location loc,
 
 Value NormalizerDefinition::getStatistic(OpBuilder &b, Location loc,
                                          const NormalizerState &state) const {
-  assert(hasMax() && "only softmax has a statistic");
+  assert(hasStatistic() && "only softmax has a statistic");
   Type type = state.sum.getType();
   Value empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
                                       state.sum, constant(b, loc, type, 0.0));

@@ -845,14 +845,18 @@ LogicalResult CascadeRewriter::rewrite(DenseSet<Operation *> &erased) {
     value = expandSharedHead(builder, value);
   }
   Normalizer normalizer = Normalizer::None;
-  if (isa_and_nonnull<SoftmaxOp>(c.normalizer))
+  WeightMap map = WeightMap::Identity;
+  if (isa_and_nonnull<SoftmaxOp>(c.normalizer)) {
     normalizer = Normalizer::Softmax;
-  else if (isa_and_nonnull<NormalizeOp>(c.normalizer))
+  } else if (auto normalize = dyn_cast_or_null<NormalizeOp>(c.normalizer)) {
     normalizer = Normalizer::Normalize;
+    map = normalize.getMap();
+  }
   auto attention = AttentionOp::create(
       builder, loc, c.output.getType(), c.lse ? c.lse.getType() : Type(),
       c.query, key, value, scale, c.sink,
-      NormalizerAttr::get(builder.getContext(), normalizer));
+      NormalizerAttr::get(builder.getContext(), normalizer),
+      WeightMapAttr::get(builder.getContext(), map));
   {
     OpBuilder::InsertionGuard guard(builder);
     buildScoreMod(builder, attention.getScoreMod());

@@ -140,6 +140,41 @@ func.func @normalize(%q: tensor<?x?x?x?xf32>, %k: tensor<?x?x?x?xf32>, %v: tenso
 
 // -----
 
+// normalize with map softplus: a running max, as softmax (pass 1 its
+// block max, pass 2 the weights): scores in the exponential tail weigh
+// exp(s - shift), the others softplus(s) e^-shift, with the shift the max
+// clamped to at most 0. The sum tells an empty row; no kept count.
+
+// CHECK-LABEL: func.func @normalize_softplus
+//       CHECK:   scf.parallel
+//       CHECK:     scf.for {{.*}} -> (vector<16xf32>, vector<16xf32>)
+//       CHECK:       %[[MAX:.+]] = scf.for {{.*}} -> (vector<16xf32>)
+//       CHECK:         arith.maximumf
+//       CHECK:       arith.cmpf olt, %{{.+}}, %{{.+}} : vector<16xf32>
+//       CHECK:       scf.for
+//       CHECK:         %[[TAIL:.+]] = arith.cmpf olt, %{{.+}}, %cst{{.*}} : vector<16xf32>
+//       CHECK:         math.log1p
+//       CHECK:         %[[MAPPED:.+]] = arith.mulf
+//       CHECK:         arith.select %[[TAIL]], %{{.+}}, %[[MAPPED]] : vector<16xi1>, vector<16xf32>
+//   CHECK-NOT:       arith.uitofp
+//       CHECK:     arith.cmpf oeq, %{{.+}}, %{{.+}} : vector<16xf32>
+//       CHECK:     arith.divf
+func.func @normalize_softplus(%q: tensor<?x?x?x?xf32>, %k: tensor<?x?x?x?xf32>, %v: tensor<?x?x?x?xf32>, %scale: f32) -> tensor<?x?x?x?xf32> {
+  %o = attn.attention <normalize> map(<softplus>) %q, %k, %v scale(%scale)
+      : tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32> -> tensor<?x?x?x?xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %c = arith.cmpi sle, %n, %m : index
+    attn.yield %c : i1
+  }
+  return %o : tensor<?x?x?x?xf32>
+}
+
+// -----
+
 // none: neither max nor denominator, and no division at the end; the mask
 // reads a tensor at a query-dependent subscript (one load per lane).
 

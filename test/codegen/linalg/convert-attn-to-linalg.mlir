@@ -229,6 +229,35 @@ attn.kernel @normalize attributes {
 
 // -----
 
+// normalize with map sigmoid: as softmax, a pass for the row max, then the
+// sum of the weights relative to the clamped max (the exponential tail, or
+// sigmoid(x) e^-shift), the factor, and the weights times the factor.
+
+// CHECK-LABEL: func.func @normalize_sigmoid
+//       CHECK:   %[[MAX:.+]] = linalg.generic
+//       CHECK:       arith.maximumf
+//       CHECK:   %[[SUM:.+]] = linalg.generic
+//  CHECK-SAME:     ins(%{{.+}}, %[[MAX]] : tensor<?x?xf32>, tensor<?xf32>)
+//       CHECK:       arith.select
+//       CHECK:       arith.addf
+//       CHECK:   %[[FACTOR:.+]] = linalg.generic
+//  CHECK-SAME:     ins(%[[MAX]], %[[SUM]] : tensor<?xf32>, tensor<?xf32>)
+//       CHECK:       arith.divf
+//       CHECK:   linalg.generic
+//  CHECK-SAME:     ins(%{{.+}}, %[[MAX]], %[[FACTOR]] : tensor<?x?xf32>, tensor<?xf32>, tensor<?xf32>)
+//       CHECK:       arith.mulf
+attn.kernel @normalize_sigmoid attributes {
+    dim_names = ["M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808>,
+    input_names = ["X"], param_names = [], param_defaults = [],
+    output_names = ["P"], output_types = [f32],
+    shapes = [["M", "N"], ["M", "N"]]} {
+^bb0(%M: index, %N: index, %X: tensor<?x?xf32>):
+  %P = attn.normalize %X dimension(0) map(<sigmoid>) : tensor<?x?xf32>
+  attn.return %P : tensor<?x?xf32>
+}
+
+// -----
+
 // logsumexp in one stable pass, the softmax state updated by one term at a
 // time (running max, sum rescaled by exp(max - max'), subtracting 0 while
 // the max is -inf; absent terms leave it), then max + log(sum) with -inf for

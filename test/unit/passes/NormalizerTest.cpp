@@ -68,6 +68,33 @@ double directNormalize(ArrayRef<Key> keys) {
   return weighted / sum;
 }
 
+/// map(s) in double precision.
+double applyMap(WeightMap map, double s) {
+  switch (map) {
+  case WeightMap::Identity:
+    return s;
+  case WeightMap::Exp:
+    return std::exp(s);
+  case WeightMap::Softplus:
+    return std::max(s, 0.0) + std::log1p(std::exp(-std::fabs(s)));
+  case WeightMap::Sigmoid:
+    return 1.0 / (1.0 + std::exp(-s));
+  }
+  return 0;
+}
+
+/// The output of a normalize row with a weight map, directly in double
+/// precision (where the maps of the scores used below do not underflow).
+double directMapped(WeightMap map, ArrayRef<Key> keys) {
+  double sum = 0, weighted = 0;
+  for (const Key &key : keys)
+    if (key.kept) {
+      sum += applyMap(map, key.score);
+      weighted += applyMap(map, key.score) * key.value;
+    }
+  return weighted / sum;
+}
+
 class NormalizerTest : public ::testing::Test {
 protected:
   NormalizerTest() {
@@ -173,7 +200,7 @@ protected:
     Value scaled =
         factor ? arith::MulFOp::create(b, loc, output, factor) : output;
     Value statistic =
-        def.hasMax() ? def.getStatistic(b, loc, state)
+        def.hasStatistic() ? def.getStatistic(b, loc, state)
                      : arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
     return {scaled, statistic};
   }
@@ -424,3 +451,62 @@ TEST_F(NormalizerTest, HooksShapeTheEmittedOps) {
 }
 
 } // namespace
+
+TEST_F(NormalizerTest, WeightMapsEqualDirectNormalize) {
+  // Moderate scores, a row that crosses the exponential tail, a row whose
+  // maps all underflow in f32 (below -104 even softplus(s) = e^s is 0), and
+  // for exp scores whose maps overflow f32: each is exact relative to the
+  // row's max, with natural and base-2 exponentials, in one block or two.
+  const SmallVector<SmallVector<Key>> rows = {
+      {{0.5, true, 1.0}, {-1.25, true, -2.0}, {3.0, false, 7.0},
+       {2.0, true, 0.5}, {4.5, true, 3.0}, {0.25, true, 2.0}},
+      {{-25.0, true, 1.0}, {-3.0, true, -2.0}, {-19.5, true, 4.0},
+       {-40.0, true, 0.5}},
+      {{-220.0, true, 1.0}, {-200.5, true, -2.0}, {-205.0, false, 9.0},
+       {-201.0, true, 3.0}, {-260.0, true, 2.0}}};
+  for (WeightMap map :
+       {WeightMap::Exp, WeightMap::Softplus, WeightMap::Sigmoid}) {
+    for (bool two : {false, true}) {
+      NormalizerDefinition def(Normalizer::Normalize, false,
+                               two ? baseTwo() : NormalizerMath(), map);
+      EXPECT_TRUE(def.hasMax());
+      EXPECT_FALSE(def.hasKeptCount());
+      for (ArrayRef<Key> row : rows) {
+        double expected;
+        if (row.front().score < -100) {
+          // e^s relative to the max, as the maps equal e^s there.
+          double max = -kInf, sum = 0, weighted = 0;
+          for (const Key &key : row)
+            if (key.kept)
+              max = std::max(max, key.score);
+          for (const Key &key : row)
+            if (key.kept) {
+              sum += std::exp(key.score - max);
+              weighted += std::exp(key.score - max) * key.value;
+            }
+          expected = weighted / sum;
+        } else {
+          expected = directMapped(map, row);
+        }
+        ArrayRef<Key> first = row.take_front(2), second = row.drop_front(2);
+        for (std::vector<double> got :
+             {runRow(def, {row}), runRow(def, {first, second})})
+          EXPECT_NEAR(got[0], expected, 2e-5 * std::fabs(expected) + 1e-6)
+              << stringifyWeightMap(map).str() << (two ? " base 2" : "")
+              << ", row from " << row.front().score;
+      }
+    }
+  }
+  // exp of scores near 150 overflows f32; relative to the max it does not.
+  SmallVector<Key> large = {{150.0, true, 1.0}, {149.0, true, 3.0}};
+  NormalizerDefinition exp(Normalizer::Normalize, false, {}, WeightMap::Exp);
+  double e = std::exp(-1.0);
+  EXPECT_NEAR(runRow(exp, {large})[0], (1.0 + 3.0 * e) / (1.0 + e), 1e-5);
+}
+
+TEST_F(NormalizerTest, WeightMapRowWithNothingKeptIsZero) {
+  SmallVector<Key> keys = {{1.0, false, 2.0}, {-300.0, false, 4.0}};
+  NormalizerDefinition def(Normalizer::Normalize, false, {},
+                           WeightMap::Softplus);
+  EXPECT_EQ(runRow(def, {keys})[0], 0.0);
+}

@@ -1,7 +1,8 @@
 //===- Normalizer.h - One definition of each normalizer ---------*- C++ -*-===//
 //
 // How attention weights are made from scores, once: for softmax (with or
-// without a sink logit), normalize and none, the running state of a row, its
+// without a sink logit), normalize (with its weight map) and none, the
+// running state of a row, its
 // initial value, the update by a block of scores, the merge of partial states
 // of one row, the finalisation into the factor that scales the output and the
 // row's statistic (LSE). Every backend builds its normalizer arithmetic with
@@ -73,26 +74,32 @@ struct NormalizerMath {
 /// The running state of one row. Which fields a normalizer has is given by
 /// NormalizerDefinition::hasMax/hasSum/hasKeptCount; the others are null.
 struct NormalizerState {
-  /// softmax: the max of the kept scores so far (and of the sink logit when
-  /// it seeded the state), -inf before any.
+  /// softmax, and normalize with a weight map: the max of the kept scores
+  /// so far (and of the sink logit when it seeded the state), -inf before
+  /// any.
   Value max;
-  /// softmax: the sum of exp(s - max) over the kept scores; normalize: the
-  /// sum of the kept scores.
+  /// softmax: the sum of exp(s - shift) over the kept scores; normalize
+  /// with a map: the sum of map(s) e^-shift; normalize: the sum of the kept
+  /// scores. The shift follows the max (see BlockShift).
   Value sum;
-  /// normalize: how many scores were kept, as a float. A row that kept
-  /// scores whose sum is 0 is not empty, so the sum cannot tell.
+  /// normalize without a map: how many scores were kept, as a float. A row
+  /// that kept scores whose sum is 0 is not empty, so the sum cannot tell.
   Value keptCount;
 };
 
 /// The shift a block's weights subtract, and how the block rescales the
-/// row's earlier results (softmax only; all null otherwise).
+/// row's earlier results (normalizers with a max only; all null otherwise).
 struct BlockShift {
   /// The running max after the block.
   Value max;
-  /// What `weight` subtracts from a score: the new max, or 0 while the max
-  /// is -inf (so that a row that has kept nothing gets weights 0, not NaN);
-  /// for Base::Two, times log2(e).
+  /// What `weight` subtracts from a score: the new max (for softplus and
+  /// sigmoid maps, the new max clamped to at most 0), or 0 while the max is
+  /// -inf (so that a row that has kept nothing gets weights 0, not NaN); for
+  /// Base::Two, times log2(e).
   Value shift;
+  /// Softplus and sigmoid maps: e^-shift, the factor of map(s) for scores
+  /// above the map's exponential tail.
+  Value mapScale;
   /// Base::Two: -shift, the addend of the one fma per weight.
   Value negatedShift;
   /// exp(old max - new max): what the old sum and the output accumulator
@@ -109,7 +116,15 @@ struct MergedState {
   Value secondWeight;
 };
 
-/// One normalizer: softmax, softmax with a sink logit, normalize or none.
+/// One normalizer: softmax, softmax with a sink logit, normalize (with a
+/// weight map) or none.
+///
+/// normalize with map exp, softplus or sigmoid keeps a running max, as
+/// softmax does: map(s) / sum map(s) is computed as w(s) / sum w(s) with
+/// w(s) = map(s) e^-c, c the row's max (clamped to at most 0 for softplus
+/// and sigmoid, which never overflow); below the maps' exponential tail,
+/// where map(s) = e^s in f32, w(s) = e^(s - c). A row whose map(s) all
+/// underflow in f32 is then exact.
 ///
 /// A row's life: getInitialState; for every block of scores, the consumer
 /// gives absent scores getAbsentScore, reduces the block's kept scores with
@@ -123,14 +138,21 @@ struct MergedState {
 class NormalizerDefinition {
 public:
   NormalizerDefinition(Normalizer normalizer, bool hasSink,
-                       NormalizerMath math = {});
+                       NormalizerMath math = {},
+                       WeightMap map = WeightMap::Identity);
 
   bool hasSink() const { return sink; }
 
   /// The fields of the running state.
-  bool hasMax() const { return normalizer == Normalizer::Softmax; }
+  bool hasMax() const {
+    return normalizer == Normalizer::Softmax || map != WeightMap::Identity;
+  }
   bool hasSum() const { return normalizer != Normalizer::None; }
-  bool hasKeptCount() const { return normalizer == Normalizer::Normalize; }
+  bool hasKeptCount() const {
+    return normalizer == Normalizer::Normalize && map == WeightMap::Identity;
+  }
+  /// Whether a finished row has a statistic (the LSE).
+  bool hasStatistic() const { return normalizer == Normalizer::Softmax; }
   /// Whether a block's weights depend on the running max: the block's max is
   /// then needed before its weights, and every block rescales the row's
   /// earlier sum and output.
@@ -166,8 +188,9 @@ public:
   /// The shift of a row whose final max is `max`, for consumers that know
   /// the max before any weight (two passes over the scores).
   BlockShift shiftFor(OpBuilder &b, Location loc, Value max) const;
-  /// The weight of a kept score: exp(score - max) for softmax, the score
-  /// itself otherwise.
+  /// The weight of a kept score: exp(score - shift) for softmax, the
+  /// shifted map of the score for normalize with a map, the score itself
+  /// otherwise.
   Value weight(OpBuilder &b, Location loc, const BlockShift &shift,
                Value score) const;
   /// `accumulated` (the sum, or the output accumulator) rescaled to the
@@ -229,10 +252,18 @@ private:
   Value fma(OpBuilder &b, Location loc, Value x, Value y, Value z) const;
   /// `max`, or 0 where it is -inf.
   Value usableMax(OpBuilder &b, Location loc, Value max) const;
+  /// What a max becomes as a shift, before usableMax: min(max, 0) for
+  /// softplus and sigmoid maps, the max itself otherwise.
+  Value clampShift(OpBuilder &b, Location loc, Value max) const;
+  /// e^x in the natural base, whatever the backend's base.
+  Value expNatural(OpBuilder &b, Location loc, Value x) const;
+  /// map(x) for softplus and sigmoid, in f32.
+  Value applyMap(OpBuilder &b, Location loc, Value x) const;
 
   Normalizer normalizer;
   bool sink;
   NormalizerMath math;
+  WeightMap map;
 };
 
 } // namespace mlir::attn

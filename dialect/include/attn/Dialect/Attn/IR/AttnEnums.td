@@ -39,6 +39,25 @@ def Attn_NormalizerAttr : EnumAttr<Attn_Dialect, Attn_Normalizer, "normalizer"> 
   let assemblyFormat = "`<` $value `>`";
 }
 
+/// The positive map `normalize` applies to its input before dividing by the
+/// row sum: `normalize[n](softplus(S))` is `normalize` with map `softplus` of
+/// S. Knowing the map lets every backend keep the row relative to its
+/// largest entry (as softmax keeps it relative to its max), so rows whose
+/// values all underflow in f32 are exact: these maps behave as exp(x) for
+/// very negative x. `identity` divides the input as it is.
+def Attn_WeightMap : I32EnumAttr<"WeightMap", "normalize weight map", [
+    I32EnumAttrCase<"Identity", 0, "identity">,
+    I32EnumAttrCase<"Exp", 1, "exp">,
+    I32EnumAttrCase<"Softplus", 2, "softplus">,
+    I32EnumAttrCase<"Sigmoid", 3, "sigmoid">]> {
+  let cppNamespace = "::mlir::attn";
+  let genSpecializedAttr = 0;
+}
+
+def Attn_WeightMapAttr : EnumAttr<Attn_Dialect, Attn_WeightMap, "weight_map"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
 /// What the mask analysis says of a (query tile, key tile).
 def Attn_TileClass : I32EnumAttr<"TileClass", "mask tile class", [
     I32EnumAttrCase<"Empty", 0, "empty">,

@@ -239,15 +239,23 @@ def Attn_SoftmaxOp : Attn_NormalizerOp<"softmax",
 
 def Attn_NormalizeOp : Attn_NormalizerOp<"normalize",
     [AllTypesMatch<["input", "result"]>]> {
-  let summary = "Divides by the sum along one axis";
+  let summary = "A positive map of the input, divided by its sum along one axis";
   let description = [{
-    `result = x / sum(x)` along `dimension` over present entries (softplus
-    attention writes `normalize[n](softplus(S))`).
+    `result = map(x) / sum(map(x))` along `dimension` over present
+    entries. Softplus attention writes
+    `normalize[n](softplus(S))`: map `softplus` of S. With map `exp`,
+    `softplus` or `sigmoid` the row is computed relative to its largest
+    entry, so it stays exact when every map(x) underflows in the element
+    type; `identity` divides x as it is.
   }];
-  let arguments = (ins AnyRankedTensor:$input, I64Attr:$dimension);
+  let arguments = (ins
+    AnyRankedTensor:$input,
+    I64Attr:$dimension,
+    DefaultValuedAttr<Attn_WeightMapAttr, "WeightMap::Identity">:$map);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = [{
-    $input `dimension` `(` $dimension `)` attr-dict `:` type($input)
+    $input `dimension` `(` $dimension `)` (`map` `(` $map^ `)`)? attr-dict
+    `:` type($input)
   }];
 }
 
@@ -265,7 +273,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
       s[n]   = score_mod(scale * sum_d Q[b,h,m,d] * K[b,g,n,d], b, h, m, n)
                for the keys n where mask(b, h, m, n) holds
       p      = softmax(s) (with the sink logit sink[b,h,m] in the
-               denominator) | s / sum(s) (normalize) | s (none)
+               denominator) | map(s) / sum(map(s)) (normalize, with
+               the weight map of attn.normalize) | s (none)
       O[b,h,m,e] = sum_n p[n] * V[b,g,n,e]
       LSE[b,h,m] = logsumexp(s)            (optional second result)
 
@@ -289,7 +298,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     AnyRankedTensor:$value,
     F32:$scale,
     Optional<AnyRankedTensor>:$sink,
-    Attn_NormalizerAttr:$normalizer);
+    Attn_NormalizerAttr:$normalizer,
+    DefaultValuedAttr<Attn_WeightMapAttr, "WeightMap::Identity">:$map);
   let results = (outs
     AnyRankedTensor:$output,
     Optional<AnyRankedTensor>:$lse);
@@ -298,8 +308,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     SizedRegion<1>:$mask,
     AnyRegion:$tile_class);
   let assemblyFormat = [{
-    $normalizer $query `,` $key `,` $value `scale` `(` $scale `)`
-    (`sink` `(` $sink^ `:` type($sink) `)`)?
+    $normalizer (`map` `(` $map^ `)`)? $query `,` $key `,` $value
+    `scale` `(` $scale `)` (`sink` `(` $sink^ `:` type($sink) `)`)?
     attr-dict `:` type($query) `,` type($key) `,` type($value)
     `->` type($output) (`,` type($lse)^)?
     `score_mod` $score_mod `mask` $mask (`tile_class` $tile_class^)?
