@@ -51,7 +51,9 @@ void attn::buildAttnToLinalgPipeline(OpPassManager &pm) {
 
 void attn::buildBufferizeToLoopsPipeline(OpPassManager &pm) {
   // Lets the last generic of each output write into the caller's buffer
-  // instead of a temporary that is then copied.
+  // instead of a temporary that is then copied; only that generic (CSE may
+  // have given several ops one tensor.empty).
+  pm.addPass(createSplitDestinationsPass());
   pm.addPass(bufferization::createEmptyTensorEliminationPass());
   bufferization::OneShotBufferizePassOptions bufferize;
   bufferize.bufferizeFunctionBoundaries = true;
@@ -81,9 +83,13 @@ void attn::buildUnfusedCpuPipeline(OpPassManager &pm) {
   arith::ArithExpandOpsPassOptions expand;
   expand.includeBf16 = true;
   pm.addPass(arith::createArithExpandOpsPass(expand));
-  pm.addPass(createConvertMathToLLVMPass());
-  // What math-to-llvm leaves (tanh, ...) becomes libm calls, which the JIT
-  // resolves in the host process.
+  // log1p is left to libm: math-to-llvm's log(1 + x) loses every digit for
+  // small x (softplus of a very negative score).
+  ConvertMathToLLVMPassOptions toLLVM;
+  toLLVM.approximateLog1p = false;
+  pm.addPass(createConvertMathToLLVMPass(toLLVM));
+  // What math-to-llvm leaves (tanh, log1p, ...) becomes libm calls, which
+  // the JIT resolves in the host process.
   pm.addPass(createConvertMathToLibmPass());
   pm.addPass(createArithToLLVMConversionPass());
   pm.addPass(createConvertIndexToLLVMPass());
@@ -102,6 +108,7 @@ void attn::registerLinalgPipelines() {
       "correct, slow)",
       [](OpPassManager &pm) { buildUnfusedCpuPipeline(pm); });
   registerPass([] { return createCheckOnlyLLVMPass(); });
+  registerPass([] { return createSplitDestinationsPass(); });
 }
 
 void attn::registerCodegenDialects(DialectRegistry &registry) {

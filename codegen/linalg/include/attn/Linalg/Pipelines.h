@@ -36,8 +36,14 @@ void buildUnfusedCpuPipeline(OpPassManager &pm);
 /// llvm dialect (and the enclosing builtin.module) remains.
 std::unique_ptr<Pass> createCheckOnlyLLVMPass();
 
-/// Registers `attn-unfused-cpu-pipeline` and `attn-check-only-llvm` with the
-/// global pass registry (for attn-opt).
+/// `attn-split-destinations`: a pass that gives every destination-style op
+/// its own tensor.empty (or fill of one) destination, so that empty-tensor
+/// elimination, which replaces a tensor.empty with an output buffer, changes
+/// only the op that fills that output.
+std::unique_ptr<Pass> createSplitDestinationsPass();
+
+/// Registers `attn-unfused-cpu-pipeline`, `attn-check-only-llvm` and
+/// `attn-split-destinations` with the global pass registry (for attn-opt).
 void registerLinalgPipelines();
 
 /// The dialects and interface implementations (bufferization, deallocation,
