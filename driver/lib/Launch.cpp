@@ -3,6 +3,7 @@
 #include "attn/Driver/Launch.h"
 
 #include "attn/Analysis/IntervalAnalysis.h"
+#include "attn/Driver/LaunchMemory.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/ADT/STLExtras.h"
@@ -53,8 +54,19 @@ llvm::Expected<llvm::StringMap<int64_t>> parseShapeList(StringRef text) {
     return items.takeError();
   llvm::StringMap<int64_t> sizes;
   for (auto [name, value] : *items) {
-    int64_t size;
-    if (value.getAsInteger(10, size) || size <= 0 || size > (int64_t(1) << 32))
+    // Digits are read at any width, so that a size too large for an int64
+    // is refused for its range, not as if it were no integer.
+    llvm::APInt wide;
+    StringRef digits = value;
+    bool negative = digits.consume_front("-");
+    if (digits.empty() || digits.getAsInteger(10, wide) || negative)
+      return makeError(llvm::formatv(
+          "--shape: size of '{0}' must be a positive integer, got '{1}'", name,
+          value));
+    if (wide.getActiveBits() > 62 || wide.getZExtValue() > kMaxDimSize)
+      return makeError("--shape: " + describeDimOutOfRange(name, value));
+    int64_t size = static_cast<int64_t>(wide.getZExtValue());
+    if (size == 0)
       return makeError(llvm::formatv(
           "--shape: size of '{0}' must be a positive integer, got '{1}'", name,
           value));
@@ -157,7 +169,9 @@ bindDims(KernelOp kernel, const llvm::StringMap<int64_t> &given) {
   unsigned numDims = kernel.getNumDims();
   std::vector<int64_t> dims(numDims);
   std::vector<bool> pinned(numDims);
-  for (const auto &entry : given)
+  for (const auto &entry : given) {
+    if (llvm::Error error = checkDimSize(entry.getKey(), entry.getValue()))
+      return std::move(error);
     if (!kernel.lookupDim(entry.getKey())) {
       std::string known;
       for (unsigned i = 0; i < numDims; ++i)
@@ -166,6 +180,7 @@ bindDims(KernelOp kernel, const llvm::StringMap<int64_t> &given) {
           llvm::formatv("--shape: '{0}' is not a dim of '{1}' (dims: {2})",
                         entry.getKey(), kernel.getSymName(), known));
     }
+  }
   for (unsigned i = 0; i < numDims; ++i) {
     StringRef name = nameAt(kernel.getDimNames(), i);
     int64_t fixed = kernel.getDimSizes()[i];

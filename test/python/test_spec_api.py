@@ -370,3 +370,39 @@ attention blocks_of_width {
     with pytest.raises(ValueError, match="integer division by zero"):
         k(Q, K, K, np.array([0], np.int32))
     k(Q, K, K, np.array([2], np.int32))
+
+
+@requires_compiler
+def test_launches_too_large_for_memory_are_refused(causal):
+    # Random inputs, the reference and an unfused kernel's intermediates
+    # are estimated before anything is allocated; what cannot be allocated
+    # is a MemoryError naming the tensors, never the end of the process.
+    with pytest.raises(MemoryError, match=r"this launch needs .* \(Q .*\) "
+                       r"but .* is available"):
+        causal.random_inputs(dict(B=100000, H=1000, M=100000))
+    Q = np.zeros((1, 1, 100000, 1), np.float32)
+    with pytest.raises(MemoryError, match=r"the reference's \[B, H, M, N\] "
+                       r"tensors"):
+        causal.reference(Q, Q, Q)
+    unfused = attnc.compile("""
+attention max_pool {
+  dims  B, H, M, N, D
+  in    Q: f32[B, H, M, D]
+  in    K: f32[B, H, N, D]
+  in    V: f32[B, H, N, D]
+  out   O: f32[B, H, M, D]
+  S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d])
+  O[b,h,m,e] = max[n](S[b,h,m,n] * V[b,h,n,e])
+}""")
+    assert unfused.path == "unfused"
+    with pytest.raises(MemoryError, match=r"the unfused kernel's "
+                       r"\[B, H, M, N\] tensors"):
+        unfused(Q, Q, Q)
+    # Counts that overflow 64 bits, and sizes outside the range of a dim,
+    # are refused for what they are.
+    with pytest.raises(ValueError, match=r"Q has 2147483648 x 2147483648 x "
+                       r"77 x 32 elements, more than a 64-bit count holds"):
+        causal.random_inputs(dict(B=2 ** 31, H=2 ** 31))
+    with pytest.raises(ValueError, match=r"size of 'B' is 4294967297, outside "
+                       r"the range of a dim \[0, 4294967296\]"):
+        causal.random_inputs(dict(B=2 ** 32 + 1))

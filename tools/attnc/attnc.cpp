@@ -18,6 +18,7 @@
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/Launch.h"
+#include "attn/Driver/LaunchMemory.h"
 #include "attn/Driver/Spec.h"
 #include "attn/Linalg/Pipelines.h"
 #include "attn/Runtime/Package.h"
@@ -266,6 +267,13 @@ int runSpec(MLIRContext &context) {
   if (!params)
     return fail(params.takeError());
   launch.params = std::move(*params);
+  // Everything this run allocates, refused before any of it is.
+  LaunchAllocations allocations;
+  allocations.inputCopies = 1;
+  allocations.outputs = true;
+  allocations.reference = checkOption;
+  if (llvm::Error error = checkLaunchMemory(kernel, launch.dims, allocations))
+    return fail(std::move(error));
   launch.inputs = makeRandomInputs(kernel, launch.dims, seedOption);
   if (llvm::Error error = checkLaunch(kernel, launch))
     return fail(std::move(error));
@@ -307,6 +315,14 @@ int runSpec(MLIRContext &context) {
   printWarnings(stats.warnings);
   const char *path = (*compiled)->isFused() ? "fused" : "unfused";
   unsigned threads = (*compiled)->getThreads();
+  // Only now is it known whether the kernel allocates the cascade's
+  // intermediate tensors; what is allocated so far is no longer available.
+  if (!(*compiled)->isFused()) {
+    LaunchAllocations workspaces;
+    workspaces.unfusedWorkspaces = true;
+    if (llvm::Error error = checkLaunchMemory(kernel, launch.dims, workspaces))
+      return fail(std::move(error));
+  }
 
   std::vector<HostTensor> outputs;
   for (unsigned i = 0; i < outputTypes.size(); ++i)

@@ -19,6 +19,7 @@
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/Launch.h"
+#include "attn/Driver/LaunchMemory.h"
 #include "attn/Driver/Spec.h"
 #include "attn/Linalg/Pipelines.h"
 
@@ -54,6 +55,33 @@ namespace {
 
 [[noreturn]] void throwValueError(llvm::Error error) {
   throw py::value_error(llvm::toString(std::move(error)));
+}
+
+/// Raises MemoryError for a launch refused for the memory it needs
+/// (std::errc::not_enough_memory), ValueError for any other refusal.
+[[noreturn]] void throwLaunchError(llvm::Error error) {
+  bool memory = false;
+  std::string message;
+  llvm::handleAllErrors(
+      std::move(error),
+      [&](const llvm::StringError &refusal) {
+        memory = refusal.convertToErrorCode() ==
+                 std::make_error_code(std::errc::not_enough_memory);
+        message = refusal.getMessage();
+      },
+      [&](const llvm::ErrorInfoBase &other) { message = other.message(); });
+  if (memory) {
+    PyErr_SetString(PyExc_MemoryError, message.c_str());
+    throw py::error_already_set();
+  }
+  throw py::value_error(message);
+}
+
+/// Refuses a launch whose `allocations` the machine cannot hold.
+void checkMemory(KernelOp kernel, const std::vector<int64_t> &dims,
+                 const LaunchAllocations &allocations) {
+  if (llvm::Error error = checkLaunchMemory(kernel, dims, allocations))
+    throwLaunchError(std::move(error));
 }
 
 /// One context for every kernel of the process: kernels keep their cascade
@@ -268,6 +296,10 @@ public:
 
   py::tuple randomInputs(const std::vector<int64_t> &dims,
                          uint64_t seed) const {
+    // The inputs, and the NumPy arrays they are copied into.
+    LaunchAllocations allocations;
+    allocations.inputCopies = 2;
+    checkMemory(getKernel(), dims, allocations);
     std::vector<HostTensor> inputs =
         makeRandomInputs(getKernel(), dims, seed);
     py::tuple result(inputs.size());
@@ -308,6 +340,8 @@ public:
       }
       return mlir::attn::Interval::range(lo, hi);
     };
+    if (llvm::Error error = checkDimSizes(getKernel(), dims))
+      throwValueError(std::move(error));
     if (llvm::Error error = checkParamValues(getKernel(), params))
       throwValueError(std::move(error));
     if (llvm::Error error = checkSubscripts(getKernel(), dims, params, range))
@@ -322,6 +356,13 @@ public:
     std::vector<TensorView> inputViews = toViews(inputs);
     std::vector<TensorView> outputViews = toViews(outputs);
     checkLaunch(dims, inputViews, params);
+    // Python holds the inputs and outputs; an unfused kernel allocates the
+    // cascade's intermediate tensors besides.
+    if (!compiled->isFused()) {
+      LaunchAllocations allocations;
+      allocations.unfusedWorkspaces = true;
+      checkMemory(getKernel(), dims, allocations);
+    }
     llvm::Error error = llvm::Error::success();
     {
       py::gil_scoped_release release;
@@ -340,6 +381,13 @@ public:
                       const std::vector<double> &params) const {
     std::vector<TensorView> views = toViews(inputs);
     checkLaunch(dims, views, params);
+    // Copies of the inputs, the reference's tensors and the NumPy arrays of
+    // its outputs.
+    LaunchAllocations allocations;
+    allocations.inputCopies = 1;
+    allocations.reference = true;
+    allocations.outputs = true;
+    checkMemory(getKernel(), dims, allocations);
     std::vector<HostTensor> copies;
     for (const TensorView &view : views)
       copies.push_back(copyView(view));
