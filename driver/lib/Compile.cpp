@@ -3,6 +3,7 @@
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/ArtifactCache.h"
 #include "attn/Driver/CacheKey.h"
+#include "attn/Driver/FatalErrors.h"
 
 #include <chrono>
 
@@ -53,7 +54,27 @@ struct CacheSlot {
   }
 };
 
+std::function<void()> &getCodegenHook() {
+  static std::function<void()> hook;
+  return hook;
+}
+
+/// Runs `generate` (a code generator, a loader: where LLVM may report fatal
+/// errors) so that LLVM's fatal errors come back as errors.
+template <typename T>
+llvm::Expected<T> runCodegen(llvm::function_ref<llvm::Expected<T>()> generate) {
+  return runProtected<T>([&]() -> llvm::Expected<T> {
+    if (const std::function<void()> &hook = getCodegenHook())
+      hook();
+    return generate();
+  });
+}
+
 } // namespace
+
+void attn::setCodegenHookForTesting(std::function<void()> hook) {
+  getCodegenHook() = std::move(hook);
+}
 
 CacheOptions CacheOptions::standard(bool disabled) {
   CacheOptions options;
@@ -88,8 +109,8 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   }
   double lookupSeconds = secondsSince(start);
 
-  llvm::Expected<CpuKernelObject> result =
-      compileCpuKernelObject(module, target, options);
+  llvm::Expected<CpuKernelObject> result = runCodegen<CpuKernelObject>(
+      [&] { return compileCpuKernelObject(module, target, options); });
   if (!result)
     return result.takeError();
   start = std::chrono::steady_clock::now();
@@ -111,7 +132,9 @@ attn::compileCpuKernel(mlir::ModuleOp module, const CpuKernelOptions &options,
       compileCpuObject(module, *host, options, cache);
   if (!object)
     return object.takeError();
-  return CpuKernel::load(std::move(*object), options.threads);
+  // Linking into the process runs LLVM too.
+  return runCodegen<std::unique_ptr<CpuKernel>>(
+      [&] { return CpuKernel::load(std::move(*object), options.threads); });
 }
 
 llvm::Expected<GpuPackageArtifact>
@@ -125,7 +148,8 @@ attn::compileGpuPackage(mlir::ModuleOp module, const GpuPackageOptions &options,
     artifact.cacheHit = true;
     return artifact;
   }
-  llvm::Expected<PackageWriter> writer = buildGpuPackage(module, options);
+  llvm::Expected<PackageWriter> writer = runCodegen<PackageWriter>(
+      [&] { return buildGpuPackage(module, options); });
   if (!writer)
     return writer.takeError();
   if (Status status = writer->serialize(artifact.bytes))

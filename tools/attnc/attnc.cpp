@@ -17,6 +17,7 @@
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/Compile.h"
+#include "attn/Driver/FatalErrors.h"
 #include "attn/Driver/Launch.h"
 #include "attn/Driver/LaunchMemory.h"
 #include "attn/Driver/Spec.h"
@@ -43,6 +44,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <unistd.h>
 
 using namespace mlir;
 using namespace ::attn;
@@ -147,9 +151,66 @@ double millisecondsSince(Clock::time_point start) {
       .count();
 }
 
+/// Writes `text` to `fd` as a JSON string, quotes included, without
+/// allocating (it also reports failed allocations).
+void writeJsonString(int fd, const char *text) {
+  auto put = [&](const char *bytes, size_t size) {
+    while (size > 0) {
+      ssize_t written = ::write(fd, bytes, size);
+      if (written <= 0)
+        return;
+      bytes += written;
+      size -= static_cast<size_t>(written);
+    }
+  };
+  put("\"", 1);
+  for (const char *c = text; *c; ++c) {
+    if (*c == '"' || *c == '\\') {
+      char escaped[2] = {'\\', *c};
+      put(escaped, 2);
+    } else if (static_cast<unsigned char>(*c) < 0x20) {
+      char escaped[8];
+      int size = std::snprintf(escaped, sizeof(escaped), "\\u%04x",
+                               static_cast<unsigned char>(*c));
+      put(escaped, static_cast<size_t>(size));
+    } else {
+      put(c, 1);
+    }
+  }
+  put("\"", 1);
+}
+
+/// With --json, the one JSON object of a run that failed: {"error": ...}.
+void printJsonError(const char *message) {
+  if (!jsonOption)
+    return;
+  llvm::outs().flush();
+  const char *open = "{\"error\": ";
+  (void)!::write(STDOUT_FILENO, open, std::strlen(open));
+  writeJsonString(STDOUT_FILENO, message);
+  (void)!::write(STDOUT_FILENO, "}\n", 2);
+}
+
 int fail(const llvm::Twine &message) {
-  llvm::WithColor::error(llvm::errs(), "attnc") << message << "\n";
+  std::string text = message.str();
+  llvm::WithColor::error(llvm::errs(), "attnc") << text << "\n";
+  printJsonError(text.c_str());
   return 1;
+}
+
+/// What remains of LLVM's fatal errors outside the compile (an output that
+/// cannot be written, memory that runs out): reported like every other
+/// error, and the process ends with status 1, without a stack dump. It must
+/// not allocate; everything buffered so far is flushed first.
+[[noreturn]] void reportFatalError(const char *message) {
+  llvm::outs().flush();
+  llvm::outs().clear_error();
+  const char *prefix = "attnc: error: ";
+  (void)!::write(STDERR_FILENO, prefix, std::strlen(prefix));
+  (void)!::write(STDERR_FILENO, message, std::strlen(message));
+  (void)!::write(STDERR_FILENO, "\n", 1);
+  printJsonError(message);
+  std::_Exit(1);
 }
 
 int fail(llvm::Error error) {
@@ -589,6 +650,7 @@ int compileGpuPackage(MLIRContext &context) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM initLLVM(argc, argv);
+  installFatalErrorHandlers(reportFatalError);
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
   cl::HideUnrelatedOptions(attncCategory);

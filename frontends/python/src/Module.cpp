@@ -18,6 +18,7 @@
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/Compile.h"
+#include "attn/Driver/FatalErrors.h"
 #include "attn/Driver/Launch.h"
 #include "attn/Driver/LaunchMemory.h"
 #include "attn/Driver/Spec.h"
@@ -35,9 +36,11 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <unistd.h>
 
 namespace py = pybind11;
 using namespace ::attn;
@@ -84,11 +87,22 @@ void checkMemory(KernelOp kernel, const std::vector<int64_t> &dims,
     throwLaunchError(std::move(error));
 }
 
+/// What remains of LLVM's fatal errors outside a compile (compiles return
+/// them as attnc.CompileError): the process cannot continue, but says why.
+[[noreturn]] void reportFatalError(const char *message) {
+  const char *prefix = "attnc: fatal error in LLVM: ";
+  (void)!::write(STDERR_FILENO, prefix, std::strlen(prefix));
+  (void)!::write(STDERR_FILENO, message, std::strlen(message));
+  (void)!::write(STDERR_FILENO, "\n", 1);
+  std::_Exit(1);
+}
+
 /// One context for every kernel of the process: kernels keep their cascade
 /// in it for the reference, the launch checks and random inputs. It lives
 /// until the process ends, like the kernels linked into it.
 mlir::MLIRContext &getContext() {
   static mlir::MLIRContext *context = [] {
+    installFatalErrorHandlers(reportFatalError);
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
     mlir::DialectRegistry registry;

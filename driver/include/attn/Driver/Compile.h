@@ -4,7 +4,9 @@
 // front end made into an artifact: the artifact cache is asked first, with a
 // key of the module as written and everything the target's code generator
 // depends on; only a miss runs the code generator, whose artifact is then
-// stored.
+// stored. Code generators and the loader run in a region where LLVM's fatal
+// errors come back as errors (FatalErrors.h), once a front door has
+// installed the handlers.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,6 +20,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/Error.h"
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,6 +64,11 @@ struct GpuPackageArtifact {
 llvm::Expected<GpuPackageArtifact>
 compileGpuPackage(mlir::ModuleOp module, const GpuPackageOptions &options,
                   const CacheOptions &cache);
+
+/// Runs `hook` at the start of every code generator and loader run, inside
+/// the region that turns LLVM's fatal errors into errors: tests report one
+/// there, as code generation would. An empty hook (the default) runs nothing.
+void setCodegenHookForTesting(std::function<void()> hook);
 
 } // namespace attn
 
