@@ -28,6 +28,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
@@ -648,9 +649,17 @@ int compileGpuPackage(MLIRContext &context) {
 
 } // namespace
 
+/// attnc's own version, then the LLVM and MLIR it was built with (the
+/// artifact cache keys entries by both).
+void printVersion(llvm::raw_ostream &os) {
+  os << "attnc version " << ATTN_VERSION << "\n"
+     << "  built with LLVM and MLIR " << LLVM_VERSION_STRING << "\n";
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM initLLVM(argc, argv);
   installFatalErrorHandlers(reportFatalError);
+  cl::SetVersionPrinter(printVersion);
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
   cl::HideUnrelatedOptions(attncCategory);
