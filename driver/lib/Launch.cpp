@@ -7,6 +7,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -350,6 +351,115 @@ llvm::Error checkLaunch(KernelOp kernel, const Launch &launch) {
   return checkSubscripts(kernel, launch.dims, launch.params, inputRange);
 }
 
+/// "file:line:col: " of `loc`, or nothing when it has no file position.
+static std::string describeLocation(Location loc) {
+  if (auto fileLoc = dyn_cast<FileLineColLoc>(loc))
+    return llvm::formatv("{0}:{1}:{2}: ", fileLoc.getFilename(),
+                         fileLoc.getLine(), fileLoc.getColumn());
+  return "";
+}
+
+/// Whether `value` is the dim argument of `kernel`; its index if so.
+static std::optional<unsigned> getDimIndex(KernelOp kernel, Value value) {
+  auto arg = dyn_cast<BlockArgument>(value);
+  if (!arg || arg.getOwner() != &kernel.getEntryBlock() ||
+      arg.getArgNumber() >= kernel.getNumDims())
+    return std::nullopt;
+  return arg.getArgNumber();
+}
+
+/// A division of one dim by another (`H / G` in `h / (H / G)`), as a pair
+/// of dim indices.
+using DimDivision = std::pair<unsigned, unsigned>;
+
+/// The divisions of a dim by a dim that `value` is computed through, and
+/// where the first of each is written.
+static SmallVector<std::pair<DimDivision, Location>>
+findDimDivisions(KernelOp kernel, Value value) {
+  SmallVector<std::pair<DimDivision, Location>> divisions;
+  SmallVector<Value> worklist{value};
+  llvm::SmallPtrSet<Operation *, 16> visited;
+  while (!worklist.empty()) {
+    Operation *op = worklist.pop_back_val().getDefiningOp();
+    if (!op || isa<ReadOp>(op) || !visited.insert(op).second)
+      continue;
+    if (isa<arith::DivSIOp, arith::DivUIOp, arith::FloorDivSIOp>(op)) {
+      std::optional<unsigned> dividend = getDimIndex(kernel, op->getOperand(0));
+      std::optional<unsigned> divisor = getDimIndex(kernel, op->getOperand(1));
+      if (dividend && divisor) {
+        DimDivision division{*dividend, *divisor};
+        if (llvm::none_of(divisions,
+                          [&](auto &known) { return known.first == division; }))
+          divisions.push_back({division, op->getLoc()});
+      }
+    }
+    for (Value operand : op->getOperands())
+      worklist.push_back(operand);
+  }
+  return divisions;
+}
+
+/// For a launch whose subscripts leave their tensors because a dim does not
+/// divide another (`h / (H / G)` with H = 3, G = 2 maps query heads past the
+/// last K/V head), the reason in terms of the dims: "H (3) must be a multiple
+/// of G (2)", and the tensors read through the division. Empty when the
+/// violations have another cause.
+static std::string
+describeUnevenDimDivision(KernelOp kernel, ArrayRef<int64_t> dims,
+                          ArrayRef<SubscriptViolation> violations) {
+  std::optional<DimDivision> uneven;
+  std::optional<Location> loc;
+  for (const SubscriptViolation &violation : violations) {
+    ReadOp read = violation.read;
+    for (auto [division, where] :
+         findDimDivisions(kernel, read.getSubscripts()[violation.axis])) {
+      int64_t dividend = dims[division.first], divisor = dims[division.second];
+      if (divisor != 0 && dividend % divisor != 0) {
+        uneven = division;
+        loc = where;
+        break;
+      }
+    }
+    if (uneven)
+      break;
+  }
+  if (!uneven)
+    return "";
+  // Every tensor whose subscripts go through the division.
+  SmallVector<std::string> readers;
+  kernel.walk([&](ReadOp read) {
+    auto arg = dyn_cast<BlockArgument>(read.getTensor());
+    if (!arg || arg.getOwner() != &kernel.getEntryBlock())
+      return;
+    std::string name =
+        nameAt(kernel.getInputNames(), arg.getArgNumber() - kernel.getNumDims())
+            .str();
+    if (llvm::is_contained(readers, name))
+      return;
+    for (Value subscript : read.getSubscripts())
+      for (auto [division, where] : findDimDivisions(kernel, subscript))
+        if (division == *uneven) {
+          readers.push_back(name);
+          return;
+        }
+  });
+  if (readers.empty())
+    return "";
+  StringRef dividend = nameAt(kernel.getDimNames(), uneven->first);
+  StringRef divisor = nameAt(kernel.getDimNames(), uneven->second);
+  std::string tensors;
+  for (size_t k = 0; k < readers.size(); ++k) {
+    if (k > 0)
+      tensors += k + 1 == readers.size() ? " and " : ", ";
+    tensors += "'" + readers[k] + "'";
+  }
+  return llvm::formatv("{0}{1} ({2}) must be a multiple of {3} ({4}): {5} "
+                       "{6} indexed through {1} / {3}",
+                       describeLocation(*loc), dividend, dims[uneven->first],
+                       divisor, dims[uneven->second], tensors,
+                       readers.size() == 1 ? "is" : "are");
+}
+
 llvm::Error
 checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
                 ArrayRef<double> params,
@@ -363,12 +473,6 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
   for (unsigned i = 0; i < kernel.getNumDims(); ++i)
     sizes += llvm::formatv("{0}{1}={2}", i ? "," : "",
                            nameAt(kernel.getDimNames(), i), dims[i]);
-  auto where = [](Location loc) -> std::string {
-    if (auto fileLoc = dyn_cast<FileLineColLoc>(loc))
-      return llvm::formatv("{0}:{1}:{2}: ", fileLoc.getFilename(),
-                           fileLoc.getLine(), fileLoc.getColumn());
-    return "";
-  };
   // An integer division or remainder whose divisor is 0 at this launch
   // (a param or size that makes it so) would trap in the kernel.
   Operation *zeroDivision = nullptr;
@@ -389,9 +493,10 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
       values += ", " + nameAt(kernel.getParamNames(), i).str() + "=";
       llvm::raw_string_ostream(values) << params[i];
     }
-    return makeError("launch refused: " + where(zeroDivision->getLoc()) +
-                     "integer division by zero: the divisor is 0 for sizes " +
-                     sizes + values);
+    return makeError(
+        "launch refused: " + describeLocation(zeroDivision->getLoc()) +
+        "integer division by zero: the divisor is 0 for sizes " + sizes +
+        values);
   }
   SmallVector<SubscriptViolation> violations = analysis.findViolations();
   if (violations.empty())
@@ -399,8 +504,11 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
   std::string message = "launch refused: ";
   const SubscriptViolation &first = violations.front();
   ReadOp read = first.read;
-  message += where(read.getLoc()) + describeViolation(kernel, first) +
-             " for sizes " + sizes;
+  std::string uneven = describeUnevenDimDivision(kernel, dims, violations);
+  if (!uneven.empty())
+    return makeError(message + uneven + " (sizes " + sizes + ")");
+  message += describeLocation(read.getLoc()) +
+             describeViolation(kernel, first) + " for sizes " + sizes;
   if (violations.size() > 1)
     message += llvm::formatv(" (and {0} more)", violations.size() - 1);
   return makeError(message);

@@ -406,3 +406,17 @@ attention max_pool {
     with pytest.raises(ValueError, match=r"size of 'B' is 4294967297, outside "
                        r"the range of a dim \[0, 4294967296\]"):
         causal.random_inputs(dict(B=2 ** 32 + 1))
+
+
+@requires_compiler
+def test_gqa_heads_not_a_multiple_of_kv_heads_say_so():
+    k = attnc.compile(EXAMPLES / "gqa.attn", dtype="f32")
+    rng = np.random.default_rng(0)
+    Q = rng.standard_normal((1, 3, 5, 8), dtype=np.float32)
+    K = rng.standard_normal((1, 2, 7, 8), dtype=np.float32)
+    message = (r"launch refused: .*gqa.attn:13:16: H \(3\) must be a "
+               r"multiple of G \(2\): 'K' and 'V' are indexed through H / G")
+    with pytest.raises(ValueError, match=message):
+        k(Q, K, K)
+    with pytest.raises(ValueError, match=message):
+        k.reference(Q, K, K)
