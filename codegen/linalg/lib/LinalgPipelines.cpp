@@ -9,6 +9,7 @@
 #include "attn/Linalg/Passes.h"
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Linalg/Pipelines.h"
+#include "attn/Transforms/Passes.h"
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Arith/Transforms/BufferDeallocationOpInterfaceImpl.h"
@@ -44,6 +45,7 @@
 using namespace mlir;
 
 void attn::buildAttnToLinalgPipeline(OpPassManager &pm) {
+  pm.nest<attn::KernelOp>().addPass(createAttnGuardIntegerDivision());
   pm.addPass(createConvertAttnToLinalg());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

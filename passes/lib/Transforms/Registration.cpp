@@ -12,4 +12,5 @@ void mlir::attn::buildAttentionRecognitionPipeline(
   OpPassManager &kernels = pm.nest<KernelOp>();
   kernels.addPass(createAttnRaise());
   kernels.addPass(createAttnAnalyzeMask(mask));
+  kernels.addPass(createAttnGuardIntegerDivision());
 }

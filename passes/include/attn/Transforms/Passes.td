@@ -40,4 +40,23 @@ def AttnAnalyzeMask : Pass<"attn-analyze-mask", "::mlir::attn::KernelOp"> {
   let dependentDialects = ["::mlir::arith::ArithDialect"];
 }
 
+def AttnGuardIntegerDivision
+    : Pass<"attn-guard-integer-division", "::mlir::attn::KernelOp"> {
+  let summary = "Makes integer division and remainder by run-time values total";
+  let description = [{
+    An integer division or remainder whose divisor is not a constant (a
+    param, a dim, a tensor entry, an expression of them) becomes one that
+    cannot trap: a divisor of 0 gives 0, and a divisor of -1 negates, so
+    that the most negative value divided by -1 wraps. x86's idiv traps on
+    both (SIGFPE, which would end the caller's process) and the result is
+    undefined behaviour in LLVM IR. The launch refuses the zero divisors it
+    can see (params, dims, tables read directly) and the reference evaluator
+    reports the others as errors; a kernel never signals.
+
+    Runs after `attn-raise`, which recognises the division of grouped-query
+    head maps as written.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect"];
+}
+
 #endif // ATTN_TRANSFORMS_PASSES_TD
