@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Every example package on the GPU against the float64 reference evaluator.
+"""Every example package (and the GPU checks' own specs, Inputs/*.attn) on the
+GPU against the float64 reference evaluator.
 
 The GPU machine has no compiler and the build machine has no GPU, so the check
 runs in two halves:
@@ -115,6 +116,8 @@ def check(args):
         if not os.path.isdir(directory) or not index.isdigit():
             continue
         spec = os.path.join(ROOT, "examples", name + ".attn")
+        if not os.path.exists(spec):
+            spec = os.path.join(HERE, "Inputs", name + ".attn")
         kernel = attnc.compile(spec, dtype="f32",
                                shapes={"D": 128, "E": 128} if name == "cross_attention"
                                else {"D": 128} if "D = 128" not in open(spec).read() else None)

@@ -31,7 +31,8 @@ compile() {
     "${dtype[@]}" -o "$out"
 }
 
-for spec in "$ROOT"/examples/*.attn; do
+# Every example, and the GPU checks' own specs (numerically hard rows).
+for spec in "$ROOT"/examples/*.attn "$ROOT"/test/integration/gpu/Inputs/*.attn; do
   name=$(basename "$spec" .attn)
   if msg=$(compile "$spec" "$OUT/examples/$name.attnpkg" 2>&1); then
     echo "ok           $name"
