@@ -180,8 +180,19 @@ private:
                                                   {f32, f32, f32, f32});
     NVVM::MMATypes type = elementType.isBF16() ? NVVM::MMATypes::bf16
                                                : NVVM::MMATypes::f16;
+    // Fragments are i32 registers of two 16-bit values: what nvvm.mma.sync
+    // takes for bf16; for f16 it wants them as vector<2xf16>.
+    auto operands = [&](ArrayRef<Value> registers) {
+      SmallVector<Value, 4> values(registers);
+      if (type == NVVM::MMATypes::f16)
+        for (Value &value : values)
+          value = LLVM::BitcastOp::create(
+              b, loc, VectorType::get({2}, b.getF16Type()), value);
+      return values;
+    };
     Value result = NVVM::MmaOp::create(
-        b, loc, f32x4, a, bFrag, c, {16, 8, 16}, std::nullopt, std::nullopt,
+        b, loc, f32x4, operands(a), operands(bFrag), c, {16, 8, 16},
+        std::nullopt, std::nullopt,
         std::array<NVVM::MMATypes, 2>{type, type},
         std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
                                        NVVM::MMALayout::col});

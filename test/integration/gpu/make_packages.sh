@@ -20,10 +20,11 @@ mkdir -p "$OUT/examples" "$OUT/suite"
 : > "$OUT/unsupported.txt"
 
 # compile SPEC OUTPUT: bf16 whatever the spec declares for Q (specs declared
-# bf16 keep their own types, so f32 side inputs such as ALiBi slopes stay f32).
+# bf16 or f16 keep their own types, so f32 side inputs such as ALiBi slopes
+# stay f32).
 compile() {
   local spec=$1 out=$2 dtype=()
-  grep -qE '^\s*in\s+Q:\s*bf16' "$spec" || dtype=(--dtype bf16)
+  grep -qE '^\s*in\s+Q:\s*b?f16' "$spec" || dtype=(--dtype bf16)
   local shape=D=128
   grep -qE '^\s*dims .*\bE\b' "$spec" && shape=D=128,E=128
   grep -qE '^\s*dims .*\bD *= *[0-9]' "$spec" && shape=
