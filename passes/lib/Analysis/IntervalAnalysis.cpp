@@ -3,6 +3,7 @@
 #include "attn/Analysis/IntervalAnalysis.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/IR/Matchers.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
@@ -21,6 +22,28 @@ static Interval make(int64_t lo, int64_t hi) {
   if (lo < -kLimit || hi > kLimit)
     return Interval::unbounded();
   return Interval::range(lo, hi);
+}
+
+/// x when `value` is `0 - x`: `max(x, 0 - x)` is the language's integer
+/// abs, whose interval is not the max of the two operands' intervals.
+static Value getNegated(Value value) {
+  auto sub = value.getDefiningOp<arith::SubIOp>();
+  if (!sub || !matchPattern(sub.getLhs(), m_Zero()))
+    return Value();
+  return sub.getRhs();
+}
+
+/// |x| over x in `a`.
+static Interval absolute(Interval a) {
+  if (a.isUnbounded())
+    return Interval::unbounded();
+  if (a.isEmpty())
+    return a;
+  if (a.lo >= 0)
+    return a;
+  if (a.hi <= 0)
+    return make(-a.hi, -a.lo);
+  return make(0, std::max(-a.lo, a.hi));
 }
 
 static Interval join(Interval a, Interval b) {
@@ -186,7 +209,13 @@ void IntervalAnalysis::visit(Operation *op) {
                    [](int64_t a, int64_t b) { return a / b; }));
       })
       .Case([&](arith::RemSIOp) { set(remainder(operand(0), operand(1))); })
-      .Case([&](arith::MaxSIOp) {
+      .Case([&](arith::MaxSIOp max) {
+        if (getNegated(max.getRhs()) == max.getLhs() ||
+            getNegated(max.getLhs()) == max.getRhs()) {
+          set(absolute(getNegated(max.getRhs()) == max.getLhs() ? operand(0)
+                                                                : operand(1)));
+          return;
+        }
         Interval a = operand(0), b = operand(1);
         set(a.isUnbounded() || b.isUnbounded()
                 ? Interval::unbounded()

@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/MathExtras.h"
@@ -365,6 +366,23 @@ AbstractValue MaskInterpreter::interpretRanged(Operation *maskOp) {
         return makeRange(sub(xlo, yhi), sub(xhi, ylo), type);
       })
       .Case([&](arith::MaxSIOp) {
+        // max(x, 0 - x), the language's integer abs: |x| over [lo, hi] is
+        // not the max of the operands' ranges.
+        for (auto [x, negated] :
+             {std::pair{maskOp->getOperand(0), maskOp->getOperand(1)},
+              std::pair{maskOp->getOperand(1), maskOp->getOperand(0)}}) {
+          auto negation = negated.getDefiningOp<arith::SubIOp>();
+          if (!negation || negation.getRhs() != x ||
+              !matchPattern(negation.getLhs(), m_Zero()))
+            continue;
+          auto [lo, hi] = x == maskOp->getOperand(0) ? std::pair{xlo, xhi}
+                                                     : std::pair{ylo, yhi};
+          Value zero = index(0);
+          Value absLo = select(cmp(arith::CmpIPredicate::sge, lo, zero), lo,
+                               select(cmp(arith::CmpIPredicate::sle, hi, zero),
+                                      sub(zero, hi), zero));
+          return makeRange(absLo, max(hi, sub(zero, lo)), type);
+        }
         return makeRange(max(xlo, ylo), max(xhi, yhi), type);
       })
       .Case([&](arith::MinSIOp) {
