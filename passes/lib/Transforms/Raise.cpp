@@ -895,6 +895,36 @@ LogicalResult CascadeRewriter::rewrite(DenseSet<Operation *> &erased) {
   return success();
 }
 
+/// Whether `value` reaches a softmax or normalize through elementwise
+/// einsums and keeps: a sum that does is meant as the scores of an
+/// attention, and not raising it deserves a remark.
+static bool feedsNormalizer(Value value) {
+  SmallVector<Value> worklist{value};
+  DenseSet<Value> seen;
+  while (!worklist.empty()) {
+    Value next = worklist.pop_back_val();
+    if (!seen.insert(next).second)
+      continue;
+    for (Operation *user : next.getUsers()) {
+      if (isa<SoftmaxOp, NormalizeOp>(user))
+        return true;
+      auto einsum = dyn_cast<EinsumOp>(user);
+      if (isa<KeepOp>(user) ||
+          (einsum && einsum.getKind() == ReductionKind::None))
+        worklist.push_back(user->getResult(0));
+    }
+  }
+  return false;
+}
+
+/// Whether `op` looks like scores (a sum over one index into four) without
+/// being the product of two kernel inputs that isCandidate wants.
+static bool isScoresLike(EinsumOp op) {
+  return op.getKind() == ReductionKind::Sum &&
+         op.getNumOutputIndices() == 4 && op.getNumReducedIndices() == 1 &&
+         feedsNormalizer(op.getResult());
+}
+
 struct AttnRaisePass : impl::AttnRaiseBase<AttnRaisePass> {
   using Base::Base;
 
@@ -902,10 +932,18 @@ struct AttnRaisePass : impl::AttnRaiseBase<AttnRaisePass> {
     KernelOp kernel = getOperation();
     CascadeMatcher matcher(kernel);
     SmallVector<EinsumOp> candidates;
-    for (Operation &op : kernel.getEntryBlock())
-      if (auto einsum = dyn_cast<EinsumOp>(op);
-          einsum && matcher.isCandidate(einsum))
+    for (Operation &op : kernel.getEntryBlock()) {
+      auto einsum = dyn_cast<EinsumOp>(op);
+      if (!einsum)
+        continue;
+      if (matcher.isCandidate(einsum))
         candidates.push_back(einsum);
+      else if (isScoresLike(einsum))
+        einsum->emitRemark()
+            << "not raised: the scores are not the product of two kernel "
+               "inputs (a factor or a computed operand inside the sum over "
+               "the head dim; scale outside the sum instead)";
+    }
     DenseSet<Operation *> erased;
     for (EinsumOp scores : candidates) {
       // A cascade raised earlier may have consumed this einsum.
