@@ -62,15 +62,11 @@ llvm::Expected<llvm::StringMap<int64_t>> parseShapeList(StringRef text) {
     bool negative = digits.consume_front("-");
     if (digits.empty() || digits.getAsInteger(10, wide) || negative)
       return makeError(llvm::formatv(
-          "--shape: size of '{0}' must be a positive integer, got '{1}'", name,
-          value));
+          "--shape: size of '{0}' must be a non-negative integer, got '{1}'",
+          name, value));
     if (wide.getActiveBits() > 62 || wide.getZExtValue() > kMaxDimSize)
       return makeError("--shape: " + describeDimOutOfRange(name, value));
     int64_t size = static_cast<int64_t>(wide.getZExtValue());
-    if (size == 0)
-      return makeError(llvm::formatv(
-          "--shape: size of '{0}' must be a positive integer, got '{1}'", name,
-          value));
     if (!sizes.try_emplace(name, size).second)
       return makeError(
           llvm::formatv("--shape: '{0}' is given more than once", name));
@@ -165,6 +161,31 @@ static std::optional<Interval> getPlannedRange(KernelOp kernel, unsigned i,
   return Interval::range(0, 3);
 }
 
+/// Whether `op` sits in a cascade body that runs at no point of a launch:
+/// an index of the body ranges over an empty extent (with N = 0 no body
+/// over n runs). Its reads read nothing and its divisions divide nothing.
+static bool runsNowhere(Operation *op, const IntervalAnalysis &analysis) {
+  for (Operation *parent = op->getParentOp(); parent && !isa<KernelOp>(parent);
+       parent = parent->getParentOp())
+    for (Region &region : parent->getRegions())
+      for (Block &block : region)
+        for (BlockArgument index : block.getArguments())
+          if (analysis.lookup(index).isEmpty())
+            return true;
+  return false;
+}
+
+/// The subscripts that may leave their tensors at a launch, among those
+/// that are read at all.
+static SmallVector<SubscriptViolation>
+findLiveViolations(const IntervalAnalysis &analysis) {
+  SmallVector<SubscriptViolation> violations = analysis.findViolations();
+  llvm::erase_if(violations, [&](const SubscriptViolation &violation) {
+    return runsNowhere(violation.read, analysis);
+  });
+  return violations;
+}
+
 llvm::Expected<std::vector<int64_t>>
 bindDims(KernelOp kernel, const llvm::StringMap<int64_t> &given) {
   unsigned numDims = kernel.getNumDims();
@@ -215,7 +236,7 @@ bindDims(KernelOp kernel, const llvm::StringMap<int64_t> &given) {
     facts.params = params;
     IntervalAnalysis analysis(kernel, facts);
     bool grown = false;
-    for (const SubscriptViolation &v : analysis.findViolations()) {
+    for (const SubscriptViolation &v : findLiveViolations(analysis)) {
       if (!v.sizingDim || pinned[*v.sizingDim] || v.subscript.isUnbounded())
         continue;
       int64_t needed = v.subscript.hi + 1;
@@ -305,6 +326,14 @@ std::vector<HostTensor> makeRandomInputs(KernelOp kernel,
     inputs.push_back(std::move(tensor));
   }
   return inputs;
+}
+
+bool hasOutputEntries(KernelOp kernel, ArrayRef<int64_t> dims) {
+  for (unsigned i = 0; i < kernel.getNumOutputs(); ++i)
+    if (!llvm::is_contained(
+            getTensorShape(kernel, kernel.getNumInputs() + i, dims), 0))
+      return true;
+  return false;
 }
 
 llvm::Error checkLaunch(KernelOp kernel, const Launch &launch) {
@@ -478,7 +507,8 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
   Operation *zeroDivision = nullptr;
   kernel.walk([&](Operation *op) {
     if (!isa<arith::DivSIOp, arith::DivUIOp, arith::RemSIOp, arith::RemUIOp,
-             arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(op))
+             arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(op) ||
+        runsNowhere(op, analysis))
       return WalkResult::advance();
     Interval divisor = analysis.lookup(op->getOperand(1));
     if (divisor.bounded && divisor.lo == 0 && divisor.hi == 0) {
@@ -498,7 +528,7 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
         "integer division by zero: the divisor is 0 for sizes " + sizes +
         values);
   }
-  SmallVector<SubscriptViolation> violations = analysis.findViolations();
+  SmallVector<SubscriptViolation> violations = findLiveViolations(analysis);
   if (violations.empty())
     return llvm::Error::success();
   std::string message = "launch refused: ";

@@ -356,6 +356,20 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
     out.argValues[i] = v;
   }
 
+  // A launch without output entries (a zero-size dim in every output, such
+  // as H = 0) computes nothing: no entry runs, and no formula is evaluated,
+  // since grids and workspaces may divide by the zero size.
+  bool anyOutputEntry = false;
+  for (size_t o = 0; o < numOutputs; ++o)
+    anyOutputEntry |=
+        std::none_of(outputs[o].shape, outputs[o].shape + outputs[o].ndim,
+                     [](int64_t size) { return size == 0; });
+  if (numOutputs > 0 && !anyOutputEntry) {
+    out.enabled.assign(m.entries.size(), false);
+    out.grids.assign(m.entries.size(), {0, 0, 0});
+    return Status::ok();
+  }
+
   auto dimList = [&]() { return describeDims(m, out.dims); };
   for (size_t c = 0; c < pkg.constraintExprs.size(); ++c) {
     int64_t v;

@@ -420,3 +420,25 @@ def test_gqa_heads_not_a_multiple_of_kv_heads_say_so():
         k(Q, K, K)
     with pytest.raises(ValueError, match=message):
         k.reference(Q, K, K)
+
+
+@requires_compiler
+def test_zero_size_dims_give_empty_outputs_or_rows_without_keys():
+    k = attnc.compile(EXAMPLES / "lse_output.attn", dtype="f32")
+    rng = np.random.default_rng(0)
+
+    def launch(B, H, M, N, D=8):
+        Q = rng.standard_normal((B, H, M, D), dtype=np.float32)
+        K = rng.standard_normal((B, H, N, D), dtype=np.float32)
+        return k(Q, K, K), k.reference(Q, K, K)
+
+    # No keys: every row is O = 0 and LSE = -inf, like FlexAttention.
+    for (O, LSE) in launch(1, 2, 5, 0):
+        assert O.shape == (1, 2, 5, 8) and LSE.shape == (1, 2, 5)
+        assert not O.any()
+        assert np.all(LSE == -np.inf)
+    # No queries, batches or heads: empty outputs.
+    for shape in [(1, 2, 0, 7), (0, 2, 5, 7), (1, 0, 5, 7), (1, 2, 0, 0)]:
+        (O, LSE), (refO, refLSE) = launch(*shape)
+        assert O.size == 0 and LSE.size == 0
+        assert O.shape == refO.shape and LSE.shape == refLSE.shape

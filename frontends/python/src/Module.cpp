@@ -377,6 +377,8 @@ public:
       allocations.unfusedWorkspaces = true;
       checkMemory(getKernel(), dims, allocations);
     }
+    if (!hasOutputEntries(getKernel(), dims))
+      return;
     llvm::Error error = llvm::Error::success();
     {
       py::gil_scoped_release release;

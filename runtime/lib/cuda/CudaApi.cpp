@@ -481,7 +481,11 @@ attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
     return setLastError(s);
   for (size_t a = 0; a < m.args.size(); ++a) {
     const attnc_tensor *t = tensorOf[a];
-    if (!t || !t->data)
+    // An empty tensor is never read or written (K and V with N = 0): its
+    // pointer may be anything a framework gives zero-size tensors.
+    if (!t || !t->data ||
+        std::any_of(t->shape, t->shape + t->ndim,
+                    [](int64_t size) { return size == 0; }))
       continue;
     // Catches host pointers and memory of another device, which would
     // otherwise fault inside the kernel (or silently read garbage).

@@ -361,6 +361,57 @@ TEST_F(FakeCudaSplitKTest, EmptyWorkspacesAreNull) {
   EXPECT_EQ(fake().liveAllocations(), before + 1);
 }
 
+TEST_F(FakeCudaSplitKTest, ZeroSizesLaunchOnlyNonEmptyGrids) {
+  load(splitKManifest());
+  // N = 0: every row still has an output to write (zeros, LSE = -inf), so
+  // the rows' kernel runs, told N = 0. K is empty: its pointer is never
+  // read and may be anything, even host memory.
+  fake().reset(5);
+  std::vector<float> host(4);
+  std::vector<int64_t> q = {2, 64}, noKeys = {2, 0, 64};
+  attnc_tensor ins[2] = {bf16Tensor(q, nullptr, a.data()),
+                         bf16Tensor(noKeys, nullptr, host.data())};
+  attnc_tensor outs[1] = {bf16Tensor(q, nullptr, c.data())};
+  ASSERT_EQ(attnc_launch(splitK, nullptr, ins, 2, nullptr, 0, outs, 1, nullptr),
+            ATTNC_OK)
+      << attnc_last_error();
+  ASSERT_EQ(fake().numLaunches(), 1);
+  Recorded prefill = recorded(0);
+  EXPECT_EQ(prefill.dims[0], 2u);
+  EXPECT_EQ(static_cast<int32_t>(prefill.params[3]), 0);
+
+  // B = 0: no output entry, a grid of 0 blocks: nothing reaches
+  // cuLaunchKernel.
+  fake().reset(5);
+  std::vector<int64_t> noRows = {0, 64}, noBatch = {0, 100, 64};
+  attnc_tensor empty[2] = {bf16Tensor(noRows, nullptr, a.data()),
+                           bf16Tensor(noBatch, nullptr, b.data())};
+  attnc_tensor emptyOut[1] = {bf16Tensor(noRows, nullptr, c.data())};
+  ASSERT_EQ(
+      attnc_launch(splitK, nullptr, empty, 2, nullptr, 0, emptyOut, 1, nullptr),
+      ATTNC_OK)
+      << attnc_last_error();
+  EXPECT_EQ(fake().numLaunches(), 0);
+}
+
+TEST_F(FakeCudaSplitKTest, NoOutputEntriesEvaluateNoFormula) {
+  // Grids that divide by a dim (as decode grids divide by H) cannot be
+  // evaluated when it is 0; with no output entry nothing needs them.
+  PackageManifest m = splitKManifest();
+  m.entries[0].grid = {"B", "cdiv(128, B)"};
+  m.workspaces[0].bytes = "cdiv(N, 256) * 4096 / B";
+  load(m);
+  fake().reset(5);
+  std::vector<int64_t> noRows = {0, 64}, keys = {0, 1000, 64};
+  attnc_tensor ins[2] = {bf16Tensor(noRows, nullptr, a.data()),
+                         bf16Tensor(keys, nullptr, b.data())};
+  attnc_tensor outs[1] = {bf16Tensor(noRows, nullptr, c.data())};
+  ASSERT_EQ(attnc_launch(splitK, nullptr, ins, 2, nullptr, 0, outs, 1, nullptr),
+            ATTNC_OK)
+      << attnc_last_error();
+  EXPECT_EQ(fake().numLaunches(), 0);
+}
+
 TEST_F(FakeCudaTest, MemoryAndEvents) {
   std::vector<float> in(3000), out(3000, 0.f);
   for (size_t i = 0; i < in.size(); ++i)

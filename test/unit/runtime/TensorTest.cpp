@@ -61,4 +61,14 @@ TEST(RelativeErrorTest, MatchesNormRatioAndRejectsNaN) {
   ref.setFromDouble(1, -std::numeric_limits<double>::infinity());
   out.setFromDouble(1, -std::numeric_limits<double>::infinity());
   EXPECT_DOUBLE_EQ(relativeError(out, ref), 0.0);
+  // Nor is NaN where the reference has NaN (0 * rsqrt(0) with D = 0); a
+  // NaN on one side only still is.
+  ref.setFromDouble(1, NAN);
+  EXPECT_TRUE(std::isinf(relativeError(out, ref)));
+  out.setFromDouble(1, NAN);
+  EXPECT_DOUBLE_EQ(relativeError(out, ref), 0.0);
+  // Empty tensors agree.
+  EXPECT_DOUBLE_EQ(relativeError(HostTensor(DType::F32, {2, 0}),
+                                 HostTensor(DType::F64, {2, 0})),
+                   0.0);
 }

@@ -58,9 +58,16 @@ std::vector<HostTensor> makeRandomInputs(mlir::attn::KernelOp kernel,
                                          llvm::ArrayRef<int64_t> dims,
                                          uint64_t seed);
 
+/// Whether a launch at `dims` has any output entry to compute. One without
+/// (a zero-size dim in every output, H = 0) runs no kernel: there is nothing
+/// to write, and a kernel may divide its work by the zero size.
+bool hasOutputEntries(mlir::attn::KernelOp kernel,
+                      llvm::ArrayRef<int64_t> dims);
+
 /// Checks a launch before it runs: one tensor per input with the declared
 /// dtype and the shape the dims imply, and every subscript provably inside
-/// its tensor given the data of integer inputs.
+/// its tensor given the data of integer inputs. Sizes may be 0: reads and
+/// divisions in cascade bodies that then run at no point are not checked.
 llvm::Error checkLaunch(mlir::attn::KernelOp kernel, const Launch &launch);
 
 /// The subscript half of checkLaunch, for callers that checked dtypes and

@@ -76,7 +76,8 @@ private:
 };
 
 /// ‖out − ref‖₂ / ‖ref‖₂ over all elements, treating NaN as an infinite
-/// error; when ‖ref‖ is 0 it is ‖out‖ (absolute).
+/// error unless the reference has NaN there too (equal infinities agree
+/// likewise); when ‖ref‖ is 0 it is ‖out‖ (absolute).
 double relativeError(const HostTensor &out, const HostTensor &ref);
 
 } // namespace attn
