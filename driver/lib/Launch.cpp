@@ -3,6 +3,7 @@
 #include "attn/Driver/Launch.h"
 
 #include "attn/Analysis/IntervalAnalysis.h"
+#include "attn/Driver/IntegerInputs.h"
 #include "attn/Driver/LaunchMemory.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -114,51 +115,12 @@ static int64_t guessDimSize(StringRef name) {
   return 4;
 }
 
-/// The largest value an integer input may hold so that every subscript it
-/// feeds directly stays inside the indexed axis; nullopt when the input is
-/// never used directly as a subscript.
-static std::optional<int64_t> getSubscriptBound(KernelOp kernel, unsigned i,
-                                                ArrayRef<int64_t> dims) {
-  std::optional<int64_t> bound;
-  SmallVector<Value> worklist;
-  for (Operation *user : kernel.getInputArg(i).getUsers())
-    if (auto read = dyn_cast<ReadOp>(user); read && read.getTensor() ==
-                                                        kernel.getInputArg(i))
-      worklist.push_back(read.getResult());
-  while (!worklist.empty()) {
-    Value value = worklist.pop_back_val();
-    for (OpOperand &use : value.getUses()) {
-      Operation *user = use.getOwner();
-      if (isa<arith::IndexCastOp, arith::ExtSIOp>(user)) {
-        worklist.push_back(user->getResult(0));
-        continue;
-      }
-      auto read = dyn_cast<ReadOp>(user);
-      if (!read || use.getOperandNumber() == 0)
-        continue;
-      unsigned axis = use.getOperandNumber() - 1;
-      auto arg = dyn_cast<BlockArgument>(read.getTensor());
-      if (!arg || arg.getOwner() != &kernel.getEntryBlock())
-        continue;
-      int64_t size = getTensorShape(
-          kernel, arg.getArgNumber() - kernel.getNumDims(), dims)[axis];
-      bound = std::min(bound.value_or(size - 1), size - 1);
-    }
-  }
-  return bound;
-}
-
 /// The range random data of integer input `i` will have.
 static std::optional<Interval> getPlannedRange(KernelOp kernel, unsigned i,
                                                ArrayRef<int64_t> dims) {
-  DType type = getInputDType(kernel, i);
-  if (isFloatDType(type))
-    return std::nullopt;
-  if (type == DType::I1)
-    return Interval::range(0, 1);
-  if (std::optional<int64_t> bound = getSubscriptBound(kernel, i, dims))
-    return Interval::range(0, std::max<int64_t>(*bound, 0));
-  return Interval::range(0, 3);
+  if (std::optional<IntegerInputPlan> plan = planIntegerInput(kernel, i, dims))
+    return plan->range;
+  return std::nullopt;
 }
 
 /// Whether `op` sits in a cascade body that runs at no point of a launch:
@@ -315,14 +277,15 @@ std::vector<HostTensor> makeRandomInputs(KernelOp kernel,
   std::normal_distribution<double> normal(0.0, 1.0);
   std::vector<HostTensor> inputs;
   for (unsigned i = 0; i < kernel.getNumInputs(); ++i) {
-    DType type = getInputDType(kernel, i);
-    HostTensor tensor(type, getTensorShape(kernel, i, dims));
-    std::optional<Interval> range = getPlannedRange(kernel, i, dims);
-    std::uniform_int_distribution<int64_t> uniform(range ? range->lo : 0,
-                                                   range ? range->hi : 0);
-    for (int64_t e = 0; e < tensor.getNumElements(); ++e)
-      tensor.setFromDouble(e, range ? static_cast<double>(uniform(generator))
-                                    : normal(generator));
+    HostTensor tensor(getInputDType(kernel, i),
+                      getTensorShape(kernel, i, dims));
+    if (std::optional<IntegerInputPlan> plan =
+            planIntegerInput(kernel, i, dims)) {
+      fillIntegerInput(tensor, *plan, generator);
+    } else {
+      for (int64_t e = 0; e < tensor.getNumElements(); ++e)
+        tensor.setFromDouble(e, normal(generator));
+    }
     inputs.push_back(std::move(tensor));
   }
   return inputs;

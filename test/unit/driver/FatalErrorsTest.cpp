@@ -7,17 +7,14 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "attn/Driver/FatalErrors.h"
+#include "DriverTestUtil.h"
 #include "attn/CPU/CpuKernel.h"
 #include "attn/Driver/Compile.h"
-#include "attn/Frontend/Frontend.h"
-#include "attn/Linalg/Pipelines.h"
+#include "attn/Driver/FatalErrors.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "llvm/Support/ErrorHandling.h"
-#include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/SourceMgr.h"
 
 #include <gtest/gtest.h>
 
@@ -88,20 +85,14 @@ TEST_F(FatalErrorsTest, AFailedAllocationComesBackAsOutOfMemory) {
 }
 
 TEST_F(FatalErrorsTest, AFatalErrorInACompileFailsThatCompileOnly) {
-  mlir::DialectRegistry registry;
-  mlir::attn::registerCodegenDialects(registry);
-  mlir::MLIRContext context(registry);
-  context.loadAllAvailableDialects();
+  mlir::MLIRContext context;
+  test::loadCodegenDialects(context);
   auto compile = [&]() -> llvm::Expected<std::unique_ptr<CpuKernel>> {
-    llvm::SourceMgr sourceMgr;
-    sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(kSpec),
-                                 llvm::SMLoc());
-    mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> module =
-        dsl::compileSpec(sourceMgr, context);
-    if (mlir::failed(module))
+    mlir::OwningOpRef<mlir::ModuleOp> module = test::parseSpec(context, kSpec);
+    if (!module)
       return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                      "the spec does not compile");
-    return compileCpuKernel(**module, CpuKernelOptions{}, CacheOptions{});
+    return compileCpuKernel(*module, CpuKernelOptions{}, CacheOptions{});
   };
   // Where code generation would report one.
   setCodegenHookForTesting(

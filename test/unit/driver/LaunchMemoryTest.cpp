@@ -9,14 +9,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "attn/Driver/LaunchMemory.h"
+#include "DriverTestUtil.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
-#include "attn/Frontend/Frontend.h"
-#include "attn/Linalg/Pipelines.h"
-
-#include "mlir/IR/MLIRContext.h"
-#include "mlir/IR/OwningOpRef.h"
-#include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/SourceMgr.h"
 
 #include <gtest/gtest.h>
 
@@ -42,17 +36,8 @@ attention causal {
 class LaunchMemoryTest : public ::testing::Test {
 protected:
   LaunchMemoryTest() {
-    mlir::DialectRegistry registry;
-    mlir::attn::registerCodegenDialects(registry);
-    context.appendDialectRegistry(registry);
-    context.loadAllAvailableDialects();
-    llvm::SourceMgr sourceMgr;
-    sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(kCausal),
-                                 llvm::SMLoc());
-    mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> parsed =
-        dsl::compileSpec(sourceMgr, context);
-    if (mlir::succeeded(parsed))
-      module = std::move(*parsed);
+    test::loadCodegenDialects(context);
+    module = test::parseSpec(context, kCausal);
   }
 
   mlir::attn::KernelOp kernel() {

@@ -51,9 +51,10 @@ bindParams(mlir::attn::KernelOp kernel, const llvm::StringMap<double> &given);
 llvm::Error checkParamValues(mlir::attn::KernelOp kernel,
                              llvm::ArrayRef<double> params);
 
-/// Random inputs: floats N(0, 1); integer tensors used as subscripts get
-/// values inside the axis they index; other integers a few small values;
-/// booleans fair coin flips.
+/// Random inputs: floats N(0, 1); integer inputs drawn for what the cascade
+/// does with them (IntegerInputs.h): gather indices inside the axis they
+/// index, divisors never 0, bounds compared with an index spread over its
+/// range, ids in runs; booleans fair coin flips.
 std::vector<HostTensor> makeRandomInputs(mlir::attn::KernelOp kernel,
                                          llvm::ArrayRef<int64_t> dims,
                                          uint64_t seed);
