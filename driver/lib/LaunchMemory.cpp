@@ -13,6 +13,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 using namespace mlir;
@@ -88,26 +89,64 @@ std::string formatBytes(uint64_t bytes) {
   return text + " " + units[unit];
 }
 
+/// The first number after `key` in the file at `path` (a /proc or cgroup
+/// file), scaled by `unit`; nullopt when there is none.
+static std::optional<uint64_t> readNumber(const char *path, StringRef key,
+                                          uint64_t unit = 1) {
+  auto buffer = llvm::MemoryBuffer::getFileAsStream(path);
+  if (!buffer)
+    return std::nullopt;
+  SmallVector<StringRef> lines;
+  (*buffer)->getBuffer().split(lines, '\n');
+  for (StringRef line : lines) {
+    if (!line.consume_front(key))
+      continue;
+    line = line.ltrim(" \t:");
+    uint64_t value;
+    if (line.consumeInteger(10, value))
+      return std::nullopt;
+    return value * unit;
+  }
+  return std::nullopt;
+}
+
 std::optional<uint64_t> getAvailableMemory() {
+  std::optional<uint64_t> available;
+  auto limitTo = [&](std::optional<uint64_t> bytes) {
+    if (bytes)
+      available = std::min(available.value_or(*bytes), *bytes);
+  };
   // MemAvailable counts reclaimable caches, which sysconf's free pages do
   // not; a machine with a full page cache has far more than it says free.
-  if (auto buffer = llvm::MemoryBuffer::getFileAsStream("/proc/meminfo")) {
-    SmallVector<StringRef> lines;
-    (*buffer)->getBuffer().split(lines, '\n');
-    for (StringRef line : lines) {
-      if (!line.consume_front("MemAvailable:"))
-        continue;
-      uint64_t kibibytes;
-      line = line.trim();
-      if (line.consume_back("kB") && !line.trim().getAsInteger(10, kibibytes))
-        return kibibytes * 1024;
-    }
+  if (std::optional<uint64_t> memAvailable =
+          readNumber("/proc/meminfo", "MemAvailable", 1024)) {
+    limitTo(memAvailable);
+  } else {
+    long pages = sysconf(_SC_AVPHYS_PAGES);
+    long pageSize = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && pageSize > 0)
+      limitTo(static_cast<uint64_t>(pages) * static_cast<uint64_t>(pageSize));
   }
-  long pages = sysconf(_SC_AVPHYS_PAGES);
-  long pageSize = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && pageSize > 0)
-    return static_cast<uint64_t>(pages) * static_cast<uint64_t>(pageSize);
-  return std::nullopt;
+  // A container's memory limit (cgroup v2, else v1) and the process's own
+  // address-space limit (ulimit -v) end an allocation before the machine
+  // runs out.
+  auto headroom = [](std::optional<uint64_t> limit,
+                     std::optional<uint64_t> used) -> std::optional<uint64_t> {
+    if (!limit || !used)
+      return std::nullopt;
+    return *limit > *used ? *limit - *used : 0;
+  };
+  limitTo(headroom(readNumber("/sys/fs/cgroup/memory.max", ""),
+                   readNumber("/sys/fs/cgroup/memory.current", "")));
+  limitTo(
+      headroom(readNumber("/sys/fs/cgroup/memory/memory.limit_in_bytes", ""),
+               readNumber("/sys/fs/cgroup/memory/memory.usage_in_bytes", "")));
+  struct rlimit addressSpace;
+  if (getrlimit(RLIMIT_AS, &addressSpace) == 0 &&
+      addressSpace.rlim_cur != RLIM_INFINITY)
+    limitTo(headroom(static_cast<uint64_t>(addressSpace.rlim_cur),
+                     readNumber("/proc/self/status", "VmSize", 1024)));
+  return available;
 }
 
 llvm::Error LaunchMemory::add(StringRef label, uint64_t bytes) {

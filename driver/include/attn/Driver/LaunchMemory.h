@@ -52,8 +52,9 @@ llvm::Expected<int64_t> countElements(llvm::StringRef name,
 std::string formatBytes(uint64_t bytes);
 
 /// The bytes this process can still allocate without swapping: MemAvailable
-/// of /proc/meminfo, else the available physical pages; nullopt when the
-/// system says neither.
+/// of /proc/meminfo (else the available physical pages), less where a
+/// cgroup's memory limit or the address-space limit (ulimit -v) leaves less;
+/// nullopt when the system says nothing.
 std::optional<uint64_t> getAvailableMemory();
 
 /// The tensors a launch allocates, by what holds them.
