@@ -137,6 +137,26 @@ static bool runsNowhere(Operation *op, const IntervalAnalysis &analysis) {
   return false;
 }
 
+/// The read of a kernel input that `divisor` is, through integer casts, or
+/// null: a table of divisors, whose entries the launch can look at.
+static ReadOp getDivisorTableRead(KernelOp kernel, Value divisor) {
+  while (Operation *def = divisor.getDefiningOp()) {
+    if (auto read = dyn_cast<ReadOp>(def)) {
+      auto arg = dyn_cast<BlockArgument>(read.getTensor());
+      if (!arg || arg.getOwner() != &kernel.getEntryBlock() ||
+          arg.getArgNumber() < kernel.getNumDims() ||
+          arg.getArgNumber() >= kernel.getNumDims() + kernel.getNumInputs())
+        return ReadOp();
+      return read;
+    }
+    if (!isa<arith::IndexCastOp, arith::ExtSIOp, arith::ExtUIOp,
+             arith::TruncIOp>(def))
+      return ReadOp();
+    divisor = def->getOperand(0);
+  }
+  return ReadOp();
+}
+
 /// The subscripts that may leave their tensors at a launch, among those
 /// that are read at all.
 static SmallVector<SubscriptViolation>
@@ -340,7 +360,15 @@ llvm::Error checkLaunch(KernelOp kernel, const Launch &launch) {
     }
     return Interval::range(static_cast<int64_t>(lo), static_cast<int64_t>(hi));
   };
-  return checkSubscripts(kernel, launch.dims, launch.params, inputRange);
+  auto firstZero = [&](unsigned i) -> std::optional<int64_t> {
+    const HostTensor &tensor = launch.inputs[i];
+    for (int64_t e = 0; e < tensor.getNumElements(); ++e)
+      if (tensor.getAsDouble(e) == 0)
+        return e;
+    return std::nullopt;
+  };
+  return checkSubscripts(kernel, launch.dims, launch.params, inputRange,
+                         firstZero);
 }
 
 /// "file:line:col: " of `loc`, or nothing when it has no file position.
@@ -455,7 +483,8 @@ describeUnevenDimDivision(KernelOp kernel, ArrayRef<int64_t> dims,
 llvm::Error
 checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
                 ArrayRef<double> params,
-                std::function<std::optional<Interval>(unsigned)> inputRange) {
+                std::function<std::optional<Interval>(unsigned)> inputRange,
+                std::function<std::optional<int64_t>(unsigned)> firstZero) {
   LaunchFacts facts;
   facts.dims = dims;
   facts.params = params;
@@ -480,6 +509,52 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
     }
     return WalkResult::advance();
   });
+  // A divisor read from a table: refuse the launch when the table holds a
+  // 0 where the read may read (the kernel would divide by it).
+  if (firstZero && !zeroDivision) {
+    std::string tableError;
+    kernel.walk([&](Operation *op) {
+      if (!isa<arith::DivSIOp, arith::DivUIOp, arith::RemSIOp, arith::RemUIOp,
+               arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(
+              op) ||
+          runsNowhere(op, analysis))
+        return WalkResult::advance();
+      Interval divisor = analysis.lookup(op->getOperand(1));
+      if (divisor.bounded && (divisor.lo > 0 || divisor.hi < 0))
+        return WalkResult::advance();
+      ReadOp read = getDivisorTableRead(kernel, op->getOperand(1));
+      if (!read)
+        return WalkResult::advance();
+      unsigned input = cast<BlockArgument>(read.getTensor()).getArgNumber() -
+                       kernel.getNumDims();
+      std::optional<int64_t> zero = firstZero(input);
+      if (!zero)
+        return WalkResult::advance();
+      // The zero's index, and whether every subscript may reach it.
+      std::vector<int64_t> shape = getTensorShape(kernel, input, dims);
+      SmallVector<int64_t> index(shape.size());
+      int64_t rest = *zero;
+      for (int64_t k = shape.size() - 1; k >= 0; --k) {
+        index[k] = shape[k] ? rest % shape[k] : 0;
+        rest = shape[k] ? rest / shape[k] : 0;
+      }
+      for (auto [k, subscript] : llvm::enumerate(read.getSubscripts())) {
+        Interval reach = analysis.lookup(subscript);
+        if (reach.bounded && (index[k] < reach.lo || index[k] > reach.hi))
+          return WalkResult::advance();
+      }
+      std::string at;
+      for (int64_t i : index)
+        at += (at.empty() ? "" : ", ") + std::to_string(i);
+      tableError = describeLocation(op->getLoc()) +
+                   "integer division by zero: the divisor is read from '" +
+                   nameAt(kernel.getInputNames(), input).str() +
+                   "', which holds 0 at [" + at + "]";
+      return WalkResult::interrupt();
+    });
+    if (!tableError.empty())
+      return makeError("launch refused: " + tableError);
+  }
   if (zeroDivision) {
     std::string values;
     for (unsigned i = 0; i < kernel.getNumParams(); ++i) {

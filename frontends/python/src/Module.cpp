@@ -358,7 +358,24 @@ public:
       throwValueError(std::move(error));
     if (llvm::Error error = checkParamValues(getKernel(), params))
       throwValueError(std::move(error));
-    if (llvm::Error error = checkSubscripts(getKernel(), dims, params, range))
+    auto firstZero = [&](unsigned i) -> std::optional<int64_t> {
+      const TensorView &view = inputs[i];
+      int64_t count = 1;
+      for (int64_t size : view.shape)
+        count *= size;
+      for (int64_t e = 0; e < count; ++e) {
+        bool zero = view.type == DType::I32
+                        ? static_cast<const int32_t *>(view.data)[e] == 0
+                    : view.type == DType::I64
+                        ? static_cast<const int64_t *>(view.data)[e] == 0
+                        : static_cast<const int8_t *>(view.data)[e] == 0;
+        if (zero)
+          return e;
+      }
+      return std::nullopt;
+    };
+    if (llvm::Error error =
+            checkSubscripts(getKernel(), dims, params, range, firstZero))
       throwValueError(std::move(error));
   }
 
