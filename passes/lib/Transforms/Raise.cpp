@@ -906,6 +906,9 @@ static bool feedsNormalizer(Value value) {
     if (!seen.insert(next).second)
       continue;
     for (Operation *user : next.getUsers()) {
+      // Einsums read tensors in their bodies.
+      if (isa<ReadOp>(user))
+        user = user->getParentOp();
       if (isa<SoftmaxOp, NormalizeOp>(user))
         return true;
       auto einsum = dyn_cast<EinsumOp>(user);
