@@ -67,12 +67,17 @@ def _check_target(target):
                          "'sm_80'), got %r" % (target,))
 
 
-def _check_shapes(shapes):
+def _check_shapes(shapes, allow_zero=False):
+    """Sizes fixed at compile time must be positive; sizes of a launch
+    (`allow_zero`) may be 0, where the result is empty or a row keeps no
+    key."""
     shapes = dict(shapes or {})
+    least = 0 if allow_zero else 1
     for name, size in shapes.items():
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise ValueError("shapes: size of '%s' must be a positive "
-                             "integer, got %r" % (name, size))
+        if not isinstance(size, int) or isinstance(size, bool) or size < least:
+            raise ValueError("shapes: size of '%s' must be a %s integer, "
+                             "got %r" % (name, "non-negative" if allow_zero
+                                         else "positive", size))
     return shapes
 
 
@@ -290,14 +295,15 @@ class CpuKernel(Kernel):
         return results[0] if len(results) == 1 else tuple(results)
 
     def random_inputs(self, shapes=None, seed=0):
-        """Random NumPy inputs as `attnc run` makes them (floats N(0, 1),
-        gather indices in range, a few small ids), in input order. Dims not
-        in `shapes` get the defaults attnc run picks. bf16 and f16 inputs
-        come back as float32 arrays."""
-        dims = self._native.bind_dims(_check_shapes(shapes))
+        """Random NumPy inputs as `attnc run` makes them (floats N(0, 1);
+        integers drawn for their role: gather indices in range, divisors
+        nonzero, lengths over the range they are compared with, ids in
+        runs), in input order. Dims not in `shapes` get the defaults attnc
+        run picks. bf16 and f16 inputs come back as float32 arrays."""
+        dims = self._native.bind_dims(_check_shapes(shapes, allow_zero=True))
         return self._native.random_inputs(dims, seed)
 
     def bind_dims(self, shapes=None):
         """Every dim's value as `attnc run --shape` binds them."""
-        values = self._native.bind_dims(_check_shapes(shapes))
+        values = self._native.bind_dims(_check_shapes(shapes, allow_zero=True))
         return {name: value for (name, _), value in zip(self._dims, values)}
