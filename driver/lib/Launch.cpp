@@ -278,10 +278,11 @@ llvm::Error checkParamValues(KernelOp kernel, ArrayRef<double> params) {
       return makeError(llvm::formatv(
           "param '{0}' is {1}: expected an integer, got {2}", name, type,
           show(value)));
-    // The range of the param's width; an i64's ends are powers of two,
-    // exact as doubles.
+    // The range of the param's width; params travel as doubles, so an i64
+    // is limited to the integers a double holds exactly (|v| <= 2^53).
+    // The ends are powers of two, exact as doubles.
     unsigned width = type.getWidth();
-    double limit = std::ldexp(1.0, static_cast<int>(width) - 1);
+    double limit = std::ldexp(1.0, std::min(static_cast<int>(width) - 1, 53));
     if (value < -limit || value >= limit)
       return makeError(llvm::formatv(
           "param '{0}' is {1}: {2} is out of its range [{3}, {4}]", name,
