@@ -18,6 +18,7 @@
 #include "llvm/Support/MathExtras.h"
 
 #include <limits>
+#include <map>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -132,7 +133,10 @@ private:
   OpBuilder b;
   Location loc;
   DenseMap<Value, AbstractValue> values;
-  DenseMap<int64_t, Value> indexConstants;
+  /// A std::map: DenseMap<int64_t> reserves INT64_MAX and INT64_MAX - 1
+  /// as its empty and tombstone keys, and the bounds of an i64 mask tensor
+  /// are those values.
+  std::map<int64_t, Value> indexConstants;
   Value constantTrue, constantFalse;
 };
 
