@@ -895,9 +895,10 @@ LogicalResult CascadeRewriter::rewrite(DenseSet<Operation *> &erased) {
   return success();
 }
 
-/// Whether `value` reaches a softmax or normalize through elementwise
-/// einsums and keeps: a sum that does is meant as the scores of an
-/// attention, and not raising it deserves a remark.
+/// Whether `value` reaches a softmax or normalize, or a weighted sum (a
+/// summing einsum: normalizer none), through elementwise einsums and
+/// keeps: a sum that does is meant as the scores of an attention, and not
+/// raising it deserves a remark.
 static bool feedsNormalizer(Value value) {
   SmallVector<Value> worklist{value};
   DenseSet<Value> seen;
@@ -912,6 +913,8 @@ static bool feedsNormalizer(Value value) {
       if (isa<SoftmaxOp, NormalizeOp>(user))
         return true;
       auto einsum = dyn_cast<EinsumOp>(user);
+      if (einsum && einsum.getKind() == ReductionKind::Sum)
+        return true;
       if (isa<KeepOp>(user) ||
           (einsum && einsum.getKind() == ReductionKind::None))
         worklist.push_back(user->getResult(0));
