@@ -5,9 +5,11 @@ Generates random valid `.attn` specs (head structures, dtypes, score mods,
 masks, normalizers, statistic outputs, params, awkward sizes) and checks that
 `attnc run --check` agrees with the float64 reference on the fused and the
 unfused CPU pipelines; where ptxas is available it also compiles each spec for
-sm_90a and sm_80 and assembles every PTX module of the package. A GPU compile
-may refuse a spec its backend does not support (a clean error); a crash or a
-ptxas error is a failure.
+sm_90a and sm_80, assembles every PTX module of the package and has the
+runtime's attnc-launch check the CPU run's launch against the package (which
+it does before it needs a GPU). A GPU compile may refuse a spec its backend
+does not support (a clean error); a crash, a ptxas error or a launch the
+package refuses is a failure.
 
 Usage:
   spec_fuzzer.py --attnc PATH [--ptxas PATH] [--seconds 120] [--seed N]
@@ -35,14 +37,10 @@ import time
 # Known compiler bugs the generator steers around by default, so that a run
 # keeps finding new ones; --allow-known-bugs generates them anyway.
 KNOWN_BUGS = {
-    "silent-no-normalizer":
-        "a sum over d that is not the product of two kernel inputs gets no "
-        "'not raised' remark unless it reaches a softmax or normalize op "
-        "(sigmoid attention, written-out softmax)",
-    "i64-mask-tensor":
-        "a mask reading an i64 tensor makes the tile classifier key a "
-        "DenseMap<int64_t> with INT64_MAX (its empty key) and build ops on "
-        "garbage Values",
+    "gpu-abs-constraint":
+        "the GPU package of a spec with an integer abs in a subscript "
+        "carries a constraint no launch meets (its range finder takes "
+        "max(x, 0 - x) as [max(lo, -hi), max(hi, -lo)])",
 }
 
 # A crash, whether the process died or attnc caught it and said so.
@@ -382,12 +380,8 @@ def sanitize(case, rng, avoid):
                 else 60
             while mod["coef"] * 3 * longest > limit and mod["coef"] > 0.05:
                 mod["coef"] = {1.0: 0.25, 0.25: 0.05}[mod["coef"]]
-    if "i64-mask-tensor" in avoid and case["int_dtype"] == "i64":
-        case["int_dtype"] = "i32"
-    if "silent-no-normalizer" in avoid:
-        case["silent_ok"] = case["scale"] in ("inside", "prescaled") and \
-            case["norm"]["kind"] in ("none", "explicit_softmax",
-                                     "explicit_normalize")
+    if "gpu-abs-constraint" in avoid:
+        case["skip_launch_check"] = any(m.get("abs") for m in case["mods"])
 
 
 # ===------------------------------------------------------------------=== #
@@ -803,7 +797,7 @@ def render(case, name="fuzz"):
         gpu_case = dict(case, decl_dtype=case["gpu_dtype"])
         gpu_text = render(gpu_case, name).text
     return Rendered(text, run_args, gpu_text, gpu_args, tags(case),
-                    expect_remark=not case.get("silent_ok"))
+                    launch_check=not case.get("skip_launch_check"))
 
 
 class Rendered:
@@ -811,12 +805,12 @@ class Rendered:
     and arguments of the GPU compiles, and feature tags."""
 
     def __init__(self, text, run_args, gpu_text, gpu_args, case_tags=(),
-                 expect_remark=True):
+                 launch_check=True):
         self.text, self.run_args = text, run_args
         self.gpu_text, self.gpu_args = gpu_text, gpu_args
         self.tags = list(case_tags)
-        # False where a known bug leaves the fallback without a remark.
-        self.expect_remark = expect_remark
+        # False where a known bug makes the package refuse the launch.
+        self.launch_check = launch_check
 
 
 def tags(case):
@@ -883,14 +877,15 @@ STAGE_SECONDS = collections.Counter()
 MALLOC_PERTURB = "165"
 
 
-def run_command(argv, cwd=None):
+def run_command(argv, env=None):
     start = time.monotonic()
+    extra = dict(env or {})
+    if not argv[0].endswith("ptxas"):
+        extra["MALLOC_PERTURB_"] = MALLOC_PERTURB
     try:
         return subprocess.run(argv, capture_output=True, text=True,
-                              timeout=COMMAND_TIMEOUT, cwd=cwd,
-                              errors="replace",
-                              env=None if argv[0].endswith("ptxas") else
-                              dict(os.environ, MALLOC_PERTURB_=MALLOC_PERTURB))
+                              timeout=COMMAND_TIMEOUT, errors="replace",
+                              env=dict(os.environ, **extra))
     except OSError as e:
         # Not a finding about the spec: the tool itself cannot be started.
         sys.exit(f"spec_fuzzer: cannot run {argv[0]}: {e}")
@@ -900,7 +895,8 @@ def run_command(argv, cwd=None):
             f"\n(timed out after {COMMAND_TIMEOUT}s)")
     finally:
         tool = os.path.basename(argv[0])
-        STAGE_SECONDS[f"{tool} {argv[1]}" if tool != "ptxas" else tool] += \
+        STAGE_SECONDS[f"{tool} {argv[1]}" if tool.startswith("attnc") and
+                      not tool.startswith("attnc-") else tool] += \
             time.monotonic() - start
 
 
@@ -926,7 +922,7 @@ def normalize_reason(line):
     return line[:110]
 
 
-def check_cpu(attnc, spec, run_args, fuse, expect_remark=True):
+def check_cpu(attnc, spec, run_args, fuse):
     stage = "cpu-fused" if fuse else "cpu-unfused"
     argv = [attnc, "run", spec, "--check", "--json", "--no-cache"] + \
         run_args + ([] if fuse else ["--fuse=false"])
@@ -959,8 +955,7 @@ def check_cpu(attnc, spec, run_args, fuse, expect_remark=True):
     info = dict(result)
     info["not_raised"] = normalize_reason(remark.group(1)) if remark else None
     # DESIGN.md: when a fast path does not apply, attnc says which and why.
-    if fuse and result.get("path") == "unfused" and not remark and \
-            expect_remark:
+    if fuse and result.get("path") == "unfused" and not remark:
         return Outcome(stage, argv, proc, f"{stage}:silent",
                        note="the fused run took the unfused path without a "
                             "'not raised' remark")
@@ -987,7 +982,24 @@ def package_modules(path):
         at = match.end() + size + 1
 
 
-def check_gpu(attnc, ptxas, spec, gpu_args, chip, work):
+def launch_args(r):
+    """attnc-launch options for the CPU run's sizes, params and seed, less
+    the dims the GPU compile fixed."""
+    def items(flag, args):
+        if flag not in args:
+            return []
+        return args[args.index(flag) + 1].split(",")
+    fixed = {item.split("=")[0] for item in items("--shape", r.gpu_args)}
+    dims = [item for item in items("--shape", r.run_args)
+            if item.split("=")[0] not in fixed]
+    argv = ["--dim", ",".join(dims)] if dims else []
+    for item in items("--param", r.run_args):
+        argv += ["--param", item]
+    return argv + ["--int-range", "0,4"]
+
+
+def check_gpu(tools, spec, r, chip, work):
+    attnc, ptxas, gpu_args = tools.attnc, tools.ptxas, r.gpu_args
     stage = f"gpu-{chip}"
     package = os.path.join(work, f"{chip}.attnpkg")
     if os.path.exists(package):
@@ -1028,6 +1040,20 @@ def check_gpu(attnc, ptxas, spec, gpu_args, chip, work):
                           f"{stage}:ptxas", note=first_error(assembled.stderr))
             out.output = f"(attnc compile succeeded)\n{out.output}"
             return out
+    # The runtime checks a launch (sizes, constraints, params) before it
+    # needs a device: the package must take every launch the CPU run took.
+    if tools.launch and r.launch_check:
+        largv = [tools.launch, package] + launch_args(r)
+        # No device even where there is one: the checks are what counts.
+        launched = run_command(largv, env={
+            "ATTNC_LIBCUDA": "/nonexistent/libcuda.so.1"})
+        if launched.returncode != 0 and \
+                "ATTNC_ERROR_NO_DEVICE" not in launched.stderr:
+            out = Outcome(stage, argv + ["&&"] + largv, launched,
+                          f"{stage}:launch-check",
+                          note=normalize_reason(first_error(launched.stderr)))
+            out.output = f"(attnc compile and ptxas succeeded)\n{out.output}"
+            return out
     return Outcome(stage, argv, proc, info={"modules": len(modules)})
 
 
@@ -1038,16 +1064,14 @@ def check_spec(r, tools, work):
         f.write(r.text)
     outcomes = []
     for fuse in (True, False):
-        outcomes.append(check_cpu(tools.attnc, spec, r.run_args, fuse,
-                                  r.expect_remark))
+        outcomes.append(check_cpu(tools.attnc, spec, r.run_args, fuse))
         if outcomes[-1].fail:
             return outcomes
     if tools.ptxas:
         with open(spec, "w") as f:
             f.write(r.gpu_text)
         for chip in ("sm_90a", "sm_80"):
-            outcomes.append(check_gpu(tools.attnc, tools.ptxas, spec,
-                                      r.gpu_args, chip, work))
+            outcomes.append(check_gpu(tools, spec, r, chip, work))
             if outcomes[-1].fail:
                 return outcomes
     return outcomes
@@ -1270,8 +1294,8 @@ class Stats:
 
 
 class Tools:
-    def __init__(self, attnc, ptxas):
-        self.attnc, self.ptxas = attnc, ptxas
+    def __init__(self, attnc, ptxas, launch):
+        self.attnc, self.ptxas, self.launch = attnc, ptxas, launch
 
 
 def find_ptxas(given):
@@ -1313,6 +1337,9 @@ def main():
     parser.add_argument("--attnc", required=True, help="the attnc binary")
     parser.add_argument("--ptxas", help="ptxas (default: PATH or the CUDA "
                         "toolkit; 'none' skips the GPU checks)")
+    parser.add_argument("--attnc-launch", help="the runtime's launcher, to "
+                        "check GPU launches without a GPU (default: next to "
+                        "attnc)")
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", default="spec-fuzz-failures",
@@ -1331,7 +1358,10 @@ def main():
     parser.add_argument("--print-specs", action="store_true")
     args = parser.parse_args()
 
-    tools = Tools(os.path.abspath(args.attnc), find_ptxas(args.ptxas))
+    launch = args.attnc_launch or os.path.join(
+        os.path.dirname(os.path.abspath(args.attnc)), "attnc-launch")
+    tools = Tools(os.path.abspath(args.attnc), find_ptxas(args.ptxas),
+                  launch if os.access(launch, os.X_OK) else None)
     work = tempfile.mkdtemp(prefix="spec-fuzz-")
     # Keep any cache the compiler still touches out of the user's.
     os.environ["XDG_CACHE_HOME"] = os.path.join(work, "cache")
@@ -1342,7 +1372,8 @@ def main():
             int(time.time() * 1000) % 2**31
         print(f"spec_fuzzer: seed {seed}", flush=True)
         print(f"attnc: {tools.attnc}; ptxas: {tools.ptxas or 'not found'} "
-              f"(GPU checks {'on' if tools.ptxas else 'off'})", flush=True)
+              f"(GPU checks {'on' if tools.ptxas else 'off'}); attnc-launch: "
+              f"{tools.launch or 'not found'}", flush=True)
         avoid = set() if args.allow_known_bugs else set(KNOWN_BUGS)
         if avoid:
             print("avoiding known bugs: " + ", ".join(sorted(avoid)))
