@@ -85,6 +85,14 @@ TEST_F(FatalErrorsTest, AFailedAllocationComesBackAsOutOfMemory) {
 }
 
 TEST_F(FatalErrorsTest, AFatalErrorInACompileFailsThatCompileOnly) {
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  // Recovery leaves the abandoned compile's destructors unrun (its memory
+  // leaks, by design), which LeakSanitizer reports at exit; the protected
+  // regions themselves are covered by the tests above.
+  GTEST_SKIP() << "LeakSanitizer reports the abandoned compile's memory";
+#endif
+#endif
   mlir::MLIRContext context;
   test::loadCodegenDialects(context);
   auto compile = [&]() -> llvm::Expected<std::unique_ptr<CpuKernel>> {
