@@ -14,10 +14,13 @@ package refuses is a failure.
 Usage:
   spec_fuzzer.py --attnc PATH [--ptxas PATH] [--seconds 120] [--seed N]
                  [--out DIR] [--replay FILE.attn ...]
+                 [--keep-going] [--jobs N] [--allow-known-bugs]
 
 The run is deterministic given the seed (the number of specs depends on the
 time budget). A failing spec is reduced by dropping features while it keeps
-failing the same way, and written with its command lines and output to --out.
+failing the same way, and written with its command lines and output to --out;
+--replay checks such files again (their `// fuzz-run:` and `// fuzz-gpu:`
+lines hold the launch).
 """
 import argparse
 import collections
