@@ -94,8 +94,8 @@ def gen_atom(rng, case):
     kind = rng.choice(MASK_ATOMS) if rng.random() > 0.01 else "content"
     atom = {"kind": kind}
     n_len = case["shape"]["N"]
-    # Runtime values at the ends of i32 probe overflow in the bounds the
-    # mask analysis derives; literals stay small.
+    # Runtime values at the ends of the param's type probe overflow in the
+    # bounds the mask analysis derives; literals stay small.
     wide = case.get("int_param_type") == "i64"
     # (Params travel as doubles: i64 params are limited to +-2^53.)
     ends = [2**53 - 1, -2**53, 2**40, -2**40] if wide \
@@ -179,6 +179,7 @@ def gen_mask(rng, case, depth=0):
 
 
 def gen_mod(rng):
+    """One score mod (applied to the scores in the order drawn)."""
     kind = rng.choice(MODS)
     mod = {"kind": kind}
     if kind == "bucket":
@@ -200,6 +201,8 @@ def gen_mod(rng):
 
 
 def gen_norm(rng):
+    """The weights: a normalizer, elementwise weights or a written-out
+    cascade; the usual ones more often."""
     kind = rng.choice(NORMS + ("softmax", "sink", "normalize"))
     norm = {"kind": kind}
     if kind == "sink":
