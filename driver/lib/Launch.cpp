@@ -137,6 +137,13 @@ static bool runsNowhere(Operation *op, const IntervalAnalysis &analysis) {
   return false;
 }
 
+/// Whether `op` divides integers (a quotient or a remainder): what traps
+/// on a zero divisor.
+static bool isIntegerDivision(Operation *op) {
+  return isa<arith::DivSIOp, arith::DivUIOp, arith::RemSIOp, arith::RemUIOp,
+             arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(op);
+}
+
 /// The read of a kernel input that `divisor` is, through integer casts, or
 /// null: a table of divisors, whose entries the launch can look at.
 static ReadOp getDivisorTableRead(KernelOp kernel, Value divisor) {
@@ -499,9 +506,7 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
   // (a param or size that makes it so) would trap in the kernel.
   Operation *zeroDivision = nullptr;
   kernel.walk([&](Operation *op) {
-    if (!isa<arith::DivSIOp, arith::DivUIOp, arith::RemSIOp, arith::RemUIOp,
-             arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(op) ||
-        runsNowhere(op, analysis))
+    if (!isIntegerDivision(op) || runsNowhere(op, analysis))
       return WalkResult::advance();
     Interval divisor = analysis.lookup(op->getOperand(1));
     if (divisor.bounded && divisor.lo == 0 && divisor.hi == 0) {
@@ -515,10 +520,7 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
   if (firstZero && !zeroDivision) {
     std::string tableError;
     kernel.walk([&](Operation *op) {
-      if (!isa<arith::DivSIOp, arith::DivUIOp, arith::RemSIOp, arith::RemUIOp,
-               arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(
-              op) ||
-          runsNowhere(op, analysis))
+      if (!isIntegerDivision(op) || runsNowhere(op, analysis))
         return WalkResult::advance();
       Interval divisor = analysis.lookup(op->getOperand(1));
       if (divisor.bounded && (divisor.lo > 0 || divisor.hi < 0))

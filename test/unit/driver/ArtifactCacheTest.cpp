@@ -10,6 +10,7 @@
 #include "attn/CPU/CpuKernel.h"
 #include "attn/CPU/CpuTarget.h"
 #include "attn/CPU/Pipeline.h"
+#include "DriverTestUtil.h"
 #include "attn/Driver/ArtifactCache.h"
 #include "attn/Driver/CacheKey.h"
 #include "attn/Driver/Compile.h"
@@ -88,16 +89,7 @@ protected:
   void TearDown() override { llvm::sys::fs::remove_directories(cacheDir); }
 
   mlir::OwningOpRef<mlir::ModuleOp> parse(llvm::StringRef spec) {
-    llvm::SourceMgr sourceMgr;
-    sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(spec),
-                                 llvm::SMLoc());
-    mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> module =
-        dsl::compileSpec(sourceMgr, context);
-    if (mlir::failed(module)) {
-      ADD_FAILURE() << "cannot compile the spec";
-      return nullptr;
-    }
-    return std::move(*module);
+    return test::parseSpec(context, spec);
   }
 
   CacheOptions cached() const { return CacheOptions{cacheDir}; }
