@@ -5,6 +5,7 @@
 #include "attn/Analysis/IntervalAnalysis.h"
 #include "attn/Driver/IntegerInputs.h"
 #include "attn/Driver/LaunchMemory.h"
+#include "attn/Driver/ZeroDivisors.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/ADT/STLExtras.h"
@@ -137,31 +138,9 @@ static bool runsNowhere(Operation *op, const IntervalAnalysis &analysis) {
   return false;
 }
 
-/// Whether `op` divides integers (a quotient or a remainder): what traps
-/// on a zero divisor.
-static bool isIntegerDivision(Operation *op) {
-  return isa<arith::DivSIOp, arith::DivUIOp, arith::RemSIOp, arith::RemUIOp,
-             arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(op);
-}
-
-/// The read of a kernel input that `divisor` is, through integer casts, or
-/// null: a table of divisors, whose entries the launch can look at.
-static ReadOp getDivisorTableRead(KernelOp kernel, Value divisor) {
-  while (Operation *def = divisor.getDefiningOp()) {
-    if (auto read = dyn_cast<ReadOp>(def)) {
-      auto arg = dyn_cast<BlockArgument>(read.getTensor());
-      if (!arg || arg.getOwner() != &kernel.getEntryBlock() ||
-          arg.getArgNumber() < kernel.getNumDims() ||
-          arg.getArgNumber() >= kernel.getNumDims() + kernel.getNumInputs())
-        return ReadOp();
-      return read;
-    }
-    if (!isa<arith::IndexCastOp, arith::ExtSIOp, arith::ExtUIOp,
-             arith::TruncIOp>(def))
-      return ReadOp();
-    divisor = def->getOperand(0);
-  }
-  return ReadOp();
+/// A table the caller cannot read.
+static std::optional<int64_t> noTableEntry(unsigned, int64_t) {
+  return std::nullopt;
 }
 
 /// The subscripts that may leave their tensors at a launch, among those
@@ -368,15 +347,11 @@ llvm::Error checkLaunch(KernelOp kernel, const Launch &launch) {
     }
     return Interval::range(static_cast<int64_t>(lo), static_cast<int64_t>(hi));
   };
-  auto firstZero = [&](unsigned i) -> std::optional<int64_t> {
-    const HostTensor &tensor = launch.inputs[i];
-    for (int64_t e = 0; e < tensor.getNumElements(); ++e)
-      if (tensor.getAsDouble(e) == 0)
-        return e;
-    return std::nullopt;
+  auto tableEntry = [&](unsigned i, int64_t flat) -> std::optional<int64_t> {
+    return static_cast<int64_t>(launch.inputs[i].getAsDouble(flat));
   };
   return checkSubscripts(kernel, launch.dims, launch.params, inputRange,
-                         firstZero);
+                         tableEntry);
 }
 
 /// "file:line:col: " of `loc`, or nothing when it has no file position.
@@ -492,7 +467,7 @@ llvm::Error
 checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
                 ArrayRef<double> params,
                 std::function<std::optional<Interval>(unsigned)> inputRange,
-                std::function<std::optional<int64_t>(unsigned)> firstZero) {
+                const TableEntry &tableEntry) {
   LaunchFacts facts;
   facts.dims = dims;
   facts.params = params;
@@ -502,8 +477,11 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
   for (unsigned i = 0; i < kernel.getNumDims(); ++i)
     sizes += llvm::formatv("{0}{1}={2}", i ? "," : "",
                            nameAt(kernel.getDimNames(), i), dims[i]);
-  // An integer division or remainder whose divisor is 0 at this launch
-  // (a param or size that makes it so) would trap in the kernel.
+  auto runsNowhereAtThisLaunch = [&](Operation *op) {
+    return runsNowhere(op, analysis);
+  };
+  // An integer division or remainder whose divisor is 0 at this launch (a
+  // param or size that makes it so) would divide by zero in the kernel.
   Operation *zeroDivision = nullptr;
   kernel.walk([&](Operation *op) {
     if (!isIntegerDivision(op) || runsNowhere(op, analysis))
@@ -515,49 +493,6 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
     }
     return WalkResult::advance();
   });
-  // A divisor read from a table: refuse the launch when the table holds a
-  // 0 where the read may read (the kernel would divide by it).
-  if (firstZero && !zeroDivision) {
-    std::string tableError;
-    kernel.walk([&](Operation *op) {
-      if (!isIntegerDivision(op) || runsNowhere(op, analysis))
-        return WalkResult::advance();
-      Interval divisor = analysis.lookup(op->getOperand(1));
-      if (divisor.bounded && (divisor.lo > 0 || divisor.hi < 0))
-        return WalkResult::advance();
-      ReadOp read = getDivisorTableRead(kernel, op->getOperand(1));
-      if (!read)
-        return WalkResult::advance();
-      unsigned input = cast<BlockArgument>(read.getTensor()).getArgNumber() -
-                       kernel.getNumDims();
-      std::optional<int64_t> zero = firstZero(input);
-      if (!zero)
-        return WalkResult::advance();
-      // The zero's index, and whether every subscript may reach it.
-      std::vector<int64_t> shape = getTensorShape(kernel, input, dims);
-      SmallVector<int64_t> index(shape.size());
-      int64_t rest = *zero;
-      for (int64_t k = shape.size() - 1; k >= 0; --k) {
-        index[k] = shape[k] ? rest % shape[k] : 0;
-        rest = shape[k] ? rest / shape[k] : 0;
-      }
-      for (auto [k, subscript] : llvm::enumerate(read.getSubscripts())) {
-        Interval reach = analysis.lookup(subscript);
-        if (reach.bounded && (index[k] < reach.lo || index[k] > reach.hi))
-          return WalkResult::advance();
-      }
-      std::string at;
-      for (int64_t i : index)
-        at += (at.empty() ? "" : ", ") + std::to_string(i);
-      tableError = describeLocation(op->getLoc()) +
-                   "integer division by zero: the divisor is read from '" +
-                   nameAt(kernel.getInputNames(), input).str() +
-                   "', which holds 0 at [" + at + "]";
-      return WalkResult::interrupt();
-    });
-    if (!tableError.empty())
-      return makeError("launch refused: " + tableError);
-  }
   if (zeroDivision) {
     std::string values;
     for (unsigned i = 0; i < kernel.getNumParams(); ++i) {
@@ -569,6 +504,14 @@ checkSubscripts(KernelOp kernel, ArrayRef<int64_t> dims,
         "integer division by zero: the divisor is 0 for sizes " + sizes +
         values);
   }
+  // Divisors computed from indices and tables: zero at some point.
+  if (std::optional<ZeroDivisor> zero =
+          findZeroDivisor(kernel, analysis, dims, params,
+                          tableEntry ? tableEntry : TableEntry(noTableEntry),
+                          runsNowhereAtThisLaunch))
+    return makeError("launch refused: " +
+                     describeLocation(zero->division->getLoc()) +
+                     "integer division by zero: " + zero->reason);
   SmallVector<SubscriptViolation> violations = findLiveViolations(analysis);
   if (violations.empty())
     return llvm::Error::success();

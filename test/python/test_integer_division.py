@@ -56,12 +56,32 @@ def test_a_zero_the_kernel_does_not_read_is_no_error():
     k(Q, K, V, np.array([2, 0], np.int32))
 
 
-def test_a_zero_divisor_computed_from_a_table_does_not_trap():
-    # W[b] - 1 is 0 for W[b] = 1: the launch cannot see it, the reference
-    # reports it, and the kernel runs to the end.
-    k = attnc.compile(BLOCKS.replace("/ W[b]", "/ (W[b] - 1)"))
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_zero_divisor_computed_from_a_table_refuses_the_launch(fused):
+    # W[b] - 1 is 0 for W[b] = 1: the launch evaluates the divisor at every
+    # b and refuses, as the reference would report it.
+    spec = BLOCKS.replace("/ W[b]", "/ (W[b] - 1)")
+    k = attnc.compile(spec if fused else spec.replace("softmax[n](S)",
+                                                      "softmax[n](S * 1.0)"))
     Q, K, V = inputs()
     W = np.array([2, 1, 3], np.int32)
-    k(Q, K, V, W)
+    with pytest.raises(ValueError, match=r"integer division by zero: the "
+                       r"divisor is 0 at b=1 \(computed from 'W'\)"):
+        k(Q, K, V, W)
     with pytest.raises(ValueError, match="division by zero"):
         k.reference(Q, K, V, W)
+    W = np.array([2, 4, 0], np.int32)
+    O = k(Q, K, V, W)
+    expected = k.reference(Q, K, V, W)
+    assert np.linalg.norm(O - expected) <= 1e-5 * np.linalg.norm(expected)
+
+
+def test_a_divisor_of_indices_and_tables_is_checked_at_every_point():
+    # n - W[b] is 0 only at n = W[b]: found wherever it is.
+    k = attnc.compile(BLOCKS.replace("(m + (N - M)) / W[b] == n / W[b]",
+                                     "m % (n - W[b]) >= 0"))
+    Q, K, V = inputs(N=11)
+    with pytest.raises(ValueError, match=r"the divisor is 0 at b=0, n=10 "
+                       r"\(computed from 'W'\)"):
+        k(Q, K, V, np.array([10, 20, 30], np.int32))
+    k(Q, K, V, np.array([11, -1, 12], np.int32))

@@ -322,6 +322,18 @@ public:
     return result;
   }
 
+  /// Entry `flat` of an integer tensor in host memory.
+  static int64_t readIntegerEntry(const TensorView &view, int64_t flat) {
+    switch (view.type) {
+    case DType::I32:
+      return static_cast<const int32_t *>(view.data)[flat];
+    case DType::I64:
+      return static_cast<const int64_t *>(view.data)[flat];
+    default:
+      return static_cast<const int8_t *>(view.data)[flat];
+    }
+  }
+
   /// The subscript checks of a launch on Python's buffers: a refusal is a
   /// ValueError with the driver's message.
   void checkLaunch(const std::vector<int64_t> &dims,
@@ -337,16 +349,7 @@ public:
         count *= size;
       if (count == 0)
         return mlir::attn::Interval::range(0, 0);
-      auto read = [&](int64_t e) -> int64_t {
-        switch (view.type) {
-        case DType::I32:
-          return static_cast<const int32_t *>(view.data)[e];
-        case DType::I64:
-          return static_cast<const int64_t *>(view.data)[e];
-        default:
-          return static_cast<const int8_t *>(view.data)[e];
-        }
-      };
+      auto read = [&](int64_t e) { return readIntegerEntry(view, e); };
       int64_t lo = read(0), hi = lo;
       for (int64_t e = 1; e < count; ++e) {
         lo = std::min(lo, read(e));
@@ -358,24 +361,11 @@ public:
       throwValueError(std::move(error));
     if (llvm::Error error = checkParamValues(getKernel(), params))
       throwValueError(std::move(error));
-    auto firstZero = [&](unsigned i) -> std::optional<int64_t> {
-      const TensorView &view = inputs[i];
-      int64_t count = 1;
-      for (int64_t size : view.shape)
-        count *= size;
-      for (int64_t e = 0; e < count; ++e) {
-        bool zero = view.type == DType::I32
-                        ? static_cast<const int32_t *>(view.data)[e] == 0
-                    : view.type == DType::I64
-                        ? static_cast<const int64_t *>(view.data)[e] == 0
-                        : static_cast<const int8_t *>(view.data)[e] == 0;
-        if (zero)
-          return e;
-      }
-      return std::nullopt;
+    auto tableEntry = [&](unsigned i, int64_t flat) -> std::optional<int64_t> {
+      return readIntegerEntry(inputs[i], flat);
     };
     if (llvm::Error error =
-            checkSubscripts(getKernel(), dims, params, range, firstZero))
+            checkSubscripts(getKernel(), dims, params, range, tableEntry))
       throwValueError(std::move(error));
   }
 

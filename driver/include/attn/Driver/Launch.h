@@ -13,6 +13,7 @@
 #include "attn/Analysis/IntervalAnalysis.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/KernelSignature.h"
+#include "attn/Driver/ZeroDivisors.h"
 #include "attn/Runtime/Tensor.h"
 
 #include "llvm/ADT/StringMap.h"
@@ -74,16 +75,16 @@ llvm::Error checkLaunch(mlir::attn::KernelOp kernel, const Launch &launch);
 /// The subscript half of checkLaunch, for callers that checked dtypes and
 /// shapes themselves and hold the inputs in memory of their own (the Python
 /// binding): `inputRange(i)` gives the values of integer input `i`, nullopt
-/// for float inputs; `firstZero(i)` the flat index of the first 0 in integer
-/// input `i`, so that a table of divisors holding 0 refuses the launch
-/// (without it, only divisors the analysis proves 0 do).
+/// for float inputs; `tableEntry(i, flat)` an entry of integer input `i`, so
+/// that a divisor computed from a table that is 0 somewhere refuses the
+/// launch (without it, only divisors of indices, sizes and params are
+/// checked).
 llvm::Error
 checkSubscripts(mlir::attn::KernelOp kernel, llvm::ArrayRef<int64_t> dims,
                 llvm::ArrayRef<double> params,
                 std::function<std::optional<mlir::attn::Interval>(unsigned)>
                     inputRange,
-                std::function<std::optional<int64_t>(unsigned)> firstZero =
-                    nullptr);
+                const TableEntry &tableEntry = nullptr);
 
 } // namespace attn
 
