@@ -39,12 +39,7 @@ import time
 
 # Known compiler bugs the generator steers around by default, so that a run
 # keeps finding new ones; --allow-known-bugs generates them anyway.
-KNOWN_BUGS = {
-    "gpu-abs-constraint":
-        "the GPU package of a spec with an integer abs in a subscript "
-        "carries a constraint no launch meets (its range finder takes "
-        "max(x, 0 - x) as [max(lo, -hi), max(hi, -lo)])",
-}
+KNOWN_BUGS = {}
 
 # A crash, whether the process died or attnc caught it and said so.
 CRASH_MARKERS = ("PLEASE submit a bug report", "LLVM ERROR", "Assertion",
@@ -386,8 +381,6 @@ def sanitize(case, rng, avoid):
                 else 60
             while mod["coef"] * 3 * longest > limit and mod["coef"] > 0.05:
                 mod["coef"] = {1.0: 0.25, 0.25: 0.05}[mod["coef"]]
-    if "gpu-abs-constraint" in avoid:
-        case["skip_launch_check"] = any(m.get("abs") for m in case["mods"])
 
 
 # ===------------------------------------------------------------------=== #

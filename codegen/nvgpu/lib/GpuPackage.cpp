@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/SmallPtrSet.h"
 
 #include <cmath>
 #include <set>
@@ -187,6 +188,27 @@ mapOperandAxes(Value value, KernelOp kernel, llvm::StringRef what) {
               "input; the GPU backend needs it to be an input (or an input "
               "with unit axes inserted)")
           .str());
+}
+
+/// Whether `value` (an integer) reaches an index, through integer
+/// arithmetic, anywhere in the kernel.
+bool becomesIndex(Value value) {
+  SmallVector<Value> work{value};
+  llvm::SmallPtrSet<Operation *, 8> seen;
+  while (!work.empty()) {
+    Value next = work.pop_back_val();
+    for (Operation *user : next.getUsers()) {
+      if (!seen.insert(user).second)
+        continue;
+      if (isa<arith::IndexCastOp, arith::IndexCastUIOp>(user))
+        return true;
+      if (user->getNumResults() == 1 &&
+          user->getResult(0).getType().isSignlessInteger() &&
+          !isa<arith::CmpIOp>(user))
+        work.push_back(user->getResult(0));
+    }
+  }
+  return false;
 }
 
 SlotType toSlotType(GpuKernelParam::Kind kind) {
@@ -391,12 +413,24 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     arg.alignment = isQkv ? 16 : 0;
     manifest.args.push_back(arg);
   }
-  for (const KernelParam &param : declared->params) {
+  for (auto [p, param] : llvm::enumerate(declared->params)) {
     ArgSpec arg;
     arg.name = param.name;
     arg.kind = ArgKind::Param;
     arg.dtype = param.dtype;
     arg.defaultValue = param.defaultValue;
+    // The kernels compute indices in 32 bits: a wider param that becomes an
+    // index is declared i32, so that the runtime refuses values it would
+    // truncate instead of computing with them.
+    if (param.dtype == DType::I64 &&
+        becomesIndex(kernel.getParamArg(static_cast<unsigned>(p)))) {
+      if (param.defaultValue &&
+          !fitsIntegerDType(*param.defaultValue, DType::I32))
+        return makeError("param '" + param.name +
+                         "': the GPU kernels compute indices in 32 bits, and "
+                         "its default does not fit them");
+      arg.dtype = DType::I32;
+    }
     manifest.args.push_back(arg);
   }
   for (const KernelTensor &output : declared->outputs) {

@@ -126,6 +126,24 @@ std::optional<int64_t> getConstant(Value value) {
   return std::nullopt;
 }
 
+/// Whether `value` is `0 - x` (how the front end negates an integer).
+bool isNegationOf(Value value, Value x) {
+  auto sub = value.getDefiningOp<arith::SubIOp>();
+  return sub && sub.getRhs() == x && getConstant(sub.getLhs()) == 0;
+}
+
+/// x when `op` computes |x| (max(x, 0 - x), either way round).
+std::optional<Value> getAbsoluteValueOperand(Operation *op) {
+  auto max = dyn_cast<arith::MaxSIOp>(op);
+  if (!max)
+    return std::nullopt;
+  if (isNegationOf(max.getRhs(), max.getLhs()))
+    return max.getLhs();
+  if (isNegationOf(max.getLhs(), max.getRhs()))
+    return max.getRhs();
+  return std::nullopt;
+}
+
 std::optional<RangeFinder::Range> RangeFinder::rangeOf(Value value) {
   if (auto it = known.find(value); it != known.end())
     return it->second;
@@ -147,6 +165,13 @@ std::optional<RangeFinder::Range> RangeFinder::rangeOf(Value value) {
     if (isa<arith::IndexCastOp, arith::ExtSIOp, arith::ExtUIOp,
             arith::TruncIOp>(op)) {
       range = operand(0);
+    } else if (std::optional<Value> x = getAbsoluteValueOperand(op)) {
+      // |x| >= 0 whatever the sign of x's bounds; max's rule would give
+      // max(x.lo, -x.hi), which is negative for a range around 0 (n - m)
+      // and would become a constraint no launch meets.
+      if (std::optional<Range> inner = rangeOf(*x))
+        range = Range{Bound::ofConstant(0),
+                      call("max", inner->hi, scale(inner->lo, -1))};
     } else if (isa<arith::AddIOp, arith::SubIOp, arith::MinSIOp,
                    arith::MaxSIOp>(op)) {
       std::optional<Range> x = operand(0), y = operand(1);
