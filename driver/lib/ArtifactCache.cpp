@@ -26,7 +26,8 @@ constexpr size_t kKeyOffset = 16;
 constexpr size_t kSizeOffset = 48;
 constexpr size_t kChecksumOffset = 56;
 constexpr size_t kKindOffset = 88;
-/// 92 bytes rounded up, so the payload starts 16-byte aligned in the file.
+constexpr size_t kNotesSizeOffset = 92;
+/// The payload starts 16-byte aligned in the file.
 constexpr size_t kHeaderSize = 96;
 
 llvm::StringRef getExtension(ArtifactKind kind) {
@@ -39,8 +40,12 @@ llvm::StringRef getExtension(ArtifactKind kind) {
   return ".bin";
 }
 
-std::array<uint8_t, 32> checksum(llvm::StringRef bytes) {
-  return llvm::SHA256::hash(llvm::arrayRefFromStringRef(bytes));
+std::array<uint8_t, 32> checksum(llvm::StringRef payload,
+                                 llvm::StringRef notes) {
+  llvm::SHA256 hasher;
+  hasher.update(llvm::arrayRefFromStringRef(payload));
+  hasher.update(llvm::arrayRefFromStringRef(notes));
+  return hasher.final();
 }
 
 } // namespace
@@ -103,16 +108,20 @@ ArtifactCache::lookup(const CacheKey &key, ArtifactKind kind,
   if (std::memcmp(bytes.data() + kKeyOffset, key.data(), key.size()) != 0)
     return reject("written for another key (stale)");
   uint64_t size = read64le(bytes.data() + kSizeOffset);
-  if (bytes.size() - kHeaderSize != size)
-    return reject("payload is " + llvm::Twine(bytes.size() - kHeaderSize) +
-                  " bytes, header says " + llvm::Twine(size) +
+  uint64_t notesSize = read32le(bytes.data() + kNotesSizeOffset);
+  if (bytes.size() - kHeaderSize != size + notesSize)
+    return reject("payload and notes are " +
+                  llvm::Twine(bytes.size() - kHeaderSize) +
+                  " bytes, header says " + llvm::Twine(size + notesSize) +
                   " (truncated or extended)");
-  llvm::StringRef payload = bytes.substr(kHeaderSize);
-  std::array<uint8_t, 32> sum = checksum(payload);
+  llvm::StringRef payload = bytes.substr(kHeaderSize, size);
+  llvm::StringRef notes = bytes.substr(kHeaderSize + size);
+  std::array<uint8_t, 32> sum = checksum(payload, notes);
   if (std::memcmp(bytes.data() + kChecksumOffset, sum.data(), sum.size()) != 0)
     return reject("checksum mismatch (corrupt)");
   CachedArtifact entry;
   entry.flags = read32le(bytes.data() + kFlagsOffset);
+  entry.notes = notes.str();
   // A copy, aligned for the object file readers, that does not keep the
   // entry's file mapped.
   entry.payload = llvm::MemoryBuffer::getMemBufferCopy(payload, path);
@@ -120,8 +129,8 @@ ArtifactCache::lookup(const CacheKey &key, ArtifactKind kind,
 }
 
 llvm::Error ArtifactCache::store(const CacheKey &key, ArtifactKind kind,
-                                 llvm::StringRef payload,
-                                 uint32_t flags) const {
+                                 llvm::StringRef payload, uint32_t flags,
+                                 llvm::StringRef notes) const {
   if (std::error_code error = llvm::sys::fs::create_directories(directory))
     return llvm::createStringError(error, "cannot create cache directory '" +
                                               directory +
@@ -134,13 +143,18 @@ llvm::Error ArtifactCache::store(const CacheKey &key, ArtifactKind kind,
   llvm::support::endian::write32le(header + kKindOffset,
                                    static_cast<uint32_t>(kind));
   llvm::support::endian::write64le(header + kSizeOffset, payload.size());
-  std::array<uint8_t, 32> sum = checksum(payload);
+  if (notes.size() > UINT32_MAX)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "the compile's notes are too long to cache");
+  llvm::support::endian::write32le(header + kNotesSizeOffset,
+                                   static_cast<uint32_t>(notes.size()));
+  std::array<uint8_t, 32> sum = checksum(payload, notes);
   std::memcpy(header + kChecksumOffset, sum.data(), sum.size());
   // writeToOutput writes a temporary file beside the entry and renames it.
   return llvm::writeToOutput(getEntryPath(key, kind),
                              [&](llvm::raw_ostream &os) {
     os.write(header, kHeaderSize);
-    os << payload;
+    os << payload << notes;
     return llvm::Error::success();
   });
 }

@@ -5,6 +5,8 @@
 #include "attn/Driver/CacheKey.h"
 #include "attn/Driver/FatalErrors.h"
 
+#include "CompileRemarks.h"
+
 #include <chrono>
 
 using namespace attn;
@@ -44,11 +46,11 @@ struct CacheSlot {
 
   /// A cache that cannot be written costs the next run a compile, nothing
   /// more: a warning, not an error.
-  void store(llvm::StringRef payload, uint32_t flags,
+  void store(llvm::StringRef payload, uint32_t flags, llvm::StringRef notes,
              std::vector<std::string> &warnings) {
     if (!cache)
       return;
-    if (llvm::Error error = cache->store(key, kind, payload, flags))
+    if (llvm::Error error = cache->store(key, kind, payload, flags, notes))
       warnings.push_back("cannot write the artifact cache: " +
                          llvm::toString(std::move(error)));
   }
@@ -94,6 +96,7 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
                  describeCpuCompile(target, options));
   std::vector<std::string> warnings;
   if (std::optional<CachedArtifact> entry = slot.lookup(warnings)) {
+    replayRemarks(module, entry->notes);
     // A miss reads the signature while compiling.
     llvm::Expected<KernelSignature> signature = KernelSignature::read(module);
     if (!signature)
@@ -109,12 +112,14 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   }
   double lookupSeconds = secondsSince(start);
 
+  RemarkRecorder remarks(module);
   llvm::Expected<CpuKernelObject> result = runCodegen<CpuKernelObject>(
       [&] { return compileCpuKernelObject(module, target, options); });
   if (!result)
     return result.takeError();
   start = std::chrono::steady_clock::now();
-  slot.store(result->object->getBuffer(), result->flags, warnings);
+  slot.store(result->object->getBuffer(), result->flags, remarks.serialize(),
+             warnings);
   result->stats.loadSeconds += lookupSeconds + secondsSince(start);
   warnings.insert(warnings.end(), result->stats.warnings.begin(),
                   result->stats.warnings.end());
@@ -144,16 +149,19 @@ attn::compileGpuPackage(mlir::ModuleOp module, const GpuPackageOptions &options,
                  describeGpuPackageOptions(options));
   GpuPackageArtifact artifact;
   if (std::optional<CachedArtifact> entry = slot.lookup(artifact.warnings)) {
+    replayRemarks(module, entry->notes);
     artifact.bytes = entry->payload->getBuffer().str();
     artifact.cacheHit = true;
     return artifact;
   }
+  RemarkRecorder remarks(module);
   llvm::Expected<PackageWriter> writer = runCodegen<PackageWriter>(
       [&] { return buildGpuPackage(module, options); });
   if (!writer)
     return writer.takeError();
   if (Status status = writer->serialize(artifact.bytes))
     return llvm::createStringError(status.getMessage());
-  slot.store(artifact.bytes, /*flags=*/0, artifact.warnings);
+  slot.store(artifact.bytes, /*flags=*/0, remarks.serialize(),
+             artifact.warnings);
   return artifact;
 }

@@ -442,3 +442,25 @@ def test_zero_size_dims_give_empty_outputs_or_rows_without_keys():
         (O, LSE), (refO, refLSE) = launch(*shape)
         assert O.size == 0 and LSE.size == 0
         assert O.shape == refO.shape and LSE.shape == refLSE.shape
+
+
+def test_a_cache_hit_reports_the_compile_remarks_again():
+    # The divisor keeps the mask from being decided per tile: a remark that
+    # the first compile reports and the hit reports again, on its own text.
+    text = """
+attention remarks_on_hit {
+  dims  B, H, M, N, D = 16
+  in    Q: f32[B, H, M, D]
+  in    K: f32[B, H, N, D]
+  in    V: f32[B, H, N, D]
+  out   O: f32[B, H, M, D]
+  S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d]) * 0.25
+  keep S where n % (m + 1) == 0
+  P = softmax[n](S)
+  O[b,h,m,e] = sum[n](P[b,h,m,n] * V[b,h,n,e])
+}"""
+    first = attnc.compile(text)
+    again = attnc.compile("\n\n" + text)
+    assert again.cache_hit
+    assert ":8:16: remark: every tile is partial" in first.diagnostics
+    assert ":10:16: remark: every tile is partial" in again.diagnostics

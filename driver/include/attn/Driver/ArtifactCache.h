@@ -3,7 +3,8 @@
 // The one cache of compiled artifacts (CPU objects, GPU packages): one file
 // per artifact, named by its key and kind, under one directory. An entry is
 // a fixed header (magic, format version, kind, flags, the key, the payload
-// size and a SHA-256 of the payload) followed by the payload. Entries are
+// size, the notes' size and a SHA-256 of both) followed by the payload and
+// the notes (what the compile reported besides the artifact). Entries are
 // written atomically (a temporary file renamed into place), so concurrent
 // writers, threads or processes, never expose a half-written entry; an entry
 // that is corrupt, truncated, of another kind or written for another key is
@@ -33,12 +34,15 @@ struct CachedArtifact {
   /// Facts about the kernel learned while lowering it, which a cache hit
   /// cannot recompute without lowering (CpuKernelFlags for CPU objects).
   uint32_t flags = 0;
+  /// What the compile reported besides the artifact (its remarks, in the
+  /// form the compile driver writes), so that a hit reports it again.
+  std::string notes;
 };
 
 class ArtifactCache {
 public:
   /// The bump that invalidates every entry written by an older layout.
-  static constexpr uint32_t kFormatVersion = 2;
+  static constexpr uint32_t kFormatVersion = 3;
 
   explicit ArtifactCache(std::string directory)
       : directory(std::move(directory)) {}
@@ -60,7 +64,8 @@ public:
   /// Writes the entry for `key` (creating the directory), replacing any
   /// existing one atomically.
   llvm::Error store(const CacheKey &key, ArtifactKind kind,
-                    llvm::StringRef payload, uint32_t flags) const;
+                    llvm::StringRef payload, uint32_t flags,
+                    llvm::StringRef notes = {}) const;
 
 private:
   std::string directory;
