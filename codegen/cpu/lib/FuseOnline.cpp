@@ -236,6 +236,12 @@ void OnlineAttentionBuilder::emitScores(Value n0) {
   // a time: one vector load of Qt and kKeyBlock broadcast FMAs per d. Keys
   // past the end read the last key; the mask drops them.
   Value lastKey = arith::SubIOp::create(b, loc, numKeys, index(1));
+  // Sums start at 0 * scale, not 0: Qt holds the scale, so with D = 0 (no
+  // term) the score is still 0 * scale, as the cascade defines it (NaN for
+  // rsqrt(0)).
+  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
+  Value emptySum = vector::BroadcastOp::create(
+      b, loc, laneType, arith::MulFOp::create(b, loc, zero, op.getScale()));
   forLoop(index(keyTile), kKeyBlock, {}, [&](Value j0, ValueRange) {
     Value first = arith::AddIOp::create(b, loc, n0, j0);
     SmallVector<Value> rows, zeros;
@@ -246,7 +252,7 @@ void OnlineAttentionBuilder::emitScores(Value n0) {
           kWide ? index(jj)
                 : minIndex(arith::AddIOp::create(b, loc, first, index(jj)),
                            lastKey));
-      zeros.push_back(splat(0.0f));
+      zeros.push_back(emptySum);
     }
     scf::ForOp dot = forLoop(headDim, 1, zeros, [&](Value d, ValueRange acc) {
       Value q = vector::LoadOp::create(b, loc, laneType, qT,
@@ -496,7 +502,14 @@ LogicalResult OnlineAttentionBuilder::run() {
   headDim = dimOf(qBuf, 3);
   numKeys = dimOf(kBuf, 2);
   valueDim = dimOf(vBuf, 3);
-  headsPerGroup = arith::DivUIOp::create(b, loc, heads, dimOf(kBuf, 1));
+  // H / G, kept at least 1 and never dividing by 0: a launch with H = 0
+  // (G = 0) runs no head, but the kernel must not trap computing this.
+  Value one = index(1);
+  headsPerGroup = arith::MaxUIOp::create(
+      b, loc,
+      arith::DivUIOp::create(
+          b, loc, heads, arith::MaxUIOp::create(b, loc, dimOf(kBuf, 1), one)),
+      one);
 
   auto outputType = cast<RankedTensorType>(op.getOutput().getType());
   SmallVector<Value> outputSizes = {batch, heads, numQueries, valueDim};

@@ -425,6 +425,13 @@ TEST_F(FusedAttentionTest, CausalFullyMaskedRowsWithTileClass) {
   check(causalCase(53, 45, true), 1e-5);
 }
 
+TEST_F(FusedAttentionTest, NoHeadsRunsNoHeadAndDoesNotTrap) {
+  // H = G = 0: the kernel's H / G must not divide by zero (SIGFPE).
+  Case c = causalCase(5, 7, true);
+  c.H = 0, c.G = 0;
+  check(c, 1e-5);
+}
+
 TEST_F(FusedAttentionTest, CausalWithoutTileClass) {
   check(causalCase(37, 70, false), 1e-5);
 }
