@@ -29,7 +29,11 @@ public:
     count = 0;
   }
 
-  void add(double x) {
+  /// Adds one present term. For max and min, returns whether `x` is now the
+  /// result: reverse mode sends the adjoint to the last term for which this
+  /// held, which is the first extreme term in iteration order, since a tie
+  /// does not replace the running value. Other kinds return false.
+  bool add(double x) {
     using K = mlir::attn::ReductionKind;
     ++count;
     switch (kind) {
@@ -37,19 +41,24 @@ public:
     case K::Sum:
     case K::Mean:
       value += x;
-      return;
+      return false;
     case K::Max:
-      if (x > value || std::isnan(x))
+      if (x > value || std::isnan(x)) {
         value = x;
-      return;
+        return true;
+      }
+      return false;
     case K::Min:
-      if (x < value || std::isnan(x))
+      if (x < value || std::isnan(x)) {
         value = x;
-      return;
+        return true;
+      }
+      return false;
     case K::LogSumExp:
       addLogSumExp(x);
-      return;
+      return false;
     }
+    return false;
   }
 
   double result() const {

@@ -102,6 +102,15 @@ struct ReadSite {
   llvm::SmallVector<uint32_t, 4> subscripts;
   /// Whether the read yields an integer register.
   bool integer;
+
+  /// The offset of the entry read with the subscripts in `regs`, which a
+  /// run that got past this read has checked to be in range.
+  int64_t getOffset(const Reg *regs) const {
+    int64_t offset = 0;
+    for (size_t k = 0, e = subscripts.size(); k < e; ++k)
+      offset += regs[subscripts[k]].i * tensor->strides[k];
+    return offset;
+  }
 };
 
 /// Why a run stopped early with an error.
@@ -135,6 +144,12 @@ public:
     return integerResult ? static_cast<double>(regs[resultReg].i)
                          : regs[resultReg].f;
   }
+
+  /// The instructions in execution order and the reads they index, for
+  /// the reverse sweep of BodyAdjoint.
+  llvm::ArrayRef<Instr> getCode() const { return code; }
+  const ReadSites &getReadSites() const { return reads; }
+  size_t getNumRegisters() const { return initial.size(); }
 
   /// Runs the program once on `regs`. Absent: a read hit an absent entry
   /// (the rest of the body is skipped; the point contributes nothing).

@@ -12,6 +12,7 @@
 #include "Accumulator.h"
 #include "AttentionEvaluator.h"
 #include "BodyProgram.h"
+#include "KernelEvaluator.h"
 #include "Normalizers.h"
 #include "TensorValue.h"
 
@@ -44,45 +45,6 @@ static std::optional<StringRef> findName(Location loc) {
     return findName(call.getCallee());
   return std::nullopt;
 }
-
-/// Evaluates one kernel on one set of arguments.
-class KernelEvaluator {
-public:
-  KernelEvaluator(KernelOp kernel, const KernelArguments &args)
-      : kernel(kernel), args(args), asmState(kernel) {}
-
-  FailureOr<std::vector<HostTensor>> run();
-
-private:
-  LogicalResult bindArguments();
-  LogicalResult evaluate(Operation *op);
-  LogicalResult evaluateScalar(Operation *op);
-  LogicalResult evaluateEinsum(EinsumOp op);
-  LogicalResult evaluateKeep(KeepOp op);
-  LogicalResult evaluateSoftmax(SoftmaxOp op);
-  LogicalResult evaluateNormalize(NormalizeOp op);
-  FailureOr<std::vector<HostTensor>> collectOutputs();
-
-  /// The sizes `extents` evaluate to, checked to be non-negative and small
-  /// enough to allocate.
-  FailureOr<std::vector<int64_t>> evaluateExtents(Operation *op,
-                                                  ValueRange extents);
-  FailureOr<BodyProgram> compileBody(Block &block);
-  /// Reports `fault` at its op, with the body point it happened at.
-  LogicalResult reportFault(const Fault &fault, Operation *cascadeOp,
-                            ArrayRef<Attribute> indexNames, const Reg *regs);
-  const TensorValue *lookupTensor(Value value) const {
-    return env.tensors.lookup(value);
-  }
-  void define(Value value, TensorValue tensor);
-
-  KernelOp kernel;
-  const KernelArguments &args;
-  AsmState asmState;
-  Environment env;
-  /// Owns every tensor; a deque so that pointers in `env` stay valid.
-  std::deque<TensorValue> storage;
-};
 
 } // namespace
 } // namespace attn::ref
@@ -431,12 +393,18 @@ FailureOr<std::vector<HostTensor>> KernelEvaluator::collectOutputs() {
   return outputs;
 }
 
-FailureOr<std::vector<HostTensor>> KernelEvaluator::run() {
+LogicalResult KernelEvaluator::evaluateAll() {
   if (failed(bindArguments()))
     return failure();
   for (Operation &op : kernel.getEntryBlock())
     if (failed(evaluate(&op)))
       return failure();
+  return success();
+}
+
+FailureOr<std::vector<HostTensor>> KernelEvaluator::run() {
+  if (failed(evaluateAll()))
+    return failure();
   return collectOutputs();
 }
 

@@ -9,24 +9,39 @@
 
 using namespace ::attn::ref;
 
-namespace {
-/// The rows of a tensor along one axis: entry `k` of row (outer, inner) is at
-/// `outer * length * inner + k * inner + inner`, row-major.
-struct RowLayout {
-  int64_t outer = 1, length = 1, inner = 1;
-
-  RowLayout(const TensorValue &tensor, int64_t dimension) {
-    for (int64_t i = 0; i < tensor.getRank(); ++i) {
-      if (i < dimension)
-        outer *= tensor.shape[i];
-      else if (i > dimension)
-        inner *= tensor.shape[i];
-    }
-    length = tensor.shape[dimension];
+SoftmaxRow attn::ref::analyzeSoftmaxRow(const TensorValue &input,
+                                        const RowLayout &rows, int64_t o,
+                                        int64_t i, const TensorValue *sink) {
+  constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+  SoftmaxRow row;
+  int64_t base = rows.base(o, i);
+  row.max = kNegInf;
+  for (int64_t k = 0; k < rows.length; ++k) {
+    int64_t at = base + k * rows.inner;
+    if (!input.isPresent(at))
+      continue;
+    row.anyPresent = true;
+    double x = input.data[at];
+    if (x > row.max || std::isnan(x))
+      row.max = x;
   }
-  int64_t base(int64_t o, int64_t i) const { return o * length * inner + i; }
-};
-} // namespace
+  if (!row.anyPresent)
+    return row;
+  int64_t sinkAt = o * rows.inner + i;
+  row.hasSink = sink && sink->isPresent(sinkAt);
+  row.sinkLogit = row.hasSink ? sink->data[sinkAt] : kNegInf;
+  if (row.sinkLogit > row.max || std::isnan(row.sinkLogit))
+    row.max = row.sinkLogit;
+  if (row.max == kNegInf)
+    return row;
+  row.denominator = row.hasSink ? std::exp(row.sinkLogit - row.max) : 0.0;
+  for (int64_t k = 0; k < rows.length; ++k) {
+    int64_t at = base + k * rows.inner;
+    if (input.isPresent(at))
+      row.denominator += std::exp(input.data[at] - row.max);
+  }
+  return row;
+}
 
 TensorValue attn::ref::softmax(const TensorValue &input, int64_t dimension,
                                const TensorValue *sink) {
@@ -36,53 +51,27 @@ TensorValue attn::ref::softmax(const TensorValue &input, int64_t dimension,
   for (int64_t o = 0; o < rows.outer; ++o) {
     for (int64_t i = 0; i < rows.inner; ++i) {
       int64_t base = rows.base(o, i);
-      double max = kNegInf;
-      bool anyPresent = false;
-      for (int64_t k = 0; k < rows.length; ++k) {
-        int64_t at = base + k * rows.inner;
-        if (!input.isPresent(at))
-          continue;
-        anyPresent = true;
-        double x = input.data[at];
-        if (x > max || std::isnan(x))
-          max = x;
-      }
+      SoftmaxRow row = analyzeSoftmaxRow(input, rows, o, i, sink);
       // Absent entries stay absent, so a row without one has nothing to
       // write, sink or no sink.
-      if (!anyPresent)
+      if (!row.anyPresent)
         continue;
-      int64_t sinkAt = o * rows.inner + i;
-      bool hasSink = sink && sink->isPresent(sinkAt);
-      double sinkLogit = hasSink ? sink->data[sinkAt] : kNegInf;
-      if (sinkLogit > max || std::isnan(sinkLogit))
-        max = sinkLogit;
       // Every present logit (and the sink) is -inf: the limit is undefined;
       // give 0, as FlashAttention's guarded online softmax does, not NaN.
-      if (max == kNegInf) {
+      if (row.max == kNegInf) {
         for (int64_t k = 0; k < rows.length; ++k)
           result.data[base + k * rows.inner] = 0.0;
         continue;
       }
-      double denominator = hasSink ? std::exp(sinkLogit - max) : 0.0;
       for (int64_t k = 0; k < rows.length; ++k) {
         int64_t at = base + k * rows.inner;
-        if (input.isPresent(at))
-          denominator += std::exp(input.data[at] - max);
-      }
-      for (int64_t k = 0; k < rows.length; ++k) {
-        int64_t at = base + k * rows.inner;
-        result.data[at] = input.isPresent(at)
-                              ? std::exp(input.data[at] - max) / denominator
-                              : 0.0;
+        result.data[at] =
+            input.isPresent(at) ? row.weight(input.data[at]) : 0.0;
       }
     }
   }
   return result;
 }
-
-/// Below this argument softplus(x) and sigmoid(x) equal e^x to f64
-/// precision (their relative difference is about e^x).
-static constexpr double kExpTail = -40.0;
 
 void attn::ref::normalizeRow(llvm::MutableArrayRef<double> row,
                              mlir::attn::WeightMap map) {

@@ -13,9 +13,52 @@
 
 #include "llvm/ADT/ArrayRef.h"
 
+#include <cmath>
 #include <cstdint>
 
 namespace attn::ref {
+
+/// The rows of a tensor along one axis: entry `k` of row (outer, inner) is at
+/// `base(outer, inner) + k * inner`, row-major.
+struct RowLayout {
+  int64_t outer = 1, length = 1, inner = 1;
+
+  RowLayout(const TensorValue &tensor, int64_t dimension) {
+    for (int64_t i = 0; i < tensor.getRank(); ++i) {
+      if (i < dimension)
+        outer *= tensor.shape[i];
+      else if (i > dimension)
+        inner *= tensor.shape[i];
+    }
+    length = tensor.shape[dimension];
+  }
+  int64_t base(int64_t o, int64_t i) const { return o * length * inner + i; }
+};
+
+/// What one softmax row is divided by: the largest of its present logits and
+/// the sink, and the sum of exp(x - max) over both. Shared by the forward
+/// pass and its adjoint, which needs the sink's weight exactly.
+struct SoftmaxRow {
+  /// Whether the row has a present entry; a row without one stays absent.
+  bool anyPresent = false;
+  /// Whether the sink joins this row (it is given and present there).
+  bool hasSink = false;
+  double sinkLogit = 0.0;
+  double max = 0.0;
+  double denominator = 0.0;
+
+  /// The weight of logit `x`; only when `max` is finite or NaN.
+  double weight(double x) const { return std::exp(x - max) / denominator; }
+};
+
+/// The row (o, i) of `rows` over `input`, with `sink` as for `softmax`.
+SoftmaxRow analyzeSoftmaxRow(const TensorValue &input, const RowLayout &rows,
+                             int64_t o, int64_t i, const TensorValue *sink);
+
+/// Below this argument softplus(x) and sigmoid(x) equal e^x to f64
+/// precision (their relative difference is about e^x), and the normalize
+/// weights use e^x.
+inline constexpr double kExpTail = -40.0;
 
 /// Softmax of `input` along `dimension` over its present entries. `sink`,
 /// if given, has the input's shape without `dimension` (the caller checked)

@@ -15,47 +15,6 @@ namespace {
 
 using CascadeTest = ReferenceTest;
 
-/// Every reduction kind over X[m, n] kept where n < m (so row 0 is empty).
-const char *kReductions = R"mlir(
-attn.kernel @reductions attributes {
-    dim_names = ["M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808>,
-    input_names = ["X"], param_names = [], param_defaults = [],
-    output_names = ["Sum", "Max", "Min", "Mean", "LSE"], output_types = [f32, f32, f32, f32, f32],
-    shapes = [["M", "N"], ["M"], ["M"], ["M"], ["M"], ["M"]]} {
-^bb0(%M: index, %N: index, %X: tensor<?x?xf32>):
-  %kept = attn.keep %X ["m", "n"] : tensor<?x?xf32> {
-  ^bb0(%m: index, %n: index):
-    %c = arith.cmpi slt, %n, %m : index
-    attn.yield %c : i1
-  }
-  %sum = attn.einsum <sum> ["m"] reduce ["n"] extents(%M, %N) : tensor<?xf32> {
-  ^bb0(%m: index, %n: index):
-    %x = attn.read %kept[%m, %n] : tensor<?x?xf32>
-    attn.yield %x : f32
-  }
-  %max = attn.einsum <max> ["m"] reduce ["n"] extents(%M, %N) : tensor<?xf32> {
-  ^bb0(%m: index, %n: index):
-    %x = attn.read %kept[%m, %n] : tensor<?x?xf32>
-    attn.yield %x : f32
-  }
-  %min = attn.einsum <min> ["m"] reduce ["n"] extents(%M, %N) : tensor<?xf32> {
-  ^bb0(%m: index, %n: index):
-    %x = attn.read %kept[%m, %n] : tensor<?x?xf32>
-    attn.yield %x : f32
-  }
-  %mean = attn.einsum <mean> ["m"] reduce ["n"] extents(%M, %N) : tensor<?xf32> {
-  ^bb0(%m: index, %n: index):
-    %x = attn.read %kept[%m, %n] : tensor<?x?xf32>
-    attn.yield %x : f32
-  }
-  %lse = attn.einsum <logsumexp> ["m"] reduce ["n"] extents(%M, %N) : tensor<?xf32> {
-  ^bb0(%m: index, %n: index):
-    %x = attn.read %kept[%m, %n] : tensor<?x?xf32>
-    attn.yield %x : f32
-  }
-  attn.return %sum, %max, %min, %mean, %lse : tensor<?xf32>, tensor<?xf32>, tensor<?xf32>, tensor<?xf32>, tensor<?xf32>
-}
-)mlir";
 
 TEST_F(CascadeTest, EveryReductionKindSkipsAbsentTerms) {
   const int64_t M = 5, N = 4;
