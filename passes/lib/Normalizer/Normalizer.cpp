@@ -404,3 +404,41 @@ Value NormalizerDefinition::getStatistic(OpBuilder &b, Location loc,
   return arith::SelectOp::create(b, loc, empty, constant(b, loc, type, kNegInf),
                                  lse);
 }
+
+//===----------------------------------------------------------------------===//
+// The adjoint.
+//===----------------------------------------------------------------------===//
+
+Value NormalizerDefinition::getScoreAdjointFactor(OpBuilder &b, Location loc,
+                                                  Value score) const {
+  Type type = score.getType();
+  if (normalizer == Normalizer::Softmax || map == WeightMap::Exp)
+    return constant(b, loc, type, 1.0);
+  if (map == WeightMap::Identity)
+    return Value();
+  Value one = constant(b, loc, type, 1.0);
+  auto sigmoidOf = [&](Value x) {
+    Value e = expNatural(b, loc, arith::NegFOp::create(b, loc, x));
+    return arith::DivFOp::create(b, loc, one,
+                                 arith::AddFOp::create(b, loc, one, e));
+  };
+  if (map == WeightMap::Sigmoid)
+    return sigmoidOf(arith::NegFOp::create(b, loc, score));
+  // softplus' = sigmoid: the ratio is 1 - O(e^s) in the tail, where both
+  // underflow in f32 long before the ratio moves.
+  Value ratio =
+      arith::DivFOp::create(b, loc, sigmoidOf(score), applyMap(b, loc, score));
+  Value inTail = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, score,
+                                       constant(b, loc, type, kExpTail));
+  return arith::SelectOp::create(b, loc, inTail, one, ratio);
+}
+
+Value NormalizerDefinition::getSinkWeight(OpBuilder &b, Location loc,
+                                          Value sinkLogit, Value lse) const {
+  // 1 / (1 + e^(LSE - z)): 1 for LSE = -inf, and no overflow to NaN.
+  Type type = sinkLogit.getType();
+  Value one = constant(b, loc, type, 1.0);
+  Value e = expNatural(b, loc, arith::SubFOp::create(b, loc, lse, sinkLogit));
+  return arith::DivFOp::create(b, loc, one,
+                               arith::AddFOp::create(b, loc, one, e));
+}

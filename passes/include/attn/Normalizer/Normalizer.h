@@ -239,6 +239,27 @@ public:
   Value getStatistic(OpBuilder &b, Location loc,
                      const NormalizerState &state) const;
 
+  //===--------------------------------------------------------------------===//
+  // The adjoint (training). With P the row's weights, g the adjoint of P and
+  // Delta = sum over the row of P g, the adjoint of a kept score s is
+  //   softmax, normalize with a map f:  P (f'(s) / f(s)) (g - Delta)
+  //   normalize without a map:          (g - Delta) / sum of the row's s
+  //   none:                             g
+  // and the adjoint of a sink logit z is -P_z Delta, P_z = sigmoid(z - LSE)
+  // its weight (the LSE of the scores alone).
+  //===--------------------------------------------------------------------===//
+
+  /// f'(s) / f(s) for the weight map (1 for softmax and exp; sigmoid(s) /
+  /// softplus(s), 1 in the exponential tail, for softplus; sigmoid(-s) for
+  /// sigmoid); null where the adjoint does not use it (normalize without a
+  /// map, none).
+  Value getScoreAdjointFactor(OpBuilder &b, Location loc, Value score) const;
+  /// P_z = sigmoid(z - LSE): the sink's share of a finished softmax row
+  /// whose scores alone have log-sum-exp `lse` (-inf for a row that kept
+  /// nothing: P_z = 1).
+  Value getSinkWeight(OpBuilder &b, Location loc, Value sinkLogit,
+                      Value lse) const;
+
 private:
   Value constant(OpBuilder &b, Location loc, Type type, double value) const;
   Value exp(OpBuilder &b, Location loc, Value x) const;

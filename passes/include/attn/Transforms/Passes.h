@@ -5,9 +5,11 @@
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/OwningOpRef.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
 
@@ -18,6 +20,11 @@ namespace mlir::attn {
 
 #define GEN_PASS_REGISTRATION
 #include "attn/Transforms/Passes.h.inc"
+
+/// The adjoint kernel of `kernel` (see the `attn-grad` pass), built in a new
+/// module of its own. Reports on `kernel` and fails on what it cannot
+/// differentiate.
+FailureOr<OwningOpRef<ModuleOp>> buildGradientModule(KernelOp kernel);
 
 /// `attn-raise` then `attn-analyze-mask` on every attn.kernel: the
 /// target-free start of every fused backend. `mask` carries what a backend's

@@ -49,14 +49,40 @@ def AttnGuardIntegerDivision
     cannot trap: a divisor of 0 gives 0, and a divisor of -1 negates, so
     that the most negative value divided by -1 wraps. x86's idiv traps on
     both (SIGFPE, which would end the caller's process) and the result is
-    undefined behaviour in LLVM IR. The launch refuses the zero divisors it
-    can see (params, dims, tables read directly) and the reference evaluator
-    reports the others as errors; a kernel never signals.
+    undefined behaviour in LLVM IR. The launch refuses every zero divisor
+    it can evaluate (params, dims, and divisors computed from indices and
+    integer tables, at every point they divide at); a kernel never signals.
 
     Runs after `attn-raise`, which recognises the division of grouped-query
     head maps as written.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect"];
+}
+
+def AttnGrad : Pass<"attn-grad", "::mlir::ModuleOp"> {
+  let summary = "Replaces each attn.kernel by its adjoint kernel <name>_grad";
+  let description = [{
+    The adjoint of a kernel is another kernel, `<name>_grad`, at cascade
+    level (run it before `attn-raise`; the adjoint is then raised, fused and
+    lowered like any spec). Its dims and params are the forward's; its
+    inputs are the forward's inputs followed by one adjoint per float output
+    (`dO`, `dLSE`: "d" and the output's name); its outputs are the gradients
+    of L = sum over outputs of <adjoint, output> with respect to every float
+    input, in input order (`dQ`, `dK`, `dV`, `dSlopes`, ...). Integer inputs
+    and params get none.
+
+    The adjoint recomputes the forward cascade, then walks it backwards:
+    each float read in an einsum body becomes an einsum over the read
+    tensor's axes (one derivative rule per scalar op, in one place;
+    subscripts that are not plain indices become guards); max and min send
+    their adjoint to the first extreme term, logsumexp by the softmax
+    weights, mean by the count of present terms; softmax (with its sink
+    logit) and normalize take their adjoint from the one normalizer
+    definition. Every adjoint is a sum, so absent entries contribute 0 and
+    a fully masked row gets a zero gradient.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
 }
 
 #endif // ATTN_TRANSFORMS_PASSES_TD
