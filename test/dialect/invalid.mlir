@@ -393,3 +393,39 @@ func.func @attention_map_normalizer(%q: tensor<?x?x?x?xf32>, %s: f32) {
   }
   return
 }
+
+// -----
+
+func.func @backward_of_normalize(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %scale: f32) {
+  // expected-error @below {{differentiates softmax and none only}}
+  %dq, %dk, %dv = attn.attention_backward <normalize> %q, %q, %q, %o, %lse, %o scale(%scale)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}
+
+// -----
+
+func.func @backward_gradient_type(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %scale: f32) {
+  // expected-error @below {{gradient type 'tensor<?x?x?x32xf32>' must be f32 and shaped as 'tensor<?x?x?x64xbf16>'}}
+  %dq, %dk, %dv = attn.attention_backward <softmax> %q, %q, %q, %o, %lse, %o scale(%scale)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x32xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}

@@ -94,3 +94,38 @@ func.func @attention(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: t
   }
   return %o2 : tensor<?x?x?x64xf32>
 }
+
+// CHECK-LABEL: func.func @attention_backward
+//       CHECK:   %{{.+}}:4 = attn.attention_backward <softmax> %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} scale(%{{.+}}) sink(%{{.+}} : tensor<?x?x?xf32>) : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32> -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32> score_mod {
+//       CHECK:   ^bb0(%score: f32, %b: index, %h: index, %m: index, %n: index):
+//       CHECK:   } mask {
+//       CHECK:   ^bb0(%b: index, %h: index, %m: index, %n: index):
+//       CHECK:   attn.attention_backward <none>
+func.func @attention_backward(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>,
+                              %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %do: tensor<?x?x?x64xf32>,
+                              %sink: tensor<?x?x?xf32>, %scale: f32) -> tensor<?x?x?x64xf32> {
+  %dq, %dk, %dv, %dsink = attn.attention_backward <softmax> %q, %k, %v, %o, %lse, %do scale(%scale) sink(%sink : tensor<?x?x?xf32>)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    %t = math.tanh %s : f32
+    attn.yield %t : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %c = arith.cmpi sle, %n, %m : index
+    attn.yield %c : i1
+  }
+  %dq2, %dk2, %dv2 = attn.attention_backward <none> %q, %k, %v, %o, %lse, %do scale(%scale)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return %dq2 : tensor<?x?x?x64xf32>
+}

@@ -385,8 +385,11 @@ LogicalResult NormalizeOp::verify() {
 // AttentionOp
 //===----------------------------------------------------------------------===//
 
-void AttentionOp::getAsmBlockArgumentNames(Region &region,
-                                           OpAsmSetValueNameFn setNameFn) {
+/// Names the arguments of the score_mod, mask and tile_class regions of
+/// attn.attention and attn.attention_backward.
+static void nameAttentionRegionArguments(Region &region, Region &scoreMod,
+                                         Region &mask,
+                                         OpAsmSetValueNameFn setNameFn) {
   if (region.empty())
     return;
   static const char *const scoreModNames[] = {"score", "b", "h", "m", "n"};
@@ -394,14 +397,19 @@ void AttentionOp::getAsmBlockArgumentNames(Region &region,
   static const char *const tileNames[] = {"b",      "h",       "m_first",
                                           "m_last", "n_first", "n_last"};
   ArrayRef<const char *> names;
-  if (&region == &getScoreMod())
+  if (&region == &scoreMod)
     names = scoreModNames;
-  else if (&region == &getMask())
+  else if (&region == &mask)
     names = maskNames;
   else
     names = tileNames;
   for (auto [arg, name] : llvm::zip(region.front().getArguments(), names))
     setNameFn(arg, name);
+}
+
+void AttentionOp::getAsmBlockArgumentNames(Region &region,
+                                           OpAsmSetValueNameFn setNameFn) {
+  nameAttentionRegionArguments(region, getScoreMod(), getMask(), setNameFn);
 }
 
 /// The value a single-block region yields, or null.
@@ -476,37 +484,92 @@ LogicalResult AttentionOp::verify() {
 }
 
 /// Checks that `region` takes `types` and yields one value of `result`.
-static LogicalResult verifyAttentionRegion(AttentionOp op, Region &region,
+static LogicalResult verifyAttentionRegion(Operation *op, Region &region,
                                            StringRef name,
                                            ArrayRef<Type> types, Type result) {
   Block &block = region.front();
   if (TypeRange(block.getArgumentTypes()) != TypeRange(types))
-    return op.emitOpError() << name << " must take " << types.size()
-                            << " arguments of types (" << types << ")";
+    return op->emitOpError() << name << " must take " << types.size()
+                             << " arguments of types (" << types << ")";
   Value yielded = getYielded(region);
   if (!yielded || yielded.getType() != result)
-    return op.emitOpError() << name << " must yield one " << result;
+    return op->emitOpError() << name << " must yield one " << result;
+  return success();
+}
+
+/// The region checks attn.attention and attn.attention_backward share.
+static LogicalResult verifyAttentionRegions(Operation *op, Region &scoreMod,
+                                            Region &mask, Region &tileClass) {
+  Builder b(op->getContext());
+  Type index = b.getIndexType(), f32 = b.getF32Type();
+  if (failed(verifyAttentionRegion(op, scoreMod, "score_mod",
+                                   {f32, index, index, index, index}, f32)) ||
+      failed(verifyAttentionRegion(op, mask, "mask",
+                                   {index, index, index, index},
+                                   b.getI1Type())))
+    return failure();
+  if (!tileClass.empty()) {
+    if (!tileClass.hasOneBlock())
+      return op->emitOpError() << "tile_class must have one block";
+    SmallVector<Type> indices(6, index);
+    if (failed(verifyAttentionRegion(op, tileClass, "tile_class", indices,
+                                     b.getI32Type())))
+      return failure();
+  }
   return success();
 }
 
 LogicalResult AttentionOp::verifyRegions() {
-  Builder b(getContext());
-  Type index = b.getIndexType(), f32 = b.getF32Type();
-  if (failed(verifyAttentionRegion(*this, getScoreMod(), "score_mod",
-                                   {f32, index, index, index, index}, f32)) ||
-      failed(verifyAttentionRegion(*this, getMask(), "mask",
-                                   {index, index, index, index},
-                                   b.getI1Type())))
-    return failure();
-  if (hasTileClass()) {
-    if (!getTileClass().hasOneBlock())
-      return emitOpError() << "tile_class must have one block";
-    SmallVector<Type> indices(6, index);
-    if (failed(verifyAttentionRegion(*this, getTileClass(), "tile_class",
-                                     indices, b.getI32Type())))
-      return failure();
+  return verifyAttentionRegions(*this, getScoreMod(), getMask(),
+                                getTileClass());
+}
+
+//===----------------------------------------------------------------------===//
+// AttentionBackwardOp
+//===----------------------------------------------------------------------===//
+
+void AttentionBackwardOp::getAsmBlockArgumentNames(
+    Region &region, OpAsmSetValueNameFn setNameFn) {
+  nameAttentionRegionArguments(region, getScoreMod(), getMask(), setNameFn);
+}
+
+LogicalResult AttentionBackwardOp::verify() {
+  auto rank = [](Value v) {
+    return cast<RankedTensorType>(v.getType()).getRank();
+  };
+  for (auto [name, value] :
+       {std::pair<StringRef, Value>{"query", getQuery()},
+        {"key", getKey()},
+        {"value", getValue()},
+        {"output", getOutput()},
+        {"output_grad", getOutputGrad()}})
+    if (rank(value) != 4)
+      return emitOpError() << name << " must have rank 4, got " << rank(value);
+  if (rank(getStatistic()) != 3)
+    return emitOpError() << "statistic must have rank 3";
+  for (auto [operand, result] :
+       {std::pair<Value, Value>{getQuery(), getQueryGrad()},
+        {getKey(), getKeyGrad()},
+        {getValue(), getValueGrad()}}) {
+    auto from = cast<RankedTensorType>(operand.getType());
+    auto to = cast<RankedTensorType>(result.getType());
+    if (from.getShape() != to.getShape() || !to.getElementType().isF32())
+      return emitOpError() << "gradient type " << to
+                           << " must be f32 and shaped as " << from;
   }
+  Normalizer normalizer = getNormalizer();
+  if (normalizer != Normalizer::Softmax && normalizer != Normalizer::None)
+    return emitOpError() << "differentiates softmax and none only";
+  if (static_cast<bool>(getSink()) != static_cast<bool>(getSinkGrad()))
+    return emitOpError() << "has a sink gradient exactly when it has a sink";
+  if (getSink() && normalizer != Normalizer::Softmax)
+    return emitOpError() << "a sink logit needs the softmax normalizer";
   return success();
+}
+
+LogicalResult AttentionBackwardOp::verifyRegions() {
+  return verifyAttentionRegions(*this, getScoreMod(), getMask(),
+                                getTileClass());
 }
 
 #define GET_OP_CLASSES

@@ -327,8 +327,75 @@ def Attn_AttentionOp : Attn_Op<"attention", [
   }];
 }
 
+def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
+    RecursiveMemoryEffects,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "The adjoint of attn.attention: dQ, dK, dV (and the sink's)";
+  let description = [{
+    Given the operands of an `attn.attention` (Q, K, V, scale, sink, the
+    normalizer and the same score_mod, mask and tile_class regions), its
+    output O and its row statistic, and the adjoint dO of O, computes the
+    gradients of L = <dO, O> (FlashAttention-2's backward):
+
+      p[n]   = exp(s[n] - LSE')            softmax, LSE' = LSE (+) sink
+             = s[n]                        none
+      dV[b,g,n,e] += sum over m, h in g of p[n] dO[b,h,m,e]
+      dp[n]  = sum_e dO[b,h,m,e] V[b,g,n,e]
+      ds[n]  = p[n] (dp[n] - Delta)        softmax, Delta = sum_e dO O
+             = dp[n]                       none
+      dt[n]  = ds[n] * d score_mod / d score at (scale q.k, b, h, m, n)
+      dQ[b,h,m,d] = scale sum_n dt[n] K[b,g,n,d]
+      dK[b,g,n,d] += scale sum over m, h in g of dt[n] Q[b,h,m,d]
+      dSink[b,h,m] = -exp(sink - LSE') Delta
+
+    over the kept keys only: a fully masked row has no term and gets 0.
+    `statistic` is the forward's LSE (rank 3, f32; softmax only, ignored
+    for none). Results are f32 and shaped as Q, K, V (and the sink). The
+    derivative of score_mod is taken by the backend from the region (one
+    rule per scalar op); score_mod and mask may read tensors from above,
+    but none of them gets a gradient here (attn-grad differentiates such
+    specs as cascades).
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$query,
+    AnyRankedTensor:$key,
+    AnyRankedTensor:$value,
+    AnyRankedTensor:$output,
+    AnyRankedTensor:$statistic,
+    AnyRankedTensor:$output_grad,
+    F32:$scale,
+    Optional<AnyRankedTensor>:$sink,
+    Attn_NormalizerAttr:$normalizer);
+  let results = (outs
+    AnyRankedTensor:$query_grad,
+    AnyRankedTensor:$key_grad,
+    AnyRankedTensor:$value_grad,
+    Optional<AnyRankedTensor>:$sink_grad);
+  let regions = (region
+    SizedRegion<1>:$score_mod,
+    SizedRegion<1>:$mask,
+    AnyRegion:$tile_class);
+  let assemblyFormat = [{
+    $normalizer $query `,` $key `,` $value `,` $output `,` $statistic `,`
+    $output_grad `scale` `(` $scale `)` (`sink` `(` $sink^ `:` type($sink) `)`)?
+    attr-dict `:` type($query) `,` type($key) `,` type($value) `,`
+    type($output) `,` type($statistic) `,` type($output_grad)
+    `->` type($query_grad) `,` type($key_grad) `,` type($value_grad)
+    (`,` type($sink_grad)^)?
+    `score_mod` $score_mod `mask` $mask (`tile_class` $tile_class^)?
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::Block &getScoreModBlock() { return getScoreMod().front(); }
+    ::mlir::Block &getMaskBlock() { return getMask().front(); }
+    bool hasTileClass() { return !getTileClass().empty(); }
+  }];
+}
+
 def Attn_YieldOp : Attn_Op<"yield", [
-    Pure, Terminator, ReturnLike, ParentOneOf<["EinsumOp", "KeepOp", "AttentionOp"]>]> {
+    Pure, Terminator, ReturnLike,
+    ParentOneOf<["EinsumOp", "KeepOp", "AttentionOp", "AttentionBackwardOp"]>]> {
   let summary = "Yields the scalar of a cascade or attention body";
   let arguments = (ins Variadic<AnyType>:$values);
   let assemblyFormat = "($values^ `:` type($values))? attr-dict";
