@@ -11,6 +11,7 @@
 #include "AttentionEvaluator.h"
 
 #include "Accumulator.h"
+#include "BodyAdjoint.h"
 #include "Normalizers.h"
 
 #include "llvm/Support/raw_ostream.h"
@@ -43,16 +44,16 @@ double at4(const TensorValue &t, int64_t i, int64_t j, int64_t k, int64_t l) {
                 l * t.strides[3]];
 }
 
-LogicalResult fail(AttentionOp op, const Twine &message) {
+LogicalResult fail(Operation *op, const Twine &message) {
   return op->emitError() << "reference evaluator: " << message;
 }
 
-LogicalResult reportFault(AttentionOp op, const Fault &fault, StringRef region,
+LogicalResult reportFault(Operation *op, const Fault &fault, StringRef region,
                           int64_t b, int64_t h, int64_t m, int64_t n) {
   InFlightDiagnostic diag = fault.op->emitError() << fault.message;
   diag << " in " << region << " at point (b=" << b << ", h=" << h << ", m=" << m
        << ", n=" << n << ")";
-  diag.attachNote(op->getLoc()) << "while evaluating this attn.attention";
+  diag.attachNote(op->getLoc()) << "while evaluating this " << op->getName();
   return failure();
 }
 } // namespace
@@ -226,6 +227,146 @@ FailureOr<TensorValue> ref::evaluateExpandShape(tensor::ExpandShapeOp op,
   if (countElements(shape) != source->getNumElements())
     return op->emitError() << "reference evaluator: expand_shape changes the "
                               "number of elements";
+  TensorValue result = makeTensor(std::move(shape), source->isInteger);
+  result.data = source->data;
+  result.present = source->present;
+  return result;
+}
+
+FailureOr<SmallVector<TensorValue, 4>>
+ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
+  const TensorValue *q = env.tensors.lookup(op.getQuery());
+  const TensorValue *k = env.tensors.lookup(op.getKey());
+  const TensorValue *v = env.tensors.lookup(op.getValue());
+  const TensorValue *o = env.tensors.lookup(op.getOutput());
+  const TensorValue *lse = env.tensors.lookup(op.getStatistic());
+  const TensorValue *dO = env.tensors.lookup(op.getOutputGrad());
+  if (!q || !k || !v || !o || !lse || !dO)
+    return fail(op, "an operand is not a known tensor");
+  auto scaleIt = env.scalars.find(op.getScale());
+  if (scaleIt == env.scalars.end())
+    return fail(op, "the scale is not a scalar computed at the kernel's top "
+                    "level");
+  const double scale = scaleIt->second.f;
+  const int64_t B = q->shape[0], H = q->shape[1], M = q->shape[2],
+                D = q->shape[3];
+  const int64_t G = k->shape[1], N = k->shape[2], E = v->shape[3];
+  if (k->shape[0] != B || v->shape[0] != B || k->shape[3] != D ||
+      v->shape[1] != G || v->shape[2] != N ||
+      o->shape != std::vector<int64_t>{B, H, M, E} || dO->shape != o->shape ||
+      lse->shape != std::vector<int64_t>{B, H, M})
+    return fail(op, "the operands' shapes disagree");
+  if (G == 0 ? H != 0 : H % G != 0)
+    return fail(op, "the query heads are not a multiple of the key/value "
+                    "heads");
+  const TensorValue *sink = nullptr;
+  if (Value sinkValue = op.getSink()) {
+    sink = env.tensors.lookup(sinkValue);
+    if (!sink || sink->shape != std::vector<int64_t>{B, H, M})
+      return fail(op, "the sink must be a tensor of shape [B, H, M]");
+  }
+
+  FailureOr<BodyProgram> scoreMod = compileRegion(op.getScoreMod(), env);
+  FailureOr<BodyProgram> mask = compileRegion(op.getMask(), env);
+  if (failed(scoreMod) || failed(mask))
+    return failure();
+  std::vector<Reg> modRegs = scoreMod->makeRegisters();
+  std::vector<Reg> maskRegs = mask->makeRegisters();
+  BodyAdjoint modAdjoint(*scoreMod);
+
+  TensorValue dQ = makeTensor({B, H, M, D}, /*isInteger=*/false);
+  TensorValue dK = makeTensor({B, G, N, D}, /*isInteger=*/false);
+  TensorValue dV = makeTensor({B, G, N, E}, /*isInteger=*/false);
+  TensorValue dSink = makeTensor({B, H, M}, /*isInteger=*/false);
+  const bool softmax = op.getNormalizer() == Normalizer::Softmax;
+  const int64_t groupSize = G == 0 ? 1 : H / G;
+  Fault fault;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / groupSize;
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t row = (b * H + h) * M + m;
+        // LSE' = LSE (+) sink: the softmax's whole denominator.
+        double total = lse->data[row];
+        bool hasSink = sink && sink->isPresent(row);
+        if (softmax && hasSink) {
+          double z = sink->data[row];
+          double high = std::max(total, z);
+          total = high == kNegInf
+                      ? kNegInf
+                      : high + std::log(std::exp(total - high) +
+                                        std::exp(z - high));
+        }
+        double delta = 0.0;
+        for (int64_t e = 0; e < E; ++e)
+          delta += at4(*dO, b, h, m, e) * at4(*o, b, h, m, e);
+        if (softmax && hasSink)
+          dSink.data[row] = total == kNegInf
+                                ? 0.0
+                                : -std::exp(sink->data[row] - total) * delta;
+        for (int64_t n = 0; n < N; ++n) {
+          Reg *r = maskRegs.data();
+          r[0].i = b, r[1].i = h, r[2].i = m, r[3].i = n;
+          BodyProgram::Status status = mask->run(r, fault);
+          if (status == BodyProgram::Status::Error)
+            return reportFault(op, fault, "mask", b, h, m, n);
+          if (status != BodyProgram::Status::Present ||
+              r[mask->getResultRegister()].i == 0)
+            continue;
+          double dot = 0.0;
+          for (int64_t d = 0; d < D; ++d)
+            dot += at4(*q, b, h, m, d) * at4(*k, b, g, n, d);
+          Reg *s = modRegs.data();
+          s[0].f = scale * dot;
+          s[1].i = b, s[2].i = h, s[3].i = m, s[4].i = n;
+          status = scoreMod->run(s, fault);
+          if (status == BodyProgram::Status::Error)
+            return reportFault(op, fault, "score_mod", b, h, m, n);
+          if (status == BodyProgram::Status::Absent)
+            continue;
+          double score = scoreMod->getResult(s);
+          modAdjoint.propagate(s, 1.0);
+          double slope = modAdjoint.getArgumentAdjoint(0);
+          double p = softmax ? (total == kNegInf ? 0.0 : std::exp(score - total))
+                             : score;
+          double dp = 0.0;
+          for (int64_t e = 0; e < E; ++e)
+            dp += at4(*dO, b, h, m, e) * at4(*v, b, g, n, e);
+          double ds = softmax ? p * (dp - delta) : dp;
+          double dt = ds * slope;
+          for (int64_t e = 0; e < E; ++e)
+            dV.data[((b * G + g) * N + n) * E + e] += p * at4(*dO, b, h, m, e);
+          for (int64_t d = 0; d < D; ++d) {
+            dQ.data[row * D + d] += scale * dt * at4(*k, b, g, n, d);
+            dK.data[((b * G + g) * N + n) * D + d] +=
+                scale * dt * at4(*q, b, h, m, d);
+          }
+        }
+      }
+    }
+  }
+  SmallVector<TensorValue, 4> results;
+  results.push_back(std::move(dQ));
+  results.push_back(std::move(dK));
+  results.push_back(std::move(dV));
+  if (sink)
+    results.push_back(std::move(dSink));
+  return results;
+}
+
+FailureOr<TensorValue>
+ref::evaluateCollapseShape(tensor::CollapseShapeOp op, const Environment &env) {
+  const TensorValue *source = env.tensors.lookup(op.getSrc());
+  if (!source)
+    return op->emitError()
+           << "reference evaluator: collapses an unknown tensor";
+  std::vector<int64_t> shape;
+  for (const ReassociationIndices &group : op.getReassociationIndices()) {
+    int64_t size = 1;
+    for (int64_t axis : group)
+      size *= source->shape[axis];
+    shape.push_back(size);
+  }
   TensorValue result = makeTensor(std::move(shape), source->isInteger);
   result.data = source->data;
   result.present = source->present;

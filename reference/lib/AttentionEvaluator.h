@@ -27,6 +27,18 @@ namespace attn::ref {
 mlir::FailureOr<llvm::SmallVector<TensorValue, 2>>
 evaluateAttention(mlir::attn::AttentionOp op, const Environment &env);
 
+/// Evaluates the backward of attention (see attn.attention_backward): dQ,
+/// dK, dV and, with a sink, the sink's gradient, or reports the error on the
+/// op and fails.
+mlir::FailureOr<llvm::SmallVector<TensorValue, 4>>
+evaluateAttentionBackward(mlir::attn::AttentionBackwardOp op,
+                          const Environment &env);
+
+/// Evaluates the tensor.collapse_shape attn-grad puts after the adjoint of
+/// an expanded (MQA) key or value: the same entries under the source shape.
+mlir::FailureOr<TensorValue>
+evaluateCollapseShape(mlir::tensor::CollapseShapeOp op, const Environment &env);
+
 /// Evaluates the tensor.expand_shape that attn-raise puts in front of a
 /// shared (MQA) key or value, giving it a unit head axis: the same entries
 /// under a new shape.

@@ -34,6 +34,10 @@ public:
   /// program that returned Present; an integer result has no derivative.
   void propagate(const Reg *regs, double seed);
 
+  /// After propagate: the derivative times the seed with respect to the
+  /// body's argument `i` (a float argument, such as score_mod's score).
+  double getArgumentAdjoint(unsigned i) const { return adjoints[i]; }
+
 private:
   const BodyProgram &program;
   /// The adjoint of every register, reset at each propagate.

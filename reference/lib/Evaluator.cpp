@@ -366,6 +366,23 @@ LogicalResult KernelEvaluator::evaluate(Operation *op) {
           define(value, std::move(tensor));
         return success();
       })
+      .Case([&](AttentionBackwardOp backward) -> LogicalResult {
+        FailureOr<SmallVector<TensorValue, 4>> results =
+            evaluateAttentionBackward(backward, env);
+        if (failed(results))
+          return failure();
+        for (auto [value, tensor] :
+             llvm::zip(backward->getResults(), *results))
+          define(value, std::move(tensor));
+        return success();
+      })
+      .Case([&](tensor::CollapseShapeOp collapse) -> LogicalResult {
+        FailureOr<TensorValue> result = evaluateCollapseShape(collapse, env);
+        if (failed(result))
+          return failure();
+        define(collapse.getResult(), std::move(*result));
+        return success();
+      })
       .Case([&](tensor::ExpandShapeOp expand) -> LogicalResult {
         FailureOr<TensorValue> result = evaluateExpandShape(expand, env);
         if (failed(result))

@@ -191,7 +191,7 @@ func.func @read_rank(%n: index, %x: tensor<?x?xf32>) {
 // -----
 
 func.func @read_outside(%n: index, %x: tensor<?xf32>) {
-  // expected-error @+1 {{must be inside an attn.einsum, attn.keep or attn.attention body}}
+  // expected-error @+1 {{must be inside an attn.einsum, attn.keep, attn.attention or attn.attention_backward body}}
   %v = attn.read %x[%n] : tensor<?xf32>
   return
 }

@@ -230,3 +230,63 @@ attn.kernel @integers_only attributes {
   }
   attn.return %y : tensor<?xf32>
 }
+
+// -----
+
+// A raised kernel: the recomputed attn.attention gets an LSE result, and its
+// adjoint is attn.attention_backward with the same regions, reading O, the
+// LSE and dO.
+
+// CHECK-LABEL: attn.kernel @raised_grad
+//       CHECK:   %[[FWD:.+]]:2 = attn.attention <softmax> %Q, %K, %V scale(%{{.+}}) : {{.+}} -> tensor<?x?x?x16xf32>, tensor<?x?x?xf32> score_mod {
+//       CHECK:   %[[BWD:.+]]:3 = attn.attention_backward <softmax> %Q, %K, %V, %[[FWD]]#0, %[[FWD]]#1, %dO scale(%{{.+}})
+//       CHECK:     math.tanh
+//       CHECK:   } mask {
+//       CHECK:     arith.cmpi sle
+//       CHECK:   attn.return %[[BWD]]#0, %[[BWD]]#1, %[[BWD]]#2
+attn.kernel @raised attributes {
+    dim_names = ["B", "H", "M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808, -9223372036854775808, -9223372036854775808>,
+    input_names = ["Q", "K", "V"], param_names = [], param_defaults = [],
+    output_names = ["O"], output_types = [f32],
+    shapes = [["B", "H", "M", 16], ["B", "H", "N", 16], ["B", "H", "N", 16], ["B", "H", "M", 16]]} {
+^bb0(%B: index, %H: index, %M: index, %N: index, %Q: tensor<?x?x?x16xf32>, %K: tensor<?x?x?x16xf32>, %V: tensor<?x?x?x16xf32>):
+  %scale = arith.constant 0.25 : f32
+  %o = attn.attention <softmax> %Q, %K, %V scale(%scale)
+      : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    %t = math.tanh %s : f32
+    attn.yield %t : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %c = arith.cmpi sle, %n, %m : index
+    attn.yield %c : i1
+  }
+  attn.return %o : tensor<?x?x?x16xf32>
+}
+
+// -----
+
+// The normalize normalizer has no statistic to recompute its weights from:
+// the caller differentiates the cascade instead.
+
+attn.kernel @raised_normalize attributes {
+    dim_names = ["B", "H", "M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808, -9223372036854775808, -9223372036854775808>,
+    input_names = ["Q", "K", "V"], param_names = [], param_defaults = [],
+    output_names = ["O"], output_types = [f32],
+    shapes = [["B", "H", "M", 16], ["B", "H", "N", 16], ["B", "H", "N", 16], ["B", "H", "M", 16]]} {
+^bb0(%B: index, %H: index, %M: index, %N: index, %Q: tensor<?x?x?x16xf32>, %K: tensor<?x?x?x16xf32>, %V: tensor<?x?x?x16xf32>):
+  %scale = arith.constant 0.25 : f32
+  // expected-error @below {{attn-grad: no fused backward: the normalize normalizer has no row statistic}}
+  %o = attn.attention <normalize> map(<softplus>) %Q, %K, %V scale(%scale)
+      : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  attn.return %o : tensor<?x?x?x16xf32>
+}

@@ -278,9 +278,10 @@ LogicalResult ReadOp::verify() {
                          << " tensor with " << getSubscripts().size()
                          << " subscripts";
   Operation *parent = getOperation()->getParentOp();
-  if (!isa_and_nonnull<EinsumOp, KeepOp, AttentionOp>(parent))
-    return emitOpError()
-           << "must be inside an attn.einsum, attn.keep or attn.attention body";
+  if (!isa_and_nonnull<EinsumOp, KeepOp, AttentionOp, AttentionBackwardOp>(
+          parent))
+    return emitOpError() << "must be inside an attn.einsum, attn.keep, "
+                            "attn.attention or attn.attention_backward body";
   return success();
 }
 
@@ -422,17 +423,23 @@ static Value getYielded(Region &region) {
   return yield.getValues().front();
 }
 
-bool AttentionOp::hasTrivialMask() {
-  Value predicate = getYielded(getMask());
+/// Whether a mask region yields the constant true.
+static bool yieldsTrue(Region &mask) {
+  Value predicate = getYielded(mask);
   auto constant = predicate ? predicate.getDefiningOp<arith::ConstantOp>()
                             : arith::ConstantOp();
   auto value = constant ? dyn_cast<BoolAttr>(constant.getValue()) : BoolAttr();
   return value && value.getValue();
 }
 
-bool AttentionOp::hasTrivialScoreMod() {
-  return getYielded(getScoreMod()) == getScoreModBlock().getArgument(0);
+/// Whether a score_mod region yields its score argument.
+static bool yieldsScore(Region &scoreMod) {
+  return getYielded(scoreMod) == scoreMod.front().getArgument(0);
 }
+
+bool AttentionOp::hasTrivialMask() { return yieldsTrue(getMask()); }
+
+bool AttentionOp::hasTrivialScoreMod() { return yieldsScore(getScoreMod()); }
 
 LogicalResult AttentionOp::verify() {
   auto query = cast<RankedTensorType>(getQuery().getType());
@@ -531,6 +538,12 @@ LogicalResult AttentionOp::verifyRegions() {
 void AttentionBackwardOp::getAsmBlockArgumentNames(
     Region &region, OpAsmSetValueNameFn setNameFn) {
   nameAttentionRegionArguments(region, getScoreMod(), getMask(), setNameFn);
+}
+
+bool AttentionBackwardOp::hasTrivialMask() { return yieldsTrue(getMask()); }
+
+bool AttentionBackwardOp::hasTrivialScoreMod() {
+  return yieldsScore(getScoreMod());
 }
 
 LogicalResult AttentionBackwardOp::verify() {

@@ -11,6 +11,16 @@
 //     normalizer (the normalizer definition's adjoint, written as einsums).
 //  3. The gradients of the float inputs are returned.
 //
+// A kernel that attn-raise has already raised differentiates the same way,
+// with two more rules: the adjoint of an attn.attention is an
+// attn.attention_backward (the fused backward every backend lowers; the
+// recomputed forward gets an LSE result for it), and the adjoint of the
+// tensor.expand_shape the raise puts on a shared (MQA) key or value is the
+// collapse_shape of its adjoint. What the structured op cannot differentiate
+// (the normalize normalizer, a score_mod or mask that reads a tensor that
+// needs a gradient, an adjoint of the LSE result) is reported with the
+// reason, and the caller differentiates the cascade instead.
+//
 // Every contribution is a `sum` einsum (over the read tensor's axes, with a
 // one-point reduction where nothing else is reduced), so adjoints have no
 // absent entries: an absent point of the forward reads an absent entry in
@@ -37,6 +47,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/DenseSet.h"
@@ -135,7 +146,11 @@ private:
   LogicalResult differentiateRead(EinsumOp einsum, ReadOp read, Value adjoint,
                                   Value count, Value extremePosition);
   LogicalResult differentiateNormalizer(Operation *op, Value adjoint);
+  LogicalResult differentiateAttention(AttentionOp attention);
 
+  /// Gives every softmax attn.attention of the recomputed forward an LSE
+  /// result, which its backward reads (in `cascade`, the ops replaced).
+  void addStatistics(SmallVectorImpl<Operation *> &cascade);
   void findActiveTensors();
 
   KernelOp forward;
@@ -145,6 +160,8 @@ private:
   /// Tensors that depend on a float input: the only ones with adjoints.
   llvm::DenseSet<Value> active;
   llvm::DenseMap<Value, SmallVector<Value>> contributions;
+  /// Outputs of the recomputed forward that addStatistics replaced.
+  llvm::DenseMap<Value, Value> replacedOutputs;
 };
 
 SmallVector<Value> GradientBuilder::axisSizes(Value tensor) {
@@ -235,12 +252,11 @@ void GradientBuilder::findActiveTensors() {
             cast<RankedTensorType>(input.getType()).getElementType()))
       active.insert(input);
   }
+  auto isFloatTensor = [](Value value) {
+    auto type = dyn_cast<RankedTensorType>(value.getType());
+    return type && isa<FloatType>(type.getElementType());
+  };
   for (Operation &op : entry->getOperations()) {
-    if (op.getNumResults() != 1 ||
-        !isa<RankedTensorType>(op.getResult(0).getType()) ||
-        !isa<FloatType>(
-            cast<RankedTensorType>(op.getResult(0).getType()).getElementType()))
-      continue;
     bool dependsOnInput = false;
     if (auto einsum = dyn_cast<EinsumOp>(op)) {
       einsum.getBodyBlock().walk([&](ReadOp read) {
@@ -251,8 +267,11 @@ void GradientBuilder::findActiveTensors() {
         return active.contains(operand);
       });
     }
-    if (dependsOnInput)
-      active.insert(op.getResult(0));
+    if (!dependsOnInput)
+      continue;
+    for (Value result : op.getResults())
+      if (isFloatTensor(result))
+        active.insert(result);
   }
 }
 
@@ -612,6 +631,89 @@ LogicalResult GradientBuilder::differentiateNormalizer(Operation *op,
   return success();
 }
 
+void GradientBuilder::addStatistics(SmallVectorImpl<Operation *> &cascade) {
+  for (Operation *&op : cascade) {
+    auto attention = dyn_cast<AttentionOp>(op);
+    if (!attention || attention.getLse() ||
+        attention.getNormalizer() != Normalizer::Softmax)
+      continue;
+    auto query = cast<RankedTensorType>(attention.getQuery().getType());
+    auto lseType = RankedTensorType::get(query.getShape().take_front(3),
+                                         b.getF32Type());
+    OpBuilder here(attention);
+    auto withLse = AttentionOp::create(
+        here, attention.getLoc(), attention.getOutput().getType(), lseType,
+        attention.getQuery(), attention.getKey(), attention.getValue(),
+        attention.getScale(), attention.getSink(),
+        attention.getNormalizerAttr(), attention.getMapAttr());
+    for (auto [from, to] : llvm::zip(attention->getRegions(),
+                                     withLse->getRegions()))
+      to.takeBody(from);
+    attention.getOutput().replaceAllUsesWith(withLse.getOutput());
+    replacedOutputs[attention.getOutput()] = withLse.getOutput();
+    attention.erase();
+    op = withLse;
+  }
+}
+
+LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
+  Value adjoint = adjointOf(attention.getOutput());
+  if (!adjoint)
+    return success();
+  auto refuse = [&](const Twine &why) {
+    return attention.emitError("attn-grad: no fused backward: ") << why;
+  };
+  if (attention.getNormalizer() == Normalizer::Normalize)
+    return refuse("the normalize normalizer has no row statistic to "
+                  "recompute its weights from");
+  if (Value lse = attention.getLse(); lse && adjointOf(lse))
+    return refuse("the LSE output has an adjoint");
+  for (Region *region : {&attention.getScoreMod(), &attention.getMask()}) {
+    WalkResult walk = region->walk([&](ReadOp read) {
+      return active.contains(read.getTensor()) ? WalkResult::interrupt()
+                                               : WalkResult::advance();
+    });
+    if (walk.wasInterrupted())
+      return refuse("score_mod or mask reads a tensor that needs a gradient");
+  }
+  Location loc = attention.getLoc();
+  Value statistic = attention.getLse();
+  if (!statistic) {
+    // none: the backward reads no statistic; give it zeros of its shape.
+    auto query = cast<RankedTensorType>(attention.getQuery().getType());
+    SmallVector<Value> sizes = axisSizes(attention.getQuery());
+    sizes.pop_back();
+    EinsumOp zeros = createEinsum(
+        loc, RankedTensorType::get(query.getShape().take_front(3),
+                                   b.getF32Type()),
+        ReductionKind::None, {"b", "h", "m"}, {}, sizes);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&zeros.getBodyBlock());
+    YieldOp::create(b, loc, f32(loc, 0.0));
+    statistic = zeros.getResult();
+  }
+  Value sink = attention.getSink();
+  OpBuilder top = atTop();
+  auto backward = AttentionBackwardOp::create(
+      top, loc, adjointType(attention.getQuery()),
+      adjointType(attention.getKey()), adjointType(attention.getValue()),
+      sink ? Type(adjointType(sink)) : Type(), attention.getQuery(),
+      attention.getKey(), attention.getValue(), attention.getOutput(),
+      statistic, adjoint, attention.getScale(), sink,
+      attention.getNormalizerAttr());
+  for (auto [from, to] :
+       llvm::zip(attention->getRegions(), backward->getRegions())) {
+    IRMapping mapping;
+    from.cloneInto(&to, mapping);
+  }
+  contribute(attention.getQuery(), backward.getQueryGrad());
+  contribute(attention.getKey(), backward.getKeyGrad());
+  contribute(attention.getValue(), backward.getValueGrad());
+  if (sink)
+    contribute(sink, backward.getSinkGrad());
+  return success();
+}
+
 FailureOr<OwningOpRef<ModuleOp>> GradientBuilder::build() {
   MLIRContext *context = forward.getContext();
   Location loc = forward.getLoc();
@@ -687,12 +789,22 @@ FailureOr<OwningOpRef<ModuleOp>> GradientBuilder::build() {
   SmallVector<Operation *> cascade;
   for (Operation &op : forwardEntry.without_terminator())
     cascade.push_back(b.clone(op, mapping));
+  addStatistics(cascade);
   findActiveTensors();
 
   // 2. Backwards from the outputs' adjoints.
-  for (auto [o, adjoint] : llvm::zip(floatOutputs, outputAdjoints))
-    contribute(mapping.lookup(forwardReturn.getValues()[o]), adjoint);
+  for (auto [o, adjoint] : llvm::zip(floatOutputs, outputAdjoints)) {
+    Value output = mapping.lookup(forwardReturn.getValues()[o]);
+    contribute(replacedOutputs.lookup(output) ? replacedOutputs.lookup(output)
+                                              : output,
+               adjoint);
+  }
   for (Operation *op : llvm::reverse(cascade)) {
+    if (auto attention = dyn_cast<AttentionOp>(op)) {
+      if (failed(differentiateAttention(attention)))
+        return failure();
+      continue;
+    }
     if (op->getNumResults() != 1 || !active.contains(op->getResult(0)))
       continue;
     Value adjoint = adjointOf(op->getResult(0));
@@ -705,6 +817,13 @@ FailureOr<OwningOpRef<ModuleOp>> GradientBuilder::build() {
       contribute(keep.getInput(), adjoint);
     else if (isa<SoftmaxOp, NormalizeOp>(op))
       result = differentiateNormalizer(op, adjoint);
+    else if (auto expand = dyn_cast<tensor::ExpandShapeOp>(op)) {
+      OpBuilder top = atTop();
+      contribute(expand.getSrc(),
+                 tensor::CollapseShapeOp::create(
+                     top, expand.getLoc(), adjointType(expand.getSrc()),
+                     adjoint, expand.getReassociationIndices()));
+    }
     else
       result = op->emitError("attn-grad: cannot differentiate '")
                << op->getName() << "'";

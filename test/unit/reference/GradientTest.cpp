@@ -15,6 +15,8 @@
 #include "attn/Reference/Gradient.h"
 #include "attn/Transforms/Passes.h"
 
+#include "mlir/Pass/PassManager.h"
+
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -410,23 +412,19 @@ TEST_P(ExampleGradientTest, MatchesFiniteDifferences) {
   EXPECT_GT(maxAbs(q), 0.0);
 }
 
-/// attn-grad's adjoint kernel, interpreted by the evaluator, gives what
-/// reverse mode gives: the pass's cascade is checked here at every example
-/// independently of any backend.
-TEST_P(ExampleGradientTest, AdjointKernelAgreesWithReverseMode) {
-  Problem problem = load(GetParam());
-  ASSERT_TRUE(problem.kernel);
+/// Checks the adjoint kernel of `forwardKernel` (a cascade, or the same
+/// kernel raised), interpreted by the evaluator, against reverse mode on the
+/// cascade of `problem`.
+void expectAdjointMatchesReverseMode(const Problem &problem,
+                                     mlir::attn::KernelOp forwardKernel,
+                                     std::vector<HostTensor> &adjoints,
+                                     const std::string &diagnostics) {
   mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> adjointModule =
-      mlir::attn::buildGradientModule(problem.kernel);
+      mlir::attn::buildGradientModule(forwardKernel);
   ASSERT_TRUE(mlir::succeeded(adjointModule)) << diagnostics;
   mlir::attn::KernelOp adjoint =
       *(*adjointModule)->getOps<mlir::attn::KernelOp>().begin();
-  std::optional<std::vector<HostTensor>> outputs = forward(problem);
-  ASSERT_TRUE(outputs);
-  std::vector<HostTensor> adjoints;
   std::vector<const HostTensor *> adjointPointers;
-  for (auto [o, output] : llvm::enumerate(*outputs))
-    adjoints.push_back(randomF64(output.getShape(), 31 + o, 0.0));
   for (const HostTensor &a : adjoints)
     adjointPointers.push_back(&a);
   mlir::FailureOr<Gradients> expected =
@@ -457,6 +455,69 @@ TEST_P(ExampleGradientTest, AdjointKernelAgreesWithReverseMode) {
     EXPECT_LE(maxAbs(difference), tolerance);
   }
   EXPECT_EQ(next, gradients->size());
+}
+
+/// Random adjoints for the outputs of `problem`.
+std::vector<HostTensor> randomAdjoints(const std::vector<HostTensor> &outputs) {
+  std::vector<HostTensor> adjoints;
+  for (auto [o, output] : llvm::enumerate(outputs))
+    adjoints.push_back(randomF64(output.getShape(), 31 + o, 0.0));
+  return adjoints;
+}
+
+/// attn-grad's adjoint kernel, interpreted by the evaluator, gives what
+/// reverse mode gives: the pass's cascade is checked here at every example
+/// independently of any backend.
+TEST_P(ExampleGradientTest, AdjointKernelAgreesWithReverseMode) {
+  Problem problem = load(GetParam());
+  ASSERT_TRUE(problem.kernel);
+  std::optional<std::vector<HostTensor>> outputs = forward(problem);
+  ASSERT_TRUE(outputs);
+  std::vector<HostTensor> adjoints = randomAdjoints(*outputs);
+  expectAdjointMatchesReverseMode(problem, problem.kernel, adjoints,
+                                  diagnostics);
+}
+
+/// The same after attn-raise and attn-analyze-mask: attn.attention becomes
+/// attn.attention_backward, except where the structured op cannot say it
+/// (then the caller differentiates the cascade, as the test above does).
+TEST_P(ExampleGradientTest, RaisedAdjointKernelAgreesWithReverseMode) {
+  Problem problem = load(GetParam());
+  ASSERT_TRUE(problem.kernel);
+  std::optional<std::vector<HostTensor>> outputs = forward(problem);
+  ASSERT_TRUE(outputs);
+  std::vector<HostTensor> adjoints = randomAdjoints(*outputs);
+  mlir::OwningOpRef<mlir::ModuleOp> raised = module->clone();
+  mlir::PassManager pm(&context);
+  mlir::attn::buildAttentionRecognitionPipeline(pm);
+  ASSERT_TRUE(mlir::succeeded(pm.run(*raised))) << diagnostics;
+  mlir::attn::KernelOp kernel =
+      *raised->getOps<mlir::attn::KernelOp>().begin();
+  // Where the structured backward does not apply, and why.
+  static const std::map<std::string, std::string> kCascadeOnly = {
+      {"alibi", "reads a tensor that needs a gradient"},
+      {"lse_output", "the LSE output has an adjoint"},
+      {"softplus", "the normalize normalizer"},
+  };
+  auto cascadeOnly = kCascadeOnly.find(GetParam());
+  if (cascadeOnly != kCascadeOnly.end()) {
+    EXPECT_TRUE(mlir::failed(mlir::attn::buildGradientModule(kernel)));
+    EXPECT_NE(diagnostics.find(cascadeOnly->second), std::string::npos)
+        << diagnostics;
+    return;
+  }
+  bool hasAttention = false;
+  kernel.walk([&](mlir::attn::AttentionOp) { hasAttention = true; });
+  expectAdjointMatchesReverseMode(problem, kernel, adjoints, diagnostics);
+  if (hasAttention) {
+    mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> adjointModule =
+        mlir::attn::buildGradientModule(kernel);
+    ASSERT_TRUE(mlir::succeeded(adjointModule));
+    bool fused = false;
+    (*adjointModule)->walk(
+        [&](mlir::attn::AttentionBackwardOp) { fused = true; });
+    EXPECT_TRUE(fused) << "a raised attention has a fused backward";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Gradient, ExampleGradientTest,

@@ -23,7 +23,8 @@ def AttnRaise : Pass<"attn-raise", "::mlir::attn::KernelOp"> {
 def AttnAnalyzeMask : Pass<"attn-analyze-mask", "::mlir::attn::KernelOp"> {
   let summary = "Classifies (query tile, key tile) pairs as empty, partial or full";
   let description = [{
-    Fills the `tile_class` region of every `attn.attention` with code that
+    Fills the `tile_class` region of every `attn.attention` and
+    `attn.attention_backward` with code that
     decides, for a batch, a head and inclusive query and key ranges, whether
     the mask keeps none, some or all of the tile. Affine predicates are
     decided by interval arithmetic on the tile bounds; predicates that read
@@ -82,7 +83,8 @@ def AttnGrad : Pass<"attn-grad", "::mlir::ModuleOp"> {
     a fully masked row gets a zero gradient.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
-                           "::mlir::math::MathDialect"];
+                           "::mlir::math::MathDialect",
+                           "::mlir::tensor::TensorDialect"];
 }
 
 #endif // ATTN_TRANSFORMS_PASSES_TD
