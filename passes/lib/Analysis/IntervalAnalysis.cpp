@@ -14,8 +14,9 @@
 using namespace mlir;
 using namespace mlir::attn;
 
-/// Interval bounds are kept well inside int64 so that sums and products of
-/// two bounds never overflow; anything larger is treated as unbounded.
+/// Interval bounds are kept well inside int64 so that sums of two bounds
+/// never overflow; anything larger is treated as unbounded. Products can
+/// (2^40 * 2^40), and are checked.
 static constexpr int64_t kLimit = int64_t(1) << 40;
 
 static Interval make(int64_t lo, int64_t hi) {
@@ -67,7 +68,12 @@ static Interval sub(Interval a, Interval b) {
 static Interval mul(Interval a, Interval b) {
   if (a.isUnbounded() || b.isUnbounded())
     return Interval::unbounded();
-  int64_t products[] = {a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi};
+  int64_t products[4];
+  if (llvm::MulOverflow(a.lo, b.lo, products[0]) ||
+      llvm::MulOverflow(a.lo, b.hi, products[1]) ||
+      llvm::MulOverflow(a.hi, b.lo, products[2]) ||
+      llvm::MulOverflow(a.hi, b.hi, products[3]))
+    return Interval::unbounded();
   return make(*std::min_element(products, products + 4),
               *std::max_element(products, products + 4));
 }
