@@ -334,14 +334,35 @@ LaunchMemory::estimate(KernelOp kernel, ArrayRef<int64_t> dims,
       if (llvm::Error error =
               memory.addElements(tensorName(i), counts[i], elementBytes(i)))
         return std::move(error);
-  if (!allocations.reference && !allocations.unfusedWorkspaces)
+  auto isFloatTensor = [&](unsigned i) {
+    Type type =
+        i < numInputs
+            ? cast<RankedTensorType>(kernel.getInputArg(i).getType())
+                  .getElementType()
+            : cast<TypeAttr>(kernel.getOutputTypes()[i - numInputs]).getValue();
+    return isa<FloatType>(type);
+  };
+  if (allocations.outputAdjoints)
+    for (unsigned i = numInputs; i < counts.size(); ++i)
+      if (isFloatTensor(i))
+        if (llvm::Error error = memory.addElements(("d" + tensorName(i)).str(),
+                                                   counts[i], sizeof(float)))
+          return std::move(error);
+  if (allocations.gradients)
+    for (unsigned i = 0; i < numInputs; ++i)
+      if (isFloatTensor(i))
+        if (llvm::Error error = memory.addElements(("d" + tensorName(i)).str(),
+                                                   counts[i], sizeof(float)))
+          return std::move(error);
+  bool reference = allocations.reference || allocations.referenceGradients;
+  if (!reference && !allocations.unfusedWorkspaces)
     return memory;
 
   std::vector<CascadeTensor> tensors = getCascadeTensors(kernel, dims);
   llvm::DenseSet<Value> returned;
   for (Value value : kernel.getReturnOp().getValues())
     returned.insert(value);
-  if (allocations.reference) {
+  if (reference) {
     // The reference holds every tensor it computes until it returns, as
     // float64 values plus a presence byte where entries may be absent, and
     // starts from float64 copies of the inputs.
@@ -368,6 +389,30 @@ LaunchMemory::estimate(KernelOp kernel, ArrayRef<int64_t> dims,
       if (llvm::Error error = memory.addElements(
               ("the reference's " + tensorName(i)).str(), counts[i], 8))
         return std::move(error);
+  }
+  if (allocations.referenceGradients) {
+    // Reverse mode keeps a float64 adjoint beside every float tensor it
+    // reaches (inputs included) and copies the inputs' adjoints out as the
+    // gradients it returns.
+    for (unsigned i = 0; i < numInputs; ++i)
+      if (isFloatTensor(i))
+        if (llvm::Error error =
+                memory.addElements(("the reference's d" + tensorName(i)).str(),
+                                   counts[i], 2 * sizeof(double)))
+          return std::move(error);
+    for (const CascadeTensor &tensor : tensors) {
+      if (!isa<FloatType>(
+              cast<RankedTensorType>(tensor.value.getType()).getElementType()))
+        continue;
+      llvm::Expected<int64_t> count = countElements(
+          "a " + tensor.axes + " adjoint of the reference", tensor.shape);
+      if (!count)
+        return count.takeError();
+      if (llvm::Error error =
+              memory.addElements("the reference's " + tensor.axes + " adjoints",
+                                 *count, sizeof(double)))
+        return std::move(error);
+    }
   }
   if (allocations.unfusedWorkspaces) {
     for (const CascadeTensor &tensor : tensors) {

@@ -57,6 +57,14 @@ LoadedSpec::load(llvm::SourceMgr &sourceMgr, mlir::MLIRContext &context,
   return LoadedSpec(std::move(*module), std::move(*signature));
 }
 
+llvm::Expected<LoadedSpec>
+LoadedSpec::fromModule(mlir::OwningOpRef<mlir::ModuleOp> module) {
+  llvm::Expected<KernelSignature> signature = KernelSignature::read(*module);
+  if (!signature)
+    return signature.takeError();
+  return LoadedSpec(std::move(module), std::move(*signature));
+}
+
 mlir::attn::KernelOp LoadedSpec::getKernel() const {
   return *getModule().getOps<mlir::attn::KernelOp>().begin();
 }

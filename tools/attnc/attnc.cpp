@@ -1,7 +1,9 @@
 //===- attnc.cpp - The attnc driver ---------------------------------------===//
 //
 // attnc run SPEC      compile, run on random data, optionally check against
-//                     the float64 reference evaluator
+//                     the float64 reference evaluator; with --grad the same
+//                     for the spec's adjoint kernel and the reference's
+//                     reverse mode
 // attnc compile SPEC  compile and print an intermediate form, or write the
 //                     kernel's object file and its ABI (-o kernel.o|.so),
 //                     or with --target sm_90a|sm_80 a GPU kernel package
@@ -18,6 +20,7 @@
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/FatalErrors.h"
+#include "attn/Driver/Gradient.h"
 #include "attn/Driver/Launch.h"
 #include "attn/Driver/LaunchMemory.h"
 #include "attn/Driver/Spec.h"
@@ -28,12 +31,13 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
-#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -92,6 +96,12 @@ static cl::opt<std::string> targetOption(
 static cl::opt<bool> checkOption(
     "check", cl::desc("Compare with the float64 reference evaluator"),
     cl::sub(runCommand), cl::cat(attncCategory));
+static cl::opt<bool> gradOption(
+    "grad",
+    cl::desc("Run the adjoint kernel (attn-grad) instead: the gradients of "
+             "random output adjoints (dO, ...) with respect to every float "
+             "input; with --check, each against the float64 reverse mode"),
+    cl::sub(runCommand), cl::cat(attncCategory));
 static cl::opt<bool> jsonOption("json",
                                 cl::desc("Print one JSON object of results"),
                                 cl::sub(runCommand), cl::cat(attncCategory));
@@ -123,18 +133,20 @@ static cl::opt<std::string>
                        "x86-64-v4; default: the host)"),
               cl::sub(compileCommand), cl::cat(attncCategory));
 
-enum class EmitKind { Attn, Linalg, LLVMDialect, LLVMIR, Object };
+enum class EmitKind { Attn, Grad, Linalg, LLVMDialect, LLVMIR, Object };
 static cl::opt<EmitKind> emitOption(
     "emit", cl::desc("What to print"), cl::init(EmitKind::Attn),
-    cl::values(clEnumValN(EmitKind::Attn, "attn", "the attn cascade"),
-               clEnumValN(EmitKind::Linalg, "linalg",
-                          "linalg on tensors (unfused)"),
-               clEnumValN(EmitKind::LLVMDialect, "llvm-dialect",
-                          "the LLVM dialect"),
-               clEnumValN(EmitKind::LLVMIR, "llvm", "LLVM IR"),
-               clEnumValN(EmitKind::Object, "obj",
-                          "an object file and its ABI (the default when -o "
-                          "ends in .o or .so)")),
+    cl::values(
+        clEnumValN(EmitKind::Attn, "attn", "the attn cascade"),
+        clEnumValN(EmitKind::Grad, "grad",
+                   "the adjoint kernel <name>_grad (attn-grad), a "
+                   "cascade"),
+        clEnumValN(EmitKind::Linalg, "linalg", "linalg on tensors (unfused)"),
+        clEnumValN(EmitKind::LLVMDialect, "llvm-dialect", "the LLVM dialect"),
+        clEnumValN(EmitKind::LLVMIR, "llvm", "LLVM IR"),
+        clEnumValN(EmitKind::Object, "obj",
+                   "an object file and its ABI (the default when -o "
+                   "ends in .o or .so)")),
     cl::sub(compileCommand), cl::cat(attncCategory));
 static cl::opt<std::string> outputPath("o", cl::desc("Output file"),
                                        cl::value_desc("path"), cl::init("-"),
@@ -150,6 +162,26 @@ using Clock = std::chrono::steady_clock;
 double millisecondsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start)
       .count();
+}
+
+/// Runs `compiled` --repeat times (none when the launch has no output entry)
+/// and gives the median time in milliseconds.
+llvm::Expected<double> timeRuns(CpuKernel &compiled, KernelOp kernel,
+                                const Launch &launch,
+                                ArrayRef<const HostTensor *> inputs,
+                                ArrayRef<HostTensor *> outputs) {
+  std::vector<double> runTimes;
+  bool anythingToCompute = hasOutputEntries(kernel, launch.dims);
+  for (unsigned r = 0; r < std::max(1u, (unsigned)repeatOption); ++r) {
+    auto runStart = Clock::now();
+    if (anythingToCompute)
+      if (llvm::Error error =
+              compiled.run(launch.dims, inputs, launch.params, outputs))
+        return std::move(error);
+    runTimes.push_back(millisecondsSince(runStart));
+  }
+  std::sort(runTimes.begin(), runTimes.end());
+  return runTimes[runTimes.size() / 2];
 }
 
 /// Writes `text` to `fd` as a JSON string, quotes included, without
@@ -296,6 +328,221 @@ std::string describeDims(KernelOp kernel, llvm::ArrayRef<int64_t> dims) {
   return text;
 }
 
+/// The dims of a launch as a JSON object, name -> size.
+llvm::json::Object describeDimsJson(KernelOp kernel,
+                                    llvm::ArrayRef<int64_t> dims) {
+  llvm::json::Object shapes;
+  for (unsigned i = 0; i < kernel.getNumDims(); ++i)
+    shapes[cast<StringAttr>(kernel.getDimNames()[i]).getValue()] = dims[i];
+  return shapes;
+}
+
+/// The params of a launch as a JSON object, name -> value.
+llvm::json::Object describeParamsJson(KernelOp kernel,
+                                      llvm::ArrayRef<double> values) {
+  llvm::json::Object params;
+  for (unsigned i = 0; i < kernel.getNumParams(); ++i)
+    params[cast<StringAttr>(kernel.getParamNames()[i]).getValue()] = values[i];
+  return params;
+}
+
+/// A relative error for JSON, which has no infinity.
+double toJsonError(double error) {
+  return std::isfinite(error) ? error : 1e308;
+}
+
+/// `attnc run --grad`: the adjoint kernel of `spec` (attn-grad) on random
+/// inputs and random N(0, 1) output adjoints, compiled through the same
+/// pipeline and cache as any kernel, and with --check each gradient against
+/// the float64 reverse mode of the cascade as written.
+int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
+  KernelOp kernel = spec.getKernel();
+  const KernelSignature &signature = spec.getSignature();
+  // Everything this run allocates, refused before any of it is: the
+  // forward's inputs, the output adjoints, the gradients and, to check
+  // them, the reference's reverse mode.
+  LaunchAllocations allocations;
+  allocations.inputCopies = 1;
+  allocations.outputAdjoints = true;
+  allocations.gradients = true;
+  allocations.referenceGradients = checkOption;
+  if (llvm::Error error = checkLaunchMemory(kernel, launch.dims, allocations))
+    return fail(std::move(error));
+  launch.inputs = makeRandomInputs(kernel, launch.dims, seedOption);
+  if (llvm::Error error = checkLaunch(kernel, launch))
+    return fail(std::move(error));
+
+  auto compileStart = Clock::now();
+  llvm::Expected<GradientSpec> gradient = GradientSpec::build(spec);
+  if (!gradient)
+    return fail(gradient.takeError());
+  const LoadedSpec &adjoint = gradient->getAdjoint();
+  KernelOp adjointKernel = adjoint.getKernel();
+  llvm::ArrayRef<unsigned> adjointedOutputs = gradient->getAdjointedOutputs();
+  llvm::ArrayRef<unsigned> differentiated = gradient->getDifferentiatedInputs();
+  double buildMs = millisecondsSince(compileStart);
+
+  // The adjoint kernel reads the forward's inputs, then the output
+  // adjoints; it is checked as a launch of its own, since it is the kernel
+  // that runs.
+  unsigned numForwardInputs = signature.inputs.size();
+  Launch adjointLaunch;
+  adjointLaunch.dims = launch.dims;
+  adjointLaunch.params = launch.params;
+  adjointLaunch.inputs = std::move(launch.inputs);
+  for (HostTensor &outputAdjoint :
+       makeRandomOutputAdjoints(spec, launch.dims, seedOption))
+    adjointLaunch.inputs.push_back(std::move(outputAdjoint));
+  if (llvm::Error error = checkLaunch(adjointKernel, adjointLaunch))
+    return fail(std::move(error));
+  std::vector<const HostTensor *> inputPointers;
+  for (const HostTensor &input : adjointLaunch.inputs)
+    inputPointers.push_back(&input);
+
+  // The reference differentiates the cascade as written, before any
+  // lowering, with the same adjoints (none for integer outputs).
+  std::vector<std::optional<HostTensor>> expected;
+  if (checkOption) {
+    std::vector<const HostTensor *> outputAdjoints(signature.outputs.size(),
+                                                   nullptr);
+    for (auto [k, output] : llvm::enumerate(adjointedOutputs))
+      outputAdjoints[output] = inputPointers[numForwardInputs + k];
+    llvm::Expected<std::vector<std::optional<HostTensor>>> result =
+        evaluateReferenceGradients(
+            spec, launch.dims,
+            llvm::ArrayRef<const HostTensor *>(inputPointers)
+                .take_front(numForwardInputs),
+            launch.params, outputAdjoints);
+    if (!result)
+      return fail(result.takeError());
+    expected = std::move(*result);
+  }
+
+  auto codegenStart = Clock::now();
+  CpuKernelOptions kernelOptions;
+  kernelOptions.threads = threadsOption;
+  kernelOptions.timePasses = timePasses;
+  kernelOptions.pipeline.fused = fuseOption;
+  auto compiled = adjoint.compileForHost(kernelOptions, getCacheOptions());
+  if (!compiled)
+    return fail(compiled.takeError());
+  double compileMs = frontendMs + buildMs + millisecondsSince(codegenStart);
+  const CpuCompileStats &stats = (*compiled)->getStats();
+  printWarnings(stats.warnings);
+  const char *path = (*compiled)->isFused() ? "fused" : "unfused";
+  unsigned threads = (*compiled)->getThreads();
+  if (!(*compiled)->isFused()) {
+    LaunchAllocations workspaces;
+    workspaces.unfusedWorkspaces = true;
+    if (llvm::Error error =
+            checkLaunchMemory(adjointKernel, launch.dims, workspaces))
+      return fail(std::move(error));
+  }
+
+  const KernelSignature &adjointSignature = adjoint.getSignature();
+  std::vector<HostTensor> gradients;
+  for (unsigned k = 0; k < adjointSignature.outputs.size(); ++k)
+    gradients.emplace_back(adjointSignature.outputs[k].dtype,
+                           getTensorShape(adjointKernel,
+                                          adjointSignature.inputs.size() + k,
+                                          launch.dims));
+  std::vector<HostTensor *> gradientPointers;
+  for (HostTensor &gradientTensor : gradients)
+    gradientPointers.push_back(&gradientTensor);
+  llvm::Expected<double> timed = timeRuns(**compiled, adjointKernel, launch,
+                                          inputPointers, gradientPointers);
+  if (!timed)
+    return fail(timed.takeError());
+  double runMs = *timed;
+
+  std::vector<double> errors;
+  double maxError = 0, tolerance = 0;
+  bool ok = true;
+  if (checkOption) {
+    for (auto [k, input] : llvm::enumerate(differentiated)) {
+      if (!expected[input])
+        return fail("the reference has no gradient for float input '" +
+                    signature.inputs[input].name + "'");
+      double error = relativeError(gradients[k], *expected[input]);
+      error = std::isnan(error) ? INFINITY : error;
+      errors.push_back(error);
+      maxError = std::max(maxError, error);
+    }
+    DType dataType = DType::F32;
+    for (unsigned input : differentiated)
+      if (signature.inputs[input].dtype == DType::BF16 ||
+          signature.inputs[input].dtype == DType::F16)
+        dataType = signature.inputs[input].dtype;
+    tolerance = getGradientCheckTolerance(dataType);
+    ok = maxError <= tolerance;
+  }
+
+  double flops = countCascadeFlops(adjointKernel, launch.dims);
+  double gflops = runMs > 0 ? flops / (runMs * 1e6) : 0;
+  std::vector<std::string> gradientNames, adjointNames;
+  for (const KernelTensor &output : adjointSignature.outputs)
+    gradientNames.push_back(output.name);
+  for (unsigned k = 0; k < adjointedOutputs.size(); ++k)
+    adjointNames.push_back(adjointSignature.inputs[numForwardInputs + k].name);
+  if (jsonOption) {
+    llvm::json::Array gradientArray, adjointArray;
+    for (const std::string &name : gradientNames)
+      gradientArray.push_back(name);
+    for (const std::string &name : adjointNames)
+      adjointArray.push_back(name);
+    llvm::json::Object result{
+        {"spec", signature.name},
+        {"kernel", adjointSignature.name},
+        {"grad", true},
+        {"file", specPath},
+        {"target", targetOption},
+        {"path", path},
+        {"threads", threads},
+        {"shapes", describeDimsJson(kernel, launch.dims)},
+        {"params", describeParamsJson(kernel, launch.params)},
+        {"gradients", std::move(gradientArray)},
+        {"output_adjoints", std::move(adjointArray)},
+        {"compile_ms", compileMs},
+        {"grad_build_ms", buildMs},
+        {"cache_hit", stats.cacheHit},
+        {"lower_ms", stats.lowerSeconds * 1e3},
+        {"codegen_ms", stats.codegenSeconds * 1e3},
+        {"load_ms", stats.loadSeconds * 1e3},
+        {"run_ms", runMs},
+        {"gflops", gflops}};
+    if (checkOption) {
+      llvm::json::Object perGradient;
+      for (auto [name, error] : llvm::zip(gradientNames, errors))
+        perGradient[name] = toJsonError(error);
+      result["grad_rel_err"] = std::move(perGradient);
+      result["max_rel_err"] = toJsonError(maxError);
+      result["tol"] = tolerance;
+      result["ok"] = ok;
+    }
+    llvm::outs() << llvm::json::Value(std::move(result)) << "\n";
+    return ok ? 0 : 1;
+  }
+  llvm::outs() << llvm::formatv("{0}: target={1} path={2} threads={3}\n",
+                                adjointSignature.name, targetOption, path,
+                                threads);
+  llvm::outs() << "shapes: " << describeDims(kernel, launch.dims) << "\n";
+  llvm::outs() << "gradients: " << llvm::join(gradientNames, ", ")
+               << " (output adjoints: "
+               << (adjointNames.empty() ? "none"
+                                        : llvm::join(adjointNames, ", "))
+               << ")\n";
+  llvm::outs() << llvm::formatv(
+      "compile: {0:f1} ms{1}  run: {2:f2} ms  ({3:f2} GFLOP/s cascade)\n",
+      compileMs, stats.cacheHit ? " (cache hit)" : "", runMs, gflops);
+  if (checkOption) {
+    for (auto [name, error] : llvm::zip(gradientNames, errors))
+      llvm::outs() << llvm::formatv("grad {0}: rel_err={1:e2}\n", name, error);
+    llvm::outs() << llvm::formatv("check: max_rel_err={0:e2} tol={1:e0} {2}\n",
+                                  maxError, tolerance, ok ? "ok" : "FAIL");
+  }
+  return ok ? 0 : 1;
+}
+
 int runSpec(MLIRContext &context) {
   llvm::SourceMgr sourceMgr;
   auto frontendStart = Clock::now();
@@ -329,6 +576,8 @@ int runSpec(MLIRContext &context) {
   if (!params)
     return fail(params.takeError());
   launch.params = std::move(*params);
+  if (gradOption)
+    return runGradient(*spec, std::move(launch), frontendMs);
   // Everything this run allocates, refused before any of it is.
   LaunchAllocations allocations;
   allocations.inputCopies = 1;
@@ -392,18 +641,11 @@ int runSpec(MLIRContext &context) {
   std::vector<HostTensor *> outputPointers;
   for (HostTensor &output : outputs)
     outputPointers.push_back(&output);
-  std::vector<double> runTimes;
-  bool anythingToCompute = hasOutputEntries(kernel, launch.dims);
-  for (unsigned r = 0; r < std::max(1u, (unsigned)repeatOption); ++r) {
-    auto runStart = Clock::now();
-    if (anythingToCompute)
-      if (llvm::Error error = (*compiled)->run(launch.dims, inputPointers,
-                                               launch.params, outputPointers))
-        return fail(std::move(error));
-    runTimes.push_back(millisecondsSince(runStart));
-  }
-  std::sort(runTimes.begin(), runTimes.end());
-  double runMs = runTimes[runTimes.size() / 2];
+  llvm::Expected<double> timed =
+      timeRuns(**compiled, kernel, launch, inputPointers, outputPointers);
+  if (!timed)
+    return fail(timed.takeError());
+  double runMs = *timed;
 
   double maxError = 0, tolerance = 0;
   bool ok = true;
@@ -425,30 +667,24 @@ int runSpec(MLIRContext &context) {
 
   double gflops = runMs > 0 ? flops / (runMs * 1e6) : 0;
   if (jsonOption) {
-    llvm::json::Object shapes;
-    for (unsigned i = 0; i < kernel.getNumDims(); ++i)
-      shapes[cast<StringAttr>(kernel.getDimNames()[i]).getValue()] =
-          launch.dims[i];
-    llvm::json::Object params;
-    for (unsigned i = 0; i < kernel.getNumParams(); ++i)
-      params[cast<StringAttr>(kernel.getParamNames()[i]).getValue()] =
-          launch.params[i];
-    llvm::json::Object result{{"spec", kernelName},
-                              {"file", specPath},
-                              {"target", targetOption},
-                              {"path", path},
-                              {"threads", threads},
-                              {"shapes", std::move(shapes)},
-                              {"params", std::move(params)},
-                              {"compile_ms", compileMs},
-                              {"cache_hit", stats.cacheHit},
-                              {"lower_ms", stats.lowerSeconds * 1e3},
-                              {"codegen_ms", stats.codegenSeconds * 1e3},
-                              {"load_ms", stats.loadSeconds * 1e3},
-                              {"run_ms", runMs},
-                              {"gflops", gflops}};
+    llvm::json::Object result{
+        {"spec", kernelName},
+        {"grad", false},
+        {"file", specPath},
+        {"target", targetOption},
+        {"path", path},
+        {"threads", threads},
+        {"shapes", describeDimsJson(kernel, launch.dims)},
+        {"params", describeParamsJson(kernel, launch.params)},
+        {"compile_ms", compileMs},
+        {"cache_hit", stats.cacheHit},
+        {"lower_ms", stats.lowerSeconds * 1e3},
+        {"codegen_ms", stats.codegenSeconds * 1e3},
+        {"load_ms", stats.loadSeconds * 1e3},
+        {"run_ms", runMs},
+        {"gflops", gflops}};
     if (checkOption) {
-      result["max_rel_err"] = std::isfinite(maxError) ? maxError : 1e308;
+      result["max_rel_err"] = toJsonError(maxError);
       result["tol"] = tolerance;
       result["ok"] = ok;
     }
@@ -587,6 +823,13 @@ int compileSpec(MLIRContext &context) {
   case EmitKind::Attn:
     module->print(os);
     break;
+  case EmitKind::Grad: {
+    llvm::Expected<GradientSpec> gradient = GradientSpec::build(*spec);
+    if (!gradient)
+      return fail(gradient.takeError());
+    gradient->getAdjoint().getModule()->print(os);
+    break;
+  }
   case EmitKind::Linalg:
   case EmitKind::LLVMDialect:
     if (failed(emitOption == EmitKind::Linalg

@@ -267,6 +267,25 @@ class Kernel:
             raise TypeError("input '%s': got dtype %s, expected %s%s" %
                             (name, got, expected, hint))
 
+    # -- gradients ---------------------------------------------------------
+
+    def vjp(self, *args, grad_outputs=None, **kwargs):
+        """The gradients of the kernel's outputs with respect to its inputs
+        (see CpuKernel.vjp): kernels compiled for the CPU have them."""
+        raise NotImplementedError(
+            "kernel '%s' (target %s) has no vjp: gradients run on the CPU; "
+            "compile the spec with attnc.compile(spec, target='cpu')" %
+            (self.name, self.target))
+
+    def reference_vjp(self, *args, grad_outputs=None, **kwargs):
+        """The float64 reference gradients (see CpuKernel.reference_vjp):
+        they need the compiler and the spec, as kernels compiled for the CPU
+        have them."""
+        raise NotImplementedError(
+            "kernel '%s' (target %s) has no reference_vjp: compile the spec "
+            "with attnc.compile(spec, target='cpu')" % (self.name,
+                                                        self.target))
+
 
 # --------------------------------------------------------------------------
 # Tensors of the calling library

@@ -187,6 +187,9 @@ def _export_package(path, data):
         raise
 
 
+_FLOAT_DTYPES = ("f32", "f64", "f16", "bf16")
+
+
 def _widen_bf16(bits):
     """float32 values of bf16 bit patterns held in a uint16 array."""
     import numpy as np
@@ -198,7 +201,11 @@ class CpuKernel(Kernel):
     PyTorch CPU tensors, anything with ``__dlpack__`` on the CPU, or
     sequences NumPy turns into arrays. NumPy has no bfloat16: bf16 inputs
     take torch.bfloat16 tensors (or compile with dtype="f32"), and bf16
-    outputs computed from NumPy inputs come back as float32 arrays."""
+    outputs computed from NumPy inputs come back as float32 arrays.
+
+    :meth:`vjp` gives the gradients of the outputs with respect to every
+    float input through the adjoint kernel (compiled on first use),
+    :meth:`reference_vjp` those of the float64 reference."""
 
     def __init__(self, native, text):
         super().__init__(native.name, "cpu", native.dims, native.inputs,
@@ -293,6 +300,160 @@ class CpuKernel(Kernel):
         results = self._native.reference(dims, buffers, params)
         del keep
         return results[0] if len(results) == 1 else tuple(results)
+
+    # -- gradients ---------------------------------------------------------
+
+    def vjp(self, *args, grad_outputs=None, **params):
+        """The vector-Jacobian product: for L = sum over outputs o of
+        <grad_outputs[o], o>, one entry per kernel input, in input order:
+        dL/dinput as a float32 array of the input's shape for float inputs
+        (Q, K, V, ALiBi slopes, sink logits, ...), None for integer inputs
+        (document ids, page tables), which have no gradient.
+
+        Inputs, params and dims by name are given as to a call of the
+        kernel. `grad_outputs` holds one adjoint per output (dO, dLSE, ...),
+        of the output's shape and any float dtype (it is rounded to
+        float32), or None for a zero adjoint; a kernel with one output also
+        takes its adjoint alone. PyTorch CPU tensors in give float32 torch
+        tensors out, anything else NumPy arrays.
+
+        The gradients come from the adjoint kernel ``<name>_grad`` that
+        attn-grad builds from the spec (it recomputes the forward cascade
+        and walks it backwards), compiled for the CPU on the first call,
+        through the artifact cache like any kernel, and kept on this kernel:
+        ``grad_path`` then says whether it took the fused or the unfused
+        pipeline. A masked-out entry contributes nothing, so a fully masked
+        query row gets zero gradients. Raises CompileError when the spec
+        cannot be differentiated, ValueError for a grad_output of the wrong
+        shape or a refused launch, MemoryError for a launch larger than the
+        memory available.
+
+        A FlexAttention mod has a kernel too:
+        ``attnc._flex.prepare(score_mod, mask_mod)`` returns its (spec,
+        kernel), whose vjp takes the inputs flex_attention would pass (the
+        query, key and value, then the captured tensors, and ``scale=``)."""
+        import numpy as np
+        inputs, dims, buffers, params_, keep = self._bind_buffers(
+            args, params)
+        adjoints = self._bind_grad_outputs(grad_outputs, dims, "vjp",
+                                           np.float32)
+        differentiated, adjointed = self._native.prepare_grad()
+        output_shapes = self._output_shapes(dims)
+        adjoint_buffers = []
+        for output in adjointed:
+            adjoint = adjoints[output]
+            if adjoint is None:
+                adjoint = np.zeros(output_shapes[output], np.float32)
+            keep.append(adjoint)
+            adjoint_buffers.append((adjoint.ctypes.data, "f32",
+                                    tuple(adjoint.shape)))
+        gradients = {}
+        gradient_buffers = []
+        for index in differentiated:
+            gradient = np.empty(buffers[index][2], np.float32)
+            gradients[index] = gradient
+            gradient_buffers.append((gradient.ctypes.data, "f32",
+                                     tuple(gradient.shape)))
+        self._native.vjp(dims, buffers + adjoint_buffers, params_,
+                         gradient_buffers)
+        del keep
+        torch = sys.modules.get("torch") if is_torch(inputs[0]) else None
+        result = []
+        for index in range(len(self.inputs)):
+            gradient = gradients.get(index)
+            if gradient is not None and torch is not None:
+                gradient = torch.from_numpy(gradient)
+            result.append(gradient)
+        return tuple(result)
+
+    def reference_vjp(self, *args, grad_outputs=None, **params):
+        """The gradients of :meth:`vjp` from the float64 reference
+        evaluator's reverse mode over the cascade as written (no compiled
+        code): one float64 NumPy array per float input, None per integer
+        input. The same arguments as vjp; the adjoints are taken in float64
+        as given."""
+        import numpy as np
+        _, dims, buffers, params_, keep = self._bind_buffers(args, params)
+        adjoints = self._bind_grad_outputs(grad_outputs, dims,
+                                           "reference_vjp", np.float64)
+        adjoint_buffers = [
+            None if adjoint is None else
+            (adjoint.ctypes.data, "f64", tuple(adjoint.shape))
+            for adjoint in adjoints]
+        result = self._native.reference_vjp(dims, buffers, params_,
+                                            adjoint_buffers)
+        del keep, adjoints
+        return tuple(result)
+
+    def _bind_grad_outputs(self, grad_outputs, dims, what, dtype):
+        """One dense array of `dtype` per output from `grad_outputs`, None
+        where the adjoint is zero; errors name the entry and the shape it
+        must have."""
+        import numpy as np
+        names = ", ".join(self.outputs)
+        if grad_outputs is None:
+            raise TypeError("%s: grad_outputs is required: one adjoint per "
+                            "output of kernel '%s' (%s), None for a zero "
+                            "adjoint" % (what, self.name, names))
+        if not isinstance(grad_outputs, (tuple, list)):
+            if len(self.outputs) != 1:
+                raise TypeError("%s: grad_outputs must be a tuple of %d "
+                                "adjoints, one per output (%s)" % (
+                                    what, len(self.outputs), names))
+            grad_outputs = (grad_outputs,)
+        if len(grad_outputs) != len(self.outputs):
+            raise TypeError("%s: grad_outputs has %d entries but kernel "
+                            "'%s' has %d outputs (%s)" % (
+                                what, len(grad_outputs), self.name,
+                                len(self.outputs), names))
+        adjoints = []
+        for index, (obj, shape, (name, out_dtype, axes)) in enumerate(
+                zip(grad_outputs, self._output_shapes(dims),
+                    self._output_specs)):
+            if obj is None:
+                adjoints.append(None)
+                continue
+            label = "grad_outputs[%d] (the adjoint of output '%s')" % (
+                index, name)
+            if out_dtype not in _FLOAT_DTYPES:
+                raise TypeError("%s: %s: output '%s' is %s and has no "
+                                "adjoint; pass None" % (what, label, name,
+                                                        out_dtype))
+            if is_torch(obj):
+                if obj.device.type != "cpu":
+                    raise TypeError("%s: %s: kernel '%s' runs on the CPU, "
+                                    "got a tensor on %s" % (
+                                        what, label, self.name, obj.device))
+                torch = sys.modules["torch"]
+                obj = obj.detach().to(torch.float64).numpy()
+            array = np.ascontiguousarray(obj, dtype=dtype)
+            if tuple(array.shape) != tuple(shape):
+                raise ValueError("%s: %s must have shape %s ([%s] for the "
+                                 "bound dims), got %s" % (
+                                     what, label, tuple(shape),
+                                     ", ".join(str(axis) for axis in axes),
+                                     tuple(array.shape)))
+            adjoints.append(array)
+        return adjoints
+
+    @property
+    def grad_path(self):
+        """"fused" or "unfused": the pipeline the adjoint kernel took, None
+        until vjp compiled it."""
+        fused = self._native.grad_fused
+        return None if fused is None else ("fused" if fused else "unfused")
+
+    @property
+    def grad_compile_ms(self):
+        """Milliseconds vjp spent building and compiling the adjoint kernel
+        (0 until it did)."""
+        return self._native.grad_compile_ms
+
+    @property
+    def grad_cache_hit(self):
+        """Whether the artifact cache held the adjoint kernel's object, None
+        until vjp compiled it."""
+        return self._native.grad_cache_hit
 
     def random_inputs(self, shapes=None, seed=0):
         """Random NumPy inputs as `attnc run` makes them (floats N(0, 1);

@@ -1,10 +1,11 @@
 //===- Module.cpp - The attnc._attnc extension module ---------------------===//
 //
 // The compiler half of the Python package: the front end, the CPU JIT, the
-// float64 reference, random inputs and GPU packaging, over buffers that
-// Python owns. Launching GPU packages needs none of this: attnc/_runtime.py
-// drives libattnc_runtime.so through ctypes, so that a machine with only the
-// runtime can run packages made elsewhere.
+// float64 reference and its gradients, the adjoint kernel (vjp), random
+// inputs and GPU packaging, over buffers that Python owns. Launching GPU
+// packages needs none of this: attnc/_runtime.py drives libattnc_runtime.so
+// through ctypes, so that a machine with only the runtime can run packages made
+// elsewhere.
 //
 // Python-facing errors are Python exceptions: attnc.CompileError for specs
 // that do not compile, ValueError for launches the interval analysis
@@ -19,6 +20,7 @@
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/FatalErrors.h"
+#include "attn/Driver/Gradient.h"
 #include "attn/Driver/Launch.h"
 #include "attn/Driver/LaunchMemory.h"
 #include "attn/Driver/Spec.h"
@@ -131,6 +133,11 @@ public:
         &os);
   }
 
+  /// Routes the context's diagnostics from here on into this compilation's
+  /// text, with the spec's lines: for compiles of a kernel built from the
+  /// spec later (its adjoint), whose ops point into the same source.
+  void captureDiagnostics() { handler.emplace(sourceMgr, &getContext(), os); }
+
   /// Runs the front end with the float-type override `dtype` (checked as
   /// for `target`) and the dims `shapes` fixes; a failure raises
   /// attnc.CompileError, a bad dtype ValueError.
@@ -240,14 +247,19 @@ py::array toNumPy(const HostTensor &tensor) {
   return py::none();
 }
 
+void warnAll(const std::vector<std::string> &warnings);
+
 /// A kernel compiled in process for the host CPU, with the cascade it came
 /// from (the reference runs on it, launches are checked against it).
 class PyCpuKernel {
 public:
   PyCpuKernel(LoadedSpec spec, std::unique_ptr<CpuKernel> kernel,
-              double compileMs, std::string diagnostics)
+              double compileMs, std::string diagnostics, std::string source,
+              std::string filename, bool useCache)
       : spec(std::move(spec)), compiled(std::move(kernel)),
-        compileMs(compileMs), diagnostics(std::move(diagnostics)) {}
+        compileMs(compileMs), diagnostics(std::move(diagnostics)),
+        source(std::move(source)), filename(std::move(filename)),
+        useCache(useCache) {}
 
   KernelOp getKernel() const { return spec.getKernel(); }
   const CpuKernel &getCompiled() const { return *compiled; }
@@ -339,6 +351,14 @@ public:
   void checkLaunch(const std::vector<int64_t> &dims,
                    const std::vector<TensorView> &inputs,
                    const std::vector<double> &params) const {
+    checkLaunchOf(getKernel(), dims, inputs, params);
+  }
+
+  /// The same for `kernel`: the spec's, or its adjoint, which reads the
+  /// same inputs and more.
+  static void checkLaunchOf(KernelOp kernel, llvm::ArrayRef<int64_t> dims,
+                            llvm::ArrayRef<TensorView> inputs,
+                            llvm::ArrayRef<double> params) {
     auto range =
         [&](unsigned i) -> std::optional<mlir::attn::Interval> {
       const TensorView &view = inputs[i];
@@ -357,15 +377,15 @@ public:
       }
       return mlir::attn::Interval::range(lo, hi);
     };
-    if (llvm::Error error = checkDimSizes(getKernel(), dims))
+    if (llvm::Error error = checkDimSizes(kernel, dims))
       throwValueError(std::move(error));
-    if (llvm::Error error = checkParamValues(getKernel(), params))
+    if (llvm::Error error = checkParamValues(kernel, params))
       throwValueError(std::move(error));
     auto tableEntry = [&](unsigned i, int64_t flat) -> std::optional<int64_t> {
       return readIntegerEntry(inputs[i], flat);
     };
     if (llvm::Error error =
-            checkSubscripts(getKernel(), dims, params, range, tableEntry))
+            checkSubscripts(kernel, dims, params, range, tableEntry))
       throwValueError(std::move(error));
   }
 
@@ -396,6 +416,159 @@ public:
     }
     if (error)
       throwValueError(std::move(error));
+  }
+
+  /// The adjoint kernel (attn-grad), built and compiled for the host the
+  /// first time a gradient is asked for, through the artifact cache like any
+  /// kernel. A failure raises attnc.CompileError with the compiler's
+  /// diagnostics, pointing into the spec, and is tried again next time.
+  const CpuKernel &getGradientKernel() {
+    if (gradientCompiled)
+      return *gradientCompiled;
+    auto start = std::chrono::steady_clock::now();
+    SpecCompilation compilation(source, filename);
+    compilation.captureDiagnostics();
+    llvm::Expected<GradientSpec> built = GradientSpec::build(spec);
+    if (!built)
+      compilation.fail(llvm::toString(built.takeError()));
+    CpuKernelOptions options;
+    options.threads = compiled->getThreads();
+    llvm::Expected<std::unique_ptr<CpuKernel>> kernel =
+        built->getAdjoint().compileForHost(options,
+                                           CacheOptions::standard(!useCache));
+    if (!kernel)
+      compilation.fail(llvm::toString(kernel.takeError()));
+    warnAll((*kernel)->getStats().warnings);
+    gradient.emplace(std::move(*built));
+    gradientCompiled = std::move(*kernel);
+    gradientCompileMs = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+    gradientDiagnostics = compilation.getDiagnostics();
+    return *gradientCompiled;
+  }
+
+  const CpuKernel *findGradientKernel() const { return gradientCompiled.get(); }
+  double getGradientCompileMs() const { return gradientCompileMs; }
+  const std::string &getGradientDiagnostics() const {
+    return gradientDiagnostics;
+  }
+
+  /// Compiles the adjoint kernel if needed and says how its arguments map
+  /// to the forward's: (the inputs that get a gradient, in the order of the
+  /// adjoint's outputs; the outputs that take an adjoint, in the order of
+  /// the adjoint's inputs after the forward's).
+  py::tuple prepareGradient() {
+    getGradientKernel();
+    return py::make_tuple(py::cast(gradient->getDifferentiatedInputs().vec()),
+                          py::cast(gradient->getAdjointedOutputs().vec()));
+  }
+
+  /// Runs the adjoint kernel without the GIL: `inputs` are the forward's
+  /// inputs then one f32 adjoint per float output, `gradients` one f32
+  /// buffer per float input, all owned by Python.
+  void runGradient(const std::vector<int64_t> &dims,
+                   const std::vector<BufferSpec> &inputs,
+                   const std::vector<double> &params,
+                   const std::vector<BufferSpec> &gradients) {
+    const CpuKernel &kernel = getGradientKernel();
+    KernelOp adjointKernel = gradient->getAdjoint().getKernel();
+    std::vector<TensorView> inputViews = toViews(inputs);
+    std::vector<TensorView> gradientViews = toViews(gradients);
+    unsigned numForwardInputs = getKernel().getNumInputs();
+    if (inputViews.size() != adjointKernel.getNumInputs() ||
+        gradientViews.size() != adjointKernel.getNumOutputs())
+      throw py::value_error(
+          "vjp: expected " + std::to_string(adjointKernel.getNumInputs()) +
+          " inputs and " + std::to_string(adjointKernel.getNumOutputs()) +
+          " gradients for '" + kernel.getSignature().name + "'");
+    // The output adjoints are not among the forward's inputs, whose shapes
+    // Python bound the dims from: each must have its output's shape.
+    for (unsigned i = numForwardInputs; i < inputViews.size(); ++i) {
+      std::vector<int64_t> shape = getTensorShape(adjointKernel, i, dims);
+      if (inputViews[i].type != DType::F32 ||
+          inputViews[i].shape != llvm::ArrayRef<int64_t>(shape))
+        throw py::value_error("vjp: the adjoint '" +
+                              kernel.getSignature().inputs[i].name +
+                              "' must be f32 of the output's shape");
+    }
+    checkLaunchOf(
+        getKernel(), dims,
+        llvm::ArrayRef<TensorView>(inputViews).take_front(numForwardInputs),
+        params);
+    checkLaunchOf(adjointKernel, dims, inputViews, params);
+    if (!kernel.isFused()) {
+      LaunchAllocations allocations;
+      allocations.unfusedWorkspaces = true;
+      checkMemory(adjointKernel, dims, allocations);
+    }
+    if (!hasOutputEntries(adjointKernel, dims))
+      return;
+    llvm::Error error = llvm::Error::success();
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(gradientRunMutex);
+      error = gradientCompiled->run(dims, inputViews, params, gradientViews);
+    }
+    if (error)
+      throwValueError(std::move(error));
+  }
+
+  /// The float64 reverse mode of the cascade as written on the same
+  /// buffers: one F64 array per input, None for integer inputs.
+  /// `outputAdjoints` holds one buffer per output, None for a zero adjoint.
+  py::tuple referenceGradients(
+      const std::vector<int64_t> &dims, const std::vector<BufferSpec> &inputs,
+      const std::vector<double> &params,
+      const std::vector<std::optional<BufferSpec>> &outputAdjoints) const {
+    std::vector<TensorView> views = toViews(inputs);
+    checkLaunch(dims, views, params);
+    KernelOp kernel = getKernel();
+    if (outputAdjoints.size() != kernel.getNumOutputs())
+      throw py::value_error("reference_vjp: expected one adjoint per output");
+    // Copies of the inputs and adjoints, the reference's tensors and their
+    // adjoints, and the NumPy arrays of the gradients.
+    LaunchAllocations allocations;
+    allocations.inputCopies = 1;
+    allocations.outputAdjoints = true;
+    allocations.referenceGradients = true;
+    checkMemory(kernel, dims, allocations);
+    std::vector<HostTensor> copies;
+    for (const TensorView &view : views)
+      copies.push_back(copyView(view));
+    std::vector<std::optional<HostTensor>> adjointCopies;
+    for (auto [o, adjoint] : llvm::enumerate(outputAdjoints)) {
+      if (!adjoint) {
+        adjointCopies.emplace_back();
+        continue;
+      }
+      const auto &[address, dtype, adjointShape] = *adjoint;
+      TensorView view{reinterpret_cast<void *>(address), toDType(dtype),
+                      llvm::ArrayRef<int64_t>(adjointShape)};
+      std::vector<int64_t> shape =
+          getTensorShape(kernel, kernel.getNumInputs() + o, dims);
+      if (!isFloatDType(view.type) ||
+          view.shape != llvm::ArrayRef<int64_t>(shape))
+        throw py::value_error("reference_vjp: the adjoint of output '" +
+                              compiled->getSignature().outputs[o].name +
+                              "' must be a float tensor of the output's shape");
+      adjointCopies.push_back(copyView(view));
+    }
+    std::vector<const HostTensor *> pointers, adjointPointers;
+    for (const HostTensor &copy : copies)
+      pointers.push_back(&copy);
+    for (const std::optional<HostTensor> &copy : adjointCopies)
+      adjointPointers.push_back(copy ? &*copy : nullptr);
+    llvm::Expected<std::vector<std::optional<HostTensor>>> gradients =
+        evaluateReferenceGradients(spec, dims, pointers, params,
+                                   adjointPointers);
+    if (!gradients)
+      throwValueError(gradients.takeError());
+    py::tuple result(gradients->size());
+    for (size_t i = 0; i < gradients->size(); ++i)
+      result[i] = (*gradients)[i] ? py::object(toNumPy(*(*gradients)[i]))
+                                  : py::object(py::none());
+    return result;
   }
 
   /// The float64 reference on the same buffers; one F64 array per output.
@@ -433,6 +606,17 @@ private:
   double compileMs;
   std::string diagnostics;
   std::mutex runMutex;
+  /// The spec's text and file name, for the diagnostics of compiling the
+  /// adjoint, and whether the compile used the artifact cache.
+  std::string source;
+  std::string filename;
+  bool useCache;
+  /// The adjoint kernel, once a gradient was asked for.
+  std::optional<GradientSpec> gradient;
+  std::unique_ptr<CpuKernel> gradientCompiled;
+  double gradientCompileMs = 0;
+  std::string gradientDiagnostics;
+  std::mutex gradientRunMutex;
 };
 
 double millisecondsSince(std::chrono::steady_clock::time_point start) {
@@ -465,9 +649,9 @@ compileCpu(const std::string &source, const std::string &filename,
   if (!kernel)
     compilation.fail(llvm::toString(kernel.takeError()));
   warnAll((*kernel)->getStats().warnings);
-  return std::make_unique<PyCpuKernel>(std::move(spec), std::move(*kernel),
-                                       millisecondsSince(start),
-                                       compilation.getDiagnostics());
+  return std::make_unique<PyCpuKernel>(
+      std::move(spec), std::move(*kernel), millisecondsSince(start),
+      compilation.getDiagnostics(), source, filename, useCache);
 }
 
 /// The package's bytes and whether the artifact cache held it.
@@ -505,10 +689,9 @@ PYBIND11_MODULE(_attnc, m) {
                              [](const PyCpuKernel &k) {
                                return k.getCompiled().getSignature().name;
                              })
-      .def_property_readonly("inputs",
-                             [](const PyCpuKernel &k) {
-                               return k.describeTensors(false);
-                             })
+      .def_property_readonly(
+          "inputs",
+          [](const PyCpuKernel &k) { return k.describeTensors(false); })
       .def_property_readonly(
           "outputs",
           [](const PyCpuKernel &k) { return k.describeTensors(true); })
@@ -522,10 +705,9 @@ PYBIND11_MODULE(_attnc, m) {
                                return k.getCompiled().getStats().cacheHit;
                              })
       .def_property_readonly("compile_ms", &PyCpuKernel::getCompileMs)
-      .def_property_readonly("threads",
-                             [](const PyCpuKernel &k) {
-                               return k.getCompiled().getThreads();
-                             })
+      .def_property_readonly(
+          "threads",
+          [](const PyCpuKernel &k) { return k.getCompiled().getThreads(); })
       .def_property_readonly("diagnostics", &PyCpuKernel::getDiagnostics)
       .def("bind_dims", &PyCpuKernel::bindDims, py::arg("given"))
       .def("random_inputs", &PyCpuKernel::randomInputs, py::arg("dims"),
@@ -541,7 +723,31 @@ PYBIND11_MODULE(_attnc, m) {
       .def("run", &PyCpuKernel::run, py::arg("dims"), py::arg("inputs"),
            py::arg("params"), py::arg("outputs"))
       .def("reference", &PyCpuKernel::reference, py::arg("dims"),
-           py::arg("inputs"), py::arg("params"));
+           py::arg("inputs"), py::arg("params"))
+      .def_property_readonly("grad_fused",
+                             [](const PyCpuKernel &k) -> py::object {
+                               const CpuKernel *g = k.findGradientKernel();
+                               return g ? py::object(py::bool_(g->isFused()))
+                                        : py::object(py::none());
+                             })
+      .def_property_readonly("grad_cache_hit",
+                             [](const PyCpuKernel &k) -> py::object {
+                               const CpuKernel *g = k.findGradientKernel();
+                               return g ? py::object(
+                                              py::bool_(g->getStats().cacheHit))
+                                        : py::object(py::none());
+                             })
+      .def_property_readonly("grad_compile_ms",
+                             &PyCpuKernel::getGradientCompileMs)
+      .def_property_readonly("grad_diagnostics",
+                             &PyCpuKernel::getGradientDiagnostics)
+      .def("prepare_grad", &PyCpuKernel::prepareGradient,
+           "Compiles the adjoint kernel if needed: (inputs with a gradient, "
+           "outputs with an adjoint)")
+      .def("vjp", &PyCpuKernel::runGradient, py::arg("dims"), py::arg("inputs"),
+           py::arg("params"), py::arg("gradients"))
+      .def("reference_vjp", &PyCpuKernel::referenceGradients, py::arg("dims"),
+           py::arg("inputs"), py::arg("params"), py::arg("output_adjoints"));
 
   m.def("compile_cpu", &compileCpu, py::arg("source"), py::arg("filename"),
         py::arg("dtype"), py::arg("shapes"), py::arg("use_cache") = true,

@@ -1,8 +1,9 @@
 //===- LaunchMemoryTest.cpp - The memory a launch needs -------------------===//
 //
-// The estimate counts inputs, outputs, the reference's float64 tensors and
-// an unfused kernel's intermediates from the cascade; counts that overflow
-// 64 bits are refused before they wrap; a launch larger than what is
+// The estimate counts inputs, outputs, the reference's float64 tensors (and
+// their adjoints in reverse mode), the adjoints and gradients of a gradient
+// launch and an unfused kernel's intermediates from the cascade; counts that
+// overflow 64 bits are refused before they wrap; a launch larger than what is
 // available is refused with the tensors and their sizes; dims outside their
 // range are refused with the range.
 //
@@ -114,6 +115,35 @@ TEST_F(LaunchMemoryTest, TheUnfusedKernelHoldsIntermediatesOnly) {
   // The output is the caller's.
   EXPECT_EQ(bytesOf(memory, "the unfused kernel's [B, H, M, D] tensors"), 0u);
   EXPECT_EQ(memory.getTotalBytes(), 400u * 18);
+}
+
+TEST_F(LaunchMemoryTest, GradientLaunchesCountAdjointsAndTheReverseMode) {
+  ASSERT_TRUE(module);
+  LaunchAllocations allocations;
+  allocations.outputAdjoints = true;
+  allocations.gradients = true;
+  // B=1, H=2, M=10, N=20, D=8: dO of O's 160 entries, dQ of Q's 160 and dK,
+  // dV of 320 each, all f32 whatever the forward's types.
+  LaunchMemory memory = estimate({1, 2, 10, 20, 8}, allocations);
+  EXPECT_EQ(bytesOf(memory, "dO"), 160u * 4);
+  EXPECT_EQ(bytesOf(memory, "dQ"), 160u * 4);
+  EXPECT_EQ(bytesOf(memory, "dK"), 320u * 4);
+  EXPECT_EQ(bytesOf(memory, "dV"), 320u * 4);
+  EXPECT_EQ(memory.getTotalBytes(), (160u + 160 + 320 + 320) * 4);
+
+  // Reverse mode: the reference's forward tensors as `reference` counts
+  // them, a float64 adjoint of each float tensor it computes, and of each
+  // float input an adjoint and the gradient returned, 8 bytes each.
+  LaunchAllocations reverse;
+  reverse.referenceGradients = true;
+  memory = estimate({1, 2, 10, 20, 8}, reverse);
+  EXPECT_EQ(bytesOf(memory, "the reference's [B, H, M, N] tensors"),
+            400u * (8 + 9 + 9 + 9));
+  EXPECT_EQ(bytesOf(memory, "the reference's [B, H, M, N] adjoints"),
+            400u * 4 * 8);
+  EXPECT_EQ(bytesOf(memory, "the reference's [B, H, M, D] adjoints"), 160u * 8);
+  EXPECT_EQ(bytesOf(memory, "the reference's dQ"), 160u * 16);
+  EXPECT_EQ(bytesOf(memory, "the reference's dK"), 320u * 16);
 }
 
 TEST_F(LaunchMemoryTest, ElementCountsThatOverflowAreRefused) {

@@ -70,6 +70,16 @@ struct LaunchAllocations {
   /// which allocates each tensor of the cascade (the fused one keeps its
   /// working set in tiles).
   bool unfusedWorkspaces = false;
+  /// A launch of the kernel's adjoint (attn-grad), counted on the forward
+  /// kernel: the adjoint the caller passes for every float output (f32,
+  /// "dO") and the gradient of every float input (f32, "dQ"). The forward
+  /// inputs the adjoint also reads are `inputCopies`.
+  bool outputAdjoints = false;
+  bool gradients = false;
+  /// Reverse mode of the float64 reference: what `reference` counts, plus a
+  /// float64 adjoint of every float tensor it computes and of every float
+  /// input, and the float64 gradients it returns.
+  bool referenceGradients = false;
 };
 
 /// One tensor, or tensors of one name, that a launch allocates.

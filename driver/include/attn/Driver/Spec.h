@@ -58,6 +58,12 @@ public:
                                           mlir::MLIRContext &context,
                                           const dsl::FrontendOptions &options);
 
+  /// A kernel module made by the compiler rather than the front end (the
+  /// adjoint kernel attn-grad builds), held like a spec's cascade; fails on
+  /// a signature that no DType can hold.
+  static llvm::Expected<LoadedSpec>
+  fromModule(mlir::OwningOpRef<mlir::ModuleOp> module);
+
   mlir::ModuleOp getModule() const { return cascade.get(); }
   mlir::attn::KernelOp getKernel() const;
   const KernelSignature &getSignature() const { return signature; }

@@ -1,0 +1,99 @@
+//===- Gradient.h - The adjoint kernel of a spec ----------------*- C++ -*-===//
+//
+// What `attnc compile --emit=grad`, `attnc run --grad` and the Python
+// module's vjp share: the adjoint kernel attn-grad builds from a spec's
+// kernel, held like a spec (so that it compiles through the same artifact
+// cache and its launches are checked the same way), how its arguments
+// correspond to the forward kernel's, random output adjoints, and the
+// float64 reference gradients it is checked against.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_DRIVER_GRADIENT_H
+#define ATTN_DRIVER_GRADIENT_H
+
+#include "attn/Driver/Spec.h"
+#include "attn/Runtime/Tensor.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace attn {
+
+/// The adjoint kernel `<name>_grad` of a spec's kernel. Its dims and params
+/// are the forward's; its inputs are the forward's inputs, then the adjoint
+/// of every float output (f32, the output's shape); its outputs are the
+/// gradients of L = sum over outputs of <adjoint, output> with respect to
+/// every float input (f32, the input's shape), in input order. Adjoints and
+/// gradients are named "d" and the tensor's name ("dO", "dLSE", "dQ",
+/// "dSlopes"), with a suffix where the spec already uses that name.
+class GradientSpec {
+public:
+  /// Builds the adjoint of `forward`'s kernel with attn-grad. What cannot be
+  /// differentiated (an op without a derivative rule, a kernel without a
+  /// float input or output) is reported as diagnostics on the forward
+  /// kernel's ops, through the context's handlers, before the returned
+  /// error.
+  static llvm::Expected<GradientSpec> build(const LoadedSpec &forward);
+
+  /// The adjoint kernel at cascade level.
+  const LoadedSpec &getAdjoint() const { return adjoint; }
+
+  /// The forward outputs that have an adjoint input (the float ones), in
+  /// the order of those inputs, which follow the forward's inputs.
+  llvm::ArrayRef<unsigned> getAdjointedOutputs() const {
+    return adjointedOutputs;
+  }
+  /// The forward inputs that have a gradient (the float ones), in the order
+  /// of the adjoint kernel's outputs.
+  llvm::ArrayRef<unsigned> getDifferentiatedInputs() const {
+    return differentiatedInputs;
+  }
+
+private:
+  GradientSpec(LoadedSpec adjoint, std::vector<unsigned> adjointedOutputs,
+               std::vector<unsigned> differentiatedInputs)
+      : adjoint(std::move(adjoint)),
+        adjointedOutputs(std::move(adjointedOutputs)),
+        differentiatedInputs(std::move(differentiatedInputs)) {}
+
+  LoadedSpec adjoint;
+  std::vector<unsigned> adjointedOutputs;
+  std::vector<unsigned> differentiatedInputs;
+};
+
+/// Random output adjoints for a gradient launch of `forward` at `dims`: one
+/// f32 tensor of N(0, 1) entries per float output (dO, dLSE), in output
+/// order. Drawn from a stream of its own, so that they are not the values
+/// makeRandomInputs draws for the same seed.
+std::vector<HostTensor> makeRandomOutputAdjoints(const LoadedSpec &forward,
+                                                 llvm::ArrayRef<int64_t> dims,
+                                                 uint64_t seed);
+
+/// The float64 reference gradients of `forward`'s cascade as written: one
+/// F64 tensor per input, nullopt for integer inputs. `outputAdjoints` holds
+/// one tensor (any float dtype, the output's shape) or null (a zero
+/// adjoint) per forward output. Errors carry the evaluator's first
+/// diagnostic.
+llvm::Expected<std::vector<std::optional<HostTensor>>>
+evaluateReferenceGradients(const LoadedSpec &forward,
+                           llvm::ArrayRef<int64_t> dims,
+                           llvm::ArrayRef<const HostTensor *> inputs,
+                           llvm::ArrayRef<double> params,
+                           llvm::ArrayRef<const HostTensor *> outputAdjoints);
+
+/// The relative-error tolerance of gradients checked against the reference
+/// when the forward's float inputs are `type`: the adjoint kernel reduces
+/// over more terms than the forward and its errors compound through the
+/// recomputed forward (fp32 1e-4, bf16 and f16 2e-2).
+double getGradientCheckTolerance(DType type);
+
+} // namespace attn
+
+#endif // ATTN_DRIVER_GRADIENT_H

@@ -1,0 +1,169 @@
+//===- Gradient.cpp - The adjoint kernel of a spec ------------------------===//
+
+#include "attn/Driver/Gradient.h"
+
+#include "attn/Reference/Gradient.h"
+#include "attn/Transforms/Passes.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <random>
+
+using namespace attn;
+
+static llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// "Q: bf16[B, H, M, D]".
+static std::string describeTensor(const KernelTensor &tensor) {
+  std::string text = tensor.name + ": " + std::string(dtypeName(tensor.dtype));
+  text += "[";
+  for (auto [i, axis] : llvm::enumerate(tensor.axes))
+    text +=
+        (i ? ", " : "") + (axis.isDim() ? axis.dim : std::to_string(axis.size));
+  return text + "]";
+}
+
+/// Whether `tensor` can hold the adjoint of `like`: f32 of its shape.
+static bool isAdjointOf(const KernelTensor &tensor, const KernelTensor &like) {
+  if (tensor.dtype != DType::F32 || tensor.axes.size() != like.axes.size())
+    return false;
+  for (auto [axis, expected] : llvm::zip(tensor.axes, like.axes))
+    if (axis.dim != expected.dim ||
+        (!axis.isDim() && axis.size != expected.size))
+      return false;
+  return true;
+}
+
+/// Checks that attn-grad kept the contract the front doors rely on to bind
+/// the adjoint's arguments to the forward's: a mismatch would silently feed
+/// one tensor as another.
+static llvm::Error checkAdjointSignature(const KernelSignature &forward,
+                                         const KernelSignature &adjoint,
+                                         llvm::ArrayRef<unsigned> adjointed,
+                                         llvm::ArrayRef<unsigned> inputs) {
+  auto mismatch = [&](const llvm::Twine &what) {
+    return makeError("attn-grad built an adjoint of '" + forward.name +
+                     "' that breaks its contract: " + what);
+  };
+  if (adjoint.name != forward.name + "_grad")
+    return mismatch("it is named '" + adjoint.name + "', expected '" +
+                    forward.name + "_grad'");
+  bool sameDims = adjoint.dims.size() == forward.dims.size();
+  for (unsigned i = 0; sameDims && i < forward.dims.size(); ++i)
+    sameDims = adjoint.dims[i].name == forward.dims[i].name &&
+               adjoint.dims[i].size == forward.dims[i].size;
+  if (!sameDims)
+    return mismatch("its dims differ from the forward's");
+  bool sameParams = adjoint.params.size() == forward.params.size();
+  for (unsigned i = 0; sameParams && i < forward.params.size(); ++i)
+    sameParams = adjoint.params[i].name == forward.params[i].name &&
+                 adjoint.params[i].dtype == forward.params[i].dtype;
+  if (!sameParams)
+    return mismatch("its params differ from the forward's");
+
+  size_t numForwardInputs = forward.inputs.size();
+  bool inputsMatch =
+      adjoint.inputs.size() == numForwardInputs + adjointed.size();
+  for (unsigned i = 0; inputsMatch && i < numForwardInputs; ++i)
+    inputsMatch =
+        describeTensor(adjoint.inputs[i]) == describeTensor(forward.inputs[i]);
+  for (auto [k, output] : llvm::enumerate(adjointed))
+    inputsMatch =
+        inputsMatch && isAdjointOf(adjoint.inputs[numForwardInputs + k],
+                                   forward.outputs[output]);
+  if (!inputsMatch)
+    return mismatch(llvm::formatv("it takes {0} inputs, expected the "
+                                  "forward's {1} and one f32 adjoint per "
+                                  "float output ({2})",
+                                  adjoint.inputs.size(), numForwardInputs,
+                                  adjointed.size())
+                        .str());
+  bool outputsMatch = adjoint.outputs.size() == inputs.size();
+  for (auto [k, input] : llvm::enumerate(inputs))
+    outputsMatch =
+        outputsMatch && isAdjointOf(adjoint.outputs[k], forward.inputs[input]);
+  if (!outputsMatch) {
+    std::string got;
+    for (const KernelTensor &output : adjoint.outputs)
+      got += (got.empty() ? "" : ", ") + describeTensor(output);
+    return mismatch("its outputs are (" + got +
+                    "), expected one f32 gradient per float input");
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<GradientSpec> GradientSpec::build(const LoadedSpec &forward) {
+  const KernelSignature &signature = forward.getSignature();
+  std::vector<unsigned> adjointed, differentiated;
+  for (auto [i, output] : llvm::enumerate(signature.outputs))
+    if (isFloatDType(output.dtype))
+      adjointed.push_back(i);
+  for (auto [i, input] : llvm::enumerate(signature.inputs))
+    if (isFloatDType(input.dtype))
+      differentiated.push_back(i);
+  mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> module =
+      mlir::attn::buildGradientModule(forward.getKernel());
+  if (mlir::failed(module))
+    return makeError("cannot differentiate kernel '" + signature.name + "'");
+  llvm::Expected<LoadedSpec> adjoint =
+      LoadedSpec::fromModule(std::move(*module));
+  if (!adjoint)
+    return adjoint.takeError();
+  if (llvm::Error error = checkAdjointSignature(
+          signature, adjoint->getSignature(), adjointed, differentiated))
+    return std::move(error);
+  return GradientSpec(std::move(*adjoint), std::move(adjointed),
+                      std::move(differentiated));
+}
+
+std::vector<HostTensor>
+attn::makeRandomOutputAdjoints(const LoadedSpec &forward,
+                               llvm::ArrayRef<int64_t> dims, uint64_t seed) {
+  mlir::attn::KernelOp kernel = forward.getKernel();
+  const KernelSignature &signature = forward.getSignature();
+  // A stream of its own: the inputs draw from mt19937_64(seed).
+  std::mt19937_64 generator(seed ^ 0x9e3779b97f4a7c15ull);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<HostTensor> adjoints;
+  for (auto [i, output] : llvm::enumerate(signature.outputs)) {
+    if (!isFloatDType(output.dtype))
+      continue;
+    HostTensor adjoint(
+        DType::F32, getTensorShape(kernel, signature.inputs.size() + i, dims));
+    for (int64_t e = 0; e < adjoint.getNumElements(); ++e)
+      adjoint.setFromDouble(e, normal(generator));
+    adjoints.push_back(std::move(adjoint));
+  }
+  return adjoints;
+}
+
+llvm::Expected<std::vector<std::optional<HostTensor>>>
+attn::evaluateReferenceGradients(
+    const LoadedSpec &forward, llvm::ArrayRef<int64_t> dims,
+    llvm::ArrayRef<const HostTensor *> inputs, llvm::ArrayRef<double> params,
+    llvm::ArrayRef<const HostTensor *> outputAdjoints) {
+  ref::KernelArguments arguments;
+  arguments.dims.assign(dims.begin(), dims.end());
+  arguments.inputs.assign(inputs.begin(), inputs.end());
+  arguments.params.assign(params.begin(), params.end());
+  std::string message;
+  mlir::ScopedDiagnosticHandler handler(forward.getModule().getContext(),
+                                        [&](mlir::Diagnostic &diag) {
+                                          if (message.empty())
+                                            message = diag.str();
+                                          return mlir::success();
+                                        });
+  mlir::FailureOr<ref::Gradients> gradients =
+      ref::evaluateGradients(forward.getKernel(), arguments, outputAdjoints);
+  if (mlir::failed(gradients))
+    return makeError("the reference gradients failed" +
+                     (message.empty() ? "" : ": " + message));
+  return std::move(gradients->inputs);
+}
+
+double attn::getGradientCheckTolerance(DType type) {
+  return type == DType::BF16 || type == DType::F16 ? 2e-2 : 1e-4;
+}
