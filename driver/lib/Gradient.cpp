@@ -6,6 +6,7 @@
 #include "attn/Transforms/Passes.h"
 
 #include "mlir/IR/Diagnostics.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <random>
@@ -95,7 +96,44 @@ static llvm::Error checkAdjointSignature(const KernelSignature &forward,
   return llvm::Error::success();
 }
 
-llvm::Expected<GradientSpec> GradientSpec::build(const LoadedSpec &forward) {
+/// The adjoint of `forward` raised first, so that its attentions get the
+/// fused attn.attention_backward; failure (with a remark saying why, on the
+/// forward kernel) where nothing is raised or the structured backward does
+/// not apply, and the caller differentiates the cascade.
+static mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>>
+buildFusedGradientModule(const LoadedSpec &forward) {
+  mlir::OwningOpRef<mlir::ModuleOp> raised = forward.getModule().clone();
+  mlir::MLIRContext *context = raised->getContext();
+  std::string reason;
+  {
+    // The raise reports its own remarks when the forward compiles; here
+    // only why the backward is not fused is worth a remark.
+    mlir::ScopedDiagnosticHandler quiet(context, [&](mlir::Diagnostic &d) {
+      if (d.getSeverity() == mlir::DiagnosticSeverity::Error && reason.empty())
+        reason = d.str();
+      return mlir::success();
+    });
+    mlir::PassManager pm(context);
+    mlir::attn::buildAttentionRecognitionPipeline(pm);
+    if (mlir::failed(pm.run(*raised)))
+      return mlir::failure();
+    bool hasAttention = false;
+    raised->walk([&](mlir::attn::AttentionOp) { hasAttention = true; });
+    if (!hasAttention)
+      return mlir::failure();
+    mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> adjoint =
+        mlir::attn::buildGradientModule(
+            *raised->getOps<mlir::attn::KernelOp>().begin());
+    if (mlir::succeeded(adjoint))
+      return adjoint;
+  }
+  mlir::emitRemark(forward.getKernel().getLoc())
+      << "the backward is not fused (it runs as a cascade): " << reason;
+  return mlir::failure();
+}
+
+llvm::Expected<GradientSpec> GradientSpec::build(const LoadedSpec &forward,
+                                                 bool fused) {
   const KernelSignature &signature = forward.getSignature();
   std::vector<unsigned> adjointed, differentiated;
   for (auto [i, output] : llvm::enumerate(signature.outputs))
@@ -105,7 +143,11 @@ llvm::Expected<GradientSpec> GradientSpec::build(const LoadedSpec &forward) {
     if (isFloatDType(input.dtype))
       differentiated.push_back(i);
   mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> module =
-      mlir::attn::buildGradientModule(forward.getKernel());
+      mlir::failure();
+  if (fused)
+    module = buildFusedGradientModule(forward);
+  if (mlir::failed(module))
+    module = mlir::attn::buildGradientModule(forward.getKernel());
   if (mlir::failed(module))
     return makeError("cannot differentiate kernel '" + signature.name + "'");
   llvm::Expected<LoadedSpec> adjoint =

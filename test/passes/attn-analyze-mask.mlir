@@ -358,3 +358,37 @@ attn.kernel @float_mask attributes {
   }
   attn.return %O : tensor<?x?x?x64xf32>
 }
+
+// -----
+
+// attn.attention_backward is classified as the forward is.
+// CHECK-LABEL: attn.kernel @backward
+//       CHECK:   attn.attention_backward <softmax>
+//       CHECK:   } tile_class {
+//  CHECK-NEXT:   ^bb0(%b: index, %h: index, %m_first: index, %m_last: index, %n_first: index, %n_last: index):
+//   CHECK-DAG:     arith.cmpi sle, %n_first, %m_last : index
+//   CHECK-DAG:     arith.cmpi sgt, %n_last, %m_first : index
+//       CHECK:     attn.yield %{{.+}} : i32
+attn.kernel @backward attributes {
+    dim_names = ["B", "H", "M", "N", "D"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808, -9223372036854775808, -9223372036854775808, 64>,
+    input_names = ["Q", "K", "V", "O", "L", "dO"], param_names = [], param_defaults = [],
+    output_names = ["dQ", "dK", "dV"], output_types = [f32, f32, f32],
+    shapes = [["B", "H", "M", "D"], ["B", "H", "N", "D"], ["B", "H", "N", "D"], ["B", "H", "M", "D"], ["B", "H", "M"], ["B", "H", "M", "D"],
+              ["B", "H", "M", "D"], ["B", "H", "N", "D"], ["B", "H", "N", "D"]]} {
+^bb0(%B: index, %H: index, %M: index, %N: index, %D: index,
+     %Q: tensor<?x?x?x64xf32>, %K: tensor<?x?x?x64xf32>, %V: tensor<?x?x?x64xf32>,
+     %O: tensor<?x?x?x64xf32>, %L: tensor<?x?x?xf32>, %dO: tensor<?x?x?x64xf32>):
+  %scale = arith.constant 0.125 : f32
+  %dQ, %dK, %dV = attn.attention_backward <softmax> %Q, %K, %V, %O, %L, %dO scale(%scale)
+      : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %keep = arith.cmpi sle, %n, %m : index
+    attn.yield %keep : i1
+  }
+  attn.return %dQ, %dK, %dV : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+}

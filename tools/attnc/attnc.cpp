@@ -373,7 +373,7 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
     return fail(std::move(error));
 
   auto compileStart = Clock::now();
-  llvm::Expected<GradientSpec> gradient = GradientSpec::build(spec);
+  llvm::Expected<GradientSpec> gradient = GradientSpec::build(spec, fuseOption);
   if (!gradient)
     return fail(gradient.takeError());
   const LoadedSpec &adjoint = gradient->getAdjoint();
@@ -824,7 +824,8 @@ int compileSpec(MLIRContext &context) {
     module->print(os);
     break;
   case EmitKind::Grad: {
-    llvm::Expected<GradientSpec> gradient = GradientSpec::build(*spec);
+    llvm::Expected<GradientSpec> gradient =
+        GradientSpec::build(*spec, fuseOption);
     if (!gradient)
       return fail(gradient.takeError());
     gradient->getAdjoint().getModule()->print(os);

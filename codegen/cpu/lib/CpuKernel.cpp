@@ -55,9 +55,10 @@ double secondsSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
-/// Notes whether an attn.attention exists after some pass: the raising
-/// passes make one from a recognised cascade, and the fused lowering
-/// consumes it, so the final module no longer shows which path was taken.
+/// Notes whether an attn.attention or attn.attention_backward exists after
+/// some pass: the raising passes make one from a recognised cascade, and the
+/// fused lowering consumes it, so the final module no longer shows which
+/// path was taken.
 class AttentionWatcher : public mlir::PassInstrumentation {
 public:
   explicit AttentionWatcher(std::atomic<bool> &seen) : seen(seen) {}
@@ -65,8 +66,11 @@ public:
   void runAfterPass(mlir::Pass *, mlir::Operation *op) override {
     if (seen.load(std::memory_order_relaxed))
       return;
-    mlir::WalkResult result = op->walk([](mlir::attn::AttentionOp) {
-      return mlir::WalkResult::interrupt();
+    mlir::WalkResult result = op->walk([](mlir::Operation *inner) {
+      return mlir::isa<mlir::attn::AttentionOp,
+                       mlir::attn::AttentionBackwardOp>(inner)
+                 ? mlir::WalkResult::interrupt()
+                 : mlir::WalkResult::advance();
     });
     if (result.wasInterrupted())
       seen.store(true, std::memory_order_relaxed);

@@ -2,9 +2,10 @@
 //
 // `attn-cpu-pipeline`: with fusion, attention cascades are raised to
 // attn.attention, their masks analysed, and every attention lowered by
-// attn-fuse-online to a parallel loop nest on memrefs; the rest of each
-// kernel (sink einsums, mask summaries, output rounding) follows the unfused
-// path. The order of the OpenMP and LLVM conversions is the verified one of
+// attn-fuse-online (every attn.attention_backward by attn-fuse-backward) to
+// parallel loop nests on memrefs; the rest of each kernel (sink einsums,
+// mask summaries, output rounding) follows the unfused path. The order of
+// the OpenMP and LLVM conversions is the verified one of
 // research/mlir22-notes.md ("2.a CPU"): finalize-memref-to-llvm must run
 // before scf-to-cf, or the alloca_scope of the OpenMP loop body gets several
 // blocks.
@@ -44,6 +45,10 @@ static void buildFusedFrontHalf(OpPassManager &pm,
   fuse.queryTile = options.queryTile;
   fuse.keyTile = options.keyTile;
   pm.addPass(attn::createAttnFuseOnline(fuse));
+  attn::AttnFuseBackwardOptions fuseBackward;
+  fuseBackward.laneTile = options.backwardLaneTile;
+  fuseBackward.rowTile = options.backwardRowTile;
+  pm.addPass(attn::createAttnFuseBackward(fuseBackward));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Hoists what score_mod and mask compute from (b, h) or constants out of
@@ -101,6 +106,14 @@ struct CpuPipelineCLOptions
       llvm::cl::init(attn::CpuPipelineOptions().queryTile)};
   Option<int64_t> keyTile{*this, "key-tile", llvm::cl::desc("Keys per tile"),
                           llvm::cl::init(attn::CpuPipelineOptions().keyTile)};
+  Option<int64_t> backwardLaneTile{
+      *this, "backward-lane-tile",
+      llvm::cl::desc("Queries or keys per tile of the fused backward"),
+      llvm::cl::init(attn::CpuPipelineOptions().backwardLaneTile)};
+  Option<int64_t> backwardRowTile{
+      *this, "backward-row-tile",
+      llvm::cl::desc("Keys or queries per inner tile of the fused backward"),
+      llvm::cl::init(attn::CpuPipelineOptions().backwardRowTile)};
 };
 } // namespace
 
@@ -114,6 +127,8 @@ void attn::registerCpuPipeline() {
         options.fused = cl.fused;
         options.queryTile = cl.queryTile;
         options.keyTile = cl.keyTile;
+        options.backwardLaneTile = cl.backwardLaneTile;
+        options.backwardRowTile = cl.backwardRowTile;
         buildCpuPipeline(pm, options);
       });
   registerPass([] { return createApproximateMathPass(); });
@@ -123,7 +138,9 @@ void attn::registerCpuPipeline() {
 std::vector<std::string> attn::CpuPipelineOptions::describe() const {
   return {"fused=" + std::to_string(fused),
           "query-tile=" + std::to_string(queryTile),
-          "key-tile=" + std::to_string(keyTile)};
+          "key-tile=" + std::to_string(keyTile),
+          "backward-lane-tile=" + std::to_string(backwardLaneTile),
+          "backward-row-tile=" + std::to_string(backwardRowTile)};
 }
 
 LogicalResult attn::lowerToLLVMDialect(ModuleOp module) {

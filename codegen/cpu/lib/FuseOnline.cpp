@@ -16,12 +16,14 @@
 // One vector lane per query: the running max, denominator and rescaling are
 // lane-wise vector ops with no horizontal reductions, Q is transposed once
 // per query tile (amortized over all keys) and K and V are read in place,
-// one broadcast element per FMA, so no per-key-tile transposes are needed.
+// one broadcast element per FMA, so no per-key-tile transposes are needed
+// (the micro-kernels of LaneKernels.h, shared with attn-fuse-backward).
 // The queries of a tile are `query-tile` lanes; keys go `key-tile` at a time.
 //
 //===----------------------------------------------------------------------===//
 
 #include "LaneCloning.h"
+#include "LaneKernels.h"
 
 #include "attn/CPU/Passes.h"
 #include "attn/Normalizer/Normalizer.h"
@@ -29,7 +31,6 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
-#include "mlir/Dialect/Utils/StaticValueUtils.h"
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNFUSEONLINE
@@ -41,58 +42,31 @@ using namespace mlir::attn;
 
 namespace {
 
-/// Keys per block of the Q·Kᵀ micro-kernel and value columns per block of
-/// the P·V micro-kernel: 8 vector accumulators, leaving registers for the
-/// broadcasts on AVX2 (two ymm per 16 lanes) and AVX-512.
-constexpr int64_t kKeyBlock = 8;
-constexpr int64_t kValueBlock = 8;
-
 /// Builds the fused loop nest of one attn.attention.
-class OnlineAttentionBuilder {
+class OnlineAttentionBuilder : public LaneKernelBuilder {
 public:
   OnlineAttentionBuilder(AttentionOp op, int64_t queryTile, int64_t keyTile)
-      : op(op), lanes(queryTile), keyTile(keyTile), b(op), loc(op.getLoc()),
+      : LaneKernelBuilder(op, queryTile), op(op), keyTile(keyTile),
         normalizer(op.getNormalizer(), bool(op.getSink()), NormalizerMath(),
                    op.getMap()) {}
 
   LogicalResult run();
 
 private:
-  // Small builders.
-  Value index(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
-  Value f32(float v) {
-    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
-  }
-  Value splat(float v) {
-    return arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(laneType, b.getF32FloatAttr(v)));
-  }
-  Value minIndex(Value x, Value y) {
-    return arith::MinSIOp::create(b, loc, x, y);
-  }
-  Value dimOf(Value buffer, int64_t axis);
-  /// Loads an element of a Q, K or V buffer as f32 (bf16/f16 are extended).
-  Value loadF32(Value buffer, ValueRange indices);
-  Value toBuffer(Value tensor);
-  /// scf.for from 0 to `ub` step `step` whose body `body` yields the
-  /// updated iter args.
-  scf::ForOp forLoop(
-      Value ub, int64_t step, ValueRange inits,
-      function_ref<SmallVector<Value>(Value iv, ValueRange args)> body);
-
   // Pieces of the loop nest, in the order they run.
-  /// Copies rows min(first + j, last), j < `rows`, of head `head` of `src`
-  /// ([B, heads, rows, width]) into the f32 scratch `dst` [rows x width].
-  void emitRowCopy(Value src, Value head, Value first, Value last,
-                   int64_t rows, Value width, Value dst);
-  /// emitRowCopy for the K or V rows n0 .. n0 + rows of the kv head.
-  void emitWiden(Value src, Value dst, Value width, Value n0, int64_t rows) {
-    emitRowCopy(src, gIv, n0, arith::SubIOp::create(b, loc, numKeys, index(1)),
-                rows, width, dst);
-  }
-  void emitQueryTranspose();
   /// The sink logits of the tile's queries, one per lane.
-  Value emitSinkLogits();
+  Value emitSinkLogits() {
+    return emitLaneGather(sinkBuf, bIv, hIv, m0,
+                          subIndex(numQueries, index(1)));
+  }
+  /// The K (V) rows n0 .. of the key tile, as the micro-kernels read them.
+  RowBlock keyRows(Value n0) {
+    return {kBuf, bIv, gIv, n0, subIndex(numKeys, index(1)), kWide,
+            /*widenPerBlock=*/bool(kWide)};
+  }
+  RowBlock valueRows(Value n0) {
+    return {vBuf, bIv, gIv, n0, subIndex(numKeys, index(1)), vWide};
+  }
   void emitScores(Value n0);
   /// Applies score_mod and (when `masked`) the mask and bounds to St in
   /// place, updates the normalizer's state, and leaves P in St. Returns the
@@ -100,15 +74,10 @@ private:
   FailureOr<SmallVector<Value>>
   emitUpdate(Value n0, const NormalizerState &state, bool masked);
   void emitValueProduct(Value n0, const BlockShift &shift);
-  void emitValueBlock(Value e0, int64_t width, Value n0,
-                      const BlockShift &shift);
   void emitEpilogue(const NormalizerState &state);
 
   AttentionOp op;
-  int64_t lanes, keyTile;
-  OpBuilder b;
-  Location loc;
-  VectorType laneType;
+  int64_t keyTile;
   NormalizerDefinition normalizer;
   bool failedRegion = false;
 
@@ -117,163 +86,22 @@ private:
   Value numQueries, headDim, numKeys, valueDim, headsPerGroup;
   DenseMap<Value, Value> readBuffers;
   // Values of one iteration of the parallel loop.
-  Value bIv, hIv, gIv, m0, queryLanes;
+  Value bIv, hIv, gIv, m0, queryLanes, count;
   Value qT, sT, accT;
   /// f32 copies of the K rows of one key block and the V rows of one key
   /// tile when K and V are bf16/f16 (null for f32).
   Value kWide, vWide;
 };
 
-Value OnlineAttentionBuilder::dimOf(Value buffer, int64_t axis) {
-  auto type = cast<MemRefType>(buffer.getType());
-  if (!type.isDynamicDim(axis))
-    return index(type.getDimSize(axis));
-  return memref::DimOp::create(b, loc, buffer, axis);
-}
-
-Value OnlineAttentionBuilder::loadF32(Value buffer, ValueRange indices) {
-  Value value = memref::LoadOp::create(b, loc, buffer, indices);
-  if (!value.getType().isF32())
-    value = arith::ExtFOp::create(b, loc, b.getF32Type(), value);
-  return value;
-}
-
-Value OnlineAttentionBuilder::toBuffer(Value tensor) {
-  auto type = cast<RankedTensorType>(tensor.getType());
-  auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
-  return bufferization::ToBufferOp::create(b, loc, memrefType, tensor,
-                                           /*read_only=*/true);
-}
-
-scf::ForOp OnlineAttentionBuilder::forLoop(
-    Value ub, int64_t step, ValueRange inits,
-    function_ref<SmallVector<Value>(Value iv, ValueRange args)> body) {
-  auto loop = scf::ForOp::create(b, loc, index(0), ub, index(step), inits);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(loop.getBody());
-  SmallVector<Value> results =
-      body(loop.getInductionVar(), loop.getRegionIterArgs());
-  // ForOp's builder adds an empty yield only when there are no iter args.
-  if (inits.empty()) {
-    b.setInsertionPoint(loop.getBody()->getTerminator());
-    return loop;
-  }
-  scf::YieldOp::create(b, loc, results);
-  return loop;
-}
-
-void OnlineAttentionBuilder::emitRowCopy(Value src, Value head, Value first,
-                                         Value last, int64_t rows,
-                                         Value width, Value dst) {
-  // Whole rows, 16 elements per vector load and conversion. A bf16 K or V
-  // element read in the FMA loops cost a scalar load, a shift and a
-  // broadcast from a general register per FMA, which halved the bf16
-  // kernels' speed; the f32 copies (a few KiB, in L1) let the FMAs
-  // broadcast straight from memory.
-  constexpr int64_t kChunk = 16;
-  auto srcType = cast<MemRefType>(src.getType());
-  auto wideType = VectorType::get({kChunk}, b.getF32Type());
-  auto narrowType = VectorType::get({kChunk}, srcType.getElementType());
-  Value chunk = index(kChunk);
-  Value mainEnd = arith::MulIOp::create(
-      b, loc, arith::DivUIOp::create(b, loc, width, chunk), chunk);
-  bool hasTail = srcType.isDynamicDim(3) || srcType.getDimSize(3) % kChunk;
-  forLoop(index(rows), 1, {}, [&](Value j, ValueRange) {
-    Value row = minIndex(arith::AddIOp::create(b, loc, first, j), last);
-    forLoop(mainEnd, kChunk, {}, [&](Value c, ValueRange) {
-      Value v = vector::LoadOp::create(b, loc, narrowType, src,
-                                       ValueRange{bIv, head, row, c});
-      if (v.getType() != wideType)
-        v = arith::ExtFOp::create(b, loc, wideType, v);
-      vector::StoreOp::create(b, loc, v, dst, ValueRange{j, c});
-      return SmallVector<Value>();
-    });
-    if (hasTail)
-      forLoop(arith::SubIOp::create(b, loc, width, mainEnd), 1, {},
-              [&](Value i, ValueRange) {
-                Value c = arith::AddIOp::create(b, loc, mainEnd, i);
-                memref::StoreOp::create(b, loc,
-                                        loadF32(src, {bIv, head, row, c}), dst,
-                                        ValueRange{j, c});
-                return SmallVector<Value>();
-              });
-    return SmallVector<Value>();
-  });
-}
-
-void OnlineAttentionBuilder::emitQueryTranspose() {
-  // Qt[d][lane] = scale * Q[b, h, min(m0 + lane, M - 1), d]. Lanes past the
-  // end repeat the last query so that no lane ever computes a NaN.
-  Value lastQuery = arith::SubIOp::create(b, loc, numQueries, index(1));
-  Value scale = op.getScale();
-  forLoop(index(lanes), 1, {}, [&](Value lane, ValueRange) {
-    Value row = minIndex(arith::AddIOp::create(b, loc, m0, lane), lastQuery);
-    forLoop(headDim, 1, {}, [&](Value d, ValueRange) {
-      Value q = loadF32(qBuf, {bIv, hIv, row, d});
-      q = arith::MulFOp::create(b, loc, q, scale);
-      memref::StoreOp::create(b, loc, q, qT, {d, lane});
-      return SmallVector<Value>();
-    });
-    return SmallVector<Value>();
-  });
-}
-
-Value OnlineAttentionBuilder::emitSinkLogits() {
-  Value lastQuery = arith::SubIOp::create(b, loc, numQueries, index(1));
-  Value result = splat(0.0f);
-  for (int64_t lane = 0; lane < lanes; ++lane) {
-    Value row = minIndex(arith::AddIOp::create(b, loc, m0, index(lane)),
-                         lastQuery);
-    Value sink = memref::LoadOp::create(b, loc, sinkBuf,
-                                        ValueRange{bIv, hIv, row});
-    result = vector::InsertOp::create(b, loc, sink, result, lane);
-  }
-  return result;
-}
-
 void OnlineAttentionBuilder::emitScores(Value n0) {
-  // St[j][lane] = sum_d K[b, g, n0 + j, d] * Qt[d][lane], kKeyBlock keys at
-  // a time: one vector load of Qt and kKeyBlock broadcast FMAs per d. Keys
-  // past the end read the last key; the mask drops them.
-  Value lastKey = arith::SubIOp::create(b, loc, numKeys, index(1));
-  // Sums start at 0 * scale, not 0: Qt holds the scale, so with D = 0 (no
-  // term) the score is still 0 * scale, as the cascade defines it (NaN for
-  // rsqrt(0)).
-  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
+  // St[j][lane] = sum_d K[b, g, n0 + j, d] * Qt[d][lane]. Keys past the end
+  // read the last key; the mask drops them. Sums start at 0 * scale, not 0:
+  // Qt holds the scale, so with D = 0 (no term) the score is still
+  // 0 * scale, as the cascade defines it (NaN for rsqrt(0)).
   Value emptySum = vector::BroadcastOp::create(
-      b, loc, laneType, arith::MulFOp::create(b, loc, zero, op.getScale()));
-  forLoop(index(keyTile), kKeyBlock, {}, [&](Value j0, ValueRange) {
-    Value first = arith::AddIOp::create(b, loc, n0, j0);
-    SmallVector<Value> rows, zeros;
-    if (kWide)
-      emitWiden(kBuf, kWide, headDim, first, kKeyBlock);
-    for (int64_t jj = 0; jj < kKeyBlock; ++jj) {
-      rows.push_back(
-          kWide ? index(jj)
-                : minIndex(arith::AddIOp::create(b, loc, first, index(jj)),
-                           lastKey));
-      zeros.push_back(emptySum);
-    }
-    scf::ForOp dot = forLoop(headDim, 1, zeros, [&](Value d, ValueRange acc) {
-      Value q = vector::LoadOp::create(b, loc, laneType, qT,
-                                       ValueRange{d, index(0)});
-      SmallVector<Value> next;
-      for (int64_t jj = 0; jj < kKeyBlock; ++jj) {
-        Value k = kWide ? memref::LoadOp::create(b, loc, kWide,
-                                                 ValueRange{rows[jj], d})
-                        : loadF32(kBuf, {bIv, gIv, rows[jj], d});
-        Value kb = vector::BroadcastOp::create(b, loc, laneType, k);
-        next.push_back(vector::FMAOp::create(b, loc, kb, q, acc[jj]));
-      }
-      return next;
-    });
-    for (int64_t jj = 0; jj < kKeyBlock; ++jj) {
-      Value j = arith::AddIOp::create(b, loc, j0, index(jj));
-      vector::StoreOp::create(b, loc, dot.getResult(jj), sT,
-                              ValueRange{j, index(0)});
-    }
-    return SmallVector<Value>();
-  });
+      b, loc, laneType,
+      arith::MulFOp::create(b, loc, f32(0.0f), op.getScale()));
+  emitDots(keyRows(n0), headDim, qT, keyTile, emptySum, sT);
 }
 
 FailureOr<SmallVector<Value>>
@@ -307,20 +135,13 @@ OnlineAttentionBuilder::emitUpdate(Value n0, const NormalizerState &state,
     if (masked) {
       Value inRange =
           arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, n, numKeys);
-      LaneValue keepLanes{inRange, false};
-      if (evaluatesMask) {
-        FailureOr<LaneValue> pred = cloneAlongLanes(
-            b, op.getMaskBlock(),
-            {{bIv, false}, {hIv, false}, {queryLanes, true}, {key, false}},
-            lanes, readBuffers);
-        if (failed(pred))
-          return failure();
-        Value both = arith::AndIOp::create(
-            b, loc, broadcastToLanes(b, loc, *pred, lanes),
-            broadcastToLanes(b, loc, keepLanes, lanes));
-        keepLanes = {both, true};
-      }
-      keep = broadcastToLanes(b, loc, keepLanes, lanes);
+      FailureOr<Value> kept = emitKeptLanes(
+          evaluatesMask ? &op.getMaskBlock() : nullptr,
+          {{bIv, false}, {hIv, false}, {queryLanes, true}, {key, false}},
+          inRange, readBuffers);
+      if (failed(kept))
+        return failure();
+      keep = *kept;
       s = arith::SelectOp::create(b, loc, keep, s, dropped);
     }
     if (modifies || masked)
@@ -374,61 +195,14 @@ OnlineAttentionBuilder::emitUpdate(Value n0, const NormalizerState &state,
   return results;
 }
 
-void OnlineAttentionBuilder::emitValueBlock(Value e0, int64_t width, Value n0,
-                                            const BlockShift &shift) {
-  // accT[e0 + i] = alpha * accT[e0 + i] + sum_j V[b, g, n0 + j, e0 + i] *
-  // P[j], `width` accumulators held in registers over the key tile.
-  Value lastKey = arith::SubIOp::create(b, loc, numKeys, index(1));
-  SmallVector<Value> columns, acc;
-  for (int64_t i = 0; i < width; ++i) {
-    Value e = arith::AddIOp::create(b, loc, e0, index(i));
-    columns.push_back(e);
-    Value a = vector::LoadOp::create(b, loc, laneType, accT,
-                                     ValueRange{e, index(0)});
-    acc.push_back(normalizer.rescale(b, loc, a, shift));
-  }
-  scf::ForOp loop =
-      forLoop(index(keyTile), 1, acc, [&](Value j, ValueRange args) {
-        Value p = vector::LoadOp::create(b, loc, laneType, sT,
-                                         ValueRange{j, index(0)});
-        Value row =
-            vWide ? j
-                  : minIndex(arith::AddIOp::create(b, loc, n0, j), lastKey);
-        SmallVector<Value> next;
-        for (int64_t i = 0; i < width; ++i) {
-          Value v = vWide ? memref::LoadOp::create(b, loc, vWide,
-                                                   ValueRange{row, columns[i]})
-                          : loadF32(vBuf, {bIv, gIv, row, columns[i]});
-          Value vb = vector::BroadcastOp::create(b, loc, laneType, v);
-          next.push_back(vector::FMAOp::create(b, loc, vb, p, args[i]));
-        }
-        return next;
-      });
-  for (int64_t i = 0; i < width; ++i)
-    vector::StoreOp::create(b, loc, loop.getResult(i), accT,
-                            ValueRange{columns[i], index(0)});
-}
-
 void OnlineAttentionBuilder::emitValueProduct(Value n0,
                                               const BlockShift &shift) {
+  // accT[e] = alpha * accT[e] + sum_j V[b, g, n0 + j, e] * P[j].
+  RowBlock rows = valueRows(n0);
   if (vWide)
-    emitWiden(vBuf, vWide, valueDim, n0, keyTile);
-  // Blocks of kValueBlock columns, then the remaining columns one by one.
-  Value block = index(kValueBlock);
-  Value mainEnd = arith::MulIOp::create(
-      b, loc, arith::DivUIOp::create(b, loc, valueDim, block), block);
-  forLoop(mainEnd, kValueBlock, {}, [&](Value e0, ValueRange) {
-    emitValueBlock(e0, kValueBlock, n0, shift);
-    return SmallVector<Value>();
-  });
-  auto valueType = cast<MemRefType>(vBuf.getType());
-  if (!valueType.isDynamicDim(3) &&
-      valueType.getDimSize(3) % kValueBlock == 0)
-    return;
-  Value rest = arith::SubIOp::create(b, loc, valueDim, mainEnd);
-  forLoop(rest, 1, {}, [&](Value i, ValueRange) {
-    emitValueBlock(arith::AddIOp::create(b, loc, mainEnd, i), 1, n0, shift);
-    return SmallVector<Value>();
+    widen(rows, keyTile, valueDim);
+  emitAccumulate(rows, valueDim, sT, keyTile, accT, [&](Value a) {
+    return normalizer.rescale(b, loc, a, shift);
   });
 }
 
@@ -438,11 +212,6 @@ void OnlineAttentionBuilder::emitEpilogue(const NormalizerState &state) {
   if (normalizer.scalesOutput())
     scaleRows = normalizer.getOutputFactor(
         b, loc, state, sinkBuf ? emitSinkLogits() : Value());
-  Value count =
-      arith::SubIOp::create(b, loc, minIndex(arith::AddIOp::create(
-                                                 b, loc, m0, index(lanes)),
-                                             numQueries),
-                            m0);
   if (scaleRows)
     forLoop(valueDim, 1, {}, [&](Value e, ValueRange) {
       Value a = vector::LoadOp::create(b, loc, laneType, accT,
@@ -451,45 +220,15 @@ void OnlineAttentionBuilder::emitEpilogue(const NormalizerState &state) {
       vector::StoreOp::create(b, loc, a, accT, ValueRange{e, index(0)});
       return SmallVector<Value>();
     });
-  forLoop(count, 1, {}, [&](Value lane, ValueRange) {
-    Value row = arith::AddIOp::create(b, loc, m0, lane);
-    forLoop(valueDim, 1, {}, [&](Value e, ValueRange) {
-      Value o = memref::LoadOp::create(b, loc, accT, ValueRange{e, lane});
-      memref::StoreOp::create(b, loc, o, oBuf, ValueRange{bIv, hIv, row, e});
-      return SmallVector<Value>();
-    });
-    return SmallVector<Value>();
-  });
-
-  if (!lseBuf)
-    return;
-  Value lse = normalizer.getStatistic(b, loc, state);
-  auto rowType = MemRefType::get({lanes}, b.getF32Type());
-  Value rowBuf = memref::AllocaOp::create(b, loc, rowType);
-  vector::StoreOp::create(b, loc, lse, rowBuf, ValueRange{index(0)});
-  forLoop(count, 1, {}, [&](Value lane, ValueRange) {
-    Value row = arith::AddIOp::create(b, loc, m0, lane);
-    Value v = memref::LoadOp::create(b, loc, rowBuf, ValueRange{lane});
-    memref::StoreOp::create(b, loc, v, lseBuf, ValueRange{bIv, hIv, row});
-    return SmallVector<Value>();
-  });
+  emitStoreLanes(accT, valueDim, Value(), count, oBuf, bIv, hIv, m0);
+  if (lseBuf)
+    emitStoreLaneVector(normalizer.getStatistic(b, loc, state), count, lseBuf,
+                        bIv, hIv, m0);
 }
 
 LogicalResult OnlineAttentionBuilder::run() {
-  laneType = VectorType::get({lanes}, b.getF32Type());
-
   // Every tensor the regions read, in memory, once per attention.
-  WalkResult reads = op->walk([&](ReadOp read) {
-    Value tensor = read.getTensor();
-    if (op->isAncestor(tensor.getParentRegion()->getParentOp())) {
-      read.emitOpError() << "reads a tensor defined inside the attention";
-      return WalkResult::interrupt();
-    }
-    if (!readBuffers.count(tensor))
-      readBuffers[tensor] = toBuffer(tensor);
-    return WalkResult::advance();
-  });
-  if (reads.wasInterrupted())
+  if (failed(collectReadBuffers(b, op, readBuffers)))
     return failure();
 
   qBuf = toBuffer(op.getQuery());
@@ -502,89 +241,39 @@ LogicalResult OnlineAttentionBuilder::run() {
   headDim = dimOf(qBuf, 3);
   numKeys = dimOf(kBuf, 2);
   valueDim = dimOf(vBuf, 3);
-  // H / G, kept at least 1 and never dividing by 0: a launch with H = 0
-  // (G = 0) runs no head, but the kernel must not trap computing this.
-  Value one = index(1);
-  headsPerGroup = arith::MaxUIOp::create(
-      b, loc,
-      arith::DivUIOp::create(
-          b, loc, heads, arith::MaxUIOp::create(b, loc, dimOf(kBuf, 1), one)),
-      one);
+  headsPerGroup = emitHeadsPerGroup(heads, dimOf(kBuf, 1));
 
   auto outputType = cast<RankedTensorType>(op.getOutput().getType());
-  SmallVector<Value> outputSizes = {batch, heads, numQueries, valueDim};
-  auto alloc = [&](RankedTensorType type, ArrayRef<Value> sizes) {
-    SmallVector<Value> dynamic;
-    for (auto [axis, size] : llvm::enumerate(sizes))
-      if (type.isDynamicDim(axis))
-        dynamic.push_back(size);
-    auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
-    return memref::AllocOp::create(b, loc, memrefType, dynamic).getResult();
-  };
-  oBuf = alloc(outputType, outputSizes);
+  oBuf = allocResult(outputType, {batch, heads, numQueries, valueDim});
   RankedTensorType lseType;
   if (Value lse = op.getLse()) {
     lseType = cast<RankedTensorType>(lse.getType());
-    lseBuf = alloc(lseType, {batch, heads, numQueries});
+    lseBuf = allocResult(lseType, {batch, heads, numQueries});
   }
 
-  Value queryTiles = arith::CeilDivUIOp::create(b, loc, numQueries,
-                                                index(lanes));
   Value keyTiles = arith::CeilDivUIOp::create(b, loc, numKeys, index(keyTile));
-  auto parallel = scf::ParallelOp::create(
-      b, loc, ValueRange{index(0), index(0), index(0)},
-      ValueRange{batch, heads, queryTiles},
-      ValueRange{index(1), index(1), index(1)});
   OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(parallel.getBody());
-  bIv = parallel.getInductionVars()[0];
-  hIv = parallel.getInductionVars()[1];
+  LaneTile queries = emitParallelLaneTiles(batch, heads, numQueries);
+  bIv = queries.batch;
+  hIv = queries.head;
   gIv = arith::DivUIOp::create(b, loc, hIv, headsPerGroup);
-  m0 = arith::MulIOp::create(b, loc, parallel.getInductionVars()[2],
-                             index(lanes));
-  Value lastQuery = arith::SubIOp::create(b, loc, numQueries, index(1));
-  {
-    SmallVector<int64_t> iota = llvm::to_vector(llvm::seq<int64_t>(0, lanes));
-    auto indexLanes = VectorType::get({lanes}, b.getIndexType());
-    Value offsets = arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(indexLanes, ArrayRef(iota)));
-    Value rows = arith::AddIOp::create(
-        b, loc, vector::BroadcastOp::create(b, loc, indexLanes, m0), offsets);
-    queryLanes = arith::MinSIOp::create(
-        b, loc, rows, vector::BroadcastOp::create(b, loc, indexLanes, lastQuery));
-  }
-  Value lastRow = minIndex(arith::AddIOp::create(b, loc, m0, index(lanes - 1)),
-                           lastQuery);
+  m0 = queries.first;
+  queryLanes = queries.laneRows;
+  count = queries.count;
+  Value lastQuery = queries.lastRow;
+  Value lastRow = queries.lastInTile;
 
   // Per-iteration scratch: Qt [D x lanes], St [keyTile x lanes], accT
   // [E x lanes]; a few KiB, in L1.
-  auto f32Type = b.getF32Type();
-  auto scratch = [&](Value rows) -> Value {
-    std::optional<int64_t> size = getConstantIntValue(rows);
-    auto type = MemRefType::get(
-        {size ? *size : ShapedType::kDynamic, lanes}, f32Type);
-    return memref::AllocaOp::create(b, loc, type,
-                                    size ? ValueRange{} : ValueRange{rows});
-  };
-  qT = scratch(headDim);
-  sT = scratch(index(keyTile));
-  accT = scratch(valueDim);
-  auto wideScratch = [&](Value buffer, Value width, int64_t rows) -> Value {
-    if (cast<MemRefType>(buffer.getType()).getElementType().isF32())
-      return Value();
-    std::optional<int64_t> size = getConstantIntValue(width);
-    auto type = MemRefType::get({rows, size ? *size : ShapedType::kDynamic},
-                                f32Type);
-    return memref::AllocaOp::create(b, loc, type,
-                                    size ? ValueRange{} : ValueRange{width});
-  };
-  kWide = wideScratch(kBuf, headDim, kKeyBlock);
+  qT = laneScratch(headDim);
+  sT = laneScratch(index(keyTile));
+  accT = laneScratch(valueDim);
+  kWide = wideScratch(kBuf, headDim, kRowBlock);
   vWide = wideScratch(vBuf, valueDim, keyTile);
-  emitQueryTranspose();
-  forLoop(valueDim, 1, {}, [&](Value e, ValueRange) {
-    vector::StoreOp::create(b, loc, splat(0.0f), accT, ValueRange{e, index(0)});
-    return SmallVector<Value>();
-  });
+  // Qt[d][lane] = scale * Q[b, h, min(m0 + lane, M - 1), d]. Lanes past the
+  // end repeat the last query so that no lane ever computes a NaN.
+  emitTranspose(qBuf, bIv, hIv, m0, lastQuery, headDim, op.getScale(), qT);
+  emitZero(accT, valueDim);
 
   // The sink logit seeds the running max: from the constant -inf, LLVM
   // compiles the key loop of a sink variant about 7% slower (measured on
@@ -598,36 +287,22 @@ LogicalResult OnlineAttentionBuilder::run() {
       [&](Value kt, ValueRange fields) -> SmallVector<Value> {
         NormalizerState state = normalizer.unflattenState(fields);
         Value n0 = arith::MulIOp::create(b, loc, kt, index(keyTile));
-        Value nEnd = minIndex(arith::AddIOp::create(b, loc, n0, index(keyTile)),
-                              numKeys);
-        Value nLast = arith::SubIOp::create(b, loc, nEnd, index(1));
-        Value tileClass;
-        if (op.hasTileClass()) {
-          FailureOr<LaneValue> cls = cloneAlongLanes(
-              b, op.getTileClass().front(),
-              {{bIv, false}, {hIv, false}, {m0, false}, {lastRow, false},
-               {n0, false}, {nLast, false}},
-              lanes, readBuffers);
-          if (failed(cls)) {
-            failedRegion = true;
-            return SmallVector<Value>(fields);
-          }
-          tileClass = cls->value;
-        } else {
-          tileClass = arith::ConstantOp::create(
-              b, loc, b.getI32IntegerAttr(op.hasTrivialMask() ? 2 : 1));
+        Value nEnd = minIndex(addIndex(n0, index(keyTile)), numKeys);
+        Value nLast = subIndex(nEnd, index(1));
+        FailureOr<Value> tileClass = emitTileClass(
+            b, loc, op.getTileClass(), op.hasTrivialMask(),
+            {bIv, hIv, m0, lastRow, n0, nLast}, lanes, readBuffers);
+        if (failed(tileClass)) {
+          failedRegion = true;
+          return SmallVector<Value>(fields);
         }
-        auto i32Const = [&](int32_t v) {
-          return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v));
-        };
         // An scf.if without results already ends its regions with a yield.
         auto yield = [&](ValueRange values) {
           if (!values.empty())
             scf::YieldOp::create(b, loc, values);
         };
-        Value nonEmpty = arith::CmpIOp::create(
-            b, loc, arith::CmpIPredicate::ne, tileClass, i32Const(0));
-        auto tile = scf::IfOp::create(b, loc, stateTypes, nonEmpty,
+        auto tile = scf::IfOp::create(b, loc, stateTypes,
+                                      isNonEmptyTile(*tileClass),
                                       /*withElseRegion=*/true);
         {
           OpBuilder::InsertionGuard tileGuard(b);
@@ -636,13 +311,7 @@ LogicalResult OnlineAttentionBuilder::run() {
           b.setInsertionPointToStart(&tile.getThenRegion().front());
           emitScores(n0);
           // Full tiles that end before N evaluate neither mask nor bounds.
-          Value full = arith::AndIOp::create(
-              b, loc,
-              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tileClass,
-                                    i32Const(2)),
-              arith::CmpIOp::create(
-                  b, loc, arith::CmpIPredicate::eq,
-                  arith::SubIOp::create(b, loc, nEnd, n0), index(keyTile)));
+          Value full = isFullTile(*tileClass, subIndex(nEnd, n0), keyTile);
           SmallVector<Type> types = stateTypes;
           if (normalizer.rescales())
             types.push_back(laneType);
@@ -673,7 +342,7 @@ LogicalResult OnlineAttentionBuilder::run() {
     return failure();
   emitEpilogue(normalizer.unflattenState(keyLoop.getResults()));
 
-  b.setInsertionPointAfter(parallel);
+  b.setInsertionPointAfter(queries.loop);
   SmallVector<Value> results = {bufferization::ToTensorOp::create(
       b, loc, outputType, oBuf, /*restrict=*/true, /*writable=*/true)};
   if (lseBuf)
@@ -693,22 +362,10 @@ struct AttnFuseOnline : impl::AttnFuseOnlineBase<AttnFuseOnline> {
   using Base::Base;
 
   void runOnOperation() override {
-    if (queryTile < 1 || keyTile < kKeyBlock || keyTile % kKeyBlock != 0) {
-      getOperation().emitError()
-          << "attn-fuse-online needs query-tile >= 1 and key-tile a multiple "
-             "of "
-          << kKeyBlock;
+    if (failed(checkTileSizes(getOperation(), getArgument(), "query-tile",
+                              queryTile, "key-tile", keyTile)))
       return signalPassFailure();
-    }
-    SmallVector<AttentionOp> ops;
-    // Attention inside an attn.kernel is still cascade IR; only the copies
-    // that convert-attn-to-linalg (keep-attention) put into functions are
-    // lowered here.
-    getOperation().walk([&](AttentionOp op) {
-      if (!op->getParentOfType<KernelOp>())
-        ops.push_back(op);
-    });
-    for (AttentionOp op : ops) {
+    for (AttentionOp op : collectOutsideKernels<AttentionOp>(getOperation())) {
       OnlineAttentionBuilder builder(op, queryTile, keyTile);
       if (failed(builder.run()))
         return signalPassFailure();

@@ -1,8 +1,9 @@
 //===- LaneCloning.cpp - Region bodies cloned along vector lanes ----------===//
 //
 // attn-fuse-online evaluates score_mod and mask for one key and a vector of
-// queries at a time. Values that depend only on the batch, the head or the
-// key stay scalar (computed once per key, hoisted further by LICM); the rest
+// queries at a time (attn-fuse-backward also for one query and a vector of
+// keys). Values that depend only on the batch, the head or the scalar index
+// stay scalar (computed once per key, hoisted further by LICM); the rest
 // become vectors, so the common cases (causal masks, softcapping, ALiBi)
 // turn into a handful of vector instructions per key.
 //
@@ -54,6 +55,20 @@ FailureOr<LaneValue>
 mlir::attn::cloneAlongLanes(OpBuilder &builder, Block &block,
                             ArrayRef<LaneValue> args, int64_t lanes,
                             const DenseMap<Value, Value> &buffers) {
+  auto yield = dyn_cast<YieldOp>(block.getTerminator());
+  if (!yield || yield.getValues().size() != 1)
+    return block.getTerminator()->emitOpError() << "must yield one value";
+  FailureOr<SmallVector<LaneValue>> values =
+      cloneAllAlongLanes(builder, block, args, lanes, buffers);
+  if (failed(values))
+    return failure();
+  return values->front();
+}
+
+FailureOr<SmallVector<LaneValue>>
+mlir::attn::cloneAllAlongLanes(OpBuilder &builder, Block &block,
+                               ArrayRef<LaneValue> args, int64_t lanes,
+                               const DenseMap<Value, Value> &buffers) {
   DenseMap<Value, LaneValue> values;
   for (auto [arg, value] : llvm::zip_equal(block.getArguments(), args))
     values[arg] = value;
@@ -65,11 +80,8 @@ mlir::attn::cloneAlongLanes(OpBuilder &builder, Block &block,
 
   for (Operation &op : block) {
     Location loc = op.getLoc();
-    if (auto yield = dyn_cast<YieldOp>(op)) {
-      if (yield.getValues().size() != 1)
-        return yield.emitOpError() << "must yield one value";
-      return lookup(yield.getValues()[0]);
-    }
+    if (auto yield = dyn_cast<YieldOp>(op))
+      return llvm::map_to_vector(yield.getValues(), lookup);
     SmallVector<LaneValue> operands =
         llvm::map_to_vector(op.getOperands(), lookup);
     bool varying = llvm::any_of(operands, [](LaneValue v) { return v.varying; });

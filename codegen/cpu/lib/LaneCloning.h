@@ -1,9 +1,9 @@
 //===- LaneCloning.h - Region bodies cloned along vector lanes --*- C++ -*-===//
 //
-// Private to attn-fuse-online: the fused loop nest keeps one query per vector
-// lane, so the bodies of attn.attention's regions are cloned "along lanes":
-// values that depend on the query index or the score become vectors, the
-// rest stay scalars.
+// Private to attn-fuse-online and attn-fuse-backward: the fused loop nests
+// keep one query (or one key) per vector lane, so the bodies of the
+// attention ops' regions are cloned "along lanes": values that depend on
+// the lane's index or the score become vectors, the rest stay scalars.
 //
 //===----------------------------------------------------------------------===//
 
@@ -32,6 +32,12 @@ struct LaneValue {
 FailureOr<LaneValue> cloneAlongLanes(OpBuilder &builder, Block &block,
                                      ArrayRef<LaneValue> args, int64_t lanes,
                                      const DenseMap<Value, Value> &buffers);
+
+/// The same for a block whose attn.yield yields any number of values (a
+/// score_mod together with its derivative), returned in order.
+FailureOr<SmallVector<LaneValue>>
+cloneAllAlongLanes(OpBuilder &builder, Block &block, ArrayRef<LaneValue> args,
+                   int64_t lanes, const DenseMap<Value, Value> &buffers);
 
 /// `value` as a vector<lanes x T>: varying values unchanged, scalars
 /// broadcast.

@@ -163,9 +163,10 @@ private:
                                    Value sink,
                                    const NormalizerDefinition &normalizer);
   LogicalResult lowerReturn(ReturnOp op, func::FuncOp func);
-  /// Copies an attn.attention into the function unchanged but for its
-  /// operands and the values its regions capture (keep-attention).
-  LogicalResult copyAttention(AttentionOp op);
+  /// Copies an attn.attention or attn.attention_backward into the function
+  /// unchanged but for its operands and the values its regions capture
+  /// (keep-attention).
+  LogicalResult copyAttention(Operation *op);
   /// Copies a reshape of a fully present tensor (attn-raise gives rank-3
   /// MQA keys and values a unit head axis).
   LogicalResult copyReshape(Operation *reshape);
@@ -781,15 +782,15 @@ LogicalResult KernelLowering::copyReshape(Operation *reshape) {
   return success();
 }
 
-LogicalResult KernelLowering::copyAttention(AttentionOp op) {
+LogicalResult KernelLowering::copyAttention(Operation *op) {
   IRMapping mapping = scalars;
   auto mapTensor = [&](Value value) -> LogicalResult {
     LoweredTensor lowered = tensors.lookup(value);
     if (!lowered.values)
-      return op.emitOpError() << "uses a tensor the lowering does not know";
+      return op->emitOpError() << "uses a tensor the lowering does not know";
     // attn.attention has no notion of absent entries in its operands.
     if (lowered.presence)
-      return op.emitOpError()
+      return op->emitOpError()
              << "reads a tensor with absent entries, which the fused paths "
                 "cannot represent";
     mapping.map(value, lowered.values);
@@ -869,6 +870,14 @@ FailureOr<func::FuncOp> KernelLowering::run() {
                           "convert-attn-to-linalg with keep-attention";
               return copyAttention(o);
             })
+            .Case<AttentionBackwardOp>(
+                [&](AttentionBackwardOp o) -> LogicalResult {
+                  if (!keepAttention)
+                    return o.emitOpError()
+                           << "is lowered by attn-fuse-backward; run "
+                              "convert-attn-to-linalg with keep-attention";
+                  return copyAttention(o);
+                })
             .Case<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(
                 [&](Operation *reshape) { return copyReshape(reshape); })
             .Default([&](Operation *other) -> LogicalResult {

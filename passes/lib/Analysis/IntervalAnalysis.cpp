@@ -159,9 +159,45 @@ static void bindIndexArguments(Block &block, ValueRange extents,
   }
 }
 
+static std::pair<std::optional<int64_t>, std::optional<unsigned>>
+getAxisSize(KernelOp kernel, const IntervalAnalysis &ia, Value tensor,
+            unsigned axis);
+
 void IntervalAnalysis::visit(Operation *op) {
   auto operand = [&](unsigned i) { return lookup(op->getOperand(i)); };
   auto set = [&](Interval interval) { intervals[op->getResult(0)] = interval; };
+
+  if (isa<AttentionOp, AttentionBackwardOp>(op)) {
+    // The regions' indices range over the operands: b, h, m over Q's first
+    // three axes, n over K's keys; tile_class takes (b, h, m_first, m_last,
+    // n_first, n_last).
+    Value query = op->getOperand(0), key = op->getOperand(1);
+    auto range = [&](Value tensor, unsigned axis) {
+      std::optional<int64_t> size =
+          getAxisSize(kernel, *this, tensor, axis).first;
+      return size ? make(0, *size - 1) : Interval::unbounded();
+    };
+    Interval b = range(query, 0), h = range(query, 1), m = range(query, 2),
+             n = range(key, 2);
+    for (Region &region : op->getRegions()) {
+      if (region.empty())
+        continue;
+      Block &block = region.front();
+      SmallVector<Interval> ranges;
+      if (block.getNumArguments() == 5)
+        ranges = {Interval::unbounded(), b, h, m, n}; // score_mod
+      else if (block.getNumArguments() == 4)
+        ranges = {b, h, m, n}; // mask
+      else if (block.getNumArguments() == 6)
+        ranges = {b, h, m, m, n, n}; // tile_class
+      for (auto [arg, interval] : llvm::zip(block.getArguments(), ranges))
+        if (isa<IndexType>(arg.getType()))
+          intervals[arg] = interval;
+      for (Operation &inner : block)
+        visit(&inner);
+    }
+    return;
+  }
 
   if (auto einsum = dyn_cast<EinsumOp>(op)) {
     bindIndexArguments(einsum.getBodyBlock(), einsum.getExtents(), intervals,
@@ -265,18 +301,20 @@ void IntervalAnalysis::visit(Operation *op) {
 static std::pair<std::optional<int64_t>, std::optional<unsigned>>
 getAxisSize(KernelOp kernel, const IntervalAnalysis &ia, Value tensor,
             unsigned axis) {
-  if (auto arg = dyn_cast<BlockArgument>(tensor)) {
-    unsigned index = arg.getArgNumber() - kernel.getNumDims();
-    Attribute size = kernel.getShapeOf(index)[axis];
-    if (auto literal = dyn_cast<IntegerAttr>(size))
-      return {literal.getInt(), std::nullopt};
-    std::optional<unsigned> dim =
-        kernel.lookupDim(cast<StringAttr>(size).getValue());
-    if (!dim)
-      return {std::nullopt, std::nullopt};
-    return {ia.lookupConstant(kernel.getDimArg(*dim)), dim};
-  }
-  while (Operation *def = tensor.getDefiningOp()) {
+  while (true) {
+    int64_t fixed = cast<RankedTensorType>(tensor.getType()).getDimSize(axis);
+    if (auto arg = dyn_cast<BlockArgument>(tensor)) {
+      unsigned index = arg.getArgNumber() - kernel.getNumDims();
+      Attribute size = kernel.getShapeOf(index)[axis];
+      if (auto literal = dyn_cast<IntegerAttr>(size))
+        return {literal.getInt(), std::nullopt};
+      std::optional<unsigned> dim =
+          kernel.lookupDim(cast<StringAttr>(size).getValue());
+      if (!dim)
+        return {std::nullopt, std::nullopt};
+      return {ia.lookupConstant(kernel.getDimArg(*dim)), dim};
+    }
+    Operation *def = tensor.getDefiningOp();
     if (auto producer = dyn_cast<EinsumOp>(def)) {
       Value extent = producer.getOutputExtents()[axis];
       std::optional<unsigned> dim;
@@ -285,9 +323,29 @@ getAxisSize(KernelOp kernel, const IntervalAnalysis &ia, Value tensor,
         dim = dimArg.getArgNumber();
       return {ia.lookupConstant(extent), dim};
     }
-    tensor = def->getOperand(0);
+    if (isa<KeepOp, SoftmaxOp, NormalizeOp>(def)) {
+      tensor = def->getOperand(0);
+      continue;
+    }
+    // Attention's results are shaped by its operands: O [B, H, M] of Q and
+    // E of V, the LSE [B, H, M] of Q; the backward's gradients as Q, K and
+    // V, the sink's as the first three axes of Q.
+    if (auto attention = dyn_cast<AttentionOp>(def)) {
+      bool valueAxis = tensor == attention.getOutput() && axis == 3;
+      tensor = valueAxis ? attention.getValue() : attention.getQuery();
+      continue;
+    }
+    if (auto backward = dyn_cast<AttentionBackwardOp>(def)) {
+      unsigned result = cast<OpResult>(tensor).getResultNumber();
+      tensor = result == 1   ? backward.getKey()
+               : result == 2 ? backward.getValue()
+                             : backward.getQuery();
+      continue;
+    }
+    if (!ShapedType::isDynamic(fixed))
+      return {fixed, std::nullopt};
+    return {std::nullopt, std::nullopt};
   }
-  return {std::nullopt, std::nullopt};
 }
 
 SmallVector<SubscriptViolation> IntervalAnalysis::findViolations() const {

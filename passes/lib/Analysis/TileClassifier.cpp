@@ -72,9 +72,12 @@ bool isI1(Type type) { return type.isInteger(1); }
 /// Clones a mask region into a tile_class block in interval form.
 class MaskInterpreter {
 public:
-  MaskInterpreter(TileClassifier &classifier, AttentionOp op, Block &block)
-      : classifier(classifier), op(op), b(OpBuilder::atBlockEnd(&block)),
-        loc(op.getLoc()) {}
+  /// `op` is the attention (forward or backward) whose `mask` block is
+  /// interpreted into `block`.
+  MaskInterpreter(TileClassifier &classifier, Operation *op, Block &mask,
+                  Block &block)
+      : classifier(classifier), op(op), mask(mask),
+        b(OpBuilder::atBlockEnd(&block)), loc(op->getLoc()) {}
 
   /// Interprets the mask over the tile of `block`'s arguments and returns the
   /// abstract predicate.
@@ -129,7 +132,8 @@ private:
   }
 
   TileClassifier &classifier;
-  AttentionOp op;
+  Operation *op;
+  Block &mask;
   OpBuilder b;
   Location loc;
   DenseMap<Value, AbstractValue> values;
@@ -246,7 +250,6 @@ AbstractValue MaskInterpreter::giveUp(Operation *maskOp, StringRef why) {
 //===----------------------------------------------------------------------===//
 
 AbstractValue MaskInterpreter::run() {
-  Block &mask = op.getMaskBlock();
   Block *tile = b.getInsertionBlock();
   Type indexType = b.getIndexType();
   values[mask.getArgument(0)] = AbstractValue::point(tile->getArgument(0));
@@ -959,16 +962,24 @@ TileClassifier::getSummary(Value tensor, uint64_t rangedAxes,
 //===----------------------------------------------------------------------===//
 
 TileClassReport TileClassifier::classify(AttentionOp op) {
-  Region &region = op.getTileClass();
+  return classify(op, op.getMaskBlock(), op.getTileClass());
+}
+
+TileClassReport TileClassifier::classify(AttentionBackwardOp op) {
+  return classify(op, op.getMaskBlock(), op.getTileClass());
+}
+
+TileClassReport TileClassifier::classify(Operation *op, Block &mask,
+                                         Region &region) {
   region.dropAllReferences();
   region.getBlocks().clear();
   Block *block = new Block();
   region.push_back(block);
-  Location loc = op.getLoc();
+  Location loc = op->getLoc();
   for (int i = 0; i < 6; ++i)
-    block->addArgument(IndexType::get(op.getContext()), loc);
+    block->addArgument(IndexType::get(op->getContext()), loc);
 
-  MaskInterpreter interpreter(*this, op, *block);
+  MaskInterpreter interpreter(*this, op, mask, *block);
   AbstractValue predicate = interpreter.run();
   interpreter.emitYield(predicate);
 

@@ -433,6 +433,28 @@ Value NormalizerDefinition::getScoreAdjointFactor(OpBuilder &b, Location loc,
   return arith::SelectOp::create(b, loc, inTail, one, ratio);
 }
 
+Value NormalizerDefinition::getRowLogDenominator(OpBuilder &b, Location loc,
+                                                 Value lse,
+                                                 Value sinkLogit) const {
+  assert(normalizer == Normalizer::Softmax && "only softmax has a statistic");
+  assert(bool(sinkLogit) == sink && "a sink logit exactly with a sink");
+  if (!sinkLogit)
+    return lse;
+  // With t = max(LSE, z): t + log1p(e^(min - t)), which neither overflows
+  // nor loses the smaller term; t itself where t = -inf (min - t is NaN).
+  Type type = lse.getType();
+  Value larger = arith::MaximumFOp::create(b, loc, lse, sinkLogit);
+  Value smaller = arith::MinimumFOp::create(b, loc, lse, sinkLogit);
+  Value joined = arith::AddFOp::create(
+      b, loc, larger,
+      math::Log1pOp::create(
+          b, loc,
+          expNatural(b, loc, arith::SubFOp::create(b, loc, smaller, larger))));
+  Value empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, larger,
+                                      constant(b, loc, type, kNegInf));
+  return arith::SelectOp::create(b, loc, empty, larger, joined);
+}
+
 Value NormalizerDefinition::getSinkWeight(OpBuilder &b, Location loc,
                                           Value sinkLogit, Value lse) const {
   // 1 / (1 + e^(LSE - z)): 1 for LSE = -inf, and no overflow to NaN.

@@ -1,9 +1,10 @@
 //===- AnalyzeMask.cpp - Tile classes of attention masks ------------------===//
 //
-// attn-analyze-mask: fills the tile_class region of every attn.attention of a
-// kernel so that backends can skip empty tiles and drop the mask on full
-// ones. The work is done by TileClassifier; this pass only drives it and
-// says, with a remark, when a mask could not be bounded at all.
+// attn-analyze-mask: fills the tile_class region of every attn.attention and
+// attn.attention_backward of a kernel so that backends can skip empty tiles
+// and drop the mask on full ones. The work is done by TileClassifier; this
+// pass only drives it and says, with a remark, when a mask could not be
+// bounded at all.
 //
 //===----------------------------------------------------------------------===//
 
@@ -34,14 +35,20 @@ struct AttnAnalyzeMask : impl::AttnAnalyzeMaskBase<AttnAnalyzeMask> {
     options.summaryLevels = summaryLevels;
     TileClassifier classifier(kernel, options);
     // Collect first: classifying inserts summaries into the kernel body.
-    SmallVector<AttentionOp> ops;
-    kernel.walk([&](AttentionOp op) { ops.push_back(op); });
-    for (AttentionOp op : ops) {
-      TileClassReport report = classifier.classify(op);
+    SmallVector<Operation *> ops;
+    kernel.walk([&](Operation *op) {
+      if (isa<AttentionOp, AttentionBackwardOp>(op))
+        ops.push_back(op);
+    });
+    for (Operation *op : ops) {
+      auto forward = dyn_cast<AttentionOp>(op);
+      TileClassReport report =
+          forward ? classifier.classify(forward)
+                  : classifier.classify(cast<AttentionBackwardOp>(op));
       // A mask that cannot be bounded still runs correctly, only without
       // tile skipping: say why, as the totality rule asks.
       if (!report.interpreted)
-        op.emitRemark() << "every tile is partial: " << report.reason;
+        op->emitRemark() << "every tile is partial: " << report.reason;
     }
   }
 };

@@ -72,7 +72,8 @@ func.func @causal_lse(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: te
 // rows); GQA reads the kv head h / (H / G).
 
 // CHECK-LABEL: func.func @sink_bf16_gqa
-//       CHECK:   %[[GROUP:.+]] = arith.divui
+//       CHECK:   %[[RATIO:.+]] = arith.divui
+//       CHECK:   %[[GROUP:.+]] = arith.maxui %[[RATIO]], %{{.+}} : index
 //       CHECK:   scf.parallel (%{{.+}}, %[[H:.+]], %{{.+}}) =
 //       CHECK:     arith.divui %[[H]], %[[GROUP]] : index
 //       CHECK:     arith.extf %{{.+}} : bf16 to f32

@@ -35,12 +35,17 @@ namespace attn {
 /// "dSlopes"), with a suffix where the spec already uses that name.
 class GradientSpec {
 public:
-  /// Builds the adjoint of `forward`'s kernel with attn-grad. What cannot be
-  /// differentiated (an op without a derivative rule, a kernel without a
-  /// float input or output) is reported as diagnostics on the forward
-  /// kernel's ops, through the context's handlers, before the returned
-  /// error.
-  static llvm::Expected<GradientSpec> build(const LoadedSpec &forward);
+  /// Builds the adjoint of `forward`'s kernel with attn-grad. With `fused`,
+  /// of the kernel raised first, so that each attention gets the fused
+  /// attn.attention_backward; where that does not apply (nothing raised,
+  /// the normalize normalizer, a captured tensor that needs a gradient, an
+  /// adjoint of the LSE), a remark says why and the cascade is
+  /// differentiated instead. What cannot be differentiated at all (an op
+  /// without a derivative rule, a kernel without a float input or output)
+  /// is reported as diagnostics on the forward kernel's ops, through the
+  /// context's handlers, before the returned error.
+  static llvm::Expected<GradientSpec> build(const LoadedSpec &forward,
+                                            bool fused = true);
 
   /// The adjoint kernel at cascade level.
   const LoadedSpec &getAdjoint() const { return adjoint; }

@@ -72,6 +72,8 @@ public:
   /// kernel) and inserts any summaries it needs just before `op`'s ancestor
   /// in the kernel body.
   TileClassReport classify(AttentionOp op);
+  /// The same for the backward, whose tiles are classified alike.
+  TileClassReport classify(AttentionBackwardOp op);
 
   /// The per-tile, sparse-table and whole-range summaries of one tensor.
   struct Summary {
@@ -87,6 +89,8 @@ public:
 
 private:
   friend class MaskInterpreter;
+  /// Fills `tileClass` of `op` from its `mask` block.
+  TileClassReport classify(Operation *op, Block &mask, Region &tileClass);
   /// The summaries of `tensor` over the axes in `rangedAxes` (a bit mask),
   /// built before `anchor` on first use; null when the tensor's sizes are not
   /// known at kernel level.

@@ -254,6 +254,15 @@ public:
   /// sigmoid); null where the adjoint does not use it (normalize without a
   /// map, none).
   Value getScoreAdjointFactor(OpBuilder &b, Location loc, Value score) const;
+  /// The log of a finished softmax row's denominator, from the row's
+  /// statistic `lse` (the log-sum-exp of its kept scores) and, exactly when
+  /// hasSink(), its sink logit: LSE (+) z = max + log1p(e^(min - max)) of
+  /// the two, LSE without a sink; -inf for a row that kept nothing and has
+  /// no sink. A backward recomputes the weights from it as
+  /// weight(shiftFor(it), s) = exp(s - it), which shiftFor guards against
+  /// -inf. Natural base, whatever the backend's.
+  Value getRowLogDenominator(OpBuilder &b, Location loc, Value lse,
+                             Value sinkLogit) const;
   /// P_z = sigmoid(z - LSE): the sink's share of a finished softmax row
   /// whose scores alone have log-sum-exp `lse` (-inf for a row that kept
   /// nothing: P_z = 1).

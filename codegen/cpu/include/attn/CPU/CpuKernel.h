@@ -42,7 +42,8 @@ struct CpuKernelOptions {
 /// Facts about a kernel learned while lowering it; kept in the cache entry
 /// because a hit does not lower.
 enum CpuKernelFlags : uint32_t {
-  /// The module held an attn.attention after raising: the fused path.
+  /// The module held an attn.attention (or attn.attention_backward) after
+  /// raising: the fused path.
   kFusedPath = 1u << 0,
 };
 
@@ -129,8 +130,9 @@ public:
 
   const KernelSignature &getSignature() const { return signature; }
   const CpuCompileStats &getStats() const { return stats; }
-  /// Whether the kernel took the fused path (an attn.attention after
-  /// raising) rather than the unfused cascade.
+  /// Whether the kernel took the fused path (an attn.attention or
+  /// attn.attention_backward after raising) rather than the unfused
+  /// cascade.
   bool isFused() const { return flags & kFusedPath; }
   /// Whether the kernel has OpenMP parallel regions.
   bool usesOpenMP() const;

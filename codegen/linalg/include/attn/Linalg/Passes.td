@@ -36,9 +36,10 @@ def ConvertAttnToLinalg : Pass<"convert-attn-to-linalg", "::mlir::ModuleOp"> {
     Option<"emitCInterface", "emit-c-interface", "bool", "false",
            "Put llvm.emit_c_interface on the generated functions">,
     Option<"keepAttention", "keep-attention", "bool", "false",
-           "Copy attn.attention ops into the generated functions (with their "
-           "operands and captured values remapped) for a later fusion pass "
-           "such as attn-fuse-online, instead of rejecting them">
+           "Copy attn.attention and attn.attention_backward ops into the "
+           "generated functions (with their operands and captured values "
+           "remapped) for a later fusion pass such as attn-fuse-online or "
+           "attn-fuse-backward, instead of rejecting them">
   ];
 }
 

@@ -390,6 +390,10 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
     ::mlir::Block &getScoreModBlock() { return getScoreMod().front(); }
     ::mlir::Block &getMaskBlock() { return getMask().front(); }
     bool hasTileClass() { return !getTileClass().empty(); }
+    /// Whether the mask region yields the constant true.
+    bool hasTrivialMask();
+    /// Whether score_mod yields its score argument unchanged.
+    bool hasTrivialScoreMod();
   }];
 }
 
