@@ -4,6 +4,7 @@
     k = attnc.compile("examples/causal.attn", dtype="f32")
     O = k(Q, K, V)                      # NumPy arrays or PyTorch tensors
     dQ, dK, dV = k.vjp(Q, K, V, grad_outputs=(dO,))   # gradients (CPU)
+    k(Qt, Kt, Vt).sum().backward()     # torch CPU tensors: autograd
 
 Specs are .attn text or paths. ``target="cpu"`` compiles in this process;
 ``target="sm_90a"`` / ``"sm_80"`` makes a kernel package (kept in a package

@@ -15,6 +15,7 @@ for to_dense()), and ``kernel_options`` are accepted and ignored.
 import math
 import operator
 import re
+import sys
 
 from ._spec import CompileError
 from ._trace import _evaluate, _spec_text, _trace_mods
@@ -180,7 +181,9 @@ def _convert_capture(t, capture, library, device):
     if source == "numpy":
         return torch.from_numpy(np.asarray(t, dtype=np_dtype, order="C")).to(device)
     dtype = torch.float32 if capture.kind == "f" else torch.int32
-    return t.detach().to(device=device, dtype=dtype).contiguous()
+    # Not detached: a float tensor that requires grad gets its gradient
+    # through this conversion.
+    return t.to(device=device, dtype=dtype).contiguous()
 
 
 def _read_at(capture):
@@ -326,7 +329,16 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     The mods may be functions, bound methods (model.score_mod), partials or
     objects with a __call__; what they read through closures, globals,
     attributes and dict items is checked on every call, so changing a
-    setting (cfg.window = 128) takes effect at the next call."""
+    setting (cfg.window = 128) takes effect at the next call.
+
+    Differentiable on CPU torch tensors: when query, key, value or a float
+    tensor the mods capture (ALiBi slopes, bias tables) requires grad, the
+    call is recorded for autograd and ``backward()`` runs the kernel's
+    compiled adjoint, giving each of them its gradient (a captured tensor
+    through its conversion to float32, so a leaf gets ``.grad``); the LSE
+    takes a gradient too. Integer captures and ``scale`` get none. GPU
+    kernels have no backward yet: CUDA tensors that require grad with grad
+    mode on raise an error naming them."""
     libraries = [_library(x, n) for x, n in ((query, "query"), (key, "key"), (value, "value"))]
     if len(set(libraries)) != 1:
         raise TypeError("flex_attention: query, key and value must all be numpy arrays "
@@ -383,12 +395,21 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
             mask_mod = None
     if score_mod is not None and not callable(score_mod):
         raise TypeError("flex_attention: score_mod must be a function, got %r" % (score_mod,))
+    if getattr(scale, "requires_grad", False) and _grad_enabled():
+        raise RuntimeError("flex_attention: scale requires grad, but it is a "
+                           "constant that gets no gradient; pass a number or "
+                           "a detached tensor")
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
 
     traced, tensors = _trace_mods(score_mod, mask_mod)
     target = _target_of(query, library)
+    if library == "torch":
+        _check_gradients(query, key, value, tensors, traced, target)
     if 0 in (B, Hq, L, S):
-        return _without_keys(query, (B, Hq, L, Ev), return_lse, library)
+        result = _without_keys(query, (B, Hq, L, Ev), return_lse, library)
+        if library == "torch":
+            result = _zero_gradients(result, (query, key, value), tensors)
+        return result
     gqa = Hq != Hkv
     spec = _spec_for(traced, gqa, bool(return_lse), Ev != E, dtype)
     device = query.device if library == "torch" else None
@@ -412,6 +433,50 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     if upcast:
         out = _cast(out, library, "float64")
     return (out, lse) if return_lse else out
+
+
+def _grad_enabled():
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.is_grad_enabled()
+
+
+def _tracked(query, key, value, tensors, traced):
+    """(description, tensor) of every torch tensor of a call that requires
+    grad: query, key, value, then captured tensors by the name the mod read
+    them through."""
+    import torch
+    named = [("query", query), ("key", key), ("value", value)]
+    named += [("captured tensor '%s'%s" % (capture.label, _read_at(capture)), t)
+              for t, capture in zip(tensors, traced.captures)]
+    return [(name, t) for name, t in named
+            if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def _check_gradients(query, key, value, tensors, traced, target):
+    """GPU kernels have no backward yet: a call on CUDA tensors that would
+    need one is an error naming the tensors that require grad."""
+    import torch
+    if target == "cpu" or not torch.is_grad_enabled():
+        return
+    tracked = _tracked(query, key, value, tensors, traced)
+    if tracked:
+        from ._autograd import no_gpu_backward
+        raise no_gpu_backward([name for name, _ in tracked],
+                              "flex_attention on %s" % query.device)
+
+
+def _zero_gradients(result, qkv, tensors):
+    """flex_attention's result without keys, recorded for autograd when an
+    input requires grad: the inputs get zero gradients."""
+    import torch
+    inputs = [t for t in list(qkv) + list(tensors)
+              if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not inputs or not torch.is_grad_enabled():
+        return result
+    from ._autograd import zero_gradient_result
+    outputs = result if isinstance(result, tuple) else (result,)
+    outputs = zero_gradient_result(outputs, inputs)
+    return outputs if isinstance(result, tuple) else outputs[0]
 
 
 def _cast(x, library, name):

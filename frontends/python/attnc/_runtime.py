@@ -396,6 +396,23 @@ class GpuKernel(Kernel):
                                                   device),
                    "kernel '%s'" % self.name)
 
+    def _without_gradients(self, inputs):
+        """The inputs, detached from autograd where that loses nothing:
+        GPU kernels have no backward yet, so an input that requires grad
+        while grad mode is on is an error naming it."""
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return inputs
+        tracked = [name for name, obj in zip(self.inputs, inputs)
+                   if isinstance(obj, torch.Tensor) and obj.requires_grad]
+        if tracked and torch.is_grad_enabled():
+            from ._autograd import no_gpu_backward
+            raise no_gpu_backward(
+                ["input '%s'" % name for name in tracked],
+                "kernel '%s' on %s" % (self.name, self.target))
+        return [obj.detach() if isinstance(obj, torch.Tensor) else obj
+                for obj in inputs]
+
     def _cuda_view(self, name, obj, dtype):
         if not hasattr(obj, "__dlpack__"):
             raise TypeError(
@@ -432,6 +449,7 @@ class GpuKernel(Kernel):
 
     def __call__(self, *args, **kwargs):
         inputs, params, given = self._bind_call(args, kwargs)
+        inputs = self._without_gradients(inputs)
         self.last_copied = ()
         views = [self._cuda_view(name, obj, dtype) for obj, (name, dtype, _)
                  in zip(inputs, self._input_specs)]

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 
+from . import _autograd
 from ._dlpack import DEVICE_CPU, DLView
 from ._runtime import (NUMPY_DTYPES, Kernel, dtype_of, is_torch, load,
                        torch_dtype)
@@ -205,7 +206,9 @@ class CpuKernel(Kernel):
 
     :meth:`vjp` gives the gradients of the outputs with respect to every
     float input through the adjoint kernel (compiled on first use),
-    :meth:`reference_vjp` those of the float64 reference."""
+    :meth:`reference_vjp` those of the float64 reference. Calls on torch
+    tensors that require grad are recorded for autograd (see _autograd.py):
+    ``loss.backward()`` runs the same adjoint kernel."""
 
     def __init__(self, native, text):
         super().__init__(native.name, "cpu", native.dims, native.inputs,
@@ -218,6 +221,7 @@ class CpuKernel(Kernel):
         self.threads = native.threads
         #: Remarks of the compiler (why a cascade stays unfused), as text.
         self.diagnostics = native.diagnostics
+        _autograd.register(self)
 
     def _host_input(self, name, obj, dtype, keep):
         """(address, dtype, shape) of `obj` as a dense host buffer: the
@@ -226,6 +230,9 @@ class CpuKernel(Kernel):
         copied = False
         if is_torch(obj):
             self._check_dtype(name, dtype_of(obj), dtype)
+            if obj.requires_grad:
+                # Gradients are recorded around the launch (_autograd.py).
+                obj = obj.detach()
             if obj.device.type != "cpu":
                 raise TypeError("input '%s': kernel '%s' runs on the CPU, "
                                 "got a tensor on %s" % (name, self.name,
@@ -270,6 +277,13 @@ class CpuKernel(Kernel):
         return inputs, dims, buffers, params, keep
 
     def __call__(self, *args, **kwargs):
+        if _autograd.records_gradient(args, kwargs):
+            return _autograd.call(self, args, kwargs)
+        return self._run(args, kwargs)
+
+    def _run(self, args, kwargs):
+        """The launch itself: outputs in the inputs' library, nothing
+        recorded for autograd."""
         import numpy as np
         inputs, dims, buffers, params, keep = self._bind_buffers(args, kwargs)
         torch = sys.modules.get("torch") if is_torch(inputs[0]) else None
@@ -435,6 +449,13 @@ class CpuKernel(Kernel):
                                      tuple(array.shape)))
             adjoints.append(array)
         return adjoints
+
+    def _prepare_gradient(self):
+        """Compiles the adjoint kernel if needed (CompileError when the
+        spec cannot be differentiated); the indices of the inputs that get a
+        gradient."""
+        differentiated, _ = self._native.prepare_grad()
+        return tuple(differentiated)
 
     @property
     def grad_path(self):
