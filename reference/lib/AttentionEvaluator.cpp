@@ -56,6 +56,53 @@ LogicalResult reportFault(Operation *op, const Fault &fault, StringRef region,
   diag.attachNote(op->getLoc()) << "while evaluating this " << op->getName();
   return failure();
 }
+
+/// The mask and score_mod of an attention op at one point: whether the key
+/// is kept and, if so, its modified score. Forward and backward evaluate
+/// them the same way.
+class KeyScorer {
+public:
+  KeyScorer(BodyProgram &mask, BodyProgram &scoreMod, const TensorValue &q,
+            const TensorValue &k, double scale)
+      : mask(mask), scoreMod(scoreMod), q(q), k(k), scale(scale),
+        maskRegs(mask.makeRegisters()), modRegs(scoreMod.makeRegisters()) {}
+
+  /// Whether key n is kept for query (b, h, m) reading key head g; reports a
+  /// fault on `op` and fails.
+  FailureOr<bool> score(Operation *op, int64_t b, int64_t h, int64_t g,
+                        int64_t m, int64_t n) {
+    Fault fault;
+    Reg *r = maskRegs.data();
+    r[0].i = b, r[1].i = h, r[2].i = m, r[3].i = n;
+    BodyProgram::Status status = mask.run(r, fault);
+    if (status == BodyProgram::Status::Error)
+      return reportFault(op, fault, "mask", b, h, m, n);
+    // A predicate that reads an absent entry does not keep, as in attn.keep.
+    if (status != BodyProgram::Status::Present ||
+        r[mask.getResultRegister()].i == 0)
+      return false;
+    double dot = 0.0;
+    for (int64_t d = 0, D = q.shape[3]; d < D; ++d)
+      dot += at4(q, b, h, m, d) * at4(k, b, g, n, d);
+    Reg *s = modRegs.data();
+    s[0].f = scale * dot;
+    s[1].i = b, s[2].i = h, s[3].i = m, s[4].i = n;
+    status = scoreMod.run(s, fault);
+    if (status == BodyProgram::Status::Error)
+      return reportFault(op, fault, "score_mod", b, h, m, n);
+    return status != BodyProgram::Status::Absent;
+  }
+  /// The modified score of the last kept key.
+  double getScore() const { return scoreMod.getResult(modRegs.data()); }
+  /// score_mod's registers after the last kept key (for its derivative).
+  const Reg *getScoreRegisters() const { return modRegs.data(); }
+
+private:
+  BodyProgram &mask, &scoreMod;
+  const TensorValue &q, &k;
+  double scale;
+  std::vector<Reg> maskRegs, modRegs;
+};
 } // namespace
 
 FailureOr<SmallVector<TensorValue, 2>>
@@ -100,8 +147,7 @@ ref::evaluateAttention(AttentionOp op, const Environment &env) {
   FailureOr<BodyProgram> mask = compileRegion(op.getMask(), env);
   if (failed(scoreMod) || failed(mask))
     return failure();
-  std::vector<Reg> modRegs = scoreMod->makeRegisters();
-  std::vector<Reg> maskRegs = mask->makeRegisters();
+  KeyScorer scorer(*mask, *scoreMod, *q, *k, scale);
 
   TensorValue output = makeTensor({B, H, M, E}, /*isInteger=*/false);
   TensorValue lse = makeTensor({B, H, M}, /*isInteger=*/false);
@@ -109,7 +155,6 @@ ref::evaluateAttention(AttentionOp op, const Environment &env) {
   const int64_t groupSize = G == 0 ? 1 : H / G;
   std::vector<double> scores(N);
   std::vector<uint8_t> kept(N);
-  Fault fault;
 
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
@@ -118,30 +163,13 @@ ref::evaluateAttention(AttentionOp op, const Environment &env) {
         // Scores of the kept keys, in key order.
         bool anyKept = false;
         for (int64_t n = 0; n < N; ++n) {
-          kept[n] = 0;
-          Reg *r = maskRegs.data();
-          r[0].i = b, r[1].i = h, r[2].i = m, r[3].i = n;
-          BodyProgram::Status status = mask->run(r, fault);
-          if (status == BodyProgram::Status::Error)
-            return reportFault(op, fault, "mask", b, h, m, n);
-          // A predicate that reads an absent entry does not keep, as in
-          // attn.keep.
-          if (status != BodyProgram::Status::Present ||
-              r[mask->getResultRegister()].i == 0)
+          FailureOr<bool> keeps = scorer.score(op, b, h, g, m, n);
+          if (failed(keeps))
+            return failure();
+          kept[n] = *keeps;
+          if (!*keeps)
             continue;
-          double dot = 0.0;
-          for (int64_t d = 0; d < D; ++d)
-            dot += at4(*q, b, h, m, d) * at4(*k, b, g, n, d);
-          Reg *s = modRegs.data();
-          s[0].f = scale * dot;
-          s[1].i = b, s[2].i = h, s[3].i = m, s[4].i = n;
-          status = scoreMod->run(s, fault);
-          if (status == BodyProgram::Status::Error)
-            return reportFault(op, fault, "score_mod", b, h, m, n);
-          if (status == BodyProgram::Status::Absent)
-            continue;
-          scores[n] = scoreMod->getResult(s);
-          kept[n] = 1;
+          scores[n] = scorer.getScore();
           anyKept = true;
         }
 
@@ -270,8 +298,7 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
   FailureOr<BodyProgram> mask = compileRegion(op.getMask(), env);
   if (failed(scoreMod) || failed(mask))
     return failure();
-  std::vector<Reg> modRegs = scoreMod->makeRegisters();
-  std::vector<Reg> maskRegs = mask->makeRegisters();
+  KeyScorer scorer(*mask, *scoreMod, *q, *k, scale);
   BodyAdjoint modAdjoint(*scoreMod);
 
   TensorValue dQ = makeTensor({B, H, M, D}, /*isInteger=*/false);
@@ -280,7 +307,6 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
   TensorValue dSink = makeTensor({B, H, M}, /*isInteger=*/false);
   const bool softmax = op.getNormalizer() == Normalizer::Softmax;
   const int64_t groupSize = G == 0 ? 1 : H / G;
-  Fault fault;
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       const int64_t g = h / groupSize;
@@ -305,27 +331,13 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
                                 ? 0.0
                                 : -std::exp(sink->data[row] - total) * delta;
         for (int64_t n = 0; n < N; ++n) {
-          Reg *r = maskRegs.data();
-          r[0].i = b, r[1].i = h, r[2].i = m, r[3].i = n;
-          BodyProgram::Status status = mask->run(r, fault);
-          if (status == BodyProgram::Status::Error)
-            return reportFault(op, fault, "mask", b, h, m, n);
-          if (status != BodyProgram::Status::Present ||
-              r[mask->getResultRegister()].i == 0)
+          FailureOr<bool> keeps = scorer.score(op, b, h, g, m, n);
+          if (failed(keeps))
+            return failure();
+          if (!*keeps)
             continue;
-          double dot = 0.0;
-          for (int64_t d = 0; d < D; ++d)
-            dot += at4(*q, b, h, m, d) * at4(*k, b, g, n, d);
-          Reg *s = modRegs.data();
-          s[0].f = scale * dot;
-          s[1].i = b, s[2].i = h, s[3].i = m, s[4].i = n;
-          status = scoreMod->run(s, fault);
-          if (status == BodyProgram::Status::Error)
-            return reportFault(op, fault, "score_mod", b, h, m, n);
-          if (status == BodyProgram::Status::Absent)
-            continue;
-          double score = scoreMod->getResult(s);
-          modAdjoint.propagate(s, 1.0);
+          double score = scorer.getScore();
+          modAdjoint.propagate(scorer.getScoreRegisters(), 1.0);
           double slope = modAdjoint.getArgumentAdjoint(0);
           double p = softmax ? (total == kNegInf ? 0.0 : std::exp(score - total))
                              : score;
