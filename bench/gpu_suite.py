@@ -21,6 +21,23 @@ attnc-launch (see test/integration/gpu/README.md for the exact command):
     gqa package: its decode entries), against SDPA flash / cuDNN and
     FlexAttention on the same tensors shapes; TB/s of K and V read.
 Prints a table and writes JSON lines to $OUT/gpu_suite.jsonl.
+
+With --backward (packages of make_packages.sh's suite-grad/, the adjoint
+kernels VARIANT_grad of `attnc compile --grad`), instead:
+(a) correctness: each suite-grad package on the small sizes of (a) with a
+    random dO (bf16 values), dQ, dK, dV (and dSlopes where the package has
+    it) against float64 PyTorch autograd of the reference above; rel. error
+    (Frobenius) <= 2e-2. Also compiled FlexAttention's bf16 gradients for the
+    same mods (not gated): their error against the reference and their
+    difference from ours.
+(b) timing: L in {4k, 16k} (--lengths), sizes as (b); ours: the grad package
+    (forward recomputed, then the backward) and the forward package, each the
+    median of attnc-launch's timing; ours bwd = the difference. Peers: SDPA
+    flash / cuDNN (where expressible) and compiled FlexAttention, forward and
+    out.backward(dO, retain_graph=True) timed with do_bench as in
+    peers_bwd.py. Backward TFLOP/s = 2.5x the forward's kept-pair FLOPs;
+    fraction of the H200's 989 TFLOP/s dense bf16 peak.
+Prints a table and writes JSON lines to $OUT/gpu_bwd_suite.jsonl.
 """
 import argparse, json, math, os, re, subprocess, sys, tempfile, time
 import numpy as np
@@ -117,8 +134,9 @@ def load_bf16(path):
     return torch.from_numpy(a).float()
 
 def launch(args, pkg, dims, params, inputs, out_dir, timing=None):
-    cmd = [args.launch, pkg, "--dim", ",".join(f"{k}={v}" for k, v in dims.items()),
-           "--out-dir", out_dir]
+    cmd = [args.launch, pkg, "--dim", ",".join(f"{k}={v}" for k, v in dims.items())]
+    if out_dir is not None:
+        cmd += ["--out-dir", out_dir]
     for k, v in params.items():
         cmd += ["--param", f"{k}={v}"]
     for k, v in inputs.items():
@@ -161,10 +179,8 @@ def dims_for(man, B, H, G, M, N):
     vals = {"B": B, "H": H, "G": G, "M": M, "N": N}
     return {n: vals[n] for n in names}
 
-def check(args, v, pkg, rows):
-    man = read_manifest(pkg)
-    gen = torch.Generator().manual_seed(0)
-    H, G = VARIANTS[v].get("gqa", (4, 4))
+def check_cases(v):
+    """(B, M, N) of the correctness launches."""
     # M > N gives the first M - N rows no key (causal family); the document
     # mask indexes Doc at m + N - M, so it keeps M <= N.
     cases = [(2, 77, 200), (1, 300, 157)] if not VARIANTS[v].get("doc") else [(2, 77, 200), (1, 150, 301)]
@@ -172,6 +188,13 @@ def check(args, v, pkg, rows):
         cases = [(2, 77, 200), (1, 300, 157)]
     # Decode launches (M H / G <= 64 runs the split-key kernel and its merge).
     cases += [(2, 3, 1000), (1, 1, 5000)]
+    return cases
+
+def check(args, v, pkg, rows):
+    man = read_manifest(pkg)
+    gen = torch.Generator().manual_seed(0)
+    H, G = VARIANTS[v].get("gqa", (4, 4))
+    cases = check_cases(v)
     ok = True
     for B, M, N in cases:
         with tempfile.TemporaryDirectory() as tmp:
@@ -286,17 +309,337 @@ def bench_decode(args, pkg, flex, do_bench):
             row[key + "_tbs"] = kv_bytes / (row[key + "_ms"] * 1e-3) / 1e12
     return row
 
+# ---------------------------------------------------------------- backward
+
+PEAK_TFLOPS = 989.0  # H200 SXM dense bf16
+BWD_TOL = 2e-2
+BWD_LENGTHS = "4096,16384"
+
+def reference_grads(v, q, k, vv, extra, M, N, do):
+    """float64 PyTorch autograd of reference(): {"dQ", "dK", "dV"[, "dSlopes"]:
+    gradient of <dO, O>}. Fully masked rows get zero gradients (their NaN
+    softmax only reaches masked, zeroed entries)."""
+    leaves = {"dQ": q.detach().double().requires_grad_(),
+              "dK": k.detach().double().requires_grad_(),
+              "dV": vv.detach().double().requires_grad_()}
+    x = dict(extra)
+    if "slopes" in extra:
+        x["slopes"] = extra["slopes"].detach().double().requires_grad_()
+        leaves["dSlopes"] = x["slopes"]
+    out = reference(v, leaves["dQ"], leaves["dK"], leaves["dV"], x, M, N)
+    out.backward(do.double())
+    return {name: t.grad.detach() for name, t in leaves.items()}
+
+def rel_err(got, ref):
+    got, ref = got.double().cpu(), ref.double().cpu()
+    if got.shape != ref.shape:
+        return math.inf
+    err = ((got - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    return err if torch.isfinite(got).all().item() else math.inf
+
+def flex_mods(v, H, M, N, extra, dev):
+    """(mask_mod or None, score_mod or None, mask per batch) of variant v for
+    FlexAttention with M queries at key positions m + (N - M), as in
+    reference(); document ids per batch row from extra["doc"] [B, N]."""
+    spec = VARIANTS[v]
+    off = N - M
+    x = dict(spec["params"])
+    if spec.get("doc"):
+        doc = extra["doc"].to(dev).long()
+        def mm(b, h, qi, ki):
+            p = qi + off
+            return (ki <= p) & (doc[b, p.clamp(0, N - 1)] == doc[b, ki])
+    elif spec["mask"] is not None:
+        f = spec["mask"]
+        mm = lambda b, h, qi, ki: f(qi + off, ki, x)
+    else:
+        mm = None
+    score_mod = None
+    if spec.get("alibi"):
+        slopes = extra["slopes"].to(dev).float() if "slopes" in extra else \
+            alibi_slopes(H).to(dev).float()
+        score_mod = lambda s, b, h, qi, ki: s + slopes[h] * (ki - (qi + off))
+    if spec.get("softcap"):
+        c = spec["softcap"]
+        score_mod = lambda s, b, h, qi, ki: c * torch.tanh(s / c)
+    return mm, score_mod, bool(spec.get("doc"))
+
+def flex_grads(v, q, k, vv, extra, M, N, do, flex):
+    """Compiled FlexAttention's bf16 gradients of <dO, O> on the GPU."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    dev = "cuda"
+    B, H, G = q.shape[0], q.shape[1], k.shape[1]
+    mm, score_mod, per_batch = flex_mods(v, H, M, N, extra, dev)
+    bm = create_block_mask(mm, B if per_batch else None, None, M, N, device=dev) if mm else None
+    qc, kc, vc = (t.detach().to(dev, torch.bfloat16).requires_grad_() for t in (q, k, vv))
+    out = flex(qc, kc, vc, score_mod=score_mod, block_mask=bm, enable_gqa=G != H)
+    out.backward(do.to(dev, torch.bfloat16))
+    return {"dQ": qc.grad.cpu(), "dK": kc.grad.cpu(), "dV": vc.grad.cpu()}
+
+ADJOINT = re.compile(r"^d[A-Z]")  # dO, dLSE: not Doc
+
+def check_backward(args, v, pkg, rows, flex):
+    """(a) of --backward: one line per size; True if every gradient passed."""
+    man = read_manifest(pkg)
+    fwd_man = dict(man, args=[a for a in man["args"]
+                              if not (a["kind"] == "input" and ADJOINT.match(a["name"]))])
+    adjoints = [a for a in man["args"] if a["kind"] == "input" and ADJOINT.match(a["name"])]
+    # Gradients (dQ, dK, dV, dSlopes); any other output (an O or LSE the
+    # package might expose) is not checked.
+    outputs = [a["name"] for a in man["args"] if a["kind"] == "output" and ADJOINT.match(a["name"])]
+    others = [a["name"] for a in man["args"] if a["kind"] == "output" and not ADJOINT.match(a["name"])]
+    if [a["name"] for a in adjoints] != ["dO"]:
+        raise RuntimeError(f"{v}: expected one adjoint input dO after the forward's inputs, "
+                           f"got {[a['name'] for a in adjoints]}")
+    missing = [g for g in ("dQ", "dK", "dV") if g not in outputs]
+    if missing:
+        raise RuntimeError(f"{v}: the package has no output {', '.join(missing)} (outputs: {outputs})")
+    gen = torch.Generator().manual_seed(0)
+    H, G = VARIANTS[v].get("gqa", (4, 4))
+    ok = True
+    for B, M, N in check_cases(v):
+        with tempfile.TemporaryDirectory() as tmp:
+            paths, (q, k, vv), extra = make_inputs(v, fwd_man, B, H, G, M, N, tmp, gen)
+            # bf16 values, so FlexAttention (bf16 dO) sees the same adjoint.
+            do = torch.randn(B, H, M, D, generator=gen).to(torch.bfloat16).float()
+            paths["dO"] = os.path.join(tmp, "dO.npy")
+            if adjoints[0]["dtype"] == "bf16":
+                save_bf16(paths["dO"], do)
+            else:
+                np.save(paths["dO"], do.numpy().astype(np.float32))
+            launch(args, pkg, dims_for(man, B, H, G, M, N), VARIANTS[v]["params"], paths, tmp)
+            got = {name: load_bf16(os.path.join(tmp, name + ".npy")) for name in outputs}
+        ref = reference_grads(v, q.float(), k.float(), vv.float(), extra, M, N, do)
+        errs, notes = {}, []
+        for name in outputs:
+            if name in ref:
+                errs[name] = rel_err(got[name], ref[name])
+            else:
+                errs[name] = math.inf
+                notes.append(f"no reference for output {name}")
+        if "dSlopes" in ref and "dSlopes" not in outputs:
+            notes.append("no dSlopes output")
+        if others:
+            notes.append(f"outputs {', '.join(others)} not checked")
+        good = all(math.isfinite(e) and e <= BWD_TOL for e in errs.values())
+        ok &= good
+        empty = int((ref["dQ"].abs().sum(-1) == 0).sum())
+        r = dict(kind="check_bwd", variant=v, B=B, H=H, G=G, M=M, N=N, rel_err=errs,
+                 zero_dq_rows=empty, ok=good)
+        line = " ".join(f"{n}={e:.2e}" for n, e in errs.items())
+        # FlexAttention's bf16 gradients, for scale (not gated); not for
+        # decode-sized M.
+        if flex is not None and M >= 16:
+            try:
+                fg = flex_grads(v, q, k, vv, extra, M, N, do, flex)
+                r["flex_rel_err"] = {n: rel_err(fg[n], ref[n]) for n in fg}
+                r["ours_vs_flex"] = {n: rel_err(got[n], fg[n]) for n in fg if n in got}
+                line += " | flex vs ref " + " ".join(
+                    f"{n}={e:.2e}" for n, e in r["flex_rel_err"].items())
+                line += " | ours vs flex " + " ".join(
+                    f"{n}={e:.2e}" for n, e in r["ours_vs_flex"].items())
+            except Exception as e:
+                r["flex_error"] = repr(e)[:300]
+                line += f" | flex ERR {repr(e)[:120]}"
+        if notes:
+            r["notes"] = notes
+            line += " (" + "; ".join(notes) + ")"
+        rows.append(r)
+        print(f"{'PASS' if good else 'FAIL'} {v:18s} B={B} H={H} G={G} M={M} N={N} {line} "
+              f"zero_dQ_rows={empty}", flush=True)
+    return ok
+
+def side_inputs(man, v, B, H, L, tmp):
+    """Slopes and document ids of the timing launches, as the forward bench
+    writes them (Q, K, V, dO: attnc-launch's own N(0, 1) data)."""
+    paths, extra = {}, dict(VARIANTS[v]["params"])
+    for a in man["args"]:
+        if a["kind"] == "input" and a["name"] == "Slopes":
+            paths["Slopes"] = os.path.join(tmp, "Slopes.npy")
+            np.save(paths["Slopes"], alibi_slopes(H).float().numpy())
+        elif a["kind"] == "input" and a["name"] == "Doc":
+            doc = doc_ids(L).repeat(B, 1)
+            extra["doc"] = doc
+            paths["Doc"] = os.path.join(tmp, "Doc.npy")
+            np.save(paths["Doc"], doc.numpy().astype(np.int32))
+    return paths, extra
+
+def time_ours(args, pkg, v, B, H, G, L):
+    """Median ms of attnc-launch's timed launches of pkg at L; the extra
+    inputs used."""
+    man = read_manifest(pkg)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, extra = side_inputs(man, v, B, H, L, tmp)
+        txt = launch(args, pkg, dims_for(man, B, H, G, L, L), VARIANTS[v]["params"],
+                     paths, None, timing=(5, args.repeat))
+    return float(re.search(r"time: median ([0-9.]+) ms", txt).group(1)), extra
+
+def bench_peers_bwd(v, B, H, G, L, extra, flex, do_bench):
+    """Forward and backward ms of SDPA flash / cuDNN (where expressible) and
+    compiled FlexAttention, timed as /work/shared/bench/peers_bwd.py does:
+    do_bench medians of fwd(q, k, v) and of out.backward(dO, retain_graph=True)."""
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    from torch.nn.attention.flex_attention import create_block_mask
+    import torch.nn.functional as F
+    dev, dt = "cuda", torch.bfloat16
+    spec = VARIANTS[v]
+    q = torch.randn(B, H, L, D, device=dev, dtype=dt, requires_grad=True)
+    k, vv = (torch.randn(B, G, L, D, device=dev, dtype=dt, requires_grad=True) for _ in range(2))
+    do = torch.randn(B, H, L, D, device=dev, dtype=dt)
+    gqa = G != H
+    res = {}
+
+    def med(fn):
+        fn(); torch.cuda.synchronize()
+        return do_bench(fn, warmup=10, rep=60, return_mode="median")
+
+    def run(name, fwd):
+        t0 = time.time()
+        out = fwd()
+        out.backward(do)
+        torch.cuda.synchronize()
+        res[name + "_first_s"] = time.time() - t0
+        res[name + "_fwd_ms"] = med(fwd)
+        out = fwd()
+        res[name + "_bwd_ms"] = med(lambda: out.backward(do, retain_graph=True))
+        del out
+        q.grad = k.grad = vv.grad = None
+
+    if "sdpa" in spec:
+        for be, name in [(SDPBackend.FLASH_ATTENTION, "flash"), (SDPBackend.CUDNN_ATTENTION, "cudnn")]:
+            def fwd(be=be):
+                with sdpa_kernel([be]):
+                    return F.scaled_dot_product_attention(
+                        q, k, vv, is_causal=spec["sdpa"] == "causal", enable_gqa=gqa)
+            try:
+                run(name, fwd)
+            except Exception as e:
+                print("ERR", v, name, repr(e)[:160], flush=True)
+    try:
+        mm, score_mod, per_batch = flex_mods(v, H, L, L, extra, dev)
+        bm = create_block_mask(mm, B if per_batch else None, None, L, L, device=dev) if mm else None
+        run("flex", lambda: flex(q, k, vv, score_mod=score_mod, block_mask=bm, enable_gqa=gqa))
+    except Exception as e:
+        print("ERR", v, "flex", repr(e)[:160], flush=True)
+    del q, k, vv, do
+    return res
+
+def print_bwd_table(table):
+    f = lambda x, w=8, p=3: f"{x:{w}.{p}f}" if isinstance(x, (int, float)) and x is not None \
+        and math.isfinite(x) else f"{'-':>{w}s}"
+    print(f"\n{'variant':18s} {'L':>6s} {'fwd ms':>8s} {'fwd+bwd':>8s} {'bwd ms':>8s} "
+          f"{'flex bwd':>8s} {'cudnn bwd':>9s} {'flash bwd':>9s} {'bwd TF/s':>8s} "
+          f"{'ours/flex':>9s} {'ours/cudnn':>10s} {'% peak':>6s}")
+    print("  (ours: attnc-launch medians; bwd = fwd+bwd - fwd; ratios are speed, "
+          ">1: ours faster; TFLOP/s = 2.5x kept-pair FLOPs; peak 989)")
+    for r in table:
+        ours = r.get("ours_bwd_ms")
+        fl, cu = r.get("flex_bwd_ms"), r.get("cudnn_bwd_ms")
+        print(f"{r['variant']:18s} {r['L']:6d} {f(r.get('ours_fwd_ms'))} "
+              f"{f(r.get('ours_fwdbwd_ms'))} {f(ours)} {f(fl)} {f(cu, 9)} "
+              f"{f(r.get('flash_bwd_ms'), 9)} {f(r.get('ours_bwd_tflops'), 8, 1)} "
+              f"{f(fl / ours if ours and fl else None, 9, 2)} "
+              f"{f(cu / ours if ours and cu else None, 10, 2)} "
+              f"{f(100 * r['peak_frac'] if r.get('peak_frac') is not None else None, 6, 1)}")
+
+def main_backward(args):
+    out = os.environ.get("OUT", ".")
+    lengths = [int(x) for x in (args.lengths or BWD_LENGTHS).split(",")]
+    variants = [v for v in args.variants.split(",") if v]
+    rows, table = [], []
+    flex = do_bench = None
+    if not args.no_peers:
+        # (`import torch._dynamo` here would make torch a local name.)
+        import torch._dynamo as dynamo
+        from torch.nn.attention.flex_attention import flex_attention
+        from triton.testing import do_bench
+        dynamo.config.recompile_limit = 10000
+        dynamo.config.cache_size_limit = 10000
+        try:
+            import torch._functorch.config as functorch_config
+            functorch_config.donated_buffer = False  # lets the backward be timed repeatedly
+        except Exception:
+            pass
+        flex = torch.compile(flex_attention, dynamic=False)
+    all_ok = True
+    print("== backward correctness (suite-grad vs float64 autograd; flex: bf16, not gated)",
+          flush=True)
+    for v in variants:
+        pkg = os.path.join(args.packages, "suite-grad", v + ".attnpkg")
+        if not os.path.exists(pkg):
+            print(f"SKIP {v}: no {pkg}", flush=True)
+            continue
+        try:
+            all_ok &= check_backward(args, v, pkg, rows, flex)
+        except Exception as e:
+            all_ok = False
+            print(f"FAIL {v}: {e}", flush=True)
+            rows.append(dict(kind="check_bwd", variant=v, ok=False, error=str(e)[:500]))
+    if not args.no_bench:
+        print("== backward benchmark", flush=True)
+        for v in variants:
+            gpkg = os.path.join(args.packages, "suite-grad", v + ".attnpkg")
+            fpkg = os.path.join(args.packages, "suite", v + ".attnpkg")
+            if not os.path.exists(gpkg):
+                continue
+            H, G = VARIANTS[v].get("gqa", (16, 16))
+            for L in lengths:
+                B = max(1, TOK // L)
+                row = dict(kind="bench_bwd", variant=v, B=B, H=H, G=G, L=L, D=D)
+                try:
+                    fb_ms, extra = time_ours(args, gpkg, v, B, H, G, L)
+                    row["ours_fwdbwd_ms"] = fb_ms
+                    if os.path.exists(fpkg):
+                        row["ours_fwd_ms"], _ = time_ours(args, fpkg, v, B, H, G, L)
+                        row["ours_bwd_ms"] = fb_ms - row["ours_fwd_ms"]
+                    frac = kept_fraction(v, L, extra, "cuda")
+                    flops = 4 * B * H * L * L * D * frac
+                    row["frac"] = frac
+                    row["ours_fwdbwd_tflops"] = 3.5 * flops / fb_ms / 1e9
+                    if row.get("ours_bwd_ms", 0) > 0:
+                        row["ours_bwd_tflops"] = 2.5 * flops / row["ours_bwd_ms"] / 1e9
+                        row["peak_frac"] = row["ours_bwd_tflops"] / PEAK_TFLOPS
+                    if flex is not None:
+                        peers = bench_peers_bwd(v, B, H, G, L, extra, flex, do_bench)
+                        row.update(peers)
+                        for key in ("flex", "cudnn", "flash"):
+                            if key + "_bwd_ms" in peers:
+                                row[key + "_bwd_tflops"] = 2.5 * flops / peers[key + "_bwd_ms"] / 1e9
+                                if row.get("ours_bwd_ms", 0) > 0:
+                                    row["ours_over_" + key] = peers[key + "_bwd_ms"] / row["ours_bwd_ms"]
+                except Exception as e:
+                    row["error"] = str(e)[:500]
+                    print("ERR", v, L, str(e)[:300], flush=True)
+                rows.append(row)
+                table.append(row)
+                print(json.dumps(row), flush=True)
+                torch.cuda.empty_cache()
+    with open(os.path.join(out, "gpu_bwd_suite.jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    if table:
+        print_bwd_table(table)
+    print("\nALL BACKWARD CHECKS PASSED" if all_ok else "\nSOME BACKWARD CHECKS FAILED", flush=True)
+    return 0 if all_ok else 1
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--launch", default="/tmp/attnc-build-rt/bin/attnc-launch")
     ap.add_argument("--packages", default="build/gpu-packages")
-    ap.add_argument("--lengths", default="1024,4096,16384")
+    ap.add_argument("--lengths", default=None,
+                    help="default 1024,4096,16384; with --backward 4096,16384")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-decode", action="store_true")
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--backward", action="store_true",
+                    help="check and time the suite-grad packages instead (see above)")
     args = ap.parse_args()
+    if args.backward:
+        sys.exit(main_backward(args))
+    if args.lengths is None:
+        args.lengths = "1024,4096,16384"
     out = os.environ.get("OUT", ".")
     rows = []
     variants = [v for v in args.variants.split(",") if v]

@@ -100,8 +100,9 @@ static cl::opt<bool> gradOption(
     "grad",
     cl::desc("Run the adjoint kernel (attn-grad) instead: the gradients of "
              "random output adjoints (dO, ...) with respect to every float "
-             "input; with --check, each against the float64 reverse mode"),
-    cl::sub(runCommand), cl::cat(attncCategory));
+             "input; with --check, each against the float64 reverse mode. "
+             "With compile --target sm_*: the adjoint kernel's package"),
+    cl::sub(runCommand), cl::sub(compileCommand), cl::cat(attncCategory));
 static cl::opt<bool> jsonOption("json",
                                 cl::desc("Print one JSON object of results"),
                                 cl::sub(runCommand), cl::cat(attncCategory));
@@ -878,8 +879,18 @@ int compileGpuPackage(MLIRContext &context) {
   GpuPackageOptions packageOptions;
   packageOptions.target = *chip;
   packageOptions.producer = producer;
+  // --grad: the package of the adjoint kernel, which recomputes the forward
+  // and runs the backward kernels.
+  std::optional<GradientSpec> gradient;
+  if (gradOption) {
+    llvm::Expected<GradientSpec> built = GradientSpec::build(*spec);
+    if (!built)
+      return fail(built.takeError());
+    gradient.emplace(std::move(*built));
+  }
+  const LoadedSpec &compiled = gradient ? gradient->getAdjoint() : *spec;
   llvm::Expected<GpuPackageArtifact> package =
-      spec->compileForGpu(packageOptions, getCacheOptions());
+      compiled.compileForGpu(packageOptions, getCacheOptions());
   if (!package)
     return fail(package.takeError());
   printWarnings(package->warnings);

@@ -126,13 +126,13 @@ struct LoopState {
   }
 };
 
-class KernelEmitter : KernelIRBuilder {
+class KernelEmitter : MmaTileBuilder {
 public:
   KernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
                 TileShape shape, Type elementType, Type outputType,
                 ValueRange args, const IRMapping &captures)
-      : KernelIRBuilder(builder, loc), op(op), shape(shape),
-        elementType(elementType), outputType(outputType), args(args),
+      : MmaTileBuilder(builder, loc, elementType, shape.numThreads()), op(op),
+        shape(shape), outputType(outputType), args(args),
         captures(captures),
         // A decode kernel's parts leave the sink to the merge.
         normalizer(op.getNormalizer(), op.getSink() && !shape.splitKeys,
@@ -143,11 +143,6 @@ public:
 private:
   Value arg(FixedParam param) { return getFixedArg(args, param); }
 
-  Value shuffleXor(Value v, int64_t mask) {
-    return gpu::ShuffleOp::create(b, loc, v, c32(mask), c32(32),
-                                  gpu::ShuffleMode::XOR)
-        .getShuffleResult();
-  }
   /// The NVPTX normalizer arithmetic, for rows spread over the quad of lanes
   /// that share them in the mma fragments.
   NormalizerMath getQuadNormalizerMath() {
@@ -160,65 +155,8 @@ private:
     };
     return math;
   }
-  SmallVector<Value, 4> ldmatrix(Value address, bool transpose) {
-    Type i32x4 = LLVM::LLVMStructType::getLiteral(b.getContext(),
-                                                  {i32, i32, i32, i32});
-    Value result = NVVM::LdMatrixOp::create(
-        b, loc, i32x4, address, 4,
-        transpose ? NVVM::MMALayout::col : NVVM::MMALayout::row,
-        NVVM::LdStMatrixShapeAttr::get(b.getContext(), 8, 8),
-        NVVM::LdStMatrixEltType::B16);
-    SmallVector<Value, 4> parts;
-    for (int64_t i = 0; i < 4; ++i)
-      parts.push_back(LLVM::ExtractValueOp::create(b, loc, result, i));
-    return parts;
-  }
-  /// d = a * b + c on one m16n8k16 tile; returns the 4 accumulators.
-  SmallVector<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFrag,
-                            ArrayRef<Value> c) {
-    Type f32x4 = LLVM::LLVMStructType::getLiteral(b.getContext(),
-                                                  {f32, f32, f32, f32});
-    NVVM::MMATypes type = elementType.isBF16() ? NVVM::MMATypes::bf16
-                                               : NVVM::MMATypes::f16;
-    // Fragments are i32 registers of two 16-bit values: what nvvm.mma.sync
-    // takes for bf16; for f16 it wants them as vector<2xf16>.
-    auto operands = [&](ArrayRef<Value> registers) {
-      SmallVector<Value, 4> values(registers);
-      if (type == NVVM::MMATypes::f16)
-        for (Value &value : values)
-          value = LLVM::BitcastOp::create(
-              b, loc, VectorType::get({2}, b.getF16Type()), value);
-      return values;
-    };
-    Value result = NVVM::MmaOp::create(
-        b, loc, f32x4, operands(a), operands(bFrag), c, {16, 8, 16},
-        std::nullopt, std::nullopt,
-        std::array<NVVM::MMATypes, 2>{type, type},
-        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                       NVVM::MMALayout::col});
-    SmallVector<Value, 4> parts;
-    for (int64_t i = 0; i < 4; ++i)
-      parts.push_back(LLVM::ExtractValueOp::create(b, loc, result, i));
-    return parts;
-  }
-  /// Two f32 rounded to one register of two 16-bit values (low = first).
-  Value pack(Value lo, Value hi) {
-    Value pair = vector::FromElementsOp::create(
-        b, loc, VectorType::get({2}, f32), ValueRange{lo, hi});
-    Value narrow = arith::TruncFOp::create(
-        b, loc, VectorType::get({2}, elementType), pair);
-    return LLVM::BitcastOp::create(b, loc, i32, narrow);
-  }
-
   void emitPrologue();
-  void loadTileAsync(int64_t smemOffset, int64_t rows, int64_t cols,
-                     int64_t pitch, Value base, Value rowStride, Value firstRow,
-                     Value rowLimit,
-                     function_ref<Value(Value)> rowOffset = nullptr);
   std::pair<Value, Value> rowCoordinates(int64_t i);
-  Value quadMax(Value partial);
-  Value quadSum(Value partial);
-  void waitForCopies();
   void loadKeys(Value n0);
   void loadValues(Value n0);
   Value emitTileClass(Value n0, int64_t numKeys = 0);
@@ -236,7 +174,6 @@ private:
 
   AttentionOp op;
   TileShape shape;
-  Type elementType;
   /// Element type of O in memory: f32, or bf16/f16 rounded from the f32
   /// accumulators in registers, so a bf16 spec output needs no extra pass.
   Type outputType;
@@ -245,7 +182,7 @@ private:
   NormalizerDefinition normalizer;
 
   // Values of the prologue.
-  Value tid, lane, warp, quadRow, quadCol;
+  Value lane, warp, quadRow, quadCol;
   Value batch, head, kvHead, m0, sizeM, sizeN;
   Value batchIdx, headIdx;
   /// Rows of the problem this CTA's rows index: M, or for decode the packed
@@ -254,7 +191,6 @@ private:
   /// Decode: query heads per key/value head, this CTA's row tile and split,
   /// the number of each.
   Value groupSize, rowBlock, rowBlocks, split, numSplits;
-  Value smem;
   Value kBase, vBase;
   /// With a tile list: this CTA's list.
   Value tileList;
@@ -371,107 +307,6 @@ void KernelEmitter::emitPrologue() {
   if (shape.qInRegisters())
     for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
       qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
-}
-
-/// Starts asynchronous copies (cp.async, 16 bytes per thread and access,
-/// bypassing L1) of rows [firstRow, firstRow + rows) of a [*, cols] tile (row
-/// stride `rowStride` elements, last dim contiguous) to shared memory at
-/// `smemOffset` with row pitch `pitch`, and commits them as one group. Rows
-/// at or past `rowLimit` are zero-filled: their source size is 0 and their
-/// address is clamped to the last row, so no predicate guards the access.
-///
-/// With `rowOffset`, row r starts at element `rowOffset(r)` of `base`
-/// instead of r * rowStride.
-void KernelEmitter::loadTileAsync(int64_t smemOffset, int64_t rows,
-                                  int64_t cols, int64_t pitch, Value base,
-                                  Value rowStride, Value firstRow,
-                                  Value rowLimit,
-                                  function_ref<Value(Value)> rowOffset) {
-  const int64_t chunksPerRow = cols / 8;
-  const int64_t chunks = rows * chunksPerRow;
-  const int64_t threads = shape.numThreads();
-  Value cpSize = c32(16), noBytes = c32(0);
-  if (!rowOffset && threads % chunksPerRow == 0) {
-    // Each thread copies the same 16 bytes of rows threadRow, threadRow +
-    // rowsPerPass, ...: one source pointer stepped by a fixed stride, and
-    // destinations at constant offsets, keep few registers live in the loop.
-    // Rows past the limit read nothing (and point at row 0, which exists).
-    const int64_t rowsPerPass = threads / chunksPerRow;
-    Value threadRow = arith::DivUIOp::create(b, loc, tid, c32(chunksPerRow));
-    Value col = mul(arith::RemUIOp::create(b, loc, tid, c32(chunksPerRow)),
-                    c32(8));
-    Value globalRow = add(firstRow, threadRow);
-    Value source = gep(base, elementType,
-                       add(mul(ext64(globalRow), rowStride), ext64(col)));
-    Value step = mul(rowStride, c64(rowsPerPass));
-    Value dest =
-        gep(smem, elementType,
-            add(c32(smemOffset), add(mul(threadRow, c32(pitch)), col)));
-    for (int64_t pass = 0; pass * rowsPerPass < rows; ++pass) {
-      Value row = add(globalRow, c32(pass * rowsPerPass));
-      Value inRange = cmpi(arith::CmpIPredicate::slt, row, rowLimit);
-      auto emitCopy = [&] {
-        NVVM::CpAsyncOp::create(
-            b, loc, gep(dest, elementType, c32(pass * rowsPerPass * pitch)),
-            select(inRange, source, base), /*size=*/16,
-            NVVM::LoadCacheModifierKind::CG, select(inRange, cpSize, noBytes));
-      };
-      if ((pass + 1) * rowsPerPass <= rows) {
-        emitCopy();
-      } else {
-        auto guard = scf::IfOp::create(
-            b, loc,
-            cmpi(arith::CmpIPredicate::slt, threadRow,
-                 c32(rows - pass * rowsPerPass)),
-            /*withElseRegion=*/false);
-        OpBuilder::InsertionGuard insertion(b);
-        b.setInsertionPointToStart(guard.thenBlock());
-        emitCopy();
-      }
-      source = gep(source, elementType, step);
-    }
-    NVVM::CpAsyncCommitGroupOp::create(b, loc);
-    return;
-  }
-  Value lastRow = arith::SubIOp::create(b, loc, rowLimit, c32(1));
-  for (int64_t first = 0; first < chunks; first += threads) {
-    Value chunk = add(tid, c32(first));
-    auto emitCopy = [&]() {
-      Value row = arith::DivUIOp::create(b, loc, chunk, c32(chunksPerRow));
-      Value col = mul(arith::RemUIOp::create(b, loc, chunk, c32(chunksPerRow)),
-                      c32(8));
-      Value globalRow = add(firstRow, row);
-      Value inRange = cmpi(arith::CmpIPredicate::slt, globalRow, rowLimit);
-      Value clamped = minsi(globalRow, lastRow);
-      Value offset =
-          add(rowOffset ? rowOffset(clamped) : mul(ext64(clamped), rowStride),
-              ext64(col));
-      Value dest = gep(smem, elementType,
-                       add(c32(smemOffset), add(mul(row, c32(pitch)), col)));
-      NVVM::CpAsyncOp::create(b, loc, dest, gep(base, elementType, offset),
-                              /*size=*/16, NVVM::LoadCacheModifierKind::CG,
-                              select(inRange, cpSize, noBytes));
-    };
-    if (first + threads <= chunks) {
-      emitCopy();
-      continue;
-    }
-    auto guard = scf::IfOp::create(
-        b, loc, cmpi(arith::CmpIPredicate::slt, chunk, c32(chunks)),
-        /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard insertion(b);
-    b.setInsertionPointToStart(guard.thenBlock());
-    emitCopy();
-  }
-  NVVM::CpAsyncCommitGroupOp::create(b, loc);
-}
-
-/// Waits for every committed copy of this thread, then for every thread of
-/// the CTA: after it, shared memory holds all copies and no warp still reads
-/// what the next copies overwrite.
-void KernelEmitter::waitForCopies() {
-  NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
-  gpu::BarrierOp::create(b, loc);
 }
 
 //===----------------------------------------------------------------------===//
@@ -847,20 +682,6 @@ void KernelEmitter::storeRow(const LoopState &state, int64_t i, Value factor,
   }
 }
 
-/// The max of `partial` over the quad of lanes that share a row.
-Value KernelEmitter::quadMax(Value partial) {
-  for (int64_t mask : {1, 2})
-    partial = maxf(partial, shuffleXor(partial, mask));
-  return partial;
-}
-
-/// The sum of `partial` over the quad of lanes that share a row.
-Value KernelEmitter::quadSum(Value partial) {
-  for (int64_t mask : {1, 2})
-    partial = addf(partial, shuffleXor(partial, mask));
-  return partial;
-}
-
 void KernelEmitter::emitEpilogue(const LoopState &state) {
   Value oBase = gep(arg(FixedParam::O), outputType,
                     add(mul(ext64(batch), arg(FixedParam::OStrideB)),
@@ -1180,174 +1001,60 @@ LogicalResult mlir::attn::checkGpuSupport(AttentionOp op,
   return success();
 }
 
-namespace {
-
-/// A `gpu.module` for the kernels of one attn.attention, all of which take
-/// the parameters of `signature`.
-class KernelModuleBuilder {
-public:
-  KernelModuleBuilder(OpBuilder &builder, AttentionOp op,
-                      const GpuOptions &options, GpuKernelSignature &signature)
-      : builder(builder), op(op), options(options), signature(signature),
-        loc(op.getLoc()) {}
-
-  /// Checks the op, fills the signature and creates the module.
-  FailureOr<gpu::GPUModuleOp> create(StringRef moduleName);
-  /// Adds the attention kernel of `shape` named `name`.
-  LogicalResult addAttention(const Twine &name, const TileShape &shape);
-  /// Adds the merge kernel of the decode kernel.
-  void addMerge(const Twine &name);
-  /// Adds the kernel listing the live key blocks for `shape` (GpuTileList).
-  LogicalResult addTileList(const Twine &name, const TileShape &shape);
-
-private:
-  gpu::GPUFuncOp createKernel(const Twine &name, int64_t threads);
-  /// Adds a kernel whose body `emitBody` emits with the op's regions'
-  /// captures mapped to the parameters.
-  LogicalResult addRegionKernel(
-      const Twine &name, int64_t threads,
-      llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody);
-
-  OpBuilder &builder;
-  AttentionOp op;
-  const GpuOptions &options;
-  GpuKernelSignature &signature;
-  Location loc;
-  gpu::GPUModuleOp module;
-  SmallVector<Value> captureValues;
-  SmallVector<Type> argTypes;
-  Type elementType, outputType;
-};
-
-} // namespace
-
-FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName) {
-  if (failed(checkGpuSupport(op, options)))
-    return failure();
-  if (failed(collectCaptures(op.getOperation(), captureValues)))
-    return failure();
-  signature = GpuKernelSignature();
-  for (unsigned p = 0; p < kNumFixedParams; ++p)
-    signature.params.push_back(getFixedParam(static_cast<FixedParam>(p)));
-  auto globalPtr = LLVM::LLVMPointerType::get(builder.getContext(), 1);
-  for (const GpuKernelParam &param : signature.params) {
-    switch (param.kind) {
-    case GpuKernelParam::Kind::Pointer:
-      argTypes.push_back(globalPtr);
-      break;
-    case GpuKernelParam::Kind::I32:
-      argTypes.push_back(builder.getI32Type());
-      break;
-    case GpuKernelParam::Kind::I64:
-      argTypes.push_back(builder.getI64Type());
-      break;
-    case GpuKernelParam::Kind::F32:
-      argTypes.push_back(builder.getF32Type());
-      break;
-    case GpuKernelParam::Kind::F64:
-      argTypes.push_back(builder.getF64Type());
-      break;
-    }
-  }
-  appendCaptureParams(captureValues, signature, argTypes);
-  elementType =
-      cast<RankedTensorType>(op.getQuery().getType()).getElementType();
-  outputType = builder.getF32Type();
+/// The element type O is stored with (GpuOptions::outputElementType).
+static Type getOutputElementType(OpBuilder &builder,
+                                 const GpuOptions &options) {
   if (options.outputElementType == "bf16")
-    outputType = builder.getBF16Type();
-  else if (options.outputElementType == "f16")
-    outputType = builder.getF16Type();
-
-  module = gpu::GPUModuleOp::create(builder, loc, moduleName);
-  OpBuilder::InsertionGuard insertion(builder);
-  builder.setInsertionPointToStart(module.getBody());
-  // Dynamic shared memory: a zero-sized array in the shared space, whose
-  // real size is given at launch.
-  LLVM::GlobalOp::create(builder, loc,
-                         LLVM::LLVMArrayType::get(builder.getI8Type(), 0),
-                         /*isConstant=*/false, LLVM::Linkage::External,
-                         "attn_smem", Attribute(), /*alignment=*/16,
-                         /*addrSpace=*/3);
-  return module;
+    return builder.getBF16Type();
+  if (options.outputElementType == "f16")
+    return builder.getF16Type();
+  return builder.getF32Type();
 }
 
-gpu::GPUFuncOp KernelModuleBuilder::createKernel(const Twine &name,
-                                                 int64_t threads) {
-  OpBuilder::InsertionGuard insertion(builder);
-  builder.setInsertionPointToEnd(module.getBody());
-  auto func = gpu::GPUFuncOp::create(builder, loc, name.str(),
-                                     builder.getFunctionType(argTypes, {}));
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                builder.getUnitAttr());
-  func.setKnownBlockSizeAttr(
-      builder.getDenseI32ArrayAttr({static_cast<int32_t>(threads), 1, 1}));
-  // Q, K, V are only read and O, LSE only written: noalias lets NVPTX use
-  // the read-only data path (ld.global.nc).
-  for (unsigned i = 0; i < 6; ++i)
-    func.setArgAttr(i, LLVM::LLVMDialect::getNoAliasAttrName(),
-                    builder.getUnitAttr());
-  return func;
+static Type getOperandElementType(AttentionOp op) {
+  return cast<RankedTensorType>(op.getQuery().getType()).getElementType();
 }
 
-LogicalResult KernelModuleBuilder::addRegionKernel(
-    const Twine &name, int64_t threads,
-    llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody) {
-  gpu::GPUFuncOp func = createKernel(name, threads);
-  Block &entry = func.getBody().front();
-  OpBuilder::InsertionGuard insertion(builder);
-  builder.setInsertionPointToStart(&entry);
-  IRMapping captures;
-  mapCaptures(builder, loc, op.getOperation(), captureValues, signature,
-              entry.getArguments(), captures);
-  emitBody(entry.getArguments(), captures);
-  gpu::ReturnOp::create(builder, loc);
-  if (failed(lowerCapturedTensorAccesses(func)))
-    return failure();
-  return lowerMathForNVPTX(func);
+static LogicalResult addAttention(KernelModuleBuilder &kernels,
+                                  AttentionOp op, const GpuOptions &options,
+                                  const Twine &name, const TileShape &shape) {
+  OpBuilder &builder = kernels.getBuilder();
+  return kernels.addRegionKernel(
+      name, shape.numThreads(),
+      [&](ValueRange args, const IRMapping &captures) {
+        KernelEmitter(builder, op.getLoc(), op, shape,
+                      getOperandElementType(op),
+                      getOutputElementType(builder, options), args, captures)
+            .emit();
+      });
 }
 
-LogicalResult KernelModuleBuilder::addAttention(const Twine &name,
-                                                const TileShape &shape) {
-  return addRegionKernel(name, shape.numThreads(),
-                         [&](ValueRange args, const IRMapping &captures) {
-                           KernelEmitter(builder, loc, op, shape, elementType,
-                                         outputType, args, captures)
-                               .emit();
-                         });
-}
-
-LogicalResult KernelModuleBuilder::addTileList(const Twine &name,
-                                               const TileShape &shape) {
-  return addRegionKernel(name, 32,
-                         [&](ValueRange args, const IRMapping &captures) {
-                           emitTileList(builder, loc, op, shape.blockM,
-                                        shape.blockN, args, captures);
-                         });
-}
-
-void KernelModuleBuilder::addMerge(const Twine &name) {
-  gpu::GPUFuncOp func = createKernel(name, kMergeThreads);
-  Block &entry = func.getBody().front();
-  OpBuilder::InsertionGuard insertion(builder);
-  builder.setInsertionPointToStart(&entry);
-  emitDecodeMerge(builder, loc, op, outputType, entry.getArguments());
-  gpu::ReturnOp::create(builder, loc);
+static LogicalResult addTileList(KernelModuleBuilder &kernels, AttentionOp op,
+                                 const Twine &name, const TileShape &shape) {
+  OpBuilder &builder = kernels.getBuilder();
+  return kernels.addRegionKernel(
+      name, 32, [&](ValueRange args, const IRMapping &captures) {
+        emitTileList(builder, op.getLoc(), op, shape.blockM, shape.blockN,
+                     args, captures);
+      });
 }
 
 FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
     OpBuilder &builder, AttentionOp op, const GpuOptions &options,
     StringRef moduleName, StringRef kernelName, GpuKernelSignature &signature) {
-  KernelModuleBuilder kernels(builder, op, options, signature);
+  if (failed(checkGpuSupport(op, options)))
+    return failure();
+  KernelModuleBuilder kernels(builder, op, signature);
   FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
   if (failed(module))
     return failure();
   TileShape shape = getTileShape(op, options);
   if (usesGpuTileList(op)) {
     shape.tileList = true;
-    if (failed(kernels.addTileList(kernelName + "_tiles", shape)))
+    if (failed(addTileList(kernels, op, kernelName + "_tiles", shape)))
       return failure();
   }
-  if (failed(kernels.addAttention(kernelName, shape)))
+  if (failed(addAttention(kernels, op, options, kernelName, shape)))
     return failure();
   return module;
 }
@@ -1359,11 +1066,21 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildDecodeGpuModule(
     return op.emitError() << "attn-nvgpu: no decode kernel for `normalize` "
                              "(its parts do not merge through a "
                              "log-sum-exp)";
-  KernelModuleBuilder kernels(builder, op, options, signature);
-  FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
-  if (failed(module) || failed(kernels.addAttention(kernelName + "_decode",
-                                                    getDecodeTileShape(op))))
+  if (failed(checkGpuSupport(op, options)))
     return failure();
-  kernels.addMerge(kernelName + "_merge");
+  KernelModuleBuilder kernels(builder, op, signature);
+  FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
+  if (failed(module) ||
+      failed(addAttention(kernels, op, options, kernelName + "_decode",
+                          getDecodeTileShape(op))))
+    return failure();
+  gpu::GPUFuncOp merge =
+      kernels.createKernel(kernelName + "_merge", kMergeThreads);
+  OpBuilder::InsertionGuard insertion(builder);
+  builder.setInsertionPointToStart(&merge.getBody().front());
+  emitDecodeMerge(builder, op.getLoc(), op,
+                  getOutputElementType(builder, options),
+                  merge.getBody().front().getArguments());
+  gpu::ReturnOp::create(builder, op.getLoc());
   return module;
 }

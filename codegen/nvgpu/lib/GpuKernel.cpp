@@ -185,6 +185,40 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   return artifact;
 }
 
+llvm::Expected<GpuBackwardKernels>
+mlir::attn::compileAttentionBackwardForGpu(AttentionBackwardOp op,
+                                           const GpuOptions &options) {
+  MLIRContext *context = op.getContext();
+  DialectRegistry registry;
+  registerGpuCodegenDialects(registry);
+  context->appendDialectRegistry(registry);
+  context->loadDialect<arith::ArithDialect, gpu::GPUDialect,
+                       LLVM::LLVMDialect, math::MathDialect, NVVM::NVVMDialect,
+                       scf::SCFDialect, vector::VectorDialect>();
+  std::string diagnostics;
+  ScopedDiagnosticHandler handler(context, [&](Diagnostic &diag) {
+    llvm::raw_string_ostream os(diagnostics);
+    os << diag << "\n";
+    return success();
+  });
+  OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
+  (*container)
+      ->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                UnitAttr::get(context));
+  OpBuilder builder(context);
+  builder.setInsertionPointToEnd(container->getBody());
+  GpuBackwardKernels kernels;
+  if (failed(buildBackwardGpuModule(builder, op, "attn_gpu_bwd", "attn_bwd",
+                                    kernels)))
+    return makeError("attn-nvgpu: cannot build the backward kernels: " +
+                     diagnostics);
+  llvm::Expected<std::string> ptx = lowerToPtx(*container, options);
+  if (!ptx)
+    return makeError(llvm::toString(ptx.takeError()) + ": " + diagnostics);
+  kernels.ptx = std::move(*ptx);
+  return kernels;
+}
+
 GpuKernelParam mlir::attn::getFixedParam(FixedParam param) {
   using Kind = GpuKernelParam::Kind;
   static const GpuKernelParam params[kNumFixedParams] = {
@@ -203,6 +237,15 @@ GpuKernelParam mlir::attn::getFixedParam(FixedParam param) {
       {"lse.stride.h", Kind::I64},  {"sink.stride.b", Kind::I64},
       {"sink.stride.h", Kind::I64}, {"sink.stride.m", Kind::I64},
       {"scale", Kind::F32},         {"partials", Kind::Pointer},
-      {"splits", Kind::I32},        {"tiles", Kind::Pointer}};
+      {"splits", Kind::I32},        {"tiles", Kind::Pointer},
+      {"do", Kind::Pointer},        {"do.stride.b", Kind::I64},
+      {"do.stride.h", Kind::I64},   {"do.stride.m", Kind::I64},
+      {"do16", Kind::Pointer},      {"delta", Kind::Pointer},
+      {"dq", Kind::Pointer},        {"dq.stride.b", Kind::I64},
+      {"dq.stride.h", Kind::I64},   {"dq.stride.m", Kind::I64},
+      {"dk", Kind::Pointer},        {"dk.stride.b", Kind::I64},
+      {"dk.stride.g", Kind::I64},   {"dk.stride.n", Kind::I64},
+      {"dv", Kind::Pointer},        {"dv.stride.b", Kind::I64},
+      {"dv.stride.g", Kind::I64},   {"dv.stride.n", Kind::I64}};
   return params[static_cast<unsigned>(param)];
 }

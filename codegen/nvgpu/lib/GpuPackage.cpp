@@ -263,8 +263,11 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   kernel = *module.getOps<KernelOp>().begin();
 
   // The kernel body must be scalars, expand_shapes, einsums whose results
-  // the attention reads (its prologue) and one attention.
+  // the attention reads (its prologue) and one attention; an adjoint kernel
+  // (attn-grad) adds the attention's backward, whose gradients of unit-axis
+  // operands are collapsed back to the inputs' shapes.
   mlir::attn::AttentionOp attention;
+  mlir::attn::AttentionBackwardOp backward;
   for (Operation &op : kernel.getEntryBlock()) {
     if (auto found = dyn_cast<mlir::attn::AttentionOp>(op)) {
       if (attention)
@@ -272,6 +275,20 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       attention = found;
       continue;
     }
+    if (auto found = dyn_cast<mlir::attn::AttentionBackwardOp>(op)) {
+      if (backward || !attention ||
+          found.getOutput() != attention.getOutput() ||
+          found.getStatistic() != attention.getLse() ||
+          found.getScale() != attention.getScale() ||
+          found.getSink() != attention.getSink() ||
+          found.getNormalizer() != attention.getNormalizer())
+        return unsupported("a backward that is not of the kernel's attention");
+      backward = found;
+      continue;
+    }
+    if (backward && isa<tensor::CollapseShapeOp>(op) &&
+        op.getOperand(0).getDefiningOp() == backward)
+      continue;
     if (isa<tensor::ExpandShapeOp>(op) || op.hasTrait<OpTrait::IsTerminator>())
       continue;
     if (isa<EinsumOp>(op) && !attention)
@@ -291,30 +308,52 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   if (!attention)
     return notRaised();
 
-  // Outputs: O (and LSE) of the attention, as the spec declares them.
+  // Outputs: O (and LSE) of the attention, as the spec declares them; for
+  // an adjoint kernel, dQ, dK and dV (the forward's O and LSE go to
+  // workspaces).
   auto returnOp = kernel.getEntryBlock().getTerminator();
   int oOutput = -1, lseOutput = -1;
+  int gradOutputs[3] = {-1, -1, -1};
+  auto gradientIndex = [&](Value value) -> int {
+    if (auto collapse = value.getDefiningOp<tensor::CollapseShapeOp>())
+      value = collapse.getSrc();
+    for (int g = 0; g < 3; ++g)
+      if (value == backward->getResult(g))
+        return g;
+    return -1;
+  };
   for (auto [i, value] : llvm::enumerate(returnOp->getOperands())) {
-    if (value == attention.getOutput())
+    if (backward) {
+      int g = gradientIndex(value);
+      if (g < 0)
+        return unsupported("a gradient that is not of Q, K or V (the GPU "
+                           "backward computes those only)");
+      gradOutputs[g] = i;
+    } else if (value == attention.getOutput()) {
       oOutput = i;
-    else if (attention.getLse() && value == attention.getLse())
+    } else if (attention.getLse() && value == attention.getLse()) {
       lseOutput = i;
-    else
+    } else {
       return unsupported("an output that is not the attention's O or LSE");
+    }
   }
-  if (oOutput < 0 || (attention.getLse() && lseOutput < 0))
+  if (!backward && (oOutput < 0 || (attention.getLse() && lseOutput < 0)))
     return unsupported("an attention whose O is not an output");
+  if (backward && llvm::is_contained(gradOutputs, -1))
+    return unsupported("an adjoint kernel without all of dQ, dK and dV");
   GpuOptions gpuOptions;
   gpuOptions.chip = options.target;
-  gpuOptions.decode =
-      options.decode && mlir::attn::supportsGpuDecode(attention);
+  gpuOptions.decode = !backward && options.decode &&
+                      mlir::attn::supportsGpuDecode(attention);
   llvm::Expected<KernelSignature> declared = KernelSignature::read(kernel);
   if (!declared)
     return declared.takeError();
-  DType oType = declared->outputs[oOutput].dtype;
-  if (oType != DType::F32 && oType != DType::BF16 && oType != DType::F16)
-    return unsupported("an O of type " + std::string(dtypeName(oType)));
-  gpuOptions.outputElementType = std::string(dtypeName(oType));
+  if (!backward) {
+    DType oType = declared->outputs[oOutput].dtype;
+    if (oType != DType::F32 && oType != DType::BF16 && oType != DType::F16)
+      return unsupported("an O of type " + std::string(dtypeName(oType)));
+    gpuOptions.outputElementType = std::string(dtypeName(oType));
+  }
   if (lseOutput >= 0 && declared->outputs[lseOutput].dtype != DType::F32)
     return unsupported("an LSE output that is not f32");
 
@@ -367,15 +406,30 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     scaleParam = arg.getArgNumber() - firstParam;
   }
 
-  llvm::Expected<GpuKernelArtifact> artifact =
-      compileAttentionForGpu(attention, gpuOptions);
-  if (!artifact) {
-    std::string message = llvm::toString(artifact.takeError());
+  auto withShapeHint = [&](llvm::Error error) {
+    std::string message = llvm::toString(std::move(error));
     if (message.find("must be static") != std::string::npos)
       message += " (fix them with " + options.shapeOption + ", e.g. " +
                  options.shapeExample + ")";
     return makeError(message);
+  };
+  llvm::SmallVector<OperandAxis> dO;
+  std::optional<mlir::attn::GpuBackwardKernels> backwardKernels;
+  if (backward) {
+    auto axes = mapOperandAxes(backward.getOutputGrad(), kernel, "dO");
+    if (!axes)
+      return axes.takeError();
+    dO = std::move(*axes);
+    llvm::Expected<mlir::attn::GpuBackwardKernels> kernels =
+        mlir::attn::compileAttentionBackwardForGpu(backward, gpuOptions);
+    if (!kernels)
+      return withShapeHint(kernels.takeError());
+    backwardKernels = std::move(*kernels);
   }
+  llvm::Expected<GpuKernelArtifact> artifact =
+      compileAttentionForGpu(attention, gpuOptions);
+  if (!artifact)
+    return withShapeHint(artifact.takeError());
 
   // The manifest: the kernel's signature as the spec declares it.
   PackageManifest manifest;
@@ -409,7 +463,10 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     bool isQkv = (*q)[0].input == static_cast<int>(i) ||
                  (*k)[0].input == static_cast<int>(i) ||
                  (*v)[0].input == static_cast<int>(i);
-    arg.layout = isQkv ? Layout::InnerContiguous : Layout::Strided;
+    // dO: rows read element by element.
+    bool isOutputGrad = !dO.empty() && dO[0].input == static_cast<int>(i);
+    arg.layout = isQkv || isOutputGrad ? Layout::InnerContiguous
+                                       : Layout::Strided;
     arg.alignment = isQkv ? 16 : 0;
     manifest.args.push_back(arg);
   }
@@ -512,8 +569,61 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
            : !sink.empty() ? axisSlot(sink[axis], true, SlotType::I64)
                            : absent();
   };
+  // An adjoint kernel's forward writes O (f32) and LSE into workspaces,
+  // dense over [B, H, M, E] and [B, H, M], which the backward reads.
+  std::string bDim = axisFormula((*q)[0]), hDim = axisFormula((*q)[1]),
+              mDim = axisFormula((*q)[2]), eDim = axisFormula((*v)[3]);
+  auto product = [](std::initializer_list<std::string> factors) {
+    std::string result;
+    for (const std::string &factor : factors)
+      result += (result.empty() ? "(" : "*(") + factor + ")";
+    return result;
+  };
+  auto workspaceSlot = [](const std::string &name) {
+    ParamSlot slot;
+    slot.kind = ParamSlot::Kind::Workspace;
+    slot.arg = name;
+    slot.type = SlotType::Ptr;
+    return slot;
+  };
+  auto exprSlot = [](const std::string &formula) {
+    return PrologueBuffer::exprSlot(formula, SlotType::I64);
+  };
+  if (backward) {
+    manifest.workspaces.push_back(
+        {"o", "4*" + product({bDim, hDim, mDim, eDim})});
+    manifest.workspaces.push_back({"lse", "4*" + product({bDim, hDim, mDim})});
+    manifest.workspaces.push_back(
+        {"delta", "4*" + product({bDim, hDim, mDim})});
+    manifest.workspaces.push_back(
+        {"do16", "2*" + product({bDim, hDim, mDim, eDim})});
+  }
+  auto oStride = [&](int axis) {
+    if (!backward)
+      return outputStride(oOutput, axis);
+    return exprSlot(axis == 0   ? product({hDim, mDim, eDim})
+                    : axis == 1 ? product({mDim, eDim})
+                                : product({eDim}));
+  };
   auto lseStride = [&](int axis) {
+    if (backward)
+      return exprSlot(axis == 0 ? product({hDim, mDim}) : product({mDim}));
     return lseOutput >= 0 ? outputStride(lseOutput, axis) : absent();
+  };
+  /// The pointer and strides of gradient `g` (0 dQ, 1 dK, 2 dV), laid out
+  /// as the operand whose axes are `axes`: unit axes get stride 0.
+  auto gradientPointer = [&](int g) {
+    return backward ? tensorSlot(ParamSlot::Kind::Ptr,
+                                 outputName(gradOutputs[g]), 0, SlotType::Ptr)
+                    : absent();
+  };
+  auto gradientStride = [&](int g, const llvm::SmallVector<OperandAxis> &axes,
+                            int axis) {
+    if (!backward)
+      return absent();
+    if (axes[axis].axis < 0)
+      return constSlot(0, SlotType::I64);
+    return outputStride(gradOutputs[g], axes[axis].axis);
   };
   using mlir::attn::FixedParam;
   for (unsigned p = 0; p < mlir::attn::kNumFixedParams; ++p) {
@@ -529,14 +639,16 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       slot = pointerOf(*v);
       break;
     case FixedParam::O:
-      slot = tensorSlot(ParamSlot::Kind::Ptr, outputName(oOutput), 0,
-                        SlotType::Ptr);
+      slot = backward ? workspaceSlot("o")
+                      : tensorSlot(ParamSlot::Kind::Ptr, outputName(oOutput),
+                                   0, SlotType::Ptr);
       break;
     case FixedParam::Lse:
-      slot = lseOutput >= 0 ? tensorSlot(ParamSlot::Kind::Ptr,
-                                         outputName(lseOutput), 0,
-                                         SlotType::Ptr)
-                            : absent();
+      slot = backward         ? workspaceSlot("lse")
+             : lseOutput >= 0 ? tensorSlot(ParamSlot::Kind::Ptr,
+                                           outputName(lseOutput), 0,
+                                           SlotType::Ptr)
+                              : absent();
       break;
     case FixedParam::Sink:
       slot = sinkBuffer      ? sinkBuffer->pointerSlot()
@@ -581,7 +693,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     case FixedParam::OStrideB:
     case FixedParam::OStrideH:
     case FixedParam::OStrideM:
-      slot = outputStride(oOutput, p - unsigned(FixedParam::OStrideB));
+      slot = oStride(p - unsigned(FixedParam::OStrideB));
       break;
     case FixedParam::LseStrideB:
     case FixedParam::LseStrideH:
@@ -618,6 +730,46 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       } else {
         slot = absent();
       }
+      break;
+    case FixedParam::DO:
+      slot = backward ? pointerOf(dO) : absent();
+      break;
+    case FixedParam::DOStrideB:
+    case FixedParam::DOStrideH:
+    case FixedParam::DOStrideM:
+      slot = backward ? axisSlot(dO[p - unsigned(FixedParam::DOStrideB)], true,
+                                 SlotType::I64)
+                      : absent();
+      break;
+    case FixedParam::DO16:
+      slot = backward ? workspaceSlot("do16") : absent();
+      break;
+    case FixedParam::Delta:
+      slot = backward ? workspaceSlot("delta") : absent();
+      break;
+    case FixedParam::DQ:
+      slot = gradientPointer(0);
+      break;
+    case FixedParam::DQStrideB:
+    case FixedParam::DQStrideH:
+    case FixedParam::DQStrideM:
+      slot = gradientStride(0, *q, p - unsigned(FixedParam::DQStrideB));
+      break;
+    case FixedParam::DK:
+      slot = gradientPointer(1);
+      break;
+    case FixedParam::DKStrideB:
+    case FixedParam::DKStrideG:
+    case FixedParam::DKStrideN:
+      slot = gradientStride(1, *k, p - unsigned(FixedParam::DKStrideB));
+      break;
+    case FixedParam::DV:
+      slot = gradientPointer(2);
+      break;
+    case FixedParam::DVStrideB:
+    case FixedParam::DVStrideG:
+    case FixedParam::DVStrideN:
+      slot = gradientStride(2, *v, p - unsigned(FixedParam::DVStrideB));
       break;
     }
     entry.params.push_back(slot);
@@ -657,6 +809,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     }
     return llvm::Error::success();
   };
+  std::vector<ParamSlot> fixedSlots(entry.params);
   if (llvm::Error error = appendCaptureSlots(signature, entry.params))
     return std::move(error);
 
@@ -723,7 +876,51 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     manifest.entries.insert(attention, std::move(tiles));
   }
 
+  // The backward, after the forward: preprocessing, dK/dV, dQ.
+  if (backwardKernels) {
+    std::string g = groups, n = axisFormula((*k)[2]);
+    auto addBackwardEntry = [&](const std::string &name,
+                                const std::string &function,
+                                std::vector<std::string> grid, int64_t threads,
+                                int64_t sharedBytes) -> llvm::Error {
+      EntrySpec backwardEntry;
+      backwardEntry.name = name;
+      backwardEntry.function = function;
+      backwardEntry.module = "attn_bwd";
+      backwardEntry.grid = std::move(grid);
+      backwardEntry.block[0] = threads;
+      backwardEntry.sharedBytes = sharedBytes;
+      backwardEntry.params = fixedSlots;
+      if (llvm::Error error = appendCaptureSlots(backwardKernels->signature,
+                                                 backwardEntry.params))
+        return error;
+      manifest.entries.push_back(std::move(backwardEntry));
+      return llvm::Error::success();
+    };
+    auto cdiv = [](const std::string &x, int64_t y) {
+      return "cdiv(" + x + ", " + std::to_string(y) + ")";
+    };
+    const mlir::attn::GpuBackwardKernels &kernels = *backwardKernels;
+    if (llvm::Error error = addBackwardEntry(
+            "attn_bwd_pre", kernels.preprocessName,
+            {cdiv(mDim, mlir::attn::kBackwardPreprocessRows), hDim, bDim},
+            kernels.preprocessThreads, 0))
+      return std::move(error);
+    if (llvm::Error error = addBackwardEntry(
+            "attn_bwd_dkdv", kernels.keyValueName,
+            {cdiv(n, kernels.keyBlock), g, bDim}, kernels.keyValueThreads,
+            kernels.keyValueSharedBytes))
+      return std::move(error);
+    if (llvm::Error error = addBackwardEntry(
+            "attn_bwd_dq", kernels.queryName,
+            {cdiv(mDim, kernels.queryBlock), hDim, bDim},
+            kernels.queryThreads, kernels.querySharedBytes))
+      return std::move(error);
+  }
+
   PackageWriter writer(std::move(manifest));
+  if (backwardKernels)
+    writer.addModule("attn_bwd", ModuleFormat::Ptx, backwardKernels->ptx);
   writer.addModule("attn", ModuleFormat::Ptx, artifact->ptx);
   if (artifact->decode)
     writer.addModule("attn_decode", ModuleFormat::Ptx, artifact->decode->ptx);

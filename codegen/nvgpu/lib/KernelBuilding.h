@@ -14,6 +14,7 @@
 #include "attn/Normalizer/Normalizer.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
@@ -88,10 +89,94 @@ protected:
   Type i32, i64, f32, globalPtr, sharedPtr;
 };
 
+/// The warp-level tensor-core pieces every mma.sync kernel is made of:
+/// ldmatrix, mma.m16n8k16 on bf16/f16 with f32 accumulators, cp.async tile
+/// copies into shared memory, and reductions over the quad of lanes that
+/// share an accumulator row. Fragment layouts are PTX's (see
+/// AttentionKernelBuilder.cpp). The kernel sets `tid` and `smem` in its
+/// prologue before the copies are used.
+class MmaTileBuilder : protected KernelIRBuilder {
+public:
+  MmaTileBuilder(OpBuilder &builder, Location loc, Type elementType,
+                 int64_t numThreads)
+      : KernelIRBuilder(builder, loc), elementType(elementType),
+        numThreads(numThreads) {}
+
+protected:
+  Value shuffleXor(Value v, int64_t mask);
+  /// ldmatrix.x4 of 8x8 tiles of 16-bit elements from `address` (this
+  /// lane's row), transposed or not: four i32 registers.
+  SmallVector<Value, 4> ldmatrix(Value address, bool transpose);
+  /// d = a * b + c on one m16n8k16 tile; returns the 4 accumulators.
+  SmallVector<Value, 4> mma(ArrayRef<Value> a, ArrayRef<Value> bFrag,
+                            ArrayRef<Value> c);
+  /// Two f32 rounded to one register of two 16-bit values (low = first).
+  Value pack(Value lo, Value hi);
+  /// The max / sum of `partial` over the quad of lanes that share a row.
+  Value quadMax(Value partial);
+  Value quadSum(Value partial);
+  /// Starts asynchronous copies (cp.async, 16 bytes per thread and access,
+  /// bypassing L1) of rows [firstRow, firstRow + rows) of a [*, cols] tile
+  /// (row stride `rowStride` elements, last dim contiguous) to shared memory
+  /// at element `smemOffset` with row pitch `pitch`, and commits them as one
+  /// group. Rows at or past `rowLimit` are zero-filled: their source size is
+  /// 0, so no predicate guards the access. With `rowOffset`, row r starts at
+  /// element `rowOffset(r)` of `base` instead of r * rowStride.
+  void loadTileAsync(int64_t smemOffset, int64_t rows, int64_t cols,
+                     int64_t pitch, Value base, Value rowStride, Value firstRow,
+                     Value rowLimit,
+                     function_ref<Value(Value)> rowOffset = nullptr);
+  /// Waits for every committed copy of this thread, then for every thread
+  /// of the CTA: after it, shared memory holds all copies and no warp still
+  /// reads what the next copies overwrite.
+  void waitForCopies();
+
+  /// The 16-bit element type of the tensor-core operands (bf16 or f16).
+  Type elementType;
+  int64_t numThreads;
+  /// Set by the kernel's prologue: the thread index (i32) and the dynamic
+  /// shared memory.
+  Value tid, smem;
+};
+
 /// The argument of a kernel's entry block that holds `param`.
 inline Value getFixedArg(ValueRange args, FixedParam param) {
   return args[static_cast<unsigned>(param)];
 }
+
+/// A `gpu.module` for the kernels of one op with score_mod, mask and
+/// tile_class regions (attn.attention or attn.attention_backward), all of
+/// which take the parameters of `signature`: the FixedParams, then what the
+/// op's regions read from above.
+class KernelModuleBuilder {
+public:
+  KernelModuleBuilder(OpBuilder &builder, Operation *regionOwner,
+                      GpuKernelSignature &signature)
+      : builder(builder), regionOwner(regionOwner), signature(signature),
+        loc(regionOwner->getLoc()) {}
+
+  /// Collects the captures, fills the signature and creates the module
+  /// with its dynamic shared memory.
+  FailureOr<gpu::GPUModuleOp> create(StringRef moduleName);
+  /// An empty kernel of `threads` threads per CTA taking the signature.
+  gpu::GPUFuncOp createKernel(const Twine &name, int64_t threads);
+  /// Adds a kernel whose body `emitBody` emits with the regions' captures
+  /// mapped to the parameters, then lowers captured tensor accesses and
+  /// math for NVPTX.
+  LogicalResult addRegionKernel(
+      const Twine &name, int64_t threads,
+      llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody);
+  OpBuilder &getBuilder() { return builder; }
+
+private:
+  OpBuilder &builder;
+  Operation *regionOwner;
+  GpuKernelSignature &signature;
+  Location loc;
+  gpu::GPUModuleOp module;
+  SmallVector<Value> captureValues;
+  SmallVector<Type> argTypes;
+};
 
 /// Emits, at `builder`'s point inside a one-warp kernel, the listing of the
 /// live key blocks of one query tile (see GpuTileList) for tiles of

@@ -12,7 +12,8 @@ using namespace mlir::attn;
 
 FailureOr<ScoreModValues>
 mlir::attn::emitScoreModDerivative(OpBuilder &b, Block &scoreMod,
-                                   ValueRange args) {
+                                   ValueRange args,
+                                   const IRMapping *captures) {
   assert(args.size() == scoreMod.getNumArguments() &&
          "one value per score_mod argument");
   auto yield = cast<YieldOp>(scoreMod.getTerminator());
@@ -23,7 +24,7 @@ mlir::attn::emitScoreModDerivative(OpBuilder &b, Block &scoreMod,
   if (yielded == score)
     return ScoreModValues{args.front(), Value()};
 
-  IRMapping mapping;
+  IRMapping mapping = captures ? *captures : IRMapping();
   mapping.map(scoreMod.getArguments(), args);
   // Derivatives of the body's values, keyed by the original values; a
   // missing entry means the value does not depend on the score.

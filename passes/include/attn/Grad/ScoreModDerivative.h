@@ -14,6 +14,7 @@
 
 #include "mlir/IR/Block.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
 
 namespace mlir::attn {
 
@@ -30,10 +31,13 @@ struct ScoreModValues {
 /// or attn.attention_backward) at `b`'s insertion point with `args`
 /// (score, b, h, m, n) for its arguments, and builds the derivative of what
 /// it yields with respect to the score next to it. A result that does not
-/// depend on the score gets the constant 0. Fails, reporting on the op, on
-/// an op that has no derivative rule or that has regions.
-FailureOr<ScoreModValues> emitScoreModDerivative(OpBuilder &b, Block &scoreMod,
-                                                 ValueRange args);
+/// depend on the score gets the constant 0. Values the body reads from
+/// above are taken through `captures` where it maps them (a kernel whose
+/// parameters stand for them). Fails, reporting on the op, on an op that
+/// has no derivative rule or that has regions.
+FailureOr<ScoreModValues>
+emitScoreModDerivative(OpBuilder &b, Block &scoreMod, ValueRange args,
+                       const IRMapping *captures = nullptr);
 
 } // namespace mlir::attn
 

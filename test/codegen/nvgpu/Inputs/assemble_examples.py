@@ -5,7 +5,8 @@ assembles its PTX with ptxas, printing one line per example:
   NAME: ok; <entries, stack, spill bytes and registers over all its modules>
   NAME: unsupported (<why>)
 
-Usage: assemble_examples.py ATTNC PTXAS CHIP EXAMPLES_DIR WORK_DIR
+Usage: assemble_examples.py ATTNC PTXAS CHIP EXAMPLES_DIR WORK_DIR [--grad]
+(--grad: the package of each example's adjoint kernel instead)
 """
 import os, re, subprocess, sys
 
@@ -27,6 +28,7 @@ def package_modules(path):
 
 
 attnc, ptxas, chip, examples, work = sys.argv[1:6]
+extra = sys.argv[6:]
 os.makedirs(work, exist_ok=True)
 for spec in sorted(f for f in os.listdir(examples) if f.endswith(".attn")):
     name = spec[:-len(".attn")]
@@ -39,7 +41,7 @@ for spec in sorted(f for f in os.listdir(examples) if f.endswith(".attn")):
     package = os.path.join(work, name + ".attnpkg")
     compiled = subprocess.run(
         [attnc, "compile", os.path.join(examples, spec), "--target", chip,
-         "-o", package] + dtype + shape,
+         "-o", package] + dtype + shape + extra,
         capture_output=True, text=True)
     if compiled.returncode != 0:
         why = next((l for l in compiled.stderr.splitlines() if "error" in l), "?")

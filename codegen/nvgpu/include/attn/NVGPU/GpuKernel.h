@@ -28,6 +28,7 @@ class GPUModuleOp;
 } // namespace gpu
 namespace attn {
 class AttentionOp;
+class AttentionBackwardOp;
 class EinsumOp;
 
 /// What to build. The same mma.sync code serves sm_80 and sm_90a; only the
@@ -115,9 +116,18 @@ enum class FixedParam : unsigned {
   Partials, Splits,
   /// The lists of live key blocks (see GpuTileList); null without one.
   Tiles,
+  /// The backward kernels' (GpuBackwardKernels; null and 0 elsewhere): the
+  /// adjoint dO as given and its strides, the workspaces of its 16-bit copy
+  /// (laid out as O) and of the rows' Delta = dO·O (laid out as LSE), and
+  /// the gradients dQ, dK, dV (f32) with their strides.
+  DO, DOStrideB, DOStrideH, DOStrideM,
+  DO16, Delta,
+  DQ, DQStrideB, DQStrideH, DQStrideM,
+  DK, DKStrideB, DKStrideG, DKStrideN,
+  DV, DVStrideB, DVStrideG, DVStrideN,
 };
 constexpr unsigned kNumFixedParams =
-    static_cast<unsigned>(FixedParam::Tiles) + 1;
+    static_cast<unsigned>(FixedParam::DVStrideN) + 1;
 
 /// The name ("q", "k.stride.n", "scale", ...) and kind of a fixed parameter.
 GpuKernelParam getFixedParam(FixedParam param);
@@ -245,6 +255,48 @@ struct GpuKernelArtifact {
   /// Present when attn.einsum ops precede the attention in its block.
   std::optional<GpuPrologue> prologue;
 };
+
+/// The backward of an attention (attn.attention_backward), FlashAttention-2
+/// style, in one module, after the forward kernel has written O (f32) and
+/// LSE into workspaces laid out densely as [B, H, M, E] and [B, H, M]:
+///  - `preprocessName`, grid [ceil(M / kBackwardPreprocessRows), H, B]:
+///    Delta = rowsum(dO ∘ O), LSE replaced by the log-denominator LSE (+)
+///    sink, and dO rounded to the operands' 16-bit type;
+///  - `keyValueName`, grid [ceil(N / keyBlock), G, B]: dK and dV of one key
+///    block, over the query heads of its group and their live query blocks;
+///  - `queryName`, grid [ceil(M / queryBlock), H, B]: dQ of one query block
+///    over its live key blocks.
+/// Each gradient element is summed by one thread in a fixed order: no
+/// atomics, the same bits on every run.
+struct GpuBackwardKernels {
+  std::string ptx;
+  std::string preprocessName, keyValueName, queryName;
+  int64_t queryBlock = 0, keyBlock = 0;
+  int64_t preprocessThreads = 0, keyValueThreads = 0, queryThreads = 0;
+  int64_t keyValueSharedBytes = 0, querySharedBytes = 0;
+  GpuKernelSignature signature;
+};
+
+/// Query rows per CTA of the backward's preprocessing kernel.
+constexpr int64_t kBackwardPreprocessRows = 16;
+
+/// Checks that `op` fits the backward kernels (softmax or none, with or
+/// without a sink; D and E multiples of 16 up to 128).
+LogicalResult checkGpuBackwardSupport(AttentionBackwardOp op);
+
+/// Builds, at `builder`'s insertion point, a `gpu.module` named
+/// `moduleName` holding the backward kernels of `op` (named
+/// `kernelPrefix` + "_pre", "_dkdv", "_dq") and fills `kernels`' names,
+/// shapes and signature.
+FailureOr<gpu::GPUModuleOp>
+buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
+                       StringRef moduleName, StringRef kernelPrefix,
+                       GpuBackwardKernels &kernels);
+
+/// Compiles the backward kernels of `op` to PTX.
+llvm::Expected<GpuBackwardKernels>
+compileAttentionBackwardForGpu(AttentionBackwardOp op,
+                               const GpuOptions &options);
 
 /// Checks that `op` fits the skeleton (rank-4 Q/K/V of bf16 or f16 with
 /// static D, E multiples of 16 and at most 256, captures it can pass).

@@ -1,0 +1,938 @@
+//===- BackwardKernelBuilder.cpp - The mma.sync attention backward --------===//
+//
+// The kernels of an attn.attention_backward (FlashAttention-2's backward on
+// mma.sync m16n8k16), into which the op's score_mod (with its derivative),
+// mask and tile_class regions are inlined as in the forward:
+//
+//   _pre   one warp per 4 query rows: Delta = sum_e dO O; LSE' = LSE (+)
+//          sink, written over LSE; dO rounded to 16 bits for the products.
+//   _dkdv  one CTA per (key block of 64, key/value head, batch), one warp per
+//          16 keys; K and V stay in shared memory; for each query head of
+//          the group and each live query block (Q and dO double-buffered
+//          by cp.async):
+//            Sᵀ = K Qᵀ;  P = exp(score_mod(scale Sᵀ) - LSE')   (none: P = s)
+//            dV += P dO;  dPᵀ = V dOᵀ
+//            dS = P (dPᵀ - Delta) score_mod'                  (none: dPᵀ s')
+//            dK += dS Q
+//          then dK = scale dK and dV are stored.
+//   _dq    one CTA per (query block of 64, head, batch), one warp per 16
+//          rows, Q and dO fragments in registers; for each live key block
+//          (K and V double-buffered): S = Q Kᵀ, dP = dO Vᵀ, dS as above,
+//          dQ += dS K; then dQ = scale dQ is stored.
+//
+// S and dP are computed in both kernels (7 products per kept pair instead of
+// 5), which keeps every gradient element owned by one thread: no atomics and
+// the same bits on every run. Products whose A operand is a result (P, dS)
+// take it from the accumulators as the forward's P V does; B operands come
+// from shared memory through ldmatrix, transposed where the product contracts
+// over the tile's rows.
+//
+//===----------------------------------------------------------------------===//
+
+#include "KernelBuilding.h"
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Grad/ScoreModDerivative.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+/// Warps per CTA of the dK/dV and dQ kernels; each owns 16 rows of its
+/// tile (keys, or queries).
+constexpr int64_t kBackwardWarps = 4;
+constexpr int64_t kOwnedRows = 16 * kBackwardWarps;
+
+/// The sizes both kernels are built for.
+struct BackwardShape {
+  int64_t headDim, valueDim;
+  /// Rows of the streamed tiles per iteration: queries in the dK/dV
+  /// kernel, keys in the dQ kernel.
+  int64_t streamRows;
+  int64_t stream() const { return streamRows; }
+  int64_t qkPitch() const { return headDim + 8; }
+  int64_t vPitch() const { return valueDim + 8; }
+  /// Elements of one stage of the streamed tiles: the [stream, D] tile and
+  /// the [stream, E] tile.
+  int64_t stageElements() const {
+    return stream() * (qkPitch() + vPitch());
+  }
+  /// The owned [64, D] and [64, E] tiles, then two stages.
+  int64_t ownedElements() const {
+    return kOwnedRows * (qkPitch() + vPitch());
+  }
+  int64_t sharedBytes() const {
+    return 2 * (ownedElements() + 2 * stageElements());
+  }
+};
+
+/// Accumulator slot of (row half r, 8-column tile j, column c of the pair)
+/// in a 16-row tile: rows g (r = 0) and g + 8 (r = 1) of lane l, g = l / 4,
+/// columns 8 j + 2 (l % 4) + c.
+int64_t slot(int64_t j, int64_t r, int64_t c) { return 4 * j + 2 * r + c; }
+
+class BackwardEmitter : MmaTileBuilder {
+public:
+  BackwardEmitter(OpBuilder &builder, Location loc, AttentionBackwardOp op,
+                  BackwardShape shape, Type elementType, ValueRange args,
+                  const IRMapping &captures)
+      : MmaTileBuilder(builder, loc, elementType, 32 * kBackwardWarps),
+        op(op), shape(shape), args(args), captures(captures),
+        normalizer(op.getNormalizer(), static_cast<bool>(op.getSink()),
+                   getNVPTXNormalizerMath()) {}
+
+  void emitPreprocess();
+  void emitKeyValue();
+  void emitQuery();
+
+private:
+  Value arg(FixedParam param) { return getFixedArg(args, param); }
+  bool isSoftmax() const { return normalizer.hasStatistic(); }
+
+  void emitIndices(gpu::Dimension rowsAxis);
+  Value rowOffset(FixedParam strideB, FixedParam strideH, Value headIndex);
+  Value statisticOffset(Value headIndex, Value row);
+  /// ldmatrix lane addresses into a tile at `tile` with row pitch `pitch`:
+  /// an A operand of rows firstRow .. firstRow + 15; a B operand whose
+  /// columns are the tile's rows (non-transposed); a B operand whose
+  /// columns are the tile's columns (transposed).
+  Value aAddress(Value tile, int64_t pitch, Value firstRow);
+  Value bAddress(Value tile, int64_t pitch);
+  Value bTransposedAddress(Value tile, int64_t pitch);
+  /// acc[16 x 8 nTiles] += A B over kSteps k-steps of 16, with A's
+  /// fragments from `aFragment(kk)` and B's from ldmatrix at `bAddr`.
+  void multiply(MutableArrayRef<Value> acc, int64_t kSteps, int64_t nTiles,
+                function_ref<SmallVector<Value, 4>(int64_t)> aFragment,
+                Value bAddr, int64_t pitch, bool transposed);
+  /// The A fragments of k-step kk of an accumulator tile (16 x 16 kk).
+  SmallVector<Value, 4> packedFragment(ArrayRef<Value> acc, int64_t kk);
+  Value tileClass(Value headIndex, Value mFirst, Value mLast, Value nFirst,
+                  Value nLast);
+  std::pair<Value, Value>
+  findLiveBlock(Value from, Value numBlocks,
+                function_ref<Value(Value)> classOfBlock);
+  /// A query row's index (clamped into the problem, for the regions),
+  /// whether it is in the problem, and for softmax its shift (from LSE')
+  /// and Delta.
+  struct RowStatistics {
+    Value index, inRange;
+    BlockShift shift;
+    Value delta;
+  };
+  RowStatistics loadRowStatistics(Value head, Value row);
+  /// P and dS of one score: `product` the unscaled q·k, `dp` its adjoint
+  /// product, (m, n) its clamped indices, `inRange` whether both are in the
+  /// problem; the mask is evaluated unless the tile is `full`.
+  std::pair<Value, Value> emitWeightAndAdjoint(Value product, Value dp,
+                                               Value head, Value m, Value n,
+                                               Value inRange, bool full,
+                                               const RowStatistics &row);
+  /// The two tiles a kernel holds or streams per block of rows: [rows, D]
+  /// and [rows, E] from their bases and row strides, rows below `limit`.
+  struct TilePair {
+    Value dBase, dStride, eBase, eStride, limit;
+  };
+  void loadOwnedTiles(const TilePair &tiles, Value first);
+  Value stagePointer(Value stage);
+  void prefetchStage(const TilePair &tiles, Value block, Value numBlocks,
+                     Value stage);
+  /// The body of a streamed block: (first row, tile class, [stream, D] tile,
+  /// [stream, E] tile, carried values) -> the carried values after it.
+  using StreamBody = function_ref<SmallVector<Value>(Value, Value, Value,
+                                                     Value, ValueRange)>;
+  /// Walks the live blocks of `tiles` in order, each double-buffered by
+  /// cp.async while the previous one is used, carrying `init` through
+  /// `body`; returns the carried values at the end.
+  SmallVector<Value> emitStreamLoop(const TilePair &tiles,
+                                    function_ref<Value(Value)> classOfBlock,
+                                    ValueRange init, StreamBody body);
+  /// `eval(full)` for the tile's class: once if the class is a constant,
+  /// else on both sides of a branch on it, `count` f32 results.
+  SmallVector<Value>
+  evaluateByClass(Value tileClass, size_t count,
+                  function_ref<SmallVector<Value>(bool)> eval);
+  void storeGradient(ArrayRef<Value> acc, int64_t cols, Value factor,
+                     Value rowBase, FixedParam rowStride, Value firstRow,
+                     Value rowLimit);
+
+  AttentionBackwardOp op;
+  BackwardShape shape;
+  ValueRange args;
+  const IRMapping &captures;
+  NormalizerDefinition normalizer;
+
+  Value lane, warp, quadRow, quadCol;
+  Value batch, blockIndex, headOrGroup, sizeM, sizeN, groupSize;
+  Value batchIdx, scale;
+};
+
+} // namespace
+
+void BackwardEmitter::emitIndices(gpu::Dimension rowsAxis) {
+  tid = arith::IndexCastOp::create(
+      b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
+  lane = arith::AndIOp::create(b, loc, tid, c32(31));
+  warp = arith::ShRUIOp::create(b, loc, tid, c32(5));
+  quadRow = arith::ShRUIOp::create(b, loc, lane, c32(2));
+  quadCol = arith::AndIOp::create(b, loc, lane, c32(3));
+  auto blockId = [&](gpu::Dimension d) -> Value {
+    return arith::IndexCastOp::create(b, loc, i32,
+                                      gpu::BlockIdOp::create(b, loc, d));
+  };
+  // The last blocks first: under a causal mask they have the most work.
+  Value count = arith::IndexCastOp::create(
+      b, loc, i32, gpu::GridDimOp::create(b, loc, rowsAxis));
+  blockIndex = sub(sub(count, c32(1)), blockId(rowsAxis));
+  headOrGroup = blockId(gpu::Dimension::y);
+  batch = blockId(gpu::Dimension::z);
+  batchIdx = toIndex(batch);
+  sizeM = arg(FixedParam::M);
+  sizeN = arg(FixedParam::N);
+  groupSize = divu(arg(FixedParam::H), arg(FixedParam::G));
+  scale = arg(FixedParam::Scale);
+  smem = LLVM::AddressOfOp::create(b, loc, sharedPtr, "attn_smem");
+}
+
+/// Element offset of row 0 of (batch, `headIndex`) in a tensor whose batch
+/// and head strides are the given params.
+Value BackwardEmitter::rowOffset(FixedParam strideB, FixedParam strideH,
+                                 Value headIndex) {
+  return add(mul(ext64(batch), arg(strideB)),
+             mul(ext64(headIndex), arg(strideH)));
+}
+
+/// Offset of (batch, head, row) in LSE and Delta (laid out alike).
+Value BackwardEmitter::statisticOffset(Value headIndex, Value row) {
+  return add(add(mul(ext64(batch), arg(FixedParam::LseStrideB)),
+                 mul(ext64(headIndex), arg(FixedParam::LseStrideH))),
+             ext64(row));
+}
+
+Value BackwardEmitter::aAddress(Value tile, int64_t pitch, Value firstRow) {
+  Value row = add(firstRow, arith::AndIOp::create(b, loc, lane, c32(15)));
+  Value col = mul(arith::ShRUIOp::create(b, loc, lane, c32(4)), c32(8));
+  return gep(tile, elementType, add(mul(row, c32(pitch)), col));
+}
+
+Value BackwardEmitter::bAddress(Value tile, int64_t pitch) {
+  Value row = add(arith::AndIOp::create(b, loc, lane, c32(7)),
+                  mul(arith::ShRUIOp::create(b, loc, lane, c32(4)), c32(8)));
+  Value col = mul(arith::AndIOp::create(
+                      b, loc, arith::ShRUIOp::create(b, loc, lane, c32(3)),
+                      c32(1)),
+                  c32(8));
+  return gep(tile, elementType, add(mul(row, c32(pitch)), col));
+}
+
+Value BackwardEmitter::bTransposedAddress(Value tile, int64_t pitch) {
+  return aAddress(tile, pitch, c32(0));
+}
+
+void BackwardEmitter::multiply(
+    MutableArrayRef<Value> acc, int64_t kSteps, int64_t nTiles,
+    function_ref<SmallVector<Value, 4>(int64_t)> aFragment, Value bAddr,
+    int64_t pitch, bool transposed) {
+  for (int64_t kk = 0; kk < kSteps; ++kk) {
+    SmallVector<Value, 4> a = aFragment(kk);
+    for (int64_t jp = 0; jp < nTiles / 2; ++jp) {
+      int64_t offset = transposed ? 16 * kk * pitch + 16 * jp
+                                  : 16 * jp * pitch + 16 * kk;
+      SmallVector<Value, 4> bf =
+          ldmatrix(gep(bAddr, elementType, c32(offset)), transposed);
+      for (int64_t half = 0; half < 2; ++half) {
+        MutableArrayRef<Value> tile = acc.slice(4 * (2 * jp + half), 4);
+        llvm::copy(mma(a, {bf[2 * half], bf[2 * half + 1]}, tile),
+                   tile.begin());
+      }
+    }
+  }
+}
+
+SmallVector<Value, 4> BackwardEmitter::packedFragment(ArrayRef<Value> acc,
+                                                      int64_t kk) {
+  const int64_t t0 = 4 * 2 * kk, t1 = t0 + 4;
+  return {pack(acc[t0], acc[t0 + 1]), pack(acc[t0 + 2], acc[t0 + 3]),
+          pack(acc[t1], acc[t1 + 1]), pack(acc[t1 + 2], acc[t1 + 3])};
+}
+
+/// The class of the tile of queries [mFirst, mLast] x keys [nFirst, nLast]
+/// (clamped into the problem by the caller): 0 empty, 1 partial, 2 full.
+Value BackwardEmitter::tileClass(Value headIndex, Value mFirst, Value mLast,
+                                 Value nFirst, Value nLast) {
+  if (!op.hasTileClass())
+    return c32(op.hasTrivialMask() ? 2 : 1);
+  return inlineRegion(b, op.getTileClass(),
+                      {batchIdx, toIndex(headIndex), toIndex(mFirst),
+                       toIndex(mLast), toIndex(nFirst), toIndex(nLast)},
+                      captures);
+}
+
+/// The first block at or after `from` whose class is not empty, and its
+/// class; `numBlocks` and 0 when there is none. Uniform over the CTA.
+std::pair<Value, Value> BackwardEmitter::findLiveBlock(
+    Value from, Value numBlocks, function_ref<Value(Value)> classOfBlock) {
+  if (!op.hasTileClass()) {
+    Value inRange = cmpi(arith::CmpIPredicate::slt, from, numBlocks);
+    return {from, select(inRange, tileClass(Value(), Value(), Value(), Value(),
+                                            Value()),
+                         c32(0))};
+  }
+  auto scan = scf::WhileOp::create(
+      b, loc, TypeRange{i32, i32}, ValueRange{from, c32(0)},
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        Value block = state[0];
+        Value inRange = cmpi(arith::CmpIPredicate::slt, block, numBlocks);
+        auto ifInRange = scf::IfOp::create(b, loc, TypeRange{i32}, inRange,
+                                           /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard inner(b);
+          b.setInsertionPointToStart(ifInRange.thenBlock());
+          scf::YieldOp::create(b, loc, classOfBlock(block));
+          b.setInsertionPointToStart(ifInRange.elseBlock());
+          scf::YieldOp::create(b, loc, c32(0));
+        }
+        Value found = ifInRange.getResult(0);
+        Value empty = cmpi(arith::CmpIPredicate::eq, found, c32(0));
+        scf::ConditionOp::create(b, loc,
+                                 arith::AndIOp::create(b, loc, inRange, empty),
+                                 ValueRange{block, found});
+      },
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        scf::YieldOp::create(b, loc,
+                             ValueRange{add(state[0], c32(1)), state[1]});
+      });
+  return {scan.getResult(0), scan.getResult(1)};
+}
+
+BackwardEmitter::RowStatistics
+BackwardEmitter::loadRowStatistics(Value head, Value row) {
+  RowStatistics stats;
+  stats.inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
+  Value clamped = minsi(row, sub(sizeM, c32(1)));
+  stats.index = toIndex(clamped);
+  if (isSoftmax()) {
+    Value offset = statisticOffset(head, clamped);
+    stats.shift = normalizer.shiftFor(
+        b, loc,
+        LLVM::LoadOp::create(b, loc, f32,
+                             gep(arg(FixedParam::Lse), f32, offset), 4));
+    stats.delta = LLVM::LoadOp::create(
+        b, loc, f32, gep(arg(FixedParam::Delta), f32, offset), 4);
+  }
+  return stats;
+}
+
+std::pair<Value, Value> BackwardEmitter::emitWeightAndAdjoint(
+    Value product, Value dp, Value head, Value m, Value n, Value inRange,
+    bool full, const RowStatistics &row) {
+  Value keep = inRange;
+  if (!full)
+    keep = arith::AndIOp::create(
+        b, loc, keep,
+        inlineRegion(b, op.getMask(), {batchIdx, head, m, n}, captures));
+  Value s = mulf(product, scale), derivative;
+  if (!op.hasTrivialScoreMod()) {
+    // The derivative's clone reads from above through `captures`.
+    FailureOr<ScoreModValues> values = emitScoreModDerivative(
+        b, op.getScoreModBlock(), {s, batchIdx, head, m, n}, &captures);
+    assert(succeeded(values) && "checked by checkGpuBackwardSupport");
+    s = values->score;
+    derivative = values->derivative;
+  }
+  Value p = s, ds = dp;
+  if (isSoftmax()) {
+    p = normalizer.weight(b, loc, row.shift, s);
+    ds = mulf(p, subf(dp, row.delta));
+  }
+  if (derivative)
+    ds = mulf(ds, derivative);
+  Value zero = cf(0.0);
+  return {select(keep, p, zero), select(keep, ds, zero)};
+}
+
+/// Stores the f32 rows of a 16-row accumulator tile of each warp (`cols`
+/// columns) times `factor`, rows firstRow + 16 warp + ... below `rowLimit`,
+/// at `rowBase` + row * stride.
+void BackwardEmitter::storeGradient(ArrayRef<Value> acc, int64_t cols,
+                                    Value factor, Value rowBase,
+                                    FixedParam rowStride, Value firstRow,
+                                    Value rowLimit) {
+  auto pairType = VectorType::get({2}, f32);
+  for (int64_t r = 0; r < 2; ++r) {
+    Value row = add(add(firstRow, mul(warp, c32(16))),
+                    add(quadRow, c32(8 * r)));
+    auto ifRow = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::slt, row, rowLimit),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifRow.thenBlock());
+    Value rowPtr = gep(rowBase, f32,
+                       add(mul(ext64(row), arg(rowStride)),
+                           ext64(mul(quadCol, c32(2)))));
+    for (int64_t j = 0; j < cols / 8; ++j) {
+      Value pair = vector::FromElementsOp::create(
+          b, loc, pairType,
+          ValueRange{mulf(acc[slot(j, r, 0)], factor),
+                     mulf(acc[slot(j, r, 1)], factor)});
+      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 8);
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Preprocessing: Delta, LSE', dO in 16 bits.
+//===----------------------------------------------------------------------===//
+
+void BackwardEmitter::emitPreprocess() {
+  emitIndices(gpu::Dimension::x);
+  // One warp per row at a time, kBackwardPreprocessRows / 4 rows per warp;
+  // each lane reads E / 32 elements of the row (E is a multiple of 16: a
+  // lane may have none of the last 16).
+  Value head = headOrGroup;
+  auto doType = cast<RankedTensorType>(op.getOutputGrad().getType());
+  Type doElement = doType.getElementType();
+  Value dOBase = gep(arg(FixedParam::DO), doElement,
+                     rowOffset(FixedParam::DOStrideB,
+                               FixedParam::DOStrideH, head));
+  Value oBase = gep(arg(FixedParam::O), f32,
+                    rowOffset(FixedParam::OStrideB,
+                              FixedParam::OStrideH, head));
+  Value do16Base = gep(arg(FixedParam::DO16), elementType,
+                       rowOffset(FixedParam::OStrideB,
+                                 FixedParam::OStrideH, head));
+  const int64_t rowsPerWarp = kBackwardPreprocessRows / kBackwardWarps;
+  const int64_t perLane = (shape.valueDim + 31) / 32;
+  for (int64_t i = 0; i < rowsPerWarp; ++i) {
+    Value row = add(mul(blockIndex, c32(kBackwardPreprocessRows)),
+                    add(mul(warp, c32(rowsPerWarp)), c32(i)));
+    Value inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
+    Value clamped = minsi(row, sub(sizeM, c32(1)));
+    Value dORow = gep(dOBase, doElement,
+                      mul(ext64(clamped), arg(FixedParam::DOStrideM)));
+    Value oRow =
+        gep(oBase, f32, mul(ext64(clamped), arg(FixedParam::OStrideM)));
+    Value do16Row = gep(do16Base, elementType,
+                        mul(ext64(clamped), arg(FixedParam::OStrideM)));
+    Value partial = cf(0.0);
+    for (int64_t k = 0; k < perLane; ++k) {
+      Value col = add(lane, c32(32 * k));
+      Value valid = arith::AndIOp::create(
+          b, loc, inRange,
+          cmpi(arith::CmpIPredicate::slt, col, c32(shape.valueDim)));
+      auto ifValid = scf::IfOp::create(b, loc, TypeRange{f32}, valid,
+                                       /*withElseRegion=*/true);
+      OpBuilder::InsertionGuard insertion(b);
+      b.setInsertionPointToStart(ifValid.thenBlock());
+      Value g = LLVM::LoadOp::create(b, loc, doElement,
+                                     gep(dORow, doElement, col));
+      Value o = LLVM::LoadOp::create(b, loc, f32, gep(oRow, f32, col));
+      Value rounded = g;
+      if (doElement != elementType)
+        rounded = doElement.isF32()
+                      ? arith::TruncFOp::create(b, loc, elementType, g)
+                      : arith::TruncFOp::create(
+                            b, loc, elementType,
+                            arith::ExtFOp::create(b, loc, f32, g));
+      LLVM::StoreOp::create(b, loc, rounded,
+                            gep(do16Row, elementType, col));
+      if (!doElement.isF32())
+        g = arith::ExtFOp::create(b, loc, f32, g);
+      scf::YieldOp::create(b, loc, mulf(g, o));
+      b.setInsertionPointToStart(ifValid.elseBlock());
+      scf::YieldOp::create(b, loc, cf(0.0));
+      b.setInsertionPointAfter(ifValid);
+      partial = addf(partial, ifValid.getResult(0));
+    }
+    for (int64_t mask : {16, 8, 4, 2, 1})
+      partial = addf(partial, shuffleXor(partial, mask));
+    auto ifWriter = scf::IfOp::create(
+        b, loc,
+        arith::AndIOp::create(b, loc, inRange,
+                              cmpi(arith::CmpIPredicate::eq, lane, c32(0))),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifWriter.thenBlock());
+    Value offset = statisticOffset(head, row);
+    LLVM::StoreOp::create(b, loc, partial,
+                          gep(arg(FixedParam::Delta), f32, offset), 4);
+    if (isSoftmax() && normalizer.hasSink()) {
+      Value lsePtr = gep(arg(FixedParam::Lse), f32, offset);
+      Value lse = LLVM::LoadOp::create(b, loc, f32, lsePtr, 4);
+      Value sinkOffset =
+          add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
+                  mul(ext64(head), arg(FixedParam::SinkStrideH))),
+              mul(ext64(row), arg(FixedParam::SinkStrideM)));
+      Value sink = LLVM::LoadOp::create(
+          b, loc, f32, gep(arg(FixedParam::Sink), f32, sinkOffset), 4);
+      LLVM::StoreOp::create(
+          b, loc, normalizer.getRowLogDenominator(b, loc, lse, sink), lsePtr,
+          4);
+    }
+  }
+}
+
+/// The [64, D] and [64, E] tiles of a CTA's own rows from `first` (rows
+/// past `limit` zero), into the two owned slots of shared memory.
+void BackwardEmitter::loadOwnedTiles(const TilePair &tiles, Value first) {
+  loadTileAsync(0, kOwnedRows, shape.headDim, shape.qkPitch(), tiles.dBase,
+                tiles.dStride, first, tiles.limit);
+  loadTileAsync(kOwnedRows * shape.qkPitch(), kOwnedRows, shape.valueDim,
+                shape.vPitch(), tiles.eBase, tiles.eStride, first,
+                tiles.limit);
+}
+
+Value BackwardEmitter::stagePointer(Value stage) {
+  return gep(smem, elementType,
+             add(c32(shape.ownedElements()),
+                 mul(stage, c32(shape.stageElements()))));
+}
+
+/// Starts the copies of the streamed tiles of `block` into `stage`: two
+/// commit groups, empty past the last block, so that every iteration
+/// commits the same number of groups.
+void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
+                                    Value numBlocks, Value stage) {
+  const int64_t stream = shape.stream();
+  auto guard = scf::IfOp::create(
+      b, loc, cmpi(arith::CmpIPredicate::slt, block, numBlocks),
+      /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard insertion(b);
+  b.setInsertionPointToStart(guard.thenBlock());
+  Value first = mul(block, c32(stream));
+  // loadTileAsync copies to offsets from `smem`: the stage's base stands in.
+  Value savedSmem = smem;
+  smem = stagePointer(stage);
+  loadTileAsync(0, stream, shape.headDim, shape.qkPitch(), tiles.dBase,
+                tiles.dStride, first, tiles.limit);
+  loadTileAsync(stream * shape.qkPitch(), stream, shape.valueDim,
+                shape.vPitch(), tiles.eBase, tiles.eStride, first,
+                tiles.limit);
+  smem = savedSmem;
+  b.setInsertionPointToStart(guard.elseBlock());
+  NVVM::CpAsyncCommitGroupOp::create(b, loc);
+  NVVM::CpAsyncCommitGroupOp::create(b, loc);
+}
+
+SmallVector<Value> BackwardEmitter::emitStreamLoop(
+    const TilePair &tiles, function_ref<Value(Value)> classOfBlock,
+    ValueRange init, StreamBody body) {
+  const int64_t stream = shape.stream();
+  Value numBlocks = ceilDiv(tiles.limit, stream);
+  auto [first, firstClass] = findLiveBlock(c32(0), numBlocks, classOfBlock);
+  prefetchStage(tiles, first, numBlocks, c32(0));
+  SmallVector<Value> loopInit = {first, firstClass, c32(0)};
+  llvm::append_range(loopInit, init);
+  auto loop = scf::WhileOp::create(
+      b, loc, TypeRange(ValueRange(loopInit)), loopInit,
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        scf::ConditionOp::create(
+            b, loc, cmpi(arith::CmpIPredicate::slt, state[0], numBlocks),
+            state);
+      },
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        Value block = state[0], tileClass = state[1], stage = state[2];
+        // The next live block streams in while this one is used.
+        auto [next, nextClass] =
+            findLiveBlock(add(block, c32(1)), numBlocks, classOfBlock);
+        Value nextStage = sub(c32(1), stage);
+        prefetchStage(tiles, next, numBlocks, nextStage);
+        NVVM::CpAsyncWaitGroupOp::create(b, loc, 2);
+        gpu::BarrierOp::create(b, loc);
+        Value dTile = stagePointer(stage);
+        Value eTile = gep(dTile, elementType, c32(stream * shape.qkPitch()));
+        SmallVector<Value> results = {next, nextClass, nextStage};
+        llvm::append_range(results,
+                           body(mul(block, c32(stream)), tileClass, dTile,
+                                eTile, state.drop_front(3)));
+        // No warp reads this stage once every warp is past here.
+        gpu::BarrierOp::create(b, loc);
+        scf::YieldOp::create(b, loc, results);
+      });
+  return SmallVector<Value>(loop.getResults().drop_front(3));
+}
+
+SmallVector<Value>
+BackwardEmitter::evaluateByClass(Value tileClass, size_t count,
+                                 function_ref<SmallVector<Value>(bool)> eval) {
+  if (auto constant = getConstantIntValue(tileClass))
+    return eval(*constant == 2);
+  auto ifFull = scf::IfOp::create(
+      b, loc, SmallVector<Type>(count, f32),
+      cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
+      /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard insertion(b);
+  b.setInsertionPointToStart(ifFull.thenBlock());
+  scf::YieldOp::create(b, loc, eval(true));
+  b.setInsertionPointToStart(ifFull.elseBlock());
+  scf::YieldOp::create(b, loc, eval(false));
+  return SmallVector<Value>(ifFull.getResults());
+}
+
+//===----------------------------------------------------------------------===//
+// dK and dV.
+//===----------------------------------------------------------------------===//
+
+void BackwardEmitter::emitKeyValue() {
+  emitIndices(gpu::Dimension::x);
+  const int64_t stream = shape.stream();
+  const int64_t qTiles = stream / 8;
+  const int64_t dTiles = shape.headDim / 8, eTiles = shape.valueDim / 8;
+  Value group = headOrGroup;
+  Value n0 = mul(blockIndex, c32(kOwnedRows));
+  Value nLast = sub(minsi(add(n0, c32(kOwnedRows)), sizeN), c32(1));
+
+  // K and V of this block, once; their fragments are read per use.
+  loadOwnedTiles(
+      {gep(arg(FixedParam::K), elementType,
+           rowOffset(FixedParam::KStrideB, FixedParam::KStrideG, group)),
+       arg(FixedParam::KStrideN),
+       gep(arg(FixedParam::V), elementType,
+           rowOffset(FixedParam::VStrideB, FixedParam::VStrideG, group)),
+       arg(FixedParam::VStrideN), sizeN},
+      n0);
+  Value warpRow = mul(warp, c32(16));
+  Value kAddr = aAddress(smem, shape.qkPitch(), warpRow);
+  Value vAddr = aAddress(
+      gep(smem, elementType, c32(kOwnedRows * shape.qkPitch())),
+      shape.vPitch(), warpRow);
+
+  // The keys this thread's accumulator rows hold, clamped for the regions.
+  SmallVector<Value, 2> keyIdx, keyInRange;
+  for (int64_t r = 0; r < 2; ++r) {
+    Value n = add(n0, add(warpRow, add(quadRow, c32(8 * r))));
+    keyInRange.push_back(cmpi(arith::CmpIPredicate::slt, n, sizeN));
+    keyIdx.push_back(toIndex(minsi(n, sub(sizeN, c32(1)))));
+  }
+
+  // dK and dV summed over the query heads of the group, in order.
+  SmallVector<Value> grads(4 * (dTiles + eTiles), cf(0.0));
+  Value firstHead = mul(group, groupSize);
+  auto heads = scf::ForOp::create(
+      b, loc, toIndex(firstHead), toIndex(add(firstHead, groupSize)),
+      arith::ConstantIndexOp::create(b, loc, 1), grads,
+      [&](OpBuilder &nested, Location, Value headIndex, ValueRange carried) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        Value head = arith::IndexCastOp::create(b, loc, i32, headIndex);
+        TilePair queries = {
+            gep(arg(FixedParam::Q), elementType,
+                rowOffset(FixedParam::QStrideB, FixedParam::QStrideH, head)),
+            arg(FixedParam::QStrideM),
+            gep(arg(FixedParam::DO16), elementType,
+                rowOffset(FixedParam::OStrideB, FixedParam::OStrideH, head)),
+            arg(FixedParam::OStrideM), sizeM};
+        auto classOf = [&](Value block) {
+          Value m0 = mul(block, c32(stream));
+          Value mLast = sub(minsi(add(m0, c32(stream)), sizeM), c32(1));
+          return tileClass(head, m0, mLast, n0, nLast);
+        };
+        auto body = [&](Value m0, Value cls, Value qTile, Value dOTile,
+                        ValueRange state) {
+          SmallVector<Value> acc(state);
+          MutableArrayRef<Value> dK(acc.data(), 4 * dTiles);
+          MutableArrayRef<Value> dV(acc.data() + 4 * dTiles, 4 * eTiles);
+          // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ.
+          SmallVector<Value> st(4 * qTiles, cf(0.0));
+          multiply(
+              st, shape.headDim / 16, qTiles,
+              [&](int64_t kk) {
+                return ldmatrix(gep(kAddr, elementType, c32(16 * kk)), false);
+              },
+              bAddress(qTile, shape.qkPitch()), shape.qkPitch(), false);
+          SmallVector<Value> dpt(4 * qTiles, cf(0.0));
+          multiply(
+              dpt, shape.valueDim / 16, qTiles,
+              [&](int64_t kk) {
+                return ldmatrix(gep(vAddr, elementType, c32(16 * kk)), false);
+              },
+              bAddress(dOTile, shape.vPitch()), shape.vPitch(), false);
+
+          // P and dS of each element; the mask is skipped on full tiles.
+          auto evaluate = [&](bool full) {
+            SmallVector<Value> results(2 * st.size());
+            for (int64_t j = 0; j < qTiles; ++j)
+              for (int64_t c = 0; c < 2; ++c) {
+                Value m = add(m0, add(mul(quadCol, c32(2)), c32(8 * j + c)));
+                RowStatistics row = loadRowStatistics(head, m);
+                for (int64_t r = 0; r < 2; ++r) {
+                  const int64_t k = slot(j, r, c);
+                  Value keep =
+                      arith::AndIOp::create(b, loc, row.inRange, keyInRange[r]);
+                  auto [p, ds] =
+                      emitWeightAndAdjoint(st[k], dpt[k], headIndex, row.index,
+                                           keyIdx[r], keep, full, row);
+                  results[k] = p;
+                  results[st.size() + k] = ds;
+                }
+              }
+            return results;
+          };
+          SmallVector<Value> weighted =
+              evaluateByClass(cls, 2 * st.size(), evaluate);
+          ArrayRef<Value> p(weighted.data(), st.size());
+          ArrayRef<Value> ds(weighted.data() + st.size(), st.size());
+
+          // dV += P dO and dK += dS Q, contracting over the queries.
+          multiply(
+              dV, stream / 16, eTiles,
+              [&](int64_t kk) { return packedFragment(p, kk); },
+              bTransposedAddress(dOTile, shape.vPitch()), shape.vPitch(),
+              true);
+          multiply(
+              dK, stream / 16, dTiles,
+              [&](int64_t kk) { return packedFragment(ds, kk); },
+              bTransposedAddress(qTile, shape.qkPitch()), shape.qkPitch(),
+              true);
+          return acc;
+        };
+        scf::YieldOp::create(b, loc,
+                             emitStreamLoop(queries, classOf, carried, body));
+      });
+  SmallVector<Value> finalGrads(heads.getResults());
+  ArrayRef<Value> dK(finalGrads.data(), 4 * dTiles);
+  ArrayRef<Value> dV(finalGrads.data() + 4 * dTiles, 4 * eTiles);
+  storeGradient(
+      dK, shape.headDim, scale,
+      gep(arg(FixedParam::DK), f32,
+          rowOffset(FixedParam::DKStrideB, FixedParam::DKStrideG, group)),
+      FixedParam::DKStrideN, n0, sizeN);
+  storeGradient(
+      dV, shape.valueDim, cf(1.0),
+      gep(arg(FixedParam::DV), f32,
+          rowOffset(FixedParam::DVStrideB, FixedParam::DVStrideG, group)),
+      FixedParam::DVStrideN, n0, sizeN);
+}
+
+//===----------------------------------------------------------------------===//
+// dQ.
+//===----------------------------------------------------------------------===//
+
+void BackwardEmitter::emitQuery() {
+  emitIndices(gpu::Dimension::x);
+  const int64_t stream = shape.stream();
+  const int64_t kTiles = stream / 8;
+  const int64_t dTiles = shape.headDim / 8;
+  Value head = headOrGroup;
+  Value headIndex = toIndex(head);
+  Value kvHead = divu(head, groupSize);
+  Value m0 = mul(blockIndex, c32(kOwnedRows));
+  Value mLast = sub(minsi(add(m0, c32(kOwnedRows)), sizeM), c32(1));
+
+  // Q and dO of this block: into shared memory, then registers.
+  loadOwnedTiles(
+      {gep(arg(FixedParam::Q), elementType,
+           rowOffset(FixedParam::QStrideB, FixedParam::QStrideH, head)),
+       arg(FixedParam::QStrideM),
+       gep(arg(FixedParam::DO16), elementType,
+           rowOffset(FixedParam::OStrideB, FixedParam::OStrideH, head)),
+       arg(FixedParam::OStrideM), sizeM},
+      m0);
+  waitForCopies();
+  Value warpRow = mul(warp, c32(16));
+  Value qAddr = aAddress(smem, shape.qkPitch(), warpRow);
+  Value dOAddr =
+      aAddress(gep(smem, elementType, c32(kOwnedRows * shape.qkPitch())),
+               shape.vPitch(), warpRow);
+  SmallVector<SmallVector<Value, 4>> qFrag, dOFrag;
+  for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
+    qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
+  for (int64_t kk = 0; kk < shape.valueDim / 16; ++kk)
+    dOFrag.push_back(ldmatrix(gep(dOAddr, elementType, c32(16 * kk)), false));
+  SmallVector<RowStatistics, 2> rows;
+  for (int64_t r = 0; r < 2; ++r)
+    rows.push_back(
+        loadRowStatistics(head, add(m0, add(warpRow, add(quadRow,
+                                                         c32(8 * r))))));
+
+  TilePair keys = {
+      gep(arg(FixedParam::K), elementType,
+          rowOffset(FixedParam::KStrideB, FixedParam::KStrideG, kvHead)),
+      arg(FixedParam::KStrideN),
+      gep(arg(FixedParam::V), elementType,
+          rowOffset(FixedParam::VStrideB, FixedParam::VStrideG, kvHead)),
+      arg(FixedParam::VStrideN), sizeN};
+  auto classOf = [&](Value block) {
+    Value n0 = mul(block, c32(stream));
+    Value nLast = sub(minsi(add(n0, c32(stream)), sizeN), c32(1));
+    return tileClass(head, m0, mLast, n0, nLast);
+  };
+  auto body = [&](Value n0, Value cls, Value kTile, Value vTile,
+                  ValueRange state) {
+    SmallVector<Value> dQ(state);
+    // S = Q Kᵀ and dP = dO Vᵀ.
+    SmallVector<Value> s(4 * kTiles, cf(0.0));
+    multiply(
+        s, shape.headDim / 16, kTiles, [&](int64_t kk) { return qFrag[kk]; },
+        bAddress(kTile, shape.qkPitch()), shape.qkPitch(), false);
+    SmallVector<Value> dp(4 * kTiles, cf(0.0));
+    multiply(
+        dp, shape.valueDim / 16, kTiles,
+        [&](int64_t kk) { return dOFrag[kk]; },
+        bAddress(vTile, shape.vPitch()), shape.vPitch(), false);
+    auto evaluate = [&](bool full) {
+      SmallVector<Value> ds(s.size());
+      for (int64_t j = 0; j < kTiles; ++j)
+        for (int64_t c = 0; c < 2; ++c) {
+          Value n = add(n0, add(mul(quadCol, c32(2)), c32(8 * j + c)));
+          Value nInRange = cmpi(arith::CmpIPredicate::slt, n, sizeN);
+          Value nIdx = toIndex(minsi(n, sub(sizeN, c32(1))));
+          for (int64_t r = 0; r < 2; ++r) {
+            const int64_t k = slot(j, r, c);
+            Value keep = arith::AndIOp::create(b, loc, nInRange,
+                                               rows[r].inRange);
+            ds[k] = emitWeightAndAdjoint(s[k], dp[k], headIndex,
+                                         rows[r].index, nIdx, keep, full,
+                                         rows[r])
+                        .second;
+          }
+        }
+      return ds;
+    };
+    SmallVector<Value> ds = evaluateByClass(cls, s.size(), evaluate);
+    // dQ += dS K, contracting over the keys.
+    multiply(
+        dQ, stream / 16, dTiles,
+        [&](int64_t kk) { return packedFragment(ds, kk); },
+        bTransposedAddress(kTile, shape.qkPitch()), shape.qkPitch(), true);
+    return dQ;
+  };
+  // Every warp holds its fragments before the stages are written.
+  gpu::BarrierOp::create(b, loc);
+  SmallVector<Value> dQ = emitStreamLoop(
+      keys, classOf, SmallVector<Value>(4 * dTiles, cf(0.0)), body);
+  storeGradient(
+      dQ, shape.headDim, scale,
+      gep(arg(FixedParam::DQ), f32,
+          rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH, head)),
+      FixedParam::DQStrideM, m0, sizeM);
+}
+
+//===----------------------------------------------------------------------===//
+// Entry points.
+//===----------------------------------------------------------------------===//
+
+/// 64 streamed rows at D, E <= 64; at 128, 32 keep the products' results
+/// within the registers beside the gradient accumulators, and 16 where the
+/// mask or score_mod reads tensors, whose loads need registers too
+/// (calibrated with ptxas on the examples).
+static int64_t chooseStreamRows(AttentionBackwardOp op) {
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  if (query.getDimSize(3) <= 64 && value.getDimSize(3) <= 64)
+    return 64;
+  bool readsTensors = false;
+  for (Region *region : {&op.getScoreMod(), &op.getMask()})
+    region->walk([&](Operation *nested) {
+      readsTensors |= isa<ReadOp, tensor::ExtractOp>(nested);
+    });
+  return readsTensors ? 16 : 32;
+}
+
+LogicalResult mlir::attn::checkGpuBackwardSupport(AttentionBackwardOp op) {
+  if (op.getNormalizer() != Normalizer::Softmax &&
+      op.getNormalizer() != Normalizer::None)
+    return op.emitError() << "attn-nvgpu: the GPU backward supports softmax "
+                             "and none";
+  if (op.getSinkGrad() && !op.getSinkGrad().use_empty())
+    return op.emitError() << "attn-nvgpu: the GPU backward does not compute "
+                             "the gradient of sink logits yet";
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  Type element = query.getElementType();
+  if (!element.isBF16() && !element.isF16())
+    return op.emitError() << "attn-nvgpu: Q, K and V must hold bf16 or f16, "
+                             "got "
+                          << element;
+  int64_t d = query.getDimSize(3), e = value.getDimSize(3);
+  if (ShapedType::isDynamic(d) || ShapedType::isDynamic(e))
+    return op.emitError() << "attn-nvgpu: the head dims D and E must be "
+                             "static";
+  if (d % 16 != 0 || d > 128 || e % 16 != 0 || e > 128)
+    return op.emitError() << "attn-nvgpu: the GPU backward needs D and E "
+                             "multiples of 16, at most 128; got D = "
+                          << d << ", E = " << e;
+  Type doElement =
+      cast<RankedTensorType>(op.getOutputGrad().getType()).getElementType();
+  if (!doElement.isF32() && !doElement.isBF16() && !doElement.isF16())
+    return op.emitError() << "attn-nvgpu: dO must hold f32, bf16 or f16";
+  // Every op of score_mod must have a derivative rule: build it once on a
+  // scratch block.
+  if (!op.hasTrivialScoreMod()) {
+    OpBuilder scratch(op.getContext());
+    Block *block = new Block();
+    Block &scoreMod = op.getScoreModBlock();
+    for (BlockArgument arg : scoreMod.getArguments())
+      block->addArgument(arg.getType(), arg.getLoc());
+    scratch.setInsertionPointToStart(block);
+    FailureOr<ScoreModValues> values =
+        emitScoreModDerivative(scratch, scoreMod, block->getArguments());
+    // Clones read values from above; drop them before the block.
+    block->dropAllDefinedValueUses();
+    for (Operation &nested : llvm::make_early_inc_range(llvm::reverse(*block)))
+      nested.erase();
+    delete block;
+    if (failed(values))
+      return failure();
+  }
+  return success();
+}
+
+FailureOr<gpu::GPUModuleOp> mlir::attn::buildBackwardGpuModule(
+    OpBuilder &builder, AttentionBackwardOp op, StringRef moduleName,
+    StringRef kernelPrefix, GpuBackwardKernels &kernels) {
+  if (failed(checkGpuBackwardSupport(op)))
+    return failure();
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  BackwardShape shape{query.getDimSize(3), value.getDimSize(3),
+                      chooseStreamRows(op)};
+  Type elementType = query.getElementType();
+  KernelModuleBuilder module(builder, op, kernels.signature);
+  FailureOr<gpu::GPUModuleOp> gpuModule = module.create(moduleName);
+  if (failed(gpuModule))
+    return failure();
+  kernels.preprocessName = (kernelPrefix + "_pre").str();
+  kernels.keyValueName = (kernelPrefix + "_dkdv").str();
+  kernels.queryName = (kernelPrefix + "_dq").str();
+  kernels.queryBlock = kOwnedRows;
+  kernels.keyBlock = kOwnedRows;
+  kernels.preprocessThreads = kernels.keyValueThreads = kernels.queryThreads =
+      32 * kBackwardWarps;
+  kernels.keyValueSharedBytes = kernels.querySharedBytes = shape.sharedBytes();
+  auto add = [&](StringRef name, void (BackwardEmitter::*emit)()) {
+    return module.addRegionKernel(
+        name, 32 * kBackwardWarps,
+        [&](ValueRange args, const IRMapping &captures) {
+          BackwardEmitter emitter(builder, op.getLoc(), op, shape, elementType,
+                                  args, captures);
+          (emitter.*emit)();
+        });
+  };
+  if (failed(add(kernels.preprocessName, &BackwardEmitter::emitPreprocess)) ||
+      failed(add(kernels.keyValueName, &BackwardEmitter::emitKeyValue)) ||
+      failed(add(kernels.queryName, &BackwardEmitter::emitQuery)))
+    return failure();
+  return gpuModule;
+}
