@@ -660,11 +660,12 @@ def main():
         print("== benchmark", flush=True)
         flex = do_bench = None
         if not args.no_peers:
-            import torch._dynamo
+            # An `import torch._dynamo` here would make torch a local name.
+            import torch._dynamo as dynamo
             from torch.nn.attention.flex_attention import flex_attention
             from triton.testing import do_bench
-            torch._dynamo.config.recompile_limit = 10000
-            torch._dynamo.config.cache_size_limit = 10000
+            dynamo.config.recompile_limit = 10000
+            dynamo.config.cache_size_limit = 10000
             flex = torch.compile(flex_attention, dynamic=False)
         for v in variants:
             pkg = os.path.join(args.packages, "suite", v + ".attnpkg")
