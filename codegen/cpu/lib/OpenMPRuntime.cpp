@@ -13,13 +13,16 @@
 using namespace attn;
 
 namespace {
-/// omp_set_num_threads, once libomp is in the process.
+/// libomp's own name for omp_set_num_threads, once libomp is in the
+/// process. Not omp_set_num_threads itself: where another OpenMP runtime
+/// was loaded first (PyTorch's libgomp), a search by that name finds it,
+/// which neither runs the kernels' `__kmpc_*` calls nor counts as libomp.
 using SetNumThreadsFn = void (*)(int);
 
 SetNumThreadsFn findSetNumThreads() {
   return reinterpret_cast<SetNumThreadsFn>(
       llvm::sys::DynamicLibrary::SearchForAddressOfSymbol(
-          "omp_set_num_threads"));
+          "ompc_set_num_threads"));
 }
 } // namespace
 
