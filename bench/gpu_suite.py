@@ -476,7 +476,7 @@ def time_ours(args, pkg, v, B, H, G, L):
 
 def bench_peers_bwd(v, B, H, G, L, extra, flex, do_bench):
     """Forward and backward ms of SDPA flash / cuDNN (where expressible) and
-    compiled FlexAttention, timed as the peers' backward baseline does
+    compiled FlexAttention, timed as the peers' backward baseline does:
     do_bench medians of fwd(q, k, v) and of out.backward(dO, retain_graph=True)."""
     from torch.nn.attention import sdpa_kernel, SDPBackend
     from torch.nn.attention.flex_attention import create_block_mask
