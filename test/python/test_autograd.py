@@ -1,11 +1,12 @@
-"""attnc in PyTorch autograd on the CPU: flex_attention and compiled kernels
-called on tensors that require grad record a node whose backward runs the
-kernel's adjoint. The gradients loss.backward() leaves are checked against
+"""attnc in PyTorch autograd: flex_attention and compiled kernels called on
+tensors that require grad record a node whose backward runs the kernel's
+adjoint. On the CPU the gradients loss.backward() leaves are checked against
 the float64 reference's (kernel.reference_vjp) and, for softmax and
 softplus attention, against the same attention written in plain PyTorch
 autograd (float64). The recording machinery itself (custom operators or
-autograd.Function, torch.compile) is also checked on a kernel written in
-PyTorch, which needs no compiler."""
+autograd.Function, torch.compile), for CPU kernels and for GPU kernels with
+their gradient packages, is also checked on kernels written in PyTorch,
+which need no compiler or GPU."""
 
 import math
 
@@ -16,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 import attnc  # noqa: E402
 from attnc import _autograd  # noqa: E402
-from attnc._runtime import Kernel  # noqa: E402
+from attnc._runtime import GpuKernel, Kernel  # noqa: E402
 from attnc._spec import CompileError, CpuKernel  # noqa: E402
 from conftest import EXAMPLES, requires_compiler  # noqa: E402
 
@@ -486,52 +487,6 @@ def test_param_that_requires_grad_is_an_error():
     attnc.flex_attention(Q, K, V, scale=scale.detach())
 
 
-# ------------------------------------------------ GPU: no backward yet
-
-def test_gpu_kernel_input_that_requires_grad_is_an_error():
-    from attnc._runtime import GpuKernel
-    kernel = GpuKernel.__new__(GpuKernel)
-    Kernel.__init__(kernel, "causal", "sm_90a", [("B", None)],
-                    [("Q", "bf16", ["B"]), ("K", "bf16", ["B"])], [],
-                    [("O", "bf16", ["B"])])
-    q = torch.zeros(2, requires_grad=True)
-    k = torch.zeros(2)
-    with pytest.raises(RuntimeError, match=r"attnc has no GPU backward yet: "
-                       r"input 'Q' requires grad \(kernel 'causal' on "
-                       r"sm_90a\)"):
-        kernel._without_gradients([q, k])
-    with torch.no_grad():
-        detached = kernel._without_gradients([q, k])
-    assert not detached[0].requires_grad
-
-
-def test_flex_on_gpu_names_the_tensors_that_require_grad():
-    slopes = torch.zeros(2, requires_grad=True)
-
-    def alibi(score, b, h, q_idx, kv_idx):
-        return score + slopes[h] * (kv_idx - q_idx)
-    traced, tensors = attnc._trace._trace_mods(alibi, None)
-    q = torch.zeros(1, 2, 3, 4, requires_grad=True)
-    k = v = torch.zeros(1, 2, 3, 4)
-    with pytest.raises(RuntimeError, match=r"attnc has no GPU backward yet: "
-                       r"query, captured tensor 'slopes' \(read at "
-                       r".*test_autograd.py:\d+\) require grad"):
-        attnc._flex._check_gradients(q, k, v, tensors, traced, "sm_90a")
-    with torch.no_grad():
-        attnc._flex._check_gradients(q, k, v, tensors, traced, "sm_90a")
-    attnc._flex._check_gradients(q, k, v, tensors, traced, "cpu")
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_flex_on_cuda_tensors_that_require_grad_is_an_error():
-    q = torch.zeros(1, 2, 8, 64, device="cuda", dtype=torch.bfloat16,
-                    requires_grad=True)
-    k = v = torch.zeros(1, 2, 8, 64, device="cuda", dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match=r"attnc has no GPU backward yet: "
-                       r"query requires grad"):
-        attnc.flex_attention(q, k, v)
-
-
 # --------------------------- the recording machinery, without a compiler
 
 class TorchKernel(CpuKernel):
@@ -635,13 +590,14 @@ def recording(request, monkeypatch):
     return request.param
 
 
-def test_recorded_call_gives_every_float_input_its_gradient(recording):
-    kernel = TorchKernel()
-    q, k, v, bias, ids = torch_kernel_inputs()
+def check_recorded_gradients(kernel, recording, seed):
+    """A call of `kernel` (TorchKernel's signature) on tensors that require
+    grad, and the gradients backward() leaves against PyTorch's own."""
+    q, k, v, bias, ids = torch_kernel_inputs(seed)
     out, lse = kernel(q, k, v, bias, ids, scale=0.3)
     assert out.grad_fn is not None and lse.grad_fn is not None
     if recording == "custom_op":
-        assert "attnc_cpu_kernel" in out.grad_fn.name()
+        assert "attnc_kernel" in out.grad_fn.name()
     grad_out = torch.randn(out.shape)
     grad_lse = torch.randn(lse.shape)
     ((out * grad_out).sum() + (lse * grad_lse).sum()).backward()
@@ -650,6 +606,11 @@ def test_recorded_call_gives_every_float_input_its_gradient(recording):
         assert x.grad is not None and x.grad.dtype == torch.float32
         assert relative_error(x.grad, w) <= 1e-5
     assert ids.grad is None
+
+
+def test_recorded_call_gives_every_float_input_its_gradient(recording):
+    kernel = TorchKernel()
+    check_recorded_gradients(kernel, recording, seed=30)
     assert kernel.vjps == 1
 
 
@@ -735,3 +696,137 @@ def test_custom_operator_under_torch_compile_fullgraph():
                           (kernel._autograd_key, "scale",
                            [x.detach() for x in (q, k, v, bias, ids)],
                            [0.3]))
+
+
+# ------------------------------- GPU kernels: through the gradient package
+
+class TorchGpuKernel(GpuKernel):
+    """A GPU kernel whose launches (GpuKernel._launch, the one place that
+    reaches the device) compute TorchKernel's function and its float64
+    gradients in PyTorch on the CPU: `gradient` stands for the package of
+    the adjoint kernel, what a GPU kernel's vjp and its recorded calls
+    launch."""
+
+    def __init__(self, gradient=None, is_gradient=False,
+                 fail_to_load_gradient=False):
+        torch_kernel = TorchKernel()
+        if not is_gradient:
+            inputs = torch_kernel._input_specs
+            outputs = torch_kernel._output_specs
+            name = "torch_kernel"
+        else:
+            inputs = (torch_kernel._input_specs +
+                      [("d" + name, dtype, axes) for name, dtype, axes
+                       in torch_kernel._output_specs])
+            outputs = [("d" + name, "f32", axes) for name, dtype, axes
+                       in torch_kernel._input_specs[:4]]
+            name = "torch_kernel_grad"
+        Kernel.__init__(self, name, "sm_90a", torch_kernel._dims, inputs,
+                        torch_kernel._param_specs, outputs)
+        self._gradient_source = self._gradient_path = None
+        self._gradient = gradient
+        self.fail_to_load_gradient = fail_to_load_gradient
+        self.launches = 0
+        _autograd.register(self)
+
+    def _gradient_kernel(self):
+        if self.fail_to_load_gradient:
+            return GpuKernel._gradient_kernel(self)
+        self._check_gradient_signature(self._gradient)
+        return self._gradient
+
+    def _launch(self, inputs, params, given):
+        self.launches += 1
+        for x, (name, dtype, _) in zip(inputs, self._input_specs):
+            self._check_dtype(name, attnc._runtime.dtype_of(x), dtype)
+        inputs = [x.detach() for x in inputs]
+        if not self.name.endswith("_grad"):
+            return tuple(o.contiguous()
+                         for o in TorchKernel.compute(*inputs, params[0]))
+        grads = TorchKernel().vjp(*inputs[:5], grad_outputs=inputs[5:],
+                                  scale=params[0])
+        return tuple(grads[:4])
+
+
+def torch_gpu_kernel():
+    return TorchGpuKernel(gradient=TorchGpuKernel(is_gradient=True))
+
+
+def test_gpu_kernel_call_records_its_gradient_package(recording):
+    kernel = torch_gpu_kernel()
+    check_recorded_gradients(kernel, recording, seed=40)
+    assert kernel.launches == 1 and kernel._gradient.launches == 1
+
+
+def test_gpu_vjp_takes_a_zero_adjoint_for_none():
+    kernel = torch_gpu_kernel()
+    q, k, v, bias, ids = [x.detach() for x in torch_kernel_inputs(41)]
+    grad_out = torch.randn(q.shape)
+    gradients = kernel.vjp(q, k, v, bias, ids, grad_outputs=(grad_out, None))
+    want = expected_gradients((q, k, v, bias, ids), 0.5, grad_out,
+                              torch.zeros(q.shape[:3]))
+    for got, w in zip(gradients[:3], want):
+        assert relative_error(got, w) <= 1e-5
+    # Without an LSE adjoint the per-head bias has no effect (see above).
+    assert float(gradients[3].abs().max()) <= 1e-6
+    assert gradients[4] is None
+    with pytest.raises(ValueError, match=r"grad_outputs needs one adjoint "
+                       r"per output \(O, LSE\), got 1"):
+        kernel.vjp(q, k, v, bias, ids, grad_outputs=grad_out)
+
+
+def test_gpu_gradient_package_must_match_the_kernel():
+    kernel = TorchGpuKernel(gradient=TorchGpuKernel())
+    kernel._gradient.package_path = "forward.attnpkg"
+    q, k, v, bias, ids = torch_kernel_inputs(42)
+    with pytest.raises(ValueError, match=r"package 'forward.attnpkg' is not "
+                       r"the gradient of kernel 'torch_kernel': it takes "
+                       r"\(Q, K, V, Bias, Ids\) and gives \(O, LSE\), "
+                       r"expected \(Q, K, V, Bias, Ids, dO, dLSE\) and "
+                       r"\(dQ, dK, dV, dBias\)"):
+        kernel.vjp(q, k, v, bias, ids, grad_outputs=(None, None))
+
+
+def test_gpu_kernel_without_a_gradient_package_fails_at_the_call(recording):
+    kernel = TorchGpuKernel(fail_to_load_gradient=True)
+    q, k, v, bias, ids = torch_kernel_inputs(43)
+    with pytest.raises(CompileError, match=r"attnc cannot differentiate "
+                       r"kernel 'torch_kernel' \(inputs that require grad: "
+                       r"'Q', 'K', 'V', 'Bias'\): kernel 'torch_kernel' was "
+                       r"loaded from a package without its gradient package"):
+        kernel(q, k, v, bias, ids)
+    assert kernel.launches == 0
+    with torch.no_grad():
+        kernel(q, k, v, bias, ids)
+    assert kernel.launches == 1
+
+
+@requires_compiler
+def test_gpu_gradient_package_from_the_spec():
+    shapes = {"D": 64}
+    kernel = attnc.compile(EXAMPLES / "gqa.attn", target="sm_90a",
+                           dtype="bf16", shapes=shapes, grad=True)
+    gradient = kernel._gradient
+    assert gradient.name == "gqa_grad"
+    assert gradient.inputs == ["Q", "K", "V", "dO"]
+    assert gradient.outputs == ["dQ", "dK", "dV"]
+    path = attnc.package_path(EXAMPLES / "gqa.attn", "sm_90a", dtype="bf16",
+                              shapes=shapes, grad=True)
+    assert gradient.package_path == path
+    assert path != kernel.package_path
+    # A machine with the runtime alone loads the pair from the store.
+    loaded = attnc.load(kernel.package_path, grad=path)
+    assert loaded._prepare_gradient() == (0, 1, 2)
+    # A forward package given as its own gradient is refused.
+    with pytest.raises(ValueError, match=r"is not the gradient of kernel "
+                       r"'gqa'"):
+        attnc.load(kernel.package_path,
+                   grad=kernel.package_path)._prepare_gradient()
+
+
+@requires_compiler
+def test_gpu_backward_that_does_not_exist_names_the_reason():
+    kernel = attnc.compile(EXAMPLES / "alibi.attn", target="sm_90a",
+                           dtype="bf16", shapes={"D": 64})
+    with pytest.raises(CompileError, match=r"Slopes"):
+        kernel._prepare_gradient()

@@ -1,37 +1,32 @@
-"""PyTorch autograd for kernels compiled for the CPU.
+"""PyTorch autograd for attnc kernels, on the CPU and on CUDA devices.
 
-A call of a CPU kernel on torch tensors, with grad mode on and a float input
+A call of a kernel on torch tensors, with grad mode on and a float input
 that requires grad, records one autograd node. Its backward runs the
 kernel's adjoint (``Kernel.vjp``: the kernel ``<name>_grad`` that attn-grad
-builds, compiled on first use and kept on the kernel) on the saved inputs
-and the output adjoints, and gives every input that requires grad its
+builds; on the CPU compiled on first use, on a GPU its package) on the saved
+inputs and the output adjoints, and gives every input that requires grad its
 gradient in that input's dtype. Params are constants and get no gradient;
 integer inputs (document ids, page tables) cannot require grad.
 
 Two ways of recording the node, chosen by the running PyTorch:
 
-* PyTorch 2.4 and later: the custom operators ``attnc::cpu_kernel`` and
-  ``attnc::cpu_kernel_vjp`` (``torch.library.custom_op``) with fake
+* PyTorch 2.4 and later: the custom operators ``attnc::kernel`` and
+  ``attnc::kernel_vjp`` (``torch.library.custom_op``) with fake
   implementations (output shapes from the kernel's signature) and
   ``register_autograd``, so that autograd, FakeTensor tracing and
   ``torch.compile(fullgraph=True)`` see one opaque operator per call, and
   its backward one more. The operators name the kernel by a key of this
-  module's registry, where every CPU kernel is entered when it is made.
+  module's registry, where every kernel is entered when it is made.
 * Older PyTorch: a ``torch.autograd.Function``.
-
-Kernels for CUDA chips have no backward yet: a GPU call whose input requires
-grad with grad mode on raises :func:`no_gpu_backward`'s error instead of
-dropping the gradient.
 """
 
 import itertools
 import sys
 import weakref
 
-__all__ = ["register", "records_gradient", "call", "zero_gradient_result",
-           "no_gpu_backward"]
+from ._runtime import FLOAT_DTYPES
 
-FLOAT_DTYPES = ("f32", "f64", "f16", "bf16")
+__all__ = ["register", "records_gradient", "call", "zero_gradient_result"]
 
 # Kernels by the key the custom operators name them with. Weak: a kernel
 # nobody holds any more is freed, and its key is never given out again.
@@ -90,7 +85,7 @@ def _uses_custom_ops(torch):
 
 
 def records_gradient(args, kwargs):
-    """Whether a CPU kernel call with these arguments goes through
+    """Whether a kernel call with these arguments goes through
     :func:`call`: some argument is a torch tensor, and either grad mode is on
     and a tensor argument requires grad, or torch.compile is tracing the call
     (it then sees the custom operator instead of the native launch)."""
@@ -145,7 +140,7 @@ def call(kernel, args, kwargs):
         key = kernel._autograd_key if compiling else register(kernel)
         names = ",".join(keywords)
         values = [float(value) for value in keywords.values()]
-        outputs = torch.ops.attnc.cpu_kernel(key, names, inputs, values)
+        outputs = torch.ops.attnc.kernel(key, names, inputs, values)
     else:
         outputs = _function(torch).apply(_Call(kernel, keywords), *inputs)
     outputs = tuple(outputs)
@@ -195,6 +190,8 @@ def _adjoint_array(torch, grad):
 def _input_gradients(torch, kernel, keywords, inputs, grads):
     """kernel.vjp on the saved inputs and the output adjoints (None: zero):
     one float32 tensor per float input, None per integer input."""
+    if kernel.target != "cpu":
+        return kernel.vjp(*inputs, grad_outputs=tuple(grads), **keywords)
     adjoints = []
     for grad, (_, dtype, _) in zip(grads, kernel._output_specs):
         if grad is None or dtype not in FLOAT_DTYPES:
@@ -237,7 +234,7 @@ def _function(torch):
     from torch.autograd.function import once_differentiable
 
     class KernelCall(torch.autograd.Function):
-        """One call of an attnc CPU kernel; backward through its vjp."""
+        """One call of an attnc kernel; backward through its vjp."""
 
         @staticmethod
         def forward(ctx, call, *inputs):
@@ -282,7 +279,7 @@ def _keywords(names, values):
 
 
 def _custom_ops(torch):
-    """Defines attnc::cpu_kernel and attnc::cpu_kernel_vjp (once); calls
+    """Defines attnc::kernel and attnc::kernel_vjp (once); calls
     reach them as torch.ops.attnc.*."""
     global _OPS_DEFINED
     if _OPS_DEFINED:
@@ -290,16 +287,16 @@ def _custom_ops(torch):
     from typing import List, Optional
     Tensor = torch.Tensor
 
-    @torch.library.custom_op("attnc::cpu_kernel", mutates_args=())
-    def cpu_kernel(kernel: str, keywords: str, inputs: List[Tensor],
-                   values: List[float]) -> List[Tensor]:
-        """Runs the registered CPU kernel `kernel` on `inputs`, with its
+    @torch.library.custom_op("attnc::kernel", mutates_args=())
+    def kernel_op(kernel: str, keywords: str, inputs: List[Tensor],
+                  values: List[float]) -> List[Tensor]:
+        """Runs the registered kernel `kernel` on `inputs`, with its
         params and named dims `keywords` (comma-separated) = `values`."""
         k = _lookup(kernel)
         return _outputs_list(k._run(list(inputs), _keywords(keywords,
                                                             values)))
 
-    @cpu_kernel.register_fake
+    @kernel_op.register_fake
     def _(kernel, keywords, inputs, values):
         k = _lookup(kernel)
         keyword_values = _keywords(keywords, values)
@@ -310,11 +307,11 @@ def _custom_ops(torch):
                 for shape, (_, dtype, _) in zip(k._output_shapes(dims),
                                                 k._output_specs)]
 
-    @torch.library.custom_op("attnc::cpu_kernel_vjp", mutates_args=())
-    def cpu_kernel_vjp(kernel: str, keywords: str, inputs: List[Tensor],
-                       values: List[float],
-                       grad_outputs: List[Optional[Tensor]]) -> List[Tensor]:
-        """The float32 gradients of the registered CPU kernel `kernel` with
+    @torch.library.custom_op("attnc::kernel_vjp", mutates_args=())
+    def kernel_vjp_op(kernel: str, keywords: str, inputs: List[Tensor],
+                      values: List[float],
+                      grad_outputs: List[Optional[Tensor]]) -> List[Tensor]:
+        """The float32 gradients of the registered kernel `kernel` with
         respect to its float inputs, in input order, for the output adjoints
         `grad_outputs` (None: zero)."""
         k = _lookup(kernel)
@@ -330,7 +327,7 @@ def _custom_ops(torch):
             result.append(gradients[index])
         return result
 
-    @cpu_kernel_vjp.register_fake
+    @kernel_vjp_op.register_fake
     def _(kernel, keywords, inputs, values, grad_outputs):
         k = _lookup(kernel)
         return [inputs[i].new_empty(inputs[i].shape, dtype=torch.float32)
@@ -354,7 +351,7 @@ def _custom_ops(torch):
         k = _lookup(ctx.kernel_key)
         adjoints = [g if g is not None and dtype in FLOAT_DTYPES else None
                     for g, (_, dtype, _) in zip(grads, k._output_specs)]
-        flat = torch.ops.attnc.cpu_kernel_vjp(ctx.kernel_key, ctx.keywords,
+        flat = torch.ops.attnc.kernel_vjp(ctx.kernel_key, ctx.keywords,
                                               tensors, ctx.values, adjoints)
         gradients = [None] * len(tensors)
         for position, index in enumerate(_float_inputs(k)):
@@ -362,7 +359,7 @@ def _custom_ops(torch):
         return (None, None, _cast_gradients(k, tensors, gradients, needs),
                 no_values_gradient)
 
-    cpu_kernel.register_autograd(backward, setup_context=setup_context)
+    kernel_op.register_autograd(backward, setup_context=setup_context)
     _OPS_DEFINED = True
 
 
@@ -395,13 +392,3 @@ def zero_gradient_result(outputs, inputs):
 
         _ZERO_GRADIENT = ZeroGradient
     return tuple(_ZERO_GRADIENT.apply(len(outputs), *outputs, *inputs))
-
-
-def no_gpu_backward(tensors, where):
-    """The error for a GPU call with tensors that require grad while grad
-    mode is on; `tensors` describes them ("input 'Q'", "query")."""
-    return RuntimeError(
-        "attnc has no GPU backward yet: %s require%s grad (%s); compute "
-        "gradients on CPU tensors, or call it under torch.no_grad() or with "
-        "detached tensors" % (", ".join(tensors),
-                              "s" if len(tensors) == 1 else "", where))

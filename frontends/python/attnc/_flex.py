@@ -288,15 +288,20 @@ def _kernel(spec, target, head_dim, value_dim):
 
 
 def prepare(score_mod=None, mask_mod=None, *, dtype="f32", target="cpu", head_dim=None,
-            value_dim=None, gqa=False, return_lse=False):
+            value_dim=None, gqa=False, return_lse=False, grad=False):
     """Compiles (or loads) the kernel flex_attention would use for these mods
     without running it; returns (spec text, kernel). `value_dim`: V's head dim
-    when it differs from `head_dim`; GPU targets need `head_dim`."""
+    when it differs from `head_dim`; GPU targets need `head_dim`. With
+    `grad`, the kernel's adjoint too (for a GPU target, its package goes
+    into the package store beside the forward's)."""
     if isinstance(mask_mod, BlockMask):
         mask_mod = mask_mod.mask_mod
     traced, _ = _trace_mods(score_mod, mask_mod)
     spec = _spec_for(traced, bool(gqa), bool(return_lse), value_dim is not None, dtype)
-    return spec, _kernel(spec, target, head_dim, value_dim)
+    kernel = _kernel(spec, target, head_dim, value_dim)
+    if grad:
+        kernel._prepare_gradient()
+    return spec, kernel
 
 
 # ---------------------------------------------------------- flex_attention
@@ -331,14 +336,14 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     attributes and dict items is checked on every call, so changing a
     setting (cfg.window = 128) takes effect at the next call.
 
-    Differentiable on CPU torch tensors: when query, key, value or a float
-    tensor the mods capture (ALiBi slopes, bias tables) requires grad, the
-    call is recorded for autograd and ``backward()`` runs the kernel's
-    compiled adjoint, giving each of them its gradient (a captured tensor
-    through its conversion to float32, so a leaf gets ``.grad``); the LSE
-    takes a gradient too. Integer captures and ``scale`` get none. GPU
-    kernels have no backward yet: CUDA tensors that require grad with grad
-    mode on raise an error naming them."""
+    Differentiable on torch tensors, CPU and CUDA: when query, key, value
+    or a float tensor the mods capture (ALiBi slopes, bias tables) requires
+    grad, the call is recorded for autograd and ``backward()`` runs the
+    kernel's compiled adjoint, giving each of them its gradient (a captured
+    tensor through its conversion to float32, so a leaf gets ``.grad``); the
+    LSE takes a gradient too. Integer captures and ``scale`` get none. A
+    gradient the target's backward cannot give is an error at the call,
+    naming the tensors that require grad."""
     libraries = [_library(x, n) for x, n in ((query, "query"), (key, "key"), (value, "value"))]
     if len(set(libraries)) != 1:
         raise TypeError("flex_attention: query, key and value must all be numpy arrays "
@@ -403,8 +408,6 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
 
     traced, tensors = _trace_mods(score_mod, mask_mod)
     target = _target_of(query, library)
-    if library == "torch":
-        _check_gradients(query, key, value, tensors, traced, target)
     if 0 in (B, Hq, L, S):
         result = _without_keys(query, (B, Hq, L, Ev), return_lse, library)
         if library == "torch":
@@ -438,31 +441,6 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
 def _grad_enabled():
     torch = sys.modules.get("torch")
     return torch is not None and torch.is_grad_enabled()
-
-
-def _tracked(query, key, value, tensors, traced):
-    """(description, tensor) of every torch tensor of a call that requires
-    grad: query, key, value, then captured tensors by the name the mod read
-    them through."""
-    import torch
-    named = [("query", query), ("key", key), ("value", value)]
-    named += [("captured tensor '%s'%s" % (capture.label, _read_at(capture)), t)
-              for t, capture in zip(tensors, traced.captures)]
-    return [(name, t) for name, t in named
-            if isinstance(t, torch.Tensor) and t.requires_grad]
-
-
-def _check_gradients(query, key, value, tensors, traced, target):
-    """GPU kernels have no backward yet: a call on CUDA tensors that would
-    need one is an error naming the tensors that require grad."""
-    import torch
-    if target == "cpu" or not torch.is_grad_enabled():
-        return
-    tracked = _tracked(query, key, value, tensors, traced)
-    if tracked:
-        from ._autograd import no_gpu_backward
-        raise no_gpu_backward([name for name, _ in tracked],
-                              "flex_attention on %s" % query.device)
 
 
 def _zero_gradients(result, qkv, tensors):

@@ -21,6 +21,7 @@ NUMPY_DTYPES = {
     "f32": "float32", "f64": "float64", "f16": "float16", "i8": "int8",
     "i32": "int32", "i64": "int64", "i1": "bool",
 }
+FLOAT_DTYPES = ("f32", "f64", "f16", "bf16")
 _TORCH_DTYPES = {
     "f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16",
     "i8": "int8", "i32": "int32", "i64": "int64", "i1": "bool",
@@ -271,11 +272,9 @@ class Kernel:
 
     def vjp(self, *args, grad_outputs=None, **kwargs):
         """The gradients of the kernel's outputs with respect to its inputs
-        (see CpuKernel.vjp): kernels compiled for the CPU have them."""
-        raise NotImplementedError(
-            "kernel '%s' (target %s) has no vjp: gradients run on the CPU; "
-            "compile the spec with attnc.compile(spec, target='cpu')" %
-            (self.name, self.target))
+        (CpuKernel.vjp, GpuKernel.vjp)."""
+        raise NotImplementedError("kernel '%s' (target %s) has no vjp" %
+                                  (self.name, self.target))
 
     def reference_vjp(self, *args, grad_outputs=None, **kwargs):
         """The float64 reference gradients (see CpuKernel.reference_vjp):
@@ -376,9 +375,15 @@ class GpuKernel(Kernel):
     """A kernel package launched on a CUDA device through the runtime.
     Inputs are CUDA tensors (any object with ``__dlpack__``; PyTorch in
     practice); outputs are new PyTorch tensors on the first input's device.
-    Launches go to the device's default stream."""
+    Launches go to the device's default stream.
 
-    def __init__(self, path):
+    Gradients come from the package of the adjoint kernel ``<name>_grad``
+    (made by ``attnc.compile(..., grad=True)`` or on the first call that
+    needs it, or given to :func:`load`): :meth:`vjp` launches it, and calls
+    on torch tensors that require grad are recorded for autograd as on the
+    CPU (see _autograd.py)."""
+
+    def __init__(self, path, grad=None):
         package = _Package(path)
         lib = package.lib
         dims, inputs, params, outputs = package.signature()
@@ -387,6 +392,13 @@ class GpuKernel(Kernel):
                          dims, inputs, params, outputs)
         self.package_path = str(path)
         self._package = package
+        # (text, filename, dtype, shapes) when compiled from a spec: the
+        # gradient package is compiled from the same arguments.
+        self._gradient_source = None
+        self._gradient_path = None if grad is None else os.fspath(grad)
+        self._gradient = None
+        from . import _autograd
+        _autograd.register(self)
 
     def prepare(self, device=0):
         """Loads the package's module on `device` now (JIT of the PTX), so
@@ -395,23 +407,6 @@ class GpuKernel(Kernel):
         _raise_for(lib, lib.attnc_package_prepare(self._package.handle,
                                                   device),
                    "kernel '%s'" % self.name)
-
-    def _without_gradients(self, inputs):
-        """The inputs, detached from autograd where that loses nothing:
-        GPU kernels have no backward yet, so an input that requires grad
-        while grad mode is on is an error naming it."""
-        torch = sys.modules.get("torch")
-        if torch is None:
-            return inputs
-        tracked = [name for name, obj in zip(self.inputs, inputs)
-                   if isinstance(obj, torch.Tensor) and obj.requires_grad]
-        if tracked and torch.is_grad_enabled():
-            from ._autograd import no_gpu_backward
-            raise no_gpu_backward(
-                ["input '%s'" % name for name in tracked],
-                "kernel '%s' on %s" % (self.name, self.target))
-        return [obj.detach() if isinstance(obj, torch.Tensor) else obj
-                for obj in inputs]
 
     def _cuda_view(self, name, obj, dtype):
         if not hasattr(obj, "__dlpack__"):
@@ -448,16 +443,36 @@ class GpuKernel(Kernel):
         return view
 
     def __call__(self, *args, **kwargs):
+        from . import _autograd
+        if _autograd.records_gradient(args, kwargs):
+            return _autograd.call(self, args, kwargs)
+        return self._run(args, kwargs)
+
+    def _run(self, args, kwargs):
+        """The launch itself: nothing recorded for autograd."""
         inputs, params, given = self._bind_call(args, kwargs)
-        inputs = self._without_gradients(inputs)
-        self.last_copied = ()
-        views = [self._cuda_view(name, obj, dtype) for obj, (name, dtype, _)
-                 in zip(inputs, self._input_specs)]
-        dims = self._bind_dims([view.shape for view in views], given)
+        return self._launch(inputs, params, given)
+
+    def _launch(self, inputs, params, given):
         torch = sys.modules.get("torch")
-        if torch is None or not is_torch(inputs[0]):
-            raise TypeError("kernel '%s': outputs of a GPU kernel are torch "
-                            "tensors; pass torch tensors" % self.name)
+        if torch is not None:
+            # Gradients are recorded around the launch (_autograd.py).
+            inputs = [obj.detach() if isinstance(obj, torch.Tensor) else obj
+                      for obj in inputs]
+        self.last_copied = ()
+        views = []
+        try:
+            for obj, (name, dtype, _) in zip(inputs, self._input_specs):
+                views.append(self._cuda_view(name, obj, dtype))
+            dims = self._bind_dims([view.shape for view in views], given)
+            if torch is None or not is_torch(inputs[0]):
+                raise TypeError("kernel '%s': outputs of a GPU kernel are "
+                                "torch tensors; pass torch tensors" %
+                                self.name)
+        except BaseException:
+            for view in views:
+                view.release()
+            raise
         device = inputs[0].device
         results = [torch.empty(shape, dtype=torch_dtype(dtype), device=device)
                    for shape, (_, dtype, _) in zip(self._output_shapes(dims),
@@ -481,7 +496,123 @@ class GpuKernel(Kernel):
         _raise_for(lib, status, "kernel '%s'" % self.name)
         return results[0] if len(results) == 1 else tuple(results)
 
+    # -- gradients ---------------------------------------------------------
 
-def load(path):
-    """Loads an .attnpkg with the runtime alone (no compiler needed)."""
-    return GpuKernel(os.fspath(path))
+    def _gradient_kernel(self):
+        """The adjoint kernel's package, loaded (and compiled, where the
+        compiler is) on first use; CompileError when the spec has no GPU
+        backward or no package for it is at hand."""
+        if self._gradient is not None:
+            return self._gradient
+        if self._gradient_path is not None:
+            gradient = GpuKernel(self._gradient_path)
+        elif self._gradient_source is not None:
+            from ._spec import _compile_gpu
+            text, filename, dtype, shapes = self._gradient_source
+            gradient = _compile_gpu(text, filename, self.target, dtype,
+                                    shapes, grad=True)
+        else:
+            from ._spec import CompileError
+            raise CompileError(
+                "kernel '%s' was loaded from a package without its gradient "
+                "package: load it with attnc.load(path, grad=GRAD_PATH) "
+                "(attnc compile --grad makes one)" % self.name)
+        self._check_gradient_signature(gradient)
+        self._gradient = gradient
+        return gradient
+
+    def _adjointed_outputs(self):
+        return [i for i, (_, dtype, _) in enumerate(self._output_specs)
+                if dtype in FLOAT_DTYPES]
+
+    def _differentiated_inputs(self):
+        return [i for i, (_, dtype, _) in enumerate(self._input_specs)
+                if dtype in FLOAT_DTYPES]
+
+    def _check_gradient_signature(self, gradient):
+        """The adjoint kernel takes the forward's inputs, then one adjoint
+        per float output, and gives one gradient per float input."""
+        expected = ([spec[0] for spec in self._input_specs] +
+                    ["d" + self._output_specs[i][0]
+                     for i in self._adjointed_outputs()])
+        given = ["d" + self._input_specs[i][0]
+                 for i in self._differentiated_inputs()]
+        if gradient.inputs != expected or gradient.outputs != given:
+            raise ValueError(
+                "package '%s' is not the gradient of kernel '%s': it takes "
+                "(%s) and gives (%s), expected (%s) and (%s)" % (
+                    gradient.package_path, self.name,
+                    ", ".join(gradient.inputs), ", ".join(gradient.outputs),
+                    ", ".join(expected), ", ".join(given)))
+
+    def _prepare_gradient(self):
+        """Loads the adjoint kernel's package (CompileError when the spec
+        has no GPU backward); the indices of the inputs that get a
+        gradient."""
+        self._gradient_kernel()
+        return tuple(self._differentiated_inputs())
+
+    def vjp(self, *args, grad_outputs=None, **kwargs):
+        """The vector-Jacobian product on the GPU: for L = sum over outputs
+        o of <grad_outputs[o], o>, one entry per kernel input, in input
+        order: dL/dinput as a float32 CUDA tensor of the input's shape for
+        float inputs, None for integer inputs. `grad_outputs` holds one
+        adjoint per output (a tensor of the output's shape, any float
+        dtype, on the inputs' device; None: zero); a kernel with one output
+        also takes the tensor alone. The adjoint kernel recomputes the
+        forward from the inputs."""
+        torch = sys.modules.get("torch")
+        inputs, params, given = self._bind_call(args, kwargs)
+        if torch is None or not is_torch(inputs[0]):
+            raise TypeError("vjp of kernel '%s': pass torch CUDA tensors" %
+                            self.name)
+        gradient = self._gradient_kernel()
+        if grad_outputs is None or is_torch(grad_outputs):
+            grad_outputs = (grad_outputs,)
+        grad_outputs = tuple(grad_outputs)
+        if len(grad_outputs) != len(self._output_specs):
+            raise ValueError("vjp of kernel '%s': grad_outputs needs one "
+                             "adjoint per output (%s), got %d" % (
+                                 self.name, ", ".join(self.outputs),
+                                 len(grad_outputs)))
+        adjoint_specs = gradient._input_specs[len(self._input_specs):]
+        adjoints = []
+        forward_shapes = None
+        for index, (_, dtype, _) in zip(self._adjointed_outputs(),
+                                        adjoint_specs):
+            name = self._output_specs[index][0]
+            grad = grad_outputs[index]
+            if grad is None:
+                if forward_shapes is None:
+                    shapes = [tuple(x.shape) for x in inputs]
+                    dims = self._bind_dims(shapes, given)
+                    forward_shapes = self._output_shapes(dims)
+                grad = torch.zeros(forward_shapes[index],
+                                   dtype=torch_dtype(dtype),
+                                   device=inputs[0].device)
+            elif not is_torch(grad):
+                raise TypeError("vjp of kernel '%s': the adjoint of '%s' "
+                                "must be a torch tensor, got %s" % (
+                                    self.name, name, type(grad).__name__))
+            elif grad.device != inputs[0].device:
+                raise ValueError("vjp of kernel '%s': the adjoint of '%s' "
+                                 "is on %s, the inputs on %s" % (
+                                     self.name, name, grad.device,
+                                     inputs[0].device))
+            else:
+                grad = grad.detach().to(torch_dtype(dtype))
+            adjoints.append(grad)
+        results = gradient._launch(list(inputs) + adjoints, params, given)
+        if not isinstance(results, tuple):
+            results = (results,)
+        gradients = [None] * len(self._input_specs)
+        for index, result in zip(self._differentiated_inputs(), results):
+            gradients[index] = result
+        return gradients
+
+
+def load(path, grad=None):
+    """Loads an .attnpkg with the runtime alone (no compiler needed); `grad`
+    is the package of its adjoint kernel (``attnc compile --grad``), which
+    calls that need gradients launch."""
+    return GpuKernel(os.fspath(path), grad)

@@ -16,8 +16,8 @@ import time
 
 from . import _autograd
 from ._dlpack import DEVICE_CPU, DLView
-from ._runtime import (NUMPY_DTYPES, Kernel, dtype_of, is_torch, load,
-                       torch_dtype)
+from ._runtime import (FLOAT_DTYPES, NUMPY_DTYPES, Kernel, dtype_of,
+                       is_torch, load, torch_dtype)
 
 __all__ = ["CompileError", "compile", "package_path", "VERSION"]
 
@@ -93,29 +93,41 @@ def package_store():
     return pathlib.Path(cache) / "attnc" / "packages"
 
 
-def _package_key(text, target, dtype, shapes):
-    key = json.dumps([text, target, dtype or "", sorted(shapes.items()),
-                      VERSION])
+def _package_key(text, target, dtype, shapes, grad=False):
+    fields = [text, target, dtype or "", sorted(shapes.items()), VERSION]
+    if grad:
+        fields.append("grad")
+    key = json.dumps(fields)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def package_path(spec, target, dtype=None, shapes=None):
+def _package_file(text, target, dtype, shapes, grad=False):
+    return package_store() / (_package_key(text, target, dtype, shapes, grad)
+                              + ".attnpkg")
+
+
+def package_path(spec, target, dtype=None, shapes=None, grad=False):
     """Where the package store keeps the package of `spec` compiled for
-    `target` with `dtype` and `shapes`; compile on one machine, carry the
+    `target` with `dtype` and `shapes` (with `grad`, that of its adjoint
+    kernel, which training needs too); compile on one machine, carry the
     store to another that has only the runtime."""
     _check_target(target)
     text, _ = _read_spec(spec)
-    key = _package_key(text, target, dtype, _check_shapes(shapes))
-    return str(package_store() / (key + ".attnpkg"))
+    return str(_package_file(text, target, dtype, _check_shapes(shapes),
+                             grad))
 
 
-def compile(spec, target="cpu", dtype=None, shapes=None, name=None):
+def compile(spec, target="cpu", dtype=None, shapes=None, name=None,
+            grad=False):
     """Compiles `spec` (.attn text or a path) for `target`: "cpu" (JIT in
     this process) or a CUDA chip ("sm_90a", "sm_80": a kernel package from
     the package store, compiled into it when missing). `dtype` ("f32",
     "bf16", "f16") overrides the spec's float types; `shapes` ({"D": 128})
     fixes dims at compile time (GPU targets need the head dims fixed).
-    `name` renames the returned kernel. Returns a :class:`Kernel`."""
+    `name` renames the returned kernel. With `grad`, the adjoint kernel is
+    compiled now too (else on the first call that needs a gradient): for
+    a GPU target its package goes into the store beside the forward's.
+    Returns a :class:`Kernel`."""
     _check_target(target)
     shapes = _check_shapes(shapes)
     text, filename = _read_spec(spec)
@@ -123,6 +135,8 @@ def compile(spec, target="cpu", dtype=None, shapes=None, name=None):
         kernel = _compile_cpu(text, filename, dtype, shapes)
     else:
         kernel = _compile_gpu(text, filename, target, dtype, shapes)
+    if grad:
+        kernel._prepare_gradient()
     if name is not None:
         kernel.name = name
     return kernel
@@ -137,33 +151,36 @@ def _compile_cpu(text, filename, dtype, shapes):
     return CpuKernel(native.compile_cpu(text, filename, dtype, shapes), text)
 
 
-def _compile_gpu(text, filename, target, dtype, shapes):
-    """The package of `text` for `target`. Where the compiler is installed
-    it comes from attnc's artifact cache (keyed by the code generator too,
-    so a package an older compiler built is never served) and is exported
-    to the package store; a machine with only the runtime loads it from the
-    store."""
+def _compile_gpu(text, filename, target, dtype, shapes, grad=False):
+    """The package of `text` for `target` (with `grad`, of its adjoint
+    kernel). Where the compiler is installed it comes from attnc's artifact
+    cache (keyed by the code generator too, so a package an older compiler
+    built is never served) and is exported to the package store; a machine
+    with only the runtime loads it from the store."""
     start = time.perf_counter()
-    path = package_store() / (_package_key(text, target, dtype, shapes) +
-                              ".attnpkg")
+    path = _package_file(text, target, dtype, shapes, grad)
     native = _native()
     if native is not None:
         data, hit = native.compile_gpu_package(text, filename, target, dtype,
-                                               shapes)
+                                               shapes, grad=grad)
         _export_package(path, data)
     elif path.is_file():
         hit = True
     else:
         raise CompileError(
             "no attnc compiler in this installation and no precompiled "
-            "package %s for this spec/target; compile it where attnc is "
-            "built (attnc.compile(spec, target=%r, dtype=..., shapes=...) "
+            "package %s for this spec/target%s; compile it where attnc is "
+            "built (attnc.compile(spec, target=%r, dtype=..., shapes=...%s) "
             "with the same arguments) and copy the package store there "
-            "(see attnc.package_path, ATTNC_PACKAGE_DIR)" % (path, target))
+            "(see attnc.package_path, ATTNC_PACKAGE_DIR)" % (
+                path, " (its gradient)" if grad else "", target,
+                ", grad=True" if grad else ""))
     kernel = load(path)
     kernel.spec = text
     kernel.cache_hit = hit
     kernel.compile_ms = (time.perf_counter() - start) * 1e3
+    if not grad:
+        kernel._gradient_source = (text, filename, dtype, shapes)
     return kernel
 
 
@@ -186,9 +203,6 @@ def _export_package(path, data):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
-
-
-_FLOAT_DTYPES = ("f32", "f64", "f16", "bf16")
 
 
 def _widen_bf16(bits):
@@ -429,7 +443,7 @@ class CpuKernel(Kernel):
                 continue
             label = "grad_outputs[%d] (the adjoint of output '%s')" % (
                 index, name)
-            if out_dtype not in _FLOAT_DTYPES:
+            if out_dtype not in FLOAT_DTYPES:
                 raise TypeError("%s: %s: output '%s' is %s and has no "
                                 "adjoint; pass None" % (what, label, name,
                                                         out_dtype))

@@ -659,7 +659,7 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
                          const std::string &target,
                          std::optional<std::string> dtype,
                          const std::map<std::string, int64_t> &shapes,
-                         bool useCache) {
+                         bool useCache, bool grad) {
   llvm::Expected<std::string> chip = resolveGpuChip(target, "target");
   if (!chip)
     throwValueError(chip.takeError());
@@ -670,8 +670,19 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
   options.producer = "attnc.compile(target='" + target + "')";
   options.shapeOption = "shapes=";
   options.shapeExample = "shapes={'D': 128}";
+  // grad: the package of the adjoint kernel, which recomputes the forward
+  // and runs the backward kernels.
+  std::optional<GradientSpec> gradient;
+  if (grad) {
+    compilation.captureDiagnostics();
+    llvm::Expected<GradientSpec> built = GradientSpec::build(spec);
+    if (!built)
+      compilation.fail(llvm::toString(built.takeError()));
+    gradient.emplace(std::move(*built));
+  }
+  const LoadedSpec &compiled = gradient ? gradient->getAdjoint() : spec;
   llvm::Expected<GpuPackageArtifact> package =
-      spec.compileForGpu(options, CacheOptions::standard(!useCache));
+      compiled.compileForGpu(options, CacheOptions::standard(!useCache));
   if (!package)
     compilation.fail(llvm::toString(package.takeError()));
   warnAll(package->warnings);
@@ -755,7 +766,8 @@ PYBIND11_MODULE(_attnc, m) {
         "Compiles a spec for the host CPU; raises attnc.CompileError");
   m.def("compile_gpu_package", &compilePackage, py::arg("source"),
         py::arg("filename"), py::arg("target"), py::arg("dtype"),
-        py::arg("shapes"), py::arg("use_cache") = true,
+        py::arg("shapes"), py::arg("use_cache") = true, py::arg("grad") = false,
         "Compiles a spec for a CUDA chip through the artifact cache: the "
-        "bytes of an .attnpkg and whether the cache held it");
+        "bytes of an .attnpkg and whether the cache held it; with grad, the "
+        "package of its adjoint kernel <name>_grad");
 }
