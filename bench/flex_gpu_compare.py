@@ -21,7 +21,9 @@ Two steps, because the GPU machine has PyTorch and CUDA but no attnc compiler
      (max abs / relative error; a float32 eager reference for one small size)
      and times both (CUDA events, warmup then 20 reps, median), plus the
      first call of each (tracing + package load for attnc, torch.compile for
-     flex).
+     flex). With --backward also forward + backward through autograd: the
+     times, and dQ, dK, dV against flex's and (M = 333, N = 397) against
+     float64 autograd of the eager attention.
 
 Both steps print one line per mod with its spec key (the package file name):
 they must agree. A failing mod prints its error and the run goes on.
@@ -151,12 +153,17 @@ def prepare(directory):
         try:
             spec, key = spec_key(score_mod, mask_mod, hq != hkv)
             start = time.perf_counter()
-            _flex.prepare(score_mod, mask_mod, dtype="bf16", target="sm_90a",
-                          head_dim=HEAD_DIM, gqa=hq != hkv)
+            _, kernel = _flex.prepare(score_mod, mask_mod, dtype="bf16", target="sm_90a",
+                                      head_dim=HEAD_DIM, gqa=hq != hkv)
             print("%-28s L=%-5d key %s  (%.1f s)" % (name, L, key, time.perf_counter() - start))
         except Exception as error:  # keep going: report every mod
             failures += 1
             print("%-28s L=%-5d FAILED: %s" % (name, L, error))
+            continue
+        try:  # the gradient package, for --backward
+            kernel._prepare_gradient()
+        except attnc.CompileError as error:
+            print("%-28s L=%-5d no GPU backward: %s" % (name, L, str(error).splitlines()[-1]))
     return 1 if failures else 0
 
 
@@ -193,10 +200,11 @@ def errors(got, want):
     return float(diff.max()), float(diff.norm() / want.norm().clamp_min(1e-30))
 
 
-def eager_reference(q, k, v, score_mod, mask_mod):
-    """float32 attention with the mods applied to index grids (small sizes)."""
+def eager_reference(q, k, v, score_mod, mask_mod, dtype="float"):
+    """float32 (or `dtype`) attention with the mods applied to index grids
+    (small sizes)."""
     import torch
-    q, k, v = q.float(), k.float(), v.float()
+    q, k, v = (getattr(x, dtype)() for x in (q, k, v))
     B, Hq, L, E = q.shape
     rep = Hq // k.shape[1]
     k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
@@ -214,7 +222,60 @@ def eager_reference(q, k, v, score_mod, mask_mod):
     return p @ v
 
 
-def run_case(name, L, check_small, torch_flex, torch_block_mask):
+def float64_reference_gradients(q, k, v, dout, score_mod, mask_mod):
+    """dQ, dK, dV of eager_reference's attention in float64 (small sizes)."""
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    out = eager_reference(*leaves, score_mod, mask_mod, dtype="double")
+    out.backward(dout.double())
+    return [x.grad for x in leaves]
+
+
+def gradients(attend, q, k, v, dout):
+    """dQ, dK, dV that backward() gives through `attend(q, k, v)`."""
+    leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+    attend(*leaves).backward(dout)
+    return [x.grad for x in leaves]
+
+
+def run_backward(row, q, k, v, score_mod, mask_mod, gqa, torch_flex, torch_block_mask):
+    """Forward + backward of both through autograd: times, the gradients
+    against FlexAttention's, and on a slice whose length is no multiple of
+    the tiles (and M != N) against float64 autograd of eager attention."""
+    import torch
+    import attnc
+    L = q.shape[2]
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    dout = torch.randn(q.shape, device="cuda", dtype=q.dtype, generator=gen)
+    mask = attnc.create_block_mask(mask_mod, None, None, L, L) if mask_mod else None
+    flex_mask = torch_block_mask(mask_mod, None, None, L, L, device="cuda") if mask_mod else None
+
+    def ours(q, k, v):
+        return attnc.flex_attention(q, k, v, score_mod=score_mod, block_mask=mask, enable_gqa=gqa)
+
+    def flex(q, k, v):
+        return torch_flex(q, k, v, score_mod=score_mod, block_mask=flex_mask, enable_gqa=gqa)
+    got = gradients(ours, q, k, v, dout)
+    want = gradients(flex, q, k, v, dout)
+    row["grad_rel_vs_flex"] = max(errors(g, w)[1] for g, w in zip(got, want))
+    row["ours_fwd_bwd_ms"] = cuda_time(lambda: gradients(ours, q, k, v, dout))
+    row["flex_fwd_bwd_ms"] = cuda_time(lambda: gradients(flex, q, k, v, dout))
+    M, N = 333, 397  # no multiples of the tiles; M != N
+    small = [x[:1, :, :n].contiguous() for x, n in ((q, M), (k, N), (v, N))]
+    small_dout = dout[:1, :, :M].contiguous()
+    small_mask = attnc.create_block_mask(mask_mod, None, None, M, N) if mask_mod else None
+    reference = float64_reference_gradients(*small, small_dout, score_mod, mask_mod)
+    got = gradients(lambda q, k, v: attnc.flex_attention(
+        q, k, v, score_mod=score_mod, block_mask=small_mask, enable_gqa=gqa), *small, small_dout)
+    row["grad_rel_f64"] = max(errors(g, w)[1] for g, w in zip(got, reference))
+    flex_small_mask = (torch_block_mask(mask_mod, None, None, M, N, device="cuda")
+                       if mask_mod else None)
+    got = gradients(lambda q, k, v: torch_flex(
+        q, k, v, score_mod=score_mod, block_mask=flex_small_mask, enable_gqa=gqa),
+        *small, small_dout)
+    row["flex_grad_rel_f64"] = max(errors(g, w)[1] for g, w in zip(got, reference))
+
+
+def run_case(name, L, check_small, torch_flex, torch_block_mask, backward=False):
     import torch
     import attnc
     score_mod, mask_mod, hq, hkv = make_case(name, L, lambda a: torch.from_numpy(a).cuda())
@@ -254,10 +315,16 @@ def run_case(name, L, check_small, torch_flex, torch_block_mask):
         flex_small = torch_flex(*small, score_mod=score_mod, enable_gqa=gqa, block_mask=(
             torch_block_mask(mask_mod, None, None, 512, 512, device="cuda") if mask_mod else None))
         row["flex_rel_err_vs_f32"] = errors(flex_small, want)[1]
+    if backward:
+        try:
+            run_backward(row, q, k, v, score_mod, mask_mod, gqa, torch_flex,
+                         torch_block_mask)
+        except attnc.CompileError as error:  # no GPU backward for this mod
+            row["backward_error"] = str(error).splitlines()[-1]
     return row
 
 
-def run(directory, out_path, only):
+def run(directory, out_path, only, backward=False):
     os.environ["ATTNC_PACKAGE_DIR"] = os.path.abspath(directory)
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -274,7 +341,7 @@ def run(directory, out_path, only):
         if only and name not in only:
             continue
         try:
-            row = run_case(name, L, L == LENGTH, torch_flex, create_block_mask)
+            row = run_case(name, L, L == LENGTH, torch_flex, create_block_mask, backward)
         except Exception as error:  # keep going: report every mod
             traceback.print_exc()
             row = {"mod": name, "L": L, "error": "%s: %s" % (type(error).__name__, error)}
@@ -285,7 +352,10 @@ def run(directory, out_path, only):
             with open(out_path, "w") as f:
                 json.dump(rows, f, indent=1)
     print()
-    print_table(rows)
+    print_table(rows, COLUMNS)
+    if backward:
+        print()
+        print_table(rows, BACKWARD_COLUMNS, "backward_error")
     return 1 if any("error" in r for r in rows) else 0
 
 
@@ -296,6 +366,12 @@ COLUMNS = [  # key, heading, width, format
     ("rel_err_vs_flex", "rel", 9, "%.2e"), ("rel_err_vs_f32", "rel f32", 9, "%.2e"),
     ("flex_rel_err_vs_f32", "flex f32", 9, "%.2e")]
 
+BACKWARD_COLUMNS = [  # forward + backward through autograd
+    ("mod", "mod", 26, "%s"), ("L", "L", 5, "%d"),
+    ("ours_fwd_bwd_ms", "ours f+b", 9, "%.3f"), ("flex_fwd_bwd_ms", "flex f+b", 9, "%.3f"),
+    ("grad_rel_vs_flex", "grad rel", 9, "%.2e"), ("grad_rel_f64", "rel f64", 9, "%.2e"),
+    ("flex_grad_rel_f64", "flex f64", 9, "%.2e")]
+
 
 def print_row(row):
     if "error" in row:
@@ -305,16 +381,18 @@ def print_row(row):
             row["mod"], row["L"], row["spec_key"], row["ours_ms"], row["flex_ms"]))
 
 
-def print_table(rows):
+def print_table(rows, columns, error_key="error"):
     print(" ".join(head.ljust(width) if key == "mod" else head.rjust(width)
-                   for key, head, width, _ in COLUMNS))
+                   for key, head, width, _ in columns))
     for row in rows:
         cells = []
-        for key, _, width, fmt in COLUMNS:
+        for key, _, width, fmt in columns:
             text = fmt % row[key] if row.get(key) is not None else "-"
             cells.append(text.ljust(width) if key == "mod" else text.rjust(width))
-        if "error" in row:
-            cells = cells[:2] + ["error: " + row["error"][:100]]
+        for key in ("error", error_key):
+            if key in row:
+                cells = cells[:2] + ["error: " + row[key][:100]]
+                break
         print(" ".join(cells))
 
 
@@ -325,10 +403,14 @@ def main():
     mode.add_argument("--run", metavar="DIR", help="load the packages from DIR and compare")
     parser.add_argument("--out", help="JSON results (--run)")
     parser.add_argument("--mods", help="comma-separated subset of the mods (--run)")
+    parser.add_argument("--backward", action="store_true",
+                        help="also forward + backward through autograd: times and "
+                        "gradients against FlexAttention's and float64 (--run)")
     args = parser.parse_args()
     if args.prepare:
         return prepare(args.prepare)
-    return run(args.run, args.out, set(args.mods.split(",")) if args.mods else None)
+    return run(args.run, args.out, set(args.mods.split(",")) if args.mods else None,
+               args.backward)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,25 @@ Variants (attnc against its peer):
             --peer flex against PyTorch's FlexAttention (PyTorch 2.5+)
   softplus  examples/softplus.attn (P = normalize[n](softplus(S)), causal)
             through attnc.compile, against the same written in PyTorch
+  sigmoid   examples/sigmoid.attn (P = sigmoid(S + bias), causal, bias =
+            -log(context)) through attnc.compile, against the same in PyTorch
 
     PYTHONPATH=build/python python3 bench/train_tiny.py [--steps 200]
         [--batch 8] [--seq 32] [--variants softmax,softplus] [--peer torch]
         [--log-every 20] [--json FILE]
 
-Gradients come from attnc's CPU adjoint kernels: attnc has no GPU backward
-yet, so --device cuda says so and trains on the CPU. The same loss curves,
-within float32 rounding, mean that attnc's forward and backward are the
-peer's. test/python/test_training.py runs a short comparison.
+On the CPU, float32: the same loss curves within float32 rounding mean that
+attnc's forward and backward are the peer's; test/python/test_training.py
+runs a short comparison. With --device cuda the model trains on the GPU
+under bfloat16 autocast (attention inputs bf16, float32 weights), attnc's
+gradients from its GPU backward kernels; the curves then agree within
+bfloat16 noise. A GPU machine without the attnc compiler loads the kernel
+packages from a store made beforehand where attnc is built:
+
+    PYTHONPATH=build/python python3 bench/train_tiny.py --prepare DIR \
+        --seq 32 --variants softmax,sigmoid       # here: compiles packages
+    ATTNC_PACKAGE_DIR=DIR python3 bench/train_tiny.py --device cuda \
+        --seq 32 --variants softmax,sigmoid --peer flex   # there
 """
 
 import argparse
@@ -67,6 +77,27 @@ def torch_softmax_attention(q, k, v):
     return torch.einsum("bhmn,bhnd->bhmd", p, v)
 
 
+def sigmoid_bias(context):
+    """Sigmoid attention's bias: -log(sequence length), as its paper
+    recommends."""
+    return -math.log(context)
+
+
+def torch_sigmoid_attention(context):
+    """Causal sigmoid attention in plain PyTorch: sigmoid(S + bias) on the
+    kept keys, no normalisation."""
+    import torch
+    bias = sigmoid_bias(context)
+
+    def attend(q, k, v):
+        T, D = q.shape[2], q.shape[3]
+        scores = torch.einsum("bhmd,bhnd->bhmn", q, k) / math.sqrt(D)
+        keep = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        p = torch.sigmoid(scores + bias) * keep
+        return torch.einsum("bhmn,bhnd->bhmd", p, v)
+    return attend
+
+
 def torch_softplus_attention(q, k, v):
     """Causal softplus attention in plain PyTorch: each row of softplus(S)
     over the kept keys, divided by its sum."""
@@ -105,6 +136,10 @@ def keeping_torch_threads(attend):
     return attend_and_pin
 
 
+# The kernels the variants compile: (target, dtype, head dim) of the run.
+_TARGET = {"target": "cpu", "dtype": "f32", "head_dim": WIDTH // HEADS}
+
+
 def attnc_softmax_attention(seq):
     attnc = _import_attnc()
     mask = attnc.create_block_mask(causal, None, None, seq, seq)
@@ -114,13 +149,46 @@ def attnc_softmax_attention(seq):
     return keeping_torch_threads(attend)
 
 
-def attnc_softplus_attention():
+def compile_example(name):
+    """examples/<name>.attn compiled for the run's target and dtype (a GPU
+    target's packages, forward and gradient, from the package store)."""
     attnc = _import_attnc()
-    kernel = attnc.compile(ROOT / "examples" / "softplus.attn", dtype="f32")
+    target = _TARGET["target"]
+    shapes = None if target == "cpu" else {"D": _TARGET["head_dim"]}
+    return attnc.compile(ROOT / "examples" / (name + ".attn"), target=target,
+                         dtype=_TARGET["dtype"], shapes=shapes, grad=True)
+
+
+def attnc_softplus_attention():
+    kernel = compile_example("softplus")
 
     def attend(q, k, v):
         return kernel(q, k, v)
     return keeping_torch_threads(attend)
+
+
+def attnc_sigmoid_attention(context):
+    kernel = compile_example("sigmoid")
+    bias = sigmoid_bias(context)
+
+    def attend(q, k, v):
+        return kernel(q, k, v, bias=bias)
+    return keeping_torch_threads(attend)
+
+
+def prepare_packages(variants, target):
+    """Compiles the GPU packages (forward and gradient) the variants load
+    with --device cuda into the package store ($ATTNC_PACKAGE_DIR)."""
+    attnc = _import_attnc()
+    _TARGET.update(target=target, dtype="bf16")
+    for variant in variants:
+        if variant == "softmax":
+            attnc._flex.prepare(
+                mask_mod=causal, dtype="bf16", target=target,
+                head_dim=_TARGET["head_dim"], grad=True)
+        else:
+            compile_example(variant)
+        print("%s: %s packages ready" % (variant, target))
 
 
 def flex_softmax_attention(seq, device):
@@ -199,9 +267,11 @@ def copy_batches(steps, batch, seq, seed):
     return torch.cat([first, first], dim=2)
 
 
-def train(model, batches, lr, log_every):
+def train(model, batches, lr, log_every, autocast=False):
     """Adam on the copying loss; returns [(step, loss)] every `log_every`
-    steps and at the last, and the seconds it took."""
+    steps and at the last, and the seconds it took. With `autocast`, the
+    steps run under CUDA bfloat16 autocast."""
+    import contextlib
     import torch
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     half = batches.shape[2] // 2
@@ -210,10 +280,12 @@ def train(model, batches, lr, log_every):
     start = time.perf_counter()
     for step, tokens in enumerate(batches):
         pin_torch_threads(threads)
-        logits = model(tokens[:, :-1])
+        with (torch.autocast("cuda", dtype=torch.bfloat16) if autocast
+              else contextlib.nullcontext()):
+            logits = model(tokens[:, :-1])
         # Predictions of the second half: positions half-1 .. seq-2.
         loss = torch.nn.functional.cross_entropy(
-            logits[:, half - 1:].reshape(-1, VOCAB),
+            logits[:, half - 1:].float().reshape(-1, VOCAB),
             tokens[:, half:].reshape(-1))
         optimizer.zero_grad()
         loss.backward()
@@ -221,15 +293,18 @@ def train(model, batches, lr, log_every):
         optimizer.step()
         if step % log_every == 0 or step == len(batches) - 1:
             curve.append((step, float(loss)))
+    if batches.is_cuda:
+        torch.cuda.synchronize()
     return curve, time.perf_counter() - start
 
 
 def compare(variant, steps=200, batch=8, seq=32, peer="torch", seed=0,
             lr=1e-3, log_every=20, device="cpu"):
     """Trains the model with attnc's `variant` attention and with its peer
-    from the same weights on the same batches. Returns a dict: the two
-    curves ([(step, loss)]), the largest relative difference between them
-    at a logged step, and each run's seconds."""
+    from the same weights on the same batches, on `device` (a CUDA device
+    under bfloat16 autocast). Returns a dict: the two curves
+    ([(step, loss)]), the largest relative difference between them at a
+    logged step, and each run's seconds."""
     context = seq - 1  # the model reads tokens 0 .. seq-2
     if variant == "softmax":
         ours = attnc_softmax_attention(context)
@@ -238,14 +313,20 @@ def compare(variant, steps=200, batch=8, seq=32, peer="torch", seed=0,
     elif variant == "softplus":
         ours = attnc_softplus_attention()
         theirs = torch_softplus_attention
+    elif variant == "sigmoid":
+        ours = attnc_sigmoid_attention(context)
+        theirs = torch_sigmoid_attention(context)
     else:
-        raise ValueError("unknown variant %r (softmax, softplus)" % variant)
-    batches = copy_batches(steps, batch, seq, seed + 1)
-    model = make_model(ours, seq, seed)
-    peer_model = make_model(theirs, seq, seed)
+        raise ValueError("unknown variant %r (softmax, softplus, sigmoid)" %
+                         variant)
+    batches = copy_batches(steps, batch, seq, seed + 1).to(device)
+    model = make_model(ours, seq, seed).to(device)
+    peer_model = make_model(theirs, seq, seed).to(device)
     peer_model.load_state_dict(copy.deepcopy(model.state_dict()))
-    curve, seconds = train(model, batches, lr, log_every)
-    peer_curve, peer_seconds = train(peer_model, batches, lr, log_every)
+    autocast = device != "cpu"
+    curve, seconds = train(model, batches, lr, log_every, autocast)
+    peer_curve, peer_seconds = train(peer_model, batches, lr, log_every,
+                                     autocast)
     difference = max(abs(a - b) / abs(b) for (_, a), (_, b)
                      in zip(curve, peer_curve))
     return {"variant": variant, "peer": peer if variant == "softmax" else
@@ -289,22 +370,37 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (default: PyTorch's)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--prepare", metavar="DIR",
+                        help="compile the GPU packages of the variants into "
+                        "the package store DIR and stop (needs the attnc "
+                        "compiler, not torch)")
+    parser.add_argument("--target", default="sm_90a",
+                        help="the CUDA chip of --prepare")
     args = parser.parse_args(argv)
+    variants = args.variants.split(",")
+    if args.prepare:
+        import os
+        os.environ["ATTNC_PACKAGE_DIR"] = args.prepare
+        prepare_packages(variants, args.target)
+        return 0
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
+    where = "CPU, float32"
     if args.device == "cuda":
-        print("attnc has no GPU backward yet: training on the CPU "
-              "(the forward alone runs on CUDA tensors)")
+        major, _ = torch.cuda.get_device_capability()
+        _TARGET.update(target="sm_90a" if major == 9 else "sm_80",
+                       dtype="bf16")
+        where = "%s, bfloat16 autocast" % torch.cuda.get_device_name()
     results = []
-    for variant in args.variants.split(","):
+    for variant in variants:
         results.append(compare(variant, args.steps, args.batch, args.seq,
                                args.peer, args.seed, args.lr, args.log_every,
-                               "cpu"))
+                               args.device))
     print("tiny LM (%d layers, width %d, %d heads), copying task, vocab %d, "
-          "seq %d, batch %d, %d steps of Adam (lr %g), torch %s, CPU" % (
+          "seq %d, batch %d, %d steps of Adam (lr %g), torch %s, %s" % (
               LAYERS, WIDTH, HEADS, VOCAB, args.seq, args.batch, args.steps,
-              args.lr, torch.__version__))
+              args.lr, torch.__version__, where))
     print_table(results)
     if args.json:
         with open(args.json, "w") as f:

@@ -101,7 +101,8 @@ static llvm::Error checkAdjointSignature(const KernelSignature &forward,
 /// forward kernel) where nothing is raised or the structured backward does
 /// not apply, and the caller differentiates the cascade.
 static mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>>
-buildFusedGradientModule(const LoadedSpec &forward) {
+buildFusedGradientModule(const LoadedSpec &forward,
+                         llvm::ArrayRef<unsigned> constantInputs) {
   mlir::OwningOpRef<mlir::ModuleOp> raised = forward.getModule().clone();
   mlir::MLIRContext *context = raised->getContext();
   std::string reason;
@@ -123,7 +124,7 @@ buildFusedGradientModule(const LoadedSpec &forward) {
       return mlir::failure();
     mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> adjoint =
         mlir::attn::buildGradientModule(
-            *raised->getOps<mlir::attn::KernelOp>().begin());
+            *raised->getOps<mlir::attn::KernelOp>().begin(), constantInputs);
     if (mlir::succeeded(adjoint))
       return adjoint;
   }
@@ -132,22 +133,40 @@ buildFusedGradientModule(const LoadedSpec &forward) {
   return mlir::failure();
 }
 
-llvm::Expected<GradientSpec> GradientSpec::build(const LoadedSpec &forward,
-                                                 bool fused) {
+llvm::Expected<GradientSpec>
+GradientSpec::build(const LoadedSpec &forward, bool fused,
+                    llvm::ArrayRef<std::string> constants) {
   const KernelSignature &signature = forward.getSignature();
+  std::vector<unsigned> constantInputs;
+  for (const std::string &name : constants) {
+    auto input = llvm::find_if(signature.inputs, [&](const KernelTensor &t) {
+      return t.name == name;
+    });
+    if (input == signature.inputs.end() || !isFloatDType(input->dtype)) {
+      std::string floats;
+      for (const KernelTensor &t : signature.inputs)
+        if (isFloatDType(t.dtype))
+          floats += (floats.empty() ? "" : ", ") + t.name;
+      return makeError("'" + name + "' is not a float input of kernel '" +
+                       signature.name + "' (its float inputs: " + floats +
+                       "), so it cannot be a constant of the gradient");
+    }
+    constantInputs.push_back(input - signature.inputs.begin());
+  }
   std::vector<unsigned> adjointed, differentiated;
   for (auto [i, output] : llvm::enumerate(signature.outputs))
     if (isFloatDType(output.dtype))
       adjointed.push_back(i);
   for (auto [i, input] : llvm::enumerate(signature.inputs))
-    if (isFloatDType(input.dtype))
+    if (isFloatDType(input.dtype) && !llvm::is_contained(constantInputs, i))
       differentiated.push_back(i);
   mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>> module =
       mlir::failure();
   if (fused)
-    module = buildFusedGradientModule(forward);
+    module = buildFusedGradientModule(forward, constantInputs);
   if (mlir::failed(module))
-    module = mlir::attn::buildGradientModule(forward.getKernel());
+    module =
+        mlir::attn::buildGradientModule(forward.getKernel(), constantInputs);
   if (mlir::failed(module))
     return makeError("cannot differentiate kernel '" + signature.name + "'");
   llvm::Expected<LoadedSpec> adjoint =

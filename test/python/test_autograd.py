@@ -532,7 +532,7 @@ class TorchKernel(CpuKernel):
         inputs = [x.detach() for x in inputs]
         return tuple(o.contiguous() for o in self.compute(*inputs, params[0]))
 
-    def _prepare_gradient(self):
+    def _prepare_gradient(self, needed=None):
         if self.fail_to_differentiate:
             raise CompileError("<string>:3:5: error: attn-grad: no "
                                "derivative rule for 'math.erf'")
@@ -724,16 +724,18 @@ class TorchGpuKernel(GpuKernel):
         Kernel.__init__(self, name, "sm_90a", torch_kernel._dims, inputs,
                         torch_kernel._param_specs, outputs)
         self._gradient_source = self._gradient_path = None
-        self._gradient = gradient
+        self._gradients = {}
+        self._optional_gradients = ()
+        self.gradient = gradient
         self.fail_to_load_gradient = fail_to_load_gradient
         self.launches = 0
         _autograd.register(self)
 
-    def _gradient_kernel(self):
+    def _gradient_kernel(self, constants=()):
         if self.fail_to_load_gradient:
-            return GpuKernel._gradient_kernel(self)
-        self._check_gradient_signature(self._gradient)
-        return self._gradient
+            return GpuKernel._gradient_kernel(self, constants)
+        self._check_gradient_signature(self.gradient, constants)
+        return self.gradient
 
     def _launch(self, inputs, params, given):
         self.launches += 1
@@ -755,7 +757,7 @@ def torch_gpu_kernel():
 def test_gpu_kernel_call_records_its_gradient_package(recording):
     kernel = torch_gpu_kernel()
     check_recorded_gradients(kernel, recording, seed=40)
-    assert kernel.launches == 1 and kernel._gradient.launches == 1
+    assert kernel.launches == 1 and kernel.gradient.launches == 1
 
 
 def test_gpu_vjp_takes_a_zero_adjoint_for_none():
@@ -777,7 +779,7 @@ def test_gpu_vjp_takes_a_zero_adjoint_for_none():
 
 def test_gpu_gradient_package_must_match_the_kernel():
     kernel = TorchGpuKernel(gradient=TorchGpuKernel())
-    kernel._gradient.package_path = "forward.attnpkg"
+    kernel.gradient.package_path = "forward.attnpkg"
     q, k, v, bias, ids = torch_kernel_inputs(42)
     with pytest.raises(ValueError, match=r"package 'forward.attnpkg' is not "
                        r"the gradient of kernel 'torch_kernel': it takes "
@@ -806,7 +808,7 @@ def test_gpu_gradient_package_from_the_spec():
     shapes = {"D": 64}
     kernel = attnc.compile(EXAMPLES / "gqa.attn", target="sm_90a",
                            dtype="bf16", shapes=shapes, grad=True)
-    gradient = kernel._gradient
+    gradient = kernel._gradients[()]
     assert gradient.name == "gqa_grad"
     assert gradient.inputs == ["Q", "K", "V", "dO"]
     assert gradient.outputs == ["dQ", "dK", "dV"]
@@ -825,8 +827,33 @@ def test_gpu_gradient_package_from_the_spec():
 
 
 @requires_compiler
-def test_gpu_backward_that_does_not_exist_names_the_reason():
+def test_gpu_backward_holds_optional_inputs_constant():
     kernel = attnc.compile(EXAMPLES / "alibi.attn", target="sm_90a",
                            dtype="bf16", shapes={"D": 64})
-    with pytest.raises(CompileError, match=r"Slopes"):
+    # Every float input differentiated: the slopes' gradient has no fused
+    # GPU backward.
+    with pytest.raises(CompileError, match=r"not raised"):
         kernel._prepare_gradient()
+    # Slopes held constant where the call does not need its gradient (as
+    # flex_attention does for captured tensors): the fused backward.
+    kernel._optional_gradients = (3,)
+    assert kernel._prepare_gradient(needed=[0, 1, 2]) == (0, 1, 2)
+    gradient = kernel._gradients[("Slopes",)]
+    assert gradient.outputs == ["dQ", "dK", "dV"]
+    assert gradient.package_path == attnc.package_path(
+        EXAMPLES / "alibi.attn", "sm_90a", dtype="bf16", shapes={"D": 64},
+        grad=True, grad_constants=["Slopes"])
+    with pytest.raises(CompileError, match=r"not raised"):
+        kernel._prepare_gradient(needed=[0, 3])
+
+
+@requires_compiler
+def test_flex_gpu_kernel_holds_captures_without_grad_constant():
+    slopes = np.linspace(0.1, 1.0, 4).astype(np.float32)
+
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score + slopes[h] * (kv_idx - q_idx)
+    _, kernel = attnc._flex.prepare(alibi, dtype="bf16", target="sm_90a",
+                                    head_dim=64, grad=True)
+    assert kernel._optional_gradients == (3,)
+    assert list(kernel._gradients) == [("Cap0",)]

@@ -103,6 +103,12 @@ static cl::opt<bool> gradOption(
              "input; with --check, each against the float64 reverse mode. "
              "With compile --target sm_*: the adjoint kernel's package"),
     cl::sub(runCommand), cl::sub(compileCommand), cl::cat(attncCategory));
+static cl::list<std::string> gradConstantOption(
+    "grad-constant",
+    cl::desc("With --grad or --emit=grad: float inputs held constant (no "
+             "gradient), e.g. a captured bias table nobody trains"),
+    cl::CommaSeparated, cl::value_desc("NAME,..."), cl::sub(compileCommand),
+    cl::cat(attncCategory));
 static cl::opt<bool> jsonOption("json",
                                 cl::desc("Print one JSON object of results"),
                                 cl::sub(runCommand), cl::cat(attncCategory));
@@ -258,6 +264,11 @@ CacheOptions getCacheOptions() { return CacheOptions::standard(noCacheOption); }
 void printWarnings(llvm::ArrayRef<std::string> warnings) {
   for (const std::string &warning : warnings)
     llvm::WithColor::warning(llvm::errs(), "attnc") << warning << "\n";
+}
+
+/// The float inputs `--grad-constant` holds constant in the gradient.
+std::vector<std::string> getGradConstants() {
+  return {gradConstantOption.begin(), gradConstantOption.end()};
 }
 
 /// The dims `--shape` fixes at compile time (GPU packages), or nullopt
@@ -826,7 +837,7 @@ int compileSpec(MLIRContext &context) {
     break;
   case EmitKind::Grad: {
     llvm::Expected<GradientSpec> gradient =
-        GradientSpec::build(*spec, fuseOption);
+        GradientSpec::build(*spec, fuseOption, getGradConstants());
     if (!gradient)
       return fail(gradient.takeError());
     gradient->getAdjoint().getModule()->print(os);
@@ -883,7 +894,8 @@ int compileGpuPackage(MLIRContext &context) {
   // and runs the backward kernels.
   std::optional<GradientSpec> gradient;
   if (gradOption) {
-    llvm::Expected<GradientSpec> built = GradientSpec::build(*spec);
+    llvm::Expected<GradientSpec> built =
+        GradientSpec::build(*spec, /*fused=*/true, getGradConstants());
     if (!built)
       return fail(built.takeError());
     gradient.emplace(std::move(*built));
@@ -932,6 +944,9 @@ int main(int argc, char **argv) {
                       tensor::TensorDialect>();
 
   mlir::attn::enablePipelineTiming(timePasses);
+  if (!gradConstantOption.empty() && !gradOption &&
+      !(emitOption.getNumOccurrences() && emitOption == EmitKind::Grad))
+    return fail("--grad-constant applies to compile --grad and --emit=grad");
   if (isGpuTarget(targetOption)) {
     if (compileCommand)
       return compileGpuPackage(context);

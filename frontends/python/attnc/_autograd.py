@@ -154,7 +154,7 @@ def _prepare_gradient(kernel, needed):
     from ._spec import CompileError
     wanted = ", ".join("'%s'" % kernel.inputs[i] for i in needed)
     try:
-        differentiated = kernel._prepare_gradient()
+        differentiated = kernel._prepare_gradient(needed)
     except CompileError as error:
         raise CompileError(
             "attnc cannot differentiate kernel '%s' (inputs that require "
@@ -173,9 +173,11 @@ def _outputs_list(outputs):
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
-def _float_inputs(kernel):
-    return [i for i, (_, dtype, _) in enumerate(kernel._input_specs)
-            if dtype in FLOAT_DTYPES]
+def _needed_inputs(kernel, needs):
+    """The indices of the float inputs whose `needs` flag is set."""
+    return [i for i, ((_, dtype, _), need) in
+            enumerate(zip(kernel._input_specs, needs))
+            if need and dtype in FLOAT_DTYPES]
 
 
 def _adjoint_array(torch, grad):
@@ -187,11 +189,15 @@ def _adjoint_array(torch, grad):
     return grad.contiguous().numpy()
 
 
-def _input_gradients(torch, kernel, keywords, inputs, grads):
+def _input_gradients(torch, kernel, keywords, inputs, grads, needs):
     """kernel.vjp on the saved inputs and the output adjoints (None: zero):
-    one float32 tensor per float input, None per integer input."""
+    one float32 tensor per float input that `needs` a gradient (a GPU
+    kernel may give None for the others), None per integer input."""
     if kernel.target != "cpu":
-        return kernel.vjp(*inputs, grad_outputs=tuple(grads), **keywords)
+        return kernel.vjp(*inputs, grad_outputs=tuple(grads),
+                          constant_inputs=kernel._constant_inputs(
+                              [i for i, need in enumerate(needs) if need]),
+                          **keywords)
     adjoints = []
     for grad, (_, dtype, _) in zip(grads, kernel._output_specs):
         if grad is None or dtype not in FLOAT_DTYPES:
@@ -259,7 +265,7 @@ def _function(torch):
             if not any(needs):
                 return (None,) * (1 + len(inputs))
             gradients = _input_gradients(torch, call.kernel, call.keywords,
-                                         inputs, grads)
+                                         inputs, grads, needs)
             return (None,) + tuple(_cast_gradients(call.kernel, inputs,
                                                    gradients, needs))
 
@@ -310,16 +316,17 @@ def _custom_ops(torch):
     @torch.library.custom_op("attnc::kernel_vjp", mutates_args=())
     def kernel_vjp_op(kernel: str, keywords: str, inputs: List[Tensor],
                       values: List[float],
-                      grad_outputs: List[Optional[Tensor]]) -> List[Tensor]:
+                      grad_outputs: List[Optional[Tensor]],
+                      needs: List[bool]) -> List[Tensor]:
         """The float32 gradients of the registered kernel `kernel` with
-        respect to its float inputs, in input order, for the output adjoints
-        `grad_outputs` (None: zero)."""
+        respect to its float inputs that `needs` one, in input order, for
+        the output adjoints `grad_outputs` (None: zero)."""
         k = _lookup(kernel)
         inputs = list(inputs)
         gradients = _input_gradients(torch, k, _keywords(keywords, values),
-                                     inputs, list(grad_outputs))
+                                     inputs, list(grad_outputs), needs)
         result = []
-        for index in _float_inputs(k):
+        for index in _needed_inputs(k, needs):
             if gradients[index] is None:
                 raise RuntimeError("attnc gives no gradient for input '%s' "
                                    "of kernel '%s'" % (k.inputs[index],
@@ -328,10 +335,10 @@ def _custom_ops(torch):
         return result
 
     @kernel_vjp_op.register_fake
-    def _(kernel, keywords, inputs, values, grad_outputs):
+    def _(kernel, keywords, inputs, values, grad_outputs, needs):
         k = _lookup(kernel)
         return [inputs[i].new_empty(inputs[i].shape, dtype=torch.float32)
-                for i in _float_inputs(k)]
+                for i in _needed_inputs(k, needs)]
 
     def setup_context(ctx, inputs, output):
         kernel, keywords, tensors, values = inputs
@@ -352,9 +359,10 @@ def _custom_ops(torch):
         adjoints = [g if g is not None and dtype in FLOAT_DTYPES else None
                     for g, (_, dtype, _) in zip(grads, k._output_specs)]
         flat = torch.ops.attnc.kernel_vjp(ctx.kernel_key, ctx.keywords,
-                                              tensors, ctx.values, adjoints)
+                                          tensors, ctx.values, adjoints,
+                                          needs)
         gradients = [None] * len(tensors)
-        for position, index in enumerate(_float_inputs(k)):
+        for position, index in enumerate(_needed_inputs(k, needs)):
             gradients[index] = flat[position]
         return (None, None, _cast_gradients(k, tensors, gradients, needs),
                 no_values_gradient)

@@ -284,6 +284,9 @@ def _kernel(spec, target, head_dim, value_dim):
     if kernel is None:
         from . import compile as attnc_compile
         kernel = _KERNELS[key] = attnc_compile(spec, target=target, dtype=None, shapes=shapes)
+        # Captured tensors (the inputs after query, key and value) that do
+        # not require grad are constants of the GPU backward.
+        kernel._optional_gradients = tuple(range(3, len(kernel.inputs)))
     return kernel
 
 

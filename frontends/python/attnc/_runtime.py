@@ -393,10 +393,15 @@ class GpuKernel(Kernel):
         self.package_path = str(path)
         self._package = package
         # (text, filename, dtype, shapes) when compiled from a spec: the
-        # gradient package is compiled from the same arguments.
+        # gradient packages are compiled from the same arguments.
         self._gradient_source = None
         self._gradient_path = None if grad is None else os.fspath(grad)
-        self._gradient = None
+        # Gradient kernels by the names of the inputs they hold constant.
+        self._gradients = {}
+        # Float inputs that a call may hold constant when they do not require
+        # grad (flex_attention's captured tensors): their gradient has a
+        # package of its own, which may fuse where the full one does not.
+        self._optional_gradients = ()
         from . import _autograd
         _autograd.register(self)
 
@@ -498,45 +503,59 @@ class GpuKernel(Kernel):
 
     # -- gradients ---------------------------------------------------------
 
-    def _gradient_kernel(self):
-        """The adjoint kernel's package, loaded (and compiled, where the
-        compiler is) on first use; CompileError when the spec has no GPU
-        backward or no package for it is at hand."""
-        if self._gradient is not None:
-            return self._gradient
-        if self._gradient_path is not None:
+    def _gradient_kernel(self, constants=()):
+        """The package of the adjoint kernel that holds the inputs named in
+        `constants` constant, loaded (and compiled, where the compiler is)
+        on first use; CompileError when the spec has no GPU backward or no
+        package for it is at hand."""
+        constants = tuple(sorted(constants))
+        gradient = self._gradients.get(constants)
+        if gradient is not None:
+            return gradient
+        if self._gradient_path is not None and not constants:
             gradient = GpuKernel(self._gradient_path)
         elif self._gradient_source is not None:
             from ._spec import _compile_gpu
             text, filename, dtype, shapes = self._gradient_source
             gradient = _compile_gpu(text, filename, self.target, dtype,
-                                    shapes, grad=True)
+                                    shapes, grad=True, constants=constants)
         else:
             from ._spec import CompileError
             raise CompileError(
                 "kernel '%s' was loaded from a package without its gradient "
-                "package: load it with attnc.load(path, grad=GRAD_PATH) "
-                "(attnc compile --grad makes one)" % self.name)
-        self._check_gradient_signature(gradient)
-        self._gradient = gradient
+                "package%s: load it with attnc.load(path, grad=GRAD_PATH) "
+                "(attnc compile --grad makes one)" % (
+                    self.name, " for constant %s" % ", ".join(constants)
+                    if constants else ""))
+        self._check_gradient_signature(gradient, constants)
+        self._gradients[constants] = gradient
         return gradient
 
     def _adjointed_outputs(self):
         return [i for i, (_, dtype, _) in enumerate(self._output_specs)
                 if dtype in FLOAT_DTYPES]
 
-    def _differentiated_inputs(self):
-        return [i for i, (_, dtype, _) in enumerate(self._input_specs)
-                if dtype in FLOAT_DTYPES]
+    def _differentiated_inputs(self, constants=()):
+        return [i for i, (name, dtype, _) in enumerate(self._input_specs)
+                if dtype in FLOAT_DTYPES and name not in constants]
 
-    def _check_gradient_signature(self, gradient):
+    def _constant_inputs(self, needed):
+        """The names of the inputs a call whose inputs at indices `needed`
+        require grad holds constant: the optional ones it does not need."""
+        return tuple(sorted(self._input_specs[i][0]
+                            for i in self._optional_gradients
+                            if i not in needed and
+                            self._input_specs[i][1] in FLOAT_DTYPES))
+
+    def _check_gradient_signature(self, gradient, constants=()):
         """The adjoint kernel takes the forward's inputs, then one adjoint
-        per float output, and gives one gradient per float input."""
+        per float output, and gives one gradient per float input not held
+        constant."""
         expected = ([spec[0] for spec in self._input_specs] +
                     ["d" + self._output_specs[i][0]
                      for i in self._adjointed_outputs()])
         given = ["d" + self._input_specs[i][0]
-                 for i in self._differentiated_inputs()]
+                 for i in self._differentiated_inputs(constants)]
         if gradient.inputs != expected or gradient.outputs != given:
             raise ValueError(
                 "package '%s' is not the gradient of kernel '%s': it takes "
@@ -545,28 +564,32 @@ class GpuKernel(Kernel):
                     ", ".join(gradient.inputs), ", ".join(gradient.outputs),
                     ", ".join(expected), ", ".join(given)))
 
-    def _prepare_gradient(self):
-        """Loads the adjoint kernel's package (CompileError when the spec
+    def _prepare_gradient(self, needed=None):
+        """Loads the package of the adjoint kernel a call whose inputs at
+        indices `needed` require grad launches (CompileError when the spec
         has no GPU backward); the indices of the inputs that get a
         gradient."""
-        self._gradient_kernel()
-        return tuple(self._differentiated_inputs())
+        constants = self._constant_inputs(needed or ())
+        self._gradient_kernel(constants)
+        return tuple(self._differentiated_inputs(constants))
 
-    def vjp(self, *args, grad_outputs=None, **kwargs):
+    def vjp(self, *args, grad_outputs=None, constant_inputs=(), **kwargs):
         """The vector-Jacobian product on the GPU: for L = sum over outputs
         o of <grad_outputs[o], o>, one entry per kernel input, in input
         order: dL/dinput as a float32 CUDA tensor of the input's shape for
-        float inputs, None for integer inputs. `grad_outputs` holds one
-        adjoint per output (a tensor of the output's shape, any float
-        dtype, on the inputs' device; None: zero); a kernel with one output
-        also takes the tensor alone. The adjoint kernel recomputes the
-        forward from the inputs."""
+        float inputs, None for integer inputs and the float inputs named in
+        `constant_inputs` (held constant: their own package of the adjoint
+        kernel, which may fuse where the full one does not).
+        `grad_outputs` holds one adjoint per output (a tensor of the
+        output's shape, any float dtype, on the inputs' device; None: zero);
+        a kernel with one output also takes the tensor alone. The adjoint
+        kernel recomputes the forward from the inputs."""
         torch = sys.modules.get("torch")
         inputs, params, given = self._bind_call(args, kwargs)
         if torch is None or not is_torch(inputs[0]):
             raise TypeError("vjp of kernel '%s': pass torch CUDA tensors" %
                             self.name)
-        gradient = self._gradient_kernel()
+        gradient = self._gradient_kernel(constant_inputs)
         if grad_outputs is None or is_torch(grad_outputs):
             grad_outputs = (grad_outputs,)
         grad_outputs = tuple(grad_outputs)
@@ -606,7 +629,8 @@ class GpuKernel(Kernel):
         if not isinstance(results, tuple):
             results = (results,)
         gradients = [None] * len(self._input_specs)
-        for index, result in zip(self._differentiated_inputs(), results):
+        for index, result in zip(self._differentiated_inputs(constant_inputs),
+                                 results):
             gradients[index] = result
         return gradients
 

@@ -93,28 +93,30 @@ def package_store():
     return pathlib.Path(cache) / "attnc" / "packages"
 
 
-def _package_key(text, target, dtype, shapes, grad=False):
+def _package_key(text, target, dtype, shapes, grad=False, constants=()):
     fields = [text, target, dtype or "", sorted(shapes.items()), VERSION]
     if grad:
-        fields.append("grad")
+        fields.append(["grad"] + sorted(constants))
     key = json.dumps(fields)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _package_file(text, target, dtype, shapes, grad=False):
-    return package_store() / (_package_key(text, target, dtype, shapes, grad)
-                              + ".attnpkg")
+def _package_file(text, target, dtype, shapes, grad=False, constants=()):
+    key = _package_key(text, target, dtype, shapes, grad, constants)
+    return package_store() / (key + ".attnpkg")
 
 
-def package_path(spec, target, dtype=None, shapes=None, grad=False):
+def package_path(spec, target, dtype=None, shapes=None, grad=False,
+                 grad_constants=()):
     """Where the package store keeps the package of `spec` compiled for
     `target` with `dtype` and `shapes` (with `grad`, that of its adjoint
-    kernel, which training needs too); compile on one machine, carry the
+    kernel, which training needs too, with the float inputs named in
+    `grad_constants` held constant); compile on one machine, carry the
     store to another that has only the runtime."""
     _check_target(target)
     text, _ = _read_spec(spec)
     return str(_package_file(text, target, dtype, _check_shapes(shapes),
-                             grad))
+                             grad, tuple(grad_constants)))
 
 
 def compile(spec, target="cpu", dtype=None, shapes=None, name=None,
@@ -151,18 +153,21 @@ def _compile_cpu(text, filename, dtype, shapes):
     return CpuKernel(native.compile_cpu(text, filename, dtype, shapes), text)
 
 
-def _compile_gpu(text, filename, target, dtype, shapes, grad=False):
+def _compile_gpu(text, filename, target, dtype, shapes, grad=False,
+                 constants=()):
     """The package of `text` for `target` (with `grad`, of its adjoint
-    kernel). Where the compiler is installed it comes from attnc's artifact
+    kernel, the float inputs named in `constants` held constant). Where the
+    compiler is installed it comes from attnc's artifact
     cache (keyed by the code generator too, so a package an older compiler
     built is never served) and is exported to the package store; a machine
     with only the runtime loads it from the store."""
     start = time.perf_counter()
-    path = _package_file(text, target, dtype, shapes, grad)
+    path = _package_file(text, target, dtype, shapes, grad, constants)
     native = _native()
     if native is not None:
-        data, hit = native.compile_gpu_package(text, filename, target, dtype,
-                                               shapes, grad=grad)
+        data, hit = native.compile_gpu_package(
+            text, filename, target, dtype, shapes, grad=grad,
+            grad_constants=sorted(constants))
         _export_package(path, data)
     elif path.is_file():
         hit = True
@@ -173,7 +178,7 @@ def _compile_gpu(text, filename, target, dtype, shapes, grad=False):
             "built (attnc.compile(spec, target=%r, dtype=..., shapes=...%s) "
             "with the same arguments) and copy the package store there "
             "(see attnc.package_path, ATTNC_PACKAGE_DIR)" % (
-                path, " (its gradient)" if grad else "", target,
+                path, _gradient_label(grad, constants), target,
                 ", grad=True" if grad else ""))
     kernel = load(path)
     kernel.spec = text
@@ -182,6 +187,14 @@ def _compile_gpu(text, filename, target, dtype, shapes, grad=False):
     if not grad:
         kernel._gradient_source = (text, filename, dtype, shapes)
     return kernel
+
+
+def _gradient_label(grad, constants):
+    if not grad:
+        return ""
+    if not constants:
+        return " (its gradient)"
+    return " (its gradient, %s held constant)" % ", ".join(sorted(constants))
 
 
 def _export_package(path, data):
@@ -464,10 +477,10 @@ class CpuKernel(Kernel):
             adjoints.append(array)
         return adjoints
 
-    def _prepare_gradient(self):
+    def _prepare_gradient(self, needed=None):
         """Compiles the adjoint kernel if needed (CompileError when the
         spec cannot be differentiated); the indices of the inputs that get a
-        gradient."""
+        gradient (every float input, whichever are `needed`)."""
         differentiated, _ = self._native.prepare_grad()
         return tuple(differentiated)
 

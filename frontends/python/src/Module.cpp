@@ -659,7 +659,8 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
                          const std::string &target,
                          std::optional<std::string> dtype,
                          const std::map<std::string, int64_t> &shapes,
-                         bool useCache, bool grad) {
+                         bool useCache, bool grad,
+                         const std::vector<std::string> &gradConstants) {
   llvm::Expected<std::string> chip = resolveGpuChip(target, "target");
   if (!chip)
     throwValueError(chip.takeError());
@@ -675,7 +676,8 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
   std::optional<GradientSpec> gradient;
   if (grad) {
     compilation.captureDiagnostics();
-    llvm::Expected<GradientSpec> built = GradientSpec::build(spec);
+    llvm::Expected<GradientSpec> built =
+        GradientSpec::build(spec, /*fused=*/true, gradConstants);
     if (!built)
       compilation.fail(llvm::toString(built.takeError()));
     gradient.emplace(std::move(*built));
@@ -767,7 +769,9 @@ PYBIND11_MODULE(_attnc, m) {
   m.def("compile_gpu_package", &compilePackage, py::arg("source"),
         py::arg("filename"), py::arg("target"), py::arg("dtype"),
         py::arg("shapes"), py::arg("use_cache") = true, py::arg("grad") = false,
+        py::arg("grad_constants") = std::vector<std::string>(),
         "Compiles a spec for a CUDA chip through the artifact cache: the "
         "bytes of an .attnpkg and whether the cache held it; with grad, the "
-        "package of its adjoint kernel <name>_grad");
+        "package of its adjoint kernel <name>_grad, the float inputs named in "
+        "grad_constants held constant");
 }

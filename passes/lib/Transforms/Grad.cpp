@@ -79,8 +79,9 @@ SmallVector<StringRef> toRefs(ArrayRef<std::string> strings) {
 
 class GradientBuilder {
 public:
-  explicit GradientBuilder(KernelOp forward)
-      : forward(forward), b(forward.getContext()) {}
+  GradientBuilder(KernelOp forward, ArrayRef<unsigned> constantInputs)
+      : forward(forward), b(forward.getContext()),
+        constantInputs(constantInputs.begin(), constantInputs.end()) {}
 
   FailureOr<OwningOpRef<ModuleOp>> build();
 
@@ -153,9 +154,20 @@ private:
   void addStatistics(SmallVectorImpl<Operation *> &cascade);
   void findActiveTensors();
 
+  /// Whether forward input `i` is differentiated: a float input the caller
+  /// did not declare constant.
+  bool isDifferentiated(unsigned i) {
+    auto type = cast<RankedTensorType>(forward.getInputArg(i).getType());
+    return isa<FloatType>(type.getElementType()) &&
+           !constantInputs.contains(i);
+  }
+
   KernelOp forward;
   KernelOp grad;
   OpBuilder b;
+  /// Float inputs treated as constants: no gradient, and what depends on
+  /// them alone has no adjoint (a captured bias table nobody trains).
+  llvm::SmallDenseSet<unsigned> constantInputs;
   Block *entry = nullptr;
   /// Tensors that depend on a float input: the only ones with adjoints.
   llvm::DenseSet<Value> active;
@@ -246,12 +258,9 @@ Value GradientBuilder::allOf(Location loc, ArrayRef<Value> conditions) {
 }
 
 void GradientBuilder::findActiveTensors() {
-  for (unsigned i = 0; i < forward.getNumInputs(); ++i) {
-    Value input = grad.getInputArg(i);
-    if (isa<FloatType>(
-            cast<RankedTensorType>(input.getType()).getElementType()))
-      active.insert(input);
-  }
+  for (unsigned i = 0; i < forward.getNumInputs(); ++i)
+    if (isDifferentiated(i))
+      active.insert(grad.getInputArg(i));
   auto isFloatTensor = [](Value value) {
     auto type = dyn_cast<RankedTensorType>(value.getType());
     return type && isa<FloatType>(type.getElementType());
@@ -745,8 +754,7 @@ FailureOr<OwningOpRef<ModuleOp>> GradientBuilder::build() {
   }
   SmallVector<Attribute> outputNames, outputTypes;
   for (unsigned i = 0; i < forward.getNumInputs(); ++i) {
-    auto type = cast<RankedTensorType>(forward.getInputArg(i).getType());
-    if (!isa<FloatType>(type.getElementType()))
+    if (!isDifferentiated(i))
       continue;
     floatInputs.push_back(i);
     outputNames.push_back(StringAttr::get(
@@ -863,7 +871,8 @@ struct AttnGrad : impl::AttnGradBase<AttnGrad> {
     ModuleOp module = getOperation();
     SmallVector<KernelOp> kernels(module.getOps<KernelOp>());
     for (KernelOp kernel : kernels) {
-      FailureOr<OwningOpRef<ModuleOp>> adjoint = buildGradientModule(kernel);
+      FailureOr<OwningOpRef<ModuleOp>> adjoint =
+          buildGradientModule(kernel, {});
       if (failed(adjoint))
         return signalPassFailure();
       for (Operation &op :
@@ -876,8 +885,9 @@ struct AttnGrad : impl::AttnGradBase<AttnGrad> {
 
 } // namespace
 
-FailureOr<OwningOpRef<ModuleOp>> buildGradientModule(KernelOp kernel) {
-  return GradientBuilder(kernel).build();
+FailureOr<OwningOpRef<ModuleOp>>
+buildGradientModule(KernelOp kernel, ArrayRef<unsigned> constantInputs) {
+  return GradientBuilder(kernel, constantInputs).build();
 }
 
 } // namespace mlir::attn

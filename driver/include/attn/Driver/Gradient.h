@@ -30,9 +30,10 @@ namespace attn {
 /// are the forward's; its inputs are the forward's inputs, then the adjoint
 /// of every float output (f32, the output's shape); its outputs are the
 /// gradients of L = sum over outputs of <adjoint, output> with respect to
-/// every float input (f32, the input's shape), in input order. Adjoints and
-/// gradients are named "d" and the tensor's name ("dO", "dLSE", "dQ",
-/// "dSlopes"), with a suffix where the spec already uses that name.
+/// every float input not held constant (f32, the input's shape), in input
+/// order. Adjoints and gradients are named "d" and the tensor's name ("dO",
+/// "dLSE", "dQ", "dSlopes"), with a suffix where the spec already uses that
+/// name.
 class GradientSpec {
 public:
   /// Builds the adjoint of `forward`'s kernel with attn-grad. With `fused`,
@@ -43,9 +44,13 @@ public:
   /// differentiated instead. What cannot be differentiated at all (an op
   /// without a derivative rule, a kernel without a float input or output)
   /// is reported as diagnostics on the forward kernel's ops, through the
-  /// context's handlers, before the returned error.
-  static llvm::Expected<GradientSpec> build(const LoadedSpec &forward,
-                                            bool fused = true);
+  /// context's handlers, before the returned error. The float inputs named
+  /// in `constants` are held constant: no gradient, and nothing that depends
+  /// on them alone is differentiated (so a score_mod that reads a captured
+  /// table nobody trains keeps the fused backward).
+  static llvm::Expected<GradientSpec>
+  build(const LoadedSpec &forward, bool fused = true,
+        llvm::ArrayRef<std::string> constants = {});
 
   /// The adjoint kernel at cascade level.
   const LoadedSpec &getAdjoint() const { return adjoint; }
@@ -55,8 +60,8 @@ public:
   llvm::ArrayRef<unsigned> getAdjointedOutputs() const {
     return adjointedOutputs;
   }
-  /// The forward inputs that have a gradient (the float ones), in the order
-  /// of the adjoint kernel's outputs.
+  /// The forward inputs that have a gradient (the float ones not held
+  /// constant), in the order of the adjoint kernel's outputs.
   llvm::ArrayRef<unsigned> getDifferentiatedInputs() const {
     return differentiatedInputs;
   }

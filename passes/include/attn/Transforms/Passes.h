@@ -22,9 +22,11 @@ namespace mlir::attn {
 #include "attn/Transforms/Passes.h.inc"
 
 /// The adjoint kernel of `kernel` (see the `attn-grad` pass), built in a new
-/// module of its own. Reports on `kernel` and fails on what it cannot
-/// differentiate.
-FailureOr<OwningOpRef<ModuleOp>> buildGradientModule(KernelOp kernel);
+/// module of its own. The float inputs at `constantInputs` get no gradient
+/// output and are not differentiated through. Reports on `kernel` and fails
+/// on what it cannot differentiate.
+FailureOr<OwningOpRef<ModuleOp>>
+buildGradientModule(KernelOp kernel, ArrayRef<unsigned> constantInputs = {});
 
 /// `attn-raise` then `attn-analyze-mask` on every attn.kernel: the
 /// target-free start of every fused backend. `mask` carries what a backend's
