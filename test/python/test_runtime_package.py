@@ -184,3 +184,23 @@ def test_torch_cuda_launch(causal_package):
         Q.float(), K.float(), V.float(), is_causal=True)
     assert out.device == Q.device and out.dtype == torch.bfloat16
     assert torch.allclose(out.float(), ref, atol=2e-2, rtol=2e-2)
+
+
+def test_torch_tensors_are_read_without_dlpack():
+    torch = pytest.importorskip("torch")
+    from attnc._runtime import DLView, _TorchView, _view
+    base = torch.arange(2 * 3 * 8, dtype=torch.float32).reshape(2, 3, 8)
+    for tensor in (base, base.to(torch.bfloat16), base[:, 1:, ::2],
+                   base.to(torch.int32)[1], torch.zeros(0, 4)):
+        view = _view(tensor)
+        assert isinstance(view, _TorchView)
+        reference = DLView(tensor)
+        fields = ["shape", "dtype", "dtype_code", "dtype_bits", "device_type",
+                  "device_id", "data"]
+        if tensor.numel():  # DLPack normalises the strides of empty ones
+            fields.append("strides")
+        for field in fields:
+            assert getattr(view, field) == getattr(reference, field), field
+        reference.release()
+    # A dtype attnc has no name for goes through DLPack.
+    assert isinstance(_view(torch.zeros(2, dtype=torch.uint8)), DLView)

@@ -10,7 +10,8 @@ import sys
 
 # attnc_tensor and attnc_dtype are DLPack's DLTensor and DLDataType, field
 # for field.
-from ._dlpack import DEVICE_CUDA, DLDataType, DLDevice, DLTensor, DLView
+from ._dlpack import (DEVICE_CPU, DEVICE_CUDA, DTYPES, DLDataType, DLDevice,
+                      DLTensor, DLView)
 
 __all__ = ["Kernel", "GpuKernel", "load", "runtime_library"]
 
@@ -111,6 +112,8 @@ def _declare(lib):
                                        ctypes.POINTER(_ArgInfo)]),
         "attnc_package_prepare": (status, [pkg, ctypes.c_int]),
         "attnc_device_count": (ctypes.c_int, []),
+        "attnc_stream_wrap": (status, [ctypes.c_int, ctypes.c_void_p,
+                                       ctypes.POINTER(ctypes.c_void_p)]),
         "attnc_launch": (status, [pkg, ctypes.c_char_p, tensors,
                                   ctypes.c_size_t, doubles, ctypes.c_size_t,
                                   tensors, ctypes.c_size_t, ctypes.c_void_p]),
@@ -325,6 +328,56 @@ def _dl_tensor(view, shape_store):
                     strides, 0)
 
 
+class _TorchView:
+    """What a DLView gives of a torch tensor, read from the tensor itself:
+    a launch exports no DLPack capsule per tensor."""
+
+    def __init__(self, tensor, dtype):
+        self.owner = tensor
+        self.shape = tuple(tensor.shape)
+        self.strides = tuple(tensor.stride())
+        self.ndim = len(self.shape)
+        self.dtype = dtype
+        self.dtype_code, self.dtype_bits = DTYPES[dtype]
+        device = tensor.device
+        self.device_type = DEVICE_CUDA if device.type == "cuda" else DEVICE_CPU
+        self.device_id = device.index or 0
+        self.data = tensor.data_ptr()
+
+    def release(self):
+        self.owner = None
+
+
+def _view(obj):
+    """A _TorchView of a torch tensor of an attnc dtype, else a DLView."""
+    if is_torch(obj):
+        dtype = dtype_of(obj)
+        if dtype in DTYPES:
+            return _TorchView(obj, dtype)
+    return DLView(obj)
+
+
+# attnc_stream handles of PyTorch streams, by (device, CUstream).
+_STREAMS = {}
+
+
+def _current_stream(lib, torch, device):
+    """The attnc_stream of PyTorch's current stream on `device`; None for
+    the legacy default stream (the runtime's NULL)."""
+    handle = torch.cuda.current_stream(device).cuda_stream
+    if not handle:
+        return None
+    key = (device.index, handle)
+    stream = _STREAMS.get(key)
+    if stream is None:
+        stream = ctypes.c_void_p()
+        _raise_for(lib, lib.attnc_stream_wrap(device.index, handle,
+                                              ctypes.byref(stream)),
+                   "PyTorch's current stream on %s" % device)
+        _STREAMS[key] = stream
+    return stream
+
+
 # --------------------------------------------------------------------------
 # GPU kernels from packages
 # --------------------------------------------------------------------------
@@ -375,7 +428,7 @@ class GpuKernel(Kernel):
     """A kernel package launched on a CUDA device through the runtime.
     Inputs are CUDA tensors (any object with ``__dlpack__``; PyTorch in
     practice); outputs are new PyTorch tensors on the first input's device.
-    Launches go to the device's default stream.
+    Launches go to PyTorch's current stream on that device.
 
     Gradients come from the package of the adjoint kernel ``<name>_grad``
     (made by ``attnc.compile(..., grad=True)`` or on the first call that
@@ -426,7 +479,7 @@ class GpuKernel(Kernel):
                 "(e.g. torch tensors on a cuda device), got a %s on the CPU" %
                 (name, self.name, self.target, type(obj).__name__))
         self._check_dtype(name, dtype_of(obj) or dtype, dtype)
-        view = DLView(obj)
+        view = _view(obj)
         if view.device_type != DEVICE_CUDA:
             view.release()
             raise TypeError(
@@ -444,7 +497,7 @@ class GpuKernel(Kernel):
                 raise ValueError("input '%s': the innermost axis must be "
                                  "contiguous" % name)
             self.last_copied += (name,)
-            view = DLView(obj.contiguous())
+            view = _view(obj.contiguous())
         return view
 
     def __call__(self, *args, **kwargs):
@@ -482,7 +535,7 @@ class GpuKernel(Kernel):
         results = [torch.empty(shape, dtype=torch_dtype(dtype), device=device)
                    for shape, (_, dtype, _) in zip(self._output_shapes(dims),
                                                    self._output_specs)]
-        out_views = [DLView(result) for result in results]
+        out_views = [_view(result) for result in results]
         keep = []
         in_array = (DLTensor * max(1, len(views)))(
             *[_dl_tensor(view, keep) for view in views])
@@ -491,11 +544,12 @@ class GpuKernel(Kernel):
         param_array = (ctypes.c_double * max(1, len(params)))(*params)
         lib = self._package.lib
         handle = self._package.handle
-        # attnc_launch checks every argument before any driver call.
-        # NULL: the legacy default stream, which PyTorch's default stream is.
+        # attnc_launch checks every argument before any driver call; the
+        # launch joins PyTorch's current stream on the inputs' device.
         status = lib.attnc_launch(handle, None, in_array, len(views),
                                   param_array, len(params), out_array,
-                                  len(out_views), None)
+                                  len(out_views),
+                                  _current_stream(lib, torch, device))
         for view in views + out_views:
             view.release()
         _raise_for(lib, status, "kernel '%s'" % self.name)

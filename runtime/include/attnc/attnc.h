@@ -154,6 +154,12 @@ typedef struct attnc_stream_t *attnc_stream;
 typedef struct attnc_event_t *attnc_event;
 
 attnc_status attnc_stream_create(int device, attnc_stream *out);
+/** A handle on `cuda_stream` (a CUstream of `device` that the caller owns,
+ * such as a framework's current stream; NULL is the legacy default stream),
+ * so that launches join the caller's stream order. attnc_stream_destroy
+ * frees the handle and leaves the stream alone. */
+attnc_status attnc_stream_wrap(int device, void *cuda_stream,
+                               attnc_stream *out);
 attnc_status attnc_stream_synchronize(attnc_stream stream);
 /** NULL is a no-op. */
 attnc_status attnc_stream_destroy(attnc_stream stream);

@@ -25,6 +25,9 @@ using namespace attn::cuda;
 struct attnc_stream_t {
   int device;
   CUstream stream;
+  /// False for a stream the caller owns (attnc_stream_wrap): destroying the
+  /// handle leaves the stream alone.
+  bool owned;
 };
 
 struct attnc_event_t {
@@ -256,7 +259,20 @@ attnc_status attnc_stream_create(int device, attnc_stream *out) {
   if (Status s = d->check(d->cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING),
                           "cuStreamCreate"))
     return setLastError(s);
-  *out = new attnc_stream_t{device, stream};
+  *out = new attnc_stream_t{device, stream, /*owned=*/true};
+  return ATTNC_OK;
+}
+
+attnc_status attnc_stream_wrap(int device, void *cuda_stream,
+                               attnc_stream *out) {
+  if (!out)
+    return setLastError(invalidArgument("attnc_stream_wrap: NULL out"));
+  *out = nullptr;
+  Driver *d;
+  if (Status s = enter(device, d))
+    return setLastError(s);
+  *out = new attnc_stream_t{device, static_cast<CUstream>(cuda_stream),
+                            /*owned=*/false};
   return ATTNC_OK;
 }
 
@@ -275,6 +291,10 @@ attnc_status attnc_stream_synchronize(attnc_stream stream) {
 attnc_status attnc_stream_destroy(attnc_stream stream) {
   if (!stream)
     return ATTNC_OK;
+  if (!stream->owned) {
+    delete stream;
+    return ATTNC_OK;
+  }
   Driver *d;
   Status s = enter(stream->device, d);
   CUresult r = s.isOk() ? d->cuStreamDestroy(stream->stream) : CUDA_SUCCESS;

@@ -104,6 +104,11 @@ TEST_F(CApiTest, NoDeviceHere) {
   attnc_stream stream = reinterpret_cast<attnc_stream>(1);
   EXPECT_EQ(attnc_stream_create(0, &stream), ATTNC_ERROR_NO_DEVICE);
   EXPECT_EQ(stream, nullptr);
+  stream = reinterpret_cast<attnc_stream>(1);
+  EXPECT_EQ(attnc_stream_wrap(0, nullptr, &stream), ATTNC_ERROR_NO_DEVICE);
+  EXPECT_EQ(stream, nullptr);
+  EXPECT_EQ(attnc_stream_wrap(0, nullptr, nullptr),
+            ATTNC_ERROR_INVALID_ARGUMENT);
   attnc_event event;
   EXPECT_EQ(attnc_event_create(0, &event), ATTNC_ERROR_NO_DEVICE);
   void *p = nullptr;
