@@ -344,6 +344,10 @@ class _TorchView:
         self.device_id = device.index or 0
         self.data = tensor.data_ptr()
 
+    @property
+    def contiguous(self):
+        return self.owner.is_contiguous()
+
     def release(self):
         self.owner = None
 

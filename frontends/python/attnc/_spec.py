@@ -15,8 +15,8 @@ import tempfile
 import time
 
 from . import _autograd
-from ._dlpack import DEVICE_CPU, DLView
-from ._runtime import (FLOAT_DTYPES, NUMPY_DTYPES, Kernel, dtype_of,
+from ._dlpack import DEVICE_CPU
+from ._runtime import (FLOAT_DTYPES, NUMPY_DTYPES, Kernel, _view, dtype_of,
                        is_torch, load, torch_dtype)
 
 __all__ = ["CompileError", "compile", "package_path", "VERSION"]
@@ -278,7 +278,7 @@ class CpuKernel(Kernel):
                 obj, copied = np.ascontiguousarray(obj), True
             keep.append(obj)
             return (obj.ctypes.data, dtype, tuple(obj.shape)), copied
-        view = DLView(obj)
+        view = _view(obj)
         keep.append(view)
         if view.device_type != DEVICE_CPU:
             raise TypeError("input '%s': kernel '%s' runs on the CPU, got a "
