@@ -10,7 +10,8 @@ Specs are .attn text or paths. ``target="cpu"`` compiles in this process;
 ``target="sm_90a"`` / ``"sm_80"`` makes a kernel package (kept in a package
 store, see :func:`package_path`) that the runtime launches on CUDA tensors.
 :func:`flex_attention` traces FlexAttention ``score_mod`` / ``mask_mod``
-functions into specs.
+functions into specs; :func:`varlen_attention` runs them on packed
+variable-length sequences (``cu_seqlens``).
 
 Importing attnc needs neither the compiler nor a GPU: the compiler module
 loads when a spec is compiled, the runtime library when a package loads.
@@ -21,13 +22,15 @@ from ._spec import CompileError, compile, package_path
 from ._runtime import Kernel, load
 from ._flex import (flex_attention, create_block_mask, and_masks, or_masks,
                     noop_mask, BlockMask)
+from ._varlen import varlen_attention
 from ._trace import trace, where, TraceError
 from ._trace import (exp, log, tanh, sigmoid, sqrt, rsqrt, abs, minimum,
                      maximum)
 
 __all__ = [
     "__version__", "CompileError", "Kernel", "compile", "load",
-    "package_path", "flex_attention", "create_block_mask", "and_masks",
+    "package_path", "flex_attention", "varlen_attention",
+    "create_block_mask", "and_masks",
     "or_masks", "noop_mask", "BlockMask", "trace", "where", "TraceError",
     "exp", "log", "tanh", "sigmoid", "sqrt", "rsqrt", "abs", "minimum",
     "maximum",

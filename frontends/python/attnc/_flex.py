@@ -241,10 +241,15 @@ def _explain(message, traced, spec):
     return first + newline + rest
 
 
-def _contiguous(x, library):
+def _contiguous(x, library, target):
+    """`x` as the kernel reads it: dense on the CPU; on a GPU, whose kernels
+    take any strides but a unit innermost one, as it is (the kernel copies
+    it if it must)."""
     if library == "numpy":
         import numpy as np
         return np.ascontiguousarray(x)
+    if target != "cpu":
+        return x
     return x if x.is_contiguous() else x.contiguous()
 
 
@@ -419,7 +424,7 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     gqa = Hq != Hkv
     spec = _spec_for(traced, gqa, bool(return_lse), Ev != E, dtype)
     device = query.device if library == "torch" else None
-    inputs = [_contiguous(x, library) for x in (query, key, value)]
+    inputs = [_contiguous(x, library, target) for x in (query, key, value)]
     if upcast:
         inputs = [_cast(x, library, "float32") for x in inputs]
     for tensor, capture in zip(tensors, traced.captures):

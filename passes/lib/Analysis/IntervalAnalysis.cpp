@@ -163,6 +163,40 @@ static std::pair<std::optional<int64_t>, std::optional<unsigned>>
 getAxisSize(KernelOp kernel, const IntervalAnalysis &ia, Value tensor,
             unsigned axis);
 
+/// The range of a clamp of any value: min(max(x, a), b) lies in
+/// [min(a.lo, b.lo), b.hi] and max(min(x, b), a) in [a.lo, max(a.hi, b.hi)]
+/// whatever x is (a position the mask analysis computed from a table entry
+/// and clamped into the table). None when `op` is no such clamp.
+template <typename Outer, typename Inner, bool OuterIsMin>
+static std::optional<Interval> getClampRangeOf(Outer op,
+                                               const IntervalAnalysis &ia) {
+  for (unsigned i = 0; i < 2; ++i) {
+    auto inner = op->getOperand(i).template getDefiningOp<Inner>();
+    Interval outerBound = ia.lookup(op->getOperand(1 - i));
+    if (!inner || outerBound.isUnbounded())
+      continue;
+    for (Value innerOperand : inner->getOperands()) {
+      Interval innerBound = ia.lookup(innerOperand);
+      if (innerBound.isUnbounded())
+        continue;
+      if (OuterIsMin)
+        return make(std::min(innerBound.lo, outerBound.lo), outerBound.hi);
+      return make(outerBound.lo, std::max(innerBound.hi, outerBound.hi));
+    }
+  }
+  return std::nullopt;
+}
+
+static std::optional<Interval> getClampRange(arith::MinSIOp op,
+                                             const IntervalAnalysis &ia) {
+  return getClampRangeOf<arith::MinSIOp, arith::MaxSIOp, true>(op, ia);
+}
+
+static std::optional<Interval> getClampRange(arith::MaxSIOp op,
+                                             const IntervalAnalysis &ia) {
+  return getClampRangeOf<arith::MaxSIOp, arith::MinSIOp, false>(op, ia);
+}
+
 void IntervalAnalysis::visit(Operation *op) {
   auto operand = [&](unsigned i) { return lookup(op->getOperand(i)); };
   auto set = [&](Interval interval) { intervals[op->getResult(0)] = interval; };
@@ -259,15 +293,17 @@ void IntervalAnalysis::visit(Operation *op) {
           return;
         }
         Interval a = operand(0), b = operand(1);
-        set(a.isUnbounded() || b.isUnbounded()
-                ? Interval::unbounded()
-                : make(std::max(a.lo, b.lo), std::max(a.hi, b.hi)));
+        if (!a.isUnbounded() && !b.isUnbounded())
+          set(make(std::max(a.lo, b.lo), std::max(a.hi, b.hi)));
+        else if (std::optional<Interval> clamp = getClampRange(max, *this))
+          set(*clamp);
       })
-      .Case([&](arith::MinSIOp) {
+      .Case([&](arith::MinSIOp min) {
         Interval a = operand(0), b = operand(1);
-        set(a.isUnbounded() || b.isUnbounded()
-                ? Interval::unbounded()
-                : make(std::min(a.lo, b.lo), std::min(a.hi, b.hi)));
+        if (!a.isUnbounded() && !b.isUnbounded())
+          set(make(std::min(a.lo, b.lo), std::min(a.hi, b.hi)));
+        else if (std::optional<Interval> clamp = getClampRange(min, *this))
+          set(*clamp);
       })
       .Case([&](arith::SelectOp select) {
         if (std::optional<Interval> modulo = flooredModulo(select, *this))
