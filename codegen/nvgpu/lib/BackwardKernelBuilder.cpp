@@ -5,7 +5,10 @@
 // mask and tile_class regions are inlined as in the forward:
 //
 //   _pre   one warp per 4 query rows: Delta = sum_e dO O; LSE' = LSE (+)
-//          sink, written over LSE; dO rounded to 16 bits for the products.
+//          sink, written over LSE; dO rounded to 16 bits for the products;
+//          where the sink's gradient is used, the row's dSink = -P_sink
+//          Delta (einsums after the backward reduce it, see
+//          GpuBackwardKernels::epilogue).
 //   _dkdv  one CTA per (key block of 64, key/value head, batch), one warp per
 //          16 keys; K and V stay in shared memory; for each query head of
 //          the group and each live query block (Q and dO double-buffered
@@ -97,6 +100,10 @@ public:
 private:
   Value arg(FixedParam param) { return getFixedArg(args, param); }
   bool isSoftmax() const { return normalizer.hasStatistic(); }
+  /// Whether anything reads the rows' sink gradients.
+  bool writesSinkGrad() {
+    return op.getSinkGrad() && !op.getSinkGrad().use_empty();
+  }
 
   void emitIndices(gpu::Dimension rowsAxis);
   Value rowOffset(FixedParam strideB, FixedParam strideH, Value headIndex);
@@ -479,6 +486,18 @@ void BackwardEmitter::emitPreprocess() {
               mul(ext64(row), arg(FixedParam::SinkStrideM)));
       Value sink = LLVM::LoadOp::create(
           b, loc, f32, gep(arg(FixedParam::Sink), f32, sinkOffset), 4);
+      if (writesSinkGrad()) {
+        // dSink = -P_sink Delta, with P_sink from the LSE of the scores
+        // alone (before LSE' replaces it). A sink of -inf has no share,
+        // also in a row that kept nothing (where the share's formula
+        // would be NaN).
+        Value share =
+            select(cmpf(arith::CmpFPredicate::OEQ, sink, negInf()), cf(0.0),
+                   normalizer.getSinkWeight(b, loc, sink, lse));
+        LLVM::StoreOp::create(
+            b, loc, arith::NegFOp::create(b, loc, mulf(share, partial)),
+            gep(arg(FixedParam::DSink), f32, offset), 4);
+      }
       LLVM::StoreOp::create(
           b, loc, normalizer.getRowLogDenominator(b, loc, lse, sink), lsePtr,
           4);
@@ -855,9 +874,6 @@ LogicalResult mlir::attn::checkGpuBackwardSupport(AttentionBackwardOp op) {
       op.getNormalizer() != Normalizer::None)
     return op.emitError() << "attn-nvgpu: the GPU backward supports softmax "
                              "and none";
-  if (op.getSinkGrad() && !op.getSinkGrad().use_empty())
-    return op.emitError() << "attn-nvgpu: the GPU backward does not compute "
-                             "the gradient of sink logits yet";
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
   Type element = query.getElementType();

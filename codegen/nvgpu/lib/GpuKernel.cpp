@@ -55,73 +55,15 @@ static llvm::Expected<std::string> lowerToPtx(ModuleOp container,
   return object.getObject().getValue().str();
 }
 
-llvm::Expected<GpuKernelArtifact>
-mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
-  MLIRContext *context = op.getContext();
-  DialectRegistry registry;
-  registerGpuCodegenDialects(registry);
-  context->appendDialectRegistry(registry);
-  context->loadDialect<arith::ArithDialect, gpu::GPUDialect,
-                       LLVM::LLVMDialect, math::MathDialect, NVVM::NVVMDialect,
-                       scf::SCFDialect, vector::VectorDialect>();
-
-  // Diagnostics become the error message instead of going to stderr.
-  std::string diagnostics;
-  std::mutex diagnosticsMutex;
-  ScopedDiagnosticHandler handler(context, [&](Diagnostic &diag) {
-    std::lock_guard<std::mutex> lock(diagnosticsMutex);
-    llvm::raw_string_ostream os(diagnostics);
-    os << diag << "\n";
-    return success();
-  });
-
-  auto makeContainer = [&] {
-    OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
-    (*container)
-        ->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                  UnitAttr::get(context));
-    return container;
-  };
-  GpuKernelArtifact artifact;
-  artifact.kernelName = "attn_fwd";
-  OwningOpRef<ModuleOp> container = makeContainer();
-  OpBuilder builder(context);
-  builder.setInsertionPointToEnd(container->getBody());
-  if (failed(buildAttentionGpuModule(builder, op, options, "attn_gpu",
-                                     artifact.kernelName,
-                                     artifact.signature)))
-    return makeError("attn-nvgpu: cannot build the kernel: " + diagnostics);
-  OwningOpRef<ModuleOp> decodeContainer;
-  if (options.decode && supportsGpuDecode(op)) {
-    decodeContainer = makeContainer();
-    builder.setInsertionPointToEnd(decodeContainer->getBody());
-    GpuKernelSignature same;
-    if (failed(buildDecodeGpuModule(builder, op, options, "attn_gpu_decode",
-                                    artifact.kernelName, same)))
-      return makeError("attn-nvgpu: cannot build the decode kernels: " +
-                       diagnostics);
-  }
-  std::vector<EinsumOp> einsums = getPrologueEinsums(op);
-  OwningOpRef<ModuleOp> prologueContainer;
-  std::vector<GpuPrologueKernel> prologueKernels;
-  if (!einsums.empty()) {
-    prologueContainer = makeContainer();
-    builder.setInsertionPointToEnd(prologueContainer->getBody());
-    if (failed(buildPrologueGpuModule(builder, einsums, "attn_gpu_prologue",
-                                      artifact.kernelName + "_prologue",
-                                      prologueKernels)))
-      return makeError("attn-nvgpu: cannot build the prologue kernels: " +
-                       diagnostics);
-  }
-
-  // The modules go through LLVM side by side: most of the time is LLVM's,
-  // and each has its own LLVM context. The passes' dialects are loaded
-  // first: a context cannot load dialects from two threads at once.
-  SmallVector<ModuleOp> containers = {*container};
-  if (decodeContainer)
-    containers.push_back(*decodeContainer);
-  if (prologueContainer)
-    containers.push_back(*prologueContainer);
+/// Lowers each of `containers` (one gpu.module each) to PTX, side by side:
+/// most of the time is LLVM's, and each has its own LLVM context. The
+/// passes' dialects are loaded first: a context cannot load dialects from
+/// two threads at once. The first failure is reported with `diagnostics`,
+/// read after every thread is done.
+static llvm::Expected<SmallVector<std::string>>
+lowerAllToPtx(ArrayRef<ModuleOp> containers, const GpuOptions &options,
+              const std::string &diagnostics) {
+  MLIRContext *context = containers.front()->getContext();
   if (containers.size() > 1) {
     PassManager pm(context);
     addGpuLoweringPasses(pm, options);
@@ -142,9 +84,12 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
     thread.join();
   // Every result must be consumed; the first failure is reported.
   std::optional<llvm::Error> failure;
+  SmallVector<std::string> results;
   for (auto &result : ptx) {
-    if (*result)
+    if (*result) {
+      results.push_back(std::move(**result));
       continue;
+    }
     llvm::Error error = result->takeError();
     if (failure)
       llvm::consumeError(std::move(error));
@@ -154,15 +99,127 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   }
   if (failure)
     return std::move(*failure);
-  artifact.ptx = std::move(**ptx[0]);
+  return results;
+}
+
+namespace {
+/// What compiling one attention (forward or backward) for a GPU shares: the
+/// code generator's dialects loaded, diagnostics collected as the error
+/// message instead of going to stderr, and gpu.module containers.
+class GpuCompilation {
+public:
+  GpuCompilation(Operation *op)
+      : context(op->getContext()), loc(op->getLoc()), builder(context),
+        handler(context, [this](Diagnostic &diag) {
+          std::lock_guard<std::mutex> lock(diagnosticsMutex);
+          llvm::raw_string_ostream os(diagnostics);
+          os << diag << "\n";
+          return success();
+        }) {
+    DialectRegistry registry;
+    registerGpuCodegenDialects(registry);
+    context->appendDialectRegistry(registry);
+    context->loadDialect<arith::ArithDialect, gpu::GPUDialect,
+                         LLVM::LLVMDialect, math::MathDialect,
+                         NVVM::NVVMDialect, scf::SCFDialect,
+                         vector::VectorDialect>();
+  }
+
+  /// A new container module; the builder inserts into it.
+  OwningOpRef<ModuleOp> makeContainer() {
+    OwningOpRef<ModuleOp> container = ModuleOp::create(loc);
+    (*container)
+        ->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                  UnitAttr::get(context));
+    builder.setInsertionPointToEnd(container->getBody());
+    return container;
+  }
+
+  /// A container with one kernel per einsum of `einsums` (those that run
+  /// around the attention's own kernels), in `kernels`; null when there are
+  /// none.
+  llvm::Expected<OwningOpRef<ModuleOp>>
+  buildEinsumKernels(ArrayRef<EinsumOp> einsums, StringRef moduleName,
+                     StringRef kernelPrefix, StringRef what,
+                     std::vector<GpuPrologueKernel> &kernels) {
+    if (einsums.empty())
+      return OwningOpRef<ModuleOp>();
+    OwningOpRef<ModuleOp> container = makeContainer();
+    if (failed(buildPrologueGpuModule(builder, einsums, moduleName,
+                                      kernelPrefix, kernels)))
+      return fail(what);
+    return container;
+  }
+
+  /// "cannot build `what`", with the diagnostics.
+  llvm::Error fail(const Twine &what) {
+    return makeError("attn-nvgpu: cannot build " + what + ": " + diagnostics);
+  }
+
+  /// PTX of each of `containers`, side by side.
+  llvm::Expected<SmallVector<std::string>>
+  lower(ArrayRef<ModuleOp> containers, const GpuOptions &options) {
+    return lowerAllToPtx(containers, options, diagnostics);
+  }
+
+  OpBuilder &getBuilder() { return builder; }
+
+private:
+  MLIRContext *context;
+  Location loc;
+  OpBuilder builder;
+  std::string diagnostics;
+  std::mutex diagnosticsMutex;
+  ScopedDiagnosticHandler handler;
+};
+} // namespace
+
+llvm::Expected<GpuKernelArtifact>
+mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
+  GpuCompilation compilation(op);
+  OpBuilder &builder = compilation.getBuilder();
+  GpuKernelArtifact artifact;
+  artifact.kernelName = "attn_fwd";
+  OwningOpRef<ModuleOp> container = compilation.makeContainer();
+  if (failed(buildAttentionGpuModule(builder, op, options, "attn_gpu",
+                                     artifact.kernelName,
+                                     artifact.signature)))
+    return compilation.fail("the kernel");
+  OwningOpRef<ModuleOp> decodeContainer;
+  if (options.decode && supportsGpuDecode(op)) {
+    decodeContainer = compilation.makeContainer();
+    GpuKernelSignature same;
+    if (failed(buildDecodeGpuModule(builder, op, options, "attn_gpu_decode",
+                                    artifact.kernelName, same)))
+      return compilation.fail("the decode kernels");
+  }
+  std::vector<GpuPrologueKernel> prologueKernels;
+  llvm::Expected<OwningOpRef<ModuleOp>> prologueContainer =
+      compilation.buildEinsumKernels(
+          getPrologueEinsums(op), "attn_gpu_prologue",
+          artifact.kernelName + "_prologue", "the prologue kernels",
+          prologueKernels);
+  if (!prologueContainer)
+    return prologueContainer.takeError();
+
+  SmallVector<ModuleOp> containers = {*container};
+  if (decodeContainer)
+    containers.push_back(*decodeContainer);
+  if (*prologueContainer)
+    containers.push_back(**prologueContainer);
+  llvm::Expected<SmallVector<std::string>> ptx =
+      compilation.lower(containers, options);
+  if (!ptx)
+    return ptx.takeError();
+  artifact.ptx = std::move((*ptx)[0]);
   size_t next = 1;
   if (decodeContainer)
     artifact.decode = GpuDecodeKernels{
-        std::move(**ptx[next++]), artifact.kernelName + "_decode",
+        std::move((*ptx)[next++]), artifact.kernelName + "_decode",
         artifact.kernelName + "_merge", getDecodeSharedMemoryBytes(op)};
-  if (prologueContainer)
+  if (*prologueContainer)
     artifact.prologue =
-        GpuPrologue{std::move(**ptx[next++]), std::move(prologueKernels)};
+        GpuPrologue{std::move((*ptx)[next++]), std::move(prologueKernels)};
 
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
@@ -188,34 +245,31 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
 llvm::Expected<GpuBackwardKernels>
 mlir::attn::compileAttentionBackwardForGpu(AttentionBackwardOp op,
                                            const GpuOptions &options) {
-  MLIRContext *context = op.getContext();
-  DialectRegistry registry;
-  registerGpuCodegenDialects(registry);
-  context->appendDialectRegistry(registry);
-  context->loadDialect<arith::ArithDialect, gpu::GPUDialect,
-                       LLVM::LLVMDialect, math::MathDialect, NVVM::NVVMDialect,
-                       scf::SCFDialect, vector::VectorDialect>();
-  std::string diagnostics;
-  ScopedDiagnosticHandler handler(context, [&](Diagnostic &diag) {
-    llvm::raw_string_ostream os(diagnostics);
-    os << diag << "\n";
-    return success();
-  });
-  OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
-  (*container)
-      ->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                UnitAttr::get(context));
-  OpBuilder builder(context);
-  builder.setInsertionPointToEnd(container->getBody());
+  GpuCompilation compilation(op);
+  OwningOpRef<ModuleOp> container = compilation.makeContainer();
   GpuBackwardKernels kernels;
-  if (failed(buildBackwardGpuModule(builder, op, "attn_gpu_bwd", "attn_bwd",
-                                    kernels)))
-    return makeError("attn-nvgpu: cannot build the backward kernels: " +
-                     diagnostics);
-  llvm::Expected<std::string> ptx = lowerToPtx(*container, options);
+  if (failed(buildBackwardGpuModule(compilation.getBuilder(), op,
+                                    "attn_gpu_bwd", "attn_bwd", kernels)))
+    return compilation.fail("the backward kernels");
+  std::vector<GpuPrologueKernel> epilogueKernels;
+  llvm::Expected<OwningOpRef<ModuleOp>> epilogueContainer =
+      compilation.buildEinsumKernels(getEpilogueEinsums(op),
+                                     "attn_gpu_bwd_epilogue",
+                                     "attn_bwd_epilogue",
+                                     "the epilogue kernels", epilogueKernels);
+  if (!epilogueContainer)
+    return epilogueContainer.takeError();
+  SmallVector<ModuleOp> containers = {*container};
+  if (*epilogueContainer)
+    containers.push_back(**epilogueContainer);
+  llvm::Expected<SmallVector<std::string>> ptx =
+      compilation.lower(containers, options);
   if (!ptx)
-    return makeError(llvm::toString(ptx.takeError()) + ": " + diagnostics);
-  kernels.ptx = std::move(*ptx);
+    return ptx.takeError();
+  kernels.ptx = std::move((*ptx)[0]);
+  if (*epilogueContainer)
+    kernels.epilogue =
+        GpuPrologue{std::move((*ptx)[1]), std::move(epilogueKernels)};
   return kernels;
 }
 
@@ -241,11 +295,12 @@ GpuKernelParam mlir::attn::getFixedParam(FixedParam param) {
       {"do", Kind::Pointer},        {"do.stride.b", Kind::I64},
       {"do.stride.h", Kind::I64},   {"do.stride.m", Kind::I64},
       {"do16", Kind::Pointer},      {"delta", Kind::Pointer},
-      {"dq", Kind::Pointer},        {"dq.stride.b", Kind::I64},
-      {"dq.stride.h", Kind::I64},   {"dq.stride.m", Kind::I64},
-      {"dk", Kind::Pointer},        {"dk.stride.b", Kind::I64},
-      {"dk.stride.g", Kind::I64},   {"dk.stride.n", Kind::I64},
-      {"dv", Kind::Pointer},        {"dv.stride.b", Kind::I64},
-      {"dv.stride.g", Kind::I64},   {"dv.stride.n", Kind::I64}};
+      {"dsink", Kind::Pointer},     {"dq", Kind::Pointer},
+      {"dq.stride.b", Kind::I64},   {"dq.stride.h", Kind::I64},
+      {"dq.stride.m", Kind::I64},   {"dk", Kind::Pointer},
+      {"dk.stride.b", Kind::I64},   {"dk.stride.g", Kind::I64},
+      {"dk.stride.n", Kind::I64},   {"dv", Kind::Pointer},
+      {"dv.stride.b", Kind::I64},   {"dv.stride.g", Kind::I64},
+      {"dv.stride.n", Kind::I64}};
   return params[static_cast<unsigned>(param)];
 }

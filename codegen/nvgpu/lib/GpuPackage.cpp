@@ -190,6 +190,20 @@ mapOperandAxes(Value value, KernelOp kernel, llvm::StringRef what) {
           .str());
 }
 
+/// Whether `einsum` is the statistic attn-grad gives the backward of a
+/// `none` attention (zeros of LSE's shape): that backward reads no
+/// statistic, so nothing needs to compute it.
+bool isUnreadStatistic(EinsumOp einsum) {
+  return !einsum->use_empty() &&
+         llvm::all_of(einsum->getUses(), [](OpOperand &use) {
+           auto backward =
+               dyn_cast<mlir::attn::AttentionBackwardOp>(use.getOwner());
+           return backward &&
+                  backward.getNormalizer() == mlir::attn::Normalizer::None &&
+                  &use == &backward.getStatisticMutable();
+         });
+}
+
 /// Whether `value` (an integer) reaches an index, through integer
 /// arithmetic, anywhere in the kernel.
 bool becomesIndex(Value value) {
@@ -265,7 +279,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   // The kernel body must be scalars, expand_shapes, einsums whose results
   // the attention reads (its prologue) and one attention; an adjoint kernel
   // (attn-grad) adds the attention's backward, whose gradients of unit-axis
-  // operands are collapsed back to the inputs' shapes.
+  // operands are collapsed back to the inputs' shapes, and einsums after it
+  // that compute gradients from its sink gradient (its epilogue).
   mlir::attn::AttentionOp attention;
   mlir::attn::AttentionBackwardOp backward;
   for (Operation &op : kernel.getEntryBlock()) {
@@ -276,9 +291,12 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       continue;
     }
     if (auto found = dyn_cast<mlir::attn::AttentionBackwardOp>(op)) {
+      // A `none` backward reads no statistic (see isUnreadStatistic).
+      bool readsStatistic =
+          found.getNormalizer() != mlir::attn::Normalizer::None;
       if (backward || !attention ||
           found.getOutput() != attention.getOutput() ||
-          found.getStatistic() != attention.getLse() ||
+          (readsStatistic && found.getStatistic() != attention.getLse()) ||
           found.getScale() != attention.getScale() ||
           found.getSink() != attention.getSink() ||
           found.getNormalizer() != attention.getNormalizer())
@@ -291,7 +309,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       continue;
     if (isa<tensor::ExpandShapeOp>(op) || op.hasTrait<OpTrait::IsTerminator>())
       continue;
-    if (isa<EinsumOp>(op) && !attention)
+    if (auto einsum = dyn_cast<EinsumOp>(op);
+        einsum && (!attention || backward || isUnreadStatistic(einsum)))
       continue;
     auto isTensor = [](Type t) { return isa<ShapedType>(t); };
     if (llvm::any_of(op.getOperandTypes(), isTensor) ||
@@ -310,10 +329,22 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
 
   // Outputs: O (and LSE) of the attention, as the spec declares them; for
   // an adjoint kernel, dQ, dK and dV (the forward's O and LSE go to
-  // workspaces).
+  // workspaces) and the results of the epilogue einsums, which their
+  // kernels write directly.
   auto returnOp = kernel.getEntryBlock().getTerminator();
   int oOutput = -1, lseOutput = -1;
   int gradOutputs[3] = {-1, -1, -1};
+  std::vector<EinsumOp> epilogueEinsums;
+  if (backward)
+    epilogueEinsums = mlir::attn::getEpilogueEinsums(backward);
+  std::vector<int> epilogueOutputs(epilogueEinsums.size(), -1);
+  auto epiloguePosition = [&](Value value) -> int {
+    auto einsum = value.getDefiningOp<EinsumOp>();
+    auto found = llvm::find(epilogueEinsums, einsum);
+    return einsum && found != epilogueEinsums.end()
+               ? static_cast<int>(found - epilogueEinsums.begin())
+               : -1;
+  };
   auto gradientIndex = [&](Value value) -> int {
     if (auto collapse = value.getDefiningOp<tensor::CollapseShapeOp>())
       value = collapse.getSrc();
@@ -324,11 +355,15 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   };
   for (auto [i, value] : llvm::enumerate(returnOp->getOperands())) {
     if (backward) {
-      int g = gradientIndex(value);
-      if (g < 0)
-        return unsupported("a gradient that is not of Q, K or V (the GPU "
-                           "backward computes those only)");
-      gradOutputs[g] = i;
+      if (int g = gradientIndex(value); g >= 0) {
+        gradOutputs[g] = i;
+      } else if (int e = epiloguePosition(value); e >= 0) {
+        epilogueOutputs[e] = i;
+      } else {
+        return unsupported("a gradient that is neither of Q, K, V nor "
+                           "computed by an einsum after the backward (the "
+                           "GPU backward computes those only)");
+      }
     } else if (value == attention.getOutput()) {
       oOutput = i;
     } else if (attention.getLse() && value == attention.getLse()) {
@@ -341,6 +376,11 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     return unsupported("an attention whose O is not an output");
   if (backward && llvm::is_contained(gradOutputs, -1))
     return unsupported("an adjoint kernel without all of dQ, dK and dV");
+  // Each epilogue einsum writes one output, and nothing else reads it.
+  for (auto [position, einsum] : llvm::enumerate(epilogueEinsums))
+    if (epilogueOutputs[position] < 0 || !einsum->hasOneUse())
+      return unsupported("an einsum after the backward whose result is not "
+                         "just a gradient");
   GpuOptions gpuOptions;
   gpuOptions.chip = options.target;
   gpuOptions.decode = !backward && options.decode &&
@@ -490,13 +530,16 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     }
     manifest.args.push_back(arg);
   }
-  for (const KernelTensor &output : declared->outputs) {
+  for (auto [o, output] : llvm::enumerate(declared->outputs)) {
     ArgSpec arg;
     arg.name = output.name;
     arg.kind = ArgKind::Output;
     arg.dtype = output.dtype;
     arg.axes = toAxes(output);
-    arg.layout = Layout::InnerContiguous;
+    // The epilogue kernels write their results dense row-major.
+    arg.layout = llvm::is_contained(epilogueOutputs, static_cast<int>(o))
+                     ? Layout::Contiguous
+                     : Layout::InnerContiguous;
     manifest.args.push_back(arg);
   }
 
@@ -589,6 +632,10 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   auto exprSlot = [](const std::string &formula) {
     return PrologueBuffer::exprSlot(formula, SlotType::I64);
   };
+  // The rows' sink gradients (see GpuBackwardKernels) where an epilogue
+  // einsum reads them: dense [B, H, M] as LSE.
+  bool hasSinkGrad =
+      backward && backward.getSinkGrad() && !backward.getSinkGrad().use_empty();
   if (backward) {
     manifest.workspaces.push_back(
         {"o", "4*" + product({bDim, hDim, mDim, eDim})});
@@ -597,6 +644,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
         {"delta", "4*" + product({bDim, hDim, mDim})});
     manifest.workspaces.push_back(
         {"do16", "2*" + product({bDim, hDim, mDim, eDim})});
+    if (hasSinkGrad)
+      manifest.workspaces.push_back(
+          {"dsink", "4*" + product({bDim, hDim, mDim})});
   }
   auto oStride = [&](int axis) {
     if (!backward)
@@ -747,6 +797,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     case FixedParam::Delta:
       slot = backward ? workspaceSlot("delta") : absent();
       break;
+    case FixedParam::DSink:
+      slot = hasSinkGrad ? workspaceSlot("dsink") : absent();
+      break;
     case FixedParam::DQ:
       slot = gradientPointer(0);
       break;
@@ -801,9 +854,16 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                              !source.getAsInteger(10, k) &&
                              k < buffers->size()) {
         params.push_back((*buffers)[k].pointerSlot());
+      } else if (source == "sink_grad" && hasSinkGrad && capture.rank == 3) {
+        params.push_back(workspaceSlot("dsink"));
+        for (const std::string &size : {bDim, hDim, mDim})
+          params.push_back(exprSlot(size));
+        for (const std::string &stride :
+             {product({hDim, mDim}), product({mDim}), std::string("1")})
+          params.push_back(exprSlot(stride));
       } else {
-        return unsupported("a mask or score_mod that reads a value computed "
-                           "in the kernel ('" +
+        return unsupported("a mask, score_mod or einsum that reads a value "
+                           "computed in the kernel ('" +
                            source + "')");
       }
     }
@@ -813,37 +873,51 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   if (llvm::Error error = appendCaptureSlots(signature, entry.params))
     return std::move(error);
 
+  /// The entries of the kernels of `einsums` (a GpuPrologue of module
+  /// `module`), whose k-th einsum, with `described[k]`'s element count,
+  /// writes to `outputSlot(k)`.
+  auto addEinsumEntries =
+      [&](const mlir::attn::GpuPrologue &kernels,
+          llvm::ArrayRef<EinsumOp> einsums,
+          llvm::ArrayRef<PrologueBuffer> described, const std::string &module,
+          llvm::function_ref<ParamSlot(unsigned)> outputSlot) -> llvm::Error {
+    for (const auto &kernelInfo : kernels.kernels) {
+      EntrySpec einsumEntry;
+      einsumEntry.name = kernelInfo.name;
+      einsumEntry.function = kernelInfo.name;
+      einsumEntry.module = module;
+      std::string blocks;
+      std::set<std::string> counts;
+      for (unsigned k : kernelInfo.einsums) {
+        int64_t perBlock = mlir::attn::getPrologueElementsPerBlock(einsums[k]);
+        std::string count = perBlock == 1
+                                ? described[k].elements
+                                : "cdiv(" + described[k].elements + ", " +
+                                      std::to_string(perBlock) + ")";
+        if (counts.insert(count).second)
+          blocks =
+              blocks.empty() ? count : "max(" + blocks + ", " + count + ")";
+        einsumEntry.params.push_back(outputSlot(k));
+      }
+      einsumEntry.grid = {blocks, "1", "1"};
+      einsumEntry.block[0] = mlir::attn::kPrologueThreads;
+      if (llvm::Error error =
+              appendCaptureSlots(kernelInfo.signature, einsumEntry.params))
+        return error;
+      manifest.entries.push_back(std::move(einsumEntry));
+    }
+    return llvm::Error::success();
+  };
+
   // The prologue: one entry per kernel, before the attention's, and one
   // workspace per einsum.
   if (artifact->prologue) {
     for (const PrologueBuffer &buffer : *buffers)
       manifest.workspaces.push_back({buffer.workspace, "4*" + buffer.elements});
-    for (const auto &kernelInfo : artifact->prologue->kernels) {
-      EntrySpec prologue;
-      prologue.name = kernelInfo.name;
-      prologue.function = kernelInfo.name;
-      prologue.module = "attn_prologue";
-      std::string blocks;
-      std::set<std::string> counts;
-      for (unsigned k : kernelInfo.einsums) {
-        int64_t perBlock =
-            mlir::attn::getPrologueElementsPerBlock(prologueEinsums[k]);
-        std::string count = perBlock == 1
-                                ? (*buffers)[k].elements
-                                : "cdiv(" + (*buffers)[k].elements + ", " +
-                                      std::to_string(perBlock) + ")";
-        if (counts.insert(count).second)
-          blocks =
-              blocks.empty() ? count : "max(" + blocks + ", " + count + ")";
-        prologue.params.push_back((*buffers)[k].pointerSlot());
-      }
-      prologue.grid = {blocks, "1", "1"};
-      prologue.block[0] = mlir::attn::kPrologueThreads;
-      if (llvm::Error error =
-              appendCaptureSlots(kernelInfo.signature, prologue.params))
-        return std::move(error);
-      manifest.entries.push_back(std::move(prologue));
-    }
+    if (llvm::Error error = addEinsumEntries(
+            *artifact->prologue, prologueEinsums, *buffers, "attn_prologue",
+            [&](unsigned k) { return (*buffers)[k].pointerSlot(); }))
+      return std::move(error);
   }
   EntrySpec tiles = entry;
   if (artifact->decode)
@@ -916,11 +990,28 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
             {cdiv(mDim, kernels.queryBlock), hDim, bDim},
             kernels.queryThreads, kernels.querySharedBytes))
       return std::move(error);
+    // The epilogue, last: its einsums write their outputs.
+    if (kernels.epilogue) {
+      auto described = PrologueBuffer::describe(epilogueEinsums, kernel);
+      if (!described)
+        return described.takeError();
+      if (llvm::Error error = addEinsumEntries(
+              *kernels.epilogue, epilogueEinsums, *described,
+              "attn_bwd_epilogue", [&](unsigned k) {
+                return tensorSlot(ParamSlot::Kind::Ptr,
+                                  outputName(epilogueOutputs[k]), 0,
+                                  SlotType::Ptr);
+              }))
+        return std::move(error);
+    }
   }
 
   PackageWriter writer(std::move(manifest));
   if (backwardKernels)
     writer.addModule("attn_bwd", ModuleFormat::Ptx, backwardKernels->ptx);
+  if (backwardKernels && backwardKernels->epilogue)
+    writer.addModule("attn_bwd_epilogue", ModuleFormat::Ptx,
+                     backwardKernels->epilogue->ptx);
   writer.addModule("attn", ModuleFormat::Ptx, artifact->ptx);
   if (artifact->decode)
     writer.addModule("attn_decode", ModuleFormat::Ptx, artifact->decode->ptx);

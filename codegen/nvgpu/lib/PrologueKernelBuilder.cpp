@@ -3,7 +3,9 @@
 // The attention may read tensors that the kernel body computes first with
 // attn.einsum: the per-tile summaries of mask tensors that tile_class reads
 // (document ids, block maps) and sink logits. On the GPU each becomes a
-// buffer that prologue kernels fill before the attention runs.
+// buffer that prologue kernels fill before the attention runs. The same
+// kernels compute the einsums after a backward (the per-head sum of the
+// rows' sink gradients), into the gradients.
 //
 // An elementwise einsum gets one thread per element; a reduction gets one
 // CTA per element, whose threads stride over the reduced points and combine
@@ -212,6 +214,15 @@ std::vector<EinsumOp> mlir::attn::getPrologueEinsums(AttentionOp op) {
     if (auto einsum = dyn_cast<EinsumOp>(before))
       einsums.push_back(einsum);
   }
+  return einsums;
+}
+
+std::vector<EinsumOp> mlir::attn::getEpilogueEinsums(AttentionBackwardOp op) {
+  std::vector<EinsumOp> einsums;
+  for (Operation *after = op->getNextNode(); after;
+       after = after->getNextNode())
+    if (auto einsum = dyn_cast<EinsumOp>(after))
+      einsums.push_back(einsum);
   return einsums;
 }
 

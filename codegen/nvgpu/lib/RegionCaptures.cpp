@@ -141,6 +141,11 @@ static std::string describeSource(Value value) {
         ++index;
     }
   }
+  // The rows' sink gradients, which the backward's preprocessing writes
+  // into a workspace for the einsums after it.
+  if (auto backward = value.getDefiningOp<AttentionBackwardOp>();
+      backward && value == backward.getSinkGrad())
+    return "sink_grad";
   auto arg = dyn_cast<BlockArgument>(value);
   if (!arg)
     return "value";

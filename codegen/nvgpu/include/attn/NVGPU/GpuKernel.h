@@ -118,10 +118,12 @@ enum class FixedParam : unsigned {
   Tiles,
   /// The backward kernels' (GpuBackwardKernels; null and 0 elsewhere): the
   /// adjoint dO as given and its strides, the workspaces of its 16-bit copy
-  /// (laid out as O) and of the rows' Delta = dO·O (laid out as LSE), and
-  /// the gradients dQ, dK, dV (f32) with their strides.
+  /// (laid out as O), of the rows' Delta = dO·O and of the rows' sink
+  /// gradients (both laid out as LSE; the latter null unless the sink's
+  /// gradient is used), and the gradients dQ, dK, dV (f32) with their
+  /// strides.
   DO, DOStrideB, DOStrideH, DOStrideM,
-  DO16, Delta,
+  DO16, Delta, DSink,
   DQ, DQStrideB, DQStrideH, DQStrideM,
   DK, DKStrideB, DKStrideG, DKStrideN,
   DV, DVStrideB, DVStrideG, DVStrideN,
@@ -136,7 +138,8 @@ GpuKernelParam getFixedParam(FixedParam param);
 struct GpuCapture {
   /// Where the value comes from: "dim:<name>", "input:<name>",
   /// "param:<name>" for an attn.kernel's entry block arguments, "arg:<n>"
-  /// for another block argument.
+  /// for another block argument, "sink_grad" for the rows' sink gradients
+  /// of an attn.attention_backward (f32 [B, H, M], in a workspace).
   std::string source;
   /// A scalar (index is passed as i64) or a tensor (a pointer, then one i64
   /// size per dim, then one i64 stride in elements per dim).
@@ -266,6 +269,10 @@ struct GpuKernelArtifact {
 ///    block, over the query heads of its group and their live query blocks;
 ///  - `queryName`, grid [ceil(M / queryBlock), H, B]: dQ of one query block
 ///    over its live key blocks.
+/// When the sink logits' gradient is used, `preprocessName` also writes
+/// each row's dSink = -P_sink Delta into the DSink workspace (laid out as
+/// LSE), and the einsums after the backward that reduce it (to one
+/// gradient per head, say) are `epilogue`'s kernels, launched last.
 /// Each gradient element is summed by one thread in a fixed order: no
 /// atomics, the same bits on every run.
 struct GpuBackwardKernels {
@@ -275,6 +282,11 @@ struct GpuBackwardKernels {
   int64_t preprocessThreads = 0, keyValueThreads = 0, queryThreads = 0;
   int64_t keyValueSharedBytes = 0, querySharedBytes = 0;
   GpuKernelSignature signature;
+  /// Present when attn.einsum ops follow the backward in its block: the
+  /// prologue kernels (buildPrologueGpuModule) of those einsums, each
+  /// writing its f32 result dense row-major. An einsum reads the rows'
+  /// sink gradients as a capture whose source is "sink_grad".
+  std::optional<GpuPrologue> epilogue;
 };
 
 /// Query rows per CTA of the backward's preprocessing kernel.
@@ -332,6 +344,10 @@ buildPrologueGpuModule(OpBuilder &builder, ArrayRef<EinsumOp> einsums,
 
 /// The attn.einsum ops before `op` in its block: its prologue.
 std::vector<EinsumOp> getPrologueEinsums(AttentionOp op);
+
+/// The attn.einsum ops after `op` in its block: its epilogue (see
+/// GpuBackwardKernels::epilogue).
+std::vector<EinsumOp> getEpilogueEinsums(AttentionBackwardOp op);
 
 /// Elements of `op` that one CTA of a prologue kernel computes.
 int64_t getPrologueElementsPerBlock(EinsumOp op);
