@@ -164,6 +164,14 @@ def prepare(directory):
             kernel._prepare_gradient()
         except attnc.CompileError as error:
             print("%-28s L=%-5d no GPU backward: %s" % (name, L, str(error).splitlines()[-1]))
+    # --varlen: the packed-sequence mask varlen_attention traces (causal,
+    # shared offsets: it reads the per-token sequence ids alone).
+    import numpy as np
+    ids = np.zeros(VARLEN_TOKENS, np.int32)
+    mask = attnc._varlen._PackedMask(None, True, True, ids, ids, ids[:2], ids[:2])
+    _, kernel = _flex.prepare(None, mask, dtype="bf16", target="sm_90a", head_dim=HEAD_DIM,
+                              grad=True)
+    print("%-28s packages ready" % "varlen_causal")
     return 1 if failures else 0
 
 
@@ -324,7 +332,79 @@ def run_case(name, L, check_small, torch_flex, torch_block_mask, backward=False)
     return row
 
 
-def run(directory, out_path, only, backward=False):
+VARLEN_TOKENS, VARLEN_HEADS = 16384, 16
+
+
+def varlen_lengths(total, seed=3):
+    """Random sequence lengths (64 .. 4096 tokens) that sum to `total`."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    lengths = []
+    while sum(lengths) < total:
+        lengths.append(int(min(rng.integers(64, 4097), total - sum(lengths))))
+    return lengths
+
+
+def run_varlen(torch_flex, torch_block_mask):
+    """Packed causal sequences (16k tokens, H = 16, D = 128, bf16): attnc's
+    varlen_attention, FlexAttention with the document-causal mask of the same
+    packing, SDPA on a nested jagged tensor of the same sequences; forward and
+    forward + backward times, outputs and gradients against flex."""
+    import torch
+    import attnc
+    lengths = varlen_lengths(VARLEN_TOKENS)
+    cu = torch.tensor([0] + lengths, dtype=torch.int32, device="cuda").cumsum(0).to(torch.int32)
+    T, H = VARLEN_TOKENS, VARLEN_HEADS
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    q, k, v = (torch.randn(T, H, HEAD_DIM, device="cuda", dtype=torch.bfloat16, generator=gen)
+               for _ in range(3))
+    dout = torch.randn(T, H, HEAD_DIM, device="cuda", dtype=torch.bfloat16, generator=gen)
+    doc = torch.repeat_interleave(torch.arange(len(lengths), device="cuda"),
+                                  torch.tensor(lengths, device="cuda"))
+
+    def document_causal(b, h, q_idx, kv_idx):
+        return (doc[q_idx] == doc[kv_idx]) & (q_idx >= kv_idx)
+    flex_mask = torch_block_mask(document_causal, None, None, T, T, device="cuda")
+
+    def ours(q, k, v):
+        return attnc.varlen_attention(q, k, v, cu, causal=True, check=False)
+
+    def flex(q, k, v):
+        out = torch_flex(q.transpose(0, 1)[None], k.transpose(0, 1)[None],
+                         v.transpose(0, 1)[None], block_mask=flex_mask)
+        return out[0].transpose(0, 1)
+
+    def nested(q, k, v):
+        def jagged(x):
+            return torch.nested.nested_tensor_from_jagged(
+                x, offsets=cu.to(torch.int64)).transpose(1, 2)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            jagged(q), jagged(k), jagged(v), is_causal=True)
+        return out.transpose(1, 2).values()
+
+    def fwd_bwd(attend):
+        leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+        attend(*leaves).backward(dout)
+        return [x.grad for x in leaves]
+    pairs = sum(n * (n + 1) // 2 for n in lengths)
+    row = {"mod": "varlen_causal", "L": T, "sequences": len(lengths)}
+    out, want = ours(q, k, v), flex(q, k, v)
+    row["rel_err_vs_flex"] = errors(out, want)[1]
+    row["grad_rel_vs_flex"] = max(errors(g, w)[1] for g, w in zip(fwd_bwd(ours), fwd_bwd(flex)))
+    for name, attend in (("ours", ours), ("flex", flex), ("nested_sdpa", nested)):
+        try:
+            row[name + "_ms"] = cuda_time(lambda: attend(q, k, v))
+            row[name + "_fwd_bwd_ms"] = cuda_time(lambda: fwd_bwd(attend))
+            row[name + "_tflops"] = 4.0 * pairs * HEAD_DIM * H / row[name + "_ms"] / 1e9
+        except Exception as error:  # nested SDPA may lack a kernel for this
+            row[name + "_error"] = "%s: %s" % (type(error).__name__, str(error)[:200])
+    print("varlen: %d sequences, %d tokens: %s" % (
+        len(lengths), T, ", ".join("%s=%s" % (key, ("%.3f" % value) if isinstance(value, float)
+                                               else value) for key, value in row.items())))
+    return row
+
+
+def run(directory, out_path, only, backward=False, varlen=False):
     os.environ["ATTNC_PACKAGE_DIR"] = os.path.abspath(directory)
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -349,6 +429,16 @@ def run(directory, out_path, only, backward=False):
         print_row(row)
         sys.stdout.flush()
         if out_path:  # after every mod, so that a cut-off run keeps its rows
+            with open(out_path, "w") as f:
+                json.dump(rows, f, indent=1)
+    if varlen:
+        try:
+            rows.append(run_varlen(torch_flex, create_block_mask))
+        except Exception as error:
+            traceback.print_exc()
+            rows.append({"mod": "varlen_causal", "L": VARLEN_TOKENS,
+                         "error": "%s: %s" % (type(error).__name__, error)})
+        if out_path:
             with open(out_path, "w") as f:
                 json.dump(rows, f, indent=1)
     print()
@@ -406,11 +496,14 @@ def main():
     parser.add_argument("--backward", action="store_true",
                         help="also forward + backward through autograd: times and "
                         "gradients against FlexAttention's and float64 (--run)")
+    parser.add_argument("--varlen", action="store_true",
+                        help="also packed variable-length sequences: varlen_attention "
+                        "against flex's document mask and SDPA on nested tensors (--run)")
     args = parser.parse_args()
     if args.prepare:
         return prepare(args.prepare)
     return run(args.run, args.out, set(args.mods.split(",")) if args.mods else None,
-               args.backward)
+               args.backward, args.varlen)
 
 
 if __name__ == "__main__":

@@ -87,9 +87,10 @@ for spec in "$ROOT"/examples/*.attn "$ROOT"/test/integration/gpu/Inputs/*.attn; 
   fi
 done
 
+# suite_grad VARIANT EXAMPLE [OPTION...]
 suite_grad() {
   local msg
-  if msg=$(compile "$ROOT/examples/$2.attn" "$OUT/suite-grad/$1.attnpkg" --grad 2>&1); then
+  if msg=$(compile "$ROOT/examples/$2.attn" "$OUT/suite-grad/$1.attnpkg" --grad "${@:3}" 2>&1); then
     echo "suite-grad   $1 <- $2"
   else
     rm -f "$OUT/suite-grad/$1.attnpkg"
@@ -101,7 +102,9 @@ suite_grad full bidirectional
 suite_grad causal causal
 suite_grad window1024 sliding_window
 suite_grad sink4+window1024 sinks_fixed
-suite_grad alibi-causal alibi
+# As the forward suite and FlexAttention's timing run it: fixed slopes, the
+# gradients of Q, K and V.
+suite_grad alibi-causal alibi --grad-constant Slopes
 suite_grad softcap30-causal softcap
 suite_grad document-causal document_mask
 suite_grad gqa32-8-causal gqa
