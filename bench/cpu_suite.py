@@ -3,7 +3,7 @@
 
     python3 bench/cpu_suite.py [--attnc build/bin/attnc] [--out results.jsonl]
         [--threads 1,all] [--lengths 1024,4096] [--dtypes f32,bf16]
-        [--variants full,causal,...] [--repeat 5] [--quick]
+        [--variants full,causal,...] [--repeat 5] [--quick] [--grad]
 
 Prints a table and writes one JSON object per line to --out: first the
 machine's measured fp32 FMA peak ("what": "fma_peak", one line per thread
@@ -187,10 +187,12 @@ def attnc_features(attnc):
 
 
 def run_attnc(attnc, spec, shape, dtype, params, repeat, threads, features,
-              timeout, no_cache=False, env_extra=None):
+              timeout, no_cache=False, env_extra=None, grad=False):
     cmd = [attnc, "run", os.path.join(EXAMPLES, spec), "--shape",
            ",".join(f"{k}={v}" for k, v in shape.items()),
            "--dtype", dtype, "--json", "--repeat", str(repeat)]
+    if grad:
+        cmd += ["--grad"]
     if params:
         cmd += ["--param", ",".join(f"{k}={v}" for k, v in params.items())]
     if threads and features["threads"]:
@@ -306,6 +308,10 @@ def main():
                     help="skip the --no-cache compile measurement")
     ap.add_argument("--selftest", action="store_true",
                     help="check the kept-pair counts by brute force and exit")
+    ap.add_argument("--grad", action="store_true",
+                    help="time the adjoint kernels (attnc run --grad: the "
+                    "forward recomputed, then the backward) instead; FLOPs "
+                    "3.5x the forward's (1 forward + 2.5 backward)")
     args = ap.parse_args()
 
     if args.selftest:
@@ -369,12 +375,12 @@ def main():
                 if G:
                     shape["G"] = G
                 kept = v["kept"](L, params)
-                flops = 4.0 * D * H * B * kept
+                flops = 4.0 * D * H * B * kept * (3.5 if args.grad else 1.0)
                 for t in threads:
                     load0 = os.getloadavg()[0]
                     obj, err, wall = run_attnc(args.attnc, v["spec"], shape, dtype,
                                                params, repeat, t, features,
-                                               args.timeout)
+                                               args.timeout, grad=args.grad)
                     obj = obj or {}
                     ms = obj.get("run_ms") if not err else None
                     gflops = flops / (ms * 1e6) if ms else None
@@ -382,7 +388,8 @@ def main():
                     cache_hit = obj.get("cache_hit")
                     compile_ms = obj.get("compile_ms")
                     row = dict(
-                        what="attention", variant=vname, dtype=dtype, L=L,
+                        what="attention_grad" if args.grad else "attention",
+                        variant=vname, dtype=dtype, L=L,
                         threads=t, ms=ms, gflops=gflops,
                         peak_frac=(gflops / peak) if gflops and peak else None,
                         compile_ms=cold_ms if cold_ms is not None else
