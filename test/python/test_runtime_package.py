@@ -204,3 +204,57 @@ def test_torch_tensors_are_read_without_dlpack():
         reference.release()
     # A dtype attnc has no name for goes through DLPack.
     assert isinstance(_view(torch.zeros(2, dtype=torch.uint8)), DLView)
+
+
+def test_repeated_launches_reuse_the_checked_arguments(monkeypatch):
+    """A launch like an earlier one (dtypes, shapes, strides, devices,
+    params) passes the same argument arrays with new data pointers; another
+    shape or param is checked afresh. The launch itself is a stand-in that
+    records what the runtime would receive."""
+    torch = pytest.importorskip("torch")
+    import types
+    from attnc import _runtime
+    from attnc._runtime import GpuKernel, Kernel
+    calls = []
+
+    def attnc_launch(handle, entry, ins, num_ins, params, num_params, outs,
+                     num_outs, stream):
+        def tensors(array, count):
+            return [(array[i].data,
+                     tuple(array[i].shape[a] for a in range(array[i].ndim)),
+                     tuple(array[i].strides[a] for a in range(array[i].ndim)))
+                    for i in range(count)]
+        calls.append((tensors(ins, num_ins),
+                      [params[i] for i in range(num_params)],
+                      tensors(outs, num_outs)))
+        return 0
+    kernel = GpuKernel.__new__(GpuKernel)
+    Kernel.__init__(kernel, "k", "sm_90a", [("B", None), ("N", None)],
+                    [("X", "f32", ["B", "N"]), ("Y", "f32", ["N"])],
+                    [("scale", "f32", 1.0)], [("O", "f32", ["B", "N"])])
+    kernel._package = types.SimpleNamespace(
+        lib=types.SimpleNamespace(attnc_launch=attnc_launch), handle=None)
+    kernel._plans = {}
+    monkeypatch.setattr(GpuKernel, "_cuda_view",
+                        lambda self, name, obj, dtype: _runtime._view(obj))
+    monkeypatch.setattr(_runtime, "_current_stream",
+                        lambda lib, torch, device: None)
+    x, y = torch.randn(2, 5), torch.randn(5)
+    first = kernel(x, y, scale=2.0)
+    other = x.clone()
+    second = kernel(other, y, scale=2.0)
+    assert len(kernel._plans) == 1
+    (ins1, params1, outs1), (ins2, params2, outs2) = calls
+    assert [t[1:] for t in ins1] == [t[1:] for t in ins2] == [
+        ((2, 5), (5, 1)), ((5,), (1,))]
+    assert params1 == params2 == [2.0]
+    assert ins2[0][0] == other.data_ptr() and ins2[1][0] == y.data_ptr()
+    assert outs1[0][0] == first.data_ptr()
+    assert outs2[0][0] == second.data_ptr() and outs2[0][1:] == ((2, 5), (5, 1))
+    # A transposed view, another shape, another param: checked afresh.
+    kernel(x.t().contiguous().t(), y, scale=2.0)
+    kernel(x[:, :3], y[:3], scale=2.0)
+    kernel(x, y, scale=3.0)
+    assert len(kernel._plans) == 4
+    assert calls[2][0][0][2] == (1, 2) and calls[3][0][0][1] == (2, 3)
+    assert calls[4][1] == [3.0]

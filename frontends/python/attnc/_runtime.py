@@ -361,6 +361,34 @@ def _view(obj):
     return DLView(obj)
 
 
+class _LaunchPlan(object):
+    """The argument arrays of a checked launch, whose shapes, strides and
+    params a launch with the same _plan_key shares: attnc_launch still
+    checks every launch, but Python builds nothing but the data pointers."""
+
+    __slots__ = ("inputs", "outputs", "params", "num_params", "results",
+                 "keep")
+
+    def __init__(self, inputs, outputs, params, num_params, results, keep):
+        self.inputs, self.outputs = inputs, outputs
+        self.params, self.num_params = params, num_params
+        self.results = results  # (shape, torch dtype) of each output
+        self.keep = keep        # the shape and stride arrays pointed to
+
+
+_PLANS_PER_KERNEL = 64
+
+
+def _plan_key(inputs, params):
+    """What a launch's argument arrays depend on, for torch tensors; None
+    for other inputs."""
+    try:
+        return (tuple((x.dtype, x.shape, x.stride(), x.get_device())
+                      for x in inputs), tuple(params))
+    except (AttributeError, TypeError):
+        return None
+
+
 # attnc_stream handles of PyTorch streams, by (device, CUstream).
 _STREAMS = {}
 
@@ -455,6 +483,8 @@ class GpuKernel(Kernel):
         self._gradient_path = None if grad is None else os.fspath(grad)
         # Gradient kernels by the names of the inputs they hold constant.
         self._gradients = {}
+        # Launch plans by _plan_key.
+        self._plans = {}
         # Float inputs that a call may hold constant when they do not require
         # grad (flex_attention's captured tensors): their gradient has a
         # package of its own, which may fuse where the full one does not.
@@ -516,6 +546,37 @@ class GpuKernel(Kernel):
         return self._launch(inputs, params, given)
 
     def _launch(self, inputs, params, given):
+        """Launches on `inputs`; a launch like one before (the same dtypes,
+        shapes, strides, devices and params) reuses that one's checked
+        argument arrays, so that only the data pointers are new."""
+        torch = sys.modules.get("torch")
+        key = _plan_key(inputs, params) if torch is not None and not given \
+            else None
+        plan = self._plans.get(key) if key is not None else None
+        if plan is not None:
+            return self._launch_planned(torch, plan, inputs)
+        return self._launch_checked(inputs, params, given, key)
+
+    def _launch_planned(self, torch, plan, inputs):
+        in_array = plan.inputs.__class__.from_buffer_copy(plan.inputs)
+        for i, tensor in enumerate(inputs):
+            in_array[i].data = tensor.data_ptr()
+        device = inputs[0].device
+        results = [torch.empty(shape, dtype=dtype, device=device)
+                   for shape, dtype in plan.results]
+        out_array = plan.outputs.__class__.from_buffer_copy(plan.outputs)
+        for i, result in enumerate(results):
+            out_array[i].data = result.data_ptr()
+        lib = self._package.lib
+        status = lib.attnc_launch(self._package.handle, None, in_array,
+                                  len(inputs), plan.params, plan.num_params,
+                                  out_array, len(results),
+                                  _current_stream(lib, torch, device))
+        self.last_copied = ()
+        _raise_for(lib, status, "kernel '%s'" % self.name)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def _launch_checked(self, inputs, params, given, key):
         torch = sys.modules.get("torch")
         if torch is not None:
             # Gradients are recorded around the launch (_autograd.py).
@@ -557,6 +618,15 @@ class GpuKernel(Kernel):
         for view in views + out_views:
             view.release()
         _raise_for(lib, status, "kernel '%s'" % self.name)
+        if key is not None and not self.last_copied:
+            if len(self._plans) >= _PLANS_PER_KERNEL:
+                try:  # the oldest; another thread may have taken it
+                    self._plans.pop(next(iter(self._plans)), None)
+                except (StopIteration, RuntimeError):
+                    pass
+            self._plans[key] = _LaunchPlan(
+                in_array, out_array, param_array, len(params),
+                [(tuple(r.shape), r.dtype) for r in results], keep)
         return results[0] if len(results) == 1 else tuple(results)
 
     # -- gradients ---------------------------------------------------------
