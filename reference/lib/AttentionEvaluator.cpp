@@ -293,6 +293,12 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
     if (!sink || sink->shape != std::vector<int64_t>{B, H, M})
       return fail(op, "the sink must be a tensor of shape [B, H, M]");
   }
+  const TensorValue *lseGrad = nullptr;
+  if (Value lseGradValue = op.getLseGrad()) {
+    lseGrad = env.tensors.lookup(lseGradValue);
+    if (!lseGrad || lseGrad->shape != lse->shape)
+      return fail(op, "the LSE's adjoint must be a tensor shaped as the LSE");
+  }
 
   FailureOr<BodyProgram> scoreMod = compileRegion(op.getScoreMod(), env);
   FailureOr<BodyProgram> mask = compileRegion(op.getMask(), env);
@@ -345,6 +351,11 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
           for (int64_t e = 0; e < E; ++e)
             dp += at4(*dO, b, h, m, e) * at4(*v, b, g, n, e);
           double ds = softmax ? p * (dp - delta) : dp;
+          // The LSE is of the scores alone: its adjoint adds
+          // dLSE e^(s - LSE), taken as written rather than folded into
+          // Delta as the kernels do (the sink's gradient does not see it).
+          if (softmax && lseGrad && lse->data[row] != kNegInf)
+            ds += lseGrad->data[row] * std::exp(score - lse->data[row]);
           double dt = ds * slope;
           for (int64_t e = 0; e < E; ++e)
             dV.data[((b * G + g) * N + n) * E + e] += p * at4(*dO, b, h, m, e);

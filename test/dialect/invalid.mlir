@@ -429,3 +429,57 @@ func.func @backward_gradient_type(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64
   }
   return
 }
+
+// -----
+
+func.func @backward_lse_grad_rank(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %dlse: tensor<?x?xf32>, %scale: f32) {
+  // expected-error @below {{lse_grad must be a rank-3 f32 tensor, got 'tensor<?x?xf32>'}}
+  %dq, %dk, %dv = attn.attention_backward <softmax> %q, %q, %q, %o, %lse, %o scale(%scale) lse_grad(%dlse : tensor<?x?xf32>)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}
+
+// -----
+
+func.func @backward_lse_grad_shape(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64xf32>, %lse: tensor<3x?x?xf32>, %dlse: tensor<2x?x?xf32>, %scale: f32) {
+  // expected-error @below {{lse_grad 'tensor<2x?x?xf32>' must be shaped as the statistic 'tensor<3x?x?xf32>'}}
+  %dq, %dk, %dv = attn.attention_backward <softmax> %q, %q, %q, %o, %lse, %o scale(%scale) lse_grad(%dlse : tensor<2x?x?xf32>)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<3x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}
+
+// -----
+
+func.func @backward_lse_grad_none(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %dlse: tensor<?x?x?xf32>, %scale: f32) {
+  // expected-error @below {{lse_grad needs the softmax normalizer}}
+  %dq, %dk, %dv = attn.attention_backward <none> %q, %q, %q, %o, %lse, %o scale(%scale) lse_grad(%dlse : tensor<?x?x?xf32>)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}

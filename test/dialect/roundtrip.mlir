@@ -101,6 +101,7 @@ func.func @attention(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: t
 //       CHECK:   } mask {
 //       CHECK:   ^bb0(%b: index, %h: index, %m: index, %n: index):
 //       CHECK:   attn.attention_backward <none>
+//       CHECK:   attn.attention_backward <softmax> {{.*}} sink(%{{.+}} : tensor<?x?x?xf32>) lse_grad(%{{.+}} : tensor<?x?x?xf32>) : {{.*}} -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32> score_mod
 func.func @attention_backward(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>,
                               %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %do: tensor<?x?x?x64xf32>,
                               %sink: tensor<?x?x?xf32>, %scale: f32) -> tensor<?x?x?x64xf32> {
@@ -119,6 +120,17 @@ func.func @attention_backward(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf1
   %dq2, %dk2, %dv2 = attn.attention_backward <none> %q, %k, %v, %o, %lse, %do scale(%scale)
       : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
       -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  %dq3, %dk3, %dv3, %dsink3 = attn.attention_backward <softmax> %q, %k, %v, %o, %lse, %do scale(%scale) sink(%sink : tensor<?x?x?xf32>) lse_grad(%lse : tensor<?x?x?xf32>)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>
   score_mod {
   ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
     attn.yield %s : f32

@@ -267,6 +267,79 @@ attn.kernel @raised attributes {
 
 // -----
 
+// An LSE output with an adjoint: it becomes the backward's lse_grad, beside
+// the sink (the backward lowers Delta by it for the scores only; see
+// attn.attention_backward).
+
+// CHECK-LABEL: attn.kernel @raised_lse_grad
+//  CHECK-SAME:   input_names = ["Q", "K", "V", "Sinks", "dO", "dLSE"]
+//  CHECK-SAME:   output_names = ["dQ", "dK", "dV", "dSinks"]
+//       CHECK:   %[[FWD:.+]]:2 = attn.attention <softmax> %Q, %K, %V scale(%{{.+}}) sink(%Sinks : tensor<?x?x?xf32>)
+//       CHECK:   %[[BWD:.+]]:4 = attn.attention_backward <softmax> %Q, %K, %V, %[[FWD]]#0, %[[FWD]]#1, %dO scale(%{{.+}}) sink(%Sinks : tensor<?x?x?xf32>) lse_grad(%dLSE : tensor<?x?x?xf32>)
+//       CHECK:   attn.return %[[BWD]]#0, %[[BWD]]#1, %[[BWD]]#2, %[[BWD]]#3
+attn.kernel @raised_lse attributes {
+    dim_names = ["B", "H", "M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808, -9223372036854775808, -9223372036854775808>,
+    input_names = ["Q", "K", "V", "Sinks"], param_names = [], param_defaults = [],
+    output_names = ["O", "LSE"], output_types = [f32, f32],
+    shapes = [["B", "H", "M", 16], ["B", "H", "N", 16], ["B", "H", "N", 8], ["B", "H", "M"], ["B", "H", "M", 8], ["B", "H", "M"]]} {
+^bb0(%B: index, %H: index, %M: index, %N: index, %Q: tensor<?x?x?x16xf32>, %K: tensor<?x?x?x16xf32>, %V: tensor<?x?x?x8xf32>, %Sinks: tensor<?x?x?xf32>):
+  %scale = arith.constant 0.25 : f32
+  %o, %lse = attn.attention <softmax> %Q, %K, %V scale(%scale) sink(%Sinks : tensor<?x?x?xf32>)
+      : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x8xf32> -> tensor<?x?x?x8xf32>, tensor<?x?x?xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %c = arith.cmpi sle, %n, %m : index
+    attn.yield %c : i1
+  }
+  attn.return %o, %lse : tensor<?x?x?x8xf32>, tensor<?x?x?xf32>
+}
+
+// -----
+
+// Only the LSE reaches the outputs, twice: its adjoint is the sum of dLSE
+// and the einsum's contribution, over [B, H, M]; O's adjoint is zeros of
+// O's shape [B, H, M, E].
+
+// CHECK-LABEL: attn.kernel @raised_lse_only_grad
+//       CHECK:   %[[FWD:.+]]:2 = attn.attention <softmax>
+//       CHECK:   %[[PART:.+]] = attn.einsum <sum> ["b", "h", "m"] reduce ["z"]
+//       CHECK:   %[[DLSE:.+]] = attn.einsum <none> ["i0", "i1", "i2"] extents(%B, %H, %M) : tensor<?x?x?xf32> {
+//       CHECK:     attn.read %dLSE
+//       CHECK:     attn.read %[[PART]]
+//       CHECK:   %[[C8:.+]] = arith.constant 8 : index
+//       CHECK:   %[[DO:.+]] = attn.einsum <none> ["i0", "i1", "i2", "i3"] extents(%B, %H, %M, %[[C8]]) : tensor<?x?x?x8xf32> {
+//       CHECK:   attn.attention_backward <softmax> %Q, %K, %V, %[[FWD]]#0, %[[FWD]]#1, %[[DO]] scale(%{{.+}}) lse_grad(%[[DLSE]] : tensor<?x?x?xf32>)
+attn.kernel @raised_lse_only attributes {
+    dim_names = ["B", "H", "M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808, -9223372036854775808, -9223372036854775808>,
+    input_names = ["Q", "K", "V"], param_names = [], param_defaults = [],
+    output_names = ["LSE", "L2"], output_types = [f32, f32],
+    shapes = [["B", "H", "M", 16], ["B", "H", "N", 16], ["B", "H", "N", 8], ["B", "H", "M"], ["B", "H", "M"]]} {
+^bb0(%B: index, %H: index, %M: index, %N: index, %Q: tensor<?x?x?x16xf32>, %K: tensor<?x?x?x16xf32>, %V: tensor<?x?x?x8xf32>):
+  %scale = arith.constant 0.25 : f32
+  %o, %lse = attn.attention <softmax> %Q, %K, %V scale(%scale)
+      : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x8xf32> -> tensor<?x?x?x8xf32>, tensor<?x?x?xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %c = arith.constant true
+    attn.yield %c : i1
+  }
+  %l2 = attn.einsum <none> ["b", "h", "m"] extents(%B, %H, %M) : tensor<?x?x?xf32> {
+  ^bb0(%b: index, %h: index, %m: index):
+    %x = attn.read %lse[%b, %h, %m] : tensor<?x?x?xf32>
+    %y = arith.mulf %x, %x : f32
+    attn.yield %y : f32
+  }
+  attn.return %lse, %l2 : tensor<?x?x?xf32>, tensor<?x?x?xf32>
+}
+
+// -----
+
 // The normalize normalizer has no statistic to recompute its weights from:
 // the caller differentiates the cascade instead.
 

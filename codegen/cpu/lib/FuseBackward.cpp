@@ -7,10 +7,11 @@
 //   dQ pass: scf.parallel (b, h, query tile)         -> OpenMP
 //     Qt[d][lane] = scale Q[m0 + lane, d], dOt[e][lane] = dO[m0 + lane, e]
 //     Delta = sum_e dOt[e] O[m0 + lane, e];  LSE' = LSE (+) sink
-//                         (both stored per row for the dK/dV pass)
+//     Delta' = Delta - dLSE e^(LSE' - LSE)   (with an LSE adjoint dLSE)
+//                         (LSE' and Delta' stored per row for the dK/dV pass)
 //     scf.for key tile                               empty: skipped
 //       St[j]  = sum_d K[n0 + j, d] Qt[d];  dPt[j] = sum_e V[n0 + j, e] dOt[e]
-//       P = exp(score_mod(St) - LSE'), dS = P (dPt - Delta) score_mod'
+//       P = exp(score_mod(St) - LSE'), dS = P (dPt - Delta') score_mod'
 //                         (none: P = score_mod(St), dS = dPt score_mod';
 //                          full tiles: no mask, else mask + bounds)
 //       dQt[d] += sum_j K[n0 + j, d] dS[j]
@@ -20,7 +21,7 @@
 //     Kt[d][lane] = scale K[n0 + lane, d], Vt[e][lane] = V[n0 + lane, e]
 //     for each query head h of the group g, scf.for query tile
 //       St[j]  = sum_d Q[m0 + j, d] Kt[d];  dPt[j] = sum_e dO[m0 + j, e] Vt[e]
-//       P, dS as above, from the row's stored LSE' and Delta
+//       P, dS as above, from the row's stored LSE' and Delta'
 //       dVt[e] += sum_j dO[m0 + j, e] P[j];  dKt[d] += sum_j Q[m0 + j, d] dS[j]
 //     dK = scale dKt, dV = dVt
 //
@@ -62,7 +63,8 @@ namespace {
 struct TileRow {
   LaneValue query, key;
   Value inRange;
-  /// softmax: the query's log-denominator LSE' and Delta.
+  /// softmax: the query's log-denominator LSE' and Delta (Delta' with an
+  /// LSE adjoint).
   LaneValue logDenominator, delta;
 };
 
@@ -123,9 +125,9 @@ private:
   std::unique_ptr<Block> derivative;
 
   // Function-level values.
-  Value qBuf, kBuf, vBuf, oBuf, lseBuf, doBuf, sinkBuf;
+  Value qBuf, kBuf, vBuf, oBuf, lseBuf, doBuf, sinkBuf, dlseBuf;
   Value dqBuf, dkBuf, dvBuf, dsinkBuf;
-  /// softmax: LSE' and Delta of every row, written by the dQ pass.
+  /// softmax: LSE' and Delta' of every row, written by the dQ pass.
   Value logDenominatorBuf, deltaBuf;
   Value batch, heads, numQueries, headDim, numKeys, valueDim, headsPerGroup;
   DenseMap<Value, Value> readBuffers;
@@ -290,8 +292,9 @@ LogicalResult FusedBackwardBuilder::emitQueryPass() {
   emitZero(dqT, headDim);
 
   // softmax: each row's Delta = dO·O and log-denominator, for this pass and,
-  // stored, for the dK/dV pass.
-  Value delta, lse, sinkLogit, logDenominator;
+  // stored, for the dK/dV pass; the scores read Delta' (Delta less the LSE
+  // adjoint's share), the sink's gradient Delta.
+  Value delta, scoreDelta, lse, sinkLogit, logDenominator;
   if (isSoftmax()) {
     Value oT = laneScratch(valueDim);
     emitTranspose(oBuf, bIv, hIv, m0, lastQuery, valueDim, Value(), oT);
@@ -309,7 +312,14 @@ LogicalResult FusedBackwardBuilder::emitQueryPass() {
     if (sinkBuf)
       sinkLogit = emitLaneGather(sinkBuf, bIv, hIv, m0, lastQuery);
     logDenominator = normalizer.getRowLogDenominator(b, loc, lse, sinkLogit);
-    emitStoreLaneVector(delta, count, deltaBuf, bIv, hIv, m0);
+    scoreDelta = delta;
+    if (dlseBuf)
+      scoreDelta = arith::SubFOp::create(
+          b, loc, delta,
+          normalizer.getLseAdjointShare(
+              b, loc, emitLaneGather(dlseBuf, bIv, hIv, m0, lastQuery), lse,
+              sinkLogit));
+    emitStoreLaneVector(scoreDelta, count, deltaBuf, bIv, hIv, m0);
     emitStoreLaneVector(logDenominator, count, logDenominatorBuf, bIv, hIv,
                         m0);
   }
@@ -337,7 +347,7 @@ LogicalResult FusedBackwardBuilder::emitQueryPass() {
         row.inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
                                             n, numKeys);
         row.logDenominator = {logDenominator, true};
-        row.delta = {delta, true};
+        row.delta = {scoreDelta, true};
         return row;
       });
     };
@@ -458,6 +468,8 @@ LogicalResult FusedBackwardBuilder::run() {
   doBuf = toBuffer(op.getOutputGrad());
   if (op.getSink())
     sinkBuf = toBuffer(op.getSink());
+  if (op.getLseGrad())
+    dlseBuf = toBuffer(op.getLseGrad());
   batch = dimOf(qBuf, 0);
   heads = dimOf(qBuf, 1);
   numQueries = dimOf(qBuf, 2);

@@ -4,10 +4,12 @@
 // mma.sync m16n8k16), into which the op's score_mod (with its derivative),
 // mask and tile_class regions are inlined as in the forward:
 //
-//   _pre   one warp per 4 query rows: Delta = sum_e dO O; LSE' = LSE (+)
-//          sink, written over LSE; dO rounded to 16 bits for the products;
-//          where the sink's gradient is used, the row's dSink = -P_sink
-//          Delta (einsums after the backward reduce it, see
+//   _pre   one warp per 4 query rows: Delta = sum_e dO O, less
+//          dLSE e^(LSE' - LSE) where the LSE has an adjoint dLSE (Delta',
+//          what the scores' adjoints read); LSE' = LSE (+) sink, written
+//          over LSE; dO rounded to 16 bits for the products; where the
+//          sink's gradient is used, the row's dSink = -P_sink Delta
+//          (einsums after the backward reduce it, see
 //          GpuBackwardKernels::epilogue).
 //   _dkdv  one CTA per (key block of 64, key/value head, batch), one warp per
 //          16 keys; K and V stay in shared memory; for each query head of
@@ -15,7 +17,7 @@
 //          by cp.async):
 //            Sᵀ = K Qᵀ;  P = exp(score_mod(scale Sᵀ) - LSE')   (none: P = s)
 //            dV += P dO;  dPᵀ = V dOᵀ
-//            dS = P (dPᵀ - Delta) score_mod'                  (none: dPᵀ s')
+//            dS = P (dPᵀ - Delta') score_mod'                 (none: dPᵀ s')
 //            dK += dS Q
 //          then dK = scale dK and dV are stored.
 //   _dq    one CTA per (query block of 64, head, batch), one warp per 16
@@ -104,6 +106,8 @@ private:
   bool writesSinkGrad() {
     return op.getSinkGrad() && !op.getSinkGrad().use_empty();
   }
+  /// Whether the forward's LSE has an adjoint (softmax only).
+  bool readsLseGrad() { return static_cast<bool>(op.getLseGrad()); }
 
   void emitIndices(gpu::Dimension rowsAxis);
   Value rowOffset(FixedParam strideB, FixedParam strideH, Value headIndex);
@@ -285,6 +289,10 @@ Value BackwardEmitter::tileClass(Value headIndex, Value mFirst, Value mLast,
 
 /// The first block at or after `from` whose class is not empty, and its
 /// class; `numBlocks` and 0 when there is none. Uniform over the CTA.
+/// Each lane classifies one of 32 consecutive blocks and a ballot picks the
+/// first live one: a document mask leaves long runs of empty blocks, and a
+/// block-by-block scan would pay one dependent load of the tile summaries
+/// per block. Every warp computes the same answer.
 std::pair<Value, Value> BackwardEmitter::findLiveBlock(
     Value from, Value numBlocks, function_ref<Value(Value)> classOfBlock) {
   if (!op.hasTileClass()) {
@@ -293,13 +301,24 @@ std::pair<Value, Value> BackwardEmitter::findLiveBlock(
                                             Value()),
                          c32(0))};
   }
+  // State: the first block of the next group of 32, the live block found
+  // (numBlocks until one is), its class (0 until then).
   auto scan = scf::WhileOp::create(
-      b, loc, TypeRange{i32, i32}, ValueRange{from, c32(0)},
+      b, loc, TypeRange{i32, i32, i32}, ValueRange{from, numBlocks, c32(0)},
       [&](OpBuilder &nested, Location, ValueRange state) {
         OpBuilder::InsertionGuard insertion(b);
         b.setInsertionPoint(nested.getInsertionBlock(),
                             nested.getInsertionPoint());
-        Value block = state[0];
+        Value more = cmpi(arith::CmpIPredicate::slt, state[0], numBlocks);
+        Value notFound = cmpi(arith::CmpIPredicate::eq, state[2], c32(0));
+        scf::ConditionOp::create(
+            b, loc, arith::AndIOp::create(b, loc, more, notFound), state);
+      },
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        Value block = add(state[0], lane);
         Value inRange = cmpi(arith::CmpIPredicate::slt, block, numBlocks);
         auto ifInRange = scf::IfOp::create(b, loc, TypeRange{i32}, inRange,
                                            /*withElseRegion=*/true);
@@ -310,20 +329,26 @@ std::pair<Value, Value> BackwardEmitter::findLiveBlock(
           b.setInsertionPointToStart(ifInRange.elseBlock());
           scf::YieldOp::create(b, loc, c32(0));
         }
-        Value found = ifInRange.getResult(0);
-        Value empty = cmpi(arith::CmpIPredicate::eq, found, c32(0));
-        scf::ConditionOp::create(b, loc,
-                                 arith::AndIOp::create(b, loc, inRange, empty),
-                                 ValueRange{block, found});
-      },
-      [&](OpBuilder &nested, Location, ValueRange state) {
-        OpBuilder::InsertionGuard insertion(b);
-        b.setInsertionPoint(nested.getInsertionBlock(),
-                            nested.getInsertionPoint());
-        scf::YieldOp::create(b, loc,
-                             ValueRange{add(state[0], c32(1)), state[1]});
+        Value blockClass = ifInRange.getResult(0);
+        Value live = cmpi(arith::CmpIPredicate::ne, blockClass, c32(0));
+        Value ballot = NVVM::VoteSyncOp::create(b, loc, i32, c32(-1), live,
+                                                NVVM::VoteSyncKind::ballot);
+        // 32 when no lane found one: then the shuffle reads lane 0's 0.
+        Value firstLane = LLVM::CountTrailingZerosOp::create(
+            b, loc, i32, ballot, /*is_zero_poison=*/false);
+        Value any = cmpi(arith::CmpIPredicate::ne, ballot, c32(0));
+        Value firstClass =
+            gpu::ShuffleOp::create(b, loc, blockClass,
+                                   select(any, firstLane, c32(0)), c32(32),
+                                   gpu::ShuffleMode::IDX)
+                .getShuffleResult();
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{add(state[0], c32(32)),
+                       select(any, add(state[0], firstLane), numBlocks),
+                       select(any, firstClass, c32(0))});
       });
-  return {scan.getResult(0), scan.getResult(1)};
+  return {scan.getResult(1), scan.getResult(2)};
 }
 
 BackwardEmitter::RowStatistics
@@ -402,7 +427,7 @@ void BackwardEmitter::storeGradient(ArrayRef<Value> acc, int64_t cols,
 }
 
 //===----------------------------------------------------------------------===//
-// Preprocessing: Delta, LSE', dO in 16 bits.
+// Preprocessing: Delta (Delta'), LSE', dO in 16 bits.
 //===----------------------------------------------------------------------===//
 
 void BackwardEmitter::emitPreprocess() {
@@ -475,18 +500,31 @@ void BackwardEmitter::emitPreprocess() {
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifWriter.thenBlock());
     Value offset = statisticOffset(head, row);
-    LLVM::StoreOp::create(b, loc, partial,
-                          gep(arg(FixedParam::Delta), f32, offset), 4);
-    if (isSoftmax() && normalizer.hasSink()) {
+    // The scores' adjoints read Delta'; the sink's gradient reads Delta.
+    Value scoreDelta = partial;
+    if (isSoftmax() && (normalizer.hasSink() || readsLseGrad())) {
       Value lsePtr = gep(arg(FixedParam::Lse), f32, offset);
       Value lse = LLVM::LoadOp::create(b, loc, f32, lsePtr, 4);
-      Value sinkOffset =
-          add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
-                  mul(ext64(head), arg(FixedParam::SinkStrideH))),
-              mul(ext64(row), arg(FixedParam::SinkStrideM)));
-      Value sink = LLVM::LoadOp::create(
-          b, loc, f32, gep(arg(FixedParam::Sink), f32, sinkOffset), 4);
-      if (writesSinkGrad()) {
+      Value sink;
+      if (normalizer.hasSink()) {
+        Value sinkOffset =
+            add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
+                    mul(ext64(head), arg(FixedParam::SinkStrideH))),
+                mul(ext64(row), arg(FixedParam::SinkStrideM)));
+        sink = LLVM::LoadOp::create(
+            b, loc, f32, gep(arg(FixedParam::Sink), f32, sinkOffset), 4);
+      }
+      if (readsLseGrad()) {
+        Value lseGradOffset =
+            add(rowOffset(FixedParam::DLseStrideB, FixedParam::DLseStrideH,
+                          head),
+                mul(ext64(row), arg(FixedParam::DLseStrideM)));
+        Value lseGrad = LLVM::LoadOp::create(
+            b, loc, f32, gep(arg(FixedParam::DLse), f32, lseGradOffset), 4);
+        scoreDelta = subf(partial, normalizer.getLseAdjointShare(
+                                       b, loc, lseGrad, lse, sink));
+      }
+      if (sink && writesSinkGrad()) {
         // dSink = -P_sink Delta, with P_sink from the LSE of the scores
         // alone (before LSE' replaces it). A sink of -inf has no share,
         // also in a row that kept nothing (where the share's formula
@@ -498,10 +536,13 @@ void BackwardEmitter::emitPreprocess() {
             b, loc, arith::NegFOp::create(b, loc, mulf(share, partial)),
             gep(arg(FixedParam::DSink), f32, offset), 4);
       }
-      LLVM::StoreOp::create(
-          b, loc, normalizer.getRowLogDenominator(b, loc, lse, sink), lsePtr,
-          4);
+      if (sink)
+        LLVM::StoreOp::create(
+            b, loc, normalizer.getRowLogDenominator(b, loc, lse, sink), lsePtr,
+            4);
     }
+    LLVM::StoreOp::create(b, loc, scoreDelta,
+                          gep(arg(FixedParam::Delta), f32, offset), 4);
   }
 }
 

@@ -294,6 +294,8 @@ GpuKernelParam mlir::attn::getFixedParam(FixedParam param) {
       {"splits", Kind::I32},        {"tiles", Kind::Pointer},
       {"do", Kind::Pointer},        {"do.stride.b", Kind::I64},
       {"do.stride.h", Kind::I64},   {"do.stride.m", Kind::I64},
+      {"dlse", Kind::Pointer},      {"dlse.stride.b", Kind::I64},
+      {"dlse.stride.h", Kind::I64}, {"dlse.stride.m", Kind::I64},
       {"do16", Kind::Pointer},      {"delta", Kind::Pointer},
       {"dsink", Kind::Pointer},     {"dq", Kind::Pointer},
       {"dq.stride.b", Kind::I64},   {"dq.stride.h", Kind::I64},

@@ -453,13 +453,19 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                  options.shapeExample + ")";
     return makeError(message);
   };
-  llvm::SmallVector<OperandAxis> dO;
+  llvm::SmallVector<OperandAxis> dO, dLse;
   std::optional<mlir::attn::GpuBackwardKernels> backwardKernels;
   if (backward) {
     auto axes = mapOperandAxes(backward.getOutputGrad(), kernel, "dO");
     if (!axes)
       return axes.takeError();
     dO = std::move(*axes);
+    if (Value lseGrad = backward.getLseGrad()) {
+      auto lseAxes = mapOperandAxes(lseGrad, kernel, "dLSE");
+      if (!lseAxes)
+        return lseAxes.takeError();
+      dLse = std::move(*lseAxes);
+    }
     llvm::Expected<mlir::attn::GpuBackwardKernels> kernels =
         mlir::attn::compileAttentionBackwardForGpu(backward, gpuOptions);
     if (!kernels)
@@ -790,6 +796,17 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       slot = backward ? axisSlot(dO[p - unsigned(FixedParam::DOStrideB)], true,
                                  SlotType::I64)
                       : absent();
+      break;
+    case FixedParam::DLse:
+      slot = !dLse.empty() ? pointerOf(dLse) : absent();
+      break;
+    case FixedParam::DLseStrideB:
+    case FixedParam::DLseStrideH:
+    case FixedParam::DLseStrideM:
+      slot = !dLse.empty()
+                 ? axisSlot(dLse[p - unsigned(FixedParam::DLseStrideB)], true,
+                            SlotType::I64)
+                 : absent();
       break;
     case FixedParam::DO16:
       slot = backward ? workspaceSlot("do16") : absent();

@@ -4,6 +4,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
 
@@ -577,6 +578,18 @@ LogicalResult AttentionBackwardOp::verify() {
     return emitOpError() << "has a sink gradient exactly when it has a sink";
   if (getSink() && normalizer != Normalizer::Softmax)
     return emitOpError() << "a sink logit needs the softmax normalizer";
+  if (Value lseGrad = getLseGrad()) {
+    auto type = cast<RankedTensorType>(lseGrad.getType());
+    auto statistic = cast<RankedTensorType>(getStatistic().getType());
+    if (type.getRank() != 3 || !type.getElementType().isF32())
+      return emitOpError() << "lse_grad must be a rank-3 f32 tensor, got "
+                           << type;
+    if (failed(verifyCompatibleShape(type.getShape(), statistic.getShape())))
+      return emitOpError() << "lse_grad " << type
+                           << " must be shaped as the statistic " << statistic;
+    if (normalizer != Normalizer::Softmax)
+      return emitOpError() << "lse_grad needs the softmax normalizer";
+  }
   return success();
 }
 

@@ -39,6 +39,9 @@ static constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 /// Below this score softplus(s) and sigmoid(s) equal e^s in f32: their
 /// relative difference from e^s is about e^s / 2 and e^s.
 static constexpr double kExpTail = -20.0;
+/// The largest sink excess z - LSE getLseAdjointShare takes as it is: e^80
+/// times an LSE adjoint below e^8 stays finite in f32.
+static constexpr double kMaxSinkExcess = 80.0;
 
 NormalizerDefinition::NormalizerDefinition(Normalizer normalizer, bool hasSink,
                                            NormalizerMath math, WeightMap map)
@@ -463,4 +466,27 @@ Value NormalizerDefinition::getSinkWeight(OpBuilder &b, Location loc,
   Value e = expNatural(b, loc, arith::SubFOp::create(b, loc, lse, sinkLogit));
   return arith::DivFOp::create(b, loc, one,
                                arith::AddFOp::create(b, loc, one, e));
+}
+
+Value NormalizerDefinition::getLseAdjointShare(OpBuilder &b, Location loc,
+                                               Value lseGrad, Value lse,
+                                               Value sinkLogit) const {
+  assert(normalizer == Normalizer::Softmax && "only softmax has a statistic");
+  assert(bool(sinkLogit) == sink && "a sink logit exactly with a sink");
+  Type type = lse.getType();
+  Value share = lseGrad;
+  if (sinkLogit) {
+    // 1 + e^(z - LSE) rather than e^(LSE' - LSE): no rounding of LSE', and
+    // 1 for z = -inf.
+    Value excess = arith::MinimumFOp::create(
+        b, loc, arith::SubFOp::create(b, loc, sinkLogit, lse),
+        constant(b, loc, type, kMaxSinkExcess));
+    Value ratio = arith::AddFOp::create(b, loc, constant(b, loc, type, 1.0),
+                                        expNatural(b, loc, excess));
+    share = arith::MulFOp::create(b, loc, lseGrad, ratio);
+  }
+  Value empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, lse,
+                                      constant(b, loc, type, kNegInf));
+  return arith::SelectOp::create(b, loc, empty, constant(b, loc, type, 0.0),
+                                 share);
 }

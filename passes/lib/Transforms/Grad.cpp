@@ -16,9 +16,10 @@
 // attn.attention_backward (the fused backward every backend lowers; the
 // recomputed forward gets an LSE result for it), and the adjoint of the
 // tensor.expand_shape the raise puts on a shared (MQA) key or value is the
-// collapse_shape of its adjoint. What the structured op cannot differentiate
-// (the normalize normalizer, a score_mod or mask that reads a tensor that
-// needs a gradient, an adjoint of the LSE result) is reported with the
+// collapse_shape of its adjoint. The adjoint of an LSE result the forward
+// returns (or reads further) is the backward's lse_grad. What the
+// structured op cannot differentiate (the normalize normalizer, a score_mod
+// or mask that reads a tensor that needs a gradient) is reported with the
 // reason, and the caller differentiates the cascade instead.
 //
 // Every contribution is a `sum` einsum (over the read tensor's axes, with a
@@ -114,6 +115,13 @@ private:
                         ReductionKind kind, ArrayRef<std::string> indices,
                         ArrayRef<std::string> reduced, ValueRange extents);
 
+  /// An f32 tensor of zeros of `tensor`'s shape: the adjoint of what no
+  /// output reaches.
+  Value zerosLike(Location loc, Value tensor) {
+    return zeros(loc, adjointType(tensor), axisSizes(tensor));
+  }
+  Value zeros(Location loc, RankedTensorType type, ValueRange sizes);
+
   /// The adjoint of `tensor` (the sum of its contributions), null if none.
   Value adjointOf(Value tensor);
   void contribute(Value tensor, Value adjoint) {
@@ -196,6 +204,14 @@ SmallVector<Value> GradientBuilder::axisSizes(Value tensor) {
   Operation *def = tensor.getDefiningOp();
   if (auto einsum = dyn_cast<EinsumOp>(def))
     return SmallVector<Value>(einsum.getOutputExtents());
+  if (auto attention = dyn_cast<AttentionOp>(def)) {
+    // O is [B, H, M, E] and LSE [B, H, M]: Q's leading axes, V's last.
+    SmallVector<Value> sizes = axisSizes(attention.getQuery());
+    sizes.pop_back();
+    if (tensor == attention.getOutput())
+      sizes.push_back(axisSizes(attention.getValue()).back());
+    return sizes;
+  }
   // keep, softmax, normalize: the shape of their input.
   return axisSizes(def->getOperand(0));
 }
@@ -208,6 +224,19 @@ EinsumOp GradientBuilder::createEinsum(Location loc, RankedTensorType type,
   OpBuilder top = atTop();
   return EinsumOp::create(top, loc, type, kind, toRefs(indices),
                           toRefs(reduced), extents);
+}
+
+Value GradientBuilder::zeros(Location loc, RankedTensorType type,
+                             ValueRange sizes) {
+  SmallVector<std::string> names;
+  for (int64_t a = 0; a < type.getRank(); ++a)
+    names.push_back("i" + std::to_string(a));
+  EinsumOp zeros =
+      createEinsum(loc, type, ReductionKind::None, names, {}, sizes);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&zeros.getBodyBlock());
+  YieldOp::create(b, loc, f32(loc, 0.0));
+  return zeros.getResult();
 }
 
 Value GradientBuilder::adjointOf(Value tensor) {
@@ -667,7 +696,9 @@ void GradientBuilder::addStatistics(SmallVectorImpl<Operation *> &cascade) {
 
 LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
   Value adjoint = adjointOf(attention.getOutput());
-  if (!adjoint)
+  Value lseAdjoint =
+      attention.getLse() ? adjointOf(attention.getLse()) : Value();
+  if (!adjoint && !lseAdjoint)
     return success();
   auto refuse = [&](const Twine &why) {
     return attention.emitError("attn-grad: no fused backward: ") << why;
@@ -675,8 +706,6 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
   if (attention.getNormalizer() == Normalizer::Normalize)
     return refuse("the normalize normalizer has no row statistic to "
                   "recompute its weights from");
-  if (Value lse = attention.getLse(); lse && adjointOf(lse))
-    return refuse("the LSE output has an adjoint");
   for (Region *region : {&attention.getScoreMod(), &attention.getMask()}) {
     WalkResult walk = region->walk([&](ReadOp read) {
       return active.contains(read.getTensor()) ? WalkResult::interrupt()
@@ -686,20 +715,19 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
       return refuse("score_mod or mask reads a tensor that needs a gradient");
   }
   Location loc = attention.getLoc();
+  // Only the LSE reaches the outputs: O's adjoint is 0.
+  if (!adjoint)
+    adjoint = zerosLike(loc, attention.getOutput());
   Value statistic = attention.getLse();
   if (!statistic) {
     // none: the backward reads no statistic; give it zeros of its shape.
     auto query = cast<RankedTensorType>(attention.getQuery().getType());
     SmallVector<Value> sizes = axisSizes(attention.getQuery());
     sizes.pop_back();
-    EinsumOp zeros = createEinsum(
-        loc, RankedTensorType::get(query.getShape().take_front(3),
-                                   b.getF32Type()),
-        ReductionKind::None, {"b", "h", "m"}, {}, sizes);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(&zeros.getBodyBlock());
-    YieldOp::create(b, loc, f32(loc, 0.0));
-    statistic = zeros.getResult();
+    statistic = zeros(loc,
+                      RankedTensorType::get(query.getShape().take_front(3),
+                                            b.getF32Type()),
+                      sizes);
   }
   Value sink = attention.getSink();
   OpBuilder top = atTop();
@@ -708,7 +736,7 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
       adjointType(attention.getKey()), adjointType(attention.getValue()),
       sink ? Type(adjointType(sink)) : Type(), attention.getQuery(),
       attention.getKey(), attention.getValue(), attention.getOutput(),
-      statistic, adjoint, attention.getScale(), sink,
+      statistic, adjoint, attention.getScale(), sink, lseAdjoint,
       attention.getNormalizerAttr());
   for (auto [from, to] :
        llvm::zip(attention->getRegions(), backward->getRegions())) {
@@ -844,20 +872,7 @@ FailureOr<OwningOpRef<ModuleOp>> GradientBuilder::build() {
   for (unsigned i : floatInputs) {
     Value input = grad.getInputArg(i);
     Value gradient = adjointOf(input);
-    if (!gradient) {
-      auto rank = cast<RankedTensorType>(input.getType()).getRank();
-      SmallVector<std::string> indexNames;
-      for (int64_t a = 0; a < rank; ++a)
-        indexNames.push_back("i" + std::to_string(a));
-      EinsumOp zeros = createEinsum(input.getLoc(), adjointType(input),
-                                    ReductionKind::None, indexNames, {},
-                                    axisSizes(input));
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(&zeros.getBodyBlock());
-      YieldOp::create(b, input.getLoc(), f32(input.getLoc(), 0.0));
-      gradient = zeros.getResult();
-    }
-    gradients.push_back(gradient);
+    gradients.push_back(gradient ? gradient : zerosLike(input.getLoc(), input));
   }
   b.setInsertionPointToEnd(entry);
   ReturnOp::create(b, loc, gradients);

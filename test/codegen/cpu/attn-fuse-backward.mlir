@@ -150,3 +150,57 @@ func.func @none_sigmoid_bf16(%q: tensor<?x?x?x?xbf16>, %k: tensor<?x?x?x?xbf16>,
   }
   return %dq, %dk, %dv : tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>, tensor<?x?x?x?xf32>
 }
+
+// -----
+
+// An LSE adjoint with a sink logit: the dQ pass gathers each row's dLSE
+// and lowers Delta by dLSE (1 + e^(min(sink - LSE, 80))), 0 where
+// LSE = -inf; the scores' adjoints (and the rows stored for the dK/dV pass)
+// read that Delta', the sink's gradient Delta itself.
+
+// CHECK-LABEL: func.func @lse_grad_sink
+//  CHECK-SAME:   %[[DLSE:[a-zA-Z0-9]+]]: tensor<?x?x?xf32>, %{{[a-zA-Z0-9]+}}: f32)
+//       CHECK:   %[[DLSEBUF:.+]] = bufferization.to_buffer %[[DLSE]] read_only
+//       CHECK:   %[[DSINK:.+]] = memref.alloc({{.*}}) : memref<?x?x?xf32>
+//       CHECK:   %[[ROWLSE:.+]] = memref.alloc({{.*}}) : memref<?x?x?xf32>
+//       CHECK:   %[[ROWDELTA:.+]] = memref.alloc({{.*}}) : memref<?x?x?xf32>
+//       CHECK:   scf.parallel (%[[B:.+]], %[[H:.+]], %{{.+}}) =
+//       CHECK:     %[[DELTA:.+]] = scf.for {{.*}} -> (vector<32xf32>) {
+//       CHECK:     memref.load %[[DLSEBUF]][%[[B]], %[[H]], %{{.+}}]
+//       CHECK:     %[[GRAD:.+]] = vector.insert %{{.+}}, %{{.+}} [31] : f32 into vector<32xf32>
+//       CHECK:     %[[ZMINUSLSE:.+]] = arith.subf %{{.+}}, %[[LSE:.+]] : vector<32xf32>
+//       CHECK:     %[[EXCESS:.+]] = arith.minimumf %[[ZMINUSLSE]], %{{.+}} : vector<32xf32>
+//       CHECK:     %[[E:.+]] = math.exp %[[EXCESS]]
+//       CHECK:     %[[RATIO:.+]] = arith.addf %{{.+}}, %[[E]]
+//       CHECK:     %[[SHARE:.+]] = arith.mulf %[[GRAD]], %[[RATIO]]
+//       CHECK:     %[[EMPTY:.+]] = arith.cmpf oeq, %[[LSE]], %{{.+}} : vector<32xf32>
+//       CHECK:     %[[KEPT:.+]] = arith.select %[[EMPTY]], %{{.+}}, %[[SHARE]]
+//       CHECK:     %[[SCOREDELTA:.+]] = arith.subf %[[DELTA]], %[[KEPT]] : vector<32xf32>
+//       CHECK:     vector.store %[[SCOREDELTA]], %[[STAGED:.+]][%{{.+}}]
+//       CHECK:     memref.load %[[STAGED]]
+//  CHECK-NEXT:     memref.store %{{.+}}, %[[ROWDELTA]][%[[B]], %[[H]], %{{.+}}]
+//       CHECK:     scf.for
+//       CHECK:           arith.subf %{{.+}}, %[[SCOREDELTA]] : vector<32xf32>
+//       CHECK:           arith.subf %{{.+}}, %[[SCOREDELTA]] : vector<32xf32>
+//       CHECK:     arith.mulf %{{.+}}, %[[DELTA]] : vector<32xf32>
+//  CHECK-NEXT:     arith.negf
+//       CHECK:     memref.store %{{.+}}, %[[DSINK]]
+//       CHECK:   scf.parallel
+//       CHECK:           memref.load %[[ROWDELTA]]
+func.func @lse_grad_sink(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>,
+                         %o: tensor<?x?x?x32xf32>, %lse: tensor<?x?x?xf32>, %do: tensor<?x?x?x32xf32>,
+                         %sink: tensor<?x?x?xf32>, %dlse: tensor<?x?x?xf32>, %scale: f32)
+    -> (tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?xf32>) {
+  %dq, %dk, %dv, %dsink = attn.attention_backward <softmax> %q, %k, %v, %o, %lse, %do scale(%scale) sink(%sink : tensor<?x?x?xf32>) lse_grad(%dlse : tensor<?x?x?xf32>)
+      : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?xf32>, tensor<?x?x?x32xf32>
+      -> tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %c = arith.cmpi sle, %n, %m : index
+    attn.yield %c : i1
+  }
+  return %dq, %dk, %dv, %dsink : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?xf32>
+}

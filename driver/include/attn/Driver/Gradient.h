@@ -39,15 +39,15 @@ public:
   /// Builds the adjoint of `forward`'s kernel with attn-grad. With `fused`,
   /// of the kernel raised first, so that each attention gets the fused
   /// attn.attention_backward; where that does not apply (nothing raised,
-  /// the normalize normalizer, a captured tensor that needs a gradient, an
-  /// adjoint of the LSE), a remark says why and the cascade is
-  /// differentiated instead. What cannot be differentiated at all (an op
-  /// without a derivative rule, a kernel without a float input or output)
-  /// is reported as diagnostics on the forward kernel's ops, through the
-  /// context's handlers, before the returned error. The float inputs named
-  /// in `constants` are held constant: no gradient, and nothing that depends
-  /// on them alone is differentiated (so a score_mod that reads a captured
-  /// table nobody trains keeps the fused backward).
+  /// the normalize normalizer, a captured tensor that needs a gradient), a
+  /// remark says why and the cascade is differentiated instead. What cannot
+  /// be differentiated at all (an op without a derivative rule, a kernel
+  /// without a float input or output) is reported as diagnostics on the
+  /// forward kernel's ops, through the context's handlers, before the
+  /// returned error. The float inputs named in `constants` are held
+  /// constant: no gradient, and nothing that depends on them alone is
+  /// differentiated (so a score_mod that reads a captured table nobody
+  /// trains keeps the fused backward).
   static llvm::Expected<GradientSpec>
   build(const LoadedSpec &forward, bool fused = true,
         llvm::ArrayRef<std::string> constants = {});

@@ -246,7 +246,9 @@ public:
   //   normalize without a map:          (g - Delta) / sum of the row's s
   //   none:                             g
   // and the adjoint of a sink logit z is -P_z Delta, P_z = sigmoid(z - LSE)
-  // its weight (the LSE of the scores alone).
+  // its weight (the LSE of the scores alone). A softmax whose LSE statistic
+  // has an adjoint dLSE keeps that form with Delta lowered by
+  // getLseAdjointShare.
   //===--------------------------------------------------------------------===//
 
   /// f'(s) / f(s) for the weight map (1 for softmax and exp; sigmoid(s) /
@@ -268,6 +270,22 @@ public:
   /// nothing: P_z = 1).
   Value getSinkWeight(OpBuilder &b, Location loc, Value sinkLogit,
                       Value lse) const;
+  /// What the adjoint dLSE of a finished softmax row's statistic `lse`
+  /// takes off the row's Delta: dLSE e^(LSE' - LSE), LSE' the row's log
+  /// denominator, i.e. dLSE (1 + e^(z - LSE)) with the sink logit z (exactly
+  /// when hasSink()), dLSE without; 0 where LSE = -inf (a row that kept
+  /// nothing, whose scores have no adjoint, so that no NaN reaches Delta).
+  /// The LSE is of the scores alone, so dLSE adds dLSE e^(s - LSE) =
+  /// P dLSE e^(LSE' - LSE) to a kept score's adjoint P (g - Delta); the sink
+  /// logit's adjoint keeps reading Delta itself.
+  ///
+  /// In f32 the product P e^(LSE' - LSE) is only as good as P: where the
+  /// sink holds all but e^-80 of the row, z - LSE is clamped at 80, so that
+  /// the term shrinks instead of overflowing (and Delta' times a weight that
+  /// underflowed to 0 is no NaN); beyond e^-87 every P of the row
+  /// underflows and the term is lost anyway.
+  Value getLseAdjointShare(OpBuilder &b, Location loc, Value lseGrad,
+                           Value lse, Value sinkLogit) const;
 
 private:
   Value constant(OpBuilder &b, Location loc, Type type, double value) const;

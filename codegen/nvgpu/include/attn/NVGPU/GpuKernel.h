@@ -117,12 +117,15 @@ enum class FixedParam : unsigned {
   /// The lists of live key blocks (see GpuTileList); null without one.
   Tiles,
   /// The backward kernels' (GpuBackwardKernels; null and 0 elsewhere): the
-  /// adjoint dO as given and its strides, the workspaces of its 16-bit copy
+  /// adjoint dO as given and its strides, the adjoint dLSE of the forward's
+  /// LSE as given and its strides (null unless the backward has one), the
+  /// workspaces of dO's 16-bit copy
   /// (laid out as O), of the rows' Delta = dO·O and of the rows' sink
   /// gradients (both laid out as LSE; the latter null unless the sink's
   /// gradient is used), and the gradients dQ, dK, dV (f32) with their
   /// strides.
   DO, DOStrideB, DOStrideH, DOStrideM,
+  DLse, DLseStrideB, DLseStrideH, DLseStrideM,
   DO16, Delta, DSink,
   DQ, DQStrideB, DQStrideH, DQStrideM,
   DK, DKStrideB, DKStrideG, DKStrideN,
@@ -263,8 +266,10 @@ struct GpuKernelArtifact {
 /// style, in one module, after the forward kernel has written O (f32) and
 /// LSE into workspaces laid out densely as [B, H, M, E] and [B, H, M]:
 ///  - `preprocessName`, grid [ceil(M / kBackwardPreprocessRows), H, B]:
-///    Delta = rowsum(dO ∘ O), LSE replaced by the log-denominator LSE (+)
-///    sink, and dO rounded to the operands' 16-bit type;
+///    Delta = rowsum(dO ∘ O), less dLSE e^(LSE' - LSE) where the LSE has
+///    an adjoint (see attn.attention_backward), LSE replaced by the
+///    log-denominator LSE' = LSE (+) sink, and dO rounded to the operands'
+///    16-bit type;
 ///  - `keyValueName`, grid [ceil(N / keyBlock), G, B]: dK and dV of one key
 ///    block, over the query heads of its group and their live query blocks;
 ///  - `queryName`, grid [ceil(M / queryBlock), H, B]: dQ of one query block

@@ -328,20 +328,23 @@ def Attn_AttentionOp : Attn_Op<"attention", [
 }
 
 def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
-    RecursiveMemoryEffects,
+    RecursiveMemoryEffects, AttrSizedOperandSegments,
     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
   let summary = "The adjoint of attn.attention: dQ, dK, dV (and the sink's)";
   let description = [{
     Given the operands of an `attn.attention` (Q, K, V, scale, sink, the
     normalizer and the same score_mod, mask and tile_class regions), its
-    output O and its row statistic, and the adjoint dO of O, computes the
-    gradients of L = <dO, O> (FlashAttention-2's backward):
+    output O and its row statistic, the adjoint dO of O and, when the
+    forward's LSE result has one, its adjoint dLSE (`lse_grad`), computes
+    the gradients of L = <dO, O> + <dLSE, LSE> (FlashAttention-2's
+    backward):
 
       p[n]   = exp(s[n] - LSE')            softmax, LSE' = LSE (+) sink
              = s[n]                        none
       dV[b,g,n,e] += sum over m, h in g of p[n] dO[b,h,m,e]
       dp[n]  = sum_e dO[b,h,m,e] V[b,g,n,e]
-      ds[n]  = p[n] (dp[n] - Delta)        softmax, Delta = sum_e dO O
+      ds[n]  = p[n] (dp[n] - Delta')       softmax, Delta = sum_e dO O,
+                                           Delta' = Delta - dLSE e^(LSE' - LSE)
              = dp[n]                       none
       dt[n]  = ds[n] * d score_mod / d score at (scale q.k, b, h, m, n)
       dQ[b,h,m,d] = scale sum_n dt[n] K[b,g,n,d]
@@ -350,7 +353,13 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
 
     over the kept keys only: a fully masked row has no term and gets 0.
     `statistic` is the forward's LSE (rank 3, f32; softmax only, ignored
-    for none). Results are f32 and shaped as Q, K, V (and the sink). The
+    for none): the log-sum-exp of the kept scores, the sink excluded. Its
+    adjoint dLSE adds dLSE e^(s - LSE) = p dLSE e^(LSE' - LSE) to a kept
+    score's adjoint, hence Delta' (e^(LSE' - LSE) = 1 + e^(sink - LSE), 1
+    without a sink; the term is 0 where LSE = -inf, a row with no kept
+    score). The sink's gradient reads Delta: the LSE does not depend on the
+    sink. `lse_grad` is f32 shaped as the statistic, softmax only. Results
+    are f32 and shaped as Q, K, V (and the sink). The
     derivative of score_mod is taken by the backend from the region (one
     rule per scalar op); score_mod and mask may read tensors from above,
     but none of them gets a gradient here (attn-grad differentiates such
@@ -365,6 +374,7 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
     AnyRankedTensor:$output_grad,
     F32:$scale,
     Optional<AnyRankedTensor>:$sink,
+    Optional<AnyRankedTensor>:$lse_grad,
     Attn_NormalizerAttr:$normalizer);
   let results = (outs
     AnyRankedTensor:$query_grad,
@@ -378,6 +388,7 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
   let assemblyFormat = [{
     $normalizer $query `,` $key `,` $value `,` $output `,` $statistic `,`
     $output_grad `scale` `(` $scale `)` (`sink` `(` $sink^ `:` type($sink) `)`)?
+    (`lse_grad` `(` $lse_grad^ `:` type($lse_grad) `)`)?
     attr-dict `:` type($query) `,` type($key) `,` type($value) `,`
     type($output) `,` type($statistic) `,` type($output_grad)
     `->` type($query_grad) `,` type($key_grad) `,` type($value_grad)
