@@ -680,17 +680,7 @@ def main():
                     with tempfile.TemporaryDirectory() as tmp:
                         # Q, K, V: attnc-launch's own N(0, 1) data; side
                         # inputs (slopes, document ids) written here.
-                        paths = {}
-                        extra = dict(VARIANTS[v]["params"])
-                        for a in man["args"]:
-                            if a["kind"] == "input" and a["name"] == "Slopes":
-                                paths["Slopes"] = os.path.join(tmp, "Slopes.npy")
-                                np.save(paths["Slopes"], alibi_slopes(H).float().numpy())
-                            elif a["kind"] == "input" and a["name"] == "Doc":
-                                doc = doc_ids(L).repeat(B, 1)
-                                extra["doc"] = doc
-                                paths["Doc"] = os.path.join(tmp, "Doc.npy")
-                                np.save(paths["Doc"], doc.numpy().astype(np.int32))
+                        paths, extra = side_inputs(man, v, B, H, L, tmp)
                         txt = launch(args, pkg, dims_for(man, B, H, G, L, L), VARIANTS[v]["params"],
                                      paths, tmp, timing=(5, args.repeat))
                         ms = float(re.search(r"time: median ([0-9.]+) ms", txt).group(1))

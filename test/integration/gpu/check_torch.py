@@ -130,23 +130,10 @@ def relative_error(got, want):
 
 
 def eager_attention(q, k, v, score_mod, mask_mod):
-    """The same attention in plain PyTorch (float64 where q is)."""
-    import torch
-    B, Hq, L, E = q.shape
-    rep = Hq // k.shape[1]
-    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
-    s = q @ k.transpose(-1, -2) / math.sqrt(E)
-    dev = q.device
-    b = torch.arange(B, device=dev)[:, None, None, None]
-    h = torch.arange(Hq, device=dev)[None, :, None, None]
-    m = torch.arange(L, device=dev)[None, None, :, None]
-    n = torch.arange(k.shape[2], device=dev)[None, None, None, :]
-    if score_mod is not None:
-        s = score_mod(s, b, h, m, n)
-    keep = mask_mod(b, h, m, n).expand_as(s)
-    s = s.masked_fill(~keep, -math.inf)
-    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
-    return p @ v
+    """The same attention in plain PyTorch, in q's float type."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from flex_gpu_compare import eager_reference
+    return eager_reference(q, k, v, score_mod, mask_mod, dtype="double")
 
 
 def leaves(shapes, seed, dtype):
