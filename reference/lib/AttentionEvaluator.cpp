@@ -210,7 +210,9 @@ ref::evaluateAttention(AttentionOp op, const Environment &env) {
           for (int64_t n = 0; n < N; ++n)
             if (kept[n])
               row.push_back(scores[n]);
-          normalizeRow(row, op.getMap());
+          double logDenominator = normalizeRow(row, op.getMap());
+          if (op.getMap() != WeightMap::Identity)
+            lse.data[(b * H + h) * M + m] = logDenominator;
           auto next = row.begin();
           for (int64_t n = 0; n < N; ++n)
             if (kept[n])
@@ -312,6 +314,10 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
   TensorValue dV = makeTensor({B, G, N, E}, /*isInteger=*/false);
   TensorValue dSink = makeTensor({B, H, M}, /*isInteger=*/false);
   const bool softmax = op.getNormalizer() == Normalizer::Softmax;
+  // normalize with a map: P = map(s) e^-LSE, its score adjoint times
+  // map'/map (the verifier refused normalize without a map).
+  const bool normalize = op.getNormalizer() == Normalizer::Normalize;
+  const WeightMap map = op.getMap();
   const int64_t groupSize = G == 0 ? 1 : H / G;
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
@@ -345,12 +351,19 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
           double score = scorer.getScore();
           modAdjoint.propagate(scorer.getScoreRegisters(), 1.0);
           double slope = modAdjoint.getArgumentAdjoint(0);
-          double p = softmax ? (total == kNegInf ? 0.0 : std::exp(score - total))
-                             : score;
+          double p = score;
+          if (softmax)
+            p = total == kNegInf ? 0.0 : std::exp(score - total);
+          else if (normalize)
+            p = normalizedWeight(score, total, map);
           double dp = 0.0;
           for (int64_t e = 0; e < E; ++e)
             dp += at4(*dO, b, h, m, e) * at4(*v, b, g, n, e);
-          double ds = softmax ? p * (dp - delta) : dp;
+          double ds = dp;
+          if (softmax)
+            ds = p * (dp - delta);
+          else if (normalize)
+            ds = p * mapLogDerivative(score, map) * (dp - delta);
           // The LSE is of the scores alone: its adjoint adds
           // dLSE e^(s - LSE), taken as written rather than folded into
           // Delta as the kernels do (the sink's gradient does not see it).

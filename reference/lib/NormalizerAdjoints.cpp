@@ -45,18 +45,6 @@ void attn::ref::softmaxAdjoint(const TensorValue &input, int64_t dimension,
   }
 }
 
-/// f'(x) / f(x) for the weight f that normalizeRow gives x: e^x itself below
-/// kExpTail, where it stands in for softplus and sigmoid.
-static double logDerivative(double x, WeightMap map) {
-  if (map == WeightMap::Exp || x < kExpTail)
-    return 1.0;
-  if (map == WeightMap::Sigmoid)
-    return 1.0 / (1.0 + std::exp(x)); // 1 - sigmoid(x)
-  double sigmoid = 1.0 / (1.0 + std::exp(-x));
-  double softplus = std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x)));
-  return sigmoid / softplus;
-}
-
 void attn::ref::normalizeAdjoint(const TensorValue &input, int64_t dimension,
                                  WeightMap map, const TensorValue &result,
                                  const double *resultAdjoint,
@@ -84,7 +72,7 @@ void attn::ref::normalizeAdjoint(const TensorValue &input, int64_t dimension,
         inputAdjoint[at] += map == WeightMap::Identity
                                 ? centered / sum
                                 : result.data[at] *
-                                      logDerivative(input.data[at], map) *
+                                      mapLogDerivative(input.data[at], map) *
                                       centered;
       }
     }

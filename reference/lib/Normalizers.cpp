@@ -73,8 +73,15 @@ TensorValue attn::ref::softmax(const TensorValue &input, int64_t dimension,
   return result;
 }
 
-void attn::ref::normalizeRow(llvm::MutableArrayRef<double> row,
-                             mlir::attn::WeightMap map) {
+/// map(x) for softplus and sigmoid.
+static double applyMap(double x, mlir::attn::WeightMap map) {
+  if (map == mlir::attn::WeightMap::Softplus)
+    return std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x)));
+  return 1.0 / (1.0 + std::exp(-x));
+}
+
+double attn::ref::normalizeRow(llvm::MutableArrayRef<double> row,
+                               mlir::attn::WeightMap map) {
   using mlir::attn::WeightMap;
   if (map == WeightMap::Identity) {
     double sum = 0.0;
@@ -82,10 +89,10 @@ void attn::ref::normalizeRow(llvm::MutableArrayRef<double> row,
       sum += x;
     for (double &x : row)
       x /= sum;
-    return;
+    return std::numeric_limits<double>::quiet_NaN();
   }
   if (row.empty())
-    return;
+    return -std::numeric_limits<double>::infinity();
   // Every weight is taken relative to e^shift: the row's max for exp, and
   // for softplus and sigmoid (which are below e^x and never overflow) the
   // max clamped to 0, so that rows with a large entry are computed as
@@ -101,10 +108,7 @@ void attn::ref::normalizeRow(llvm::MutableArrayRef<double> row,
   auto weight = [&](double x) {
     if (map == WeightMap::Exp || x < kExpTail)
       return std::exp(x - shift);
-    double mapped = map == WeightMap::Softplus
-                        ? std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x)))
-                        : 1.0 / (1.0 + std::exp(-x));
-    return mapped * scale;
+    return applyMap(x, map) * scale;
   };
   double sum = 0.0;
   for (double &x : row) {
@@ -113,6 +117,23 @@ void attn::ref::normalizeRow(llvm::MutableArrayRef<double> row,
   }
   for (double &x : row)
     x /= sum;
+  return shift + std::log(sum);
+}
+
+double attn::ref::normalizedWeight(double x, double logDenominator,
+                                   mlir::attn::WeightMap map) {
+  if (map == mlir::attn::WeightMap::Exp || x < kExpTail)
+    return std::exp(x - logDenominator);
+  return applyMap(x, map) * std::exp(-logDenominator);
+}
+
+double attn::ref::mapLogDerivative(double x, mlir::attn::WeightMap map) {
+  using mlir::attn::WeightMap;
+  if (map == WeightMap::Exp || x < kExpTail)
+    return 1.0;
+  if (map == WeightMap::Sigmoid)
+    return 1.0 / (1.0 + std::exp(x)); // 1 - sigmoid(x)
+  return 1.0 / (1.0 + std::exp(-x)) / applyMap(x, map);
 }
 
 TensorValue attn::ref::normalize(const TensorValue &input, int64_t dimension,

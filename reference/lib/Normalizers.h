@@ -74,8 +74,21 @@ TensorValue normalize(const TensorValue &input, int64_t dimension,
 
 /// The same for one row of present entries, in place. A known map is
 /// computed relative to the row's largest entry, as the kernels do, so that
-/// rows whose map underflows even in f64 stay exact.
-void normalizeRow(llvm::MutableArrayRef<double> row, mlir::attn::WeightMap map);
+/// rows whose map underflows even in f64 stay exact. Returns the log of the
+/// row's denominator, log sum map(x) (-inf for an empty row), for a known
+/// map; NaN for the identity.
+double normalizeRow(llvm::MutableArrayRef<double> row,
+                    mlir::attn::WeightMap map);
+
+/// The weight normalizeRow gives `x` in a row whose denominator has the log
+/// `logDenominator` (a known map): map(x) e^-logDenominator, with e^x for
+/// map(x) below kExpTail.
+double normalizedWeight(double x, double logDenominator,
+                        mlir::attn::WeightMap map);
+
+/// map'(x) / map(x) for the weight normalizeRow gives x: 1 below kExpTail,
+/// where e^x stands in for softplus and sigmoid.
+double mapLogDerivative(double x, mlir::attn::WeightMap map);
 
 } // namespace attn::ref
 

@@ -397,7 +397,7 @@ func.func @attention_map_normalizer(%q: tensor<?x?x?x?xf32>, %s: f32) {
 // -----
 
 func.func @backward_of_normalize(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %scale: f32) {
-  // expected-error @below {{differentiates softmax and none only}}
+  // expected-error @below {{differentiates normalize with a weight map only}}
   %dq, %dk, %dv = attn.attention_backward <normalize> %q, %q, %q, %o, %lse, %o scale(%scale)
       : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
       -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>

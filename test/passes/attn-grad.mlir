@@ -340,7 +340,36 @@ attn.kernel @raised_lse_only attributes {
 
 // -----
 
-// The normalize normalizer has no statistic to recompute its weights from:
+// normalize with a weight map: the recomputed forward gets the log of each
+// row's denominator as its statistic, which the backward (with the map)
+// recomputes the weights from.
+
+// CHECK-LABEL: attn.kernel @raised_softplus_grad
+//       CHECK:   %[[FWD:.+]]:2 = attn.attention <normalize> map(<softplus>) %Q, %K, %V
+//       CHECK:   attn.attention_backward <normalize> map(<softplus>) %Q, %K, %V, %[[FWD]]#0, %[[FWD]]#1, %dO
+attn.kernel @raised_softplus attributes {
+    dim_names = ["B", "H", "M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808, -9223372036854775808, -9223372036854775808>,
+    input_names = ["Q", "K", "V"], param_names = [], param_defaults = [],
+    output_names = ["O"], output_types = [f32],
+    shapes = [["B", "H", "M", 16], ["B", "H", "N", 16], ["B", "H", "N", 16], ["B", "H", "M", 16]]} {
+^bb0(%B: index, %H: index, %M: index, %N: index, %Q: tensor<?x?x?x16xf32>, %K: tensor<?x?x?x16xf32>, %V: tensor<?x?x?x16xf32>):
+  %scale = arith.constant 0.25 : f32
+  %o = attn.attention <normalize> map(<softplus>) %Q, %K, %V scale(%scale)
+      : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    attn.yield %s : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  attn.return %o : tensor<?x?x?x16xf32>
+}
+
+// -----
+
+// normalize without a map has no statistic to recompute its weights from:
 // the caller differentiates the cascade instead.
 
 attn.kernel @raised_normalize attributes {
@@ -350,8 +379,8 @@ attn.kernel @raised_normalize attributes {
     shapes = [["B", "H", "M", 16], ["B", "H", "N", 16], ["B", "H", "N", 16], ["B", "H", "M", 16]]} {
 ^bb0(%B: index, %H: index, %M: index, %N: index, %Q: tensor<?x?x?x16xf32>, %K: tensor<?x?x?x16xf32>, %V: tensor<?x?x?x16xf32>):
   %scale = arith.constant 0.25 : f32
-  // expected-error @below {{attn-grad: no fused backward: the normalize normalizer has no row statistic}}
-  %o = attn.attention <normalize> map(<softplus>) %Q, %K, %V scale(%scale)
+  // expected-error @below {{attn-grad: no fused backward: normalize without a weight map has no row statistic}}
+  %o = attn.attention <normalize> %Q, %K, %V scale(%scale)
       : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
   score_mod {
   ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):

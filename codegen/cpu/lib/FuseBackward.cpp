@@ -12,7 +12,9 @@
 //     scf.for key tile                               empty: skipped
 //       St[j]  = sum_d K[n0 + j, d] Qt[d];  dPt[j] = sum_e V[n0 + j, e] dOt[e]
 //       P = exp(score_mod(St) - LSE'), dS = P (dPt - Delta') score_mod'
-//                         (none: P = score_mod(St), dS = dPt score_mod';
+//                         (normalize with a map f: P = f(s) e^-LSE and
+//                          dS times f'/f; none: P = score_mod(St),
+//                          dS = dPt score_mod';
 //                          full tiles: no mask, else mask + bounds)
 //       dQt[d] += sum_j K[n0 + j, d] dS[j]
 //     dQ = scale dQt;  dSink = -P_sink Delta
@@ -63,8 +65,8 @@ namespace {
 struct TileRow {
   LaneValue query, key;
   Value inRange;
-  /// softmax: the query's log-denominator LSE' and Delta (Delta' with an
-  /// LSE adjoint).
+  /// Where the weights are recomputed: the query's log-denominator LSE'
+  /// and Delta (Delta' with an LSE adjoint).
   LaneValue logDenominator, delta;
 };
 
@@ -74,12 +76,15 @@ public:
   FusedBackwardBuilder(AttentionBackwardOp op, int64_t laneTile,
                        int64_t rowTile)
       : LaneKernelBuilder(op, laneTile), op(op), rowTile(rowTile),
-        normalizer(op.getNormalizer(), bool(op.getSink())) {}
+        normalizer(op.getNormalizer(), bool(op.getSink()), NormalizerMath(),
+                   op.getMap()) {}
 
   LogicalResult run();
 
 private:
-  bool isSoftmax() { return op.getNormalizer() == Normalizer::Softmax; }
+  /// Whether the weights are recomputed from the rows' statistic (softmax,
+  /// normalize with a map), rather than being the scores (none).
+  bool readsStatistic() { return normalizer.hasStatistic(); }
   /// Builds `derivative`, unless score_mod is trivial.
   LogicalResult buildDerivativeBlock();
   /// Turns the scores sT and the products dpT of a tile, in place, into the
@@ -127,7 +132,8 @@ private:
   // Function-level values.
   Value qBuf, kBuf, vBuf, oBuf, lseBuf, doBuf, sinkBuf, dlseBuf;
   Value dqBuf, dkBuf, dvBuf, dsinkBuf;
-  /// softmax: LSE' and Delta' of every row, written by the dQ pass.
+  /// LSE' and Delta' of every row (weights recomputed), written by the dQ
+  /// pass.
   Value logDenominatorBuf, deltaBuf;
   Value batch, heads, numQueries, headDim, numKeys, valueDim, headsPerGroup;
   DenseMap<Value, Value> readBuffers;
@@ -183,19 +189,16 @@ LogicalResult FusedBackwardBuilder::emitScoreAdjoints(
     }
     Value dp =
         vector::LoadOp::create(b, loc, laneType, dpT, ValueRange{j, index(0)});
-    // The normalizer's weight and score adjoint: softmax's P (dP - Delta)
-    // times its factor, none's dP.
-    Value p = s, ds = dp;
-    if (isSoftmax()) {
-      BlockShift shift = normalizer.shiftFor(
+    // The normalizer's weight and score adjoint: P (dP - Delta) times the
+    // map's factor, none's dP.
+    Value p = s, delta;
+    if (readsStatistic()) {
+      BlockShift shift = normalizer.shiftForLogDenominator(
           b, loc, broadcastToLanes(b, loc, row.logDenominator, lanes));
       p = normalizer.weight(b, loc, shift, s);
-      Value centred = arith::SubFOp::create(
-          b, loc, dp, broadcastToLanes(b, loc, row.delta, lanes));
-      ds = arith::MulFOp::create(b, loc, p, centred);
-      if (Value factor = normalizer.getScoreAdjointFactor(b, loc, s))
-        ds = arith::MulFOp::create(b, loc, ds, factor);
+      delta = broadcastToLanes(b, loc, row.delta, lanes);
     }
+    Value ds = normalizer.getScoreAdjoint(b, loc, p, s, dp, delta);
     if (modDerivative)
       ds = arith::MulFOp::create(b, loc, ds, modDerivative);
     if (masked) {
@@ -291,11 +294,11 @@ LogicalResult FusedBackwardBuilder::emitQueryPass() {
   Value dqT = laneScratch(headDim);
   emitZero(dqT, headDim);
 
-  // softmax: each row's Delta = dO·O and log-denominator, for this pass and,
+  // Each row's Delta = dO·O and log-denominator, for this pass and,
   // stored, for the dK/dV pass; the scores read Delta' (Delta less the LSE
   // adjoint's share), the sink's gradient Delta.
   Value delta, scoreDelta, lse, sinkLogit, logDenominator;
-  if (isSoftmax()) {
+  if (readsStatistic()) {
     Value oT = laneScratch(valueDim);
     emitTranspose(oBuf, bIv, hIv, m0, lastQuery, valueDim, Value(), oT);
     scf::ForOp dot =
@@ -420,7 +423,7 @@ LogicalResult FusedBackwardBuilder::emitKeyPass() {
           row.key = {keys.laneRows, true};
           row.inRange = arith::CmpIOp::create(
               b, loc, arith::CmpIPredicate::slt, m, numQueries);
-          if (isSoftmax()) {
+          if (readsStatistic()) {
             row.logDenominator = {
                 memref::LoadOp::create(b, loc, logDenominatorBuf,
                                        ValueRange{bIv, hIv, query}),
@@ -487,7 +490,7 @@ LogicalResult FusedBackwardBuilder::run() {
                       {batch, dimOf(vBuf, 1), numKeys, valueDim});
   if (Value sinkGrad = op.getSinkGrad())
     dsinkBuf = allocResult(resultType(sinkGrad), {batch, heads, numQueries});
-  if (isSoftmax()) {
+  if (readsStatistic()) {
     auto rowType = RankedTensorType::get(
         {ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic},
         b.getF32Type());

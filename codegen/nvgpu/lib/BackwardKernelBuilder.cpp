@@ -15,9 +15,11 @@
 //          16 keys; K and V stay in shared memory; for each query head of
 //          the group and each live query block (Q and dO double-buffered
 //          by cp.async):
-//            Sᵀ = K Qᵀ;  P = exp(score_mod(scale Sᵀ) - LSE')   (none: P = s)
+//            Sᵀ = K Qᵀ;  P = exp(score_mod(scale Sᵀ) - LSE')   (none: P = s;
+//                        normalize: map(s) e^-LSE)
 //            dV += P dO;  dPᵀ = V dOᵀ
-//            dS = P (dPᵀ - Delta') score_mod'                 (none: dPᵀ s')
+//            dS = P (dPᵀ - Delta') score_mod'                 (none: dPᵀ s';
+//                        normalize: times map'/map)
 //            dK += dS Q
 //          then dK = scale dK and dV are stored.
 //   _dq    one CTA per (query block of 64, head, batch), one warp per 16
@@ -93,7 +95,7 @@ public:
       : MmaTileBuilder(builder, loc, elementType, 32 * kBackwardWarps),
         op(op), shape(shape), args(args), captures(captures),
         normalizer(op.getNormalizer(), static_cast<bool>(op.getSink()),
-                   getNVPTXNormalizerMath()) {}
+                   getNVPTXNormalizerMath(), op.getMap()) {}
 
   void emitPreprocess();
   void emitKeyValue();
@@ -101,7 +103,9 @@ public:
 
 private:
   Value arg(FixedParam param) { return getFixedArg(args, param); }
-  bool isSoftmax() const { return normalizer.hasStatistic(); }
+  /// Whether the weights are recomputed from the rows' statistic (softmax,
+  /// normalize with a map), rather than being the scores (none).
+  bool readsStatistic() const { return normalizer.hasStatistic(); }
   /// Whether anything reads the rows' sink gradients.
   bool writesSinkGrad() {
     return op.getSinkGrad() && !op.getSinkGrad().use_empty();
@@ -132,8 +136,8 @@ private:
   findLiveBlock(Value from, Value numBlocks,
                 function_ref<Value(Value)> classOfBlock);
   /// A query row's index (clamped into the problem, for the regions),
-  /// whether it is in the problem, and for softmax its shift (from LSE')
-  /// and Delta.
+  /// whether it is in the problem, and where the weights are recomputed
+  /// its shift (from LSE') and Delta.
   struct RowStatistics {
     Value index, inRange;
     BlockShift shift;
@@ -357,9 +361,9 @@ BackwardEmitter::loadRowStatistics(Value head, Value row) {
   stats.inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
   Value clamped = minsi(row, sub(sizeM, c32(1)));
   stats.index = toIndex(clamped);
-  if (isSoftmax()) {
+  if (readsStatistic()) {
     Value offset = statisticOffset(head, clamped);
-    stats.shift = normalizer.shiftFor(
+    stats.shift = normalizer.shiftForLogDenominator(
         b, loc,
         LLVM::LoadOp::create(b, loc, f32,
                              gep(arg(FixedParam::Lse), f32, offset), 4));
@@ -386,11 +390,10 @@ std::pair<Value, Value> BackwardEmitter::emitWeightAndAdjoint(
     s = values->score;
     derivative = values->derivative;
   }
-  Value p = s, ds = dp;
-  if (isSoftmax()) {
+  Value p = s;
+  if (readsStatistic())
     p = normalizer.weight(b, loc, row.shift, s);
-    ds = mulf(p, subf(dp, row.delta));
-  }
+  Value ds = normalizer.getScoreAdjoint(b, loc, p, s, dp, row.delta);
   if (derivative)
     ds = mulf(ds, derivative);
   Value zero = cf(0.0);
@@ -502,7 +505,7 @@ void BackwardEmitter::emitPreprocess() {
     Value offset = statisticOffset(head, row);
     // The scores' adjoints read Delta'; the sink's gradient reads Delta.
     Value scoreDelta = partial;
-    if (isSoftmax() && (normalizer.hasSink() || readsLseGrad())) {
+    if (readsStatistic() && (normalizer.hasSink() || readsLseGrad())) {
       Value lsePtr = gep(arg(FixedParam::Lse), f32, offset);
       Value lse = LLVM::LoadOp::create(b, loc, f32, lsePtr, 4);
       Value sink;
@@ -911,10 +914,10 @@ static int64_t chooseStreamRows(AttentionBackwardOp op) {
 }
 
 LogicalResult mlir::attn::checkGpuBackwardSupport(AttentionBackwardOp op) {
-  if (op.getNormalizer() != Normalizer::Softmax &&
-      op.getNormalizer() != Normalizer::None)
-    return op.emitError() << "attn-nvgpu: the GPU backward supports softmax "
-                             "and none";
+  if (op.getNormalizer() == Normalizer::Normalize &&
+      op.getMap() == WeightMap::Identity)
+    return op.emitError() << "attn-nvgpu: the GPU backward supports softmax, "
+                             "normalize with a weight map and none";
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
   Type element = query.getElementType();

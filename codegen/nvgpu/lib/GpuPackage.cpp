@@ -299,7 +299,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
           (readsStatistic && found.getStatistic() != attention.getLse()) ||
           found.getScale() != attention.getScale() ||
           found.getSink() != attention.getSink() ||
-          found.getNormalizer() != attention.getNormalizer())
+          found.getNormalizer() != attention.getNormalizer() ||
+          found.getMap() != attention.getMap())
         return unsupported("a backward that is not of the kernel's attention");
       backward = found;
       continue;

@@ -475,8 +475,11 @@ LogicalResult AttentionOp::verify() {
     if (lseType.getRank() != 3 || !lseType.getElementType().isF32())
       return emitOpError() << "lse must be a rank-3 f32 tensor, got "
                            << lseType;
-    if (getNormalizer() != Normalizer::Softmax)
-      return emitOpError() << "lse needs the softmax normalizer";
+    if (getNormalizer() != Normalizer::Softmax &&
+        (getNormalizer() != Normalizer::Normalize ||
+         getMap() == WeightMap::Identity))
+      return emitOpError() << "lse needs the softmax normalizer, or normalize "
+                              "with a weight map";
   }
   if (getMap() != WeightMap::Identity && getNormalizer() != Normalizer::Normalize)
     return emitOpError() << "a weight map needs the normalize normalizer";
@@ -572,8 +575,12 @@ LogicalResult AttentionBackwardOp::verify() {
                            << " must be f32 and shaped as " << from;
   }
   Normalizer normalizer = getNormalizer();
-  if (normalizer != Normalizer::Softmax && normalizer != Normalizer::None)
-    return emitOpError() << "differentiates softmax and none only";
+  if (normalizer == Normalizer::Normalize && getMap() == WeightMap::Identity)
+    return emitOpError() << "differentiates normalize with a weight map only "
+                            "(its statistic is the log of the row's "
+                            "denominator)";
+  if (getMap() != WeightMap::Identity && normalizer != Normalizer::Normalize)
+    return emitOpError() << "a weight map needs the normalize normalizer";
   if (static_cast<bool>(getSink()) != static_cast<bool>(getSinkGrad()))
     return emitOpError() << "has a sink gradient exactly when it has a sink";
   if (getSink() && normalizer != Normalizer::Softmax)

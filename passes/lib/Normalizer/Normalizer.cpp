@@ -13,7 +13,8 @@
 //   normalize  with map f (exp, softplus, sigmoid): as softmax with
 //              shift c = m (exp) or min(m, 0) (softplus, sigmoid):
 //              p = s < T ? exp(s - c) : f(s) e^-c (T the tail where
-//              f(s) = e^s in f32; always exp(s - c) for exp); final: O / l
+//              f(s) = e^s in f32; always exp(s - c) for exp); final: O / l,
+//              statistic c + log l (= log sum f(s))
 //   none       no state; p = s, O as accumulated
 //
 // A row that kept nothing gets factor 0 and LSE -inf. While a softmax row's
@@ -222,9 +223,23 @@ BlockShift NormalizerDefinition::shiftFor(OpBuilder &b, Location loc,
                                           Value max) const {
   if (!hasMax())
     return {};
+  return makeShift(b, loc, max, clampShift(b, loc, max));
+}
+
+BlockShift
+NormalizerDefinition::shiftForLogDenominator(OpBuilder &b, Location loc,
+                                             Value logDenominator) const {
+  assert(hasStatistic() && "only a normalizer with a statistic has one");
+  // Softplus and sigmoid rows are not clamped here: their log-denominator
+  // is at most log N + the largest map(s), so e^-it stays finite.
+  return makeShift(b, loc, logDenominator, logDenominator);
+}
+
+BlockShift NormalizerDefinition::makeShift(OpBuilder &b, Location loc,
+                                           Value max, Value shiftValue) const {
   BlockShift shift;
   shift.max = max;
-  shift.shift = usableMax(b, loc, clampShift(b, loc, max));
+  shift.shift = usableMax(b, loc, shiftValue);
   if (map == WeightMap::Softplus || map == WeightMap::Sigmoid) {
     // e^-shift multiplies map(s) only above the tail, where s, hence the
     // max and the shift, are at least kExpTail: clamping there keeps the
@@ -399,11 +414,14 @@ Value NormalizerDefinition::getOutputFactor(OpBuilder &b, Location loc,
 
 Value NormalizerDefinition::getStatistic(OpBuilder &b, Location loc,
                                          const NormalizerState &state) const {
-  assert(hasStatistic() && "only softmax has a statistic");
+  assert(hasStatistic() && "the normalizer has no statistic");
   Type type = state.sum.getType();
   Value empty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
                                       state.sum, constant(b, loc, type, 0.0));
-  Value lse = arith::AddFOp::create(b, loc, state.max, log(b, loc, state.sum));
+  // The sum is relative to the shift of the row's max (the max itself for
+  // softmax, where a row with a sum has a finite max).
+  Value shift = usableMax(b, loc, clampShift(b, loc, state.max));
+  Value lse = arith::AddFOp::create(b, loc, shift, log(b, loc, state.sum));
   return arith::SelectOp::create(b, loc, empty, constant(b, loc, type, kNegInf),
                                  lse);
 }
@@ -411,6 +429,21 @@ Value NormalizerDefinition::getStatistic(OpBuilder &b, Location loc,
 //===----------------------------------------------------------------------===//
 // The adjoint.
 //===----------------------------------------------------------------------===//
+
+Value NormalizerDefinition::getScoreAdjoint(OpBuilder &b, Location loc,
+                                            Value weight, Value score,
+                                            Value weightAdjoint,
+                                            Value delta) const {
+  if (normalizer == Normalizer::None)
+    return weightAdjoint;
+  assert(hasStatistic() && "normalize without a map has no adjoint here");
+  Value adjoint = arith::MulFOp::create(
+      b, loc, weight, arith::SubFOp::create(b, loc, weightAdjoint, delta));
+  if (normalizer == Normalizer::Softmax || map == WeightMap::Exp)
+    return adjoint;
+  return arith::MulFOp::create(b, loc, adjoint,
+                               getScoreAdjointFactor(b, loc, score));
+}
 
 Value NormalizerDefinition::getScoreAdjointFactor(OpBuilder &b, Location loc,
                                                   Value score) const {
@@ -439,7 +472,7 @@ Value NormalizerDefinition::getScoreAdjointFactor(OpBuilder &b, Location loc,
 Value NormalizerDefinition::getRowLogDenominator(OpBuilder &b, Location loc,
                                                  Value lse,
                                                  Value sinkLogit) const {
-  assert(normalizer == Normalizer::Softmax && "only softmax has a statistic");
+  assert(hasStatistic() && "the normalizer has no statistic");
   assert(bool(sinkLogit) == sink && "a sink logit exactly with a sink");
   if (!sinkLogit)
     return lse;

@@ -18,7 +18,7 @@
 // tensor.expand_shape the raise puts on a shared (MQA) key or value is the
 // collapse_shape of its adjoint. The adjoint of an LSE result the forward
 // returns (or reads further) is the backward's lse_grad. What the
-// structured op cannot differentiate (the normalize normalizer, a score_mod
+// structured op cannot differentiate (normalize without a map, a score_mod
 // or mask that reads a tensor that needs a gradient) is reported with the
 // reason, and the caller differentiates the cascade instead.
 //
@@ -673,7 +673,10 @@ void GradientBuilder::addStatistics(SmallVectorImpl<Operation *> &cascade) {
   for (Operation *&op : cascade) {
     auto attention = dyn_cast<AttentionOp>(op);
     if (!attention || attention.getLse() ||
-        attention.getNormalizer() != Normalizer::Softmax)
+        !NormalizerDefinition(attention.getNormalizer(),
+                              static_cast<bool>(attention.getSink()), {},
+                              attention.getMap())
+             .hasStatistic())
       continue;
     auto query = cast<RankedTensorType>(attention.getQuery().getType());
     auto lseType = RankedTensorType::get(query.getShape().take_front(3),
@@ -703,8 +706,9 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
   auto refuse = [&](const Twine &why) {
     return attention.emitError("attn-grad: no fused backward: ") << why;
   };
-  if (attention.getNormalizer() == Normalizer::Normalize)
-    return refuse("the normalize normalizer has no row statistic to "
+  if (attention.getNormalizer() == Normalizer::Normalize &&
+      attention.getMap() == WeightMap::Identity)
+    return refuse("normalize without a weight map has no row statistic to "
                   "recompute its weights from");
   for (Region *region : {&attention.getScoreMod(), &attention.getMask()}) {
     WalkResult walk = region->walk([&](ReadOp read) {
@@ -737,7 +741,7 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
       sink ? Type(adjointType(sink)) : Type(), attention.getQuery(),
       attention.getKey(), attention.getValue(), attention.getOutput(),
       statistic, adjoint, attention.getScale(), sink, lseAdjoint,
-      attention.getNormalizerAttr());
+      attention.getNormalizerAttr(), attention.getMapAttr());
   for (auto [from, to] :
        llvm::zip(attention->getRegions(), backward->getRegions())) {
     IRMapping mapping;

@@ -496,7 +496,6 @@ TEST_P(ExampleGradientTest, RaisedAdjointKernelAgreesWithReverseMode) {
   // Where the structured backward does not apply, and why.
   static const std::map<std::string, std::string> kCascadeOnly = {
       {"alibi", "reads a tensor that needs a gradient"},
-      {"softplus", "the normalize normalizer"},
   };
   auto cascadeOnly = kCascadeOnly.find(GetParam());
   if (cascadeOnly != kCascadeOnly.end()) {

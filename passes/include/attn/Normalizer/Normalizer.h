@@ -151,8 +151,13 @@ public:
   bool hasKeptCount() const {
     return normalizer == Normalizer::Normalize && map == WeightMap::Identity;
   }
-  /// Whether a finished row has a statistic (the LSE).
-  bool hasStatistic() const { return normalizer == Normalizer::Softmax; }
+  /// Whether a finished row has a statistic, the log of its denominator
+  /// (softmax: the LSE; normalize with a map: log sum map(s)), from which a
+  /// backward recomputes the weights.
+  bool hasStatistic() const {
+    return normalizer == Normalizer::Softmax ||
+           (normalizer == Normalizer::Normalize && map != WeightMap::Identity);
+  }
   /// Whether a block's weights depend on the running max: the block's max is
   /// then needed before its weights, and every block rescales the row's
   /// earlier sum and output.
@@ -234,8 +239,9 @@ public:
   /// the denominator only, not the max the state tracked.
   Value getOutputFactor(OpBuilder &b, Location loc,
                         const NormalizerState &state, Value sinkLogit) const;
-  /// The statistic of a finished softmax row: the log-sum-exp of its kept
-  /// scores (the sink excluded), -inf for a row that kept nothing.
+  /// The statistic of a finished row (hasStatistic): the log of the sum
+  /// of its kept scores' exp (softmax, the sink excluded) or map (normalize),
+  /// -inf for a row that kept nothing.
   Value getStatistic(OpBuilder &b, Location loc,
                      const NormalizerState &state) const;
 
@@ -245,24 +251,35 @@ public:
   //   softmax, normalize with a map f:  P (f'(s) / f(s)) (g - Delta)
   //   normalize without a map:          (g - Delta) / sum of the row's s
   //   none:                             g
+  // A backward recomputes P from the row's log-denominator (getStatistic,
+  // with the sink joined by getRowLogDenominator) as
+  // weight(shiftForLogDenominator(it), s).
   // and the adjoint of a sink logit z is -P_z Delta, P_z = sigmoid(z - LSE)
   // its weight (the LSE of the scores alone). A softmax whose LSE statistic
   // has an adjoint dLSE keeps that form with Delta lowered by
   // getLseAdjointShare.
   //===--------------------------------------------------------------------===//
 
+  /// The shift that makes `weight` the finished row's P, given the log of
+  /// its denominator (natural base, -inf for a row that kept nothing):
+  /// unlike shiftFor's max, it is used unclamped.
+  BlockShift shiftForLogDenominator(OpBuilder &b, Location loc,
+                                    Value logDenominator) const;
+  /// The adjoint of a kept score `score` whose weight is `weight`, given the
+  /// adjoint g of the weight and the row's Delta (see above); for
+  /// normalizers with a statistic and none.
+  Value getScoreAdjoint(OpBuilder &b, Location loc, Value weight, Value score,
+                        Value weightAdjoint, Value delta) const;
   /// f'(s) / f(s) for the weight map (1 for softmax and exp; sigmoid(s) /
   /// softplus(s), 1 in the exponential tail, for softplus; sigmoid(-s) for
   /// sigmoid); null where the adjoint does not use it (normalize without a
   /// map, none).
   Value getScoreAdjointFactor(OpBuilder &b, Location loc, Value score) const;
-  /// The log of a finished softmax row's denominator, from the row's
-  /// statistic `lse` (the log-sum-exp of its kept scores) and, exactly when
-  /// hasSink(), its sink logit: LSE (+) z = max + log1p(e^(min - max)) of
-  /// the two, LSE without a sink; -inf for a row that kept nothing and has
-  /// no sink. A backward recomputes the weights from it as
-  /// weight(shiftFor(it), s) = exp(s - it), which shiftFor guards against
-  /// -inf. Natural base, whatever the backend's.
+  /// The log of a finished row's whole denominator, from the row's
+  /// statistic `lse` and, exactly when hasSink(), its sink logit:
+  /// LSE (+) z = max + log1p(e^(min - max)) of the two, LSE without a sink;
+  /// -inf for a row that kept nothing and has no sink. Natural base,
+  /// whatever the backend's.
   Value getRowLogDenominator(OpBuilder &b, Location loc, Value lse,
                              Value sinkLogit) const;
   /// P_z = sigmoid(z - LSE): the sink's share of a finished softmax row
@@ -303,6 +320,10 @@ private:
   /// What a max becomes as a shift, before usableMax: min(max, 0) for
   /// softplus and sigmoid maps, the max itself otherwise.
   Value clampShift(OpBuilder &b, Location loc, Value max) const;
+  /// The shift that subtracts `shiftValue` (natural base, -inf allowed),
+  /// recorded as following `max`.
+  BlockShift makeShift(OpBuilder &b, Location loc, Value max,
+                       Value shiftValue) const;
   /// e^x in the natural base, whatever the backend's base.
   Value expNatural(OpBuilder &b, Location loc, Value x) const;
   /// map(x) for softplus and sigmoid, in f32.

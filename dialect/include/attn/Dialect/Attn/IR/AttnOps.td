@@ -276,11 +276,14 @@ def Attn_AttentionOp : Attn_Op<"attention", [
                denominator) | map(s) / sum(map(s)) (normalize, with
                the weight map of attn.normalize) | s (none)
       O[b,h,m,e] = sum_n p[n] * V[b,g,n,e]
-      LSE[b,h,m] = logsumexp(s)            (optional second result)
+      LSE[b,h,m] = log sum_n exp(s[n])     (optional second result: softmax)
+                 = log sum_n map(s[n])     (normalize with a weight map)
 
     Q is [B, H, M, D], K is [B, G, N, D], V is [B, G, N, E]; query head h
     reads key/value head g = h / (H / G) (H must be a multiple of G). A row
-    with no kept key gives O = 0 and LSE = -inf. Results are f32.
+    with no kept key gives O = 0 and LSE = -inf. Results are f32. The LSE
+    is the log of the row's denominator (the sink excluded): what a
+    backward recomputes the weights from.
 
     `score_mod` takes the scaled score and the indices (b, h, m, n);
     `mask` takes the indices and yields i1. Both may read, from above, the
@@ -333,18 +336,21 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
   let summary = "The adjoint of attn.attention: dQ, dK, dV (and the sink's)";
   let description = [{
     Given the operands of an `attn.attention` (Q, K, V, scale, sink, the
-    normalizer and the same score_mod, mask and tile_class regions), its
+    normalizer, its weight map and the same score_mod, mask and tile_class
+    regions), its
     output O and its row statistic, the adjoint dO of O and, when the
     forward's LSE result has one, its adjoint dLSE (`lse_grad`), computes
     the gradients of L = <dO, O> + <dLSE, LSE> (FlashAttention-2's
     backward):
 
       p[n]   = exp(s[n] - LSE')            softmax, LSE' = LSE (+) sink
+             = map(s[n]) e^-LSE            normalize with a weight map
              = s[n]                        none
       dV[b,g,n,e] += sum over m, h in g of p[n] dO[b,h,m,e]
       dp[n]  = sum_e dO[b,h,m,e] V[b,g,n,e]
       ds[n]  = p[n] (dp[n] - Delta')       softmax, Delta = sum_e dO O,
                                            Delta' = Delta - dLSE e^(LSE' - LSE)
+             = p[n] map'/map (dp[n] - Delta)   normalize with a map
              = dp[n]                       none
       dt[n]  = ds[n] * d score_mod / d score at (scale q.k, b, h, m, n)
       dQ[b,h,m,d] = scale sum_n dt[n] K[b,g,n,d]
@@ -352,8 +358,9 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
       dSink[b,h,m] = -exp(sink - LSE') Delta
 
     over the kept keys only: a fully masked row has no term and gets 0.
-    `statistic` is the forward's LSE (rank 3, f32; softmax only, ignored
-    for none): the log-sum-exp of the kept scores, the sink excluded. Its
+    `statistic` is the forward's LSE (rank 3, f32; ignored for none): the
+    log of the row's denominator over the kept scores, the sink excluded
+    (the log-sum-exp for softmax, log sum map(s) for normalize). Its
     adjoint dLSE adds dLSE e^(s - LSE) = p dLSE e^(LSE' - LSE) to a kept
     score's adjoint, hence Delta' (e^(LSE' - LSE) = 1 + e^(sink - LSE), 1
     without a sink; the term is 0 where LSE = -inf, a row with no kept
@@ -375,7 +382,8 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
     F32:$scale,
     Optional<AnyRankedTensor>:$sink,
     Optional<AnyRankedTensor>:$lse_grad,
-    Attn_NormalizerAttr:$normalizer);
+    Attn_NormalizerAttr:$normalizer,
+    DefaultValuedAttr<Attn_WeightMapAttr, "WeightMap::Identity">:$map);
   let results = (outs
     AnyRankedTensor:$query_grad,
     AnyRankedTensor:$key_grad,
@@ -386,7 +394,8 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
     SizedRegion<1>:$mask,
     AnyRegion:$tile_class);
   let assemblyFormat = [{
-    $normalizer $query `,` $key `,` $value `,` $output `,` $statistic `,`
+    $normalizer (`map` `(` $map^ `)`)? $query `,` $key `,` $value `,`
+    $output `,` $statistic `,`
     $output_grad `scale` `(` $scale `)` (`sink` `(` $sink^ `:` type($sink) `)`)?
     (`lse_grad` `(` $lse_grad^ `:` type($lse_grad) `)`)?
     attr-dict `:` type($query) `,` type($key) `,` type($value) `,`
