@@ -313,6 +313,12 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
   TensorValue dK = makeTensor({B, G, N, D}, /*isInteger=*/false);
   TensorValue dV = makeTensor({B, G, N, E}, /*isInteger=*/false);
   TensorValue dSink = makeTensor({B, H, M}, /*isInteger=*/false);
+  // Per row, the sum over its kept scores of ds' times the derivative with
+  // respect to each grad_reads read (read sites count score_mod's reads in
+  // block order, as grad_reads does).
+  std::vector<TensorValue> readGrads;
+  for (size_t i = 0; i < op.getGradReads().size(); ++i)
+    readGrads.push_back(makeTensor({B, H, M}, /*isInteger=*/false));
   const bool softmax = op.getNormalizer() == Normalizer::Softmax;
   // normalize with a map: P = map(s) e^-LSE, its score adjoint times
   // map'/map (the verifier refused normalize without a map).
@@ -370,6 +376,8 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
           if (softmax && lseGrad && lse->data[row] != kNegInf)
             ds += lseGrad->data[row] * std::exp(score - lse->data[row]);
           double dt = ds * slope;
+          for (auto [i, site] : llvm::enumerate(op.getGradReads()))
+            readGrads[i].data[row] += ds * modAdjoint.getReadSiteAdjoint(site);
           for (int64_t e = 0; e < E; ++e)
             dV.data[((b * G + g) * N + n) * E + e] += p * at4(*dO, b, h, m, e);
           for (int64_t d = 0; d < D; ++d) {
@@ -387,6 +395,8 @@ ref::evaluateAttentionBackward(AttentionBackwardOp op, const Environment &env) {
   results.push_back(std::move(dV));
   if (sink)
     results.push_back(std::move(dSink));
+  for (TensorValue &readGrad : readGrads)
+    results.push_back(std::move(readGrad));
   return results;
 }
 

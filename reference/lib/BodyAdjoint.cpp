@@ -21,6 +21,13 @@ BodyAdjoint::BodyAdjoint(const BodyProgram &program)
     : program(program), adjoints(program.getNumRegisters(), 0.0),
       readAdjoints(program.getReadSites().size(), nullptr) {}
 
+double BodyAdjoint::getReadSiteAdjoint(size_t site) const {
+  for (const Instr &in : program.getCode())
+    if (in.op == Opcode::Read && in.a == site)
+      return program.getReadSites()[site].integer ? 0.0 : adjoints[in.dst];
+  return 0.0;
+}
+
 void BodyAdjoint::propagate(const Reg *r, double seed) {
   if (program.isIntegerResult())
     return;

@@ -38,6 +38,10 @@ public:
   /// body's argument `i` (a float argument, such as score_mod's score).
   double getArgumentAdjoint(unsigned i) const { return adjoints[i]; }
 
+  /// After propagate: the derivative times the seed with respect to the
+  /// value read site `site` yielded (0 for an integer read).
+  double getReadSiteAdjoint(size_t site) const;
+
 private:
   const BodyProgram &program;
   /// The adjoint of every register, reset at each propagate.

@@ -18,6 +18,8 @@
 //                          full tiles: no mask, else mask + bounds)
 //       dQt[d] += sum_j K[n0 + j, d] dS[j]
 //     dQ = scale dQt;  dSink = -P_sink Delta
+//     (and for each grad_reads read r of score_mod, its per-row sum
+//      sum_j dS'[j] d score_mod / d r, kept per lane)
 //
 //   dK/dV pass: scf.parallel (b, g, key tile)
 //     Kt[d][lane] = scale K[n0 + lane, d], Vt[e][lane] = V[n0 + lane, e]
@@ -90,9 +92,12 @@ private:
   /// Turns the scores sT and the products dpT of a tile, in place, into the
   /// weights P (left in sT when `keepWeights`) and the score adjoints dS (in
   /// dpT), row j at `rowAt(j)`. `masked` tiles evaluate bounds and mask.
+  /// With `readSums` ([grad_reads x lanes]), each grad_reads read's terms
+  /// dS' * d score_mod / d read are added to its row of the lanes' sums.
   LogicalResult emitScoreAdjoints(bool masked, bool keepWeights, Value batchIv,
                                   Value headIv,
-                                  function_ref<TileRow(Value j)> rowAt);
+                                  function_ref<TileRow(Value j)> rowAt,
+                                  Value readSums = Value());
   /// The lanes' operands of one parallel iteration, in per-iteration
   /// scratch: scale Xt [D x lanes] and Yt [E x lanes] for rows `first` ..
   /// (clamped to `last`) of head `head` of X (Q or K) and Y (dO or V), and
@@ -124,7 +129,8 @@ private:
   AttentionBackwardOp op;
   int64_t rowTile;
   NormalizerDefinition normalizer;
-  /// A block computing (score_mod, d score_mod / d score) from score_mod's
+  /// A block computing (score_mod, d score_mod / d score, then the
+  /// derivative with respect to each grad_reads read) from score_mod's
   /// arguments, cloned along lanes for every row; null for a trivial
   /// score_mod (derivative 1).
   std::unique_ptr<Block> derivative;
@@ -132,6 +138,8 @@ private:
   // Function-level values.
   Value qBuf, kBuf, vBuf, oBuf, lseBuf, doBuf, sinkBuf, dlseBuf;
   Value dqBuf, dkBuf, dvBuf, dsinkBuf;
+  /// The per-row sums of the grad_reads reads' adjoints, [B, H, M] each.
+  SmallVector<Value> readGradBufs;
   /// LSE' and Delta' of every row (weights recomputed), written by the dQ
   /// pass.
   Value logDenominatorBuf, deltaBuf;
@@ -154,17 +162,19 @@ LogicalResult FusedBackwardBuilder::buildDerivativeBlock() {
   OpBuilder builder(op.getContext());
   builder.setInsertionPointToEnd(derivative.get());
   FailureOr<ScoreModValues> values = emitScoreModDerivative(
-      builder, scoreMod, derivative->getArguments());
+      builder, scoreMod, derivative->getArguments(), nullptr,
+      op.getGradReads());
   if (failed(values))
     return failure();
-  YieldOp::create(builder, loc,
-                  ValueRange{values->score, values->derivative});
+  SmallVector<Value> yielded = {values->score, values->derivative};
+  llvm::append_range(yielded, values->readDerivatives);
+  YieldOp::create(builder, loc, yielded);
   return success();
 }
 
 LogicalResult FusedBackwardBuilder::emitScoreAdjoints(
     bool masked, bool keepWeights, Value batchIv, Value headIv,
-    function_ref<TileRow(Value j)> rowAt) {
+    function_ref<TileRow(Value j)> rowAt, Value readSums) {
   bool evaluatesMask = masked && !op.hasTrivialMask();
   Value zero = splat(0.0f);
   bool failedRegion = false;
@@ -175,6 +185,7 @@ LogicalResult FusedBackwardBuilder::emitScoreAdjoints(
     Value s =
         vector::LoadOp::create(b, loc, laneType, sT, ValueRange{j, index(0)});
     Value modDerivative;
+    SmallVector<Value> readDerivatives;
     if (derivative) {
       SmallVector<LaneValue> args = {{s, true}};
       args.append(point);
@@ -186,6 +197,9 @@ LogicalResult FusedBackwardBuilder::emitScoreAdjoints(
       }
       s = broadcastToLanes(b, loc, (*values)[0], lanes);
       modDerivative = broadcastToLanes(b, loc, (*values)[1], lanes);
+      if (readSums)
+        for (const LaneValue &value : llvm::drop_begin(*values, 2))
+          readDerivatives.push_back(broadcastToLanes(b, loc, value, lanes));
     }
     Value dp =
         vector::LoadOp::create(b, loc, laneType, dpT, ValueRange{j, index(0)});
@@ -199,6 +213,10 @@ LogicalResult FusedBackwardBuilder::emitScoreAdjoints(
       delta = broadcastToLanes(b, loc, row.delta, lanes);
     }
     Value ds = normalizer.getScoreAdjoint(b, loc, p, s, dp, delta);
+    SmallVector<Value> readTerms = llvm::map_to_vector(
+        readDerivatives, [&](Value d) -> Value {
+          return arith::MulFOp::create(b, loc, ds, d);
+        });
     if (modDerivative)
       ds = arith::MulFOp::create(b, loc, ds, modDerivative);
     if (masked) {
@@ -211,6 +229,14 @@ LogicalResult FusedBackwardBuilder::emitScoreAdjoints(
       }
       p = arith::SelectOp::create(b, loc, *keep, p, zero);
       ds = arith::SelectOp::create(b, loc, *keep, ds, zero);
+      for (Value &term : readTerms)
+        term = arith::SelectOp::create(b, loc, *keep, term, zero);
+    }
+    for (auto [k, term] : llvm::enumerate(readTerms)) {
+      Value at[] = {index(k), index(0)};
+      Value sum = vector::LoadOp::create(b, loc, laneType, readSums, at);
+      vector::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, sum, term),
+                              readSums, at);
     }
     if (keepWeights)
       vector::StoreOp::create(b, loc, p, sT, ValueRange{j, index(0)});
@@ -293,6 +319,12 @@ LogicalResult FusedBackwardBuilder::emitQueryPass() {
       emitLaneOperands(qBuf, doBuf, bIv, hIv, m0, lastQuery, kBuf, vBuf);
   Value dqT = laneScratch(headDim);
   emitZero(dqT, headDim);
+  // The grad_reads reads' per-row sums.
+  Value readSums;
+  if (!readGradBufs.empty()) {
+    readSums = laneScratch(index(readGradBufs.size()));
+    emitZero(readSums, index(readGradBufs.size()));
+  }
 
   // Each row's Delta = dO·O and log-denominator, for this pass and,
   // stored, for the dK/dV pass; the scores read Delta' (Delta less the LSE
@@ -352,7 +384,7 @@ LogicalResult FusedBackwardBuilder::emitQueryPass() {
         row.logDenominator = {logDenominator, true};
         row.delta = {scoreDelta, true};
         return row;
-      });
+      }, readSums);
     };
     auto accumulate = [&] {
       emitAccumulate(keyRows, headDim, dpT, rowTile, dqT);
@@ -367,6 +399,12 @@ LogicalResult FusedBackwardBuilder::emitQueryPass() {
     return failure();
 
   emitStoreLanes(dqT, headDim, op.getScale(), count, dqBuf, bIv, hIv, m0);
+  for (auto [k, buffer] : llvm::enumerate(readGradBufs)) {
+    Value at[] = {index(k), index(0)};
+    emitStoreLaneVector(
+        vector::LoadOp::create(b, loc, laneType, readSums, at), count, buffer,
+        bIv, hIv, m0);
+  }
   if (dsinkBuf) {
     // dSink = -P_sink Delta.
     Value share = normalizer.getSinkWeight(b, loc, sinkLogit, lse);
@@ -490,6 +528,9 @@ LogicalResult FusedBackwardBuilder::run() {
                       {batch, dimOf(vBuf, 1), numKeys, valueDim});
   if (Value sinkGrad = op.getSinkGrad())
     dsinkBuf = allocResult(resultType(sinkGrad), {batch, heads, numQueries});
+  for (Value readGrad : op.getReadGrads())
+    readGradBufs.push_back(
+        allocResult(resultType(readGrad), {batch, heads, numQueries}));
   if (readsStatistic()) {
     auto rowType = RankedTensorType::get(
         {ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic},
@@ -502,7 +543,10 @@ LogicalResult FusedBackwardBuilder::run() {
   if (failed(emitQueryPass()) || failed(emitKeyPass()))
     return failure();
 
-  SmallVector<Value> buffers = {dqBuf, dkBuf, dvBuf, dsinkBuf};
+  SmallVector<Value> buffers = {dqBuf, dkBuf, dvBuf};
+  if (dsinkBuf)
+    buffers.push_back(dsinkBuf);
+  llvm::append_range(buffers, readGradBufs);
   SmallVector<Value> results;
   for (auto [result, buffer] : llvm::zip(op->getResults(), buffers))
     results.push_back(bufferization::ToTensorOp::create(

@@ -25,7 +25,9 @@
 //   _dq    one CTA per (query block of 64, head, batch), one warp per 16
 //          rows, Q and dO fragments in registers; for each live key block
 //          (K and V double-buffered): S = Q Kᵀ, dP = dO Vᵀ, dS as above,
-//          dQ += dS K; then dQ = scale dQ is stored.
+//          dQ += dS K; then dQ = scale dQ is stored. With a tensor
+//          score_mod reads that needs a gradient (grad_reads), each row
+//          also sums dS' d score_mod / d read over its keys.
 //
 // S and dP are computed in both kernels (7 products per kept pair instead of
 // 5), which keeps every gradient element owned by one thread: no atomics and
@@ -144,13 +146,19 @@ private:
     Value delta;
   };
   RowStatistics loadRowStatistics(Value head, Value row);
-  /// P and dS of one score: `product` the unscaled q·k, `dp` its adjoint
-  /// product, (m, n) its clamped indices, `inRange` whether both are in the
-  /// problem; the mask is evaluated unless the tile is `full`.
-  std::pair<Value, Value> emitWeightAndAdjoint(Value product, Value dp,
-                                               Value head, Value m, Value n,
-                                               Value inRange, bool full,
-                                               const RowStatistics &row);
+  /// P and dS of one score, and with `withReadTerm` the term dS' d
+  /// score_mod / d read of the grad_reads read (0 where the score is not
+  /// kept).
+  struct ScoreAdjoint {
+    Value weight, scoreAdjoint, readTerm;
+  };
+  /// The ScoreAdjoint of one score: `product` the unscaled q·k, `dp` its
+  /// adjoint product, (m, n) its clamped indices, `inRange` whether both
+  /// are in the problem; the mask is evaluated unless the tile is `full`.
+  ScoreAdjoint emitWeightAndAdjoint(Value product, Value dp, Value head,
+                                    Value m, Value n, Value inRange, bool full,
+                                    const RowStatistics &row,
+                                    bool withReadTerm = false);
   /// The two tiles a kernel holds or streams per block of rows: [rows, D]
   /// and [rows, E] from their bases and row strides, rows below `limit`.
   struct TilePair {
@@ -373,31 +381,39 @@ BackwardEmitter::loadRowStatistics(Value head, Value row) {
   return stats;
 }
 
-std::pair<Value, Value> BackwardEmitter::emitWeightAndAdjoint(
+BackwardEmitter::ScoreAdjoint BackwardEmitter::emitWeightAndAdjoint(
     Value product, Value dp, Value head, Value m, Value n, Value inRange,
-    bool full, const RowStatistics &row) {
+    bool full, const RowStatistics &row, bool withReadTerm) {
   Value keep = inRange;
   if (!full)
     keep = arith::AndIOp::create(
         b, loc, keep,
         inlineRegion(b, op.getMask(), {batchIdx, head, m, n}, captures));
-  Value s = mulf(product, scale), derivative;
+  Value s = mulf(product, scale), derivative, readDerivative;
   if (!op.hasTrivialScoreMod()) {
     // The derivative's clone reads from above through `captures`.
     FailureOr<ScoreModValues> values = emitScoreModDerivative(
-        b, op.getScoreModBlock(), {s, batchIdx, head, m, n}, &captures);
+        b, op.getScoreModBlock(), {s, batchIdx, head, m, n}, &captures,
+        withReadTerm ? op.getGradReads() : ArrayRef<int64_t>());
     assert(succeeded(values) && "checked by checkGpuBackwardSupport");
     s = values->score;
     derivative = values->derivative;
+    if (withReadTerm)
+      readDerivative = values->readDerivatives.front();
   }
   Value p = s;
   if (readsStatistic())
     p = normalizer.weight(b, loc, row.shift, s);
   Value ds = normalizer.getScoreAdjoint(b, loc, p, s, dp, row.delta);
+  Value zero = cf(0.0);
+  ScoreAdjoint result;
+  if (readDerivative)
+    result.readTerm = select(keep, mulf(ds, readDerivative), zero);
   if (derivative)
     ds = mulf(ds, derivative);
-  Value zero = cf(0.0);
-  return {select(keep, p, zero), select(keep, ds, zero)};
+  result.weight = select(keep, p, zero);
+  result.scoreAdjoint = select(keep, ds, zero);
+  return result;
 }
 
 /// Stores the f32 rows of a 16-row accumulator tile of each warp (`cols`
@@ -743,11 +759,11 @@ void BackwardEmitter::emitKeyValue() {
                   const int64_t k = slot(j, r, c);
                   Value keep =
                       arith::AndIOp::create(b, loc, row.inRange, keyInRange[r]);
-                  auto [p, ds] =
+                  ScoreAdjoint adjoint =
                       emitWeightAndAdjoint(st[k], dpt[k], headIndex, row.index,
                                            keyIdx[r], keep, full, row);
-                  results[k] = p;
-                  results[st.size() + k] = ds;
+                  results[k] = adjoint.weight;
+                  results[st.size() + k] = adjoint.scoreAdjoint;
                 }
               }
             return results;
@@ -841,9 +857,14 @@ void BackwardEmitter::emitQuery() {
     Value nLast = sub(minsi(add(n0, c32(stream)), sizeN), c32(1));
     return tileClass(head, m0, mLast, n0, nLast);
   };
+  // With a grad_reads read, each of the thread's two rows also sums its
+  // terms (carried after dQ's accumulators).
+  const bool sumsRead = !op.getGradReads().empty();
+  const int64_t numDq = 4 * dTiles;
   auto body = [&](Value n0, Value cls, Value kTile, Value vTile,
                   ValueRange state) {
-    SmallVector<Value> dQ(state);
+    SmallVector<Value> dQ(state.take_front(numDq));
+    SmallVector<Value> readSums(state.drop_front(numDq));
     // S = Q Kᵀ and dP = dO Vᵀ.
     SmallVector<Value> s(4 * kTiles, cf(0.0));
     multiply(
@@ -854,8 +875,10 @@ void BackwardEmitter::emitQuery() {
         dp, shape.valueDim / 16, kTiles,
         [&](int64_t kk) { return dOFrag[kk]; },
         bAddress(vTile, shape.vPitch()), shape.vPitch(), false);
+    // dS, then (sumsRead) the two rows' sums of the read's terms.
     auto evaluate = [&](bool full) {
       SmallVector<Value> ds(s.size());
+      SmallVector<Value> sums(readSums);
       for (int64_t j = 0; j < kTiles; ++j)
         for (int64_t c = 0; c < 2; ++c) {
           Value n = add(n0, add(mul(quadCol, c32(2)), c32(8 * j + c)));
@@ -865,31 +888,58 @@ void BackwardEmitter::emitQuery() {
             const int64_t k = slot(j, r, c);
             Value keep = arith::AndIOp::create(b, loc, nInRange,
                                                rows[r].inRange);
-            ds[k] = emitWeightAndAdjoint(s[k], dp[k], headIndex,
-                                         rows[r].index, nIdx, keep, full,
-                                         rows[r])
-                        .second;
+            ScoreAdjoint adjoint = emitWeightAndAdjoint(
+                s[k], dp[k], headIndex, rows[r].index, nIdx, keep, full,
+                rows[r], sumsRead);
+            ds[k] = adjoint.scoreAdjoint;
+            if (sumsRead)
+              sums[r] = addf(sums[r], adjoint.readTerm);
           }
         }
+      llvm::append_range(ds, sums);
       return ds;
     };
-    SmallVector<Value> ds = evaluateByClass(cls, s.size(), evaluate);
+    SmallVector<Value> evaluated =
+        evaluateByClass(cls, s.size() + readSums.size(), evaluate);
+    SmallVector<Value> ds(evaluated.begin(), evaluated.begin() + s.size());
     // dQ += dS K, contracting over the keys.
     multiply(
         dQ, stream / 16, dTiles,
         [&](int64_t kk) { return packedFragment(ds, kk); },
         bTransposedAddress(kTile, shape.qkPitch()), shape.qkPitch(), true);
+    llvm::append_range(dQ, ArrayRef<Value>(evaluated).drop_front(s.size()));
     return dQ;
   };
   // Every warp holds its fragments before the stages are written.
   gpu::BarrierOp::create(b, loc);
-  SmallVector<Value> dQ = emitStreamLoop(
-      keys, classOf, SmallVector<Value>(4 * dTiles, cf(0.0)), body);
+  SmallVector<Value> init(numDq + (sumsRead ? 2 : 0), cf(0.0));
+  SmallVector<Value> carried = emitStreamLoop(keys, classOf, init, body);
+  ArrayRef<Value> dQ = ArrayRef<Value>(carried).take_front(numDq);
   storeGradient(
       dQ, shape.headDim, scale,
       gep(arg(FixedParam::DQ), f32,
           rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH, head)),
       FixedParam::DQStrideM, m0, sizeM);
+  if (!sumsRead)
+    return;
+  // Each row's sum: over the quad's lanes, then by its first lane, in a
+  // fixed order (the epilogue einsums add the rows up).
+  for (int64_t r = 0; r < 2; ++r) {
+    Value sum = carried[numDq + r];
+    for (int64_t mask : {1, 2})
+      sum = addf(sum, shuffleXor(sum, mask));
+    Value row = add(m0, add(warpRow, add(quadRow, c32(8 * r))));
+    auto ifWriter = scf::IfOp::create(
+        b, loc,
+        arith::AndIOp::create(b, loc, rows[r].inRange,
+                              cmpi(arith::CmpIPredicate::eq, quadCol, c32(0))),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifWriter.thenBlock());
+    LLVM::StoreOp::create(
+        b, loc, sum,
+        gep(arg(FixedParam::ReadGrad), f32, statisticOffset(head, row)), 4);
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -918,6 +968,12 @@ LogicalResult mlir::attn::checkGpuBackwardSupport(AttentionBackwardOp op) {
       op.getMap() == WeightMap::Identity)
     return op.emitError() << "attn-nvgpu: the GPU backward supports softmax, "
                              "normalize with a weight map and none";
+  if (op.getGradReads().size() > 1)
+    return op.emitError() << "attn-nvgpu: the GPU backward sums the gradient "
+                             "of one tensor score_mod reads, not "
+                          << op.getGradReads().size()
+                          << "; hold the others constant (--grad-constant) "
+                             "or run on the CPU";
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
   Type element = query.getElementType();

@@ -643,6 +643,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   // einsum reads them: dense [B, H, M] as LSE.
   bool hasSinkGrad =
       backward && backward.getSinkGrad() && !backward.getSinkGrad().use_empty();
+  // The rows' sums of the one grad_reads read's adjoint, dense [B, H, M].
+  bool hasReadGrad = backward && !backward.getReadGrads().empty();
   if (backward) {
     manifest.workspaces.push_back(
         {"o", "4*" + product({bDim, hDim, mDim, eDim})});
@@ -654,6 +656,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     if (hasSinkGrad)
       manifest.workspaces.push_back(
           {"dsink", "4*" + product({bDim, hDim, mDim})});
+    if (hasReadGrad)
+      manifest.workspaces.push_back(
+          {"readgrad", "4*" + product({bDim, hDim, mDim})});
   }
   auto oStride = [&](int axis) {
     if (!backward)
@@ -818,6 +823,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     case FixedParam::DSink:
       slot = hasSinkGrad ? workspaceSlot("dsink") : absent();
       break;
+    case FixedParam::ReadGrad:
+      slot = hasReadGrad ? workspaceSlot("readgrad") : absent();
+      break;
     case FixedParam::DQ:
       slot = gradientPointer(0);
       break;
@@ -872,8 +880,11 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                              !source.getAsInteger(10, k) &&
                              k < buffers->size()) {
         params.push_back((*buffers)[k].pointerSlot());
-      } else if (source == "sink_grad" && hasSinkGrad && capture.rank == 3) {
-        params.push_back(workspaceSlot("dsink"));
+      } else if ((source == "sink_grad" && hasSinkGrad ||
+                  source == "read_grad" && hasReadGrad) &&
+                 capture.rank == 3) {
+        params.push_back(
+            workspaceSlot(source == "sink_grad" ? "dsink" : "readgrad"));
         for (const std::string &size : {bDim, hDim, mDim})
           params.push_back(exprSlot(size));
         for (const std::string &stride :

@@ -141,11 +141,14 @@ static std::string describeSource(Value value) {
         ++index;
     }
   }
-  // The rows' sink gradients, which the backward's preprocessing writes
-  // into a workspace for the einsums after it.
-  if (auto backward = value.getDefiningOp<AttentionBackwardOp>();
-      backward && value == backward.getSinkGrad())
-    return "sink_grad";
+  // The rows' sink gradients and grad_reads sums, which the backward
+  // writes into workspaces for the einsums after it.
+  if (auto backward = value.getDefiningOp<AttentionBackwardOp>()) {
+    if (value == backward.getSinkGrad())
+      return "sink_grad";
+    if (llvm::is_contained(backward.getReadGrads(), value))
+      return "read_grad";
+  }
   auto arg = dyn_cast<BlockArgument>(value);
   if (!arg)
     return "value";

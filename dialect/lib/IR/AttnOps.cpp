@@ -546,6 +546,34 @@ void AttentionBackwardOp::getAsmBlockArgumentNames(
 
 bool AttentionBackwardOp::hasTrivialMask() { return yieldsTrue(getMask()); }
 
+ReadOp AttentionBackwardOp::getGradRead(unsigned i) {
+  int64_t position = getGradReads()[i];
+  for (Operation &op : getScoreModBlock())
+    if (auto read = dyn_cast<ReadOp>(op); read && position-- == 0)
+      return read;
+  return ReadOp();
+}
+
+/// Whether `value`, computed in `block`, depends on the block's argument
+/// `argument` (through the block's ops; values from above do not).
+static bool dependsOnArgument(Value value, Block &block, unsigned argument) {
+  SmallVector<Value> work{value};
+  llvm::SmallPtrSet<Operation *, 8> seen;
+  while (!work.empty()) {
+    Value next = work.pop_back_val();
+    if (auto arg = dyn_cast<BlockArgument>(next)) {
+      if (arg.getOwner() == &block && arg.getArgNumber() == argument)
+        return true;
+      continue;
+    }
+    Operation *def = next.getDefiningOp();
+    if (def->getBlock() != &block || !seen.insert(def).second)
+      continue;
+    llvm::append_range(work, def->getOperands());
+  }
+  return false;
+}
+
 bool AttentionBackwardOp::hasTrivialScoreMod() {
   return yieldsScore(getScoreMod());
 }
@@ -596,6 +624,32 @@ LogicalResult AttentionBackwardOp::verify() {
                            << " must be shaped as the statistic " << statistic;
     if (normalizer != Normalizer::Softmax)
       return emitOpError() << "lse_grad needs the softmax normalizer";
+  }
+  if (getGradReads().size() != getReadGrads().size())
+    return emitOpError() << "has one read gradient per grad_reads entry, got "
+                         << getReadGrads().size() << " for "
+                         << getGradReads().size();
+  for (auto [i, result] : llvm::enumerate(getReadGrads())) {
+    auto type = cast<RankedTensorType>(result.getType());
+    if (type.getRank() != 3 || !type.getElementType().isF32())
+      return emitOpError() << "read gradient " << i
+                           << " must be a rank-3 f32 tensor [B, H, M], got "
+                           << type;
+    ReadOp read = getGradRead(i);
+    if (!read)
+      return emitOpError() << "grad_reads entry " << getGradReads()[i]
+                           << " names no attn.read of score_mod";
+    if (!isa<FloatType>(read.getResult().getType()))
+      return emitOpError() << "grad_reads entry " << getGradReads()[i]
+                           << " reads an integer";
+    // Arguments 0 and 4 of score_mod: the score and the key n.
+    for (Value subscript : read.getSubscripts())
+      for (unsigned argument : {0u, 4u})
+        if (dependsOnArgument(subscript, getScoreModBlock(), argument))
+          return emitOpError()
+                 << "grad_reads entry " << getGradReads()[i]
+                 << " reads at a position that depends on the "
+                 << (argument == 0 ? "score" : "key index n");
   }
   return success();
 }

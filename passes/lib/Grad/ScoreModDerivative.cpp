@@ -10,10 +10,18 @@
 using namespace mlir;
 using namespace mlir::attn;
 
+SmallVector<Operation *> mlir::attn::getScoreModReads(Block &scoreMod) {
+  SmallVector<Operation *> reads;
+  for (Operation &op : scoreMod)
+    if (isa<ReadOp>(op))
+      reads.push_back(&op);
+  return reads;
+}
+
 FailureOr<ScoreModValues>
 mlir::attn::emitScoreModDerivative(OpBuilder &b, Block &scoreMod,
-                                   ValueRange args,
-                                   const IRMapping *captures) {
+                                   ValueRange args, const IRMapping *captures,
+                                   ArrayRef<int64_t> readPositions) {
   assert(args.size() == scoreMod.getNumArguments() &&
          "one value per score_mod argument");
   auto yield = cast<YieldOp>(scoreMod.getTerminator());
@@ -21,33 +29,63 @@ mlir::attn::emitScoreModDerivative(OpBuilder &b, Block &scoreMod,
     return yield.emitOpError() << "must yield one value";
   Value yielded = yield.getValues().front();
   BlockArgument score = scoreMod.getArgument(0);
-  if (yielded == score)
-    return ScoreModValues{args.front(), Value()};
+  auto zero = [&] {
+    return arith::ConstantOp::create(b, yield.getLoc(),
+                                     b.getF32FloatAttr(0.0f));
+  };
+  if (yielded == score) {
+    ScoreModValues values{args.front(), Value(), {}};
+    for (size_t i = 0; i < readPositions.size(); ++i)
+      values.readDerivatives.push_back(zero());
+    return values;
+  }
 
   IRMapping mapping = captures ? *captures : IRMapping();
   mapping.map(scoreMod.getArguments(), args);
-  // Derivatives of the body's values, keyed by the original values; a
-  // missing entry means the value does not depend on the score.
-  DenseMap<Value, Value> derivatives;
-  derivatives[score] = arith::ConstantOp::create(b, score.getLoc(),
+  // One tangent per seed: the score, then each requested read. Derivatives
+  // of the body's values are keyed by the original values; a missing entry
+  // means the value does not depend on the seed.
+  SmallVector<Operation *> reads = getScoreModReads(scoreMod);
+  SmallVector<DenseMap<Value, Value>> tangents(1 + readPositions.size());
+  tangents[0][score] = arith::ConstantOp::create(b, score.getLoc(),
                                                  b.getF32FloatAttr(1.0f));
+  DenseMap<Operation *, unsigned> seedOf;
+  for (auto [i, position] : llvm::enumerate(readPositions)) {
+    assert(position >= 0 && position < static_cast<int64_t>(reads.size()) &&
+           "a read of the block");
+    seedOf[reads[position]] = 1 + i;
+  }
   for (Operation &op : scoreMod.without_terminator()) {
     if (op.getNumRegions() != 0)
       return op.emitOpError() << "has regions; score_mod cannot be "
                                  "differentiated";
     Operation *copy = b.clone(op, mapping);
-    SmallVector<Value> operandDerivatives = llvm::map_to_vector(
-        op.getOperands(), [&](Value v) { return derivatives.lookup(v); });
-    FailureOr<Value> derivative =
-        differentiateScalarOp(b, copy, operandDerivatives);
-    if (failed(derivative))
-      return failure();
-    if (*derivative)
-      derivatives[op.getResult(0)] = *derivative;
+    if (auto seed = seedOf.find(&op); seed != seedOf.end())
+      tangents[seed->second][op.getResult(0)] = arith::ConstantOp::create(
+          b, op.getLoc(), b.getF32FloatAttr(1.0f));
+    if (isa<ReadOp>(op))
+      continue;
+    for (DenseMap<Value, Value> &derivatives : tangents) {
+      SmallVector<Value> operandDerivatives = llvm::map_to_vector(
+          op.getOperands(), [&](Value v) { return derivatives.lookup(v); });
+      FailureOr<Value> derivative =
+          differentiateScalarOp(b, copy, operandDerivatives);
+      if (failed(derivative))
+        return failure();
+      if (*derivative)
+        derivatives[op.getResult(0)] = *derivative;
+    }
   }
-  Value derivative = derivatives.lookup(yielded);
-  if (!derivative)
-    derivative = arith::ConstantOp::create(b, yield.getLoc(),
-                                           b.getF32FloatAttr(0.0f));
-  return ScoreModValues{mapping.lookupOrDefault(yielded), derivative};
+  ScoreModValues values;
+  values.score = mapping.lookupOrDefault(yielded);
+  for (auto [i, derivatives] : llvm::enumerate(tangents)) {
+    Value derivative = derivatives.lookup(yielded);
+    if (!derivative)
+      derivative = zero();
+    if (i == 0)
+      values.derivative = derivative;
+    else
+      values.readDerivatives.push_back(derivative);
+  }
+  return values;
 }

@@ -43,6 +43,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "attn/Grad/ScalarDerivatives.h"
+#include "attn/Grad/ScoreModDerivative.h"
 #include "attn/Normalizer/Normalizer.h"
 #include "attn/Transforms/Passes.h"
 
@@ -156,6 +157,11 @@ private:
                                   Value count, Value extremePosition);
   LogicalResult differentiateNormalizer(Operation *op, Value adjoint);
   LogicalResult differentiateAttention(AttentionOp attention);
+  /// The contribution to the tensor `read` (an attn.read of `attention`'s
+  /// score_mod at a position of (b, h, m)) reads: the per-row sums
+  /// `rowSums` [B, H, M] of the backward's read gradient, scattered onto
+  /// the tensor's entries.
+  void contributeRowSums(AttentionOp attention, ReadOp read, Value rowSums);
 
   /// Gives every softmax attn.attention of the recomputed forward an LSE
   /// result, which its backward reads (in `cascade`, the ops replaced).
@@ -710,13 +716,34 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
       attention.getMap() == WeightMap::Identity)
     return refuse("normalize without a weight map has no row statistic to "
                   "recompute its weights from");
-  for (Region *region : {&attention.getScoreMod(), &attention.getMask()}) {
-    WalkResult walk = region->walk([&](ReadOp read) {
-      return active.contains(read.getTensor()) ? WalkResult::interrupt()
-                                               : WalkResult::advance();
-    });
-    if (walk.wasInterrupted())
-      return refuse("score_mod or mask reads a tensor that needs a gradient");
+  // Reads of tensors that need a gradient: in the mask they decide only
+  // which scores are kept (no derivative); in score_mod each must add a
+  // row's terms to one entry, a position of (b, h, m) alone.
+  Block &scoreMod = attention.getScoreModBlock();
+  SmallVector<int64_t> gradReads;
+  SmallVector<ReadOp> readsOfActive;
+  for (auto [position, op] : llvm::enumerate(getScoreModReads(scoreMod))) {
+    auto read = cast<ReadOp>(op);
+    if (!active.contains(read.getTensor()))
+      continue;
+    for (Value subscript : read.getSubscripts()) {
+      SmallVector<Value> work{subscript};
+      while (!work.empty()) {
+        Value next = work.pop_back_val();
+        if (auto arg = dyn_cast<BlockArgument>(next)) {
+          if (arg.getOwner() == &scoreMod &&
+              (arg.getArgNumber() == 0 || arg.getArgNumber() == 4))
+            return refuse("score_mod reads a tensor that needs a gradient at "
+                          "a position that depends on the key (its gradient "
+                          "would be scattered per score)");
+          continue;
+        }
+        if (next.getDefiningOp()->getBlock() == &scoreMod)
+          llvm::append_range(work, next.getDefiningOp()->getOperands());
+      }
+    }
+    gradReads.push_back(position);
+    readsOfActive.push_back(read);
   }
   Location loc = attention.getLoc();
   // Only the LSE reaches the outputs: O's adjoint is 0.
@@ -735,13 +762,18 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
   }
   Value sink = attention.getSink();
   OpBuilder top = atTop();
+  auto query = cast<RankedTensorType>(attention.getQuery().getType());
+  SmallVector<Type> rowSumTypes(
+      gradReads.size(),
+      RankedTensorType::get(query.getShape().take_front(3), b.getF32Type()));
   auto backward = AttentionBackwardOp::create(
       top, loc, adjointType(attention.getQuery()),
       adjointType(attention.getKey()), adjointType(attention.getValue()),
-      sink ? Type(adjointType(sink)) : Type(), attention.getQuery(),
-      attention.getKey(), attention.getValue(), attention.getOutput(),
-      statistic, adjoint, attention.getScale(), sink, lseAdjoint,
-      attention.getNormalizerAttr(), attention.getMapAttr());
+      sink ? Type(adjointType(sink)) : Type(), rowSumTypes,
+      attention.getQuery(), attention.getKey(), attention.getValue(),
+      attention.getOutput(), statistic, adjoint, attention.getScale(), sink,
+      lseAdjoint, attention.getNormalizerAttr(), attention.getMapAttr(),
+      top.getDenseI64ArrayAttr(gradReads));
   for (auto [from, to] :
        llvm::zip(attention->getRegions(), backward->getRegions())) {
     IRMapping mapping;
@@ -752,7 +784,101 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
   contribute(attention.getValue(), backward.getValueGrad());
   if (sink)
     contribute(sink, backward.getSinkGrad());
+  for (auto [read, rowSums] : llvm::zip(readsOfActive, backward.getReadGrads()))
+    contributeRowSums(attention, read, rowSums);
   return success();
+}
+
+void GradientBuilder::contributeRowSums(AttentionOp attention, ReadOp read,
+                                        Value rowSums) {
+  Location loc = read.getLoc();
+  Value tensor = read.getTensor();
+  Block &scoreMod = attention.getScoreModBlock();
+  // score_mod's (b, h, m) and their extents, Q's leading axes.
+  const std::string rowNames[] = {"b", "h", "m"};
+  SmallVector<Value> rowExtents = axisSizes(attention.getQuery());
+  rowExtents.pop_back();
+  llvm::StringSet<> taken;
+  for (const std::string &name : rowNames)
+    taken.insert(name);
+
+  // As differentiateRead: an axis subscripted by a plain row index is that
+  // index; any other gets a fresh index and a guard.
+  SmallVector<std::optional<unsigned>> axisOf(3);
+  SmallVector<std::string> outputNames;
+  SmallVector<unsigned> guardedAxes;
+  for (auto [axis, subscript] : llvm::enumerate(read.getSubscripts())) {
+    auto arg = dyn_cast<BlockArgument>(subscript);
+    if (arg && arg.getOwner() == &scoreMod && arg.getArgNumber() >= 1 &&
+        arg.getArgNumber() <= 3 && !axisOf[arg.getArgNumber() - 1]) {
+      axisOf[arg.getArgNumber() - 1] = axis;
+      outputNames.push_back(rowNames[arg.getArgNumber() - 1]);
+      continue;
+    }
+    outputNames.push_back(takeFreshName("x" + std::to_string(axis), taken));
+    guardedAxes.push_back(axis);
+  }
+  SmallVector<std::string> reducedNames;
+  SmallVector<Value> extents = axisSizes(tensor);
+  SmallVector<unsigned> reducedOf(3);
+  for (unsigned k = 0; k < 3; ++k) {
+    if (axisOf[k])
+      continue;
+    reducedOf[k] = reducedNames.size();
+    reducedNames.push_back(rowNames[k]);
+    extents.push_back(rowExtents[k]);
+  }
+  bool onePoint = reducedNames.empty();
+  if (onePoint) {
+    reducedNames.push_back(takeFreshName("z", taken));
+    extents.push_back(indexConstant(1));
+  }
+  EinsumOp contribution =
+      createEinsum(loc, adjointType(tensor), ReductionKind::Sum, outputNames,
+                   reducedNames, extents);
+  Block &body = contribution.getBodyBlock();
+  unsigned numOutputs = outputNames.size();
+  SmallVector<Value> row;
+  IRMapping mapping;
+  for (unsigned k = 0; k < 3; ++k) {
+    Value index = axisOf[k] ? body.getArgument(*axisOf[k])
+                            : body.getArgument(numOutputs + reducedOf[k]);
+    mapping.map(scoreMod.getArgument(k + 1), index);
+    row.push_back(index);
+  }
+
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&body);
+  // What score_mod computes before the read from b, h, m and values from
+  // above alone, which the subscripts are (attn-grad checked).
+  for (Operation &op : scoreMod) {
+    if (&op == read.getOperation())
+      break;
+    bool fromRows = llvm::all_of(op.getOperands(), [&](Value operand) {
+      if (auto arg = dyn_cast<BlockArgument>(operand))
+        return arg.getOwner() != &scoreMod ||
+               (arg.getArgNumber() >= 1 && arg.getArgNumber() <= 3);
+      return operand.getDefiningOp()->getBlock() != &scoreMod ||
+             mapping.contains(operand);
+    });
+    if (fromRows)
+      b.clone(op, mapping);
+  }
+  Value value = readAt(loc, rowSums, row);
+  SmallVector<Value> conditions;
+  for (unsigned axis : guardedAxes)
+    conditions.push_back(arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::eq,
+        mapping.lookupOrDefault(read.getSubscripts()[axis]),
+        body.getArgument(axis)));
+  if (onePoint)
+    conditions.push_back(arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::eq, body.getArguments().back(),
+        arith::ConstantIndexOp::create(b, loc, 0)));
+  if (Value all = allOf(loc, conditions))
+    value = keepIf(loc, all, value);
+  YieldOp::create(b, loc, value);
+  contribute(tensor, contribution.getResult());
 }
 
 FailureOr<OwningOpRef<ModuleOp>> GradientBuilder::build() {

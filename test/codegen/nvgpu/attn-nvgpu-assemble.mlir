@@ -12,8 +12,8 @@
 // CHECK: 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 
 // MANIFEST: "sink": true
-// MANIFEST-SAME: ["scale", "f32"], ["partials", "ptr"], ["splits", "i32"], ["tiles", "ptr"], ["do", "ptr"], ["do.stride.b", "i64"], ["do.stride.h", "i64"], ["do.stride.m", "i64"], ["dlse", "ptr"], ["dlse.stride.b", "i64"], ["dlse.stride.h", "i64"], ["dlse.stride.m", "i64"], ["do16", "ptr"], ["delta", "ptr"], ["dsink", "ptr"], ["dq", "ptr"], ["dq.stride.b", "i64"], ["dq.stride.h", "i64"], ["dq.stride.m", "i64"], ["dk", "ptr"], ["dk.stride.b", "i64"], ["dk.stride.g", "i64"], ["dk.stride.n", "i64"], ["dv", "ptr"], ["dv.stride.b", "i64"], ["dv.stride.g", "i64"], ["dv.stride.n", "i64"], ["capture.0", "i64"]]
-// MANIFEST-SAME: "captures": [{"source": "arg:5", "tensor": false, "type": "index", "rank": 0, "first_param": 55}]
+// MANIFEST-SAME: ["scale", "f32"], ["partials", "ptr"], ["splits", "i32"], ["tiles", "ptr"], ["do", "ptr"], ["do.stride.b", "i64"], ["do.stride.h", "i64"], ["do.stride.m", "i64"], ["dlse", "ptr"], ["dlse.stride.b", "i64"], ["dlse.stride.h", "i64"], ["dlse.stride.m", "i64"], ["do16", "ptr"], ["delta", "ptr"], ["dsink", "ptr"], ["read_grad", "ptr"], ["dq", "ptr"], ["dq.stride.b", "i64"], ["dq.stride.h", "i64"], ["dq.stride.m", "i64"], ["dk", "ptr"], ["dk.stride.b", "i64"], ["dk.stride.g", "i64"], ["dk.stride.n", "i64"], ["dv", "ptr"], ["dv.stride.b", "i64"], ["dv.stride.g", "i64"], ["dv.stride.n", "i64"], ["capture.0", "i64"]]
+// MANIFEST-SAME: "captures": [{"source": "arg:5", "tensor": false, "type": "index", "rank": 0, "first_param": 56}]
 
 func.func @window_sink(%q: tensor<?x?x?x128xbf16>, %k: tensor<?x?x?x128xbf16>,
                        %v: tensor<?x?x?x128xbf16>, %sink: tensor<?x?x?xf32>,

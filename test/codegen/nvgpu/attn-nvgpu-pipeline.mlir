@@ -24,7 +24,7 @@
 // CHECK-NEXT: .param .u64 .ptr .global .align 1 attn_fwd_param_29,
 // CHECK-NEXT: .param .u32 attn_fwd_param_30,
 // CHECK-NEXT: .param .u64 .ptr .global .align 1 attn_fwd_param_31,
-// CHECK: .param .u64 attn_fwd_param_54
+// CHECK: .param .u64 attn_fwd_param_55
 // CHECK-NEXT: )
 // CHECK: .maxntid 128, 1, 1
 // CHECK-DAG: cp.async.cg.shared.global [{{.*}}], [{{.*}}], 16, {{.*}};
@@ -38,7 +38,7 @@
 // CHECK-DAG: lg2.approx.ftz.f32
 
 // MANIFEST: "kernel": "attn_fwd", "chip": "sm_90a", "dtype": "bf16", "D": 64, "E": 64, "block": [128, 1, 1], "grid": ["ceil(M/128)", "H", "B"], "block_m": 128, "shared_bytes": 27648, "lse": true, "sink": false
-// MANIFEST-SAME: ["scale", "f32"], ["partials", "ptr"], ["splits", "i32"], ["tiles", "ptr"], ["do", "ptr"], ["do.stride.b", "i64"], ["do.stride.h", "i64"], ["do.stride.m", "i64"], ["dlse", "ptr"], ["dlse.stride.b", "i64"], ["dlse.stride.h", "i64"], ["dlse.stride.m", "i64"], ["do16", "ptr"], ["delta", "ptr"], ["dsink", "ptr"], ["dq", "ptr"], ["dq.stride.b", "i64"], ["dq.stride.h", "i64"], ["dq.stride.m", "i64"], ["dk", "ptr"], ["dk.stride.b", "i64"], ["dk.stride.g", "i64"], ["dk.stride.n", "i64"], ["dv", "ptr"], ["dv.stride.b", "i64"], ["dv.stride.g", "i64"], ["dv.stride.n", "i64"]]
+// MANIFEST-SAME: ["scale", "f32"], ["partials", "ptr"], ["splits", "i32"], ["tiles", "ptr"], ["do", "ptr"], ["do.stride.b", "i64"], ["do.stride.h", "i64"], ["do.stride.m", "i64"], ["dlse", "ptr"], ["dlse.stride.b", "i64"], ["dlse.stride.h", "i64"], ["dlse.stride.m", "i64"], ["do16", "ptr"], ["delta", "ptr"], ["dsink", "ptr"], ["read_grad", "ptr"], ["dq", "ptr"], ["dq.stride.b", "i64"], ["dq.stride.h", "i64"], ["dq.stride.m", "i64"], ["dk", "ptr"], ["dk.stride.b", "i64"], ["dk.stride.g", "i64"], ["dk.stride.n", "i64"], ["dv", "ptr"], ["dv.stride.b", "i64"], ["dv.stride.g", "i64"], ["dv.stride.n", "i64"]]
 
 // SM80: .target sm_80
 // SM80: .maxntid 256, 1, 1

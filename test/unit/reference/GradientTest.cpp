@@ -478,9 +478,9 @@ TEST_P(ExampleGradientTest, AdjointKernelAgreesWithReverseMode) {
                                   diagnostics);
 }
 
-/// The same after attn-raise and attn-analyze-mask: attn.attention becomes
-/// attn.attention_backward, except where the structured op cannot say it
-/// (then the caller differentiates the cascade, as the test above does).
+/// The same after attn-raise and attn-analyze-mask: every raised
+/// attn.attention becomes an attn.attention_backward (learnable ALiBi slopes
+/// and softplus included).
 TEST_P(ExampleGradientTest, RaisedAdjointKernelAgreesWithReverseMode) {
   Problem problem = load(GetParam());
   ASSERT_TRUE(problem.kernel);
@@ -493,17 +493,6 @@ TEST_P(ExampleGradientTest, RaisedAdjointKernelAgreesWithReverseMode) {
   ASSERT_TRUE(mlir::succeeded(pm.run(*raised))) << diagnostics;
   mlir::attn::KernelOp kernel =
       *raised->getOps<mlir::attn::KernelOp>().begin();
-  // Where the structured backward does not apply, and why.
-  static const std::map<std::string, std::string> kCascadeOnly = {
-      {"alibi", "reads a tensor that needs a gradient"},
-  };
-  auto cascadeOnly = kCascadeOnly.find(GetParam());
-  if (cascadeOnly != kCascadeOnly.end()) {
-    EXPECT_TRUE(mlir::failed(mlir::attn::buildGradientModule(kernel)));
-    EXPECT_NE(diagnostics.find(cascadeOnly->second), std::string::npos)
-        << diagnostics;
-    return;
-  }
   bool hasAttention = false;
   kernel.walk([&](mlir::attn::AttentionOp) { hasAttention = true; });
   expectAdjointMatchesReverseMode(problem, kernel, adjoints, diagnostics);

@@ -25,7 +25,14 @@ struct ScoreModValues {
   /// d score_mod / d score (f32); null when score_mod yields its score
   /// argument unchanged, so that the derivative is 1 without an op.
   Value derivative;
+  /// d score_mod / d (the value of each requested attn.read), in the order
+  /// requested (f32; the constant 0 where the result does not depend on it).
+  SmallVector<Value> readDerivatives;
 };
+
+/// The attn.read ops of a score_mod block, in block order: what
+/// `readPositions` and attn.attention_backward's `grad_reads` index.
+SmallVector<Operation *> getScoreModReads(Block &scoreMod);
 
 /// Clones the body of `scoreMod` (the score_mod block of an attn.attention
 /// or attn.attention_backward) at `b`'s insertion point with `args`
@@ -33,11 +40,15 @@ struct ScoreModValues {
 /// it yields with respect to the score next to it. A result that does not
 /// depend on the score gets the constant 0. Values the body reads from
 /// above are taken through `captures` where it maps them (a kernel whose
-/// parameters stand for them). Fails, reporting on the op, on an op that
-/// has no derivative rule or that has regions.
+/// parameters stand for them). With `readPositions`, also the derivative
+/// with respect to the value each of those reads (getScoreModReads) yields,
+/// each a forward-mode tangent of its own over the one clone. Fails,
+/// reporting on the op, on an op that has no derivative rule or that has
+/// regions.
 FailureOr<ScoreModValues>
 emitScoreModDerivative(OpBuilder &b, Block &scoreMod, ValueRange args,
-                       const IRMapping *captures = nullptr);
+                       const IRMapping *captures = nullptr,
+                       ArrayRef<int64_t> readPositions = {});
 
 } // namespace mlir::attn
 

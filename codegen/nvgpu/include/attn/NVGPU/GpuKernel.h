@@ -122,11 +122,12 @@ enum class FixedParam : unsigned {
   /// workspaces of dO's 16-bit copy
   /// (laid out as O), of the rows' Delta = dO·O and of the rows' sink
   /// gradients (both laid out as LSE; the latter null unless the sink's
-  /// gradient is used), and the gradients dQ, dK, dV (f32) with their
-  /// strides.
+  /// gradient is used), of the rows' sums of the grad_reads read's adjoint
+  /// (laid out as LSE; null without one), and the gradients dQ, dK, dV
+  /// (f32) with their strides.
   DO, DOStrideB, DOStrideH, DOStrideM,
   DLse, DLseStrideB, DLseStrideH, DLseStrideM,
-  DO16, Delta, DSink,
+  DO16, Delta, DSink, ReadGrad,
   DQ, DQStrideB, DQStrideH, DQStrideM,
   DK, DKStrideB, DKStrideG, DKStrideN,
   DV, DVStrideB, DVStrideG, DVStrideN,
@@ -277,7 +278,9 @@ struct GpuKernelArtifact {
 /// When the sink logits' gradient is used, `preprocessName` also writes
 /// each row's dSink = -P_sink Delta into the DSink workspace (laid out as
 /// LSE), and the einsums after the backward that reduce it (to one
-/// gradient per head, say) are `epilogue`'s kernels, launched last.
+/// gradient per head, say) are `epilogue`'s kernels, launched last. So for
+/// a tensor score_mod reads that needs a gradient (grad_reads, one on the
+/// GPU): `queryName` writes each row's sum into the ReadGrad workspace.
 /// Each gradient element is summed by one thread in a fixed order: no
 /// atomics, the same bits on every run.
 struct GpuBackwardKernels {

@@ -331,7 +331,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
 }
 
 def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
-    RecursiveMemoryEffects, AttrSizedOperandSegments,
+    RecursiveMemoryEffects, AttrSizedOperandSegments, AttrSizedResultSegments,
     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
   let summary = "The adjoint of attn.attention: dQ, dK, dV (and the sink's)";
   let description = [{
@@ -368,9 +368,21 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
     sink. `lse_grad` is f32 shaped as the statistic, softmax only. Results
     are f32 and shaped as Q, K, V (and the sink). The
     derivative of score_mod is taken by the backend from the region (one
-    rule per scalar op); score_mod and mask may read tensors from above,
-    but none of them gets a gradient here (attn-grad differentiates such
-    specs as cascades).
+    rule per scalar op); score_mod and mask may read tensors from above.
+
+    `grad_reads` lists attn.read ops of score_mod (positions in block
+    order) whose values need an adjoint: for each, `read_grads` has the
+    per-row sum
+
+      r[b,h,m] = sum over kept n of ds'[n] * d score_mod / d (value read)
+
+    (ds' the adjoint of the modified score, before the factor
+    d score_mod / d score), rank 3 f32 [B, H, M]. Such a read's subscripts
+    may not depend on the score or the key n, so that every term of a row
+    adds to one entry of the tensor read: ALiBi's slopes[h], a per-head or
+    per-row temperature. attn-grad scatters the rows' sums onto the
+    tensor's gradient with einsums; a read at key-dependent positions (a
+    relative-position bias table) is differentiated as a cascade.
   }];
   let arguments = (ins
     AnyRankedTensor:$query,
@@ -383,12 +395,14 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
     Optional<AnyRankedTensor>:$sink,
     Optional<AnyRankedTensor>:$lse_grad,
     Attn_NormalizerAttr:$normalizer,
-    DefaultValuedAttr<Attn_WeightMapAttr, "WeightMap::Identity">:$map);
+    DefaultValuedAttr<Attn_WeightMapAttr, "WeightMap::Identity">:$map,
+    DefaultValuedAttr<DenseI64ArrayAttr, "{}">:$grad_reads);
   let results = (outs
     AnyRankedTensor:$query_grad,
     AnyRankedTensor:$key_grad,
     AnyRankedTensor:$value_grad,
-    Optional<AnyRankedTensor>:$sink_grad);
+    Optional<AnyRankedTensor>:$sink_grad,
+    Variadic<AnyRankedTensor>:$read_grads);
   let regions = (region
     SizedRegion<1>:$score_mod,
     SizedRegion<1>:$mask,
@@ -401,7 +415,7 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
     attr-dict `:` type($query) `,` type($key) `,` type($value) `,`
     type($output) `,` type($statistic) `,` type($output_grad)
     `->` type($query_grad) `,` type($key_grad) `,` type($value_grad)
-    (`,` type($sink_grad)^)?
+    (`,` type($sink_grad)^)? (`reads` `(` type($read_grads)^ `)`)?
     `score_mod` $score_mod `mask` $mask (`tile_class` $tile_class^)?
   }];
   let hasVerifier = 1;
@@ -414,6 +428,8 @@ def Attn_AttentionBackwardOp : Attn_Op<"attention_backward", [
     bool hasTrivialMask();
     /// Whether score_mod yields its score argument unchanged.
     bool hasTrivialScoreMod();
+    /// The attn.read of score_mod that `grad_reads` entry `i` names.
+    ReadOp getGradRead(unsigned i);
   }];
 }
 
