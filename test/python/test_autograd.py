@@ -19,7 +19,7 @@ import attnc  # noqa: E402
 from attnc import _autograd  # noqa: E402
 from attnc._runtime import GpuKernel, Kernel  # noqa: E402
 from attnc._spec import CompileError, CpuKernel  # noqa: E402
-from conftest import EXAMPLES, requires_compiler  # noqa: E402
+from conftest import EXAMPLES, ROOT, requires_compiler  # noqa: E402
 
 TOLERANCE = 1e-4
 BF16_TOLERANCE = 2e-2
@@ -830,12 +830,12 @@ def test_gpu_gradient_package_from_the_spec():
 def test_gpu_backward_holds_optional_inputs_constant():
     kernel = attnc.compile(EXAMPLES / "alibi.attn", target="sm_90a",
                            dtype="bf16", shapes={"D": 64})
-    # Every float input differentiated: the slopes' gradient has no fused
-    # GPU backward.
-    with pytest.raises(CompileError, match=r"not raised"):
-        kernel._prepare_gradient()
+    # Every float input differentiated: the slopes' gradient is summed per
+    # row by the dQ kernel, then per head.
+    assert kernel._prepare_gradient() == (0, 1, 2, 3)
+    assert kernel._gradients[()].outputs == ["dQ", "dK", "dV", "dSlopes"]
     # Slopes held constant where the call does not need its gradient (as
-    # flex_attention does for captured tensors): the fused backward.
+    # flex_attention does for captured tensors): a package without it.
     kernel._optional_gradients = (3,)
     assert kernel._prepare_gradient(needed=[0, 1, 2]) == (0, 1, 2)
     gradient = kernel._gradients[("Slopes",)]
@@ -843,8 +843,18 @@ def test_gpu_backward_holds_optional_inputs_constant():
     assert gradient.package_path == attnc.package_path(
         EXAMPLES / "alibi.attn", "sm_90a", dtype="bf16", shapes={"D": 64},
         grad=True, grad_constants=["Slopes"])
+    assert kernel._prepare_gradient(needed=[0, 3]) == (0, 1, 2, 3)
+
+
+@requires_compiler
+def test_gpu_backward_of_key_dependent_capture_is_refused():
+    # A table read at key-dependent positions: its gradient is a cascade,
+    # which the GPU backend does not compile.
+    kernel = attnc.compile(ROOT / "test" / "tools" / "Inputs" /
+                           "relative-bias.attn", target="sm_90a",
+                           dtype="bf16", shapes={"D": 64})
     with pytest.raises(CompileError, match=r"not raised"):
-        kernel._prepare_gradient(needed=[0, 3])
+        kernel._prepare_gradient()
 
 
 @requires_compiler

@@ -20,6 +20,7 @@ loads when a spec is compiled, the runtime library when a package loads.
 from ._spec import VERSION as __version__
 from ._spec import CompileError, compile, package_path
 from ._runtime import Kernel, load
+from ._info import info
 from ._flex import (flex_attention, create_block_mask, and_masks, or_masks,
                     noop_mask, BlockMask)
 from ._varlen import varlen_attention
@@ -28,7 +29,7 @@ from ._trace import (exp, log, tanh, sigmoid, sqrt, rsqrt, abs, minimum,
                      maximum)
 
 __all__ = [
-    "__version__", "CompileError", "Kernel", "compile", "load",
+    "__version__", "CompileError", "Kernel", "compile", "load", "info",
     "package_path", "flex_attention", "varlen_attention",
     "create_block_mask", "and_masks",
     "or_masks", "noop_mask", "BlockMask", "trace", "where", "TraceError",

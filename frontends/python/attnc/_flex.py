@@ -296,19 +296,23 @@ def _kernel(spec, target, head_dim, value_dim):
 
 
 def prepare(score_mod=None, mask_mod=None, *, dtype="f32", target="cpu", head_dim=None,
-            value_dim=None, gqa=False, return_lse=False, grad=False):
+            value_dim=None, gqa=False, return_lse=False, grad=False,
+            grad_captures=False):
     """Compiles (or loads) the kernel flex_attention would use for these mods
     without running it; returns (spec text, kernel). `value_dim`: V's head dim
     when it differs from `head_dim`; GPU targets need `head_dim`. With
     `grad`, the kernel's adjoint too (for a GPU target, its package goes
-    into the package store beside the forward's)."""
+    into the package store beside the forward's): the one for calls whose
+    captured tensors do not require grad, or with `grad_captures` the one
+    that differentiates them too."""
     if isinstance(mask_mod, BlockMask):
         mask_mod = mask_mod.mask_mod
     traced, _ = _trace_mods(score_mod, mask_mod)
     spec = _spec_for(traced, bool(gqa), bool(return_lse), value_dim is not None, dtype)
     kernel = _kernel(spec, target, head_dim, value_dim)
     if grad:
-        kernel._prepare_gradient()
+        kernel._prepare_gradient(
+            tuple(range(len(kernel.inputs))) if grad_captures else None)
     return spec, kernel
 
 

@@ -18,6 +18,7 @@
 #include "attn/CPU/CpuKernel.h"
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Driver/ArtifactCache.h"
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/FatalErrors.h"
 #include "attn/Driver/Gradient.h"
@@ -28,6 +29,7 @@
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/TargetSelect.h"
@@ -696,6 +698,9 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
 PYBIND11_MODULE(_attnc, m) {
   m.doc() = "The attnc compiler: front end, CPU JIT, reference, GPU packages";
   m.attr("version") = ATTN_VERSION;
+  m.attr("llvm_version") = LLVM_VERSION_STRING;
+  // The artifact cache compiled kernels go through (None without a home).
+  m.def("cache_directory", [] { return ArtifactCache::getDefaultDirectory(); });
 
   py::class_<PyCpuKernel>(m, "CpuKernel")
       .def_property_readonly("name",

@@ -111,7 +111,8 @@ def prepare(directory):
     for name, (score_mod, mask_mod, hq, hkv) in make_mods(
             lambda a: a, HEADS).items():
         _flex.prepare(score_mod, mask_mod, dtype="bf16", target="sm_90a",
-                      head_dim=HEAD_DIM, gqa=hq != hkv, grad=True)
+                      head_dim=HEAD_DIM, gqa=hq != hkv, grad=True,
+                      grad_captures=name == "alibi_causal")
         print("%s: flex packages ready" % name)
     for example in ("causal",):
         attnc.compile(EXAMPLES / (example + ".attn"), target="sm_90a",
@@ -191,6 +192,34 @@ def check_autograd(report, torch_flex, torch_block_mask):
                    max(errors) <= TOLERANCE and dtypes_ok,
                    out=relative_error(out, want_out), dQ=errors[0],
                    dK=errors[1], dV=errors[2], flex_max=max(flex_errors))
+    # Learnable ALiBi slopes: their gradient (summed per row in the dQ
+    # kernel, then per head) against float64 autograd, and FlexAttention's.
+    slopes = torch.from_numpy(slopes_numpy(HEADS)).cuda()
+
+    def learnable_alibi(slopes):
+        def alibi(score, b, h, q_idx, kv_idx):
+            return score + slopes[h] * (kv_idx - q_idx)
+        return alibi
+    q, k, v = leaves([(2, HEADS, M, HEAD_DIM), (2, HEADS, N, HEAD_DIM),
+                      (2, HEADS, N, HEAD_DIM)], 11, torch.bfloat16)
+    dout = torch.randn(q.shape, device="cuda").to(torch.bfloat16)
+    mask = attnc.create_block_mask(causal, None, None, M, N)
+    _, ours = gradients_of(lambda q, k, v, s: attnc.flex_attention(
+        q, k, v, score_mod=learnable_alibi(s), block_mask=mask),
+        (q, k, v, slopes), dout)
+    _, want = gradients_of(lambda q, k, v, s: eager_attention(
+        q, k, v, learnable_alibi(s), causal),
+        [x.double() for x in (q, k, v, slopes)], dout.double())
+    errors = [relative_error(g, w) for g, w in zip(ours, want)]
+    flex_mask = torch_block_mask(causal, None, None, M, N, device="cuda")
+    _, theirs = gradients_of(lambda q, k, v, s: torch_flex(
+        q, k, v, score_mod=learnable_alibi(s), block_mask=flex_mask),
+        (q, k, v, slopes), dout)
+    flex_errors = [relative_error(g, w) for g, w in zip(theirs, want)]
+    report.add("autograd flex_attention alibi, slopes learnt",
+               max(errors) <= TOLERANCE, dQ=errors[0], dK=errors[1],
+               dV=errors[2], dSlopes=errors[3], flex_dSlopes=flex_errors[3])
+
     # A compiled kernel (examples/gqa.attn: its own G axis for the group).
     kernel = attnc.compile(EXAMPLES / "causal.attn", target="sm_90a",
                            dtype="bf16", shapes={"D": HEAD_DIM})
