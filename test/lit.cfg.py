@@ -18,6 +18,11 @@ config.environment["XDG_CACHE_HOME"] = os.path.join(config.attn_obj_root, "test"
 
 config.substitutions.append(("%examples", os.path.join(config.attn_src_root, "examples")))
 config.substitutions.append(("%mlir_lib_dir", config.llvm_lib_dir))
+# The build tree (installed by the find_package test) and the C++ compiler
+# of LLVM's toolchain for the consumer project it builds.
+config.substitutions.append(("%attn_obj_root", config.attn_obj_root))
+config.substitutions.append(
+    ("%clangxx", os.path.join(config.llvm_tools_dir, "clang++")))
 llvm_config.add_tool_substitutions(
     ["attn-opt", "attnc", "attn-fuzz-dsl", "attn-gpu-gen"],
     [os.path.join(config.attn_obj_root, "bin"), config.llvm_tools_dir])
