@@ -21,6 +21,7 @@ config.substitutions.append(("%mlir_lib_dir", config.llvm_lib_dir))
 # The build tree (installed by the find_package test) and the C++ compiler
 # of LLVM's toolchain for the consumer project it builds.
 config.substitutions.append(("%attn_obj_root", config.attn_obj_root))
+config.substitutions.append(("%attn_src_root", config.attn_src_root))
 config.substitutions.append(
     ("%clangxx", os.path.join(config.llvm_tools_dir, "clang++")))
 llvm_config.add_tool_substitutions(
