@@ -4,7 +4,8 @@
 // mma.sync m16n8k16), into which the op's score_mod (with its derivative),
 // mask and tile_class regions are inlined as in the forward:
 //
-//   _pre   one warp per 4 query rows: Delta = sum_e dO O, less
+//   _pre   one warp per 4 query rows: Delta = sum_e dO O (dO as rounded
+//          to 16 bits for the products), less
 //          dLSE e^(LSE' - LSE) where the LSE has an adjoint dLSE (Delta',
 //          what the scores' adjoints read); LSE' = LSE (+) sink, written
 //          over LSE; dO rounded to 16 bits for the products; where the
@@ -501,9 +502,12 @@ void BackwardEmitter::emitPreprocess() {
                             arith::ExtFOp::create(b, loc, f32, g));
       LLVM::StoreOp::create(b, loc, rounded,
                             gep(do16Row, elementType, col));
-      if (!doElement.isF32())
-        g = arith::ExtFOp::create(b, loc, f32, g);
-      scf::YieldOp::create(b, loc, mulf(g, o));
+      // Delta from the dO the products read, so that each row's score
+      // adjoints P (dP - Delta) still sum to 0: gradients that weigh them
+      // by position (ALiBi's slopes) would otherwise add up the rounding
+      // of dO over the whole row.
+      scf::YieldOp::create(
+          b, loc, mulf(arith::ExtFOp::create(b, loc, f32, rounded), o));
       b.setInsertionPointToStart(ifValid.elseBlock());
       scf::YieldOp::create(b, loc, cf(0.0));
       b.setInsertionPointAfter(ifValid);

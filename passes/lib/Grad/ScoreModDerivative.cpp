@@ -5,15 +5,18 @@
 #include "attn/Grad/ScalarDerivatives.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/IRMapping.h"
 
 using namespace mlir;
 using namespace mlir::attn;
 
 SmallVector<Operation *> mlir::attn::getScoreModReads(Block &scoreMod) {
+  // A backend that passes the tensors as kernel parameters has turned each
+  // attn.read into a tensor.extract in place: the order is the same.
   SmallVector<Operation *> reads;
   for (Operation &op : scoreMod)
-    if (isa<ReadOp>(op))
+    if (isa<ReadOp, tensor::ExtractOp>(op))
       reads.push_back(&op);
   return reads;
 }
@@ -63,7 +66,7 @@ mlir::attn::emitScoreModDerivative(OpBuilder &b, Block &scoreMod,
     if (auto seed = seedOf.find(&op); seed != seedOf.end())
       tangents[seed->second][op.getResult(0)] = arith::ConstantOp::create(
           b, op.getLoc(), b.getF32FloatAttr(1.0f));
-    if (isa<ReadOp>(op))
+    if (isa<ReadOp, tensor::ExtractOp>(op))
       continue;
     for (DenseMap<Value, Value> &derivatives : tangents) {
       SmallVector<Value> operandDerivatives = llvm::map_to_vector(

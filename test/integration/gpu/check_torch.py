@@ -102,6 +102,14 @@ def make_mods(to_tensor, heads):
 HEADS = 4
 
 
+def learnable_alibi(slopes):
+    """ALiBi reading `slopes` (a tensor the check makes require grad; the
+    same source lines when prepared, hence the same spec)."""
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score + slopes[h] * (kv_idx - q_idx)
+    return alibi
+
+
 # ------------------------------------------------------------------ --prepare
 
 def prepare(directory):
@@ -111,9 +119,13 @@ def prepare(directory):
     for name, (score_mod, mask_mod, hq, hkv) in make_mods(
             lambda a: a, HEADS).items():
         _flex.prepare(score_mod, mask_mod, dtype="bf16", target="sm_90a",
-                      head_dim=HEAD_DIM, gqa=hq != hkv, grad=True,
-                      grad_captures=name == "alibi_causal")
+                      head_dim=HEAD_DIM, gqa=hq != hkv, grad=True)
         print("%s: flex packages ready" % name)
+    # ALiBi with learnt slopes: the gradient package that differentiates them.
+    _flex.prepare(learnable_alibi(slopes_numpy(HEADS)), causal, dtype="bf16",
+                  target="sm_90a", head_dim=HEAD_DIM, grad=True,
+                  grad_captures=True)
+    print("alibi, slopes learnt: flex packages ready")
     for example in ("causal",):
         attnc.compile(EXAMPLES / (example + ".attn"), target="sm_90a",
                       dtype="bf16", shapes={"D": HEAD_DIM}, grad=True)
@@ -195,11 +207,6 @@ def check_autograd(report, torch_flex, torch_block_mask):
     # Learnable ALiBi slopes: their gradient (summed per row in the dQ
     # kernel, then per head) against float64 autograd, and FlexAttention's.
     slopes = torch.from_numpy(slopes_numpy(HEADS)).cuda()
-
-    def learnable_alibi(slopes):
-        def alibi(score, b, h, q_idx, kv_idx):
-            return score + slopes[h] * (kv_idx - q_idx)
-        return alibi
     q, k, v = leaves([(2, HEADS, M, HEAD_DIM), (2, HEADS, N, HEAD_DIM),
                       (2, HEADS, N, HEAD_DIM)], 11, torch.bfloat16)
     dout = torch.randn(q.shape, device="cuda").to(torch.bfloat16)

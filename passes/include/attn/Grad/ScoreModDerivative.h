@@ -30,8 +30,9 @@ struct ScoreModValues {
   SmallVector<Value> readDerivatives;
 };
 
-/// The attn.read ops of a score_mod block, in block order: what
-/// `readPositions` and attn.attention_backward's `grad_reads` index.
+/// The attn.read ops of a score_mod block (or the tensor.extract ops a
+/// backend replaced them with), in block order: what `readPositions` and
+/// attn.attention_backward's `grad_reads` index.
 SmallVector<Operation *> getScoreModReads(Block &scoreMod);
 
 /// Clones the body of `scoreMod` (the score_mod block of an attn.attention
