@@ -55,6 +55,8 @@
 
 using namespace mlir;
 using namespace ::attn;
+using mlir::attn::AttentionBackwardOp;
+using mlir::attn::AttentionOp;
 using mlir::attn::AttnDialect;
 using mlir::attn::EinsumOp;
 using mlir::attn::IntervalAnalysis;
@@ -316,17 +318,71 @@ loadSpec(MLIRContext &context, llvm::SourceMgr &sourceMgr,
   return LoadedSpec::load(sourceMgr, context, options);
 }
 
+/// The sizes of a rank-4 tensor of `kernel` that an attention reads: an
+/// input's from its shape, an einsum's from its extents (0 where unknown).
+static SmallVector<double, 4> attentionOperandSizes(
+    KernelOp kernel, Value tensor, const IntervalAnalysis &analysis,
+    llvm::ArrayRef<int64_t> dims) {
+  SmallVector<double, 4> sizes(4, 0.0);
+  if (auto einsum = tensor.getDefiningOp<EinsumOp>()) {
+    for (auto [size, extent] : llvm::zip(sizes, einsum.getOutputExtents()))
+      size = static_cast<double>(analysis.lookupConstant(extent).value_or(0));
+    return sizes;
+  }
+  auto arg = dyn_cast<BlockArgument>(tensor);
+  if (!arg || arg.getOwner() != &kernel.getEntryBlock() ||
+      arg.getArgNumber() < kernel.getNumDims())
+    return sizes;
+  unsigned input = arg.getArgNumber() - kernel.getNumDims();
+  if (input >= kernel.getNumInputs())
+    return sizes;
+  for (auto [size, axis] : llvm::zip(sizes, kernel.getShapeOf(input))) {
+    if (auto fixed = dyn_cast<IntegerAttr>(axis))
+      size = static_cast<double>(fixed.getInt());
+    else if (std::optional<unsigned> dim =
+                 kernel.lookupDim(cast<StringAttr>(axis).getValue()))
+      size = static_cast<double>(dims[*dim]);
+  }
+  return sizes;
+}
+
 /// Floating-point operations of the cascade: one per elementwise point, two
-/// per reduction term. It measures the unfused work, not the ideal.
+/// per reduction term; for a raised attention its products over every
+/// (query, key) pair, 2 (D + E) each, and for its backward 2 (3 D + 2 E)
+/// (S, dP, dV, dK, dQ). It measures the unfused work, not the ideal.
 double countCascadeFlops(KernelOp kernel, llvm::ArrayRef<int64_t> dims) {
   IntervalAnalysis analysis(kernel, LaunchFacts{dims, {}, {}});
   double flops = 0;
-  for (auto einsum : kernel.getEntryBlock().getOps<EinsumOp>()) {
-    double points = 1;
-    for (Value extent : einsum.getExtents())
-      points *=
-          static_cast<double>(analysis.lookupConstant(extent).value_or(0));
-    flops += points * (einsum.getKind() == ReductionKind::None ? 1 : 2);
+  for (Operation &op : kernel.getEntryBlock()) {
+    if (auto einsum = dyn_cast<EinsumOp>(op)) {
+      double points = 1;
+      for (Value extent : einsum.getExtents())
+        points *=
+            static_cast<double>(analysis.lookupConstant(extent).value_or(0));
+      flops += points * (einsum.getKind() == ReductionKind::None ? 1 : 2);
+      continue;
+    }
+    Value query, key, value;
+    double perPair = 0;
+    if (auto attention = dyn_cast<AttentionOp>(op)) {
+      query = attention.getQuery(), key = attention.getKey(),
+      value = attention.getValue();
+      perPair = 1;
+    } else if (auto backward = dyn_cast<AttentionBackwardOp>(op)) {
+      query = backward.getQuery(), key = backward.getKey(),
+      value = backward.getValue();
+      perPair = 2;
+    } else {
+      continue;
+    }
+    SmallVector<double, 4> q =
+        attentionOperandSizes(kernel, query, analysis, dims);
+    SmallVector<double, 4> k = attentionOperandSizes(kernel, key, analysis, dims);
+    SmallVector<double, 4> v =
+        attentionOperandSizes(kernel, value, analysis, dims);
+    double pairs = q[0] * q[1] * q[2] * k[2];
+    double work = perPair == 1 ? q[3] + v[3] : 3 * q[3] + 2 * v[3];
+    flops += 2 * pairs * work;
   }
   return flops;
 }
