@@ -504,6 +504,60 @@ TEST_F(NormalizerTest, WeightMapsEqualDirectNormalize) {
   EXPECT_NEAR(runRow(exp, {large})[0], (1.0 + 3.0 * e) / (1.0 + e), 1e-5);
 }
 
+TEST_F(NormalizerTest, WeightMapStatisticRecomputesTheWeights) {
+  // What a backward does: the forward's statistic is log sum map(s); the
+  // weights recomputed from it (shiftForLogDenominator, weight) are
+  // map(s) / sum map(s), including rows through the maps' e^s tail and
+  // rows whose log-denominator is above 0 (not clamped as a max is).
+  const SmallVector<SmallVector<Key>> rows = {
+      {{0.5, true, 1.0}, {-1.25, true, -2.0}, {3.0, false, 7.0},
+       {2.0, true, 0.5}, {4.5, true, 3.0}, {0.25, true, 2.0}},
+      {{-25.0, true, 1.0}, {-3.0, true, -2.0}, {-19.5, true, 4.0},
+       {-40.0, true, 0.5}}};
+  for (WeightMap map :
+       {WeightMap::Exp, WeightMap::Softplus, WeightMap::Sigmoid}) {
+    for (bool two : {false, true}) {
+      NormalizerDefinition def(Normalizer::Normalize, false,
+                               two ? baseTwo() : NormalizerMath(), map);
+      ASSERT_TRUE(def.hasStatistic());
+      for (ArrayRef<Key> row : rows) {
+        double sum = 0;
+        for (const Key &key : row)
+          if (key.kept)
+            sum += applyMap(map, key.score);
+        std::vector<double> got =
+            fold([&](OpBuilder &b, Location loc) -> SmallVector<Value> {
+              Type f32 = b.getF32Type();
+              NormalizerState state = def.getInitialState(b, loc, f32);
+              Value output =
+                  arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+              updateByBlock(b, loc, def, row, state, output);
+              Value lse = def.getStatistic(b, loc, state);
+              BlockShift shift = def.shiftForLogDenominator(
+                  b, loc, def.getRowLogDenominator(b, loc, lse, Value()));
+              SmallVector<Value> results = {lse};
+              for (const Key &key : row)
+                results.push_back(def.weight(
+                    b, loc, shift,
+                    arith::ConstantOp::create(b, loc,
+                                              b.getF32FloatAttr(key.score))));
+              return results;
+            });
+        std::string where = (stringifyWeightMap(map) + (two ? " base 2" : "") +
+                             ", row from " + std::to_string(row.front().score))
+                                .str();
+        EXPECT_NEAR(got[0], std::log(sum), 2e-5 * std::fabs(std::log(sum)))
+            << where;
+        for (auto [key, weight] : llvm::zip(row, llvm::drop_begin(got)))
+          if (key.kept)
+            EXPECT_NEAR(weight, applyMap(map, key.score) / sum,
+                        2e-5 * applyMap(map, key.score) / sum)
+                << where << ", score " << key.score;
+      }
+    }
+  }
+}
+
 TEST_F(NormalizerTest, WeightMapRowWithNothingKeptIsZero) {
   SmallVector<Key> keys = {{1.0, false, 2.0}, {-300.0, false, 4.0}};
   NormalizerDefinition def(Normalizer::Normalize, false, {},
