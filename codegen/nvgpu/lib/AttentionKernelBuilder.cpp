@@ -182,7 +182,6 @@ private:
   NormalizerDefinition normalizer;
 
   // Values of the prologue.
-  Value lane, warp, quadRow, quadCol;
   Value batch, head, kvHead, m0, sizeM, sizeN;
   Value batchIdx, headIdx;
   /// Rows of the problem this CTA's rows index: M, or for decode the packed
@@ -223,28 +222,9 @@ private:
 //===----------------------------------------------------------------------===//
 
 void KernelEmitter::emitPrologue() {
-  tid = arith::IndexCastOp::create(
-      b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
-  lane = arith::AndIOp::create(b, loc, tid, c32(31));
-  warp = arith::ShRUIOp::create(b, loc, tid, c32(5));
-  quadRow = arith::ShRUIOp::create(b, loc, lane, c32(2));
-  quadCol = arith::AndIOp::create(b, loc, lane, c32(3));
-  auto blockId = [&](gpu::Dimension d) -> Value {
-    return arith::IndexCastOp::create(b, loc, i32,
-                                      gpu::BlockIdOp::create(b, loc, d));
-  };
-  // The last query blocks first: under a causal mask they have the most
-  // keys, and starting them early leaves the short ones to fill the last
-  // wave of CTAs.
-  Value mBlock = arith::SubIOp::create(
-      b, loc,
-      arith::SubIOp::create(
-          b, loc,
-          arith::IndexCastOp::create(
-              b, loc, i32, gpu::GridDimOp::create(b, loc, gpu::Dimension::x)),
-          c32(1)),
-      blockId(gpu::Dimension::x));
-  batch = blockId(gpu::Dimension::z);
+  emitThreadIndices();
+  Value mBlock = lastFirstBlockIndexAlong(gpu::Dimension::x);
+  batch = blockIndexAlong(gpu::Dimension::z);
   Value numHeads = arg(FixedParam::H), numKvHeads = arg(FixedParam::G);
   sizeM = arg(FixedParam::M);
   sizeN = arg(FixedParam::N);
@@ -254,16 +234,16 @@ void KernelEmitter::emitPrologue() {
     // run side by side.
     rowLimit = mul(sizeM, groupSize);
     rowBlocks = ceilDiv(rowLimit, shape.blockM);
-    Value x = blockId(gpu::Dimension::x);
+    Value x = blockIndexAlong(gpu::Dimension::x);
     rowBlock = remu(x, rowBlocks);
     split = divu(x, rowBlocks);
     numSplits = arg(FixedParam::Splits);
-    kvHead = blockId(gpu::Dimension::y);
+    kvHead = blockIndexAlong(gpu::Dimension::y);
     head = mul(kvHead, groupSize);
     m0 = mul(rowBlock, c32(shape.blockM));
   } else {
     rowLimit = sizeM;
-    head = blockId(gpu::Dimension::y);
+    head = blockIndexAlong(gpu::Dimension::y);
     // GQA: query head h reads key/value head h / (H / G).
     kvHead = divu(head, groupSize);
     m0 = mul(mBlock, c32(shape.blockM));

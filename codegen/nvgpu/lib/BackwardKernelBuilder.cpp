@@ -194,7 +194,6 @@ private:
   const IRMapping &captures;
   NormalizerDefinition normalizer;
 
-  Value lane, warp, quadRow, quadCol;
   Value batch, blockIndex, headOrGroup, sizeM, sizeN, groupSize;
   Value batchIdx, scale;
 };
@@ -202,22 +201,10 @@ private:
 } // namespace
 
 void BackwardEmitter::emitIndices(gpu::Dimension rowsAxis) {
-  tid = arith::IndexCastOp::create(
-      b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
-  lane = arith::AndIOp::create(b, loc, tid, c32(31));
-  warp = arith::ShRUIOp::create(b, loc, tid, c32(5));
-  quadRow = arith::ShRUIOp::create(b, loc, lane, c32(2));
-  quadCol = arith::AndIOp::create(b, loc, lane, c32(3));
-  auto blockId = [&](gpu::Dimension d) -> Value {
-    return arith::IndexCastOp::create(b, loc, i32,
-                                      gpu::BlockIdOp::create(b, loc, d));
-  };
-  // The last blocks first: under a causal mask they have the most work.
-  Value count = arith::IndexCastOp::create(
-      b, loc, i32, gpu::GridDimOp::create(b, loc, rowsAxis));
-  blockIndex = sub(sub(count, c32(1)), blockId(rowsAxis));
-  headOrGroup = blockId(gpu::Dimension::y);
-  batch = blockId(gpu::Dimension::z);
+  emitThreadIndices();
+  blockIndex = lastFirstBlockIndexAlong(rowsAxis);
+  headOrGroup = blockIndexAlong(gpu::Dimension::y);
+  batch = blockIndexAlong(gpu::Dimension::z);
   batchIdx = toIndex(batch);
   sizeM = arg(FixedParam::M);
   sizeN = arg(FixedParam::N);

@@ -103,6 +103,15 @@ public:
         numThreads(numThreads) {}
 
 protected:
+  /// Sets `tid` and the thread's place in the warp's mma fragments: `lane`,
+  /// `warp`, and the row (lane / 4) and column (lane % 4) of its quad.
+  void emitThreadIndices();
+  /// The CTA's index along `dimension` (i32).
+  Value blockIndexAlong(gpu::Dimension dimension);
+  /// The same counted from the last CTA: under a causal mask the last row
+  /// blocks have the most work, and starting them first leaves the short
+  /// ones to fill the last wave.
+  Value lastFirstBlockIndexAlong(gpu::Dimension dimension);
   Value shuffleXor(Value v, int64_t mask);
   /// ldmatrix.x4 of 8x8 tiles of 16-bit elements from `address` (this
   /// lane's row), transposed or not: four i32 registers.
@@ -137,6 +146,8 @@ protected:
   /// Set by the kernel's prologue: the thread index (i32) and the dynamic
   /// shared memory.
   Value tid, smem;
+  /// Set by emitThreadIndices.
+  Value lane, warp, quadRow, quadCol;
 };
 
 /// The argument of a kernel's entry block that holds `param`.

@@ -17,6 +17,28 @@
 using namespace mlir;
 using namespace mlir::attn;
 
+void MmaTileBuilder::emitThreadIndices() {
+  tid = arith::IndexCastOp::create(
+      b, loc, i32, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
+  lane = arith::AndIOp::create(b, loc, tid, c32(31));
+  warp = arith::ShRUIOp::create(b, loc, tid, c32(5));
+  quadRow = arith::ShRUIOp::create(b, loc, lane, c32(2));
+  quadCol = arith::AndIOp::create(b, loc, lane, c32(3));
+}
+
+Value MmaTileBuilder::blockIndexAlong(gpu::Dimension dimension) {
+  return arith::IndexCastOp::create(b, loc, i32,
+                                    gpu::BlockIdOp::create(b, loc, dimension));
+}
+
+Value MmaTileBuilder::lastFirstBlockIndexAlong(gpu::Dimension dimension) {
+  Value count = arith::IndexCastOp::create(
+      b, loc, i32, gpu::GridDimOp::create(b, loc, dimension));
+  return arith::SubIOp::create(
+      b, loc, arith::SubIOp::create(b, loc, count, c32(1)),
+      blockIndexAlong(dimension));
+}
+
 Value MmaTileBuilder::shuffleXor(Value v, int64_t mask) {
   return gpu::ShuffleOp::create(b, loc, v, c32(mask), c32(32),
                                 gpu::ShuffleMode::XOR)
