@@ -483,3 +483,43 @@ func.func @backward_lse_grad_none(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64
   }
   return
 }
+
+// -----
+
+func.func @backward_grad_read_at_key(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %bias: tensor<?x?xf32>, %scale: f32) {
+  // expected-error @below {{grad_reads entry 0 reads at a position that depends on the score or the key index n}}
+  %dq, %dk, %dv, %dr = attn.attention_backward <softmax> %q, %q, %q, %o, %lse, %o scale(%scale) {grad_reads = array<i64: 0>}
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32> reads(tensor<?x?x?xf32>)
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    %x = attn.read %bias[%h, %n] : tensor<?x?xf32>
+    %y = arith.addf %s, %x : f32
+    attn.yield %y : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}
+
+// -----
+
+func.func @backward_grad_reads_count(%q: tensor<?x?x?x64xbf16>, %o: tensor<?x?x?x64xf32>, %lse: tensor<?x?x?xf32>, %slopes: tensor<?xf32>, %scale: f32) {
+  // expected-error @below {{has one read gradient per grad_reads entry, got 0 for 1}}
+  %dq, %dk, %dv = attn.attention_backward <softmax> %q, %q, %q, %o, %lse, %o scale(%scale) {grad_reads = array<i64: 0>}
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xf32>, tensor<?x?x?xf32>, tensor<?x?x?x64xf32>
+      -> tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %m: index, %n: index):
+    %x = attn.read %slopes[%h] : tensor<?xf32>
+    %y = arith.addf %s, %x : f32
+    attn.yield %y : f32
+  } mask {
+  ^bb0(%b: index, %h: index, %m: index, %n: index):
+    %t = arith.constant true
+    attn.yield %t : i1
+  }
+  return
+}

@@ -554,24 +554,22 @@ ReadOp AttentionBackwardOp::getGradRead(unsigned i) {
   return ReadOp();
 }
 
-/// Whether `value`, computed in `block`, depends on the block's argument
-/// `argument` (through the block's ops; values from above do not).
-static bool dependsOnArgument(Value value, Block &block, unsigned argument) {
-  SmallVector<Value> work{value};
+bool mlir::attn::isRowPositionRead(ReadOp read, Block &scoreMod) {
+  SmallVector<Value> work(read.getSubscripts());
   llvm::SmallPtrSet<Operation *, 8> seen;
   while (!work.empty()) {
     Value next = work.pop_back_val();
     if (auto arg = dyn_cast<BlockArgument>(next)) {
-      if (arg.getOwner() == &block && arg.getArgNumber() == argument)
-        return true;
+      if (arg.getOwner() == &scoreMod &&
+          (arg.getArgNumber() == 0 || arg.getArgNumber() == 4))
+        return false;
       continue;
     }
     Operation *def = next.getDefiningOp();
-    if (def->getBlock() != &block || !seen.insert(def).second)
-      continue;
-    llvm::append_range(work, def->getOperands());
+    if (def->getBlock() == &scoreMod && seen.insert(def).second)
+      llvm::append_range(work, def->getOperands());
   }
-  return false;
+  return true;
 }
 
 bool AttentionBackwardOp::hasTrivialScoreMod() {
@@ -642,14 +640,10 @@ LogicalResult AttentionBackwardOp::verify() {
     if (!isa<FloatType>(read.getResult().getType()))
       return emitOpError() << "grad_reads entry " << getGradReads()[i]
                            << " reads an integer";
-    // Arguments 0 and 4 of score_mod: the score and the key n.
-    for (Value subscript : read.getSubscripts())
-      for (unsigned argument : {0u, 4u})
-        if (dependsOnArgument(subscript, getScoreModBlock(), argument))
-          return emitOpError()
-                 << "grad_reads entry " << getGradReads()[i]
-                 << " reads at a position that depends on the "
-                 << (argument == 0 ? "score" : "key index n");
+    if (!isRowPositionRead(read, getScoreModBlock()))
+      return emitOpError() << "grad_reads entry " << getGradReads()[i]
+                           << " reads at a position that depends on the "
+                              "score or the key index n";
   }
   return success();
 }

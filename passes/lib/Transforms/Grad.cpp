@@ -726,22 +726,10 @@ LogicalResult GradientBuilder::differentiateAttention(AttentionOp attention) {
     auto read = cast<ReadOp>(op);
     if (!active.contains(read.getTensor()))
       continue;
-    for (Value subscript : read.getSubscripts()) {
-      SmallVector<Value> work{subscript};
-      while (!work.empty()) {
-        Value next = work.pop_back_val();
-        if (auto arg = dyn_cast<BlockArgument>(next)) {
-          if (arg.getOwner() == &scoreMod &&
-              (arg.getArgNumber() == 0 || arg.getArgNumber() == 4))
-            return refuse("score_mod reads a tensor that needs a gradient at "
-                          "a position that depends on the key (its gradient "
-                          "would be scattered per score)");
-          continue;
-        }
-        if (next.getDefiningOp()->getBlock() == &scoreMod)
-          llvm::append_range(work, next.getDefiningOp()->getOperands());
-      }
-    }
+    if (!isRowPositionRead(read, scoreMod))
+      return refuse("score_mod reads a tensor that needs a gradient at a "
+                    "position that depends on the key (its gradient would be "
+                    "scattered per score)");
     gradReads.push_back(position);
     readsOfActive.push_back(read);
   }

@@ -452,18 +452,23 @@ TEST_F(NormalizerTest, HooksShapeTheEmittedOps) {
 
 } // namespace
 
+/// Rows for the weight maps: moderate scores, and a row that crosses the
+/// maps' exponential tail.
+const SmallVector<SmallVector<Key>> kMapRows = {
+    {{0.5, true, 1.0}, {-1.25, true, -2.0}, {3.0, false, 7.0},
+     {2.0, true, 0.5}, {4.5, true, 3.0}, {0.25, true, 2.0}},
+    {{-25.0, true, 1.0}, {-3.0, true, -2.0}, {-19.5, true, 4.0},
+     {-40.0, true, 0.5}}};
+
 TEST_F(NormalizerTest, WeightMapsEqualDirectNormalize) {
   // Moderate scores, a row that crosses the exponential tail, a row whose
   // maps all underflow in f32 (below -104 even softplus(s) = e^s is 0), and
   // for exp scores whose maps overflow f32: each is exact relative to the
   // row's max, with natural and base-2 exponentials, in one block or two.
-  const SmallVector<SmallVector<Key>> rows = {
-      {{0.5, true, 1.0}, {-1.25, true, -2.0}, {3.0, false, 7.0},
-       {2.0, true, 0.5}, {4.5, true, 3.0}, {0.25, true, 2.0}},
-      {{-25.0, true, 1.0}, {-3.0, true, -2.0}, {-19.5, true, 4.0},
-       {-40.0, true, 0.5}},
-      {{-220.0, true, 1.0}, {-200.5, true, -2.0}, {-205.0, false, 9.0},
-       {-201.0, true, 3.0}, {-260.0, true, 2.0}}};
+  SmallVector<SmallVector<Key>> rows(kMapRows);
+  rows.push_back({{-220.0, true, 1.0}, {-200.5, true, -2.0},
+                  {-205.0, false, 9.0}, {-201.0, true, 3.0},
+                  {-260.0, true, 2.0}});
   for (WeightMap map :
        {WeightMap::Exp, WeightMap::Softplus, WeightMap::Sigmoid}) {
     for (bool two : {false, true}) {
@@ -509,18 +514,13 @@ TEST_F(NormalizerTest, WeightMapStatisticRecomputesTheWeights) {
   // weights recomputed from it (shiftForLogDenominator, weight) are
   // map(s) / sum map(s), including rows through the maps' e^s tail and
   // rows whose log-denominator is above 0 (not clamped as a max is).
-  const SmallVector<SmallVector<Key>> rows = {
-      {{0.5, true, 1.0}, {-1.25, true, -2.0}, {3.0, false, 7.0},
-       {2.0, true, 0.5}, {4.5, true, 3.0}, {0.25, true, 2.0}},
-      {{-25.0, true, 1.0}, {-3.0, true, -2.0}, {-19.5, true, 4.0},
-       {-40.0, true, 0.5}}};
   for (WeightMap map :
        {WeightMap::Exp, WeightMap::Softplus, WeightMap::Sigmoid}) {
     for (bool two : {false, true}) {
       NormalizerDefinition def(Normalizer::Normalize, false,
                                two ? baseTwo() : NormalizerMath(), map);
       ASSERT_TRUE(def.hasStatistic());
-      for (ArrayRef<Key> row : rows) {
+      for (ArrayRef<Key> row : kMapRows) {
         double sum = 0;
         for (const Key &key : row)
           if (key.kept)

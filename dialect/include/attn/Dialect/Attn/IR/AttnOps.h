@@ -25,6 +25,13 @@ namespace mlir::attn {
 /// The identity of a reduction: what reducing over nothing gives.
 double getReductionIdentity(ReductionKind kind);
 
+/// Whether `read`, an op of the score_mod block `scoreMod`, reads at a
+/// position of the row alone: its subscripts do not depend on the score or
+/// the key index n (score_mod's arguments 0 and 4), so that all the terms
+/// of a row add to one entry. attn.attention_backward's grad_reads are
+/// such reads.
+bool isRowPositionRead(ReadOp read, Block &scoreMod);
+
 } // namespace mlir::attn
 
 #endif // ATTN_DIALECT_ATTN_IR_ATTNOPS_H
