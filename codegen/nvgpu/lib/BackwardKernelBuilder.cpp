@@ -28,7 +28,9 @@
 //          (K and V double-buffered): S = Q Kᵀ, dP = dO Vᵀ, dS as above,
 //          dQ += dS K; then dQ = scale dQ is stored. With a tensor
 //          score_mod reads that needs a gradient (grad_reads), each row
-//          also sums dS' d score_mod / d read over its keys.
+//          also sums dS' d score_mod / d read over its keys, taken at the
+//          row's own Delta = sum P dP rather than dO O (whose O rounded P
+//          to 16 bits, an error the sum would weigh by key position).
 //
 // S and dP are computed in both kernels (7 products per kept pair instead of
 // 5), which keeps every gradient element owned by one thread: no atomics and
@@ -148,10 +150,10 @@ private:
   };
   RowStatistics loadRowStatistics(Value head, Value row);
   /// P and dS of one score, and with `withReadTerm` the term dS' d
-  /// score_mod / d read of the grad_reads read (0 where the score is not
-  /// kept).
+  /// score_mod / d read of the grad_reads read and that term's coefficient
+  /// of -Delta (0 where the score is not kept).
   struct ScoreAdjoint {
-    Value weight, scoreAdjoint, readTerm;
+    Value weight, scoreAdjoint, readTerm, readDeltaCoefficient;
   };
   /// The ScoreAdjoint of one score: `product` the unscaled q·k, `dp` its
   /// adjoint product, (m, n) its clamped indices, `inRange` whether both
@@ -395,8 +397,16 @@ BackwardEmitter::ScoreAdjoint BackwardEmitter::emitWeightAndAdjoint(
   Value ds = normalizer.getScoreAdjoint(b, loc, p, s, dp, row.delta);
   Value zero = cf(0.0);
   ScoreAdjoint result;
-  if (readDerivative)
+  if (readDerivative) {
     result.readTerm = select(keep, mulf(ds, readDerivative), zero);
+    // dS' is affine in Delta: its slope is the adjoint at dP = 1, Delta = 0.
+    if (readsStatistic())
+      result.readDeltaCoefficient = select(
+          keep,
+          mulf(normalizer.getScoreAdjoint(b, loc, p, s, cf(1.0), zero),
+               readDerivative),
+          zero);
+  }
   if (derivative)
     ds = mulf(ds, derivative);
   result.weight = select(keep, p, zero);
@@ -553,6 +563,10 @@ void BackwardEmitter::emitPreprocess() {
     }
     LLVM::StoreOp::create(b, loc, scoreDelta,
                           gep(arg(FixedParam::Delta), f32, offset), 4);
+    // The dQ kernel corrects its grad_reads sums with dO O (see there).
+    if (readsStatistic() && !op.getGradReads().empty())
+      LLVM::StoreOp::create(b, loc, partial,
+                            gep(arg(FixedParam::ReadGrad), f32, offset), 4);
   }
 }
 
@@ -849,9 +863,26 @@ void BackwardEmitter::emitQuery() {
     return tileClass(head, m0, mLast, n0, nLast);
   };
   // With a grad_reads read, each of the thread's two rows also sums its
-  // terms (carried after dQ's accumulators).
+  // terms (carried after dQ's accumulators, kRowSums per row).
   const bool sumsRead = !op.getGradReads().empty();
   const int64_t numDq = 4 * dTiles;
+  // A position-weighted sum of score adjoints (ALiBi's slopes) multiplies
+  // any error in a row's sum of P (dP - Delta), 0 in exact arithmetic, by
+  // the row's positions. Two such errors are large: Delta comes from O,
+  // whose P V rounded P to 16 bits, and the recomputed P share the error of
+  // the row's shift (the exponent's fma rounds LSE log2 e, which is large
+  // where scores are). So where the weights come from the statistic, each
+  // row also sums P, P dP and the terms' coefficients of -Delta, and the
+  // sum is taken at the end as if of the row's weights renormalised
+  // (P / (sum P + P_sink)) with their own Delta (sum P dP over the same).
+  const bool correctsDelta = sumsRead && readsStatistic();
+  const int64_t kRowSums = correctsDelta ? 4 : 1;
+  enum {
+    kReadSum = 0,
+    kWeightedAdjointSum = 1,
+    kDeltaCoefficientSum = 2,
+    kWeightSum = 3
+  };
   auto body = [&](Value n0, Value cls, Value kTile, Value vTile,
                   ValueRange state) {
     SmallVector<Value> dQ(state.take_front(numDq));
@@ -883,8 +914,19 @@ void BackwardEmitter::emitQuery() {
                 s[k], dp[k], headIndex, rows[r].index, nIdx, keep, full,
                 rows[r], sumsRead);
             ds[k] = adjoint.scoreAdjoint;
-            if (sumsRead)
-              sums[r] = addf(sums[r], adjoint.readTerm);
+            if (!sumsRead)
+              continue;
+            Value *rowSums = &sums[kRowSums * r];
+            rowSums[kReadSum] = addf(rowSums[kReadSum], adjoint.readTerm);
+            if (!correctsDelta)
+              continue;
+            rowSums[kWeightedAdjointSum] =
+                addf(rowSums[kWeightedAdjointSum],
+                     mulf(adjoint.weight, dp[k]));
+            rowSums[kDeltaCoefficientSum] =
+                addf(rowSums[kDeltaCoefficientSum],
+                     adjoint.readDeltaCoefficient);
+            rowSums[kWeightSum] = addf(rowSums[kWeightSum], adjoint.weight);
           }
         }
       llvm::append_range(ds, sums);
@@ -903,7 +945,7 @@ void BackwardEmitter::emitQuery() {
   };
   // Every warp holds its fragments before the stages are written.
   gpu::BarrierOp::create(b, loc);
-  SmallVector<Value> init(numDq + (sumsRead ? 2 : 0), cf(0.0));
+  SmallVector<Value> init(numDq + (sumsRead ? 2 * kRowSums : 0), cf(0.0));
   SmallVector<Value> carried = emitStreamLoop(keys, classOf, init, body);
   ArrayRef<Value> dQ = ArrayRef<Value>(carried).take_front(numDq);
   storeGradient(
@@ -916,9 +958,13 @@ void BackwardEmitter::emitQuery() {
   // Each row's sum: over the quad's lanes, then by its first lane, in a
   // fixed order (the epilogue einsums add the rows up).
   for (int64_t r = 0; r < 2; ++r) {
-    Value sum = carried[numDq + r];
-    for (int64_t mask : {1, 2})
-      sum = addf(sum, shuffleXor(sum, mask));
+    SmallVector<Value, 3> rowSums;
+    for (int64_t i = 0; i < kRowSums; ++i) {
+      Value sum = carried[numDq + kRowSums * r + i];
+      for (int64_t mask : {1, 2})
+        sum = addf(sum, shuffleXor(sum, mask));
+      rowSums.push_back(sum);
+    }
     Value row = add(m0, add(warpRow, add(quadRow, c32(8 * r))));
     auto ifWriter = scf::IfOp::create(
         b, loc,
@@ -927,9 +973,35 @@ void BackwardEmitter::emitQuery() {
         /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifWriter.thenBlock());
-    LLVM::StoreOp::create(
-        b, loc, sum,
-        gep(arg(FixedParam::ReadGrad), f32, statisticOffset(head, row)), 4);
+    Value slotPtr =
+        gep(arg(FixedParam::ReadGrad), f32, statisticOffset(head, row));
+    Value sum = rowSums[kReadSum];
+    if (correctsDelta) {
+      // With c = 1 / (sum P + P_sink) and the row's own Delta_c = c sum P dP,
+      // the terms used Delta' = dO O - share (share: the LSE adjoint's part,
+      // 0 without one) and should have used Delta_c - share:
+      //   c (sum + (dO O - Delta_c) sum coefficient).
+      // dO O is what _pre left in this row's slot.
+      Value mass = rowSums[kWeightSum];
+      if (normalizer.hasSink()) {
+        Value sinkOffset =
+            add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
+                    mul(ext64(head), arg(FixedParam::SinkStrideH))),
+                mul(ext64(row), arg(FixedParam::SinkStrideM)));
+        Value sink = LLVM::LoadOp::create(
+            b, loc, f32, gep(arg(FixedParam::Sink), f32, sinkOffset), 4);
+        mass = addf(mass, normalizer.weight(b, loc, rows[r].shift, sink));
+      }
+      Value dOO = LLVM::LoadOp::create(b, loc, f32, slotPtr, 4);
+      Value factor = arith::DivFOp::create(b, loc, cf(1.0), mass);
+      Value ownDelta = mulf(factor, rowSums[kWeightedAdjointSum]);
+      Value corrected =
+          mulf(factor, addf(sum, mulf(subf(dOO, ownDelta),
+                                      rowSums[kDeltaCoefficientSum])));
+      sum = select(cmpf(arith::CmpFPredicate::OGT, mass, cf(0.0)), corrected,
+                   sum);
+    }
+    LLVM::StoreOp::create(b, loc, sum, slotPtr, 4);
   }
 }
 
