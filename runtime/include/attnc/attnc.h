@@ -209,6 +209,34 @@ attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
                           const attnc_tensor *outputs, size_t num_outputs,
                           attnc_stream stream);
 
+/** A launch checked once. attnc_launch derives from its arguments' dtypes,
+ * shapes, strides, devices and params the dims, the entries that run, their
+ * grids and kernel parameters and the workspace sizes; a plan keeps them, so
+ * that launching tensors that differ only in their data pointers (a training
+ * loop calling the same attention every step) repeats none of it. A plan
+ * refers to its package, which must outlive it; one plan may be launched
+ * from several threads at once. */
+typedef struct attnc_plan_t *attnc_plan;
+
+/** Checks the arguments as attnc_launch does (without the driver) and makes
+ * a plan of the launch; the tensors' data pointers are not kept. */
+attnc_status attnc_plan_create(attnc_package pkg, const char *entry_name,
+                               const attnc_tensor *inputs, size_t num_inputs,
+                               const double *params, size_t num_params,
+                               const attnc_tensor *outputs, size_t num_outputs,
+                               attnc_plan *out);
+
+/** Launches `plan` on `stream` with input i at `input_data[i]` and output j
+ * at `output_data[j]` (each plus the byte offset its tensor had when the
+ * plan was made). The caller guarantees that each tensor has the dtype,
+ * shape and strides the plan was made with; the runtime checks, as
+ * attnc_launch does, that each pointer is memory of the plan's device
+ * (a pointer found so once is not asked about again). */
+attnc_status attnc_plan_launch(attnc_plan plan, void *const *input_data,
+                               void *const *output_data, attnc_stream stream);
+
+void attnc_plan_free(attnc_plan plan);
+
 /** Only the argument checks of attnc_launch (of all entries): no driver
  * call. On success `dim_values` (if non-NULL, of at least as many entries as
  * the package has dims) receives the bound value of every dim. */

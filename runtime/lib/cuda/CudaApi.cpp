@@ -14,6 +14,9 @@
 #include "attn/Runtime/LaunchCheck.h"
 
 #include <algorithm>
+#include <atomic>
+#include <iterator>
+#include <memory>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -237,6 +240,210 @@ void unloadPackageModules(attnc_package handle) {
 
 } // namespace attn
 
+/// What attnc_launch derives from everything but the data pointers: the
+/// checked dims, the entries that run, their grids and kernel parameters,
+/// and the workspace sizes.
+struct attnc_plan_t {
+  /// One tensor argument: inputs first, then outputs.
+  struct Tensor {
+    size_t arg;          ///< index in the manifest's args
+    uint64_t byteOffset; ///< added to each launch's data pointer
+    bool empty;          ///< a zero-size axis: never read or written
+    std::string kind;    ///< "input" or "output", for errors
+  };
+
+  attnc_package pkg = nullptr;
+  int device = 0;
+  size_t numInputs = 0;
+  std::vector<Tensor> tensors;
+  std::vector<size_t> selected;
+  std::vector<std::array<int64_t, 3>> grids;
+  std::vector<int64_t> workspaceBytes;
+  /// Per entry: its kernel parameters, data pointers and workspaces unset,
+  /// and (slot, tensor) of each data pointer.
+  std::vector<std::vector<SlotValue>> slots;
+  std::vector<std::vector<std::pair<size_t, size_t>>> pointerSlots;
+  /// Per tensor, the last data pointer found to be memory of `device`: a
+  /// framework's allocator hands the same buffers out again and again, and
+  /// cuPointerGetAttribute is the largest host cost of a launch.
+  std::unique_ptr<std::atomic<const void *>[]> checkedData;
+};
+
+namespace {
+
+/// attnc_plan_launch copies the data pointers into an array this long; more
+/// tensors than the largest kernel's are refused when the plan is made.
+constexpr size_t kMaxPlanTensors = 64;
+
+/// Step 1 of a launch: everything that needs no driver.
+Status makePlan(attnc_package pkg, const char *entryName,
+                const attnc_tensor *inputs, size_t numInputs,
+                const double *params, size_t numParams,
+                const attnc_tensor *outputs, size_t numOutputs,
+                attnc_plan_t &plan) {
+  if (!pkg)
+    return invalidArgument("attnc_launch: NULL package");
+  const Package &p = pkg->pkg;
+  const PackageManifest &m = p.manifest;
+  BoundLaunch bound;
+  if (Status s = checkLaunch(p, inputs, numInputs, params, numParams, outputs,
+                             numOutputs, bound))
+    return s;
+  if (numInputs + numOutputs > kMaxPlanTensors)
+    return invalidArgument("kernel '" + m.name + "' has more than " +
+                           std::to_string(kMaxPlanTensors) +
+                           " tensor arguments");
+  // The entries that run: the one named (or all), if their `when` holds.
+  bool found = false;
+  for (size_t e = 0; e < m.entries.size(); ++e) {
+    if (entryName && m.entries[e].name != entryName)
+      continue;
+    found = true;
+    if (bound.enabled[e])
+      plan.selected.push_back(e);
+  }
+  if (!found) {
+    std::string names;
+    for (const EntrySpec &e : m.entries)
+      names += (names.empty() ? "" : ", ") + e.name;
+    return Status(ATTNC_ERROR_NOT_FOUND, "kernel '" + m.name +
+                                             "' has no entry '" + entryName +
+                                             "' (entries: " + names + ")");
+  }
+  std::vector<const attnc_tensor *> tensorOf(m.args.size(), nullptr);
+  std::vector<size_t> tensorIndexOf(m.args.size(), 0);
+  for (size_t a = 0, in = 0, out = 0; a < m.args.size(); ++a) {
+    const attnc_tensor *t;
+    if (m.args[a].kind == ArgKind::Input)
+      t = &inputs[in++];
+    else if (m.args[a].kind == ArgKind::Output)
+      t = &outputs[out++];
+    else
+      continue;
+    tensorOf[a] = t;
+    tensorIndexOf[a] = plan.tensors.size();
+    bool empty = std::any_of(t->shape, t->shape + t->ndim,
+                             [](int64_t size) { return size == 0; });
+    plan.tensors.push_back(
+        {a, t->byte_offset, empty,
+         m.args[a].kind == ArgKind::Input ? "input" : "output"});
+  }
+  // The tensors were bound in signature order: inputs come first.
+  plan.numInputs = numInputs;
+  if (Status s = workspaceBytes(p, bound, plan.selected, plan.workspaceBytes))
+    return s;
+  plan.slots.resize(m.entries.size());
+  plan.pointerSlots.resize(m.entries.size());
+  for (size_t e : plan.selected) {
+    if (Status s = buildSlots(p, e, bound, tensorOf, plan.slots[e]))
+      return s;
+    const EntrySpec &entry = m.entries[e];
+    for (size_t i = 0; i < entry.params.size(); ++i)
+      if (entry.params[i].kind == ParamSlot::Kind::Ptr)
+        plan.pointerSlots[e].push_back(
+            {i, tensorIndexOf[p.findArg(entry.params[i].arg)]});
+  }
+  plan.pkg = pkg;
+  plan.device = bound.device;
+  plan.grids = bound.grids;
+  plan.checkedData =
+      std::make_unique<std::atomic<const void *>[]>(plan.tensors.size());
+  for (size_t t = 0; t < plan.tensors.size(); ++t)
+    plan.checkedData[t] = nullptr;
+  return Status::ok();
+}
+
+/// Step 2: the driver, with tensor t's data at data[t].
+Status runPlan(attnc_plan_t &plan, void *const *data, attnc_stream stream) {
+  const Package &p = plan.pkg->pkg;
+  const PackageManifest &m = p.manifest;
+  if (stream && stream->device != plan.device)
+    return invalidArgument("the stream is on CUDA device " +
+                           std::to_string(stream->device) +
+                           " but the tensors are on device " +
+                           std::to_string(plan.device));
+  if (plan.selected.empty())
+    return Status::ok(); // Every selected entry is disabled for these dims.
+  Driver *d;
+  if (Status s = enter(plan.device, d))
+    return s;
+  for (size_t t = 0; t < plan.tensors.size(); ++t) {
+    const attnc_plan_t::Tensor &tensor = plan.tensors[t];
+    // An empty tensor is never read or written (K and V with N = 0): its
+    // pointer may be anything a framework gives zero-size tensors.
+    if (tensor.empty || !data[t] || plan.checkedData[t].load() == data[t])
+      continue;
+    // Catches host pointers and memory of another device, which would
+    // otherwise fault inside the kernel (or silently read garbage).
+    int ordinal = -1;
+    CUresult r = d->cuPointerGetAttribute(
+        &ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, dptr(data[t]));
+    if (r != CUDA_SUCCESS || ordinal != plan.device) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%p", data[t]);
+      return invalidArgument(
+          tensor.kind + " '" + m.args[tensor.arg].name + "': data pointer " +
+          buf +
+          (r != CUDA_SUCCESS
+               ? " is not CUDA device memory"
+               : " is memory of CUDA device " + std::to_string(ordinal)) +
+          " (the tensor says device " + std::to_string(plan.device) + ")");
+    }
+    plan.checkedData[t].store(data[t]);
+  }
+  LoadedPackage *loaded;
+  if (Status s = ensureLoaded(plan.pkg, plan.device, *d, loaded))
+    return s;
+  CUstream cuStream = stream ? stream->stream : nullptr;
+  // The plan is shared by every thread that launches it: each launch fills
+  // its own copy of the parameters.
+  std::vector<std::vector<SlotValue>> slots(m.entries.size());
+  for (size_t e : plan.selected) {
+    slots[e] = plan.slots[e];
+    for (auto [slot, t] : plan.pointerSlots[e])
+      slots[e][slot].ptr =
+          static_cast<char *>(data[t]) + plan.tensors[t].byteOffset;
+  }
+  std::unique_lock<std::mutex> workspaceLock(plan.pkg->mutex,
+                                             std::defer_lock);
+  if (std::any_of(plan.workspaceBytes.begin(), plan.workspaceBytes.end(),
+                  [](int64_t b) { return b > 0; })) {
+    workspaceLock.lock();
+    std::vector<void *> workspaces;
+    if (Status s = ensureWorkspaces(p, *loaded, cuStream, *d,
+                                    plan.workspaceBytes, workspaces))
+      return s;
+    for (size_t e : plan.selected)
+      setWorkspaceSlots(p, e, workspaces, slots[e]);
+  }
+  for (size_t e : plan.selected) {
+    const EntrySpec &entry = m.entries[e];
+    const std::array<int64_t, 3> &g = plan.grids[e];
+    if (g[0] == 0 || g[1] == 0 || g[2] == 0)
+      continue; // An empty problem: nothing to launch.
+    void *args[256];
+    if (slots[e].size() > std::size(args))
+      return invalidArgument("entry '" + entry.name + "' has more than " +
+                             std::to_string(std::size(args)) +
+                             " kernel parameters");
+    for (size_t i = 0; i < slots[e].size(); ++i)
+      args[i] = &slots[e][i];
+    CUresult r = d->cuLaunchKernel(
+        static_cast<CUfunction>(loaded->functions[e]),
+        static_cast<unsigned>(g[0]), static_cast<unsigned>(g[1]),
+        static_cast<unsigned>(g[2]), static_cast<unsigned>(entry.block[0]),
+        static_cast<unsigned>(entry.block[1]),
+        static_cast<unsigned>(entry.block[2]),
+        static_cast<unsigned>(entry.sharedBytes), cuStream,
+        slots[e].empty() ? nullptr : args, nullptr);
+    if (Status s = d->check(r, "cuLaunchKernel(" + entry.function + ")"))
+      return s;
+  }
+  return Status::ok();
+}
+
+} // namespace
+
 extern "C" {
 
 int attnc_device_count(void) {
@@ -443,122 +650,53 @@ attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
                           const double *params, size_t num_params,
                           const attnc_tensor *outputs, size_t num_outputs,
                           attnc_stream stream) {
-  if (!pkg)
-    return setLastError(invalidArgument("attnc_launch: NULL package"));
-  const Package &p = pkg->pkg;
-  const PackageManifest &m = p.manifest;
-
-  // 1. Everything that needs no driver.
-  BoundLaunch bound;
-  if (Status s = checkLaunch(p, inputs, num_inputs, params, num_params, outputs,
-                             num_outputs, bound))
+  attnc_plan_t plan;
+  if (Status s = makePlan(pkg, entry_name, inputs, num_inputs, params,
+                          num_params, outputs, num_outputs, plan))
     return setLastError(s);
-  // The entries that run: the one named (or all), if their `when` holds.
-  std::vector<size_t> selected;
-  bool found = false;
-  for (size_t e = 0; e < m.entries.size(); ++e) {
-    if (entry_name && m.entries[e].name != entry_name)
-      continue;
-    found = true;
-    if (bound.enabled[e])
-      selected.push_back(e);
-  }
-  if (!found) {
-    std::string names;
-    for (const EntrySpec &e : m.entries)
-      names += (names.empty() ? "" : ", ") + e.name;
-    return setLastError(Status(ATTNC_ERROR_NOT_FOUND,
-                               "kernel '" + m.name + "' has no entry '" +
-                                   entry_name + "' (entries: " + names + ")"));
-  }
-  if (stream && stream->device != bound.device)
-    return setLastError(invalidArgument(
-        "the stream is on CUDA device " + std::to_string(stream->device) +
-        " but the tensors are on device " + std::to_string(bound.device)));
-  std::vector<const attnc_tensor *> tensorOf(m.args.size(), nullptr);
-  {
-    size_t in = 0, out = 0;
-    for (size_t a = 0; a < m.args.size(); ++a) {
-      if (m.args[a].kind == ArgKind::Input)
-        tensorOf[a] = &inputs[in++];
-      else if (m.args[a].kind == ArgKind::Output)
-        tensorOf[a] = &outputs[out++];
-    }
-  }
-  std::vector<int64_t> wsBytes;
-  if (Status s = workspaceBytes(p, bound, selected, wsBytes))
+  std::vector<void *> data;
+  for (size_t i = 0; i < num_inputs; ++i)
+    data.push_back(inputs[i].data);
+  for (size_t i = 0; i < num_outputs; ++i)
+    data.push_back(outputs[i].data);
+  if (Status s = runPlan(plan, data.data(), stream))
     return setLastError(s);
-  std::vector<std::vector<SlotValue>> slots(m.entries.size());
-  for (size_t e : selected)
-    if (Status s = buildSlots(p, e, bound, tensorOf, slots[e]))
-      return setLastError(s);
-  if (selected.empty())
-    return ATTNC_OK; // Every selected entry is disabled for these dims.
-
-  // 2. The driver.
-  Driver *d;
-  if (Status s = enter(bound.device, d))
-    return setLastError(s);
-  for (size_t a = 0; a < m.args.size(); ++a) {
-    const attnc_tensor *t = tensorOf[a];
-    // An empty tensor is never read or written (K and V with N = 0): its
-    // pointer may be anything a framework gives zero-size tensors.
-    if (!t || !t->data ||
-        std::any_of(t->shape, t->shape + t->ndim,
-                    [](int64_t size) { return size == 0; }))
-      continue;
-    // Catches host pointers and memory of another device, which would
-    // otherwise fault inside the kernel (or silently read garbage).
-    int ordinal = -1;
-    CUresult r = d->cuPointerGetAttribute(
-        &ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, dptr(t->data));
-    if (r != CUDA_SUCCESS || ordinal != bound.device) {
-      char buf[32];
-      std::snprintf(buf, sizeof(buf), "%p", t->data);
-      std::string kind = m.args[a].kind == ArgKind::Input ? "input" : "output";
-      return setLastError(invalidArgument(
-          kind + " '" + m.args[a].name + "': data pointer " + buf +
-          (r != CUDA_SUCCESS
-               ? " is not CUDA device memory"
-               : " is memory of CUDA device " + std::to_string(ordinal)) +
-          " (the tensor says device " + std::to_string(bound.device) + ")"));
-    }
-  }
-  LoadedPackage *loaded;
-  if (Status s = ensureLoaded(pkg, bound.device, *d, loaded))
-    return setLastError(s);
-  CUstream cuStream = stream ? stream->stream : nullptr;
-  std::unique_lock<std::mutex> workspaceLock(pkg->mutex, std::defer_lock);
-  if (std::any_of(wsBytes.begin(), wsBytes.end(),
-                  [](int64_t b) { return b > 0; })) {
-    workspaceLock.lock();
-    std::vector<void *> workspaces;
-    if (Status s =
-            ensureWorkspaces(p, *loaded, cuStream, *d, wsBytes, workspaces))
-      return setLastError(s);
-    for (size_t e : selected)
-      setWorkspaceSlots(p, e, workspaces, slots[e]);
-  }
-  for (size_t e : selected) {
-    const EntrySpec &entry = m.entries[e];
-    const std::array<int64_t, 3> &g = bound.grids[e];
-    if (g[0] == 0 || g[1] == 0 || g[2] == 0)
-      continue; // An empty problem: nothing to launch.
-    std::vector<void *> args(slots[e].size());
-    for (size_t i = 0; i < args.size(); ++i)
-      args[i] = &slots[e][i];
-    CUresult r = d->cuLaunchKernel(
-        static_cast<CUfunction>(loaded->functions[e]),
-        static_cast<unsigned>(g[0]), static_cast<unsigned>(g[1]),
-        static_cast<unsigned>(g[2]), static_cast<unsigned>(entry.block[0]),
-        static_cast<unsigned>(entry.block[1]),
-        static_cast<unsigned>(entry.block[2]),
-        static_cast<unsigned>(entry.sharedBytes), cuStream,
-        args.empty() ? nullptr : args.data(), nullptr);
-    if (Status s = d->check(r, "cuLaunchKernel(" + entry.function + ")"))
-      return setLastError(s);
-  }
   return ATTNC_OK;
 }
+
+attnc_status attnc_plan_create(attnc_package pkg, const char *entry_name,
+                               const attnc_tensor *inputs, size_t num_inputs,
+                               const double *params, size_t num_params,
+                               const attnc_tensor *outputs, size_t num_outputs,
+                               attnc_plan *out) {
+  if (!out)
+    return setLastError(invalidArgument("attnc_plan_create: NULL out"));
+  *out = nullptr;
+  auto plan = std::make_unique<attnc_plan_t>();
+  if (Status s = makePlan(pkg, entry_name, inputs, num_inputs, params,
+                          num_params, outputs, num_outputs, *plan))
+    return setLastError(s);
+  *out = plan.release();
+  return ATTNC_OK;
+}
+
+attnc_status attnc_plan_launch(attnc_plan plan, void *const *input_data,
+                               void *const *output_data, attnc_stream stream) {
+  if (!plan)
+    return setLastError(invalidArgument("attnc_plan_launch: NULL plan"));
+  size_t numInputs = plan->numInputs;
+  size_t numTensors = plan->tensors.size();
+  if ((numInputs && !input_data) || (numTensors > numInputs && !output_data))
+    return setLastError(
+        invalidArgument("attnc_plan_launch: NULL data pointer array"));
+  void *data[kMaxPlanTensors];
+  for (size_t t = 0; t < numTensors; ++t)
+    data[t] = t < numInputs ? input_data[t] : output_data[t - numInputs];
+  if (Status s = runPlan(*plan, data, stream))
+    return setLastError(s);
+  return ATTNC_OK;
+}
+
+void attnc_plan_free(attnc_plan plan) { delete plan; }
 
 } // extern "C"

@@ -167,6 +167,69 @@ TEST_F(FakeCudaTest, HostPointersAreRejected) {
   EXPECT_EQ(fake().numLaunches(), 0);
 }
 
+TEST_F(FakeCudaTest, PlansLaunchNewDataPointers) {
+  fake().reset(8);
+  std::vector<attnc_tensor> ins = tensors({&a, &b}), outs = tensors({&c});
+  ins[1].byte_offset = 16;
+  double alpha = 0.5;
+  attnc_plan plan = nullptr;
+  ASSERT_EQ(attnc_plan_create(pkg.get(), nullptr, ins.data(), 2, &alpha, 1,
+                              outs.data(), 1, &plan),
+            ATTNC_OK)
+      << attnc_last_error();
+  EXPECT_EQ(fake().calls(), 0); // Making a plan needs no driver.
+  void *inputs[] = {a.data(), b.data()}, *outputs[] = {c.data()};
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr), ATTNC_OK)
+      << attnc_last_error();
+  int before = fake().calls();
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr), ATTNC_OK);
+  int sameData = fake().calls() - before;
+  // The same plan on other buffers (A and B swapped): only the two new
+  // pointers are asked about.
+  std::swap(inputs[0], inputs[1]);
+  before = fake().calls();
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr), ATTNC_OK);
+  EXPECT_EQ(fake().calls() - before, sameData + 2);
+  ASSERT_EQ(fake().numLaunches(), 3);
+  unsigned dims[7];
+  uint64_t params[8];
+  fake().launch(2, dims, params);
+  EXPECT_EQ(params[0], reinterpret_cast<uintptr_t>(b.data()));
+  EXPECT_EQ(params[1], reinterpret_cast<uintptr_t>(a.data()) + 16);
+  EXPECT_EQ(params[2], reinterpret_cast<uintptr_t>(c.data()));
+  float scale;
+  std::memcpy(&scale, &params[3], 4);
+  EXPECT_EQ(scale, 0.5f);
+  // A host pointer is refused as by attnc_launch, and nothing runs.
+  std::vector<float> host(3000);
+  void *hostInputs[] = {a.data(), host.data()};
+  EXPECT_EQ(attnc_plan_launch(plan, hostInputs, outputs, nullptr),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(attnc_last_error()).find("input 'B': data pointer"),
+            std::string::npos);
+  EXPECT_EQ(fake().numLaunches(), 3);
+  attnc_plan_free(plan);
+}
+
+TEST_F(FakeCudaTest, PlanArgumentErrorsAreLaunchErrors) {
+  fake().reset(8);
+  std::vector<attnc_tensor> ins = tensors({&a, &b});
+  std::vector<int64_t> wrong = {3, 999};
+  ins[1].shape = wrong.data();
+  std::vector<attnc_tensor> outs = tensors({&c});
+  attnc_plan plan = reinterpret_cast<attnc_plan>(&plan);
+  EXPECT_EQ(attnc_plan_create(pkg.get(), nullptr, ins.data(), 2, nullptr, 0,
+                              outs.data(), 1, &plan),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(plan, nullptr);
+  EXPECT_STREQ(attnc_last_error(),
+               "input 'B': expected shape [R=3, N=1000] (from A), got [3, "
+               "999]");
+  EXPECT_EQ(attnc_plan_launch(nullptr, nullptr, nullptr, nullptr),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(fake().calls(), 0);
+}
+
 TEST_F(FakeCudaTest, EmptyProblemLaunchesNothing) {
   fake().reset(8);
   std::vector<int64_t> empty = {3, 0};
