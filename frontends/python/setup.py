@@ -47,11 +47,16 @@ class CMakeBuild(build_ext):
         if not (build / "build.ninja").exists():
             subprocess.check_call(configure)
         subprocess.check_call(["cmake", "--build", str(build), "--target",
-                               "attnc_python", "attnc_runtime"])
+                               "attnc_python", "attnc_launcher",
+                               "attnc_runtime"])
         target = pathlib.Path(self.get_ext_fullpath(ext.name))
         target.parent.mkdir(parents=True, exist_ok=True)
         built = build / "python" / "attnc" / target.name
         shutil.copy2(built, target)
+        # attnc._launcher, the native launch path, beside it.
+        launcher = target.name.replace("_attnc", "_launcher", 1)
+        shutil.copy2(build / "python" / "attnc" / launcher,
+                     target.parent / launcher)
         shutil.copy2(build / "lib" / "libattnc_runtime.so",
                      target.parent / "libattnc_runtime.so")
 

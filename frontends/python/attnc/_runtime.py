@@ -118,6 +118,20 @@ def _declare(lib):
                                   ctypes.c_size_t, doubles, ctypes.c_size_t,
                                   tensors, ctypes.c_size_t, ctypes.c_void_p]),
     }
+    # Launch plans (the native launch path); a runtime built before them
+    # has none, and calls then go the checked way only.
+    plans = {
+        "attnc_plan_create": (status, [pkg, ctypes.c_char_p, tensors,
+                                       ctypes.c_size_t, doubles,
+                                       ctypes.c_size_t, tensors,
+                                       ctypes.c_size_t,
+                                       ctypes.POINTER(ctypes.c_void_p)]),
+        "attnc_plan_launch": (status, [ctypes.c_void_p, ctypes.c_void_p,
+                                       ctypes.c_void_p, ctypes.c_void_p]),
+        "attnc_plan_free": (None, [ctypes.c_void_p]),
+    }
+    signatures.update({name: signature for name, signature in plans.items()
+                       if hasattr(lib, name)})
     for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name)
         function.restype = restype
@@ -389,6 +403,25 @@ def _plan_key(inputs, params):
         return None
 
 
+def _native_launcher(kernel, torch):
+    """An attnc._launcher.Launcher for `kernel`'s calls on torch tensors;
+    None where that module is not built or the runtime has no plans."""
+    try:
+        from . import _launcher
+    except ImportError:
+        return None
+    lib = kernel._package.lib
+    if not hasattr(lib, "attnc_plan_create"):
+        return None
+    address = lambda f: ctypes.cast(f, ctypes.c_void_p).value
+    functions = (address(lib.attnc_plan_launch), address(lib.attnc_plan_free),
+                 address(lib.attnc_stream_wrap), address(lib.attnc_last_error))
+    defaults = tuple(None if default is None else float(default)
+                     for _, _, default in kernel._param_specs)
+    return _launcher.Launcher(kernel.name, functions, len(kernel.inputs),
+                              tuple(kernel.params), defaults, torch)
+
+
 # attnc_stream handles of PyTorch streams, by (device, CUstream).
 _STREAMS = {}
 
@@ -485,6 +518,11 @@ class GpuKernel(Kernel):
         self._gradients = {}
         # Launch plans by _plan_key.
         self._plans = {}
+        # The native launch path (attnc._launcher), made with the first
+        # plan; and torch.compiler.is_compiling, which keeps it out of
+        # traces.
+        self._native = None
+        self._is_compiling = None
         # Float inputs that a call may hold constant when they do not require
         # grad (flex_attention's captured tensors): their gradient has a
         # package of its own, which may fuse where the full one does not.
@@ -535,6 +573,13 @@ class GpuKernel(Kernel):
         return view
 
     def __call__(self, *args, **kwargs):
+        native = self._native
+        if native is not None and not self._is_compiling():
+            # None when it does not take the call (see Launcher.cpp).
+            result = native(*args, **kwargs)
+            if result is not None:
+                self.last_copied = ()
+                return result
         from . import _autograd
         if _autograd.records_gradient(args, kwargs):
             return _autograd.call(self, args, kwargs)
@@ -627,7 +672,32 @@ class GpuKernel(Kernel):
             self._plans[key] = _LaunchPlan(
                 in_array, out_array, param_array, len(params),
                 [(tuple(r.shape), r.dtype) for r in results], keep)
+            self._remember_native(torch, in_array, len(views), param_array,
+                                  params, out_array, results, inputs)
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _remember_native(self, torch, in_array, num_inputs, param_array,
+                         params, out_array, results, inputs):
+        """Hands the native launcher a plan of this checked launch, for the
+        calls alike that follow."""
+        if self._native is None:
+            self._native = _native_launcher(self, torch)
+            if self._native is None:
+                return
+            compiler = getattr(torch, "compiler", None)
+            self._is_compiling = getattr(compiler, "is_compiling",
+                                         lambda: False)
+        lib = self._package.lib
+        plan = ctypes.c_void_p()
+        status = lib.attnc_plan_create(
+            self._package.handle, None, in_array, num_inputs, param_array,
+            len(params), out_array, len(results), ctypes.byref(plan))
+        if status != 0:
+            return  # Calls alike keep going the checked way.
+        self._native.remember(
+            plan.value, tuple(inputs), tuple(float(p) for p in params),
+            tuple(tuple(r.shape) for r in results),
+            tuple(r.dtype for r in results), results[0].device)
 
     # -- gradients ---------------------------------------------------------
 
