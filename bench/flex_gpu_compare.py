@@ -21,7 +21,11 @@ Two steps, because the GPU machine has PyTorch and CUDA but no attnc compiler
      (max abs / relative error; a float32 eager reference for one small size)
      and times both (CUDA events, warmup then 20 reps, median), plus the
      first call of each (tracing + package load for attnc, torch.compile for
-     flex). With --backward also forward + backward through autograd: the
+     flex). attnc's call is also timed as the raw launcher would run it (the
+     runtime's plan launched from a loop, outputs made once: "raw ms") and
+     captured in a CUDA graph ("graph ms"); before the table, the host time
+     per call of a tiny launch (the compiled kernel, attnc.flex_attention,
+     torch's flex). With --backward also forward + backward through autograd: the
      times, and dQ, dK, dV against flex's and (M = 333, N = 397) against
      float64 autograd of the eager attention.
 
@@ -302,9 +306,14 @@ def run_case(name, L, check_small, torch_flex, torch_block_mask, backward=False)
                                     enable_gqa=gqa)
     out, row["ours_first_ms"] = first_call(ours_first)
     mask = attnc.create_block_mask(mask_mod, None, None, L, L) if mask_mod else None
-    row["ours_ms"] = cuda_time(lambda: attnc.flex_attention(
-        q, k, v, score_mod=score_mod, block_mask=mask, enable_gqa=gqa))
+    ours = lambda: attnc.flex_attention(  # noqa: E731
+        q, k, v, score_mod=score_mod, block_mask=mask, enable_gqa=gqa)
+    row["ours_ms"] = cuda_time(ours)
     row["spec_key"] = spec_key(score_mod, mask_mod, gqa)[1]
+    row["raw_ms"] = raw_launch_time(ours)
+    row["graph_ms"] = graph_replay_time(ours)
+    row["python_over_raw"] = row["ours_ms"] / row["raw_ms"]
+    row["graph_over_raw"] = row["graph_ms"] / row["raw_ms"]
 
     def flex_first():
         mask = torch_block_mask(mask_mod, None, None, L, L, device="cuda") if mask_mod else None
@@ -329,6 +338,105 @@ def run_case(name, L, check_small, torch_flex, torch_block_mask, backward=False)
                          torch_block_mask)
         except attnc.CompileError as error:  # no GPU backward for this mod
             row["backward_error"] = str(error).splitlines()[-1]
+    return row
+
+
+def kernel_call_of(call):
+    """(kernel, args, kwargs) of the GpuKernel call that `call` makes."""
+    from attnc import _runtime
+    seen = {}
+    original = _runtime.GpuKernel.__call__
+
+    def spy(self, *args, **kwargs):
+        seen["call"] = (self, args, kwargs)
+        return original(self, *args, **kwargs)
+    _runtime.GpuKernel.__call__ = spy
+    try:
+        call()
+    finally:
+        _runtime.GpuKernel.__call__ = original
+    return seen["call"]
+
+
+def raw_launch_time(call, timer=None):
+    """The kernel `call` launches, timed (by `timer`, default cuda_time) as
+    the raw launcher would run it: the runtime's plan launched from a loop
+    with the outputs made once, no Python per launch but this loop's ctypes
+    call."""
+    import ctypes
+    import torch
+    from attnc import _runtime
+    kernel, args, kwargs = kernel_call_of(call)
+    inputs, params, _ = kernel._bind_call(args, kwargs)
+    checked = kernel._plans[_runtime._plan_key(inputs, params)]
+    lib = kernel._package.lib
+    plan = ctypes.c_void_p()
+    status = lib.attnc_plan_create(kernel._package.handle, None, checked.inputs, len(inputs),
+                                   checked.params, checked.num_params, checked.outputs,
+                                   len(checked.results), ctypes.byref(plan))
+    if status != 0:
+        raise RuntimeError(_runtime._last_error(lib))
+    device = inputs[0].device
+    outputs = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in checked.results]
+    in_data = (ctypes.c_void_p * len(inputs))(*[x.data_ptr() for x in inputs])
+    out_data = (ctypes.c_void_p * len(outputs))(*[x.data_ptr() for x in outputs])
+    stream = _runtime._current_stream(lib, torch, device)
+    try:
+        return (timer or cuda_time)(
+            lambda: lib.attnc_plan_launch(plan, in_data, out_data, None, stream))
+    finally:
+        lib.attnc_plan_free(plan)
+
+
+def graph_replay_time(call):
+    """`call` captured in a CUDA graph (after warm-up launches on a side
+    stream), timed as replays."""
+    import torch
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return cuda_time(graph.replay)
+
+
+def host_time_us(fn, calls=2000):
+    """Host time per call of `fn` (no synchronisation inside the loop)."""
+    import torch
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - start) / calls * 1e6
+    torch.cuda.synchronize()
+    return host
+
+
+def run_overhead(torch_flex, torch_block_mask):
+    """Host time per call of a tiny causal launch (1 query, 64 keys): the
+    compiled kernel's call, attnc.flex_attention, torch's compiled flex."""
+    import torch
+    import attnc
+    score_mod, mask_mod, hq, hkv = make_case("causal", 64, lambda a: a)
+    q = torch.randn(1, hq, 1, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, hkv, 64, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+            for _ in range(2))
+    mask = attnc.create_block_mask(mask_mod, None, None, 1, 64)
+    ours = lambda: attnc.flex_attention(q, k, v, block_mask=mask)  # noqa: E731
+    kernel, args, kwargs = kernel_call_of(ours)
+    flex_mask = torch_block_mask(mask_mod, None, None, 1, 64, device="cuda")
+    row = {"kernel_us": host_time_us(lambda: kernel(*args, **kwargs)),
+           "flex_attention_us": host_time_us(ours),
+           "torch_flex_us": host_time_us(lambda: torch_flex(q, k, v, block_mask=flex_mask)),
+           "torch_empty_us": host_time_us(lambda: torch.empty_like(q)),
+           "plan_launch_us": raw_launch_time(ours, host_time_us)}
+    row["native"] = kernel._native is not None
     return row
 
 
@@ -416,6 +524,13 @@ def run(directory, out_path, only, backward=False, varlen=False):
             setattr(torch._dynamo.config, option, 1024)
     torch_flex = torch.compile(flex_attention, dynamic=False)
     print("device: %s, torch %s" % (torch.cuda.get_device_name(), torch.__version__))
+    overhead = run_overhead(torch_flex, create_block_mask)
+    print("host time per call (1 x 64 causal, %s launch path): kernel %.1f us, "
+          "attnc.flex_attention %.1f us, torch flex %.1f us; of which torch.empty %.1f us, "
+          "the runtime's plan launch through ctypes %.1f us" % (
+              "native" if overhead["native"] else "ctypes", overhead["kernel_us"],
+              overhead["flex_attention_us"], overhead["torch_flex_us"],
+              overhead["torch_empty_us"], overhead["plan_launch_us"]))
     rows = []
     for i, (name, L) in enumerate(CASES):
         if only and name not in only:
@@ -430,7 +545,7 @@ def run(directory, out_path, only, backward=False, varlen=False):
         sys.stdout.flush()
         if out_path:  # after every mod, so that a cut-off run keeps its rows
             with open(out_path, "w") as f:
-                json.dump(rows, f, indent=1)
+                json.dump({"overhead": overhead, "rows": rows}, f, indent=1)
     if varlen:
         try:
             rows.append(run_varlen(torch_flex, create_block_mask))
@@ -440,7 +555,7 @@ def run(directory, out_path, only, backward=False, varlen=False):
                          "error": "%s: %s" % (type(error).__name__, error)})
         if out_path:
             with open(out_path, "w") as f:
-                json.dump(rows, f, indent=1)
+                json.dump({"overhead": overhead, "rows": rows}, f, indent=1)
     print()
     print_table(rows, COLUMNS)
     if backward:
@@ -451,6 +566,8 @@ def run(directory, out_path, only, backward=False, varlen=False):
 
 COLUMNS = [  # key, heading, width, format
     ("mod", "mod", 26, "%s"), ("L", "L", 5, "%d"), ("ours_ms", "ours ms", 8, "%.3f"),
+    ("raw_ms", "raw ms", 8, "%.3f"), ("python_over_raw", "py/raw", 7, "%.3f"),
+    ("graph_ms", "graph ms", 8, "%.3f"), ("graph_over_raw", "grf/raw", 7, "%.3f"),
     ("flex_ms", "flex ms", 8, "%.3f"), ("ours_first_ms", "ours 1st", 9, "%.0f"),
     ("flex_first_ms", "flex 1st", 9, "%.0f"), ("max_abs_err_vs_flex", "maxabs", 9, "%.2e"),
     ("rel_err_vs_flex", "rel", 9, "%.2e"), ("rel_err_vs_f32", "rel f32", 9, "%.2e"),

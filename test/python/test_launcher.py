@@ -43,9 +43,10 @@ def test_a_plan_for_tensors_unlike_the_signature_is_refused():
     # A null plan: freeing it (which remember does on refusal) is a no-op.
     with pytest.raises(ValueError, match="unlike the kernel's signature"):
         fast.remember(0, (x, x, x), (1.0,), ((3,),), (torch.float32,),
-                      x.device)
+                      x.device, ())
     with pytest.raises(ValueError, match="unlike the kernel's signature"):
-        fast.remember(0, (x, x), (1.0,), ((3,),), (torch.float32,), x.device)
+        fast.remember(0, (x, x), (1.0,), ((3,),), (torch.float32,), x.device,
+                      (256,))
     assert fast.num_plans() == 0
 
 

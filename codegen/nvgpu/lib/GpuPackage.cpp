@@ -880,8 +880,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                              !source.getAsInteger(10, k) &&
                              k < buffers->size()) {
         params.push_back((*buffers)[k].pointerSlot());
-      } else if ((source == "sink_grad" && hasSinkGrad ||
-                  source == "read_grad" && hasReadGrad) &&
+      } else if (((source == "sink_grad" && hasSinkGrad) ||
+                  (source == "read_grad" && hasReadGrad)) &&
                  capture.rank == 3) {
         params.push_back(
             workspaceSlot(source == "sink_grad" ? "dsink" : "readgrad"));

@@ -127,7 +127,11 @@ def _declare(lib):
                                        ctypes.c_size_t,
                                        ctypes.POINTER(ctypes.c_void_p)]),
         "attnc_plan_launch": (status, [ctypes.c_void_p, ctypes.c_void_p,
-                                       ctypes.c_void_p, ctypes.c_void_p]),
+                                       ctypes.c_void_p, ctypes.c_void_p,
+                                       ctypes.c_void_p]),
+        "attnc_plan_num_workspaces": (ctypes.c_size_t, [ctypes.c_void_p]),
+        "attnc_plan_workspace_bytes": (ctypes.c_size_t, [ctypes.c_void_p,
+                                                         ctypes.c_size_t]),
         "attnc_plan_free": (None, [ctypes.c_void_p]),
     }
     signatures.update({name: signature for name, signature in plans.items()
@@ -501,6 +505,11 @@ class GpuKernel(Kernel):
     on torch tensors that require grad are recorded for autograd as on the
     CPU (see _autograd.py)."""
 
+    # The native launch path (attnc._launcher), made with the first plan;
+    # and torch.compiler.is_compiling, which keeps it out of traces.
+    _native = None
+    _is_compiling = None
+
     def __init__(self, path, grad=None):
         package = _Package(path)
         lib = package.lib
@@ -518,11 +527,6 @@ class GpuKernel(Kernel):
         self._gradients = {}
         # Launch plans by _plan_key.
         self._plans = {}
-        # The native launch path (attnc._launcher), made with the first
-        # plan; and torch.compiler.is_compiling, which keeps it out of
-        # traces.
-        self._native = None
-        self._is_compiling = None
         # Float inputs that a call may hold constant when they do not require
         # grad (flex_attention's captured tensors): their gradient has a
         # package of its own, which may fuse where the full one does not.
@@ -592,8 +596,15 @@ class GpuKernel(Kernel):
 
     def _launch(self, inputs, params, given):
         """Launches on `inputs`; a launch like one before (the same dtypes,
-        shapes, strides, devices and params) reuses that one's checked
-        argument arrays, so that only the data pointers are new."""
+        shapes, strides, devices and params) goes through the native
+        launcher, or reuses that one's checked argument arrays, so that only
+        the data pointers are new."""
+        native = self._native
+        if native is not None and not given:
+            result = native(*inputs, **dict(zip(self.params, params)))
+            if result is not None:
+                self.last_copied = ()
+                return result
         torch = sys.modules.get("torch")
         key = _plan_key(inputs, params) if torch is not None and not given \
             else None
@@ -694,10 +705,14 @@ class GpuKernel(Kernel):
             len(params), out_array, len(results), ctypes.byref(plan))
         if status != 0:
             return  # Calls alike keep going the checked way.
+        workspace_bytes = tuple(
+            lib.attnc_plan_workspace_bytes(plan, w)
+            for w in range(lib.attnc_plan_num_workspaces(plan)))
         self._native.remember(
             plan.value, tuple(inputs), tuple(float(p) for p in params),
             tuple(tuple(r.shape) for r in results),
-            tuple(r.dtype for r in results), results[0].device)
+            tuple(r.dtype for r in results), results[0].device,
+            workspace_bytes)
 
     # -- gradients ---------------------------------------------------------
 

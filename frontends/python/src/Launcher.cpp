@@ -30,7 +30,8 @@ namespace {
 // this file does not include the runtime's header so that it builds with a
 // Python and a C++ compiler alone.
 using PlanLaunchFn = int (*)(void *plan, void *const *inputData,
-                             void *const *outputData, void *stream);
+                             void *const *outputData,
+                             void *const *workspaceData, void *stream);
 using PlanFreeFn = void (*)(void *plan);
 using StreamWrapFn = int (*)(int device, void *cudaStream, void **out);
 using LastErrorFn = const char *(*)();
@@ -61,6 +62,9 @@ struct Plan {
   void *handle = nullptr;
   /// Per output: its shape (a tuple) and torch dtype; strong references.
   std::vector<PyObject *> outputShapes, outputDtypes;
+  /// Per workspace of the package: its size as a (bytes,) tuple, null for
+  /// one the plan does not use.
+  std::vector<PyObject *> workspaceShapes;
   PyObject *device = nullptr; ///< the torch.device outputs are made on
 };
 
@@ -82,6 +86,7 @@ struct LauncherObject {
   std::vector<double> *paramDefaults;
   std::vector<bool> *paramHasDefault;
   PyObject *tensorType, *parameterType, *empty, *gradEnabled, *rawStream;
+  PyObject *bytesDtype; ///< torch.uint8, of workspaces
   PyObject *emptyKwnames; ///< ("dtype", "device")
   std::vector<Plan> *plans;
   std::vector<StreamHandle> *streams;
@@ -258,10 +263,42 @@ PyObject *Launcher_call(PyObject *selfObj, PyObject *args, PyObject *kwargs) {
     outputData[made] = PyLong_AsVoidPtr(pointer);
     Py_DECREF(pointer);
   }
+  // Workspaces come from PyTorch's caching allocator too: stream-ordered, so
+  // they may be released as soon as the kernels are queued, and drawn from
+  // a CUDA graph's pool while one is captured.
+  size_t numWorkspaces = plan.workspaceShapes.size();
+  std::vector<PyObject *> workspaces(numWorkspaces, nullptr);
+  std::vector<void *> workspaceData(numWorkspaces, nullptr);
+  auto releaseWorkspaces = [&]() {
+    for (PyObject *w : workspaces)
+      Py_XDECREF(w);
+  };
+  for (size_t w = 0; w < numWorkspaces; ++w) {
+    if (!plan.workspaceShapes[w])
+      continue;
+    PyObject *callArgs[] = {plan.workspaceShapes[w], self->bytesDtype,
+                            plan.device};
+    workspaces[w] =
+        PyObject_Vectorcall(self->empty, callArgs, 1, self->emptyKwnames);
+    PyObject *pointer =
+        workspaces[w] ? PyObject_CallMethod(workspaces[w], "data_ptr", nullptr)
+                      : nullptr;
+    if (!pointer) {
+      releaseWorkspaces();
+      return fail();
+    }
+    workspaceData[w] = PyLong_AsVoidPtr(pointer);
+    Py_DECREF(pointer);
+  }
   void *stream = nullptr;
-  if (!currentStream(self, keys[0].device, stream))
+  if (!currentStream(self, keys[0].device, stream)) {
+    releaseWorkspaces();
     return fail();
-  if (self->planLaunch(plan.handle, inputData, outputData, stream) != 0) {
+  }
+  int status = self->planLaunch(plan.handle, inputData, outputData,
+                                workspaceData.data(), stream);
+  releaseWorkspaces();
+  if (status != 0) {
     PyErr_Format(PyExc_RuntimeError, "kernel '%s': %s", self->name->c_str(),
                  self->lastError());
     return fail();
@@ -283,21 +320,26 @@ void releasePlan(LauncherObject *self, Plan &plan) {
     Py_DECREF(o);
   for (PyObject *o : plan.outputDtypes)
     Py_DECREF(o);
+  for (PyObject *o : plan.workspaceShapes)
+    Py_XDECREF(o);
   for (const TensorKey &key : plan.inputs)
     Py_XDECREF(key.dtype);
   Py_XDECREF(plan.device);
   plan = Plan();
 }
 
-/// remember(plan, inputs, params, output_shapes, output_dtypes, device):
-/// takes the plan handle (an int from attnc_plan_create), which this object
-/// frees, for calls on tensors like `inputs` with `params`.
+/// remember(plan, inputs, params, output_shapes, output_dtypes, device,
+///          workspace_bytes): takes the plan handle (an int from
+/// attnc_plan_create), which this object frees, for calls on tensors like
+/// `inputs` with `params`.
 PyObject *Launcher_remember(PyObject *selfObj, PyObject *args) {
   auto *self = reinterpret_cast<LauncherObject *>(selfObj);
-  PyObject *handleObj, *inputs, *paramsObj, *shapes, *dtypes, *device;
-  if (!PyArg_ParseTuple(args, "OO!O!O!O!O", &handleObj, &PyTuple_Type, &inputs,
-                        &PyTuple_Type, &paramsObj, &PyTuple_Type, &shapes,
-                        &PyTuple_Type, &dtypes, &device))
+  PyObject *handleObj, *inputs, *paramsObj, *shapes, *dtypes, *device,
+      *workspaceBytes;
+  if (!PyArg_ParseTuple(args, "OO!O!O!O!OO!", &handleObj, &PyTuple_Type,
+                        &inputs, &PyTuple_Type, &paramsObj, &PyTuple_Type,
+                        &shapes, &PyTuple_Type, &dtypes, &device,
+                        &PyTuple_Type, &workspaceBytes))
     return nullptr;
   void *handle = PyLong_AsVoidPtr(handleObj);
   if (PyErr_Occurred())
@@ -329,6 +371,13 @@ PyObject *Launcher_remember(PyObject *selfObj, PyObject *args) {
     Py_INCREF(dtype);
     plan.outputShapes.push_back(shape);
     plan.outputDtypes.push_back(dtype);
+  }
+  for (Py_ssize_t w = 0; ok && w < PyTuple_GET_SIZE(workspaceBytes); ++w) {
+    long long bytes = PyLong_AsLongLong(PyTuple_GET_ITEM(workspaceBytes, w));
+    ok = !PyErr_Occurred() && bytes >= 0;
+    PyObject *shape = ok && bytes > 0 ? Py_BuildValue("(L)", bytes) : nullptr;
+    ok = ok && (bytes == 0 || shape);
+    plan.workspaceShapes.push_back(shape);
   }
   if (!ok) {
     releasePlan(self, plan);
@@ -405,6 +454,7 @@ int Launcher_init(PyObject *selfObj, PyObject *args, PyObject *) {
       nn ? PyObject_GetAttrString(nn, "Parameter") : nullptr;
   self->empty = PyObject_GetAttrString(torch, "empty");
   self->gradEnabled = PyObject_GetAttrString(torch, "is_grad_enabled");
+  self->bytesDtype = PyObject_GetAttrString(torch, "uint8");
   // A PyTorch built without CUDA has none, and no CUDA tensors either: the
   // launcher then takes no call.
   self->rawStream =
@@ -415,7 +465,7 @@ int Launcher_init(PyObject *selfObj, PyObject *args, PyObject *) {
   Py_XDECREF(cudaC);
   self->emptyKwnames = Py_BuildValue("(ss)", "dtype", "device");
   if (!self->tensorType || !self->parameterType || !self->empty ||
-      !self->gradEnabled || !self->emptyKwnames) {
+      !self->gradEnabled || !self->bytesDtype || !self->emptyKwnames) {
     if (!PyErr_Occurred())
       PyErr_SetString(PyExc_RuntimeError,
                       "Launcher: this PyTorch lacks what the launcher uses");
@@ -443,14 +493,16 @@ void Launcher_dealloc(PyObject *selfObj) {
   delete self->streams;
   delete self->name;
   for (PyObject *o : {self->tensorType, self->parameterType, self->empty,
-                      self->gradEnabled, self->rawStream, self->emptyKwnames})
+                      self->gradEnabled, self->rawStream, self->bytesDtype,
+                      self->emptyKwnames})
     Py_XDECREF(o);
   Py_TYPE(selfObj)->tp_free(selfObj);
 }
 
 PyMethodDef launcherMethods[] = {
     {"remember", Launcher_remember, METH_VARARGS,
-     "remember(plan, inputs, params, output_shapes, output_dtypes, device)"},
+     "remember(plan, inputs, params, output_shapes, output_dtypes, device, "
+     "workspace_bytes)"},
     {"num_plans", Launcher_num_plans, METH_NOARGS, "plans kept"},
     {nullptr, nullptr, 0, nullptr}};
 

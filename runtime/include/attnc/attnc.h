@@ -226,14 +226,29 @@ attnc_status attnc_plan_create(attnc_package pkg, const char *entry_name,
                                const attnc_tensor *outputs, size_t num_outputs,
                                attnc_plan *out);
 
+/** The number of workspaces of the plan's package, and the bytes workspace
+ * `index` needs for the plan's launch (0: that one is not used). */
+size_t attnc_plan_num_workspaces(attnc_plan plan);
+size_t attnc_plan_workspace_bytes(attnc_plan plan, size_t index);
+
 /** Launches `plan` on `stream` with input i at `input_data[i]` and output j
  * at `output_data[j]` (each plus the byte offset its tensor had when the
  * plan was made). The caller guarantees that each tensor has the dtype,
  * shape and strides the plan was made with; the runtime checks, as
  * attnc_launch does, that each pointer is memory of the plan's device
- * (a pointer found so once is not asked about again). */
+ * (a pointer found so once is not asked about again).
+ *
+ * `workspace_data` NULL: the runtime's own workspace buffers for `stream`
+ * (as attnc_launch). Otherwise the caller's: `workspace_data[w]` is device
+ * memory of at least attnc_plan_workspace_bytes(plan, w) bytes, 256-byte
+ * aligned, that stays the kernels' until they finish on `stream` (a
+ * framework's stream-ordered allocator gives exactly that, and its buffers
+ * can be captured in a CUDA graph, which the runtime's, allocated on first
+ * use of a stream, cannot). */
 attnc_status attnc_plan_launch(attnc_plan plan, void *const *input_data,
-                               void *const *output_data, attnc_stream stream);
+                               void *const *output_data,
+                               void *const *workspace_data,
+                               attnc_stream stream);
 
 void attnc_plan_free(attnc_plan plan);
 

@@ -353,8 +353,10 @@ Status makePlan(attnc_package pkg, const char *entryName,
   return Status::ok();
 }
 
-/// Step 2: the driver, with tensor t's data at data[t].
-Status runPlan(attnc_plan_t &plan, void *const *data, attnc_stream stream) {
+/// Step 2: the driver, with tensor t's data at data[t] and workspace w at
+/// workspaceData[w] (null: the runtime's buffers for the stream).
+Status runPlan(attnc_plan_t &plan, void *const *data,
+               void *const *workspaceData, attnc_stream stream) {
   const Package &p = plan.pkg->pkg;
   const PackageManifest &m = p.manifest;
   if (stream && stream->device != plan.device)
@@ -406,8 +408,25 @@ Status runPlan(attnc_plan_t &plan, void *const *data, attnc_stream stream) {
   }
   std::unique_lock<std::mutex> workspaceLock(plan.pkg->mutex,
                                              std::defer_lock);
-  if (std::any_of(plan.workspaceBytes.begin(), plan.workspaceBytes.end(),
-                  [](int64_t b) { return b > 0; })) {
+  if (workspaceData) {
+    std::vector<void *> workspaces(plan.workspaceBytes.size(), nullptr);
+    for (size_t w = 0; w < workspaces.size(); ++w) {
+      if (plan.workspaceBytes[w] <= 0)
+        continue;
+      workspaces[w] = workspaceData[w];
+      if (!workspaces[w] ||
+          reinterpret_cast<uintptr_t>(workspaces[w]) % kWorkspaceGranule)
+        return invalidArgument(
+            "workspace '" + m.workspaces[w].name + "' of kernel '" + m.name +
+            "' needs " + std::to_string(plan.workspaceBytes[w]) +
+            " bytes of device memory aligned to " +
+            std::to_string(kWorkspaceGranule) + " bytes");
+    }
+    for (size_t e : plan.selected)
+      setWorkspaceSlots(p, e, workspaces, slots[e]);
+  } else if (std::any_of(plan.workspaceBytes.begin(),
+                         plan.workspaceBytes.end(),
+                         [](int64_t b) { return b > 0; })) {
     workspaceLock.lock();
     std::vector<void *> workspaces;
     if (Status s = ensureWorkspaces(p, *loaded, cuStream, *d,
@@ -659,7 +678,7 @@ attnc_status attnc_launch(attnc_package pkg, const char *entry_name,
     data.push_back(inputs[i].data);
   for (size_t i = 0; i < num_outputs; ++i)
     data.push_back(outputs[i].data);
-  if (Status s = runPlan(plan, data.data(), stream))
+  if (Status s = runPlan(plan, data.data(), nullptr, stream))
     return setLastError(s);
   return ATTNC_OK;
 }
@@ -680,8 +699,21 @@ attnc_status attnc_plan_create(attnc_package pkg, const char *entry_name,
   return ATTNC_OK;
 }
 
+size_t attnc_plan_num_workspaces(attnc_plan plan) {
+  return plan ? plan->workspaceBytes.size() : 0;
+}
+
+size_t attnc_plan_workspace_bytes(attnc_plan plan, size_t index) {
+  if (!plan || index >= plan->workspaceBytes.size())
+    return 0;
+  int64_t bytes = plan->workspaceBytes[index];
+  return bytes > 0 ? static_cast<size_t>(bytes) : 0;
+}
+
 attnc_status attnc_plan_launch(attnc_plan plan, void *const *input_data,
-                               void *const *output_data, attnc_stream stream) {
+                               void *const *output_data,
+                               void *const *workspace_data,
+                               attnc_stream stream) {
   if (!plan)
     return setLastError(invalidArgument("attnc_plan_launch: NULL plan"));
   size_t numInputs = plan->numInputs;
@@ -692,7 +724,7 @@ attnc_status attnc_plan_launch(attnc_plan plan, void *const *input_data,
   void *data[kMaxPlanTensors];
   for (size_t t = 0; t < numTensors; ++t)
     data[t] = t < numInputs ? input_data[t] : output_data[t - numInputs];
-  if (Status s = runPlan(*plan, data, stream))
+  if (Status s = runPlan(*plan, data, workspace_data, stream))
     return setLastError(s);
   return ATTNC_OK;
 }

@@ -179,16 +179,16 @@ TEST_F(FakeCudaTest, PlansLaunchNewDataPointers) {
       << attnc_last_error();
   EXPECT_EQ(fake().calls(), 0); // Making a plan needs no driver.
   void *inputs[] = {a.data(), b.data()}, *outputs[] = {c.data()};
-  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr), ATTNC_OK)
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr), ATTNC_OK)
       << attnc_last_error();
   int before = fake().calls();
-  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr), ATTNC_OK);
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr), ATTNC_OK);
   int sameData = fake().calls() - before;
   // The same plan on other buffers (A and B swapped): only the two new
   // pointers are asked about.
   std::swap(inputs[0], inputs[1]);
   before = fake().calls();
-  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr), ATTNC_OK);
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr), ATTNC_OK);
   EXPECT_EQ(fake().calls() - before, sameData + 2);
   ASSERT_EQ(fake().numLaunches(), 3);
   unsigned dims[7];
@@ -203,7 +203,7 @@ TEST_F(FakeCudaTest, PlansLaunchNewDataPointers) {
   // A host pointer is refused as by attnc_launch, and nothing runs.
   std::vector<float> host(3000);
   void *hostInputs[] = {a.data(), host.data()};
-  EXPECT_EQ(attnc_plan_launch(plan, hostInputs, outputs, nullptr),
+  EXPECT_EQ(attnc_plan_launch(plan, hostInputs, outputs, nullptr, nullptr),
             ATTNC_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(attnc_last_error()).find("input 'B': data pointer"),
             std::string::npos);
@@ -225,7 +225,7 @@ TEST_F(FakeCudaTest, PlanArgumentErrorsAreLaunchErrors) {
   EXPECT_STREQ(attnc_last_error(),
                "input 'B': expected shape [R=3, N=1000] (from A), got [3, "
                "999]");
-  EXPECT_EQ(attnc_plan_launch(nullptr, nullptr, nullptr, nullptr),
+  EXPECT_EQ(attnc_plan_launch(nullptr, nullptr, nullptr, nullptr, nullptr),
             ATTNC_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(fake().calls(), 0);
 }
@@ -408,6 +408,44 @@ TEST_F(FakeCudaSplitKTest, WorkspacesPerStreamGrowAndFree) {
   attnc_package_free(splitK);
   splitK = nullptr;
   EXPECT_EQ(fake().liveAllocations(), before);
+}
+
+TEST_F(FakeCudaSplitKTest, PlansTakeTheCallersWorkspaces) {
+  load(splitKManifest());
+  fake().reset(5);
+  std::vector<int64_t> q = {2, 64}, k = {2, 1000, 64};
+  attnc_tensor ins[2] = {bf16Tensor(q, nullptr, a.data()),
+                         bf16Tensor(k, nullptr, b.data())};
+  attnc_tensor outs[1] = {bf16Tensor(q, nullptr, c.data())};
+  attnc_plan plan = nullptr;
+  ASSERT_EQ(attnc_plan_create(splitK, nullptr, ins, 2, nullptr, 0, outs, 1,
+                              &plan),
+            ATTNC_OK)
+      << attnc_last_error();
+  ASSERT_EQ(attnc_plan_num_workspaces(plan), 2u);
+  EXPECT_EQ(attnc_plan_workspace_bytes(plan, 0), 2u * 4 * 64 * 4);
+  EXPECT_EQ(attnc_plan_workspace_bytes(plan, 1), 32u);
+  EXPECT_EQ(attnc_plan_workspace_bytes(plan, 2), 0u);
+  int before = fake().liveAllocations();
+  void *inputs[] = {a.data(), b.data()}, *outputs[] = {c.data()};
+  // Device memory the caller owns (the fake's allocations are aligned).
+  void *workspaces[2] = {static_cast<char *>(b.data()) + 4096,
+                         static_cast<char *>(b.data()) + 8192};
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, workspaces, nullptr),
+            ATTNC_OK)
+      << attnc_last_error();
+  EXPECT_EQ(fake().liveAllocations(), before); // none of the runtime's
+  EXPECT_EQ(recorded(0).params[2], reinterpret_cast<uintptr_t>(workspaces[0]));
+  EXPECT_EQ(recorded(0).params[3], reinterpret_cast<uintptr_t>(workspaces[1]));
+  EXPECT_EQ(recorded(1).params[0], reinterpret_cast<uintptr_t>(workspaces[0]));
+  // A misaligned workspace is refused before any launch.
+  void *misaligned[2] = {static_cast<char *>(b.data()) + 4100, workspaces[1]};
+  EXPECT_EQ(attnc_plan_launch(plan, inputs, outputs, misaligned, nullptr),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(attnc_last_error()).find("aligned to 256 bytes"),
+            std::string::npos);
+  EXPECT_EQ(fake().numLaunches(), 2);
+  attnc_plan_free(plan);
 }
 
 TEST_F(FakeCudaSplitKTest, EmptyWorkspacesAreNull) {
