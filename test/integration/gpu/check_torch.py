@@ -305,10 +305,17 @@ def check_compile(report, kernel):
 
 
 def check_cuda_graph(report, kernel):
+    # A prefill launch, and a decode launch (one query, many keys: the
+    # split-key kernel and its merge, whose workspaces come from PyTorch's
+    # allocator, hence from the graph's pool).
+    for what, m, n in (("", 700, 900), (" (decode, workspaces)", 1, 8192)):
+        check_cuda_graph_of(report, kernel, what, m, n)
+
+
+def check_cuda_graph_of(report, kernel, what, m, n):
     import torch
-    q, k, v = [x.detach() for x in leaves(
-        [(2, 4, 700, HEAD_DIM), (2, 4, 900, HEAD_DIM),
-         (2, 4, 900, HEAD_DIM)], 11, torch.bfloat16)]
+    shapes = [(2, 4, m, HEAD_DIM), (2, 4, n, HEAD_DIM), (2, 4, n, HEAD_DIM)]
+    q, k, v = [x.detach() for x in leaves(shapes, 11, torch.bfloat16)]
     try:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -319,18 +326,17 @@ def check_cuda_graph(report, kernel):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             out = kernel(q, k, v)
-        fresh = [x.detach() for x in leaves(
-            [(2, 4, 700, HEAD_DIM), (2, 4, 900, HEAD_DIM),
-             (2, 4, 900, HEAD_DIM)], 12, torch.bfloat16)]
+        fresh = [x.detach() for x in leaves(shapes, 12, torch.bfloat16)]
         for x, y in zip((q, k, v), fresh):
             x.copy_(y)
         graph.replay()
         want = kernel(q, k, v)
         torch.cuda.synchronize()
-        report.add("CUDA graph capture + replay", torch.equal(out, want),
+        report.add("CUDA graph capture + replay" + what,
+                   torch.equal(out, want),
                    max_abs=float((out.float() - want.float()).abs().max()))
     except Exception as error:
-        report.add("CUDA graph capture + replay", False,
+        report.add("CUDA graph capture + replay" + what, False,
                    error=repr(error)[:300])
 
 
