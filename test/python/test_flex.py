@@ -379,6 +379,33 @@ def test_object_attributes_and_dict_items_are_guarded():
                 lambda: outer.inner.factor, lambda: setattr(outer, "inner", replacement))
 
 
+def test_a_repeated_call_reuses_its_checks_and_sees_changed_reads():
+    """A call like an earlier one (arguments' types, shapes, dtypes and
+    devices, the mods, the block mask, scale, flags) skips the argument
+    checks and the spec, but still walks the mods: a changed read takes
+    effect, and another shape is checked afresh."""
+    from attnc import _flex
+    cfg = Settings()
+    cfg.window = 4
+
+    def attribute(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (q_idx - kv_idx < cfg.window)
+    mask = make_mask(attribute, 40, 40)
+    q, k, v = qkv(l=40, s=40)
+    first = attnc.flex_attention(q, k, v, block_mask=mask)
+    check(first, windowed(q, k, v, 4))
+    kept = len(_flex._CALLS)
+    again = attnc.flex_attention(q, k, v, block_mask=mask)
+    assert len(_flex._CALLS) == kept
+    assert np.array_equal(first, again)
+    cfg.window = 16
+    check(attnc.flex_attention(q, k, v, block_mask=mask), windowed(q, k, v, 16))
+    with pytest.raises(ValueError, match="block_mask was created for"):
+        attnc.flex_attention(q[:, :, :30], k, v, block_mask=mask)
+    with pytest.raises(ValueError, match="different dtypes"):
+        attnc.flex_attention(q, k.astype(np.float64), v, block_mask=mask)
+
+
 def test_module_attributes_and_bound_methods_are_guarded():
     torch = pytest.importorskip("torch")
 

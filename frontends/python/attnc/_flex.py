@@ -356,6 +356,15 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     LSE takes a gradient too. Integer captures and ``scale`` get none. A
     gradient the target's backward cannot give is an error at the call,
     naming the tensors that require grad."""
+    call_key = _call_key(query, key, value, score_mod, block_mask, scale, enable_gqa,
+                         return_lse)
+    call = _CALLS.get(call_key) if call_key is not None else None
+    if call is not None:
+        # Everything but what the mods read is as at that call: walk the mods
+        # (their reads may have changed) and run the same kernel.
+        traced, tensors = _trace_mods(score_mod, call.mask_mod)
+        if traced is call.traced:
+            return _run(call, query, key, value, tensors)
     libraries = [_library(x, n) for x, n in ((query, "query"), (key, "key"), (value, "value"))]
     if len(set(libraries)) != 1:
         raise TypeError("flex_attention: query, key and value must all be numpy arrays "
@@ -426,28 +435,89 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
             result = _zero_gradients(result, (query, key, value), tensors)
         return result
     gqa = Hq != Hkv
-    spec = _spec_for(traced, gqa, bool(return_lse), Ev != E, dtype)
-    device = query.device if library == "torch" else None
-    inputs = [_contiguous(x, library, target) for x in (query, key, value)]
-    if upcast:
-        inputs = [_cast(x, library, "float32") for x in inputs]
-    for tensor, capture in zip(tensors, traced.captures):
-        inputs.append(_convert_capture(tensor, capture, library, device))
+    call = _Call(traced, mask_mod, library, target, upcast,
+                 _spec_for(traced, gqa, bool(return_lse), Ev != E, dtype), E,
+                 Ev if Ev != E else None, scale, bool(return_lse),
+                 query.device if library == "torch" else None)
+    result = _run(call, query, key, value, tensors)
+    if call_key is not None:
+        if len(_CALLS) >= _CALLS_KEPT:
+            _CALLS.pop(next(iter(_CALLS)), None)
+        _CALLS[call_key] = call
+    return result
+
+
+class _Call(object):
+    """What flex_attention derives from a call's arguments but their data
+    and what the mods read: kept by _call_key, so that a call like an
+    earlier one only walks the mods and launches."""
+
+    __slots__ = ("traced", "mask_mod", "library", "target", "upcast", "spec", "head_dim",
+                 "value_dim", "scale", "return_lse", "device", "kernel")
+
+    def __init__(self, traced, mask_mod, library, target, upcast, spec, head_dim,
+                 value_dim, scale, return_lse, device):
+        self.traced, self.mask_mod, self.library = traced, mask_mod, library
+        self.target, self.upcast, self.spec = target, upcast, spec
+        self.head_dim, self.value_dim, self.scale = head_dim, value_dim, scale
+        self.return_lse, self.device, self.kernel = return_lse, device, None
+
+
+# Validated calls by _call_key, oldest first.
+_CALLS = {}
+_CALLS_KEPT = 64
+
+
+def _call_key(query, key, value, score_mod, block_mask, scale, enable_gqa, return_lse):
+    """What a call's validation depends on besides what the mods read: the
+    arguments' types, shapes, dtypes and devices, the mods, the block mask,
+    the scale and the flags. None for a call that is not kept (a scale that
+    is not a number, a mod that cannot be a key)."""
+    if scale is not None and type(scale) not in (float, int):
+        return None
     try:
-        kernel = _kernel(spec, target, E, Ev if Ev != E else None)
-        result = kernel(*inputs, scale=scale)
+        call_key = (type(query), type(key), type(value), tuple(query.shape),
+                    tuple(key.shape), tuple(value.shape), query.dtype, key.dtype,
+                    value.dtype, getattr(query, "device", None), getattr(key, "device", None),
+                    getattr(value, "device", None), score_mod, block_mask, scale,
+                    bool(enable_gqa), bool(return_lse))
+        hash(call_key)
+    except (AttributeError, TypeError):
+        return None
+    if 0 in call_key[3] or 0 in call_key[4]:
+        return None  # nothing to compute: not the kernel's path
+    return call_key
+
+
+def _run(call, query, key, value, tensors):
+    """The kernel of `call` on the tensors, and the result as flex_attention
+    returns it."""
+    library = call.library
+    inputs = [_contiguous(x, library, call.target) for x in (query, key, value)]
+    if call.upcast:
+        inputs = [_cast(x, library, "float32") for x in inputs]
+    for tensor, capture in zip(tensors, call.traced.captures):
+        inputs.append(_convert_capture(tensor, capture, library, call.device))
+    try:
+        kernel = call.kernel
+        if kernel is None:
+            kernel = call.kernel = _kernel(call.spec, call.target, call.head_dim,
+                                           call.value_dim)
+        result = kernel(*inputs, scale=call.scale)
     except (CompileError, ValueError, TypeError) as error:
-        message = _explain(str(error), traced, spec)
+        message = _explain(str(error), call.traced, call.spec)
         if message == str(error):
             raise
         raise type(error)(message) from None
-    if return_lse:
+    if call.return_lse:
         out, lse = result
     else:
         out = result[0] if isinstance(result, (tuple, list)) else result
-    if upcast:
+    if call.upcast:
         out = _cast(out, library, "float64")
-    return (out, lse) if return_lse else out
+    return (out, lse) if call.return_lse else out
+
+
 
 
 def _grad_enabled():
