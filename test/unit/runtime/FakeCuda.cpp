@@ -1,8 +1,9 @@
 //===- FakeCuda.cpp - A fake libcuda for testing the launch path ----------===//
 //
 // Loaded through ATTNC_LIBCUDA, it lets the tests drive the runtime's whole
-// device path on a machine without a GPU: one sm_90 device, "device memory"
-// from malloc, distinct streams, launches and stream synchronizations
+// device path on a machine without a GPU: two sm_90 devices, "device
+// memory" from malloc (of the device whose context is current), distinct
+// streams, launches (with the device they went to) and stream synchronizations
 // recorded (not run), a JIT error for PTX that contains
 // "BAD_PTX", and a switch to make teardown calls report
 // CUDA_ERROR_DEINITIALIZED as at process exit.
@@ -24,11 +25,16 @@ int unloadResult = 0;
 int numParams = 0;
 int syncs = 0;
 std::map<uintptr_t, size_t> allocations; ///< address -> size
+std::map<uintptr_t, int> allocationDevices; ///< address -> device
+constexpr int kDevices = 2;
+char contexts[kDevices];
+int currentDevice = 0;
 char streams[64];
 int numStreams = 0;
 struct Launch {
   unsigned grid[3], block[3], shared;
   std::vector<uint64_t> params;
+  int device;
 };
 std::vector<Launch> launches;
 int marker;
@@ -58,6 +64,8 @@ uint64_t fake_allocation_size(uint64_t p) {
   auto it = allocations.find(static_cast<uintptr_t>(p));
   return it == allocations.end() ? 0 : it->second;
 }
+/// The device whose context was current at launch `i`.
+int fake_launch_device(int i) { return launches[static_cast<size_t>(i)].device; }
 /// Copies launch `i`: grid[3], block[3], shared, then the parameters.
 void fake_launch(int i, unsigned *dims7, uint64_t *params) {
   const Launch &l = launches[static_cast<size_t>(i)];
@@ -80,7 +88,7 @@ int cuGetErrorName(int r, const char **s) {
   return 0;
 }
 int cuGetErrorString(int, const char **s) { return *s = "fake", 0; }
-int cuDeviceGetCount(int *n) { return ++calls, *n = 1, 0; }
+int cuDeviceGetCount(int *n) { return ++calls, *n = kDevices, 0; }
 int cuDeviceGet(int *d, int i) { return ++calls, *d = i, 0; }
 int cuDeviceGetName(char *s, int n, int) {
   return ++calls, std::strncpy(s, "Fake H100", n), 0;
@@ -90,10 +98,14 @@ int cuDeviceGetAttribute(int *v, int attr, int) {
   *v = attr == 75 ? 9 : 0; // compute capability 9.0
   return 0;
 }
-int cuDevicePrimaryCtxRetain(CUcontext *ctx, int) {
-  return ++calls, *ctx = reinterpret_cast<CUcontext>(&marker), 0;
+int cuDevicePrimaryCtxRetain(CUcontext *ctx, int device) {
+  return ++calls, *ctx = reinterpret_cast<CUcontext>(&contexts[device]), 0;
 }
-int cuCtxSetCurrent(CUcontext) { return ++calls, 0; }
+int cuCtxSetCurrent(CUcontext ctx) {
+  ++calls;
+  currentDevice = static_cast<int>(reinterpret_cast<char *>(ctx) - contexts);
+  return 0;
+}
 int cuCtxSynchronize() { return ++calls, 0; }
 int cuModuleLoadDataEx(CUmodule *m, const void *image, unsigned n, int *opts,
                        void **values) {
@@ -117,7 +129,7 @@ int cuLaunchKernel(CUfunction, unsigned gx, unsigned gy, unsigned gz,
                    unsigned bx, unsigned by, unsigned bz, unsigned smem,
                    CUstream, void **params, void **) {
   ++calls;
-  Launch l{{gx, gy, gz}, {bx, by, bz}, smem, {}};
+  Launch l{{gx, gy, gz}, {bx, by, bz}, smem, {}, currentDevice};
   for (int i = 0; i < numParams; ++i) {
     uint64_t v;
     std::memcpy(&v, params[i], 8);
@@ -146,6 +158,7 @@ int cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
   ++calls;
   void *m = std::aligned_alloc(256, (n + 255) / 256 * 256);
   allocations[reinterpret_cast<uintptr_t>(m)] = n;
+  allocationDevices[reinterpret_cast<uintptr_t>(m)] = currentDevice;
   *p = reinterpret_cast<uintptr_t>(m);
   return 0;
 }
@@ -153,6 +166,7 @@ int cuMemFree_v2(CUdeviceptr p) {
   ++calls;
   if (!allocations.erase(p))
     return 1;
+  allocationDevices.erase(p);
   std::free(reinterpret_cast<void *>(p));
   return 0;
 }
@@ -173,7 +187,7 @@ int cuPointerGetAttribute(void *out, int attr, CUdeviceptr p) {
   // tests that use byte offsets).
   for (const auto &[a, size] : allocations)
     if (p >= a && p < a + 4096)
-      return *static_cast<int *>(out) = 0, 0;
+      return *static_cast<int *>(out) = allocationDevices[a], 0;
   return 1; // CUDA_ERROR_INVALID_VALUE: not device memory
 }
 

@@ -29,6 +29,7 @@ struct Fake {
   void (*setUnloadResult)(int);
   int (*numLaunches)();
   void (*launch)(int, unsigned *, uint64_t *);
+  int (*launchDevice)(int);
   int (*streamSyncs)();
   int (*liveAllocations)();
   uint64_t (*allocationSize)(uint64_t);
@@ -48,6 +49,8 @@ Fake &fake() {
     f.numLaunches = reinterpret_cast<int (*)()>(dlsym(h, "fake_num_launches"));
     f.launch = reinterpret_cast<void (*)(int, unsigned *, uint64_t *)>(
         dlsym(h, "fake_launch"));
+    f.launchDevice =
+        reinterpret_cast<int (*)(int)>(dlsym(h, "fake_launch_device"));
     f.streamSyncs = reinterpret_cast<int (*)()>(dlsym(h, "fake_stream_syncs"));
     f.liveAllocations =
         reinterpret_cast<int (*)()>(dlsym(h, "fake_live_allocations"));
@@ -63,7 +66,7 @@ protected:
   void SetUp() override {
     setenv("ATTNC_LIBCUDA", ATTN_FAKE_CUDA_PATH, 1);
     ASSERT_NE(fake().reset, nullptr) << dlerror();
-    ASSERT_EQ(attnc_device_count(), 1) << attnc_last_error();
+    ASSERT_EQ(attnc_device_count(), 2) << attnc_last_error();
     Status s = rt::KernelPackage::load(
         std::string(ATTN_GPU_INPUTS_DIR) + "/vadd2d.attnpkg", pkg);
     ASSERT_FALSE(s) << s.getMessage();
@@ -230,6 +233,56 @@ TEST_F(FakeCudaTest, PlanArgumentErrorsAreLaunchErrors) {
   EXPECT_EQ(fake().calls(), 0);
 }
 
+TEST_F(FakeCudaTest, LaunchesOnTheTensorsDevice) {
+  fake().reset(8);
+  rt::DeviceBuffer x, y, z;
+  for (auto *buf : {&x, &y, &z})
+    ASSERT_FALSE(rt::DeviceBuffer::allocate(1, 3 * 1000 * 4, *buf));
+  auto onDevice1 = [&](std::vector<rt::DeviceBuffer *> bufs) {
+    std::vector<attnc_tensor> out;
+    for (rt::DeviceBuffer *buf : bufs)
+      out.push_back(rt::cudaTensor(buf->data(), 1, f32, shape));
+    return out;
+  };
+  rt::Stream stream1, stream0;
+  ASSERT_FALSE(rt::Stream::create(1, stream1));
+  ASSERT_FALSE(rt::Stream::create(0, stream0));
+  // Device 1's tensors run on device 1, after a launch on device 0.
+  ASSERT_FALSE(pkg.launch(tensors({&a, &b}), {}, tensors({&c})));
+  Status s = pkg.launch(onDevice1({&x, &y}), {}, onDevice1({&z}), stream1.get());
+  ASSERT_FALSE(s) << s.getMessage();
+  ASSERT_EQ(fake().numLaunches(), 2);
+  EXPECT_EQ(fake().launchDevice(0), 0);
+  EXPECT_EQ(fake().launchDevice(1), 1);
+  // A plan made for device 1 launches there too, from any current device.
+  std::vector<attnc_tensor> ins = onDevice1({&x, &y}), outs = onDevice1({&z});
+  attnc_plan plan = nullptr;
+  ASSERT_EQ(attnc_plan_create(pkg.get(), nullptr, ins.data(), 2, nullptr, 0,
+                              outs.data(), 1, &plan),
+            ATTNC_OK);
+  ASSERT_FALSE(pkg.launch(tensors({&a, &b}), {}, tensors({&c})));
+  void *inputs[] = {x.data(), y.data()}, *outputs[] = {z.data()};
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
+            ATTNC_OK);
+  EXPECT_EQ(fake().launchDevice(3), 1);
+  // Device 0's memory under a tensor that says device 1, or device 0's
+  // stream for device 1's tensors: refused before any launch.
+  void *wrong[] = {a.data(), y.data()};
+  EXPECT_EQ(attnc_plan_launch(plan, wrong, outputs, nullptr, nullptr),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(attnc_last_error())
+                .find("is memory of CUDA device 0 (the tensor says device 1)"),
+            std::string::npos);
+  EXPECT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, stream0.get()),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(attnc_last_error())
+                .find("the stream is on CUDA device 0 but the tensors are on "
+                      "device 1"),
+            std::string::npos);
+  EXPECT_EQ(fake().numLaunches(), 4);
+  attnc_plan_free(plan);
+}
+
 TEST_F(FakeCudaTest, EmptyProblemLaunchesNothing) {
   fake().reset(8);
   std::vector<int64_t> empty = {3, 0};
@@ -278,7 +331,7 @@ TEST_F(FakeCudaTest, TargetMustMatchTheDevice) {
   attnc_package_free(p);
   EXPECT_EQ(attnc_package_prepare(pkg.get(), 3), ATTNC_ERROR_INVALID_ARGUMENT);
   EXPECT_STREQ(attnc_last_error(),
-               "CUDA device 3 does not exist (this machine has 1)");
+               "CUDA device 3 does not exist (this machine has 2)");
 }
 
 TEST_F(FakeCudaTest, UnloadToleratesADeinitializedDriver) {
