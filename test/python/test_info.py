@@ -22,6 +22,9 @@ def test_info_names_the_loaded_compiler_and_runtime(tmp_path, monkeypatch):
     assert compiler["llvm"].startswith("22.")
     runtime = facts["runtime"]
     assert runtime["loaded"] and os.path.isfile(runtime["path"])
+    launcher = facts["launcher"]
+    assert launcher["loaded"] and os.path.isfile(launcher["path"])
+    assert "error" not in launcher
     assert facts["cache"] == os.path.join(str(tmp_path), "attnc")
     assert facts["packages"] == os.path.join(str(tmp_path), "attnc",
                                              "packages")

@@ -41,6 +41,21 @@ def _runtime():
     return {"loaded": True, "path": lib._name}, gpus
 
 
+def _launcher(runtime):
+    """The native launch path of GPU kernels (attnc._launcher), or why calls
+    go through ctypes only."""
+    try:
+        from . import _launcher
+    except ImportError as error:
+        return {"loaded": False, "error": str(error)}
+    facts = {"loaded": True, "path": getattr(_launcher, "__file__", None)}
+    if runtime.get("loaded"):
+        from ._runtime import runtime_library
+        if not hasattr(runtime_library(), "attnc_plan_create"):
+            facts["error"] = "the runtime library has no launch plans"
+    return facts
+
+
 def info():
     """A dict describing this installation:
 
@@ -52,6 +67,9 @@ def info():
       installation);
     - ``runtime``: ``loaded`` and the ``path`` of libattnc_runtime.so (or
       ``error``);
+    - ``launcher``: ``loaded`` and the ``path`` of attnc._launcher, the
+      native launch path of repeated GPU calls (or ``error``: why calls go
+      through ctypes only);
     - ``cache``: the artifact cache of compiled kernels
       ($XDG_CACHE_HOME/attnc), None where there is no home directory;
     - ``packages``: the GPU package store ($ATTNC_PACKAGE_DIR, else
@@ -75,6 +93,7 @@ def info():
         "package": os.path.dirname(os.path.abspath(__file__)),
         "compiler": compiler,
         "runtime": runtime,
+        "launcher": _launcher(runtime),
         "cache": native.cache_directory() if native is not None else None,
         "packages": str(package_store()),
         "gpus": gpus,
