@@ -41,6 +41,23 @@ constexpr size_t kMaxTensors = 64;
 /// Plans kept per kernel, most recently used first.
 constexpr size_t kMaxPlans = 16;
 
+/// The attribute and method names read per call, interned once.
+struct Names {
+  PyObject *requiresGrad, *dtype, *getDevice, *shape, *stride, *dataPtr;
+};
+Names names;
+
+bool internNames() {
+  names = {PyUnicode_InternFromString("requires_grad"),
+           PyUnicode_InternFromString("dtype"),
+           PyUnicode_InternFromString("get_device"),
+           PyUnicode_InternFromString("shape"),
+           PyUnicode_InternFromString("stride"),
+           PyUnicode_InternFromString("data_ptr")};
+  return names.requiresGrad && names.dtype && names.getDevice &&
+         names.shape && names.stride && names.dataPtr;
+}
+
 /// What a plan depends on of one tensor.
 struct TensorKey {
   PyObject *dtype = nullptr; ///< torch.dtype objects are singletons
@@ -104,17 +121,17 @@ bool readTensor(LauncherObject *self, PyObject *obj, TensorKey &key,
   PyObject *dtype = nullptr, *device = nullptr, *shape = nullptr,
            *strides = nullptr, *pointer = nullptr;
   if (gradEnabled) {
-    PyObject *requiresGrad = PyObject_GetAttrString(obj, "requires_grad");
+    PyObject *requiresGrad = PyObject_GetAttr(obj, names.requiresGrad);
     bool records = requiresGrad == Py_True;
     Py_XDECREF(requiresGrad);
     if (!requiresGrad || records)
       goto done;
   }
-  dtype = PyObject_GetAttrString(obj, "dtype");
-  device = PyObject_CallMethod(obj, "get_device", nullptr);
-  shape = PyObject_GetAttrString(obj, "shape");
-  strides = PyObject_CallMethod(obj, "stride", nullptr);
-  pointer = PyObject_CallMethod(obj, "data_ptr", nullptr);
+  dtype = PyObject_GetAttr(obj, names.dtype);
+  device = PyObject_CallMethodNoArgs(obj, names.getDevice);
+  shape = PyObject_GetAttr(obj, names.shape);
+  strides = PyObject_CallMethodNoArgs(obj, names.stride);
+  pointer = PyObject_CallMethodNoArgs(obj, names.dataPtr);
   if (!dtype || !device || !shape || !strides || !pointer ||
       !PyTuple_Check(shape) || !PyTuple_Check(strides))
     goto done;
@@ -255,7 +272,7 @@ PyObject *Launcher_call(PyObject *selfObj, PyObject *args, PyObject *kwargs) {
     if (!tensor)
       return fail();
     outputs[made] = tensor;
-    PyObject *pointer = PyObject_CallMethod(tensor, "data_ptr", nullptr);
+    PyObject *pointer = PyObject_CallMethodNoArgs(tensor, names.dataPtr);
     if (!pointer) {
       ++made;
       return fail();
@@ -281,7 +298,7 @@ PyObject *Launcher_call(PyObject *selfObj, PyObject *args, PyObject *kwargs) {
     workspaces[w] =
         PyObject_Vectorcall(self->empty, callArgs, 1, self->emptyKwnames);
     PyObject *pointer =
-        workspaces[w] ? PyObject_CallMethod(workspaces[w], "data_ptr", nullptr)
+        workspaces[w] ? PyObject_CallMethodNoArgs(workspaces[w], names.dataPtr)
                       : nullptr;
     if (!pointer) {
       releaseWorkspaces();
@@ -535,6 +552,8 @@ PyModuleDef launcherModule = {PyModuleDef_HEAD_INIT,
 } // namespace
 
 PyMODINIT_FUNC PyInit__launcher(void) {
+  if (!internNames())
+    return nullptr;
   PyObject *module = PyModule_Create(&launcherModule);
   if (!module)
     return nullptr;
