@@ -106,9 +106,10 @@ def empty(shape, dtype=None, device=None):
     return Tensor(shape)
 
 
+grad_mode = [False]
 torch = types.SimpleNamespace(
     Tensor=Tensor, nn=types.SimpleNamespace(Parameter=type("P", (), {})),
-    empty=empty, is_grad_enabled=lambda: False, uint8="uint8",
+    empty=empty, is_grad_enabled=lambda: grad_mode[0], uint8="uint8",
     _C=types.SimpleNamespace(_cuda_getCurrentRawStream=lambda device: 0))
 
 package = _runtime._Package(sys.argv[1])
@@ -149,6 +150,16 @@ assert fast(x, y) is None                      # alpha = 2.0, the default
 assert fast(Tensor((2, 1000)), y, alpha=0.5) is None
 assert fake.fake_num_launches() == 1
 
+# An input that requires grad, in grad mode: the call is autograd's (None),
+# whose record then launches through launch() with the inputs as they are.
+grad_mode[0], x.requires_grad = True, True
+assert fast(x, y, alpha=0.5) is None
+assert isinstance(fast.launch((x, y), (0.5,)), Tensor)
+assert fast.launch((x, y), (2.0,)) is None
+assert fast.launch((x, y), ()) is None
+assert fake.fake_num_launches() == 2
+grad_mode[0], x.requires_grad = False, False
+
 # A pointer that is not device memory: the runtime's error, no launch.
 host = ctypes.create_string_buffer(12000)
 try:
@@ -157,7 +168,7 @@ try:
 except RuntimeError as error:
     assert "kernel 'vadd2d': input 'A': data pointer" in str(error), error
     assert "is not CUDA device memory" in str(error), error
-assert fake.fake_num_launches() == 1
+assert fake.fake_num_launches() == 2
 print("ok")
 '''
 

@@ -601,7 +601,9 @@ class GpuKernel(Kernel):
         the data pointers are new."""
         native = self._native
         if native is not None and not given:
-            result = native(*inputs, **dict(zip(self.params, params)))
+            # Autograd's record of a call launches here with its inputs as
+            # they are (they may require grad).
+            result = native.launch(tuple(inputs), tuple(params))
             if result is not None:
                 self.last_copied = ()
                 return result

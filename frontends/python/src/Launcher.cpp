@@ -216,26 +216,62 @@ bool currentStream(LauncherObject *self, int device, void *&out) {
   return true;
 }
 
+PyObject *launchPlanned(LauncherObject *self, PyObject *inputs,
+                        const std::vector<double> &params, bool gradEnabled);
+
+/// launcher(*inputs, **params): a call on the kernel, None (and nothing
+/// launched) when an input requires grad while grad mode is on, since such
+/// a call is autograd's.
 PyObject *Launcher_call(PyObject *selfObj, PyObject *args, PyObject *kwargs) {
   auto *self = reinterpret_cast<LauncherObject *>(selfObj);
-  Py_ssize_t n = PyTuple_GET_SIZE(args);
-  if (!self->rawStream || n != self->numInputs ||
-      static_cast<size_t>(n) > kMaxTensors)
+  std::vector<double> params;
+  if (!readParams(self, kwargs, params))
     Py_RETURN_NONE;
   PyObject *gradObj = PyObject_CallNoArgs(self->gradEnabled);
   if (!gradObj)
     return nullptr;
   bool gradEnabled = gradObj == Py_True;
   Py_DECREF(gradObj);
+  return launchPlanned(self, args, params, gradEnabled);
+}
+
+/// launch(inputs, params): the launch under autograd's record of the call
+/// (inputs may require grad), every param given in order.
+PyObject *Launcher_launch(PyObject *selfObj, PyObject *args) {
+  auto *self = reinterpret_cast<LauncherObject *>(selfObj);
+  PyObject *inputs, *paramsObj;
+  if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &inputs, &PyTuple_Type,
+                        &paramsObj))
+    return nullptr;
+  if (PyTuple_GET_SIZE(paramsObj) !=
+      static_cast<Py_ssize_t>(self->paramNames->size()))
+    Py_RETURN_NONE;
+  std::vector<double> params;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(paramsObj); ++i) {
+    params.push_back(PyFloat_AsDouble(PyTuple_GET_ITEM(paramsObj, i)));
+    if (PyErr_Occurred()) {
+      PyErr_Clear();
+      Py_RETURN_NONE;
+    }
+  }
+  return launchPlanned(self, inputs, params, /*gradEnabled=*/false);
+}
+
+/// The launch of the plan for `inputs` (a tuple) and `params`; None when
+/// there is none or an input is not a plain CUDA tensor (or, with
+/// `gradEnabled`, requires grad).
+PyObject *launchPlanned(LauncherObject *self, PyObject *inputs,
+                        const std::vector<double> &params, bool gradEnabled) {
+  Py_ssize_t n = PyTuple_GET_SIZE(inputs);
+  if (!self->rawStream || n != self->numInputs ||
+      static_cast<size_t>(n) > kMaxTensors)
+    Py_RETURN_NONE;
   TensorKey keys[kMaxTensors];
   void *inputData[kMaxTensors];
   for (Py_ssize_t i = 0; i < n; ++i)
-    if (!readTensor(self, PyTuple_GET_ITEM(args, i), keys[i], inputData[i],
+    if (!readTensor(self, PyTuple_GET_ITEM(inputs, i), keys[i], inputData[i],
                     gradEnabled))
       Py_RETURN_NONE;
-  std::vector<double> params;
-  if (!readParams(self, kwargs, params))
-    Py_RETURN_NONE;
   std::vector<Plan> &plans = *self->plans;
   size_t found = 0;
   for (; found < plans.size(); ++found) {
@@ -520,6 +556,8 @@ PyMethodDef launcherMethods[] = {
     {"remember", Launcher_remember, METH_VARARGS,
      "remember(plan, inputs, params, output_shapes, output_dtypes, device, "
      "workspace_bytes)"},
+    {"launch", Launcher_launch, METH_VARARGS,
+     "launch(inputs, params): as a call, for autograd's record of one"},
     {"num_plans", Launcher_num_plans, METH_NOARGS, "plans kept"},
     {nullptr, nullptr, 0, nullptr}};
 
