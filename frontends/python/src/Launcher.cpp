@@ -549,7 +549,10 @@ void Launcher_dealloc(PyObject *selfObj) {
                       self->gradEnabled, self->rawStream, self->bytesDtype,
                       self->emptyKwnames})
     Py_XDECREF(o);
-  Py_TYPE(selfObj)->tp_free(selfObj);
+  // Instances of a heap type hold a reference to it.
+  PyTypeObject *type = Py_TYPE(selfObj);
+  type->tp_free(selfObj);
+  Py_DECREF(type);
 }
 
 PyMethodDef launcherMethods[] = {
