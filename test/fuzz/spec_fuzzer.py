@@ -997,6 +997,27 @@ def launch_args(r):
     return argv + ["--int-range", "0,4"]
 
 
+# The GPU kernels compute indices in 32 bits: a package declares an i64
+# param that becomes an index as i32 (GpuPackage.cpp), and the runtime
+# refuses a value beyond it with this error rather than truncate it.
+WIDE_INDEX_PARAM = re.compile(
+    r"param '(\w+)': expected an integer that fits i32, got (-?\d+)")
+
+
+def refuses_wide_index_param(r, stderr):
+    """Whether a launch check failed only because a param given a value
+    beyond 32 bits was refused, as the GPU contract says (the CPU run took
+    it; the value must really be beyond i32)."""
+    match = WIDE_INDEX_PARAM.search(stderr)
+    if not match:
+        return False
+    value = int(match.group(2))
+    given = [item for item in launch_args(r) if item.startswith(
+        match.group(1) + "=")]
+    return (not -2**31 <= value < 2**31 and
+            given == ["%s=%d" % (match.group(1), value)])
+
+
 def check_gpu(tools, spec, r, chip, work):
     attnc, ptxas, gpu_args = tools.attnc, tools.ptxas, r.gpu_args
     stage = f"gpu-{chip}"
@@ -1047,7 +1068,8 @@ def check_gpu(tools, spec, r, chip, work):
         launched = run_command(largv, env={
             "ATTNC_LIBCUDA": "/nonexistent/libcuda.so.1"})
         if launched.returncode != 0 and \
-                "ATTNC_ERROR_NO_DEVICE" not in launched.stderr:
+                "ATTNC_ERROR_NO_DEVICE" not in launched.stderr and \
+                not refuses_wide_index_param(r, launched.stderr):
             out = Outcome(stage, argv + ["&&"] + largv, launched,
                           f"{stage}:launch-check",
                           note=normalize_reason(first_error(launched.stderr)))
