@@ -78,8 +78,13 @@ def symbolic_dims(launcher, package):
 
 def launch(args):
     failed = 0
+    names = set(filter(None, (args.names or "").split(",")))
     for package in sorted(os.listdir(args.packages)):
+        if not package.endswith(".attnpkg"):
+            continue
         name = package[:-len(".attnpkg")]
+        if names and name not in names:
+            continue
         wanted = symbolic_dims(args.launch, os.path.join(args.packages, package))
         for index, sizes in enumerate(SIZES):
             size_of = dict(item.split("=") for item in sizes.split(","))
@@ -103,6 +108,16 @@ def launch(args):
             print(f"{status:8} {name} {dims}" +
                   ("" if run.returncode == 0 else
                    f": {(run.stderr.strip().splitlines() or ['?'])[-1]}"))
+        if args.pack:
+            # One archive per example: the results of all of them are more
+            # than one call to the GPU machine brings back.
+            os.makedirs(args.pack, exist_ok=True)
+            parent, base = os.path.split(os.path.abspath(args.out))
+            members = sorted(d for d in os.listdir(args.out)
+                             if d.rsplit(".", 1)[0] == name)
+            subprocess.run(["tar", "cJf", os.path.join(args.pack, name + ".txz"),
+                            "-C", parent] + [os.path.join(base, d) for d in members],
+                           check=True)
     return 1 if failed else 0
 
 
@@ -414,6 +429,10 @@ def main():
     on_gpu.add_argument("--launch", required=True)
     on_gpu.add_argument("--packages", required=True)
     on_gpu.add_argument("--out", required=True)
+    on_gpu.add_argument("--names", help="comma-separated examples (default: every "
+                        "package in --packages)")
+    on_gpu.add_argument("--pack", metavar="DIR", help="also write each example's "
+                        "results as DIR/NAME.txz (of OUT's folder), to bring back in parts")
     here = sub.add_parser("check")
     here.add_argument("--results", required=True)
     here.add_argument("--launch", default=os.path.join(ROOT, "build", "bin", "attnc-launch"))
