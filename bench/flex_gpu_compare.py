@@ -436,7 +436,7 @@ def run_overhead(torch_flex, torch_block_mask):
            "torch_flex_us": host_time_us(lambda: torch_flex(q, k, v, block_mask=flex_mask)),
            "torch_empty_us": host_time_us(lambda: torch.empty_like(q)),
            "plan_launch_us": raw_launch_time(ours, host_time_us)}
-    row["native"] = kernel._native is not None
+    row["native"] = bool(kernel._native)
     return row
 
 

@@ -505,8 +505,9 @@ class GpuKernel(Kernel):
     on torch tensors that require grad are recorded for autograd as on the
     CPU (see _autograd.py)."""
 
-    # The native launch path (attnc._launcher), made with the first plan;
-    # and torch.compiler.is_compiling, which keeps it out of traces.
+    # The native launch path (attnc._launcher), made with the first plan
+    # (False where it cannot be: not built, or a runtime without plans); and
+    # torch.compiler.is_compiling, which keeps it out of traces.
     _native = None
     _is_compiling = None
 
@@ -578,7 +579,7 @@ class GpuKernel(Kernel):
 
     def __call__(self, *args, **kwargs):
         native = self._native
-        if native is not None and not self._is_compiling():
+        if native and not self._is_compiling():
             # None when it does not take the call (see Launcher.cpp).
             result = native(*args, **kwargs)
             if result is not None:
@@ -600,7 +601,7 @@ class GpuKernel(Kernel):
         launcher, or reuses that one's checked argument arrays, so that only
         the data pointers are new."""
         native = self._native
-        if native is not None and not given:
+        if native and not given:
             # Autograd's record of a call launches here with its inputs as
             # they are (they may require grad).
             result = native.launch(tuple(inputs), tuple(params))
@@ -694,12 +695,12 @@ class GpuKernel(Kernel):
         """Hands the native launcher a plan of this checked launch, for the
         calls alike that follow."""
         if self._native is None:
-            self._native = _native_launcher(self, torch)
-            if self._native is None:
-                return
+            self._native = _native_launcher(self, torch) or False
             compiler = getattr(torch, "compiler", None)
             self._is_compiling = getattr(compiler, "is_compiling",
                                          lambda: False)
+        if not self._native:
+            return
         lib = self._package.lib
         plan = ctypes.c_void_p()
         status = lib.attnc_plan_create(
@@ -710,11 +711,14 @@ class GpuKernel(Kernel):
         workspace_bytes = tuple(
             lib.attnc_plan_workspace_bytes(plan, w)
             for w in range(lib.attnc_plan_num_workspaces(plan)))
-        self._native.remember(
-            plan.value, tuple(inputs), tuple(float(p) for p in params),
-            tuple(tuple(r.shape) for r in results),
-            tuple(r.dtype for r in results), results[0].device,
-            workspace_bytes)
+        try:  # remember frees a plan it refuses
+            self._native.remember(
+                plan.value, tuple(inputs), tuple(float(p) for p in params),
+                tuple(tuple(r.shape) for r in results),
+                tuple(r.dtype for r in results), results[0].device,
+                workspace_bytes)
+        except (TypeError, ValueError):
+            pass  # e.g. a tensor subclass: such calls keep the checked way
 
     # -- gradients ---------------------------------------------------------
 
