@@ -40,7 +40,6 @@ import os
 import pathlib
 import sys
 import threading
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 try:
@@ -340,22 +339,11 @@ def check_cuda_graph_of(report, kernel, what, m, n):
                    error=repr(error)[:300])
 
 
-def host_time_us(fn, calls=2000):
-    import torch
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host = (time.perf_counter() - start) / calls * 1e6
-    torch.cuda.synchronize()
-    return host
-
-
 def check_overhead(report, kernel, torch_flex):
     import torch
     import attnc
+    sys.path.insert(0, str(ROOT / "bench"))
+    from flex_gpu_compare import host_time_us
     q, k, v = [x.detach() for x in leaves(
         [(1, 1, 1, HEAD_DIM), (1, 1, 64, HEAD_DIM), (1, 1, 64, HEAD_DIM)],
         13, torch.bfloat16)]
