@@ -249,7 +249,6 @@ struct attnc_plan_t {
     size_t arg;          ///< index in the manifest's args
     uint64_t byteOffset; ///< added to each launch's data pointer
     bool empty;          ///< a zero-size axis: never read or written
-    std::string kind;    ///< "input" or "output", for errors
   };
 
   attnc_package pkg = nullptr;
@@ -324,9 +323,7 @@ Status makePlan(attnc_package pkg, const char *entryName,
     tensorIndexOf[a] = plan.tensors.size();
     bool empty = std::any_of(t->shape, t->shape + t->ndim,
                              [](int64_t size) { return size == 0; });
-    plan.tensors.push_back(
-        {a, t->byte_offset, empty,
-         m.args[a].kind == ArgKind::Input ? "input" : "output"});
+    plan.tensors.push_back({a, t->byte_offset, empty});
   }
   // The tensors were bound in signature order: inputs come first.
   plan.numInputs = numInputs;
@@ -383,9 +380,10 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
     if (r != CUDA_SUCCESS || ordinal != plan.device) {
       char buf[32];
       std::snprintf(buf, sizeof(buf), "%p", data[t]);
+      const ArgSpec &arg = m.args[tensor.arg];
       return invalidArgument(
-          tensor.kind + " '" + m.args[tensor.arg].name + "': data pointer " +
-          buf +
+          std::string(arg.kind == ArgKind::Input ? "input" : "output") +
+          " '" + arg.name + "': data pointer " + buf +
           (r != CUDA_SUCCESS
                ? " is not CUDA device memory"
                : " is memory of CUDA device " + std::to_string(ordinal)) +
@@ -397,19 +395,13 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   if (Status s = ensureLoaded(plan.pkg, plan.device, *d, loaded))
     return s;
   CUstream cuStream = stream ? stream->stream : nullptr;
-  // The plan is shared by every thread that launches it: each launch fills
-  // its own copy of the parameters.
-  std::vector<std::vector<SlotValue>> slots(m.entries.size());
-  for (size_t e : plan.selected) {
-    slots[e] = plan.slots[e];
-    for (auto [slot, t] : plan.pointerSlots[e])
-      slots[e][slot].ptr =
-          static_cast<char *>(data[t]) + plan.tensors[t].byteOffset;
-  }
+  // Workspace w of this launch: the caller's, or the runtime's buffer for
+  // the stream (kept under the package's lock until the kernels are queued).
+  std::vector<void *> workspaces;
   std::unique_lock<std::mutex> workspaceLock(plan.pkg->mutex,
                                              std::defer_lock);
   if (workspaceData) {
-    std::vector<void *> workspaces(plan.workspaceBytes.size(), nullptr);
+    workspaces.assign(plan.workspaceBytes.size(), nullptr);
     for (size_t w = 0; w < workspaces.size(); ++w) {
       if (plan.workspaceBytes[w] <= 0)
         continue;
@@ -422,31 +414,35 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
             " bytes of device memory aligned to " +
             std::to_string(kWorkspaceGranule) + " bytes");
     }
-    for (size_t e : plan.selected)
-      setWorkspaceSlots(p, e, workspaces, slots[e]);
   } else if (std::any_of(plan.workspaceBytes.begin(),
                          plan.workspaceBytes.end(),
                          [](int64_t b) { return b > 0; })) {
     workspaceLock.lock();
-    std::vector<void *> workspaces;
     if (Status s = ensureWorkspaces(p, *loaded, cuStream, *d,
                                     plan.workspaceBytes, workspaces))
       return s;
-    for (size_t e : plan.selected)
-      setWorkspaceSlots(p, e, workspaces, slots[e]);
   }
+  // The plan is shared by every thread that launches it: each launch fills
+  // its own copy of an entry's parameters (a buffer the thread reuses).
+  thread_local std::vector<SlotValue> values;
+  void *args[256];
   for (size_t e : plan.selected) {
     const EntrySpec &entry = m.entries[e];
     const std::array<int64_t, 3> &g = plan.grids[e];
     if (g[0] == 0 || g[1] == 0 || g[2] == 0)
       continue; // An empty problem: nothing to launch.
-    void *args[256];
-    if (slots[e].size() > std::size(args))
+    values = plan.slots[e];
+    for (auto [slot, t] : plan.pointerSlots[e])
+      values[slot].ptr =
+          static_cast<char *>(data[t]) + plan.tensors[t].byteOffset;
+    if (!workspaces.empty())
+      setWorkspaceSlots(p, e, workspaces, values);
+    if (values.size() > std::size(args))
       return invalidArgument("entry '" + entry.name + "' has more than " +
                              std::to_string(std::size(args)) +
                              " kernel parameters");
-    for (size_t i = 0; i < slots[e].size(); ++i)
-      args[i] = &slots[e][i];
+    for (size_t i = 0; i < values.size(); ++i)
+      args[i] = &values[i];
     CUresult r = d->cuLaunchKernel(
         static_cast<CUfunction>(loaded->functions[e]),
         static_cast<unsigned>(g[0]), static_cast<unsigned>(g[1]),
@@ -454,7 +450,7 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
         static_cast<unsigned>(entry.block[1]),
         static_cast<unsigned>(entry.block[2]),
         static_cast<unsigned>(entry.sharedBytes), cuStream,
-        slots[e].empty() ? nullptr : args, nullptr);
+        values.empty() ? nullptr : args, nullptr);
     if (Status s = d->check(r, "cuLaunchKernel(" + entry.function + ")"))
       return s;
   }
