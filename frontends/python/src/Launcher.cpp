@@ -19,6 +19,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "attnc/attnc.h"
+
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -26,15 +28,12 @@
 
 namespace {
 
-// The runtime entry points used here (attnc/attnc.h), as plain signatures:
-// this file does not include the runtime's header so that it builds with a
-// Python and a C++ compiler alone.
-using PlanLaunchFn = int (*)(void *plan, void *const *inputData,
-                             void *const *outputData,
-                             void *const *workspaceData, void *stream);
-using PlanFreeFn = void (*)(void *plan);
-using StreamWrapFn = int (*)(int device, void *cudaStream, void **out);
-using LastErrorFn = const char *(*)();
+// The runtime entry points used here, called through the addresses ctypes
+// resolved (the header declares them; nothing is linked).
+using PlanLaunchFn = decltype(&attnc_plan_launch);
+using PlanFreeFn = decltype(&attnc_plan_free);
+using StreamWrapFn = decltype(&attnc_stream_wrap);
+using LastErrorFn = decltype(&attnc_last_error);
 
 constexpr int kMaxRank = 8;
 constexpr size_t kMaxTensors = 64;
@@ -76,7 +75,7 @@ struct TensorKey {
 struct Plan {
   std::vector<TensorKey> inputs;
   std::vector<double> params;
-  void *handle = nullptr;
+  attnc_plan handle = nullptr;
   /// Per output: its shape (a tuple) and torch dtype; strong references.
   std::vector<PyObject *> outputShapes, outputDtypes;
   /// Per workspace of the package: its size as a (bytes,) tuple, null for
@@ -88,7 +87,7 @@ struct Plan {
 struct StreamHandle {
   int device;
   void *cudaStream;
-  void *handle;
+  attnc_stream handle;
 };
 
 struct LauncherObject {
@@ -191,7 +190,7 @@ bool readParams(LauncherObject *self, PyObject *kwargs,
 
 /// The attnc_stream of PyTorch's current stream on `device` (null for the
 /// legacy default stream); null with an error set on failure.
-bool currentStream(LauncherObject *self, int device, void *&out) {
+bool currentStream(LauncherObject *self, int device, attnc_stream &out) {
   PyObject *raw = PyObject_CallFunction(self->rawStream, "i", device);
   if (!raw)
     return false;
@@ -205,7 +204,7 @@ bool currentStream(LauncherObject *self, int device, void *&out) {
   for (const StreamHandle &s : *self->streams)
     if (s.device == device && s.cudaStream == cudaStream)
       return out = s.handle, true;
-  void *handle = nullptr;
+  attnc_stream handle = nullptr;
   if (self->streamWrap(device, cudaStream, &handle) != 0) {
     PyErr_Format(PyExc_RuntimeError, "kernel '%s': %s", self->name->c_str(),
                  self->lastError());
@@ -320,11 +319,11 @@ PyObject *launchPlanned(LauncherObject *self, PyObject *inputs,
   // they may be released as soon as the kernels are queued, and drawn from
   // a CUDA graph's pool while one is captured.
   size_t numWorkspaces = plan.workspaceShapes.size();
-  std::vector<PyObject *> workspaces(numWorkspaces, nullptr);
-  std::vector<void *> workspaceData(numWorkspaces, nullptr);
+  PyObject *workspaces[kMaxTensors] = {};
+  void *workspaceData[kMaxTensors] = {};
   auto releaseWorkspaces = [&]() {
-    for (PyObject *w : workspaces)
-      Py_XDECREF(w);
+    for (size_t w = 0; w < numWorkspaces; ++w)
+      Py_XDECREF(workspaces[w]);
   };
   for (size_t w = 0; w < numWorkspaces; ++w) {
     if (!plan.workspaceShapes[w])
@@ -343,13 +342,13 @@ PyObject *launchPlanned(LauncherObject *self, PyObject *inputs,
     workspaceData[w] = PyLong_AsVoidPtr(pointer);
     Py_DECREF(pointer);
   }
-  void *stream = nullptr;
+  attnc_stream stream = nullptr;
   if (!currentStream(self, keys[0].device, stream)) {
     releaseWorkspaces();
     return fail();
   }
   int status = self->planLaunch(plan.handle, inputData, outputData,
-                                workspaceData.data(), stream);
+                                workspaceData, stream);
   releaseWorkspaces();
   if (status != 0) {
     PyErr_Format(PyExc_RuntimeError, "kernel '%s': %s", self->name->c_str(),
@@ -394,7 +393,7 @@ PyObject *Launcher_remember(PyObject *selfObj, PyObject *args) {
                         &shapes, &PyTuple_Type, &dtypes, &device,
                         &PyTuple_Type, &workspaceBytes))
     return nullptr;
-  void *handle = PyLong_AsVoidPtr(handleObj);
+  auto handle = static_cast<attnc_plan>(PyLong_AsVoidPtr(handleObj));
   if (PyErr_Occurred())
     return nullptr;
   Plan plan;
@@ -425,6 +424,7 @@ PyObject *Launcher_remember(PyObject *selfObj, PyObject *args) {
     plan.outputShapes.push_back(shape);
     plan.outputDtypes.push_back(dtype);
   }
+  ok = ok && static_cast<size_t>(PyTuple_GET_SIZE(workspaceBytes)) <= kMaxTensors;
   for (Py_ssize_t w = 0; ok && w < PyTuple_GET_SIZE(workspaceBytes); ++w) {
     long long bytes = PyLong_AsLongLong(PyTuple_GET_ITEM(workspaceBytes, w));
     ok = !PyErr_Occurred() && bytes >= 0;
