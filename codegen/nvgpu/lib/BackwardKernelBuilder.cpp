@@ -121,6 +121,8 @@ private:
   void emitIndices(gpu::Dimension rowsAxis);
   Value rowOffset(FixedParam strideB, FixedParam strideH, Value headIndex);
   Value statisticOffset(Value headIndex, Value row);
+  /// The sink logit of (batch, `headIndex`, `row`).
+  Value loadSinkLogit(Value headIndex, Value row);
   /// ldmatrix lane addresses into a tile at `tile` with row pitch `pitch`:
   /// an A operand of rows firstRow .. firstRow + 15; a B operand whose
   /// columns are the tile's rows (non-transposed); a B operand whose
@@ -228,6 +230,14 @@ Value BackwardEmitter::statisticOffset(Value headIndex, Value row) {
   return add(add(mul(ext64(batch), arg(FixedParam::LseStrideB)),
                  mul(ext64(headIndex), arg(FixedParam::LseStrideH))),
              ext64(row));
+}
+
+Value BackwardEmitter::loadSinkLogit(Value headIndex, Value row) {
+  Value offset = add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
+                         mul(ext64(headIndex), arg(FixedParam::SinkStrideH))),
+                     mul(ext64(row), arg(FixedParam::SinkStrideM)));
+  return LLVM::LoadOp::create(b, loc, f32,
+                              gep(arg(FixedParam::Sink), f32, offset), 4);
 }
 
 Value BackwardEmitter::aAddress(Value tile, int64_t pitch, Value firstRow) {
@@ -527,12 +537,7 @@ void BackwardEmitter::emitPreprocess() {
       Value lse = LLVM::LoadOp::create(b, loc, f32, lsePtr, 4);
       Value sink;
       if (normalizer.hasSink()) {
-        Value sinkOffset =
-            add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
-                    mul(ext64(head), arg(FixedParam::SinkStrideH))),
-                mul(ext64(row), arg(FixedParam::SinkStrideM)));
-        sink = LLVM::LoadOp::create(
-            b, loc, f32, gep(arg(FixedParam::Sink), f32, sinkOffset), 4);
+        sink = loadSinkLogit(head, row);
       }
       if (readsLseGrad()) {
         Value lseGradOffset =
@@ -984,13 +989,8 @@ void BackwardEmitter::emitQuery() {
       // dO O is what _pre left in this row's slot.
       Value mass = rowSums[kWeightSum];
       if (normalizer.hasSink()) {
-        Value sinkOffset =
-            add(add(mul(ext64(batch), arg(FixedParam::SinkStrideB)),
-                    mul(ext64(head), arg(FixedParam::SinkStrideH))),
-                mul(ext64(row), arg(FixedParam::SinkStrideM)));
-        Value sink = LLVM::LoadOp::create(
-            b, loc, f32, gep(arg(FixedParam::Sink), f32, sinkOffset), 4);
-        mass = addf(mass, normalizer.weight(b, loc, rows[r].shift, sink));
+        mass = addf(mass, normalizer.weight(b, loc, rows[r].shift,
+                                            loadSinkLogit(head, row)));
       }
       Value dOO = LLVM::LoadOp::create(b, loc, f32, slotPtr, 4);
       Value factor = arith::DivFOp::create(b, loc, cf(1.0), mass);
