@@ -8,7 +8,9 @@
 //          to 16 bits for the products), less
 //          dLSE e^(LSE' - LSE) where the LSE has an adjoint dLSE (Delta',
 //          what the scores' adjoints read); LSE' = LSE (+) sink, written
-//          over LSE; dO rounded to 16 bits for the products; where the
+//          over LSE; dO rounded to 16 bits for the products (an f32 dO
+//          of an op with grad_reads: also the rounding of the rest, see
+//          backwardSplitsOutputGrad); where the
 //          sink's gradient is used, the row's dSink = -P_sink Delta
 //          (einsums after the backward reduce it, see
 //          GpuBackwardKernels::epilogue).
@@ -30,7 +32,8 @@
 //          score_mod reads that needs a gradient (grad_reads), each row
 //          also sums dS' d score_mod / d read over its keys, taken at the
 //          row's own Delta = sum P dP rather than dO O (whose O rounded P
-//          to 16 bits, an error the sum would weigh by key position).
+//          to 16 bits, an error the sum would weigh by key position), and
+//          with dP from both parts of a split dO.
 //
 // S and dP are computed in both kernels (7 products per kept pair instead of
 // 5), which keeps every gradient element owned by one thread: no atomics and
@@ -100,7 +103,8 @@ public:
       : MmaTileBuilder(builder, loc, elementType, 32 * kBackwardWarps),
         op(op), shape(shape), args(args), captures(captures),
         normalizer(op.getNormalizer(), static_cast<bool>(op.getSink()),
-                   getNVPTXNormalizerMath(), op.getMap()) {}
+                   getNVPTXNormalizerMath(), op.getMap()),
+        splitsOutputGrad(backwardSplitsOutputGrad(op)) {}
 
   void emitPreprocess();
   void emitKeyValue();
@@ -119,6 +123,11 @@ private:
   bool readsLseGrad() { return static_cast<bool>(op.getLseGrad()); }
 
   void emitIndices(gpu::Dimension rowsAxis);
+  /// Elements from dO's 16-bit copy to its low part (laid out alike, after
+  /// the whole copy).
+  Value lowPartOffset() {
+    return mul(ext64(arg(FixedParam::B)), arg(FixedParam::OStrideB));
+  }
   Value rowOffset(FixedParam strideB, FixedParam strideH, Value headIndex);
   Value statisticOffset(Value headIndex, Value row);
   /// The sink logit of (batch, `headIndex`, `row`).
@@ -197,6 +206,8 @@ private:
   ValueRange args;
   const IRMapping &captures;
   NormalizerDefinition normalizer;
+  /// See backwardSplitsOutputGrad.
+  bool splitsOutputGrad;
 
   Value batch, blockIndex, headOrGroup, sizeM, sizeN, groupSize;
   Value batchIdx, scale;
@@ -513,8 +524,16 @@ void BackwardEmitter::emitPreprocess() {
       // adjoints P (dP - Delta) still sum to 0: gradients that weigh them
       // by position (ALiBi's slopes) would otherwise add up the rounding
       // of dO over the whole row.
-      scf::YieldOp::create(
-          b, loc, mulf(arith::ExtFOp::create(b, loc, f32, rounded), o));
+      Value used = arith::ExtFOp::create(b, loc, f32, rounded);
+      if (splitsOutputGrad) {
+        Value low = arith::TruncFOp::create(b, loc, elementType,
+                                            subf(g, used));
+        LLVM::StoreOp::create(b, loc, low,
+                              gep(gep(do16Row, elementType, lowPartOffset()),
+                                  elementType, col));
+        used = addf(used, arith::ExtFOp::create(b, loc, f32, low));
+      }
+      scf::YieldOp::create(b, loc, mulf(used, o));
       b.setInsertionPointToStart(ifValid.elseBlock());
       scf::YieldOp::create(b, loc, cf(0.0));
       b.setInsertionPointAfter(ifValid);
@@ -830,25 +849,38 @@ void BackwardEmitter::emitQuery() {
   Value mLast = sub(minsi(add(m0, c32(kOwnedRows)), sizeM), c32(1));
 
   // Q and dO of this block: into shared memory, then registers.
-  loadOwnedTiles(
-      {gep(arg(FixedParam::Q), elementType,
-           rowOffset(FixedParam::QStrideB, FixedParam::QStrideH, head)),
-       arg(FixedParam::QStrideM),
-       gep(arg(FixedParam::DO16), elementType,
-           rowOffset(FixedParam::OStrideB, FixedParam::OStrideH, head)),
-       arg(FixedParam::OStrideM), sizeM},
-      m0);
+  Value dOBase = gep(arg(FixedParam::DO16), elementType,
+                     rowOffset(FixedParam::OStrideB, FixedParam::OStrideH,
+                               head));
+  loadOwnedTiles({gep(arg(FixedParam::Q), elementType,
+                      rowOffset(FixedParam::QStrideB, FixedParam::QStrideH,
+                                head)),
+                  arg(FixedParam::QStrideM), dOBase, arg(FixedParam::OStrideM),
+                  sizeM},
+                 m0);
   waitForCopies();
   Value warpRow = mul(warp, c32(16));
   Value qAddr = aAddress(smem, shape.qkPitch(), warpRow);
-  Value dOAddr =
-      aAddress(gep(smem, elementType, c32(kOwnedRows * shape.qkPitch())),
-               shape.vPitch(), warpRow);
-  SmallVector<SmallVector<Value, 4>> qFrag, dOFrag;
+  const int64_t dOOffset = kOwnedRows * shape.qkPitch();
+  Value dOAddr = aAddress(gep(smem, elementType, c32(dOOffset)),
+                          shape.vPitch(), warpRow);
+  SmallVector<SmallVector<Value, 4>> qFrag, dOFrag, dOLowFrag;
   for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
     qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
   for (int64_t kk = 0; kk < shape.valueDim / 16; ++kk)
     dOFrag.push_back(ldmatrix(gep(dOAddr, elementType, c32(16 * kk)), false));
+  if (splitsOutputGrad) {
+    // dO's low part, through the same slot once every warp has its high
+    // part.
+    gpu::BarrierOp::create(b, loc);
+    loadTileAsync(dOOffset, kOwnedRows, shape.valueDim, shape.vPitch(),
+                  gep(dOBase, elementType, lowPartOffset()),
+                  arg(FixedParam::OStrideM), m0, sizeM);
+    waitForCopies();
+    for (int64_t kk = 0; kk < shape.valueDim / 16; ++kk)
+      dOLowFrag.push_back(
+          ldmatrix(gep(dOAddr, elementType, c32(16 * kk)), false));
+  }
   SmallVector<RowStatistics, 2> rows;
   for (int64_t r = 0; r < 2; ++r)
     rows.push_back(
@@ -898,6 +930,11 @@ void BackwardEmitter::emitQuery() {
         s, shape.headDim / 16, kTiles, [&](int64_t kk) { return qFrag[kk]; },
         bAddress(kTile, shape.qkPitch()), shape.qkPitch(), false);
     SmallVector<Value> dp(4 * kTiles, cf(0.0));
+    if (splitsOutputGrad)
+      multiply(
+          dp, shape.valueDim / 16, kTiles,
+          [&](int64_t kk) { return dOLowFrag[kk]; },
+          bAddress(vTile, shape.vPitch()), shape.vPitch(), false);
     multiply(
         dp, shape.valueDim / 16, kTiles,
         [&](int64_t kk) { return dOFrag[kk]; },
@@ -1024,6 +1061,13 @@ static int64_t chooseStreamRows(AttentionBackwardOp op) {
       readsTensors |= isa<ReadOp, tensor::ExtractOp>(nested);
     });
   return readsTensors ? 16 : 32;
+}
+
+bool mlir::attn::backwardSplitsOutputGrad(AttentionBackwardOp op) {
+  return !op.getGradReads().empty() &&
+         cast<RankedTensorType>(op.getOutputGrad().getType())
+             .getElementType()
+             .isF32();
 }
 
 LogicalResult mlir::attn::checkGpuBackwardSupport(AttentionBackwardOp op) {

@@ -652,7 +652,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     manifest.workspaces.push_back(
         {"delta", "4*" + product({bDim, hDim, mDim})});
     manifest.workspaces.push_back(
-        {"do16", "2*" + product({bDim, hDim, mDim, eDim})});
+        {"do16", (mlir::attn::backwardSplitsOutputGrad(backward) ? "4*"
+                                                                   : "2*") +
+                     product({bDim, hDim, mDim, eDim})});
     if (hasSinkGrad)
       manifest.workspaces.push_back(
           {"dsink", "4*" + product({bDim, hDim, mDim})});

@@ -120,7 +120,7 @@ enum class FixedParam : unsigned {
   /// adjoint dO as given and its strides, the adjoint dLSE of the forward's
   /// LSE as given and its strides (null unless the backward has one), the
   /// workspaces of dO's 16-bit copy
-  /// (laid out as O), of the rows' Delta = dO·O and of the rows' sink
+  /// (laid out as O; two such, see backwardSplitsOutputGrad), of the rows' Delta = dO·O and of the rows' sink
   /// gradients (both laid out as LSE; the latter null unless the sink's
   /// gradient is used), of the rows' sums of the grad_reads read's adjoint
   /// (laid out as LSE; null without one), and the gradients dQ, dK, dV
@@ -296,6 +296,13 @@ struct GpuBackwardKernels {
   /// sink gradients as a capture whose source is "sink_grad".
   std::optional<GpuPrologue> epilogue;
 };
+
+/// Whether dO's 16-bit copy has two parts, dO's rounding and the rounding
+/// of what that leaves (DO16 then holds twice O's elements): for an f32 dO
+/// where the dQ kernel sums the adjoint of a tensor score_mod reads
+/// (grad_reads), whose sums weigh each error of dP by a position, so that
+/// dP = dO Vᵀ is taken to f32's precision of dO there.
+bool backwardSplitsOutputGrad(AttentionBackwardOp op);
 
 /// Query rows per CTA of the backward's preprocessing kernel.
 constexpr int64_t kBackwardPreprocessRows = 16;
