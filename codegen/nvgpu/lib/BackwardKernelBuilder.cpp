@@ -128,6 +128,14 @@ private:
   Value lowPartOffset() {
     return mul(ext64(arg(FixedParam::B)), arg(FixedParam::OStrideB));
   }
+  /// Elements from the Delta workspace's first plane (each row's Delta'
+  /// with dO's 16-bit copy, which the dK/dV kernel reads) to its second
+  /// (with both parts of a split dO, which the dQ kernel reads), so that
+  /// each kernel's P (dP - Delta') sum to 0 over a row.
+  Value deltaPlaneOffset() {
+    return mul(ext64(arg(FixedParam::B)),
+               mul(ext64(arg(FixedParam::H)), ext64(sizeM)));
+  }
   Value rowOffset(FixedParam strideB, FixedParam strideH, Value headIndex);
   Value statisticOffset(Value headIndex, Value row);
   /// The sink logit of (batch, `headIndex`, `row`).
@@ -159,7 +167,9 @@ private:
     BlockShift shift;
     Value delta;
   };
-  RowStatistics loadRowStatistics(Value head, Value row);
+  /// `splitDelta`: Delta' of both parts of a split dO (the dQ kernel's).
+  RowStatistics loadRowStatistics(Value head, Value row,
+                                  bool splitDelta = false);
   /// P and dS of one score, and with `withReadTerm` the term dS' d
   /// score_mod / d read of the grad_reads read and that term's coefficient
   /// of -Delta (0 where the score is not kept).
@@ -375,7 +385,7 @@ std::pair<Value, Value> BackwardEmitter::findLiveBlock(
 }
 
 BackwardEmitter::RowStatistics
-BackwardEmitter::loadRowStatistics(Value head, Value row) {
+BackwardEmitter::loadRowStatistics(Value head, Value row, bool splitDelta) {
   RowStatistics stats;
   stats.inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
   Value clamped = minsi(row, sub(sizeM, c32(1)));
@@ -386,8 +396,10 @@ BackwardEmitter::loadRowStatistics(Value head, Value row) {
         b, loc,
         LLVM::LoadOp::create(b, loc, f32,
                              gep(arg(FixedParam::Lse), f32, offset), 4));
-    stats.delta = LLVM::LoadOp::create(
-        b, loc, f32, gep(arg(FixedParam::Delta), f32, offset), 4);
+    Value deltaPtr = gep(arg(FixedParam::Delta), f32, offset);
+    if (splitDelta)
+      deltaPtr = gep(deltaPtr, f32, deltaPlaneOffset());
+    stats.delta = LLVM::LoadOp::create(b, loc, f32, deltaPtr, 4);
   }
   return stats;
 }
@@ -498,14 +510,18 @@ void BackwardEmitter::emitPreprocess() {
         gep(oBase, f32, mul(ext64(clamped), arg(FixedParam::OStrideM)));
     Value do16Row = gep(do16Base, elementType,
                         mul(ext64(clamped), arg(FixedParam::OStrideM)));
-    Value partial = cf(0.0);
+    // Each row's dO O with dO as the dK/dV kernel reads it (its 16-bit
+    // copy) and, split, as the dQ kernel does (both parts).
+    const int64_t numSums = splitsOutputGrad ? 2 : 1;
+    SmallVector<Value, 2> partials(numSums, cf(0.0));
     for (int64_t k = 0; k < perLane; ++k) {
       Value col = add(lane, c32(32 * k));
       Value valid = arith::AndIOp::create(
           b, loc, inRange,
           cmpi(arith::CmpIPredicate::slt, col, c32(shape.valueDim)));
-      auto ifValid = scf::IfOp::create(b, loc, TypeRange{f32}, valid,
-                                       /*withElseRegion=*/true);
+      auto ifValid = scf::IfOp::create(
+          b, loc, SmallVector<Type, 2>(numSums, f32), valid,
+          /*withElseRegion=*/true);
       OpBuilder::InsertionGuard insertion(b);
       b.setInsertionPointToStart(ifValid.thenBlock());
       Value g = LLVM::LoadOp::create(b, loc, doElement,
@@ -524,23 +540,27 @@ void BackwardEmitter::emitPreprocess() {
       // adjoints P (dP - Delta) still sum to 0: gradients that weigh them
       // by position (ALiBi's slopes) would otherwise add up the rounding
       // of dO over the whole row.
-      Value used = arith::ExtFOp::create(b, loc, f32, rounded);
+      Value high = arith::ExtFOp::create(b, loc, f32, rounded);
+      SmallVector<Value, 2> terms = {mulf(high, o)};
       if (splitsOutputGrad) {
         Value low = arith::TruncFOp::create(b, loc, elementType,
-                                            subf(g, used));
+                                            subf(g, high));
         LLVM::StoreOp::create(b, loc, low,
                               gep(gep(do16Row, elementType, lowPartOffset()),
                                   elementType, col));
-        used = addf(used, arith::ExtFOp::create(b, loc, f32, low));
+        terms.push_back(
+            mulf(addf(high, arith::ExtFOp::create(b, loc, f32, low)), o));
       }
-      scf::YieldOp::create(b, loc, mulf(used, o));
+      scf::YieldOp::create(b, loc, terms);
       b.setInsertionPointToStart(ifValid.elseBlock());
-      scf::YieldOp::create(b, loc, cf(0.0));
+      scf::YieldOp::create(b, loc, SmallVector<Value, 2>(numSums, cf(0.0)));
       b.setInsertionPointAfter(ifValid);
-      partial = addf(partial, ifValid.getResult(0));
+      for (int64_t i = 0; i < numSums; ++i)
+        partials[i] = addf(partials[i], ifValid.getResult(i));
     }
-    for (int64_t mask : {16, 8, 4, 2, 1})
-      partial = addf(partial, shuffleXor(partial, mask));
+    for (Value &partial : partials)
+      for (int64_t mask : {16, 8, 4, 2, 1})
+        partial = addf(partial, shuffleXor(partial, mask));
     auto ifWriter = scf::IfOp::create(
         b, loc,
         arith::AndIOp::create(b, loc, inRange,
@@ -549,8 +569,10 @@ void BackwardEmitter::emitPreprocess() {
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifWriter.thenBlock());
     Value offset = statisticOffset(head, row);
-    // The scores' adjoints read Delta'; the sink's gradient reads Delta.
-    Value scoreDelta = partial;
+    // The scores' adjoints read Delta' (per plane, see deltaPlaneOffset);
+    // the sink's gradient reads Delta, the exactest there is.
+    Value partial = partials.back();
+    SmallVector<Value, 2> scoreDeltas(partials);
     if (readsStatistic() && (normalizer.hasSink() || readsLseGrad())) {
       Value lsePtr = gep(arg(FixedParam::Lse), f32, offset);
       Value lse = LLVM::LoadOp::create(b, loc, f32, lsePtr, 4);
@@ -565,8 +587,10 @@ void BackwardEmitter::emitPreprocess() {
                 mul(ext64(row), arg(FixedParam::DLseStrideM)));
         Value lseGrad = LLVM::LoadOp::create(
             b, loc, f32, gep(arg(FixedParam::DLse), f32, lseGradOffset), 4);
-        scoreDelta = subf(partial, normalizer.getLseAdjointShare(
-                                       b, loc, lseGrad, lse, sink));
+        Value share =
+            normalizer.getLseAdjointShare(b, loc, lseGrad, lse, sink);
+        for (Value &delta : scoreDeltas)
+          delta = subf(delta, share);
       }
       if (sink && writesSinkGrad()) {
         // dSink = -P_sink Delta, with P_sink from the LSE of the scores
@@ -585,8 +609,12 @@ void BackwardEmitter::emitPreprocess() {
             b, loc, normalizer.getRowLogDenominator(b, loc, lse, sink), lsePtr,
             4);
     }
-    LLVM::StoreOp::create(b, loc, scoreDelta,
-                          gep(arg(FixedParam::Delta), f32, offset), 4);
+    for (int64_t i = 0; i < numSums; ++i)
+      LLVM::StoreOp::create(
+          b, loc, scoreDeltas[i],
+          gep(gep(arg(FixedParam::Delta), f32, offset), f32,
+              i == 0 ? c64(0) : deltaPlaneOffset()),
+          4);
     // The dQ kernel corrects its grad_reads sums with dO O (see there).
     if (readsStatistic() && !op.getGradReads().empty())
       LLVM::StoreOp::create(b, loc, partial,
@@ -885,7 +913,8 @@ void BackwardEmitter::emitQuery() {
   for (int64_t r = 0; r < 2; ++r)
     rows.push_back(
         loadRowStatistics(head, add(m0, add(warpRow, add(quadRow,
-                                                         c32(8 * r))))));
+                                                         c32(8 * r)))),
+                          splitsOutputGrad));
 
   TilePair keys = {
       gep(arg(FixedParam::K), elementType,

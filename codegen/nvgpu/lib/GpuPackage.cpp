@@ -649,12 +649,14 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     manifest.workspaces.push_back(
         {"o", "4*" + product({bDim, hDim, mDim, eDim})});
     manifest.workspaces.push_back({"lse", "4*" + product({bDim, hDim, mDim})});
+    // A split dO (backwardSplitsOutputGrad) doubles dO's 16-bit copy and
+    // the rows' Deltas.
+    std::string parts =
+        mlir::attn::backwardSplitsOutputGrad(backward) ? "2*" : "";
     manifest.workspaces.push_back(
-        {"delta", "4*" + product({bDim, hDim, mDim})});
+        {"delta", parts + "4*" + product({bDim, hDim, mDim})});
     manifest.workspaces.push_back(
-        {"do16", (mlir::attn::backwardSplitsOutputGrad(backward) ? "4*"
-                                                                   : "2*") +
-                     product({bDim, hDim, mDim, eDim})});
+        {"do16", parts + "2*" + product({bDim, hDim, mDim, eDim})});
     if (hasSinkGrad)
       manifest.workspaces.push_back(
           {"dsink", "4*" + product({bDim, hDim, mDim})});

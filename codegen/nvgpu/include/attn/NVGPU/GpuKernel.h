@@ -298,10 +298,12 @@ struct GpuBackwardKernels {
 };
 
 /// Whether dO's 16-bit copy has two parts, dO's rounding and the rounding
-/// of what that leaves (DO16 then holds twice O's elements): for an f32 dO
-/// where the dQ kernel sums the adjoint of a tensor score_mod reads
-/// (grad_reads), whose sums weigh each error of dP by a position, so that
-/// dP = dO Vᵀ is taken to f32's precision of dO there.
+/// of what that leaves (DO16 then holds twice O's elements, Delta two
+/// planes of rows: with the first part, which the dK/dV kernel reads, and
+/// with both, which the dQ kernel reads): for an f32 dO where the dQ kernel
+/// sums the adjoint of a tensor score_mod reads (grad_reads), whose sums
+/// weigh each error of dP by a position, so that dP = dO Vᵀ is taken to
+/// f32's precision of dO there.
 bool backwardSplitsOutputGrad(AttentionBackwardOp op);
 
 /// Query rows per CTA of the backward's preprocessing kernel.
