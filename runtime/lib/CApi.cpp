@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "PackageHandle.h"
+#include "cuda/TensorMap.h"
 
 #include "attn/Runtime/LaunchCheck.h"
 
@@ -181,6 +182,25 @@ attnc_status attnc_check_args(attnc_package pkg, const attnc_tensor *inputs,
   std::vector<int64_t> bytes;
   if (Status s = workspaceBytes(pkg->pkg, bound, all, bytes))
     return setLastError(s);
+  // An entry that loads with TMA and has no fallback needs tensors a tensor
+  // map describes (checked without the driver, as attnc_launch does).
+  const PackageManifest &m = pkg->pkg.manifest;
+  std::vector<const attnc_tensor *> tensorOf(m.args.size(), nullptr);
+  for (size_t a = 0, in = 0, out = 0; a < m.args.size(); ++a) {
+    if (m.args[a].kind == ArgKind::Input)
+      tensorOf[a] = &inputs[in++];
+    else if (m.args[a].kind == ArgKind::Output)
+      tensorOf[a] = &outputs[out++];
+  }
+  for (size_t e = 0; e < m.entries.size(); ++e) {
+    if (!bound.enabled[e] || pkg->pkg.standsInFor[e] >= 0 ||
+        pkg->pkg.fallbackOf[e] >= 0 || !pkg->pkg.usesTma(e))
+      continue;
+    std::vector<cuda::TensorMapLayout> layouts;
+    if (Status s = cuda::tensorMapLayouts(pkg->pkg, e, tensorOf,
+                                          /*checkAddresses=*/true, layouts))
+      return setLastError(s);
+  }
   if (dim_values)
     for (size_t d = 0; d < bound.dims.size(); ++d)
       dim_values[d] = bound.dims[d];

@@ -28,6 +28,7 @@ Status buildSlots(const Package &pkg, size_t e, const BoundLaunch &bound,
       out[i].ptr = static_cast<char *>(t->data) + t->byte_offset;
       continue;
     case ParamSlot::Kind::Workspace:
+    case ParamSlot::Kind::Tma:
       continue;
     case ParamSlot::Kind::Stride: {
       if (t->strides) {
@@ -93,6 +94,9 @@ Status buildSlots(const Package &pkg, size_t e, const BoundLaunch &bound,
     case SlotType::Ptr:
       return invalidArgument("entry '" + entry.name +
                              "': non-pointer value in a ptr slot");
+    case SlotType::TensorMap:
+      return invalidArgument("entry '" + entry.name +
+                             "': scalar value in a tmap slot");
     }
   }
   return Status::ok();

@@ -30,7 +30,8 @@ union SlotValue {
 /// converting to its slot type with range checks. `tensorOf[a]` is the tensor
 /// of argument `a` (null for params). Workspace slots are left null: the
 /// buffers are allocated later, with the driver, and set by
-/// setWorkspaceSlots.
+/// setWorkspaceSlots. Tma slots are left null too: their tensor maps do not
+/// fit a SlotValue and are encoded by the driver (cuda/TensorMap.h).
 Status buildSlots(const Package &pkg, size_t e, const BoundLaunch &bound,
                   const std::vector<const attnc_tensor *> &tensorOf,
                   std::vector<SlotValue> &out);

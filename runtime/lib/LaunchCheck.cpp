@@ -383,7 +383,10 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
 
   out.enabled.assign(m.entries.size(), true);
   for (size_t e = 0; e < m.entries.size(); ++e) {
-    if (const std::optional<DimExpr> &when = pkg.whenExprs[e]) {
+    // A fallback runs when the entry it stands in for does.
+    size_t whenOf =
+        pkg.standsInFor[e] >= 0 ? static_cast<size_t>(pkg.standsInFor[e]) : e;
+    if (const std::optional<DimExpr> &when = pkg.whenExprs[whenOf]) {
       int64_t v;
       if (Status s = when->evaluate(out.dims, v))
         return s.withContext("entry '" + m.entries[e].name + "': when");

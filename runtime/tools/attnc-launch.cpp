@@ -248,7 +248,8 @@ bool toDType(attnc_dtype dt, DType &out) {
 }
 
 /// The signature from the C API, then what only the manifest says: when
-/// the conditional entries run, and the workspaces.
+/// the conditional entries run, the tensor maps they load with and the
+/// entries that run in their place, and the workspaces.
 void printSignature(const rt::KernelPackage &pkg, const Package &full) {
   std::printf("kernel %s, target %s, entries:", pkg.name().c_str(),
               pkg.target().c_str());
@@ -278,9 +279,27 @@ void printSignature(const rt::KernelPackage &pkg, const Package &full) {
     }
     std::printf("\n");
   }
-  for (const EntrySpec &e : full.manifest.entries)
+  for (const EntrySpec &e : full.manifest.entries) {
     if (!e.when.empty())
       std::printf("  entry %s when %s\n", e.name.c_str(), e.when.c_str());
+    for (size_t i = 0; i < e.params.size(); ++i) {
+      const ParamSlot &p = e.params[i];
+      if (p.kind != ParamSlot::Kind::Tma)
+        continue;
+      std::string box;
+      for (int64_t b : p.tile.box)
+        box += (box.empty() ? "" : ", ") + std::to_string(b);
+      std::printf("  entry %s param %zu: tma %s, box [%s], swizzle %s, "
+                  "oob_fill %s, l2_promotion %s\n",
+                  e.name.c_str(), i, p.arg.c_str(), box.c_str(),
+                  std::string(tmaSwizzleName(p.tile.swizzle)).c_str(),
+                  std::string(tmaOobFillName(p.tile.oobFill)).c_str(),
+                  std::string(tmaL2PromotionName(p.tile.l2Promotion)).c_str());
+    }
+    if (!e.fallback.empty())
+      std::printf("  entry %s falls back to %s\n", e.name.c_str(),
+                  e.fallback.c_str());
+  }
   for (const WorkspaceSpec &w : full.manifest.workspaces)
     std::printf("  workspace %s: %s bytes\n", w.name.c_str(), w.bytes.c_str());
 }

@@ -10,6 +10,7 @@
 #include "../KernelParams.h"
 #include "../PackageHandle.h"
 #include "CudaDriver.h"
+#include "TensorMap.h"
 
 #include "attn/Runtime/LaunchCheck.h"
 
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 
 using namespace attn;
 using namespace attn::cuda;
@@ -242,7 +244,7 @@ void unloadPackageModules(attnc_package handle) {
 
 /// What attnc_launch derives from everything but the data pointers: the
 /// checked dims, the entries that run, their grids and kernel parameters,
-/// and the workspace sizes.
+/// the layouts of their tensor maps and the workspace sizes.
 struct attnc_plan_t {
   /// One tensor argument: inputs first, then outputs.
   struct Tensor {
@@ -250,18 +252,42 @@ struct attnc_plan_t {
     uint64_t byteOffset; ///< added to each launch's data pointer
     bool empty;          ///< a zero-size axis: never read or written
   };
+  /// One kernel of the launch: an entry and, when it loads with TMA, the
+  /// entry that runs in its place for a launch whose tensor maps cannot be
+  /// encoded (a misaligned data pointer, a driver without TMA).
+  struct Step {
+    size_t entry;
+    std::optional<size_t> fallback;
+  };
+  /// A Tma slot of a step's entry: its tensor map but the address, and the
+  /// map the plan encoded last with the address it was made for (a
+  /// framework's allocator hands the same buffers out again).
+  struct MapSlot {
+    size_t slot;   ///< index in the entry's params
+    size_t tensor; ///< index in `tensors`
+    size_t index;  ///< of its map among a launch's
+    TensorMapLayout layout;
+    /// Under mapMutex.
+    bool cached = false;
+    const void *cachedFor = nullptr;
+    CUtensorMap cachedMap{};
+  };
 
   attnc_package pkg = nullptr;
   int device = 0;
   size_t numInputs = 0;
   std::vector<Tensor> tensors;
-  std::vector<size_t> selected;
+  std::vector<Step> steps;
   std::vector<std::array<int64_t, 3>> grids;
   std::vector<int64_t> workspaceBytes;
-  /// Per entry: its kernel parameters, data pointers and workspaces unset,
-  /// and (slot, tensor) of each data pointer.
+  /// Per entry: its kernel parameters, data pointers, workspaces and tensor
+  /// maps unset, and (slot, tensor) of each data pointer.
   std::vector<std::vector<SlotValue>> slots;
   std::vector<std::vector<std::pair<size_t, size_t>>> pointerSlots;
+  /// Per entry: its Tma slots (of steps' entries only), and their number.
+  std::vector<std::vector<MapSlot>> mapSlots;
+  size_t numMaps = 0;
+  std::mutex mapMutex;
   /// Per tensor, the last data pointer found to be memory of `device`: a
   /// framework's allocator hands the same buffers out again and again, and
   /// cuPointerGetAttribute is the largest host cost of a launch.
@@ -292,14 +318,19 @@ Status makePlan(attnc_package pkg, const char *entryName,
     return invalidArgument("kernel '" + m.name + "' has more than " +
                            std::to_string(kMaxPlanTensors) +
                            " tensor arguments");
-  // The entries that run: the one named (or all), if their `when` holds.
+  // The kernels that run: the entry named, or every entry but the
+  // fallbacks, where its `when` holds.
   bool found = false;
   for (size_t e = 0; e < m.entries.size(); ++e) {
-    if (entryName && m.entries[e].name != entryName)
+    if (entryName ? m.entries[e].name != entryName : p.standsInFor[e] >= 0)
       continue;
     found = true;
-    if (bound.enabled[e])
-      plan.selected.push_back(e);
+    if (!bound.enabled[e])
+      continue;
+    attnc_plan_t::Step step{e, std::nullopt};
+    if (p.fallbackOf[e] >= 0)
+      step.fallback = static_cast<size_t>(p.fallbackOf[e]);
+    plan.steps.push_back(step);
   }
   if (!found) {
     std::string names;
@@ -327,11 +358,45 @@ Status makePlan(attnc_package pkg, const char *entryName,
   }
   // The tensors were bound in signature order: inputs come first.
   plan.numInputs = numInputs;
-  if (Status s = workspaceBytes(p, bound, plan.selected, plan.workspaceBytes))
+  // Tensor maps: a tensor whose extents or strides TMA cannot describe runs
+  // the fallback for every launch of the plan (or is an error without one);
+  // its data address is checked per launch.
+  plan.mapSlots.resize(m.entries.size());
+  for (attnc_plan_t::Step &step : plan.steps) {
+    if (!p.usesTma(step.entry))
+      continue;
+    std::vector<TensorMapLayout> layouts;
+    if (Status s = tensorMapLayouts(p, step.entry, tensorOf,
+                                    /*checkAddresses=*/false, layouts)) {
+      if (!step.fallback)
+        return s;
+      step = {*step.fallback, std::nullopt};
+      continue;
+    }
+    const EntrySpec &entry = m.entries[step.entry];
+    for (size_t i = 0, k = 0; i < entry.params.size(); ++i) {
+      if (entry.params[i].kind != ParamSlot::Kind::Tma)
+        continue;
+      attnc_plan_t::MapSlot slot;
+      slot.slot = i;
+      slot.tensor = tensorIndexOf[p.findArg(entry.params[i].arg)];
+      slot.index = plan.numMaps++;
+      slot.layout = layouts[k++];
+      plan.mapSlots[step.entry].push_back(slot);
+    }
+  }
+  // Parameters and workspaces of every entry that may run.
+  std::vector<size_t> entries;
+  for (const attnc_plan_t::Step &step : plan.steps) {
+    entries.push_back(step.entry);
+    if (step.fallback)
+      entries.push_back(*step.fallback);
+  }
+  if (Status s = workspaceBytes(p, bound, entries, plan.workspaceBytes))
     return s;
   plan.slots.resize(m.entries.size());
   plan.pointerSlots.resize(m.entries.size());
-  for (size_t e : plan.selected) {
+  for (size_t e : entries) {
     if (Status s = buildSlots(p, e, bound, tensorOf, plan.slots[e]))
       return s;
     const EntrySpec &entry = m.entries[e];
@@ -350,6 +415,37 @@ Status makePlan(attnc_package pkg, const char *entryName,
   return Status::ok();
 }
 
+/// The data address of tensor t of a launch of `plan`.
+void *tensorAddress(const attnc_plan_t &plan, void *const *data, size_t t) {
+  return static_cast<char *>(data[t]) + plan.tensors[t].byteOffset;
+}
+
+/// Puts the tensor maps of entry `e` for a launch with `data` into `maps`:
+/// the ones the plan encoded last where the address is the same, else
+/// encoded now by the driver.
+Status encodeTensorMaps(attnc_plan_t &plan, size_t e, void *const *data,
+                        const Driver &d, std::vector<CUtensorMap> &maps) {
+  if (!d.cuTensorMapEncodeTiled)
+    return Status(ATTNC_ERROR_CUDA, "the CUDA driver has no "
+                                    "cuTensorMapEncodeTiled (TMA needs a "
+                                    "CUDA 12 driver)");
+  const PackageManifest &m = plan.pkg->pkg.manifest;
+  std::lock_guard<std::mutex> lock(plan.mapMutex);
+  for (attnc_plan_t::MapSlot &slot : plan.mapSlots[e]) {
+    void *address = tensorAddress(plan, data, slot.tensor);
+    if (!slot.cached || slot.cachedFor != address) {
+      slot.cached = false;
+      if (Status s = encodeTensorMap(d, m.args[plan.tensors[slot.tensor].arg],
+                                     slot.layout, address, slot.cachedMap))
+        return s;
+      slot.cached = true;
+      slot.cachedFor = address;
+    }
+    maps[slot.index] = slot.cachedMap;
+  }
+  return Status::ok();
+}
+
 /// Step 2: the driver, with tensor t's data at data[t] and workspace w at
 /// workspaceData[w] (null: the runtime's buffers for the stream).
 Status runPlan(attnc_plan_t &plan, void *const *data,
@@ -361,8 +457,29 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
                            std::to_string(stream->device) +
                            " but the tensors are on device " +
                            std::to_string(plan.device));
-  if (plan.selected.empty())
+  if (plan.steps.empty())
     return Status::ok(); // Every selected entry is disabled for these dims.
+  // The entry each step runs, as far as the data addresses decide it: a
+  // tensor map needs a 16-byte aligned one. Checked before any driver call,
+  // as attnc_launch checks its arguments.
+  thread_local std::vector<size_t> running;
+  running.clear();
+  for (const attnc_plan_t::Step &step : plan.steps) {
+    size_t e = step.entry;
+    for (const attnc_plan_t::MapSlot &slot : plan.mapSlots[e]) {
+      if (slot.layout.empty)
+        continue;
+      const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
+      if (Status s = checkTensorMapAddress(
+              arg, tensorAddress(plan, data, slot.tensor))) {
+        if (!step.fallback)
+          return s.withContext("entry '" + m.entries[e].name + "'");
+        e = *step.fallback;
+        break;
+      }
+    }
+    running.push_back(e);
+  }
   Driver *d;
   if (Status s = enter(plan.device, d))
     return s;
@@ -394,6 +511,19 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   LoadedPackage *loaded;
   if (Status s = ensureLoaded(plan.pkg, plan.device, *d, loaded))
     return s;
+  // The tensor maps, before any kernel is queued: a step whose maps the
+  // driver cannot encode (or a driver without TMA) runs its fallback.
+  thread_local std::vector<CUtensorMap> maps;
+  maps.resize(plan.numMaps);
+  for (size_t k = 0; k < running.size(); ++k) {
+    if (plan.mapSlots[running[k]].empty())
+      continue;
+    if (Status s = encodeTensorMaps(plan, running[k], data, *d, maps)) {
+      if (!plan.steps[k].fallback)
+        return s.withContext("entry '" + m.entries[running[k]].name + "'");
+      running[k] = *plan.steps[k].fallback;
+    }
+  }
   CUstream cuStream = stream ? stream->stream : nullptr;
   // Workspace w of this launch: the caller's, or the runtime's buffer for
   // the stream (kept under the package's lock until the kernels are queued).
@@ -426,7 +556,7 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   // its own copy of an entry's parameters (a buffer the thread reuses).
   thread_local std::vector<SlotValue> values;
   void *args[256];
-  for (size_t e : plan.selected) {
+  for (size_t e : running) {
     const EntrySpec &entry = m.entries[e];
     const std::array<int64_t, 3> &g = plan.grids[e];
     if (g[0] == 0 || g[1] == 0 || g[2] == 0)
@@ -443,6 +573,8 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
                              " kernel parameters");
     for (size_t i = 0; i < values.size(); ++i)
       args[i] = &values[i];
+    for (const attnc_plan_t::MapSlot &slot : plan.mapSlots[e])
+      args[slot.slot] = &maps[slot.index];
     CUresult r = d->cuLaunchKernel(
         static_cast<CUfunction>(loaded->functions[e]),
         static_cast<unsigned>(g[0]), static_cast<unsigned>(g[1]),

@@ -44,6 +44,13 @@ void Driver::load() {
     }                                                                          \
     name = reinterpret_cast<decltype(name)>(sym);                              \
   }
+#define ATTN_CUDA_OPTIONAL_FN(name, symbol, params)                            \
+  {                                                                            \
+    void *sym = dlsym(handle, symbol);                                         \
+    if (!sym)                                                                  \
+      sym = dlsym(handle, #name);                                              \
+    name = reinterpret_cast<decltype(name)>(sym);                              \
+  }
 #include "DriverFunctions.def"
 
   if (Status s = check(cuInit(0), "cuInit")) {

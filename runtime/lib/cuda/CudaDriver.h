@@ -32,6 +32,12 @@ using CUfunction = struct CUfunc_st *;
 using CUstream = struct CUstream_st *;
 using CUevent = struct CUevent_st *;
 
+/// A TMA descriptor: opaque bytes the driver encodes (cuTensorMapEncodeTiled)
+/// and a kernel takes by value.
+struct CUtensorMap {
+  alignas(64) uint64_t opaque[16];
+};
+
 /// The driver constants we use, with cuda.h's values.
 enum : int {
   CUDA_SUCCESS = 0,
@@ -48,10 +54,29 @@ enum : int {
   CU_JIT_LOG_VERBOSE = 12,
   CU_STREAM_NON_BLOCKING = 1,
   CU_EVENT_DEFAULT = 0,
+  CU_TENSOR_MAP_DATA_TYPE_UINT8 = 0,
+  CU_TENSOR_MAP_DATA_TYPE_INT32 = 3,
+  CU_TENSOR_MAP_DATA_TYPE_INT64 = 5,
+  CU_TENSOR_MAP_DATA_TYPE_FLOAT16 = 6,
+  CU_TENSOR_MAP_DATA_TYPE_FLOAT32 = 7,
+  CU_TENSOR_MAP_DATA_TYPE_FLOAT64 = 8,
+  CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9,
+  CU_TENSOR_MAP_INTERLEAVE_NONE = 0,
+  CU_TENSOR_MAP_SWIZZLE_NONE = 0,
+  CU_TENSOR_MAP_SWIZZLE_32B = 1,
+  CU_TENSOR_MAP_SWIZZLE_64B = 2,
+  CU_TENSOR_MAP_SWIZZLE_128B = 3,
+  CU_TENSOR_MAP_L2_PROMOTION_NONE = 0,
+  CU_TENSOR_MAP_L2_PROMOTION_L2_64B = 1,
+  CU_TENSOR_MAP_L2_PROMOTION_L2_128B = 2,
+  CU_TENSOR_MAP_L2_PROMOTION_L2_256B = 3,
+  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0,
+  CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA = 1,
 };
 
-/// The process-wide driver: function pointers from the X-macro list plus the
-/// retained primary context of each device.
+/// The process-wide driver: function pointers from the X-macro list (the
+/// optional ones null where the driver lacks them) plus the retained primary
+/// context of each device.
 class Driver {
 public:
   /// Loads libcuda (once; thread safe). Never fails: check `available()`.

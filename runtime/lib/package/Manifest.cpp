@@ -22,6 +22,56 @@ constexpr size_t kMaxRank = 8;
 constexpr size_t kMaxSlots = 512;
 constexpr int64_t kMaxParamBytes = 4096;
 constexpr int64_t kMaxSharedBytes = 227 * 1024;
+/// Limits of cuTensorMapEncodeTiled.
+constexpr size_t kMaxTmaRank = 5;
+constexpr int64_t kMaxTmaBox = 256;
+
+constexpr std::pair<TmaSwizzle, const char *> kTmaSwizzles[] = {
+    {TmaSwizzle::None, "none"},
+    {TmaSwizzle::B32, "32B"},
+    {TmaSwizzle::B64, "64B"},
+    {TmaSwizzle::B128, "128B"}};
+constexpr std::pair<TmaOobFill, const char *> kTmaOobFills[] = {
+    {TmaOobFill::Zero, "zero"}, {TmaOobFill::Nan, "nan"}};
+constexpr std::pair<TmaL2Promotion, const char *> kTmaL2Promotions[] = {
+    {TmaL2Promotion::None, "none"},
+    {TmaL2Promotion::B64, "64B"},
+    {TmaL2Promotion::B128, "128B"},
+    {TmaL2Promotion::B256, "256B"}};
+
+/// The spelling of `value` in `table`.
+template <typename T, size_t N>
+const char *nameIn(const std::pair<T, const char *> (&table)[N], T value) {
+  for (const auto &[v, name] : table)
+    if (v == value)
+      return name;
+  return "?";
+}
+
+/// The value spelled `name` in `table`; false if none is.
+template <typename T, size_t N>
+bool lookUp(const std::pair<T, const char *> (&table)[N], std::string_view name,
+            T &out) {
+  for (const auto &[v, spelling] : table) {
+    if (name == spelling) {
+      out = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+/// "none, 32B, 64B or 128B": the spellings of `table`, for messages.
+template <typename T, size_t N>
+std::string spellingsOf(const std::pair<T, const char *> (&table)[N]) {
+  std::string s;
+  for (size_t i = 0; i < N; ++i) {
+    if (i > 0)
+      s += i + 1 == N ? " or " : ", ";
+    s += table[i].second;
+  }
+  return s;
+}
 
 bool isIdentifier(std::string_view s) {
   if (s.empty() || s.size() > kMaxNameLength)
@@ -89,8 +139,36 @@ const char *slotKindName(ParamSlot::Kind k) {
     return "workspace";
   case ParamSlot::Kind::Expr:
     return "expr";
+  case ParamSlot::Kind::Tma:
+    return "tma";
   }
   return "?";
+}
+
+/// The dtypes a tensor map can load (cuTensorMapEncodeTiled has no 1-bit
+/// type).
+bool isTmaDType(DType t) { return t != DType::I1; }
+
+/// The bytes of a swizzle pattern's row (0: no swizzle), which bounds the
+/// inner extent of the box it arranges.
+int64_t swizzleSpan(TmaSwizzle swizzle) {
+  switch (swizzle) {
+  case TmaSwizzle::None:
+    return 0;
+  case TmaSwizzle::B32:
+    return 32;
+  case TmaSwizzle::B64:
+    return 64;
+  case TmaSwizzle::B128:
+    return 128;
+  }
+  return 0;
+}
+
+bool hasTmaSlots(const EntrySpec &e) {
+  return std::any_of(e.params.begin(), e.params.end(), [](const ParamSlot &p) {
+    return p.kind == ParamSlot::Kind::Tma;
+  });
 }
 
 //===-- JSON -> manifest --------------------------------------------------===//
@@ -187,6 +265,8 @@ Status readSlotType(std::string_view s, SlotType &out) {
     out = SlotType::F32;
   else if (s == "f64")
     out = SlotType::F64;
+  else if (s == "tmap")
+    out = SlotType::TensorMap;
   else
     return invalidPackage("unknown slot type '" + std::string(s) + "'");
   return Status::ok();
@@ -272,7 +352,8 @@ Status readSlot(const json::Value &v, const std::string &path, ParamSlot &out) {
       {"param", ParamSlot::Kind::Param},
       {"const", ParamSlot::Kind::Const},
       {"workspace", ParamSlot::Kind::Workspace},
-      {"expr", ParamSlot::Kind::Expr}};
+      {"expr", ParamSlot::Kind::Expr},
+      {"tma", ParamSlot::Kind::Tma}};
   int found = 0;
   for (const auto &[key, kind] : kinds) {
     const json::Value *f = r.field(key);
@@ -294,11 +375,42 @@ Status readSlot(const json::Value &v, const std::string &path, ParamSlot &out) {
   if (found != 1)
     return invalidPackage("manifest: " + path +
                           " must have exactly one of ptr, stride, size, dim, "
-                          "param, const, workspace, expr");
+                          "param, const, workspace, expr, tma");
   if (out.kind == ParamSlot::Kind::Stride ||
       out.kind == ParamSlot::Kind::Size) {
     if (Status s = r.integer("axis", out.axis))
       return s;
+  }
+  if (out.kind == ParamSlot::Kind::Tma) {
+    const json::Value *box;
+    if (Status s = r.array("box", box))
+      return s;
+    for (size_t i = 0; i < box->getArray().size(); ++i) {
+      if (!box->getArray()[i].isInteger())
+        return invalidPackage("manifest: " + path + ".box[" +
+                              std::to_string(i) + "] must be an integer");
+      out.tile.box.push_back(
+          static_cast<int64_t>(box->getArray()[i].getNumber()));
+    }
+    std::string swizzle = "none", oobFill = "zero", l2Promotion = "128B";
+    if (Status s = r.string("swizzle", swizzle, /*required=*/false))
+      return s;
+    if (!lookUp(kTmaSwizzles, swizzle, out.tile.swizzle))
+      return invalidPackage("manifest: " + path + ".swizzle must be " +
+                            spellingsOf(kTmaSwizzles) + ", got '" + swizzle +
+                            "'");
+    if (Status s = r.string("oob_fill", oobFill, /*required=*/false))
+      return s;
+    if (!lookUp(kTmaOobFills, oobFill, out.tile.oobFill))
+      return invalidPackage("manifest: " + path + ".oob_fill must be " +
+                            spellingsOf(kTmaOobFills) + ", got '" + oobFill +
+                            "'");
+    if (Status s = r.string("l2_promotion", l2Promotion, /*required=*/false))
+      return s;
+    if (!lookUp(kTmaL2Promotions, l2Promotion, out.tile.l2Promotion))
+      return invalidPackage("manifest: " + path + ".l2_promotion must be " +
+                            spellingsOf(kTmaL2Promotions) + ", got '" +
+                            l2Promotion + "'");
   }
   // Default slot types: pointers for ptr and workspace, i64 for integers; a
   // param's own type is resolved during validation (it needs the arg list).
@@ -311,6 +423,8 @@ Status readSlot(const json::Value &v, const std::string &path, ParamSlot &out) {
   } else if (out.kind == ParamSlot::Kind::Ptr ||
              out.kind == ParamSlot::Kind::Workspace) {
     out.type = SlotType::Ptr;
+  } else if (out.kind == ParamSlot::Kind::Tma) {
+    out.type = SlotType::TensorMap;
   } else if (out.kind == ParamSlot::Kind::Param) {
     out.type = SlotType::Ptr; // Placeholder: "the param's own type".
   } else {
@@ -331,6 +445,8 @@ Status readEntry(const json::Value &v, const std::string &path,
   if (Status s = r.string("module", out.module))
     return s;
   if (Status s = r.string("when", out.when, /*required=*/false))
+    return s;
+  if (Status s = r.string("fallback", out.fallback, /*required=*/false))
     return s;
   const json::Value *grid, *block, *params;
   if (Status s = r.array("grid", grid))
@@ -397,8 +513,22 @@ std::string_view slotTypeName(SlotType type) {
     return "f32";
   case SlotType::F64:
     return "f64";
+  case SlotType::TensorMap:
+    return "tmap";
   }
   return "?";
+}
+
+std::string_view tmaSwizzleName(TmaSwizzle swizzle) {
+  return nameIn(kTmaSwizzles, swizzle);
+}
+
+std::string_view tmaOobFillName(TmaOobFill fill) {
+  return nameIn(kTmaOobFills, fill);
+}
+
+std::string_view tmaL2PromotionName(TmaL2Promotion promotion) {
+  return nameIn(kTmaL2Promotions, promotion);
 }
 
 std::string manifestToJson(const PackageManifest &m) {
@@ -464,6 +594,8 @@ std::string manifestToJson(const PackageManifest &m) {
     o.set("module", Value::string(e.module));
     if (!e.when.empty())
       o.set("when", Value::string(e.when));
+    if (!e.fallback.empty())
+      o.set("fallback", Value::string(e.fallback));
     Value grid = Value::array();
     for (const std::string &g : e.grid)
       grid.push(Value::string(g));
@@ -481,8 +613,19 @@ std::string manifestToJson(const PackageManifest &m) {
         s.set(slotKindName(p.kind), Value::string(p.arg));
       if (p.kind == ParamSlot::Kind::Stride || p.kind == ParamSlot::Kind::Size)
         s.set("axis", Value::number(static_cast<double>(p.axis)));
+      if (p.kind == ParamSlot::Kind::Tma) {
+        Value box = Value::array();
+        for (int64_t b : p.tile.box)
+          box.push(Value::number(static_cast<double>(b)));
+        s.set("box", std::move(box));
+        s.set("swizzle", Value::string(nameIn(kTmaSwizzles, p.tile.swizzle)));
+        s.set("oob_fill", Value::string(nameIn(kTmaOobFills, p.tile.oobFill)));
+        s.set("l2_promotion",
+              Value::string(nameIn(kTmaL2Promotions, p.tile.l2Promotion)));
+      }
       if (p.kind != ParamSlot::Kind::Ptr &&
-          p.kind != ParamSlot::Kind::Workspace)
+          p.kind != ParamSlot::Kind::Workspace &&
+          p.kind != ParamSlot::Kind::Tma)
         s.set("type", Value::string(std::string(slotTypeName(p.type))));
       params.push(std::move(s));
     }
@@ -613,6 +756,50 @@ const ModuleBlob *Package::findModule(std::string_view name) const {
     if (m.name == name)
       return &m;
   return nullptr;
+}
+
+bool Package::usesTma(size_t e) const {
+  return hasTmaSlots(manifest.entries[e]);
+}
+
+/// What cuTensorMapEncodeTiled demands of a tile that is known before
+/// launch: the tensor's rank and dtype, the box, and the swizzle that must
+/// hold the box's inner extent. What depends on the launch's tensors is
+/// checked at launch (cuda/TensorMap.h).
+static std::string checkTmaTile(const ParamSlot &p, const ArgSpec *arg) {
+  if (!arg || arg->kind == ArgKind::Param)
+    return "'" + p.arg + "' is not a tensor argument";
+  if (p.type != SlotType::TensorMap)
+    return "a tma slot must have type tmap";
+  size_t rank = arg->axes.size();
+  if (rank < 1 || rank > kMaxTmaRank)
+    return "TMA loads tensors of rank 1 to " + std::to_string(kMaxTmaRank) +
+           ", '" + arg->name + "' has rank " + std::to_string(rank);
+  std::string dtype(dtypeName(arg->dtype));
+  if (!isTmaDType(arg->dtype))
+    return "TMA does not load " + dtype + " tensors ('" + arg->name + "')";
+  const std::vector<int64_t> &box = p.tile.box;
+  if (box.size() != rank)
+    return "box has " + std::to_string(box.size()) + " sizes, but '" +
+           arg->name + "' has rank " + std::to_string(rank);
+  for (size_t k = 0; k < rank; ++k)
+    if (box[k] < 1 || box[k] > kMaxTmaBox)
+      return "box[" + std::to_string(k) + "] = " + std::to_string(box[k]) +
+             " is outside [1, " + std::to_string(kMaxTmaBox) + "]";
+  int64_t innerBytes = box.back() * static_cast<int64_t>(dtypeSize(arg->dtype));
+  std::string inner = "the box's inner extent, " + std::to_string(box.back()) +
+                      " " + dtype + " = " + std::to_string(innerBytes) +
+                      " bytes,";
+  if (innerBytes % 16 != 0)
+    return inner + " is not a multiple of 16 bytes";
+  int64_t span = swizzleSpan(p.tile.swizzle);
+  if (span && innerBytes > span)
+    return inner + " exceeds the " + tmaSwizzleName(p.tile.swizzle).data() +
+           " swizzle span";
+  if (p.tile.oobFill == TmaOobFill::Nan && !isFloatDType(arg->dtype))
+    return "oob_fill nan needs a floating-point tensor, '" + arg->name +
+           "' is " + dtype;
+  return "";
 }
 
 /// Whether PTX text declares `.entry name` (followed by '(' or space).
@@ -823,15 +1010,62 @@ Status validatePackage(const PackageManifest &m,
         if (Status s = DimExpr::parse(p.arg, dimNames, *slotExprs[i]))
           return s.withContext("package: " + slot + ": expr");
         break;
+      case ParamSlot::Kind::Tma: {
+        std::string error = checkTmaTile(p, arg);
+        if (!error.empty())
+          return fail(slot + ": " + error);
+        break;
+      }
       }
       if (p.kind != ParamSlot::Kind::Ptr && p.kind != ParamSlot::Kind::Param &&
           p.kind != ParamSlot::Kind::Workspace && p.type == SlotType::Ptr)
         return fail(slot + ": only ptr and workspace slots may have type ptr");
-      paramBytes += 8; // Upper bound including alignment padding.
+      if (p.kind != ParamSlot::Kind::Tma && p.type == SlotType::TensorMap)
+        return fail(slot + ": only tma slots may have type tmap");
+      // Upper bounds including alignment padding: 8 bytes for a scalar, a
+      // tensor map 64-aligned.
+      if (p.type == SlotType::TensorMap)
+        paramBytes = (paramBytes + 63) / 64 * 64 + 128;
+      else
+        paramBytes += 8;
     }
     if (paramBytes > kMaxParamBytes)
       return fail(where + ": kernel parameters exceed 4096 bytes");
     out.slotExprs.push_back(std::move(slotExprs));
+  }
+
+  // A fallback is a plain stand-in for one entry: it runs where that entry
+  // would, when that entry does.
+  out.fallbackOf.assign(m.entries.size(), -1);
+  out.standsInFor.assign(m.entries.size(), -1);
+  for (size_t e = 0; e < m.entries.size(); ++e) {
+    const EntrySpec &entry = m.entries[e];
+    if (entry.fallback.empty())
+      continue;
+    std::string where = "entry '" + entry.name + "'";
+    int f = -1;
+    for (size_t k = 0; k < m.entries.size(); ++k)
+      if (m.entries[k].name == entry.fallback)
+        f = static_cast<int>(k);
+    if (f < 0)
+      return fail(where + ": no fallback entry '" + entry.fallback + "'");
+    if (static_cast<size_t>(f) == e)
+      return fail(where + " is its own fallback");
+    const EntrySpec &stand = m.entries[static_cast<size_t>(f)];
+    std::string fallback = where + ": fallback '" + stand.name + "'";
+    if (!stand.fallback.empty())
+      return fail(fallback + " has a fallback of its own");
+    if (hasTmaSlots(stand))
+      return fail(fallback + " has tma slots");
+    if (!stand.when.empty())
+      return fail(fallback + " has a when of its own (it runs when '" +
+                  entry.name + "' does)");
+    if (int other = out.standsInFor[static_cast<size_t>(f)]; other >= 0)
+      return fail("entry '" + stand.name + "' is the fallback of both '" +
+                  m.entries[static_cast<size_t>(other)].name + "' and '" +
+                  entry.name + "'");
+    out.fallbackOf[e] = f;
+    out.standsInFor[static_cast<size_t>(f)] = static_cast<int>(e);
   }
   out.manifest = m;
   // A param slot without an explicit type takes the param's own type.

@@ -3,12 +3,17 @@
 // Loaded through ATTNC_LIBCUDA, it lets the tests drive the runtime's whole
 // device path on a machine without a GPU: two sm_90 devices, "device
 // memory" from malloc (of the device whose context is current), distinct
-// streams, launches (with the device they went to) and stream synchronizations
-// recorded (not run), a JIT error for PTX that contains
-// "BAD_PTX", and a switch to make teardown calls report
-// CUDA_ERROR_DEINITIALIZED as at process exit.
+// streams, launches (with the function, the device they went to and the
+// parameter bytes) and stream synchronizations recorded (not run), a JIT
+// error for PTX that contains "BAD_PTX", a switch to make teardown calls
+// report CUDA_ERROR_DEINITIALIZED as at process exit, and tensor maps that
+// record what they were encoded from (FakeCuda.h) after the checks the
+// driver documents. Built with ATTN_FAKE_CUDA_NO_TENSOR_MAPS it lacks
+// cuTensorMapEncodeTiled, as drivers before CUDA 12 do.
 //
 //===----------------------------------------------------------------------===//
+
+#include "FakeCuda.h"
 
 #include "../../../runtime/lib/cuda/CudaDriver.h"
 
@@ -16,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 #include <vector>
 
 namespace {
@@ -31,12 +37,22 @@ char contexts[kDevices];
 int currentDevice = 0;
 char streams[64];
 int numStreams = 0;
+/// A kernel: what cuModuleGetFunction hands out, one per name.
+struct Function {
+  std::string name;
+  /// The size of each parameter; empty: fake_reset's count of 8-byte ones.
+  std::vector<int> paramBytes;
+};
+std::map<std::string, Function> functions;
 struct Launch {
   unsigned grid[3], block[3], shared;
   std::vector<uint64_t> params;
+  std::vector<std::string> paramBytes; ///< each parameter's bytes
+  const Function *function;
   int device;
 };
 std::vector<Launch> launches;
+int encodes = 0;
 int marker;
 } // namespace
 
@@ -52,6 +68,7 @@ void fake_reset(int params) {
   numParams = params;
   syncs = 0;
   launches.clear();
+  encodes = 0;
 }
 int fake_calls() { return calls; }
 int fake_unloads() { return unloads; }
@@ -77,6 +94,27 @@ void fake_launch(int i, unsigned *dims7, uint64_t *params) {
   for (size_t p = 0; p < l.params.size(); ++p)
     params[p] = l.params[p];
 }
+/// Kernel `function` takes `n` parameters of `bytes[p]` bytes (a tensor map
+/// has 128), as its PTX would tell the real driver; kernels not named here
+/// take fake_reset's count of 8-byte ones.
+void fake_set_param_bytes(const char *function, int n, const int *bytes) {
+  Function &f = functions[function];
+  f.name = function;
+  f.paramBytes.assign(bytes, bytes + n);
+}
+/// The name of the kernel of launch `i`.
+const char *fake_launch_function(int i) {
+  return launches[static_cast<size_t>(i)].function->name.c_str();
+}
+/// Copies parameter `p` of launch `i` to `out`; returns its size.
+int fake_launch_param(int i, int p, void *out) {
+  const std::string &bytes =
+      launches[static_cast<size_t>(i)].paramBytes[static_cast<size_t>(p)];
+  std::memcpy(out, bytes.data(), bytes.size());
+  return static_cast<int>(bytes.size());
+}
+/// How many tensor maps were encoded since fake_reset.
+int fake_tensor_map_encodes() { return encodes; }
 
 // The driver API.
 int cuInit(unsigned) { return ++calls, 0; }
@@ -121,19 +159,29 @@ int cuModuleLoadDataEx(CUmodule *m, const void *image, unsigned n, int *opts,
   return 0;
 }
 int cuModuleUnload(CUmodule) { return ++calls, ++unloads, unloadResult; }
-int cuModuleGetFunction(CUfunction *f, CUmodule, const char *) {
-  return ++calls, *f = reinterpret_cast<CUfunction>(&marker), 0;
+int cuModuleGetFunction(CUfunction *f, CUmodule, const char *name) {
+  ++calls;
+  Function &function = functions[name];
+  function.name = name;
+  *f = reinterpret_cast<CUfunction>(&function);
+  return 0;
 }
 int cuFuncSetAttribute(CUfunction, int, int) { return ++calls, 0; }
-int cuLaunchKernel(CUfunction, unsigned gx, unsigned gy, unsigned gz,
+int cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                    unsigned bx, unsigned by, unsigned bz, unsigned smem,
                    CUstream, void **params, void **) {
   ++calls;
-  Launch l{{gx, gy, gz}, {bx, by, bz}, smem, {}, currentDevice};
-  for (int i = 0; i < numParams; ++i) {
+  const Function *function = reinterpret_cast<const Function *>(f);
+  Launch l{{gx, gy, gz}, {bx, by, bz}, smem, {}, {}, function, currentDevice};
+  std::vector<int> sizes = function->paramBytes;
+  if (sizes.empty())
+    sizes.assign(static_cast<size_t>(numParams), 8);
+  for (int size : sizes) {
+    const char *p = static_cast<const char *>(params[l.params.size()]);
     uint64_t v;
-    std::memcpy(&v, params[i], 8);
+    std::memcpy(&v, p, 8);
     l.params.push_back(v);
+    l.paramBytes.emplace_back(p, static_cast<size_t>(size));
   }
   launches.push_back(l);
   return 0;
@@ -190,5 +238,64 @@ int cuPointerGetAttribute(void *out, int attr, CUdeviceptr p) {
       return *static_cast<int *>(out) = allocationDevices[a], 0;
   return 1; // CUDA_ERROR_INVALID_VALUE: not device memory
 }
+
+#ifndef ATTN_FAKE_CUDA_NO_TENSOR_MAPS
+int cuTensorMapEncodeTiled(CUtensorMap *map, int dataType, uint32_t rank,
+                           void *address, const uint64_t *dims,
+                           const uint64_t *strides, const uint32_t *box,
+                           const uint32_t *elementStrides, int interleave,
+                           int swizzle, int l2Promotion, int oobFill) {
+  ++calls;
+  constexpr int kInvalid = 1; // CUDA_ERROR_INVALID_VALUE
+  // Element sizes of CU_TENSOR_MAP_DATA_TYPE_UINT8 ... TFLOAT32_FTZ; the
+  // floating-point ones start at FLOAT16.
+  static const uint64_t elementBytes[] = {1, 2, 4, 4, 8, 8, 2,
+                                          4, 8, 2, 4, 4, 4};
+  constexpr int kFirstFloat = 6;
+  if (reinterpret_cast<uintptr_t>(map) % 64 != 0 || dataType < 0 ||
+      dataType > 12 || interleave < 0 || interleave > 2 || swizzle < 0 ||
+      swizzle > 3 || l2Promotion < 0 || l2Promotion > 3 || oobFill < 0 ||
+      oobFill > 1)
+    return kInvalid;
+  if (rank < 1 || rank > 5 || (interleave != 0 && rank < 3))
+    return kInvalid;
+  // 16-byte aligned, or 32 with 32-byte interleaving.
+  uint64_t align = interleave == 2 ? 32 : 16;
+  if (reinterpret_cast<uintptr_t>(address) % align != 0)
+    return kInvalid;
+  for (uint32_t i = 0; i < rank; ++i)
+    if (dims[i] == 0 || dims[i] > (uint64_t(1) << 32) || box[i] == 0 ||
+        box[i] > 256 || elementStrides[i] == 0 || elementStrides[i] > 8)
+      return kInvalid;
+  for (uint32_t i = 0; i + 1 < rank; ++i)
+    if (strides[i] % align != 0 || strides[i] >= (uint64_t(1) << 40))
+      return kInvalid;
+  uint64_t innerBytes = box[0] * elementBytes[dataType];
+  if (interleave == 0 &&
+      (innerBytes % 16 != 0 || (swizzle != 0 && innerBytes > (16u << swizzle))))
+    return kInvalid;
+  if (oobFill == 1 && dataType < kFirstFloat)
+    return kInvalid;
+  attn::test::FakeTensorMap record{};
+  record.address = reinterpret_cast<uintptr_t>(address);
+  for (uint32_t i = 0; i < rank; ++i) {
+    record.dims[i] = dims[i];
+    record.box[i] = box[i];
+    record.elementStrides[i] = elementStrides[i];
+    if (i + 1 < rank)
+      record.strides[i] = strides[i];
+  }
+  record.dataType = static_cast<uint8_t>(dataType);
+  record.rank = static_cast<uint8_t>(rank);
+  record.interleave = static_cast<uint8_t>(interleave);
+  record.swizzle = static_cast<uint8_t>(swizzle);
+  record.l2Promotion = static_cast<uint8_t>(l2Promotion);
+  record.oobFill = static_cast<uint8_t>(oobFill);
+  record.magic = attn::test::kFakeTensorMapMagic;
+  std::memcpy(map, &record, sizeof(record));
+  ++encodes;
+  return 0;
+}
+#endif
 
 } // extern "C"

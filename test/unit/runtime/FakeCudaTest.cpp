@@ -3,16 +3,20 @@
 // Runs in its own process with ATTNC_LIBCUDA pointing at FakeCuda.cpp's
 // library (set before the driver is first used), and checks what the runtime
 // hands the driver: module loads, JIT logs, kernel parameters, grids,
-// workspace buffers, and that argument errors make no driver call at all.
+// workspace buffers, tensor maps and fallbacks, and that argument errors
+// make no driver call at all.
 //
 //===----------------------------------------------------------------------===//
 
+#include "FakeCuda.h"
+#include "../../../runtime/lib/cuda/CudaDriver.h"
 #include "RuntimeTestUtil.h"
 #include "attn/Runtime/Runtime.h"
 #include "attnc/attnc.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -22,42 +26,8 @@ using namespace attn::test;
 
 namespace {
 
-struct Fake {
-  void (*reset)(int);
-  int (*calls)();
-  int (*unloads)();
-  void (*setUnloadResult)(int);
-  int (*numLaunches)();
-  void (*launch)(int, unsigned *, uint64_t *);
-  int (*launchDevice)(int);
-  int (*streamSyncs)();
-  int (*liveAllocations)();
-  uint64_t (*allocationSize)(uint64_t);
-};
-
-Fake &fake() {
-  static Fake f = [] {
-    Fake f{};
-    void *h = dlopen(ATTN_FAKE_CUDA_PATH, RTLD_NOW | RTLD_LOCAL);
-    if (!h)
-      return f;
-    f.reset = reinterpret_cast<void (*)(int)>(dlsym(h, "fake_reset"));
-    f.calls = reinterpret_cast<int (*)()>(dlsym(h, "fake_calls"));
-    f.unloads = reinterpret_cast<int (*)()>(dlsym(h, "fake_unloads"));
-    f.setUnloadResult =
-        reinterpret_cast<void (*)(int)>(dlsym(h, "fake_set_unload_result"));
-    f.numLaunches = reinterpret_cast<int (*)()>(dlsym(h, "fake_num_launches"));
-    f.launch = reinterpret_cast<void (*)(int, unsigned *, uint64_t *)>(
-        dlsym(h, "fake_launch"));
-    f.launchDevice =
-        reinterpret_cast<int (*)(int)>(dlsym(h, "fake_launch_device"));
-    f.streamSyncs = reinterpret_cast<int (*)()>(dlsym(h, "fake_stream_syncs"));
-    f.liveAllocations =
-        reinterpret_cast<int (*)()>(dlsym(h, "fake_live_allocations"));
-    f.allocationSize = reinterpret_cast<uint64_t (*)(uint64_t)>(
-        dlsym(h, "fake_allocation_size"));
-    return f;
-  }();
+const FakeCuda &fake() {
+  static FakeCuda f = loadFakeCuda(ATTN_FAKE_CUDA_PATH);
   return f;
 }
 
@@ -564,6 +534,290 @@ TEST_F(FakeCudaSplitKTest, NoOutputEntriesEvaluateNoFormula) {
             ATTNC_OK)
       << attnc_last_error();
   EXPECT_EQ(fake().numLaunches(), 0);
+}
+
+/// The TMA package (tmaManifest) on the fake's device memory: Q[2, 4, 256,
+/// 64] at a, K[2, 4, 512, 64] at b, O like Q at c.
+class FakeCudaTmaTest : public FakeCudaTest {
+protected:
+  void SetUp() override {
+    FakeCudaTest::SetUp();
+    if (HasFatalFailure())
+      return;
+    // What the PTX of each kernel would tell the real driver.
+    static const int fwd[] = {128, 128, 8, 8, 8}, plain[] = {8, 8, 8, 8, 8},
+                     finish[] = {8, 8};
+    fake().setParamBytes("tma_fwd", 5, fwd);
+    fake().setParamBytes("tma_fwd_plain", 5, plain);
+    fake().setParamBytes("tma_finish", 2, finish);
+  }
+  void TearDown() override { attnc_package_free(tma); }
+
+  void load(const PackageManifest &m = tmaManifest()) {
+    attnc_package_free(tma);
+    tma = nullptr;
+    std::string bytes = serialized(m, kTmaPtx);
+    ASSERT_EQ(attnc_package_load_memory(bytes.data(), bytes.size(), &tma),
+              ATTNC_OK)
+        << attnc_last_error();
+  }
+
+  /// The tensors, with Q's strides and byte offset as set.
+  void makeTensors() {
+    ins[0] =
+        bf16Tensor(qShape, qStrides.empty() ? nullptr : &qStrides, a.data());
+    ins[0].byte_offset = qOffset;
+    ins[1] = bf16Tensor(kShape, nullptr, b.data());
+    outs[0] = bf16Tensor(qShape, nullptr, c.data());
+  }
+  attnc_status launch(const char *entry = nullptr) {
+    makeTensors();
+    return attnc_launch(tma, entry, ins, 2, nullptr, 0, outs, 1, nullptr);
+  }
+  attnc_status checkArgs() {
+    makeTensors();
+    return attnc_check_args(tma, ins, 2, nullptr, 0, outs, 1, nullptr);
+  }
+  attnc_status makePlan(attnc_plan &plan) {
+    makeTensors();
+    return attnc_plan_create(tma, nullptr, ins, 2, nullptr, 0, outs, 1, &plan);
+  }
+
+  /// The kernels launched since the last reset.
+  std::vector<std::string> launched() {
+    std::vector<std::string> names;
+    for (int i = 0; i < fake().numLaunches(); ++i)
+      names.push_back(fake().launchFunction(i));
+    return names;
+  }
+  /// Parameter `p` of launch `i`, a tensor map.
+  FakeTensorMap mapOf(int i, int p) {
+    alignas(64) char bytes[128] = {};
+    EXPECT_EQ(fake().launchParam(i, p, bytes), 128);
+    FakeTensorMap map;
+    std::memcpy(&map, bytes, sizeof(map));
+    return map;
+  }
+  /// Parameter `p` of launch `i`, a scalar of 8 bytes or less.
+  uint64_t scalarOf(int i, int p) {
+    uint64_t v = 0;
+    EXPECT_EQ(fake().launchParam(i, p, &v), 8);
+    return v;
+  }
+
+  attnc_package tma = nullptr;
+  std::vector<int64_t> qShape = {2, 4, 256, 64}, kShape = {2, 4, 512, 64};
+  std::vector<int64_t> qStrides;
+  uint64_t qOffset = 0;
+  attnc_tensor ins[2], outs[1];
+  /// Q with rows of 67 elements (134 bytes): not a TMA layout.
+  std::vector<int64_t> paddedRows = {4 * 256 * 67, 256 * 67, 67, 1};
+};
+
+TEST_F(FakeCudaTmaTest, TmaDescriptorsReachTheKernel) {
+  load();
+  fake().reset(0);
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(launched(), (std::vector<std::string>{"tma_fwd", "tma_finish"}));
+  EXPECT_EQ(fake().tensorMapEncodes(), 2);
+  unsigned dims[7];
+  uint64_t params[5];
+  fake().launch(0, dims, params);
+  EXPECT_EQ(dims[0], 2u); // cdiv(M, 128)
+  EXPECT_EQ(dims[1], 4u);
+  EXPECT_EQ(dims[2], 2u);
+  EXPECT_EQ(dims[3], 384u);
+  EXPECT_EQ(dims[6], 160u * 1024);
+  // Q's map: the tensor's axes reversed, strides of the outer three in
+  // bytes, the box reversed, 128-byte swizzle.
+  FakeTensorMap q = mapOf(0, 0);
+  EXPECT_EQ(q.magic, kFakeTensorMapMagic);
+  EXPECT_EQ(q.address, reinterpret_cast<uintptr_t>(a.data()));
+  EXPECT_EQ(q.dataType, cuda::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16);
+  EXPECT_EQ(q.rank, 4u);
+  EXPECT_EQ(std::vector<uint64_t>(q.dims, q.dims + 4),
+            (std::vector<uint64_t>{64, 256, 4, 2}));
+  EXPECT_EQ(std::vector<uint64_t>(q.strides, q.strides + 3),
+            (std::vector<uint64_t>{128, 128 * 256, 128 * 256 * 4}));
+  EXPECT_EQ(std::vector<uint32_t>(q.box, q.box + 4),
+            (std::vector<uint32_t>{64, 128, 1, 1}));
+  EXPECT_EQ(std::vector<uint32_t>(q.elementStrides, q.elementStrides + 4),
+            (std::vector<uint32_t>{1, 1, 1, 1}));
+  EXPECT_EQ(q.interleave, cuda::CU_TENSOR_MAP_INTERLEAVE_NONE);
+  EXPECT_EQ(q.swizzle, cuda::CU_TENSOR_MAP_SWIZZLE_128B);
+  EXPECT_EQ(q.l2Promotion, cuda::CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
+  EXPECT_EQ(q.oobFill, cuda::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  FakeTensorMap k = mapOf(0, 1);
+  EXPECT_EQ(k.address, reinterpret_cast<uintptr_t>(b.data()));
+  EXPECT_EQ(std::vector<uint64_t>(k.dims, k.dims + 4),
+            (std::vector<uint64_t>{64, 512, 4, 2}));
+  // The scalars after them.
+  EXPECT_EQ(scalarOf(0, 2), reinterpret_cast<uintptr_t>(c.data()));
+  EXPECT_EQ(static_cast<int32_t>(scalarOf(0, 3)), 256);
+  EXPECT_EQ(static_cast<int32_t>(scalarOf(0, 4)), 512);
+  EXPECT_EQ(scalarOf(1, 0), reinterpret_cast<uintptr_t>(c.data()));
+}
+
+TEST_F(FakeCudaTmaTest, TmaFallbackForUnalignedStrides) {
+  load();
+  fake().reset(0);
+  qStrides = paddedRows;
+  // The checks alone accept the tensors: the fallback serves.
+  ASSERT_EQ(checkArgs(), ATTNC_OK) << attnc_last_error();
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  // In fwd's place, though listed last; no tensor map asked for.
+  EXPECT_EQ(launched(),
+            (std::vector<std::string>{"tma_fwd_plain", "tma_finish"}));
+  EXPECT_EQ(fake().tensorMapEncodes(), 0);
+  unsigned dims[7];
+  uint64_t params[5];
+  fake().launch(0, dims, params);
+  EXPECT_EQ(dims[0], 4u); // its own grid: cdiv(M, 64)
+  EXPECT_EQ(dims[3], 128u);
+  EXPECT_EQ(params[0], reinterpret_cast<uintptr_t>(a.data()));
+  EXPECT_EQ(params[1], reinterpret_cast<uintptr_t>(b.data()));
+  EXPECT_EQ(params[2], reinterpret_cast<uintptr_t>(c.data()));
+  EXPECT_EQ(params[3], 67u);
+  EXPECT_EQ(static_cast<int32_t>(params[4]), 256);
+
+  // Naming fwd runs the fallback in its place; naming the fallback runs it.
+  fake().reset(0);
+  ASSERT_EQ(launch("fwd"), ATTNC_OK) << attnc_last_error();
+  ASSERT_EQ(launch("fwd_plain"), ATTNC_OK) << attnc_last_error();
+  qStrides.clear();
+  ASSERT_EQ(launch("fwd_plain"), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(launched(),
+            (std::vector<std::string>{"tma_fwd_plain", "tma_fwd_plain",
+                                      "tma_fwd_plain"}));
+}
+
+TEST_F(FakeCudaTmaTest, TmaWithoutFallbackIsALaunchError) {
+  PackageManifest m = tmaManifest();
+  m.entries[0].fallback.clear();
+  m.entries.pop_back();
+  load(m);
+  fake().reset(0);
+  qStrides = paddedRows;
+  std::string unaligned = "entry 'fwd': argument 'Q': TMA needs 16-byte "
+                          "aligned strides; stride of axis 2 is 134 bytes";
+  EXPECT_EQ(launch(), ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(attnc_last_error(), unaligned);
+  EXPECT_EQ(checkArgs(), ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(attnc_last_error(), unaligned);
+  attnc_plan plan = nullptr;
+  EXPECT_EQ(makePlan(plan), ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(attnc_last_error(), unaligned);
+  EXPECT_EQ(plan, nullptr);
+  // A data address TMA cannot start at: also found before any driver call.
+  qStrides.clear();
+  qOffset = 8;
+  std::string misaligned = "entry 'fwd': argument 'Q': TMA needs a 16-byte "
+                           "aligned address; data + byte_offset is 0x";
+  EXPECT_EQ(launch(), ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(attnc_last_error()).rfind(misaligned, 0), 0u)
+      << attnc_last_error();
+  EXPECT_EQ(checkArgs(), ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(attnc_last_error()).rfind(misaligned, 0), 0u)
+      << attnc_last_error();
+  EXPECT_EQ(fake().calls(), 0);
+  // Only the entry that is launched counts.
+  qStrides = paddedRows;
+  EXPECT_EQ(launch("finish"), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(launched(), (std::vector<std::string>{"tma_finish"}));
+}
+
+TEST_F(FakeCudaTmaTest, PlansReencodeTmaForNewPointers) {
+  load();
+  fake().reset(0);
+  qOffset = 256;
+  attnc_plan plan = nullptr;
+  ASSERT_EQ(makePlan(plan), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(fake().calls(), 0); // Making a plan needs no driver.
+  rt::DeviceBuffer d;
+  ASSERT_FALSE(rt::DeviceBuffer::allocate(0, 4096, d));
+  void *inputs[] = {a.data(), b.data()}, *outputs[] = {c.data()};
+  auto launchPlan = [&] {
+    ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
+              ATTNC_OK)
+        << attnc_last_error();
+  };
+  launchPlan();
+  EXPECT_EQ(fake().tensorMapEncodes(), 2);
+  // The same pointers again: the maps of the last launch.
+  launchPlan();
+  EXPECT_EQ(fake().tensorMapEncodes(), 2);
+  EXPECT_EQ(mapOf(2, 0).address, reinterpret_cast<uintptr_t>(a.data()) + 256);
+  // Q elsewhere: its map only is encoded again, with its byte offset.
+  inputs[0] = d.data();
+  launchPlan();
+  EXPECT_EQ(fake().tensorMapEncodes(), 3);
+  EXPECT_EQ(mapOf(4, 0).address, reinterpret_cast<uintptr_t>(d.data()) + 256);
+  EXPECT_EQ(mapOf(4, 1).address, reinterpret_cast<uintptr_t>(b.data()));
+  inputs[0] = a.data();
+  launchPlan();
+  EXPECT_EQ(fake().tensorMapEncodes(), 4);
+  EXPECT_EQ(mapOf(6, 0).address, reinterpret_cast<uintptr_t>(a.data()) + 256);
+  EXPECT_EQ(launched(), (std::vector<std::string>{
+                            "tma_fwd", "tma_finish", "tma_fwd", "tma_finish",
+                            "tma_fwd", "tma_finish", "tma_fwd", "tma_finish"}));
+  attnc_plan_free(plan);
+}
+
+TEST_F(FakeCudaTmaTest, PlansFallBackForMisalignedPointer) {
+  load();
+  fake().reset(0);
+  attnc_plan plan = nullptr;
+  ASSERT_EQ(makePlan(plan), ATTNC_OK) << attnc_last_error();
+  void *inputs[] = {a.data(), b.data()}, *outputs[] = {c.data()};
+  // Q 8 bytes in: aligned for bf16, not for TMA. This launch runs the
+  // fallback; the next, aligned again, the TMA kernel.
+  inputs[0] = static_cast<char *>(a.data()) + 8;
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
+            ATTNC_OK)
+      << attnc_last_error();
+  inputs[0] = a.data();
+  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
+            ATTNC_OK)
+      << attnc_last_error();
+  EXPECT_EQ(launched(), (std::vector<std::string>{"tma_fwd_plain", "tma_finish",
+                                                  "tma_fwd", "tma_finish"}));
+  EXPECT_EQ(scalarOf(0, 0), reinterpret_cast<uintptr_t>(a.data()) + 8);
+  EXPECT_EQ(fake().tensorMapEncodes(), 2);
+  attnc_plan_free(plan);
+
+  // Without a fallback, the launch is refused before any driver call.
+  PackageManifest m = tmaManifest();
+  m.entries[0].fallback.clear();
+  m.entries.pop_back();
+  load(m);
+  ASSERT_EQ(makePlan(plan), ATTNC_OK) << attnc_last_error();
+  fake().reset(0);
+  inputs[0] = static_cast<char *>(a.data()) + 8;
+  EXPECT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
+            ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(attnc_last_error())
+                .find("entry 'fwd': argument 'Q': TMA needs a 16-byte aligned "
+                      "address"),
+            std::string::npos)
+      << attnc_last_error();
+  EXPECT_EQ(fake().calls(), 0);
+  attnc_plan_free(plan);
+}
+
+TEST_F(FakeCudaTmaTest, EmptyTensorsGetZeroMaps) {
+  // No keys: the kernel still writes every row of O and loads nothing of K,
+  // whose map (which the driver would refuse) is all zeros.
+  load();
+  fake().reset(0);
+  kShape = {2, 4, 0, 64};
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(launched(), (std::vector<std::string>{"tma_fwd", "tma_finish"}));
+  EXPECT_EQ(fake().tensorMapEncodes(), 1);
+  FakeTensorMap k = mapOf(0, 1);
+  const char *bytes = reinterpret_cast<const char *>(&k);
+  EXPECT_TRUE(std::all_of(bytes, bytes + sizeof(k),
+                          [](char byte) { return byte == 0; }));
+  EXPECT_EQ(mapOf(0, 0).magic, kFakeTensorMapMagic);
 }
 
 TEST_F(FakeCudaTest, MemoryAndEvents) {

@@ -268,6 +268,26 @@ TEST(LaunchCheckWhenTest, WorkspaceBytes) {
   EXPECT_FALSE(workspaceBytes(pkg, bound, {0, 1, 2}, bytes));
 }
 
+TEST(LaunchCheckFallbackTest, FallbacksRunWhenTheirEntryDoes) {
+  PackageManifest m = tmaManifest();
+  m.entries[0].when = "N >= 128";
+  Package pkg;
+  Status s = readPackage(serialized(m, kTmaPtx), pkg);
+  ASSERT_FALSE(s) << s.getMessage();
+  std::vector<int64_t> q = {2, 16, 1000, 64};
+  for (int64_t n : {64, 128}) {
+    std::vector<int64_t> k = {2, 16, n, 64};
+    attnc_tensor ins[2] = {bf16Tensor(q), bf16Tensor(k)};
+    attnc_tensor outs[1] = {bf16Tensor(q)};
+    BoundLaunch bound;
+    s = checkLaunch(pkg, ins, 2, nullptr, 0, outs, 1, bound);
+    ASSERT_FALSE(s) << s.getMessage();
+    // fwd, finish, fwd_plain: the fallback takes fwd's `when`.
+    EXPECT_EQ(bound.enabled, (std::vector<bool>{n >= 128, true, n >= 128}));
+    EXPECT_EQ(bound.grids[2][0], n >= 128 ? 16 : 0); // cdiv(M, 64)
+  }
+}
+
 TEST_F(LaunchCheckTest, DTypeConversions) {
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I1,
                   DType::I8, DType::I32, DType::I64}) {

@@ -191,6 +191,232 @@ TEST(PackageTest, WhenWorkspaceAndExprErrors) {
               "manifest.workspaces must be an array");
 }
 
+/// The TMA manifest as JSON, with `from` replaced by `to` once.
+std::string mutatedTma(const std::string &from, const std::string &to) {
+  std::string text = manifestToJson(tmaManifest());
+  size_t pos = text.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  if (pos != std::string::npos)
+    text.replace(pos, from.size(), to);
+  return container(text, kTmaPtx);
+}
+
+/// Q's tensor map as the writer spells it.
+const char *kQTensorMap = "\"tma\": \"Q\",\n"
+                          "          \"box\": [1, 1, 128, 64],\n"
+                          "          \"swizzle\": \"128B\",\n"
+                          "          \"oob_fill\": \"zero\",\n"
+                          "          \"l2_promotion\": \"128B\"";
+
+/// Expects the writer to refuse `m` with a message containing `needle`.
+void expectUnwritable(const PackageManifest &m, const std::string &needle) {
+  PackageWriter w(m);
+  w.addModule("main", ModuleFormat::Ptx, kTmaPtx);
+  std::string bytes;
+  Status s = w.serialize(bytes);
+  ASSERT_TRUE(s) << "accepted a manifest that should fail with: " << needle;
+  EXPECT_EQ(s.getCode(), ATTNC_ERROR_INVALID_PACKAGE);
+  EXPECT_NE(s.getMessage().find(needle), std::string::npos)
+      << "message: " << s.getMessage() << "\nexpected: " << needle;
+}
+
+TEST(PackageTest, TmaSlotsAndFallbacksRoundTrip) {
+  std::string bytes = serialized(tmaManifest(), kTmaPtx);
+  ASSERT_FALSE(bytes.empty());
+  Package pkg;
+  Status s = readPackage(bytes, pkg);
+  ASSERT_FALSE(s) << s.getMessage();
+  const EntrySpec &fwd = pkg.manifest.entries[0];
+  EXPECT_EQ(fwd.fallback, "fwd_plain");
+  ASSERT_EQ(fwd.params.size(), 5u);
+  const ParamSlot &q = fwd.params[0];
+  EXPECT_EQ(q.kind, ParamSlot::Kind::Tma);
+  EXPECT_EQ(q.arg, "Q");
+  EXPECT_EQ(q.type, SlotType::TensorMap);
+  EXPECT_EQ(q.tile.box, (std::vector<int64_t>{1, 1, 128, 64}));
+  EXPECT_EQ(q.tile.swizzle, TmaSwizzle::B128);
+  EXPECT_EQ(q.tile.oobFill, TmaOobFill::Zero);
+  EXPECT_EQ(q.tile.l2Promotion, TmaL2Promotion::B128);
+  EXPECT_EQ(pkg.fallbackOf, (std::vector<int>{2, -1, -1}));
+  EXPECT_EQ(pkg.standsInFor, (std::vector<int>{-1, -1, 0}));
+  EXPECT_TRUE(pkg.usesTma(0));
+  EXPECT_FALSE(pkg.usesTma(2));
+  // A tensor map's slot type is implied: the writer leaves it out.
+  std::string json = manifestToJson(pkg.manifest);
+  EXPECT_NE(json.find(std::string(kQTensorMap) + "\n        }"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"module\": \"main\",\n      \"fallback\": "
+                      "\"fwd_plain\",\n      \"grid\""),
+            std::string::npos);
+  // Canonical: writing what was read gives the same bytes.
+  EXPECT_EQ(serialized(pkg.manifest, kTmaPtx), bytes);
+
+  // Only the tensor and the box are required; the type may be spelled out.
+  Package minimal;
+  s = readPackage(mutatedTma(kQTensorMap, "\"tma\": \"Q\", \"box\": [1, 1, "
+                                          "128, 64], \"type\": \"tmap\""),
+                  minimal);
+  ASSERT_FALSE(s) << s.getMessage();
+  const TmaTile &tile = minimal.manifest.entries[0].params[0].tile;
+  EXPECT_EQ(tile.swizzle, TmaSwizzle::None);
+  EXPECT_EQ(tile.oobFill, TmaOobFill::Zero);
+  EXPECT_EQ(tile.l2Promotion, TmaL2Promotion::B128);
+  EXPECT_EQ(minimal.manifest.entries[0].params[0].type, SlotType::TensorMap);
+
+  // Every other spelling, and back.
+  Package other;
+  s = readPackage(
+      mutatedTma("\"swizzle\": \"128B\",\n          \"oob_fill\": \"zero\",\n"
+                 "          \"l2_promotion\": \"128B\"",
+                 "\"swizzle\": \"none\", \"oob_fill\": \"nan\", "
+                 "\"l2_promotion\": \"256B\""),
+      other);
+  ASSERT_FALSE(s) << s.getMessage();
+  const TmaTile &spelled = other.manifest.entries[0].params[0].tile;
+  EXPECT_EQ(spelled.swizzle, TmaSwizzle::None);
+  EXPECT_EQ(spelled.oobFill, TmaOobFill::Nan);
+  EXPECT_EQ(spelled.l2Promotion, TmaL2Promotion::B256);
+  for (auto [swizzle, name] :
+       {std::pair{TmaSwizzle::B32, "32B"}, std::pair{TmaSwizzle::B64, "64B"}})
+    EXPECT_EQ(tmaSwizzleName(swizzle), name);
+  EXPECT_EQ(tmaL2PromotionName(TmaL2Promotion::None), "none");
+  EXPECT_EQ(tmaL2PromotionName(TmaL2Promotion::B64), "64B");
+  EXPECT_EQ(tmaOobFillName(TmaOobFill::Nan), "nan");
+  EXPECT_EQ(slotTypeName(SlotType::TensorMap), "tmap");
+  PackageWriter again(other.manifest);
+  again.addModule("main", ModuleFormat::Ptx, kTmaPtx);
+  std::string written;
+  ASSERT_FALSE(again.serialize(written));
+  Package reread;
+  ASSERT_FALSE(readPackage(written, reread));
+  EXPECT_EQ(manifestToJson(reread.manifest), manifestToJson(other.manifest));
+
+  // Without fallbacks the key is left out.
+  EXPECT_EQ(manifestToJson(attentionManifest()).find("\"fallback\""),
+            std::string::npos);
+}
+
+TEST(PackageTest, TmaSlotErrors) {
+  std::string boxQ = "\"box\": [1, 1, 128, 64]";
+  expectError(mutatedTma("\"tma\": \"Q\"", "\"tma\": \"M\""),
+              "package: entry 'fwd': params[0]: 'M' is not a tensor argument");
+  expectError(mutatedTma("\"tma\": \"Q\"", "\"tma\": 1"),
+              "entries[0].params[0].tma must be a name");
+  expectError(mutatedTma("\"tma\": \"Q\"", "\"tma\": \"Q\", \"ptr\": \"Q\""),
+              "must have exactly one of ptr, stride, size, dim, param, const, "
+              "workspace, expr, tma");
+  expectError(mutatedTma(boxQ + ",", ""),
+              "missing field entries[0].params[0].box");
+  expectError(mutatedTma(boxQ, "\"box\": 128"),
+              "entries[0].params[0].box must be an array");
+  expectError(mutatedTma(boxQ, "\"box\": [1, 1, 128, 6.4]"),
+              "entries[0].params[0].box[3] must be an integer");
+  expectError(mutatedTma(boxQ, "\"box\": [1, 128, 64]"),
+              "entry 'fwd': params[0]: box has 3 sizes, but 'Q' has rank 4");
+  expectError(mutatedTma(boxQ, "\"box\": [1, 0, 128, 64]"),
+              "entry 'fwd': params[0]: box[1] = 0 is outside [1, 256]");
+  expectError(mutatedTma(boxQ, "\"box\": [1, 1, 257, 64]"),
+              "entry 'fwd': params[0]: box[2] = 257 is outside [1, 256]");
+  expectError(mutatedTma(boxQ, "\"box\": [1, 1, 128, 4]"),
+              "entry 'fwd': params[0]: the box's inner extent, 4 bf16 = 8 "
+              "bytes, is not a multiple of 16 bytes");
+  expectError(mutatedTma("\"swizzle\": \"128B\"", "\"swizzle\": \"64B\""),
+              "entry 'fwd': params[0]: the box's inner extent, 64 bf16 = 128 "
+              "bytes, exceeds the 64B swizzle span");
+  expectError(mutatedTma("\"swizzle\": \"128B\"", "\"swizzle\": \"16B\""),
+              "entries[0].params[0].swizzle must be none, 32B, 64B or 128B, "
+              "got '16B'");
+  expectError(mutatedTma("\"oob_fill\": \"zero\"", "\"oob_fill\": \"one\""),
+              "entries[0].params[0].oob_fill must be zero or nan, got 'one'");
+  expectError(
+      mutatedTma("\"l2_promotion\": \"128B\"", "\"l2_promotion\": \"512B\""),
+      "entries[0].params[0].l2_promotion must be none, 64B, 128B or "
+      "256B, got '512B'");
+  expectError(mutatedTma("\"l2_promotion\": \"128B\"",
+                         "\"l2_promotion\": \"128B\", \"type\": \"i64\""),
+              "entry 'fwd': params[0]: a tma slot must have type tmap");
+  expectError(mutatedTma("\"dim\": \"M\",\n          \"type\": \"i32\"",
+                         "\"dim\": \"M\", \"type\": \"tmap\""),
+              "entry 'fwd': params[3]: only tma slots may have type tmap");
+  expectError(mutatedTma("\"ptr\": \"O\"", "\"ptr\": \"O\", \"box\": [1]"),
+              "unknown field entries[0].params[2].box");
+  // A tensor of rank 6, a bool tensor, a NaN fill of integers.
+  expectError(mutatedTma("\"axes\": [\"B\", \"H\", \"M\", \"D\"]",
+                         "\"axes\": [\"B\", \"H\", \"M\", \"D\", 1, 1]"),
+              "entry 'fwd': params[0]: TMA loads tensors of rank 1 to 5, 'Q' "
+              "has rank 6");
+  PackageManifest m = tmaManifest();
+  m.args[0].dtype = DType::I1;
+  expectUnwritable(m, "entry 'fwd': params[0]: TMA does not load i1 tensors");
+  m = tmaManifest();
+  m.args[0].dtype = DType::I8;
+  m.entries[0].params[0].tile.oobFill = TmaOobFill::Nan;
+  expectUnwritable(m, "entry 'fwd': params[0]: oob_fill nan needs a "
+                      "floating-point tensor, 'Q' is i8");
+  // Every dtype TMA loads, with the inner extent its element size allows.
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I32,
+                  DType::I64, DType::I8}) {
+    m = tmaManifest();
+    m.args[0].dtype = t;
+    m.entries[0].params[0].tile.box.back() = 128 / dtypeSize(t);
+    PackageWriter w(m);
+    w.addModule("main", ModuleFormat::Ptx, kTmaPtx);
+    std::string bytes;
+    Status s = w.serialize(bytes);
+    EXPECT_FALSE(s) << dtypeName(t) << ": " << s.getMessage();
+  }
+}
+
+TEST(PackageTest, TmaSlotsCount128BytesOfParameters) {
+  // fwd's five slots take 280 bytes (two maps, three scalars): 29 more maps
+  // from offset 320 end at 4032, a 30th at 4160.
+  PackageManifest m = tmaManifest();
+  ParamSlot map = m.entries[0].params[1];
+  for (int i = 0; i < 29; ++i)
+    m.entries[0].params.push_back(map);
+  PackageWriter w(m);
+  w.addModule("main", ModuleFormat::Ptx, kTmaPtx);
+  std::string bytes;
+  Status s = w.serialize(bytes);
+  EXPECT_FALSE(s) << s.getMessage();
+  m.entries[0].params.push_back(map);
+  expectUnwritable(m, "entry 'fwd': kernel parameters exceed 4096 bytes");
+}
+
+TEST(PackageTest, FallbackErrors) {
+  std::string fallback = "\"fallback\": \"fwd_plain\"";
+  expectError(mutatedTma(fallback, "\"fallback\": \"nope\""),
+              "package: entry 'fwd': no fallback entry 'nope'");
+  expectError(mutatedTma(fallback, "\"fallback\": \"fwd\""),
+              "package: entry 'fwd' is its own fallback");
+  expectError(mutatedTma(fallback, "\"fallback\": 2"),
+              "entries[0].fallback must be a string");
+  PackageManifest m = tmaManifest();
+  m.entries[2].fallback = "finish";
+  expectUnwritable(m, "entry 'fwd': fallback 'fwd_plain' has a fallback of "
+                      "its own");
+  m = tmaManifest();
+  m.entries[2].params[0] = m.entries[0].params[0];
+  expectUnwritable(m, "entry 'fwd': fallback 'fwd_plain' has tma slots");
+  m = tmaManifest();
+  m.entries[2].when = "M > 0";
+  expectUnwritable(m, "entry 'fwd': fallback 'fwd_plain' has a when of its "
+                      "own (it runs when 'fwd' does)");
+  m = tmaManifest();
+  m.entries[1].fallback = "fwd_plain";
+  expectUnwritable(m, "entry 'fwd_plain' is the fallback of both 'fwd' and "
+                      "'finish'");
+  // An entry without tensor maps may name one; it never needs it.
+  m = tmaManifest();
+  m.entries[0].fallback.clear();
+  m.entries[1].fallback = "fwd_plain";
+  PackageWriter w(m);
+  w.addModule("main", ModuleFormat::Ptx, kTmaPtx);
+  std::string bytes;
+  EXPECT_FALSE(w.serialize(bytes));
+}
+
 TEST(PackageTest, CubinModulesAreBinarySafe) {
   PackageManifest m = attentionManifest();
   std::string cubin("\x7f"

@@ -159,6 +159,71 @@ inline const char *kSplitKPtx =
     ".visible .entry splitk_decode(.param .u64 p0)\n{\n\tret;\n}\n"
     ".visible .entry splitk_merge(.param .u64 p0)\n{\n\tret;\n}\n";
 
+/// A Hopper kernel that loads tiles of Q and K through tensor maps, as
+/// attnc compile will emit it: Q[B,H,M,D], K[B,H,N,D], O[B,H,M,D] in bf16,
+/// D = 64 fixed, Q and K with free row strides. `fwd` (tensor maps of Q and
+/// K, 128-byte swizzle) falls back to `fwd_plain`, which comes last in the
+/// list but runs in fwd's place, before `finish`.
+inline PackageManifest tmaManifest() {
+  PackageManifest m;
+  m.name = "tma";
+  m.target = "sm_90a";
+  m.dims = {{"B", std::nullopt},
+            {"H", std::nullopt},
+            {"M", std::nullopt},
+            {"N", std::nullopt},
+            {"D", 64}};
+  m.args = {bf16TensorArg("Q", ArgKind::Input, {"B", "H", "M", "D"},
+                          Layout::InnerContiguous),
+            bf16TensorArg("K", ArgKind::Input, {"B", "H", "N", "D"},
+                          Layout::InnerContiguous),
+            bf16TensorArg("O", ArgKind::Output, {"B", "H", "M", "D"})};
+  using K = ParamSlot::Kind;
+  auto tma = [](std::string arg, std::vector<int64_t> box) {
+    ParamSlot s = paramSlot(K::Tma, std::move(arg), SlotType::TensorMap);
+    s.tile.box = std::move(box);
+    s.tile.swizzle = TmaSwizzle::B128;
+    return s;
+  };
+  EntrySpec fwd;
+  fwd.name = "fwd";
+  fwd.function = "tma_fwd";
+  fwd.module = "main";
+  fwd.fallback = "fwd_plain";
+  fwd.grid = {"cdiv(M, 128)", "H", "B"};
+  fwd.block[0] = 384;
+  fwd.sharedBytes = 160 * 1024;
+  fwd.params = {tma("Q", {1, 1, 128, 64}), tma("K", {1, 1, 128, 64}),
+                paramSlot(K::Ptr, "O"), paramSlot(K::Dim, "M", SlotType::I32),
+                paramSlot(K::Dim, "N", SlotType::I32)};
+  EntrySpec finish;
+  finish.name = "finish";
+  finish.function = "tma_finish";
+  finish.module = "main";
+  finish.grid = {"B*H"};
+  finish.block[0] = 128;
+  finish.params = {paramSlot(K::Ptr, "O"),
+                   paramSlot(K::Dim, "M", SlotType::I32)};
+  EntrySpec plain;
+  plain.name = "fwd_plain";
+  plain.function = "tma_fwd_plain";
+  plain.module = "main";
+  plain.grid = {"cdiv(M, 64)", "H", "B"};
+  plain.block[0] = 128;
+  plain.params = {paramSlot(K::Ptr, "Q"), paramSlot(K::Ptr, "K"),
+                  paramSlot(K::Ptr, "O"),
+                  paramSlot(K::Stride, "Q", SlotType::I64, 2),
+                  paramSlot(K::Dim, "M", SlotType::I32)};
+  m.entries = {fwd, finish, plain};
+  return m;
+}
+
+inline const char *kTmaPtx =
+    "//\n.version 8.0\n.target sm_90a\n.address_size 64\n"
+    ".visible .entry tma_fwd(.param .align 64 .b8 q[128])\n{\n\tret;\n}\n"
+    ".visible .entry tma_finish(.param .u64 p0)\n{\n\tret;\n}\n"
+    ".visible .entry tma_fwd_plain(.param .u64 p0)\n{\n\tret;\n}\n";
+
 inline std::string serialized(const PackageManifest &m, const char *ptx) {
   PackageWriter w(m);
   w.addModule("main", ModuleFormat::Ptx, ptx);

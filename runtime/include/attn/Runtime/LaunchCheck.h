@@ -29,11 +29,12 @@ struct BoundLaunch {
   /// Value of every param (given or defaulted), indexed like manifest.args
   /// (entries for tensors are unused).
   std::vector<double> argValues;
-  /// Per entry: whether its `when` formula holds (true without one), and
-  /// false for every entry of a launch without output entries (a zero-size
-  /// dim in every output). A disabled entry is not launched, and neither its
-  /// grid nor its expr slots are evaluated, so they may fail (divide by zero)
-  /// for its dims.
+  /// Per entry: whether its `when` formula holds (true without one; for a
+  /// fallback, that of the entry it stands in for), and false for every
+  /// entry of a launch without output entries (a zero-size dim in every
+  /// output). A disabled entry is not launched, and neither its grid nor its
+  /// expr slots are evaluated, so they may fail (divide by zero) for its
+  /// dims.
   std::vector<bool> enabled;
   /// Per entry: grid x, y, z (a zero means the launch is empty and skipped;
   /// all zero for a disabled entry).

@@ -66,8 +66,28 @@ struct ArgSpec {
   std::optional<double> defaultValue;
 };
 
-/// The C type of one kernel parameter slot.
-enum class SlotType : uint8_t { Ptr, I32, I64, F32, F64 };
+/// The C type of one kernel parameter slot. TensorMap is a CUtensorMap, 128
+/// bytes passed by value (PTX `.param .align 64 .b8 name[128]`).
+enum class SlotType : uint8_t { Ptr, I32, I64, F32, F64, TensorMap };
+
+/// How a tensor map arranges a tile in shared memory: the bank swizzle
+/// pattern (its span in bytes), as `wgmma` reads the tile.
+enum class TmaSwizzle : uint8_t { None, B32, B64, B128 };
+/// What a tensor map loads for elements outside the tensor.
+enum class TmaOobFill : uint8_t { Zero, Nan };
+/// How far the L2 cache reads ahead of a tensor map's loads.
+enum class TmaL2Promotion : uint8_t { None, B64, B128, B256 };
+
+/// The tile a Tma slot's tensor map loads: what `cp.async.bulk.tensor`
+/// copies from global to shared memory per instruction.
+struct TmaTile {
+  /// Elements per axis of the tensor, outer to inner (the tensor's order;
+  /// the driver's is reversed).
+  std::vector<int64_t> box;
+  TmaSwizzle swizzle = TmaSwizzle::None;
+  TmaOobFill oobFill = TmaOobFill::Zero;
+  TmaL2Promotion l2Promotion = TmaL2Promotion::B128;
+};
 
 /// What one kernel parameter is, in the order of the PTX .entry's params.
 struct ParamSlot {
@@ -80,12 +100,14 @@ struct ParamSlot {
     Const,     ///< the literal `value`
     Workspace, ///< device pointer of workspace `arg` (null when 0 bytes)
     Expr,      ///< value of the formula `arg` over the dims
+    Tma,       ///< tensor map of tensor `arg` loading `tile` (type TensorMap)
   };
   Kind kind = Kind::Ptr;
   std::string arg;
   int64_t axis = 0;
   SlotType type = SlotType::Ptr;
   double value = 0;
+  TmaTile tile; ///< Tma slots only
 };
 
 /// One GPU kernel launch of the package.
@@ -100,6 +122,10 @@ struct EntrySpec {
   /// A formula over dims: the entry runs only when it is nonzero (empty:
   /// always), so that one package picks its kernels by problem size.
   std::string when;
+  /// The entry that runs in this one's place (empty: none) when a launch's
+  /// tensors cannot be described by its Tma slots' tensor maps (strides TMA
+  /// cannot express, a misaligned data pointer, a driver without TMA).
+  std::string fallback;
 };
 
 /// A device scratch buffer the runtime owns and passes to kernels through
@@ -145,11 +171,17 @@ struct Package {
   std::vector<DimExpr> workspaceExprs;
   /// Parallel to manifest.entries[i].params: the formula of an Expr slot.
   std::vector<std::vector<std::optional<DimExpr>>> slotExprs;
+  /// Parallel to manifest.entries: the index of its fallback entry, and of
+  /// the entry it is the fallback of (-1: none).
+  std::vector<int> fallbackOf;
+  std::vector<int> standsInFor;
 
   int findDim(std::string_view name) const;
   int findArg(std::string_view name) const;
   int findWorkspace(std::string_view name) const;
   const ModuleBlob *findModule(std::string_view name) const;
+  /// Whether entry `e` has Tma slots.
+  bool usesTma(size_t e) const;
 };
 
 /// Checks a manifest (and its modules) for consistency: names unique and
@@ -189,6 +221,10 @@ Status readPackage(std::string_view bytes, Package &out);
 Status readPackageFile(const std::string &path, Package &out);
 
 std::string_view slotTypeName(SlotType type);
+/// The manifest's spellings: "128B", "nan", "256B", ...
+std::string_view tmaSwizzleName(TmaSwizzle swizzle);
+std::string_view tmaOobFillName(TmaOobFill fill);
+std::string_view tmaL2PromotionName(TmaL2Promotion promotion);
 
 } // namespace attn
 
