@@ -466,6 +466,35 @@ def test_bound_methods_partials_and_callable_objects():
     check(attnc.flex_attention(q, k, v, score_mod=model), alibi_ref)
 
 
+def test_integer_captures_are_converted_once_per_tensor_version():
+    """A captured int64 tensor (document ids) is range-checked and converted
+    to int32 once; the same tensor again reuses that, an in-place write or
+    another tensor converts afresh."""
+    torch = pytest.importorskip("torch")
+    from attnc import _flex
+    q, k, v = (torch.from_numpy(x) for x in qkv(b=1, l=30, s=30))
+    ids = torch.from_numpy(np.repeat(np.arange(3), 10).astype(np.int64))
+
+    def same_document(b, h, q_idx, kv_idx):
+        return ids[q_idx] == ids[kv_idx]
+
+    def want(doc):
+        return reference(*(x.numpy() for x in (q, k, v)), None,
+                         lambda b, h, m, n: doc[m] == doc[n])[0]
+    mask = attnc.create_block_mask(same_document, None, None, 30, 30)
+    check(attnc.flex_attention(q, k, v, block_mask=mask).numpy(), want(ids.numpy()))
+    converted = _flex._CONVERTED_INDICES[id(ids)][-1]
+    assert converted.dtype == torch.int32
+    check(attnc.flex_attention(q, k, v, block_mask=mask).numpy(), want(ids.numpy()))
+    assert _flex._CONVERTED_INDICES[id(ids)][-1] is converted
+    ids[15:] = 7  # in place: a new version
+    check(attnc.flex_attention(q, k, v, block_mask=mask).numpy(), want(ids.numpy()))
+    assert _flex._CONVERTED_INDICES[id(ids)][-1] is not converted
+    ids = torch.full((30,), 2 ** 31, dtype=torch.int64)  # another tensor, out of range
+    with pytest.raises(ValueError, match="outside int32"):
+        attnc.flex_attention(q, k, v, block_mask=mask)
+
+
 # --------------------------------------------------------- captured scalars
 
 def test_zero_dim_captures_are_scalars():

@@ -160,9 +160,48 @@ def _to_numpy(t):
     return t
 
 
+# Integer captures of torch tensors as converted last, by the id of the
+# tensor: {id: (weak reference, version, data pointer, device, converted)}.
+# An int64 document-id tensor would otherwise cost a range check (two
+# device synchronisations) and a conversion kernel on every call.
+_CONVERTED_INDICES = {}
+_CONVERTED_INDICES_KEPT = 16
+
+
 def _convert_capture(t, capture, library, device):
     """A captured tensor as a kernel input: f32 or i32 of the same shape (a
     0-d one stays 0-d), on the query's device."""
+    source = type(t).__module__.split(".")[0]
+    if capture.kind == "f" or library != "torch" or source != "torch":
+        return _convert_capture_now(t, capture, library, device)
+    import torch
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        # A graph replays the conversion it captured, so that a new value
+        # copied into the captured tensor reaches the kernel.
+        return _convert_capture_now(t, capture, library, device)
+    # The same tensor, unmodified since (in-place writes bump its version):
+    # the same input.
+    kept = _CONVERTED_INDICES.get(id(t))
+    if kept is not None:
+        ref, version, pointer, kept_device, converted = kept
+        if (ref() is t and version == t._version and pointer == t.data_ptr() and
+                kept_device == device):
+            return converted
+    converted = _convert_capture_now(t, capture, library, device)
+    if converted is t:
+        return converted
+    import weakref
+    try:
+        ref = weakref.ref(t)
+    except TypeError:
+        return converted
+    if len(_CONVERTED_INDICES) >= _CONVERTED_INDICES_KEPT:
+        _CONVERTED_INDICES.pop(next(iter(_CONVERTED_INDICES)))
+    _CONVERTED_INDICES[id(t)] = (ref, t._version, t.data_ptr(), device, converted)
+    return converted
+
+
+def _convert_capture_now(t, capture, library, device):
     import numpy as np
     source = type(t).__module__.split(".")[0]
     if capture.kind != "f" and "int32" not in str(t.dtype):
