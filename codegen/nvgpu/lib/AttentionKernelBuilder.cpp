@@ -25,7 +25,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "KernelBuilding.h"
+#include "AttentionKernelEmitter.h"
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 
@@ -51,177 +51,13 @@ constexpr int64_t kScanSpan = 16;
 /// 32 query rows per warp (see hasLightScoreCode).
 constexpr int64_t kMaxLightScoreOps = 9;
 
-/// Sizes fixed at compile time.
-struct TileShape {
-  int64_t blockM, blockN, headDim, valueDim;
-  /// Query rows per warp: 16 or 32, i.e. one or two m16 row tiles.
-  int64_t warpRows;
-  /// Decode: the rows are (query, head) pairs of one key/value head and the
-  /// CTA visits one part of the keys (see GpuDecodeKernels).
-  bool splitKeys = false;
-  /// The key loop walks the CTA's list of live blocks (GpuTileList) instead
-  /// of evaluating the tile class.
-  bool tileList = false;
-  /// Rows of the shared-memory tiles are padded by 16 bytes so that the 8
-  /// row addresses of one ldmatrix fall in distinct bank groups.
-  int64_t qkPitch() const { return headDim + 8; }
-  int64_t vPitch() const { return valueDim + 8; }
-  int64_t numWarps() const { return blockM / warpRows; }
-  int64_t rowTiles() const { return warpRows / 16; }
-  /// Rows of the online-softmax state a thread owns: two per row tile.
-  int64_t ownedRows() const { return 2 * rowTiles(); }
-  /// Q fragments stay in registers with one row tile; with two they would
-  /// not fit beside the accumulators, so they are re-read from shared memory.
-  bool qInRegisters() const { return rowTiles() == 1; }
-  int64_t numThreads() const { return 32 * numWarps(); }
-  int64_t kOffset() const { return blockM * qkPitch(); }
-  int64_t vOffset() const { return kOffset() + blockN * qkPitch(); }
-  int64_t sharedElements() const { return vOffset() + blockN * vPitch(); }
-};
-
-/// The per-row normalizer states and the output accumulator, as they flow
-/// through the key loop.
-struct LoopState {
-  /// [rowTiles][valueDim / 8][4]: accumulator fragments, row-major by tile.
-  SmallVector<Value> acc;
-  /// Per owned row (g and g + 8 of each row tile, in that order): the
-  /// normalizer's state, with the running max over the row's quad and this
-  /// thread's partial sum and count of kept keys.
-  SmallVector<NormalizerState> rows;
-
-  /// The accumulators, then each field of the states, row after row.
-  SmallVector<Value> flatten(const NormalizerDefinition &normalizer) const {
-    SmallVector<Value> values(acc);
-    auto append = [&](Value NormalizerState::*field) {
-      for (const NormalizerState &row : rows)
-        values.push_back(row.*field);
-    };
-    if (normalizer.hasMax())
-      append(&NormalizerState::max);
-    if (normalizer.hasSum())
-      append(&NormalizerState::sum);
-    if (normalizer.hasKeptCount())
-      append(&NormalizerState::keptCount);
-    return values;
-  }
-  static LoopState unflatten(ValueRange values, int64_t numAcc, int64_t numRows,
-                             const NormalizerDefinition &normalizer) {
-    LoopState state;
-    state.acc.assign(values.begin(), values.begin() + numAcc);
-    values = values.drop_front(numAcc);
-    state.rows.resize(numRows);
-    auto take = [&](Value NormalizerState::*field) {
-      for (NormalizerState &row : state.rows) {
-        row.*field = values.front();
-        values = values.drop_front();
-      }
-    };
-    if (normalizer.hasMax())
-      take(&NormalizerState::max);
-    if (normalizer.hasSum())
-      take(&NormalizerState::sum);
-    if (normalizer.hasKeptCount())
-      take(&NormalizerState::keptCount);
-    return state;
-  }
-};
-
-class KernelEmitter : MmaTileBuilder {
-public:
-  KernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
-                TileShape shape, Type elementType, Type outputType,
-                ValueRange args, const IRMapping &captures)
-      : MmaTileBuilder(builder, loc, elementType, shape.numThreads()), op(op),
-        shape(shape), outputType(outputType), args(args),
-        captures(captures),
-        // A decode kernel's parts leave the sink to the merge.
-        normalizer(op.getNormalizer(), op.getSink() && !shape.splitKeys,
-                   getQuadNormalizerMath(), op.getMap()) {}
-
-  void emit();
-
-private:
-  Value arg(FixedParam param) { return getFixedArg(args, param); }
-
-  /// The NVPTX normalizer arithmetic, for rows spread over the quad of lanes
-  /// that share them in the mma fragments.
-  NormalizerMath getQuadNormalizerMath() {
-    NormalizerMath math = getNVPTXNormalizerMath();
-    math.maxAcrossLanes = [this](OpBuilder &, Location, Value v) {
-      return quadMax(v);
-    };
-    math.sumAcrossLanes = [this](OpBuilder &, Location, Value v) {
-      return quadSum(v);
-    };
-    return math;
-  }
-  void emitPrologue();
-  std::pair<Value, Value> rowCoordinates(int64_t i);
-  void loadKeys(Value n0);
-  void loadValues(Value n0);
-  Value emitTileClass(Value n0, int64_t numKeys = 0);
-  std::pair<Value, Value> findLiveBlock(Value from, Value numBlocks);
-  void emitTileListStart(Value numBlocks);
-  Value readTileList(Value position);
-  SmallVector<Value> emitBlockScores(Value n0, Value tileClass);
-  LoopState emitBlockUpdate(ArrayRef<Value> scored, const LoopState &state);
-  SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
-                                SmallVectorImpl<Value> &kept);
-  void emitEpilogue(const LoopState &state);
-  void emitPartials(const LoopState &state);
-  void storeRow(const LoopState &state, int64_t i, Value factor, Value rowPtr,
-                Type type);
-
-  AttentionOp op;
-  TileShape shape;
-  /// Element type of O in memory: f32, or bf16/f16 rounded from the f32
-  /// accumulators in registers, so a bf16 spec output needs no extra pass.
-  Type outputType;
-  ValueRange args;
-  const IRMapping &captures;
-  NormalizerDefinition normalizer;
-
-  // Values of the prologue.
-  Value batch, head, kvHead, m0, sizeM, sizeN;
-  Value batchIdx, headIdx;
-  /// Rows of the problem this CTA's rows index: M, or for decode the packed
-  /// rows M H / G of a key/value head.
-  Value rowLimit;
-  /// Decode: query heads per key/value head, this CTA's row tile and split,
-  /// the number of each.
-  Value groupSize, rowBlock, rowBlocks, split, numSplits;
-  Value kBase, vBase;
-  /// With a tile list: this CTA's list.
-  Value tileList;
-  Value scale;
-  /// Lane's ldmatrix address in this warp's first Q row tile.
-  Value qAddr;
-  /// [headDim / 16][4]: the Q fragments, when kept in registers.
-  SmallVector<SmallVector<Value, 4>> qFrag;
-
-  /// The A fragment of Q for row tile `t` and k-step `kk`.
-  SmallVector<Value, 4> getQFragment(int64_t t, int64_t kk) {
-    if (shape.qInRegisters())
-      return qFrag[kk];
-    return ldmatrix(gep(qAddr, elementType,
-                        c32(16 * t * shape.qkPitch() + 16 * kk)),
-                    false);
-  }
-  /// First row (relative to m0) of this thread's accumulator row `i`
-  /// (rows g and g + 8 of each row tile).
-  Value ownedRow(int64_t i) {
-    return add(mul(warp, c32(shape.warpRows)),
-               add(quadRow, c32(16 * (i / 2) + 8 * (i % 2))));
-  }
-};
-
 } // namespace
 
 //===----------------------------------------------------------------------===//
 // Prologue: indices, base pointers, Q.
 //===----------------------------------------------------------------------===//
 
-void KernelEmitter::emitPrologue() {
+void AttentionKernelEmitter::emitPrologue() {
   emitThreadIndices();
   Value mBlock = lastFirstBlockIndexAlong(gpu::Dimension::x);
   batch = blockIndexAlong(gpu::Dimension::z);
@@ -297,7 +133,7 @@ void KernelEmitter::emitPrologue() {
 /// numKeys = blockN unless given): 0 empty, 1 partial, 2 full. Without a
 /// tile_class region, every tile is partial unless the mask is the constant
 /// true.
-Value KernelEmitter::emitTileClass(Value n0, int64_t numKeys) {
+Value AttentionKernelEmitter::emitTileClass(Value n0, int64_t numKeys) {
   if (!op.hasTileClass())
     return c32(op.hasTrivialMask() ? 2 : 1);
   if (!numKeys)
@@ -342,7 +178,7 @@ Value KernelEmitter::emitTileClass(Value n0, int64_t numKeys) {
 /// The query row and head, as indices the regions take, of this thread's
 /// accumulator row `i`; rows past the problem are clamped into it so that
 /// reads of captured tensors stay in bounds.
-std::pair<Value, Value> KernelEmitter::rowCoordinates(int64_t i) {
+std::pair<Value, Value> AttentionKernelEmitter::rowCoordinates(int64_t i) {
   Value row = minsi(add(m0, ownedRow(i)), sub(rowLimit, c32(1)));
   if (!shape.splitKeys)
     return {toIndex(row), headIdx};
@@ -355,7 +191,7 @@ std::pair<Value, Value> KernelEmitter::rowCoordinates(int64_t i) {
 /// (masked, or past N) get the normalizer's absent score. `kept` receives,
 /// when the normalizer counts them, per owned row the number of this
 /// thread's kept keys.
-SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
+SmallVector<Value> AttentionKernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
                                              bool full,
                                              SmallVectorImpl<Value> &kept) {
   const int64_t nTiles = shape.blockN / 8;
@@ -404,12 +240,12 @@ SmallVector<Value> KernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
   return scores;
 }
 
-void KernelEmitter::loadKeys(Value n0) {
+void AttentionKernelEmitter::loadKeys(Value n0) {
   loadTileAsync(shape.kOffset(), shape.blockN, shape.headDim, shape.qkPitch(),
                 kBase, arg(FixedParam::KStrideN), n0, sizeN);
 }
 
-void KernelEmitter::loadValues(Value n0) {
+void AttentionKernelEmitter::loadValues(Value n0) {
   loadTileAsync(shape.vOffset(), shape.blockN, shape.valueDim, shape.vPitch(),
                 vBase, arg(FixedParam::VStrideN), n0, sizeN);
 }
@@ -417,7 +253,7 @@ void KernelEmitter::loadValues(Value n0) {
 /// The first key block at or after `from` that the mask keeps something of,
 /// and its tile class; `numBlocks` and class 0 when there is none. Uniform
 /// over the CTA.
-std::pair<Value, Value> KernelEmitter::findLiveBlock(Value from,
+std::pair<Value, Value> AttentionKernelEmitter::findLiveBlock(Value from,
                                                      Value numBlocks) {
   // Without a tile_class region every block is live: no scan.
   if (!op.hasTileClass())
@@ -468,7 +304,7 @@ std::pair<Value, Value> KernelEmitter::findLiveBlock(Value from,
 }
 
 /// Finds this CTA's list of live key blocks (see GpuTileList).
-void KernelEmitter::emitTileListStart(Value numBlocks) {
+void AttentionKernelEmitter::emitTileListStart(Value numBlocks) {
   bool perHead = !op.getTileClass().getArgument(1).use_empty();
   Value numListHeads = perHead ? arg(FixedParam::H) : c32(1);
   Value mTile = divu(m0, c32(shape.blockM));
@@ -481,14 +317,17 @@ void KernelEmitter::emitTileListStart(Value numBlocks) {
 
 /// Entry `position` of the tile list: block·4 + class, or at its end
 /// `numBlocks`·4, which ends the loop.
-Value KernelEmitter::readTileList(Value position) {
+Value AttentionKernelEmitter::readTileList(Value position) {
   return LLVM::LoadOp::create(b, loc, i32, gep(tileList, i32, position), 4);
 }
 
-/// S = Q Kᵀ for the key block at `n0` (in shared memory), scaled, modified
-/// and masked: the `p` operand of emitBlockUpdate, followed, when the
-/// normalizer counts them, by the owned rows' kept counts.
-SmallVector<Value> KernelEmitter::emitBlockScores(Value n0, Value tileClass) {
+SmallVector<Value> AttentionKernelEmitter::emitBlockScores(Value n0,
+                                                          Value tileClass) {
+  return scoreBlock(multiplyKeys(), n0, tileClass);
+}
+
+/// S = Q Kᵀ with K in shared memory, on mma.sync.
+SmallVector<Value> AttentionKernelEmitter::multiplyKeys() {
   const int64_t nTiles = shape.blockN / 8;
   // S = Q Kᵀ, one k-step of 16 at a time so that only that step's Q
   // fragments are live. ldmatrix.x4 on K rows 16 jp + 8 (l/16) + l%8,
@@ -522,6 +361,12 @@ SmallVector<Value> KernelEmitter::emitBlockScores(Value n0, Value tileClass) {
     }
   }
 
+  return qk;
+}
+
+SmallVector<Value> AttentionKernelEmitter::scoreBlock(ArrayRef<Value> qk,
+                                                     Value n0,
+                                                     Value tileClass) {
   // Mask and score_mod; the mask is skipped on full tiles.
   SmallVector<Type> scoreTypes(qk.size(), f32);
   if (normalizer.hasKeptCount())
@@ -553,10 +398,19 @@ SmallVector<Value> KernelEmitter::emitBlockScores(Value n0, Value tileClass) {
   return scored;
 }
 
-/// The normalizer's update of `state` by one key block's scores, and
-/// O += P V with V in shared memory.
-LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
-                                         const LoopState &state) {
+AttentionLoopState
+AttentionKernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
+                                        const AttentionLoopState &state) {
+  AttentionLoopState next = state;
+  SmallVector<Value> p = updateNormalizer(scored, next);
+  accumulateValues(p, next);
+  return next;
+}
+
+SmallVector<Value>
+AttentionKernelEmitter::updateNormalizer(ArrayRef<Value> scored,
+                                         AttentionLoopState &next) {
+  const AttentionLoopState state = next;
   const int64_t nTiles = shape.blockN / 8;
   const int64_t eTiles = shape.valueDim / 8;
   const int64_t numScores = 4 * nTiles * shape.rowTiles();
@@ -576,7 +430,6 @@ LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
       keptCounts[i] = normalizer.accumulate(b, loc, state.rows[i].keptCount,
                                             scored[numScores + i]);
 
-  LoopState next = state;
   for (int64_t i = 0; i < shape.ownedRows(); ++i) {
     const NormalizerState &row = state.rows[i];
     Value blockMax;
@@ -604,6 +457,14 @@ LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
       }
     next.rows[i] = normalizer.endBlock(shift, sum, keptCounts[i]);
   }
+  return p;
+}
+
+/// O += P V with V in shared memory, on mma.sync.
+void AttentionKernelEmitter::accumulateValues(ArrayRef<Value> p,
+                                              AttentionLoopState &next) {
+  const int64_t nTiles = shape.blockN / 8;
+  const int64_t eTiles = shape.valueDim / 8;
 
   // O += P V. P of keys 16 kk .. 16 kk + 15 is the A operand; ldmatrix.trans
   // on V rows 16 kk + l%16, columns 16 ep + 8 (l/16) gives the B fragments
@@ -634,7 +495,6 @@ LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
         }
     }
   }
-  return next;
 }
 
 //===----------------------------------------------------------------------===//
@@ -644,7 +504,7 @@ LoopState KernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
 /// Stores this thread's columns of accumulator row `i` times `factor` at
 /// `rowPtr` (this thread's first column) as `type`: two adjacent columns per
 /// store, 8 bytes for f32, 4 for bf16/f16.
-void KernelEmitter::storeRow(const LoopState &state, int64_t i, Value factor,
+void AttentionKernelEmitter::storeRow(const AttentionLoopState &state, int64_t i, Value factor,
                              Value rowPtr, Type type) {
   const int64_t eTiles = shape.valueDim / 8;
   auto pairType = VectorType::get({2}, f32);
@@ -662,7 +522,7 @@ void KernelEmitter::storeRow(const LoopState &state, int64_t i, Value factor,
   }
 }
 
-void KernelEmitter::emitEpilogue(const LoopState &state) {
+void AttentionKernelEmitter::emitEpilogue(const AttentionLoopState &state) {
   Value oBase = gep(arg(FixedParam::O), outputType,
                     add(mul(ext64(batch), arg(FixedParam::OStrideB)),
                         mul(ext64(head), arg(FixedParam::OStrideH))));
@@ -715,7 +575,7 @@ void KernelEmitter::emitEpilogue(const LoopState &state) {
 /// problem are not stored (the workspace has room for them; the merge does
 /// not read them): with a GQA group of 4 and one query, that is 12 of the 16
 /// rows.
-void KernelEmitter::emitPartials(const LoopState &state) {
+void AttentionKernelEmitter::emitPartials(const AttentionLoopState &state) {
   Value numKvHeads = arg(FixedParam::G);
   Value rowsPerSplit = ext64(mul(rowBlocks, c32(shape.blockM)));
   // Workspace row of this CTA's row 0: ((b G + g) S + split) RB 16 + m0.
@@ -765,10 +625,10 @@ void KernelEmitter::emitPartials(const LoopState &state) {
 /// mask run, and K of the next live block while the softmax and P V run.
 /// Single K and V buffers suffice because each copy starts right after the
 /// barrier that ends the reads of the buffer it overwrites.
-void KernelEmitter::emit() {
+void AttentionKernelEmitter::emit() {
   emitPrologue();
 
-  LoopState init;
+  AttentionLoopState init;
   const int64_t numRows = shape.ownedRows();
   init.acc.assign(4 * shape.rowTiles() * shape.valueDim / 8, cf(0.0));
   init.rows.assign(numRows, normalizer.getInitialState(b, loc, f32));
@@ -829,7 +689,7 @@ void KernelEmitter::emit() {
         Value tileClass = shape.tileList
                               ? arith::AndIOp::create(b, loc, args[0], c32(3))
                               : args[1];
-        LoopState state = LoopState::unflatten(args.drop_front(numCursor),
+        AttentionLoopState state = AttentionLoopState::unflatten(args.drop_front(numCursor),
                                                numAcc, numRows, normalizer);
         Value n0 = blockStart(block);
         // K of this block has landed; no warp still reads V.
@@ -853,7 +713,7 @@ void KernelEmitter::emit() {
                            emitBlockUpdate(scored, state).flatten(normalizer));
         scf::YieldOp::create(b, loc, results);
       });
-  LoopState final = LoopState::unflatten(
+  AttentionLoopState final = AttentionLoopState::unflatten(
       loop.getResults().drop_front(numCursor), numAcc, numRows, normalizer);
   if (shape.splitKeys)
     emitPartials(final);
@@ -904,7 +764,7 @@ static int64_t chooseBlockN(AttentionOp op, const GpuOptions &options) {
   return 32;
 }
 
-static TileShape getTileShape(AttentionOp op, const GpuOptions &options) {
+static AttentionTileShape getTileShape(AttentionOp op, const GpuOptions &options) {
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
   return {options.blockM, chooseBlockN(op, options), query.getDimSize(3),
@@ -913,7 +773,7 @@ static TileShape getTileShape(AttentionOp op, const GpuOptions &options) {
 
 /// The decode kernel: one warp of 16 packed rows, 64 keys per iteration
 /// (registers are plentiful with one row tile).
-static TileShape getDecodeTileShape(AttentionOp op) {
+static AttentionTileShape getDecodeTileShape(AttentionOp op) {
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
   return {kDecodeRows,         kDecodeKeys, query.getDimSize(3),
@@ -997,12 +857,12 @@ static Type getOperandElementType(AttentionOp op) {
 
 static LogicalResult addAttention(KernelModuleBuilder &kernels,
                                   AttentionOp op, const GpuOptions &options,
-                                  const Twine &name, const TileShape &shape) {
+                                  const Twine &name, const AttentionTileShape &shape) {
   OpBuilder &builder = kernels.getBuilder();
   return kernels.addRegionKernel(
       name, shape.numThreads(),
       [&](ValueRange args, const IRMapping &captures) {
-        KernelEmitter(builder, op.getLoc(), op, shape,
+        AttentionKernelEmitter(builder, op.getLoc(), op, shape,
                       getOperandElementType(op),
                       getOutputElementType(builder, options), args, captures)
             .emit();
@@ -1010,7 +870,7 @@ static LogicalResult addAttention(KernelModuleBuilder &kernels,
 }
 
 static LogicalResult addTileList(KernelModuleBuilder &kernels, AttentionOp op,
-                                 const Twine &name, const TileShape &shape) {
+                                 const Twine &name, const AttentionTileShape &shape) {
   OpBuilder &builder = kernels.getBuilder();
   return kernels.addRegionKernel(
       name, 32, [&](ValueRange args, const IRMapping &captures) {
@@ -1028,7 +888,7 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
   FailureOr<gpu::GPUModuleOp> module = kernels.create(moduleName);
   if (failed(module))
     return failure();
-  TileShape shape = getTileShape(op, options);
+  AttentionTileShape shape = getTileShape(op, options);
   if (usesGpuTileList(op)) {
     shape.tileList = true;
     if (failed(addTileList(kernels, op, kernelName + "_tiles", shape)))

@@ -1,0 +1,205 @@
+//===- AttentionKernelEmitter.h - The attention kernels' emitter -*- C++ -*-===//
+//
+// Private to codegen/nvgpu: the emitter of an attn.attention's forward and
+// decode kernels. What every skeleton shares (indices, tile classes and the
+// live-block scan, the inlined score_mod and mask, the normalizer's update,
+// the epilogue) is defined in AttentionKernelBuilder.cpp with the mma.sync
+// skeleton; the Hopper skeleton (TMA, mbarriers, wgmma, warp
+// specialisation) in WgmmaAttentionKernel.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_NVGPU_ATTENTIONKERNELEMITTER_H
+#define ATTN_NVGPU_ATTENTIONKERNELEMITTER_H
+
+#include "KernelBuilding.h"
+
+#include "attn/Dialect/Attn/IR/AttnOps.h"
+
+namespace mlir {
+namespace attn {
+
+/// Sizes fixed at compile time.
+struct AttentionTileShape {
+  int64_t blockM, blockN, headDim, valueDim;
+  /// Query rows per warp: 16 or 32, i.e. one or two m16 row tiles.
+  int64_t warpRows;
+  /// Decode: the rows are (query, head) pairs of one key/value head and the
+  /// CTA visits one part of the keys (see GpuDecodeKernels).
+  bool splitKeys = false;
+  /// The key loop walks the CTA's list of live blocks (GpuTileList) instead
+  /// of evaluating the tile class.
+  bool tileList = false;
+  /// Rows of the shared-memory tiles are padded by 16 bytes so that the 8
+  /// row addresses of one ldmatrix fall in distinct bank groups.
+  int64_t qkPitch() const { return headDim + 8; }
+  int64_t vPitch() const { return valueDim + 8; }
+  int64_t numWarps() const { return blockM / warpRows; }
+  int64_t rowTiles() const { return warpRows / 16; }
+  /// Rows of the online-softmax state a thread owns: two per row tile.
+  int64_t ownedRows() const { return 2 * rowTiles(); }
+  /// Q fragments stay in registers with one row tile; with two they would
+  /// not fit beside the accumulators, so they are re-read from shared memory.
+  bool qInRegisters() const { return rowTiles() == 1; }
+  int64_t numThreads() const { return 32 * numWarps(); }
+  int64_t kOffset() const { return blockM * qkPitch(); }
+  int64_t vOffset() const { return kOffset() + blockN * qkPitch(); }
+  int64_t sharedElements() const { return vOffset() + blockN * vPitch(); }
+};
+
+/// The per-row normalizer states and the output accumulator, as they flow
+/// through the key loop.
+struct AttentionLoopState {
+  /// [rowTiles][valueDim / 8][4]: accumulator fragments, row-major by tile.
+  SmallVector<Value> acc;
+  /// Per owned row (g and g + 8 of each row tile, in that order): the
+  /// normalizer's state, with the running max over the row's quad and this
+  /// thread's partial sum and count of kept keys.
+  SmallVector<NormalizerState> rows;
+
+  /// The accumulators, then each field of the states, row after row.
+  SmallVector<Value> flatten(const NormalizerDefinition &normalizer) const {
+    SmallVector<Value> values(acc);
+    auto append = [&](Value NormalizerState::*field) {
+      for (const NormalizerState &row : rows)
+        values.push_back(row.*field);
+    };
+    if (normalizer.hasMax())
+      append(&NormalizerState::max);
+    if (normalizer.hasSum())
+      append(&NormalizerState::sum);
+    if (normalizer.hasKeptCount())
+      append(&NormalizerState::keptCount);
+    return values;
+  }
+  static AttentionLoopState unflatten(ValueRange values, int64_t numAcc, int64_t numRows,
+                             const NormalizerDefinition &normalizer) {
+    AttentionLoopState state;
+    state.acc.assign(values.begin(), values.begin() + numAcc);
+    values = values.drop_front(numAcc);
+    state.rows.resize(numRows);
+    auto take = [&](Value NormalizerState::*field) {
+      for (NormalizerState &row : state.rows) {
+        row.*field = values.front();
+        values = values.drop_front();
+      }
+    };
+    if (normalizer.hasMax())
+      take(&NormalizerState::max);
+    if (normalizer.hasSum())
+      take(&NormalizerState::sum);
+    if (normalizer.hasKeptCount())
+      take(&NormalizerState::keptCount);
+    return state;
+  }
+};
+
+class AttentionKernelEmitter : MmaTileBuilder {
+public:
+  AttentionKernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
+                AttentionTileShape shape, Type elementType, Type outputType,
+                ValueRange args, const IRMapping &captures)
+      : MmaTileBuilder(builder, loc, elementType, shape.numThreads()), op(op),
+        shape(shape), outputType(outputType), args(args),
+        captures(captures),
+        // A decode kernel's parts leave the sink to the merge.
+        normalizer(op.getNormalizer(), op.getSink() && !shape.splitKeys,
+                   getQuadNormalizerMath(), op.getMap()) {}
+
+  void emit();
+
+private:
+  Value arg(FixedParam param) { return getFixedArg(args, param); }
+
+  /// The NVPTX normalizer arithmetic, for rows spread over the quad of lanes
+  /// that share them in the mma fragments.
+  NormalizerMath getQuadNormalizerMath() {
+    NormalizerMath math = getNVPTXNormalizerMath();
+    math.maxAcrossLanes = [this](OpBuilder &, Location, Value v) {
+      return quadMax(v);
+    };
+    math.sumAcrossLanes = [this](OpBuilder &, Location, Value v) {
+      return quadSum(v);
+    };
+    return math;
+  }
+  void emitPrologue();
+  std::pair<Value, Value> rowCoordinates(int64_t i);
+  void loadKeys(Value n0);
+  void loadValues(Value n0);
+  Value emitTileClass(Value n0, int64_t numKeys = 0);
+  std::pair<Value, Value> findLiveBlock(Value from, Value numBlocks);
+  void emitTileListStart(Value numBlocks);
+  Value readTileList(Value position);
+  /// S = Q Kᵀ for the key block at `n0`, scaled, modified and masked: the
+  /// `scored` operand of emitBlockUpdate (scoreBlock of multiplyKeys).
+  SmallVector<Value> emitBlockScores(Value n0, Value tileClass);
+  /// S = Q Kᵀ in accumulator order ([rowTiles][blockN / 8][4]).
+  SmallVector<Value> multiplyKeys();
+  /// `qk` scaled, modified and masked by tile class, followed, when the
+  /// normalizer counts them, by the owned rows' kept counts.
+  SmallVector<Value> scoreBlock(ArrayRef<Value> qk, Value n0, Value tileClass);
+  /// The normalizer's update of `state` by one key block's scores, and
+  /// O += P V: updateNormalizer then accumulateValues.
+  AttentionLoopState emitBlockUpdate(ArrayRef<Value> scored,
+                                     const AttentionLoopState &state);
+  /// Rescales `next` (the state before the block) by the block's `scored`
+  /// and updates its rows; returns the weights P in accumulator order.
+  SmallVector<Value> updateNormalizer(ArrayRef<Value> scored,
+                                      AttentionLoopState &next);
+  /// next.acc += P V with V in shared memory.
+  void accumulateValues(ArrayRef<Value> p, AttentionLoopState &next);
+  SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
+                                SmallVectorImpl<Value> &kept);
+  void emitEpilogue(const AttentionLoopState &state);
+  void emitPartials(const AttentionLoopState &state);
+  void storeRow(const AttentionLoopState &state, int64_t i, Value factor, Value rowPtr,
+                Type type);
+
+  AttentionOp op;
+  AttentionTileShape shape;
+  /// Element type of O in memory: f32, or bf16/f16 rounded from the f32
+  /// accumulators in registers, so a bf16 spec output needs no extra pass.
+  Type outputType;
+  ValueRange args;
+  const IRMapping &captures;
+  NormalizerDefinition normalizer;
+
+  // Values of the prologue.
+  Value batch, head, kvHead, m0, sizeM, sizeN;
+  Value batchIdx, headIdx;
+  /// Rows of the problem this CTA's rows index: M, or for decode the packed
+  /// rows M H / G of a key/value head.
+  Value rowLimit;
+  /// Decode: query heads per key/value head, this CTA's row tile and split,
+  /// the number of each.
+  Value groupSize, rowBlock, rowBlocks, split, numSplits;
+  Value kBase, vBase;
+  /// With a tile list: this CTA's list.
+  Value tileList;
+  Value scale;
+  /// Lane's ldmatrix address in this warp's first Q row tile.
+  Value qAddr;
+  /// [headDim / 16][4]: the Q fragments, when kept in registers.
+  SmallVector<SmallVector<Value, 4>> qFrag;
+
+  /// The A fragment of Q for row tile `t` and k-step `kk`.
+  SmallVector<Value, 4> getQFragment(int64_t t, int64_t kk) {
+    if (shape.qInRegisters())
+      return qFrag[kk];
+    return ldmatrix(gep(qAddr, elementType,
+                        c32(16 * t * shape.qkPitch() + 16 * kk)),
+                    false);
+  }
+  /// First row (relative to m0) of this thread's accumulator row `i`
+  /// (rows g and g + 8 of each row tile).
+  Value ownedRow(int64_t i) {
+    return add(mul(warp, c32(shape.warpRows)),
+               add(quadRow, c32(16 * (i / 2) + 8 * (i % 2))));
+  }
+};
+
+} // namespace attn
+} // namespace mlir
+
+#endif // ATTN_NVGPU_ATTENTIONKERNELEMITTER_H
