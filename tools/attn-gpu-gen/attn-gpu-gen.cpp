@@ -103,6 +103,8 @@ StringRef kindName(attn::GpuKernelParam::Kind kind) {
     return "f32";
   case attn::GpuKernelParam::Kind::F64:
     return "f64";
+  case attn::GpuKernelParam::Kind::TensorMap:
+    return "tmap";
   }
   llvm_unreachable("unknown parameter kind");
 }

@@ -111,6 +111,13 @@ static cl::list<std::string> gradConstantOption(
              "gradient), e.g. a captured bias table nobody trains"),
     cl::CommaSeparated, cl::value_desc("NAME,..."), cl::sub(compileCommand),
     cl::cat(attncCategory));
+static cl::opt<bool> wgmmaOption(
+    "wgmma",
+    cl::desc("With compile --target sm_90a: add the Hopper forward kernel "
+             "(TMA, wgmma, warp specialisation), run where TMA can load the "
+             "launch's Q, K and V (default; --wgmma=false leaves the "
+             "mma.sync kernel alone)"),
+    cl::init(true), cl::sub(compileCommand), cl::cat(attncCategory));
 static cl::opt<bool> jsonOption("json",
                                 cl::desc("Print one JSON object of results"),
                                 cl::sub(runCommand), cl::cat(attncCategory));
@@ -946,6 +953,7 @@ int compileGpuPackage(MLIRContext &context) {
   GpuPackageOptions packageOptions;
   packageOptions.target = *chip;
   packageOptions.producer = producer;
+  packageOptions.wgmma = wgmmaOption;
   // --grad: the package of the adjoint kernel, which recomputes the forward
   // and runs the backward kernels.
   std::optional<GradientSpec> gradient;

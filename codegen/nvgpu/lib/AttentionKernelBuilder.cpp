@@ -57,7 +57,7 @@ constexpr int64_t kMaxLightScoreOps = 9;
 // Prologue: indices, base pointers, Q.
 //===----------------------------------------------------------------------===//
 
-void AttentionKernelEmitter::emitPrologue() {
+void AttentionKernelEmitter::emitIndices() {
   emitThreadIndices();
   Value mBlock = lastFirstBlockIndexAlong(gpu::Dimension::x);
   batch = blockIndexAlong(gpu::Dimension::z);
@@ -87,7 +87,10 @@ void AttentionKernelEmitter::emitPrologue() {
   batchIdx = toIndex(batch);
   headIdx = toIndex(head);
   scale = arg(FixedParam::Scale);
+}
 
+void AttentionKernelEmitter::emitPrologue() {
+  emitIndices();
   smem = LLVM::AddressOfOp::create(b, loc, sharedPtr, "attn_smem");
   kBase = gep(arg(FixedParam::K), elementType,
               add(mul(ext64(batch), arg(FixedParam::KStrideB)),
@@ -895,6 +898,62 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
       return failure();
   }
   if (failed(addAttention(kernels, op, options, kernelName, shape)))
+    return failure();
+  return module;
+}
+
+bool mlir::attn::supportsWgmmaAttention(AttentionOp op) {
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  auto fits = [](int64_t dim) { return dim == 64 || dim == 128; };
+  return fits(query.getDimSize(3)) && fits(value.getDimSize(3)) &&
+         !usesGpuTileList(op);
+}
+
+/// The Hopper kernel's tiles: 128 rows (two consumer warp groups), 128 keys
+/// where the per-score code is light, else 64 (the scores and the output
+/// accumulators share the consumers' 232 registers).
+static AttentionTileShape getWgmmaTileShape(AttentionOp op) {
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  AttentionTileShape shape{128,
+                           hasLightScoreCode(op) ? 128 : 64,
+                           query.getDimSize(3),
+                           value.getDimSize(3),
+                           16};
+  shape.wgmma = true;
+  return shape;
+}
+
+FailureOr<gpu::GPUModuleOp> mlir::attn::buildWgmmaGpuModule(
+    OpBuilder &builder, AttentionOp op, const GpuOptions &options,
+    StringRef moduleName, StringRef kernelName, GpuWgmmaKernel &kernel) {
+  if (failed(checkGpuSupport(op, options)))
+    return failure();
+  if (!supportsWgmmaAttention(op))
+    return op.emitError() << "attn-nvgpu: no Hopper kernel for this "
+                             "attention (it needs D and E of 64 or 128 and "
+                             "no tile list)";
+  KernelModuleBuilder kernels(builder, op, kernel.signature);
+  FailureOr<gpu::GPUModuleOp> module =
+      kernels.create(moduleName, /*tensorMaps=*/3);
+  if (failed(module))
+    return failure();
+  AttentionTileShape shape = getWgmmaTileShape(op);
+  kernel.kernelName = (kernelName + "_wgmma").str();
+  kernel.blockM = shape.blockM;
+  kernel.blockN = shape.blockN;
+  kernel.threads = shape.numThreads();
+  kernel.sharedMemoryBytes = getWgmmaSharedMemoryBytes(shape);
+  if (failed(kernels.addRegionKernel(
+          kernel.kernelName, shape.numThreads(),
+          [&](ValueRange args, const IRMapping &captures) {
+            AttentionKernelEmitter(builder, op.getLoc(), op, shape,
+                                   getOperandElementType(op),
+                                   getOutputElementType(builder, options),
+                                   args, captures)
+                .emitWgmma();
+          })))
     return failure();
   return module;
 }

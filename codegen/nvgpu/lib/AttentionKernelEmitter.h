@@ -19,6 +19,11 @@
 namespace mlir {
 namespace attn {
 
+/// Threads of the Hopper skeleton's producer warp group.
+constexpr int64_t kWgmmaProducerThreads = 128;
+/// Stages of its ring of K and V tiles.
+constexpr int64_t kWgmmaStages = 2;
+
 /// Sizes fixed at compile time.
 struct AttentionTileShape {
   int64_t blockM, blockN, headDim, valueDim;
@@ -41,11 +46,19 @@ struct AttentionTileShape {
   /// Q fragments stay in registers with one row tile; with two they would
   /// not fit beside the accumulators, so they are re-read from shared memory.
   bool qInRegisters() const { return rowTiles() == 1; }
-  int64_t numThreads() const { return 32 * numWarps(); }
+  /// The Hopper skeleton (WgmmaAttentionKernel.cpp): a producer warp group
+  /// before the consumer warps, which own 16 rows each.
+  bool wgmma = false;
+  int64_t numThreads() const {
+    return 32 * numWarps() + (wgmma ? kWgmmaProducerThreads : 0);
+  }
   int64_t kOffset() const { return blockM * qkPitch(); }
   int64_t vOffset() const { return kOffset() + blockN * qkPitch(); }
   int64_t sharedElements() const { return vOffset() + blockN * vPitch(); }
 };
+
+/// Dynamic shared memory of the Hopper skeleton's kernel for `shape`.
+int64_t getWgmmaSharedMemoryBytes(const AttentionTileShape &shape);
 
 /// The per-row normalizer states and the output accumulator, as they flow
 /// through the key loop.
@@ -107,6 +120,8 @@ public:
                    getQuadNormalizerMath(), op.getMap()) {}
 
   void emit();
+  /// The Hopper skeleton's kernel (WgmmaAttentionKernel.cpp).
+  void emitWgmma();
 
 private:
   Value arg(FixedParam param) { return getFixedArg(args, param); }
@@ -123,6 +138,8 @@ private:
     };
     return math;
   }
+  /// The thread's place, the CTA's rows, head and batch, sizes and scale.
+  void emitIndices();
   void emitPrologue();
   std::pair<Value, Value> rowCoordinates(int64_t i);
   void loadKeys(Value n0);
@@ -149,6 +166,42 @@ private:
                                       AttentionLoopState &next);
   /// next.acc += P V with V in shared memory.
   void accumulateValues(ArrayRef<Value> p, AttentionLoopState &next);
+
+  // The Hopper skeleton's pieces (WgmmaAttentionKernel.cpp).
+  /// The shared-memory address (i32) of byte `offset` past the aligned base.
+  Value sharedAddress(int64_t offset);
+  Value sharedAddress(Value offset);
+  /// A wgmma operand descriptor of the 128-byte-swizzled tile at shared
+  /// address `address` with the given leading and stride byte offsets.
+  Value operandDescriptor(Value address, int64_t leadingBytes,
+                          int64_t strideBytes);
+  /// acc = A B (+ acc unless `accumulate` is false) on one m64nNk16 wgmma,
+  /// A from shared memory (`aDescriptor`) or from registers (`aFragment`),
+  /// B from shared memory, transposed (MN-major) or not.
+  void wgmma(MutableArrayRef<Value> acc, Value aDescriptor,
+             ArrayRef<Value> aFragment, Value bDescriptor, bool transposeB,
+             bool accumulate);
+  void wgmmaFence();
+  void wgmmaCommitAndWait();
+  void initBarrier(Value address, int64_t count);
+  void arriveExpectingBytes(Value address, int64_t bytes);
+  void arrive(Value address);
+  void waitBarrier(Value address, Value parity);
+  /// Loads the box of tensor map `map` at coordinates (innermost first) into
+  /// shared address `dst`, completing on the barrier at `barrier`.
+  void loadBox(Value map, Value dst, ArrayRef<Value> coordinates,
+               Value barrier);
+  void setMaxRegisters(int64_t count, bool increase);
+  /// The producer: Q, then K and V of each live block into the ring.
+  void emitWgmmaProducer(Value numBlocks);
+  /// A consumer warp group's key loop and epilogue.
+  void emitWgmmaConsumer(Value numBlocks);
+  /// Byte offsets of the Hopper skeleton's shared memory.
+  int64_t wgmmaStageBytes() const;
+  int64_t wgmmaStageOffset(int64_t stage) const;
+  int64_t wgmmaBarrierOffset() const;
+  /// The aligned base of shared memory (i32 shared address).
+  Value sharedBase;
   SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
                                 SmallVectorImpl<Value> &kept);
   void emitEpilogue(const AttentionLoopState &state);

@@ -673,20 +673,8 @@ SmallVector<Value> BackwardEmitter::emitStreamLoop(
   prefetchStage(tiles, first, numBlocks, c32(0));
   SmallVector<Value> loopInit = {first, firstClass, c32(0)};
   llvm::append_range(loopInit, init);
-  auto loop = scf::WhileOp::create(
-      b, loc, TypeRange(ValueRange(loopInit)), loopInit,
-      [&](OpBuilder &nested, Location, ValueRange state) {
-        OpBuilder::InsertionGuard insertion(b);
-        b.setInsertionPoint(nested.getInsertionBlock(),
-                            nested.getInsertionPoint());
-        scf::ConditionOp::create(
-            b, loc, cmpi(arith::CmpIPredicate::slt, state[0], numBlocks),
-            state);
-      },
-      [&](OpBuilder &nested, Location, ValueRange state) {
-        OpBuilder::InsertionGuard insertion(b);
-        b.setInsertionPoint(nested.getInsertionBlock(),
-                            nested.getInsertionPoint());
+  scf::WhileOp loop = emitBlockLoop(
+      loopInit, numBlocks, [&](ValueRange state) -> SmallVector<Value> {
         Value block = state[0], tileClass = state[1], stage = state[2];
         // The next live block streams in while this one is used.
         auto [next, nextClass] =
@@ -703,7 +691,7 @@ SmallVector<Value> BackwardEmitter::emitStreamLoop(
                                 eTile, state.drop_front(3)));
         // No warp reads this stage once every warp is past here.
         gpu::BarrierOp::create(b, loc);
-        scf::YieldOp::create(b, loc, results);
+        return results;
       });
   return SmallVector<Value>(loop.getResults().drop_front(3));
 }

@@ -193,6 +193,15 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
                                     artifact.kernelName, same)))
       return compilation.fail("the decode kernels");
   }
+  OwningOpRef<ModuleOp> wgmmaContainer;
+  GpuWgmmaKernel wgmma;
+  if (options.wgmma && options.chip == "sm_90a" &&
+      supportsWgmmaAttention(op)) {
+    wgmmaContainer = compilation.makeContainer();
+    if (failed(buildWgmmaGpuModule(builder, op, options, "attn_gpu_wgmma",
+                                   artifact.kernelName, wgmma)))
+      return compilation.fail("the Hopper kernel");
+  }
   std::vector<GpuPrologueKernel> prologueKernels;
   llvm::Expected<OwningOpRef<ModuleOp>> prologueContainer =
       compilation.buildEinsumKernels(
@@ -205,6 +214,8 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   SmallVector<ModuleOp> containers = {*container};
   if (decodeContainer)
     containers.push_back(*decodeContainer);
+  if (wgmmaContainer)
+    containers.push_back(*wgmmaContainer);
   if (*prologueContainer)
     containers.push_back(**prologueContainer);
   llvm::Expected<SmallVector<std::string>> ptx =
@@ -217,6 +228,10 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
     artifact.decode = GpuDecodeKernels{
         std::move((*ptx)[next++]), artifact.kernelName + "_decode",
         artifact.kernelName + "_merge", getDecodeSharedMemoryBytes(op)};
+  if (wgmmaContainer) {
+    wgmma.ptx = std::move((*ptx)[next++]);
+    artifact.wgmma = std::move(wgmma);
+  }
   if (*prologueContainer)
     artifact.prologue =
         GpuPrologue{std::move((*ptx)[next++]), std::move(prologueKernels)};

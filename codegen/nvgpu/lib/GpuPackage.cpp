@@ -237,6 +237,8 @@ SlotType toSlotType(GpuKernelParam::Kind kind) {
     return SlotType::F32;
   case GpuKernelParam::Kind::F64:
     return SlotType::F64;
+  case GpuKernelParam::Kind::TensorMap:
+    return SlotType::TensorMap;
   }
   return SlotType::I64;
 }
@@ -248,7 +250,8 @@ namespace attn {
 std::vector<std::string>
 describeGpuPackageOptions(const GpuPackageOptions &options) {
   return {"target=" + options.target, "producer=" + options.producer,
-          "decode=" + std::to_string(options.decode)};
+          "decode=" + std::to_string(options.decode),
+          "wgmma=" + std::to_string(options.wgmma)};
 }
 
 llvm::Expected<PackageWriter>
@@ -384,6 +387,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                          "just a gradient");
   GpuOptions gpuOptions;
   gpuOptions.chip = options.target;
+  gpuOptions.wgmma = !backward && options.wgmma;
   gpuOptions.decode = !backward && options.decode &&
                       mlir::attn::supportsGpuDecode(attention);
   llvm::Expected<KernelSignature> declared = KernelSignature::read(kernel);
@@ -983,6 +987,50 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     manifest.entries.insert(attention, std::move(tiles));
   }
 
+  // The Hopper kernel, where Q, K and V are the inputs as they are (a
+  // tensor map describes a whole input): it runs in the mma.sync kernel's
+  // place, under its condition, and that kernel in its own place for
+  // tensors TMA cannot load.
+  auto isWholeInput = [&](const llvm::SmallVector<OperandAxis> &axes) {
+    for (auto [i, a] : llvm::enumerate(axes))
+      if (a.input != axes[0].input || a.axis != static_cast<int64_t>(i))
+        return false;
+    return declared->inputs[axes[0].input].axes.size() == axes.size();
+  };
+  if (const auto &wgmma = artifact->wgmma;
+      wgmma && isWholeInput(*q) && isWholeInput(*k) && isWholeInput(*v)) {
+    auto mmaEntry = llvm::find_if(manifest.entries, [&](const EntrySpec &e) {
+      return e.function == artifact->kernelName;
+    });
+    EntrySpec hopper = *mmaEntry;
+    hopper.name = "attn_fwd_wgmma";
+    hopper.function = wgmma->kernelName;
+    hopper.module = "attn_wgmma";
+    hopper.grid[0] = "ceil(" + axisFormula((*q)[2]) + "/" +
+                     std::to_string(wgmma->blockM) + ")";
+    hopper.block[0] = wgmma->threads;
+    hopper.sharedBytes = wgmma->sharedMemoryBytes;
+    hopper.fallback = mmaEntry->name;
+    mmaEntry->when.clear();
+    hopper.params = fixedSlots;
+    auto mapSlot = [&](const llvm::SmallVector<OperandAxis> &axes,
+                       int64_t rows) {
+      ParamSlot slot;
+      slot.kind = ParamSlot::Kind::Tma;
+      slot.arg = inputName(axes[0].input);
+      slot.type = SlotType::TensorMap;
+      slot.tile.box = {1, 1, rows, 64};
+      slot.tile.swizzle = TmaSwizzle::B128;
+      return slot;
+    };
+    hopper.params.push_back(mapSlot(*q, wgmma->blockM));
+    hopper.params.push_back(mapSlot(*k, wgmma->blockN));
+    hopper.params.push_back(mapSlot(*v, wgmma->blockN));
+    if (llvm::Error error = appendCaptureSlots(wgmma->signature, hopper.params))
+      return std::move(error);
+    manifest.entries.insert(mmaEntry, std::move(hopper));
+  }
+
   // The backward, after the forward: preprocessing, dK/dV, dQ.
   if (backwardKernels) {
     std::string g = groups, n = axisFormula((*k)[2]);
@@ -1039,6 +1087,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     }
   }
 
+  bool hasWgmma = llvm::any_of(manifest.entries, [](const EntrySpec &e) {
+    return e.module == "attn_wgmma";
+  });
   PackageWriter writer(std::move(manifest));
   if (backwardKernels)
     writer.addModule("attn_bwd", ModuleFormat::Ptx, backwardKernels->ptx);
@@ -1048,6 +1099,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   writer.addModule("attn", ModuleFormat::Ptx, artifact->ptx);
   if (artifact->decode)
     writer.addModule("attn_decode", ModuleFormat::Ptx, artifact->decode->ptx);
+  if (hasWgmma)
+    writer.addModule("attn_wgmma", ModuleFormat::Ptx, artifact->wgmma->ptx);
   if (artifact->prologue)
     writer.addModule("attn_prologue", ModuleFormat::Ptx,
                      artifact->prologue->ptx);

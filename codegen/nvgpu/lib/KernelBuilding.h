@@ -16,6 +16,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Pass/PassManager.h"
@@ -82,6 +83,28 @@ protected:
   Value gep(Value base, Type element, Value offset) {
     return LLVM::GEPOp::create(b, loc, base.getType(), element, base,
                                ValueRange{offset});
+  }
+  /// A loop over blocks whose first carried value is the block: it runs
+  /// while that is below `numBlocks`, `body` giving the next carried values.
+  scf::WhileOp
+  emitBlockLoop(ValueRange init, Value numBlocks,
+                function_ref<SmallVector<Value>(ValueRange)> body) {
+    return scf::WhileOp::create(
+        b, loc, TypeRange(init), init,
+        [&](OpBuilder &nested, Location, ValueRange state) {
+          OpBuilder::InsertionGuard insertion(b);
+          b.setInsertionPoint(nested.getInsertionBlock(),
+                              nested.getInsertionPoint());
+          scf::ConditionOp::create(
+              b, loc, cmpi(arith::CmpIPredicate::slt, state[0], numBlocks),
+              state);
+        },
+        [&](OpBuilder &nested, Location, ValueRange state) {
+          OpBuilder::InsertionGuard insertion(b);
+          b.setInsertionPoint(nested.getInsertionBlock(),
+                              nested.getInsertionPoint());
+          scf::YieldOp::create(b, loc, body(state));
+        });
   }
 
   OpBuilder &b;
@@ -167,8 +190,10 @@ public:
         loc(regionOwner->getLoc()) {}
 
   /// Collects the captures, fills the signature and creates the module
-  /// with its dynamic shared memory.
-  FailureOr<gpu::GPUModuleOp> create(StringRef moduleName);
+  /// with its dynamic shared memory. `tensorMaps` parameters of
+  /// Kind::TensorMap ("map.<i>") follow the FixedParams.
+  FailureOr<gpu::GPUModuleOp> create(StringRef moduleName,
+                                     unsigned tensorMaps = 0);
   /// An empty kernel of `threads` threads per CTA taking the signature.
   gpu::GPUFuncOp createKernel(const Twine &name, int64_t threads);
   /// Adds a kernel whose body `emitBody` emits with the regions' captures
@@ -250,6 +275,10 @@ Value createLog2(OpBuilder &builder, Location loc, Value x);
 /// and llvm.fma (see KernelIRBuilder::maxf). One lane per row; the attention
 /// kernel adds its reductions over a quad.
 NormalizerMath getNVPTXNormalizerMath();
+
+/// The function attribute listing a kernel's TensorMap arguments: lowering
+/// makes them byval grid constants (see addGpuLoweringPasses).
+constexpr llvm::StringLiteral kTensorMapArgsAttrName = "attn.tensor_map_args";
 
 /// The passes from a device-only gpu.module (arith/scf/llvm/nvvm/gpu ops)
 /// to a gpu.binary holding PTX.

@@ -8,12 +8,16 @@
 using namespace mlir;
 using namespace mlir::attn;
 
-FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName) {
+FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName,
+                                                         unsigned tensorMaps) {
   if (failed(collectCaptures(regionOwner, captureValues)))
     return failure();
   signature = GpuKernelSignature();
   for (unsigned p = 0; p < kNumFixedParams; ++p)
     signature.params.push_back(getFixedParam(static_cast<FixedParam>(p)));
+  for (unsigned m = 0; m < tensorMaps; ++m)
+    signature.params.push_back(
+        {"map." + std::to_string(m), GpuKernelParam::Kind::TensorMap});
   auto globalPtr = LLVM::LLVMPointerType::get(builder.getContext(), 1);
   for (const GpuKernelParam &param : signature.params) {
     switch (param.kind) {
@@ -31,6 +35,10 @@ FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName) {
       break;
     case GpuKernelParam::Kind::F64:
       argTypes.push_back(builder.getF64Type());
+      break;
+    case GpuKernelParam::Kind::TensorMap:
+      // Its address in the parameter space, as a generic pointer.
+      argTypes.push_back(LLVM::LLVMPointerType::get(builder.getContext()));
       break;
     }
   }
@@ -64,6 +72,13 @@ gpu::GPUFuncOp KernelModuleBuilder::createKernel(const Twine &name,
   for (unsigned i = 0; i < 6; ++i)
     func.setArgAttr(i, LLVM::LLVMDialect::getNoAliasAttrName(),
                     builder.getUnitAttr());
+  SmallVector<int32_t> tensorMaps;
+  for (auto [i, param] : llvm::enumerate(signature.params))
+    if (param.kind == GpuKernelParam::Kind::TensorMap)
+      tensorMaps.push_back(static_cast<int32_t>(i));
+  if (!tensorMaps.empty())
+    func->setAttr(kTensorMapArgsAttrName,
+                  builder.getDenseI32ArrayAttr(tensorMaps));
   return func;
 }
 

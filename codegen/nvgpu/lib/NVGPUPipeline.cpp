@@ -85,6 +85,43 @@ static void useShortSharedPointers() {
   });
 }
 
+namespace {
+/// Makes the arguments a kernel lists under kTensorMapArgsAttrName what the
+/// driver passes a CUtensorMap as: 128 bytes by value in the parameter
+/// space, 64-byte aligned, read in place (a grid constant, whose address
+/// cp.async.bulk.tensor takes). gpu.func keeps neither attribute through
+/// convert-gpu-to-nvvm, hence a step after it.
+struct PassTensorMapsByValuePass
+    : PassWrapper<PassTensorMapsByValuePass,
+                  OperationPass<gpu::GPUModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(PassTensorMapsByValuePass)
+  StringRef getArgument() const override {
+    return "attn-pass-tensor-maps-by-value";
+  }
+  void runOnOperation() override {
+    getOperation().walk([](LLVM::LLVMFuncOp func) {
+      auto maps =
+          func->getAttrOfType<DenseI32ArrayAttr>(kTensorMapArgsAttrName);
+      if (!maps)
+        return;
+      MLIRContext *context = func.getContext();
+      Builder builder(context);
+      auto mapType =
+          LLVM::LLVMArrayType::get(IntegerType::get(context, 8), 128);
+      for (int32_t i : maps.asArrayRef()) {
+        func.setArgAttr(i, LLVM::LLVMDialect::getByValAttrName(),
+                        TypeAttr::get(mapType));
+        func.setArgAttr(i, LLVM::LLVMDialect::getAlignAttrName(),
+                        builder.getI64IntegerAttr(64));
+        func.setArgAttr(i, NVVM::NVVMDialect::getGridConstantAttrName(),
+                        builder.getUnitAttr());
+      }
+      func->removeAttr(kTensorMapArgsAttrName);
+    });
+  }
+};
+} // namespace
+
 void mlir::attn::addGpuLoweringPasses(OpPassManager &pm,
                                       const GpuOptions &options) {
   useShortSharedPointers();
@@ -107,6 +144,7 @@ void mlir::attn::addGpuLoweringPasses(OpPassManager &pm,
   indexToLLVM.indexBitwidth = 32;
   device.addPass(createConvertIndexToLLVMPass(indexToLLVM));
   device.addPass(createReconcileUnrealizedCastsPass());
+  device.addPass(std::make_unique<PassTensorMapsByValuePass>());
   device.addPass(createCanonicalizerPass());
   device.addPass(createCSEPass());
 

@@ -48,7 +48,16 @@ for spec in sorted(f for f in os.listdir(examples) if f.endswith(".attn")):
         print(f"{name}: unsupported ({why.strip()})")
         continue
     failures, entries, stack, spills, registers = [], 0, 0, 0, 0
+    hopper = ""
     for module, ptx_text in package_modules(package):
+        if module == "attn_wgmma":
+            # The Hopper skeleton's instructions, each named when present.
+            hopper = "; hopper:" + "".join(
+                " " + word for word, instruction in (
+                    ("tma", "cp.async.bulk.tensor"), ("mbarrier", "mbarrier.try_wait"),
+                    ("wgmma", "wgmma.mma_async"), ("setmaxnreg", "setmaxnreg.inc"),
+                    ("grid-constant-maps", ".param .align 64 .b8"))
+                if instruction in ptx_text)
         ptx = os.path.join(work, f"{name}.{module}.ptx")
         with open(ptx, "w") as f:
             f.write(ptx_text)
@@ -67,4 +76,4 @@ for spec in sorted(f for f in os.listdir(examples) if f.endswith(".attn")):
         print(f"{name}: ptxas failed; {' '.join(failures)}")
     else:
         print(f"{name}: ok; {entries} entries, stack {stack} bytes, "
-              f"spills {spills} bytes, at most {registers} registers")
+              f"spills {spills} bytes, at most {registers} registers{hopper}")

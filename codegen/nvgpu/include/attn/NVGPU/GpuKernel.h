@@ -58,6 +58,9 @@ struct GpuOptions {
   /// partial results (flash-decoding), in a second module compiled beside
   /// the first, for ops that `supportsGpuDecode`.
   bool decode = false;
+  /// Also build the Hopper forward kernel (GpuWgmmaKernel) for ops that
+  /// `supportsWgmmaAttention`, on an sm_90a chip.
+  bool wgmma = false;
 };
 
 /// Levels of the sparse table of mask summaries (attn-analyze-mask's
@@ -85,6 +88,10 @@ struct GpuKernelParam {
     I64,
     F32,
     F64,
+    /// A TMA tensor map (CUtensorMap, 128 bytes) passed by value: the
+    /// kernel reads it where the driver put it (`.param .align 64 .b8
+    /// name[128]`, a grid constant).
+    TensorMap,
   };
   /// For the fixed parameters, FixedParam's name; for captures,
   /// "capture.<i>", "capture.<i>.size.<d>" or "capture.<i>.stride.<d>"
@@ -236,6 +243,27 @@ struct GpuPrologue {
   std::vector<GpuPrologueKernel> kernels;
 };
 
+/// The sm_90a forward kernel (FlashAttention-3's structure: TMA into a ring
+/// of shared-memory stages, mbarriers, wgmma, a producer warp group and two
+/// consumer ones), in a module of its own: its parameters are the
+/// FixedParams, then the tensor maps of Q, K and V (Kind::TensorMap, each a
+/// 4-d map of the tensor [B, heads, rows, head dim] with a box of
+/// [1, 1, `rowsBox` or `keysBox`, 64] and the 128-byte swizzle), then the
+/// captures. Grid [ceil(M / blockM), H, B] as the mma.sync kernel's, which
+/// runs instead where a tensor cannot have a map.
+struct GpuWgmmaKernel {
+  std::string ptx;
+  std::string kernelName;
+  int64_t blockM = 0, blockN = 0;
+  int64_t threads = 0;
+  int64_t sharedMemoryBytes = 0;
+  GpuKernelSignature signature;
+};
+
+/// Whether the Hopper forward kernel serves `op`: a forward without a tile
+/// list, head dims D and E of 64 or 128.
+bool supportsWgmmaAttention(AttentionOp op);
+
 /// Everything a runtime needs to launch the kernel.
 struct GpuKernelArtifact {
   std::string ptx;
@@ -261,6 +289,8 @@ struct GpuKernelArtifact {
   std::optional<GpuTileList> tileList;
   /// Present when attn.einsum ops precede the attention in its block.
   std::optional<GpuPrologue> prologue;
+  /// Present when built with `GpuOptions::wgmma` and supported.
+  std::optional<GpuWgmmaKernel> wgmma;
 };
 
 /// The backward of an attention (attn.attention_backward), FlashAttention-2
@@ -349,6 +379,13 @@ FailureOr<gpu::GPUModuleOp>
 buildDecodeGpuModule(OpBuilder &builder, AttentionOp op,
                      const GpuOptions &options, StringRef moduleName,
                      StringRef kernelName, GpuKernelSignature &signature);
+
+/// The same for the Hopper forward kernel `kernelName`_wgmma, filling
+/// `kernel` but its PTX (see GpuWgmmaKernel).
+FailureOr<gpu::GPUModuleOp>
+buildWgmmaGpuModule(OpBuilder &builder, AttentionOp op,
+                    const GpuOptions &options, StringRef moduleName,
+                    StringRef kernelName, GpuWgmmaKernel &kernel);
 
 /// Builds, at `builder`'s insertion point, a `gpu.module` named
 /// `moduleName` holding the prologue kernels of `einsums` (attn.einsum ops

@@ -30,6 +30,10 @@ struct GpuPackageOptions {
   /// attention kernel for launches with few query rows per key/value head)
   /// where the variant allows.
   bool decode = true;
+  /// Add the Hopper forward kernel where the chip is sm_90a and the kernel
+  /// serves the attention (run instead of the mma.sync one wherever TMA can
+  /// load the launch's Q, K and V).
+  bool wgmma = true;
 };
 
 /// Every field of `options` that the package depends on, as text, for the

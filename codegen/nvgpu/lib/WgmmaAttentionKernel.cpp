@@ -1,0 +1,469 @@
+//===- WgmmaAttentionKernel.cpp - The Hopper attention skeleton -----------===//
+//
+// The sm_90a forward kernel of an attn.attention, FlashAttention-3's
+// structure: one CTA per (128 query rows, head, batch) of three warp groups.
+// The first is the producer: after giving registers back (setmaxnreg) one of
+// its threads loads Q, then K and V of each live key block into a ring of
+// kWgmmaStages stages, with TMA (cp.async.bulk.tensor, 128-byte swizzle)
+// completing on mbarriers. The other two are consumers of 64 rows each:
+// S = Q Kᵀ on wgmma with both operands in shared memory, the op's
+// score_mod, mask and normalizer exactly as in the mma.sync skeleton (a
+// wgmma m64nN accumulator holds, per warp, the fragments of an m16n8
+// accumulator row tile), and O += P V on wgmma with P from registers; then
+// they release the stage.
+//
+// Every asynchronous result passes through an empty asm that takes and
+// gives back its registers after wgmma.wait_group, so that no use of it is
+// scheduled before the wait; the A fragments and accumulators pass through
+// one before wgmma.fence for the same reason.
+//
+// Shared memory (bytes from a 1024-aligned base): Q as D / 64 column chunks
+// of [128 rows][64] (128 bytes a row, swizzled in 1024-byte atoms of 8
+// rows); each stage K then V as chunks of [blockN rows][64]; then the
+// barriers: Q full, K full and V full per stage, stage empty per stage.
+//
+//===----------------------------------------------------------------------===//
+
+#include "AttentionKernelEmitter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+
+/// Rows of a consumer warp group and of one wgmma.
+constexpr int64_t kWgmmaRows = 64;
+/// Bytes of a swizzled row of a 64-column chunk, and of an 8-row atom.
+constexpr int64_t kChunkRowBytes = 128;
+constexpr int64_t kAtomBytes = 8 * kChunkRowBytes;
+/// Registers a producer thread keeps, and a consumer thread gets: 128 of
+/// the first and 256 of the second fill the register file.
+constexpr int64_t kProducerRegisters = 40;
+constexpr int64_t kConsumerRegisters = 232;
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Inline PTX.
+//===----------------------------------------------------------------------===//
+
+/// An asm statement with side effects, results of `resultTypes`.
+static LLVM::InlineAsmOp emitAsm(OpBuilder &b, Location loc,
+                                 TypeRange resultTypes, ValueRange operands,
+                                 StringRef text, StringRef constraints) {
+  Type result;
+  if (resultTypes.size() == 1)
+    result = resultTypes.front();
+  else if (!resultTypes.empty())
+    result = LLVM::LLVMStructType::getLiteral(b.getContext(),
+                                              llvm::to_vector(resultTypes));
+  return LLVM::InlineAsmOp::create(
+      b, loc, result, operands, text, constraints, /*has_side_effects=*/true,
+      /*is_align_stack=*/false, LLVM::tailcallkind::TailCallKind::None,
+      LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
+      /*operand_attrs=*/ArrayAttr());
+}
+
+/// The values `values` given back by an empty asm that takes them: an order
+/// point for registers that asynchronous instructions read or write.
+static SmallVector<Value> fenceOperands(OpBuilder &b, Location loc,
+                                        ArrayRef<Value> values) {
+  std::string constraints;
+  SmallVector<Type> types;
+  for (Value v : values) {
+    constraints += v.getType().isF32() ? "=f," : "=r,";
+    types.push_back(v.getType());
+  }
+  for (size_t i = 0; i < values.size(); ++i)
+    constraints += std::to_string(i) + (i + 1 < values.size() ? "," : "");
+  LLVM::InlineAsmOp fence = emitAsm(b, loc, types, values, "", constraints);
+  if (values.size() == 1)
+    return {fence.getResult(0)};
+  SmallVector<Value> results;
+  for (size_t i = 0; i < values.size(); ++i)
+    results.push_back(LLVM::ExtractValueOp::create(b, loc, fence.getResult(0),
+                                                   static_cast<int64_t>(i)));
+  return results;
+}
+
+Value AttentionKernelEmitter::sharedAddress(int64_t offset) {
+  return add(sharedBase, c32(offset));
+}
+
+Value AttentionKernelEmitter::sharedAddress(Value offset) {
+  return add(sharedBase, offset);
+}
+
+Value AttentionKernelEmitter::operandDescriptor(Value address,
+                                                int64_t leadingBytes,
+                                                int64_t strideBytes) {
+  // Bits 0-13: address / 16; 16-29: leading byte offset / 16; 32-45: stride
+  // byte offset / 16; 62-63: 1, the 128-byte swizzle.
+  uint64_t fixed = (uint64_t(leadingBytes >> 4) << 16) |
+                   (uint64_t(strideBytes >> 4) << 32) | (uint64_t(1) << 62);
+  Value start = arith::AndIOp::create(
+      b, loc, arith::ShRUIOp::create(b, loc, address, c32(4)), c32(0x3FFF));
+  return arith::OrIOp::create(
+      b, loc, arith::ExtUIOp::create(b, loc, i64, start),
+      c64(static_cast<int64_t>(fixed)));
+}
+
+void AttentionKernelEmitter::wgmma(MutableArrayRef<Value> acc,
+                                   Value aDescriptor,
+                                   ArrayRef<Value> aFragment,
+                                   Value bDescriptor, bool transposeB,
+                                   bool accumulate) {
+  const int64_t n = 2 * static_cast<int64_t>(acc.size());
+  std::string type = elementType.isBF16() ? "bf16" : "f16";
+  std::string text = "{\n.reg .pred p;\nsetp.ne.b32 p, $";
+  std::string constraints;
+  SmallVector<Value> operands;
+  const size_t numAcc = acc.size();
+  for (size_t i = 0; i < numAcc; ++i)
+    constraints += "=f,";
+  size_t next = numAcc;
+  std::string a;
+  if (aDescriptor) {
+    a = "$" + std::to_string(next++);
+    operands.push_back(aDescriptor);
+    constraints += "l,";
+  } else {
+    a = "{";
+    for (auto [i, fragment] : llvm::enumerate(aFragment)) {
+      a += "$" + std::to_string(next++) +
+           (i + 1 < aFragment.size() ? "," : "}");
+      operands.push_back(fragment);
+      constraints += "r,";
+    }
+  }
+  std::string bOperand = "$" + std::to_string(next++);
+  operands.push_back(bDescriptor);
+  constraints += "l,";
+  text += std::to_string(next++) + ", 0;\nwgmma.mma_async.sync.aligned.m64n" +
+          std::to_string(n) + "k16.f32." + type + "." + type + " {";
+  operands.push_back(c32(accumulate ? 1 : 0));
+  constraints += "r";
+  for (size_t i = 0; i < numAcc; ++i) {
+    text += "$" + std::to_string(i) + (i + 1 < numAcc ? "," : "}");
+    constraints += "," + std::to_string(i);
+  }
+  text += ", " + a + ", " + bOperand + ", p, 1, 1";
+  if (aDescriptor)
+    text += ", 0";
+  text += std::string(", ") + (transposeB ? "1" : "0") + ";\n}";
+  operands.append(acc.begin(), acc.end());
+  LLVM::InlineAsmOp op =
+      emitAsm(b, loc, SmallVector<Type>(numAcc, f32), operands, text,
+              constraints);
+  for (size_t i = 0; i < numAcc; ++i)
+    acc[i] = LLVM::ExtractValueOp::create(b, loc, op.getResult(0),
+                                          static_cast<int64_t>(i));
+}
+
+void AttentionKernelEmitter::wgmmaFence() {
+  emitAsm(b, loc, {}, {}, "wgmma.fence.sync.aligned;", "");
+}
+
+void AttentionKernelEmitter::wgmmaCommitAndWait() {
+  emitAsm(b, loc, {}, {}, "wgmma.commit_group.sync.aligned;", "");
+  emitAsm(b, loc, {}, {}, "wgmma.wait_group.sync.aligned 0;", "");
+}
+
+void AttentionKernelEmitter::initBarrier(Value address, int64_t count) {
+  emitAsm(b, loc, {}, {address},
+          "mbarrier.init.shared::cta.b64 [$0], " + std::to_string(count) + ";",
+          "r");
+}
+
+void AttentionKernelEmitter::arriveExpectingBytes(Value address,
+                                                  int64_t bytes) {
+  emitAsm(b, loc, {}, {address},
+          "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], " +
+              std::to_string(bytes) + ";",
+          "r");
+}
+
+void AttentionKernelEmitter::arrive(Value address) {
+  emitAsm(b, loc, {}, {address}, "mbarrier.arrive.shared::cta.b64 _, [$0];",
+          "r");
+}
+
+void AttentionKernelEmitter::waitBarrier(Value address, Value parity) {
+  // Labels inside braces are local to them: every copy has its own.
+  emitAsm(b, loc, {}, {address, parity},
+          "{\n.reg .pred ready;\nLAB_WAIT:\n"
+          "mbarrier.try_wait.parity.shared::cta.b64 ready, [$0], $1;\n"
+          "@!ready bra LAB_WAIT;\n}",
+          "r,r");
+}
+
+void AttentionKernelEmitter::loadBox(Value map, Value dst,
+                                     ArrayRef<Value> coordinates,
+                                     Value barrier) {
+  std::string text = "cp.async.bulk.tensor." +
+                     std::to_string(coordinates.size()) +
+                     "d.shared::cluster.global.mbarrier::complete_tx::bytes "
+                     "[$0], [$1, {";
+  SmallVector<Value> operands = {dst, map};
+  std::string constraints = "r,l";
+  for (size_t i = 0; i < coordinates.size(); ++i) {
+    text += "$" + std::to_string(2 + i) +
+            (i + 1 < coordinates.size() ? ", " : "}], ");
+    operands.push_back(coordinates[i]);
+    constraints += ",r";
+  }
+  text += "[$" + std::to_string(2 + coordinates.size()) + "];";
+  operands.push_back(barrier);
+  constraints += ",r";
+  emitAsm(b, loc, {}, operands, text, constraints);
+}
+
+void AttentionKernelEmitter::setMaxRegisters(int64_t count, bool increase) {
+  emitAsm(b, loc, {}, {},
+          std::string("setmaxnreg.") + (increase ? "inc" : "dec") +
+              ".sync.aligned.u32 " + std::to_string(count) + ";",
+          "");
+}
+
+//===----------------------------------------------------------------------===//
+// Shared memory.
+//===----------------------------------------------------------------------===//
+
+int64_t AttentionKernelEmitter::wgmmaStageBytes() const {
+  return 2 * shape.blockN * (shape.headDim + shape.valueDim);
+}
+
+int64_t AttentionKernelEmitter::wgmmaStageOffset(int64_t stage) const {
+  return 2 * shape.blockM * shape.headDim + stage * wgmmaStageBytes();
+}
+
+int64_t AttentionKernelEmitter::wgmmaBarrierOffset() const {
+  return wgmmaStageOffset(kWgmmaStages);
+}
+
+int64_t mlir::attn::getWgmmaSharedMemoryBytes(const AttentionTileShape &shape) {
+  // The tiles, the barriers, and room to align the base to 1024 bytes.
+  return 2 * shape.blockM * shape.headDim +
+         kWgmmaStages * 2 * shape.blockN * (shape.headDim + shape.valueDim) +
+         8 * (1 + 3 * kWgmmaStages) + kAtomBytes;
+}
+
+//===----------------------------------------------------------------------===//
+// The two roles.
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Barrier byte offsets past wgmmaBarrierOffset.
+int64_t qFullBarrier() { return 0; }
+int64_t keysFullBarrier(int64_t stage) { return 8 * (1 + stage); }
+int64_t valuesFullBarrier(int64_t stage) {
+  return 8 * (1 + kWgmmaStages + stage);
+}
+int64_t emptyBarrier(int64_t stage) {
+  return 8 * (1 + 2 * kWgmmaStages + stage);
+}
+} // namespace
+
+void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
+  const int64_t barriers = wgmmaBarrierOffset();
+  Value qMap = args[kNumFixedParams], kMap = args[kNumFixedParams + 1],
+        vMap = args[kNumFixedParams + 2];
+  const int64_t dChunks = shape.headDim / 64, eChunks = shape.valueDim / 64;
+  Value qFull = sharedAddress(barriers + qFullBarrier());
+  arriveExpectingBytes(qFull, 2 * shape.blockM * shape.headDim);
+  for (int64_t c = 0; c < dChunks; ++c)
+    loadBox(qMap, sharedAddress(c * shape.blockM * kChunkRowBytes),
+            {c32(64 * c), m0, head, batch}, qFull);
+
+  Value first = findLiveBlock(c32(0), numBlocks).first;
+  emitBlockLoop(
+      ValueRange{first, c32(0)}, numBlocks,
+      [&](ValueRange state) -> SmallVector<Value> {
+        Value block = state[0], iteration = state[1];
+        Value stage = arith::AndIOp::create(b, loc, iteration,
+                                            c32(kWgmmaStages - 1));
+        Value phase = arith::AndIOp::create(
+            b, loc, divu(iteration, c32(kWgmmaStages)), c32(1));
+        Value barrierStride = mul(stage, c32(8));
+        // A stage is free once both consumers released it; the first pass
+        // over the ring waits for the phase before the first, which counts
+        // as complete.
+        waitBarrier(sharedAddress(add(c32(barriers + emptyBarrier(0)),
+                                      barrierStride)),
+                    arith::XOrIOp::create(b, loc, phase, c32(1)));
+        Value n0 = mul(block, c32(shape.blockN));
+        Value stageBase = add(c32(wgmmaStageOffset(0)),
+                              mul(stage, c32(wgmmaStageBytes())));
+        Value keysFull = sharedAddress(
+            add(c32(barriers + keysFullBarrier(0)), barrierStride));
+        arriveExpectingBytes(keysFull, 2 * shape.blockN * shape.headDim);
+        for (int64_t c = 0; c < dChunks; ++c)
+          loadBox(kMap,
+                  sharedAddress(add(stageBase,
+                                    c32(c * shape.blockN * kChunkRowBytes))),
+                  {c32(64 * c), n0, kvHead, batch}, keysFull);
+        Value valuesFull = sharedAddress(
+            add(c32(barriers + valuesFullBarrier(0)), barrierStride));
+        arriveExpectingBytes(valuesFull, 2 * shape.blockN * shape.valueDim);
+        Value valuesBase =
+            add(stageBase, c32(2 * shape.blockN * shape.headDim));
+        for (int64_t c = 0; c < eChunks; ++c)
+          loadBox(vMap,
+                  sharedAddress(add(valuesBase,
+                                    c32(c * shape.blockN * kChunkRowBytes))),
+                  {c32(64 * c), n0, kvHead, batch}, valuesFull);
+        Value nextBlock = findLiveBlock(add(block, c32(1)), numBlocks).first;
+        return {nextBlock, add(iteration, c32(1))};
+      });
+}
+
+void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
+  const int64_t barriers = wgmmaBarrierOffset();
+  // Consumer warps count from 0; warp group g owns rows 64 g .. 64 g + 63.
+  warp = sub(warp, c32(kWgmmaProducerThreads / 32));
+  Value group = divu(warp, c32(kWgmmaRows / 16));
+  waitBarrier(sharedAddress(barriers + qFullBarrier()), c32(0));
+  Value qBase = sharedAddress(mul(group, c32(kWgmmaRows * kChunkRowBytes)));
+
+  AttentionLoopState init;
+  const int64_t numRows = shape.ownedRows();
+  init.acc.assign(shape.valueDim / 2, cf(0.0));
+  init.rows.assign(numRows, normalizer.getInitialState(b, loc, f32));
+  const int64_t numAcc = init.acc.size();
+  auto [first, firstClass] = findLiveBlock(c32(0), numBlocks);
+  SmallVector<Value> carried = {first, firstClass, c32(0)};
+  const size_t numCursor = carried.size();
+  llvm::append_range(carried, init.flatten(normalizer));
+  scf::WhileOp loop = emitBlockLoop(
+      carried, numBlocks,
+      [&](ValueRange carriedArgs) -> SmallVector<Value> {
+        Value block = carriedArgs[0], tileClass = carriedArgs[1],
+              iteration = carriedArgs[2];
+        AttentionLoopState state = AttentionLoopState::unflatten(
+            carriedArgs.drop_front(numCursor), numAcc, numRows, normalizer);
+        Value stage = arith::AndIOp::create(b, loc, iteration,
+                                            c32(kWgmmaStages - 1));
+        Value phase = arith::AndIOp::create(
+            b, loc, divu(iteration, c32(kWgmmaStages)), c32(1));
+        Value barrierStride = mul(stage, c32(8));
+        Value stageBase =
+            sharedAddress(add(c32(wgmmaStageOffset(0)),
+                              mul(stage, c32(wgmmaStageBytes()))));
+        Value n0 = mul(block, c32(shape.blockN));
+
+        // S = Q Kᵀ: K-major operands, 16 columns (32 bytes) per k-step
+        // within a 64-column chunk.
+        waitBarrier(sharedAddress(add(c32(barriers + keysFullBarrier(0)),
+                                      barrierStride)),
+                    phase);
+        SmallVector<Value> qk(shape.blockN / 2, cf(0.0));
+        qk = fenceOperands(b, loc, qk);
+        wgmmaFence();
+        for (int64_t kk = 0; kk < shape.headDim / 16; ++kk) {
+          int64_t inChunk = (kk % 4) * 32;
+          Value q = add(qBase, c32((kk / 4) * shape.blockM * kChunkRowBytes +
+                                   inChunk));
+          Value k = add(stageBase,
+                        c32((kk / 4) * shape.blockN * kChunkRowBytes + inChunk));
+          wgmma(qk, operandDescriptor(q, 16, kAtomBytes), {},
+                operandDescriptor(k, 16, kAtomBytes), /*transposeB=*/false,
+                /*accumulate=*/kk > 0);
+        }
+        wgmmaCommitAndWait();
+        qk = fenceOperands(b, loc, qk);
+
+        SmallVector<Value> scored = scoreBlock(qk, n0, tileClass);
+        AttentionLoopState next = state;
+        SmallVector<Value> p = updateNormalizer(scored, next);
+
+        // O += P V: P from registers (an mma A fragment per warp), V
+        // MN-major: 16 keys (2048 bytes) per k-step, the next 64 value
+        // columns a chunk further.
+        SmallVector<Value> fragments;
+        for (int64_t kk = 0; kk < shape.blockN / 16; ++kk) {
+          const int64_t t0 = 8 * kk, t1 = t0 + 4;
+          llvm::append_range(
+              fragments,
+              ArrayRef<Value>{pack(p[t0], p[t0 + 1]), pack(p[t0 + 2], p[t0 + 3]),
+                              pack(p[t1], p[t1 + 1]),
+                              pack(p[t1 + 2], p[t1 + 3])});
+        }
+        SmallVector<Value> fenced = next.acc;
+        llvm::append_range(fenced, fragments);
+        fenced = fenceOperands(b, loc, fenced);
+        MutableArrayRef<Value> acc(fenced.data(), numAcc);
+        ArrayRef<Value> aFragments = ArrayRef<Value>(fenced).drop_front(numAcc);
+        waitBarrier(sharedAddress(add(c32(barriers + valuesFullBarrier(0)),
+                                      barrierStride)),
+                    phase);
+        Value valuesBase = add(stageBase, c32(2 * shape.blockN * shape.headDim));
+        wgmmaFence();
+        for (int64_t kk = 0; kk < shape.blockN / 16; ++kk)
+          wgmma(acc, Value(), aFragments.slice(4 * kk, 4),
+                operandDescriptor(add(valuesBase, c32(16 * kk * kChunkRowBytes)),
+                                  shape.blockN * kChunkRowBytes, kAtomBytes),
+                /*transposeB=*/true, /*accumulate=*/true);
+        wgmmaCommitAndWait();
+        SmallVector<Value> done = fenceOperands(b, loc, acc);
+        next.acc.assign(done.begin(), done.end());
+        // Both warp groups' threads arrive: the stage is free once all have.
+        arrive(sharedAddress(add(c32(barriers + emptyBarrier(0)),
+                                 barrierStride)));
+
+        auto [nextBlock, nextClass] =
+            findLiveBlock(add(block, c32(1)), numBlocks);
+        SmallVector<Value> results = {nextBlock, nextClass,
+                                      add(iteration, c32(1))};
+        llvm::append_range(results, next.flatten(normalizer));
+        return results;
+      });
+  emitEpilogue(AttentionLoopState::unflatten(
+      loop.getResults().drop_front(numCursor), numAcc, numRows, normalizer));
+}
+
+void AttentionKernelEmitter::emitWgmma() {
+  emitIndices();
+  smem = LLVM::AddressOfOp::create(b, loc, sharedPtr, "attn_smem");
+  // The 128-byte swizzle repeats every 1024 bytes: tiles start on such a
+  // boundary.
+  Value raw = LLVM::PtrToIntOp::create(b, loc, i32, smem);
+  sharedBase = arith::AndIOp::create(b, loc, add(raw, c32(kAtomBytes - 1)),
+                                     c32(~(kAtomBytes - 1)));
+  Value numBlocks = ceilDiv(sizeN, shape.blockN);
+  const int64_t barriers = wgmmaBarrierOffset();
+  const int64_t consumers = shape.numThreads() - kWgmmaProducerThreads;
+  {
+    auto ifFirst = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::eq, tid, c32(0)),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifFirst.thenBlock());
+    initBarrier(sharedAddress(barriers + qFullBarrier()), 1);
+    for (int64_t s = 0; s < kWgmmaStages; ++s) {
+      initBarrier(sharedAddress(barriers + keysFullBarrier(s)), 1);
+      initBarrier(sharedAddress(barriers + valuesFullBarrier(s)), 1);
+      initBarrier(sharedAddress(barriers + emptyBarrier(s)), consumers);
+    }
+    emitAsm(b, loc, {}, {}, "fence.mbarrier_init.release.cluster;", "");
+  }
+  gpu::BarrierOp::create(b, loc);
+  auto ifProducer = scf::IfOp::create(
+      b, loc, cmpi(arith::CmpIPredicate::ult, tid, c32(kWgmmaProducerThreads)),
+      /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard insertion(b);
+  b.setInsertionPointToStart(ifProducer.thenBlock());
+  setMaxRegisters(kProducerRegisters, /*increase=*/false);
+  auto ifLoader = scf::IfOp::create(
+      b, loc, cmpi(arith::CmpIPredicate::eq, tid, c32(0)),
+      /*withElseRegion=*/false);
+  b.setInsertionPointToStart(ifLoader.thenBlock());
+  emitWgmmaProducer(numBlocks);
+  b.setInsertionPointToStart(ifProducer.elseBlock());
+  setMaxRegisters(kConsumerRegisters, /*increase=*/true);
+  emitWgmmaConsumer(numBlocks);
+}
