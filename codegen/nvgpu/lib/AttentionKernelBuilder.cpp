@@ -272,8 +272,10 @@ std::pair<Value, Value> AttentionKernelEmitter::findLiveBlock(Value from,
         // Gaps (the keys before a window, between the sinks and the window,
         // other documents) are crossed kScanSpan blocks at a time: the tile
         // class of a span is 0 only if every block in it is empty. Not with
-        // 64-key tiles, whose registers are all taken (ptxas would spill).
-        const bool spans = shape.blockN < 64;
+        // the mma.sync skeleton's 64-key tiles, whose registers are all
+        // taken (ptxas would spill); the Hopper skeleton's consumers have
+        // room, and its producer scans before any load starts.
+        const bool spans = shape.blockN < 64 || shape.wgmma;
         auto ifInRange = scf::IfOp::create(b, loc, TypeRange{i32, i32},
                                            inRange, /*withElseRegion=*/true);
         {
@@ -767,6 +769,21 @@ static int64_t chooseBlockN(AttentionOp op, const GpuOptions &options) {
   return 32;
 }
 
+/// The Hopper kernel's tiles: 128 rows (two consumer warp groups), 128 keys
+/// where the per-score code is light, else 64 (the scores and the output
+/// accumulators share the consumers' 232 registers).
+static AttentionTileShape getWgmmaTileShape(AttentionOp op) {
+  auto query = cast<RankedTensorType>(op.getQuery().getType());
+  auto value = cast<RankedTensorType>(op.getValue().getType());
+  AttentionTileShape shape{128,
+                           hasLightScoreCode(op) ? 128 : 64,
+                           query.getDimSize(3),
+                           value.getDimSize(3),
+                           16};
+  shape.wgmma = true;
+  return shape;
+}
+
 static AttentionTileShape getTileShape(AttentionOp op, const GpuOptions &options) {
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
@@ -896,33 +913,28 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
     shape.tileList = true;
     if (failed(addTileList(kernels, op, kernelName + "_tiles", shape)))
       return failure();
+    // The Hopper kernel's list, for its tiles (see buildWgmmaGpuModule).
+    if (buildsWgmmaAttention(op, options) &&
+        failed(addTileList(kernels, op, kernelName + "_wgmma_tiles",
+                           getWgmmaTileShape(op))))
+      return failure();
   }
   if (failed(addAttention(kernels, op, options, kernelName, shape)))
     return failure();
   return module;
 }
 
+bool mlir::attn::buildsWgmmaAttention(AttentionOp op,
+                                      const GpuOptions &options) {
+  return options.wgmma && options.chip == "sm_90a" &&
+         supportsWgmmaAttention(op);
+}
+
 bool mlir::attn::supportsWgmmaAttention(AttentionOp op) {
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
   auto fits = [](int64_t dim) { return dim == 64 || dim == 128; };
-  return fits(query.getDimSize(3)) && fits(value.getDimSize(3)) &&
-         !usesGpuTileList(op);
-}
-
-/// The Hopper kernel's tiles: 128 rows (two consumer warp groups), 128 keys
-/// where the per-score code is light, else 64 (the scores and the output
-/// accumulators share the consumers' 232 registers).
-static AttentionTileShape getWgmmaTileShape(AttentionOp op) {
-  auto query = cast<RankedTensorType>(op.getQuery().getType());
-  auto value = cast<RankedTensorType>(op.getValue().getType());
-  AttentionTileShape shape{128,
-                           hasLightScoreCode(op) ? 128 : 64,
-                           query.getDimSize(3),
-                           value.getDimSize(3),
-                           16};
-  shape.wgmma = true;
-  return shape;
+  return fits(query.getDimSize(3)) && fits(value.getDimSize(3));
 }
 
 FailureOr<gpu::GPUModuleOp> mlir::attn::buildWgmmaGpuModule(
@@ -932,8 +944,7 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildWgmmaGpuModule(
     return failure();
   if (!supportsWgmmaAttention(op))
     return op.emitError() << "attn-nvgpu: no Hopper kernel for this "
-                             "attention (it needs D and E of 64 or 128 and "
-                             "no tile list)";
+                             "attention (it needs D and E of 64 or 128)";
   KernelModuleBuilder kernels(builder, op, kernel.signature);
   FailureOr<gpu::GPUModuleOp> module =
       kernels.create(moduleName, /*tensorMaps=*/3);
@@ -941,6 +952,15 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildWgmmaGpuModule(
     return failure();
   AttentionTileShape shape = getWgmmaTileShape(op);
   kernel.kernelName = (kernelName + "_wgmma").str();
+  // Its own list of live blocks, for its tiles, listed by a kernel of the
+  // mma.sync module (buildAttentionGpuModule), whose parameters have no
+  // tensor maps.
+  if (usesGpuTileList(op)) {
+    shape.tileList = true;
+    kernel.tileList =
+        GpuTileList{kernel.kernelName + "_tiles", shape.blockM, shape.blockN,
+                    !op.getTileClass().getArgument(1).use_empty()};
+  }
   kernel.blockM = shape.blockM;
   kernel.blockN = shape.blockN;
   kernel.threads = shape.numThreads();

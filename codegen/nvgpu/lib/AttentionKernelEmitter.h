@@ -182,7 +182,9 @@ private:
              ArrayRef<Value> aFragment, Value bDescriptor, bool transposeB,
              bool accumulate);
   void wgmmaFence();
-  void wgmmaCommitAndWait();
+  void wgmmaCommit();
+  /// Waits for every committed wgmma of the warp group.
+  void wgmmaWait();
   void initBarrier(Value address, int64_t count);
   void arriveExpectingBytes(Value address, int64_t bytes);
   void arrive(Value address);
@@ -192,6 +194,10 @@ private:
   void loadBox(Value map, Value dst, ArrayRef<Value> coordinates,
                Value barrier);
   void setMaxRegisters(int64_t count, bool increase);
+  /// The live block after `block` (null: the first) and its class: entry
+  /// `position` of the CTA's tile list, or the scan's next.
+  std::pair<Value, Value> nextLiveBlock(Value block, Value position,
+                                        Value numBlocks);
   /// The producer: Q, then K and V of each live block into the ring.
   void emitWgmmaProducer(Value numBlocks);
   /// A consumer warp group's key loop and epilogue.

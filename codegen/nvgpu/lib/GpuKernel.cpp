@@ -195,8 +195,7 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
   }
   OwningOpRef<ModuleOp> wgmmaContainer;
   GpuWgmmaKernel wgmma;
-  if (options.wgmma && options.chip == "sm_90a" &&
-      supportsWgmmaAttention(op)) {
+  if (buildsWgmmaAttention(op, options)) {
     wgmmaContainer = compilation.makeContainer();
     if (failed(buildWgmmaGpuModule(builder, op, options, "attn_gpu_wgmma",
                                    artifact.kernelName, wgmma)))

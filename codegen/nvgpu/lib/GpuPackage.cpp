@@ -965,21 +965,28 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
 
   // The lists of live key blocks, written just before the attention kernel
   // reads them and under the same condition.
-  if (const auto &tileList = artifact->tileList) {
+  /// Makes `list` an entry writing the tile list `tileList` into workspace
+  /// `workspace` (added here): one warp per query tile (and head).
+  auto listEntry = [&](EntrySpec &list,
+                       const mlir::attn::GpuTileList &tileList,
+                       const std::string &workspace) {
     std::string b = axisFormula((*q)[0]), m = axisFormula((*q)[2]),
                 n = axisFormula((*k)[2]);
-    std::string listHeads = tileList->perHead ? "(" + heads + ")" : "1";
-    std::string headFactor = tileList->perHead ? listHeads + "*" : "";
+    std::string listHeads = tileList.perHead ? "(" + heads + ")" : "1";
+    std::string headFactor = tileList.perHead ? listHeads + "*" : "";
     std::string mTiles =
-        "cdiv(" + m + ", " + std::to_string(tileList->blockM) + ")";
+        "cdiv(" + m + ", " + std::to_string(tileList.blockM) + ")";
     manifest.workspaces.push_back(
-        {"tiles", "4*(" + b + ")*" + headFactor + mTiles + "*(cdiv(" + n +
-                      ", " + std::to_string(tileList->blockN) + ") + 1)"});
+        {workspace, "4*(" + b + ")*" + headFactor + mTiles + "*(cdiv(" + n +
+                        ", " + std::to_string(tileList.blockN) + ") + 1)"});
+    list.function = tileList.kernelName;
+    list.grid = {mTiles, listHeads, b};
+    list.block[0] = 32;
+    list.sharedBytes = 0;
+  };
+  if (const auto &tileList = artifact->tileList) {
     tiles.name = "attn_tiles";
-    tiles.function = tileList->kernelName;
-    tiles.grid = {mTiles, listHeads, b};
-    tiles.block[0] = 32;
-    tiles.sharedBytes = 0;
+    listEntry(tiles, *tileList, "tiles");
     auto attention = llvm::find_if(manifest.entries, [&](const EntrySpec &e) {
       return e.function == artifact->kernelName;
     });
@@ -1013,6 +1020,18 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     hopper.fallback = mmaEntry->name;
     mmaEntry->when.clear();
     hopper.params = fixedSlots;
+    // With a tile list: its own, for its tiles, listed by a kernel of the
+    // mma.sync module just before it (under the same condition).
+    std::optional<EntrySpec> hopperTiles;
+    if (const auto &tileList = wgmma->tileList) {
+      hopper.params[static_cast<unsigned>(FixedParam::Tiles)] =
+          workspaceSlot("tiles_wgmma");
+      hopperTiles = hopper;
+      hopperTiles->name = "attn_tiles_wgmma";
+      hopperTiles->module = "attn";
+      hopperTiles->fallback.clear();
+      listEntry(*hopperTiles, *tileList, "tiles_wgmma");
+    }
     auto mapSlot = [&](const llvm::SmallVector<OperandAxis> &axes,
                        int64_t rows) {
       ParamSlot slot;
@@ -1028,6 +1047,16 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     hopper.params.push_back(mapSlot(*v, wgmma->blockN));
     if (llvm::Error error = appendCaptureSlots(wgmma->signature, hopper.params))
       return std::move(error);
+    if (hopperTiles) {
+      // The mma.sync module's parameters, its own list's workspace.
+      hopperTiles->params = fixedSlots;
+      hopperTiles->params[static_cast<unsigned>(FixedParam::Tiles)] =
+          workspaceSlot("tiles_wgmma");
+      if (llvm::Error error =
+              appendCaptureSlots(signature, hopperTiles->params))
+        return std::move(error);
+      mmaEntry = manifest.entries.insert(mmaEntry, std::move(*hopperTiles)) + 1;
+    }
     manifest.entries.insert(mmaEntry, std::move(hopper));
   }
 

@@ -169,10 +169,14 @@ void AttentionKernelEmitter::wgmmaFence() {
   emitAsm(b, loc, {}, {}, "wgmma.fence.sync.aligned;", "");
 }
 
-void AttentionKernelEmitter::wgmmaCommitAndWait() {
+void AttentionKernelEmitter::wgmmaCommit() {
   emitAsm(b, loc, {}, {}, "wgmma.commit_group.sync.aligned;", "");
+}
+
+void AttentionKernelEmitter::wgmmaWait() {
   emitAsm(b, loc, {}, {}, "wgmma.wait_group.sync.aligned 0;", "");
 }
+
 
 void AttentionKernelEmitter::initBarrier(Value address, int64_t count) {
   emitAsm(b, loc, {}, {address},
@@ -269,6 +273,17 @@ int64_t emptyBarrier(int64_t stage) {
 }
 } // namespace
 
+std::pair<Value, Value>
+AttentionKernelEmitter::nextLiveBlock(Value block, Value position,
+                                      Value numBlocks) {
+  if (shape.tileList) {
+    Value entry = readTileList(position);
+    return {arith::ShRUIOp::create(b, loc, entry, c32(2)),
+            arith::AndIOp::create(b, loc, entry, c32(3))};
+  }
+  return findLiveBlock(block ? add(block, c32(1)) : c32(0), numBlocks);
+}
+
 void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
   const int64_t barriers = wgmmaBarrierOffset();
   Value qMap = args[kNumFixedParams], kMap = args[kNumFixedParams + 1],
@@ -280,7 +295,7 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
     loadBox(qMap, sharedAddress(c * shape.blockM * kChunkRowBytes),
             {c32(64 * c), m0, head, batch}, qFull);
 
-  Value first = findLiveBlock(c32(0), numBlocks).first;
+  Value first = nextLiveBlock(Value(), c32(0), numBlocks).first;
   emitBlockLoop(
       ValueRange{first, c32(0)}, numBlocks,
       [&](ValueRange state) -> SmallVector<Value> {
@@ -317,8 +332,10 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
                   sharedAddress(add(valuesBase,
                                     c32(c * shape.blockN * kChunkRowBytes))),
                   {c32(64 * c), n0, kvHead, batch}, valuesFull);
-        Value nextBlock = findLiveBlock(add(block, c32(1)), numBlocks).first;
-        return {nextBlock, add(iteration, c32(1))};
+        Value nextIteration = add(iteration, c32(1));
+        Value nextBlock =
+            nextLiveBlock(block, nextIteration, numBlocks).first;
+        return {nextBlock, nextIteration};
       });
 }
 
@@ -335,7 +352,7 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
   init.acc.assign(shape.valueDim / 2, cf(0.0));
   init.rows.assign(numRows, normalizer.getInitialState(b, loc, f32));
   const int64_t numAcc = init.acc.size();
-  auto [first, firstClass] = findLiveBlock(c32(0), numBlocks);
+  auto [first, firstClass] = nextLiveBlock(Value(), c32(0), numBlocks);
   SmallVector<Value> carried = {first, firstClass, c32(0)};
   const size_t numCursor = carried.size();
   llvm::append_range(carried, init.flatten(normalizer));
@@ -374,7 +391,8 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
                 operandDescriptor(k, 16, kAtomBytes), /*transposeB=*/false,
                 /*accumulate=*/kk > 0);
         }
-        wgmmaCommitAndWait();
+        wgmmaCommit();
+        wgmmaWait();
         qk = fenceOperands(b, loc, qk);
 
         SmallVector<Value> scored = scoreBlock(qk, n0, tileClass);
@@ -408,17 +426,18 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
                 operandDescriptor(add(valuesBase, c32(16 * kk * kChunkRowBytes)),
                                   shape.blockN * kChunkRowBytes, kAtomBytes),
                 /*transposeB=*/true, /*accumulate=*/true);
-        wgmmaCommitAndWait();
+        wgmmaCommit();
+        wgmmaWait();
         SmallVector<Value> done = fenceOperands(b, loc, acc);
         next.acc.assign(done.begin(), done.end());
         // Both warp groups' threads arrive: the stage is free once all have.
         arrive(sharedAddress(add(c32(barriers + emptyBarrier(0)),
                                  barrierStride)));
 
+        Value nextIteration = add(iteration, c32(1));
         auto [nextBlock, nextClass] =
-            findLiveBlock(add(block, c32(1)), numBlocks);
-        SmallVector<Value> results = {nextBlock, nextClass,
-                                      add(iteration, c32(1))};
+            nextLiveBlock(block, nextIteration, numBlocks);
+        SmallVector<Value> results = {nextBlock, nextClass, nextIteration};
         llvm::append_range(results, next.flatten(normalizer));
         return results;
       });
@@ -435,6 +454,8 @@ void AttentionKernelEmitter::emitWgmma() {
   sharedBase = arith::AndIOp::create(b, loc, add(raw, c32(kAtomBytes - 1)),
                                      c32(~(kAtomBytes - 1)));
   Value numBlocks = ceilDiv(sizeN, shape.blockN);
+  if (shape.tileList)
+    emitTileListStart(numBlocks);
   const int64_t barriers = wgmmaBarrierOffset();
   const int64_t consumers = shape.numThreads() - kWgmmaProducerThreads;
   {

@@ -279,6 +279,32 @@ def check_streams_and_threads(report, kernel):
                not errors and all(results), errors=len(errors))
 
 
+def check_layouts(report, kernel):
+    """Views the kernels read through their strides (sm_90a: through the
+    tensor maps the runtime builds from them) give the bits of their dense
+    copies: [B, L, H, D] storage seen as [B, H, L, D], every other head of a
+    wider tensor, and the middle columns of wider rows."""
+    import torch
+    q, k, v = [x.detach() for x in leaves(
+        [(2, 4, 700, HEAD_DIM), (2, 4, 900, HEAD_DIM),
+         (2, 4, 900, HEAD_DIM)], 11, torch.bfloat16)]
+    want = kernel(q, k, v)
+    views = {
+        "[B, L, H, D] storage": lambda x: x.transpose(1, 2).contiguous().transpose(1, 2),
+        "every other head": lambda x: torch.stack(
+            [x, torch.zeros_like(x)], 2).flatten(1, 2)[:, ::2],
+        "middle columns": lambda x: torch.cat(
+            [torch.zeros_like(x[..., :8]), x, torch.zeros_like(x[..., :8])], -1)[..., 8:-8],
+    }
+    for name, view in views.items():
+        args = [view(x) for x in (q, k, v)]
+        same_values = all(torch.equal(a, x) for a, x in zip(args, (q, k, v)))
+        got = kernel(*args)
+        report.add("layout: %s" % name, same_values and torch.equal(got, want),
+                   strides=str(args[0].stride()),
+                   max_abs=float((got.float() - want.float()).abs().max()))
+
+
 def check_compile(report, kernel):
     import torch
     q, k, v = leaves([(1, 3, M, HEAD_DIM), (1, 3, N, HEAD_DIM),
@@ -371,7 +397,7 @@ def run(directory, json_path):
                                     torch.__version__))
     report = Report()
     kernel = check_autograd(report, torch_flex, create_block_mask)
-    for check in (check_streams_and_threads, check_compile,
+    for check in (check_layouts, check_streams_and_threads, check_compile,
                   check_cuda_graph):
         check(report, kernel)
     check_overhead(report, kernel, torch_flex)

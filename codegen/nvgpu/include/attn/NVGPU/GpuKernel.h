@@ -258,11 +258,17 @@ struct GpuWgmmaKernel {
   int64_t threads = 0;
   int64_t sharedMemoryBytes = 0;
   GpuKernelSignature signature;
+  /// Present when `usesGpuTileList`: the list of its own tiles, in a
+  /// workspace of its own, by a kernel of the mma.sync module (the
+  /// artifact's `ptx`, whose parameters have no tensor maps).
+  std::optional<GpuTileList> tileList;
 };
 
-/// Whether the Hopper forward kernel serves `op`: a forward without a tile
-/// list, head dims D and E of 64 or 128.
+/// Whether the Hopper forward kernel serves `op`: head dims D and E of 64
+/// or 128.
 bool supportsWgmmaAttention(AttentionOp op);
+/// Whether it is built with `options` (GpuOptions::wgmma, chip sm_90a).
+bool buildsWgmmaAttention(AttentionOp op, const GpuOptions &options);
 
 /// Everything a runtime needs to launch the kernel.
 struct GpuKernelArtifact {
