@@ -182,9 +182,8 @@ private:
              ArrayRef<Value> aFragment, Value bDescriptor, bool transposeB,
              bool accumulate);
   void wgmmaFence();
-  void wgmmaCommit();
-  /// Waits for every committed wgmma of the warp group.
-  void wgmmaWait();
+  /// Commits the warp group's wgmmas and waits for all of them.
+  void wgmmaCommitAndWait();
   void initBarrier(Value address, int64_t count);
   void arriveExpectingBytes(Value address, int64_t bytes);
   void arrive(Value address);

@@ -1004,11 +1004,24 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
         return false;
     return declared->inputs[axes[0].input].axes.size() == axes.size();
   };
+  bool addsWgmma = false;
   if (const auto &wgmma = artifact->wgmma;
       wgmma && isWholeInput(*q) && isWholeInput(*k) && isWholeInput(*v)) {
+    addsWgmma = true;
     auto mmaEntry = llvm::find_if(manifest.entries, [&](const EntrySpec &e) {
       return e.function == artifact->kernelName;
     });
+    // With a tile list: its own, for its tiles, listed just before it under
+    // the same condition by a kernel of the mma.sync module (that module's
+    // parameters, but the list's workspace).
+    auto tilesSlot = static_cast<unsigned>(FixedParam::Tiles);
+    std::optional<EntrySpec> hopperTiles;
+    if (const auto &tileList = wgmma->tileList) {
+      hopperTiles = *mmaEntry;
+      hopperTiles->name = "attn_tiles_wgmma";
+      hopperTiles->params[tilesSlot] = workspaceSlot("tiles_wgmma");
+      listEntry(*hopperTiles, *tileList, "tiles_wgmma");
+    }
     EntrySpec hopper = *mmaEntry;
     hopper.name = "attn_fwd_wgmma";
     hopper.function = wgmma->kernelName;
@@ -1020,18 +1033,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     hopper.fallback = mmaEntry->name;
     mmaEntry->when.clear();
     hopper.params = fixedSlots;
-    // With a tile list: its own, for its tiles, listed by a kernel of the
-    // mma.sync module just before it (under the same condition).
-    std::optional<EntrySpec> hopperTiles;
-    if (const auto &tileList = wgmma->tileList) {
-      hopper.params[static_cast<unsigned>(FixedParam::Tiles)] =
-          workspaceSlot("tiles_wgmma");
-      hopperTiles = hopper;
-      hopperTiles->name = "attn_tiles_wgmma";
-      hopperTiles->module = "attn";
-      hopperTiles->fallback.clear();
-      listEntry(*hopperTiles, *tileList, "tiles_wgmma");
-    }
+    if (hopperTiles)
+      hopper.params[tilesSlot] = workspaceSlot("tiles_wgmma");
     auto mapSlot = [&](const llvm::SmallVector<OperandAxis> &axes,
                        int64_t rows) {
       ParamSlot slot;
@@ -1047,16 +1050,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     hopper.params.push_back(mapSlot(*v, wgmma->blockN));
     if (llvm::Error error = appendCaptureSlots(wgmma->signature, hopper.params))
       return std::move(error);
-    if (hopperTiles) {
-      // The mma.sync module's parameters, its own list's workspace.
-      hopperTiles->params = fixedSlots;
-      hopperTiles->params[static_cast<unsigned>(FixedParam::Tiles)] =
-          workspaceSlot("tiles_wgmma");
-      if (llvm::Error error =
-              appendCaptureSlots(signature, hopperTiles->params))
-        return std::move(error);
+    if (hopperTiles)
       mmaEntry = manifest.entries.insert(mmaEntry, std::move(*hopperTiles)) + 1;
-    }
     manifest.entries.insert(mmaEntry, std::move(hopper));
   }
 
@@ -1116,9 +1111,6 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     }
   }
 
-  bool hasWgmma = llvm::any_of(manifest.entries, [](const EntrySpec &e) {
-    return e.module == "attn_wgmma";
-  });
   PackageWriter writer(std::move(manifest));
   if (backwardKernels)
     writer.addModule("attn_bwd", ModuleFormat::Ptx, backwardKernels->ptx);
@@ -1128,7 +1120,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   writer.addModule("attn", ModuleFormat::Ptx, artifact->ptx);
   if (artifact->decode)
     writer.addModule("attn_decode", ModuleFormat::Ptx, artifact->decode->ptx);
-  if (hasWgmma)
+  if (addsWgmma)
     writer.addModule("attn_wgmma", ModuleFormat::Ptx, artifact->wgmma->ptx);
   if (artifact->prologue)
     writer.addModule("attn_prologue", ModuleFormat::Ptx,

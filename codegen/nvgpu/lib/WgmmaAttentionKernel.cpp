@@ -169,11 +169,8 @@ void AttentionKernelEmitter::wgmmaFence() {
   emitAsm(b, loc, {}, {}, "wgmma.fence.sync.aligned;", "");
 }
 
-void AttentionKernelEmitter::wgmmaCommit() {
+void AttentionKernelEmitter::wgmmaCommitAndWait() {
   emitAsm(b, loc, {}, {}, "wgmma.commit_group.sync.aligned;", "");
-}
-
-void AttentionKernelEmitter::wgmmaWait() {
   emitAsm(b, loc, {}, {}, "wgmma.wait_group.sync.aligned 0;", "");
 }
 
@@ -391,8 +388,7 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
                 operandDescriptor(k, 16, kAtomBytes), /*transposeB=*/false,
                 /*accumulate=*/kk > 0);
         }
-        wgmmaCommit();
-        wgmmaWait();
+        wgmmaCommitAndWait();
         qk = fenceOperands(b, loc, qk);
 
         SmallVector<Value> scored = scoreBlock(qk, n0, tileClass);
@@ -426,8 +422,7 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
                 operandDescriptor(add(valuesBase, c32(16 * kk * kChunkRowBytes)),
                                   shape.blockN * kChunkRowBytes, kAtomBytes),
                 /*transposeB=*/true, /*accumulate=*/true);
-        wgmmaCommit();
-        wgmmaWait();
+        wgmmaCommitAndWait();
         SmallVector<Value> done = fenceOperands(b, loc, acc);
         next.acc.assign(done.begin(), done.end());
         // Both warp groups' threads arrive: the stage is free once all have.

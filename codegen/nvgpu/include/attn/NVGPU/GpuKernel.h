@@ -1,8 +1,9 @@
 //===- GpuKernel.h - attn.attention as a tensor-core GPU kernel -*- C++ -*-===//
 //
-// The GPU backend's entry points: build a device-only `gpu.module` for one
-// attn.attention (a FlashAttention-2 style mma.sync skeleton with the op's
-// score_mod, mask and tile_class regions inlined), lower it to PTX, and
+// The GPU backend's entry points: build device-only `gpu.module`s for one
+// attn.attention (a FlashAttention-2 style mma.sync skeleton, and on sm_90a
+// FlashAttention-3's TMA + wgmma one, with the op's score_mod, mask and
+// tile_class regions inlined), lower them to PTX, and
 // describe the kernel's parameters so that a runtime with no MLIR can launch
 // it.
 //
