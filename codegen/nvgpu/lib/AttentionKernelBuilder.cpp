@@ -414,18 +414,15 @@ AttentionKernelEmitter::emitBlockUpdate(ArrayRef<Value> scored,
 
 SmallVector<Value>
 AttentionKernelEmitter::updateNormalizer(ArrayRef<Value> scored,
-                                         AttentionLoopState &next) {
+                                         AttentionLoopState &next,
+                                         SmallVectorImpl<BlockShift> *shifts) {
   const AttentionLoopState state = next;
   const int64_t nTiles = shape.blockN / 8;
-  const int64_t eTiles = shape.valueDim / 8;
   const int64_t numScores = 4 * nTiles * shape.rowTiles();
   SmallVector<Value> p(scored.begin(), scored.begin() + numScores);
-  // Score and accumulator slots of owned row i = (row tile t, half r).
+  // Score slots of owned row i = (row tile t, half r).
   auto pSlot = [&](int64_t i, int64_t j, int64_t c) {
     return 4 * (nTiles * (i / 2) + j) + 2 * (i % 2) + c;
-  };
-  auto accSlot = [&](int64_t i, int64_t e, int64_t c) {
-    return 4 * (eTiles * (i / 2) + e) + 2 * (i % 2) + c;
   };
 
   // The block's kept counts (after the p operands) join the rows' counts.
@@ -455,14 +452,23 @@ AttentionKernelEmitter::updateNormalizer(ArrayRef<Value> scored,
         if (sum)
           sum = normalizer.accumulate(b, loc, sum, x);
       }
-    for (int64_t e = 0; e < eTiles; ++e)
-      for (int64_t c = 0; c < 2; ++c) {
-        Value &a = next.acc[accSlot(i, e, c)];
-        a = normalizer.rescale(b, loc, a, shift);
-      }
+    if (shifts)
+      shifts->push_back(shift);
+    else
+      rescaleRow(next.acc, i, shift);
     next.rows[i] = normalizer.endBlock(shift, sum, keptCounts[i]);
   }
   return p;
+}
+
+void AttentionKernelEmitter::rescaleRow(MutableArrayRef<Value> acc, int64_t i,
+                                        const BlockShift &shift) {
+  const int64_t eTiles = shape.valueDim / 8;
+  for (int64_t e = 0; e < eTiles; ++e)
+    for (int64_t c = 0; c < 2; ++c) {
+      Value &a = acc[4 * (eTiles * (i / 2) + e) + 2 * (i % 2) + c];
+      a = normalizer.rescale(b, loc, a, shift);
+    }
 }
 
 /// O += P V with V in shared memory, on mma.sync.

@@ -161,9 +161,17 @@ private:
   AttentionLoopState emitBlockUpdate(ArrayRef<Value> scored,
                                      const AttentionLoopState &state);
   /// Rescales `next` (the state before the block) by the block's `scored`
-  /// and updates its rows; returns the weights P in accumulator order.
+  /// and updates its rows; returns the weights P in accumulator order. With
+  /// `shifts`, the accumulators are left as they are and each owned row's
+  /// shift is appended there, for rescaleRow once earlier products that
+  /// write them have completed.
   SmallVector<Value> updateNormalizer(ArrayRef<Value> scored,
-                                      AttentionLoopState &next);
+                                      AttentionLoopState &next,
+                                      SmallVectorImpl<BlockShift> *shifts =
+                                          nullptr);
+  /// Rescales the accumulators of owned row `i` by `shift`.
+  void rescaleRow(MutableArrayRef<Value> acc, int64_t i,
+                  const BlockShift &shift);
   /// next.acc += P V with V in shared memory.
   void accumulateValues(ArrayRef<Value> p, AttentionLoopState &next);
 
@@ -182,8 +190,11 @@ private:
              ArrayRef<Value> aFragment, Value bDescriptor, bool transposeB,
              bool accumulate);
   void wgmmaFence();
-  /// Commits the warp group's wgmmas and waits for all of them.
-  void wgmmaCommitAndWait();
+  /// Closes the warp group's wgmma group issued since the last commit.
+  void wgmmaCommit();
+  /// Waits until at most `pending` of the warp group's committed wgmma
+  /// groups are still running.
+  void wgmmaWait(int64_t pending);
   void initBarrier(Value address, int64_t count);
   void arriveExpectingBytes(Value address, int64_t bytes);
   void arrive(Value address);
@@ -197,8 +208,31 @@ private:
   /// `position` of the CTA's tile list, or the scan's next.
   std::pair<Value, Value> nextLiveBlock(Value block, Value position,
                                         Value numBlocks);
+  /// Where the i-th live block lives in the ring: its stage's byte offset,
+  /// the parity of its pass over the ring, and 8 × its stage (the offset of
+  /// its barriers from the first stage's).
+  struct RingSlot {
+    Value offset, phase, barrierStride;
+  };
+  RingSlot ringSlot(Value iteration);
+  /// The address of `slot`'s barrier of a kind whose first stage's barrier
+  /// is at `firstStageOffset` past wgmmaBarrierOffset.
+  Value ringBarrier(int64_t firstStageOffset, const RingSlot &slot);
   /// The producer: Q, then K and V of each live block into the ring.
   void emitWgmmaProducer(Value numBlocks);
+  /// Waits for the keys in `slot`, issues S = Q Kᵀ (Q at shared address
+  /// `qBase`) and commits it; returns the accumulators, which are only
+  /// valid after the matching wgmmaWait.
+  SmallVector<Value> issueKeyProduct(Value qBase, const RingSlot &slot);
+  /// Waits for the values in `slot`, issues acc += P V (P as packed A
+  /// fragments, `weights`) and commits it; `acc` and `weights` are
+  /// replaced by the registers the product owns until the matching
+  /// wgmmaWait.
+  void issueValueProduct(MutableArrayRef<Value> acc,
+                         MutableArrayRef<Value> weights, const RingSlot &slot);
+  /// The weights of one block, in accumulator order, packed into the A
+  /// fragments of P V.
+  SmallVector<Value> packWeights(ArrayRef<Value> p);
   /// A consumer warp group's key loop and epilogue.
   void emitWgmmaConsumer(Value numBlocks);
   /// Byte offsets of the Hopper skeleton's shared memory.

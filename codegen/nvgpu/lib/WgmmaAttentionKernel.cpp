@@ -9,8 +9,11 @@
 // S = Q Kᵀ on wgmma with both operands in shared memory, the op's
 // score_mod, mask and normalizer exactly as in the mma.sync skeleton (a
 // wgmma m64nN accumulator holds, per warp, the fragments of an m16n8
-// accumulator row tile), and O += P V on wgmma with P from registers; then
-// they release the stage.
+// accumulator row tile), and O += P V on wgmma with P from registers. The
+// two products overlap the softmax: block j's S and block j - 1's P V are
+// issued together, block j's weights are computed while P V runs, and O
+// is rescaled by block j's shift once it has. K of a stage is released as
+// soon as S is done, V once P V is.
 //
 // Every asynchronous result passes through an empty asm that takes and
 // gives back its registers after wgmma.wait_group, so that no use of it is
@@ -20,7 +23,7 @@
 // Shared memory (bytes from a 1024-aligned base): Q as D / 64 column chunks
 // of [128 rows][64] (128 bytes a row, swizzled in 1024-byte atoms of 8
 // rows); each stage K then V as chunks of [blockN rows][64]; then the
-// barriers: Q full, K full and V full per stage, stage empty per stage.
+// barriers: Q full, then per stage K full, V full, K empty and V empty.
 //
 //===----------------------------------------------------------------------===//
 
@@ -169,9 +172,13 @@ void AttentionKernelEmitter::wgmmaFence() {
   emitAsm(b, loc, {}, {}, "wgmma.fence.sync.aligned;", "");
 }
 
-void AttentionKernelEmitter::wgmmaCommitAndWait() {
+void AttentionKernelEmitter::wgmmaCommit() {
   emitAsm(b, loc, {}, {}, "wgmma.commit_group.sync.aligned;", "");
-  emitAsm(b, loc, {}, {}, "wgmma.wait_group.sync.aligned 0;", "");
+}
+
+void AttentionKernelEmitter::wgmmaWait(int64_t pending) {
+  emitAsm(b, loc, {}, {},
+          "wgmma.wait_group.sync.aligned " + std::to_string(pending) + ";", "");
 }
 
 
@@ -251,7 +258,7 @@ int64_t mlir::attn::getWgmmaSharedMemoryBytes(const AttentionTileShape &shape) {
   // The tiles, the barriers, and room to align the base to 1024 bytes.
   return 2 * shape.blockM * shape.headDim +
          kWgmmaStages * 2 * shape.blockN * (shape.headDim + shape.valueDim) +
-         8 * (1 + 3 * kWgmmaStages) + kAtomBytes;
+         8 * (1 + 4 * kWgmmaStages) + kAtomBytes;
 }
 
 //===----------------------------------------------------------------------===//
@@ -259,16 +266,38 @@ int64_t mlir::attn::getWgmmaSharedMemoryBytes(const AttentionTileShape &shape) {
 //===----------------------------------------------------------------------===//
 
 namespace {
-/// Barrier byte offsets past wgmmaBarrierOffset.
+/// Barrier byte offsets past wgmmaBarrierOffset: Q full, then per stage K
+/// full, V full, K empty and V empty. K and V of a stage are released
+/// apart: K once S = Q Kᵀ is done, V one block later, once P V is.
 int64_t qFullBarrier() { return 0; }
 int64_t keysFullBarrier(int64_t stage) { return 8 * (1 + stage); }
 int64_t valuesFullBarrier(int64_t stage) {
   return 8 * (1 + kWgmmaStages + stage);
 }
-int64_t emptyBarrier(int64_t stage) {
+int64_t keysEmptyBarrier(int64_t stage) {
   return 8 * (1 + 2 * kWgmmaStages + stage);
 }
+int64_t valuesEmptyBarrier(int64_t stage) {
+  return 8 * (1 + 3 * kWgmmaStages + stage);
+}
 } // namespace
+
+AttentionKernelEmitter::RingSlot
+AttentionKernelEmitter::ringSlot(Value iteration) {
+  RingSlot slot;
+  Value stage = arith::AndIOp::create(b, loc, iteration, c32(kWgmmaStages - 1));
+  slot.phase = arith::AndIOp::create(
+      b, loc, divu(iteration, c32(kWgmmaStages)), c32(1));
+  slot.offset = add(c32(wgmmaStageOffset(0)), mul(stage, c32(wgmmaStageBytes())));
+  slot.barrierStride = mul(stage, c32(8));
+  return slot;
+}
+
+Value AttentionKernelEmitter::ringBarrier(int64_t firstStageOffset,
+                                          const RingSlot &slot) {
+  return sharedAddress(
+      add(c32(wgmmaBarrierOffset() + firstStageOffset), slot.barrierStride));
+}
 
 std::pair<Value, Value>
 AttentionKernelEmitter::nextLiveBlock(Value block, Value position,
@@ -282,11 +311,10 @@ AttentionKernelEmitter::nextLiveBlock(Value block, Value position,
 }
 
 void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
-  const int64_t barriers = wgmmaBarrierOffset();
   Value qMap = args[kNumFixedParams], kMap = args[kNumFixedParams + 1],
         vMap = args[kNumFixedParams + 2];
   const int64_t dChunks = shape.headDim / 64, eChunks = shape.valueDim / 64;
-  Value qFull = sharedAddress(barriers + qFullBarrier());
+  Value qFull = sharedAddress(wgmmaBarrierOffset() + qFullBarrier());
   arriveExpectingBytes(qFull, 2 * shape.blockM * shape.headDim);
   for (int64_t c = 0; c < dChunks; ++c)
     loadBox(qMap, sharedAddress(c * shape.blockM * kChunkRowBytes),
@@ -297,36 +325,28 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
       ValueRange{first, c32(0)}, numBlocks,
       [&](ValueRange state) -> SmallVector<Value> {
         Value block = state[0], iteration = state[1];
-        Value stage = arith::AndIOp::create(b, loc, iteration,
-                                            c32(kWgmmaStages - 1));
-        Value phase = arith::AndIOp::create(
-            b, loc, divu(iteration, c32(kWgmmaStages)), c32(1));
-        Value barrierStride = mul(stage, c32(8));
-        // A stage is free once both consumers released it; the first pass
-        // over the ring waits for the phase before the first, which counts
-        // as complete.
-        waitBarrier(sharedAddress(add(c32(barriers + emptyBarrier(0)),
-                                      barrierStride)),
-                    arith::XOrIOp::create(b, loc, phase, c32(1)));
+        RingSlot slot = ringSlot(iteration);
+        // A stage's K (V) is free once both consumers released it; the
+        // first pass over the ring waits for the phase before the first,
+        // which counts as complete.
+        Value previousPhase = arith::XOrIOp::create(b, loc, slot.phase, c32(1));
         Value n0 = mul(block, c32(shape.blockN));
-        Value stageBase = add(c32(wgmmaStageOffset(0)),
-                              mul(stage, c32(wgmmaStageBytes())));
-        Value keysFull = sharedAddress(
-            add(c32(barriers + keysFullBarrier(0)), barrierStride));
+        waitBarrier(ringBarrier(keysEmptyBarrier(0), slot), previousPhase);
+        Value keysFull = ringBarrier(keysFullBarrier(0), slot);
         arriveExpectingBytes(keysFull, 2 * shape.blockN * shape.headDim);
         for (int64_t c = 0; c < dChunks; ++c)
           loadBox(kMap,
-                  sharedAddress(add(stageBase,
+                  sharedAddress(add(slot.offset,
                                     c32(c * shape.blockN * kChunkRowBytes))),
                   {c32(64 * c), n0, kvHead, batch}, keysFull);
-        Value valuesFull = sharedAddress(
-            add(c32(barriers + valuesFullBarrier(0)), barrierStride));
+        waitBarrier(ringBarrier(valuesEmptyBarrier(0), slot), previousPhase);
+        Value valuesFull = ringBarrier(valuesFullBarrier(0), slot);
         arriveExpectingBytes(valuesFull, 2 * shape.blockN * shape.valueDim);
-        Value valuesBase =
-            add(stageBase, c32(2 * shape.blockN * shape.headDim));
+        Value valuesOffset =
+            add(slot.offset, c32(2 * shape.blockN * shape.headDim));
         for (int64_t c = 0; c < eChunks; ++c)
           loadBox(vMap,
-                  sharedAddress(add(valuesBase,
+                  sharedAddress(add(valuesOffset,
                                     c32(c * shape.blockN * kChunkRowBytes))),
                   {c32(64 * c), n0, kvHead, batch}, valuesFull);
         Value nextIteration = add(iteration, c32(1));
@@ -336,108 +356,202 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
       });
 }
 
+SmallVector<Value> AttentionKernelEmitter::issueKeyProduct(Value qBase,
+                                                           const RingSlot &slot) {
+  // K-major operands: 16 columns (32 bytes) per k-step within a 64-column
+  // chunk.
+  waitBarrier(ringBarrier(keysFullBarrier(0), slot), slot.phase);
+  Value keysBase = sharedAddress(slot.offset);
+  SmallVector<Value> qk(shape.blockN / 2, cf(0.0));
+  qk = fenceOperands(b, loc, qk);
+  wgmmaFence();
+  for (int64_t kk = 0; kk < shape.headDim / 16; ++kk) {
+    int64_t inChunk = (kk % 4) * 32;
+    Value q =
+        add(qBase, c32((kk / 4) * shape.blockM * kChunkRowBytes + inChunk));
+    Value k = add(keysBase,
+                  c32((kk / 4) * shape.blockN * kChunkRowBytes + inChunk));
+    wgmma(qk, operandDescriptor(q, 16, kAtomBytes), {},
+          operandDescriptor(k, 16, kAtomBytes), /*transposeB=*/false,
+          /*accumulate=*/kk > 0);
+  }
+  wgmmaCommit();
+  return qk;
+}
+
+void AttentionKernelEmitter::issueValueProduct(MutableArrayRef<Value> acc,
+                                               MutableArrayRef<Value> weights,
+                                               const RingSlot &slot) {
+  // V MN-major: 16 keys (2048 bytes) per k-step, the next 64 value columns
+  // a chunk further.
+  SmallVector<Value> operands(acc.begin(), acc.end());
+  llvm::append_range(operands, weights);
+  operands = fenceOperands(b, loc, operands);
+  llvm::copy(ArrayRef<Value>(operands).take_front(acc.size()), acc.begin());
+  llvm::copy(ArrayRef<Value>(operands).drop_front(acc.size()),
+             weights.begin());
+  waitBarrier(ringBarrier(valuesFullBarrier(0), slot), slot.phase);
+  Value valuesBase =
+      sharedAddress(add(slot.offset, c32(2 * shape.blockN * shape.headDim)));
+  wgmmaFence();
+  for (int64_t kk = 0; kk < shape.blockN / 16; ++kk)
+    wgmma(acc, Value(), weights.slice(4 * kk, 4),
+          operandDescriptor(add(valuesBase, c32(16 * kk * kChunkRowBytes)),
+                            shape.blockN * kChunkRowBytes, kAtomBytes),
+          /*transposeB=*/true, /*accumulate=*/true);
+  wgmmaCommit();
+}
+
+SmallVector<Value> AttentionKernelEmitter::packWeights(ArrayRef<Value> p) {
+  // Per 16 keys, the A fragment of an m16n8k16 mma: the accumulator tiles
+  // of keys 16 kk .. 16 kk + 7 and 16 kk + 8 .. 16 kk + 15.
+  SmallVector<Value> fragments;
+  for (int64_t kk = 0; kk < shape.blockN / 16; ++kk) {
+    const int64_t t0 = 8 * kk, t1 = t0 + 4;
+    llvm::append_range(
+        fragments,
+        ArrayRef<Value>{pack(p[t0], p[t0 + 1]), pack(p[t0 + 2], p[t0 + 3]),
+                        pack(p[t1], p[t1 + 1]), pack(p[t1 + 2], p[t1 + 3])});
+  }
+  return fragments;
+}
+
 void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
-  const int64_t barriers = wgmmaBarrierOffset();
   // Consumer warps count from 0; warp group g owns rows 64 g .. 64 g + 63.
   warp = sub(warp, c32(kWgmmaProducerThreads / 32));
   Value group = divu(warp, c32(kWgmmaRows / 16));
-  waitBarrier(sharedAddress(barriers + qFullBarrier()), c32(0));
+  waitBarrier(sharedAddress(wgmmaBarrierOffset() + qFullBarrier()), c32(0));
   Value qBase = sharedAddress(mul(group, c32(kWgmmaRows * kChunkRowBytes)));
 
-  AttentionLoopState init;
   const int64_t numRows = shape.ownedRows();
-  init.acc.assign(shape.valueDim / 2, cf(0.0));
-  init.rows.assign(numRows, normalizer.getInitialState(b, loc, f32));
-  const int64_t numAcc = init.acc.size();
+  const int64_t numAcc = shape.valueDim / 2;
+  const int64_t numWeights = shape.blockN / 4;
+  SmallVector<NormalizerState> initialRows(
+      numRows, normalizer.getInitialState(b, loc, f32));
+  auto flattenRows = [&](ArrayRef<NormalizerState> rows) {
+    AttentionLoopState state;
+    state.rows.assign(rows.begin(), rows.end());
+    return state.flatten(normalizer);
+  };
+  auto unflattenRows = [&](ValueRange values) {
+    return AttentionLoopState::unflatten(values, 0, numRows, normalizer).rows;
+  };
+  // The weights P of a block (packed A fragments) and the rows' states
+  // after it, from its scores; the accumulators' rescaling is left to the
+  // caller, in `shifts`.
+  auto weigh = [&](ArrayRef<Value> qk, Value block, Value tileClass,
+                   AttentionLoopState &state,
+                   SmallVectorImpl<BlockShift> &shifts) {
+    SmallVector<Value> scored =
+        scoreBlock(qk, mul(block, c32(shape.blockN)), tileClass);
+    return packWeights(updateNormalizer(scored, state, &shifts));
+  };
+
+  // The first live block: S = Q Kᵀ and its weights, before the loop, so
+  // that every iteration of the loop has a P V of the block before it to
+  // run beside its own S.
   auto [first, firstClass] = nextLiveBlock(Value(), c32(0), numBlocks);
-  SmallVector<Value> carried = {first, firstClass, c32(0)};
+  Value anyBlock = cmpi(arith::CmpIPredicate::slt, first, numBlocks);
+  SmallVector<Type> firstTypes(2, i32);
+  firstTypes.append(numWeights, i32);
+  for (Value v : flattenRows(initialRows))
+    firstTypes.push_back(v.getType());
+  auto ifAny = scf::IfOp::create(b, loc, firstTypes, anyBlock,
+                                 /*withElseRegion=*/true);
+  {
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifAny.thenBlock());
+    RingSlot slot = ringSlot(c32(0));
+    SmallVector<Value> qk = issueKeyProduct(qBase, slot);
+    wgmmaWait(0);
+    qk = fenceOperands(b, loc, qk);
+    arrive(ringBarrier(keysEmptyBarrier(0), slot));
+    AttentionLoopState state;
+    state.rows = initialRows;
+    SmallVector<BlockShift> shifts;
+    // The accumulators are 0: nothing to rescale.
+    SmallVector<Value> weights = weigh(qk, first, firstClass, state, shifts);
+    auto [second, secondClass] = nextLiveBlock(first, c32(1), numBlocks);
+    SmallVector<Value> results = {second, secondClass};
+    llvm::append_range(results, weights);
+    llvm::append_range(results, flattenRows(state.rows));
+    scf::YieldOp::create(b, loc, results);
+    b.setInsertionPointToStart(ifAny.elseBlock());
+    results = {first, firstClass};
+    results.append(numWeights, c32(0));
+    llvm::append_range(results, flattenRows(initialRows));
+    scf::YieldOp::create(b, loc, results);
+  }
+
+  // Block j: S_j = Q K_jᵀ and O += P_(j-1) V_(j-1) issued together; the
+  // weights P_j computed while the second runs; then O rescaled by block
+  // j's shift.
+  ValueRange firstResults = ifAny.getResults();
+  SmallVector<Value> carried = {firstResults[0], firstResults[1], c32(1)};
   const size_t numCursor = carried.size();
-  llvm::append_range(carried, init.flatten(normalizer));
+  llvm::append_range(carried,
+                     firstResults.slice(2, numWeights));
+  carried.append(numAcc, cf(0.0));
+  llvm::append_range(carried, firstResults.drop_front(2 + numWeights));
   scf::WhileOp loop = emitBlockLoop(
       carried, numBlocks,
       [&](ValueRange carriedArgs) -> SmallVector<Value> {
         Value block = carriedArgs[0], tileClass = carriedArgs[1],
               iteration = carriedArgs[2];
-        AttentionLoopState state = AttentionLoopState::unflatten(
-            carriedArgs.drop_front(numCursor), numAcc, numRows, normalizer);
-        Value stage = arith::AndIOp::create(b, loc, iteration,
-                                            c32(kWgmmaStages - 1));
-        Value phase = arith::AndIOp::create(
-            b, loc, divu(iteration, c32(kWgmmaStages)), c32(1));
-        Value barrierStride = mul(stage, c32(8));
-        Value stageBase =
-            sharedAddress(add(c32(wgmmaStageOffset(0)),
-                              mul(stage, c32(wgmmaStageBytes()))));
-        Value n0 = mul(block, c32(shape.blockN));
+        ValueRange rest = carriedArgs.drop_front(numCursor);
+        SmallVector<Value> weights(rest.take_front(numWeights));
+        SmallVector<Value> acc(rest.slice(numWeights, numAcc));
+        AttentionLoopState state;
+        state.rows = unflattenRows(rest.drop_front(numWeights + numAcc));
 
-        // S = Q Kᵀ: K-major operands, 16 columns (32 bytes) per k-step
-        // within a 64-column chunk.
-        waitBarrier(sharedAddress(add(c32(barriers + keysFullBarrier(0)),
-                                      barrierStride)),
-                    phase);
-        SmallVector<Value> qk(shape.blockN / 2, cf(0.0));
+        RingSlot slot = ringSlot(iteration);
+        RingSlot previous = ringSlot(sub(iteration, c32(1)));
+        SmallVector<Value> qk = issueKeyProduct(qBase, slot);
+        issueValueProduct(acc, weights, previous);
+        wgmmaWait(1);
         qk = fenceOperands(b, loc, qk);
-        wgmmaFence();
-        for (int64_t kk = 0; kk < shape.headDim / 16; ++kk) {
-          int64_t inChunk = (kk % 4) * 32;
-          Value q = add(qBase, c32((kk / 4) * shape.blockM * kChunkRowBytes +
-                                   inChunk));
-          Value k = add(stageBase,
-                        c32((kk / 4) * shape.blockN * kChunkRowBytes + inChunk));
-          wgmma(qk, operandDescriptor(q, 16, kAtomBytes), {},
-                operandDescriptor(k, 16, kAtomBytes), /*transposeB=*/false,
-                /*accumulate=*/kk > 0);
-        }
-        wgmmaCommitAndWait();
-        qk = fenceOperands(b, loc, qk);
-
-        SmallVector<Value> scored = scoreBlock(qk, n0, tileClass);
-        AttentionLoopState next = state;
-        SmallVector<Value> p = updateNormalizer(scored, next);
-
-        // O += P V: P from registers (an mma A fragment per warp), V
-        // MN-major: 16 keys (2048 bytes) per k-step, the next 64 value
-        // columns a chunk further.
-        SmallVector<Value> fragments;
-        for (int64_t kk = 0; kk < shape.blockN / 16; ++kk) {
-          const int64_t t0 = 8 * kk, t1 = t0 + 4;
-          llvm::append_range(
-              fragments,
-              ArrayRef<Value>{pack(p[t0], p[t0 + 1]), pack(p[t0 + 2], p[t0 + 3]),
-                              pack(p[t1], p[t1 + 1]),
-                              pack(p[t1 + 2], p[t1 + 3])});
-        }
-        SmallVector<Value> fenced = next.acc;
-        llvm::append_range(fenced, fragments);
-        fenced = fenceOperands(b, loc, fenced);
-        MutableArrayRef<Value> acc(fenced.data(), numAcc);
-        ArrayRef<Value> aFragments = ArrayRef<Value>(fenced).drop_front(numAcc);
-        waitBarrier(sharedAddress(add(c32(barriers + valuesFullBarrier(0)),
-                                      barrierStride)),
-                    phase);
-        Value valuesBase = add(stageBase, c32(2 * shape.blockN * shape.headDim));
-        wgmmaFence();
-        for (int64_t kk = 0; kk < shape.blockN / 16; ++kk)
-          wgmma(acc, Value(), aFragments.slice(4 * kk, 4),
-                operandDescriptor(add(valuesBase, c32(16 * kk * kChunkRowBytes)),
-                                  shape.blockN * kChunkRowBytes, kAtomBytes),
-                /*transposeB=*/true, /*accumulate=*/true);
-        wgmmaCommitAndWait();
-        SmallVector<Value> done = fenceOperands(b, loc, acc);
-        next.acc.assign(done.begin(), done.end());
-        // Both warp groups' threads arrive: the stage is free once all have.
-        arrive(sharedAddress(add(c32(barriers + emptyBarrier(0)),
-                                 barrierStride)));
+        arrive(ringBarrier(keysEmptyBarrier(0), slot));
+        SmallVector<BlockShift> shifts;
+        SmallVector<Value> nextWeights =
+            weigh(qk, block, tileClass, state, shifts);
+        wgmmaWait(0);
+        acc = fenceOperands(b, loc, acc);
+        arrive(ringBarrier(valuesEmptyBarrier(0), previous));
+        for (int64_t i = 0; i < numRows; ++i)
+          rescaleRow(acc, i, shifts[i]);
 
         Value nextIteration = add(iteration, c32(1));
         auto [nextBlock, nextClass] =
             nextLiveBlock(block, nextIteration, numBlocks);
         SmallVector<Value> results = {nextBlock, nextClass, nextIteration};
-        llvm::append_range(results, next.flatten(normalizer));
+        llvm::append_range(results, nextWeights);
+        llvm::append_range(results, acc);
+        llvm::append_range(results, flattenRows(state.rows));
         return results;
       });
-  emitEpilogue(AttentionLoopState::unflatten(
-      loop.getResults().drop_front(numCursor), numAcc, numRows, normalizer));
+
+  // The last block's P V.
+  ValueRange loopResults = loop.getResults();
+  Value numLive = loopResults[2];
+  ValueRange rest = loopResults.drop_front(numCursor);
+  SmallVector<Value> weights(rest.take_front(numWeights));
+  SmallVector<Value> acc(rest.slice(numWeights, numAcc));
+  auto ifLast = scf::IfOp::create(b, loc, SmallVector<Type>(numAcc, f32),
+                                  anyBlock, /*withElseRegion=*/true);
+  {
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifLast.thenBlock());
+    SmallVector<Value> lastAcc = acc;
+    issueValueProduct(lastAcc, weights, ringSlot(sub(numLive, c32(1))));
+    wgmmaWait(0);
+    scf::YieldOp::create(b, loc, fenceOperands(b, loc, lastAcc));
+    b.setInsertionPointToStart(ifLast.elseBlock());
+    scf::YieldOp::create(b, loc, acc);
+  }
+  AttentionLoopState state;
+  state.acc.assign(ifLast.getResults().begin(), ifLast.getResults().end());
+  state.rows = unflattenRows(rest.drop_front(numWeights + numAcc));
+  emitEpilogue(state);
 }
 
 void AttentionKernelEmitter::emitWgmma() {
@@ -463,7 +577,8 @@ void AttentionKernelEmitter::emitWgmma() {
     for (int64_t s = 0; s < kWgmmaStages; ++s) {
       initBarrier(sharedAddress(barriers + keysFullBarrier(s)), 1);
       initBarrier(sharedAddress(barriers + valuesFullBarrier(s)), 1);
-      initBarrier(sharedAddress(barriers + emptyBarrier(s)), consumers);
+      initBarrier(sharedAddress(barriers + keysEmptyBarrier(s)), consumers);
+      initBarrier(sharedAddress(barriers + valuesEmptyBarrier(s)), consumers);
     }
     emitAsm(b, loc, {}, {}, "fence.mbarrier_init.release.cluster;", "");
   }
