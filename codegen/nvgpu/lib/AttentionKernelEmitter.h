@@ -12,7 +12,7 @@
 #ifndef ATTN_NVGPU_ATTENTIONKERNELEMITTER_H
 #define ATTN_NVGPU_ATTENTIONKERNELEMITTER_H
 
-#include "KernelBuilding.h"
+#include "WgmmaTiles.h"
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 
@@ -107,12 +107,13 @@ struct AttentionLoopState {
   }
 };
 
-class AttentionKernelEmitter : MmaTileBuilder {
+class AttentionKernelEmitter : WgmmaTileBuilder {
 public:
   AttentionKernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
                 AttentionTileShape shape, Type elementType, Type outputType,
                 ValueRange args, const IRMapping &captures)
-      : MmaTileBuilder(builder, loc, elementType, shape.numThreads()), op(op),
+      : WgmmaTileBuilder(builder, loc, elementType, shape.numThreads()),
+        op(op),
         shape(shape), outputType(outputType), args(args),
         captures(captures),
         // A decode kernel's parts leave the sink to the merge.
@@ -179,31 +180,6 @@ private:
   /// The shared-memory address (i32) of byte `offset` past the aligned base.
   Value sharedAddress(int64_t offset);
   Value sharedAddress(Value offset);
-  /// A wgmma operand descriptor of the 128-byte-swizzled tile at shared
-  /// address `address` with the given leading and stride byte offsets.
-  Value operandDescriptor(Value address, int64_t leadingBytes,
-                          int64_t strideBytes);
-  /// acc = A B (+ acc unless `accumulate` is false) on one m64nNk16 wgmma,
-  /// A from shared memory (`aDescriptor`) or from registers (`aFragment`),
-  /// B from shared memory, transposed (MN-major) or not.
-  void wgmma(MutableArrayRef<Value> acc, Value aDescriptor,
-             ArrayRef<Value> aFragment, Value bDescriptor, bool transposeB,
-             bool accumulate);
-  void wgmmaFence();
-  /// Closes the warp group's wgmma group issued since the last commit.
-  void wgmmaCommit();
-  /// Waits until at most `pending` of the warp group's committed wgmma
-  /// groups are still running.
-  void wgmmaWait(int64_t pending);
-  void initBarrier(Value address, int64_t count);
-  void arriveExpectingBytes(Value address, int64_t bytes);
-  void arrive(Value address);
-  void waitBarrier(Value address, Value parity);
-  /// Loads the box of tensor map `map` at coordinates (innermost first) into
-  /// shared address `dst`, completing on the barrier at `barrier`.
-  void loadBox(Value map, Value dst, ArrayRef<Value> coordinates,
-               Value barrier);
-  void setMaxRegisters(int64_t count, bool increase);
   /// The live block after `block` (null: the first) and its class: entry
   /// `position` of the CTA's tile list, or the scan's next.
   std::pair<Value, Value> nextLiveBlock(Value block, Value position,

@@ -154,10 +154,16 @@ protected:
   /// group. Rows at or past `rowLimit` are zero-filled: their source size is
   /// 0, so no predicate guards the access. With `rowOffset`, row r starts at
   /// element `rowOffset(r)` of `base` instead of r * rowStride.
+  ///
+  /// With `swizzled`, the tile is laid out for wgmma instead (`pitch` is
+  /// unused): cols / 64 chunks of [rows][64] one after the other, rows 128
+  /// bytes apart, 16-byte unit u of row r at unit u ^ (r % 8) (the 128-byte
+  /// swizzle TMA writes); the tile must start on a 1024-byte boundary.
   void loadTileAsync(int64_t smemOffset, int64_t rows, int64_t cols,
                      int64_t pitch, Value base, Value rowStride, Value firstRow,
                      Value rowLimit,
-                     function_ref<Value(Value)> rowOffset = nullptr);
+                     function_ref<Value(Value)> rowOffset = nullptr,
+                     bool swizzled = false);
   /// Waits for every committed copy of this thread, then for every thread
   /// of the CTA: after it, shared memory holds all copies and no warp still
   /// reads what the next copies overwrite.

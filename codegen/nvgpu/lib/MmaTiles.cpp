@@ -108,17 +108,36 @@ void MmaTileBuilder::loadTileAsync(int64_t smemOffset, int64_t rows,
                                    int64_t cols, int64_t pitch, Value base,
                                    Value rowStride, Value firstRow,
                                    Value rowLimit,
-                                   function_ref<Value(Value)> rowOffset) {
+                                   function_ref<Value(Value)> rowOffset,
+                                   bool swizzled) {
   const int64_t chunksPerRow = cols / 8;
   const int64_t chunks = rows * chunksPerRow;
   const int64_t threads = numThreads;
   Value cpSize = c32(16), noBytes = c32(0);
-  if (!rowOffset && threads % chunksPerRow == 0) {
+  // Element offset of (row, col) in the tile, col a multiple of 8.
+  auto tileOffset = [&](Value row, Value col) {
+    if (!swizzled)
+      return add(mul(row, c32(pitch)), col);
+    Value chunk = arith::ShRUIOp::create(b, loc, col, c32(6));
+    Value unit = arith::AndIOp::create(
+        b, loc, arith::ShRUIOp::create(b, loc, col, c32(3)), c32(7));
+    Value swizzledUnit = arith::XOrIOp::create(
+        b, loc, unit, arith::AndIOp::create(b, loc, row, c32(7)));
+    return add(add(mul(chunk, c32(64 * rows)), mul(row, c32(64))),
+               mul(swizzledUnit, c32(8)));
+  };
+  // Rows one pass apart: `pitch` elements, or 64 in a swizzled chunk where
+  // a pass covers whole 8-row atoms (the swizzle repeats every 8 rows).
+  const int64_t rowsPerPass =
+      threads % chunksPerRow == 0 ? threads / chunksPerRow : 0;
+  const bool steppedRows =
+      !rowOffset && rowsPerPass > 0 && (!swizzled || rowsPerPass % 8 == 0);
+  const int64_t rowStep = swizzled ? 64 : pitch;
+  if (steppedRows) {
     // Each thread copies the same 16 bytes of rows threadRow, threadRow +
     // rowsPerPass, ...: one source pointer stepped by a fixed stride, and
     // destinations at constant offsets, keep few registers live in the loop.
     // Rows past the limit read nothing (and point at row 0, which exists).
-    const int64_t rowsPerPass = threads / chunksPerRow;
     Value threadRow = arith::DivUIOp::create(b, loc, tid, c32(chunksPerRow));
     Value col = mul(arith::RemUIOp::create(b, loc, tid, c32(chunksPerRow)),
                     c32(8));
@@ -126,15 +145,14 @@ void MmaTileBuilder::loadTileAsync(int64_t smemOffset, int64_t rows,
     Value source = gep(base, elementType,
                        add(mul(ext64(globalRow), rowStride), ext64(col)));
     Value step = mul(rowStride, c64(rowsPerPass));
-    Value dest =
-        gep(smem, elementType,
-            add(c32(smemOffset), add(mul(threadRow, c32(pitch)), col)));
+    Value dest = gep(smem, elementType,
+                     add(c32(smemOffset), tileOffset(threadRow, col)));
     for (int64_t pass = 0; pass * rowsPerPass < rows; ++pass) {
       Value row = add(globalRow, c32(pass * rowsPerPass));
       Value inRange = cmpi(arith::CmpIPredicate::slt, row, rowLimit);
       auto emitCopy = [&] {
         NVVM::CpAsyncOp::create(
-            b, loc, gep(dest, elementType, c32(pass * rowsPerPass * pitch)),
+            b, loc, gep(dest, elementType, c32(pass * rowsPerPass * rowStep)),
             select(inRange, source, base), /*size=*/16,
             NVVM::LoadCacheModifierKind::CG, select(inRange, cpSize, noBytes));
       };
@@ -168,8 +186,8 @@ void MmaTileBuilder::loadTileAsync(int64_t smemOffset, int64_t rows,
       Value offset =
           add(rowOffset ? rowOffset(clamped) : mul(ext64(clamped), rowStride),
               ext64(col));
-      Value dest = gep(smem, elementType,
-                       add(c32(smemOffset), add(mul(row, c32(pitch)), col)));
+      Value dest =
+          gep(smem, elementType, add(c32(smemOffset), tileOffset(row, col)));
       NVVM::CpAsyncOp::create(b, loc, dest, gep(base, elementType, offset),
                               /*size=*/16, NVVM::LoadCacheModifierKind::CG,
                               select(inRange, cpSize, noBytes));

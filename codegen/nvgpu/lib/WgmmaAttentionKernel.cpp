@@ -41,9 +41,6 @@ namespace {
 
 /// Rows of a consumer warp group and of one wgmma.
 constexpr int64_t kWgmmaRows = 64;
-/// Bytes of a swizzled row of a 64-column chunk, and of an 8-row atom.
-constexpr int64_t kChunkRowBytes = 128;
-constexpr int64_t kAtomBytes = 8 * kChunkRowBytes;
 /// Registers a producer thread keeps, and a consumer thread gets: 128 of
 /// the first and 256 of the second fill the register file.
 constexpr int64_t kProducerRegisters = 40;
@@ -51,191 +48,12 @@ constexpr int64_t kConsumerRegisters = 232;
 
 } // namespace
 
-//===----------------------------------------------------------------------===//
-// Inline PTX.
-//===----------------------------------------------------------------------===//
-
-/// An asm statement with side effects, results of `resultTypes`.
-static LLVM::InlineAsmOp emitAsm(OpBuilder &b, Location loc,
-                                 TypeRange resultTypes, ValueRange operands,
-                                 StringRef text, StringRef constraints) {
-  Type result;
-  if (resultTypes.size() == 1)
-    result = resultTypes.front();
-  else if (!resultTypes.empty())
-    result = LLVM::LLVMStructType::getLiteral(b.getContext(),
-                                              llvm::to_vector(resultTypes));
-  return LLVM::InlineAsmOp::create(
-      b, loc, result, operands, text, constraints, /*has_side_effects=*/true,
-      /*is_align_stack=*/false, LLVM::tailcallkind::TailCallKind::None,
-      LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
-      /*operand_attrs=*/ArrayAttr());
-}
-
-/// The values `values` given back by an empty asm that takes them: an order
-/// point for registers that asynchronous instructions read or write.
-static SmallVector<Value> fenceOperands(OpBuilder &b, Location loc,
-                                        ArrayRef<Value> values) {
-  std::string constraints;
-  SmallVector<Type> types;
-  for (Value v : values) {
-    constraints += v.getType().isF32() ? "=f," : "=r,";
-    types.push_back(v.getType());
-  }
-  for (size_t i = 0; i < values.size(); ++i)
-    constraints += std::to_string(i) + (i + 1 < values.size() ? "," : "");
-  LLVM::InlineAsmOp fence = emitAsm(b, loc, types, values, "", constraints);
-  if (values.size() == 1)
-    return {fence.getResult(0)};
-  SmallVector<Value> results;
-  for (size_t i = 0; i < values.size(); ++i)
-    results.push_back(LLVM::ExtractValueOp::create(b, loc, fence.getResult(0),
-                                                   static_cast<int64_t>(i)));
-  return results;
-}
-
 Value AttentionKernelEmitter::sharedAddress(int64_t offset) {
   return add(sharedBase, c32(offset));
 }
 
 Value AttentionKernelEmitter::sharedAddress(Value offset) {
   return add(sharedBase, offset);
-}
-
-Value AttentionKernelEmitter::operandDescriptor(Value address,
-                                                int64_t leadingBytes,
-                                                int64_t strideBytes) {
-  // Bits 0-13: address / 16; 16-29: leading byte offset / 16; 32-45: stride
-  // byte offset / 16; 62-63: 1, the 128-byte swizzle.
-  uint64_t fixed = (uint64_t(leadingBytes >> 4) << 16) |
-                   (uint64_t(strideBytes >> 4) << 32) | (uint64_t(1) << 62);
-  Value start = arith::AndIOp::create(
-      b, loc, arith::ShRUIOp::create(b, loc, address, c32(4)), c32(0x3FFF));
-  return arith::OrIOp::create(
-      b, loc, arith::ExtUIOp::create(b, loc, i64, start),
-      c64(static_cast<int64_t>(fixed)));
-}
-
-void AttentionKernelEmitter::wgmma(MutableArrayRef<Value> acc,
-                                   Value aDescriptor,
-                                   ArrayRef<Value> aFragment,
-                                   Value bDescriptor, bool transposeB,
-                                   bool accumulate) {
-  const int64_t n = 2 * static_cast<int64_t>(acc.size());
-  std::string type = elementType.isBF16() ? "bf16" : "f16";
-  std::string text = "{\n.reg .pred p;\nsetp.ne.b32 p, $";
-  std::string constraints;
-  SmallVector<Value> operands;
-  const size_t numAcc = acc.size();
-  for (size_t i = 0; i < numAcc; ++i)
-    constraints += "=f,";
-  size_t next = numAcc;
-  std::string a;
-  if (aDescriptor) {
-    a = "$" + std::to_string(next++);
-    operands.push_back(aDescriptor);
-    constraints += "l,";
-  } else {
-    a = "{";
-    for (auto [i, fragment] : llvm::enumerate(aFragment)) {
-      a += "$" + std::to_string(next++) +
-           (i + 1 < aFragment.size() ? "," : "}");
-      operands.push_back(fragment);
-      constraints += "r,";
-    }
-  }
-  std::string bOperand = "$" + std::to_string(next++);
-  operands.push_back(bDescriptor);
-  constraints += "l,";
-  text += std::to_string(next++) + ", 0;\nwgmma.mma_async.sync.aligned.m64n" +
-          std::to_string(n) + "k16.f32." + type + "." + type + " {";
-  operands.push_back(c32(accumulate ? 1 : 0));
-  constraints += "r";
-  for (size_t i = 0; i < numAcc; ++i) {
-    text += "$" + std::to_string(i) + (i + 1 < numAcc ? "," : "}");
-    constraints += "," + std::to_string(i);
-  }
-  text += ", " + a + ", " + bOperand + ", p, 1, 1";
-  if (aDescriptor)
-    text += ", 0";
-  text += std::string(", ") + (transposeB ? "1" : "0") + ";\n}";
-  operands.append(acc.begin(), acc.end());
-  LLVM::InlineAsmOp op =
-      emitAsm(b, loc, SmallVector<Type>(numAcc, f32), operands, text,
-              constraints);
-  for (size_t i = 0; i < numAcc; ++i)
-    acc[i] = LLVM::ExtractValueOp::create(b, loc, op.getResult(0),
-                                          static_cast<int64_t>(i));
-}
-
-void AttentionKernelEmitter::wgmmaFence() {
-  emitAsm(b, loc, {}, {}, "wgmma.fence.sync.aligned;", "");
-}
-
-void AttentionKernelEmitter::wgmmaCommit() {
-  emitAsm(b, loc, {}, {}, "wgmma.commit_group.sync.aligned;", "");
-}
-
-void AttentionKernelEmitter::wgmmaWait(int64_t pending) {
-  emitAsm(b, loc, {}, {},
-          "wgmma.wait_group.sync.aligned " + std::to_string(pending) + ";", "");
-}
-
-
-void AttentionKernelEmitter::initBarrier(Value address, int64_t count) {
-  emitAsm(b, loc, {}, {address},
-          "mbarrier.init.shared::cta.b64 [$0], " + std::to_string(count) + ";",
-          "r");
-}
-
-void AttentionKernelEmitter::arriveExpectingBytes(Value address,
-                                                  int64_t bytes) {
-  emitAsm(b, loc, {}, {address},
-          "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], " +
-              std::to_string(bytes) + ";",
-          "r");
-}
-
-void AttentionKernelEmitter::arrive(Value address) {
-  emitAsm(b, loc, {}, {address}, "mbarrier.arrive.shared::cta.b64 _, [$0];",
-          "r");
-}
-
-void AttentionKernelEmitter::waitBarrier(Value address, Value parity) {
-  // Labels inside braces are local to them: every copy has its own.
-  emitAsm(b, loc, {}, {address, parity},
-          "{\n.reg .pred ready;\nLAB_WAIT:\n"
-          "mbarrier.try_wait.parity.shared::cta.b64 ready, [$0], $1;\n"
-          "@!ready bra LAB_WAIT;\n}",
-          "r,r");
-}
-
-void AttentionKernelEmitter::loadBox(Value map, Value dst,
-                                     ArrayRef<Value> coordinates,
-                                     Value barrier) {
-  std::string text = "cp.async.bulk.tensor." +
-                     std::to_string(coordinates.size()) +
-                     "d.shared::cluster.global.mbarrier::complete_tx::bytes "
-                     "[$0], [$1, {";
-  SmallVector<Value> operands = {dst, map};
-  std::string constraints = "r,l";
-  for (size_t i = 0; i < coordinates.size(); ++i) {
-    text += "$" + std::to_string(2 + i) +
-            (i + 1 < coordinates.size() ? ", " : "}], ");
-    operands.push_back(coordinates[i]);
-    constraints += ",r";
-  }
-  text += "[$" + std::to_string(2 + coordinates.size()) + "];";
-  operands.push_back(barrier);
-  constraints += ",r";
-  emitAsm(b, loc, {}, operands, text, constraints);
-}
-
-void AttentionKernelEmitter::setMaxRegisters(int64_t count, bool increase) {
-  emitAsm(b, loc, {}, {},
-          std::string("setmaxnreg.") + (increase ? "inc" : "dec") +
-              ".sync.aligned.u32 " + std::to_string(count) + ";",
-          "");
 }
 
 //===----------------------------------------------------------------------===//
@@ -258,7 +76,7 @@ int64_t mlir::attn::getWgmmaSharedMemoryBytes(const AttentionTileShape &shape) {
   // The tiles, the barriers, and room to align the base to 1024 bytes.
   return 2 * shape.blockM * shape.headDim +
          kWgmmaStages * 2 * shape.blockN * (shape.headDim + shape.valueDim) +
-         8 * (1 + 4 * kWgmmaStages) + kAtomBytes;
+         8 * (1 + 4 * kWgmmaStages) + kSwizzleAtomBytes;
 }
 
 //===----------------------------------------------------------------------===//
@@ -317,7 +135,7 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
   Value qFull = sharedAddress(wgmmaBarrierOffset() + qFullBarrier());
   arriveExpectingBytes(qFull, 2 * shape.blockM * shape.headDim);
   for (int64_t c = 0; c < dChunks; ++c)
-    loadBox(qMap, sharedAddress(c * shape.blockM * kChunkRowBytes),
+    loadBox(qMap, sharedAddress(c * shape.blockM * kSwizzledRowBytes),
             {c32(64 * c), m0, head, batch}, qFull);
 
   Value first = nextLiveBlock(Value(), c32(0), numBlocks).first;
@@ -337,7 +155,7 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
         for (int64_t c = 0; c < dChunks; ++c)
           loadBox(kMap,
                   sharedAddress(add(slot.offset,
-                                    c32(c * shape.blockN * kChunkRowBytes))),
+                                    c32(c * shape.blockN * kSwizzledRowBytes))),
                   {c32(64 * c), n0, kvHead, batch}, keysFull);
         waitBarrier(ringBarrier(valuesEmptyBarrier(0), slot), previousPhase);
         Value valuesFull = ringBarrier(valuesFullBarrier(0), slot);
@@ -347,7 +165,7 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
         for (int64_t c = 0; c < eChunks; ++c)
           loadBox(vMap,
                   sharedAddress(add(valuesOffset,
-                                    c32(c * shape.blockN * kChunkRowBytes))),
+                                    c32(c * shape.blockN * kSwizzledRowBytes))),
                   {c32(64 * c), n0, kvHead, batch}, valuesFull);
         Value nextIteration = add(iteration, c32(1));
         Value nextBlock =
@@ -358,23 +176,15 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
 
 SmallVector<Value> AttentionKernelEmitter::issueKeyProduct(Value qBase,
                                                            const RingSlot &slot) {
-  // K-major operands: 16 columns (32 bytes) per k-step within a 64-column
-  // chunk.
   waitBarrier(ringBarrier(keysFullBarrier(0), slot), slot.phase);
   Value keysBase = sharedAddress(slot.offset);
   SmallVector<Value> qk(shape.blockN / 2, cf(0.0));
   qk = fenceOperands(b, loc, qk);
   wgmmaFence();
-  for (int64_t kk = 0; kk < shape.headDim / 16; ++kk) {
-    int64_t inChunk = (kk % 4) * 32;
-    Value q =
-        add(qBase, c32((kk / 4) * shape.blockM * kChunkRowBytes + inChunk));
-    Value k = add(keysBase,
-                  c32((kk / 4) * shape.blockN * kChunkRowBytes + inChunk));
-    wgmma(qk, operandDescriptor(q, 16, kAtomBytes), {},
-          operandDescriptor(k, 16, kAtomBytes), /*transposeB=*/false,
+  for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
+    wgmma(qk, kMajorOperand(qBase, shape.blockM, kk), {},
+          kMajorOperand(keysBase, shape.blockN, kk), /*transposeB=*/false,
           /*accumulate=*/kk > 0);
-  }
   wgmmaCommit();
   return qk;
 }
@@ -382,8 +192,6 @@ SmallVector<Value> AttentionKernelEmitter::issueKeyProduct(Value qBase,
 void AttentionKernelEmitter::issueValueProduct(MutableArrayRef<Value> acc,
                                                MutableArrayRef<Value> weights,
                                                const RingSlot &slot) {
-  // V MN-major: 16 keys (2048 bytes) per k-step, the next 64 value columns
-  // a chunk further.
   SmallVector<Value> operands(acc.begin(), acc.end());
   llvm::append_range(operands, weights);
   operands = fenceOperands(b, loc, operands);
@@ -396,9 +204,8 @@ void AttentionKernelEmitter::issueValueProduct(MutableArrayRef<Value> acc,
   wgmmaFence();
   for (int64_t kk = 0; kk < shape.blockN / 16; ++kk)
     wgmma(acc, Value(), weights.slice(4 * kk, 4),
-          operandDescriptor(add(valuesBase, c32(16 * kk * kChunkRowBytes)),
-                            shape.blockN * kChunkRowBytes, kAtomBytes),
-          /*transposeB=*/true, /*accumulate=*/true);
+          mnMajorOperand(valuesBase, shape.blockN, kk), /*transposeB=*/true,
+          /*accumulate=*/true);
   wgmmaCommit();
 }
 
@@ -421,7 +228,7 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
   warp = sub(warp, c32(kWgmmaProducerThreads / 32));
   Value group = divu(warp, c32(kWgmmaRows / 16));
   waitBarrier(sharedAddress(wgmmaBarrierOffset() + qFullBarrier()), c32(0));
-  Value qBase = sharedAddress(mul(group, c32(kWgmmaRows * kChunkRowBytes)));
+  Value qBase = sharedAddress(mul(group, c32(kWgmmaRows * kSwizzledRowBytes)));
 
   const int64_t numRows = shape.ownedRows();
   const int64_t numAcc = shape.valueDim / 2;
@@ -560,8 +367,8 @@ void AttentionKernelEmitter::emitWgmma() {
   // The 128-byte swizzle repeats every 1024 bytes: tiles start on such a
   // boundary.
   Value raw = LLVM::PtrToIntOp::create(b, loc, i32, smem);
-  sharedBase = arith::AndIOp::create(b, loc, add(raw, c32(kAtomBytes - 1)),
-                                     c32(~(kAtomBytes - 1)));
+  sharedBase = arith::AndIOp::create(b, loc, add(raw, c32(kSwizzleAtomBytes - 1)),
+                                     c32(~(kSwizzleAtomBytes - 1)));
   Value numBlocks = ceilDiv(sizeN, shape.blockN);
   if (shape.tileList)
     emitTileListStart(numBlocks);
