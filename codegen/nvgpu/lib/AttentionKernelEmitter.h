@@ -110,12 +110,11 @@ struct AttentionLoopState {
 class AttentionKernelEmitter : WgmmaTileBuilder {
 public:
   AttentionKernelEmitter(OpBuilder &builder, Location loc, AttentionOp op,
-                AttentionTileShape shape, Type elementType, Type outputType,
-                ValueRange args, const IRMapping &captures)
-      : WgmmaTileBuilder(builder, loc, elementType, shape.numThreads()),
-        op(op),
-        shape(shape), outputType(outputType), args(args),
-        captures(captures),
+                         AttentionTileShape shape, Type elementType,
+                         Type outputType, ValueRange args,
+                         const IRMapping &captures)
+      : WgmmaTileBuilder(builder, loc, elementType, shape.numThreads()), op(op),
+        shape(shape), outputType(outputType), args(args), captures(captures),
         // A decode kernel's parts leave the sink to the merge.
         normalizer(op.getNormalizer(), op.getSink() && !shape.splitKeys,
                    getQuadNormalizerMath(), op.getMap()) {}
@@ -166,10 +165,9 @@ private:
   /// `shifts`, the accumulators are left as they are and each owned row's
   /// shift is appended there, for rescaleRow once earlier products that
   /// write them have completed.
-  SmallVector<Value> updateNormalizer(ArrayRef<Value> scored,
-                                      AttentionLoopState &next,
-                                      SmallVectorImpl<BlockShift> *shifts =
-                                          nullptr);
+  SmallVector<Value>
+  updateNormalizer(ArrayRef<Value> scored, AttentionLoopState &next,
+                   SmallVectorImpl<BlockShift> *shifts = nullptr);
   /// Rescales the accumulators of owned row `i` by `shift`.
   void rescaleRow(MutableArrayRef<Value> acc, int64_t i,
                   const BlockShift &shift);

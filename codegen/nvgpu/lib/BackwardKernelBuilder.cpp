@@ -44,7 +44,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "KernelBuilding.h"
+#include "WgmmaTiles.h"
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Grad/ScoreModDerivative.h"
@@ -73,20 +73,34 @@ struct BackwardShape {
   /// Rows of the streamed tiles per iteration: queries in the dK/dV
   /// kernel, keys in the dQ kernel.
   int64_t streamRows;
+  /// sm_90a: the products on wgmma (the CTA's 4 warps are one warp group),
+  /// tiles in the 128-byte-swizzled layout (WgmmaTiles.h) instead of
+  /// padded rows; A operands the kernels hold (K, V; Q, dO) are read from
+  /// shared memory by the products themselves.
+  bool wgmma = false;
+  /// With wgmma, the dQ kernel's split dO keeps its low part in a third
+  /// owned tile (see backwardSplitsOutputGrad).
+  bool lowPartTile = false;
   int64_t stream() const { return streamRows; }
-  int64_t qkPitch() const { return headDim + 8; }
-  int64_t vPitch() const { return valueDim + 8; }
+  /// Row pitches in elements: rows padded by 16 bytes so that the 8 row
+  /// addresses of one ldmatrix fall in distinct bank groups, or none in the
+  /// swizzled layout.
+  int64_t qkPitch() const { return wgmma ? headDim : headDim + 8; }
+  int64_t vPitch() const { return wgmma ? valueDim : valueDim + 8; }
   /// Elements of one stage of the streamed tiles: the [stream, D] tile and
   /// the [stream, E] tile.
   int64_t stageElements() const {
     return stream() * (qkPitch() + vPitch());
   }
-  /// The owned [64, D] and [64, E] tiles, then two stages.
+  /// The owned [64, D] and [64, E] tiles (and dO's low part), then two
+  /// stages.
   int64_t ownedElements() const {
-    return kOwnedRows * (qkPitch() + vPitch());
+    return kOwnedRows * (qkPitch() + vPitch() * (lowPartTile ? 2 : 1));
   }
   int64_t sharedBytes() const {
-    return 2 * (ownedElements() + 2 * stageElements());
+    // With wgmma, room to align the tiles to the swizzle's atom.
+    return 2 * (ownedElements() + 2 * stageElements()) +
+           (wgmma ? kSwizzleAtomBytes : 0);
   }
 };
 
@@ -95,12 +109,12 @@ struct BackwardShape {
 /// columns 8 j + 2 (l % 4) + c.
 int64_t slot(int64_t j, int64_t r, int64_t c) { return 4 * j + 2 * r + c; }
 
-class BackwardEmitter : MmaTileBuilder {
+class BackwardEmitter : WgmmaTileBuilder {
 public:
   BackwardEmitter(OpBuilder &builder, Location loc, AttentionBackwardOp op,
                   BackwardShape shape, Type elementType, ValueRange args,
                   const IRMapping &captures)
-      : MmaTileBuilder(builder, loc, elementType, 32 * kBackwardWarps),
+      : WgmmaTileBuilder(builder, loc, elementType, 32 * kBackwardWarps),
         op(op), shape(shape), args(args), captures(captures),
         normalizer(op.getNormalizer(), static_cast<bool>(op.getSink()),
                    getNVPTXNormalizerMath(), op.getMap()),
@@ -152,8 +166,19 @@ private:
   void multiply(MutableArrayRef<Value> acc, int64_t kSteps, int64_t nTiles,
                 function_ref<SmallVector<Value, 4>(int64_t)> aFragment,
                 Value bAddr, int64_t pitch, bool transposed);
+  /// acc += A B on wgmma (shape.wgmma) over `kSteps` k-steps of 16: A the
+  /// owned swizzled [64, 16 kSteps] tile at `aTile` or, where that is
+  /// null, the register fragments `aFragment(kk)`; B the swizzled tile of
+  /// `bRows` rows at `bTile`, contracted over its columns (K-major) or, if
+  /// `contractRows`, over its rows (MN-major).
+  void multiplyWgmma(MutableArrayRef<Value> acc, int64_t kSteps, Value aTile,
+                     function_ref<SmallVector<Value, 4>(int64_t)> aFragment,
+                     Value bTile, int64_t bRows, bool contractRows);
   /// The A fragments of k-step kk of an accumulator tile (16 x 16 kk).
   SmallVector<Value, 4> packedFragment(ArrayRef<Value> acc, int64_t kk);
+  /// cp.async.wait_group `pending`, then (wgmma) the fence that makes the
+  /// copies visible to wgmma, then a barrier of the CTA.
+  void waitForTiles(int64_t pending);
   Value tileClass(Value headIndex, Value mFirst, Value mLast, Value nFirst,
                   Value nLast);
   std::pair<Value, Value>
@@ -236,6 +261,14 @@ void BackwardEmitter::emitIndices(gpu::Dimension rowsAxis) {
   groupSize = divu(arg(FixedParam::H), arg(FixedParam::G));
   scale = arg(FixedParam::Scale);
   smem = LLVM::AddressOfOp::create(b, loc, sharedPtr, "attn_smem");
+  if (shape.wgmma) {
+    // The swizzle repeats every 1024 bytes: tiles start on such a boundary.
+    Value raw = sharedAddressOf(smem);
+    Value aligned =
+        arith::AndIOp::create(b, loc, add(raw, c32(kSwizzleAtomBytes - 1)),
+                              c32(~(kSwizzleAtomBytes - 1)));
+    smem = gep(smem, b.getI8Type(), sub(aligned, raw));
+  }
 }
 
 /// Element offset of row 0 of (batch, `headIndex`) in a tensor whose batch
@@ -299,6 +332,38 @@ void BackwardEmitter::multiply(
       }
     }
   }
+}
+
+void BackwardEmitter::multiplyWgmma(
+    MutableArrayRef<Value> acc, int64_t kSteps, Value aTile,
+    function_ref<SmallVector<Value, 4>(int64_t)> aFragment, Value bTile,
+    int64_t bRows, bool contractRows) {
+  SmallVector<Value> operands(acc.begin(), acc.end());
+  if (!aTile)
+    for (int64_t kk = 0; kk < kSteps; ++kk)
+      llvm::append_range(operands, aFragment(kk));
+  operands = fenceOperands(b, loc, operands);
+  MutableArrayRef<Value> fencedAcc(operands.data(), acc.size());
+  ArrayRef<Value> fragments = ArrayRef<Value>(operands).drop_front(acc.size());
+  Value aAddress = aTile ? sharedAddressOf(aTile) : Value();
+  Value bAddress = sharedAddressOf(bTile);
+  wgmmaFence();
+  for (int64_t kk = 0; kk < kSteps; ++kk)
+    wgmma(fencedAcc, aTile ? kMajorOperand(aAddress, kOwnedRows, kk) : Value(),
+          aTile ? ArrayRef<Value>() : fragments.slice(4 * kk, 4),
+          contractRows ? mnMajorOperand(bAddress, bRows, kk)
+                       : kMajorOperand(bAddress, bRows, kk),
+          /*transposeB=*/contractRows, /*accumulate=*/true);
+  wgmmaCommit();
+  wgmmaWait(0);
+  llvm::copy(fenceOperands(b, loc, fencedAcc), acc.begin());
+}
+
+void BackwardEmitter::waitForTiles(int64_t pending) {
+  NVVM::CpAsyncWaitGroupOp::create(b, loc, pending);
+  if (shape.wgmma)
+    asyncProxyFence();
+  gpu::BarrierOp::create(b, loc);
 }
 
 SmallVector<Value, 4> BackwardEmitter::packedFragment(ArrayRef<Value> acc,
@@ -626,10 +691,10 @@ void BackwardEmitter::emitPreprocess() {
 /// past `limit` zero), into the two owned slots of shared memory.
 void BackwardEmitter::loadOwnedTiles(const TilePair &tiles, Value first) {
   loadTileAsync(0, kOwnedRows, shape.headDim, shape.qkPitch(), tiles.dBase,
-                tiles.dStride, first, tiles.limit);
+                tiles.dStride, first, tiles.limit, nullptr, shape.wgmma);
   loadTileAsync(kOwnedRows * shape.qkPitch(), kOwnedRows, shape.valueDim,
-                shape.vPitch(), tiles.eBase, tiles.eStride, first,
-                tiles.limit);
+                shape.vPitch(), tiles.eBase, tiles.eStride, first, tiles.limit,
+                nullptr, shape.wgmma);
 }
 
 Value BackwardEmitter::stagePointer(Value stage) {
@@ -654,10 +719,10 @@ void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
   Value savedSmem = smem;
   smem = stagePointer(stage);
   loadTileAsync(0, stream, shape.headDim, shape.qkPitch(), tiles.dBase,
-                tiles.dStride, first, tiles.limit);
+                tiles.dStride, first, tiles.limit, nullptr, shape.wgmma);
   loadTileAsync(stream * shape.qkPitch(), stream, shape.valueDim,
-                shape.vPitch(), tiles.eBase, tiles.eStride, first,
-                tiles.limit);
+                shape.vPitch(), tiles.eBase, tiles.eStride, first, tiles.limit,
+                nullptr, shape.wgmma);
   smem = savedSmem;
   b.setInsertionPointToStart(guard.elseBlock());
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
@@ -681,8 +746,7 @@ SmallVector<Value> BackwardEmitter::emitStreamLoop(
             findLiveBlock(add(block, c32(1)), numBlocks, classOfBlock);
         Value nextStage = sub(c32(1), stage);
         prefetchStage(tiles, next, numBlocks, nextStage);
-        NVVM::CpAsyncWaitGroupOp::create(b, loc, 2);
-        gpu::BarrierOp::create(b, loc);
+        waitForTiles(2);
         Value dTile = stagePointer(stage);
         Value eTile = gep(dTile, elementType, c32(stream * shape.qkPitch()));
         SmallVector<Value> results = {next, nextClass, nextStage};
@@ -736,10 +800,10 @@ void BackwardEmitter::emitKeyValue() {
        arg(FixedParam::VStrideN), sizeN},
       n0);
   Value warpRow = mul(warp, c32(16));
-  Value kAddr = aAddress(smem, shape.qkPitch(), warpRow);
-  Value vAddr = aAddress(
-      gep(smem, elementType, c32(kOwnedRows * shape.qkPitch())),
-      shape.vPitch(), warpRow);
+  Value keysTile = smem;
+  Value valuesTile = gep(smem, elementType, c32(kOwnedRows * shape.qkPitch()));
+  Value kAddr = aAddress(keysTile, shape.qkPitch(), warpRow);
+  Value vAddr = aAddress(valuesTile, shape.vPitch(), warpRow);
 
   // The keys this thread's accumulator rows hold, clamped for the regions.
   SmallVector<Value, 2> keyIdx, keyInRange;
@@ -779,19 +843,26 @@ void BackwardEmitter::emitKeyValue() {
           MutableArrayRef<Value> dV(acc.data() + 4 * dTiles, 4 * eTiles);
           // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ.
           SmallVector<Value> st(4 * qTiles, cf(0.0));
-          multiply(
-              st, shape.headDim / 16, qTiles,
-              [&](int64_t kk) {
-                return ldmatrix(gep(kAddr, elementType, c32(16 * kk)), false);
-              },
-              bAddress(qTile, shape.qkPitch()), shape.qkPitch(), false);
           SmallVector<Value> dpt(4 * qTiles, cf(0.0));
-          multiply(
-              dpt, shape.valueDim / 16, qTiles,
-              [&](int64_t kk) {
-                return ldmatrix(gep(vAddr, elementType, c32(16 * kk)), false);
-              },
-              bAddress(dOTile, shape.vPitch()), shape.vPitch(), false);
+          if (shape.wgmma) {
+            multiplyWgmma(st, shape.headDim / 16, keysTile, nullptr, qTile,
+                          stream, /*contractRows=*/false);
+            multiplyWgmma(dpt, shape.valueDim / 16, valuesTile, nullptr, dOTile,
+                          stream, /*contractRows=*/false);
+          } else {
+            multiply(
+                st, shape.headDim / 16, qTiles,
+                [&](int64_t kk) {
+                  return ldmatrix(gep(kAddr, elementType, c32(16 * kk)), false);
+                },
+                bAddress(qTile, shape.qkPitch()), shape.qkPitch(), false);
+            multiply(
+                dpt, shape.valueDim / 16, qTiles,
+                [&](int64_t kk) {
+                  return ldmatrix(gep(vAddr, elementType, c32(16 * kk)), false);
+                },
+                bAddress(dOTile, shape.vPitch()), shape.vPitch(), false);
+          }
 
           // P and dS of each element; the mask is skipped on full tiles.
           auto evaluate = [&](bool full) {
@@ -819,16 +890,21 @@ void BackwardEmitter::emitKeyValue() {
           ArrayRef<Value> ds(weighted.data() + st.size(), st.size());
 
           // dV += P dO and dK += dS Q, contracting over the queries.
-          multiply(
-              dV, stream / 16, eTiles,
-              [&](int64_t kk) { return packedFragment(p, kk); },
-              bTransposedAddress(dOTile, shape.vPitch()), shape.vPitch(),
-              true);
-          multiply(
-              dK, stream / 16, dTiles,
-              [&](int64_t kk) { return packedFragment(ds, kk); },
-              bTransposedAddress(qTile, shape.qkPitch()), shape.qkPitch(),
-              true);
+          auto pFragment = [&](int64_t kk) { return packedFragment(p, kk); };
+          auto dsFragment = [&](int64_t kk) { return packedFragment(ds, kk); };
+          if (shape.wgmma) {
+            multiplyWgmma(dV, stream / 16, Value(), pFragment, dOTile, stream,
+                          /*contractRows=*/true);
+            multiplyWgmma(dK, stream / 16, Value(), dsFragment, qTile, stream,
+                          /*contractRows=*/true);
+            return acc;
+          }
+          multiply(dV, stream / 16, eTiles, pFragment,
+                   bTransposedAddress(dOTile, shape.vPitch()), shape.vPitch(),
+                   true);
+          multiply(dK, stream / 16, dTiles, dsFragment,
+                   bTransposedAddress(qTile, shape.qkPitch()), shape.qkPitch(),
+                   true);
           return acc;
         };
         scf::YieldOp::create(b, loc,
@@ -868,24 +944,32 @@ void BackwardEmitter::emitQuery() {
   Value dOBase = gep(arg(FixedParam::DO16), elementType,
                      rowOffset(FixedParam::OStrideB, FixedParam::OStrideH,
                                head));
-  loadOwnedTiles({gep(arg(FixedParam::Q), elementType,
-                      rowOffset(FixedParam::QStrideB, FixedParam::QStrideH,
-                                head)),
-                  arg(FixedParam::QStrideM), dOBase, arg(FixedParam::OStrideM),
-                  sizeM},
-                 m0);
-  waitForCopies();
-  Value warpRow = mul(warp, c32(16));
-  Value qAddr = aAddress(smem, shape.qkPitch(), warpRow);
+  loadOwnedTiles(
+      {gep(arg(FixedParam::Q), elementType,
+           rowOffset(FixedParam::QStrideB, FixedParam::QStrideH, head)),
+       arg(FixedParam::QStrideM), dOBase, arg(FixedParam::OStrideM), sizeM},
+      m0);
   const int64_t dOOffset = kOwnedRows * shape.qkPitch();
-  Value dOAddr = aAddress(gep(smem, elementType, c32(dOOffset)),
-                          shape.vPitch(), warpRow);
+  const int64_t dOLowOffset = dOOffset + kOwnedRows * shape.vPitch();
+  Value queriesTile = smem;
+  Value outputGradTile = gep(smem, elementType, c32(dOOffset));
+  Value outputGradLowTile = gep(smem, elementType, c32(dOLowOffset));
+  if (shape.lowPartTile)
+    loadTileAsync(dOLowOffset, kOwnedRows, shape.valueDim, shape.vPitch(),
+                  gep(dOBase, elementType, lowPartOffset()),
+                  arg(FixedParam::OStrideM), m0, sizeM, nullptr,
+                  /*swizzled=*/true);
+  waitForTiles(0);
+  Value warpRow = mul(warp, c32(16));
+  Value qAddr = aAddress(queriesTile, shape.qkPitch(), warpRow);
+  Value dOAddr = aAddress(outputGradTile, shape.vPitch(), warpRow);
+  // Without wgmma, Q and dO are held as A fragments in registers.
   SmallVector<SmallVector<Value, 4>> qFrag, dOFrag, dOLowFrag;
-  for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
+  for (int64_t kk = 0; !shape.wgmma && kk < shape.headDim / 16; ++kk)
     qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
-  for (int64_t kk = 0; kk < shape.valueDim / 16; ++kk)
+  for (int64_t kk = 0; !shape.wgmma && kk < shape.valueDim / 16; ++kk)
     dOFrag.push_back(ldmatrix(gep(dOAddr, elementType, c32(16 * kk)), false));
-  if (splitsOutputGrad) {
+  if (splitsOutputGrad && !shape.wgmma) {
     // dO's low part, through the same slot once every warp has its high
     // part.
     gpu::BarrierOp::create(b, loc);
@@ -943,19 +1027,29 @@ void BackwardEmitter::emitQuery() {
     SmallVector<Value> readSums(state.drop_front(numDq));
     // S = Q Kᵀ and dP = dO Vᵀ.
     SmallVector<Value> s(4 * kTiles, cf(0.0));
-    multiply(
-        s, shape.headDim / 16, kTiles, [&](int64_t kk) { return qFrag[kk]; },
-        bAddress(kTile, shape.qkPitch()), shape.qkPitch(), false);
     SmallVector<Value> dp(4 * kTiles, cf(0.0));
-    if (splitsOutputGrad)
+    if (shape.wgmma) {
+      multiplyWgmma(s, shape.headDim / 16, queriesTile, nullptr, kTile, stream,
+                    /*contractRows=*/false);
+      if (splitsOutputGrad)
+        multiplyWgmma(dp, shape.valueDim / 16, outputGradLowTile, nullptr,
+                      vTile, stream, /*contractRows=*/false);
+      multiplyWgmma(dp, shape.valueDim / 16, outputGradTile, nullptr, vTile,
+                    stream, /*contractRows=*/false);
+    } else {
+      multiply(
+          s, shape.headDim / 16, kTiles, [&](int64_t kk) { return qFrag[kk]; },
+          bAddress(kTile, shape.qkPitch()), shape.qkPitch(), false);
+      if (splitsOutputGrad)
+        multiply(
+            dp, shape.valueDim / 16, kTiles,
+            [&](int64_t kk) { return dOLowFrag[kk]; },
+            bAddress(vTile, shape.vPitch()), shape.vPitch(), false);
       multiply(
           dp, shape.valueDim / 16, kTiles,
-          [&](int64_t kk) { return dOLowFrag[kk]; },
+          [&](int64_t kk) { return dOFrag[kk]; },
           bAddress(vTile, shape.vPitch()), shape.vPitch(), false);
-    multiply(
-        dp, shape.valueDim / 16, kTiles,
-        [&](int64_t kk) { return dOFrag[kk]; },
-        bAddress(vTile, shape.vPitch()), shape.vPitch(), false);
+    }
     // dS, then (sumsRead) the two rows' sums of the read's terms.
     auto evaluate = [&](bool full) {
       SmallVector<Value> ds(s.size());
@@ -995,10 +1089,14 @@ void BackwardEmitter::emitQuery() {
         evaluateByClass(cls, s.size() + readSums.size(), evaluate);
     SmallVector<Value> ds(evaluated.begin(), evaluated.begin() + s.size());
     // dQ += dS K, contracting over the keys.
-    multiply(
-        dQ, stream / 16, dTiles,
-        [&](int64_t kk) { return packedFragment(ds, kk); },
-        bTransposedAddress(kTile, shape.qkPitch()), shape.qkPitch(), true);
+    auto dsFragment = [&](int64_t kk) { return packedFragment(ds, kk); };
+    if (shape.wgmma)
+      multiplyWgmma(dQ, stream / 16, Value(), dsFragment, kTile, stream,
+                    /*contractRows=*/true);
+    else
+      multiply(dQ, stream / 16, dTiles, dsFragment,
+               bTransposedAddress(kTile, shape.qkPitch()), shape.qkPitch(),
+               true);
     llvm::append_range(dQ, ArrayRef<Value>(evaluated).drop_front(s.size()));
     return dQ;
   };
@@ -1139,15 +1237,19 @@ LogicalResult mlir::attn::checkGpuBackwardSupport(AttentionBackwardOp op) {
   return success();
 }
 
-FailureOr<gpu::GPUModuleOp> mlir::attn::buildBackwardGpuModule(
-    OpBuilder &builder, AttentionBackwardOp op, StringRef moduleName,
-    StringRef kernelPrefix, GpuBackwardKernels &kernels) {
+FailureOr<gpu::GPUModuleOp>
+mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
+                                   StringRef moduleName, StringRef kernelPrefix,
+                                   bool wgmma, GpuBackwardKernels &kernels) {
   if (failed(checkGpuBackwardSupport(op)))
     return failure();
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
   BackwardShape shape{query.getDimSize(3), value.getDimSize(3),
                       chooseStreamRows(op)};
+  // The swizzled layout holds 64-column chunks.
+  shape.wgmma = wgmma && shape.headDim % 64 == 0 && shape.valueDim % 64 == 0;
+  shape.lowPartTile = shape.wgmma && backwardSplitsOutputGrad(op);
   Type elementType = query.getElementType();
   KernelModuleBuilder module(builder, op, kernels.signature);
   FailureOr<gpu::GPUModuleOp> gpuModule = module.create(moduleName);

@@ -471,8 +471,12 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
         return lseAxes.takeError();
       dLse = std::move(*lseAxes);
     }
+    // The backward's own kernels take wgmma on sm_90a; the forward it
+    // recomputes from stays the mma.sync kernel (gpuOptions.wgmma).
+    GpuOptions backwardOptions = gpuOptions;
+    backwardOptions.wgmma = options.wgmma;
     llvm::Expected<mlir::attn::GpuBackwardKernels> kernels =
-        mlir::attn::compileAttentionBackwardForGpu(backward, gpuOptions);
+        mlir::attn::compileAttentionBackwardForGpu(backward, backwardOptions);
     if (!kernels)
       return withShapeHint(kernels.takeError());
     backwardKernels = std::move(*kernels);

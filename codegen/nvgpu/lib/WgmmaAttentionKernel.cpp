@@ -104,9 +104,10 @@ AttentionKernelEmitter::RingSlot
 AttentionKernelEmitter::ringSlot(Value iteration) {
   RingSlot slot;
   Value stage = arith::AndIOp::create(b, loc, iteration, c32(kWgmmaStages - 1));
-  slot.phase = arith::AndIOp::create(
-      b, loc, divu(iteration, c32(kWgmmaStages)), c32(1));
-  slot.offset = add(c32(wgmmaStageOffset(0)), mul(stage, c32(wgmmaStageBytes())));
+  slot.phase =
+      arith::AndIOp::create(b, loc, divu(iteration, c32(kWgmmaStages)), c32(1));
+  slot.offset =
+      add(c32(wgmmaStageOffset(0)), mul(stage, c32(wgmmaStageBytes())));
   slot.barrierStride = mul(stage, c32(8));
   return slot;
 }
@@ -174,8 +175,8 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
       });
 }
 
-SmallVector<Value> AttentionKernelEmitter::issueKeyProduct(Value qBase,
-                                                           const RingSlot &slot) {
+SmallVector<Value>
+AttentionKernelEmitter::issueKeyProduct(Value qBase, const RingSlot &slot) {
   waitBarrier(ringBarrier(keysFullBarrier(0), slot), slot.phase);
   Value keysBase = sharedAddress(slot.offset);
   SmallVector<Value> qk(shape.blockN / 2, cf(0.0));
@@ -196,8 +197,7 @@ void AttentionKernelEmitter::issueValueProduct(MutableArrayRef<Value> acc,
   llvm::append_range(operands, weights);
   operands = fenceOperands(b, loc, operands);
   llvm::copy(ArrayRef<Value>(operands).take_front(acc.size()), acc.begin());
-  llvm::copy(ArrayRef<Value>(operands).drop_front(acc.size()),
-             weights.begin());
+  llvm::copy(ArrayRef<Value>(operands).drop_front(acc.size()), weights.begin());
   waitBarrier(ringBarrier(valuesFullBarrier(0), slot), slot.phase);
   Value valuesBase =
       sharedAddress(add(slot.offset, c32(2 * shape.blockN * shape.headDim)));
@@ -215,10 +215,10 @@ SmallVector<Value> AttentionKernelEmitter::packWeights(ArrayRef<Value> p) {
   SmallVector<Value> fragments;
   for (int64_t kk = 0; kk < shape.blockN / 16; ++kk) {
     const int64_t t0 = 8 * kk, t1 = t0 + 4;
-    llvm::append_range(
-        fragments,
-        ArrayRef<Value>{pack(p[t0], p[t0 + 1]), pack(p[t0 + 2], p[t0 + 3]),
-                        pack(p[t1], p[t1 + 1]), pack(p[t1 + 2], p[t1 + 3])});
+    llvm::append_range(fragments, ArrayRef<Value>{pack(p[t0], p[t0 + 1]),
+                                                  pack(p[t0 + 2], p[t0 + 3]),
+                                                  pack(p[t1], p[t1 + 1]),
+                                                  pack(p[t1 + 2], p[t1 + 3])});
   }
   return fragments;
 }
@@ -296,8 +296,7 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
   ValueRange firstResults = ifAny.getResults();
   SmallVector<Value> carried = {firstResults[0], firstResults[1], c32(1)};
   const size_t numCursor = carried.size();
-  llvm::append_range(carried,
-                     firstResults.slice(2, numWeights));
+  llvm::append_range(carried, firstResults.slice(2, numWeights));
   carried.append(numAcc, cf(0.0));
   llvm::append_range(carried, firstResults.drop_front(2 + numWeights));
   scf::WhileOp loop = emitBlockLoop(
@@ -367,8 +366,9 @@ void AttentionKernelEmitter::emitWgmma() {
   // The 128-byte swizzle repeats every 1024 bytes: tiles start on such a
   // boundary.
   Value raw = LLVM::PtrToIntOp::create(b, loc, i32, smem);
-  sharedBase = arith::AndIOp::create(b, loc, add(raw, c32(kSwizzleAtomBytes - 1)),
-                                     c32(~(kSwizzleAtomBytes - 1)));
+  sharedBase =
+      arith::AndIOp::create(b, loc, add(raw, c32(kSwizzleAtomBytes - 1)),
+                            c32(~(kSwizzleAtomBytes - 1)));
   Value numBlocks = ceilDiv(sizeN, shape.blockN);
   if (shape.tileList)
     emitTileListStart(numBlocks);

@@ -15,8 +15,9 @@ using namespace mlir;
 using namespace mlir::attn;
 
 LLVM::InlineAsmOp mlir::attn::emitAsm(OpBuilder &b, Location loc,
-                                 TypeRange resultTypes, ValueRange operands,
-                                 StringRef text, StringRef constraints) {
+                                      TypeRange resultTypes,
+                                      ValueRange operands, StringRef text,
+                                      StringRef constraints) {
   Type result;
   if (resultTypes.size() == 1)
     result = resultTypes.front();
@@ -31,7 +32,7 @@ LLVM::InlineAsmOp mlir::attn::emitAsm(OpBuilder &b, Location loc,
 }
 
 SmallVector<Value> mlir::attn::fenceOperands(OpBuilder &b, Location loc,
-                                        ArrayRef<Value> values) {
+                                             ArrayRef<Value> values) {
   std::string constraints;
   SmallVector<Type> types;
   for (Value v : values) {
@@ -50,8 +51,7 @@ SmallVector<Value> mlir::attn::fenceOperands(OpBuilder &b, Location loc,
   return results;
 }
 
-Value WgmmaTileBuilder::operandDescriptor(Value address,
-                                          int64_t leadingBytes,
+Value WgmmaTileBuilder::operandDescriptor(Value address, int64_t leadingBytes,
                                           int64_t strideBytes) {
   // Bits 0-13: address / 16; 16-29: leading byte offset / 16; 32-45: stride
   // byte offset / 16; 62-63: 1, the 128-byte swizzle.
@@ -59,9 +59,9 @@ Value WgmmaTileBuilder::operandDescriptor(Value address,
                    (uint64_t(strideBytes >> 4) << 32) | (uint64_t(1) << 62);
   Value start = arith::AndIOp::create(
       b, loc, arith::ShRUIOp::create(b, loc, address, c32(4)), c32(0x3FFF));
-  return arith::OrIOp::create(
-      b, loc, arith::ExtUIOp::create(b, loc, i64, start),
-      c64(static_cast<int64_t>(fixed)));
+  return arith::OrIOp::create(b, loc,
+                              arith::ExtUIOp::create(b, loc, i64, start),
+                              c64(static_cast<int64_t>(fixed)));
 }
 
 Value WgmmaTileBuilder::kMajorOperand(Value tile, int64_t rows, int64_t kk) {
@@ -85,11 +85,9 @@ void WgmmaTileBuilder::asyncProxyFence() {
   emitAsm(b, loc, {}, {}, "fence.proxy.async.shared::cta;", "");
 }
 
-void WgmmaTileBuilder::wgmma(MutableArrayRef<Value> acc,
-                                   Value aDescriptor,
-                                   ArrayRef<Value> aFragment,
-                                   Value bDescriptor, bool transposeB,
-                                   bool accumulate) {
+void WgmmaTileBuilder::wgmma(MutableArrayRef<Value> acc, Value aDescriptor,
+                             ArrayRef<Value> aFragment, Value bDescriptor,
+                             bool transposeB, bool accumulate) {
   const int64_t n = 2 * static_cast<int64_t>(acc.size());
   std::string type = elementType.isBF16() ? "bf16" : "f16";
   std::string text = "{\n.reg .pred p;\nsetp.ne.b32 p, $";
@@ -107,8 +105,8 @@ void WgmmaTileBuilder::wgmma(MutableArrayRef<Value> acc,
   } else {
     a = "{";
     for (auto [i, fragment] : llvm::enumerate(aFragment)) {
-      a += "$" + std::to_string(next++) +
-           (i + 1 < aFragment.size() ? "," : "}");
+      a +=
+          "$" + std::to_string(next++) + (i + 1 < aFragment.size() ? "," : "}");
       operands.push_back(fragment);
       constraints += "r,";
     }
@@ -129,9 +127,8 @@ void WgmmaTileBuilder::wgmma(MutableArrayRef<Value> acc,
     text += ", 0";
   text += std::string(", ") + (transposeB ? "1" : "0") + ";\n}";
   operands.append(acc.begin(), acc.end());
-  LLVM::InlineAsmOp op =
-      emitAsm(b, loc, SmallVector<Type>(numAcc, f32), operands, text,
-              constraints);
+  LLVM::InlineAsmOp op = emitAsm(b, loc, SmallVector<Type>(numAcc, f32),
+                                 operands, text, constraints);
   for (size_t i = 0; i < numAcc; ++i)
     acc[i] = LLVM::ExtractValueOp::create(b, loc, op.getResult(0),
                                           static_cast<int64_t>(i));
@@ -150,15 +147,13 @@ void WgmmaTileBuilder::wgmmaWait(int64_t pending) {
           "wgmma.wait_group.sync.aligned " + std::to_string(pending) + ";", "");
 }
 
-
 void WgmmaTileBuilder::initBarrier(Value address, int64_t count) {
   emitAsm(b, loc, {}, {address},
           "mbarrier.init.shared::cta.b64 [$0], " + std::to_string(count) + ";",
           "r");
 }
 
-void WgmmaTileBuilder::arriveExpectingBytes(Value address,
-                                                  int64_t bytes) {
+void WgmmaTileBuilder::arriveExpectingBytes(Value address, int64_t bytes) {
   emitAsm(b, loc, {}, {address},
           "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], " +
               std::to_string(bytes) + ";",
@@ -180,8 +175,7 @@ void WgmmaTileBuilder::waitBarrier(Value address, Value parity) {
 }
 
 void WgmmaTileBuilder::loadBox(Value map, Value dst,
-                                     ArrayRef<Value> coordinates,
-                                     Value barrier) {
+                               ArrayRef<Value> coordinates, Value barrier) {
   std::string text = "cp.async.bulk.tensor." +
                      std::to_string(coordinates.size()) +
                      "d.shared::cluster.global.mbarrier::complete_tx::bytes "
@@ -206,4 +200,3 @@ void WgmmaTileBuilder::setMaxRegisters(int64_t count, bool increase) {
               ".sync.aligned.u32 " + std::to_string(count) + ";",
           "");
 }
-

@@ -353,10 +353,11 @@ LogicalResult checkGpuBackwardSupport(AttentionBackwardOp op);
 /// Builds, at `builder`'s insertion point, a `gpu.module` named
 /// `moduleName` holding the backward kernels of `op` (named
 /// `kernelPrefix` + "_pre", "_dkdv", "_dq") and fills `kernels`' names,
-/// shapes and signature.
+/// shapes and signature. With `wgmma` (an sm_90a chip), the dK/dV and dQ
+/// kernels multiply on wgmma where D and E are multiples of 64.
 FailureOr<gpu::GPUModuleOp>
 buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
-                       StringRef moduleName, StringRef kernelPrefix,
+                       StringRef moduleName, StringRef kernelPrefix, bool wgmma,
                        GpuBackwardKernels &kernels);
 
 /// Compiles the backward kernels of `op` to PTX.
