@@ -166,14 +166,19 @@ private:
   void multiply(MutableArrayRef<Value> acc, int64_t kSteps, int64_t nTiles,
                 function_ref<SmallVector<Value, 4>(int64_t)> aFragment,
                 Value bAddr, int64_t pitch, bool transposed);
-  /// acc += A B on wgmma (shape.wgmma) over `kSteps` k-steps of 16: A the
-  /// owned swizzled [64, 16 kSteps] tile at `aTile` or, where that is
-  /// null, the register fragments `aFragment(kk)`; B the swizzled tile of
-  /// `bRows` rows at `bTile`, contracted over its columns (K-major) or, if
-  /// `contractRows`, over its rows (MN-major).
-  void multiplyWgmma(MutableArrayRef<Value> acc, int64_t kSteps, Value aTile,
-                     function_ref<SmallVector<Value, 4>(int64_t)> aFragment,
-                     Value bTile, int64_t bRows, bool contractRows);
+  /// Issues acc += A B on wgmma (shape.wgmma) over `kSteps` k-steps of 16
+  /// per A operand and commits it: A the owned swizzled [64, 16 kSteps]
+  /// tiles at `aTiles` (their products summed) or, where there are none,
+  /// the register fragments `aFragment(kk)`; B the swizzled tile of `bRows`
+  /// rows at `bTile`, contracted over its columns (K-major) or, if
+  /// `contractRows`, over its rows (MN-major). `acc` is replaced by the
+  /// registers the product owns until completeWgmma.
+  void issueWgmma(MutableArrayRef<Value> acc, int64_t kSteps,
+                  ArrayRef<Value> aTiles,
+                  function_ref<SmallVector<Value, 4>(int64_t)> aFragment,
+                  Value bTile, int64_t bRows, bool contractRows);
+  /// Waits for every issued product and gives back their accumulators.
+  void completeWgmma(ArrayRef<MutableArrayRef<Value>> accs);
   /// The A fragments of k-step kk of an accumulator tile (16 x 16 kk).
   SmallVector<Value, 4> packedFragment(ArrayRef<Value> acc, int64_t kk);
   /// cp.async.wait_group `pending`, then (wgmma) the fence that makes the
@@ -334,29 +339,40 @@ void BackwardEmitter::multiply(
   }
 }
 
-void BackwardEmitter::multiplyWgmma(
-    MutableArrayRef<Value> acc, int64_t kSteps, Value aTile,
+void BackwardEmitter::issueWgmma(
+    MutableArrayRef<Value> acc, int64_t kSteps, ArrayRef<Value> aTiles,
     function_ref<SmallVector<Value, 4>(int64_t)> aFragment, Value bTile,
     int64_t bRows, bool contractRows) {
   SmallVector<Value> operands(acc.begin(), acc.end());
-  if (!aTile)
+  if (aTiles.empty())
     for (int64_t kk = 0; kk < kSteps; ++kk)
       llvm::append_range(operands, aFragment(kk));
   operands = fenceOperands(b, loc, operands);
-  MutableArrayRef<Value> fencedAcc(operands.data(), acc.size());
+  llvm::copy(ArrayRef<Value>(operands).take_front(acc.size()), acc.begin());
   ArrayRef<Value> fragments = ArrayRef<Value>(operands).drop_front(acc.size());
-  Value aAddress = aTile ? sharedAddressOf(aTile) : Value();
   Value bAddress = sharedAddressOf(bTile);
+  auto bOperand = [&](int64_t kk) {
+    return contractRows ? mnMajorOperand(bAddress, bRows, kk)
+                        : kMajorOperand(bAddress, bRows, kk);
+  };
   wgmmaFence();
-  for (int64_t kk = 0; kk < kSteps; ++kk)
-    wgmma(fencedAcc, aTile ? kMajorOperand(aAddress, kOwnedRows, kk) : Value(),
-          aTile ? ArrayRef<Value>() : fragments.slice(4 * kk, 4),
-          contractRows ? mnMajorOperand(bAddress, bRows, kk)
-                       : kMajorOperand(bAddress, bRows, kk),
-          /*transposeB=*/contractRows, /*accumulate=*/true);
+  for (Value aTile : aTiles) {
+    Value aAddress = sharedAddressOf(aTile);
+    for (int64_t kk = 0; kk < kSteps; ++kk)
+      wgmma(acc, kMajorOperand(aAddress, kOwnedRows, kk), {}, bOperand(kk),
+            /*transposeB=*/contractRows, /*accumulate=*/true);
+  }
+  if (aTiles.empty())
+    for (int64_t kk = 0; kk < kSteps; ++kk)
+      wgmma(acc, Value(), fragments.slice(4 * kk, 4), bOperand(kk),
+            /*transposeB=*/contractRows, /*accumulate=*/true);
   wgmmaCommit();
+}
+
+void BackwardEmitter::completeWgmma(ArrayRef<MutableArrayRef<Value>> accs) {
   wgmmaWait(0);
-  llvm::copy(fenceOperands(b, loc, fencedAcc), acc.begin());
+  for (MutableArrayRef<Value> acc : accs)
+    llvm::copy(fenceOperands(b, loc, acc), acc.begin());
 }
 
 void BackwardEmitter::waitForTiles(int64_t pending) {
@@ -845,10 +861,11 @@ void BackwardEmitter::emitKeyValue() {
           SmallVector<Value> st(4 * qTiles, cf(0.0));
           SmallVector<Value> dpt(4 * qTiles, cf(0.0));
           if (shape.wgmma) {
-            multiplyWgmma(st, shape.headDim / 16, keysTile, nullptr, qTile,
-                          stream, /*contractRows=*/false);
-            multiplyWgmma(dpt, shape.valueDim / 16, valuesTile, nullptr, dOTile,
-                          stream, /*contractRows=*/false);
+            issueWgmma(st, shape.headDim / 16, keysTile, nullptr, qTile,
+                       stream, /*contractRows=*/false);
+            issueWgmma(dpt, shape.valueDim / 16, valuesTile, nullptr, dOTile,
+                       stream, /*contractRows=*/false);
+            completeWgmma({st, dpt});
           } else {
             multiply(
                 st, shape.headDim / 16, qTiles,
@@ -893,10 +910,11 @@ void BackwardEmitter::emitKeyValue() {
           auto pFragment = [&](int64_t kk) { return packedFragment(p, kk); };
           auto dsFragment = [&](int64_t kk) { return packedFragment(ds, kk); };
           if (shape.wgmma) {
-            multiplyWgmma(dV, stream / 16, Value(), pFragment, dOTile, stream,
-                          /*contractRows=*/true);
-            multiplyWgmma(dK, stream / 16, Value(), dsFragment, qTile, stream,
-                          /*contractRows=*/true);
+            issueWgmma(dV, stream / 16, {}, pFragment, dOTile, stream,
+                       /*contractRows=*/true);
+            issueWgmma(dK, stream / 16, {}, dsFragment, qTile, stream,
+                       /*contractRows=*/true);
+            completeWgmma({dV, dK});
             return acc;
           }
           multiply(dV, stream / 16, eTiles, pFragment,
@@ -1029,13 +1047,14 @@ void BackwardEmitter::emitQuery() {
     SmallVector<Value> s(4 * kTiles, cf(0.0));
     SmallVector<Value> dp(4 * kTiles, cf(0.0));
     if (shape.wgmma) {
-      multiplyWgmma(s, shape.headDim / 16, queriesTile, nullptr, kTile, stream,
-                    /*contractRows=*/false);
+      SmallVector<Value, 2> outputGradTiles = {outputGradTile};
       if (splitsOutputGrad)
-        multiplyWgmma(dp, shape.valueDim / 16, outputGradLowTile, nullptr,
-                      vTile, stream, /*contractRows=*/false);
-      multiplyWgmma(dp, shape.valueDim / 16, outputGradTile, nullptr, vTile,
-                    stream, /*contractRows=*/false);
+        outputGradTiles.push_back(outputGradLowTile);
+      issueWgmma(s, shape.headDim / 16, queriesTile, nullptr, kTile, stream,
+                 /*contractRows=*/false);
+      issueWgmma(dp, shape.valueDim / 16, outputGradTiles, nullptr, vTile,
+                 stream, /*contractRows=*/false);
+      completeWgmma({s, dp});
     } else {
       multiply(
           s, shape.headDim / 16, kTiles, [&](int64_t kk) { return qFrag[kk]; },
@@ -1090,13 +1109,15 @@ void BackwardEmitter::emitQuery() {
     SmallVector<Value> ds(evaluated.begin(), evaluated.begin() + s.size());
     // dQ += dS K, contracting over the keys.
     auto dsFragment = [&](int64_t kk) { return packedFragment(ds, kk); };
-    if (shape.wgmma)
-      multiplyWgmma(dQ, stream / 16, Value(), dsFragment, kTile, stream,
-                    /*contractRows=*/true);
-    else
+    if (shape.wgmma) {
+      issueWgmma(dQ, stream / 16, {}, dsFragment, kTile, stream,
+                 /*contractRows=*/true);
+      completeWgmma({dQ});
+    } else {
       multiply(dQ, stream / 16, dTiles, dsFragment,
                bTransposedAddress(kTile, shape.qkPitch()), shape.qkPitch(),
                true);
+    }
     llvm::append_range(dQ, ArrayRef<Value>(evaluated).drop_front(s.size()));
     return dQ;
   };
