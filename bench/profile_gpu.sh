@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Profiles attnc's attention kernel with Nsight Compute on the GPU machine:
-# causal and document-causal at L = 16k (B = 1, H = 16, D = 128, the
-# suite's shapes), one launch each, and prints what limits it: tensor-pipe
-# and issue-slot utilisation, achieved occupancy and its register limit,
-# local-memory (spill) traffic, and the warp stall reasons.
+# Profiles attnc's kernels with Nsight Compute on the GPU machine, one launch
+# each at L = 16k (B = 1, H = 16, D = 128, the suite's shapes), and prints
+# what limits them: tensor-pipe (mma.sync and wgmma) and issue-slot
+# utilisation, achieved occupancy and its register limit, local-memory
+# (spill) traffic, and the warp stall reasons. Forward: the Hopper kernel
+# (attn_fwd_wgmma) of causal, full, softcap and document-causal; backward:
+# the dK/dV and dQ kernels of causal's adjoint package.
 # Usage: bench/profile_gpu.sh LAUNCH PACKAGES OUT_DIR
 #   LAUNCH    attnc-launch built on that machine (runtime/, cmake)
 #   PACKAGES  build/gpu-packages (test/integration/gpu/make_packages.sh)
@@ -25,6 +27,7 @@ EOF
 metrics=(
   gpu__time_duration.sum
   sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+  sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active
   smsp__issue_active.avg.pct_of_peak_sustained_active
   sm__warps_active.avg.pct_of_peak_sustained_active
   launch__registers_per_thread
@@ -38,16 +41,24 @@ for reason in long_scoreboard short_scoreboard mio_throttle math_pipe_throttle \
     wait barrier not_selected selected dispatch_stall lg_throttle no_instruction; do
   metrics+=("smsp__average_warps_issue_stalled_${reason}_per_issue_active.ratio")
 done
+# profile NAME KERNEL_REGEX PACKAGE [attnc-launch options]
 profile() {
-  local name=$1 package=$2; shift 2
-  ncu -k regex:'^attn_fwd$' -c 1 --section WarpStateStats \
+  local name=$1 kernel=$2 package=$3; shift 3
+  ncu -k regex:"$kernel" -c 1 --section WarpStateStats \
     --metrics "$(IFS=,; echo "${metrics[*]}")" \
     "$launch" "$package" --dim B=1,H=16,M=16384,N=16384 "$@" \
-    > "$out/ncu_$name.txt" 2>&1 || { tail -20 "$out/ncu_$name.txt"; return 1; }
+    > "$out/ncu_$name.txt" 2>&1 || { tail -20 "$out/ncu_$name.txt"; return 0; }
   echo "== $name"
   grep -E "$(IFS='|'; echo "${metrics[*]}")|Warp Cycles Per Issued" \
     "$out/ncu_$name.txt" | sed 's/^ *//' | tr -s ' '
 }
-profile causal "$packages/suite/causal.attnpkg"
-profile document-causal "$packages/suite/document-causal.attnpkg" \
+forward='^attn_fwd_wgmma$'
+for variant in causal full softcap30-causal; do
+  profile "$variant" "$forward" "$packages/suite/$variant.attnpkg"
+done
+profile document-causal "$forward" "$packages/suite/document-causal.attnpkg" \
   --input Doc="$out/doc16k.npy"
+for kernel in dkdv dq; do
+  profile "causal-bwd-$kernel" "^attn_bwd_$kernel\$" \
+    "$packages/suite-grad/causal.attnpkg"
+done
