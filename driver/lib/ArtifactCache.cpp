@@ -36,6 +36,8 @@ llvm::StringRef getExtension(ArtifactKind kind) {
     return ".o";
   case ArtifactKind::GpuPackage:
     return ".attnpkg";
+  case ArtifactKind::HalideObject:
+    return ".halide.o";
   }
   return ".bin";
 }

@@ -3,6 +3,8 @@
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/ArtifactCache.h"
 #include "attn/Driver/CacheKey.h"
+#include "attn/Driver/CpuBackendChoice.h"
+#include "attn/Halide/HalideKernel.h"
 #include "attn/Driver/FatalErrors.h"
 
 #include "CompileRemarks.h"
@@ -92,8 +94,22 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   // On a hit nothing below the lookup runs: the key needs only the module
   // as written.
   auto start = std::chrono::steady_clock::now();
-  CacheSlot slot(cache, module, ArtifactKind::CpuObject,
-                 describeCpuCompile(target, options));
+  CpuBackend backend = resolveCpuBackend(module, options.backend);
+  bool halide = backend == CpuBackend::Halide;
+  if (halide) {
+    llvm::Expected<CpuTarget> host = getHostCpuTarget();
+    if (!host)
+      return host.takeError();
+    if (host->triple != target.triple || host->cpu != target.cpu ||
+        host->features != target.features)
+      return llvm::createStringError(
+          "the Halide backend compiles for the host CPU only; use --backend "
+          "mlir for another CPU");
+  }
+  CacheSlot slot(cache, module,
+                 halide ? ArtifactKind::HalideObject : ArtifactKind::CpuObject,
+                 halide ? describeHalideCompile(options.halide)
+                        : describeCpuCompile(target, options));
   std::vector<std::string> warnings;
   if (std::optional<CachedArtifact> entry = slot.lookup(warnings)) {
     replayRemarks(module, entry->notes);
@@ -113,8 +129,12 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   double lookupSeconds = secondsSince(start);
 
   RemarkRecorder remarks(module);
-  llvm::Expected<CpuKernelObject> result = runCodegen<CpuKernelObject>(
-      [&] { return compileCpuKernelObject(module, target, options); });
+  llvm::Expected<CpuKernelObject> result =
+      runCodegen<CpuKernelObject>([&]() -> llvm::Expected<CpuKernelObject> {
+        if (halide)
+          return compileHalideKernelObject(module, options.halide);
+        return compileCpuKernelObject(module, target, options);
+      });
   if (!result)
     return result.takeError();
   start = std::chrono::steady_clock::now();

@@ -6,6 +6,7 @@
 #include "attn/CPU/ObjectLoader.h"
 #include "attn/CPU/OpenMPRuntime.h"
 #include "attn/CPU/Pipeline.h"
+#include "attn/Halide/HalideEntry.h"
 #include "attn/Linalg/Pipelines.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -182,6 +183,16 @@ CpuKernel::load(CpuKernelObject object, unsigned threads) {
   if (!loaded)
     return loaded.takeError();
   kernel->loaded = std::move(*loaded);
+  if (kernel->isHalide()) {
+    llvm::Expected<std::unique_ptr<HalideEntry>> halide = HalideEntry::bind(
+        kernel->signature.name,
+        [&](llvm::StringRef name) { return kernel->loaded->lookup(name); });
+    if (!halide)
+      return halide.takeError();
+    kernel->halide = std::move(*halide);
+    kernel->stats.loadSeconds += secondsSince(start);
+    return kernel;
+  }
   llvm::Expected<void *> entry =
       kernel->loaded->lookup(kPackedPrefix + kernel->signature.name);
   if (!entry)
@@ -238,6 +249,9 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
   for (size_t i = 0; i < outputs.size(); ++i)
     if (llvm::Error error = check(outputs[i], sig.outputs[i], "output", i))
       return error;
+
+  if (halide)
+    return halide->run(sig, dims, inputs, params, outputs, threads);
 
   // The packed convention: one pointer per LLVM-level argument. A memref is
   // (allocated, aligned, offset, sizes..., strides...); a scalar is itself.

@@ -26,7 +26,32 @@
 
 namespace attn {
 
+class HalideEntry;
 class LoadedObject;
+
+/// Which code generator makes a kernel's object.
+enum class CpuBackend {
+  /// The MLIR pipelines: fused where attn-raise recognises the cascade,
+  /// convert-attn-to-linalg otherwise.
+  Mlir,
+  /// The cascade as a Halide pipeline (codegen/halide), fused or not.
+  Halide,
+  /// The fused MLIR path where the raise fuses the kernel, else whichever
+  /// of the other two is faster on unfused cascades (Halide).
+  Auto,
+};
+
+/// How the Halide backend schedules and sizes a pipeline.
+struct HalideScheduleOptions {
+  /// An autoscheduler ("Mullapudi2016", "Li2018", "Adams2019") or "attnc",
+  /// the schedule attnc derives itself.
+  std::string scheduler = "Mullapudi2016";
+  /// One size per kernel dim: the estimates schedules are made for (any
+  /// size still runs). Empty: 64 for symbolic dims.
+  std::vector<int64_t> dimEstimates;
+  /// The worker threads the schedule is made for; 0: every core.
+  unsigned parallelism = 0;
+};
 
 struct CpuKernelOptions {
   /// LLVM optimization level of the IR and of the code generator (0-3).
@@ -37,6 +62,8 @@ struct CpuKernelOptions {
   unsigned threads = 0;
   /// Print the time of each pass (as `attnc --time-passes`).
   bool timePasses = false;
+  CpuBackend backend = CpuBackend::Mlir;
+  HalideScheduleOptions halide;
 };
 
 /// Facts about a kernel learned while lowering it; kept in the cache entry
@@ -45,6 +72,8 @@ enum CpuKernelFlags : uint32_t {
   /// The module held an attn.attention (or attn.attention_backward) after
   /// raising: the fused path.
   kFusedPath = 1u << 0,
+  /// The object is a Halide pipeline (HalideEntry.h's entry and runtime).
+  kHalidePath = 1u << 1,
 };
 
 /// Where compile time went. A cache hit has lowering and codegen at zero.
@@ -134,6 +163,8 @@ public:
   /// attn.attention_backward after raising) rather than the unfused
   /// cascade.
   bool isFused() const { return flags & kFusedPath; }
+  /// Whether the kernel is a Halide pipeline.
+  bool isHalide() const { return flags & kHalidePath; }
   /// Whether the kernel has OpenMP parallel regions.
   bool usesOpenMP() const;
   /// The thread count its parallel regions run with.
@@ -152,6 +183,9 @@ private:
   uint32_t flags = 0;
   unsigned threads = 1;
   std::unique_ptr<LoadedObject> loaded;
+  /// The entry of a Halide object (declared after `loaded`, so that its
+  /// thread pool stops before the object's code is unlinked).
+  std::unique_ptr<HalideEntry> halide;
   /// The packed entry point `_mlir_<name>(void **args)`.
   void (*entry)(void **) = nullptr;
 };

@@ -1,0 +1,39 @@
+//===- HalideKernel.h - A cascade compiled through Halide -------*- C++ -*-===//
+//
+// The Halide backend's compile entry: the kernel's cascade (as the front end
+// or attn-grad wrote it; attn-raise is not run) becomes a Halide pipeline,
+// scheduled for the launch's sizes and compiled by libHalide14 in process
+// into an object that CpuKernel links and runs like the MLIR pipelines'
+// objects (flag kHalidePath). Halide's errors, thrown inside libHalide,
+// come back as llvm::Errors.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_HALIDE_HALIDEKERNEL_H
+#define ATTN_HALIDE_HALIDEKERNEL_H
+
+#include "attn/CPU/CpuKernel.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <vector>
+
+namespace attn {
+
+/// Compiles the one attn.kernel of `module` (which may be modified) for the
+/// host through Halide.
+llvm::Expected<CpuKernelObject>
+compileHalideKernelObject(mlir::ModuleOp module,
+                          const HalideScheduleOptions &options);
+
+/// Everything such an object depends on besides the kernel's IR, as text:
+/// the artifact cache's key fields (Halide's version and target, the
+/// scheduler, the estimates).
+std::vector<std::string>
+describeHalideCompile(const HalideScheduleOptions &options);
+
+} // namespace attn
+
+#endif // ATTN_HALIDE_HALIDEKERNEL_H

@@ -1,0 +1,185 @@
+//===- HalideKernel.cpp - A cascade compiled through Halide ---------------===//
+
+#include "attn/Halide/HalideKernel.h"
+#include "attn/Halide/HalideEntry.h"
+#include "attn/Transforms/Passes.h"
+
+#include "CascadeToHalide.h"
+#include "HalideSchedule.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+using namespace attn;
+namespace HL = Halide;
+
+namespace {
+
+llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+double secondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+/// Halide's compile-time reports: warnings (an autoscheduler's notes on a
+/// schedule) are dropped, errors thrown as std::runtime_error for the
+/// compile to catch; the default reporter would print both.
+class ErrorReporter : public HL::CompileTimeErrorReporter {
+public:
+  void warning(const char *) override {}
+  void error(const char *message) override {
+    std::string text = message ? message : "unknown Halide error";
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+      text.pop_back();
+    throw std::runtime_error(text);
+  }
+};
+
+void installErrorReporter() {
+  static ErrorReporter reporter;
+  static bool installed = [] {
+    HL::set_custom_compile_time_error_reporter(&reporter);
+    return true;
+  }();
+  (void)installed;
+}
+
+/// Collects the first error diagnostic of a region.
+class DiagnosticCollector {
+public:
+  explicit DiagnosticCollector(mlir::MLIRContext *context)
+      : handler(context, [this](mlir::Diagnostic &diag) {
+          if (diag.getSeverity() == mlir::DiagnosticSeverity::Error &&
+              message.empty()) {
+            llvm::raw_string_ostream os(message);
+            os << diag.getLocation() << ": " << diag;
+          }
+          return mlir::success();
+        }) {}
+
+  llvm::Error takeError(const llvm::Twine &what) {
+    return makeError(what + (message.empty() ? "" : ": " + message));
+  }
+
+private:
+  std::string message;
+  mlir::ScopedDiagnosticHandler handler;
+};
+
+unsigned getParallelism(const HalideScheduleOptions &options) {
+  if (options.parallelism)
+    return options.parallelism;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+/// The host, as Halide targets it (its features included).
+HL::Target getTarget() { return HL::get_host_target(); }
+
+/// Compiles `pipeline` into an object; Halide writes files, so through a
+/// temporary one.
+llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
+compileObject(HL::Pipeline &pipeline,
+              const std::vector<HL::Argument> &arguments,
+              const std::string &name, const HL::Target &target) {
+  llvm::SmallString<128> path;
+  if (std::error_code error =
+          llvm::sys::fs::createTemporaryFile("attnc-halide", "o", path))
+    return makeError("cannot create a temporary file for the Halide object: " +
+                     error.message());
+  llvm::FileRemover remover(path);
+  HL::Module module = pipeline.compile_to_module(arguments, name, target);
+  module.compile({{HL::OutputFileType::object, path.str().str()}});
+  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> object =
+      llvm::MemoryBuffer::getFile(path);
+  if (!object)
+    return makeError("cannot read the Halide object: " +
+                     object.getError().message());
+  // The buffer outlives the file.
+  return llvm::MemoryBuffer::getMemBufferCopy((*object)->getBuffer(), name);
+}
+
+} // namespace
+
+llvm::Expected<CpuKernelObject>
+attn::compileHalideKernelObject(mlir::ModuleOp module,
+                                const HalideScheduleOptions &options) {
+  using Clock = std::chrono::steady_clock;
+  if (!halide::isKnownScheduler(options.scheduler))
+    return makeError("unknown Halide scheduler '" + options.scheduler +
+                     "' (Mullapudi2016, Li2018, Adams2019 or attnc)");
+  llvm::Expected<KernelSignature> signature = KernelSignature::read(module);
+  if (!signature)
+    return signature.takeError();
+  CpuKernelObject result;
+  result.signature = std::move(*signature);
+  result.flags = kHalidePath;
+  const std::string &name = result.signature.name;
+
+  auto start = Clock::now();
+  mlir::MLIRContext *context = module->getContext();
+  DiagnosticCollector diagnostics(context);
+  mlir::PassManager pm(context);
+  // Divisions by values known only at run time made total, as on the
+  // other paths.
+  pm.nest<mlir::attn::KernelOp>().addPass(
+      mlir::attn::createAttnGuardIntegerDivision());
+  if (mlir::failed(pm.run(module)))
+    return diagnostics.takeError("preparing kernel '" + name +
+                                 "' for the Halide backend failed");
+  mlir::attn::KernelOp kernel;
+  module.walk([&](mlir::attn::KernelOp op) { kernel = op; });
+  if (!kernel)
+    return makeError("the module holds no attn.kernel");
+
+  installErrorReporter();
+  try {
+    mlir::FailureOr<halide::CascadePipeline> cascade =
+        halide::buildCascadePipeline(kernel, options.dimEstimates);
+    if (mlir::failed(cascade))
+      return diagnostics.takeError("building the Halide pipeline of kernel '" +
+                                   name + "' failed");
+    HL::Target target = getTarget();
+    HL::Pipeline pipeline(cascade->outputs);
+    halide::schedulePipeline(*cascade, pipeline, options.scheduler, target,
+                             getParallelism(options));
+    result.stats.lowerSeconds = secondsSince(start);
+    start = Clock::now();
+    llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object =
+        compileObject(pipeline, cascade->arguments, name, target);
+    if (!object)
+      return object.takeError();
+    result.object = std::move(*object);
+    result.stats.codegenSeconds = secondsSince(start);
+  } catch (const std::exception &error) {
+    return makeError("Halide could not compile kernel '" + name +
+                     "': " + error.what());
+  } catch (...) {
+    return makeError("Halide could not compile kernel '" + name + "'");
+  }
+  return result;
+}
+
+std::vector<std::string>
+attn::describeHalideCompile(const HalideScheduleOptions &options) {
+  std::vector<std::string> fields{
+      "halide=" ATTN_HALIDE_LIBRARY,
+      "halide-target=" + getTarget().to_string(),
+      "scheduler=" + options.scheduler,
+      "parallelism=" + std::to_string(getParallelism(options))};
+  std::string estimates = "estimates=";
+  for (int64_t size : options.dimEstimates)
+    estimates += std::to_string(size) + ",";
+  fields.push_back(estimates);
+  return fields;
+}
