@@ -155,7 +155,8 @@ static cl::opt<std::string> backendOption(
 static cl::opt<std::string> halideSchedulerOption(
     "halide-scheduler",
     cl::desc("Schedule of Halide pipelines: Mullapudi2016 (default), "
-             "Li2018, Adams2019 (libHalide14's autoschedulers) or attnc"),
+             "Li2018, Adams2019 (libHalide14's autoschedulers) or Derived "
+             "(attnc's own)"),
     cl::init(HalideScheduleOptions().scheduler), cl::sub(runCommand),
     cl::sub(compileCommand), cl::cat(attncCategory));
 static cl::opt<std::string>

@@ -145,8 +145,9 @@ LogicalResult PipelineBuilder::bindArguments() {
     HL::Param<int32_t> param(name);
     param.set_estimate(static_cast<int32_t>(estimateOf(i)));
     param.set_range(0, HL::Int(32).max());
-    dims.push_back(param);
-    scalars.map(kernel.getDimArg(i), param);
+    HL::Expr wide = HL::cast<int64_t>(param);
+    dims.push_back(wide);
+    scalars.map(kernel.getDimArg(i), wide);
     pipeline.arguments.push_back(param);
   }
   auto axisExtent = [&](Attribute axis) -> std::pair<HL::Expr, int64_t> {
@@ -156,7 +157,7 @@ LogicalResult PipelineBuilder::bindArguments() {
         return {dims[*dim], estimateOf(*dim)};
     }
     int64_t size = cast<IntegerAttr>(axis).getInt();
-    return {HL::Expr(static_cast<int32_t>(size)), std::max<int64_t>(size, 1)};
+    return {HL::Expr(size), std::max<int64_t>(size, 1)};
   };
 
   for (unsigned i = 0; i < kernel.getNumInputs(); ++i) {
@@ -183,7 +184,14 @@ LogicalResult PipelineBuilder::bindArguments() {
     if (type.getRank() > 0)
       image.dim(0).set_stride(1);
     image.set_estimates(estimates);
-    lowered.values = callOf(image);
+    // A schedule made for the estimates may compute whole tiles past the
+    // end of a smaller launch (the autoschedulers' ShiftInwards tails):
+    // reads there take the edge's value, which no output uses. In-range
+    // loops are partitioned free of the clamps.
+    if (type.getRank() > 0)
+      lowered.values = callOf(HL::BoundaryConditions::repeat_edge(image));
+    else
+      lowered.values = callOf(image);
     lowered.type = *elementType;
     tensors[arg] = lowered;
     pipeline.arguments.push_back(image);
@@ -242,19 +250,23 @@ LogicalResult PipelineBuilder::translateBody(Block &body,
     // Halide then bounds every region it computes, whatever the data.
     std::vector<HL::Expr> at;
     for (auto [i, subscript] : llvm::enumerate(op.getSubscripts())) {
-      HL::Expr s = subscripts[i];
       auto arg = dyn_cast<BlockArgument>(subscript);
-      if (!arg || arg.getOwner() != &body)
-        s = HL::clamp(s, 0, HL::max(tensor.extents[i] - 1, 0));
-      at.push_back(s);
+      if (arg && arg.getOwner() == &body) {
+        at.push_back(args[arg.getArgNumber()]);
+        continue;
+      }
+      HL::Expr s = HL::cast<int64_t>(subscripts[i]);
+      HL::Expr last = HL::max(tensor.extents[i] - 1, HL::cast<int64_t>(0));
+      at.push_back(HL::cast<int32_t>(HL::clamp(s, HL::cast<int64_t>(0), last)));
     }
     if (tensor.presence)
       presences.push_back(tensor.presence(at));
     return tensor.values(at);
   };
   ScalarTranslator translator(read, &scalars);
+  // Loop indices are Int(32) coordinates; as values they are `index`.
   for (auto [arg, expr] : llvm::zip_equal(body.getArguments(), args))
-    translator.map(arg, expr);
+    translator.map(arg, HL::cast<int64_t>(expr));
   if (failed(translator.translateBody(body)))
     return failure();
   FailureOr<HL::Expr> yielded =
@@ -327,7 +339,7 @@ LogicalResult PipelineBuilder::lowerEinsum(EinsumOp op) {
   // variable is its innermost loop).
   HL::Region domain;
   for (unsigned i = extents.size(); i-- > numOut;)
-    domain.push_back(HL::Range(0, extents[i]));
+    domain.push_back(HL::Range(0, HL::cast<int32_t>(extents[i])));
   HL::RDom rdom(domain, "r_" + std::to_string(funcCount));
   unsigned numReduced = extents.size() - numOut;
   for (unsigned i = 0; i < numReduced; ++i)
@@ -457,7 +469,8 @@ LogicalResult PipelineBuilder::lowerRowNormalizer(
   rowVars.erase(rowVars.begin() + dim);
   std::vector<HL::Var> rowLhs = reversedVars(rowVars);
   std::vector<HL::Expr> rowAt = asExprs(rowLhs);
-  HL::RDom r(0, input.extents[dim], "r_" + std::to_string(funcCount));
+  HL::RDom r(0, HL::cast<int32_t>(input.extents[dim]),
+            "r_" + std::to_string(funcCount));
   std::vector<HL::Expr> alongRow = asExprs(vars);
   alongRow[dim] = r.x;
   std::vector<HL::Expr> full = asExprs(vars);
@@ -615,13 +628,13 @@ LogicalResult PipelineBuilder::lowerReturn(ReturnOp op) {
     HL::Expr v = tensor.values(at);
     if (tensor.presence)
       v = HL::select(tensor.presence(at), v, HL::cast(v.type(), 0));
-    HL::Func output(
-        "out_" + cast<StringAttr>(kernel.getOutputNames()[i]).getValue().str());
+    std::string name =
+        cast<StringAttr>(kernel.getOutputNames()[i]).getValue().str();
+    HL::Func output("result_" + name);
     output(reversedVars(vars)) = HL::cast(*type, v);
     output.set_estimates(outputEstimates[i]);
-    if (rank > 0)
-      output.output_buffer().dim(0).set_stride(1);
     pipeline.outputs.push_back(output);
+    pipeline.outputNames.push_back("out_" + name);
   }
   return success();
 }

@@ -16,6 +16,7 @@
 
 #include <Halide.h>
 
+#include <string>
 #include <vector>
 
 namespace attn::halide {
@@ -32,8 +33,12 @@ struct CascadePipeline {
   /// The arguments of the compiled entry, in the kernel's order: dims (i32),
   /// inputs, params. The outputs follow them in the entry.
   std::vector<Halide::Argument> arguments;
-  /// One Func per kernel output, of the declared element type.
+  /// One Func per kernel output, of the declared element type: what a
+  /// scheduler places (HalideSchedule.h copies them into the entry's
+  /// outputs).
   std::vector<Halide::Func> outputs;
+  /// The entry's name of each output.
+  std::vector<std::string> outputNames;
   /// The Funcs between inputs and outputs, producers first.
   std::vector<CascadeStage> stages;
 };

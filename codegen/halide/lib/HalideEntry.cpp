@@ -130,6 +130,39 @@ llvm::Error HalideEntry::run(const KernelSignature &signature,
                        " is outside the Halide backend's 32-bit sizes");
     dimValues.push_back(static_cast<int32_t>(dim));
   }
+  // Halide kernels read inputs through a clamp at their edges (a schedule
+  // may compute tiles past a smaller launch's end), so a tensor smaller than
+  // the sizes say would be read without a fault: refused here instead.
+  auto checkShape = [&](const TensorView &view,
+                        const KernelTensor &tensor) -> llvm::Error {
+    bool matches = view.shape.size() == tensor.axes.size();
+    std::string want;
+    for (size_t k = 0; k < tensor.axes.size(); ++k) {
+      const KernelAxis &axis = tensor.axes[k];
+      int64_t size = axis.size;
+      if (axis.isDim())
+        for (size_t d = 0; d < signature.dims.size(); ++d)
+          if (signature.dims[d].name == axis.dim)
+            size = dims[d];
+      want += (k ? ", " : "") + std::to_string(size);
+      matches = matches && view.shape[k] == size;
+    }
+    if (matches)
+      return llvm::Error::success();
+    std::string got;
+    for (size_t k = 0; k < view.shape.size(); ++k)
+      got += (k ? ", " : "") + std::to_string(view.shape[k]);
+    return makeError("tensor '" + tensor.name + "' of kernel '" +
+                     signature.name + "' has shape [" + got +
+                     "], but the sizes make it [" + want + "]");
+  };
+  for (auto [view, tensor] : llvm::zip(inputs, signature.inputs))
+    if (llvm::Error error = checkShape(view, tensor))
+      return error;
+  for (auto [view, tensor] : llvm::zip(outputs, signature.outputs))
+    if (llvm::Error error = checkShape(view, tensor))
+      return error;
+
   std::vector<BufferArgument> buffers(inputs.size() + outputs.size());
   for (auto [i, input] : llvm::enumerate(inputs))
     if (llvm::Error error = describe(input, signature.inputs[i].name,

@@ -83,8 +83,12 @@ unsigned getParallelism(const HalideScheduleOptions &options) {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-/// The host, as Halide targets it (its features included).
-HL::Target getTarget() { return HL::get_host_target(); }
+/// The host, as Halide targets it, but for the sapphirerapids feature: with
+/// it, Halide 14 emits bf16 conversions that crash at run time.
+HL::Target getTarget() {
+  return HL::get_host_target().without_feature(
+      HL::Target::AVX512_SapphireRapids);
+}
 
 /// Compiles `pipeline` into an object; Halide writes files, so through a
 /// temporary one.
@@ -117,7 +121,7 @@ attn::compileHalideKernelObject(mlir::ModuleOp module,
   using Clock = std::chrono::steady_clock;
   if (!halide::isKnownScheduler(options.scheduler))
     return makeError("unknown Halide scheduler '" + options.scheduler +
-                     "' (Mullapudi2016, Li2018, Adams2019 or attnc)");
+                     "' (Mullapudi2016, Li2018, Adams2019 or Derived)");
   llvm::Expected<KernelSignature> signature = KernelSignature::read(module);
   if (!signature)
     return signature.takeError();
@@ -150,9 +154,28 @@ attn::compileHalideKernelObject(mlir::ModuleOp module,
       return diagnostics.takeError("building the Halide pipeline of kernel '" +
                                    name + "' failed");
     HL::Target target = getTarget();
-    HL::Pipeline pipeline(cascade->outputs);
-    halide::schedulePipeline(*cascade, pipeline, options.scheduler, target,
-                             getParallelism(options));
+    HL::Pipeline pipeline;
+    try {
+      pipeline = halide::schedulePipeline(*cascade, options.scheduler, target,
+                                          getParallelism(options));
+    } catch (const std::exception &error) {
+      if (options.scheduler == "Derived")
+        throw;
+      // An autoscheduler that fails on a pipeline (Halide 14's have
+      // internal errors on some) leaves it half scheduled: a fresh one gets
+      // the derived schedule, which always applies.
+      result.stats.warnings.push_back(
+          "Halide's " + options.scheduler +
+          " autoscheduler failed on kernel '" + name + "' (" +
+          llvm::StringRef(error.what()).split('\n').first.str() +
+          "); it runs with the derived schedule");
+      cascade = halide::buildCascadePipeline(kernel, options.dimEstimates);
+      if (mlir::failed(cascade))
+        return diagnostics.takeError(
+            "building the Halide pipeline of kernel '" + name + "' failed");
+      pipeline = halide::schedulePipeline(*cascade, "Derived", target,
+                                          getParallelism(options));
+    }
     result.stats.lowerSeconds = secondsSince(start);
     start = Clock::now();
     llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object =

@@ -2,6 +2,7 @@
 
 #include "HalideSchedule.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringMap.h"
 
 #include <mutex>
@@ -60,6 +61,7 @@ void scheduleStage(HL::Stage stage, const std::vector<HL::Var> &vars,
     stage.parallel(vectorOuter);
 }
 
+/// A Func computed at root, with scheduleStage's loops for each stage.
 void scheduleFunc(HL::Func func, int vectorWidth) {
   std::vector<HL::Var> vars = func.args();
   func.compute_root();
@@ -79,29 +81,44 @@ void scheduleDerived(CascadePipeline &cascade, const HL::Target &target) {
   for (CascadeStage &stage : cascade.stages)
     if (stage.reduces)
       scheduleFunc(stage.func, vectorWidth);
-  for (HL::Func &output : cascade.outputs)
-    scheduleFunc(output, vectorWidth);
+  for (HL::Func &result : cascade.outputs)
+    scheduleFunc(result, vectorWidth);
 }
 
 } // namespace
 
 bool attn::halide::isKnownScheduler(llvm::StringRef name) {
-  return name == "attnc" || name == "Mullapudi2016" || name == "Li2018" ||
+  return name == "Derived" || name == "Mullapudi2016" || name == "Li2018" ||
          name == "Adams2019";
 }
 
-void attn::halide::schedulePipeline(CascadePipeline &cascade,
-                                    HL::Pipeline &pipeline,
-                                    llvm::StringRef scheduler,
-                                    const HL::Target &target,
-                                    unsigned parallelism) {
-  if (scheduler == "attnc") {
+HL::Pipeline attn::halide::schedulePipeline(CascadePipeline &cascade,
+                                            llvm::StringRef scheduler,
+                                            const HL::Target &target,
+                                            unsigned parallelism) {
+  if (scheduler == "Derived") {
     scheduleDerived(cascade, target);
-    return;
+  } else {
+    loadPlugin(scheduler);
+    // Halide's defaults for the cache and the cost of a load.
+    HL::MachineParams machine(static_cast<int>(parallelism), 16 * 1024 * 1024,
+                              40);
+    HL::Pipeline(cascade.outputs)
+        .auto_schedule(scheduler.str(), target, machine);
   }
-  loadPlugin(scheduler);
-  // Halide's defaults for the cache and the cost of a load.
-  HL::MachineParams machine(static_cast<int>(parallelism), 16 * 1024 * 1024,
-                            40);
-  pipeline.auto_schedule(scheduler.str(), target, machine);
+  int vectorWidth = getVectorWidth(target);
+  std::vector<HL::Func> outputs;
+  for (auto [result, name] :
+       llvm::zip_equal(cascade.outputs, cascade.outputNames)) {
+    HL::Func output(name);
+    std::vector<HL::Var> vars = result.args();
+    output(vars) = result(vars);
+    result.compute_root();
+    // Dense row-major buffers: the innermost axis has stride 1.
+    if (!vars.empty())
+      output.output_buffer().dim(0).set_stride(1);
+    scheduleStage(output, vars, {}, vectorWidth);
+    outputs.push_back(output);
+  }
+  return HL::Pipeline(outputs);
 }

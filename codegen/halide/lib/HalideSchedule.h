@@ -3,7 +3,7 @@
 // A pipeline is scheduled either by one of the autoschedulers libHalide14
 // ships (plugins loaded once, from where libhalide14-0-dev installs them),
 // with the launch's sizes as estimates, or by the schedule attnc derives
-// from the cascade's shape ("attnc"): every reduction and row statistic
+// from the cascade's shape ("Derived"): every reduction and row statistic
 // computed at root, parallel over its outermost axis and vectorized along
 // its innermost, elementwise stages inlined into their consumers.
 //
@@ -21,11 +21,17 @@ namespace attn::halide {
 /// Whether `name` is a scheduler schedulePipeline knows.
 bool isKnownScheduler(llvm::StringRef name);
 
-/// Schedules `pipeline` with `scheduler` for `target` and `parallelism`
-/// worker threads. Throws Halide's errors (the caller catches them).
-void schedulePipeline(CascadePipeline &cascade, Halide::Pipeline &pipeline,
-                      llvm::StringRef scheduler, const Halide::Target &target,
-                      unsigned parallelism);
+/// Schedules the pipeline of `cascade`'s outputs with `scheduler` for
+/// `target` and `parallelism` worker threads, and returns the pipeline to
+/// compile: the outputs computed at root, copied into the entry's outputs
+/// with loops that never leave them. (A schedule made for the estimates
+/// computes whole tiles, shifted before the start of a smaller launch; into
+/// the caller's buffers that would be out of bounds.) Throws Halide's
+/// errors (the caller catches them).
+Halide::Pipeline schedulePipeline(CascadePipeline &cascade,
+                                  llvm::StringRef scheduler,
+                                  const Halide::Target &target,
+                                  unsigned parallelism);
 
 } // namespace attn::halide
 

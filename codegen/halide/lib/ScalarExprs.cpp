@@ -14,7 +14,7 @@ namespace HL = Halide;
 
 FailureOr<HL::Type> (::attn::halide::getHalideType)(Type type) {
   if (type.isIndex())
-    return HL::Int(32);
+    return HL::Int(64);
   if (type.isF32())
     return HL::Float(32);
   if (type.isF64())

@@ -25,8 +25,9 @@
 
 namespace attn::halide {
 
-/// The Halide type of a scalar MLIR type; `index` is Int(32), the type of
-/// Halide's coordinates.
+/// The Halide type of a scalar MLIR type; `index` is Int(64), as wide as
+/// the values (i64 params) index arithmetic may meet. Coordinates of Funcs
+/// are Int(32): subscripts are narrowed once they are inside their axis.
 mlir::FailureOr<Halide::Type> getHalideType(mlir::Type type);
 
 /// Translates scalar ops to expressions, op by op, in program order.

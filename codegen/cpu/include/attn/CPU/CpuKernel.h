@@ -43,7 +43,7 @@ enum class CpuBackend {
 
 /// How the Halide backend schedules and sizes a pipeline.
 struct HalideScheduleOptions {
-  /// An autoscheduler ("Mullapudi2016", "Li2018", "Adams2019") or "attnc",
+  /// An autoscheduler ("Mullapudi2016", "Li2018", "Adams2019") or "Derived",
   /// the schedule attnc derives itself.
   std::string scheduler = "Mullapudi2016";
   /// One size per kernel dim: the estimates schedules are made for (any
