@@ -38,6 +38,8 @@ llvm::StringRef getExtension(ArtifactKind kind) {
     return ".attnpkg";
   case ArtifactKind::HalideObject:
     return ".halide.o";
+  case ArtifactKind::HalideRuntime:
+    return ".halide-runtime.o";
   }
   return ".bin";
 }

@@ -10,6 +10,8 @@
 #include "CompileRemarks.h"
 
 #include <chrono>
+#include <memory>
+#include <mutex>
 
 using namespace attn;
 
@@ -74,6 +76,36 @@ llvm::Expected<T> runCodegen(llvm::function_ref<llvm::Expected<T>()> generate) {
   });
 }
 
+/// The Halide runtime Halide kernel objects link against: compiled at most
+/// once per process and per cache.
+llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>>
+getHalideRuntime(mlir::MLIRContext *context, const CacheOptions &cache,
+                 std::vector<std::string> &warnings) {
+  static std::mutex mutex;
+  static std::shared_ptr<const llvm::MemoryBuffer> compiled;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (compiled)
+    return compiled;
+  // The runtime does not depend on a kernel: its key is made of an empty
+  // module.
+  mlir::OwningOpRef<mlir::ModuleOp> empty =
+      mlir::ModuleOp::create(mlir::UnknownLoc::get(context));
+  CacheSlot slot(cache, *empty, ArtifactKind::HalideRuntime,
+                 describeHalideRuntime());
+  if (std::optional<CachedArtifact> entry = slot.lookup(warnings)) {
+    compiled = std::move(entry->payload);
+    return compiled;
+  }
+  llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object =
+      runCodegen<std::unique_ptr<llvm::MemoryBuffer>>(
+          [] { return compileHalideRuntimeObject(); });
+  if (!object)
+    return object.takeError();
+  slot.store((*object)->getBuffer(), /*flags=*/0, "", warnings);
+  compiled = std::move(*object);
+  return compiled;
+}
+
 } // namespace
 
 void attn::setCodegenHookForTesting(std::function<void()> hook) {
@@ -121,6 +153,13 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
     result.signature = std::move(*signature);
     result.object = std::move(entry->payload);
     result.flags = entry->flags;
+    if (halide) {
+      llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> runtime =
+          getHalideRuntime(module->getContext(), cache, warnings);
+      if (!runtime)
+        return runtime.takeError();
+      result.supportObject = std::move(*runtime);
+    }
     result.stats.cacheHit = true;
     result.stats.warnings = std::move(warnings);
     result.stats.loadSeconds = secondsSince(start);
@@ -140,6 +179,13 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   start = std::chrono::steady_clock::now();
   slot.store(result->object->getBuffer(), result->flags, remarks.serialize(),
              warnings);
+  if (halide) {
+    llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> runtime =
+        getHalideRuntime(module->getContext(), cache, warnings);
+    if (!runtime)
+      return runtime.takeError();
+    result->supportObject = std::move(*runtime);
+  }
   result->stats.loadSeconds += lookupSeconds + secondsSince(start);
   warnings.insert(warnings.end(), result->stats.warnings.begin(),
                   result->stats.warnings.end());

@@ -32,6 +32,14 @@ struct LoweredTensor {
   /// The size of each axis, in the cascade's order.
   std::vector<HL::Expr> extents;
   HL::Type type;
+  /// An input: the last coordinate of each axis of its buffer, which every
+  /// read is clamped to. A schedule made for the estimates may compute
+  /// whole tiles past the end of a smaller launch (the autoschedulers'
+  /// ShiftInwards tails); reads there take the edge's value, which no
+  /// output uses. (An empty input is passed as one entry, so that it has an
+  /// edge: HalideEntry.cpp.) `likely` lets Halide partition the loops so
+  /// that the in-range part runs without the clamps.
+  std::vector<HL::Expr> bufferLast;
 };
 
 /// Halide's first dimension is the innermost: the cascade's subscripts,
@@ -184,14 +192,9 @@ LogicalResult PipelineBuilder::bindArguments() {
     if (type.getRank() > 0)
       image.dim(0).set_stride(1);
     image.set_estimates(estimates);
-    // A schedule made for the estimates may compute whole tiles past the
-    // end of a smaller launch (the autoschedulers' ShiftInwards tails):
-    // reads there take the edge's value, which no output uses. In-range
-    // loops are partitioned free of the clamps.
-    if (type.getRank() > 0)
-      lowered.values = callOf(HL::BoundaryConditions::repeat_edge(image));
-    else
-      lowered.values = callOf(image);
+    lowered.values = callOf(image);
+    for (int64_t k = type.getRank(); k-- > 0;)
+      lowered.bufferLast.push_back(image.dim(k).max());
     lowered.type = *elementType;
     tensors[arg] = lowered;
     pipeline.arguments.push_back(image);
@@ -252,11 +255,17 @@ LogicalResult PipelineBuilder::translateBody(Block &body,
     for (auto [i, subscript] : llvm::enumerate(op.getSubscripts())) {
       auto arg = dyn_cast<BlockArgument>(subscript);
       if (arg && arg.getOwner() == &body) {
-        at.push_back(args[arg.getArgNumber()]);
+        HL::Expr index = args[arg.getArgNumber()];
+        if (!tensor.bufferLast.empty())
+          index = HL::clamp(HL::likely(index), 0, tensor.bufferLast[i]);
+        at.push_back(index);
         continue;
       }
       HL::Expr s = HL::cast<int64_t>(subscripts[i]);
-      HL::Expr last = HL::max(tensor.extents[i] - 1, HL::cast<int64_t>(0));
+      HL::Expr last =
+          tensor.bufferLast.empty()
+              ? HL::max(tensor.extents[i] - 1, HL::cast<int64_t>(0))
+              : HL::cast<int64_t>(tensor.bufferLast[i]);
       at.push_back(HL::cast<int32_t>(HL::clamp(s, HL::cast<int64_t>(0), last)));
     }
     if (tensor.presence)

@@ -2,6 +2,8 @@
 
 #include "attn/Halide/HalideEntry.h"
 
+#include "llvm/ADT/STLExtras.h"
+
 #include <HalideRuntime.h>
 
 #include <cstdint>
@@ -55,16 +57,27 @@ halide_type_t getHalideBufferType(DType type) {
 struct BufferArgument {
   halide_buffer_t buffer{};
   std::vector<halide_dimension_t> dims;
+  /// The zeros an empty input is replaced by.
+  std::vector<uint64_t> zeros;
 };
 
+/// Describes `view` in `argument`. An empty input becomes a zero tensor
+/// with its empty axes of size 1: kernels read inputs through a clamp to
+/// their edges, which an empty axis does not have, and no value read there
+/// reaches an output (the sizes, not the buffers, bound every loop that
+/// does).
 llvm::Error describe(const TensorView &view, llvm::StringRef name,
-                     BufferArgument &argument) {
+                     bool input, BufferArgument &argument) {
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   size_t rank = view.shape.size();
   argument.dims.resize(rank);
+  bool empty = llvm::is_contained(view.shape, 0);
+  bool padded = input && empty;
   int64_t stride = 1;
   for (size_t k = 0; k < rank; ++k) {
     int64_t extent = view.shape[rank - 1 - k];
+    if (padded)
+      extent = std::max<int64_t>(extent, 1);
     if (extent > kMax || (extent > 0 && stride > kMax))
       return makeError("tensor '" + name +
                        "' is too large for the Halide backend, whose "
@@ -74,6 +87,10 @@ llvm::Error describe(const TensorView &view, llvm::StringRef name,
     stride *= std::max<int64_t>(extent, 1);
   }
   argument.buffer.host = static_cast<uint8_t *>(view.data);
+  if (padded) {
+    argument.zeros.assign(static_cast<size_t>(stride), 0);
+    argument.buffer.host = reinterpret_cast<uint8_t *>(argument.zeros.data());
+  }
   argument.buffer.type = getHalideBufferType(view.type);
   argument.buffer.dimensions = static_cast<int32_t>(rank);
   argument.buffer.dim = argument.dims.data();
@@ -166,39 +183,21 @@ llvm::Error HalideEntry::run(const KernelSignature &signature,
   std::vector<BufferArgument> buffers(inputs.size() + outputs.size());
   for (auto [i, input] : llvm::enumerate(inputs))
     if (llvm::Error error = describe(input, signature.inputs[i].name,
-                                     buffers[i]))
+                                     /*input=*/true, buffers[i]))
       return error;
   for (auto [i, output] : llvm::enumerate(outputs))
     if (llvm::Error error = describe(output, signature.outputs[i].name,
+                                     /*input=*/false,
                                      buffers[inputs.size() + i]))
       return error;
-  union Scalar {
-    float f32;
-    double f64;
-    int32_t i32;
-    int64_t i64;
-  };
-  std::vector<Scalar> scalars(params.size());
+  std::vector<KernelScalar> scalars(params.size());
   std::vector<void *> args;
   for (int32_t &dim : dimValues)
     args.push_back(&dim);
   for (size_t i = 0; i < inputs.size(); ++i)
     args.push_back(&buffers[i].buffer);
   for (size_t i = 0; i < params.size(); ++i) {
-    switch (signature.params[i].dtype) {
-    case DType::F32:
-      scalars[i].f32 = static_cast<float>(params[i]);
-      break;
-    case DType::F64:
-      scalars[i].f64 = params[i];
-      break;
-    case DType::I32:
-      scalars[i].i32 = static_cast<int32_t>(params[i]);
-      break;
-    default:
-      scalars[i].i64 = static_cast<int64_t>(params[i]);
-      break;
-    }
+    scalars[i] = KernelScalar::of(signature.params[i].dtype, params[i]);
     args.push_back(&scalars[i]);
   }
   for (size_t i = 0; i < outputs.size(); ++i)

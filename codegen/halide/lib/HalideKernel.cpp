@@ -1,7 +1,7 @@
 //===- HalideKernel.cpp - A cascade compiled through Halide ---------------===//
 
 #include "attn/Halide/HalideKernel.h"
-#include "attn/Halide/HalideEntry.h"
+#include "attn/CPU/DiagnosticCollector.h"
 #include "attn/Transforms/Passes.h"
 
 #include "CascadeToHalide.h"
@@ -55,28 +55,6 @@ void installErrorReporter() {
   (void)installed;
 }
 
-/// Collects the first error diagnostic of a region.
-class DiagnosticCollector {
-public:
-  explicit DiagnosticCollector(mlir::MLIRContext *context)
-      : handler(context, [this](mlir::Diagnostic &diag) {
-          if (diag.getSeverity() == mlir::DiagnosticSeverity::Error &&
-              message.empty()) {
-            llvm::raw_string_ostream os(message);
-            os << diag.getLocation() << ": " << diag;
-          }
-          return mlir::success();
-        }) {}
-
-  llvm::Error takeError(const llvm::Twine &what) {
-    return makeError(what + (message.empty() ? "" : ": " + message));
-  }
-
-private:
-  std::string message;
-  mlir::ScopedDiagnosticHandler handler;
-};
-
 unsigned getParallelism(const HalideScheduleOptions &options) {
   if (options.parallelism)
     return options.parallelism;
@@ -90,20 +68,18 @@ HL::Target getTarget() {
       HL::Target::AVX512_SapphireRapids);
 }
 
-/// Compiles `pipeline` into an object; Halide writes files, so through a
-/// temporary one.
+/// The object `write` writes to the path it is given: Halide writes files,
+/// so through a temporary one.
 llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
-compileObject(HL::Pipeline &pipeline,
-              const std::vector<HL::Argument> &arguments,
-              const std::string &name, const HL::Target &target) {
+compileObject(const std::string &name,
+              llvm::function_ref<void(const std::string &)> write) {
   llvm::SmallString<128> path;
   if (std::error_code error =
           llvm::sys::fs::createTemporaryFile("attnc-halide", "o", path))
     return makeError("cannot create a temporary file for the Halide object: " +
                      error.message());
   llvm::FileRemover remover(path);
-  HL::Module module = pipeline.compile_to_module(arguments, name, target);
-  module.compile({{HL::OutputFileType::object, path.str().str()}});
+  write(path.str().str());
   llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> object =
       llvm::MemoryBuffer::getFile(path);
   if (!object)
@@ -145,45 +121,52 @@ attn::compileHalideKernelObject(mlir::ModuleOp module,
   module.walk([&](mlir::attn::KernelOp op) { kernel = op; });
   if (!kernel)
     return makeError("the module holds no attn.kernel");
+  result.stats.lowerSeconds = secondsSince(start);
 
   installErrorReporter();
-  try {
+  HL::Target target = getTarget();
+  // Builds, schedules with `scheduler` and compiles the pipeline; Halide's
+  // errors are thrown.
+  auto compileWith = [&](llvm::StringRef scheduler) -> llvm::Error {
+    auto phase = Clock::now();
     mlir::FailureOr<halide::CascadePipeline> cascade =
         halide::buildCascadePipeline(kernel, options.dimEstimates);
     if (mlir::failed(cascade))
       return diagnostics.takeError("building the Halide pipeline of kernel '" +
                                    name + "' failed");
-    HL::Target target = getTarget();
-    HL::Pipeline pipeline;
-    try {
-      pipeline = halide::schedulePipeline(*cascade, options.scheduler, target,
-                                          getParallelism(options));
-    } catch (const std::exception &error) {
-      if (options.scheduler == "Derived")
-        throw;
-      // An autoscheduler that fails on a pipeline (Halide 14's have
-      // internal errors on some) leaves it half scheduled: a fresh one gets
-      // the derived schedule, which always applies.
-      result.stats.warnings.push_back(
-          "Halide's " + options.scheduler +
-          " autoscheduler failed on kernel '" + name + "' (" +
-          llvm::StringRef(error.what()).split('\n').first.str() +
-          "); it runs with the derived schedule");
-      cascade = halide::buildCascadePipeline(kernel, options.dimEstimates);
-      if (mlir::failed(cascade))
-        return diagnostics.takeError(
-            "building the Halide pipeline of kernel '" + name + "' failed");
-      pipeline = halide::schedulePipeline(*cascade, "Derived", target,
-                                          getParallelism(options));
-    }
-    result.stats.lowerSeconds = secondsSince(start);
-    start = Clock::now();
+    HL::Pipeline pipeline = halide::schedulePipeline(
+        *cascade, scheduler, target, getParallelism(options));
+    result.stats.lowerSeconds += secondsSince(phase);
+    phase = Clock::now();
     llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object =
-        compileObject(pipeline, cascade->arguments, name, target);
+        compileObject(name, [&](const std::string &path) {
+          HL::Module module = pipeline.compile_to_module(
+              cascade->arguments, name,
+              target.with_feature(HL::Target::NoRuntime));
+          module.compile({{HL::OutputFileType::object, path}});
+        });
     if (!object)
       return object.takeError();
     result.object = std::move(*object);
-    result.stats.codegenSeconds = secondsSince(start);
+    result.stats.codegenSeconds += secondsSince(phase);
+    return llvm::Error::success();
+  };
+  try {
+    try {
+      if (llvm::Error error = compileWith(options.scheduler))
+        return std::move(error);
+    } catch (const std::exception &error) {
+      if (options.scheduler == "Derived")
+        throw;
+      // Halide 14's autoschedulers fail on some pipelines (internal errors,
+      // schedules that do not lower): the derived schedule always applies.
+      result.stats.warnings.push_back(
+          "Halide's " + options.scheduler + " autoscheduler failed on kernel '" +
+          name + "' (" + llvm::StringRef(error.what()).split('\n').first.str() +
+          "); it runs with the derived schedule");
+      if (llvm::Error error = compileWith("Derived"))
+        return std::move(error);
+    }
   } catch (const std::exception &error) {
     return makeError("Halide could not compile kernel '" + name +
                      "': " + error.what());
@@ -191,6 +174,24 @@ attn::compileHalideKernelObject(mlir::ModuleOp module,
     return makeError("Halide could not compile kernel '" + name + "'");
   }
   return result;
+}
+
+llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
+attn::compileHalideRuntimeObject() {
+  installErrorReporter();
+  try {
+    return compileObject("halide_runtime", [](const std::string &path) {
+      HL::compile_standalone_runtime(path, getTarget());
+    });
+  } catch (const std::exception &error) {
+    return makeError(std::string("Halide could not compile its runtime: ") +
+                     error.what());
+  }
+}
+
+std::vector<std::string> attn::describeHalideRuntime() {
+  return {"halide=" ATTN_HALIDE_LIBRARY,
+          "halide-target=" + getTarget().to_string()};
 }
 
 std::vector<std::string>

@@ -93,6 +93,10 @@ struct CpuCompileStats {
 /// A relocatable object holding one kernel and its packed entry point.
 struct CpuKernelObject {
   std::unique_ptr<llvm::MemoryBuffer> object;
+  /// An object `object` links against (the Halide runtime of a Halide
+  /// kernel, compiled once and shared by every kernel); null for the MLIR
+  /// pipelines' objects, which need only the process and libomp.
+  std::shared_ptr<const llvm::MemoryBuffer> supportObject;
   KernelSignature signature;
   /// CpuKernelFlags.
   uint32_t flags = 0;
@@ -109,6 +113,34 @@ compileCpuKernelObject(mlir::ModuleOp module, const CpuTarget &target,
 /// besides the kernel's IR, as text: the artifact cache's key fields.
 std::vector<std::string> describeCpuCompile(const CpuTarget &target,
                                             const CpuKernelOptions &options);
+
+/// A param's value as a kernel's entry takes it: in the param's declared
+/// type (F32, F64, I32; I64 otherwise).
+union KernelScalar {
+  float f32;
+  double f64;
+  int32_t i32;
+  int64_t i64;
+
+  static KernelScalar of(DType type, double value) {
+    KernelScalar scalar;
+    switch (type) {
+    case DType::F32:
+      scalar.f32 = static_cast<float>(value);
+      break;
+    case DType::F64:
+      scalar.f64 = value;
+      break;
+    case DType::I32:
+      scalar.i32 = static_cast<int32_t>(value);
+      break;
+    default:
+      scalar.i64 = static_cast<int64_t>(value);
+      break;
+    }
+    return scalar;
+  }
+};
 
 /// A dense row-major tensor the caller owns, handed to a kernel as is: how
 /// buffers from outside (NumPy arrays, PyTorch tensors) reach the kernel

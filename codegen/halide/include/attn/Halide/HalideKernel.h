@@ -23,10 +23,20 @@
 namespace attn {
 
 /// Compiles the one attn.kernel of `module` (which may be modified) for the
-/// host through Halide.
+/// host through Halide. The object holds the pipeline alone: it links
+/// against the Halide runtime object (compileHalideRuntimeObject), which
+/// costs most of a compile and is the same for every kernel.
 llvm::Expected<CpuKernelObject>
 compileHalideKernelObject(mlir::ModuleOp module,
                           const HalideScheduleOptions &options);
+
+/// Halide's runtime (thread pool, errors, allocation) for the host, as an
+/// object for kernels to link against.
+llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
+compileHalideRuntimeObject();
+
+/// Everything the runtime object depends on, as text: its cache key fields.
+std::vector<std::string> describeHalideRuntime();
 
 /// Everything such an object depends on besides the kernel's IR, as text:
 /// the artifact cache's key fields (Halide's version and target, the
