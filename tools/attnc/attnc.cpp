@@ -904,13 +904,25 @@ int emitKernelObject(const LoadedSpec &spec) {
             return llvm::Error::success();
           }))
     return fail(std::move(error));
-  llvm::json::Object abi =
-      (object->flags & kHalidePath)
-          ? llvm::json::Object{{"kernel", object->signature.name},
-                                {"symbol",
-                                 getHalideEntryName(object->signature.name)},
-                                {"convention", "halide_argv"}}
-          : describeCpuKernelABI(*object, *target);
+  llvm::json::Object abi;
+  if (object->flags & kHalidePath) {
+    // A Halide object calls the Halide runtime, written beside it.
+    llvm::SmallString<128> runtimePath(outputPath);
+    llvm::sys::path::replace_extension(runtimePath, "halide_runtime.o");
+    if (llvm::Error error =
+            llvm::writeToOutput(runtimePath, [&](llvm::raw_ostream &os) {
+              os << object->supportObject->getBuffer();
+              return llvm::Error::success();
+            }))
+      return fail(std::move(error));
+    abi = llvm::json::Object{
+        {"kernel", object->signature.name},
+        {"symbol", getHalideEntryName(object->signature.name)},
+        {"convention", "halide_argv"},
+        {"link_with", llvm::sys::path::filename(runtimePath).str()}};
+  } else {
+    abi = describeCpuKernelABI(*object, *target);
+  }
   if (sharedLibrary) {
     bool needsOpenMP = false;
     if (const llvm::json::Array *libraries = abi.getArray("libraries"))
