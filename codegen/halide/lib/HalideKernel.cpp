@@ -61,11 +61,15 @@ unsigned getParallelism(const HalideScheduleOptions &options) {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-/// The host, as Halide targets it, but for the sapphirerapids feature: with
-/// it, Halide 14 emits bf16 conversions that crash at run time.
+/// The host, as Halide targets it, with IEEE float semantics: Halide's
+/// default fast math would let LLVM assume no infinities (absent entries,
+/// empty rows and their -inf statistics rely on them) and reassociate
+/// shifted exponentials. Without the sapphirerapids feature: with it,
+/// Halide 14 emits bf16 conversions that crash at run time.
 HL::Target getTarget() {
-  return HL::get_host_target().without_feature(
-      HL::Target::AVX512_SapphireRapids);
+  return HL::get_host_target()
+      .without_feature(HL::Target::AVX512_SapphireRapids)
+      .with_feature(HL::Target::StrictFloat);
 }
 
 /// The object `write` writes to the path it is given: Halide writes files,
