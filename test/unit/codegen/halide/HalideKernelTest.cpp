@@ -23,6 +23,7 @@
 
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
 #include <link.h>
 
 #include <cmath>
@@ -211,6 +212,13 @@ TEST_F(HalideKernelTest, TwoLLVMsInOneProcess) {
   EXPECT_TRUE(isLoaded("libHalide"));
   EXPECT_TRUE(isLoaded("libLLVM-14") || isLoaded("libLLVM.so.14"));
   EXPECT_TRUE(isLoaded("libLLVM.so.22") || isLoaded("libLLVM-22"));
+  // The mechanism: the same symbol, once per version node, each in its own
+  // library; libHalide14's references name LLVM_14, attnc's LLVM_22.1.
+  void *llvm14 = dlvsym(RTLD_DEFAULT, "LLVMContextCreate", "LLVM_14");
+  void *llvm22 = dlvsym(RTLD_DEFAULT, "LLVMContextCreate", "LLVM_22.1");
+  EXPECT_NE(llvm14, nullptr);
+  EXPECT_NE(llvm22, nullptr);
+  EXPECT_NE(llvm14, llvm22);
 }
 
 /// The backend `--backend auto` gives `spec`.
