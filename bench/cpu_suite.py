@@ -4,7 +4,7 @@
     python3 bench/cpu_suite.py [--attnc build/bin/attnc] [--out results.jsonl]
         [--threads 1,all] [--lengths 1024,4096] [--dtypes f32,bf16]
         [--variants full,causal,...] [--repeat 5] [--quick] [--grad]
-        [--backends [--backend-length 512]]
+        [--backends [--backend-length 512] [--halide-schedulers A,B]]
 
 Prints a table and writes one JSON object per line to --out: first the
 machine's measured fp32 FMA peak ("what": "fma_peak", one line per thread
@@ -289,13 +289,18 @@ def compare_backends(args, threads, features, out):
               f"{obj.get('load_ms', 0):.0f} ms", file=sys.stderr)
         out.write(json.dumps(dict(what="halide_runtime",
                                   compile_ms=obj.get("load_ms"))) + "\n")
+    columns = dict(BACKEND_COLUMNS)
+    # Other schedules of the Halide pipelines, to compare with the default.
+    for scheduler in parse_list(args.halide_schedulers):
+        columns["halide:" + scheduler] = BACKEND_COLUMNS["halide"] + [
+            "--halide-scheduler", scheduler]
     rows = []
     for name, (spec, shape_of, fuses) in BACKEND_SPECS.items():
         shape = shape_of(L)
         for t in threads:
             row = dict(what="backends", spec=name, L=L, threads=t,
                        dtype="f32", fuses=fuses)
-            for column, options in BACKEND_COLUMNS.items():
+            for column, options in columns.items():
                 if column == "fused" and not fuses:
                     continue
                 obj, err, _ = run_attnc(args.attnc, spec, shape, "f32", {},
@@ -321,16 +326,21 @@ def compare_backends(args, threads, features, out):
     header = (f"{'spec':<18} {'thr':>3} {'linalg':>10} {'halide':>10} "
               f"{'fused':>10} {'halide/linalg':>14} {'halide/fused':>13} "
               f"{'halide cold':>12}")
+    others = [c for c in columns if c.startswith("halide:")]
+    if others:
+        header += "".join(f" {c[7:]:>14}" for c in others)
     print(header)
     for r in rows:
         lin, hal, fus = r.get("linalg_ms"), r.get("halide_ms"), \
             r.get("fused_ms")
         speedup = lin / hal if lin and hal else None
         ratio = hal / fus if hal and fus else None
-        print(f"{r['spec']:<18} {r['threads']:>3} {fmt(lin, '.2f', 10)} "
-              f"{fmt(hal, '.2f', 10)} {fmt(fus, '.2f', 10)} "
-              f"{fmt(speedup, '.1f', 13)}x {fmt(ratio, '.2f', 12)}x "
-              f"{fmt(r.get('halide_cold_compile_ms'), '.0f', 12)}")
+        line = (f"{r['spec']:<18} {r['threads']:>3} {fmt(lin, '.2f', 10)} "
+                f"{fmt(hal, '.2f', 10)} {fmt(fus, '.2f', 10)} "
+                f"{fmt(speedup, '.1f', 13)}x {fmt(ratio, '.2f', 12)}x "
+                f"{fmt(r.get('halide_cold_compile_ms'), '.0f', 12)}")
+        line += "".join(f" {fmt(r.get(c + '_ms'), '.2f', 14)}" for c in others)
+        print(line)
     return rows
 
 
@@ -428,6 +438,9 @@ def main():
                     "exists, and fused examples forced through Halide")
     ap.add_argument("--backend-length", type=int, default=512,
                     help="sequence length of --backends")
+    ap.add_argument("--halide-schedulers", default="",
+                    help="with --backends, also time the Halide pipelines "
+                    "with these schedulers (e.g. Derived,Li2018)")
     args = ap.parse_args()
 
     if args.selftest:
