@@ -143,9 +143,11 @@ private:
 } // namespace
 
 LogicalResult PipelineBuilder::bindArguments() {
+  // Estimates are Halide coordinates: at least 1 (a schedule for nothing
+  // is no schedule), at most 2^31 - 1.
   auto estimateOf = [&](unsigned dim) -> int64_t {
-    return dim < dimEstimates.size() ? std::max<int64_t>(dimEstimates[dim], 1)
-                                     : 64;
+    int64_t size = dim < dimEstimates.size() ? dimEstimates[dim] : 64;
+    return std::clamp<int64_t>(size, 1, std::numeric_limits<int32_t>::max());
   };
   std::vector<HL::Expr> dims;
   for (unsigned i = 0; i < kernel.getNumDims(); ++i) {
@@ -166,7 +168,8 @@ LogicalResult PipelineBuilder::bindArguments() {
         return {dims[*dim], estimateOf(*dim)};
     }
     int64_t size = cast<IntegerAttr>(axis).getInt();
-    return {HL::Expr(size), std::max<int64_t>(size, 1)};
+    return {HL::Expr(size),
+            std::clamp<int64_t>(size, 1, std::numeric_limits<int32_t>::max())};
   };
 
   for (unsigned i = 0; i < kernel.getNumInputs(); ++i) {
