@@ -36,7 +36,7 @@ int getVectorWidth(const HL::Target &target) {
   return target.natural_vector_size(HL::Float(32));
 }
 
-/// Parallel over the outermost pure axis and vectorized along the
+/// Parallel over the outermost pure axes and vectorized along the
 /// innermost of one stage (pure vars in Halide's order, innermost first);
 /// the reduction's loops stay inside the vector.
 void scheduleStage(HL::Stage stage, const std::vector<HL::Var> &vars,
@@ -55,10 +55,17 @@ void scheduleStage(HL::Stage stage, const std::vector<HL::Var> &vars,
     order.push_back(vars[i]);
   stage.reorder(order);
   stage.vectorize(vectorLanes);
-  if (vars.size() > 1)
+  if (vars.size() > 2) {
+    // The two outermost axes as one parallel loop: the outermost alone is
+    // often the batch, of size 1.
+    HL::Var both(vars.back().name() + "_" + vars[vars.size() - 2].name());
+    stage.fuse(vars[vars.size() - 2], vars.back(), both);
+    stage.parallel(both);
+  } else if (vars.size() == 2) {
     stage.parallel(vars.back());
-  else
+  } else {
     stage.parallel(vectorOuter);
+  }
 }
 
 /// A Func computed at root, with scheduleStage's loops for each stage.

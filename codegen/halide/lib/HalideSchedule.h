@@ -4,8 +4,8 @@
 // ships (plugins loaded once, from where libhalide14-0-dev installs them),
 // with the launch's sizes as estimates, or by the schedule attnc derives
 // from the cascade's shape ("Derived"): every reduction and row statistic
-// computed at root, parallel over its outermost axis and vectorized along
-// its innermost, elementwise stages inlined into their consumers.
+// computed at root, parallel over its two outermost axes and vectorized
+// along its innermost, elementwise stages inlined into their consumers.
 //
 //===----------------------------------------------------------------------===//
 
