@@ -4,6 +4,7 @@
     python3 bench/cpu_suite.py [--attnc build/bin/attnc] [--out results.jsonl]
         [--threads 1,all] [--lengths 1024,4096] [--dtypes f32,bf16]
         [--variants full,causal,...] [--repeat 5] [--quick] [--grad]
+        [--backends [--backend-length 512] [--halide-schedulers A,B]]
 
 Prints a table and writes one JSON object per line to --out: first the
 machine's measured fp32 FMA peak ("what": "fma_peak", one line per thread
@@ -187,10 +188,12 @@ def attnc_features(attnc):
 
 
 def run_attnc(attnc, spec, shape, dtype, params, repeat, threads, features,
-              timeout, no_cache=False, env_extra=None, grad=False):
+              timeout, no_cache=False, env_extra=None, grad=False,
+              extra_args=()):
     cmd = [attnc, "run", os.path.join(EXAMPLES, spec), "--shape",
            ",".join(f"{k}={v}" for k, v in shape.items()),
            "--dtype", dtype, "--json", "--repeat", str(repeat)]
+    cmd += list(extra_args)
     if grad:
         cmd += ["--grad"]
     if params:
@@ -222,6 +225,123 @@ def run_attnc(attnc, spec, shape, dtype, params, repeat, threads, features,
         msg = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
         return obj, f"rc={r.returncode}: {msg[:300]}", wall
     return obj, None, wall
+
+
+# --------------------------------------------------------------------------
+# Backends side by side (--backends): the specs attn-raise does not fuse,
+# through the unfused MLIR pipeline (convert-attn-to-linalg), the Halide
+# backend and, where one exists, the fused path; then fused examples forced
+# through Halide, to show how far a general scheduler gets on attention.
+
+SPECS = os.path.join(HERE, "specs")
+
+# name -> (spec path, shape for a sequence length L, whether the raise fuses
+# it)
+BACKEND_SPECS = {
+    "paged_kv": (os.path.join(EXAMPLES, "paged_kv.attn"),
+                 lambda L: dict(B=1, H=8, G=2, M=L, N=L, D=64,
+                                P=L // 16 + 1, NP=L // 16 + 1), False),
+    "sink_reweight": (os.path.join(EXAMPLES, "sink_reweight.attn"),
+                      lambda L: dict(B=1, H=8, M=L, N=L, D=64), False),
+    "differential": (os.path.join(SPECS, "differential.attn"),
+                     lambda L: dict(B=1, H=8, M=L, N=L), False),
+    "channel_attention": (os.path.join(SPECS, "channel_attention.attn"),
+                          lambda L: dict(B=1, C=L // 4, T=4 * L), False),
+    "causal": (os.path.join(EXAMPLES, "causal.attn"),
+               lambda L: dict(B=1, H=8, M=L, N=L, D=64), True),
+    "sliding_window": (os.path.join(EXAMPLES, "sliding_window.attn"),
+                       lambda L: dict(B=1, H=8, M=L, N=L, D=64), True),
+}
+
+# column -> attnc run options
+BACKEND_COLUMNS = {
+    "linalg": ["--backend", "mlir", "--fuse=false"],
+    "halide": ["--backend", "halide"],
+    "fused": ["--backend", "mlir"],
+}
+
+
+def cold_cache(directory):
+    """Empties the artifact cache under `directory` but for the Halide
+    runtime, which is compiled once per machine: a compile then measures
+    the kernel alone."""
+    entries = os.path.join(directory, "attnc")
+    if os.path.isdir(entries):
+        for entry in os.listdir(entries):
+            if not entry.endswith(".halide-runtime.o"):
+                os.remove(os.path.join(entries, entry))
+    return {"XDG_CACHE_HOME": directory}
+
+
+def compare_backends(args, threads, features, out):
+    """One run of every column of every BACKEND_SPECS entry; medians of
+    --repeat runs, cold compile times with an empty cache (the Halide
+    runtime, compiled once per machine, aside)."""
+    L = 256 if args.quick else args.backend_length
+    cold = tempfile.mkdtemp(prefix="attnc-cold-")
+    spec, shape_of, _ = BACKEND_SPECS["causal"]
+    obj, err, _ = run_attnc(args.attnc, spec, shape_of(64), "f32", {}, 1, 1,
+                            features, args.timeout,
+                            env_extra=cold_cache(cold),
+                            extra_args=BACKEND_COLUMNS["halide"])
+    if obj and not err:
+        print(f"Halide runtime, compiled once per machine: "
+              f"{obj.get('load_ms', 0):.0f} ms", file=sys.stderr)
+        out.write(json.dumps(dict(what="halide_runtime",
+                                  compile_ms=obj.get("load_ms"))) + "\n")
+    columns = dict(BACKEND_COLUMNS)
+    # Other schedules of the Halide pipelines, to compare with the default.
+    for scheduler in parse_list(args.halide_schedulers):
+        columns["halide:" + scheduler] = BACKEND_COLUMNS["halide"] + [
+            "--halide-scheduler", scheduler]
+    rows = []
+    for name, (spec, shape_of, fuses) in BACKEND_SPECS.items():
+        shape = shape_of(L)
+        for t in threads:
+            row = dict(what="backends", spec=name, L=L, threads=t,
+                       dtype="f32", fuses=fuses)
+            for column, options in columns.items():
+                if column == "fused" and not fuses:
+                    continue
+                obj, err, _ = run_attnc(args.attnc, spec, shape, "f32", {},
+                                        1, t, features, args.timeout,
+                                        env_extra=cold_cache(cold),
+                                        extra_args=options)
+                if obj and not err:
+                    row[column + "_cold_compile_ms"] = obj.get("compile_ms")
+                obj, err, _ = run_attnc(args.attnc, spec, shape, "f32", {},
+                                        args.repeat, t, features,
+                                        args.timeout, extra_args=options)
+                if err or not obj:
+                    row[column + "_error"] = err
+                    continue
+                row[column + "_ms"] = obj.get("run_ms")
+                row[column + "_path"] = obj.get("path")
+            rows.append(row)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+    shutil.rmtree(cold, ignore_errors=True)
+    print(f"\nBackends side by side (f32, L={L}, run medians in ms; cold "
+          "compile in ms)")
+    header = (f"{'spec':<18} {'thr':>3} {'linalg':>10} {'halide':>10} "
+              f"{'fused':>10} {'halide/linalg':>14} {'halide/fused':>13} "
+              f"{'halide cold':>12}")
+    others = [c for c in columns if c.startswith("halide:")]
+    if others:
+        header += "".join(f" {c[7:]:>14}" for c in others)
+    print(header)
+    for r in rows:
+        lin, hal, fus = r.get("linalg_ms"), r.get("halide_ms"), \
+            r.get("fused_ms")
+        speedup = lin / hal if lin and hal else None
+        ratio = hal / fus if hal and fus else None
+        line = (f"{r['spec']:<18} {r['threads']:>3} {fmt(lin, '.2f', 10)} "
+                f"{fmt(hal, '.2f', 10)} {fmt(fus, '.2f', 10)} "
+                f"{fmt(speedup, '.1f', 13)}x {fmt(ratio, '.2f', 12)}x "
+                f"{fmt(r.get('halide_cold_compile_ms'), '.0f', 12)}")
+        line += "".join(f" {fmt(r.get(c + '_ms'), '.2f', 14)}" for c in others)
+        print(line)
+    return rows
 
 
 # --------------------------------------------------------------------------
@@ -312,6 +432,15 @@ def main():
                     help="time the adjoint kernels (attnc run --grad: the "
                     "forward recomputed, then the backward) instead; FLOPs "
                     "3.5x the forward's (1 forward + 2.5 backward)")
+    ap.add_argument("--backends", action="store_true",
+                    help="compare the backends instead: the unfused specs "
+                    "through linalg, Halide and the fused path where one "
+                    "exists, and fused examples forced through Halide")
+    ap.add_argument("--backend-length", type=int, default=512,
+                    help="sequence length of --backends")
+    ap.add_argument("--halide-schedulers", default="",
+                    help="with --backends, also time the Halide pipelines "
+                    "with these schedulers (e.g. Derived,Li2018)")
     args = ap.parse_args()
 
     if args.selftest:
@@ -347,6 +476,11 @@ def main():
         obj.update(host=host)
         out.write(json.dumps(obj) + "\n")
     out.flush()
+
+    if args.backends:
+        compare_backends(args, threads, features, out)
+        out.close()
+        return 0
 
     rows = []
     for vname in variants:

@@ -7,6 +7,7 @@ packages=(
   cmake ninja-build python3 python3-numpy python3-dev python3-pybind11 pybind11-dev python3-pytest
   python3-torch python3-pip python3-setuptools python3-wheel python3-venv
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools clang-22 libclang-rt-22-dev libomp-22-dev
+  libhalide14-0-dev
   googletest libgtest-dev
 )
 

@@ -36,6 +36,10 @@ llvm::StringRef getExtension(ArtifactKind kind) {
     return ".o";
   case ArtifactKind::GpuPackage:
     return ".attnpkg";
+  case ArtifactKind::HalideObject:
+    return ".halide.o";
+  case ArtifactKind::HalideRuntime:
+    return ".halide-runtime.o";
   }
   return ".bin";
 }

@@ -3,11 +3,15 @@
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/ArtifactCache.h"
 #include "attn/Driver/CacheKey.h"
+#include "attn/Driver/CpuBackendChoice.h"
+#include "attn/Halide/HalideKernel.h"
 #include "attn/Driver/FatalErrors.h"
 
 #include "CompileRemarks.h"
 
 #include <chrono>
+#include <memory>
+#include <mutex>
 
 using namespace attn;
 
@@ -72,6 +76,36 @@ llvm::Expected<T> runCodegen(llvm::function_ref<llvm::Expected<T>()> generate) {
   });
 }
 
+/// The Halide runtime Halide kernel objects link against: compiled at most
+/// once per process and per cache.
+llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>>
+getHalideRuntime(mlir::MLIRContext *context, const CacheOptions &cache,
+                 std::vector<std::string> &warnings) {
+  static std::mutex mutex;
+  static std::shared_ptr<const llvm::MemoryBuffer> compiled;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (compiled)
+    return compiled;
+  // The runtime does not depend on a kernel: its key is made of an empty
+  // module.
+  mlir::OwningOpRef<mlir::ModuleOp> empty =
+      mlir::ModuleOp::create(mlir::UnknownLoc::get(context));
+  CacheSlot slot(cache, *empty, ArtifactKind::HalideRuntime,
+                 describeHalideRuntime());
+  if (std::optional<CachedArtifact> entry = slot.lookup(warnings)) {
+    compiled = std::move(entry->payload);
+    return compiled;
+  }
+  llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object =
+      runCodegen<std::unique_ptr<llvm::MemoryBuffer>>(
+          [] { return compileHalideRuntimeObject(); });
+  if (!object)
+    return object.takeError();
+  slot.store((*object)->getBuffer(), /*flags=*/0, "", warnings);
+  compiled = std::move(*object);
+  return compiled;
+}
+
 } // namespace
 
 void attn::setCodegenHookForTesting(std::function<void()> hook) {
@@ -92,8 +126,22 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   // On a hit nothing below the lookup runs: the key needs only the module
   // as written.
   auto start = std::chrono::steady_clock::now();
-  CacheSlot slot(cache, module, ArtifactKind::CpuObject,
-                 describeCpuCompile(target, options));
+  CpuBackend backend = resolveCpuBackend(module, options.backend);
+  bool halide = backend == CpuBackend::Halide;
+  if (halide) {
+    llvm::Expected<CpuTarget> host = getHostCpuTarget();
+    if (!host)
+      return host.takeError();
+    if (host->triple != target.triple || host->cpu != target.cpu ||
+        host->features != target.features)
+      return llvm::createStringError(
+          "the Halide backend compiles for the host CPU only; use --backend "
+          "mlir for another CPU");
+  }
+  CacheSlot slot(cache, module,
+                 halide ? ArtifactKind::HalideObject : ArtifactKind::CpuObject,
+                 halide ? describeHalideCompile(options.halide)
+                        : describeCpuCompile(target, options));
   std::vector<std::string> warnings;
   if (std::optional<CachedArtifact> entry = slot.lookup(warnings)) {
     replayRemarks(module, entry->notes);
@@ -105,6 +153,13 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
     result.signature = std::move(*signature);
     result.object = std::move(entry->payload);
     result.flags = entry->flags;
+    if (halide) {
+      llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> runtime =
+          getHalideRuntime(module->getContext(), cache, warnings);
+      if (!runtime)
+        return runtime.takeError();
+      result.supportObject = std::move(*runtime);
+    }
     result.stats.cacheHit = true;
     result.stats.warnings = std::move(warnings);
     result.stats.loadSeconds = secondsSince(start);
@@ -113,13 +168,24 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   double lookupSeconds = secondsSince(start);
 
   RemarkRecorder remarks(module);
-  llvm::Expected<CpuKernelObject> result = runCodegen<CpuKernelObject>(
-      [&] { return compileCpuKernelObject(module, target, options); });
+  llvm::Expected<CpuKernelObject> result =
+      runCodegen<CpuKernelObject>([&]() -> llvm::Expected<CpuKernelObject> {
+        if (halide)
+          return compileHalideKernelObject(module, options.halide);
+        return compileCpuKernelObject(module, target, options);
+      });
   if (!result)
     return result.takeError();
   start = std::chrono::steady_clock::now();
   slot.store(result->object->getBuffer(), result->flags, remarks.serialize(),
              warnings);
+  if (halide) {
+    llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> runtime =
+        getHalideRuntime(module->getContext(), cache, warnings);
+    if (!runtime)
+      return runtime.takeError();
+    result->supportObject = std::move(*runtime);
+  }
   result->stats.loadSeconds += lookupSeconds + secondsSince(start);
   warnings.insert(warnings.end(), result->stats.warnings.begin(),
                   result->stats.warnings.end());

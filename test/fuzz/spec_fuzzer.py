@@ -3,8 +3,8 @@
 
 Generates random valid `.attn` specs (head structures, dtypes, score mods,
 masks, normalizers, statistic outputs, params, awkward sizes) and checks that
-`attnc run --check` agrees with the float64 reference on the fused and the
-unfused CPU pipelines; where ptxas is available it also compiles each spec for
+`attnc run --check` agrees with the float64 reference on the CPU paths (the
+default, the unfused MLIR pipeline and the Halide backend); where ptxas is available it also compiles each spec for
 sm_90a and sm_80, assembles every PTX module of the package and has the
 runtime's attnc-launch check the CPU run's launch against the package (which
 it does before it needs a GPU). A GPU compile may refuse a spec its backend
@@ -921,10 +921,19 @@ def normalize_reason(line):
     return line[:110]
 
 
-def check_cpu(attnc, spec, run_args, fuse):
-    stage = "cpu-fused" if fuse else "cpu-unfused"
+# attnc run options of each CPU stage: the default (fused where the raise
+# fuses, else Halide), the unfused MLIR pipeline, and Halide forced.
+CPU_STAGES = {
+    "cpu-fused": [],
+    "cpu-unfused": ["--fuse=false"],
+    "cpu-halide": ["--backend", "halide"],
+}
+
+
+def check_cpu(attnc, spec, run_args, stage):
+    fuse = stage == "cpu-fused"
     argv = [attnc, "run", spec, "--check", "--json", "--no-cache"] + \
-        run_args + ([] if fuse else ["--fuse=false"])
+        run_args + CPU_STAGES[stage]
     proc = run_command(argv)
     if crashed(proc):
         return Outcome(stage, argv, proc, f"{stage}:crash")
@@ -954,7 +963,7 @@ def check_cpu(attnc, spec, run_args, fuse):
     info = dict(result)
     info["not_raised"] = normalize_reason(remark.group(1)) if remark else None
     # DESIGN.md: when a fast path does not apply, attnc says which and why.
-    if fuse and result.get("path") == "unfused" and not remark:
+    if fuse and result.get("path") in ("unfused", "halide") and not remark:
         return Outcome(stage, argv, proc, f"{stage}:silent",
                        note="the fused run took the unfused path without a "
                             "'not raised' remark")
@@ -1084,8 +1093,8 @@ def check_spec(r, tools, work):
     with open(spec, "w") as f:
         f.write(r.text)
     outcomes = []
-    for fuse in (True, False):
-        outcomes.append(check_cpu(tools.attnc, spec, r.run_args, fuse))
+    for stage in CPU_STAGES:
+        outcomes.append(check_cpu(tools.attnc, spec, r.run_args, stage))
         if outcomes[-1].fail:
             return outcomes
     if tools.ptxas:

@@ -418,7 +418,7 @@ def test_compiled_kernel_float_inputs_get_gradients():
         assert relative_error(x.grad, r) <= TOLERANCE
     # The adjoint kernel is compiled once and reused by later backwards.
     compile_ms = kernel.grad_compile_ms
-    assert kernel.grad_path in ("fused", "unfused") and compile_ms > 0
+    assert kernel.grad_path in ("fused", "unfused", "halide") and compile_ms > 0
     for x in (Q, K, V, slopes):
         x.grad = None
     (kernel(Q, K, V, slopes) * grad_out).sum().backward()

@@ -70,7 +70,7 @@ def as_tuple(value):
 def test_example_matches_reference(example, shapes, params):
     k = attnc.compile(EXAMPLES / (example + ".attn"), dtype="f32")
     assert k.name == example and k.target == "cpu"
-    assert k.path in ("fused", "unfused")
+    assert k.path in ("fused", "unfused", "halide")
     inputs = k.random_inputs(shapes, seed=3)
     assert len(inputs) == len(k.inputs)
     outputs = as_tuple(k(*inputs, **params))
@@ -384,7 +384,7 @@ def test_launches_too_large_for_memory_are_refused(causal):
     with pytest.raises(MemoryError, match=r"the reference's \[B, H, M, N\] "
                        r"tensors"):
         causal.reference(Q, Q, Q)
-    unfused = attnc.compile("""
+    max_pool = """
 attention max_pool {
   dims  B, H, M, N, D
   in    Q: f32[B, H, M, D]
@@ -393,11 +393,14 @@ attention max_pool {
   out   O: f32[B, H, M, D]
   S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d])
   O[b,h,m,e] = max[n](S[b,h,m,n] * V[b,h,n,e])
-}""")
-    assert unfused.path == "unfused"
-    with pytest.raises(MemoryError, match=r"the unfused kernel's "
-                       r"\[B, H, M, N\] tensors"):
-        unfused(Q, Q, Q)
+}"""
+    # Both unfused paths allocate the cascade's intermediate tensors.
+    for backend, path in (("mlir", "unfused"), ("auto", "halide")):
+        unfused = attnc.compile(max_pool, backend=backend)
+        assert unfused.path == path
+        with pytest.raises(MemoryError, match=r"the unfused kernel's "
+                           r"\[B, H, M, N\] tensors"):
+            unfused(Q, Q, Q)
     # Counts that overflow 64 bits, and sizes outside the range of a dim,
     # are refused for what they are.
     with pytest.raises(ValueError, match=r"Q has 2147483648 x 2147483648 x "

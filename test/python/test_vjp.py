@@ -76,7 +76,7 @@ def test_vjp_matches_reference(name, shapes, params):
     refs = k.reference_vjp(*inputs, grad_outputs=grad_outputs, **params)
     assert isinstance(grads, tuple) and len(grads) == len(k.inputs)
     assert isinstance(refs, tuple) and len(refs) == len(k.inputs)
-    assert k.grad_path in ("fused", "unfused")
+    assert k.grad_path in ("fused", "unfused", "halide")
     for input_name, x, g, r in zip(k.inputs, inputs, grads, refs):
         if not np.issubdtype(x.dtype, np.floating):
             assert g is None and r is None, input_name
@@ -207,7 +207,7 @@ def test_adjoint_kernel_is_compiled_once_and_cached():
     grad_outputs = random_adjoints(k, inputs, {})
     first = k.vjp(*inputs, grad_outputs=grad_outputs)
     compile_ms = k.grad_compile_ms
-    assert k.grad_path in ("fused", "unfused") and compile_ms > 0
+    assert k.grad_path in ("fused", "unfused", "halide") and compile_ms > 0
     second = k.vjp(*inputs, grad_outputs=grad_outputs)
     assert k.grad_compile_ms == compile_ms
     for a, b in zip(first, second):

@@ -18,7 +18,9 @@
 #include "attn/CPU/Pipeline.h"
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
+#include "attn/Halide/HalideEntry.h"
 #include "attn/Driver/Compile.h"
+#include "attn/Driver/CpuBackendChoice.h"
 #include "attn/Driver/FatalErrors.h"
 #include "attn/Driver/Gradient.h"
 #include "attn/Driver/Launch.h"
@@ -143,6 +145,20 @@ static cl::opt<bool> fuseOption(
              "(--fuse=false runs the unfused pipeline, e.g. to compare)"),
     cl::init(true), cl::sub(runCommand), cl::sub(compileCommand),
     cl::cat(attncCategory));
+static cl::opt<std::string> backendOption(
+    "backend",
+    cl::desc("CPU code generator: auto (the fused MLIR path where attn-raise "
+             "fuses the kernel, else Halide; mlir for objects), mlir, or "
+             "halide"),
+    cl::init("auto"), cl::sub(runCommand), cl::sub(compileCommand),
+    cl::cat(attncCategory));
+static cl::opt<std::string> halideSchedulerOption(
+    "halide-scheduler",
+    cl::desc("Schedule of Halide pipelines: Mullapudi2016 (default), "
+             "Li2018, Adams2019 (libHalide14's autoschedulers) or Derived "
+             "(attnc's own)"),
+    cl::init(HalideScheduleOptions().scheduler), cl::sub(runCommand),
+    cl::sub(compileCommand), cl::cat(attncCategory));
 static cl::opt<std::string>
     cpuOption("cpu",
               cl::desc("CPU of the object file (e.g. sapphirerapids, "
@@ -172,6 +188,41 @@ static cl::opt<bool> timePasses("time-passes",
                                 cl::desc("Time each pass of the pipeline"),
                                 cl::sub(runCommand), cl::sub(compileCommand),
                                 cl::cat(attncCategory));
+
+/// The backend --backend asks for; --fuse=false keeps meaning the unfused
+/// MLIR pipeline.
+static llvm::Expected<CpuBackend> getRequestedBackend() {
+  llvm::Expected<CpuBackend> backend =
+      parseCpuBackend(backendOption, "--backend");
+  if (backend && *backend == CpuBackend::Auto && !fuseOption)
+    return CpuBackend::Mlir;
+  return backend;
+}
+
+/// Kernel options of --backend, --halide-scheduler, --fuse and --threads,
+/// with `dims` (when known) as the Halide schedule's size estimates.
+static llvm::Expected<CpuKernelOptions>
+getKernelOptions(llvm::ArrayRef<int64_t> dims = {}) {
+  llvm::Expected<CpuBackend> backend = getRequestedBackend();
+  if (!backend)
+    return backend.takeError();
+  CpuKernelOptions options;
+  options.threads = threadsOption;
+  options.timePasses = timePasses;
+  options.pipeline.fused = fuseOption;
+  options.backend = *backend;
+  options.halide.scheduler = halideSchedulerOption;
+  options.halide.dimEstimates.assign(dims.begin(), dims.end());
+  options.halide.parallelism = threadsOption;
+  return options;
+}
+
+/// The `path` a run reports.
+static const char *getPathName(const CpuKernel &kernel) {
+  if (kernel.isHalide())
+    return "halide";
+  return kernel.isFused() ? "fused" : "unfused";
+}
 
 namespace {
 using Clock = std::chrono::steady_clock;
@@ -448,7 +499,12 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
     return fail(std::move(error));
 
   auto compileStart = Clock::now();
-  llvm::Expected<GradientSpec> gradient = GradientSpec::build(spec, fuseOption);
+  llvm::Expected<CpuBackend> backend = getRequestedBackend();
+  if (!backend)
+    return fail(backend.takeError());
+  // The Halide backend takes cascades: the adjoint of the forward as written.
+  llvm::Expected<GradientSpec> gradient =
+      GradientSpec::build(spec, fuseOption && *backend != CpuBackend::Halide);
   if (!gradient)
     return fail(gradient.takeError());
   const LoadedSpec &adjoint = gradient->getAdjoint();
@@ -494,17 +550,17 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
   }
 
   auto codegenStart = Clock::now();
-  CpuKernelOptions kernelOptions;
-  kernelOptions.threads = threadsOption;
-  kernelOptions.timePasses = timePasses;
-  kernelOptions.pipeline.fused = fuseOption;
-  auto compiled = adjoint.compileForHost(kernelOptions, getCacheOptions());
+  llvm::Expected<CpuKernelOptions> kernelOptions =
+      getKernelOptions(launch.dims);
+  if (!kernelOptions)
+    return fail(kernelOptions.takeError());
+  auto compiled = adjoint.compileForHost(*kernelOptions, getCacheOptions());
   if (!compiled)
     return fail(compiled.takeError());
   double compileMs = frontendMs + buildMs + millisecondsSince(codegenStart);
   const CpuCompileStats &stats = (*compiled)->getStats();
   printWarnings(stats.warnings);
-  const char *path = (*compiled)->isFused() ? "fused" : "unfused";
+  const char *path = getPathName(**compiled);
   unsigned threads = (*compiled)->getThreads();
   if (!(*compiled)->isFused()) {
     LaunchAllocations workspaces;
@@ -689,17 +745,17 @@ int runSpec(MLIRContext &context) {
   }
 
   auto compileStart = Clock::now();
-  CpuKernelOptions kernelOptions;
-  kernelOptions.threads = threadsOption;
-  kernelOptions.timePasses = timePasses;
-  kernelOptions.pipeline.fused = fuseOption;
-  auto compiled = spec->compileForHost(kernelOptions, getCacheOptions());
+  llvm::Expected<CpuKernelOptions> kernelOptions =
+      getKernelOptions(launch.dims);
+  if (!kernelOptions)
+    return fail(kernelOptions.takeError());
+  auto compiled = spec->compileForHost(*kernelOptions, getCacheOptions());
   if (!compiled)
     return fail(compiled.takeError());
   double compileMs = frontendMs + millisecondsSince(compileStart);
   const CpuCompileStats &stats = (*compiled)->getStats();
   printWarnings(stats.warnings);
-  const char *path = (*compiled)->isFused() ? "fused" : "unfused";
+  const char *path = getPathName(**compiled);
   unsigned threads = (*compiled)->getThreads();
   // Only now is it known whether the kernel allocates the cascade's
   // intermediate tensors; what is allocated so far is no longer available.
@@ -818,16 +874,22 @@ int emitKernelObject(const LoadedSpec &spec) {
       cpuOption.empty() ? getHostCpuTarget() : getNamedCpuTarget(cpuOption);
   if (!target)
     return fail(target.takeError());
-  CpuKernelOptions options;
-  options.timePasses = timePasses;
-  options.pipeline.fused = fuseOption;
+  llvm::Expected<CpuKernelOptions> options = getKernelOptions();
+  if (!options)
+    return fail(options.takeError());
+  // An object's ABI is its consumer's contract: auto keeps the MLIR one.
+  if (options->backend == CpuBackend::Auto)
+    options->backend = CpuBackend::Mlir;
   llvm::Expected<CpuKernelObject> object =
-      spec.compileForCpu(*target, options, getCacheOptions());
+      spec.compileForCpu(*target, *options, getCacheOptions());
   if (!object)
     return fail(object.takeError());
   printWarnings(object->stats.warnings);
 
   bool sharedLibrary = llvm::StringRef(outputPath).ends_with(".so");
+  if (sharedLibrary && (object->flags & kHalidePath))
+    return fail("the Halide backend writes objects (-o FILE.o), not shared "
+                "libraries");
   std::string objectPath = outputPath;
   llvm::SmallString<128> temporary;
   if (sharedLibrary) {
@@ -842,7 +904,25 @@ int emitKernelObject(const LoadedSpec &spec) {
             return llvm::Error::success();
           }))
     return fail(std::move(error));
-  llvm::json::Object abi = describeCpuKernelABI(*object, *target);
+  llvm::json::Object abi;
+  if (object->flags & kHalidePath) {
+    // A Halide object calls the Halide runtime, written beside it.
+    llvm::SmallString<128> runtimePath(outputPath);
+    llvm::sys::path::replace_extension(runtimePath, "halide_runtime.o");
+    if (llvm::Error error =
+            llvm::writeToOutput(runtimePath, [&](llvm::raw_ostream &os) {
+              os << object->supportObject->getBuffer();
+              return llvm::Error::success();
+            }))
+      return fail(std::move(error));
+    abi = llvm::json::Object{
+        {"kernel", object->signature.name},
+        {"symbol", getHalideEntryName(object->signature.name)},
+        {"convention", "halide_argv"},
+        {"link_with", llvm::sys::path::filename(runtimePath).str()}};
+  } else {
+    abi = describeCpuKernelABI(*object, *target);
+  }
   if (sharedLibrary) {
     bool needsOpenMP = false;
     if (const llvm::json::Array *libraries = abi.getArray("libraries"))

@@ -1,11 +1,13 @@
 //===- CpuKernel.cpp - A kernel compiled in process for the host ----------===//
 
 #include "attn/CPU/CpuKernel.h"
+#include "attn/CPU/DiagnosticCollector.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/CPU/ObjectEmitter.h"
 #include "attn/CPU/ObjectLoader.h"
 #include "attn/CPU/OpenMPRuntime.h"
 #include "attn/CPU/Pipeline.h"
+#include "attn/Halide/HalideEntry.h"
 #include "attn/Linalg/Pipelines.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -26,29 +28,6 @@ namespace {
 llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
-
-/// Keeps the first error diagnostic so it can travel in an llvm::Error, and
-/// lets every diagnostic through to the handlers installed before it.
-class DiagnosticCollector {
-public:
-  explicit DiagnosticCollector(mlir::MLIRContext *context)
-      : handler(context, [this](mlir::Diagnostic &diag) {
-          if (diag.getSeverity() == mlir::DiagnosticSeverity::Error &&
-              message.empty()) {
-            llvm::raw_string_ostream os(message);
-            os << diag.getLocation() << ": " << diag;
-          }
-          return mlir::failure();
-        }) {}
-
-  llvm::Error takeError(const llvm::Twine &what) {
-    return makeError(what + (message.empty() ? "" : ": " + message));
-  }
-
-private:
-  std::string message;
-  mlir::ScopedDiagnosticHandler handler;
-};
 
 double secondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
@@ -178,10 +157,20 @@ CpuKernel::load(CpuKernelObject object, unsigned threads) {
   kernel->flags = object.flags;
   kernel->threads = threads ? threads : getDefaultThreadCount();
   llvm::Expected<std::unique_ptr<LoadedObject>> loaded =
-      LoadedObject::load(std::move(object.object));
+      LoadedObject::load(std::move(object.object), object.supportObject.get());
   if (!loaded)
     return loaded.takeError();
   kernel->loaded = std::move(*loaded);
+  if (kernel->isHalide()) {
+    llvm::Expected<std::unique_ptr<HalideEntry>> halide = HalideEntry::bind(
+        kernel->signature.name,
+        [&](llvm::StringRef name) { return kernel->loaded->lookup(name); });
+    if (!halide)
+      return halide.takeError();
+    kernel->halide = std::move(*halide);
+    kernel->stats.loadSeconds += secondsSince(start);
+    return kernel;
+  }
   llvm::Expected<void *> entry =
       kernel->loaded->lookup(kPackedPrefix + kernel->signature.name);
   if (!entry)
@@ -239,6 +228,9 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
     if (llvm::Error error = check(outputs[i], sig.outputs[i], "output", i))
       return error;
 
+  if (halide)
+    return halide->run(sig, dims, inputs, params, outputs, threads);
+
   // The packed convention: one pointer per LLVM-level argument. A memref is
   // (allocated, aligned, offset, sizes..., strides...); a scalar is itself.
   // Storage is reserved up front so the pointers into it stay valid.
@@ -251,13 +243,7 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
   ints.reserve(numInts);
   std::vector<void *> pointers;
   pointers.reserve(2 * (inputs.size() + outputs.size()));
-  union Scalar {
-    float f32;
-    double f64;
-    int32_t i32;
-    int64_t i64;
-  };
-  std::vector<Scalar> scalars(params.size());
+  std::vector<KernelScalar> scalars(params.size());
   std::vector<void *> args;
 
   auto addInt = [&](int64_t value) {
@@ -285,20 +271,7 @@ llvm::Error CpuKernel::run(llvm::ArrayRef<int64_t> dims,
   for (const TensorView &input : inputs)
     addMemRef(input);
   for (size_t i = 0; i < params.size(); ++i) {
-    switch (sig.params[i].dtype) {
-    case DType::F32:
-      scalars[i].f32 = static_cast<float>(params[i]);
-      break;
-    case DType::F64:
-      scalars[i].f64 = params[i];
-      break;
-    case DType::I32:
-      scalars[i].i32 = static_cast<int32_t>(params[i]);
-      break;
-    default:
-      scalars[i].i64 = static_cast<int64_t>(params[i]);
-      break;
-    }
+    scalars[i] = KernelScalar::of(sig.params[i].dtype, params[i]);
     args.push_back(&scalars[i]);
   }
   for (const TensorView &output : outputs)

@@ -32,7 +32,8 @@ llvm::Expected<bool> attn::objectUsesOpenMP(llvm::MemoryBufferRef object) {
 LoadedObject::~LoadedObject() = default;
 
 llvm::Expected<std::unique_ptr<LoadedObject>>
-LoadedObject::load(std::unique_ptr<llvm::MemoryBuffer> object) {
+LoadedObject::load(std::unique_ptr<llvm::MemoryBuffer> object,
+                   const llvm::MemoryBuffer *support) {
   std::unique_ptr<LoadedObject> loaded(new LoadedObject());
   llvm::Expected<bool> openMP = objectUsesOpenMP(object->getMemBufferRef());
   if (!openMP)
@@ -50,6 +51,11 @@ LoadedObject::load(std::unique_ptr<llvm::MemoryBuffer> object) {
   loaded->jit = std::move(*jit);
   if (llvm::Error error = loaded->jit->addObjectFile(std::move(object)))
     return std::move(error);
+  if (support)
+    if (llvm::Error error = loaded->jit->addObjectFile(
+            llvm::MemoryBuffer::getMemBuffer(support->getMemBufferRef(),
+                                             /*RequiresNullTerminator=*/false)))
+      return std::move(error);
   return loaded;
 }
 

@@ -120,7 +120,7 @@ def package_path(spec, target, dtype=None, shapes=None, grad=False,
 
 
 def compile(spec, target="cpu", dtype=None, shapes=None, name=None,
-            grad=False):
+            grad=False, backend="auto"):
     """Compiles `spec` (.attn text or a path) for `target`: "cpu" (JIT in
     this process) or a CUDA chip ("sm_90a", "sm_80": a kernel package from
     the package store, compiled into it when missing). `dtype` ("f32",
@@ -134,7 +134,7 @@ def compile(spec, target="cpu", dtype=None, shapes=None, name=None,
     shapes = _check_shapes(shapes)
     text, filename = _read_spec(spec)
     if target == "cpu":
-        kernel = _compile_cpu(text, filename, dtype, shapes)
+        kernel = _compile_cpu(text, filename, dtype, shapes, backend)
     else:
         kernel = _compile_gpu(text, filename, target, dtype, shapes)
     if grad:
@@ -144,13 +144,21 @@ def compile(spec, target="cpu", dtype=None, shapes=None, name=None,
     return kernel
 
 
-def _compile_cpu(text, filename, dtype, shapes):
+def _path_name(halide, fused):
+    """The path a CPU kernel took, as `attnc run --json` names it."""
+    if halide:
+        return "halide"
+    return "fused" if fused else "unfused"
+
+
+def _compile_cpu(text, filename, dtype, shapes, backend="auto"):
     native = _native()
     if native is None:
         raise CompileError("no attnc compiler in this installation: "
                            "target 'cpu' compiles in process and needs the "
                            "native module attnc._attnc")
-    return CpuKernel(native.compile_cpu(text, filename, dtype, shapes), text)
+    return CpuKernel(native.compile_cpu(text, filename, dtype, shapes,
+                                        backend=backend), text)
 
 
 def _compile_gpu(text, filename, target, dtype, shapes, grad=False,
@@ -241,7 +249,7 @@ class CpuKernel(Kernel):
         super().__init__(native.name, "cpu", native.dims, native.inputs,
                          native.params, native.outputs)
         self._native = native
-        self.path = "fused" if native.fused else "unfused"
+        self.path = _path_name(native.halide, native.fused)
         self.compile_ms = native.compile_ms
         self.cache_hit = native.cache_hit
         self.spec = text
@@ -486,10 +494,12 @@ class CpuKernel(Kernel):
 
     @property
     def grad_path(self):
-        """"fused" or "unfused": the pipeline the adjoint kernel took, None
-        until vjp compiled it."""
+        """"fused", "unfused" or "halide": the path the adjoint kernel
+        took, None until vjp compiled it."""
         fused = self._native.grad_fused
-        return None if fused is None else ("fused" if fused else "unfused")
+        if fused is None:
+            return None
+        return _path_name(self._native.grad_halide, fused)
 
     @property
     def grad_compile_ms(self):

@@ -19,6 +19,7 @@
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/ArtifactCache.h"
+#include "attn/Driver/CpuBackendChoice.h"
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/FatalErrors.h"
 #include "attn/Driver/Gradient.h"
@@ -257,11 +258,11 @@ class PyCpuKernel {
 public:
   PyCpuKernel(LoadedSpec spec, std::unique_ptr<CpuKernel> kernel,
               double compileMs, std::string diagnostics, std::string source,
-              std::string filename, bool useCache)
+              std::string filename, bool useCache, CpuBackend backend)
       : spec(std::move(spec)), compiled(std::move(kernel)),
         compileMs(compileMs), diagnostics(std::move(diagnostics)),
         source(std::move(source)), filename(std::move(filename)),
-        useCache(useCache) {}
+        useCache(useCache), backend(backend) {}
 
   KernelOp getKernel() const { return spec.getKernel(); }
   const CpuKernel &getCompiled() const { return *compiled; }
@@ -430,11 +431,14 @@ public:
     auto start = std::chrono::steady_clock::now();
     SpecCompilation compilation(source, filename);
     compilation.captureDiagnostics();
-    llvm::Expected<GradientSpec> built = GradientSpec::build(spec);
+    // The Halide backend takes cascades: the adjoint as written.
+    llvm::Expected<GradientSpec> built =
+        GradientSpec::build(spec, backend != CpuBackend::Halide);
     if (!built)
       compilation.fail(llvm::toString(built.takeError()));
     CpuKernelOptions options;
     options.threads = compiled->getThreads();
+    options.backend = backend;
     llvm::Expected<std::unique_ptr<CpuKernel>> kernel =
         built->getAdjoint().compileForHost(options,
                                            CacheOptions::standard(!useCache));
@@ -613,6 +617,8 @@ private:
   std::string source;
   std::string filename;
   bool useCache;
+  /// The backend asked for, which the adjoint kernel is compiled with too.
+  CpuBackend backend;
   /// The adjoint kernel, once a gradient was asked for.
   std::optional<GradientSpec> gradient;
   std::unique_ptr<CpuKernel> gradientCompiled;
@@ -640,12 +646,17 @@ std::unique_ptr<PyCpuKernel>
 compileCpu(const std::string &source, const std::string &filename,
            std::optional<std::string> dtype,
            const std::map<std::string, int64_t> &shapes, bool useCache,
-           unsigned threads) {
+           unsigned threads, const std::string &backendName) {
   auto start = std::chrono::steady_clock::now();
+  llvm::Expected<CpuBackend> backend = parseCpuBackend(backendName, "backend");
+  if (!backend)
+    throw py::value_error(llvm::toString(backend.takeError()));
   SpecCompilation compilation(source, filename);
   LoadedSpec spec = compilation.load(std::move(dtype), "cpu", shapes);
   CpuKernelOptions options;
   options.threads = threads;
+  options.backend = *backend;
+  options.halide.parallelism = threads;
   llvm::Expected<std::unique_ptr<CpuKernel>> kernel =
       spec.compileForHost(options, CacheOptions::standard(!useCache));
   if (!kernel)
@@ -653,7 +664,7 @@ compileCpu(const std::string &source, const std::string &filename,
   warnAll((*kernel)->getStats().warnings);
   return std::make_unique<PyCpuKernel>(
       std::move(spec), std::move(*kernel), millisecondsSince(start),
-      compilation.getDiagnostics(), source, filename, useCache);
+      compilation.getDiagnostics(), source, filename, useCache, *backend);
 }
 
 /// The package's bytes and whether the artifact cache held it.
@@ -718,6 +729,9 @@ PYBIND11_MODULE(_attnc, m) {
       .def_property_readonly(
           "fused",
           [](const PyCpuKernel &k) { return k.getCompiled().isFused(); })
+      .def_property_readonly(
+          "halide",
+          [](const PyCpuKernel &k) { return k.getCompiled().isHalide(); })
       .def_property_readonly("cache_hit",
                              [](const PyCpuKernel &k) {
                                return k.getCompiled().getStats().cacheHit;
@@ -748,6 +762,12 @@ PYBIND11_MODULE(_attnc, m) {
                                return g ? py::object(py::bool_(g->isFused()))
                                         : py::object(py::none());
                              })
+      .def_property_readonly("grad_halide",
+                             [](const PyCpuKernel &k) -> py::object {
+                               const CpuKernel *g = k.findGradientKernel();
+                               return g ? py::object(py::bool_(g->isHalide()))
+                                        : py::object(py::none());
+                             })
       .def_property_readonly("grad_cache_hit",
                              [](const PyCpuKernel &k) -> py::object {
                                const CpuKernel *g = k.findGradientKernel();
@@ -769,7 +789,7 @@ PYBIND11_MODULE(_attnc, m) {
 
   m.def("compile_cpu", &compileCpu, py::arg("source"), py::arg("filename"),
         py::arg("dtype"), py::arg("shapes"), py::arg("use_cache") = true,
-        py::arg("threads") = 0,
+        py::arg("threads") = 0, py::arg("backend") = "auto",
         "Compiles a spec for the host CPU; raises attnc.CompileError");
   m.def("compile_gpu_package", &compilePackage, py::arg("source"),
         py::arg("filename"), py::arg("target"), py::arg("dtype"),

@@ -29,6 +29,10 @@ enum class ArtifactKind : uint32_t {
   CpuObject = 1,
   /// An .attnpkg kernel package for a CUDA chip (codegen/nvgpu).
   GpuPackage = 2,
+  /// A Halide pipeline's object for the host (codegen/halide).
+  HalideObject = 3,
+  /// The Halide runtime those objects link against.
+  HalideRuntime = 4,
 };
 
 /// The key as 64 lowercase hex digits (the entry's file name stem).

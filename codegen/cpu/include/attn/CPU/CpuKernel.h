@@ -26,7 +26,32 @@
 
 namespace attn {
 
+class HalideEntry;
 class LoadedObject;
+
+/// Which code generator makes a kernel's object.
+enum class CpuBackend {
+  /// The MLIR pipelines: fused where attn-raise recognises the cascade,
+  /// convert-attn-to-linalg otherwise.
+  Mlir,
+  /// The cascade as a Halide pipeline (codegen/halide), fused or not.
+  Halide,
+  /// The fused MLIR path where the raise fuses the kernel, else whichever
+  /// of the other two is faster on unfused cascades (Halide).
+  Auto,
+};
+
+/// How the Halide backend schedules and sizes a pipeline.
+struct HalideScheduleOptions {
+  /// An autoscheduler ("Mullapudi2016", "Li2018", "Adams2019") or "Derived",
+  /// the schedule attnc derives itself.
+  std::string scheduler = "Mullapudi2016";
+  /// One size per kernel dim: the estimates schedules are made for (any
+  /// size still runs). Empty: 64 for symbolic dims.
+  std::vector<int64_t> dimEstimates;
+  /// The worker threads the schedule is made for; 0: every core.
+  unsigned parallelism = 0;
+};
 
 struct CpuKernelOptions {
   /// LLVM optimization level of the IR and of the code generator (0-3).
@@ -37,6 +62,8 @@ struct CpuKernelOptions {
   unsigned threads = 0;
   /// Print the time of each pass (as `attnc --time-passes`).
   bool timePasses = false;
+  CpuBackend backend = CpuBackend::Mlir;
+  HalideScheduleOptions halide;
 };
 
 /// Facts about a kernel learned while lowering it; kept in the cache entry
@@ -45,6 +72,8 @@ enum CpuKernelFlags : uint32_t {
   /// The module held an attn.attention (or attn.attention_backward) after
   /// raising: the fused path.
   kFusedPath = 1u << 0,
+  /// The object is a Halide pipeline (HalideEntry.h's entry and runtime).
+  kHalidePath = 1u << 1,
 };
 
 /// Where compile time went. A cache hit has lowering and codegen at zero.
@@ -64,6 +93,10 @@ struct CpuCompileStats {
 /// A relocatable object holding one kernel and its packed entry point.
 struct CpuKernelObject {
   std::unique_ptr<llvm::MemoryBuffer> object;
+  /// An object `object` links against (the Halide runtime of a Halide
+  /// kernel, compiled once and shared by every kernel); null for the MLIR
+  /// pipelines' objects, which need only the process and libomp.
+  std::shared_ptr<const llvm::MemoryBuffer> supportObject;
   KernelSignature signature;
   /// CpuKernelFlags.
   uint32_t flags = 0;
@@ -80,6 +113,34 @@ compileCpuKernelObject(mlir::ModuleOp module, const CpuTarget &target,
 /// besides the kernel's IR, as text: the artifact cache's key fields.
 std::vector<std::string> describeCpuCompile(const CpuTarget &target,
                                             const CpuKernelOptions &options);
+
+/// A param's value as a kernel's entry takes it: in the param's declared
+/// type (F32, F64, I32; I64 otherwise).
+union KernelScalar {
+  float f32;
+  double f64;
+  int32_t i32;
+  int64_t i64;
+
+  static KernelScalar of(DType type, double value) {
+    KernelScalar scalar;
+    switch (type) {
+    case DType::F32:
+      scalar.f32 = static_cast<float>(value);
+      break;
+    case DType::F64:
+      scalar.f64 = value;
+      break;
+    case DType::I32:
+      scalar.i32 = static_cast<int32_t>(value);
+      break;
+    default:
+      scalar.i64 = static_cast<int64_t>(value);
+      break;
+    }
+    return scalar;
+  }
+};
 
 /// A dense row-major tensor the caller owns, handed to a kernel as is: how
 /// buffers from outside (NumPy arrays, PyTorch tensors) reach the kernel
@@ -134,6 +195,8 @@ public:
   /// attn.attention_backward after raising) rather than the unfused
   /// cascade.
   bool isFused() const { return flags & kFusedPath; }
+  /// Whether the kernel is a Halide pipeline.
+  bool isHalide() const { return flags & kHalidePath; }
   /// Whether the kernel has OpenMP parallel regions.
   bool usesOpenMP() const;
   /// The thread count its parallel regions run with.
@@ -152,6 +215,9 @@ private:
   uint32_t flags = 0;
   unsigned threads = 1;
   std::unique_ptr<LoadedObject> loaded;
+  /// The entry of a Halide object (declared after `loaded`, so that its
+  /// thread pool stops before the object's code is unlinked).
+  std::unique_ptr<HalideEntry> halide;
   /// The packed entry point `_mlir_<name>(void **args)`.
   void (*entry)(void **) = nullptr;
 };

@@ -26,9 +26,11 @@ class LoadedObject {
 public:
   ~LoadedObject();
 
-  /// Links `object`. Loads libomp first when the object references it.
+  /// Links `object`, and `support` (an object it calls, when given) beside
+  /// it. Loads libomp first when the object references it.
   static llvm::Expected<std::unique_ptr<LoadedObject>>
-  load(std::unique_ptr<llvm::MemoryBuffer> object);
+  load(std::unique_ptr<llvm::MemoryBuffer> object,
+       const llvm::MemoryBuffer *support = nullptr);
 
   /// The address of the function `name` (as written, unmangled).
   llvm::Expected<void *> lookup(llvm::StringRef name);
