@@ -124,7 +124,9 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
                        const CpuKernelOptions &options,
                        const CacheOptions &cache) {
   // On a hit nothing below the lookup runs: the key needs only the module
-  // as written.
+  // as written and the backend, whose choice under `auto` runs the raise's
+  // recognition on a copy of the module (under a millisecond; the kinds of
+  // object differ, so it cannot wait for the lookup).
   auto start = std::chrono::steady_clock::now();
   CpuBackend backend = resolveCpuBackend(module, options.backend);
   bool halide = backend == CpuBackend::Halide;

@@ -932,8 +932,7 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildAttentionGpuModule(
 
 bool mlir::attn::buildsWgmmaAttention(AttentionOp op,
                                       const GpuOptions &options) {
-  return options.wgmma && options.chip == "sm_90a" &&
-         supportsWgmmaAttention(op);
+  return options.usesWgmma() && supportsWgmmaAttention(op);
 }
 
 bool mlir::attn::supportsWgmmaAttention(AttentionOp op) {

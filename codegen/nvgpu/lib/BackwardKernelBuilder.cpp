@@ -818,8 +818,12 @@ void BackwardEmitter::emitKeyValue() {
   Value warpRow = mul(warp, c32(16));
   Value keysTile = smem;
   Value valuesTile = gep(smem, elementType, c32(kOwnedRows * shape.qkPitch()));
-  Value kAddr = aAddress(keysTile, shape.qkPitch(), warpRow);
-  Value vAddr = aAddress(valuesTile, shape.vPitch(), warpRow);
+  // Without wgmma, K's and V's A fragments are read by ldmatrix per use.
+  Value kAddr, vAddr;
+  if (!shape.wgmma) {
+    kAddr = aAddress(keysTile, shape.qkPitch(), warpRow);
+    vAddr = aAddress(valuesTile, shape.vPitch(), warpRow);
+  }
 
   // The keys this thread's accumulator rows hold, clamped for the regions.
   SmallVector<Value, 2> keyIdx, keyInRange;
@@ -979,25 +983,28 @@ void BackwardEmitter::emitQuery() {
                   /*swizzled=*/true);
   waitForTiles(0);
   Value warpRow = mul(warp, c32(16));
-  Value qAddr = aAddress(queriesTile, shape.qkPitch(), warpRow);
-  Value dOAddr = aAddress(outputGradTile, shape.vPitch(), warpRow);
   // Without wgmma, Q and dO are held as A fragments in registers.
   SmallVector<SmallVector<Value, 4>> qFrag, dOFrag, dOLowFrag;
-  for (int64_t kk = 0; !shape.wgmma && kk < shape.headDim / 16; ++kk)
-    qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
-  for (int64_t kk = 0; !shape.wgmma && kk < shape.valueDim / 16; ++kk)
-    dOFrag.push_back(ldmatrix(gep(dOAddr, elementType, c32(16 * kk)), false));
-  if (splitsOutputGrad && !shape.wgmma) {
-    // dO's low part, through the same slot once every warp has its high
-    // part.
-    gpu::BarrierOp::create(b, loc);
-    loadTileAsync(dOOffset, kOwnedRows, shape.valueDim, shape.vPitch(),
-                  gep(dOBase, elementType, lowPartOffset()),
-                  arg(FixedParam::OStrideM), m0, sizeM);
-    waitForCopies();
+  if (!shape.wgmma) {
+    Value qAddr = aAddress(queriesTile, shape.qkPitch(), warpRow);
+    Value dOAddr = aAddress(outputGradTile, shape.vPitch(), warpRow);
+    for (int64_t kk = 0; kk < shape.headDim / 16; ++kk)
+      qFrag.push_back(ldmatrix(gep(qAddr, elementType, c32(16 * kk)), false));
     for (int64_t kk = 0; kk < shape.valueDim / 16; ++kk)
-      dOLowFrag.push_back(
+      dOFrag.push_back(
           ldmatrix(gep(dOAddr, elementType, c32(16 * kk)), false));
+    if (splitsOutputGrad) {
+      // dO's low part, through the same slot once every warp has its high
+      // part.
+      gpu::BarrierOp::create(b, loc);
+      loadTileAsync(dOOffset, kOwnedRows, shape.valueDim, shape.vPitch(),
+                    gep(dOBase, elementType, lowPartOffset()),
+                    arg(FixedParam::OStrideM), m0, sizeM);
+      waitForCopies();
+      for (int64_t kk = 0; kk < shape.valueDim / 16; ++kk)
+        dOLowFrag.push_back(
+            ldmatrix(gep(dOAddr, elementType, c32(16 * kk)), false));
+    }
   }
   SmallVector<RowStatistics, 2> rows;
   for (int64_t r = 0; r < 2; ++r)

@@ -15,10 +15,8 @@
 // is rescaled by block j's shift once it has. K of a stage is released as
 // soon as S is done, V once P V is.
 //
-// Every asynchronous result passes through an empty asm that takes and
-// gives back its registers after wgmma.wait_group, so that no use of it is
-// scheduled before the wait; the A fragments and accumulators pass through
-// one before wgmma.fence for the same reason.
+// The asynchronous products' registers pass through fenceOperands
+// (WgmmaTiles.h) around wgmma.fence and wgmma.wait_group.
 //
 // Shared memory (bytes from a 1024-aligned base): Q as D / 64 column chunks
 // of [128 rows][64] (128 bytes a row, swizzled in 1024-byte atoms of 8

@@ -60,8 +60,12 @@ struct GpuOptions {
   /// the first, for ops that `supportsGpuDecode`.
   bool decode = false;
   /// Also build the Hopper forward kernel (GpuWgmmaKernel) for ops that
-  /// `supportsWgmmaAttention`, on an sm_90a chip.
+  /// `supportsWgmmaAttention`, and multiply on wgmma in the backward
+  /// kernels, on an sm_90a chip.
   bool wgmma = false;
+
+  /// Whether the kernels take wgmma: asked for, on a chip that has it.
+  bool usesWgmma() const { return wgmma && chip == "sm_90a"; }
 };
 
 /// Levels of the sparse table of mask summaries (attn-analyze-mask's
