@@ -120,6 +120,12 @@ static cl::opt<bool> wgmmaOption(
              "launch's Q, K and V (default; --wgmma=false leaves the "
              "mma.sync kernel alone)"),
     cl::init(true), cl::sub(compileCommand), cl::cat(attncCategory));
+static cl::opt<bool> deterministicOption(
+    "deterministic",
+    cl::desc("With compile --grad --target sm_90a: backward kernels that "
+             "give the same bits on every run (dQ from a kernel of its own "
+             "instead of atomics; slower)"),
+    cl::init(false), cl::sub(compileCommand), cl::cat(attncCategory));
 static cl::opt<bool> jsonOption("json",
                                 cl::desc("Print one JSON object of results"),
                                 cl::sub(runCommand), cl::cat(attncCategory));
@@ -1034,6 +1040,7 @@ int compileGpuPackage(MLIRContext &context) {
   packageOptions.target = *chip;
   packageOptions.producer = producer;
   packageOptions.wgmma = wgmmaOption;
+  packageOptions.deterministic = deterministicOption;
   // --grad: the package of the adjoint kernel, which recomputes the forward
   // and runs the backward kernels.
   std::optional<GradientSpec> gradient;

@@ -62,18 +62,19 @@ using namespace mlir::attn;
 
 namespace {
 
-/// Warps per CTA of the dK/dV and dQ kernels; each owns 16 rows of its
-/// tile (keys, or queries).
+/// Warps per CTA of the preprocessing kernel and of the dK/dV and dQ
+/// kernels, each warp owning 16 rows of its tile (keys, or queries); the
+/// fused kernel has two such warp groups.
 constexpr int64_t kBackwardWarps = 4;
-constexpr int64_t kOwnedRows = 16 * kBackwardWarps;
+constexpr int64_t kWarpGroupRows = 16 * kBackwardWarps;
 
-/// The sizes both kernels are built for.
+/// The sizes the kernels are built for.
 struct BackwardShape {
   int64_t headDim, valueDim;
   /// Rows of the streamed tiles per iteration: queries in the dK/dV
   /// kernel, keys in the dQ kernel.
   int64_t streamRows;
-  /// sm_90a: the products on wgmma (the CTA's 4 warps are one warp group),
+  /// sm_90a: the products on wgmma (each 4 warps are one warp group),
   /// tiles in the 128-byte-swizzled layout (WgmmaTiles.h) instead of
   /// padded rows; A operands the kernels hold (K, V; Q, dO) are read from
   /// shared memory by the products themselves.
@@ -81,7 +82,19 @@ struct BackwardShape {
   /// With wgmma, the dQ kernel's split dO keeps its low part in a third
   /// owned tile (see backwardSplitsOutputGrad).
   bool lowPartTile = false;
+  /// The dK/dV kernel also computes dQ, adding each key block's share into
+  /// dQ with atomics, and no dQ kernel is built (see emitKeyValue).
+  bool fusedQuery = false;
   int64_t stream() const { return streamRows; }
+  /// Warps of the dK/dV kernel: two warp groups of 64 keys when fused.
+  int64_t keyValueWarps() const {
+    return fusedQuery ? 2 * kBackwardWarps : kBackwardWarps;
+  }
+  /// Rows of the owned tiles: keys in the dK/dV kernel, queries in the dQ
+  /// kernel.
+  int64_t ownedRows() const {
+    return fusedQuery ? 2 * kWarpGroupRows : kWarpGroupRows;
+  }
   /// Row pitches in elements: rows padded by 16 bytes so that the 8 row
   /// addresses of one ldmatrix fall in distinct bank groups, or none in the
   /// swizzled layout.
@@ -92,14 +105,23 @@ struct BackwardShape {
   int64_t stageElements() const {
     return stream() * (qkPitch() + vPitch());
   }
-  /// The owned [64, D] and [64, E] tiles (and dO's low part), then two
+  /// The owned [rows, D] and [rows, E] tiles (and dO's low part), then two
   /// stages.
   int64_t ownedElements() const {
-    return kOwnedRows * (qkPitch() + vPitch() * (lowPartTile ? 2 : 1));
+    return ownedRows() * (qkPitch() + vPitch() * (lowPartTile ? 2 : 1));
+  }
+  /// Fused: the [keys, stream] tile of dSᵀ that dQ's product reads, after
+  /// the stages.
+  int64_t scoreGradElements() const {
+    return fusedQuery ? ownedRows() * stream() : 0;
+  }
+  /// Fused: after it, each stage's rows' LSE' and Delta' (f32).
+  int64_t statisticsOffsetBytes() const {
+    return 2 * (ownedElements() + 2 * stageElements() + scoreGradElements());
   }
   int64_t sharedBytes() const {
     // With wgmma, room to align the tiles to the swizzle's atom.
-    return 2 * (ownedElements() + 2 * stageElements()) +
+    return statisticsOffsetBytes() + (fusedQuery ? 2 * 2 * stream() * 4 : 0) +
            (wgmma ? kSwizzleAtomBytes : 0);
   }
 };
@@ -112,10 +134,10 @@ int64_t slot(int64_t j, int64_t r, int64_t c) { return 4 * j + 2 * r + c; }
 class BackwardEmitter : WgmmaTileBuilder {
 public:
   BackwardEmitter(OpBuilder &builder, Location loc, AttentionBackwardOp op,
-                  BackwardShape shape, Type elementType, ValueRange args,
-                  const IRMapping &captures)
-      : WgmmaTileBuilder(builder, loc, elementType, 32 * kBackwardWarps),
-        op(op), shape(shape), args(args), captures(captures),
+                  BackwardShape shape, Type elementType, int64_t warps,
+                  ValueRange args, const IRMapping &captures)
+      : WgmmaTileBuilder(builder, loc, elementType, 32 * warps), op(op),
+        shape(shape), args(args), captures(captures),
         normalizer(op.getNormalizer(), static_cast<bool>(op.getSink()),
                    getNVPTXNormalizerMath(), op.getMap()),
         splitsOutputGrad(backwardSplitsOutputGrad(op)) {}
@@ -176,7 +198,11 @@ private:
   void issueWgmma(MutableArrayRef<Value> acc, int64_t kSteps,
                   ArrayRef<Value> aTiles,
                   function_ref<SmallVector<Value, 4>(int64_t)> aFragment,
-                  Value bTile, int64_t bRows, bool contractRows);
+                  Value bTile, int64_t bRows, bool contractRows,
+                  bool overwrite = false);
+  /// `count` accumulators a product overwrites (issueWgmma's `overwrite`):
+  /// no registers are set to 0 for them.
+  SmallVector<Value> freshAccumulators(int64_t count);
   /// Waits for every issued product and gives back their accumulators.
   void completeWgmma(ArrayRef<MutableArrayRef<Value>> accs);
   /// The A fragments of k-step kk of an accumulator tile (16 x 16 kk).
@@ -214,17 +240,23 @@ private:
                                     const RowStatistics &row,
                                     bool withReadTerm = false);
   /// The two tiles a kernel holds or streams per block of rows: [rows, D]
-  /// and [rows, E] from their bases and row strides, rows below `limit`.
+  /// and [rows, E] from their bases and row strides, rows below `limit`;
+  /// the streamed queries' head, whose LSE' and Delta' the fused kernel
+  /// stages with them.
   struct TilePair {
-    Value dBase, dStride, eBase, eStride, limit;
+    Value dBase, dStride, eBase, eStride, limit, head;
   };
   void loadOwnedTiles(const TilePair &tiles, Value first);
   Value stagePointer(Value stage);
+  /// Fused: the stage's [stream] rows of LSE' (then of Delta') in shared
+  /// memory.
+  Value stageStatistics(Value stage);
   void prefetchStage(const TilePair &tiles, Value block, Value numBlocks,
                      Value stage);
   /// The body of a streamed block: (first row, tile class, [stream, D] tile,
-  /// [stream, E] tile, carried values) -> the carried values after it.
-  using StreamBody = function_ref<SmallVector<Value>(Value, Value, Value,
+  /// [stream, E] tile, stage, carried values) -> the carried values after
+  /// it.
+  using StreamBody = function_ref<SmallVector<Value>(Value, Value, Value, Value,
                                                      Value, ValueRange)>;
   /// Walks the live blocks of `tiles` in order, each double-buffered by
   /// cp.async while the previous one is used, carrying `init` through
@@ -232,6 +264,18 @@ private:
   SmallVector<Value> emitStreamLoop(const TilePair &tiles,
                                     function_ref<Value(Value)> classOfBlock,
                                     ValueRange init, StreamBody body);
+  /// Fused: the row statistics of streamed query `localRow` (row `row`)
+  /// from the stage's copy.
+  RowStatistics stagedRowStatistics(Value stage, Value localRow, Value row);
+  /// Fused: this warp group's dSᵀ (accumulator layout, keys by queries) to
+  /// the swizzled [keys, stream] tile dQ's product reads.
+  void storeScoreGradTile(ArrayRef<Value> ds);
+  /// Fused: dQ[stream, columns of this warp group] = dS K over the CTA's
+  /// keys, issued on wgmma with both operands in shared memory.
+  void issueQueryGrad(MutableArrayRef<Value> dq, Value keysTile);
+  /// Fused: adds scale dQ of this warp group's columns to dQ rows m0 ...
+  /// of `head` with atomics.
+  void addQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
   /// `eval(full)` for the tile's class: once if the class is a constant,
   /// else on both sides of a branch on it, `count` f32 results.
   SmallVector<Value>
@@ -250,6 +294,8 @@ private:
   bool splitsOutputGrad;
 
   Value batch, blockIndex, headOrGroup, sizeM, sizeN, groupSize;
+  /// The thread's warp group (i32).
+  Value warpGroup;
   Value batchIdx, scale;
 };
 
@@ -257,6 +303,7 @@ private:
 
 void BackwardEmitter::emitIndices(gpu::Dimension rowsAxis) {
   emitThreadIndices();
+  warpGroup = divu(warp, c32(kBackwardWarps));
   blockIndex = lastFirstBlockIndexAlong(rowsAxis);
   headOrGroup = blockIndexAlong(gpu::Dimension::y);
   batch = blockIndexAlong(gpu::Dimension::z);
@@ -342,7 +389,7 @@ void BackwardEmitter::multiply(
 void BackwardEmitter::issueWgmma(
     MutableArrayRef<Value> acc, int64_t kSteps, ArrayRef<Value> aTiles,
     function_ref<SmallVector<Value, 4>(int64_t)> aFragment, Value bTile,
-    int64_t bRows, bool contractRows) {
+    int64_t bRows, bool contractRows, bool overwrite) {
   SmallVector<Value> operands(acc.begin(), acc.end());
   if (aTiles.empty())
     for (int64_t kk = 0; kk < kSteps; ++kk)
@@ -356,17 +403,27 @@ void BackwardEmitter::issueWgmma(
                         : kMajorOperand(bAddress, bRows, kk);
   };
   wgmmaFence();
+  // The first product of an overwritten accumulator ignores its registers.
+  bool accumulate = !overwrite;
   for (Value aTile : aTiles) {
     Value aAddress = sharedAddressOf(aTile);
-    for (int64_t kk = 0; kk < kSteps; ++kk)
-      wgmma(acc, kMajorOperand(aAddress, kOwnedRows, kk), {}, bOperand(kk),
-            /*transposeB=*/contractRows, /*accumulate=*/true);
+    for (int64_t kk = 0; kk < kSteps; ++kk) {
+      wgmma(acc, kMajorOperand(aAddress, shape.ownedRows(), kk), {},
+            bOperand(kk), /*transposeB=*/contractRows, accumulate);
+      accumulate = true;
+    }
   }
   if (aTiles.empty())
-    for (int64_t kk = 0; kk < kSteps; ++kk)
+    for (int64_t kk = 0; kk < kSteps; ++kk) {
       wgmma(acc, Value(), fragments.slice(4 * kk, 4), bOperand(kk),
-            /*transposeB=*/contractRows, /*accumulate=*/true);
+            /*transposeB=*/contractRows, accumulate);
+      accumulate = true;
+    }
   wgmmaCommit();
+}
+
+SmallVector<Value> BackwardEmitter::freshAccumulators(int64_t count) {
+  return SmallVector<Value>(count, LLVM::PoisonOp::create(b, loc, f32));
 }
 
 void BackwardEmitter::completeWgmma(ArrayRef<MutableArrayRef<Value>> accs) {
@@ -578,6 +635,9 @@ void BackwardEmitter::emitPreprocess() {
   Value do16Base = gep(arg(FixedParam::DO16), elementType,
                        rowOffset(FixedParam::OStrideB,
                                  FixedParam::OStrideH, head));
+  Value dQBase =
+      gep(arg(FixedParam::DQ), f32,
+          rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH, head));
   const int64_t rowsPerWarp = kBackwardPreprocessRows / kBackwardWarps;
   const int64_t perLane = (shape.valueDim + 31) / 32;
   for (int64_t i = 0; i < rowsPerWarp; ++i) {
@@ -591,6 +651,23 @@ void BackwardEmitter::emitPreprocess() {
         gep(oBase, f32, mul(ext64(clamped), arg(FixedParam::OStrideM)));
     Value do16Row = gep(do16Base, elementType,
                         mul(ext64(clamped), arg(FixedParam::OStrideM)));
+    // The fused kernel adds each key block's share into dQ: zero it first.
+    if (shape.fusedQuery) {
+      Value dQRow =
+          gep(dQBase, f32, mul(ext64(clamped), arg(FixedParam::DQStrideM)));
+      for (int64_t k = 0; k < (shape.headDim + 31) / 32; ++k) {
+        Value col = add(lane, c32(32 * k));
+        auto ifValid = scf::IfOp::create(
+            b, loc,
+            arith::AndIOp::create(
+                b, loc, inRange,
+                cmpi(arith::CmpIPredicate::slt, col, c32(shape.headDim))),
+            /*withElseRegion=*/false);
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPointToStart(ifValid.thenBlock());
+        LLVM::StoreOp::create(b, loc, cf(0.0), gep(dQRow, f32, col), 4);
+      }
+    }
     // Each row's dO O with dO as the dK/dV kernel reads it (its 16-bit
     // copy) and, split, as the dQ kernel does (both parts).
     const int64_t numSums = splitsOutputGrad ? 2 : 1;
@@ -706,17 +783,23 @@ void BackwardEmitter::emitPreprocess() {
 /// The [64, D] and [64, E] tiles of a CTA's own rows from `first` (rows
 /// past `limit` zero), into the two owned slots of shared memory.
 void BackwardEmitter::loadOwnedTiles(const TilePair &tiles, Value first) {
-  loadTileAsync(0, kOwnedRows, shape.headDim, shape.qkPitch(), tiles.dBase,
+  const int64_t rows = shape.ownedRows();
+  loadTileAsync(0, rows, shape.headDim, shape.qkPitch(), tiles.dBase,
                 tiles.dStride, first, tiles.limit, nullptr, shape.wgmma);
-  loadTileAsync(kOwnedRows * shape.qkPitch(), kOwnedRows, shape.valueDim,
-                shape.vPitch(), tiles.eBase, tiles.eStride, first, tiles.limit,
-                nullptr, shape.wgmma);
+  loadTileAsync(rows * shape.qkPitch(), rows, shape.valueDim, shape.vPitch(),
+                tiles.eBase, tiles.eStride, first, tiles.limit, nullptr,
+                shape.wgmma);
 }
 
 Value BackwardEmitter::stagePointer(Value stage) {
   return gep(smem, elementType,
              add(c32(shape.ownedElements()),
                  mul(stage, c32(shape.stageElements()))));
+}
+
+Value BackwardEmitter::stageStatistics(Value stage) {
+  return gep(gep(smem, b.getI8Type(), c32(shape.statisticsOffsetBytes())), f32,
+             mul(stage, c32(2 * shape.stream())));
 }
 
 /// Starts the copies of the streamed tiles of `block` into `stage`: two
@@ -731,6 +814,27 @@ void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
   OpBuilder::InsertionGuard insertion(b);
   b.setInsertionPointToStart(guard.thenBlock());
   Value first = mul(block, c32(stream));
+  if (shape.fusedQuery && readsStatistic()) {
+    // The first 2 stream threads copy a row's LSE' or Delta' each; they
+    // join the first tile's group. Rows past M read nothing (and are never
+    // kept).
+    auto copier = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::ult, tid, c32(2 * stream)),
+        /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard inner(b);
+    b.setInsertionPointToStart(copier.thenBlock());
+    Value isDelta = cmpi(arith::CmpIPredicate::uge, tid, c32(stream));
+    Value local = select(isDelta, sub(tid, c32(stream)), tid);
+    Value row = add(first, local);
+    Value inRange = cmpi(arith::CmpIPredicate::slt, row, tiles.limit);
+    Value offset =
+        statisticOffset(tiles.head, minsi(row, sub(tiles.limit, c32(1))));
+    Value source = select(isDelta, gep(arg(FixedParam::Delta), f32, offset),
+                          gep(arg(FixedParam::Lse), f32, offset));
+    NVVM::CpAsyncOp::create(b, loc, gep(stageStatistics(stage), f32, tid),
+                            source, /*size=*/4, NVVM::LoadCacheModifierKind::CA,
+                            select(inRange, c32(4), c32(0)));
+  }
   // loadTileAsync copies to offsets from `smem`: the stage's base stands in.
   Value savedSmem = smem;
   smem = stagePointer(stage);
@@ -768,12 +872,92 @@ SmallVector<Value> BackwardEmitter::emitStreamLoop(
         SmallVector<Value> results = {next, nextClass, nextStage};
         llvm::append_range(results,
                            body(mul(block, c32(stream)), tileClass, dTile,
-                                eTile, state.drop_front(3)));
+                                eTile, stage, state.drop_front(3)));
         // No warp reads this stage once every warp is past here.
         gpu::BarrierOp::create(b, loc);
         return results;
       });
   return SmallVector<Value>(loop.getResults().drop_front(3));
+}
+
+BackwardEmitter::RowStatistics
+BackwardEmitter::stagedRowStatistics(Value stage, Value localRow, Value row) {
+  RowStatistics stats;
+  stats.inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
+  stats.index = toIndex(minsi(row, sub(sizeM, c32(1))));
+  if (readsStatistic()) {
+    Value lse = gep(stageStatistics(stage), f32, localRow);
+    stats.shift = normalizer.shiftForLogDenominator(
+        b, loc, LLVM::LoadOp::create(b, loc, f32, lse, 4));
+    stats.delta = LLVM::LoadOp::create(b, loc, f32,
+                                       gep(lse, f32, c32(shape.stream())), 4);
+  }
+  return stats;
+}
+
+void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> ds) {
+  // Key row 16 warp + g (+ 8) holds queries 8 j + 2 c4 (+ 1): one 32-bit
+  // word of 16-byte unit j, which the swizzle moves to unit j ^ g.
+  Value tile = gep(smem, elementType,
+                   c32(shape.ownedElements() + 2 * shape.stageElements()));
+  for (int64_t r = 0; r < 2; ++r) {
+    Value row = add(mul(warp, c32(16)), add(quadRow, c32(8 * r)));
+    Value rowStart = add(mul(row, c32(64)), mul(quadCol, c32(2)));
+    for (int64_t j = 0; j < shape.stream() / 8; ++j) {
+      Value unit = arith::XOrIOp::create(b, loc, quadRow, c32(j));
+      Value at = gep(tile, elementType, add(rowStart, mul(unit, c32(8))));
+      LLVM::StoreOp::create(b, loc, pack(ds[slot(j, r, 0)], ds[slot(j, r, 1)]),
+                            at, 4);
+    }
+  }
+}
+
+void BackwardEmitter::issueQueryGrad(MutableArrayRef<Value> dq,
+                                     Value keysTile) {
+  // A = dS (M = queries, K = keys) is the dSᵀ tile read MN-major; B = K (K =
+  // keys, N = this warp group's D / 2 columns) MN-major too. At D = 128 the
+  // columns are a swizzle chunk of their own; at D = 64 half of one.
+  const int64_t columns = shape.headDim / 2;
+  Value scoreGrads = sharedAddressOf(
+      gep(smem, elementType,
+          c32(shape.ownedElements() + 2 * shape.stageElements())));
+  Value columnsStart = mul(
+      warpGroup, c32(columns % 64 == 0 ? (columns / 64) * shape.ownedRows() * 64
+                                       : columns));
+  Value keys = sharedAddressOf(gep(keysTile, elementType, columnsStart));
+  SmallVector<Value> operands = fenceOperands(b, loc, dq);
+  llvm::copy(operands, dq.begin());
+  wgmmaFence();
+  for (int64_t kk = 0; kk < shape.ownedRows() / 16; ++kk)
+    wgmma(dq, mnMajorOperand(scoreGrads, shape.ownedRows(), kk), {},
+          mnMajorOperand(keys, shape.ownedRows(), kk), /*transposeB=*/true,
+          /*accumulate=*/kk > 0, /*transposeA=*/true);
+  wgmmaCommit();
+}
+
+void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
+  const int64_t columns = shape.headDim / 2;
+  Value base =
+      gep(arg(FixedParam::DQ), f32,
+          rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH, head));
+  Value firstColumn = add(mul(warpGroup, c32(columns)), mul(quadCol, c32(2)));
+  Value warpRow = mul(arith::RemUIOp::create(b, loc, warp, c32(4)), c32(16));
+  for (int64_t r = 0; r < 2; ++r) {
+    Value row = add(m0, add(warpRow, add(quadRow, c32(8 * r))));
+    auto ifRow =
+        scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::slt, row, sizeM),
+                          /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifRow.thenBlock());
+    Value rowPtr = gep(
+        base, f32,
+        add(mul(ext64(row), arg(FixedParam::DQStrideM)), ext64(firstColumn)));
+    for (int64_t j = 0; j < columns / 8; ++j)
+      for (int64_t c = 0; c < 2; ++c)
+        LLVM::AtomicRMWOp::create(
+            b, loc, LLVM::AtomicBinOp::fadd, gep(rowPtr, f32, c32(8 * j + c)),
+            mulf(dq[slot(j, r, c)], scale), LLVM::AtomicOrdering::monotonic);
+  }
 }
 
 SmallVector<Value>
@@ -800,11 +984,12 @@ BackwardEmitter::evaluateByClass(Value tileClass, size_t count,
 void BackwardEmitter::emitKeyValue() {
   emitIndices(gpu::Dimension::x);
   const int64_t stream = shape.stream();
+  const int64_t rows = shape.ownedRows();
   const int64_t qTiles = stream / 8;
   const int64_t dTiles = shape.headDim / 8, eTiles = shape.valueDim / 8;
   Value group = headOrGroup;
-  Value n0 = mul(blockIndex, c32(kOwnedRows));
-  Value nLast = sub(minsi(add(n0, c32(kOwnedRows)), sizeN), c32(1));
+  Value n0 = mul(blockIndex, c32(rows));
+  Value nLast = sub(minsi(add(n0, c32(rows)), sizeN), c32(1));
 
   // K and V of this block, once; their fragments are read per use.
   loadOwnedTiles(
@@ -813,14 +998,20 @@ void BackwardEmitter::emitKeyValue() {
        arg(FixedParam::KStrideN),
        gep(arg(FixedParam::V), elementType,
            rowOffset(FixedParam::VStrideB, FixedParam::VStrideG, group)),
-       arg(FixedParam::VStrideN), sizeN},
+       arg(FixedParam::VStrideN), sizeN, Value()},
       n0);
   Value warpRow = mul(warp, c32(16));
   Value keysTile = smem;
-  Value valuesTile = gep(smem, elementType, c32(kOwnedRows * shape.qkPitch()));
-  // Without wgmma, K's and V's A fragments are read by ldmatrix per use.
-  Value kAddr, vAddr;
-  if (!shape.wgmma) {
+  Value valuesTile = gep(smem, elementType, c32(rows * shape.qkPitch()));
+  // With wgmma, each warp group's products read its 64 rows of K and V (a
+  // swizzled chunk holds 64 elements per row); without, K's and V's A
+  // fragments are read by ldmatrix per use.
+  Value groupKeys, groupValues, kAddr, vAddr;
+  if (shape.wgmma) {
+    Value groupRows = mul(warpGroup, c32(kWarpGroupRows * 64));
+    groupKeys = gep(keysTile, elementType, groupRows);
+    groupValues = gep(valuesTile, elementType, groupRows);
+  } else {
     kAddr = aAddress(keysTile, shape.qkPitch(), warpRow);
     vAddr = aAddress(valuesTile, shape.vPitch(), warpRow);
   }
@@ -850,14 +1041,16 @@ void BackwardEmitter::emitKeyValue() {
             arg(FixedParam::QStrideM),
             gep(arg(FixedParam::DO16), elementType,
                 rowOffset(FixedParam::OStrideB, FixedParam::OStrideH, head)),
-            arg(FixedParam::OStrideM), sizeM};
+            arg(FixedParam::OStrideM),
+            sizeM,
+            head};
         auto classOf = [&](Value block) {
           Value m0 = mul(block, c32(stream));
           Value mLast = sub(minsi(add(m0, c32(stream)), sizeM), c32(1));
           return tileClass(head, m0, mLast, n0, nLast);
         };
         auto body = [&](Value m0, Value cls, Value qTile, Value dOTile,
-                        ValueRange state) {
+                        Value stage, ValueRange state) {
           SmallVector<Value> acc(state);
           MutableArrayRef<Value> dK(acc.data(), 4 * dTiles);
           MutableArrayRef<Value> dV(acc.data() + 4 * dTiles, 4 * eTiles);
@@ -865,10 +1058,12 @@ void BackwardEmitter::emitKeyValue() {
           SmallVector<Value> st(4 * qTiles, cf(0.0));
           SmallVector<Value> dpt(4 * qTiles, cf(0.0));
           if (shape.wgmma) {
-            issueWgmma(st, shape.headDim / 16, keysTile, nullptr, qTile,
-                       stream, /*contractRows=*/false);
-            issueWgmma(dpt, shape.valueDim / 16, valuesTile, nullptr, dOTile,
-                       stream, /*contractRows=*/false);
+            st = freshAccumulators(st.size());
+            dpt = freshAccumulators(dpt.size());
+            issueWgmma(st, shape.headDim / 16, groupKeys, nullptr, qTile,
+                       stream, /*contractRows=*/false, /*overwrite=*/true);
+            issueWgmma(dpt, shape.valueDim / 16, groupValues, nullptr, dOTile,
+                       stream, /*contractRows=*/false, /*overwrite=*/true);
             completeWgmma({st, dpt});
           } else {
             multiply(
@@ -890,8 +1085,11 @@ void BackwardEmitter::emitKeyValue() {
             SmallVector<Value> results(2 * st.size());
             for (int64_t j = 0; j < qTiles; ++j)
               for (int64_t c = 0; c < 2; ++c) {
-                Value m = add(m0, add(mul(quadCol, c32(2)), c32(8 * j + c)));
-                RowStatistics row = loadRowStatistics(head, m);
+                Value local = add(mul(quadCol, c32(2)), c32(8 * j + c));
+                Value m = add(m0, local);
+                RowStatistics row = shape.fusedQuery
+                                        ? stagedRowStatistics(stage, local, m)
+                                        : loadRowStatistics(head, m);
                 for (int64_t r = 0; r < 2; ++r) {
                   const int64_t k = slot(j, r, c);
                   Value keep =
@@ -914,11 +1112,23 @@ void BackwardEmitter::emitKeyValue() {
           auto pFragment = [&](int64_t kk) { return packedFragment(p, kk); };
           auto dsFragment = [&](int64_t kk) { return packedFragment(ds, kk); };
           if (shape.wgmma) {
+            if (shape.fusedQuery)
+              storeScoreGradTile(ds);
             issueWgmma(dV, stream / 16, {}, pFragment, dOTile, stream,
                        /*contractRows=*/true);
             issueWgmma(dK, stream / 16, {}, dsFragment, qTile, stream,
                        /*contractRows=*/true);
-            completeWgmma({dV, dK});
+            if (!shape.fusedQuery) {
+              completeWgmma({dV, dK});
+              return acc;
+            }
+            // dQ's product reads both warp groups' dSᵀ while dV and dK run.
+            asyncProxyFence();
+            gpu::BarrierOp::create(b, loc);
+            SmallVector<Value> dq = freshAccumulators(shape.headDim / 4);
+            issueQueryGrad(dq, keysTile);
+            completeWgmma({dV, dK, dq});
+            addQueryGrad(dq, head, m0);
             return acc;
           }
           multiply(dV, stream / 16, eTiles, pFragment,
@@ -959,8 +1169,8 @@ void BackwardEmitter::emitQuery() {
   Value head = headOrGroup;
   Value headIndex = toIndex(head);
   Value kvHead = divu(head, groupSize);
-  Value m0 = mul(blockIndex, c32(kOwnedRows));
-  Value mLast = sub(minsi(add(m0, c32(kOwnedRows)), sizeM), c32(1));
+  Value m0 = mul(blockIndex, c32(kWarpGroupRows));
+  Value mLast = sub(minsi(add(m0, c32(kWarpGroupRows)), sizeM), c32(1));
 
   // Q and dO of this block: into shared memory, then registers.
   Value dOBase = gep(arg(FixedParam::DO16), elementType,
@@ -969,15 +1179,16 @@ void BackwardEmitter::emitQuery() {
   loadOwnedTiles(
       {gep(arg(FixedParam::Q), elementType,
            rowOffset(FixedParam::QStrideB, FixedParam::QStrideH, head)),
-       arg(FixedParam::QStrideM), dOBase, arg(FixedParam::OStrideM), sizeM},
+       arg(FixedParam::QStrideM), dOBase, arg(FixedParam::OStrideM), sizeM,
+       Value()},
       m0);
-  const int64_t dOOffset = kOwnedRows * shape.qkPitch();
-  const int64_t dOLowOffset = dOOffset + kOwnedRows * shape.vPitch();
+  const int64_t dOOffset = kWarpGroupRows * shape.qkPitch();
+  const int64_t dOLowOffset = dOOffset + kWarpGroupRows * shape.vPitch();
   Value queriesTile = smem;
   Value outputGradTile = gep(smem, elementType, c32(dOOffset));
   Value outputGradLowTile = gep(smem, elementType, c32(dOLowOffset));
   if (shape.lowPartTile)
-    loadTileAsync(dOLowOffset, kOwnedRows, shape.valueDim, shape.vPitch(),
+    loadTileAsync(dOLowOffset, kWarpGroupRows, shape.valueDim, shape.vPitch(),
                   gep(dOBase, elementType, lowPartOffset()),
                   arg(FixedParam::OStrideM), m0, sizeM, nullptr,
                   /*swizzled=*/true);
@@ -997,7 +1208,7 @@ void BackwardEmitter::emitQuery() {
       // dO's low part, through the same slot once every warp has its high
       // part.
       gpu::BarrierOp::create(b, loc);
-      loadTileAsync(dOOffset, kOwnedRows, shape.valueDim, shape.vPitch(),
+      loadTileAsync(dOOffset, kWarpGroupRows, shape.valueDim, shape.vPitch(),
                     gep(dOBase, elementType, lowPartOffset()),
                     arg(FixedParam::OStrideM), m0, sizeM);
       waitForCopies();
@@ -1019,7 +1230,9 @@ void BackwardEmitter::emitQuery() {
       arg(FixedParam::KStrideN),
       gep(arg(FixedParam::V), elementType,
           rowOffset(FixedParam::VStrideB, FixedParam::VStrideG, kvHead)),
-      arg(FixedParam::VStrideN), sizeN};
+      arg(FixedParam::VStrideN),
+      sizeN,
+      Value()};
   auto classOf = [&](Value block) {
     Value n0 = mul(block, c32(stream));
     Value nLast = sub(minsi(add(n0, c32(stream)), sizeN), c32(1));
@@ -1046,7 +1259,7 @@ void BackwardEmitter::emitQuery() {
     kDeltaCoefficientSum = 2,
     kWeightSum = 3
   };
-  auto body = [&](Value n0, Value cls, Value kTile, Value vTile,
+  auto body = [&](Value n0, Value cls, Value kTile, Value vTile, Value,
                   ValueRange state) {
     SmallVector<Value> dQ(state.take_front(numDq));
     SmallVector<Value> readSums(state.drop_front(numDq));
@@ -1057,10 +1270,12 @@ void BackwardEmitter::emitQuery() {
       SmallVector<Value, 2> outputGradTiles = {outputGradTile};
       if (splitsOutputGrad)
         outputGradTiles.push_back(outputGradLowTile);
+      s = freshAccumulators(s.size());
+      dp = freshAccumulators(dp.size());
       issueWgmma(s, shape.headDim / 16, queriesTile, nullptr, kTile, stream,
-                 /*contractRows=*/false);
+                 /*contractRows=*/false, /*overwrite=*/true);
       issueWgmma(dp, shape.valueDim / 16, outputGradTiles, nullptr, vTile,
-                 stream, /*contractRows=*/false);
+                 stream, /*contractRows=*/false, /*overwrite=*/true);
       completeWgmma({s, dp});
     } else {
       multiply(
@@ -1268,7 +1483,8 @@ LogicalResult mlir::attn::checkGpuBackwardSupport(AttentionBackwardOp op) {
 FailureOr<gpu::GPUModuleOp>
 mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
                                    StringRef moduleName, StringRef kernelPrefix,
-                                   bool wgmma, GpuBackwardKernels &kernels) {
+                                   bool wgmma, bool deterministic,
+                                   GpuBackwardKernels &kernels) {
   if (failed(checkGpuBackwardSupport(op)))
     return failure();
   auto query = cast<RankedTensorType>(op.getQuery().getType());
@@ -1278,6 +1494,12 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
   // The swizzled layout holds 64-column chunks.
   shape.wgmma = wgmma && shape.headDim % 64 == 0 && shape.valueDim % 64 == 0;
   shape.lowPartTile = shape.wgmma && backwardSplitsOutputGrad(op);
+  // dQ from the dK/dV kernel, unless asked for the same bits on every run
+  // or the dQ kernel's row sums are needed (grad_reads); 64 queries per
+  // block keep dQ's product on whole wgmma rows.
+  shape.fusedQuery = shape.wgmma && !deterministic && op.getGradReads().empty();
+  if (shape.fusedQuery)
+    shape.streamRows = 64;
   Type elementType = query.getElementType();
   KernelModuleBuilder module(builder, op, kernels.signature);
   FailureOr<gpu::GPUModuleOp> gpuModule = module.create(moduleName);
@@ -1285,24 +1507,30 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
     return failure();
   kernels.preprocessName = (kernelPrefix + "_pre").str();
   kernels.keyValueName = (kernelPrefix + "_dkdv").str();
-  kernels.queryName = (kernelPrefix + "_dq").str();
-  kernels.queryBlock = kOwnedRows;
-  kernels.keyBlock = kOwnedRows;
-  kernels.preprocessThreads = kernels.keyValueThreads = kernels.queryThreads =
-      32 * kBackwardWarps;
+  kernels.queryName =
+      shape.fusedQuery ? std::string() : (kernelPrefix + "_dq").str();
+  kernels.queryBlock = kWarpGroupRows;
+  kernels.keyBlock = shape.ownedRows();
+  kernels.preprocessThreads = kernels.queryThreads = 32 * kBackwardWarps;
+  kernels.keyValueThreads = 32 * shape.keyValueWarps();
   kernels.keyValueSharedBytes = kernels.querySharedBytes = shape.sharedBytes();
-  auto add = [&](StringRef name, void (BackwardEmitter::*emit)()) {
+  auto add = [&](StringRef name, int64_t threads,
+                 void (BackwardEmitter::*emit)()) {
     return module.addRegionKernel(
-        name, 32 * kBackwardWarps,
-        [&](ValueRange args, const IRMapping &captures) {
+        name, threads, [&](ValueRange args, const IRMapping &captures) {
           BackwardEmitter emitter(builder, op.getLoc(), op, shape, elementType,
-                                  args, captures);
+                                  threads / 32, args, captures);
           (emitter.*emit)();
         });
   };
-  if (failed(add(kernels.preprocessName, &BackwardEmitter::emitPreprocess)) ||
-      failed(add(kernels.keyValueName, &BackwardEmitter::emitKeyValue)) ||
-      failed(add(kernels.queryName, &BackwardEmitter::emitQuery)))
+  if (failed(add(kernels.preprocessName, kernels.preprocessThreads,
+                 &BackwardEmitter::emitPreprocess)) ||
+      failed(add(kernels.keyValueName, kernels.keyValueThreads,
+                 &BackwardEmitter::emitKeyValue)))
+    return failure();
+  if (!kernels.queryName.empty() &&
+      failed(add(kernels.queryName, kernels.queryThreads,
+                 &BackwardEmitter::emitQuery)))
     return failure();
   return gpuModule;
 }

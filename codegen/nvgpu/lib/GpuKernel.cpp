@@ -264,7 +264,7 @@ mlir::attn::compileAttentionBackwardForGpu(AttentionBackwardOp op,
   GpuBackwardKernels kernels;
   if (failed(buildBackwardGpuModule(
           compilation.getBuilder(), op, "attn_gpu_bwd", "attn_bwd",
-          options.usesWgmma(), kernels)))
+          options.usesWgmma(), options.deterministic, kernels)))
     return compilation.fail("the backward kernels");
   std::vector<GpuPrologueKernel> epilogueKernels;
   llvm::Expected<OwningOpRef<ModuleOp>> epilogueContainer =

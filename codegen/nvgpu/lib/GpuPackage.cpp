@@ -251,7 +251,8 @@ std::vector<std::string>
 describeGpuPackageOptions(const GpuPackageOptions &options) {
   return {"target=" + options.target, "producer=" + options.producer,
           "decode=" + std::to_string(options.decode),
-          "wgmma=" + std::to_string(options.wgmma)};
+          "wgmma=" + std::to_string(options.wgmma),
+          "deterministic=" + std::to_string(options.deterministic)};
 }
 
 llvm::Expected<PackageWriter>
@@ -475,6 +476,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     // recomputes from stays the mma.sync kernel (gpuOptions.wgmma).
     GpuOptions backwardOptions = gpuOptions;
     backwardOptions.wgmma = options.wgmma;
+    backwardOptions.deterministic = options.deterministic;
     llvm::Expected<mlir::attn::GpuBackwardKernels> kernels =
         mlir::attn::compileAttentionBackwardForGpu(backward, backwardOptions);
     if (!kernels)
@@ -1094,11 +1096,12 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
             {cdiv(n, kernels.keyBlock), g, bDim}, kernels.keyValueThreads,
             kernels.keyValueSharedBytes))
       return std::move(error);
-    if (llvm::Error error = addBackwardEntry(
-            "attn_bwd_dq", kernels.queryName,
-            {cdiv(mDim, kernels.queryBlock), hDim, bDim},
-            kernels.queryThreads, kernels.querySharedBytes))
-      return std::move(error);
+    if (!kernels.queryName.empty())
+      if (llvm::Error error =
+              addBackwardEntry("attn_bwd_dq", kernels.queryName,
+                               {cdiv(mDim, kernels.queryBlock), hDim, bDim},
+                               kernels.queryThreads, kernels.querySharedBytes))
+        return std::move(error);
     // The epilogue, last: its einsums write their outputs.
     if (kernels.epilogue) {
       auto described = PrologueBuffer::describe(epilogueEinsums, kernel);

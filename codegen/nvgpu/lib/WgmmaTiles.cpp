@@ -87,7 +87,8 @@ void WgmmaTileBuilder::asyncProxyFence() {
 
 void WgmmaTileBuilder::wgmma(MutableArrayRef<Value> acc, Value aDescriptor,
                              ArrayRef<Value> aFragment, Value bDescriptor,
-                             bool transposeB, bool accumulate) {
+                             bool transposeB, bool accumulate,
+                             bool transposeA) {
   const int64_t n = 2 * static_cast<int64_t>(acc.size());
   std::string type = elementType.isBF16() ? "bf16" : "f16";
   std::string text = "{\n.reg .pred p;\nsetp.ne.b32 p, $";
@@ -124,7 +125,7 @@ void WgmmaTileBuilder::wgmma(MutableArrayRef<Value> acc, Value aDescriptor,
   }
   text += ", " + a + ", " + bOperand + ", p, 1, 1";
   if (aDescriptor)
-    text += ", 0";
+    text += transposeA ? ", 1" : ", 0";
   text += std::string(", ") + (transposeB ? "1" : "0") + ";\n}";
   operands.append(acc.begin(), acc.end());
   LLVM::InlineAsmOp op = emitAsm(b, loc, SmallVector<Type>(numAcc, f32),

@@ -54,16 +54,17 @@ protected:
   /// [rows][K] tile at shared address `tile` (A, or B of a product
   /// contracting over the tile's columns).
   Value kMajorOperand(Value tile, int64_t rows, int64_t kk);
-  /// The descriptor of k-step `kk` of an MN-major B operand: a swizzled
-  /// [rows = K][N] tile at shared address `tile` (a product contracting over
-  /// the tile's rows).
+  /// The descriptor of k-step `kk` of an MN-major operand: a swizzled
+  /// [rows = K][M or N] tile at shared address `tile` (a product contracting
+  /// over the tile's rows).
   Value mnMajorOperand(Value tile, int64_t rows, int64_t kk);
   /// acc = A B (+ acc unless `accumulate` is false) on one m64nNk16 wgmma,
-  /// A from shared memory (`aDescriptor`) or from registers (`aFragment`),
-  /// B from shared memory, transposed (MN-major) or not.
+  /// A from shared memory (`aDescriptor`, MN-major if `transposeA`) or from
+  /// registers (`aFragment`), B from shared memory, transposed (MN-major) or
+  /// not.
   void wgmma(MutableArrayRef<Value> acc, Value aDescriptor,
              ArrayRef<Value> aFragment, Value bDescriptor, bool transposeB,
-             bool accumulate);
+             bool accumulate, bool transposeA = false);
   void wgmmaFence();
   /// Closes the warp group's wgmma group issued since the last commit.
   void wgmmaCommit();

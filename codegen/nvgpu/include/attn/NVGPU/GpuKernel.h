@@ -66,6 +66,9 @@ struct GpuOptions {
 
   /// Whether the kernels take wgmma: asked for, on a chip that has it.
   bool usesWgmma() const { return wgmma && chip == "sm_90a"; }
+  /// Backward kernels that give the same bits on every run: no atomics
+  /// (on sm_90a, dQ from a kernel of its own).
+  bool deterministic = false;
 };
 
 /// Levels of the sparse table of mask summaries (attn-analyze-mask's
@@ -315,15 +318,18 @@ struct GpuKernelArtifact {
 ///  - `keyValueName`, grid [ceil(N / keyBlock), G, B]: dK and dV of one key
 ///    block, over the query heads of its group and their live query blocks;
 ///  - `queryName`, grid [ceil(M / queryBlock), H, B]: dQ of one query block
-///    over its live key blocks.
+///    over its live key blocks. Empty where `keyValueName` computes dQ too
+///    (sm_90a, see buildBackwardGpuModule): `preprocessName` zeroes dQ and
+///    each key block adds its share with f32 atomics, whose order varies
+///    from run to run.
 /// When the sink logits' gradient is used, `preprocessName` also writes
 /// each row's dSink = -P_sink Delta into the DSink workspace (laid out as
 /// LSE), and the einsums after the backward that reduce it (to one
 /// gradient per head, say) are `epilogue`'s kernels, launched last. So for
 /// a tensor score_mod reads that needs a gradient (grad_reads, one on the
 /// GPU): `queryName` writes each row's sum into the ReadGrad workspace.
-/// Each gradient element is summed by one thread in a fixed order: no
-/// atomics, the same bits on every run.
+/// Otherwise each gradient element is summed by one thread in a fixed
+/// order: no atomics, the same bits on every run.
 struct GpuBackwardKernels {
   std::string ptx;
   std::string preprocessName, keyValueName, queryName;
@@ -358,11 +364,13 @@ LogicalResult checkGpuBackwardSupport(AttentionBackwardOp op);
 /// `moduleName` holding the backward kernels of `op` (named
 /// `kernelPrefix` + "_pre", "_dkdv", "_dq") and fills `kernels`' names,
 /// shapes and signature. With `wgmma` (an sm_90a chip), the dK/dV and dQ
-/// kernels multiply on wgmma where D and E are multiples of 64.
+/// kernels multiply on wgmma where D and E are multiples of 64, and unless
+/// `deterministic` or the op has grad_reads the dK/dV kernel also computes
+/// dQ with atomics, without a dQ kernel (`queryName` empty).
 FailureOr<gpu::GPUModuleOp>
 buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
                        StringRef moduleName, StringRef kernelPrefix, bool wgmma,
-                       GpuBackwardKernels &kernels);
+                       bool deterministic, GpuBackwardKernels &kernels);
 
 /// Compiles the backward kernels of `op` to PTX.
 llvm::Expected<GpuBackwardKernels>

@@ -34,6 +34,8 @@ struct GpuPackageOptions {
   /// serves the attention (run instead of the mma.sync one wherever TMA can
   /// load the launch's Q, K and V).
   bool wgmma = true;
+  /// Backward kernels that give the same bits on every run (no atomics).
+  bool deterministic = false;
 };
 
 /// Every field of `options` that the package depends on, as text, for the
