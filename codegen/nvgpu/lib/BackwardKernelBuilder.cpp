@@ -119,10 +119,19 @@ struct BackwardShape {
   int64_t statisticsOffsetBytes() const {
     return 2 * (ownedElements() + 2 * stageElements() + scoreGradElements());
   }
+  /// Fused: after them, the f32 [stream, D] tile of dQ's share, rows padded
+  /// by 16 bytes (its stores from the accumulators then conflict at most
+  /// 2-way).
+  int64_t queryGradPitch() const { return headDim + 4; }
+  int64_t queryGradOffsetBytes() const {
+    return statisticsOffsetBytes() + 2 * 2 * stream() * 4;
+  }
   int64_t sharedBytes() const {
     // With wgmma, room to align the tiles to the swizzle's atom.
-    return statisticsOffsetBytes() + (fusedQuery ? 2 * 2 * stream() * 4 : 0) +
-           (wgmma ? kSwizzleAtomBytes : 0);
+    int64_t bytes = fusedQuery ? queryGradOffsetBytes() +
+                                     stream() * queryGradPitch() * 4
+                               : statisticsOffsetBytes();
+    return bytes + (wgmma ? kSwizzleAtomBytes : 0);
   }
 };
 
@@ -273,8 +282,9 @@ private:
   /// Fused: dQ[stream, columns of this warp group] = dS K over the CTA's
   /// keys, issued on wgmma with both operands in shared memory.
   void issueQueryGrad(MutableArrayRef<Value> dq, Value keysTile);
-  /// Fused: adds scale dQ of this warp group's columns to dQ rows m0 ...
-  /// of `head` with atomics.
+  /// Fused: adds scale dQ (this warp group's columns) to dQ rows m0 ... of
+  /// `head` with atomics, through shared memory: each warp's atomics then
+  /// cover 32 adjacent elements of a row.
   void addQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
   /// `eval(full)` for the tile's class: once if the class is a constant,
   /// else on both sides of a branch on it, `count` f32 results.
@@ -936,27 +946,52 @@ void BackwardEmitter::issueQueryGrad(MutableArrayRef<Value> dq,
 }
 
 void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
-  const int64_t columns = shape.headDim / 2;
-  Value base =
-      gep(arg(FixedParam::DQ), f32,
-          rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH, head));
-  Value firstColumn = add(mul(warpGroup, c32(columns)), mul(quadCol, c32(2)));
+  const int64_t columns = shape.headDim / 2, pitch = shape.queryGradPitch();
+  Value tile = gep(gep(smem, b.getI8Type(), c32(shape.queryGradOffsetBytes())),
+                   f32, c32(0));
+  // The accumulators, times the scale, as pairs of adjacent columns.
   Value warpRow = mul(arith::RemUIOp::create(b, loc, warp, c32(4)), c32(16));
+  Value firstColumn = add(mul(warpGroup, c32(columns)), mul(quadCol, c32(2)));
+  auto pairType = VectorType::get({2}, f32);
   for (int64_t r = 0; r < 2; ++r) {
-    Value row = add(m0, add(warpRow, add(quadRow, c32(8 * r))));
-    auto ifRow =
-        scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::slt, row, sizeM),
-                          /*withElseRegion=*/false);
+    Value row = add(warpRow, add(quadRow, c32(8 * r)));
+    Value rowPtr = gep(tile, f32, add(mul(row, c32(pitch)), firstColumn));
+    for (int64_t j = 0; j < columns / 8; ++j) {
+      Value pair = vector::FromElementsOp::create(
+          b, loc, pairType,
+          ValueRange{mulf(dq[slot(j, r, 0)], scale),
+                     mulf(dq[slot(j, r, 1)], scale)});
+      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 8);
+    }
+  }
+  gpu::BarrierOp::create(b, loc);
+  // Thread t adds column t % D of rows t / D, t / D + 256 / D, ...
+  const int64_t threads = numThreads;
+  const int64_t rowsPerPass = threads / shape.headDim;
+  Value column = arith::RemUIOp::create(b, loc, tid, c32(shape.headDim));
+  Value firstRow = arith::DivUIOp::create(b, loc, tid, c32(shape.headDim));
+  Value source = gep(tile, f32, add(mul(firstRow, c32(pitch)), column));
+  Value row0 = add(m0, firstRow);
+  Value dest = gep(gep(arg(FixedParam::DQ), f32,
+                       rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH,
+                                 head)),
+                   f32,
+                   add(mul(ext64(row0), arg(FixedParam::DQStrideM)),
+                       ext64(column)));
+  Value step = mul(arg(FixedParam::DQStrideM), c64(rowsPerPass));
+  for (int64_t pass = 0; pass * rowsPerPass < shape.stream(); ++pass) {
+    auto ifRow = scf::IfOp::create(
+        b, loc,
+        cmpi(arith::CmpIPredicate::slt, add(row0, c32(pass * rowsPerPass)),
+             sizeM),
+        /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    Value rowPtr = gep(
-        base, f32,
-        add(mul(ext64(row), arg(FixedParam::DQStrideM)), ext64(firstColumn)));
-    for (int64_t j = 0; j < columns / 8; ++j)
-      for (int64_t c = 0; c < 2; ++c)
-        LLVM::AtomicRMWOp::create(
-            b, loc, LLVM::AtomicBinOp::fadd, gep(rowPtr, f32, c32(8 * j + c)),
-            mulf(dq[slot(j, r, c)], scale), LLVM::AtomicOrdering::monotonic);
+    Value value = LLVM::LoadOp::create(
+        b, loc, f32, gep(source, f32, c32(pass * rowsPerPass * pitch)), 4);
+    LLVM::AtomicRMWOp::create(b, loc, LLVM::AtomicBinOp::fadd,
+                              gep(dest, f32, mul(step, c64(pass))), value,
+                              LLVM::AtomicOrdering::monotonic);
   }
 }
 
@@ -1122,12 +1157,15 @@ void BackwardEmitter::emitKeyValue() {
               completeWgmma({dV, dK});
               return acc;
             }
-            // dQ's product reads both warp groups' dSᵀ while dV and dK run.
+            // dQ's product reads both warp groups' dSᵀ. dV and dK run
+            // while the CTA waits for it; they complete first, so that P's
+            // and dS's registers are free for dQ's accumulators.
             asyncProxyFence();
             gpu::BarrierOp::create(b, loc);
+            completeWgmma({dV, dK});
             SmallVector<Value> dq = freshAccumulators(shape.headDim / 4);
             issueQueryGrad(dq, keysTile);
-            completeWgmma({dV, dK, dq});
+            completeWgmma({dq});
             addQueryGrad(dq, head, m0);
             return acc;
           }
