@@ -149,9 +149,13 @@ def reference_kernel(attnc, name):
     spec = os.path.join(ROOT, "examples", name + ".attn")
     if not os.path.exists(spec):
         spec = os.path.join(HERE, "Inputs", name + ".attn")
-    return attnc.compile(spec, dtype="f32",
-                         shapes={"D": 128, "E": 128} if name == "cross_attention"
-                         else {"D": 128} if "D = 128" not in open(spec).read() else None)
+    # The head dims the packages were built with (make_packages.sh): 128
+    # unless the spec fixes them.
+    dims = re.search(r"^\s*dims\s+(.*)$", open(spec).read(), re.M).group(1)
+    fixed = set(re.findall(r"\b([A-Z]\w*)\s*=", dims))
+    shapes = {d: 128 for d in ("D", "E")
+              if re.search(rf"\b{d}\b", dims) and d not in fixed}
+    return attnc.compile(spec, dtype="f32", shapes=shapes or None)
 
 
 def params_of(name):
