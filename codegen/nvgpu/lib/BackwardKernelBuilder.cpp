@@ -283,8 +283,8 @@ private:
   /// keys, issued on wgmma with both operands in shared memory.
   void issueQueryGrad(MutableArrayRef<Value> dq, Value keysTile);
   /// Fused: adds scale dQ (this warp group's columns) to dQ rows m0 ... of
-  /// `head` with atomics, through shared memory: each warp's atomics then
-  /// cover 32 adjacent elements of a row.
+  /// `head`, through a tile in shared memory: a bulk reduction per row where
+  /// dQ's rows are 16-byte aligned (queryGradAligned), else atomics.
   void addQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
   /// `eval(full)` for the tile's class: once if the class is a constant,
   /// else on both sides of a branch on it, `count` f32 results.
@@ -306,6 +306,9 @@ private:
   Value batch, blockIndex, headOrGroup, sizeM, sizeN, groupSize;
   /// The thread's warp group (i32).
   Value warpGroup;
+  /// Fused: whether dQ's base and strides keep every row 16-byte aligned,
+  /// as the bulk reductions need.
+  Value queryGradAligned;
   Value batchIdx, scale;
 };
 
@@ -964,18 +967,41 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
       LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 8);
     }
   }
+  // The bulk copies read the tile through the async proxy.
+  asyncProxyFence();
   gpu::BarrierOp::create(b, loc);
-  // Thread t adds column t % D of rows t / D, t / D + 256 / D, ...
-  const int64_t threads = numThreads;
-  const int64_t rowsPerPass = threads / shape.headDim;
+  Value headBase = gep(arg(FixedParam::DQ), f32,
+                       rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH,
+                                 head));
+  auto ifBulk = scf::IfOp::create(b, loc, queryGradAligned,
+                                  /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard insertion(b);
+  {
+    // Thread t < stream adds row t, all D columns, with one bulk reduction.
+    b.setInsertionPointToStart(ifBulk.thenBlock());
+    Value row = add(m0, tid);
+    auto ifRow = scf::IfOp::create(
+        b, loc,
+        arith::AndIOp::create(
+            b, loc, cmpi(arith::CmpIPredicate::ult, tid, c32(shape.stream())),
+            cmpi(arith::CmpIPredicate::slt, row, sizeM)),
+        /*withElseRegion=*/false);
+    b.setInsertionPointToStart(ifRow.thenBlock());
+    bulkReduceAdd(gep(headBase, f32,
+                      mul(ext64(row), arg(FixedParam::DQStrideM))),
+                  sharedAddressOf(gep(tile, f32, mul(tid, c32(pitch)))),
+                  4 * shape.headDim);
+    bulkCommit();
+  }
+  // Otherwise thread t adds column t % D of rows t / D, t / D + 256 / D, ...
+  // with atomics: each warp's cover 32 adjacent elements of a row.
+  b.setInsertionPointToStart(ifBulk.elseBlock());
+  const int64_t rowsPerPass = numThreads / shape.headDim;
   Value column = arith::RemUIOp::create(b, loc, tid, c32(shape.headDim));
   Value firstRow = arith::DivUIOp::create(b, loc, tid, c32(shape.headDim));
   Value source = gep(tile, f32, add(mul(firstRow, c32(pitch)), column));
   Value row0 = add(m0, firstRow);
-  Value dest = gep(gep(arg(FixedParam::DQ), f32,
-                       rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH,
-                                 head)),
-                   f32,
+  Value dest = gep(headBase, f32,
                    add(mul(ext64(row0), arg(FixedParam::DQStrideM)),
                        ext64(column)));
   Value step = mul(arg(FixedParam::DQStrideM), c64(rowsPerPass));
@@ -985,7 +1011,7 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
         cmpi(arith::CmpIPredicate::slt, add(row0, c32(pass * rowsPerPass)),
              sizeM),
         /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard insertion(b);
+    OpBuilder::InsertionGuard inner(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
     Value value = LLVM::LoadOp::create(
         b, loc, f32, gep(source, f32, c32(pass * rowsPerPass * pitch)), 4);
@@ -1024,6 +1050,15 @@ void BackwardEmitter::emitKeyValue() {
   const int64_t dTiles = shape.headDim / 8, eTiles = shape.valueDim / 8;
   Value group = headOrGroup;
   Value n0 = mul(blockIndex, c32(rows));
+  if (shape.fusedQuery) {
+    Value bits = LLVM::PtrToIntOp::create(b, loc, i64, arg(FixedParam::DQ));
+    for (FixedParam stride : {FixedParam::DQStrideB, FixedParam::DQStrideH,
+                              FixedParam::DQStrideM})
+      bits = arith::OrIOp::create(b, loc, bits, mul(arg(stride), c64(4)));
+    queryGradAligned =
+        cmpi(arith::CmpIPredicate::eq,
+             arith::AndIOp::create(b, loc, bits, c64(15)), c64(0));
+  }
   Value nLast = sub(minsi(add(n0, c32(rows)), sizeN), c32(1));
 
   // K and V of this block, once; their fragments are read per use.
@@ -1160,7 +1195,10 @@ void BackwardEmitter::emitKeyValue() {
             // dQ's product reads both warp groups' dSᵀ. dV and dK run
             // while the CTA waits for it; they complete first, so that P's
             // and dS's registers are free for dQ's accumulators.
+            // The last block's bulk reductions have read the dQ tile before
+            // this barrier; it is written after it.
             asyncProxyFence();
+            bulkWait(/*readOnly=*/true);
             gpu::BarrierOp::create(b, loc);
             completeWgmma({dV, dK});
             SmallVector<Value> dq = freshAccumulators(shape.headDim / 4);
@@ -1180,6 +1218,9 @@ void BackwardEmitter::emitKeyValue() {
         scf::YieldOp::create(b, loc,
                              emitStreamLoop(queries, classOf, carried, body));
       });
+  // The bulk reductions complete before the CTA exits.
+  if (shape.fusedQuery)
+    bulkWait(/*readOnly=*/false);
   SmallVector<Value> finalGrads(heads.getResults());
   ArrayRef<Value> dK(finalGrads.data(), 4 * dTiles);
   ArrayRef<Value> dV(finalGrads.data() + 4 * dTiles, 4 * eTiles);

@@ -201,3 +201,22 @@ void WgmmaTileBuilder::setMaxRegisters(int64_t count, bool increase) {
               ".sync.aligned.u32 " + std::to_string(count) + ";",
           "");
 }
+
+void WgmmaTileBuilder::bulkReduceAdd(Value dest, Value source, int64_t bytes) {
+  emitAsm(b, loc, {}, {dest, source},
+          "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [$0], "
+          "[$1], " +
+              std::to_string(bytes) + ";",
+          "l,r");
+}
+
+void WgmmaTileBuilder::bulkCommit() {
+  emitAsm(b, loc, {}, {}, "cp.async.bulk.commit_group;", "");
+}
+
+void WgmmaTileBuilder::bulkWait(bool readOnly) {
+  emitAsm(b, loc, {}, {},
+          std::string("cp.async.bulk.wait_group") + (readOnly ? ".read" : "") +
+              " 0;",
+          "");
+}

@@ -85,6 +85,15 @@ protected:
   void loadBox(Value map, Value dst, ArrayRef<Value> coordinates,
                Value barrier);
   void setMaxRegisters(int64_t count, bool increase);
+  /// Adds the f32 values of `bytes` bytes at shared address `source` (i32,
+  /// 16-byte aligned) into global memory at `dest` (16-byte aligned) with
+  /// the bulk-copy engine, in this thread's current bulk group.
+  void bulkReduceAdd(Value dest, Value source, int64_t bytes);
+  /// Closes this thread's bulk group issued since the last commit.
+  void bulkCommit();
+  /// Waits until this thread's bulk groups have read their sources (and,
+  /// unless `readOnly`, completed).
+  void bulkWait(bool readOnly);
 };
 
 } // namespace attn
