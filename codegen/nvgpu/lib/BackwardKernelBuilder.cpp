@@ -140,6 +140,10 @@ struct BackwardShape {
 /// columns 8 j + 2 (l % 4) + c.
 int64_t slot(int64_t j, int64_t r, int64_t c) { return 4 * j + 2 * r + c; }
 
+/// The index of slots (j, r, 0) and (j, r, 1) as one register of two 16-bit
+/// values: k-step kk's A fragment is pairs 4 kk ... 4 kk + 3.
+int64_t pairIndex(int64_t j, int64_t r) { return 2 * j + r; }
+
 class BackwardEmitter : WgmmaTileBuilder {
 public:
   BackwardEmitter(OpBuilder &builder, Location loc, AttentionBackwardOp op,
@@ -212,10 +216,22 @@ private:
   /// `count` accumulators a product overwrites (issueWgmma's `overwrite`):
   /// no registers are set to 0 for them.
   SmallVector<Value> freshAccumulators(int64_t count);
+  /// The shared address of `tile` as a value of this point of the loop:
+  /// the wgmma descriptors derived from it are then computed where they
+  /// are used, not hoisted out of the loop (where each of a tile that does
+  /// not change would hold two registers through it).
+  Value addressInLoop(Value tile) {
+    return fenceOperands(b, loc, {sharedAddressOf(tile)}).front();
+  }
   /// Waits for every issued product and gives back their accumulators.
   void completeWgmma(ArrayRef<MutableArrayRef<Value>> accs);
   /// The A fragments of k-step kk of an accumulator tile (16 x 16 kk).
   SmallVector<Value, 4> packedFragment(ArrayRef<Value> acc, int64_t kk);
+  /// The same from the tile's pairs as 16-bit values (pairIndex).
+  SmallVector<Value, 4> pairFragment(ArrayRef<Value> pairs, int64_t kk) {
+    return {pairs[4 * kk], pairs[4 * kk + 1], pairs[4 * kk + 2],
+            pairs[4 * kk + 3]};
+  }
   /// cp.async.wait_group `pending`, then (wgmma) the fence that makes the
   /// copies visible to wgmma, then a barrier of the CTA.
   void waitForTiles(int64_t pending);
@@ -276,9 +292,10 @@ private:
   /// Fused: the row statistics of streamed query `localRow` (row `row`)
   /// from the stage's copy.
   RowStatistics stagedRowStatistics(Value stage, Value localRow, Value row);
-  /// Fused: this warp group's dSᵀ (accumulator layout, keys by queries) to
-  /// the swizzled [keys, stream] tile dQ's product reads.
-  void storeScoreGradTile(ArrayRef<Value> ds);
+  /// Fused: this warp group's dSᵀ (keys by queries, as pairs of 16-bit
+  /// values, pairIndex) to the swizzled [keys, stream] tile dQ's product
+  /// reads.
+  void storeScoreGradTile(ArrayRef<Value> dsPairs);
   /// Fused: dQ[stream, columns of this warp group] = dS K over the CTA's
   /// keys, issued on wgmma with both operands in shared memory.
   void issueQueryGrad(MutableArrayRef<Value> dq, Value keysTile);
@@ -287,9 +304,9 @@ private:
   /// dQ's rows are 16-byte aligned (queryGradAligned), else atomics.
   void addQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
   /// `eval(full)` for the tile's class: once if the class is a constant,
-  /// else on both sides of a branch on it, `count` f32 results.
+  /// else on both sides of a branch on it, results of `types`.
   SmallVector<Value>
-  evaluateByClass(Value tileClass, size_t count,
+  evaluateByClass(Value tileClass, TypeRange types,
                   function_ref<SmallVector<Value>(bool)> eval);
   void storeGradient(ArrayRef<Value> acc, int64_t cols, Value factor,
                      Value rowBase, FixedParam rowStride, Value firstRow,
@@ -410,7 +427,7 @@ void BackwardEmitter::issueWgmma(
   operands = fenceOperands(b, loc, operands);
   llvm::copy(ArrayRef<Value>(operands).take_front(acc.size()), acc.begin());
   ArrayRef<Value> fragments = ArrayRef<Value>(operands).drop_front(acc.size());
-  Value bAddress = sharedAddressOf(bTile);
+  Value bAddress = addressInLoop(bTile);
   auto bOperand = [&](int64_t kk) {
     return contractRows ? mnMajorOperand(bAddress, bRows, kk)
                         : kMajorOperand(bAddress, bRows, kk);
@@ -419,7 +436,7 @@ void BackwardEmitter::issueWgmma(
   // The first product of an overwritten accumulator ignores its registers.
   bool accumulate = !overwrite;
   for (Value aTile : aTiles) {
-    Value aAddress = sharedAddressOf(aTile);
+    Value aAddress = addressInLoop(aTile);
     for (int64_t kk = 0; kk < kSteps; ++kk) {
       wgmma(acc, kMajorOperand(aAddress, shape.ownedRows(), kk), {},
             bOperand(kk), /*transposeB=*/contractRows, accumulate);
@@ -908,7 +925,7 @@ BackwardEmitter::stagedRowStatistics(Value stage, Value localRow, Value row) {
   return stats;
 }
 
-void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> ds) {
+void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> dsPairs) {
   // Key row 16 warp + g (+ 8) holds queries 8 j + 2 c4 (+ 1): one 32-bit
   // word of 16-byte unit j, which the swizzle moves to unit j ^ g.
   Value tile = gep(smem, elementType,
@@ -919,8 +936,7 @@ void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> ds) {
     for (int64_t j = 0; j < shape.stream() / 8; ++j) {
       Value unit = arith::XOrIOp::create(b, loc, quadRow, c32(j));
       Value at = gep(tile, elementType, add(rowStart, mul(unit, c32(8))));
-      LLVM::StoreOp::create(b, loc, pack(ds[slot(j, r, 0)], ds[slot(j, r, 1)]),
-                            at, 4);
+      LLVM::StoreOp::create(b, loc, dsPairs[pairIndex(j, r)], at, 4);
     }
   }
 }
@@ -931,13 +947,13 @@ void BackwardEmitter::issueQueryGrad(MutableArrayRef<Value> dq,
   // keys, N = this warp group's D / 2 columns) MN-major too. At D = 128 the
   // columns are a swizzle chunk of their own; at D = 64 half of one.
   const int64_t columns = shape.headDim / 2;
-  Value scoreGrads = sharedAddressOf(
+  Value scoreGrads = addressInLoop(
       gep(smem, elementType,
           c32(shape.ownedElements() + 2 * shape.stageElements())));
   Value columnsStart = mul(
       warpGroup, c32(columns % 64 == 0 ? (columns / 64) * shape.ownedRows() * 64
                                        : columns));
-  Value keys = sharedAddressOf(gep(keysTile, elementType, columnsStart));
+  Value keys = addressInLoop(gep(keysTile, elementType, columnsStart));
   SmallVector<Value> operands = fenceOperands(b, loc, dq);
   llvm::copy(operands, dq.begin());
   wgmmaFence();
@@ -1022,12 +1038,12 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
 }
 
 SmallVector<Value>
-BackwardEmitter::evaluateByClass(Value tileClass, size_t count,
+BackwardEmitter::evaluateByClass(Value tileClass, TypeRange types,
                                  function_ref<SmallVector<Value>(bool)> eval) {
   if (auto constant = getConstantIntValue(tileClass))
     return eval(*constant == 2);
   auto ifFull = scf::IfOp::create(
-      b, loc, SmallVector<Type>(count, f32),
+      b, loc, types,
       cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
       /*withElseRegion=*/true);
   OpBuilder::InsertionGuard insertion(b);
@@ -1150,10 +1166,14 @@ void BackwardEmitter::emitKeyValue() {
                 bAddress(dOTile, shape.vPitch()), shape.vPitch(), false);
           }
 
-          // P and dS of each element; the mask is skipped on full tiles.
+          // P and dS of each element, rounded to 16 bits in pairs of
+          // adjacent queries as soon as both are known (fewer registers
+          // live); the mask is skipped on full tiles.
+          const int64_t numPairs = st.size() / 2;
           auto evaluate = [&](bool full) {
-            SmallVector<Value> results(2 * st.size());
-            for (int64_t j = 0; j < qTiles; ++j)
+            SmallVector<Value> results(2 * numPairs);
+            for (int64_t j = 0; j < qTiles; ++j) {
+              Value weights[2][2], adjoints[2][2];
               for (int64_t c = 0; c < 2; ++c) {
                 Value local = add(mul(quadCol, c32(2)), c32(8 * j + c));
                 Value m = add(m0, local);
@@ -1167,20 +1187,26 @@ void BackwardEmitter::emitKeyValue() {
                   ScoreAdjoint adjoint =
                       emitWeightAndAdjoint(st[k], dpt[k], headIndex, row.index,
                                            keyIdx[r], keep, full, row);
-                  results[k] = adjoint.weight;
-                  results[st.size() + k] = adjoint.scoreAdjoint;
+                  weights[r][c] = adjoint.weight;
+                  adjoints[r][c] = adjoint.scoreAdjoint;
                 }
               }
+              for (int64_t r = 0; r < 2; ++r) {
+                results[pairIndex(j, r)] = pack(weights[r][0], weights[r][1]);
+                results[numPairs + pairIndex(j, r)] =
+                    pack(adjoints[r][0], adjoints[r][1]);
+              }
+            }
             return results;
           };
-          SmallVector<Value> weighted =
-              evaluateByClass(cls, 2 * st.size(), evaluate);
-          ArrayRef<Value> p(weighted.data(), st.size());
-          ArrayRef<Value> ds(weighted.data() + st.size(), st.size());
+          SmallVector<Value> weighted = evaluateByClass(
+              cls, SmallVector<Type>(2 * numPairs, i32), evaluate);
+          ArrayRef<Value> p(weighted.data(), numPairs);
+          ArrayRef<Value> ds(weighted.data() + numPairs, numPairs);
 
           // dV += P dO and dK += dS Q, contracting over the queries.
-          auto pFragment = [&](int64_t kk) { return packedFragment(p, kk); };
-          auto dsFragment = [&](int64_t kk) { return packedFragment(ds, kk); };
+          auto pFragment = [&](int64_t kk) { return pairFragment(p, kk); };
+          auto dsFragment = [&](int64_t kk) { return pairFragment(ds, kk); };
           if (shape.wgmma) {
             if (shape.fusedQuery)
               storeScoreGradTile(ds);
@@ -1406,7 +1432,8 @@ void BackwardEmitter::emitQuery() {
       return ds;
     };
     SmallVector<Value> evaluated =
-        evaluateByClass(cls, s.size() + readSums.size(), evaluate);
+        evaluateByClass(cls, SmallVector<Type>(s.size() + readSums.size(), f32),
+                        evaluate);
     SmallVector<Value> ds(evaluated.begin(), evaluated.begin() + s.size());
     // dQ += dS K, contracting over the keys.
     auto dsFragment = [&](int64_t kk) { return packedFragment(ds, kk); };
