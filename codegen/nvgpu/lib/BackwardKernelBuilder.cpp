@@ -891,22 +891,25 @@ SmallVector<Value> BackwardEmitter::emitStreamLoop(
   scf::WhileOp loop = emitBlockLoop(
       loopInit, numBlocks, [&](ValueRange state) -> SmallVector<Value> {
         Value block = state[0], tileClass = state[1], stage = state[2];
-        // The next live block streams in while this one is used.
+        // This stage's copies are complete and, past the barrier, every
+        // thread's; every warp is done with the other stage, into which the
+        // next live block streams while this one is used.
+        waitForTiles(0);
         auto [next, nextClass] =
             findLiveBlock(add(block, c32(1)), numBlocks, classOfBlock);
         Value nextStage = sub(c32(1), stage);
         prefetchStage(tiles, next, numBlocks, nextStage);
-        waitForTiles(2);
         Value dTile = stagePointer(stage);
         Value eTile = gep(dTile, elementType, c32(stream * shape.qkPitch()));
         SmallVector<Value> results = {next, nextClass, nextStage};
         llvm::append_range(results,
                            body(mul(block, c32(stream)), tileClass, dTile,
                                 eTile, stage, state.drop_front(3)));
-        // No warp reads this stage once every warp is past here.
-        gpu::BarrierOp::create(b, loc);
         return results;
       });
+  // No warp reads a stage once every warp is past here (a next loop
+  // prefetches into stage 0 at once).
+  gpu::BarrierOp::create(b, loc);
   return SmallVector<Value>(loop.getResults().drop_front(3));
 }
 
@@ -983,9 +986,13 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
       LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 8);
     }
   }
-  // The bulk copies read the tile through the async proxy.
+  // Each warp group adds its own columns, once its warps have written them
+  // (the bulk copies read them through the async proxy): the other group
+  // goes on meanwhile.
   asyncProxyFence();
-  gpu::BarrierOp::create(b, loc);
+  emitAsm(b, loc, {}, {add(warpGroup, c32(1))}, "bar.sync $0, 128;", "r");
+  Value local = arith::RemUIOp::create(b, loc, tid, c32(kWarpGroupRows * 2));
+  Value groupColumn = mul(warpGroup, c32(columns));
   Value headBase = gep(arg(FixedParam::DQ), f32,
                        rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH,
                                  head));
@@ -993,28 +1000,35 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
                                   /*withElseRegion=*/true);
   OpBuilder::InsertionGuard insertion(b);
   {
-    // Thread t < stream adds row t, all D columns, with one bulk reduction.
+    // The group's thread t < stream adds its columns of row t with one bulk
+    // reduction.
     b.setInsertionPointToStart(ifBulk.thenBlock());
-    Value row = add(m0, tid);
+    Value row = add(m0, local);
     auto ifRow = scf::IfOp::create(
         b, loc,
         arith::AndIOp::create(
-            b, loc, cmpi(arith::CmpIPredicate::ult, tid, c32(shape.stream())),
+            b, loc,
+            cmpi(arith::CmpIPredicate::ult, local, c32(shape.stream())),
             cmpi(arith::CmpIPredicate::slt, row, sizeM)),
         /*withElseRegion=*/false);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    bulkReduceAdd(gep(headBase, f32,
-                      mul(ext64(row), arg(FixedParam::DQStrideM))),
-                  sharedAddressOf(gep(tile, f32, mul(tid, c32(pitch)))),
-                  4 * shape.headDim);
+    bulkReduceAdd(
+        gep(headBase, f32,
+            add(mul(ext64(row), arg(FixedParam::DQStrideM)),
+                ext64(groupColumn))),
+        sharedAddressOf(gep(tile, f32,
+                            add(mul(local, c32(pitch)), groupColumn))),
+        4 * columns);
     bulkCommit();
   }
-  // Otherwise thread t adds column t % D of rows t / D, t / D + 256 / D, ...
-  // with atomics: each warp's cover 32 adjacent elements of a row.
+  // Otherwise the group's thread t adds column t % columns of rows
+  // t / columns, t / columns + 128 / columns, ... with atomics: each warp's
+  // cover 32 adjacent elements of a row.
   b.setInsertionPointToStart(ifBulk.elseBlock());
-  const int64_t rowsPerPass = numThreads / shape.headDim;
-  Value column = arith::RemUIOp::create(b, loc, tid, c32(shape.headDim));
-  Value firstRow = arith::DivUIOp::create(b, loc, tid, c32(shape.headDim));
+  const int64_t rowsPerPass = 2 * kWarpGroupRows / columns;
+  Value column = add(groupColumn,
+                     arith::RemUIOp::create(b, loc, local, c32(columns)));
+  Value firstRow = arith::DivUIOp::create(b, loc, local, c32(columns));
   Value source = gep(tile, f32, add(mul(firstRow, c32(pitch)), column));
   Value row0 = add(m0, firstRow);
   Value dest = gep(headBase, f32,
