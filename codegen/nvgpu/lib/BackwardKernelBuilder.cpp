@@ -42,6 +42,17 @@
 // from shared memory through ldmatrix, transposed where the product contracts
 // over the tile's rows.
 //
+// On sm_90a (wgmma) the dK/dV kernel computes dQ too, unless asked for the
+// same bits on every run or a tensor score_mod reads needs the dQ kernel's
+// row sums (grad_reads): 5 products per kept pair. One CTA per 128 keys, two
+// warp groups of 64; per block of 64 queries each group writes its dSᵀ to
+// shared memory, and after a barrier of the CTA each computes dQ = dS K for
+// half of D's columns over all 128 keys (both operands in shared memory),
+// stages it, scaled, in shared memory and adds it into dQ (zeroed by _pre)
+// with one bulk reduction (cp.reduce.async.bulk) per row, or atomics where
+// dQ's rows are not 16-byte aligned. The order of those additions varies
+// from run to run.
+//
 //===----------------------------------------------------------------------===//
 
 #include "WgmmaTiles.h"
