@@ -9,6 +9,7 @@ their gradient packages, is also checked on kernels written in PyTorch,
 which need no compiler or GPU."""
 
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -824,6 +825,29 @@ def test_gpu_gradient_package_from_the_spec():
                        r"'gqa'"):
         attnc.load(kernel.package_path,
                    grad=kernel.package_path)._prepare_gradient()
+
+
+@requires_compiler
+def test_gpu_deterministic_gradient_package():
+    # On sm_90a the backward adds each key block's share of dQ with
+    # atomics; deterministic=True keeps dQ in a kernel of its own, in a
+    # package of its own.
+    shapes = {"D": 64}
+    fast = attnc.compile(EXAMPLES / "causal.attn", target="sm_90a",
+                         dtype="bf16", shapes=shapes, grad=True)
+    exact = attnc.compile(EXAMPLES / "causal.attn", target="sm_90a",
+                          dtype="bf16", shapes=shapes, grad=True,
+                          deterministic=True)
+    fast_path = fast._gradients[()].package_path
+    exact_path = exact._gradients[()].package_path
+    assert exact_path == attnc.package_path(
+        EXAMPLES / "causal.attn", "sm_90a", dtype="bf16", shapes=shapes,
+        grad=True, deterministic=True)
+    assert fast_path != exact_path
+    assert b'"attn_bwd_dq"' not in pathlib.Path(fast_path).read_bytes()
+    assert b'"attn_bwd_dq"' in pathlib.Path(exact_path).read_bytes()
+    # The forward's package is the same.
+    assert fast.package_path == exact.package_path
 
 
 @requires_compiler

@@ -735,9 +735,11 @@ class GpuKernel(Kernel):
             gradient = GpuKernel(self._gradient_path)
         elif self._gradient_source is not None:
             from ._spec import _compile_gpu
-            text, filename, dtype, shapes = self._gradient_source
+            text, filename, dtype, shapes, deterministic = (
+                self._gradient_source)
             gradient = _compile_gpu(text, filename, self.target, dtype,
-                                    shapes, grad=True, constants=constants)
+                                    shapes, grad=True, constants=constants,
+                                    deterministic=deterministic)
         else:
             from ._spec import CompileError
             raise CompileError(

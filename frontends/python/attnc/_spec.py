@@ -93,34 +93,40 @@ def package_store():
     return pathlib.Path(cache) / "attnc" / "packages"
 
 
-def _package_key(text, target, dtype, shapes, grad=False, constants=()):
+def _package_key(text, target, dtype, shapes, grad=False, constants=(),
+                 deterministic=False):
     fields = [text, target, dtype or "", sorted(shapes.items()), VERSION]
     if grad:
         fields.append(["grad"] + sorted(constants))
+    if grad and deterministic:
+        fields.append("deterministic")
     key = json.dumps(fields)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _package_file(text, target, dtype, shapes, grad=False, constants=()):
-    key = _package_key(text, target, dtype, shapes, grad, constants)
+def _package_file(text, target, dtype, shapes, grad=False, constants=(),
+                  deterministic=False):
+    key = _package_key(text, target, dtype, shapes, grad, constants,
+                       deterministic)
     return package_store() / (key + ".attnpkg")
 
 
 def package_path(spec, target, dtype=None, shapes=None, grad=False,
-                 grad_constants=()):
+                 grad_constants=(), deterministic=False):
     """Where the package store keeps the package of `spec` compiled for
     `target` with `dtype` and `shapes` (with `grad`, that of its adjoint
     kernel, which training needs too, with the float inputs named in
-    `grad_constants` held constant); compile on one machine, carry the
-    store to another that has only the runtime."""
+    `grad_constants` held constant, `deterministic` as attnc.compile's);
+    compile on one machine, carry the store to another that has only the
+    runtime."""
     _check_target(target)
     text, _ = _read_spec(spec)
     return str(_package_file(text, target, dtype, _check_shapes(shapes),
-                             grad, tuple(grad_constants)))
+                             grad, tuple(grad_constants), deterministic))
 
 
 def compile(spec, target="cpu", dtype=None, shapes=None, name=None,
-            grad=False, backend="auto"):
+            grad=False, backend="auto", deterministic=False):
     """Compiles `spec` (.attn text or a path) for `target`: "cpu" (JIT in
     this process) or a CUDA chip ("sm_90a", "sm_80": a kernel package from
     the package store, compiled into it when missing). `dtype` ("f32",
@@ -129,6 +135,9 @@ def compile(spec, target="cpu", dtype=None, shapes=None, name=None,
     `name` renames the returned kernel. With `grad`, the adjoint kernel is
     compiled now too (else on the first call that needs a gradient): for
     a GPU target its package goes into the store beside the forward's.
+    `deterministic`: gradients with the same bits on every run (on sm_90a
+    the backward then computes dQ in a kernel of its own instead of adding
+    each key block's share with atomics; slower). The CPU's always are.
     Returns a :class:`Kernel`."""
     _check_target(target)
     shapes = _check_shapes(shapes)
@@ -136,7 +145,8 @@ def compile(spec, target="cpu", dtype=None, shapes=None, name=None,
     if target == "cpu":
         kernel = _compile_cpu(text, filename, dtype, shapes, backend)
     else:
-        kernel = _compile_gpu(text, filename, target, dtype, shapes)
+        kernel = _compile_gpu(text, filename, target, dtype, shapes,
+                              deterministic=deterministic)
     if grad:
         kernel._prepare_gradient()
     if name is not None:
@@ -162,7 +172,7 @@ def _compile_cpu(text, filename, dtype, shapes, backend="auto"):
 
 
 def _compile_gpu(text, filename, target, dtype, shapes, grad=False,
-                 constants=()):
+                 constants=(), deterministic=False):
     """The package of `text` for `target` (with `grad`, of its adjoint
     kernel, the float inputs named in `constants` held constant). Where the
     compiler is installed it comes from attnc's artifact
@@ -170,12 +180,13 @@ def _compile_gpu(text, filename, target, dtype, shapes, grad=False,
     built is never served) and is exported to the package store; a machine
     with only the runtime loads it from the store."""
     start = time.perf_counter()
-    path = _package_file(text, target, dtype, shapes, grad, constants)
+    path = _package_file(text, target, dtype, shapes, grad, constants,
+                         deterministic)
     native = _native()
     if native is not None:
         data, hit = native.compile_gpu_package(
             text, filename, target, dtype, shapes, grad=grad,
-            grad_constants=sorted(constants))
+            grad_constants=sorted(constants), deterministic=deterministic)
         _export_package(path, data)
     elif path.is_file():
         hit = True
@@ -193,7 +204,8 @@ def _compile_gpu(text, filename, target, dtype, shapes, grad=False,
     kernel.cache_hit = hit
     kernel.compile_ms = (time.perf_counter() - start) * 1e3
     if not grad:
-        kernel._gradient_source = (text, filename, dtype, shapes)
+        kernel._gradient_source = (text, filename, dtype, shapes,
+                                   deterministic)
     return kernel
 
 

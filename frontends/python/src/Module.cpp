@@ -673,7 +673,8 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
                          std::optional<std::string> dtype,
                          const std::map<std::string, int64_t> &shapes,
                          bool useCache, bool grad,
-                         const std::vector<std::string> &gradConstants) {
+                         const std::vector<std::string> &gradConstants,
+                         bool deterministic) {
   llvm::Expected<std::string> chip = resolveGpuChip(target, "target");
   if (!chip)
     throwValueError(chip.takeError());
@@ -684,6 +685,7 @@ py::tuple compilePackage(const std::string &source, const std::string &filename,
   options.producer = "attnc.compile(target='" + target + "')";
   options.shapeOption = "shapes=";
   options.shapeExample = "shapes={'D': 128}";
+  options.deterministic = deterministic;
   // grad: the package of the adjoint kernel, which recomputes the forward
   // and runs the backward kernels.
   std::optional<GradientSpec> gradient;
@@ -795,6 +797,7 @@ PYBIND11_MODULE(_attnc, m) {
         py::arg("filename"), py::arg("target"), py::arg("dtype"),
         py::arg("shapes"), py::arg("use_cache") = true, py::arg("grad") = false,
         py::arg("grad_constants") = std::vector<std::string>(),
+        py::arg("deterministic") = false,
         "Compiles a spec for a CUDA chip through the artifact cache: the "
         "bytes of an .attnpkg and whether the cache held it; with grad, the "
         "package of its adjoint kernel <name>_grad, the float inputs named in "
