@@ -322,6 +322,11 @@ private:
   void storeGradient(ArrayRef<Value> acc, int64_t cols, Value factor,
                      Value rowBase, FixedParam rowStride, Value firstRow,
                      Value rowLimit);
+  /// Stores row half `r` of this thread's accumulators of a 16-row tile
+  /// (`cols` columns) times `factor` as f32 pairs, from `rowPtr` (column
+  /// 2 (lane % 4) of the row) on.
+  void storeRowPairs(ArrayRef<Value> acc, int64_t r, int64_t cols,
+                     Value factor, Value rowPtr);
 
   AttentionBackwardOp op;
   BackwardShape shape;
@@ -633,7 +638,6 @@ void BackwardEmitter::storeGradient(ArrayRef<Value> acc, int64_t cols,
                                     Value factor, Value rowBase,
                                     FixedParam rowStride, Value firstRow,
                                     Value rowLimit) {
-  auto pairType = VectorType::get({2}, f32);
   for (int64_t r = 0; r < 2; ++r) {
     Value row = add(add(firstRow, mul(warp, c32(16))),
                     add(quadRow, c32(8 * r)));
@@ -642,16 +646,22 @@ void BackwardEmitter::storeGradient(ArrayRef<Value> acc, int64_t cols,
         /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    Value rowPtr = gep(rowBase, f32,
-                       add(mul(ext64(row), arg(rowStride)),
-                           ext64(mul(quadCol, c32(2)))));
-    for (int64_t j = 0; j < cols / 8; ++j) {
-      Value pair = vector::FromElementsOp::create(
-          b, loc, pairType,
-          ValueRange{mulf(acc[slot(j, r, 0)], factor),
-                     mulf(acc[slot(j, r, 1)], factor)});
-      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 8);
-    }
+    storeRowPairs(acc, r, cols, factor,
+                  gep(rowBase, f32,
+                      add(mul(ext64(row), arg(rowStride)),
+                          ext64(mul(quadCol, c32(2))))));
+  }
+}
+
+void BackwardEmitter::storeRowPairs(ArrayRef<Value> acc, int64_t r,
+                                    int64_t cols, Value factor, Value rowPtr) {
+  auto pairType = VectorType::get({2}, f32);
+  for (int64_t j = 0; j < cols / 8; ++j) {
+    Value pair = vector::FromElementsOp::create(
+        b, loc, pairType,
+        ValueRange{mulf(acc[slot(j, r, 0)], factor),
+                   mulf(acc[slot(j, r, 1)], factor)});
+    LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 8);
   }
 }
 
@@ -985,17 +995,10 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
   // The accumulators, times the scale, as pairs of adjacent columns.
   Value warpRow = mul(arith::RemUIOp::create(b, loc, warp, c32(4)), c32(16));
   Value firstColumn = add(mul(warpGroup, c32(columns)), mul(quadCol, c32(2)));
-  auto pairType = VectorType::get({2}, f32);
   for (int64_t r = 0; r < 2; ++r) {
     Value row = add(warpRow, add(quadRow, c32(8 * r)));
-    Value rowPtr = gep(tile, f32, add(mul(row, c32(pitch)), firstColumn));
-    for (int64_t j = 0; j < columns / 8; ++j) {
-      Value pair = vector::FromElementsOp::create(
-          b, loc, pairType,
-          ValueRange{mulf(dq[slot(j, r, 0)], scale),
-                     mulf(dq[slot(j, r, 1)], scale)});
-      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 8);
-    }
+    storeRowPairs(dq, r, columns, scale,
+                  gep(tile, f32, add(mul(row, c32(pitch)), firstColumn)));
   }
   // Each warp group adds its own columns, once its warps have written them
   // (the bulk copies read them through the async proxy): the other group
