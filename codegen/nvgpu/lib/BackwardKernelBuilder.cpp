@@ -94,7 +94,7 @@ struct BackwardShape {
   /// owned tile (see backwardSplitsOutputGrad).
   bool lowPartTile = false;
   /// The dK/dV kernel also computes dQ, adding each key block's share into
-  /// dQ with atomics, and no dQ kernel is built (see emitKeyValue).
+  /// dQ (addQueryGrad), and no dQ kernel is built.
   bool fusedQuery = false;
   int64_t stream() const { return streamRows; }
   /// Warps of the dK/dV kernel: two warp groups of 64 keys when fused.
@@ -831,7 +831,7 @@ void BackwardEmitter::emitPreprocess() {
   }
 }
 
-/// The [64, D] and [64, E] tiles of a CTA's own rows from `first` (rows
+/// The [rows, D] and [rows, E] tiles of a CTA's own rows from `first` (rows
 /// past `limit` zero), into the two owned slots of shared memory.
 void BackwardEmitter::loadOwnedTiles(const TilePair &tiles, Value first) {
   const int64_t rows = shape.ownedRows();
@@ -866,7 +866,7 @@ void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
   b.setInsertionPointToStart(guard.thenBlock());
   Value first = mul(block, c32(stream));
   if (shape.fusedQuery && readsStatistic()) {
-    // The first 2 stream threads copy a row's LSE' or Delta' each; they
+    // Threads 0 .. 2 stream - 1 copy a row's LSE' or Delta' each; the copies
     // join the first tile's group. Rows past M read nothing (and are never
     // kept).
     auto copier = scf::IfOp::create(
@@ -951,7 +951,9 @@ BackwardEmitter::stagedRowStatistics(Value stage, Value localRow, Value row) {
 
 void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> dsPairs) {
   // Key row 16 warp + g (+ 8) holds queries 8 j + 2 c4 (+ 1): one 32-bit
-  // word of 16-byte unit j, which the swizzle moves to unit j ^ g.
+  // word of 16-byte unit j, which the swizzle moves to unit j ^ g. The 64
+  // queries of a block are one swizzled chunk: rows of 64 elements.
+  assert(shape.stream() == 64 && "a block of queries is one chunk");
   Value tile = gep(smem, elementType,
                    c32(shape.ownedElements() + 2 * shape.stageElements()));
   for (int64_t r = 0; r < 2; ++r) {
