@@ -882,6 +882,30 @@ def test_gpu_backward_of_key_dependent_capture_is_refused():
 
 
 @requires_compiler
+def test_flex_gpu_kernel_follows_torch_determinism():
+    # torch.use_deterministic_algorithms(True) picks the GPU backward whose
+    # gradients repeat their bits (dQ from a kernel of its own).
+    torch = pytest.importorskip("torch")
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx >= kv_idx
+
+    def gradient_package(deterministic):
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(deterministic)
+        try:
+            _, kernel = attnc._flex.prepare(mask_mod=causal, dtype="bf16",
+                                            target="sm_90a", head_dim=64,
+                                            grad=True)
+        finally:
+            torch.use_deterministic_algorithms(previous)
+        return pathlib.Path(kernel._gradients[()].package_path).read_bytes()
+
+    assert b'"attn_bwd_dq"' not in gradient_package(False)
+    assert b'"attn_bwd_dq"' in gradient_package(True)
+
+
+@requires_compiler
 def test_flex_gpu_kernel_holds_captures_without_grad_constant():
     slopes = np.linspace(0.1, 1.0, 4).astype(np.float32)
 

@@ -317,17 +317,29 @@ def _spec_for(traced, gqa, return_lse, value_dim, dtype):
     return entry[1]
 
 
+def _deterministic():
+    """Whether PyTorch is asked for deterministic algorithms
+    (torch.use_deterministic_algorithms): GPU gradients then repeat their
+    bits (attnc.compile's `deterministic`)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.are_deterministic_algorithms_enabled()
+
+
 def _kernel(spec, target, head_dim, value_dim):
     shapes = None
+    deterministic = False
     if target != "cpu":
         shapes = {"D": head_dim}
         if value_dim is not None:
             shapes["E"] = value_dim
-    key = (spec, target, tuple(sorted(shapes.items())) if shapes else None)
+        deterministic = _deterministic()
+    key = (spec, target, tuple(sorted(shapes.items())) if shapes else None,
+           deterministic)
     kernel = _KERNELS.get(key)
     if kernel is None:
         from . import compile as attnc_compile
-        kernel = _KERNELS[key] = attnc_compile(spec, target=target, dtype=None, shapes=shapes)
+        kernel = _KERNELS[key] = attnc_compile(spec, target=target, dtype=None, shapes=shapes,
+                                               deterministic=deterministic)
         # Captured tensors (the inputs after query, key and value) that do
         # not require grad are constants of the GPU backward.
         kernel._optional_gradients = tuple(range(3, len(kernel.inputs)))
@@ -510,8 +522,9 @@ _CALLS_KEPT = 64
 def _call_key(query, key, value, score_mod, block_mask, scale, enable_gqa, return_lse):
     """What a call's validation depends on besides what the mods read: the
     arguments' types, shapes, dtypes and devices, the mods, the block mask,
-    the scale and the flags. None for a call that is not kept (a scale that
-    is not a number, a mod that cannot be a key)."""
+    the scale, the flags and whether PyTorch asks for deterministic
+    algorithms (which picks the kernel). None for a call that is not kept (a
+    scale that is not a number, a mod that cannot be a key)."""
     if scale is not None and type(scale) not in (float, int):
         return None
     try:
@@ -519,7 +532,7 @@ def _call_key(query, key, value, score_mod, block_mask, scale, enable_gqa, retur
                     tuple(key.shape), tuple(value.shape), query.dtype, key.dtype,
                     value.dtype, getattr(query, "device", None), getattr(key, "device", None),
                     getattr(value, "device", None), score_mod, block_mask, scale,
-                    bool(enable_gqa), bool(return_lse))
+                    bool(enable_gqa), bool(return_lse), _deterministic())
         hash(call_key)
     except (AttributeError, TypeError):
         return None
