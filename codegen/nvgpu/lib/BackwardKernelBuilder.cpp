@@ -182,7 +182,12 @@ private:
   /// Whether the forward's LSE has an adjoint (softmax only).
   bool readsLseGrad() { return static_cast<bool>(op.getLseGrad()); }
 
-  void emitIndices(gpu::Dimension rowsAxis);
+  /// The thread's and CTA's indices; the CTA's block of rows counted along
+  /// `rowsAxis` from the last block (query blocks: under a causal mask the
+  /// last meet the most keys) or, with `firstBlocksFirst`, from the first
+  /// (key blocks: the first meet the most queries), so that the longest
+  /// CTAs start first rather than make the last wave's tail.
+  void emitIndices(gpu::Dimension rowsAxis, bool firstBlocksFirst = false);
   /// Elements from dO's 16-bit copy to its low part (laid out alike, after
   /// the whole copy).
   Value lowPartOffset() {
@@ -347,10 +352,12 @@ private:
 
 } // namespace
 
-void BackwardEmitter::emitIndices(gpu::Dimension rowsAxis) {
+void BackwardEmitter::emitIndices(gpu::Dimension rowsAxis,
+                                  bool firstBlocksFirst) {
   emitThreadIndices();
   warpGroup = divu(warp, c32(kBackwardWarps));
-  blockIndex = lastFirstBlockIndexAlong(rowsAxis);
+  blockIndex = firstBlocksFirst ? blockIndexAlong(rowsAxis)
+                                : lastFirstBlockIndexAlong(rowsAxis);
   headOrGroup = blockIndexAlong(gpu::Dimension::y);
   batch = blockIndexAlong(gpu::Dimension::z);
   batchIdx = toIndex(batch);
@@ -1089,7 +1096,7 @@ BackwardEmitter::evaluateByClass(Value tileClass, TypeRange types,
 //===----------------------------------------------------------------------===//
 
 void BackwardEmitter::emitKeyValue() {
-  emitIndices(gpu::Dimension::x);
+  emitIndices(gpu::Dimension::x, /*firstBlocksFirst=*/true);
   const int64_t stream = shape.stream();
   const int64_t rows = shape.ownedRows();
   const int64_t qTiles = stream / 8;
