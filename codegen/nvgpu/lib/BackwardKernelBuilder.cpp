@@ -139,9 +139,9 @@ struct BackwardShape {
   }
   int64_t sharedBytes() const {
     // With wgmma, room to align the tiles to the swizzle's atom.
-    int64_t bytes = fusedQuery ? queryGradOffsetBytes() +
-                                     stream() * queryGradPitch() * 4
-                               : statisticsOffsetBytes();
+    int64_t bytes =
+        fusedQuery ? queryGradOffsetBytes() + stream() * queryGradPitch() * 4
+                   : statisticsOffsetBytes();
     return bytes + (wgmma ? kSwizzleAtomBytes : 0);
   }
 };
@@ -330,8 +330,8 @@ private:
   /// Stores row half `r` of this thread's accumulators of a 16-row tile
   /// (`cols` columns) times `factor` as f32 pairs, from `rowPtr` (column
   /// 2 (lane % 4) of the row) on.
-  void storeRowPairs(ArrayRef<Value> acc, int64_t r, int64_t cols,
-                     Value factor, Value rowPtr);
+  void storeRowPairs(ArrayRef<Value> acc, int64_t r, int64_t cols, Value factor,
+                     Value rowPtr);
 
   AttentionBackwardOp op;
   BackwardShape shape;
@@ -653,10 +653,10 @@ void BackwardEmitter::storeGradient(ArrayRef<Value> acc, int64_t cols,
         /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    storeRowPairs(acc, r, cols, factor,
-                  gep(rowBase, f32,
-                      add(mul(ext64(row), arg(rowStride)),
-                          ext64(mul(quadCol, c32(2))))));
+    storeRowPairs(
+        acc, r, cols, factor,
+        gep(rowBase, f32,
+            add(mul(ext64(row), arg(rowStride)), ext64(mul(quadCol, c32(2))))));
   }
 }
 
@@ -1016,9 +1016,9 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
   emitAsm(b, loc, {}, {add(warpGroup, c32(1))}, "bar.sync $0, 128;", "r");
   Value local = arith::RemUIOp::create(b, loc, tid, c32(kWarpGroupRows * 2));
   Value groupColumn = mul(warpGroup, c32(columns));
-  Value headBase = gep(arg(FixedParam::DQ), f32,
-                       rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH,
-                                 head));
+  Value headBase =
+      gep(arg(FixedParam::DQ), f32,
+          rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH, head));
   auto ifBulk = scf::IfOp::create(b, loc, queryGradAligned,
                                   /*withElseRegion=*/true);
   OpBuilder::InsertionGuard insertion(b);
@@ -1030,18 +1030,16 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
     auto ifRow = scf::IfOp::create(
         b, loc,
         arith::AndIOp::create(
-            b, loc,
-            cmpi(arith::CmpIPredicate::ult, local, c32(shape.stream())),
+            b, loc, cmpi(arith::CmpIPredicate::ult, local, c32(shape.stream())),
             cmpi(arith::CmpIPredicate::slt, row, sizeM)),
         /*withElseRegion=*/false);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    bulkReduceAdd(
-        gep(headBase, f32,
-            add(mul(ext64(row), arg(FixedParam::DQStrideM)),
-                ext64(groupColumn))),
-        sharedAddressOf(gep(tile, f32,
-                            add(mul(local, c32(pitch)), groupColumn))),
-        4 * columns);
+    bulkReduceAdd(gep(headBase, f32,
+                      add(mul(ext64(row), arg(FixedParam::DQStrideM)),
+                          ext64(groupColumn))),
+                  sharedAddressOf(
+                      gep(tile, f32, add(mul(local, c32(pitch)), groupColumn))),
+                  4 * columns);
     bulkCommit();
   }
   // Otherwise the group's thread t adds column t % columns of rows
@@ -1049,21 +1047,21 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
   // cover 32 adjacent elements of a row.
   b.setInsertionPointToStart(ifBulk.elseBlock());
   const int64_t rowsPerPass = 2 * kWarpGroupRows / columns;
-  Value column = add(groupColumn,
-                     arith::RemUIOp::create(b, loc, local, c32(columns)));
+  Value column =
+      add(groupColumn, arith::RemUIOp::create(b, loc, local, c32(columns)));
   Value firstRow = arith::DivUIOp::create(b, loc, local, c32(columns));
   Value source = gep(tile, f32, add(mul(firstRow, c32(pitch)), column));
   Value row0 = add(m0, firstRow);
-  Value dest = gep(headBase, f32,
-                   add(mul(ext64(row0), arg(FixedParam::DQStrideM)),
-                       ext64(column)));
+  Value dest =
+      gep(headBase, f32,
+          add(mul(ext64(row0), arg(FixedParam::DQStrideM)), ext64(column)));
   Value step = mul(arg(FixedParam::DQStrideM), c64(rowsPerPass));
   for (int64_t pass = 0; pass * rowsPerPass < shape.stream(); ++pass) {
-    auto ifRow = scf::IfOp::create(
-        b, loc,
-        cmpi(arith::CmpIPredicate::slt, add(row0, c32(pass * rowsPerPass)),
-             sizeM),
-        /*withElseRegion=*/false);
+    auto ifRow =
+        scf::IfOp::create(b, loc,
+                          cmpi(arith::CmpIPredicate::slt,
+                               add(row0, c32(pass * rowsPerPass)), sizeM),
+                          /*withElseRegion=*/false);
     OpBuilder::InsertionGuard inner(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
     Value value = LLVM::LoadOp::create(
@@ -1080,8 +1078,7 @@ BackwardEmitter::evaluateByClass(Value tileClass, TypeRange types,
   if (auto constant = getConstantIntValue(tileClass))
     return eval(*constant == 2);
   auto ifFull = scf::IfOp::create(
-      b, loc, types,
-      cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
+      b, loc, types, cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
       /*withElseRegion=*/true);
   OpBuilder::InsertionGuard insertion(b);
   b.setInsertionPointToStart(ifFull.thenBlock());
@@ -1105,8 +1102,8 @@ void BackwardEmitter::emitKeyValue() {
   Value n0 = mul(blockIndex, c32(rows));
   if (shape.fusedQuery) {
     Value bits = LLVM::PtrToIntOp::create(b, loc, i64, arg(FixedParam::DQ));
-    for (FixedParam stride : {FixedParam::DQStrideB, FixedParam::DQStrideH,
-                              FixedParam::DQStrideM})
+    for (FixedParam stride :
+         {FixedParam::DQStrideB, FixedParam::DQStrideH, FixedParam::DQStrideM})
       bits = arith::OrIOp::create(b, loc, bits, mul(arg(stride), c64(4)));
     queryGradAligned =
         cmpi(arith::CmpIPredicate::eq,
@@ -1468,9 +1465,8 @@ void BackwardEmitter::emitQuery() {
       llvm::append_range(ds, sums);
       return ds;
     };
-    SmallVector<Value> evaluated =
-        evaluateByClass(cls, SmallVector<Type>(s.size() + readSums.size(), f32),
-                        evaluate);
+    SmallVector<Value> evaluated = evaluateByClass(
+        cls, SmallVector<Type>(s.size() + readSums.size(), f32), evaluate);
     SmallVector<Value> ds(evaluated.begin(), evaluated.begin() + s.size());
     // dQ += dS K, contracting over the keys.
     auto dsFragment = [&](int64_t kk) { return packedFragment(ds, kk); };
