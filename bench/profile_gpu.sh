@@ -5,7 +5,7 @@
 # utilisation, achieved occupancy and its register limit, local-memory
 # (spill) traffic, and the warp stall reasons. Forward: the Hopper kernel
 # (attn_fwd_wgmma) of causal, full, softcap and document-causal; backward:
-# the dK/dV and dQ kernels of causal's adjoint package.
+# the kernels of causal's adjoint package (on sm_90a the fused dK/dV/dQ one).
 # Usage: bench/profile_gpu.sh LAUNCH PACKAGES OUT_DIR
 #   LAUNCH    attnc-launch built on that machine (runtime/, cmake)
 #   PACKAGES  build/gpu-packages (test/integration/gpu/make_packages.sh)
@@ -58,7 +58,12 @@ for variant in causal full softcap30-causal; do
 done
 profile document-causal "$forward" "$packages/suite/document-causal.attnpkg" \
   --input Doc="$out/doc16k.npy"
+# The backward: on sm_90a one kernel computes dK, dV and dQ (a dQ kernel
+# exists only in --deterministic packages); its L2 reductions are dQ's shares.
+metrics+=(lts__t_sectors_op_red.sum lts__throughput.avg.pct_of_peak_sustained_elapsed)
 for kernel in dkdv dq; do
-  profile "causal-bwd-$kernel" "^attn_bwd_$kernel\$" \
-    "$packages/suite-grad/causal.attnpkg"
+  if grep -q "\"attn_bwd_$kernel\"" "$packages/suite-grad/causal.attnpkg"; then
+    profile "causal-bwd-$kernel" "^attn_bwd_$kernel\$" \
+      "$packages/suite-grad/causal.attnpkg"
+  fi
 done
