@@ -320,8 +320,9 @@ struct GpuKernelArtifact {
 ///  - `queryName`, grid [ceil(M / queryBlock), H, B]: dQ of one query block
 ///    over its live key blocks. Empty where `keyValueName` computes dQ too
 ///    (sm_90a, see buildBackwardGpuModule): `preprocessName` zeroes dQ and
-///    each key block adds its share with f32 atomics, whose order varies
-///    from run to run.
+///    each key block adds its share with f32 bulk reductions (atomics
+///    where dQ's rows are not 16-byte aligned), whose order varies from run
+///    to run.
 /// When the sink logits' gradient is used, `preprocessName` also writes
 /// each row's dSink = -P_sink Delta into the DSink workspace (laid out as
 /// LSE), and the einsums after the backward that reduce it (to one
