@@ -264,7 +264,14 @@ private:
     BlockShift shift;
     Value delta;
   };
-  /// `splitDelta`: Delta' of both parts of a split dO (the dQ kernel's).
+  /// Where a row's LSE' and Delta' are, from its index clamped into M.
+  using StatisticSlots =
+      function_ref<std::pair<Value, Value>(Value clampedRow)>;
+  /// The RowStatistics of query `row`, loaded from `slots` where the
+  /// weights are recomputed.
+  RowStatistics rowStatistics(Value row, StatisticSlots slots);
+  /// ... from the workspaces; `splitDelta`: Delta' of both parts of a split
+  /// dO (the dQ kernel's).
   RowStatistics loadRowStatistics(Value head, Value row,
                                   bool splitDelta = false);
   /// P and dS of one score, and with `withReadTerm` the term dS' d
@@ -576,23 +583,29 @@ std::pair<Value, Value> BackwardEmitter::findLiveBlock(
 }
 
 BackwardEmitter::RowStatistics
-BackwardEmitter::loadRowStatistics(Value head, Value row, bool splitDelta) {
+BackwardEmitter::rowStatistics(Value row, StatisticSlots slots) {
   RowStatistics stats;
   stats.inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
   Value clamped = minsi(row, sub(sizeM, c32(1)));
   stats.index = toIndex(clamped);
   if (readsStatistic()) {
-    Value offset = statisticOffset(head, clamped);
+    auto [lse, delta] = slots(clamped);
     stats.shift = normalizer.shiftForLogDenominator(
-        b, loc,
-        LLVM::LoadOp::create(b, loc, f32,
-                             gep(arg(FixedParam::Lse), f32, offset), 4));
-    Value deltaPtr = gep(arg(FixedParam::Delta), f32, offset);
-    if (splitDelta)
-      deltaPtr = gep(deltaPtr, f32, deltaPlaneOffset());
-    stats.delta = LLVM::LoadOp::create(b, loc, f32, deltaPtr, 4);
+        b, loc, LLVM::LoadOp::create(b, loc, f32, lse, 4));
+    stats.delta = LLVM::LoadOp::create(b, loc, f32, delta, 4);
   }
   return stats;
+}
+
+BackwardEmitter::RowStatistics
+BackwardEmitter::loadRowStatistics(Value head, Value row, bool splitDelta) {
+  return rowStatistics(row, [&](Value clamped) {
+    Value offset = statisticOffset(head, clamped);
+    Value delta = gep(arg(FixedParam::Delta), f32, offset);
+    if (splitDelta)
+      delta = gep(delta, f32, deltaPlaneOffset());
+    return std::make_pair(gep(arg(FixedParam::Lse), f32, offset), delta);
+  });
 }
 
 BackwardEmitter::ScoreAdjoint BackwardEmitter::emitWeightAndAdjoint(
@@ -943,17 +956,10 @@ SmallVector<Value> BackwardEmitter::emitStreamLoop(
 
 BackwardEmitter::RowStatistics
 BackwardEmitter::stagedRowStatistics(Value stage, Value localRow, Value row) {
-  RowStatistics stats;
-  stats.inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
-  stats.index = toIndex(minsi(row, sub(sizeM, c32(1))));
-  if (readsStatistic()) {
+  return rowStatistics(row, [&](Value) {
     Value lse = gep(stageStatistics(stage), f32, localRow);
-    stats.shift = normalizer.shiftForLogDenominator(
-        b, loc, LLVM::LoadOp::create(b, loc, f32, lse, 4));
-    stats.delta = LLVM::LoadOp::create(b, loc, f32,
-                                       gep(lse, f32, c32(shape.stream())), 4);
-  }
-  return stats;
+    return std::make_pair(lse, gep(lse, f32, c32(shape.stream())));
+  });
 }
 
 void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> dsPairs) {
@@ -1013,7 +1019,9 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
   // (the bulk copies read them through the async proxy): the other group
   // goes on meanwhile.
   asyncProxyFence();
-  emitAsm(b, loc, {}, {add(warpGroup, c32(1))}, "bar.sync $0, 128;", "r");
+  NVVM::BarrierOp::create(b, loc, Type(), add(warpGroup, c32(1)),
+                          c32(2 * kWarpGroupRows), NVVM::BarrierReductionAttr(),
+                          Value());
   Value local = arith::RemUIOp::create(b, loc, tid, c32(kWarpGroupRows * 2));
   Value groupColumn = mul(warpGroup, c32(columns));
   Value headBase =
@@ -1628,8 +1636,7 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
     return failure();
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
-  BackwardShape shape{query.getDimSize(3), value.getDimSize(3),
-                      chooseStreamRows(op)};
+  BackwardShape shape{query.getDimSize(3), value.getDimSize(3), 0};
   // The swizzled layout holds 64-column chunks.
   shape.wgmma = wgmma && shape.headDim % 64 == 0 && shape.valueDim % 64 == 0;
   shape.lowPartTile = shape.wgmma && backwardSplitsOutputGrad(op);
@@ -1637,8 +1644,7 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
   // or the dQ kernel's row sums are needed (grad_reads); 64 queries per
   // block keep dQ's product on whole wgmma rows.
   shape.fusedQuery = shape.wgmma && !deterministic && op.getGradReads().empty();
-  if (shape.fusedQuery)
-    shape.streamRows = 64;
+  shape.streamRows = shape.fusedQuery ? 64 : chooseStreamRows(op);
   Type elementType = query.getElementType();
   KernelModuleBuilder module(builder, op, kernels.signature);
   FailureOr<gpu::GPUModuleOp> gpuModule = module.create(moduleName);

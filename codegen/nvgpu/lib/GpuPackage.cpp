@@ -389,6 +389,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   GpuOptions gpuOptions;
   gpuOptions.chip = options.target;
   gpuOptions.wgmma = !backward && options.wgmma;
+  gpuOptions.deterministic = options.deterministic;
   gpuOptions.decode = !backward && options.decode &&
                       mlir::attn::supportsGpuDecode(attention);
   llvm::Expected<KernelSignature> declared = KernelSignature::read(kernel);
@@ -476,7 +477,6 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     // recomputes from stays the mma.sync kernel (gpuOptions.wgmma).
     GpuOptions backwardOptions = gpuOptions;
     backwardOptions.wgmma = options.wgmma;
-    backwardOptions.deterministic = options.deterministic;
     llvm::Expected<mlir::attn::GpuBackwardKernels> kernels =
         mlir::attn::compileAttentionBackwardForGpu(backward, backwardOptions);
     if (!kernels)

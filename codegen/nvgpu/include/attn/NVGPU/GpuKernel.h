@@ -63,12 +63,12 @@ struct GpuOptions {
   /// `supportsWgmmaAttention`, and multiply on wgmma in the backward
   /// kernels, on an sm_90a chip.
   bool wgmma = false;
-
-  /// Whether the kernels take wgmma: asked for, on a chip that has it.
-  bool usesWgmma() const { return wgmma && chip == "sm_90a"; }
   /// Backward kernels that give the same bits on every run: no atomics
   /// (on sm_90a, dQ from a kernel of its own).
   bool deterministic = false;
+
+  /// Whether the kernels take wgmma: asked for, on a chip that has it.
+  bool usesWgmma() const { return wgmma && chip == "sm_90a"; }
 };
 
 /// Levels of the sparse table of mask summaries (attn-analyze-mask's
