@@ -76,8 +76,8 @@ llvm::Expected<T> runCodegen(llvm::function_ref<llvm::Expected<T>()> generate) {
   });
 }
 
-/// The Halide runtime Halide kernel objects link against: compiled at most
-/// once per process and per cache.
+/// The Halide runtime Halide kernel objects link against: looked up in (or
+/// compiled into) `cache` by the first call of the process, then kept.
 llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>>
 getHalideRuntime(mlir::MLIRContext *context, const CacheOptions &cache,
                  std::vector<std::string> &warnings) {
@@ -104,6 +104,19 @@ getHalideRuntime(mlir::MLIRContext *context, const CacheOptions &cache,
   slot.store((*object)->getBuffer(), /*flags=*/0, "", warnings);
   compiled = std::move(*object);
   return compiled;
+}
+
+/// Sets `object`'s support object to the Halide runtime.
+llvm::Error attachHalideRuntime(CpuKernelObject &object,
+                                mlir::MLIRContext *context,
+                                const CacheOptions &cache,
+                                std::vector<std::string> &warnings) {
+  llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> runtime =
+      getHalideRuntime(context, cache, warnings);
+  if (!runtime)
+    return runtime.takeError();
+  object.supportObject = std::move(*runtime);
+  return llvm::Error::success();
 }
 
 } // namespace
@@ -155,13 +168,10 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
     result.signature = std::move(*signature);
     result.object = std::move(entry->payload);
     result.flags = entry->flags;
-    if (halide) {
-      llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> runtime =
-          getHalideRuntime(module->getContext(), cache, warnings);
-      if (!runtime)
-        return runtime.takeError();
-      result.supportObject = std::move(*runtime);
-    }
+    if (halide)
+      if (llvm::Error error = attachHalideRuntime(
+              result, module->getContext(), cache, warnings))
+        return std::move(error);
     result.stats.cacheHit = true;
     result.stats.warnings = std::move(warnings);
     result.stats.loadSeconds = secondsSince(start);
@@ -181,13 +191,10 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   start = std::chrono::steady_clock::now();
   slot.store(result->object->getBuffer(), result->flags, remarks.serialize(),
              warnings);
-  if (halide) {
-    llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> runtime =
-        getHalideRuntime(module->getContext(), cache, warnings);
-    if (!runtime)
-      return runtime.takeError();
-    result->supportObject = std::move(*runtime);
-  }
+  if (halide)
+    if (llvm::Error error = attachHalideRuntime(
+            *result, module->getContext(), cache, warnings))
+      return std::move(error);
   result->stats.loadSeconds += lookupSeconds + secondsSince(start);
   warnings.insert(warnings.end(), result->stats.warnings.begin(),
                   result->stats.warnings.end());

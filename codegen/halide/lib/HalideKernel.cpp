@@ -200,11 +200,11 @@ std::vector<std::string> attn::describeHalideRuntime() {
 
 std::vector<std::string>
 attn::describeHalideCompile(const HalideScheduleOptions &options) {
-  std::vector<std::string> fields{
-      "halide=" ATTN_HALIDE_LIBRARY,
-      "halide-target=" + getTarget().to_string(),
-      "scheduler=" + options.scheduler,
-      "parallelism=" + std::to_string(getParallelism(options))};
+  // The runtime's fields first: a kernel and the runtime it links against
+  // share them.
+  std::vector<std::string> fields = describeHalideRuntime();
+  fields.push_back("scheduler=" + options.scheduler);
+  fields.push_back("parallelism=" + std::to_string(getParallelism(options)));
   std::string estimates = "estimates=";
   for (int64_t size : options.dimEstimates)
     estimates += std::to_string(size) + ",";
