@@ -1,11 +1,11 @@
-//===- HalideEntry.h - Calling a Halide kernel object -------------*- C++ -*-===//
+//===- HalideEntry.h - Calling a Halide kernel object ------------*- C++ -*-===//
 //
 // A Halide kernel object exports `<kernel>_argv(void **args)`: one pointer
 // per argument, in the kernel's order (dims as int32, inputs as
 // halide_buffer_t, params as their scalar type), then the outputs. It is
 // linked beside Halide's runtime object (thread pool, error handler; one
-// instance per loaded kernel), which this binds too. Only HalideRuntime.h is needed here: a process that runs
-// Halide kernels does not need libHalide.
+// instance per loaded kernel), which this binds too. Only HalideRuntime.h is
+// needed here: a process that runs Halide kernels does not need libHalide.
 //
 //===----------------------------------------------------------------------===//
 
