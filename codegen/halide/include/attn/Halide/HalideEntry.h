@@ -1,4 +1,4 @@
-//===- HalideEntry.h - Calling a Halide kernel object ------------*- C++ -*-===//
+//===- HalideEntry.h - Calling a Halide kernel object -----------*- C++ -*-===//
 //
 // A Halide kernel object exports `<kernel>_argv(void **args)`: one pointer
 // per argument, in the kernel's order (dims as int32, inputs as
