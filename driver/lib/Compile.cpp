@@ -169,8 +169,8 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
     result.object = std::move(entry->payload);
     result.flags = entry->flags;
     if (halide)
-      if (llvm::Error error = attachHalideRuntime(
-              result, module->getContext(), cache, warnings))
+      if (llvm::Error error = attachHalideRuntime(result, module->getContext(),
+                                                  cache, warnings))
         return std::move(error);
     result.stats.cacheHit = true;
     result.stats.warnings = std::move(warnings);
@@ -192,8 +192,8 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   slot.store(result->object->getBuffer(), result->flags, remarks.serialize(),
              warnings);
   if (halide)
-    if (llvm::Error error = attachHalideRuntime(
-            *result, module->getContext(), cache, warnings))
+    if (llvm::Error error =
+            attachHalideRuntime(*result, module->getContext(), cache, warnings))
       return std::move(error);
   result->stats.loadSeconds += lookupSeconds + secondsSince(start);
   warnings.insert(warnings.end(), result->stats.warnings.begin(),
