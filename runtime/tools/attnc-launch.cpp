@@ -43,6 +43,9 @@ const char *kUsage = R"(usage: attnc-launch PACKAGE [options]
   --out-dir DIR          write outputs (and --save-inputs) as DIR/NAME.npy
   --save-inputs          also write the inputs to --out-dir
   --no-poison            do not fill outputs with 0xFF bytes before the run
+  --output-offset BYTES  place each output BYTES past the start of its
+                         allocation (its byte_offset), to run the paths for
+                         addresses TMA cannot take
   --warmup N --repeat N  time N launches after N warm-ups (CUDA events)
 Random floats are N(0, 1) from a fixed generator: the same seed gives the
 same inputs on every machine. bf16 arrays are stored in .npy as '<u2' bits.
@@ -290,11 +293,12 @@ void printSignature(const rt::KernelPackage &pkg, const Package &full) {
       for (int64_t b : p.tile.box)
         box += (box.empty() ? "" : ", ") + std::to_string(b);
       std::printf("  entry %s param %zu: tma %s, box [%s], swizzle %s, "
-                  "oob_fill %s, l2_promotion %s\n",
+                  "oob_fill %s, l2_promotion %s%s\n",
                   e.name.c_str(), i, p.arg.c_str(), box.c_str(),
                   std::string(tmaSwizzleName(p.tile.swizzle)).c_str(),
                   std::string(tmaOobFillName(p.tile.oobFill)).c_str(),
-                  std::string(tmaL2PromotionName(p.tile.l2Promotion)).c_str());
+                  std::string(tmaL2PromotionName(p.tile.l2Promotion)).c_str(),
+                  p.tile.optional ? ", optional" : "");
     }
     if (!e.fallback.empty())
       std::printf("  entry %s falls back to %s\n", e.name.c_str(),
@@ -315,6 +319,7 @@ int main(int argc, char **argv) {
   std::map<std::string, std::string> dimArgs, paramArgs, inputFiles;
   bool info = false, devicesOnly = false, saveInputs = false, poison = true;
   int64_t seed = 0, device = 0, warmup = 0, repeat = 0, intLo = 0, intHi = 8;
+  int64_t outputOffset = 0;
   std::string outDir, entry;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -358,6 +363,9 @@ int main(int argc, char **argv) {
     } else if (a == "--device" && value(v)) {
       if (!parseInt(v, device))
         return fail("bad --device");
+    } else if (a == "--output-offset" && value(v)) {
+      if (!parseInt(v, outputOffset) || outputOffset < 0 || outputOffset > 4096)
+        return fail("bad --output-offset (want 0 to 4096 bytes)");
     } else if (a == "--warmup" && value(v)) {
       if (!parseInt(v, warmup) || warmup < 0)
         return fail("bad --warmup");
@@ -546,14 +554,15 @@ int main(int argc, char **argv) {
     ins[i].data = inBufs[i].data();
   }
   for (size_t i = 0; i < hostOut.size(); ++i) {
-    if (Status s =
-            rt::DeviceBuffer::allocate(dev, bytesOf(hostOut[i]), outBufs[i]))
+    if (Status s = rt::DeviceBuffer::allocate(
+            dev, bytesOf(hostOut[i]) + outputOffset, outBufs[i]))
       return failStatus(s);
     if (poison)
       if (Status s = rt::fromC(attnc_device_memset(dev, outBufs[i].data(), 0xFF,
-                                                   bytesOf(hostOut[i]))))
+                                                   outBufs[i].size())))
         return failStatus(s);
     outs[i].data = outBufs[i].data();
+    outs[i].byte_offset = static_cast<uint64_t>(outputOffset);
   }
   rt::Stream stream;
   if (Status s = rt::Stream::create(dev, stream))
@@ -600,7 +609,10 @@ int main(int argc, char **argv) {
   }
 
   for (size_t i = 0; i < hostOut.size(); ++i) {
-    if (Status s = outBufs[i].download(hostOut[i].data(), bytesOf(hostOut[i])))
+    if (Status s = rt::fromC(attnc_copy_to_host(
+            dev, hostOut[i].data(),
+            static_cast<char *>(outBufs[i].data()) + outputOffset,
+            bytesOf(hostOut[i]))))
       return failStatus(s);
     // A 0xFF pattern left in an output means the kernel never wrote it.
     size_t unwritten = 0, n = static_cast<size_t>(hostOut[i].getNumElements());

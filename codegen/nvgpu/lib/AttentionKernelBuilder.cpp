@@ -514,9 +514,12 @@ void AttentionKernelEmitter::accumulateValues(ArrayRef<Value> p,
 
 /// Stores this thread's columns of accumulator row `i` times `factor` at
 /// `rowPtr` (this thread's first column) as `type`: two adjacent columns per
-/// store, 8 bytes for f32, 4 for bf16/f16.
-void AttentionKernelEmitter::storeRow(const AttentionLoopState &state, int64_t i, Value factor,
-                             Value rowPtr, Type type) {
+/// store, aligned to both unless `pairsAligned` is false (an output's base
+/// and row stride may be odd multiples of an element: the store is then
+/// split, never misaligned).
+void AttentionKernelEmitter::storeRow(const AttentionLoopState &state,
+                                      int64_t i, Value factor, Value rowPtr,
+                                      Type type, bool pairsAligned) {
   const int64_t eTiles = shape.valueDim / 8;
   auto pairType = VectorType::get({2}, f32);
   auto storedType = VectorType::get({2}, type);
@@ -528,8 +531,9 @@ void AttentionKernelEmitter::storeRow(const AttentionLoopState &state, int64_t i
                    mulf(state.acc[slot + 1], factor)});
     if (storedType != pairType)
       pair = arith::TruncFOp::create(b, loc, storedType, pair);
+    const int64_t elementBytes = type.getIntOrFloatBitWidth() / 8;
     LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, type, c32(8 * e)),
-                          type.isF32() ? 8 : 4);
+                          pairsAligned ? 2 * elementBytes : elementBytes);
   }
 }
 
@@ -565,7 +569,7 @@ void AttentionKernelEmitter::emitEpilogue(const AttentionLoopState &state) {
              gep(oBase, outputType,
                  add(mul(ext64(row), arg(FixedParam::OStrideM)),
                      ext64(mul(quadCol, c32(2))))),
-             outputType);
+             outputType, /*pairsAligned=*/false);
     if (op.getLse()) {
       auto ifWriter = scf::IfOp::create(
           b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),
@@ -614,11 +618,11 @@ void AttentionKernelEmitter::emitPartials(const AttentionLoopState &state) {
     Value lse;
     if (normalizer.hasStatistic())
       lse = normalizer.getStatistic(b, loc, rowState);
-    storeRow(state, i, factor,
-             gep(partials, f32,
-                 add(mul(row, c64(shape.valueDim)),
-                     ext64(mul(quadCol, c32(2))))),
-             f32);
+    storeRow(
+        state, i, factor,
+        gep(partials, f32,
+            add(mul(row, c64(shape.valueDim)), ext64(mul(quadCol, c32(2))))),
+        f32, /*pairsAligned=*/true);
     if (lse) {
       auto ifWriter = scf::IfOp::create(
           b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),

@@ -219,8 +219,8 @@ private:
                                 SmallVectorImpl<Value> &kept);
   void emitEpilogue(const AttentionLoopState &state);
   void emitPartials(const AttentionLoopState &state);
-  void storeRow(const AttentionLoopState &state, int64_t i, Value factor, Value rowPtr,
-                Type type);
+  void storeRow(const AttentionLoopState &state, int64_t i, Value factor,
+                Value rowPtr, Type type, bool pairsAligned);
 
   AttentionOp op;
   AttentionTileShape shape;

@@ -48,10 +48,12 @@
 // warp groups of 64; per block of 64 queries each group writes its dSᵀ to
 // shared memory, and after a barrier of the CTA each computes dQ = dS K for
 // half of D's columns over all 128 keys (both operands in shared memory),
-// stages it, scaled, in shared memory and adds it into dQ (zeroed by _pre)
-// with one bulk reduction (cp.reduce.async.bulk) per row, or atomics where
-// dQ's rows are not 16-byte aligned. The order of those additions varies
-// from run to run.
+// stages it, scaled, in shared memory (boxes of 32 columns, 128-byte
+// swizzled) and adds it into dQ (zeroed by _pre) with one TMA reduction per
+// box (cp.reduce.async.bulk.tensor, issued by one thread of the group)
+// through the kernel's tensor map of dQ, or with atomics where the runtime
+// passes an all-zero map (a dQ TMA cannot describe: a misaligned base or
+// row stride). The order of those additions varies from run to run.
 //
 //===----------------------------------------------------------------------===//
 
@@ -96,6 +98,9 @@ struct BackwardShape {
   /// The dK/dV kernel also computes dQ, adding each key block's share into
   /// dQ (addQueryGrad), and no dQ kernel is built.
   bool fusedQuery = false;
+  /// Fused: the kernels take a tensor map of dQ (GpuOptions::
+  /// queryGradTensorMap), through which the shares are added.
+  bool queryGradMap = false;
   int64_t stream() const { return streamRows; }
   /// Warps of the dK/dV kernel: two warp groups of 64 keys when fused.
   int64_t keyValueWarps() const {
@@ -130,18 +135,20 @@ struct BackwardShape {
   int64_t statisticsOffsetBytes() const {
     return 2 * (ownedElements() + 2 * stageElements() + scoreGradElements());
   }
-  /// Fused: after them, the f32 [stream, D] tile of dQ's share, rows padded
-  /// by 16 bytes (its stores from the accumulators then conflict at most
-  /// 2-way).
-  int64_t queryGradPitch() const { return headDim + 4; }
+  /// Fused: after them, dQ's f32 share [stream, D] as D / 32 boxes of 32
+  /// columns, each [stream] rows of 128 bytes in the 128-byte swizzle: the
+  /// tensor map's box (and stores from the accumulators without bank
+  /// conflicts).
+  static constexpr int64_t kQueryGradBoxColumns = kSwizzledRowBytes / 4;
+  int64_t queryGradBoxBytes() const { return stream() * kSwizzledRowBytes; }
   int64_t queryGradOffsetBytes() const {
-    return statisticsOffsetBytes() + 2 * 2 * stream() * 4;
+    return llvm::alignTo(statisticsOffsetBytes() + 2 * 2 * stream() * 4,
+                         kSwizzleAtomBytes);
   }
   int64_t sharedBytes() const {
     // With wgmma, room to align the tiles to the swizzle's atom.
-    int64_t bytes =
-        fusedQuery ? queryGradOffsetBytes() + stream() * queryGradPitch() * 4
-                   : statisticsOffsetBytes();
+    int64_t bytes = fusedQuery ? queryGradOffsetBytes() + stream() * headDim * 4
+                               : statisticsOffsetBytes();
     return bytes + (wgmma ? kSwizzleAtomBytes : 0);
   }
 };
@@ -323,8 +330,8 @@ private:
   /// keys, issued on wgmma with both operands in shared memory.
   void issueQueryGrad(MutableArrayRef<Value> dq, Value keysTile);
   /// Fused: adds scale dQ (this warp group's columns) to dQ rows m0 ... of
-  /// `head`, through a tile in shared memory: a bulk reduction per row where
-  /// dQ's rows are 16-byte aligned (queryGradAligned), else atomics.
+  /// `head`, through the boxes in shared memory: by TMA reductions where the
+  /// kernel has a map of dQ (queryGradByTensor), else by atomics.
   void addQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
   /// `eval(full)` for the tile's class: once if the class is a constant,
   /// else on both sides of a branch on it, results of `types`.
@@ -336,7 +343,8 @@ private:
                      Value rowLimit);
   /// Stores row half `r` of this thread's accumulators of a 16-row tile
   /// (`cols` columns) times `factor` as f32 pairs, from `rowPtr` (column
-  /// 2 (lane % 4) of the row) on.
+  /// 2 (lane % 4) of the row) on; 4-byte aligned (a gradient's base and row
+  /// stride may be odd multiples of 4 bytes).
   void storeRowPairs(ArrayRef<Value> acc, int64_t r, int64_t cols, Value factor,
                      Value rowPtr);
 
@@ -351,9 +359,9 @@ private:
   Value batch, blockIndex, headOrGroup, sizeM, sizeN, groupSize;
   /// The thread's warp group (i32).
   Value warpGroup;
-  /// Fused: whether dQ's base and strides keep every row 16-byte aligned,
-  /// as the bulk reductions need.
-  Value queryGradAligned;
+  /// Fused: the tensor map of dQ (or null), and whether the runtime could
+  /// make it (an all-zero map where TMA cannot describe dQ).
+  Value queryGradMap, queryGradByTensor;
   Value batchIdx, scale;
 };
 
@@ -681,7 +689,7 @@ void BackwardEmitter::storeRowPairs(ArrayRef<Value> acc, int64_t r,
         b, loc, pairType,
         ValueRange{mulf(acc[slot(j, r, 0)], factor),
                    mulf(acc[slot(j, r, 1)], factor)});
-    LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 8);
+    LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 4);
   }
 }
 
@@ -1004,76 +1012,115 @@ void BackwardEmitter::issueQueryGrad(MutableArrayRef<Value> dq,
 }
 
 void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
-  const int64_t columns = shape.headDim / 2, pitch = shape.queryGradPitch();
-  Value tile = gep(gep(smem, b.getI8Type(), c32(shape.queryGradOffsetBytes())),
-                   f32, c32(0));
-  // The accumulators, times the scale, as pairs of adjacent columns.
+  const int64_t columns = shape.headDim / 2;
+  const int64_t boxColumns = BackwardShape::kQueryGradBoxColumns;
+  const int64_t boxBytes = shape.queryGradBoxBytes();
+  const int64_t groupBoxes = columns / boxColumns;
+  Value tile = gep(smem, b.getI8Type(), c32(shape.queryGradOffsetBytes()));
+  // The accumulators, times the scale: row 16 (warp % 4) + g (+ 8) holds
+  // the group's columns 8 j + 2 c4 (+ 1), 32-bit word 2 (c4 % 2) (+ 1) of
+  // 16-byte unit 2 (j % 4) + c4 / 2 of box j / 4, which the swizzle moves
+  // to unit 2 (j % 4) ^ (c4 / 2 ^ g). Addresses from values of this point
+  // of the loop, as addressInLoop's.
   Value warpRow = mul(arith::RemUIOp::create(b, loc, warp, c32(4)), c32(16));
-  Value firstColumn = add(mul(warpGroup, c32(columns)), mul(quadCol, c32(2)));
+  Value swizzle =
+      fenceOperands(b, loc,
+                    {arith::XOrIOp::create(
+                        b, loc, arith::DivUIOp::create(b, loc, quadCol, c32(2)),
+                        quadRow)})
+          .front();
+  auto pairType = VectorType::get({2}, f32);
   for (int64_t r = 0; r < 2; ++r) {
     Value row = add(warpRow, add(quadRow, c32(8 * r)));
-    storeRowPairs(dq, r, columns, scale,
-                  gep(tile, f32, add(mul(row, c32(pitch)), firstColumn)));
+    Value rowStart = addressInLoop(
+        gep(tile, b.getI8Type(),
+            add(mul(warpGroup, c32(groupBoxes * boxBytes)),
+                add(mul(row, c32(kSwizzledRowBytes)),
+                    mul(arith::RemUIOp::create(b, loc, quadCol, c32(2)),
+                        c32(8))))));
+    for (int64_t j = 0; j < columns / 8; ++j) {
+      Value unit = arith::XOrIOp::create(b, loc, swizzle, c32(2 * (j % 4)));
+      Value at = LLVM::IntToPtrOp::create(
+          b, loc, smem.getType(),
+          add(rowStart, add(c32((j / 4) * boxBytes), mul(unit, c32(16)))));
+      Value pair = vector::FromElementsOp::create(
+          b, loc, pairType,
+          ValueRange{mulf(dq[slot(j, r, 0)], scale),
+                     mulf(dq[slot(j, r, 1)], scale)});
+      LLVM::StoreOp::create(b, loc, pair, at, 8);
+    }
   }
   // Each warp group adds its own columns, once its warps have written them
-  // (the bulk copies read them through the async proxy): the other group
-  // goes on meanwhile.
+  // (TMA reads them through the async proxy): the other group goes on
+  // meanwhile.
   asyncProxyFence();
   NVVM::BarrierOp::create(b, loc, Type(), add(warpGroup, c32(1)),
                           c32(2 * kWarpGroupRows), NVVM::BarrierReductionAttr(),
                           Value());
-  Value local = arith::RemUIOp::create(b, loc, tid, c32(kWarpGroupRows * 2));
-  Value groupColumn = mul(warpGroup, c32(columns));
-  Value headBase =
-      gep(arg(FixedParam::DQ), f32,
-          rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH, head));
-  auto ifBulk = scf::IfOp::create(b, loc, queryGradAligned,
-                                  /*withElseRegion=*/true);
+  // The thread's index in its group as a value of this point of the loop:
+  // what is derived from it is not held through the loop.
+  Value local = fenceOperands(b, loc,
+                              {arith::RemUIOp::create(b, loc, tid,
+                                                      c32(kWarpGroupRows * 2))})
+                    .front();
+  Value firstBox = mul(warpGroup, c32(groupBoxes));
   OpBuilder::InsertionGuard insertion(b);
-  {
-    // The group's thread t < stream adds its columns of row t with one bulk
-    // reduction.
-    b.setInsertionPointToStart(ifBulk.thenBlock());
-    Value row = add(m0, local);
-    auto ifRow = scf::IfOp::create(
-        b, loc,
-        arith::AndIOp::create(
-            b, loc, cmpi(arith::CmpIPredicate::ult, local, c32(shape.stream())),
-            cmpi(arith::CmpIPredicate::slt, row, sizeM)),
-        /*withElseRegion=*/false);
-    b.setInsertionPointToStart(ifRow.thenBlock());
-    bulkReduceAdd(gep(headBase, f32,
-                      add(mul(ext64(row), arg(FixedParam::DQStrideM)),
-                          ext64(groupColumn))),
-                  sharedAddressOf(
-                      gep(tile, f32, add(mul(local, c32(pitch)), groupColumn))),
-                  4 * columns);
+  if (shape.queryGradMap) {
+    // The group's first thread adds its boxes with TMA; rows past M are
+    // left out by it.
+    auto ifTensor = scf::IfOp::create(b, loc, queryGradByTensor,
+                                      /*withElseRegion=*/true);
+    b.setInsertionPointToStart(ifTensor.thenBlock());
+    auto ifFirst =
+        scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::eq, local, c32(0)),
+                          /*withElseRegion=*/false);
+    b.setInsertionPointToStart(ifFirst.thenBlock());
+    for (int64_t box = 0; box < groupBoxes; ++box) {
+      Value index = add(firstBox, c32(box));
+      reduceAddBox(
+          queryGradMap,
+          sharedAddressOf(gep(tile, b.getI8Type(), mul(index, c32(boxBytes)))),
+          {mul(index, c32(boxColumns)), m0, head, batch});
+    }
     bulkCommit();
+    b.setInsertionPointToStart(ifTensor.elseBlock());
   }
   // Otherwise the group's thread t adds column t % columns of rows
   // t / columns, t / columns + 128 / columns, ... with atomics: each warp's
   // cover 32 adjacent elements of a row.
-  b.setInsertionPointToStart(ifBulk.elseBlock());
   const int64_t rowsPerPass = 2 * kWarpGroupRows / columns;
-  Value column =
-      add(groupColumn, arith::RemUIOp::create(b, loc, local, c32(columns)));
+  Value groupColumn = arith::RemUIOp::create(b, loc, local, c32(columns));
+  Value column = add(mul(warpGroup, c32(columns)), groupColumn);
   Value firstRow = arith::DivUIOp::create(b, loc, local, c32(columns));
-  Value source = gep(tile, f32, add(mul(firstRow, c32(pitch)), column));
+  Value headBase =
+      gep(arg(FixedParam::DQ), f32,
+          rowOffset(FixedParam::DQStrideB, FixedParam::DQStrideH, head));
   Value row0 = add(m0, firstRow);
   Value dest =
       gep(headBase, f32,
           add(mul(ext64(row0), arg(FixedParam::DQStrideM)), ext64(column)));
   Value step = mul(arg(FixedParam::DQStrideM), c64(rowsPerPass));
+  // Column c of row r in the boxes: word c % 4 of unit (c % 32) / 4 ^ r % 8
+  // of row r of box c / 32.
+  Value within = arith::RemUIOp::create(b, loc, column, c32(boxColumns));
+  Value columnStart =
+      add(mul(arith::DivUIOp::create(b, loc, column, c32(boxColumns)),
+              c32(boxBytes)),
+          mul(arith::RemUIOp::create(b, loc, within, c32(4)), c32(4)));
+  Value columnUnit = arith::DivUIOp::create(b, loc, within, c32(4));
   for (int64_t pass = 0; pass * rowsPerPass < shape.stream(); ++pass) {
-    auto ifRow =
-        scf::IfOp::create(b, loc,
-                          cmpi(arith::CmpIPredicate::slt,
-                               add(row0, c32(pass * rowsPerPass)), sizeM),
-                          /*withElseRegion=*/false);
+    Value row = add(firstRow, c32(pass * rowsPerPass));
+    auto ifRow = scf::IfOp::create(
+        b, loc, cmpi(arith::CmpIPredicate::slt, add(m0, row), sizeM),
+        /*withElseRegion=*/false);
     OpBuilder::InsertionGuard inner(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    Value value = LLVM::LoadOp::create(
-        b, loc, f32, gep(source, f32, c32(pass * rowsPerPass * pitch)), 4);
+    Value unit = arith::XOrIOp::create(
+        b, loc, columnUnit, arith::RemUIOp::create(b, loc, row, c32(8)));
+    Value source = gep(tile, b.getI8Type(),
+                       add(columnStart, add(mul(row, c32(kSwizzledRowBytes)),
+                                            mul(unit, c32(16)))));
+    Value value = LLVM::LoadOp::create(b, loc, f32, source, 4);
     LLVM::AtomicRMWOp::create(b, loc, LLVM::AtomicBinOp::fadd,
                               gep(dest, f32, mul(step, c64(pass))), value,
                               LLVM::AtomicOrdering::monotonic);
@@ -1108,14 +1155,16 @@ void BackwardEmitter::emitKeyValue() {
   const int64_t dTiles = shape.headDim / 8, eTiles = shape.valueDim / 8;
   Value group = headOrGroup;
   Value n0 = mul(blockIndex, c32(rows));
-  if (shape.fusedQuery) {
-    Value bits = LLVM::PtrToIntOp::create(b, loc, i64, arg(FixedParam::DQ));
-    for (FixedParam stride :
-         {FixedParam::DQStrideB, FixedParam::DQStrideH, FixedParam::DQStrideM})
-      bits = arith::OrIOp::create(b, loc, bits, mul(arg(stride), c64(4)));
-    queryGradAligned =
-        cmpi(arith::CmpIPredicate::eq,
-             arith::AndIOp::create(b, loc, bits, c64(15)), c64(0));
+  if (shape.fusedQuery && shape.queryGradMap) {
+    // The runtime passes an all-zero map where TMA cannot describe dQ.
+    queryGradMap = args[kNumFixedParams];
+    Value bits = c64(0);
+    for (int64_t word = 0; word < 16; ++word)
+      bits = arith::OrIOp::create(
+          b, loc, bits,
+          LLVM::LoadOp::create(b, loc, i64, gep(queryGradMap, i64, c32(word)),
+                               8));
+    queryGradByTensor = cmpi(arith::CmpIPredicate::ne, bits, c64(0));
   }
   Value nLast = sub(minsi(add(n0, c32(rows)), sizeN), c32(1));
 
@@ -1263,10 +1312,11 @@ void BackwardEmitter::emitKeyValue() {
             // dQ's product reads both warp groups' dSᵀ. dV and dK run
             // while the CTA waits for it; they complete first, so that P's
             // and dS's registers are free for dQ's accumulators.
-            // The last block's bulk reductions have read the dQ tile before
-            // this barrier; it is written after it.
+            // The last block's tensor reductions (or atomics) have read the
+            // dQ boxes before this barrier; they are written after it.
             asyncProxyFence();
-            bulkWait(/*readOnly=*/true);
+            if (shape.queryGradMap)
+              bulkWait(/*readOnly=*/true);
             gpu::BarrierOp::create(b, loc);
             completeWgmma({dV, dK});
             SmallVector<Value> dq = freshAccumulators(shape.headDim / 4);
@@ -1286,8 +1336,8 @@ void BackwardEmitter::emitKeyValue() {
         scf::YieldOp::create(b, loc,
                              emitStreamLoop(queries, classOf, carried, body));
       });
-  // The bulk reductions complete before the CTA exits.
-  if (shape.fusedQuery)
+  // The tensor reductions complete before the CTA exits.
+  if (shape.queryGradMap)
     bulkWait(/*readOnly=*/false);
   SmallVector<Value> finalGrads(heads.getResults());
   ArrayRef<Value> dK(finalGrads.data(), 4 * dTiles);
@@ -1630,7 +1680,7 @@ LogicalResult mlir::attn::checkGpuBackwardSupport(AttentionBackwardOp op) {
 FailureOr<gpu::GPUModuleOp>
 mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
                                    StringRef moduleName, StringRef kernelPrefix,
-                                   bool wgmma, bool deterministic,
+                                   const GpuOptions &options,
                                    GpuBackwardKernels &kernels) {
   if (failed(checkGpuBackwardSupport(op)))
     return failure();
@@ -1638,16 +1688,20 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
   auto value = cast<RankedTensorType>(op.getValue().getType());
   BackwardShape shape{query.getDimSize(3), value.getDimSize(3), 0};
   // The swizzled layout holds 64-column chunks.
-  shape.wgmma = wgmma && shape.headDim % 64 == 0 && shape.valueDim % 64 == 0;
+  shape.wgmma = options.usesWgmma() && shape.headDim % 64 == 0 &&
+                shape.valueDim % 64 == 0;
   shape.lowPartTile = shape.wgmma && backwardSplitsOutputGrad(op);
   // dQ from the dK/dV kernel, unless asked for the same bits on every run
   // or the dQ kernel's row sums are needed (grad_reads); 64 queries per
   // block keep dQ's product on whole wgmma rows.
-  shape.fusedQuery = shape.wgmma && !deterministic && op.getGradReads().empty();
+  shape.fusedQuery =
+      shape.wgmma && !options.deterministic && op.getGradReads().empty();
+  shape.queryGradMap = shape.fusedQuery && options.queryGradTensorMap;
   shape.streamRows = shape.fusedQuery ? 64 : chooseStreamRows(op);
   Type elementType = query.getElementType();
   KernelModuleBuilder module(builder, op, kernels.signature);
-  FailureOr<gpu::GPUModuleOp> gpuModule = module.create(moduleName);
+  FailureOr<gpu::GPUModuleOp> gpuModule =
+      module.create(moduleName, /*tensorMaps=*/shape.queryGradMap ? 1 : 0);
   if (failed(gpuModule))
     return failure();
   kernels.preprocessName = (kernelPrefix + "_pre").str();
@@ -1659,6 +1713,10 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
   kernels.preprocessThreads = kernels.queryThreads = 32 * kBackwardWarps;
   kernels.keyValueThreads = 32 * shape.keyValueWarps();
   kernels.keyValueSharedBytes = kernels.querySharedBytes = shape.sharedBytes();
+  if (shape.queryGradMap) {
+    kernels.queryGradBoxRows = shape.stream();
+    kernels.queryGradBoxColumns = BackwardShape::kQueryGradBoxColumns;
+  }
   auto add = [&](StringRef name, int64_t threads,
                  void (BackwardEmitter::*emit)()) {
     return module.addRegionKernel(

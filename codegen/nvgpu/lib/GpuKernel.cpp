@@ -262,9 +262,9 @@ mlir::attn::compileAttentionBackwardForGpu(AttentionBackwardOp op,
   GpuCompilation compilation(op);
   OwningOpRef<ModuleOp> container = compilation.makeContainer();
   GpuBackwardKernels kernels;
-  if (failed(buildBackwardGpuModule(
-          compilation.getBuilder(), op, "attn_gpu_bwd", "attn_bwd",
-          options.usesWgmma(), options.deterministic, kernels)))
+  if (failed(buildBackwardGpuModule(compilation.getBuilder(), op,
+                                    "attn_gpu_bwd", "attn_bwd", options,
+                                    kernels)))
     return compilation.fail("the backward kernels");
   std::vector<GpuPrologueKernel> epilogueKernels;
   llvm::Expected<OwningOpRef<ModuleOp>> epilogueContainer =

@@ -414,6 +414,14 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   auto v = mapOperandAxes(attention.getValue(), kernel, "V");
   if (!v)
     return v.takeError();
+  // Whether an operand is a whole input, its axes in order (what a tensor
+  // map of the input describes).
+  auto isWholeInput = [&](const llvm::SmallVector<OperandAxis> &axes) {
+    for (auto [i, a] : llvm::enumerate(axes))
+      if (a.input != axes[0].input || a.axis != static_cast<int64_t>(i))
+        return false;
+    return declared->inputs[axes[0].input].axes.size() == axes.size();
+  };
   std::vector<EinsumOp> prologueEinsums =
       mlir::attn::getPrologueEinsums(attention);
   auto buffers = PrologueBuffer::describe(prologueEinsums, kernel);
@@ -477,6 +485,10 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     // recomputes from stays the mma.sync kernel (gpuOptions.wgmma).
     GpuOptions backwardOptions = gpuOptions;
     backwardOptions.wgmma = options.wgmma;
+    // dQ as the output it is, [B, H, M, D]: a tensor map describes it.
+    backwardOptions.queryGradTensorMap =
+        isWholeInput(*q) &&
+        declared->outputs[gradOutputs[0]].axes.size() == q->size();
     llvm::Expected<mlir::attn::GpuBackwardKernels> kernels =
         mlir::attn::compileAttentionBackwardForGpu(backward, backwardOptions);
     if (!kernels)
@@ -1004,12 +1016,6 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   // tensor map describes a whole input): it runs in the mma.sync kernel's
   // place, under its condition, and that kernel in its own place for
   // tensors TMA cannot load.
-  auto isWholeInput = [&](const llvm::SmallVector<OperandAxis> &axes) {
-    for (auto [i, a] : llvm::enumerate(axes))
-      if (a.input != axes[0].input || a.axis != static_cast<int64_t>(i))
-        return false;
-    return declared->inputs[axes[0].input].axes.size() == axes.size();
-  };
   bool addsWgmma = false;
   if (const auto &wgmma = artifact->wgmma;
       wgmma && isWholeInput(*q) && isWholeInput(*k) && isWholeInput(*v)) {
@@ -1076,6 +1082,23 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       backwardEntry.block[0] = threads;
       backwardEntry.sharedBytes = sharedBytes;
       backwardEntry.params = fixedSlots;
+      // The kernels' tensor map of dQ (GpuOptions::queryGradTensorMap):
+      // all zeros where TMA cannot describe it, and the kernel adds its
+      // shares with atomics instead.
+      for (const mlir::attn::GpuKernelParam &param :
+           backwardKernels->signature.params) {
+        if (param.kind != mlir::attn::GpuKernelParam::Kind::TensorMap)
+          continue;
+        ParamSlot slot;
+        slot.kind = ParamSlot::Kind::Tma;
+        slot.arg = outputName(gradOutputs[0]);
+        slot.type = SlotType::TensorMap;
+        slot.tile.box = {1, 1, backwardKernels->queryGradBoxRows,
+                         backwardKernels->queryGradBoxColumns};
+        slot.tile.swizzle = TmaSwizzle::B128;
+        slot.tile.optional = true;
+        backwardEntry.params.push_back(slot);
+      }
       if (llvm::Error error = appendCaptureSlots(backwardKernels->signature,
                                                  backwardEntry.params))
         return error;

@@ -175,24 +175,46 @@ void WgmmaTileBuilder::waitBarrier(Value address, Value parity) {
           "r,r");
 }
 
+/// The TMA instruction "cp{.reduce}.async.bulk.tensor.Nd.`modifiers`" on the
+/// box of `map` at `coordinates`, as inline asm: "[map, {c0, ...}]" between
+/// `before` (the operand ahead of it, or none) and `after`, shared
+/// addresses both.
+static void emitBoxInstruction(OpBuilder &b, Location loc, bool reduce,
+                               StringRef modifiers, Value before, Value map,
+                               ArrayRef<Value> coordinates, Value after) {
+  std::string text = std::string(reduce ? "cp.reduce" : "cp") +
+                     ".async.bulk.tensor." +
+                     std::to_string(coordinates.size()) + "d." +
+                     modifiers.str() + (before ? " [$0]," : "");
+  SmallVector<Value> operands;
+  std::string constraints;
+  auto operand = [&](Value value, StringRef constraint) {
+    text += "$" + std::to_string(operands.size());
+    operands.push_back(value);
+    constraints += (constraints.empty() ? "" : ",") + constraint.str();
+  };
+  if (before) {
+    operands.push_back(before);
+    constraints = "r";
+  }
+  text += " [";
+  operand(map, "l");
+  text += ", {";
+  for (auto [i, coordinate] : llvm::enumerate(coordinates)) {
+    text += i ? ", " : "";
+    operand(coordinate, "r");
+  }
+  text += "}], [";
+  operand(after, "r");
+  text += "];";
+  emitAsm(b, loc, {}, operands, text, constraints);
+}
+
 void WgmmaTileBuilder::loadBox(Value map, Value dst,
                                ArrayRef<Value> coordinates, Value barrier) {
-  std::string text = "cp.async.bulk.tensor." +
-                     std::to_string(coordinates.size()) +
-                     "d.shared::cluster.global.mbarrier::complete_tx::bytes "
-                     "[$0], [$1, {";
-  SmallVector<Value> operands = {dst, map};
-  std::string constraints = "r,l";
-  for (size_t i = 0; i < coordinates.size(); ++i) {
-    text += "$" + std::to_string(2 + i) +
-            (i + 1 < coordinates.size() ? ", " : "}], ");
-    operands.push_back(coordinates[i]);
-    constraints += ",r";
-  }
-  text += "[$" + std::to_string(2 + coordinates.size()) + "];";
-  operands.push_back(barrier);
-  constraints += ",r";
-  emitAsm(b, loc, {}, operands, text, constraints);
+  emitBoxInstruction(b, loc, /*reduce=*/false,
+                     "shared::cluster.global.mbarrier::complete_tx::bytes", dst,
+                     map, coordinates, barrier);
 }
 
 void WgmmaTileBuilder::setMaxRegisters(int64_t count, bool increase) {
@@ -202,12 +224,11 @@ void WgmmaTileBuilder::setMaxRegisters(int64_t count, bool increase) {
           "");
 }
 
-void WgmmaTileBuilder::bulkReduceAdd(Value dest, Value source, int64_t bytes) {
-  emitAsm(b, loc, {}, {dest, source},
-          "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [$0], "
-          "[$1], " +
-              std::to_string(bytes) + ";",
-          "l,r");
+void WgmmaTileBuilder::reduceAddBox(Value map, Value source,
+                                    ArrayRef<Value> coordinates) {
+  emitBoxInstruction(b, loc, /*reduce=*/true,
+                     "global.shared::cta.add.bulk_group", Value(), map,
+                     coordinates, source);
 }
 
 void WgmmaTileBuilder::bulkCommit() {

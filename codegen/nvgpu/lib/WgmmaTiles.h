@@ -85,10 +85,11 @@ protected:
   void loadBox(Value map, Value dst, ArrayRef<Value> coordinates,
                Value barrier);
   void setMaxRegisters(int64_t count, bool increase);
-  /// Adds the f32 values of `bytes` bytes at shared address `source` (i32,
-  /// 16-byte aligned) into global memory at `dest` (16-byte aligned) with
-  /// the bulk-copy engine, in this thread's current bulk group.
-  void bulkReduceAdd(Value dest, Value source, int64_t bytes);
+  /// Adds the box at shared address `source` (laid out as tensor map `map`
+  /// arranges it) into the map's tensor at coordinates (innermost first)
+  /// with TMA, in this thread's current bulk group; elements outside the
+  /// tensor are left out.
+  void reduceAddBox(Value map, Value source, ArrayRef<Value> coordinates);
   /// Closes this thread's bulk group issued since the last commit.
   void bulkCommit();
   /// Waits until this thread's bulk groups have read their sources (and,

@@ -420,24 +420,39 @@ void *tensorAddress(const attnc_plan_t &plan, void *const *data, size_t t) {
   return static_cast<char *>(data[t]) + plan.tensors[t].byteOffset;
 }
 
+/// Whether Tma slot `slot` of entry `e` may get an all-zero map.
+bool isOptionalMap(const attnc_plan_t &plan, size_t e,
+                   const attnc_plan_t::MapSlot &slot) {
+  return plan.pkg->pkg.manifest.entries[e].params[slot.slot].tile.optional;
+}
+
 /// Puts the tensor maps of entry `e` for a launch with `data` into `maps`:
 /// the ones the plan encoded last where the address is the same, else
-/// encoded now by the driver.
+/// encoded now by the driver. An optional map the driver cannot make (no
+/// TMA, a misaligned address, a refusal) is all zeros.
 Status encodeTensorMaps(attnc_plan_t &plan, size_t e, void *const *data,
                         const Driver &d, std::vector<CUtensorMap> &maps) {
-  if (!d.cuTensorMapEncodeTiled)
-    return Status(ATTNC_ERROR_CUDA, "the CUDA driver has no "
-                                    "cuTensorMapEncodeTiled (TMA needs a "
-                                    "CUDA 12 driver)");
   const PackageManifest &m = plan.pkg->pkg.manifest;
   std::lock_guard<std::mutex> lock(plan.mapMutex);
   for (attnc_plan_t::MapSlot &slot : plan.mapSlots[e]) {
     void *address = tensorAddress(plan, data, slot.tensor);
+    const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
     if (!slot.cached || slot.cachedFor != address) {
       slot.cached = false;
-      if (Status s = encodeTensorMap(d, m.args[plan.tensors[slot.tensor].arg],
-                                     slot.layout, address, slot.cachedMap))
-        return s;
+      Status s = d.cuTensorMapEncodeTiled
+                     ? Status::ok()
+                     : Status(ATTNC_ERROR_CUDA,
+                              "the CUDA driver has no cuTensorMapEncodeTiled "
+                              "(TMA needs a CUDA 12 driver)");
+      if (s.isOk() && !slot.layout.empty)
+        s = checkTensorMapAddress(arg, address);
+      if (s.isOk())
+        s = encodeTensorMap(d, arg, slot.layout, address, slot.cachedMap);
+      if (!s.isOk()) {
+        if (!isOptionalMap(plan, e, slot))
+          return s;
+        slot.cachedMap = CUtensorMap();
+      }
       slot.cached = true;
       slot.cachedFor = address;
     }
@@ -467,7 +482,7 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   for (const attnc_plan_t::Step &step : plan.steps) {
     size_t e = step.entry;
     for (const attnc_plan_t::MapSlot &slot : plan.mapSlots[e]) {
-      if (slot.layout.empty)
+      if (slot.layout.empty || isOptionalMap(plan, e, slot))
         continue;
       const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
       if (Status s = checkTensorMapAddress(

@@ -152,12 +152,17 @@ Status tensorMapLayouts(const Package &pkg, size_t e,
     const ArgSpec &arg = pkg.manifest.args[static_cast<size_t>(a)];
     const attnc_tensor &t = *tensorOf[static_cast<size_t>(a)];
     TensorMapLayout layout;
-    if (Status s = tensorMapLayout(arg, p, t, layout))
-      return s.withContext("entry '" + entry.name + "'");
-    if (checkAddresses && !layout.empty)
-      if (Status s = checkTensorMapAddress(
-              arg, static_cast<const char *>(t.data) + t.byte_offset))
+    Status s = tensorMapLayout(arg, p, t, layout);
+    if (s.isOk() && checkAddresses && !layout.empty)
+      s = checkTensorMapAddress(arg, static_cast<const char *>(t.data) +
+                                         t.byte_offset);
+    if (!s.isOk()) {
+      if (!p.tile.optional)
         return s.withContext("entry '" + entry.name + "'");
+      // The kernel does without the map: all zeros, no driver call.
+      layout = TensorMapLayout();
+      layout.empty = true;
+    }
     out.push_back(layout);
   }
   return Status::ok();

@@ -39,8 +39,9 @@ struct TensorMapLayout {
   int swizzle = CU_TENSOR_MAP_SWIZZLE_NONE;
   int l2Promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
   int oobFill = CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE;
-  /// The tensor has a zero extent, which the driver refuses: the kernel
-  /// loads nothing from it, so its map stays all zeros.
+  /// The map stays all zeros, without asking the driver: the tensor has a
+  /// zero extent (which the driver refuses; the kernel loads nothing from
+  /// it), or TMA cannot describe it and the slot is optional.
   bool empty = false;
 };
 
@@ -53,8 +54,10 @@ Status tensorMapLayout(const ArgSpec &arg, const ParamSlot &slot,
 
 /// The layouts of the Tma slots of entry `e`, in parameter order, for a
 /// checked launch whose argument a has the tensor tensorOf[a]; the first
-/// error names the entry. With `checkAddresses` the data addresses are
-/// checked too (a launch; a plan checks each launch's instead).
+/// error names the entry. An optional slot's tensor that TMA cannot
+/// describe gets an empty layout (an all-zero map) instead of an error. With
+/// `checkAddresses` the data addresses are checked too (a launch; a plan checks
+/// each launch's instead).
 Status tensorMapLayouts(const Package &pkg, size_t e,
                         const std::vector<const attnc_tensor *> &tensorOf,
                         bool checkAddresses, std::vector<TensorMapLayout> &out);

@@ -211,6 +211,16 @@ public:
     return Status::ok();
   }
 
+  Status boolean(const char *key, bool &out, bool required = true) {
+    const json::Value *f = field(key);
+    if (!f)
+      return required ? missing(key) : Status::ok();
+    if (!f->isBool())
+      return wrongType(key, "true or false");
+    out = f->getBool();
+    return Status::ok();
+  }
+
   Status array(const char *key, const json::Value *&out, bool required = true) {
     out = field(key);
     if (!out)
@@ -411,6 +421,8 @@ Status readSlot(const json::Value &v, const std::string &path, ParamSlot &out) {
       return invalidPackage("manifest: " + path + ".l2_promotion must be " +
                             spellingsOf(kTmaL2Promotions) + ", got '" +
                             l2Promotion + "'");
+    if (Status s = r.boolean("optional", out.tile.optional, /*required=*/false))
+      return s;
   }
   // Default slot types: pointers for ptr and workspace, i64 for integers; a
   // param's own type is resolved during validation (it needs the arg list).
@@ -622,6 +634,8 @@ std::string manifestToJson(const PackageManifest &m) {
         s.set("oob_fill", Value::string(nameIn(kTmaOobFills, p.tile.oobFill)));
         s.set("l2_promotion",
               Value::string(nameIn(kTmaL2Promotions, p.tile.l2Promotion)));
+        if (p.tile.optional)
+          s.set("optional", Value::boolean(true));
       }
       if (p.kind != ParamSlot::Kind::Ptr &&
           p.kind != ParamSlot::Kind::Workspace &&

@@ -820,6 +820,47 @@ TEST_F(FakeCudaTmaTest, EmptyTensorsGetZeroMaps) {
   EXPECT_EQ(mapOf(0, 0).magic, kFakeTensorMapMagic);
 }
 
+TEST_F(FakeCudaTmaTest, OptionalMapsAreZerosWhereTmaCannotDescribe) {
+  // fwd's map of Q is optional: for a Q that TMA cannot describe, fwd runs
+  // (not its fallback) with an all-zero map, at launch and in a plan, for a
+  // layout and for a data address alike; K's map is made as ever.
+  PackageManifest m = tmaManifest();
+  m.entries[0].params[0].tile.optional = true;
+  load(m);
+  auto isZero = [](const FakeTensorMap &map) {
+    const char *bytes = reinterpret_cast<const char *>(&map);
+    return std::all_of(bytes, bytes + sizeof(map),
+                       [](char byte) { return byte == 0; });
+  };
+  for (bool misaligned : {false, true}) {
+    SCOPED_TRACE(misaligned ? "misaligned address" : "unaligned strides");
+    qStrides = misaligned ? std::vector<int64_t>() : paddedRows;
+    qOffset = misaligned ? 8 : 0;
+    fake().reset(0);
+    ASSERT_EQ(checkArgs(), ATTNC_OK) << attnc_last_error();
+    ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+    attnc_plan plan = nullptr;
+    ASSERT_EQ(makePlan(plan), ATTNC_OK) << attnc_last_error();
+    void *inputs[] = {a.data(), b.data()}, *outputs[] = {c.data()};
+    ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
+              ATTNC_OK)
+        << attnc_last_error();
+    attnc_plan_free(plan);
+    EXPECT_EQ(launched(), (std::vector<std::string>{"tma_fwd", "tma_finish",
+                                                    "tma_fwd", "tma_finish"}));
+    for (int i : {0, 2}) {
+      EXPECT_TRUE(isZero(mapOf(i, 0)));
+      EXPECT_EQ(mapOf(i, 1).magic, kFakeTensorMapMagic);
+    }
+  }
+  // A Q TMA can describe gets its map.
+  qStrides.clear();
+  qOffset = 0;
+  fake().reset(0);
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(mapOf(0, 0).magic, kFakeTensorMapMagic);
+}
+
 TEST_F(FakeCudaTest, MemoryAndEvents) {
   std::vector<float> in(3000), out(3000, 0.f);
   for (size_t i = 0; i < in.size(); ++i)

@@ -292,6 +292,26 @@ TEST(PackageTest, TmaSlotsAndFallbacksRoundTrip) {
   ASSERT_FALSE(readPackage(written, reread));
   EXPECT_EQ(manifestToJson(reread.manifest), manifestToJson(other.manifest));
 
+  // An optional map is written as such, and read back; others leave the key
+  // out.
+  Package optional;
+  s = readPackage(mutatedTma("\"l2_promotion\": \"128B\"",
+                             "\"l2_promotion\": \"128B\", \"optional\": true"),
+                  optional);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_TRUE(optional.manifest.entries[0].params[0].tile.optional);
+  EXPECT_FALSE(optional.manifest.entries[0].params[1].tile.optional);
+  EXPECT_NE(manifestToJson(optional.manifest).find("\"optional\": true"),
+            std::string::npos);
+  EXPECT_EQ(json.find("\"optional\""), std::string::npos);
+  s = readPackage(mutatedTma("\"l2_promotion\": \"128B\"",
+                             "\"l2_promotion\": \"128B\", \"optional\": 1"),
+                  optional);
+  ASSERT_TRUE(s);
+  EXPECT_NE(s.getMessage().find(".optional must be true or false"),
+            std::string::npos)
+      << s.getMessage();
+
   // Without fallbacks the key is left out.
   EXPECT_EQ(manifestToJson(attentionManifest()).find("\"fallback\""),
             std::string::npos);

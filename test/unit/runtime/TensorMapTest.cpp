@@ -184,4 +184,39 @@ TEST_F(TensorMapTest, AddressesAndEntries) {
                             "aligned address; data + byte_offset is 0x10008");
 }
 
+TEST_F(TensorMapTest, OptionalMapsThatCannotBeMadeAreZeros) {
+  // The kernel of an optional slot does without a map TMA cannot make: its
+  // layout is empty (all zeros, no driver call) instead of an error.
+  for (ParamSlot &slot : pkg.manifest.entries[0].params)
+    if (slot.kind == ParamSlot::Kind::Tma && slot.arg == "K")
+      slot.tile.optional = true;
+  std::vector<int64_t> k = {2, 16, 500, 64};
+  attnc_tensor tq = bf16Tensor(shape), tk = bf16Tensor(k),
+               to = bf16Tensor(shape);
+  std::vector<const attnc_tensor *> tensorOf = {&tq, &tk, &to};
+  std::vector<TensorMapLayout> layouts;
+  ASSERT_FALSE(tensorMapLayouts(pkg, 0, tensorOf, true, layouts));
+  ASSERT_EQ(layouts.size(), 2u);
+  EXPECT_FALSE(layouts[1].empty);
+
+  std::vector<int64_t> padded = {16 * 500 * 67, 500 * 67, 67, 1};
+  tk.strides = padded.data();
+  Status s = tensorMapLayouts(pkg, 0, tensorOf, true, layouts);
+  ASSERT_FALSE(s) << s.getMessage();
+  ASSERT_EQ(layouts.size(), 2u);
+  EXPECT_FALSE(layouts[0].empty);
+  EXPECT_TRUE(layouts[1].empty);
+  tk.strides = nullptr;
+  tk.byte_offset = 4;
+  ASSERT_FALSE(tensorMapLayouts(pkg, 0, tensorOf, true, layouts));
+  EXPECT_TRUE(layouts[1].empty);
+
+  // A required map still fails the entry.
+  tq.byte_offset = 4;
+  s = tensorMapLayouts(pkg, 0, tensorOf, true, layouts);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s.getMessage(), "entry 'fwd': argument 'Q': TMA needs a 16-byte "
+                            "aligned address; data + byte_offset is 0x10004");
+}
+
 } // namespace

@@ -87,6 +87,10 @@ struct TmaTile {
   TmaSwizzle swizzle = TmaSwizzle::None;
   TmaOobFill oobFill = TmaOobFill::Zero;
   TmaL2Promotion l2Promotion = TmaL2Promotion::B128;
+  /// Where TMA cannot describe the launch's tensor, the kernel gets an
+  /// all-zero map (and does without it) instead of the entry's fallback or
+  /// an error.
+  bool optional = false;
 };
 
 /// What one kernel parameter is, in the order of the PTX .entry's params.

@@ -66,6 +66,11 @@ struct GpuOptions {
   /// Backward kernels that give the same bits on every run: no atomics
   /// (on sm_90a, dQ from a kernel of its own).
   bool deterministic = false;
+  /// dQ is a whole output of the package, [B, H, M, D] in that order: the
+  /// sm_90a dK/dV kernel that computes dQ adds its shares through a tensor
+  /// map of it (the kernel's one TensorMap parameter), all zeros where TMA
+  /// cannot describe the launch's dQ (atomics then).
+  bool queryGradTensorMap = false;
 
   /// Whether the kernels take wgmma: asked for, on a chip that has it.
   bool usesWgmma() const { return wgmma && chip == "sm_90a"; }
@@ -320,9 +325,9 @@ struct GpuKernelArtifact {
 ///  - `queryName`, grid [ceil(M / queryBlock), H, B]: dQ of one query block
 ///    over its live key blocks. Empty where `keyValueName` computes dQ too
 ///    (sm_90a, see buildBackwardGpuModule): `preprocessName` zeroes dQ and
-///    each key block adds its share with f32 bulk reductions (atomics
-///    where dQ's rows are not 16-byte aligned), whose order varies from run
-///    to run.
+///    each key block adds its share with f32 tensor reductions (TMA; with
+///    GpuOptions::queryGradTensorMap and a map the driver could make) or
+///    atomics, whose order varies from run to run.
 /// When the sink logits' gradient is used, `preprocessName` also writes
 /// each row's dSink = -P_sink Delta into the DSink workspace (laid out as
 /// LSE), and the einsums after the backward that reduce it (to one
@@ -337,6 +342,9 @@ struct GpuBackwardKernels {
   int64_t queryBlock = 0, keyBlock = 0;
   int64_t preprocessThreads = 0, keyValueThreads = 0, queryThreads = 0;
   int64_t keyValueSharedBytes = 0, querySharedBytes = 0;
+  /// The box (rows, columns) of dQ's tensor map, where the signature has
+  /// one (GpuOptions::queryGradTensorMap): 128-byte swizzled f32 rows.
+  int64_t queryGradBoxRows = 0, queryGradBoxColumns = 0;
   GpuKernelSignature signature;
   /// Present when attn.einsum ops follow the backward in its block: the
   /// prologue kernels (buildPrologueGpuModule) of those einsums, each
@@ -364,14 +372,15 @@ LogicalResult checkGpuBackwardSupport(AttentionBackwardOp op);
 /// Builds, at `builder`'s insertion point, a `gpu.module` named
 /// `moduleName` holding the backward kernels of `op` (named
 /// `kernelPrefix` + "_pre", "_dkdv", "_dq") and fills `kernels`' names,
-/// shapes and signature. With `wgmma` (an sm_90a chip), the dK/dV and dQ
-/// kernels multiply on wgmma where D and E are multiples of 64, and unless
-/// `deterministic` or the op has grad_reads the dK/dV kernel also computes
-/// dQ with atomics, without a dQ kernel (`queryName` empty).
+/// shapes and signature. Where `options` use wgmma (an sm_90a chip), the
+/// dK/dV and dQ kernels multiply on wgmma where D and E are multiples of
+/// 64, and unless `options.deterministic` or the op has grad_reads the
+/// dK/dV kernel also computes dQ, adding its shares into dQ, without a dQ
+/// kernel (`queryName` empty).
 FailureOr<gpu::GPUModuleOp>
 buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
-                       StringRef moduleName, StringRef kernelPrefix, bool wgmma,
-                       bool deterministic, GpuBackwardKernels &kernels);
+                       StringRef moduleName, StringRef kernelPrefix,
+                       const GpuOptions &options, GpuBackwardKernels &kernels);
 
 /// Compiles the backward kernels of `op` to PTX.
 llvm::Expected<GpuBackwardKernels>
