@@ -45,9 +45,12 @@
 // On sm_90a (wgmma) the dK/dV kernel computes dQ too, unless asked for the
 // same bits on every run or a tensor score_mod reads needs the dQ kernel's
 // row sums (grad_reads): 5 products per kept pair. One CTA per 128 keys, two
-// warp groups of 64; per block of 64 queries each group writes its dSᵀ to
-// shared memory, and after a barrier of the CTA each computes dQ = dS K for
-// half of D's columns over all 128 keys (both operands in shared memory),
+// warp groups of 64; Q and dO stream through three stages, each filled by
+// every thread's cp.async copies and completed on an mbarrier (no barrier of
+// the CTA between blocks). Per block of 64 queries each group writes its
+// dSᵀ to one of two tiles, and after a barrier of the CTA each computes
+// dQ = dS K for half of D's columns over all 128 keys (both operands in
+// shared memory),
 // stages it, scaled, in shared memory (boxes of 32 columns, 128-byte
 // swizzled) and adds it into dQ (zeroed by _pre) with one TMA reduction per
 // box (cp.reduce.async.bulk.tensor, issued by one thread of the group)
@@ -121,19 +124,32 @@ struct BackwardShape {
   int64_t stageElements() const {
     return stream() * (qkPitch() + vPitch());
   }
-  /// The owned [rows, D] and [rows, E] tiles (and dO's low part), then two
+  /// The owned [rows, D] and [rows, E] tiles (and dO's low part), then the
   /// stages.
   int64_t ownedElements() const {
     return ownedRows() * (qkPitch() + vPitch() * (lowPartTile ? 2 : 1));
   }
-  /// Fused: the [keys, stream] tile of dSᵀ that dQ's product reads, after
-  /// the stages.
+  /// Stages of the streamed tiles. Fused, three: a block's tiles are copied
+  /// into the stage of the block two before it, which every warp has left
+  /// once past the last block's barrier, and their completion is an
+  /// mbarrier's (no barrier of the CTA at the top of a block). Else two,
+  /// reused after a barrier of the CTA.
+  int64_t stages() const { return fusedQuery ? 3 : 2; }
+  /// Fused: the [keys, stream] tiles of dSᵀ that dQ's product reads, after
+  /// the stages: two, written by turns, so that a warp group may write a
+  /// block's while the other still multiplies the last one's.
   int64_t scoreGradElements() const {
-    return fusedQuery ? ownedRows() * stream() : 0;
+    return fusedQuery ? 2 * ownedRows() * stream() : 0;
   }
-  /// Fused: after it, each stage's rows' LSE' and Delta' (f32).
+  /// Fused: after them, each stage's rows' LSE' and Delta' (f32).
   int64_t statisticsOffsetBytes() const {
-    return 2 * (ownedElements() + 2 * stageElements() + scoreGradElements());
+    return 2 *
+           (ownedElements() + stages() * stageElements() + scoreGradElements());
+  }
+  /// Fused: after those, one mbarrier per stage, which every thread's
+  /// copies into the stage complete (cp.async.mbarrier.arrive.noinc).
+  int64_t stageBarrierOffsetBytes() const {
+    return statisticsOffsetBytes() + stages() * 2 * stream() * 4;
   }
   /// Fused: after them, dQ's f32 share [stream, D] as D / 32 boxes of 32
   /// columns, each [stream] rows of 128 bytes in the 128-byte swizzle: the
@@ -142,7 +158,7 @@ struct BackwardShape {
   static constexpr int64_t kQueryGradBoxColumns = kSwizzledRowBytes / 4;
   int64_t queryGradBoxBytes() const { return stream() * kSwizzledRowBytes; }
   int64_t queryGradOffsetBytes() const {
-    return llvm::alignTo(statisticsOffsetBytes() + 2 * 2 * stream() * 4,
+    return llvm::alignTo(stageBarrierOffsetBytes() + 8 * stages(),
                          kSwizzleAtomBytes);
   }
   int64_t sharedBytes() const {
@@ -308,27 +324,37 @@ private:
   Value stageStatistics(Value stage);
   void prefetchStage(const TilePair &tiles, Value block, Value numBlocks,
                      Value stage);
+  /// Fused: the shared address of the mbarrier of `stage`'s copies.
+  Value stageBarrier(Value stage);
   /// The body of a streamed block: (first row, tile class, [stream, D] tile,
-  /// [stream, E] tile, stage, carried values) -> the carried values after
-  /// it.
+  /// [stream, E] tile, stage, the block's count among the blocks the kernel
+  /// streamed (fused; else the stage), carried values) -> the carried
+  /// values after it.
   using StreamBody = function_ref<SmallVector<Value>(Value, Value, Value, Value,
-                                                     Value, ValueRange)>;
-  /// Walks the live blocks of `tiles` in order, each double-buffered by
-  /// cp.async while the previous one is used, carrying `init` through
-  /// `body`; returns the carried values at the end.
+                                                     Value, Value, ValueRange)>;
+  /// Walks the live blocks of `tiles` in order, each copied by cp.async
+  /// into a stage while earlier ones are used (shape.stages()), carrying
+  /// `init` through `body`; returns the carried values at the end. Fused,
+  /// `streamed` counts the blocks streamed before the loop and is advanced
+  /// past it.
   SmallVector<Value> emitStreamLoop(const TilePair &tiles,
                                     function_ref<Value(Value)> classOfBlock,
-                                    ValueRange init, StreamBody body);
+                                    ValueRange init, StreamBody body,
+                                    Value &streamed);
   /// Fused: the row statistics of streamed query `localRow` (row `row`)
   /// from the stage's copy.
   RowStatistics stagedRowStatistics(Value stage, Value localRow, Value row);
+  /// Fused: dSᵀ tile `turn` (0 or 1).
+  Value scoreGradTile(Value turn);
   /// Fused: this warp group's dSᵀ (keys by queries, as pairs of 16-bit
   /// values, pairIndex) to the swizzled [keys, stream] tile dQ's product
   /// reads.
-  void storeScoreGradTile(ArrayRef<Value> dsPairs);
+  void storeScoreGradTile(ArrayRef<Value> dsPairs, Value tile);
   /// Fused: dQ[stream, columns of this warp group] = dS K over the CTA's
-  /// keys, issued on wgmma with both operands in shared memory.
-  void issueQueryGrad(MutableArrayRef<Value> dq, Value keysTile);
+  /// keys (dSᵀ from `scoreGrads`), issued on wgmma with both operands in
+  /// shared memory.
+  void issueQueryGrad(MutableArrayRef<Value> dq, Value keysTile,
+                      Value scoreGrads);
   /// Fused: adds scale dQ (this warp group's columns) to dQ rows m0 ... of
   /// `head`, through the boxes in shared memory: by TMA reductions where the
   /// kernel has a map of dQ (queryGradByTensor), else by atomics.
@@ -923,42 +949,76 @@ void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
                 shape.vPitch(), tiles.eBase, tiles.eStride, first, tiles.limit,
                 nullptr, shape.wgmma);
   smem = savedSmem;
+  // Fused: the stage's mbarrier completes once every thread's copies have
+  // (each arrives once per stage's fill).
+  if (shape.fusedQuery)
+    arriveOnCopies(stageBarrier(stage));
   b.setInsertionPointToStart(guard.elseBlock());
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
 }
 
+Value BackwardEmitter::stageBarrier(Value stage) {
+  return sharedAddressOf(
+      gep(gep(smem, b.getI8Type(), c32(shape.stageBarrierOffsetBytes())), i64,
+          stage));
+}
+
 SmallVector<Value> BackwardEmitter::emitStreamLoop(
     const TilePair &tiles, function_ref<Value(Value)> classOfBlock,
-    ValueRange init, StreamBody body) {
+    ValueRange init, StreamBody body, Value &streamed) {
   const int64_t stream = shape.stream();
+  const bool fused = shape.fusedQuery;
+  auto stageOf = [&](Value count) {
+    return arith::RemUIOp::create(b, loc, count, c32(shape.stages()));
+  };
   Value numBlocks = ceilDiv(tiles.limit, stream);
   auto [first, firstClass] = findLiveBlock(c32(0), numBlocks, classOfBlock);
-  prefetchStage(tiles, first, numBlocks, c32(0));
-  SmallVector<Value> loopInit = {first, firstClass, c32(0)};
+  prefetchStage(tiles, first, numBlocks, fused ? stageOf(streamed) : c32(0));
+  SmallVector<Value> loopInit = {first, firstClass, fused ? streamed : c32(0)};
   llvm::append_range(loopInit, init);
   scf::WhileOp loop = emitBlockLoop(
       loopInit, numBlocks, [&](ValueRange state) -> SmallVector<Value> {
-        Value block = state[0], tileClass = state[1], stage = state[2];
-        // This stage's copies are complete and, past the barrier, every
-        // thread's; every warp is done with the other stage, into which the
-        // next live block streams while this one is used.
-        waitForTiles(0);
+        Value block = state[0], tileClass = state[1], count = state[2];
         auto [next, nextClass] =
             findLiveBlock(add(block, c32(1)), numBlocks, classOfBlock);
-        Value nextStage = sub(c32(1), stage);
-        prefetchStage(tiles, next, numBlocks, nextStage);
+        Value stage, nextCount;
+        if (fused) {
+          // The next live block streams into the stage of the block two
+          // before this one, which every warp left before the last block's
+          // barrier; this block's copies, every thread's, are complete when
+          // its stage's mbarrier completes its phase of this fill, after
+          // which the products may read them.
+          stage = stageOf(count);
+          nextCount = add(count, c32(1));
+          prefetchStage(tiles, next, numBlocks, stageOf(nextCount));
+          Value fill =
+              arith::DivUIOp::create(b, loc, count, c32(shape.stages()));
+          waitBarrier(stageBarrier(stage),
+                      arith::AndIOp::create(b, loc, fill, c32(1)));
+          asyncProxyFence();
+        } else {
+          // This stage's copies are complete and, past the barrier, every
+          // thread's; every warp is done with the other stage, into which
+          // the next live block streams while this one is used.
+          waitForTiles(0);
+          stage = count;
+          nextCount = sub(c32(1), stage);
+          prefetchStage(tiles, next, numBlocks, nextCount);
+        }
         Value dTile = stagePointer(stage);
         Value eTile = gep(dTile, elementType, c32(stream * shape.qkPitch()));
-        SmallVector<Value> results = {next, nextClass, nextStage};
+        SmallVector<Value> results = {next, nextClass, nextCount};
         llvm::append_range(results,
                            body(mul(block, c32(stream)), tileClass, dTile,
-                                eTile, stage, state.drop_front(3)));
+                                eTile, stage, count, state.drop_front(3)));
         return results;
       });
   // No warp reads a stage once every warp is past here (a next loop
-  // prefetches into stage 0 at once).
+  // prefetches into its first stage at once).
   gpu::BarrierOp::create(b, loc);
+  if (fused)
+    streamed = loop.getResult(2);
   return SmallVector<Value>(loop.getResults().drop_front(3));
 }
 
@@ -970,13 +1030,18 @@ BackwardEmitter::stagedRowStatistics(Value stage, Value localRow, Value row) {
   });
 }
 
-void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> dsPairs) {
+Value BackwardEmitter::scoreGradTile(Value turn) {
+  return gep(
+      smem, elementType,
+      add(c32(shape.ownedElements() + shape.stages() * shape.stageElements()),
+          mul(turn, c32(shape.ownedRows() * shape.stream()))));
+}
+
+void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> dsPairs, Value tile) {
   // Key row 16 warp + g (+ 8) holds queries 8 j + 2 c4 (+ 1): one 32-bit
   // word of 16-byte unit j, which the swizzle moves to unit j ^ g. The 64
   // queries of a block are one swizzled chunk: rows of 64 elements.
   assert(shape.stream() == 64 && "a block of queries is one chunk");
-  Value tile = gep(smem, elementType,
-                   c32(shape.ownedElements() + 2 * shape.stageElements()));
   for (int64_t r = 0; r < 2; ++r) {
     Value row = add(mul(warp, c32(16)), add(quadRow, c32(8 * r)));
     Value rowStart = add(mul(row, c32(64)), mul(quadCol, c32(2)));
@@ -988,15 +1053,13 @@ void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> dsPairs) {
   }
 }
 
-void BackwardEmitter::issueQueryGrad(MutableArrayRef<Value> dq,
-                                     Value keysTile) {
+void BackwardEmitter::issueQueryGrad(MutableArrayRef<Value> dq, Value keysTile,
+                                     Value scoreGrads) {
   // A = dS (M = queries, K = keys) is the dSᵀ tile read MN-major; B = K (K =
   // keys, N = this warp group's D / 2 columns) MN-major too. At D = 128 the
   // columns are a swizzle chunk of their own; at D = 64 half of one.
   const int64_t columns = shape.headDim / 2;
-  Value scoreGrads = addressInLoop(
-      gep(smem, elementType,
-          c32(shape.ownedElements() + 2 * shape.stageElements())));
+  scoreGrads = addressInLoop(scoreGrads);
   Value columnsStart = mul(
       warpGroup, c32(columns % 64 == 0 ? (columns / 64) * shape.ownedRows() * 64
                                        : columns));
@@ -1167,6 +1230,20 @@ void BackwardEmitter::emitKeyValue() {
     queryGradByTensor = cmpi(arith::CmpIPredicate::ne, bits, c64(0));
   }
   Value nLast = sub(minsi(add(n0, c32(rows)), sizeN), c32(1));
+  if (shape.fusedQuery) {
+    // The stages' mbarriers: every thread arrives once per fill.
+    auto ifFirst =
+        scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::eq, tid, c32(0)),
+                          /*withElseRegion=*/false);
+    {
+      OpBuilder::InsertionGuard insertion(b);
+      b.setInsertionPointToStart(ifFirst.thenBlock());
+      for (int64_t stage = 0; stage < shape.stages(); ++stage)
+        initBarrier(stageBarrier(c32(stage)), 32 * shape.keyValueWarps());
+      emitAsm(b, loc, {}, {}, "fence.mbarrier_init.release.cluster;", "");
+    }
+    gpu::BarrierOp::create(b, loc);
+  }
 
   // K and V of this block, once; their fragments are read per use.
   loadOwnedTiles(
@@ -1204,9 +1281,13 @@ void BackwardEmitter::emitKeyValue() {
   // dK and dV summed over the query heads of the group, in order.
   SmallVector<Value> grads(4 * (dTiles + eTiles), cf(0.0));
   Value firstHead = mul(group, groupSize);
+  // Fused: the blocks streamed so far (emitStreamLoop), through the heads.
+  SmallVector<Value> headsInit(grads);
+  if (shape.fusedQuery)
+    headsInit.push_back(c32(0));
   auto heads = scf::ForOp::create(
       b, loc, toIndex(firstHead), toIndex(add(firstHead, groupSize)),
-      arith::ConstantIndexOp::create(b, loc, 1), grads,
+      arith::ConstantIndexOp::create(b, loc, 1), headsInit,
       [&](OpBuilder &nested, Location, Value headIndex, ValueRange carried) {
         OpBuilder::InsertionGuard insertion(b);
         b.setInsertionPoint(nested.getInsertionBlock(),
@@ -1227,7 +1308,7 @@ void BackwardEmitter::emitKeyValue() {
           return tileClass(head, m0, mLast, n0, nLast);
         };
         auto body = [&](Value m0, Value cls, Value qTile, Value dOTile,
-                        Value stage, ValueRange state) {
+                        Value stage, Value count, ValueRange state) {
           SmallVector<Value> acc(state);
           MutableArrayRef<Value> dK(acc.data(), 4 * dTiles);
           MutableArrayRef<Value> dV(acc.data() + 4 * dTiles, 4 * eTiles);
@@ -1299,8 +1380,13 @@ void BackwardEmitter::emitKeyValue() {
           auto pFragment = [&](int64_t kk) { return pairFragment(p, kk); };
           auto dsFragment = [&](int64_t kk) { return pairFragment(ds, kk); };
           if (shape.wgmma) {
-            if (shape.fusedQuery)
-              storeScoreGradTile(ds);
+            // dSᵀ tiles by turns (see scoreGradElements).
+            Value scoreGrads;
+            if (shape.fusedQuery) {
+              scoreGrads =
+                  scoreGradTile(arith::RemUIOp::create(b, loc, count, c32(2)));
+              storeScoreGradTile(ds, scoreGrads);
+            }
             issueWgmma(dV, stream / 16, {}, pFragment, dOTile, stream,
                        /*contractRows=*/true);
             issueWgmma(dK, stream / 16, {}, dsFragment, qTile, stream,
@@ -1320,7 +1406,7 @@ void BackwardEmitter::emitKeyValue() {
             gpu::BarrierOp::create(b, loc);
             completeWgmma({dV, dK});
             SmallVector<Value> dq = freshAccumulators(shape.headDim / 4);
-            issueQueryGrad(dq, keysTile);
+            issueQueryGrad(dq, keysTile, scoreGrads);
             completeWgmma({dq});
             addQueryGrad(dq, head, m0);
             return acc;
@@ -1333,13 +1419,19 @@ void BackwardEmitter::emitKeyValue() {
                    true);
           return acc;
         };
-        scf::YieldOp::create(b, loc,
-                             emitStreamLoop(queries, classOf, carried, body));
+        Value streamed = shape.fusedQuery ? carried.back() : Value();
+        SmallVector<Value> results = emitStreamLoop(
+            queries, classOf, carried.take_front(grads.size()), body, streamed);
+        if (shape.fusedQuery)
+          results.push_back(streamed);
+        scf::YieldOp::create(b, loc, results);
       });
-  // The tensor reductions complete before the CTA exits.
+  // The tensor reductions complete before the CTA exits, and the copies
+  // (those of K and V where no query block was live).
   if (shape.queryGradMap)
     bulkWait(/*readOnly=*/false);
-  SmallVector<Value> finalGrads(heads.getResults());
+  NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
+  SmallVector<Value> finalGrads(heads.getResults().take_front(grads.size()));
   ArrayRef<Value> dK(finalGrads.data(), 4 * dTiles);
   ArrayRef<Value> dV(finalGrads.data() + 4 * dTiles, 4 * eTiles);
   storeGradient(
@@ -1456,7 +1548,7 @@ void BackwardEmitter::emitQuery() {
     kDeltaCoefficientSum = 2,
     kWeightSum = 3
   };
-  auto body = [&](Value n0, Value cls, Value kTile, Value vTile, Value,
+  auto body = [&](Value n0, Value cls, Value kTile, Value vTile, Value, Value,
                   ValueRange state) {
     SmallVector<Value> dQ(state.take_front(numDq));
     SmallVector<Value> readSums(state.drop_front(numDq));
@@ -1543,7 +1635,9 @@ void BackwardEmitter::emitQuery() {
   // Every warp holds its fragments before the stages are written.
   gpu::BarrierOp::create(b, loc);
   SmallVector<Value> init(numDq + (sumsRead ? 2 * kRowSums : 0), cf(0.0));
-  SmallVector<Value> carried = emitStreamLoop(keys, classOf, init, body);
+  Value streamed;
+  SmallVector<Value> carried =
+      emitStreamLoop(keys, classOf, init, body, streamed);
   ArrayRef<Value> dQ = ArrayRef<Value>(carried).take_front(numDq);
   storeGradient(
       dQ, shape.headDim, scale,

@@ -166,6 +166,11 @@ void WgmmaTileBuilder::arrive(Value address) {
           "r");
 }
 
+void WgmmaTileBuilder::arriveOnCopies(Value address) {
+  emitAsm(b, loc, {}, {address},
+          "cp.async.mbarrier.arrive.noinc.shared::cta.b64 [$0];", "r");
+}
+
 void WgmmaTileBuilder::waitBarrier(Value address, Value parity) {
   // Labels inside braces are local to them: every copy has its own.
   emitAsm(b, loc, {}, {address, parity},

@@ -80,6 +80,10 @@ protected:
   void arriveExpectingBytes(Value address, int64_t bytes);
   void arrive(Value address);
   void waitBarrier(Value address, Value parity);
+  /// Arrives on the mbarrier at `address` once this thread's cp.async
+  /// copies issued so far are complete (without raising its count: the
+  /// barrier expects one such arrival per thread that copies).
+  void arriveOnCopies(Value address);
   /// Loads the box of tensor map `map` at coordinates (innermost first) into
   /// shared address `dst`, completing on the barrier at `barrier`.
   void loadBox(Value map, Value dst, ArrayRef<Value> coordinates,
