@@ -1806,6 +1806,8 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
   kernels.keyBlock = shape.ownedRows();
   kernels.preprocessThreads = kernels.queryThreads = 32 * kBackwardWarps;
   kernels.keyValueThreads = 32 * shape.keyValueWarps();
+  // At D = E = 128 the fused kernel takes all of a Hopper CTA's 227 KiB.
+  assert(shape.sharedBytes() <= 227 * 1024 && "more shared memory than a CTA");
   kernels.keyValueSharedBytes = kernels.querySharedBytes = shape.sharedBytes();
   if (shape.queryGradMap) {
     kernels.queryGradBoxRows = shape.stream();
