@@ -379,6 +379,11 @@ def flex_grads(v, q, k, vv, extra, M, N, do, flex):
 
 ADJOINT = re.compile(r"^d[A-Z]")  # dO, dLSE: not Doc
 
+def gradient_errors(got, ref, outputs):
+    """Relative error of each output against its reference (inf without one)."""
+    return {name: rel_err(got[name], ref[name]) if name in ref else math.inf
+            for name in outputs}
+
 def check_backward(args, v, pkg, rows, flex):
     """(a) of --backward: one line per size; True if every gradient passed."""
     man = read_manifest(pkg)
@@ -421,8 +426,7 @@ def check_backward(args, v, pkg, rows, flex):
                 shifted = {name: load_bf16(os.path.join(out, name + ".npy")) for name in outputs}
         ref = reference_grads(v, q.float(), k.float(), vv.float(), extra, M, N, do)
         if shifted is not None:
-            errs = {name: rel_err(shifted[name], ref[name]) if name in ref else math.inf
-                    for name in outputs}
+            errs = gradient_errors(shifted, ref, outputs)
             good = all(math.isfinite(e) and e <= BWD_TOL for e in errs.values())
             ok &= good
             rows.append(dict(kind="check_bwd", variant=v, B=B, H=H, G=G, M=M, N=N,
@@ -430,13 +434,8 @@ def check_backward(args, v, pkg, rows, flex):
             print(f"{'PASS' if good else 'FAIL'} {v:18s} B={B} H={H} G={G} M={M} N={N} "
                   + " ".join(f"{n}={e:.2e}" for n, e in errs.items())
                   + " (gradients at a 4-byte offset)", flush=True)
-        errs, notes = {}, []
-        for name in outputs:
-            if name in ref:
-                errs[name] = rel_err(got[name], ref[name])
-            else:
-                errs[name] = math.inf
-                notes.append(f"no reference for output {name}")
+        errs = gradient_errors(got, ref, outputs)
+        notes = [f"no reference for output {name}" for name in outputs if name not in ref]
         if "dSlopes" in ref and "dSlopes" not in outputs:
             notes.append("no dSlopes output")
         if others:

@@ -367,12 +367,6 @@ private:
   void storeGradient(ArrayRef<Value> acc, int64_t cols, Value factor,
                      Value rowBase, FixedParam rowStride, Value firstRow,
                      Value rowLimit);
-  /// Stores row half `r` of this thread's accumulators of a 16-row tile
-  /// (`cols` columns) times `factor` as f32 pairs, from `rowPtr` (column
-  /// 2 (lane % 4) of the row) on; 4-byte aligned (a gradient's base and row
-  /// stride may be odd multiples of 4 bytes).
-  void storeRowPairs(ArrayRef<Value> acc, int64_t r, int64_t cols, Value factor,
-                     Value rowPtr);
 
   AttentionBackwardOp op;
   BackwardShape shape;
@@ -692,6 +686,7 @@ void BackwardEmitter::storeGradient(ArrayRef<Value> acc, int64_t cols,
                                     Value factor, Value rowBase,
                                     FixedParam rowStride, Value firstRow,
                                     Value rowLimit) {
+  auto pairType = VectorType::get({2}, f32);
   for (int64_t r = 0; r < 2; ++r) {
     Value row = add(add(firstRow, mul(warp, c32(16))),
                     add(quadRow, c32(8 * r)));
@@ -700,22 +695,18 @@ void BackwardEmitter::storeGradient(ArrayRef<Value> acc, int64_t cols,
         /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifRow.thenBlock());
-    storeRowPairs(
-        acc, r, cols, factor,
+    Value rowPtr =
         gep(rowBase, f32,
-            add(mul(ext64(row), arg(rowStride)), ext64(mul(quadCol, c32(2))))));
-  }
-}
-
-void BackwardEmitter::storeRowPairs(ArrayRef<Value> acc, int64_t r,
-                                    int64_t cols, Value factor, Value rowPtr) {
-  auto pairType = VectorType::get({2}, f32);
-  for (int64_t j = 0; j < cols / 8; ++j) {
-    Value pair = vector::FromElementsOp::create(
-        b, loc, pairType,
-        ValueRange{mulf(acc[slot(j, r, 0)], factor),
-                   mulf(acc[slot(j, r, 1)], factor)});
-    LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 4);
+            add(mul(ext64(row), arg(rowStride)), ext64(mul(quadCol, c32(2)))));
+    // Pairs of adjacent columns, 4-byte aligned: a gradient's base and row
+    // stride may be odd multiples of 4 bytes.
+    for (int64_t j = 0; j < cols / 8; ++j) {
+      Value pair = vector::FromElementsOp::create(
+          b, loc, pairType,
+          ValueRange{mulf(acc[slot(j, r, 0)], factor),
+                     mulf(acc[slot(j, r, 1)], factor)});
+      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, f32, c32(8 * j)), 4);
+    }
   }
 }
 
@@ -909,7 +900,8 @@ Value BackwardEmitter::stageStatistics(Value stage) {
 
 /// Starts the copies of the streamed tiles of `block` into `stage`: two
 /// commit groups, empty past the last block, so that every iteration
-/// commits the same number of groups.
+/// commits the same number of groups (which cp.async.wait_group counts;
+/// fused, the stage's mbarrier tracks the copies instead).
 void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
                                     Value numBlocks, Value stage) {
   const int64_t stream = shape.stream();
@@ -1014,8 +1006,10 @@ SmallVector<Value> BackwardEmitter::emitStreamLoop(
                                 eTile, stage, count, state.drop_front(3)));
         return results;
       });
-  // No warp reads a stage once every warp is past here (a next loop
-  // prefetches into its first stage at once).
+  // No warp reads a stage once every warp is past here: a next loop
+  // prefetches into stage 0 at once (fused, into the stage after the last
+  // block's, which the barriers inside the blocks already free; kept, once
+  // per loop, for the same end state).
   gpu::BarrierOp::create(b, loc);
   if (fused)
     streamed = loop.getResult(2);
@@ -1218,7 +1212,7 @@ void BackwardEmitter::emitKeyValue() {
   const int64_t dTiles = shape.headDim / 8, eTiles = shape.valueDim / 8;
   Value group = headOrGroup;
   Value n0 = mul(blockIndex, c32(rows));
-  if (shape.fusedQuery && shape.queryGradMap) {
+  if (shape.queryGradMap) {
     // The runtime passes an all-zero map where TMA cannot describe dQ.
     queryGradMap = args[kNumFixedParams];
     Value bits = c64(0);

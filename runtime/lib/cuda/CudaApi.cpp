@@ -439,17 +439,19 @@ Status encodeTensorMaps(attnc_plan_t &plan, size_t e, void *const *data,
     const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
     if (!slot.cached || slot.cachedFor != address) {
       slot.cached = false;
+      bool optional = isOptionalMap(plan, e, slot);
       Status s = d.cuTensorMapEncodeTiled
                      ? Status::ok()
                      : Status(ATTNC_ERROR_CUDA,
                               "the CUDA driver has no cuTensorMapEncodeTiled "
                               "(TMA needs a CUDA 12 driver)");
-      if (s.isOk() && !slot.layout.empty)
+      // The addresses of the other maps were checked before any driver call.
+      if (s.isOk() && optional && !slot.layout.empty)
         s = checkTensorMapAddress(arg, address);
       if (s.isOk())
         s = encodeTensorMap(d, arg, slot.layout, address, slot.cachedMap);
       if (!s.isOk()) {
-        if (!isOptionalMap(plan, e, slot))
+        if (!optional)
           return s;
         slot.cachedMap = CUtensorMap();
       }
