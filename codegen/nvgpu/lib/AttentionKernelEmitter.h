@@ -204,6 +204,13 @@ private:
   /// wgmmaWait.
   void issueValueProduct(MutableArrayRef<Value> acc,
                          MutableArrayRef<Value> weights, const RingSlot &slot);
+  /// The consumers take turns issuing their products (FlashAttention-3's
+  /// ping-pong), so that one group's softmax runs while the tensor cores
+  /// work on the other's: a group waits for its turn at named barrier
+  /// 1 + `group` and passes it on by arriving at the other's once its
+  /// products of the block are issued. Group 0 holds the first turn.
+  void waitForProductTurn(Value group);
+  void passProductTurn(Value group);
   /// The weights of one block, in accumulator order, packed into the A
   /// fragments of P V.
   SmallVector<Value> packWeights(ArrayRef<Value> p);

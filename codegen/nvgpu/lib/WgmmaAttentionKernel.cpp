@@ -12,8 +12,10 @@
 // accumulator row tile), and O += P V on wgmma with P from registers. The
 // two products overlap the softmax: block j's S and block j - 1's P V are
 // issued together, block j's weights are computed while P V runs, and O
-// is rescaled by block j's shift once it has. K of a stage is released as
-// soon as S is done, V once P V is.
+// is rescaled by block j's shift once it has. The two groups take turns
+// issuing a block's products (named barriers 1 and 2), so that the tensor
+// cores run one group's while the other computes its weights. K of a stage
+// is released as soon as S is done, V once P V is.
 //
 // The asynchronous products' registers pass through fenceOperands
 // (WgmmaTiles.h) around wgmma.fence and wgmma.wait_group.
@@ -30,6 +32,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
 using namespace mlir;
@@ -39,6 +42,7 @@ namespace {
 
 /// Rows of a consumer warp group and of one wgmma.
 constexpr int64_t kWgmmaRows = 64;
+constexpr int64_t kWarpGroupThreads = 128;
 /// Registers a producer thread keeps, and a consumer thread gets: 128 of
 /// the first and 256 of the second fill the register file.
 constexpr int64_t kProducerRegisters = 40;
@@ -207,6 +211,17 @@ void AttentionKernelEmitter::issueValueProduct(MutableArrayRef<Value> acc,
   wgmmaCommit();
 }
 
+void AttentionKernelEmitter::waitForProductTurn(Value group) {
+  NVVM::BarrierOp::create(b, loc, Type(), add(group, c32(1)),
+                          c32(2 * kWarpGroupThreads),
+                          NVVM::BarrierReductionAttr(), Value());
+}
+
+void AttentionKernelEmitter::passProductTurn(Value group) {
+  NVVM::BarrierArriveOp::create(b, loc, sub(c32(2), group),
+                                c32(2 * kWarpGroupThreads));
+}
+
 SmallVector<Value> AttentionKernelEmitter::packWeights(ArrayRef<Value> p) {
   // Per 16 keys, the A fragment of an m16n8k16 mma: the accumulator tiles
   // of keys 16 kk .. 16 kk + 7 and 16 kk + 8 .. 16 kk + 15.
@@ -227,6 +242,16 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
   Value group = divu(warp, c32(kWgmmaRows / 16));
   waitBarrier(sharedAddress(wgmmaBarrierOffset() + qFullBarrier()), c32(0));
   Value qBase = sharedAddress(mul(group, c32(kWgmmaRows * kSwizzledRowBytes)));
+  // Group 0's first turn: its own arrival (the other's last one is left
+  // pending when the CTA exits, which resets the barrier).
+  {
+    auto ifFirstGroup =
+        scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::eq, group, c32(0)),
+                          /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifFirstGroup.thenBlock());
+    passProductTurn(c32(1));
+  }
 
   const int64_t numRows = shape.ownedRows();
   const int64_t numAcc = shape.valueDim / 2;
@@ -267,7 +292,9 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifAny.thenBlock());
     RingSlot slot = ringSlot(c32(0));
+    waitForProductTurn(group);
     SmallVector<Value> qk = issueKeyProduct(qBase, slot);
+    passProductTurn(group);
     wgmmaWait(0);
     qk = fenceOperands(b, loc, qk);
     arrive(ringBarrier(keysEmptyBarrier(0), slot));
@@ -310,8 +337,10 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
 
         RingSlot slot = ringSlot(iteration);
         RingSlot previous = ringSlot(sub(iteration, c32(1)));
+        waitForProductTurn(group);
         SmallVector<Value> qk = issueKeyProduct(qBase, slot);
         issueValueProduct(acc, weights, previous);
+        passProductTurn(group);
         wgmmaWait(1);
         qk = fenceOperands(b, loc, qk);
         arrive(ringBarrier(keysEmptyBarrier(0), slot));
@@ -319,7 +348,13 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
         SmallVector<Value> nextWeights =
             weigh(qk, block, tileClass, state, shifts);
         wgmmaWait(0);
-        acc = fenceOperands(b, loc, acc);
+        // The weights P V read stay live until it is done: otherwise their
+        // registers may take the next block's weights while it runs, and
+        // ptxas serialises the products to keep them apart.
+        SmallVector<Value> finished(acc);
+        llvm::append_range(finished, weights);
+        finished = fenceOperands(b, loc, finished);
+        acc.assign(finished.begin(), finished.begin() + numAcc);
         arrive(ringBarrier(valuesEmptyBarrier(0), previous));
         for (int64_t i = 0; i < numRows; ++i)
           rescaleRow(acc, i, shifts[i]);
