@@ -1,10 +1,12 @@
 // The GPU backend's first step: an attn.attention (causal mask, softcap
 // score_mod, bf16) becomes a device-only kernel on mma.sync tensor cores.
+// Its division by the constant cap is a product with the reciprocal (no
+// div.rn subroutine per score).
 //
 // RUN: attn-gpu-gen %s --emit-mlir | FileCheck %s --check-prefix=BINARY
 // RUN: attn-gpu-gen %s --chip=sm_90a -o %t.sm_90a.ptx --manifest=%t.json
 // RUN: FileCheck %s --input-file=%t.sm_90a.ptx --implicit-check-not=.local \
-// RUN:   --implicit-check-not=__nv_
+// RUN:   --implicit-check-not=__nv_ --implicit-check-not=div.rn
 // RUN: FileCheck %s --input-file=%t.json --check-prefix=MANIFEST
 // RUN: attn-gpu-gen %s --chip=sm_80 --block-m=128 --warp-rows=16 -o %t.sm_80.ptx
 // RUN: FileCheck %s --input-file=%t.sm_80.ptx --check-prefix=SM80
