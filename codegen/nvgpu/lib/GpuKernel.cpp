@@ -16,6 +16,8 @@
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -37,79 +39,16 @@ mlir::attn::compileAttentionForGpu(ModuleOp module, const GpuOptions &options) {
   return compileAttentionForGpu(ops.front(), options);
 }
 
-/// Lowers the single gpu.module of `container` to PTX.
-/// Its diagnostics go to the context's handler.
-static llvm::Expected<std::string> lowerToPtx(ModuleOp container,
-                                              const GpuOptions &options) {
-  PassManager pm(container.getContext());
-  addGpuLoweringPasses(pm, options);
-  if (failed(pm.run(container)))
-    return makeError("attn-nvgpu: lowering to PTX failed");
-  gpu::BinaryOp binary;
-  container.walk([&](gpu::BinaryOp op) { binary = op; });
-  if (!binary || binary.getObjects().size() != 1)
-    return makeError("attn-nvgpu: no gpu.binary was produced");
-  auto object = cast<gpu::ObjectAttr>(binary.getObjects()[0]);
-  if (object.getFormat() != gpu::CompilationTarget::Assembly)
-    return makeError("attn-nvgpu: the gpu.binary does not hold PTX");
-  return object.getObject().getValue().str();
-}
-
-/// Lowers each of `containers` (one gpu.module each) to PTX, side by side:
-/// most of the time is LLVM's, and each has its own LLVM context. The
-/// passes' dialects are loaded first: a context cannot load dialects from
-/// two threads at once. The first failure is reported with `diagnostics`,
-/// read after every thread is done.
-static llvm::Expected<SmallVector<std::string>>
-lowerAllToPtx(ArrayRef<ModuleOp> containers, const GpuOptions &options,
-              const std::string &diagnostics) {
-  MLIRContext *context = containers.front()->getContext();
-  if (containers.size() > 1) {
-    PassManager pm(context);
-    addGpuLoweringPasses(pm, options);
-    DialectRegistry dependent;
-    pm.getDependentDialects(dependent);
-    context->appendDialectRegistry(dependent);
-    for (StringRef name : dependent.getDialectNames())
-      context->getOrLoadDialect(name);
-  }
-  SmallVector<std::optional<llvm::Expected<std::string>>> ptx(
-      containers.size());
-  std::vector<std::thread> threads;
-  for (size_t i = 1; i < containers.size(); ++i)
-    threads.emplace_back(
-        [&, i] { ptx[i].emplace(lowerToPtx(containers[i], options)); });
-  ptx[0].emplace(lowerToPtx(containers[0], options));
-  for (std::thread &thread : threads)
-    thread.join();
-  // Every result must be consumed; the first failure is reported.
-  std::optional<llvm::Error> failure;
-  SmallVector<std::string> results;
-  for (auto &result : ptx) {
-    if (*result) {
-      results.push_back(std::move(**result));
-      continue;
-    }
-    llvm::Error error = result->takeError();
-    if (failure)
-      llvm::consumeError(std::move(error));
-    else
-      failure =
-          makeError(llvm::toString(std::move(error)) + ": " + diagnostics);
-  }
-  if (failure)
-    return std::move(*failure);
-  return results;
-}
-
 namespace {
-/// What compiling one attention (forward or backward) for a GPU shares: the
-/// code generator's dialects loaded, diagnostics collected as the error
-/// message instead of going to stderr, and gpu.module containers.
+/// What compiling attentions (a forward, a backward, or both) for a GPU
+/// shares: the code generator's dialects loaded, diagnostics collected as the
+/// error message instead of going to stderr, and the gpu.module containers.
+/// Every container is built before any is lowered, so that `lower` runs all
+/// of their lowerings side by side.
 class GpuCompilation {
 public:
-  GpuCompilation(Operation *op)
-      : context(op->getContext()), loc(op->getLoc()), builder(context),
+  explicit GpuCompilation(MLIRContext *context)
+      : context(context), builder(context),
         handler(context, [this](Diagnostic &diag) {
           std::lock_guard<std::mutex> lock(diagnosticsMutex);
           llvm::raw_string_ostream os(diagnostics);
@@ -125,115 +64,106 @@ public:
                          vector::VectorDialect>();
   }
 
-  /// A new container module; the builder inserts into it.
-  OwningOpRef<ModuleOp> makeContainer() {
-    OwningOpRef<ModuleOp> container = ModuleOp::create(loc);
-    (*container)
-        ->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                  UnitAttr::get(context));
-    builder.setInsertionPointToEnd(container->getBody());
-    return container;
-  }
+  /// Builds the modules of `op`'s kernels and fills `artifact` but its PTX,
+  /// which `lower` writes: `artifact` must stay where it is until then.
+  llvm::Error addForward(AttentionOp op, const GpuOptions &options,
+                         GpuKernelArtifact &artifact);
+  /// The same for the backward kernels of `op`.
+  llvm::Error addBackward(AttentionBackwardOp op, const GpuOptions &options,
+                          GpuBackwardKernels &kernels);
+
+  /// Lowers every container built to PTX, each into the place its builder
+  /// gave.
+  llvm::Error lower();
+
+private:
+  /// A container holding one gpu.module, and where its PTX goes.
+  struct Container {
+    OwningOpRef<ModuleOp> module;
+    GpuOptions options;
+    std::string *ptx;
+  };
+
+  /// A new container for `options`, whose PTX goes to `ptx`; the builder
+  /// inserts into it.
+  void makeContainer(Location loc, const GpuOptions &options, std::string &ptx);
 
   /// A container with one kernel per einsum of `einsums` (those that run
-  /// around the attention's own kernels), in `kernels`; null when there are
-  /// none.
-  llvm::Expected<OwningOpRef<ModuleOp>>
-  buildEinsumKernels(ArrayRef<EinsumOp> einsums, StringRef moduleName,
-                     StringRef kernelPrefix, StringRef what,
-                     std::vector<GpuPrologueKernel> &kernels) {
-    if (einsums.empty())
-      return OwningOpRef<ModuleOp>();
-    OwningOpRef<ModuleOp> container = makeContainer();
-    if (failed(buildPrologueGpuModule(builder, einsums, moduleName,
-                                      kernelPrefix, kernels)))
-      return fail(what);
-    return container;
-  }
+  /// around the attention's own kernels), in `prologue`; nothing when there
+  /// are none.
+  llvm::Error addEinsumKernels(ArrayRef<EinsumOp> einsums, Location loc,
+                               const GpuOptions &options, StringRef moduleName,
+                               StringRef kernelPrefix, StringRef what,
+                               std::optional<GpuPrologue> &prologue);
 
   /// "cannot build `what`", with the diagnostics.
   llvm::Error fail(const Twine &what) {
     return makeError("attn-nvgpu: cannot build " + what + ": " + diagnostics);
   }
 
-  /// PTX of each of `containers`, side by side.
-  llvm::Expected<SmallVector<std::string>>
-  lower(ArrayRef<ModuleOp> containers, const GpuOptions &options) {
-    return lowerAllToPtx(containers, options, diagnostics);
-  }
-
-  OpBuilder &getBuilder() { return builder; }
-
-private:
   MLIRContext *context;
-  Location loc;
   OpBuilder builder;
+  std::vector<Container> containers;
   std::string diagnostics;
   std::mutex diagnosticsMutex;
   ScopedDiagnosticHandler handler;
 };
 } // namespace
 
-llvm::Expected<GpuKernelArtifact>
-mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
-  GpuCompilation compilation(op);
-  OpBuilder &builder = compilation.getBuilder();
-  GpuKernelArtifact artifact;
+void GpuCompilation::makeContainer(Location loc, const GpuOptions &options,
+                                   std::string &ptx) {
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  (*module)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                     UnitAttr::get(context));
+  builder.setInsertionPointToEnd(module->getBody());
+  containers.push_back({std::move(module), options, &ptx});
+}
+
+llvm::Error GpuCompilation::addEinsumKernels(
+    ArrayRef<EinsumOp> einsums, Location loc, const GpuOptions &options,
+    StringRef moduleName, StringRef kernelPrefix, StringRef what,
+    std::optional<GpuPrologue> &prologue) {
+  if (einsums.empty())
+    return llvm::Error::success();
+  prologue.emplace();
+  makeContainer(loc, options, prologue->ptx);
+  if (failed(buildPrologueGpuModule(builder, einsums, moduleName, kernelPrefix,
+                                    prologue->kernels)))
+    return fail(what);
+  return llvm::Error::success();
+}
+
+llvm::Error GpuCompilation::addForward(AttentionOp op,
+                                       const GpuOptions &options,
+                                       GpuKernelArtifact &artifact) {
+  Location loc = op.getLoc();
   artifact.kernelName = "attn_fwd";
-  OwningOpRef<ModuleOp> container = compilation.makeContainer();
+  makeContainer(loc, options, artifact.ptx);
   if (failed(buildAttentionGpuModule(builder, op, options, "attn_gpu",
-                                     artifact.kernelName,
-                                     artifact.signature)))
-    return compilation.fail("the kernel");
-  OwningOpRef<ModuleOp> decodeContainer;
+                                     artifact.kernelName, artifact.signature)))
+    return fail("the kernel");
   if (options.decode && supportsGpuDecode(op)) {
-    decodeContainer = compilation.makeContainer();
+    artifact.decode = GpuDecodeKernels{"", artifact.kernelName + "_decode",
+                                       artifact.kernelName + "_merge",
+                                       getDecodeSharedMemoryBytes(op)};
+    makeContainer(loc, options, artifact.decode->ptx);
     GpuKernelSignature same;
     if (failed(buildDecodeGpuModule(builder, op, options, "attn_gpu_decode",
                                     artifact.kernelName, same)))
-      return compilation.fail("the decode kernels");
+      return fail("the decode kernels");
   }
-  OwningOpRef<ModuleOp> wgmmaContainer;
-  GpuWgmmaKernel wgmma;
   if (buildsWgmmaAttention(op, options)) {
-    wgmmaContainer = compilation.makeContainer();
+    artifact.wgmma.emplace();
+    makeContainer(loc, options, artifact.wgmma->ptx);
     if (failed(buildWgmmaGpuModule(builder, op, options, "attn_gpu_wgmma",
-                                   artifact.kernelName, wgmma)))
-      return compilation.fail("the Hopper kernel");
+                                   artifact.kernelName, *artifact.wgmma)))
+      return fail("the Hopper kernel");
   }
-  std::vector<GpuPrologueKernel> prologueKernels;
-  llvm::Expected<OwningOpRef<ModuleOp>> prologueContainer =
-      compilation.buildEinsumKernels(
-          getPrologueEinsums(op), "attn_gpu_prologue",
+  if (llvm::Error error = addEinsumKernels(
+          getPrologueEinsums(op), loc, options, "attn_gpu_prologue",
           artifact.kernelName + "_prologue", "the prologue kernels",
-          prologueKernels);
-  if (!prologueContainer)
-    return prologueContainer.takeError();
-
-  SmallVector<ModuleOp> containers = {*container};
-  if (decodeContainer)
-    containers.push_back(*decodeContainer);
-  if (wgmmaContainer)
-    containers.push_back(*wgmmaContainer);
-  if (*prologueContainer)
-    containers.push_back(**prologueContainer);
-  llvm::Expected<SmallVector<std::string>> ptx =
-      compilation.lower(containers, options);
-  if (!ptx)
-    return ptx.takeError();
-  artifact.ptx = std::move((*ptx)[0]);
-  size_t next = 1;
-  if (decodeContainer)
-    artifact.decode = GpuDecodeKernels{
-        std::move((*ptx)[next++]), artifact.kernelName + "_decode",
-        artifact.kernelName + "_merge", getDecodeSharedMemoryBytes(op)};
-  if (wgmmaContainer) {
-    wgmma.ptx = std::move((*ptx)[next++]);
-    artifact.wgmma = std::move(wgmma);
-  }
-  if (*prologueContainer)
-    artifact.prologue =
-        GpuPrologue{std::move((*ptx)[next++]), std::move(prologueKernels)};
+          artifact.prologue))
+    return error;
 
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
@@ -253,39 +183,162 @@ mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
         GpuTileList{artifact.kernelName + "_tiles", options.blockM,
                     getAttentionBlockN(op, options),
                     !op.getTileClass().getArgument(1).use_empty()};
+  return llvm::Error::success();
+}
+
+llvm::Error GpuCompilation::addBackward(AttentionBackwardOp op,
+                                        const GpuOptions &options,
+                                        GpuBackwardKernels &kernels) {
+  Location loc = op.getLoc();
+  makeContainer(loc, options, kernels.ptx);
+  if (failed(buildBackwardGpuModule(builder, op, "attn_gpu_bwd", "attn_bwd",
+                                    options, kernels)))
+    return fail("the backward kernels");
+  return addEinsumKernels(getEpilogueEinsums(op), loc, options,
+                          "attn_gpu_bwd_epilogue", "attn_bwd_epilogue",
+                          "the epilogue kernels", kernels.epilogue);
+}
+
+/// Lowers the single gpu.module of `container` to PTX.
+/// Its diagnostics go to the context's handler.
+static llvm::Expected<std::string> lowerToPtx(ModuleOp container,
+                                              const GpuOptions &options) {
+  PassManager pm(container.getContext());
+  addGpuLoweringPasses(pm, options);
+  if (failed(pm.run(container)))
+    return makeError("attn-nvgpu: lowering to PTX failed");
+  gpu::BinaryOp binary;
+  container.walk([&](gpu::BinaryOp op) { binary = op; });
+  if (!binary || binary.getObjects().size() != 1)
+    return makeError("attn-nvgpu: no gpu.binary was produced");
+  auto object = cast<gpu::ObjectAttr>(binary.getObjects()[0]);
+  if (object.getFormat() != gpu::CompilationTarget::Assembly)
+    return makeError("attn-nvgpu: the gpu.binary does not hold PTX");
+  return object.getObject().getValue().str();
+}
+
+/// Operations in `container`, which the time its lowering takes roughly
+/// grows with.
+static size_t countOperations(ModuleOp container) {
+  size_t count = 0;
+  container->walk([&](Operation *) { ++count; });
+  return count;
+}
+
+/// Most of the time is LLVM's, and each lowering has its own LLVM context, so
+/// the containers are lowered side by side: by at most one thread per
+/// hardware thread (the calling thread among them), each taking the next
+/// container, largest first. The largest one, which the others cannot
+/// shorten, then has a core to itself from the start and the others fill the
+/// rest; a thread per container would share the cores among all of them and
+/// finish the largest later. A context without threading gets them one by
+/// one: its IR must not be used from two threads. The passes' dialects are
+/// loaded first: a context cannot load dialects from two threads at once.
+/// The first failure, in build order, is reported with the diagnostics, read
+/// after every lowering is done.
+llvm::Error GpuCompilation::lower() {
+  size_t numWorkers = 1;
+  if (context->isMultithreadingEnabled())
+    numWorkers = std::min<size_t>(
+        containers.size(), std::max(1u, std::thread::hardware_concurrency()));
+  if (numWorkers > 1) {
+    DialectRegistry dependent;
+    for (const Container &container : containers) {
+      PassManager pm(context);
+      addGpuLoweringPasses(pm, container.options);
+      pm.getDependentDialects(dependent);
+    }
+    context->appendDialectRegistry(dependent);
+    for (StringRef name : dependent.getDialectNames())
+      context->getOrLoadDialect(name);
+  }
+
+  SmallVector<size_t> sizes, order;
+  for (const Container &container : containers) {
+    order.push_back(sizes.size());
+    sizes.push_back(countOperations(*container.module));
+  }
+  llvm::sort(order, [&](size_t a, size_t b) {
+    return std::make_pair(sizes[a], b) > std::make_pair(sizes[b], a);
+  });
+
+  SmallVector<std::optional<llvm::Expected<std::string>>> ptx(
+      containers.size());
+  std::atomic<size_t> next = 0;
+  auto work = [&] {
+    for (size_t i; (i = next++) < order.size();) {
+      const Container &container = containers[order[i]];
+      ptx[order[i]].emplace(lowerToPtx(*container.module, container.options));
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < numWorkers; ++i)
+    threads.emplace_back(work);
+  work();
+  for (std::thread &thread : threads)
+    thread.join();
+
+  // Every result must be consumed; the first failure is reported.
+  std::optional<llvm::Error> failure;
+  for (auto [container, result] : llvm::zip_equal(containers, ptx)) {
+    if (*result) {
+      *container.ptx = std::move(**result);
+      continue;
+    }
+    llvm::Error error = result->takeError();
+    if (failure)
+      llvm::consumeError(std::move(error));
+    else
+      failure =
+          makeError(llvm::toString(std::move(error)) + ": " + diagnostics);
+  }
+  if (failure)
+    return std::move(*failure);
+  return llvm::Error::success();
+}
+
+llvm::Expected<GpuKernelArtifact>
+mlir::attn::compileAttentionForGpu(AttentionOp op, const GpuOptions &options) {
+  GpuCompilation compilation(op.getContext());
+  GpuKernelArtifact artifact;
+  if (llvm::Error error = compilation.addForward(op, options, artifact))
+    return std::move(error);
+  if (llvm::Error error = compilation.lower())
+    return std::move(error);
   return artifact;
 }
 
 llvm::Expected<GpuBackwardKernels>
 mlir::attn::compileAttentionBackwardForGpu(AttentionBackwardOp op,
                                            const GpuOptions &options) {
-  GpuCompilation compilation(op);
-  OwningOpRef<ModuleOp> container = compilation.makeContainer();
+  GpuCompilation compilation(op.getContext());
   GpuBackwardKernels kernels;
-  if (failed(buildBackwardGpuModule(compilation.getBuilder(), op,
-                                    "attn_gpu_bwd", "attn_bwd", options,
-                                    kernels)))
-    return compilation.fail("the backward kernels");
-  std::vector<GpuPrologueKernel> epilogueKernels;
-  llvm::Expected<OwningOpRef<ModuleOp>> epilogueContainer =
-      compilation.buildEinsumKernels(getEpilogueEinsums(op),
-                                     "attn_gpu_bwd_epilogue",
-                                     "attn_bwd_epilogue",
-                                     "the epilogue kernels", epilogueKernels);
-  if (!epilogueContainer)
-    return epilogueContainer.takeError();
-  SmallVector<ModuleOp> containers = {*container};
-  if (*epilogueContainer)
-    containers.push_back(**epilogueContainer);
-  llvm::Expected<SmallVector<std::string>> ptx =
-      compilation.lower(containers, options);
-  if (!ptx)
-    return ptx.takeError();
-  kernels.ptx = std::move((*ptx)[0]);
-  if (*epilogueContainer)
-    kernels.epilogue =
-        GpuPrologue{std::move((*ptx)[1]), std::move(epilogueKernels)};
+  if (llvm::Error error = compilation.addBackward(op, options, kernels))
+    return std::move(error);
+  if (llvm::Error error = compilation.lower())
+    return std::move(error);
   return kernels;
+}
+
+llvm::Expected<GpuAttentionWithBackward>
+mlir::attn::compileAttentionWithBackwardForGpu(
+    AttentionOp forward, const GpuOptions &forwardOptions,
+    AttentionBackwardOp backward, const GpuOptions &backwardOptions) {
+  assert(forward.getContext() == backward.getContext() &&
+         "the forward and the backward must share a context");
+  GpuCompilation compilation(forward.getContext());
+  GpuAttentionWithBackward result;
+  // The backward first: where both cannot be built, its error is the one
+  // reported, as when it is compiled first on its own.
+  if (llvm::Error error =
+          compilation.addBackward(backward, backwardOptions, result.backward))
+    return std::move(error);
+  if (llvm::Error error =
+          compilation.addForward(forward, forwardOptions, result.forward))
+    return std::move(error);
+  if (llvm::Error error = compilation.lower())
+    return std::move(error);
+  return result;
 }
 
 GpuKernelParam mlir::attn::getFixedParam(FixedParam param) {

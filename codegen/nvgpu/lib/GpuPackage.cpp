@@ -470,6 +470,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   };
   llvm::SmallVector<OperandAxis> dO, dLse;
   std::optional<mlir::attn::GpuBackwardKernels> backwardKernels;
+  std::optional<GpuKernelArtifact> artifact;
   if (backward) {
     auto axes = mapOperandAxes(backward.getOutputGrad(), kernel, "dO");
     if (!axes)
@@ -489,16 +490,22 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     backwardOptions.queryGradTensorMap =
         isWholeInput(*q) &&
         declared->outputs[gradOutputs[0]].axes.size() == q->size();
-    llvm::Expected<mlir::attn::GpuBackwardKernels> kernels =
-        mlir::attn::compileAttentionBackwardForGpu(backward, backwardOptions);
+    // Compiled together, so that the backward's modules and the forward's
+    // are lowered to PTX side by side.
+    llvm::Expected<mlir::attn::GpuAttentionWithBackward> kernels =
+        mlir::attn::compileAttentionWithBackwardForGpu(
+            attention, gpuOptions, backward, backwardOptions);
     if (!kernels)
       return withShapeHint(kernels.takeError());
-    backwardKernels = std::move(*kernels);
+    artifact = std::move(kernels->forward);
+    backwardKernels = std::move(kernels->backward);
+  } else {
+    llvm::Expected<GpuKernelArtifact> kernels =
+        compileAttentionForGpu(attention, gpuOptions);
+    if (!kernels)
+      return withShapeHint(kernels.takeError());
+    artifact = std::move(*kernels);
   }
-  llvm::Expected<GpuKernelArtifact> artifact =
-      compileAttentionForGpu(attention, gpuOptions);
-  if (!artifact)
-    return withShapeHint(artifact.takeError());
 
   // The manifest: the kernel's signature as the spec declares it.
   PackageManifest manifest;

@@ -456,6 +456,22 @@ compileAttentionForGpu(ModuleOp module, const GpuOptions &options);
 llvm::Expected<GpuKernelArtifact>
 compileAttentionForGpu(AttentionOp op, const GpuOptions &options);
 
+/// The kernels of an attention and those of its backward.
+struct GpuAttentionWithBackward {
+  GpuKernelArtifact forward;
+  GpuBackwardKernels backward;
+};
+
+/// Compiles `forward` as compileAttentionForGpu does and `backward` (of the
+/// same context) as compileAttentionBackwardForGpu does, to the same PTX,
+/// but builds the modules of both before lowering any, so that all of their
+/// lowerings run side by side instead of the forward's after the
+/// backward's. Where neither can be built, the backward's error is the one
+/// returned.
+llvm::Expected<GpuAttentionWithBackward> compileAttentionWithBackwardForGpu(
+    AttentionOp forward, const GpuOptions &forwardOptions,
+    AttentionBackwardOp backward, const GpuOptions &backwardOptions);
+
 /// Registers `attn-build-gpu-kernels` and the `attn-nvgpu-pipeline`
 /// pipeline (attn.attention → gpu.module → gpu.binary with PTX).
 void registerAttnGPUPasses();
