@@ -740,6 +740,22 @@ void AttentionKernelEmitter::emit() {
 // Entry points.
 //===----------------------------------------------------------------------===//
 
+/// Whether the score_mod and mask regions have at most kMaxLightScoreOps
+/// operations, all from `dialects`.
+static bool isShortScoreCode(AttentionOp op, ArrayRef<StringRef> dialects) {
+  int64_t numOps = 0;
+  bool allowed = true;
+  for (Region *region : {&op.getScoreMod(), &op.getMask()})
+    region->walk([&](Operation *nested) {
+      if (isa<YieldOp>(nested))
+        return;
+      ++numOps;
+      allowed &=
+          llvm::is_contained(dialects, nested->getDialect()->getNamespace());
+    });
+  return allowed && numOps <= kMaxLightScoreOps;
+}
+
 /// Whether the variant's per-score code is light enough for 64-key tiles
 /// with 32 query rows per warp: there the scores and the output accumulators
 /// fill the register file, and anything per score that needs registers of
@@ -752,18 +768,17 @@ static bool hasLightScoreCode(AttentionOp op) {
   // An LSE output or a sink keeps per-row values and pointers live too.
   if (op.getNormalizer() != Normalizer::Softmax || op.getLse() || op.getSink())
     return false;
-  int64_t numOps = 0;
-  bool light = true;
-  for (Region *region : {&op.getScoreMod(), &op.getMask()})
-    region->walk([&](Operation *nested) {
-      if (isa<YieldOp>(nested))
-        return;
-      ++numOps;
-      StringRef dialect = nested->getDialect()->getNamespace();
-      if (dialect != "arith" && dialect != "index")
-        light = false;
-    });
-  return light && numOps <= kMaxLightScoreOps;
+  return isShortScoreCode(op, {"arith", "index"});
+}
+
+/// Whether the Hopper consumers' 232 registers hold the scores of 128 keys
+/// with the variant's per-score code: short code that reads no tensor,
+/// transcendental functions included (each result dies at once), whatever
+/// the normalizer, LSE and sink. Calibrated with ptxas on the examples: the
+/// masks that read tensors (document, labels, block maps, per-head flags)
+/// or combine a window with sinks spill at 128 keys.
+static bool fitsWideWgmmaTiles(AttentionOp op) {
+  return isShortScoreCode(op, {"arith", "index", "math"});
 }
 
 /// Keys per iteration when the options leave it open: 64 feeds the tensor
@@ -780,16 +795,13 @@ static int64_t chooseBlockN(AttentionOp op, const GpuOptions &options) {
 }
 
 /// The Hopper kernel's tiles: 128 rows (two consumer warp groups), 128 keys
-/// where the per-score code is light, else 64 (the scores and the output
+/// where they fit (fitsWideWgmmaTiles), else 64 (the scores and the output
 /// accumulators share the consumers' 232 registers).
 static AttentionTileShape getWgmmaTileShape(AttentionOp op) {
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
-  AttentionTileShape shape{128,
-                           hasLightScoreCode(op) ? 128 : 64,
-                           query.getDimSize(3),
-                           value.getDimSize(3),
-                           16};
+  AttentionTileShape shape{128, fitsWideWgmmaTiles(op) ? 128 : 64,
+                           query.getDimSize(3), value.getDimSize(3), 16};
   shape.wgmma = true;
   return shape;
 }
