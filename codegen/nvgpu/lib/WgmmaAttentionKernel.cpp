@@ -42,6 +42,7 @@ namespace {
 
 /// Rows of a consumer warp group and of one wgmma.
 constexpr int64_t kWgmmaRows = 64;
+/// Threads of a warp group: both consumer groups meet at the turn barriers.
 constexpr int64_t kWarpGroupThreads = 128;
 /// Registers a producer thread keeps, and a consumer thread gets: 128 of
 /// the first and 256 of the second fill the register file.
