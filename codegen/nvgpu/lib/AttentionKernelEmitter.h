@@ -211,6 +211,9 @@ private:
   /// products of the block are issued. Group 0 holds the first turn.
   void waitForProductTurn(Value group);
   void passProductTurn(Value group);
+  /// Threads of the two consumer groups: the turn barriers' and the ring's
+  /// empty barriers' counts.
+  int64_t wgmmaConsumerThreads() const;
   /// The weights of one block, in accumulator order, packed into the A
   /// fragments of P V.
   SmallVector<Value> packWeights(ArrayRef<Value> p);

@@ -269,7 +269,9 @@ LogicalResult lowerCapturedTensorAccesses(gpu::GPUFuncOp func);
 
 /// Rewrites the math ops inlined region code may hold (exp, exp2, log, log2,
 /// log1p, tanh, abs, sqrt, rsqrt, pow) into PTX instructions and
-/// approximations, so that no libdevice is needed; fails on any other.
+/// approximations, so that no libdevice is needed; fails on any other. A
+/// division by a constant or by a value from outside its loop or branch
+/// becomes a product with the reciprocal (NVPTXMath.cpp).
 LogicalResult lowerMathForNVPTX(gpu::GPUFuncOp func);
 
 /// Emits `ex2.approx.ftz.f32` / `lg2.approx.ftz.f32`.

@@ -42,8 +42,6 @@ namespace {
 
 /// Rows of a consumer warp group and of one wgmma.
 constexpr int64_t kWgmmaRows = 64;
-/// Threads of a warp group: both consumer groups meet at the turn barriers.
-constexpr int64_t kWarpGroupThreads = 128;
 /// Registers a producer thread keeps, and a consumer thread gets: 128 of
 /// the first and 256 of the second fill the register file.
 constexpr int64_t kProducerRegisters = 40;
@@ -212,15 +210,20 @@ void AttentionKernelEmitter::issueValueProduct(MutableArrayRef<Value> acc,
   wgmmaCommit();
 }
 
+int64_t AttentionKernelEmitter::wgmmaConsumerThreads() const {
+  return shape.numThreads() - kWgmmaProducerThreads;
+}
+
 void AttentionKernelEmitter::waitForProductTurn(Value group) {
   NVVM::BarrierOp::create(b, loc, Type(), add(group, c32(1)),
-                          c32(2 * kWarpGroupThreads),
+                          c32(wgmmaConsumerThreads()),
                           NVVM::BarrierReductionAttr(), Value());
 }
 
 void AttentionKernelEmitter::passProductTurn(Value group) {
-  NVVM::BarrierArriveOp::create(b, loc, sub(c32(2), group),
-                                c32(2 * kWarpGroupThreads));
+  Value other = sub(c32(1), group);
+  NVVM::BarrierArriveOp::create(b, loc, add(other, c32(1)),
+                                c32(wgmmaConsumerThreads()));
 }
 
 SmallVector<Value> AttentionKernelEmitter::packWeights(ArrayRef<Value> p) {
@@ -243,15 +246,16 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
   Value group = divu(warp, c32(kWgmmaRows / 16));
   waitBarrier(sharedAddress(wgmmaBarrierOffset() + qFullBarrier()), c32(0));
   Value qBase = sharedAddress(mul(group, c32(kWgmmaRows * kSwizzledRowBytes)));
-  // Group 0's first turn: its own arrival (the other's last one is left
-  // pending when the CTA exits, which resets the barrier).
+  // Group 0 takes the first turn as if group 1 had passed it: it arrives
+  // at its own barrier once. Group 1's last pass is left pending when the
+  // CTA exits, which resets the barrier.
   {
     auto ifFirstGroup =
         scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::eq, group, c32(0)),
                           /*withElseRegion=*/false);
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifFirstGroup.thenBlock());
-    passProductTurn(c32(1));
+    passProductTurn(/*group=*/c32(1));
   }
 
   const int64_t numRows = shape.ownedRows();
@@ -407,7 +411,7 @@ void AttentionKernelEmitter::emitWgmma() {
   if (shape.tileList)
     emitTileListStart(numBlocks);
   const int64_t barriers = wgmmaBarrierOffset();
-  const int64_t consumers = shape.numThreads() - kWgmmaProducerThreads;
+  const int64_t consumers = wgmmaConsumerThreads();
   {
     auto ifFirst = scf::IfOp::create(
         b, loc, cmpi(arith::CmpIPredicate::eq, tid, c32(0)),

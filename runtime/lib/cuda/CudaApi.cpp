@@ -267,6 +267,9 @@ struct attnc_plan_t {
     size_t tensor; ///< index in `tensors`
     size_t index;  ///< of its map among a launch's
     TensorMapLayout layout;
+    /// May be all zeros where the driver cannot make it (ParamSlot's
+    /// tile.optional).
+    bool optional = false;
     /// Under mapMutex.
     bool cached = false;
     const void *cachedFor = nullptr;
@@ -382,6 +385,7 @@ Status makePlan(attnc_package pkg, const char *entryName,
       slot.tensor = tensorIndexOf[p.findArg(entry.params[i].arg)];
       slot.index = plan.numMaps++;
       slot.layout = layouts[k++];
+      slot.optional = entry.params[i].tile.optional;
       plan.mapSlots[step.entry].push_back(slot);
     }
   }
@@ -420,12 +424,6 @@ void *tensorAddress(const attnc_plan_t &plan, void *const *data, size_t t) {
   return static_cast<char *>(data[t]) + plan.tensors[t].byteOffset;
 }
 
-/// Whether Tma slot `slot` of entry `e` may get an all-zero map.
-bool isOptionalMap(const attnc_plan_t &plan, size_t e,
-                   const attnc_plan_t::MapSlot &slot) {
-  return plan.pkg->pkg.manifest.entries[e].params[slot.slot].tile.optional;
-}
-
 /// Puts the tensor maps of entry `e` for a launch with `data` into `maps`:
 /// the ones the plan encoded last where the address is the same, else
 /// encoded now by the driver. An optional map the driver cannot make (no
@@ -439,19 +437,18 @@ Status encodeTensorMaps(attnc_plan_t &plan, size_t e, void *const *data,
     const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
     if (!slot.cached || slot.cachedFor != address) {
       slot.cached = false;
-      bool optional = isOptionalMap(plan, e, slot);
       Status s = d.cuTensorMapEncodeTiled
                      ? Status::ok()
                      : Status(ATTNC_ERROR_CUDA,
                               "the CUDA driver has no cuTensorMapEncodeTiled "
                               "(TMA needs a CUDA 12 driver)");
       // The addresses of the other maps were checked before any driver call.
-      if (s.isOk() && optional && !slot.layout.empty)
+      if (s.isOk() && slot.optional && !slot.layout.empty)
         s = checkTensorMapAddress(arg, address);
       if (s.isOk())
         s = encodeTensorMap(d, arg, slot.layout, address, slot.cachedMap);
       if (!s.isOk()) {
-        if (!optional)
+        if (!slot.optional)
           return s;
         slot.cachedMap = CUtensorMap();
       }
@@ -484,7 +481,7 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   for (const attnc_plan_t::Step &step : plan.steps) {
     size_t e = step.entry;
     for (const attnc_plan_t::MapSlot &slot : plan.mapSlots[e]) {
-      if (slot.layout.empty || isOptionalMap(plan, e, slot))
+      if (slot.layout.empty || slot.optional)
         continue;
       const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
       if (Status s = checkTensorMapAddress(
