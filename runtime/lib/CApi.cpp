@@ -197,7 +197,7 @@ attnc_status attnc_check_args(attnc_package pkg, const attnc_tensor *inputs,
         pkg->pkg.fallbackOf[e] >= 0 || !pkg->pkg.usesTma(e))
       continue;
     std::vector<cuda::TensorMapLayout> layouts;
-    if (Status s = cuda::tensorMapLayouts(pkg->pkg, e, tensorOf,
+    if (Status s = cuda::tensorMapLayouts(pkg->pkg, e, bound.dims, tensorOf,
                                           /*checkAddresses=*/true, layouts))
       return setLastError(s);
   }

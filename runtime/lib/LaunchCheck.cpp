@@ -182,6 +182,20 @@ public:
     if (!empty && align > 1 && address % align != 0)
       return fail("data address (data + byte_offset) must be aligned to " +
                   std::to_string(align) + " bytes");
+    // The kernel reads such a tensor's rows with vector loads: every row
+    // (each index of the axes outside the innermost) starts aligned too.
+    uint64_t elementBytes = dtypeSize(spec.dtype);
+    if (!empty && t.strides && align > elementBytes) {
+      for (int32_t k = 0; k + 1 < rank; ++k) {
+        uint64_t stride = static_cast<uint64_t>(t.strides[k]);
+        if (t.shape[k] > 1 && (stride * elementBytes) % align != 0)
+          return fail("the kernel reads rows with " + std::to_string(align) +
+                      "-byte loads, so strides must be multiples of " +
+                      std::to_string(align / elementBytes) +
+                      " elements; stride of axis " + std::to_string(k) +
+                      " is " + std::to_string(t.strides[k]));
+      }
+    }
     return Status::ok();
   }
 
@@ -414,6 +428,25 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
   return Status::ok();
 }
 
+Status workspaceTensorShape(const Package &pkg, size_t w,
+                            const std::vector<int64_t> &dims,
+                            std::vector<int64_t> &out) {
+  const WorkspaceSpec &ws = pkg.manifest.workspaces[w];
+  const std::vector<DimExpr> &exprs = pkg.workspaceShapeExprs[w];
+  out.assign(exprs.size(), 0);
+  for (size_t k = 0; k < exprs.size(); ++k) {
+    std::string who =
+        "workspace '" + ws.name + "': tensor shape[" + std::to_string(k) + "]";
+    if (Status s = exprs[k].evaluate(dims, out[k]))
+      return s.withContext(who);
+    if (out[k] < 0)
+      return invalidArgument(who + " = " + ws.tensor->shape[k] + " = " +
+                             std::to_string(out[k]) + " is negative for " +
+                             describeDims(pkg.manifest, dims));
+  }
+  return Status::ok();
+}
+
 Status workspaceBytes(const Package &pkg, const BoundLaunch &bound,
                       const std::vector<size_t> &entries,
                       std::vector<int64_t> &out) {
@@ -423,9 +456,12 @@ Status workspaceBytes(const Package &pkg, const BoundLaunch &bound,
   for (size_t e : entries) {
     if (!bound.enabled[e])
       continue;
-    for (const ParamSlot &p : m.entries[e].params)
+    for (const ParamSlot &p : m.entries[e].params) {
       if (p.kind == ParamSlot::Kind::Workspace)
         used[pkg.findWorkspace(p.arg)] = true;
+      else if (p.kind == ParamSlot::Kind::Tma && pkg.tmaWorkspace(p) >= 0)
+        used[pkg.tmaWorkspace(p)] = true;
+    }
   }
   for (size_t w = 0; w < m.workspaces.size(); ++w) {
     if (!used[w])
@@ -438,6 +474,23 @@ Status workspaceBytes(const Package &pkg, const BoundLaunch &bound,
       return invalidArgument(who + ": bytes = " + ws.bytes + " = " +
                              std::to_string(out[w]) + " is negative for " +
                              describeDims(m, bound.dims));
+    // The tensor it begins with must fit in it (a package that promised
+    // otherwise would have its tensor maps read past the buffer).
+    if (ws.tensor) {
+      std::vector<int64_t> shape;
+      if (Status s = workspaceTensorShape(pkg, w, bound.dims, shape))
+        return s;
+      int64_t tensorBytes = static_cast<int64_t>(dtypeSize(ws.tensor->dtype));
+      for (int64_t extent : shape)
+        if (__builtin_mul_overflow(tensorBytes, extent, &tensorBytes))
+          tensorBytes = INT64_MAX;
+      if (tensorBytes > out[w])
+        return invalidPackage(
+            who + ": its tensor takes " + std::to_string(tensorBytes) +
+            " bytes, more than "
+            "its " +
+            std::to_string(out[w]) + " for " + describeDims(m, bound.dims));
+    }
   }
   return Status::ok();
 }

@@ -461,11 +461,12 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
   shape.fusedQuery =
       shape.wgmma && !options.deterministic && op.getGradReads().empty();
   shape.queryGradMap = shape.fusedQuery && options.queryGradTensorMap;
+  shape.streamMaps = shape.fusedQuery && options.streamTensorMaps;
   shape.streamRows = shape.fusedQuery ? 64 : chooseStreamRows(op);
   Type elementType = query.getElementType();
   KernelModuleBuilder module(builder, op, kernels.signature);
   FailureOr<gpu::GPUModuleOp> gpuModule =
-      module.create(moduleName, /*tensorMaps=*/shape.queryGradMap ? 1 : 0);
+      module.create(moduleName, /*tensorMaps=*/shape.tensorMaps());
   if (failed(gpuModule))
     return failure();
   kernels.preprocessName = (kernelPrefix + "_pre").str();
@@ -479,9 +480,16 @@ mlir::attn::buildBackwardGpuModule(OpBuilder &builder, AttentionBackwardOp op,
   // At D = E = 128 the fused kernel takes all of a Hopper CTA's 227 KiB.
   assert(shape.sharedBytes() <= 227 * 1024 && "more shared memory than a CTA");
   kernels.keyValueSharedBytes = kernels.querySharedBytes = shape.sharedBytes();
-  if (shape.queryGradMap) {
-    kernels.queryGradBoxRows = shape.stream();
-    kernels.queryGradBoxColumns = BackwardShape::kQueryGradBoxColumns;
+  using TensorMap = GpuBackwardKernels::TensorMap;
+  kernels.tensorMaps.clear();
+  if (shape.queryGradMap)
+    kernels.tensorMaps.push_back({TensorMap::Of::QueryGrad, shape.stream(),
+                                  BackwardShape::kQueryGradBoxColumns});
+  if (shape.streamMaps) {
+    // A swizzled chunk of 64 16-bit columns per box.
+    kernels.tensorMaps.push_back({TensorMap::Of::Query, shape.stream(), 64});
+    kernels.tensorMaps.push_back(
+        {TensorMap::Of::OutputGrad16, shape.stream(), 64});
   }
   auto add = [&](StringRef name, int64_t threads,
                  void (BackwardEmitter::*emit)()) {

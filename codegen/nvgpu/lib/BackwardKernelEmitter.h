@@ -52,12 +52,13 @@
 // same bits on every run or a tensor score_mod reads needs the dQ kernel's
 // row sums (grad_reads): 5 products per kept pair. One CTA per 128 keys, two
 // warp groups of 64; Q and dO stream through three stages, each filled by
-// every thread's cp.async copies and completed on an mbarrier (no barrier of
-// the CTA between blocks). Per block of 64 queries each group writes its
-// dSᵀ to one of two tiles, and after a barrier of the CTA each computes
-// dQ = dS K for half of D's columns over all 128 keys (both operands in
-// shared memory),
-// stages it, scaled, in shared memory (boxes of 32 columns, 128-byte
+// one thread's TMA loads (through maps of Q and of dO's 16-bit copy; every
+// thread's cp.async copies where the runtime could not make Q's) and the
+// rows' statistics' cp.async copies, and completed on an mbarrier (no
+// barrier of the CTA between blocks). Per block of 64 queries each group writes
+// its dSᵀ to one of two tiles, and after a barrier of the CTA each computes dQ
+// = dS K for half of D's columns over all 128 keys (both operands in shared
+// memory), stages it, scaled, in shared memory (boxes of 32 columns, 128-byte
 // swizzled) and adds it into dQ (zeroed by _pre) with one TMA reduction per
 // box (cp.reduce.async.bulk.tensor, issued by one thread of the group)
 // through the kernel's tensor map of dQ, or with atomics where the runtime
@@ -105,7 +106,14 @@ struct BackwardShape {
   /// Fused: the kernels take a tensor map of dQ (GpuOptions::
   /// queryGradTensorMap), through which the shares are added.
   bool queryGradMap = false;
+  /// Fused: the kernels also take tensor maps of Q and dO (GpuOptions::
+  /// streamTensorMaps), through which one thread loads the streamed blocks.
+  bool streamMaps = false;
   int64_t stream() const { return streamRows; }
+  /// The kernels' tensor maps: dQ's, then Q's and dO's.
+  unsigned tensorMaps() const {
+    return (queryGradMap ? 1 : 0) + (streamMaps ? 2 : 0);
+  }
   /// Warps of the dK/dV kernel: two warp groups of 64 keys when fused.
   int64_t keyValueWarps() const {
     return fusedQuery ? 2 * kBackwardWarps : kBackwardWarps;
@@ -327,6 +335,12 @@ private:
                      Value stage);
   /// Fused: the shared address of the mbarrier of `stage`'s copies.
   Value stageBarrier(Value stage);
+  /// Fused with streamMaps: one thread loads the streamed tiles of rows
+  /// `first` ... into `stage` with TMA, completing on its mbarrier.
+  void loadStageByTensor(const TilePair &tiles, Value first, Value stage);
+  /// Whether the runtime made tensor map `map`: it passes all zeros where
+  /// TMA cannot describe the launch's tensor.
+  Value isMapMade(Value map);
   /// The body of a streamed block: (first row, tile class, [stream, D] tile,
   /// [stream, E] tile, stage, the block's count among the blocks the kernel
   /// streamed (fused; else the stage), carried values) -> the carried
@@ -383,6 +397,9 @@ private:
   /// Fused: the tensor map of dQ (or null), and whether the runtime could
   /// make it (an all-zero map where TMA cannot describe dQ).
   Value queryGradMap, queryGradByTensor;
+  /// Fused: the tensor maps of Q and dO (or null), and whether the runtime
+  /// could make both.
+  Value queryMap, outputGradMap, streamByTensor;
   Value batchIdx, scale;
 };
 

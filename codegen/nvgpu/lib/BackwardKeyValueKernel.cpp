@@ -29,16 +29,17 @@ void BackwardEmitter::emitKeyValue() {
   const int64_t dTiles = shape.headDim / 8, eTiles = shape.valueDim / 8;
   Value group = headOrGroup;
   Value n0 = mul(blockIndex, c32(rows));
+  // The tensor maps, in the order BackwardShape::tensorMaps gives them.
+  unsigned nextMap = kNumFixedParams;
   if (shape.queryGradMap) {
-    // The runtime passes an all-zero map where TMA cannot describe dQ.
-    queryGradMap = args[kNumFixedParams];
-    Value bits = c64(0);
-    for (int64_t word = 0; word < 16; ++word)
-      bits = arith::OrIOp::create(
-          b, loc, bits,
-          LLVM::LoadOp::create(b, loc, i64, gep(queryGradMap, i64, c32(word)),
-                               8));
-    queryGradByTensor = cmpi(arith::CmpIPredicate::ne, bits, c64(0));
+    queryGradMap = args[nextMap++];
+    queryGradByTensor = isMapMade(queryGradMap);
+  }
+  if (shape.streamMaps) {
+    queryMap = args[nextMap++];
+    outputGradMap = args[nextMap++];
+    streamByTensor = arith::AndIOp::create(b, loc, isMapMade(queryMap),
+                                           isMapMade(outputGradMap));
   }
   Value nLast = sub(minsi(add(n0, c32(rows)), sizeN), c32(1));
   if (shape.fusedQuery) {

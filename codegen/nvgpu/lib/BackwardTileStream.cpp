@@ -2,8 +2,8 @@
 //
 // The tiles the dK/dV and dQ kernels stream through shared memory: a CTA's
 // own rows, loaded once, and the other side's blocks, double-buffered by
-// cp.async groups (the fused kernel: a ring of stages whose copies complete
-// on mbarriers), with the rows' statistics beside them.
+// cp.async groups (the fused kernel: a ring of stages whose TMA loads or
+// copies complete on mbarriers), with the rows' statistics beside them.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,6 +11,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
@@ -71,6 +72,16 @@ void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
                             source, /*size=*/4, NVVM::LoadCacheModifierKind::CA,
                             select(inRange, c32(4), c32(0)));
   }
+  // Where the kernel has maps of Q and dO, one thread loads the tiles with
+  // TMA, and every thread copies them otherwise.
+  scf::IfOp ifTensor;
+  if (shape.streamMaps) {
+    ifTensor = scf::IfOp::create(b, loc, streamByTensor,
+                                 /*withElseRegion=*/true);
+    b.setInsertionPointToStart(ifTensor.thenBlock());
+    loadStageByTensor(tiles, first, stage);
+    b.setInsertionPointToStart(ifTensor.elseBlock());
+  }
   // loadTileAsync copies to offsets from `smem`: the stage's base stands in.
   Value savedSmem = smem;
   smem = stagePointer(stage);
@@ -80,6 +91,8 @@ void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
                 shape.vPitch(), tiles.eBase, tiles.eStride, first, tiles.limit,
                 nullptr, shape.wgmma);
   smem = savedSmem;
+  if (ifTensor)
+    b.setInsertionPointAfter(ifTensor);
   // Fused: the stage's mbarrier completes once every thread's copies have
   // (each arrives once per stage's fill).
   if (shape.fusedQuery)
@@ -87,6 +100,39 @@ void BackwardEmitter::prefetchStage(const TilePair &tiles, Value block,
   b.setInsertionPointToStart(guard.elseBlock());
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
+}
+
+void BackwardEmitter::loadStageByTensor(const TilePair &tiles, Value first,
+                                        Value stage) {
+  const int64_t stream = shape.stream();
+  auto ifFirst =
+      scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::eq, tid, c32(0)),
+                        /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard insertion(b);
+  b.setInsertionPointToStart(ifFirst.thenBlock());
+  // The stage's mbarrier counts every thread's arrival on its copies (the
+  // statistics'); the boxes' bytes are expected before any of them lands.
+  // Rows past M are filled with zeros, and count.
+  Value barrier = stageBarrier(stage);
+  expectBytes(barrier, 2 * stream * (shape.headDim + shape.valueDim));
+  Value base = sharedAddressOf(stagePointer(stage));
+  auto loadChunks = [&](Value map, Value tile, int64_t columns) {
+    for (int64_t c = 0; c < columns / 64; ++c)
+      loadBox(map, add(tile, c32(c * stream * kSwizzledRowBytes)),
+              {c32(64 * c), first, tiles.head, batch}, barrier);
+  };
+  loadChunks(queryMap, base, shape.headDim);
+  loadChunks(outputGradMap, add(base, c32(2 * stream * shape.qkPitch())),
+             shape.valueDim);
+}
+
+Value BackwardEmitter::isMapMade(Value map) {
+  Value bits = c64(0);
+  for (int64_t word = 0; word < 16; ++word)
+    bits = arith::OrIOp::create(
+        b, loc, bits,
+        LLVM::LoadOp::create(b, loc, i64, gep(map, i64, c32(word)), 8));
+  return cmpi(arith::CmpIPredicate::ne, bits, c64(0));
 }
 
 Value BackwardEmitter::stageBarrier(Value stage) {
@@ -127,7 +173,21 @@ SmallVector<Value> BackwardEmitter::emitStreamLoop(
               arith::DivUIOp::create(b, loc, count, c32(shape.stages()));
           waitBarrier(stageBarrier(stage),
                       arith::AndIOp::create(b, loc, fill, c32(1)));
-          asyncProxyFence();
+          // cp.async writes through the generic proxy, which wgmma does
+          // not see without a fence; TMA writes through the async one.
+          if (shape.streamMaps) {
+            auto ifCopied = scf::IfOp::create(
+                b, loc,
+                arith::XOrIOp::create(
+                    b, loc, streamByTensor,
+                    arith::ConstantIntOp::create(b, loc, 1, 1)),
+                /*withElseRegion=*/false);
+            OpBuilder::InsertionGuard insertion(b);
+            b.setInsertionPointToStart(ifCopied.thenBlock());
+            asyncProxyFence();
+          } else {
+            asyncProxyFence();
+          }
         } else {
           // This stage's copies are complete and, past the barrier, every
           // thread's; every warp is done with the other stage, into which

@@ -490,6 +490,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     backwardOptions.queryGradTensorMap =
         isWholeInput(*q) &&
         declared->outputs[gradOutputs[0]].axes.size() == q->size();
+    // Q as the input it is, [B, H, M, D]: a tensor map describes it (and
+    // dO's 16-bit copy, a workspace laid out alike).
+    backwardOptions.streamTensorMaps = q->size() == 4 && isWholeInput(*q);
     // Compiled together, so that the backward's modules and the forward's
     // are lowered to PTX side by side.
     llvm::Expected<mlir::attn::GpuAttentionWithBackward> kernels =
@@ -684,8 +687,17 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
         mlir::attn::backwardSplitsOutputGrad(backward) ? "2*" : "";
     manifest.workspaces.push_back(
         {"delta", parts + "4*" + product({bDim, hDim, mDim})});
-    manifest.workspaces.push_back(
-        {"do16", parts + "2*" + product({bDim, hDim, mDim, eDim})});
+    WorkspaceSpec outputGrad16{
+        "do16", parts + "2*" + product({bDim, hDim, mDim, eDim}), {}};
+    // Where the kernels load it through a tensor map: its first part is dO
+    // rounded to Q's type, dense [B, H, M, E].
+    if (llvm::any_of(backwardKernels->tensorMaps, [](const auto &map) {
+          return map.of ==
+                 mlir::attn::GpuBackwardKernels::TensorMap::Of::OutputGrad16;
+        }))
+      outputGrad16.tensor = WorkspaceSpec::Tensor{
+          declared->inputs[(*q)[0].input].dtype, {bDim, hDim, mDim, eDim}};
+    manifest.workspaces.push_back(std::move(outputGrad16));
     if (hasSinkGrad)
       manifest.workspaces.push_back(
           {"dsink", "4*" + product({bDim, hDim, mDim})});
@@ -1089,19 +1101,27 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       backwardEntry.block[0] = threads;
       backwardEntry.sharedBytes = sharedBytes;
       backwardEntry.params = fixedSlots;
-      // The kernels' tensor map of dQ (GpuOptions::queryGradTensorMap):
-      // all zeros where TMA cannot describe it, and the kernel adds its
-      // shares with atomics instead.
-      for (const mlir::attn::GpuKernelParam &param :
-           backwardKernels->signature.params) {
-        if (param.kind != mlir::attn::GpuKernelParam::Kind::TensorMap)
-          continue;
+      // The kernels' tensor maps of dQ (GpuOptions::queryGradTensorMap), Q
+      // and dO (GpuOptions::streamTensorMaps): all zeros where TMA cannot
+      // describe the tensor, and the kernel adds dQ's shares with atomics,
+      // or copies Q and dO with cp.async, instead.
+      using TensorMap = mlir::attn::GpuBackwardKernels::TensorMap;
+      for (const TensorMap &map : backwardKernels->tensorMaps) {
         ParamSlot slot;
         slot.kind = ParamSlot::Kind::Tma;
-        slot.arg = outputName(gradOutputs[0]);
+        switch (map.of) {
+        case TensorMap::Of::QueryGrad:
+          slot.arg = outputName(gradOutputs[0]);
+          break;
+        case TensorMap::Of::Query:
+          slot.arg = inputName((*q)[0].input);
+          break;
+        case TensorMap::Of::OutputGrad16:
+          slot.arg = "do16";
+          break;
+        }
         slot.type = SlotType::TensorMap;
-        slot.tile.box = {1, 1, backwardKernels->queryGradBoxRows,
-                         backwardKernels->queryGradBoxColumns};
+        slot.tile.box = {1, 1, map.boxRows, map.boxColumns};
         slot.tile.swizzle = TmaSwizzle::B128;
         slot.tile.optional = true;
         backwardEntry.params.push_back(slot);

@@ -161,6 +161,13 @@ void WgmmaTileBuilder::arriveExpectingBytes(Value address, int64_t bytes) {
           "r");
 }
 
+void WgmmaTileBuilder::expectBytes(Value address, int64_t bytes) {
+  emitAsm(b, loc, {}, {address},
+          "mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [$0], " +
+              std::to_string(bytes) + ";",
+          "r");
+}
+
 void WgmmaTileBuilder::arrive(Value address) {
   emitAsm(b, loc, {}, {address}, "mbarrier.arrive.shared::cta.b64 _, [$0];",
           "r");

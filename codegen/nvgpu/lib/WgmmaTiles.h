@@ -78,6 +78,9 @@ protected:
   void asyncProxyFence();
   void initBarrier(Value address, int64_t count);
   void arriveExpectingBytes(Value address, int64_t bytes);
+  /// Raises the bytes the mbarrier's current phase waits for, without
+  /// arriving on it.
+  void expectBytes(Value address, int64_t bytes);
   void arrive(Value address);
   void waitBarrier(Value address, Value parity);
   /// Arrives on the mbarrier at `address` once this thread's cp.async

@@ -264,8 +264,10 @@ struct attnc_plan_t {
   /// framework's allocator hands the same buffers out again).
   struct MapSlot {
     size_t slot;   ///< index in the entry's params
-    size_t tensor; ///< index in `tensors`
-    size_t index;  ///< of its map among a launch's
+    size_t tensor; ///< index in `tensors`, unless it maps a workspace's
+    /// The workspace whose tensor it maps (WorkspaceSpec::tensor), if any.
+    std::optional<size_t> workspace;
+    size_t index; ///< of its map among a launch's
     TensorMapLayout layout;
     /// May be all zeros where the driver cannot make it (ParamSlot's
     /// tile.optional).
@@ -369,7 +371,7 @@ Status makePlan(attnc_package pkg, const char *entryName,
     if (!p.usesTma(step.entry))
       continue;
     std::vector<TensorMapLayout> layouts;
-    if (Status s = tensorMapLayouts(p, step.entry, tensorOf,
+    if (Status s = tensorMapLayouts(p, step.entry, bound.dims, tensorOf,
                                     /*checkAddresses=*/false, layouts)) {
       if (!step.fallback)
         return s;
@@ -382,7 +384,10 @@ Status makePlan(attnc_package pkg, const char *entryName,
         continue;
       attnc_plan_t::MapSlot slot;
       slot.slot = i;
-      slot.tensor = tensorIndexOf[p.findArg(entry.params[i].arg)];
+      if (int w = p.tmaWorkspace(entry.params[i]); w >= 0)
+        slot.workspace = static_cast<size_t>(w);
+      else
+        slot.tensor = tensorIndexOf[p.findArg(entry.params[i].arg)];
       slot.index = plan.numMaps++;
       slot.layout = layouts[k++];
       slot.optional = entry.params[i].tile.optional;
@@ -424,17 +429,26 @@ void *tensorAddress(const attnc_plan_t &plan, void *const *data, size_t t) {
   return static_cast<char *>(data[t]) + plan.tensors[t].byteOffset;
 }
 
-/// Puts the tensor maps of entry `e` for a launch with `data` into `maps`:
-/// the ones the plan encoded last where the address is the same, else
-/// encoded now by the driver. An optional map the driver cannot make (no
-/// TMA, a misaligned address, a refusal) is all zeros.
+/// Puts the tensor maps of entry `e` for a launch with `data` and
+/// `workspaces` into `maps`: the ones the plan encoded last where the
+/// address is the same, else encoded now by the driver. An optional map the
+/// driver cannot make (no TMA, a misaligned address, a refusal) is all
+/// zeros.
 Status encodeTensorMaps(attnc_plan_t &plan, size_t e, void *const *data,
-                        const Driver &d, std::vector<CUtensorMap> &maps) {
-  const PackageManifest &m = plan.pkg->pkg.manifest;
+                        const std::vector<void *> &workspaces, const Driver &d,
+                        std::vector<CUtensorMap> &maps) {
+  const Package &p = plan.pkg->pkg;
   std::lock_guard<std::mutex> lock(plan.mapMutex);
   for (attnc_plan_t::MapSlot &slot : plan.mapSlots[e]) {
-    void *address = tensorAddress(plan, data, slot.tensor);
-    const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
+    // A workspace of 0 bytes has no buffer (nor a map: its tensor is
+    // empty).
+    void *address = !slot.workspace ? tensorAddress(plan, data, slot.tensor)
+                    : *slot.workspace < workspaces.size()
+                        ? workspaces[*slot.workspace]
+                        : nullptr;
+    const ArgSpec &arg = slot.workspace
+                             ? *p.workspaceTensors[*slot.workspace]
+                             : p.manifest.args[plan.tensors[slot.tensor].arg];
     if (!slot.cached || slot.cachedFor != address) {
       slot.cached = false;
       Status s = d.cuTensorMapEncodeTiled
@@ -481,7 +495,8 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   for (const attnc_plan_t::Step &step : plan.steps) {
     size_t e = step.entry;
     for (const attnc_plan_t::MapSlot &slot : plan.mapSlots[e]) {
-      if (slot.layout.empty || slot.optional)
+      // Workspaces are aligned to kWorkspaceGranule.
+      if (slot.layout.empty || slot.optional || slot.workspace)
         continue;
       const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
       if (Status s = checkTensorMapAddress(
@@ -525,19 +540,6 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   LoadedPackage *loaded;
   if (Status s = ensureLoaded(plan.pkg, plan.device, *d, loaded))
     return s;
-  // The tensor maps, before any kernel is queued: a step whose maps the
-  // driver cannot encode (or a driver without TMA) runs its fallback.
-  thread_local std::vector<CUtensorMap> maps;
-  maps.resize(plan.numMaps);
-  for (size_t k = 0; k < running.size(); ++k) {
-    if (plan.mapSlots[running[k]].empty())
-      continue;
-    if (Status s = encodeTensorMaps(plan, running[k], data, *d, maps)) {
-      if (!plan.steps[k].fallback)
-        return s.withContext("entry '" + m.entries[running[k]].name + "'");
-      running[k] = *plan.steps[k].fallback;
-    }
-  }
   CUstream cuStream = stream ? stream->stream : nullptr;
   // Workspace w of this launch: the caller's, or the runtime's buffer for
   // the stream (kept under the package's lock until the kernels are queued).
@@ -565,6 +567,20 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
     if (Status s = ensureWorkspaces(p, *loaded, cuStream, *d,
                                     plan.workspaceBytes, workspaces))
       return s;
+  }
+  // The tensor maps, before any kernel is queued: a step whose maps the
+  // driver cannot encode (or a driver without TMA) runs its fallback.
+  thread_local std::vector<CUtensorMap> maps;
+  maps.resize(plan.numMaps);
+  for (size_t k = 0; k < running.size(); ++k) {
+    if (plan.mapSlots[running[k]].empty())
+      continue;
+    if (Status s =
+            encodeTensorMaps(plan, running[k], data, workspaces, *d, maps)) {
+      if (!plan.steps[k].fallback)
+        return s.withContext("entry '" + m.entries[running[k]].name + "'");
+      running[k] = *plan.steps[k].fallback;
+    }
   }
   // The plan is shared by every thread that launches it: each launch fills
   // its own copy of an entry's parameters (a buffer the thread reuses).

@@ -2,6 +2,8 @@
 
 #include "TensorMap.h"
 
+#include "attn/Runtime/LaunchCheck.h"
+
 #include <cstdio>
 
 namespace attn {
@@ -140,6 +142,7 @@ Status tensorMapLayout(const ArgSpec &arg, const ParamSlot &slot,
 }
 
 Status tensorMapLayouts(const Package &pkg, size_t e,
+                        const std::vector<int64_t> &dims,
                         const std::vector<const attnc_tensor *> &tensorOf,
                         bool checkAddresses,
                         std::vector<TensorMapLayout> &out) {
@@ -148,14 +151,31 @@ Status tensorMapLayouts(const Package &pkg, size_t e,
   for (const ParamSlot &p : entry.params) {
     if (p.kind != ParamSlot::Kind::Tma)
       continue;
-    int a = pkg.findArg(p.arg);
-    const ArgSpec &arg = pkg.manifest.args[static_cast<size_t>(a)];
-    const attnc_tensor &t = *tensorOf[static_cast<size_t>(a)];
+    const ArgSpec *arg;
+    const attnc_tensor *t;
+    attnc_tensor workspaceTensor{};
+    std::vector<int64_t> shape;
+    int w = pkg.tmaWorkspace(p);
+    if (w >= 0) {
+      // Dense row-major (null strides); only its shape and type are read.
+      arg = &*pkg.workspaceTensors[static_cast<size_t>(w)];
+      if (Status s =
+              workspaceTensorShape(pkg, static_cast<size_t>(w), dims, shape))
+        return s.withContext("entry '" + entry.name + "'");
+      workspaceTensor.ndim = static_cast<int32_t>(shape.size());
+      workspaceTensor.shape = shape.data();
+      workspaceTensor.dtype = toCDType(arg->dtype);
+      t = &workspaceTensor;
+    } else {
+      int a = pkg.findArg(p.arg);
+      arg = &pkg.manifest.args[static_cast<size_t>(a)];
+      t = tensorOf[static_cast<size_t>(a)];
+    }
     TensorMapLayout layout;
-    Status s = tensorMapLayout(arg, p, t, layout);
-    if (s.isOk() && checkAddresses && !layout.empty)
-      s = checkTensorMapAddress(arg, static_cast<const char *>(t.data) +
-                                         t.byte_offset);
+    Status s = tensorMapLayout(*arg, p, *t, layout);
+    if (s.isOk() && checkAddresses && !layout.empty && w < 0)
+      s = checkTensorMapAddress(*arg, static_cast<const char *>(t->data) +
+                                          t->byte_offset);
     if (!s.isOk()) {
       if (!p.tile.optional)
         return s.withContext("entry '" + entry.name + "'");

@@ -53,12 +53,15 @@ Status tensorMapLayout(const ArgSpec &arg, const ParamSlot &slot,
                        const attnc_tensor &t, TensorMapLayout &out);
 
 /// The layouts of the Tma slots of entry `e`, in parameter order, for a
-/// checked launch whose argument a has the tensor tensorOf[a]; the first
-/// error names the entry. An optional slot's tensor that TMA cannot
-/// describe gets an empty layout (an all-zero map) instead of an error. With
-/// `checkAddresses` the data addresses are checked too (a launch; a plan checks
-/// each launch's instead).
+/// checked launch with dims `dims` whose argument a has the tensor
+/// tensorOf[a] (a workspace's tensor is dense, of the shape its formulas
+/// give); the first error names the entry. An optional slot's tensor that
+/// TMA cannot describe gets an empty layout (an all-zero map) instead of an
+/// error. With `checkAddresses` the arguments' data addresses are checked
+/// too (a launch; a plan checks each launch's instead; workspaces are
+/// always aligned).
 Status tensorMapLayouts(const Package &pkg, size_t e,
+                        const std::vector<int64_t> &dims,
                         const std::vector<const attnc_tensor *> &tensorOf,
                         bool checkAddresses, std::vector<TensorMapLayout> &out);
 

@@ -594,6 +594,16 @@ std::string manifestToJson(const PackageManifest &m) {
       Value o = Value::object();
       o.set("name", Value::string(w.name));
       o.set("bytes", Value::string(w.bytes));
+      if (w.tensor) {
+        Value tensor = Value::object();
+        tensor.set("dtype",
+                   Value::string(std::string(dtypeName(w.tensor->dtype))));
+        Value shape = Value::array();
+        for (const std::string &axis : w.tensor->shape)
+          shape.push(Value::string(axis));
+        tensor.set("shape", std::move(shape));
+        o.set("tensor", std::move(tensor));
+      }
       ws.push(std::move(o));
     }
     root.set("workspaces", std::move(ws));
@@ -725,6 +735,25 @@ Status manifestFromJson(std::string_view text, PackageManifest &out) {
         return s;
       if (Status s = w.string("bytes", ws.bytes))
         return s;
+      if (const json::Value *tensor = w.field("tensor")) {
+        ObjectReader t(*tensor, w.getPath() + ".tensor");
+        if (Status s = t.checkIsObject())
+          return s;
+        ws.tensor.emplace();
+        if (Status s = readDType(t, ws.tensor->dtype))
+          return s;
+        const json::Value *shape;
+        if (Status s = t.array("shape", shape))
+          return s;
+        for (size_t k = 0; k < shape->getArray().size(); ++k) {
+          if (!shape->getArray()[k].isString())
+            return invalidPackage("manifest: " + t.getPath() + ".shape[" +
+                                  std::to_string(k) + "] must be a formula");
+          ws.tensor->shape.push_back(shape->getArray()[k].getString());
+        }
+        if (Status s = t.finish())
+          return s;
+      }
       if (Status s = w.finish())
         return s;
       out.workspaces.push_back(std::move(ws));
@@ -774,6 +803,10 @@ const ModuleBlob *Package::findModule(std::string_view name) const {
 
 bool Package::usesTma(size_t e) const {
   return hasTmaSlots(manifest.entries[e]);
+}
+
+int Package::tmaWorkspace(const ParamSlot &slot) const {
+  return findArg(slot.arg) >= 0 ? -1 : findWorkspace(slot.arg);
 }
 
 /// What cuTensorMapEncodeTiled demands of a tile that is known before
@@ -912,6 +945,21 @@ Status validatePackage(const PackageManifest &m,
     if (Status s = DimExpr::parse(w.bytes, dimNames, e))
       return s.withContext("package: workspace '" + w.name + "': bytes");
     out.workspaceExprs.push_back(std::move(e));
+    std::optional<ArgSpec> tensor;
+    std::vector<DimExpr> shape;
+    if (w.tensor) {
+      tensor.emplace();
+      tensor->name = w.name;
+      tensor->dtype = w.tensor->dtype;
+      for (const std::string &axis : w.tensor->shape) {
+        tensor->axes.push_back(AxisSpec::ofDim(axis));
+        if (Status s = DimExpr::parse(axis, dimNames, shape.emplace_back()))
+          return s.withContext("package: workspace '" + w.name +
+                               "': tensor shape");
+      }
+    }
+    out.workspaceTensors.push_back(std::move(tensor));
+    out.workspaceShapeExprs.push_back(std::move(shape));
   }
 
   std::set<std::string> moduleNames;
@@ -1025,6 +1073,15 @@ Status validatePackage(const PackageManifest &m,
           return s.withContext("package: " + slot + ": expr");
         break;
       case ParamSlot::Kind::Tma: {
+        // A tensor argument, or else a workspace's tensor.
+        for (size_t w = 0; !arg && w < m.workspaces.size(); ++w) {
+          if (m.workspaces[w].name != p.arg)
+            continue;
+          if (!out.workspaceTensors[w])
+            return fail(slot + ": workspace '" + p.arg +
+                        "' declares no tensor for a tensor map");
+          arg = &*out.workspaceTensors[w];
+        }
         std::string error = checkTmaTile(p, arg);
         if (!error.empty())
           return fail(slot + ": " + error);

@@ -126,6 +126,12 @@ TEST_F(LaunchCheckTest, Strides) {
   qStrides = {16 * 1000 * 64, 1000 * 64, 1, 1000};
   expectError("input 'Q': the kernel needs innermost stride 1, got strides "
               "[1024000, 64000, 1, 1000]");
+  // Q's 16-byte alignment holds for each row: a row stride of 68 bf16
+  // (136 bytes) would misalign every other row's vector loads.
+  qStrides = {16 * 1000 * 68, 1000 * 68, 68, 1};
+  expectError("input 'Q': the kernel reads rows with 16-byte loads, so "
+              "strides must be multiples of 8 elements; stride of axis 2 is "
+              "68");
   qStrides = {};
   // O must be contiguous.
   oStrides = {16 * 1000 * 128, 1000 * 128, 128, 1};

@@ -45,6 +45,8 @@ protected:
   Package pkg;
   TensorMapLayout layout;
   std::vector<int64_t> shape = {2, 16, 1000, 64};
+  /// B, H, M, N, D of a launch with Q of `shape` and N = 500.
+  std::vector<int64_t> dims = {2, 16, 1000, 500, 64};
 };
 
 TEST_F(TensorMapTest, AxesReversedAndStridesInBytes) {
@@ -161,24 +163,25 @@ TEST_F(TensorMapTest, AddressesAndEntries) {
   attnc_tensor tq = bf16Tensor(shape), tk = bf16Tensor(k), to = bf16Tensor(o);
   std::vector<const attnc_tensor *> tensorOf = {&tq, &tk, &to};
   std::vector<TensorMapLayout> layouts;
-  s = tensorMapLayouts(pkg, 0, tensorOf, /*checkAddresses=*/true, layouts);
+  s = tensorMapLayouts(pkg, 0, dims, tensorOf, /*checkAddresses=*/true,
+                       layouts);
   ASSERT_FALSE(s) << s.getMessage();
   ASSERT_EQ(layouts.size(), 2u);
   EXPECT_EQ(layouts[0].dims[1], 1000u);
   EXPECT_EQ(layouts[1].dims[1], 500u);
-  EXPECT_FALSE(tensorMapLayouts(pkg, 1, tensorOf, true, layouts));
+  EXPECT_FALSE(tensorMapLayouts(pkg, 1, dims, tensorOf, true, layouts));
   EXPECT_TRUE(layouts.empty());
 
   std::vector<int64_t> padded = {16 * 500 * 67, 500 * 67, 67, 1};
   tk.strides = padded.data();
-  s = tensorMapLayouts(pkg, 0, tensorOf, false, layouts);
+  s = tensorMapLayouts(pkg, 0, dims, tensorOf, false, layouts);
   ASSERT_TRUE(s);
   EXPECT_EQ(s.getMessage(), "entry 'fwd': argument 'K': TMA needs 16-byte "
                             "aligned strides; stride of axis 2 is 134 bytes");
   tk.strides = nullptr;
   tq.byte_offset = 8;
-  EXPECT_FALSE(tensorMapLayouts(pkg, 0, tensorOf, false, layouts));
-  s = tensorMapLayouts(pkg, 0, tensorOf, true, layouts);
+  EXPECT_FALSE(tensorMapLayouts(pkg, 0, dims, tensorOf, false, layouts));
+  s = tensorMapLayouts(pkg, 0, dims, tensorOf, true, layouts);
   ASSERT_TRUE(s);
   EXPECT_EQ(s.getMessage(), "entry 'fwd': argument 'Q': TMA needs a 16-byte "
                             "aligned address; data + byte_offset is 0x10008");
@@ -195,28 +198,87 @@ TEST_F(TensorMapTest, OptionalMapsThatCannotBeMadeAreZeros) {
                to = bf16Tensor(shape);
   std::vector<const attnc_tensor *> tensorOf = {&tq, &tk, &to};
   std::vector<TensorMapLayout> layouts;
-  ASSERT_FALSE(tensorMapLayouts(pkg, 0, tensorOf, true, layouts));
+  ASSERT_FALSE(tensorMapLayouts(pkg, 0, dims, tensorOf, true, layouts));
   ASSERT_EQ(layouts.size(), 2u);
   EXPECT_FALSE(layouts[1].empty);
 
   std::vector<int64_t> padded = {16 * 500 * 67, 500 * 67, 67, 1};
   tk.strides = padded.data();
-  Status s = tensorMapLayouts(pkg, 0, tensorOf, true, layouts);
+  Status s = tensorMapLayouts(pkg, 0, dims, tensorOf, true, layouts);
   ASSERT_FALSE(s) << s.getMessage();
   ASSERT_EQ(layouts.size(), 2u);
   EXPECT_FALSE(layouts[0].empty);
   EXPECT_TRUE(layouts[1].empty);
   tk.strides = nullptr;
   tk.byte_offset = 4;
-  ASSERT_FALSE(tensorMapLayouts(pkg, 0, tensorOf, true, layouts));
+  ASSERT_FALSE(tensorMapLayouts(pkg, 0, dims, tensorOf, true, layouts));
   EXPECT_TRUE(layouts[1].empty);
 
   // A required map still fails the entry.
   tq.byte_offset = 4;
-  s = tensorMapLayouts(pkg, 0, tensorOf, true, layouts);
+  s = tensorMapLayouts(pkg, 0, dims, tensorOf, true, layouts);
   ASSERT_TRUE(s);
   EXPECT_EQ(s.getMessage(), "entry 'fwd': argument 'Q': TMA needs a 16-byte "
                             "aligned address; data + byte_offset is 0x10004");
+}
+
+TEST_F(TensorMapTest, AWorkspacesTensorIsDenseOfItsFormulasShape) {
+  // A kernel may load what an earlier one wrote into a workspace (the
+  // backward's 16-bit copy of dO): the workspace declares the dense tensor
+  // it begins with, and a Tma slot names the workspace.
+  PackageManifest m = tmaManifest();
+  WorkspaceSpec scratch{"scratch", "2*(B)*(H)*(M)*(D)", std::nullopt};
+  scratch.tensor = WorkspaceSpec::Tensor{DType::BF16, {"B", "H", "M", "D"}};
+  m.workspaces.push_back(scratch);
+  ParamSlot slot =
+      paramSlot(ParamSlot::Kind::Tma, "scratch", SlotType::TensorMap);
+  slot.tile.box = {1, 1, 64, 64};
+  slot.tile.swizzle = TmaSwizzle::B128;
+  m.entries[1].params.push_back(slot);
+  Package withScratch;
+  Status s = readPackage(serialized(m, kTmaPtx), withScratch);
+  ASSERT_FALSE(s) << s.getMessage();
+  ASSERT_EQ(withScratch.tmaWorkspace(m.entries[1].params.back()), 0);
+  EXPECT_EQ(withScratch.tmaWorkspace(m.entries[0].params[0]), -1);
+
+  std::vector<int64_t> k = {2, 16, 500, 64};
+  attnc_tensor tq = bf16Tensor(shape), tk = bf16Tensor(k),
+               to = bf16Tensor(shape);
+  // Misaligned argument addresses are not the workspace's concern.
+  to.byte_offset = 4;
+  std::vector<const attnc_tensor *> tensorOf = {&tq, &tk, &to};
+  std::vector<TensorMapLayout> layouts;
+  s = tensorMapLayouts(withScratch, 1, dims, tensorOf, true, layouts);
+  ASSERT_FALSE(s) << s.getMessage();
+  ASSERT_EQ(layouts.size(), 1u);
+  EXPECT_EQ(layouts[0].dataType, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16);
+  EXPECT_EQ(std::vector<uint64_t>(layouts[0].dims, layouts[0].dims + 4),
+            (std::vector<uint64_t>{64, 1000, 16, 2}));
+  EXPECT_EQ(std::vector<uint64_t>(layouts[0].strides, layouts[0].strides + 3),
+            (std::vector<uint64_t>{128, 128000, 2048000}));
+
+  // A slot may only name a workspace that declares a tensor; the tensor's
+  // formulas must parse.
+  PackageManifest bare = m;
+  bare.workspaces[0].tensor.reset();
+  Package rejected;
+  auto validate = [&](const PackageManifest &manifest) {
+    return validatePackage(manifest, {{"main", ModuleFormat::Ptx, kTmaPtx}},
+                           rejected);
+  };
+  s = validate(bare);
+  ASSERT_TRUE(s);
+  EXPECT_NE(s.getMessage().find("workspace 'scratch' declares no tensor for "
+                                "a tensor map"),
+            std::string::npos)
+      << s.getMessage();
+  PackageManifest badShape = m;
+  badShape.workspaces[0].tensor->shape[2] = "Q";
+  s = validate(badShape);
+  ASSERT_TRUE(s);
+  EXPECT_NE(s.getMessage().find("workspace 'scratch': tensor shape"),
+            std::string::npos)
+      << s.getMessage();
 }
 
 } // namespace

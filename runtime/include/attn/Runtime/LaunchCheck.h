@@ -51,10 +51,16 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
                    const attnc_tensor *outputs, size_t numOutputs,
                    BoundLaunch &out);
 
+/// The shape of the tensor workspace `w` begins with
+/// (WorkspaceSpec::tensor), for the dims of a checked launch.
+Status workspaceTensorShape(const Package &pkg, size_t w,
+                            const std::vector<int64_t> &dims,
+                            std::vector<int64_t> &out);
+
 /// The size in bytes of every workspace (indexed like manifest.workspaces)
-/// that the enabled ones among `entries` pass to their kernels, 0 for the
-/// others. A formula error or a negative size is an invalid-argument error
-/// naming the workspace. Never touches the driver.
+/// that the enabled ones among `entries` pass to their kernels (or load
+/// through tensor maps), 0 for the others. A formula error or a negative size
+/// is an invalid-argument error naming the workspace. Never touches the driver.
 Status workspaceBytes(const Package &pkg, const BoundLaunch &bound,
                       const std::vector<size_t> &entries,
                       std::vector<int64_t> &out);

@@ -104,7 +104,8 @@ struct ParamSlot {
     Const,     ///< the literal `value`
     Workspace, ///< device pointer of workspace `arg` (null when 0 bytes)
     Expr,      ///< value of the formula `arg` over the dims
-    Tma,       ///< tensor map of tensor `arg` loading `tile` (type TensorMap)
+    Tma,       ///< tensor map of tensor `arg` (or of workspace `arg`'s tensor)
+               ///< loading `tile` (type TensorMap)
   };
   Kind kind = Kind::Ptr;
   std::string arg;
@@ -138,6 +139,13 @@ struct EntrySpec {
 struct WorkspaceSpec {
   std::string name;
   std::string bytes; ///< size in bytes: a formula over dims
+  /// The dense row-major tensor the workspace begins with, which Tma slots
+  /// may name as they name a tensor argument.
+  struct Tensor {
+    DType dtype = DType::F32;
+    std::vector<std::string> shape; ///< formulas over dims, outer first
+  };
+  std::optional<Tensor> tensor;
 };
 
 enum class ModuleFormat : uint8_t { Ptx, Cubin };
@@ -173,6 +181,11 @@ struct Package {
   std::vector<std::optional<DimExpr>> whenExprs;
   /// Parallel to manifest.workspaces: the `bytes` formula.
   std::vector<DimExpr> workspaceExprs;
+  /// Parallel to manifest.workspaces: the tensor it begins with, described
+  /// as an argument (name, dtype, rank) for the Tma slots that name it, and
+  /// the formulas of its shape.
+  std::vector<std::optional<ArgSpec>> workspaceTensors;
+  std::vector<std::vector<DimExpr>> workspaceShapeExprs;
   /// Parallel to manifest.entries[i].params: the formula of an Expr slot.
   std::vector<std::vector<std::optional<DimExpr>>> slotExprs;
   /// Parallel to manifest.entries: the index of its fallback entry, and of
@@ -186,6 +199,9 @@ struct Package {
   const ModuleBlob *findModule(std::string_view name) const;
   /// Whether entry `e` has Tma slots.
   bool usesTma(size_t e) const;
+  /// The workspace whose tensor Tma slot `slot` names, or -1 where it names
+  /// a tensor argument.
+  int tmaWorkspace(const ParamSlot &slot) const;
 };
 
 /// Checks a manifest (and its modules) for consistency: names unique and

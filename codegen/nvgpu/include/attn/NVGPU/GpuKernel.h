@@ -71,6 +71,12 @@ struct GpuOptions {
   /// map of it (the kernel's one TensorMap parameter), all zeros where TMA
   /// cannot describe the launch's dQ (atomics then).
   bool queryGradTensorMap = false;
+  /// Q is a whole input, [B, H, M, D]: that kernel loads the blocks of Q
+  /// and of dO's 16-bit copy (a workspace, dense [B, H, M, E]) with TMA
+  /// through maps of them (after dQ's), issued by one thread instead of
+  /// every thread's cp.async copies; Q's is all zeros where TMA cannot
+  /// describe a launch's Q (cp.async then).
+  bool streamTensorMaps = false;
 
   /// Whether the kernels take wgmma: asked for, on a chip that has it.
   bool usesWgmma() const { return wgmma && chip == "sm_90a"; }
@@ -342,9 +348,20 @@ struct GpuBackwardKernels {
   int64_t queryBlock = 0, keyBlock = 0;
   int64_t preprocessThreads = 0, keyValueThreads = 0, queryThreads = 0;
   int64_t keyValueSharedBytes = 0, querySharedBytes = 0;
-  /// The box (rows, columns) of dQ's tensor map, where the signature has
-  /// one (GpuOptions::queryGradTensorMap): 128-byte swizzled f32 rows.
-  int64_t queryGradBoxRows = 0, queryGradBoxColumns = 0;
+  /// The tensor maps of the signature, in order: of which tensor, and the
+  /// box (rows, columns) each loads or stores, 128-byte swizzled.
+  struct TensorMap {
+    enum class Of {
+      /// dQ (GpuOptions::queryGradTensorMap), f32 rows.
+      QueryGrad,
+      /// Q and dO's 16-bit copy (GpuOptions::streamTensorMaps).
+      Query,
+      OutputGrad16,
+    };
+    Of of;
+    int64_t boxRows, boxColumns;
+  };
+  std::vector<TensorMap> tensorMaps;
   GpuKernelSignature signature;
   /// Present when attn.einsum ops follow the backward in its block: the
   /// prologue kernels (buildPrologueGpuModule) of those einsums, each
