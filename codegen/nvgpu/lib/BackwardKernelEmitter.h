@@ -106,8 +106,9 @@ struct BackwardShape {
   /// Fused: the kernels take a tensor map of dQ (GpuOptions::
   /// queryGradTensorMap), through which the shares are added.
   bool queryGradMap = false;
-  /// Fused: the kernels also take tensor maps of Q and dO (GpuOptions::
-  /// streamTensorMaps), through which one thread loads the streamed blocks.
+  /// Fused: the kernels also take tensor maps of Q and of dO's 16-bit copy
+  /// (GpuOptions::streamTensorMaps), through which one thread loads the
+  /// streamed blocks.
   bool streamMaps = false;
   int64_t stream() const { return streamRows; }
   /// The kernels' tensor maps: dQ's, then Q's and dO's.
@@ -397,8 +398,8 @@ private:
   /// Fused: the tensor map of dQ (or null), and whether the runtime could
   /// make it (an all-zero map where TMA cannot describe dQ).
   Value queryGradMap, queryGradByTensor;
-  /// Fused: the tensor maps of Q and dO (or null), and whether the runtime
-  /// could make both.
+  /// Fused: the tensor maps of Q and of dO's 16-bit copy (or null), and
+  /// whether the runtime could make both.
   Value queryMap, outputGradMap, streamByTensor;
   Value batchIdx, scale;
 };

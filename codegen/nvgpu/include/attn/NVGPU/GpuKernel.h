@@ -74,8 +74,9 @@ struct GpuOptions {
   /// Q is a whole input, [B, H, M, D]: that kernel loads the blocks of Q
   /// and of dO's 16-bit copy (a workspace, dense [B, H, M, E]) with TMA
   /// through maps of them (after dQ's), issued by one thread instead of
-  /// every thread's cp.async copies; Q's is all zeros where TMA cannot
-  /// describe a launch's Q (cp.async then).
+  /// every thread's cp.async copies. Both maps are optional slots: all
+  /// zeros (cp.async then) where the driver cannot make them, since a
+  /// launch's Q keeps its rows 16-byte aligned, all else TMA needs of it.
   bool streamTensorMaps = false;
 
   /// Whether the kernels take wgmma: asked for, on a chip that has it.
