@@ -304,8 +304,18 @@ void printSignature(const rt::KernelPackage &pkg, const Package &full) {
       std::printf("  entry %s falls back to %s\n", e.name.c_str(),
                   e.fallback.c_str());
   }
-  for (const WorkspaceSpec &w : full.manifest.workspaces)
-    std::printf("  workspace %s: %s bytes\n", w.name.c_str(), w.bytes.c_str());
+  for (const WorkspaceSpec &w : full.manifest.workspaces) {
+    // The tensor it begins with, which tensor maps load: "bf16[B, H, M, D]".
+    std::string tensor;
+    if (w.tensor) {
+      tensor = ", begins with " + std::string(dtypeName(w.tensor->dtype)) + "[";
+      for (size_t k = 0; k < w.tensor->shape.size(); ++k)
+        tensor += (k ? ", " : "") + w.tensor->shape[k];
+      tensor += "]";
+    }
+    std::printf("  workspace %s: %s bytes%s\n", w.name.c_str(), w.bytes.c_str(),
+                tensor.c_str());
+  }
 }
 
 } // namespace
