@@ -289,12 +289,16 @@ void printSignature(const rt::KernelPackage &pkg, const Package &full) {
       const ParamSlot &p = e.params[i];
       if (p.kind != ParamSlot::Kind::Tma)
         continue;
-      std::string box;
+      std::string box, axes;
       for (int64_t b : p.tile.box)
         box += (box.empty() ? "" : ", ") + std::to_string(b);
-      std::printf("  entry %s param %zu: tma %s, box [%s], swizzle %s, "
+      for (int64_t a : p.tile.axes)
+        axes += (axes.empty() ? " of axes [" : ", ") + std::to_string(a);
+      if (!axes.empty())
+        axes += "]";
+      std::printf("  entry %s param %zu: tma %s%s, box [%s], swizzle %s, "
                   "oob_fill %s, l2_promotion %s%s\n",
-                  e.name.c_str(), i, p.arg.c_str(), box.c_str(),
+                  e.name.c_str(), i, p.arg.c_str(), axes.c_str(), box.c_str(),
                   std::string(tmaSwizzleName(p.tile.swizzle)).c_str(),
                   std::string(tmaOobFillName(p.tile.oobFill)).c_str(),
                   std::string(tmaL2PromotionName(p.tile.l2Promotion)).c_str(),

@@ -422,6 +422,21 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
         return false;
     return declared->inputs[axes[0].input].axes.size() == axes.size();
   };
+  // Whether an operand is a whole input but for unit axes inserted (K and V
+  // without a head axis): a tensor map of the input with those axes
+  // (TmaTile::axes) describes it.
+  auto isWholeInputWithUnitAxes =
+      [&](const llvm::SmallVector<OperandAxis> &axes) {
+        int64_t next = 0;
+        for (const OperandAxis &a : axes) {
+          if (a.input != axes[0].input || (a.axis != -1 && a.axis != next))
+            return false;
+          next += a.axis != -1;
+        }
+        return axes.back().axis != -1 &&
+               static_cast<int64_t>(
+                   declared->inputs[axes[0].input].axes.size()) == next;
+      };
   std::vector<EinsumOp> prologueEinsums =
       mlir::attn::getPrologueEinsums(attention);
   auto buffers = PrologueBuffer::describe(prologueEinsums, kernel);
@@ -1031,13 +1046,14 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     manifest.entries.insert(attention, std::move(tiles));
   }
 
-  // The Hopper kernel, where Q, K and V are the inputs as they are (a
-  // tensor map describes a whole input): it runs in the mma.sync kernel's
-  // place, under its condition, and that kernel in its own place for
+  // The Hopper kernel, where Q, K and V are the inputs as they are, unit
+  // axes aside (a tensor map describes a whole input): it runs in the mma.sync
+  // kernel's place, under its condition, and that kernel in its own place for
   // tensors TMA cannot load.
   bool addsWgmma = false;
   if (const auto &wgmma = artifact->wgmma;
-      wgmma && isWholeInput(*q) && isWholeInput(*k) && isWholeInput(*v)) {
+      wgmma && isWholeInputWithUnitAxes(*q) && isWholeInputWithUnitAxes(*k) &&
+      isWholeInputWithUnitAxes(*v)) {
     addsWgmma = true;
     auto mmaEntry = llvm::find_if(manifest.entries, [&](const EntrySpec &e) {
       return e.function == artifact->kernelName;
@@ -1074,6 +1090,11 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
       slot.type = SlotType::TensorMap;
       slot.tile.box = {1, 1, rows, 64};
       slot.tile.swizzle = TmaSwizzle::B128;
+      // The kernel's coordinates are (batch, head, row, column): an input
+      // without a head axis (MQA's K and V) gets one of extent 1.
+      if (llvm::any_of(axes, [](const OperandAxis &a) { return a.axis < 0; }))
+        for (const OperandAxis &a : axes)
+          slot.tile.axes.push_back(a.axis);
       return slot;
     };
     hopper.params.push_back(mapSlot(*q, wgmma->blockM));

@@ -70,7 +70,27 @@ int l2PromotionOf(TmaL2Promotion promotion) {
 } // namespace
 
 Status tensorMapLayout(const ArgSpec &arg, const ParamSlot &slot,
-                       const attnc_tensor &t, TensorMapLayout &out) {
+                       const attnc_tensor &tensor, TensorMapLayout &out) {
+  // The map's axes as a view of the tensor: an axis the tensor lacks has
+  // extent 1 (and any stride; see below).
+  attnc_tensor t = tensor;
+  std::vector<int64_t> viewShape, viewStrides;
+  if (!slot.tile.axes.empty()) {
+    std::vector<int64_t> strides(static_cast<size_t>(tensor.ndim));
+    int64_t compact = 1;
+    for (int32_t k = tensor.ndim - 1; k >= 0; --k) {
+      strides[k] = tensor.strides ? tensor.strides[k] : compact;
+      if (__builtin_mul_overflow(compact, tensor.shape[k], &compact))
+        compact = INT64_MAX;
+    }
+    for (int64_t axis : slot.tile.axes) {
+      viewShape.push_back(axis < 0 ? 1 : tensor.shape[axis]);
+      viewStrides.push_back(axis < 0 ? 0 : strides[static_cast<size_t>(axis)]);
+    }
+    t.ndim = static_cast<int32_t>(viewShape.size());
+    t.shape = viewShape.data();
+    t.strides = viewStrides.data();
+  }
   out = TensorMapLayout();
   auto needs = [&](const std::string &what) {
     return invalidArgument("argument '" + arg.name + "': TMA needs " + what);
@@ -119,9 +139,11 @@ Status tensorMapLayout(const ArgSpec &arg, const ParamSlot &slot,
     bool tooLarge = __builtin_mul_overflow(static_cast<uint64_t>(strides[k]),
                                            elementBytes, &bytes) ||
                     bytes >= kMaxStrideBytes;
-    if (t.shape[k] == 1 && (tooLarge || bytes % kAlignment != 0)) {
+    if (t.shape[k] == 1 &&
+        (tooLarge || bytes == 0 || bytes % kAlignment != 0)) {
       // An axis of extent 1 is never stepped along, so its stride is free
-      // (PyTorch leaves any value there), but the driver wants a valid one.
+      // (PyTorch leaves any value there, 0 where it broadcasts; a map's axis
+      // the tensor lacks has 0), but the driver wants a valid one.
       bytes = (span + kAlignment - 1) / kAlignment * kAlignment;
       if (span > kMaxStrideBytes || bytes >= kMaxStrideBytes)
         bytes = kAlignment;

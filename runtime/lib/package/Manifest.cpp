@@ -402,6 +402,16 @@ Status readSlot(const json::Value &v, const std::string &path, ParamSlot &out) {
       out.tile.box.push_back(
           static_cast<int64_t>(box->getArray()[i].getNumber()));
     }
+    const json::Value *axes;
+    if (Status s = r.array("axes", axes, /*required=*/false))
+      return s;
+    for (size_t i = 0; axes && i < axes->getArray().size(); ++i) {
+      if (!axes->getArray()[i].isInteger())
+        return invalidPackage("manifest: " + path + ".axes[" +
+                              std::to_string(i) + "] must be an integer");
+      out.tile.axes.push_back(
+          static_cast<int64_t>(axes->getArray()[i].getNumber()));
+    }
     std::string swizzle = "none", oobFill = "zero", l2Promotion = "128B";
     if (Status s = r.string("swizzle", swizzle, /*required=*/false))
       return s;
@@ -640,6 +650,12 @@ std::string manifestToJson(const PackageManifest &m) {
         for (int64_t b : p.tile.box)
           box.push(Value::number(static_cast<double>(b)));
         s.set("box", std::move(box));
+        if (!p.tile.axes.empty()) {
+          Value axes = Value::array();
+          for (int64_t axis : p.tile.axes)
+            axes.push(Value::number(static_cast<double>(axis)));
+          s.set("axes", std::move(axes));
+        }
         s.set("swizzle", Value::string(nameIn(kTmaSwizzles, p.tile.swizzle)));
         s.set("oob_fill", Value::string(nameIn(kTmaOobFills, p.tile.oobFill)));
         s.set("l2_promotion",
@@ -819,6 +835,22 @@ static std::string checkTmaTile(const ParamSlot &p, const ArgSpec *arg) {
   if (p.type != SlotType::TensorMap)
     return "a tma slot must have type tmap";
   size_t rank = arg->axes.size();
+  if (!p.tile.axes.empty()) {
+    // Every axis of the tensor once, in order, the innermost last.
+    int64_t next = 0;
+    for (int64_t axis : p.tile.axes) {
+      if (axis == -1)
+        continue;
+      if (axis != next)
+        return "axes must name each axis of '" + arg->name +
+               "' once, in order (-1: an axis of extent 1)";
+      ++next;
+    }
+    if (next != static_cast<int64_t>(rank) || p.tile.axes.back() == -1)
+      return "axes must name each axis of '" + arg->name +
+             "' once, in order, its innermost last";
+    rank = p.tile.axes.size();
+  }
   if (rank < 1 || rank > kMaxTmaRank)
     return "TMA loads tensors of rank 1 to " + std::to_string(kMaxTmaRank) +
            ", '" + arg->name + "' has rank " + std::to_string(rank);
@@ -828,7 +860,8 @@ static std::string checkTmaTile(const ParamSlot &p, const ArgSpec *arg) {
   const std::vector<int64_t> &box = p.tile.box;
   if (box.size() != rank)
     return "box has " + std::to_string(box.size()) + " sizes, but '" +
-           arg->name + "' has rank " + std::to_string(rank);
+           arg->name + "' has rank " + std::to_string(rank) +
+           (p.tile.axes.empty() ? "" : " as its axes map it");
   for (size_t k = 0; k < rank; ++k)
     if (box[k] < 1 || box[k] > kMaxTmaBox)
       return "box[" + std::to_string(k) + "] = " + std::to_string(box[k]) +

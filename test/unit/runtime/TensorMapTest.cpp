@@ -281,4 +281,51 @@ TEST_F(TensorMapTest, AWorkspacesTensorIsDenseOfItsFormulasShape) {
       << s.getMessage();
 }
 
+TEST_F(TensorMapTest, AMapMayHaveAxesOfExtentOneTheTensorLacks) {
+  // K without a head axis ([B, N, D], one head for all queries) through the
+  // 4-d map a kernel with a head coordinate uses: [B, 1, N, D].
+  ArgSpec k = bf16TensorArg("K", ArgKind::Input, {"B", "N", "D"});
+  ParamSlot slot = paramSlot(ParamSlot::Kind::Tma, "K", SlotType::TensorMap);
+  slot.tile.box = {1, 1, 128, 64};
+  slot.tile.swizzle = TmaSwizzle::B128;
+  slot.tile.axes = {0, -1, 1, 2};
+  std::vector<int64_t> kShape = {2, 500, 64};
+  attnc_tensor t = bf16Tensor(kShape);
+  Status s = tensorMapLayout(k, slot, t, layout);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(layout.rank, 4u);
+  EXPECT_EQ(std::vector<uint64_t>(layout.dims, layout.dims + 4),
+            (std::vector<uint64_t>{64, 500, 1, 2}));
+  // The unit axis is never stepped along: it gets the span inside it.
+  EXPECT_EQ(std::vector<uint64_t>(layout.strides, layout.strides + 3),
+            (std::vector<uint64_t>{128, 64000, 64000}));
+
+  // The manifest names each axis of the tensor once, in order, the
+  // innermost last, and one box size per axis of the map.
+  PackageManifest m = tmaManifest();
+  m.args[1].axes = {AxisSpec::ofDim("B"), AxisSpec::ofDim("N"),
+                    AxisSpec::ofDim("D")};
+  m.entries[0].params[1].tile.axes = {0, -1, 1, 2};
+  Package withAxes;
+  auto validate = [&](const PackageManifest &manifest) {
+    return validatePackage(manifest, {{"main", ModuleFormat::Ptx, kTmaPtx}},
+                           withAxes);
+  };
+  s = validate(m);
+  ASSERT_FALSE(s) << s.getMessage();
+  Package roundTrip;
+  s = readPackage(serialized(m, kTmaPtx), roundTrip);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(roundTrip.manifest.entries[0].params[1].tile.axes,
+            (std::vector<int64_t>{0, -1, 1, 2}));
+  for (std::vector<int64_t> axes :
+       {std::vector<int64_t>{0, -1, 2, 1}, {0, 1, 2, -1}, {0, -1, 1}}) {
+    PackageManifest bad = m;
+    bad.entries[0].params[1].tile.axes = axes;
+    s = validate(bad);
+    ASSERT_TRUE(s);
+    EXPECT_NE(s.getMessage().find("'K'"), std::string::npos) << s.getMessage();
+  }
+}
+
 } // namespace

@@ -81,8 +81,8 @@ enum class TmaL2Promotion : uint8_t { None, B64, B128, B256 };
 /// The tile a Tma slot's tensor map loads: what `cp.async.bulk.tensor`
 /// copies from global to shared memory per instruction.
 struct TmaTile {
-  /// Elements per axis of the tensor, outer to inner (the tensor's order;
-  /// the driver's is reversed).
+  /// Elements per axis of the map, outer to inner (the driver's order is
+  /// reversed).
   std::vector<int64_t> box;
   TmaSwizzle swizzle = TmaSwizzle::None;
   TmaOobFill oobFill = TmaOobFill::Zero;
@@ -91,6 +91,10 @@ struct TmaTile {
   /// all-zero map (and does without it) instead of the entry's fallback or
   /// an error.
   bool optional = false;
+  /// The tensor's axis behind each axis of the map, in increasing order, or
+  /// -1 for an axis of extent 1 the tensor lacks (a K without a head axis
+  /// in a kernel whose map has one); empty: the tensor's axes as they are.
+  std::vector<int64_t> axes = {};
 };
 
 /// What one kernel parameter is, in the order of the PTX .entry's params.
@@ -145,7 +149,7 @@ struct WorkspaceSpec {
     DType dtype = DType::F32;
     std::vector<std::string> shape; ///< formulas over dims, outer first
   };
-  std::optional<Tensor> tensor;
+  std::optional<Tensor> tensor = std::nullopt;
 };
 
 enum class ModuleFormat : uint8_t { Ptx, Cubin };
