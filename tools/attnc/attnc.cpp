@@ -1041,6 +1041,7 @@ int compileGpuPackage(MLIRContext &context) {
   packageOptions.producer = producer;
   packageOptions.wgmma = wgmmaOption;
   packageOptions.deterministic = deterministicOption;
+  packageOptions.timePasses = timePasses;
   // --grad: the package of the adjoint kernel, which recomputes the forward
   // and runs the backward kernels.
   std::optional<GradientSpec> gradient;

@@ -14,6 +14,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Support/Timing.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
@@ -199,11 +200,13 @@ llvm::Error GpuCompilation::addBackward(AttentionBackwardOp op,
                           "the epilogue kernels", kernels.epilogue);
 }
 
-/// Lowers the single gpu.module of `container` to PTX.
-/// Its diagnostics go to the context's handler.
-static llvm::Expected<std::string> lowerToPtx(ModuleOp container,
-                                              const GpuOptions &options) {
+/// Lowers the single gpu.module of `container` to PTX, its passes timed
+/// under `timing` if given. Its diagnostics go to the context's handler.
+static llvm::Expected<std::string>
+lowerToPtx(ModuleOp container, const GpuOptions &options, TimingScope *timing) {
   PassManager pm(container.getContext());
+  if (timing)
+    pm.enableTiming(*timing);
   addGpuLoweringPasses(pm, options);
   if (failed(pm.run(container)))
     return makeError("attn-nvgpu: lowering to PTX failed");
@@ -262,13 +265,21 @@ llvm::Error GpuCompilation::lower() {
     return std::make_pair(sizes[a], b) > std::make_pair(sizes[b], a);
   });
 
+  // One report for every lowering (the threads' timers nest under its root
+  // side by side), printed when the manager goes.
+  DefaultTimingManager timingManager;
+  timingManager.setEnabled(llvm::any_of(
+      containers, [](const Container &c) { return c.options.timePasses; }));
+  TimingScope timing = timingManager.getRootScope();
   SmallVector<std::optional<llvm::Expected<std::string>>> ptx(
       containers.size());
   std::atomic<size_t> next = 0;
   auto work = [&] {
     for (size_t i; (i = next++) < order.size();) {
       const Container &container = containers[order[i]];
-      ptx[order[i]].emplace(lowerToPtx(*container.module, container.options));
+      ptx[order[i]].emplace(
+          lowerToPtx(*container.module, container.options,
+                     timingManager.isEnabled() ? &timing : nullptr));
     }
   };
   std::vector<std::thread> threads;

@@ -390,6 +390,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   gpuOptions.chip = options.target;
   gpuOptions.wgmma = !backward && options.wgmma;
   gpuOptions.deterministic = options.deterministic;
+  gpuOptions.timePasses = options.timePasses;
   gpuOptions.decode = !backward && options.decode &&
                       mlir::attn::supportsGpuDecode(attention);
   llvm::Expected<KernelSignature> declared = KernelSignature::read(kernel);

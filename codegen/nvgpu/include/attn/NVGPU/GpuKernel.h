@@ -79,6 +79,11 @@ struct GpuOptions {
   /// launch's Q keeps its rows 16-byte aligned, all else TMA needs of it.
   bool streamTensorMaps = false;
 
+  /// Report the time of each pass that lowers the kernels to PTX (`attnc
+  /// compile --time-passes`): one report, on stderr, once every gpu.module
+  /// of the compilation is lowered. The PTX does not depend on it.
+  bool timePasses = false;
+
   /// Whether the kernels take wgmma: asked for, on a chip that has it.
   bool usesWgmma() const { return wgmma && chip == "sm_90a"; }
 };

@@ -36,6 +36,9 @@ struct GpuPackageOptions {
   bool wgmma = true;
   /// Backward kernels that give the same bits on every run (no atomics).
   bool deterministic = false;
+  /// Report the time of each pass that lowers the kernels to PTX
+  /// (GpuOptions::timePasses); the package does not depend on it.
+  bool timePasses = false;
 };
 
 /// Every field of `options` that the package depends on, as text, for the
