@@ -339,9 +339,6 @@ private:
   /// Fused with streamMaps: one thread loads the streamed tiles of rows
   /// `first` ... into `stage` with TMA, completing on its mbarrier.
   void loadStageByTensor(const TilePair &tiles, Value first, Value stage);
-  /// Whether the runtime made tensor map `map`: it passes all zeros where
-  /// TMA cannot describe the launch's tensor.
-  Value isMapMade(Value map);
   /// The body of a streamed block: (first row, tile class, [stream, D] tile,
   /// [stream, E] tile, stage, the block's count among the blocks the kernel
   /// streamed (fused; else the stage), carried values) -> the carried

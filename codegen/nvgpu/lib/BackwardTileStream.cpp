@@ -11,7 +11,6 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
@@ -124,15 +123,6 @@ void BackwardEmitter::loadStageByTensor(const TilePair &tiles, Value first,
   loadChunks(queryMap, base, shape.headDim);
   loadChunks(outputGradMap, add(base, c32(2 * stream * shape.qkPitch())),
              shape.valueDim);
-}
-
-Value BackwardEmitter::isMapMade(Value map) {
-  Value bits = c64(0);
-  for (int64_t word = 0; word < 16; ++word)
-    bits = arith::OrIOp::create(
-        b, loc, bits,
-        LLVM::LoadOp::create(b, loc, i64, gep(map, i64, c32(word)), 8));
-  return cmpi(arith::CmpIPredicate::ne, bits, c64(0));
 }
 
 Value BackwardEmitter::stageBarrier(Value stage) {

@@ -416,16 +416,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   if (!v)
     return v.takeError();
   // Whether an operand is a whole input, its axes in order (what a tensor
-  // map of the input describes).
-  auto isWholeInput = [&](const llvm::SmallVector<OperandAxis> &axes) {
-    for (auto [i, a] : llvm::enumerate(axes))
-      if (a.input != axes[0].input || a.axis != static_cast<int64_t>(i))
-        return false;
-    return declared->inputs[axes[0].input].axes.size() == axes.size();
-  };
-  // Whether an operand is a whole input but for unit axes inserted (K and V
-  // without a head axis): a tensor map of the input with those axes
-  // (TmaTile::axes) describes it.
+  // map of the input describes), but for unit axes inserted (K and V
+  // without a head axis, which a map with those axes describes,
+  // TmaTile::axes); isWholeInput: without them.
   auto isWholeInputWithUnitAxes =
       [&](const llvm::SmallVector<OperandAxis> &axes) {
         int64_t next = 0;
@@ -438,6 +431,10 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                static_cast<int64_t>(
                    declared->inputs[axes[0].input].axes.size()) == next;
       };
+  auto isWholeInput = [&](const llvm::SmallVector<OperandAxis> &axes) {
+    return isWholeInputWithUnitAxes(axes) &&
+           llvm::none_of(axes, [](const OperandAxis &a) { return a.axis < 0; });
+  };
   std::vector<EinsumOp> prologueEinsums =
       mlir::attn::getPrologueEinsums(attention);
   auto buffers = PrologueBuffer::describe(prologueEinsums, kernel);

@@ -229,6 +229,15 @@ void WgmmaTileBuilder::loadBox(Value map, Value dst,
                      map, coordinates, barrier);
 }
 
+Value WgmmaTileBuilder::isMapMade(Value map) {
+  Value bits = c64(0);
+  for (int64_t word = 0; word < 16; ++word)
+    bits = arith::OrIOp::create(
+        b, loc, bits,
+        LLVM::LoadOp::create(b, loc, i64, gep(map, i64, c32(word)), 8));
+  return cmpi(arith::CmpIPredicate::ne, bits, c64(0));
+}
+
 void WgmmaTileBuilder::setMaxRegisters(int64_t count, bool increase) {
   emitAsm(b, loc, {}, {},
           std::string("setmaxnreg.") + (increase ? "inc" : "dec") +

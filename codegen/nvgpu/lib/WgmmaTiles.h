@@ -92,6 +92,9 @@ protected:
   void loadBox(Value map, Value dst, ArrayRef<Value> coordinates,
                Value barrier);
   void setMaxRegisters(int64_t count, bool increase);
+  /// Whether the runtime made tensor map `map` (a kernel parameter): it
+  /// passes all zeros for an optional map TMA cannot describe.
+  Value isMapMade(Value map);
   /// Adds the box at shared address `source` (laid out as tensor map `map`
   /// arranges it) into the map's tensor at coordinates (innermost first)
   /// with TMA, in this thread's current bulk group; elements outside the

@@ -67,6 +67,18 @@ int l2PromotionOf(TmaL2Promotion promotion) {
   return CU_TENSOR_MAP_L2_PROMOTION_NONE;
 }
 
+/// The strides of `t` in elements; DLPack's NULL means compact row-major.
+std::vector<int64_t> elementStrides(const attnc_tensor &t) {
+  std::vector<int64_t> strides(static_cast<size_t>(t.ndim));
+  int64_t compact = 1;
+  for (int32_t k = t.ndim - 1; k >= 0; --k) {
+    strides[k] = t.strides ? t.strides[k] : compact;
+    if (__builtin_mul_overflow(compact, t.shape[k], &compact))
+      compact = INT64_MAX; // Too far apart for TMA anyway.
+  }
+  return strides;
+}
+
 } // namespace
 
 Status tensorMapLayout(const ArgSpec &arg, const ParamSlot &slot,
@@ -76,13 +88,7 @@ Status tensorMapLayout(const ArgSpec &arg, const ParamSlot &slot,
   attnc_tensor t = tensor;
   std::vector<int64_t> viewShape, viewStrides;
   if (!slot.tile.axes.empty()) {
-    std::vector<int64_t> strides(static_cast<size_t>(tensor.ndim));
-    int64_t compact = 1;
-    for (int32_t k = tensor.ndim - 1; k >= 0; --k) {
-      strides[k] = tensor.strides ? tensor.strides[k] : compact;
-      if (__builtin_mul_overflow(compact, tensor.shape[k], &compact))
-        compact = INT64_MAX;
-    }
+    std::vector<int64_t> strides = elementStrides(tensor);
     for (int64_t axis : slot.tile.axes) {
       viewShape.push_back(axis < 0 ? 1 : tensor.shape[axis]);
       viewStrides.push_back(axis < 0 ? 0 : strides[static_cast<size_t>(axis)]);
@@ -118,14 +124,7 @@ Status tensorMapLayout(const ArgSpec &arg, const ParamSlot &slot,
       return needs("extents up to 2^32; axis " + std::to_string(k) + " has " +
                    std::to_string(t.shape[k]));
 
-  // Strides in elements; DLPack's NULL means compact row-major.
-  std::vector<int64_t> strides(static_cast<size_t>(rank));
-  int64_t compact = 1;
-  for (int32_t k = rank - 1; k >= 0; --k) {
-    strides[k] = t.strides ? t.strides[k] : compact;
-    if (__builtin_mul_overflow(compact, t.shape[k], &compact))
-      compact = INT64_MAX; // Too far apart for TMA anyway.
-  }
+  std::vector<int64_t> strides = elementStrides(t);
   int32_t inner = rank - 1;
   if (t.shape[inner] > 1 && strides[inner] != 1)
     return needs("the innermost axis contiguous; stride of axis " +
