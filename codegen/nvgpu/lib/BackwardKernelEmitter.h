@@ -58,7 +58,9 @@
 // barrier of the CTA between blocks). Per block of 64 queries each group writes
 // its dSᵀ to one of two tiles, and after a barrier of the CTA each computes dQ
 // = dS K for half of D's columns over all 128 keys (both operands in shared
-// memory), stages it, scaled, in shared memory (boxes of 32 columns, 128-byte
+// memory; issued in the next block, where Sᵀ runs behind it, unless the
+// regions read tensors: BackwardShape::deferQueryGrad), stages it, scaled,
+// in shared memory (boxes of 32 columns, 128-byte
 // swizzled) and adds it into dQ (zeroed by _pre) with one TMA reduction per
 // box (cp.reduce.async.bulk.tensor, issued by one thread of the group)
 // through the kernel's tensor map of dQ, or with atomics where the runtime
@@ -103,6 +105,10 @@ struct BackwardShape {
   /// The dK/dV kernel also computes dQ, adding each key block's share into
   /// dQ (addQueryGrad), and no dQ kernel is built.
   bool fusedQuery = false;
+  /// Fused: each block's dQ = dS K is issued and added in the next block,
+  /// beside its Sᵀ = K Qᵀ (the last block's after the loop), rather than
+  /// at the end of its own block.
+  bool deferQueryGrad = false;
   /// Fused: the kernels take a tensor map of dQ (GpuOptions::
   /// queryGradTensorMap), through which the shares are added.
   bool queryGradMap = false;
@@ -357,8 +363,11 @@ private:
   /// Fused: the row statistics of streamed query `localRow` (row `row`)
   /// from the stage's copy.
   RowStatistics stagedRowStatistics(Value stage, Value localRow, Value row);
-  /// Fused: dSᵀ tile `turn` (0 or 1).
+  /// Fused: dSᵀ tile `turn` (0 or 1): block `count` (of the blocks
+  /// streamed) writes tile count % 2.
   Value scoreGradTile(Value turn);
+  /// The turn of the block before block `count`.
+  Value previousTurn(Value count);
   /// Fused: this warp group's dSᵀ (keys by queries, as pairs of 16-bit
   /// values, pairIndex) to the swizzled [keys, stream] tile dQ's product
   /// reads.
@@ -372,6 +381,10 @@ private:
   /// `head`, through the boxes in shared memory: by TMA reductions where the
   /// kernel has a map of dQ (queryGradByTensor), else by atomics.
   void addQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
+  /// The same where a block is pending (`m0` >= 0); dQ's product is issued
+  /// for every block, one that has none included (its result unused),
+  /// rather than carry its running registers out of a branch.
+  void addPendingQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
   /// `eval(full)` for the tile's class: once if the class is a constant,
   /// else on both sides of a branch on it, results of `types`.
   SmallVector<Value>

@@ -128,13 +128,24 @@ void BackwardEmitter::emitKeyValue() {
           SmallVector<Value> st(4 * qTiles, cf(0.0));
           SmallVector<Value> dpt(4 * qTiles, cf(0.0));
           if (shape.wgmma) {
+            // Deferred, the last block's dQ = dS K is issued first and
+            // added while Sᵀ runs (see the pending block below); dPᵀ after
+            // that, so that dQ's registers are free for it.
+            SmallVector<Value> dq;
+            if (shape.deferQueryGrad) {
+              dq = freshAccumulators(shape.headDim / 4);
+              issueQueryGrad(dq, keysTile, scoreGradTile(previousTurn(count)));
+            }
             st = freshAccumulators(st.size());
             dpt = freshAccumulators(dpt.size());
             issueWgmma(st, shape.headDim / 16, groupKeys, nullptr, qTile,
                        stream, /*contractRows=*/false, /*overwrite=*/true);
+            if (shape.deferQueryGrad) {
+              wgmmaWait(1);
+              addPendingQueryGrad(fenceOperands(b, loc, dq), head, acc.back());
+            }
             issueWgmma(dpt, shape.valueDim / 16, groupValues, nullptr, dOTile,
                        stream, /*contractRows=*/false, /*overwrite=*/true);
-            completeWgmma({st, dpt});
           } else {
             multiply(
                 st, shape.headDim / 16, qTiles,
@@ -149,6 +160,9 @@ void BackwardEmitter::emitKeyValue() {
                 },
                 bAddress(dOTile, shape.vPitch()), shape.vPitch(), false);
           }
+
+          if (shape.wgmma)
+            completeWgmma({st, dpt});
 
           // P and dS of each element, rounded to 16 bits in pairs of
           // adjacent queries as soon as both are known (fewer registers
@@ -207,16 +221,21 @@ void BackwardEmitter::emitKeyValue() {
               completeWgmma({dV, dK});
               return acc;
             }
-            // dQ's product reads both warp groups' dSᵀ. dV and dK run
-            // while the CTA waits for it; they complete first, so that P's
-            // and dS's registers are free for dQ's accumulators.
-            // The last block's tensor reductions (or atomics) have read the
-            // dQ boxes before this barrier; they are written after it.
+            // dQ's product reads both warp groups' dSᵀ, after this barrier;
+            // dV and dK run while the CTA waits for it. The tensor
+            // reductions (or atomics) of the block before have read the dQ
+            // boxes before the barrier; they are written after it.
             asyncProxyFence();
             if (shape.queryGradMap)
               bulkWait(/*readOnly=*/true);
             gpu::BarrierOp::create(b, loc);
             completeWgmma({dV, dK});
+            if (shape.deferQueryGrad) {
+              acc.back() = m0;
+              return acc;
+            }
+            // Here, once dV and dK are complete, so that P's and dS's
+            // registers are free for dQ's accumulators.
             SmallVector<Value> dq = freshAccumulators(shape.headDim / 4);
             issueQueryGrad(dq, keysTile, scoreGrads);
             completeWgmma({dq});
@@ -231,9 +250,28 @@ void BackwardEmitter::emitKeyValue() {
                    true);
           return acc;
         };
+        // Deferred, the loop carries the first row of the block whose dQ
+        // is pending (-1: none), added in the next block or after the loop.
         Value streamed = shape.fusedQuery ? carried.back() : Value();
-        SmallVector<Value> results = emitStreamLoop(
-            queries, classOf, carried.take_front(grads.size()), body, streamed);
+        SmallVector<Value> init(carried.take_front(grads.size()));
+        if (shape.deferQueryGrad)
+          init.push_back(c32(-1));
+        SmallVector<Value> results =
+            emitStreamLoop(queries, classOf, init, body, streamed);
+        if (shape.deferQueryGrad) {
+          Value pendingM0 = results.pop_back_val();
+          auto ifPending = scf::IfOp::create(
+              b, loc, cmpi(arith::CmpIPredicate::sge, pendingM0, c32(0)),
+              /*withElseRegion=*/false);
+          {
+            OpBuilder::InsertionGuard insertion(b);
+            b.setInsertionPointToStart(ifPending.thenBlock());
+            SmallVector<Value> dq = freshAccumulators(shape.headDim / 4);
+            issueQueryGrad(dq, keysTile, scoreGradTile(previousTurn(streamed)));
+            completeWgmma({dq});
+            addQueryGrad(dq, head, pendingM0);
+          }
+        }
         if (shape.fusedQuery)
           results.push_back(streamed);
         scf::YieldOp::create(b, loc, results);

@@ -26,6 +26,10 @@ Value BackwardEmitter::scoreGradTile(Value turn) {
           mul(turn, c32(shape.ownedRows() * shape.stream()))));
 }
 
+Value BackwardEmitter::previousTurn(Value count) {
+  return arith::RemUIOp::create(b, loc, add(count, c32(1)), c32(2));
+}
+
 void BackwardEmitter::storeScoreGradTile(ArrayRef<Value> dsPairs, Value tile) {
   // Key row 16 warp + g (+ 8) holds queries 8 j + 2 c4 (+ 1): one 32-bit
   // word of 16-byte unit j, which the swizzle moves to unit j ^ g. The 64
@@ -177,4 +181,14 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
                               gep(dest, f32, mul(step, c64(pass))), value,
                               LLVM::AtomicOrdering::monotonic);
   }
+}
+
+void BackwardEmitter::addPendingQueryGrad(ArrayRef<Value> dq, Value head,
+                                          Value m0) {
+  auto ifPending =
+      scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::sge, m0, c32(0)),
+                        /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard insertion(b);
+  b.setInsertionPointToStart(ifPending.thenBlock());
+  addQueryGrad(dq, head, m0);
 }
