@@ -4,12 +4,14 @@
 Generates random valid `.attn` specs (head structures, dtypes, score mods,
 masks, normalizers, statistic outputs, params, awkward sizes) and checks that
 `attnc run --check` agrees with the float64 reference on the CPU paths (the
-default, the unfused MLIR pipeline and the Halide backend); where ptxas is available it also compiles each spec for
-sm_90a and sm_80, assembles every PTX module of the package and has the
-runtime's attnc-launch check the CPU run's launch against the package (which
-it does before it needs a GPU). A GPU compile may refuse a spec its backend
-does not support (a clean error); a crash, a ptxas error or a launch the
-package refuses is a failure.
+default, the unfused MLIR pipeline and the Halide backend) and that the
+adjoint kernel's gradients (`--grad`) agree with its reverse mode; where
+ptxas is available it also compiles each spec and its adjoint for sm_90a and
+sm_80, assembles every PTX module of the packages and has the runtime's
+attnc-launch check the CPU run's launch against each package (which it does
+before it needs a GPU). A GPU compile may refuse a spec its backend does not
+support (a clean error); a crash, a ptxas error or a launch the package
+refuses is a failure.
 
 Usage:
   spec_fuzzer.py --attnc PATH [--ptxas PATH] [--seconds 120] [--seed N]
@@ -927,6 +929,9 @@ CPU_STAGES = {
     "cpu-fused": [],
     "cpu-unfused": ["--fuse=false"],
     "cpu-halide": ["--backend", "halide"],
+    # The adjoint kernel (attn-grad): every gradient against the float64
+    # reverse mode.
+    "cpu-grad": ["--grad"],
 }
 
 
@@ -1027,14 +1032,16 @@ def refuses_wide_index_param(r, stderr):
             given == ["%s=%d" % (match.group(1), value)])
 
 
-def check_gpu(tools, spec, r, chip, work):
+def check_gpu(tools, spec, r, chip, work, grad=False):
+    """The package of the spec's kernel (with `grad`, of its adjoint) for
+    `chip`: compiled, assembled, and taking the CPU run's launch."""
     attnc, ptxas, gpu_args = tools.attnc, tools.ptxas, r.gpu_args
-    stage = f"gpu-{chip}"
+    stage = f"gpu-{chip}" + ("-grad" if grad else "")
     package = os.path.join(work, f"{chip}.attnpkg")
     if os.path.exists(package):
         os.remove(package)
     argv = [attnc, "compile", spec, "--target", chip, "-o", package,
-            "--no-cache"] + gpu_args
+            "--no-cache"] + gpu_args + (["--grad"] if grad else [])
     proc = run_command(argv)
     if crashed(proc):
         return Outcome(stage, argv, proc, f"{stage}:crash")
@@ -1101,9 +1108,10 @@ def check_spec(r, tools, work):
         with open(spec, "w") as f:
             f.write(r.gpu_text)
         for chip in ("sm_90a", "sm_80"):
-            outcomes.append(check_gpu(tools, spec, r, chip, work))
-            if outcomes[-1].fail:
-                return outcomes
+            for grad in (False, True):
+                outcomes.append(check_gpu(tools, spec, r, chip, work, grad))
+                if outcomes[-1].fail:
+                    return outcomes
     return outcomes
 
 
@@ -1268,8 +1276,10 @@ class Stats:
         self.failures = []
         self.not_raised = collections.Counter()
         self.paths = collections.Counter()
-        self.gpu = {"sm_90a": collections.Counter(),
-                    "sm_80": collections.Counter()}
+        self.gpu = {chip: collections.Counter()
+                    for chip in ("sm_90a", "sm_90a-grad", "sm_80",
+                                 "sm_80-grad")}
+        self.gradients = 0
         self.gpu_reasons = collections.Counter()
 
     def record(self, case_tags, outcomes):
@@ -1277,7 +1287,9 @@ class Stats:
         for o in outcomes:
             if o.fail:
                 continue
-            if o.stage == "cpu-fused":
+            if o.stage == "cpu-grad":
+                self.gradients += len(o.info.get("gradients", []))
+            elif o.stage == "cpu-fused":
                 self.paths[o.info.get("path", "?")] += 1
                 if o.info.get("not_raised"):
                     self.not_raised[o.info["not_raised"]] += 1
@@ -1304,6 +1316,7 @@ class Stats:
             f"{k} {v}" for k, v in sorted(self.paths.items())))
         for reason, count in self.not_raised.most_common(8):
             print(f"  not raised ({count}): {reason}")
+        print(f"adjoint kernels: {self.gradients} gradients checked")
         for chip, counter in self.gpu.items():
             if counter:
                 print(f"{chip}: {counter['assembled']} assembled "
