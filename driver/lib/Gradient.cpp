@@ -9,6 +9,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <cmath>
 #include <random>
 
 using namespace attn;
@@ -227,4 +228,32 @@ attn::evaluateReferenceGradients(
 
 double attn::getGradientCheckTolerance(DType type) {
   return type == DType::BF16 || type == DType::F16 ? 2e-2 : 1e-4;
+}
+
+/// The root mean square of `tensor`'s elements; not finite if one is not.
+static double rootMeanSquare(const HostTensor &tensor) {
+  double squares = 0;
+  for (int64_t i = 0; i < tensor.getNumElements(); ++i)
+    squares += tensor.getAsDouble(i) * tensor.getAsDouble(i);
+  return std::sqrt(squares / tensor.getNumElements());
+}
+
+bool attn::isVanishingGradient(const HostTensor &expected) {
+  return expected.getNumElements() > 0 &&
+         rootMeanSquare(expected) < kVanishingGradientRms;
+}
+
+double attn::getGradientError(const HostTensor &gradient,
+                              const HostTensor &expected) {
+  // relativeError also tells NaN and infinities apart.
+  if (!isVanishingGradient(expected) ||
+      gradient.getNumElements() != expected.getNumElements())
+    return relativeError(gradient, expected);
+  double errorSquares = 0;
+  for (int64_t i = 0; i < expected.getNumElements(); ++i) {
+    double error = gradient.getAsDouble(i) - expected.getAsDouble(i);
+    errorSquares += error * error;
+  }
+  double error = std::sqrt(errorSquares / expected.getNumElements());
+  return std::isfinite(error) ? error : relativeError(gradient, expected);
 }

@@ -593,6 +593,7 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
   double runMs = *timed;
 
   std::vector<double> errors;
+  std::vector<bool> vanishing;
   double maxError = 0, tolerance = 0;
   bool ok = true;
   if (checkOption) {
@@ -600,7 +601,8 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
       if (!expected[input])
         return fail("the reference has no gradient for float input '" +
                     signature.inputs[input].name + "'");
-      double error = relativeError(gradients[k], *expected[input]);
+      double error = getGradientError(gradients[k], *expected[input]);
+      vanishing.push_back(isVanishingGradient(*expected[input]));
       error = std::isnan(error) ? INFINITY : error;
       errors.push_back(error);
       maxError = std::max(maxError, error);
@@ -649,9 +651,16 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
         {"gflops", gflops}};
     if (checkOption) {
       llvm::json::Object perGradient;
-      for (auto [name, error] : llvm::zip(gradientNames, errors))
+      llvm::json::Array vanishingArray;
+      for (auto [name, error, vanishes] :
+           llvm::zip(gradientNames, errors, vanishing)) {
         perGradient[name] = toJsonError(error);
+        if (vanishes)
+          vanishingArray.push_back(name);
+      }
       result["grad_rel_err"] = std::move(perGradient);
+      // Gradients whose error is the root mean square (getGradientError).
+      result["vanishing_gradients"] = std::move(vanishingArray);
       result["max_rel_err"] = toJsonError(maxError);
       result["tol"] = tolerance;
       result["ok"] = ok;
@@ -672,8 +681,12 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
       "compile: {0:f1} ms{1}  run: {2:f2} ms  ({3:f2} GFLOP/s cascade)\n",
       compileMs, stats.cacheHit ? " (cache hit)" : "", runMs, gflops);
   if (checkOption) {
-    for (auto [name, error] : llvm::zip(gradientNames, errors))
-      llvm::outs() << llvm::formatv("grad {0}: rel_err={1:e2}\n", name, error);
+    for (auto [name, error, vanishes] :
+         llvm::zip(gradientNames, errors, vanishing))
+      llvm::outs() << llvm::formatv(
+          vanishes ? "grad {0}: rms_err={1:e2} (its reference vanishes)\n"
+                   : "grad {0}: rel_err={1:e2}\n",
+          name, error);
     llvm::outs() << llvm::formatv("check: max_rel_err={0:e2} tol={1:e0} {2}\n",
                                   maxError, tolerance, ok ? "ok" : "FAIL");
   }
