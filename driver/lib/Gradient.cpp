@@ -7,6 +7,7 @@
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -230,30 +231,29 @@ double attn::getGradientCheckTolerance(DType type) {
   return type == DType::BF16 || type == DType::F16 ? 2e-2 : 1e-4;
 }
 
-/// The root mean square of `tensor`'s elements; not finite if one is not.
-static double rootMeanSquare(const HostTensor &tensor) {
+/// The root mean square of `values(i)` over `count` elements.
+static double rootMeanSquare(int64_t count,
+                             llvm::function_ref<double(int64_t)> values) {
   double squares = 0;
-  for (int64_t i = 0; i < tensor.getNumElements(); ++i)
-    squares += tensor.getAsDouble(i) * tensor.getAsDouble(i);
-  return std::sqrt(squares / tensor.getNumElements());
+  for (int64_t i = 0; i < count; ++i)
+    squares += values(i) * values(i);
+  return std::sqrt(squares / count);
 }
 
-bool attn::isVanishingGradient(const HostTensor &expected) {
-  return expected.getNumElements() > 0 &&
-         rootMeanSquare(expected) < kVanishingGradientRms;
-}
-
-double attn::getGradientError(const HostTensor &gradient,
-                              const HostTensor &expected) {
-  // relativeError also tells NaN and infinities apart.
-  if (!isVanishingGradient(expected) ||
-      gradient.getNumElements() != expected.getNumElements())
-    return relativeError(gradient, expected);
-  double errorSquares = 0;
-  for (int64_t i = 0; i < expected.getNumElements(); ++i) {
-    double error = gradient.getAsDouble(i) - expected.getAsDouble(i);
-    errorSquares += error * error;
+GradientError attn::getGradientError(const HostTensor &gradient,
+                                     const HostTensor &expected) {
+  int64_t count = expected.getNumElements();
+  bool vanishes = count > 0 && gradient.getNumElements() == count &&
+                  rootMeanSquare(count, [&](int64_t i) {
+                    return expected.getAsDouble(i);
+                  }) < kVanishingGradientRms;
+  if (vanishes) {
+    double error = rootMeanSquare(count, [&](int64_t i) {
+      return gradient.getAsDouble(i) - expected.getAsDouble(i);
+    });
+    // relativeError tells NaN and infinities apart.
+    if (std::isfinite(error))
+      return {error, true};
   }
-  double error = std::sqrt(errorSquares / expected.getNumElements());
-  return std::isfinite(error) ? error : relativeError(gradient, expected);
+  return {relativeError(gradient, expected), vanishes};
 }

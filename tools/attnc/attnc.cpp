@@ -601,8 +601,8 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
       if (!expected[input])
         return fail("the reference has no gradient for float input '" +
                     signature.inputs[input].name + "'");
-      double error = getGradientError(gradients[k], *expected[input]);
-      vanishing.push_back(isVanishingGradient(*expected[input]));
+      auto [error, vanishes] = getGradientError(gradients[k], *expected[input]);
+      vanishing.push_back(vanishes);
       error = std::isnan(error) ? INFINITY : error;
       errors.push_back(error);
       maxError = std::max(maxError, error);

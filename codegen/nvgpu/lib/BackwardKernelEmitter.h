@@ -381,10 +381,12 @@ private:
   /// `head`, through the boxes in shared memory: by TMA reductions where the
   /// kernel has a map of dQ (queryGradByTensor), else by atomics.
   void addQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
-  /// The same where a block is pending (`m0` >= 0); dQ's product is issued
-  /// for every block, one that has none included (its result unused),
-  /// rather than carry its running registers out of a branch.
-  void addPendingQueryGrad(ArrayRef<Value> dq, Value head, Value m0);
+  /// Deferred (deferQueryGrad): `emitAdd` under a branch taken where a
+  /// block's dQ is pending, `m0` (its first row) >= 0. In the loop dQ's
+  /// product is issued for every block, one with none pending included (its
+  /// result unused), rather than carry its running registers out of a
+  /// branch.
+  void ifPending(Value m0, function_ref<void()> emitAdd);
   /// `eval(full)` for the tile's class: once if the class is a constant,
   /// else on both sides of a branch on it, results of `types`.
   SmallVector<Value>

@@ -142,10 +142,13 @@ void BackwardEmitter::emitKeyValue() {
                        stream, /*contractRows=*/false, /*overwrite=*/true);
             if (shape.deferQueryGrad) {
               wgmmaWait(1);
-              addPendingQueryGrad(fenceOperands(b, loc, dq), head, acc.back());
+              dq = fenceOperands(b, loc, dq);
+              ifPending(acc.back(),
+                        [&] { addQueryGrad(dq, head, acc.back()); });
             }
             issueWgmma(dpt, shape.valueDim / 16, groupValues, nullptr, dOTile,
                        stream, /*contractRows=*/false, /*overwrite=*/true);
+            completeWgmma({st, dpt});
           } else {
             multiply(
                 st, shape.headDim / 16, qTiles,
@@ -160,9 +163,6 @@ void BackwardEmitter::emitKeyValue() {
                 },
                 bAddress(dOTile, shape.vPitch()), shape.vPitch(), false);
           }
-
-          if (shape.wgmma)
-            completeWgmma({st, dpt});
 
           // P and dS of each element, rounded to 16 bits in pairs of
           // adjacent queries as soon as both are known (fewer registers
@@ -260,17 +260,12 @@ void BackwardEmitter::emitKeyValue() {
             emitStreamLoop(queries, classOf, init, body, streamed);
         if (shape.deferQueryGrad) {
           Value pendingM0 = results.pop_back_val();
-          auto ifPending = scf::IfOp::create(
-              b, loc, cmpi(arith::CmpIPredicate::sge, pendingM0, c32(0)),
-              /*withElseRegion=*/false);
-          {
-            OpBuilder::InsertionGuard insertion(b);
-            b.setInsertionPointToStart(ifPending.thenBlock());
+          ifPending(pendingM0, [&] {
             SmallVector<Value> dq = freshAccumulators(shape.headDim / 4);
             issueQueryGrad(dq, keysTile, scoreGradTile(previousTurn(streamed)));
             completeWgmma({dq});
             addQueryGrad(dq, head, pendingM0);
-          }
+          });
         }
         if (shape.fusedQuery)
           results.push_back(streamed);

@@ -183,12 +183,11 @@ void BackwardEmitter::addQueryGrad(ArrayRef<Value> dq, Value head, Value m0) {
   }
 }
 
-void BackwardEmitter::addPendingQueryGrad(ArrayRef<Value> dq, Value head,
-                                          Value m0) {
+void BackwardEmitter::ifPending(Value m0, function_ref<void()> emitAdd) {
   auto ifPending =
       scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::sge, m0, c32(0)),
                         /*withElseRegion=*/false);
   OpBuilder::InsertionGuard insertion(b);
   b.setInsertionPointToStart(ifPending.thenBlock());
-  addQueryGrad(dq, head, m0);
+  emitAdd();
 }

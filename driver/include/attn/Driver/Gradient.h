@@ -104,18 +104,22 @@ evaluateReferenceGradients(const LoadedSpec &forward,
 /// recomputed forward (fp32 1e-4, bf16 and f16 2e-2).
 double getGradientCheckTolerance(DType type);
 
-/// The error of `gradient` against its float64 reference `expected`, the
+/// The error of `gradient` against its float64 reference `expected`: the
 /// relative error ‖out − ref‖ / ‖ref‖ (relativeError), except for a gradient
-/// that vanishes identically: a gradient whose reference has a root mean
-/// square below kVanishingGradientRms (the reverse mode's rounding of a sum
-/// that cancels, e.g. a bias added to a whole softmax row, which the row's
-/// weights do not depend on) is checked by the root mean square of its
-/// error, against the same tolerance. Relative to the reference's rounding
-/// noise, the kernel's own rounding would otherwise look like an error of
-/// many orders of magnitude.
-double getGradientError(const HostTensor &gradient, const HostTensor &expected);
-/// Whether `expected` is such a vanishing reference gradient.
-bool isVanishingGradient(const HostTensor &expected);
+/// that vanishes identically: a reference whose root mean square is below
+/// kVanishingGradientRms (the reverse mode's rounding of a sum that cancels,
+/// e.g. of a bias added to a whole softmax row, which the row's weights do
+/// not depend on) is compared by the root mean square of the error, against
+/// the same tolerance; relative to the reference's rounding noise, the
+/// kernel's own rounding would look like an error of many orders of
+/// magnitude.
+struct GradientError {
+  double error;
+  /// Whether the reference vanishes (`error` is a root mean square).
+  bool vanishes;
+};
+GradientError getGradientError(const HostTensor &gradient,
+                               const HostTensor &expected);
 
 /// A float64 reference gradient of O(1) random inputs and adjoints whose root
 /// mean square is below this is taken to vanish: its rounding is at 1e-16
