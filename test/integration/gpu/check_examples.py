@@ -42,6 +42,11 @@ forward) with tolerance 2e-2.
      rounded to bf16, gradients from the CPU adjoint kernel kernel.vjp) for a
      few examples, some deliberately wrong, and checks that `check` passes and
      fails exactly those.
+
+A gradient whose float64 reference vanishes identically (root mean square
+below 1e-9: a bias added to a whole softmax row, Inputs/row_bias.attn) is
+compared by the root mean square of its error instead (rms_err), against the
+same tolerance, as `attnc run --grad --check` does.
 """
 import argparse, os, re, shutil, subprocess, sys, tempfile
 import numpy as np
@@ -195,6 +200,26 @@ def relative_error(got, ref):
     return error, ok
 
 
+# As the driver's gradient check (driver/include/attn/Driver/Gradient.h,
+# kVanishingGradientRms): a float64 reference gradient whose root mean square
+# is below this vanishes identically (a bias added to a whole softmax row).
+VANISHING_GRADIENT_RMS = 1e-9
+
+
+def gradient_error(got, ref):
+    """(error, finite, vanishes): relative_error, except that a reference that
+    vanishes identically is compared by the root mean square of the error
+    (relative to the reference's rounding noise, the kernel's own rounding
+    would look like an error of many orders of magnitude)."""
+    finite = np.isfinite(ref)
+    if ref.size and finite.all() and \
+            np.sqrt(np.mean(np.square(ref))) < VANISHING_GRADIENT_RMS:
+        error = float(np.sqrt(np.mean(np.square(got - ref))))
+        return error, bool(np.isfinite(got).all()), True
+    error, ok = relative_error(got, ref)
+    return error, ok, False
+
+
 def check_grad(args, entry, name, kernel, directory):
     """The gradients a NAME_grad package wrote to `directory` against the
     float64 reverse mode of the forward spec; one line per gradient. The
@@ -254,13 +279,15 @@ def check_grad(args, entry, name, kernel, directory):
             failed += 1
             print(f"FAIL  {entry:22} {output:7} shape {got.shape}, expected {ref.shape}")
             continue
-        error, finite = relative_error(got, ref)
+        error, finite, vanishes = gradient_error(got, ref)
         ok = finite and error <= GRAD_TOLERANCE
         zero = int((np.abs(ref).reshape(-1, ref.shape[-1]).max(axis=1) == 0).sum()) \
             if ref.ndim >= 2 else 0
         failed += not ok
+        measure = "rms_err" if vanishes else "rel_err"
         print(f"{'PASS' if ok else 'FAIL':5} {entry:22} {output:7} shape {got.shape} "
-              f"rel_err={error:.2e} zero_rows={zero}")
+              f"{measure}={error:.2e} zero_rows={zero}"
+              f"{' (its reference vanishes)' if vanishes else ''}")
     return failed
 
 
@@ -317,7 +344,7 @@ def check(args):
 # adjoint (lse_output: dLSE), an integer input without gradient
 # (document_mask), GQA, params.
 SELF_TEST = ["causal", "alibi", "sink_logit", "lse_output", "document_mask",
-             "gqa", "sliding_window", "softcap"]
+             "gqa", "sliding_window", "softcap", "row_bias"]
 
 
 def bf16_bits(array):
@@ -327,12 +354,14 @@ def bf16_bits(array):
     return (rounded >> 16).astype(np.uint16)
 
 
-def fake_launch(attnc, kernel, name, index, grad, directory, corrupt=None):
+def fake_launch(attnc, kernel, name, index, grad, directory, corrupt=None,
+                shift=None):
     """Writes what `launch` would leave in `directory` for SIZES[index]
     (with the inputs, as after regenerate_inputs), computed on the CPU:
     forward outputs from the kernel rounded to bf16 (LSE f32), gradients
     from its adjoint kernel (kernel.vjp) as f32. `corrupt` names an output
-    to scale by 1.05 (an error above either tolerance)."""
+    to scale by 1.05 (an error above either tolerance), `shift` one to add
+    0.05 to (which a gradient that should vanish must fail too)."""
     os.makedirs(directory, exist_ok=True)
     size_of = {k: int(v) for k, v in (item.split("=") for item in SIZES[index].split(","))}
     symbolic = [n for n, size in kernel._dims if size is None]
@@ -374,6 +403,8 @@ def fake_launch(attnc, kernel, name, index, grad, directory, corrupt=None):
         value, as_bf16 = value if isinstance(value, tuple) else (value, False)
         if output == corrupt:
             value = value * np.float32(1.05)
+        if output == shift:
+            value = value + np.float32(0.05)
         np.save(os.path.join(directory, output + ".npy"),
                 bf16_bits(value) if as_bf16 else value)
     dims = ",".join(f"{n}={v}" for n, v in shapes.items())
@@ -410,6 +441,15 @@ def self_test(args):
             fake_launch(attnc, kernel, name, 0, grad,
                         os.path.join(results, f"{name}.9"), corrupt=corrupt)
             expected[f"{name}.9"] = 1
+            # The last gradient off by 0.05 everywhere: dV, or one whose
+            # reference vanishes (row_bias's dRowBias), must fail as well.
+            if grad:
+                last = [n for n, dtype, _ in kernel._input_specs
+                        if dtype in FLOAT_DTYPES][-1]
+                fake_launch(attnc, kernel, name, 0, grad,
+                            os.path.join(results, f"{name}.8"),
+                            shift="d" + last)
+                expected[f"{name}.8"] = 1
         print(f"== self-test: {'adjoint' if grad else 'forward'} results in {results}")
         check_args = argparse.Namespace(results=results, launch=args.launch)
         for entry in sorted(expected):
@@ -419,7 +459,7 @@ def self_test(args):
     if wrong:
         print("self-test FAILED: unexpected verdict for " + ", ".join(wrong))
         return 1
-    print("self-test passed: clean entries pass, corrupted ones (.9) fail")
+    print("self-test passed: clean entries pass, corrupted ones (.8, .9) fail")
     if not args.out:
         shutil.rmtree(root, ignore_errors=True)
     return 0
