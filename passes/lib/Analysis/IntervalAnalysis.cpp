@@ -3,6 +3,7 @@
 #include "attn/Analysis/IntervalAnalysis.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Matchers.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/MathExtras.h"
@@ -351,13 +352,23 @@ getAxisSize(KernelOp kernel, const IntervalAnalysis &ia, Value tensor,
       return {ia.lookupConstant(kernel.getDimArg(*dim)), dim};
     }
     Operation *def = tensor.getDefiningOp();
-    if (auto producer = dyn_cast<EinsumOp>(def)) {
-      Value extent = producer.getOutputExtents()[axis];
+    auto sizeOf = [&](Value extent)
+        -> std::pair<std::optional<int64_t>, std::optional<unsigned>> {
       std::optional<unsigned> dim;
       if (auto dimArg = dyn_cast<BlockArgument>(extent);
           dimArg && dimArg.getOwner() == &kernel.getEntryBlock())
         dim = dimArg.getArgNumber();
       return {ia.lookupConstant(extent), dim};
+    };
+    if (auto producer = dyn_cast<EinsumOp>(def))
+      return sizeOf(producer.getOutputExtents()[axis]);
+    // A grouped key or value the gradient's cascade gave a head axis of 1
+    // ([B, N, D] as [B, 1, N, D]): its output sizes are the expansion's.
+    if (auto expand = dyn_cast<tensor::ExpandShapeOp>(def)) {
+      OpFoldResult size = expand.getMixedOutputShape()[axis];
+      if (auto extent = dyn_cast<Value>(size))
+        return sizeOf(extent);
+      return {cast<IntegerAttr>(cast<Attribute>(size)).getInt(), std::nullopt};
     }
     if (isa<KeepOp, SoftmaxOp, NormalizeOp>(def)) {
       tensor = def->getOperand(0);
