@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Times two or more builds of the suite's packages against each other on the
+GPU machine: the same variants and lengths, launched in interleaved rounds
+(A B C A B C ...) so that clock and thermal drift fall on every build alike.
+
+Each build is a directory laid out as make_packages.sh's output (suite/ for
+the forward packages, suite-grad/ for the adjoints). Per (variant, L) and
+build it prints the median over rounds of attnc-launch's own median, forward
+and forward + backward (backward = the difference), and each build's speed
+relative to the first (> 1: faster). No correctness check and no peers:
+run bench/gpu_suite.py for those.
+
+  python3 bench/gpu_ab.py --launch BUILD_RT/bin/attnc-launch \\
+      --variants causal,full --lengths 16384 --rounds 3 DIR_A DIR_B [DIR_C ...]
+
+Writes one JSON object per (variant, L, build) to $OUT/gpu_ab.jsonl.
+"""
+import argparse, json, os, statistics, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_suite  # noqa: E402  (the suite's variants, inputs and launcher)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("builds", nargs="+", help="package directories, the first the baseline")
+    parser.add_argument("--launch", default="/tmp/attnc-build-rt/bin/attnc-launch")
+    parser.add_argument("--variants", default="causal,full")
+    parser.add_argument("--lengths", default="16384")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=20,
+                        help="timed launches per measurement (attnc-launch --repeat)")
+    args = parser.parse_args()
+    if len(args.builds) < 2:
+        parser.error("give at least two package directories")
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in gpu_suite.VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {', '.join(unknown)}; the suite has "
+                     f"{', '.join(gpu_suite.VARIANTS)}")
+    lengths = [int(x) for x in args.lengths.split(",")]
+    kinds = (("fwd", "suite"), ("fwdbwd", "suite-grad"))
+    # times[(variant, L, build, kind)] = [ms per round]
+    times = {}
+    for round_index in range(args.rounds):
+        for v in variants:
+            H, G = gpu_suite.VARIANTS[v].get("gqa", (16, 16))
+            for L in lengths:
+                B = max(1, gpu_suite.TOK // L)
+                for build in args.builds:
+                    for kind, folder in kinds:
+                        package = os.path.join(build, folder, v + ".attnpkg")
+                        if not os.path.exists(package):
+                            continue
+                        ms, _ = gpu_suite.time_ours(args, package, v, B, H, G, L)
+                        times.setdefault((v, L, build, kind), []).append(ms)
+        print(f"round {round_index + 1}/{args.rounds} done", flush=True)
+
+    def median(v, L, build, kind):
+        values = times.get((v, L, build, kind))
+        return statistics.median(values) if values else None
+
+    rows = []
+    print(f"\n{'variant':18s} {'L':>6s} {'build':24s} {'fwd ms':>8s} {'fwd+bwd':>8s} "
+          f"{'bwd ms':>8s} {'fwd x':>6s} {'bwd x':>6s}")
+    print("  (medians over rounds; x: the first build's time over this one's, "
+          "> 1 faster)")
+    for v in variants:
+        for L in lengths:
+            base = {}
+            for index, build in enumerate(args.builds):
+                fwd = median(v, L, build, "fwd")
+                both = median(v, L, build, "fwdbwd")
+                bwd = both - fwd if fwd is not None and both is not None else None
+                if index == 0:
+                    base = dict(fwd=fwd, bwd=bwd)
+                ratio = lambda key, ms: base[key] / ms if base.get(key) and ms else None
+                row = dict(kind="ab", variant=v, L=L, build=build, fwd_ms=fwd,
+                           fwdbwd_ms=both, bwd_ms=bwd, fwd_speedup=ratio("fwd", fwd),
+                           bwd_speedup=ratio("bwd", bwd),
+                           rounds={k: times.get((v, L, build, k)) for k, _ in kinds})
+                rows.append(row)
+                cell = lambda x, w=8, p=3: f"{x:{w}.{p}f}" if x is not None else f"{'-':>{w}s}"
+                print(f"{v:18s} {L:6d} {os.path.basename(build.rstrip('/'))[:24]:24s} "
+                      f"{cell(fwd)} {cell(both)} {cell(bwd)} "
+                      f"{cell(row['fwd_speedup'], 6, 3)} {cell(row['bwd_speedup'], 6, 3)}")
+    with open(os.path.join(os.environ.get("OUT", "."), "gpu_ab.jsonl"), "w") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
