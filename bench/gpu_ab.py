@@ -61,6 +61,9 @@ def main():
         values = times.get((v, L, build, kind))
         return statistics.median(values) if values else None
 
+    def cell(x, width=8, places=3):
+        return f"{x:{width}.{places}f}" if x is not None else f"{'-':>{width}s}"
+
     rows = []
     print(f"\n{'variant':18s} {'L':>6s} {'build':24s} {'fwd ms':>8s} {'fwd+bwd':>8s} "
           f"{'bwd ms':>8s} {'fwd x':>6s} {'bwd x':>6s}")
@@ -68,23 +71,24 @@ def main():
           "> 1 faster)")
     for v in variants:
         for L in lengths:
-            base = {}
-            for index, build in enumerate(args.builds):
+            def measured(build):
                 fwd = median(v, L, build, "fwd")
                 both = median(v, L, build, "fwdbwd")
                 bwd = both - fwd if fwd is not None and both is not None else None
-                if index == 0:
-                    base = dict(fwd=fwd, bwd=bwd)
-                ratio = lambda key, ms: base[key] / ms if base.get(key) and ms else None
+                return fwd, both, bwd
+
+            base_fwd, _, base_bwd = measured(args.builds[0])
+            for build in args.builds:
+                fwd, both, bwd = measured(build)
                 row = dict(kind="ab", variant=v, L=L, build=build, fwd_ms=fwd,
-                           fwdbwd_ms=both, bwd_ms=bwd, fwd_speedup=ratio("fwd", fwd),
-                           bwd_speedup=ratio("bwd", bwd),
+                           fwdbwd_ms=both, bwd_ms=bwd,
+                           fwd_speedup=base_fwd / fwd if base_fwd and fwd else None,
+                           bwd_speedup=base_bwd / bwd if base_bwd and bwd else None,
                            rounds={k: times.get((v, L, build, k)) for k, _ in kinds})
                 rows.append(row)
-                cell = lambda x, w=8, p=3: f"{x:{w}.{p}f}" if x is not None else f"{'-':>{w}s}"
                 print(f"{v:18s} {L:6d} {os.path.basename(build.rstrip('/'))[:24]:24s} "
                       f"{cell(fwd)} {cell(both)} {cell(bwd)} "
-                      f"{cell(row['fwd_speedup'], 6, 3)} {cell(row['bwd_speedup'], 6, 3)}")
+                      f"{cell(row['fwd_speedup'], 6)} {cell(row['bwd_speedup'], 6)}")
     with open(os.path.join(os.environ.get("OUT", "."), "gpu_ab.jsonl"), "w") as out:
         for row in rows:
             out.write(json.dumps(row) + "\n")
