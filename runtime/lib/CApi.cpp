@@ -194,7 +194,7 @@ attnc_status attnc_check_args(attnc_package pkg, const attnc_tensor *inputs,
   }
   for (size_t e = 0; e < m.entries.size(); ++e) {
     if (!bound.enabled[e] || pkg->pkg.standsInFor[e] >= 0 ||
-        pkg->pkg.fallbackOf[e] >= 0 || !pkg->pkg.usesTma(e))
+        !pkg->pkg.fallbackOf[e].empty() || !pkg->pkg.usesTma(e))
       continue;
     std::vector<cuda::TensorMapLayout> layouts;
     if (Status s = cuda::tensorMapLayouts(pkg->pkg, e, bound.dims, tensorOf,

@@ -304,9 +304,13 @@ void printSignature(const rt::KernelPackage &pkg, const Package &full) {
                   std::string(tmaL2PromotionName(p.tile.l2Promotion)).c_str(),
                   p.tile.optional ? ", optional" : "");
     }
-    if (!e.fallback.empty())
+    if (!e.fallback.empty()) {
+      std::string fallback;
+      for (const std::string &name : e.fallback)
+        fallback += (fallback.empty() ? "" : ", then ") + name;
       std::printf("  entry %s falls back to %s\n", e.name.c_str(),
-                  e.fallback.c_str());
+                  fallback.c_str());
+    }
   }
   for (const WorkspaceSpec &w : full.manifest.workspaces) {
     // The tensor it begins with, which tensor maps load: "bf16[B, H, M, D]".

@@ -1046,8 +1046,8 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
 
   // The Hopper kernel, where Q, K and V are the inputs as they are, unit
   // axes aside (a tensor map describes a whole input): it runs in the mma.sync
-  // kernel's place, under its condition, and that kernel in its own place for
-  // tensors TMA cannot load.
+  // kernel's place, under its condition, and that kernel (after its tile
+  // list, if any) in its own place for tensors TMA cannot load.
   bool addsWgmma = false;
   if (const auto &wgmma = artifact->wgmma;
       wgmma && isWholeInputWithUnitAxes(*q) && isWholeInputWithUnitAxes(*k) &&
@@ -1075,8 +1075,17 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                      std::to_string(wgmma->blockM) + ")";
     hopper.block[0] = wgmma->threads;
     hopper.sharedBytes = wgmma->sharedMemoryBytes;
-    hopper.fallback = mmaEntry->name;
+    hopper.fallback = {mmaEntry->name};
     mmaEntry->when.clear();
+    // The mma.sync kernel's tile list stands in with it: built only for a
+    // launch that runs that kernel.
+    if (artifact->tileList) {
+      auto mmaTiles = llvm::find_if(manifest.entries, [](const EntrySpec &e) {
+        return e.name == "attn_tiles";
+      });
+      mmaTiles->when.clear();
+      hopper.fallback.insert(hopper.fallback.begin(), mmaTiles->name);
+    }
     hopper.params = fixedSlots;
     if (hopperTiles)
       hopper.params[tilesSlot] = workspaceSlot("tiles_wgmma");

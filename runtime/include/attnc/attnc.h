@@ -194,7 +194,7 @@ attnc_status attnc_package_prepare(attnc_package pkg, int device);
  * An entry whose `when` formula is zero for the launch's dims does not run;
  * when no selected entry runs (e.g. `entry_name` names such an entry), the
  * call returns ATTNC_OK after the argument checks and launches nothing.
- * An entry that loads tiles through TMA tensor maps runs its fallback entry
+ * An entry that loads tiles through TMA tensor maps runs its fallback entries
  * in its place when TMA cannot describe the tensors (or the driver has no
  * TMA); a fallback runs only so, or when `entry_name` names it.
  * `inputs` and `outputs` are in signature order; `params` holds the first

@@ -253,11 +253,13 @@ struct attnc_plan_t {
     bool empty;          ///< a zero-size axis: never read or written
   };
   /// One kernel of the launch: an entry and, when it loads with TMA, the
-  /// entry that runs in its place for a launch whose tensor maps cannot be
-  /// encoded (a misaligned data pointer, a driver without TMA).
+  /// entries that run in its place for a launch whose tensor maps cannot be
+  /// encoded (a misaligned data pointer, a driver without TMA), or for
+  /// every launch of the plan (`fellBack`: strides TMA cannot express).
   struct Step {
     size_t entry;
-    std::optional<size_t> fallback;
+    std::vector<size_t> fallback;
+    bool fellBack = false;
   };
   /// A Tma slot of a step's entry: its tensor map but the address, and the
   /// map the plan encoded last with the address it was made for (a
@@ -332,10 +334,7 @@ Status makePlan(attnc_package pkg, const char *entryName,
     found = true;
     if (!bound.enabled[e])
       continue;
-    attnc_plan_t::Step step{e, std::nullopt};
-    if (p.fallbackOf[e] >= 0)
-      step.fallback = static_cast<size_t>(p.fallbackOf[e]);
-    plan.steps.push_back(step);
+    plan.steps.push_back({e, p.fallbackOf[e]});
   }
   if (!found) {
     std::string names;
@@ -373,9 +372,9 @@ Status makePlan(attnc_package pkg, const char *entryName,
     std::vector<TensorMapLayout> layouts;
     if (Status s = tensorMapLayouts(p, step.entry, bound.dims, tensorOf,
                                     /*checkAddresses=*/false, layouts)) {
-      if (!step.fallback)
+      if (step.fallback.empty())
         return s;
-      step = {*step.fallback, std::nullopt};
+      step.fellBack = true;
       continue;
     }
     const EntrySpec &entry = m.entries[step.entry];
@@ -397,9 +396,9 @@ Status makePlan(attnc_package pkg, const char *entryName,
   // Parameters and workspaces of every entry that may run.
   std::vector<size_t> entries;
   for (const attnc_plan_t::Step &step : plan.steps) {
-    entries.push_back(step.entry);
-    if (step.fallback)
-      entries.push_back(*step.fallback);
+    if (!step.fellBack)
+      entries.push_back(step.entry);
+    entries.insert(entries.end(), step.fallback.begin(), step.fallback.end());
   }
   if (Status s = workspaceBytes(p, bound, entries, plan.workspaceBytes))
     return s;
@@ -487,27 +486,26 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
                            std::to_string(plan.device));
   if (plan.steps.empty())
     return Status::ok(); // Every selected entry is disabled for these dims.
-  // The entry each step runs, as far as the data addresses decide it: a
-  // tensor map needs a 16-byte aligned one. Checked before any driver call,
-  // as attnc_launch checks its arguments.
-  thread_local std::vector<size_t> running;
-  running.clear();
+  // Whether each step runs its fallback, as far as the data addresses decide
+  // it: a tensor map needs a 16-byte aligned one. Checked before any driver
+  // call, as attnc_launch checks its arguments.
+  thread_local std::vector<uint8_t> fallsBack;
+  fallsBack.clear();
   for (const attnc_plan_t::Step &step : plan.steps) {
-    size_t e = step.entry;
-    for (const attnc_plan_t::MapSlot &slot : plan.mapSlots[e]) {
+    bool falls = step.fellBack;
+    for (const attnc_plan_t::MapSlot &slot : plan.mapSlots[step.entry]) {
       // Workspaces are aligned to kWorkspaceGranule.
-      if (slot.layout.empty || slot.optional || slot.workspace)
+      if (falls || slot.layout.empty || slot.optional || slot.workspace)
         continue;
       const ArgSpec &arg = m.args[plan.tensors[slot.tensor].arg];
       if (Status s = checkTensorMapAddress(
               arg, tensorAddress(plan, data, slot.tensor))) {
-        if (!step.fallback)
-          return s.withContext("entry '" + m.entries[e].name + "'");
-        e = *step.fallback;
-        break;
+        if (step.fallback.empty())
+          return s.withContext("entry '" + m.entries[step.entry].name + "'");
+        falls = true;
       }
     }
-    running.push_back(e);
+    fallsBack.push_back(falls);
   }
   Driver *d;
   if (Status s = enter(plan.device, d))
@@ -572,25 +570,25 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   // driver cannot encode (or a driver without TMA) runs its fallback.
   thread_local std::vector<CUtensorMap> maps;
   maps.resize(plan.numMaps);
-  for (size_t k = 0; k < running.size(); ++k) {
-    if (plan.mapSlots[running[k]].empty())
+  for (size_t k = 0; k < plan.steps.size(); ++k) {
+    size_t e = plan.steps[k].entry;
+    if (fallsBack[k] || plan.mapSlots[e].empty())
       continue;
-    if (Status s =
-            encodeTensorMaps(plan, running[k], data, workspaces, *d, maps)) {
-      if (!plan.steps[k].fallback)
-        return s.withContext("entry '" + m.entries[running[k]].name + "'");
-      running[k] = *plan.steps[k].fallback;
+    if (Status s = encodeTensorMaps(plan, e, data, workspaces, *d, maps)) {
+      if (plan.steps[k].fallback.empty())
+        return s.withContext("entry '" + m.entries[e].name + "'");
+      fallsBack[k] = true;
     }
   }
   // The plan is shared by every thread that launches it: each launch fills
   // its own copy of an entry's parameters (a buffer the thread reuses).
   thread_local std::vector<SlotValue> values;
   void *args[256];
-  for (size_t e : running) {
+  auto launchEntry = [&](size_t e) -> Status {
     const EntrySpec &entry = m.entries[e];
     const std::array<int64_t, 3> &g = plan.grids[e];
     if (g[0] == 0 || g[1] == 0 || g[2] == 0)
-      continue; // An empty problem: nothing to launch.
+      return Status::ok(); // An empty problem: nothing to launch.
     values = plan.slots[e];
     for (auto [slot, t] : plan.pointerSlots[e])
       values[slot].ptr =
@@ -613,8 +611,18 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
         static_cast<unsigned>(entry.block[2]),
         static_cast<unsigned>(entry.sharedBytes), cuStream,
         values.empty() ? nullptr : args, nullptr);
-    if (Status s = d->check(r, "cuLaunchKernel(" + entry.function + ")"))
-      return s;
+    return d->check(r, "cuLaunchKernel(" + entry.function + ")");
+  };
+  for (size_t k = 0; k < plan.steps.size(); ++k) {
+    const attnc_plan_t::Step &step = plan.steps[k];
+    if (!fallsBack[k]) {
+      if (Status s = launchEntry(step.entry))
+        return s;
+      continue;
+    }
+    for (size_t e : step.fallback)
+      if (Status s = launchEntry(e))
+        return s;
   }
   return Status::ok();
 }

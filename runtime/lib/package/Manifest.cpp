@@ -201,6 +201,26 @@ public:
     return Status::ok();
   }
 
+  /// A string, or an array of strings (one string: a list of one).
+  Status strings(const char *key, std::vector<std::string> &out,
+                 bool required = true) {
+    const json::Value *f = field(key);
+    if (!f)
+      return required ? missing(key) : Status::ok();
+    if (f->isString()) {
+      out = {f->getString()};
+      return Status::ok();
+    }
+    if (!f->isArray() || f->getArray().empty())
+      return wrongType(key, "a string or a non-empty array of strings");
+    for (const json::Value &item : f->getArray()) {
+      if (!item.isString())
+        return wrongType(key, "a string or a non-empty array of strings");
+      out.push_back(item.getString());
+    }
+    return Status::ok();
+  }
+
   Status integer(const char *key, int64_t &out, bool required = true) {
     const json::Value *f = field(key);
     if (!f)
@@ -468,7 +488,7 @@ Status readEntry(const json::Value &v, const std::string &path,
     return s;
   if (Status s = r.string("when", out.when, /*required=*/false))
     return s;
-  if (Status s = r.string("fallback", out.fallback, /*required=*/false))
+  if (Status s = r.strings("fallback", out.fallback, /*required=*/false))
     return s;
   const json::Value *grid, *block, *params;
   if (Status s = r.array("grid", grid))
@@ -626,8 +646,14 @@ std::string manifestToJson(const PackageManifest &m) {
     o.set("module", Value::string(e.module));
     if (!e.when.empty())
       o.set("when", Value::string(e.when));
-    if (!e.fallback.empty())
-      o.set("fallback", Value::string(e.fallback));
+    if (e.fallback.size() == 1) {
+      o.set("fallback", Value::string(e.fallback.front()));
+    } else if (!e.fallback.empty()) {
+      Value fallback = Value::array();
+      for (const std::string &name : e.fallback)
+        fallback.push(Value::string(name));
+      o.set("fallback", std::move(fallback));
+    }
     Value grid = Value::array();
     for (const std::string &g : e.grid)
       grid.push(Value::string(g));
@@ -1138,38 +1164,40 @@ Status validatePackage(const PackageManifest &m,
     out.slotExprs.push_back(std::move(slotExprs));
   }
 
-  // A fallback is a plain stand-in for one entry: it runs where that entry
-  // would, when that entry does.
-  out.fallbackOf.assign(m.entries.size(), -1);
+  // A fallback is a sequence of plain stand-ins for one entry: they run,
+  // in order, where that entry would, when that entry does.
+  out.fallbackOf.assign(m.entries.size(), {});
   out.standsInFor.assign(m.entries.size(), -1);
   for (size_t e = 0; e < m.entries.size(); ++e) {
     const EntrySpec &entry = m.entries[e];
-    if (entry.fallback.empty())
-      continue;
     std::string where = "entry '" + entry.name + "'";
-    int f = -1;
-    for (size_t k = 0; k < m.entries.size(); ++k)
-      if (m.entries[k].name == entry.fallback)
-        f = static_cast<int>(k);
-    if (f < 0)
-      return fail(where + ": no fallback entry '" + entry.fallback + "'");
-    if (static_cast<size_t>(f) == e)
-      return fail(where + " is its own fallback");
-    const EntrySpec &stand = m.entries[static_cast<size_t>(f)];
-    std::string fallback = where + ": fallback '" + stand.name + "'";
-    if (!stand.fallback.empty())
-      return fail(fallback + " has a fallback of its own");
-    if (hasTmaSlots(stand))
-      return fail(fallback + " has tma slots");
-    if (!stand.when.empty())
-      return fail(fallback + " has a when of its own (it runs when '" +
-                  entry.name + "' does)");
-    if (int other = out.standsInFor[static_cast<size_t>(f)]; other >= 0)
-      return fail("entry '" + stand.name + "' is the fallback of both '" +
-                  m.entries[static_cast<size_t>(other)].name + "' and '" +
-                  entry.name + "'");
-    out.fallbackOf[e] = f;
-    out.standsInFor[static_cast<size_t>(f)] = static_cast<int>(e);
+    for (const std::string &name : entry.fallback) {
+      int f = -1;
+      for (size_t k = 0; k < m.entries.size(); ++k)
+        if (m.entries[k].name == name)
+          f = static_cast<int>(k);
+      if (f < 0)
+        return fail(where + ": no fallback entry '" + name + "'");
+      if (static_cast<size_t>(f) == e)
+        return fail(where + " is its own fallback");
+      const EntrySpec &stand = m.entries[static_cast<size_t>(f)];
+      std::string fallback = where + ": fallback '" + stand.name + "'";
+      if (!stand.fallback.empty())
+        return fail(fallback + " has a fallback of its own");
+      if (hasTmaSlots(stand))
+        return fail(fallback + " has tma slots");
+      if (!stand.when.empty())
+        return fail(fallback + " has a when of its own (it runs when '" +
+                    entry.name + "' does)");
+      if (out.standsInFor[static_cast<size_t>(f)] == static_cast<int>(e))
+        return fail(where + " names its fallback '" + stand.name + "' twice");
+      if (int other = out.standsInFor[static_cast<size_t>(f)]; other >= 0)
+        return fail("entry '" + stand.name + "' is the fallback of both '" +
+                    m.entries[static_cast<size_t>(other)].name + "' and '" +
+                    entry.name + "'");
+      out.fallbackOf[e].push_back(static_cast<size_t>(f));
+      out.standsInFor[static_cast<size_t>(f)] = static_cast<int>(e);
+    }
   }
   out.manifest = m;
   // A param slot without an explicit type takes the param's own type.

@@ -582,6 +582,19 @@ protected:
     makeTensors();
     return attnc_plan_create(tma, nullptr, ins, 2, nullptr, 0, outs, 1, &plan);
   }
+  /// Launches `plan` twice: Q 8 bytes into its buffer (aligned for bf16, not
+  /// for TMA), then at its start.
+  void launchPlanMisalignedThenAligned(attnc_plan plan) {
+    void *inputs[] = {static_cast<char *>(a.data()) + 8, b.data()};
+    void *outputs[] = {c.data()};
+    ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
+              ATTNC_OK)
+        << attnc_last_error();
+    inputs[0] = a.data();
+    ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
+              ATTNC_OK)
+        << attnc_last_error();
+  }
 
   /// The kernels launched since the last reset.
   std::vector<std::string> launched() {
@@ -691,6 +704,37 @@ TEST_F(FakeCudaTmaTest, TmaFallbackForUnalignedStrides) {
                                       "tma_fwd_plain"}));
 }
 
+TEST_F(FakeCudaTmaTest, FallbackOfSeveralEntriesRunsThemInOrder) {
+  // fwd falls back to a list kernel, then the plain kernel that reads it.
+  PackageManifest m = tmaManifest();
+  EntrySpec list = m.entries[2];
+  list.name = "fwd_plain_list";
+  list.function = "tma_finish";
+  m.entries.insert(m.entries.begin() + 1, list);
+  m.entries[0].fallback = {"fwd_plain_list", "fwd_plain"};
+  load(m);
+  fake().reset(0);
+  // TMA describes the tensors: neither stand-in runs.
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(launched(), (std::vector<std::string>{"tma_fwd", "tma_finish"}));
+  // Strides TMA cannot describe: both, in order, in fwd's place.
+  fake().reset(0);
+  qStrides = paddedRows;
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(launched(), (std::vector<std::string>{"tma_finish", "tma_fwd_plain",
+                                                  "tma_finish"}));
+  // A plan: per launch, a misaligned Q runs both, an aligned one fwd alone.
+  qStrides.clear();
+  attnc_plan plan = nullptr;
+  ASSERT_EQ(makePlan(plan), ATTNC_OK) << attnc_last_error();
+  fake().reset(0);
+  launchPlanMisalignedThenAligned(plan);
+  EXPECT_EQ(launched(),
+            (std::vector<std::string>{"tma_finish", "tma_fwd_plain",
+                                      "tma_finish", "tma_fwd", "tma_finish"}));
+  attnc_plan_free(plan);
+}
+
 TEST_F(FakeCudaTmaTest, TmaWithoutFallbackIsALaunchError) {
   PackageManifest m = tmaManifest();
   m.entries[0].fallback.clear();
@@ -768,17 +812,8 @@ TEST_F(FakeCudaTmaTest, PlansFallBackForMisalignedPointer) {
   fake().reset(0);
   attnc_plan plan = nullptr;
   ASSERT_EQ(makePlan(plan), ATTNC_OK) << attnc_last_error();
-  void *inputs[] = {a.data(), b.data()}, *outputs[] = {c.data()};
-  // Q 8 bytes in: aligned for bf16, not for TMA. This launch runs the
-  // fallback; the next, aligned again, the TMA kernel.
-  inputs[0] = static_cast<char *>(a.data()) + 8;
-  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
-            ATTNC_OK)
-      << attnc_last_error();
-  inputs[0] = a.data();
-  ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
-            ATTNC_OK)
-      << attnc_last_error();
+  // The misaligned launch runs the fallback; the aligned one, the TMA kernel.
+  launchPlanMisalignedThenAligned(plan);
   EXPECT_EQ(launched(), (std::vector<std::string>{"tma_fwd_plain", "tma_finish",
                                                   "tma_fwd", "tma_finish"}));
   EXPECT_EQ(scalarOf(0, 0), reinterpret_cast<uintptr_t>(a.data()) + 8);
@@ -792,7 +827,8 @@ TEST_F(FakeCudaTmaTest, PlansFallBackForMisalignedPointer) {
   load(m);
   ASSERT_EQ(makePlan(plan), ATTNC_OK) << attnc_last_error();
   fake().reset(0);
-  inputs[0] = static_cast<char *>(a.data()) + 8;
+  void *inputs[] = {static_cast<char *>(a.data()) + 8, b.data()};
+  void *outputs[] = {c.data()};
   EXPECT_EQ(attnc_plan_launch(plan, inputs, outputs, nullptr, nullptr),
             ATTNC_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(attnc_last_error())

@@ -227,7 +227,7 @@ TEST(PackageTest, TmaSlotsAndFallbacksRoundTrip) {
   Status s = readPackage(bytes, pkg);
   ASSERT_FALSE(s) << s.getMessage();
   const EntrySpec &fwd = pkg.manifest.entries[0];
-  EXPECT_EQ(fwd.fallback, "fwd_plain");
+  EXPECT_EQ(fwd.fallback, std::vector<std::string>{"fwd_plain"});
   ASSERT_EQ(fwd.params.size(), 5u);
   const ParamSlot &q = fwd.params[0];
   EXPECT_EQ(q.kind, ParamSlot::Kind::Tma);
@@ -237,7 +237,7 @@ TEST(PackageTest, TmaSlotsAndFallbacksRoundTrip) {
   EXPECT_EQ(q.tile.swizzle, TmaSwizzle::B128);
   EXPECT_EQ(q.tile.oobFill, TmaOobFill::Zero);
   EXPECT_EQ(q.tile.l2Promotion, TmaL2Promotion::B128);
-  EXPECT_EQ(pkg.fallbackOf, (std::vector<int>{2, -1, -1}));
+  EXPECT_EQ(pkg.fallbackOf, (std::vector<std::vector<size_t>>{{2}, {}, {}}));
   EXPECT_EQ(pkg.standsInFor, (std::vector<int>{-1, -1, 0}));
   EXPECT_TRUE(pkg.usesTma(0));
   EXPECT_FALSE(pkg.usesTma(2));
@@ -404,6 +404,29 @@ TEST(PackageTest, TmaSlotsCount128BytesOfParameters) {
   expectUnwritable(m, "entry 'fwd': kernel parameters exceed 4096 bytes");
 }
 
+TEST(PackageTest, FallbackOfSeveralEntriesRoundTrips) {
+  PackageManifest m = tmaManifest();
+  EntrySpec list = m.entries[2];
+  list.name = "fwd_plain_list";
+  m.entries.push_back(list);
+  m.entries[0].fallback = {"fwd_plain_list", "fwd_plain"};
+  std::string bytes = serialized(m, kTmaPtx);
+  ASSERT_FALSE(bytes.empty());
+  Package pkg;
+  Status s = readPackage(bytes, pkg);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(pkg.manifest.entries[0].fallback,
+            (std::vector<std::string>{"fwd_plain_list", "fwd_plain"}));
+  EXPECT_EQ(pkg.fallbackOf,
+            (std::vector<std::vector<size_t>>{{3, 2}, {}, {}, {}}));
+  EXPECT_EQ(pkg.standsInFor, (std::vector<int>{-1, -1, 0, 0}));
+  EXPECT_NE(manifestToJson(pkg.manifest)
+                .find("\"fallback\": [\"fwd_plain_list\", \"fwd_plain\"],"),
+            std::string::npos)
+      << manifestToJson(pkg.manifest);
+  EXPECT_EQ(serialized(pkg.manifest, kTmaPtx), bytes);
+}
+
 TEST(PackageTest, FallbackErrors) {
   std::string fallback = "\"fallback\": \"fwd_plain\"";
   expectError(mutatedTma(fallback, "\"fallback\": \"nope\""),
@@ -411,9 +434,19 @@ TEST(PackageTest, FallbackErrors) {
   expectError(mutatedTma(fallback, "\"fallback\": \"fwd\""),
               "package: entry 'fwd' is its own fallback");
   expectError(mutatedTma(fallback, "\"fallback\": 2"),
-              "entries[0].fallback must be a string");
+              "entries[0].fallback must be a string or a non-empty array of "
+              "strings");
+  expectError(mutatedTma(fallback, "\"fallback\": []"),
+              "entries[0].fallback must be a string or a non-empty array of "
+              "strings");
+  expectError(mutatedTma(fallback, "\"fallback\": [\"fwd_plain\", 2]"),
+              "entries[0].fallback must be a string or a non-empty array of "
+              "strings");
+  expectError(
+      mutatedTma(fallback, "\"fallback\": [\"fwd_plain\", \"fwd_plain\"]"),
+      "package: entry 'fwd' names its fallback 'fwd_plain' twice");
   PackageManifest m = tmaManifest();
-  m.entries[2].fallback = "finish";
+  m.entries[2].fallback = {"finish"};
   expectUnwritable(m, "entry 'fwd': fallback 'fwd_plain' has a fallback of "
                       "its own");
   m = tmaManifest();
@@ -424,13 +457,13 @@ TEST(PackageTest, FallbackErrors) {
   expectUnwritable(m, "entry 'fwd': fallback 'fwd_plain' has a when of its "
                       "own (it runs when 'fwd' does)");
   m = tmaManifest();
-  m.entries[1].fallback = "fwd_plain";
+  m.entries[1].fallback = {"fwd_plain"};
   expectUnwritable(m, "entry 'fwd_plain' is the fallback of both 'fwd' and "
                       "'finish'");
   // An entry without tensor maps may name one; it never needs it.
   m = tmaManifest();
   m.entries[0].fallback.clear();
-  m.entries[1].fallback = "fwd_plain";
+  m.entries[1].fallback = {"fwd_plain"};
   PackageWriter w(m);
   w.addModule("main", ModuleFormat::Ptx, kTmaPtx);
   std::string bytes;

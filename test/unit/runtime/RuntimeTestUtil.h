@@ -189,7 +189,7 @@ inline PackageManifest tmaManifest() {
   fwd.name = "fwd";
   fwd.function = "tma_fwd";
   fwd.module = "main";
-  fwd.fallback = "fwd_plain";
+  fwd.fallback = {"fwd_plain"};
   fwd.grid = {"cdiv(M, 128)", "H", "B"};
   fwd.block[0] = 384;
   fwd.sharedBytes = 160 * 1024;

@@ -131,10 +131,12 @@ struct EntrySpec {
   /// A formula over dims: the entry runs only when it is nonzero (empty:
   /// always), so that one package picks its kernels by problem size.
   std::string when;
-  /// The entry that runs in this one's place (empty: none) when a launch's
-  /// tensors cannot be described by its Tma slots' tensor maps (strides TMA
-  /// cannot express, a misaligned data pointer, a driver without TMA).
-  std::string fallback;
+  /// The entries that run in this one's place, in order (empty: none), when
+  /// a launch's tensors cannot be described by its Tma slots' tensor maps
+  /// (strides TMA cannot express, a misaligned data pointer, a driver
+  /// without TMA): a kernel and what only it needs first, such as its tile
+  /// list.
+  std::vector<std::string> fallback;
 };
 
 /// A device scratch buffer the runtime owns and passes to kernels through
@@ -192,9 +194,10 @@ struct Package {
   std::vector<std::vector<DimExpr>> workspaceShapeExprs;
   /// Parallel to manifest.entries[i].params: the formula of an Expr slot.
   std::vector<std::vector<std::optional<DimExpr>>> slotExprs;
-  /// Parallel to manifest.entries: the index of its fallback entry, and of
-  /// the entry it is the fallback of (-1: none).
-  std::vector<int> fallbackOf;
+  /// Parallel to manifest.entries: the indices of its fallback entries, in
+  /// order (empty: none), and the index of the entry it is a fallback of (-1:
+  /// none).
+  std::vector<std::vector<size_t>> fallbackOf;
   std::vector<int> standsInFor;
 
   int findDim(std::string_view name) const;
