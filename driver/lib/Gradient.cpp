@@ -7,10 +7,11 @@
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
-#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 
 using namespace attn;
@@ -203,8 +204,7 @@ attn::makeRandomOutputAdjoints(const LoadedSpec &forward,
   return adjoints;
 }
 
-llvm::Expected<std::vector<std::optional<HostTensor>>>
-attn::evaluateReferenceGradients(
+llvm::Expected<ReferenceGradients> attn::evaluateReferenceGradients(
     const LoadedSpec &forward, llvm::ArrayRef<int64_t> dims,
     llvm::ArrayRef<const HostTensor *> inputs, llvm::ArrayRef<double> params,
     llvm::ArrayRef<const HostTensor *> outputAdjoints) {
@@ -224,36 +224,39 @@ attn::evaluateReferenceGradients(
   if (mlir::failed(gradients))
     return makeError("the reference gradients failed" +
                      (message.empty() ? "" : ": " + message));
-  return std::move(gradients->inputs);
+  return ReferenceGradients{std::move(gradients->inputs),
+                            std::move(gradients->scales)};
 }
 
 double attn::getGradientCheckTolerance(DType type) {
   return type == DType::BF16 || type == DType::F16 ? 2e-2 : 1e-4;
 }
 
-/// The root mean square of `values(i)` over `count` elements.
-static double rootMeanSquare(int64_t count,
-                             llvm::function_ref<double(int64_t)> values) {
-  double squares = 0;
-  for (int64_t i = 0; i < count; ++i)
-    squares += values(i) * values(i);
-  return std::sqrt(squares / count);
-}
-
 GradientError attn::getGradientError(const HostTensor &gradient,
-                                     const HostTensor &expected) {
+                                     const HostTensor &expected,
+                                     const HostTensor &scale) {
+  constexpr double kInfinity = std::numeric_limits<double>::infinity();
   int64_t count = expected.getNumElements();
-  bool vanishes = count > 0 && gradient.getNumElements() == count &&
-                  rootMeanSquare(count, [&](int64_t i) {
-                    return expected.getAsDouble(i);
-                  }) < kVanishingGradientRms;
-  if (vanishes) {
-    double error = rootMeanSquare(count, [&](int64_t i) {
-      return gradient.getAsDouble(i) - expected.getAsDouble(i);
-    });
-    // relativeError tells NaN and infinities apart.
-    if (std::isfinite(error))
-      return {error, true};
+  if (gradient.getNumElements() != count || scale.getNumElements() != count)
+    return {kInfinity, false};
+  double difference = 0, reference = 0, terms = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    double want = expected.getAsDouble(i), got = gradient.getAsDouble(i);
+    // The same non-finite value agrees, as in relativeError.
+    if ((std::isinf(want) && got == want) ||
+        (std::isnan(want) && std::isnan(got)))
+      continue;
+    if (!std::isfinite(want) || !std::isfinite(got))
+      return {kInfinity, false};
+    difference += (got - want) * (got - want);
+    reference += want * want;
+    // A scale that overflowed would excuse any error.
+    if (double term = scale.getAsDouble(i); std::isfinite(term))
+      terms += term * term;
   }
-  return {relativeError(gradient, expected), vanishes};
+  double referenceNorm = std::sqrt(reference), scaleNorm = std::sqrt(terms);
+  double denominator = std::max(referenceNorm, scaleNorm);
+  double error = std::sqrt(difference);
+  return {denominator > 0 ? error / denominator : error,
+          referenceNorm < kCancellingReferenceRatio * scaleNorm};
 }

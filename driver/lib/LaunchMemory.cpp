@@ -393,12 +393,13 @@ LaunchMemory::estimate(KernelOp kernel, ArrayRef<int64_t> dims,
   if (allocations.referenceGradients) {
     // Reverse mode keeps a float64 adjoint beside every float tensor it
     // reaches (inputs included) and copies the inputs' adjoints out as the
-    // gradients it returns.
+    // gradients it returns; beside each input's adjoint, the sum of the
+    // squares of its terms and the scale it returns.
     for (unsigned i = 0; i < numInputs; ++i)
       if (isFloatTensor(i))
         if (llvm::Error error =
                 memory.addElements(("the reference's d" + tensorName(i)).str(),
-                                   counts[i], 2 * sizeof(double)))
+                                   counts[i], 4 * sizeof(double)))
           return std::move(error);
     for (const CascadeTensor &tensor : tensors) {
       if (!isa<FloatType>(

@@ -19,7 +19,8 @@ static constexpr double kLn2 = 0.693147180559945309417232121458;
 
 BodyAdjoint::BodyAdjoint(const BodyProgram &program)
     : program(program), adjoints(program.getNumRegisters(), 0.0),
-      readAdjoints(program.getReadSites().size(), nullptr) {}
+      readAdjoints(program.getReadSites().size(), nullptr),
+      readSquares(program.getReadSites().size(), nullptr) {}
 
 double BodyAdjoint::getReadSiteAdjoint(size_t site) const {
   for (const Instr &in : program.getCode())
@@ -32,6 +33,7 @@ void BodyAdjoint::propagate(const Reg *r, double seed) {
   if (program.isIntegerResult())
     return;
   std::fill(adjoints.begin(), adjoints.end(), 0.0);
+  terms.clear();
   double *adj = adjoints.data();
   adj[program.getResultRegister()] = seed;
 
@@ -129,8 +131,20 @@ void BodyAdjoint::propagate(const Reg *r, double seed) {
       break;
     case Opcode::Read: {
       const ReadSite &site = program.getReadSites()[in.a];
-      if (double *buffer = readAdjoints[in.a]; buffer && !site.integer)
-        buffer[site.getOffset(r)] += g;
+      double *buffer = readAdjoints[in.a];
+      if (!buffer || site.integer)
+        break;
+      int64_t offset = site.getOffset(r);
+      buffer[offset] += g;
+      if (double *squares = readSquares[in.a]) {
+        auto term = llvm::find_if(terms, [&](const Term &t) {
+          return t.squares == squares && t.offset == offset;
+        });
+        if (term == terms.end())
+          terms.push_back({squares, offset, g});
+        else
+          term->value += g;
+      }
       break;
     }
     // Piecewise constant in their float operands, or integer valued: no
@@ -157,4 +171,6 @@ void BodyAdjoint::propagate(const Reg *r, double seed) {
       break;
     }
   }
+  for (const Term &term : terms)
+    term.squares[term.offset] += term.value * term.value;
 }

@@ -14,6 +14,7 @@
 
 #include "BodyProgram.h"
 
+#include <cstdint>
 #include <vector>
 
 namespace attn::ref {
@@ -25,8 +26,12 @@ public:
   /// Where the adjoint of read site `site` accumulates: a buffer laid out
   /// like the site's tensor, or null (the default) to drop it, as for
   /// tensors nothing is differentiated with respect to.
-  void setReadAdjoint(size_t site, double *buffer) {
+  /// `squares`, laid out likewise or null, accumulates the square of what
+  /// each propagate adds to an entry of `buffer` (the sum over the body's
+  /// reads of the same entry): Gradients::scales.
+  void setReadAdjoint(size_t site, double *buffer, double *squares = nullptr) {
     readAdjoints[site] = buffer;
+    readSquares[site] = squares;
   }
 
   /// Adds `seed` times the derivative of the body's result at the point in
@@ -47,6 +52,15 @@ private:
   /// The adjoint of every register, reset at each propagate.
   std::vector<double> adjoints;
   std::vector<double *> readAdjoints;
+  std::vector<double *> readSquares;
+  /// What one propagate adds to an entry that has a squares buffer; a body
+  /// that reads an entry twice gives one term, not two.
+  struct Term {
+    double *squares;
+    int64_t offset;
+    double value;
+  };
+  std::vector<Term> terms;
 };
 
 } // namespace attn::ref

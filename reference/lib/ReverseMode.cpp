@@ -5,6 +5,8 @@
 // kernel's ops in reverse program order, adding each op's contribution to
 // the adjoints of the tensors it reads. Adjoints are float64 buffers laid out
 // like their tensors; absent entries of a tensor never pass an adjoint on.
+// Beside the adjoint of each float kernel input, a buffer sums the squares
+// of the terms it receives, for Gradients::scales.
 //
 //===----------------------------------------------------------------------===//
 
@@ -20,6 +22,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Diagnostics.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
@@ -50,6 +53,12 @@ private:
   void reverseNormalize(NormalizeOp op);
   Gradients collectGradients(std::vector<HostTensor> outputs);
 
+  /// Runs `accumulate`, which adds one op's contribution to the adjoints of
+  /// `tensors`, and counts what it added to each entry of a kernel input
+  /// among them as one term of that entry.
+  void addAsOneTerm(ArrayRef<const TensorValue *> tensors,
+                    llvm::function_ref<void()> accumulate);
+
   /// The adjoint of `tensor`, zeros until something adds to it; null for
   /// integer tensors, which have none.
   double *getAdjoint(const TensorValue *tensor);
@@ -60,10 +69,19 @@ private:
     return it == adjoints.end() ? nullptr : it->second.data();
   }
 
+  /// The sum of the squares of the terms `tensor`'s adjoint received, for
+  /// a float kernel input; null for any other tensor, whose terms nobody
+  /// asks for.
+  double *findSquares(const TensorValue *tensor) {
+    auto it = squares.find(tensor);
+    return it == squares.end() ? nullptr : it->second.data();
+  }
+
   KernelOp kernel;
   KernelEvaluator forward;
   /// Node-based, so that a buffer stays put while others are added.
   std::unordered_map<const TensorValue *, std::vector<double>> adjoints;
+  std::unordered_map<const TensorValue *, std::vector<double>> squares;
 };
 
 } // namespace
@@ -109,8 +127,14 @@ LogicalResult ReverseMode::seed(ArrayRef<const HostTensor *> outputAdjoints) {
     double *adjoint = getAdjoint(tensor);
     if (!adjoint)
       continue;
-    for (int64_t e = 0, n = tensor->getNumElements(); e < n; ++e)
-      adjoint[e] += host->getAsDouble(e);
+    // An input returned as it is: its output's adjoint is a term.
+    double *inputSquares = findSquares(tensor);
+    for (int64_t e = 0, n = tensor->getNumElements(); e < n; ++e) {
+      double term = host->getAsDouble(e);
+      adjoint[e] += term;
+      if (inputSquares)
+        inputSquares[e] += term * term;
+    }
   }
   return success();
 }
@@ -132,7 +156,7 @@ LogicalResult ReverseMode::reverseEinsum(EinsumOp op) {
   BodyAdjoint body(*program);
   for (auto [i, site] : llvm::enumerate(program->getReadSites()))
     if (!site.integer)
-      body.setReadAdjoint(i, getAdjoint(site.tensor));
+      body.setReadAdjoint(i, getAdjoint(site.tensor), findSquares(site.tensor));
 
   SmallVector<Attribute> indexNames(op.getIndices().begin(),
                                     op.getIndices().end());
@@ -243,16 +267,46 @@ LogicalResult ReverseMode::reverseEinsum(EinsumOp op) {
   return success();
 }
 
+void ReverseMode::addAsOneTerm(ArrayRef<const TensorValue *> tensors,
+                               llvm::function_ref<void()> accumulate) {
+  struct Counted {
+    const double *adjoint;
+    double *squares;
+    std::vector<double> before;
+  };
+  SmallVector<Counted, 2> counted;
+  for (const TensorValue *tensor : tensors) {
+    double *tensorSquares = findSquares(tensor);
+    if (!tensorSquares || llvm::any_of(counted, [&](const Counted &c) {
+          return c.squares == tensorSquares;
+        }))
+      continue;
+    const double *adjoint = getAdjoint(tensor);
+    counted.push_back(
+        {adjoint, tensorSquares,
+         std::vector<double>(adjoint, adjoint + tensor->getNumElements())});
+  }
+  accumulate();
+  for (Counted &c : counted)
+    for (size_t e = 0; e < c.before.size(); ++e) {
+      double term = c.adjoint[e] - c.before[e];
+      c.squares[e] += term * term;
+    }
+}
+
 void ReverseMode::reverseKeep(KeepOp op) {
   const TensorValue *result = forward.lookupTensor(op.getResult());
   const double *resultAdjoint = findAdjoint(result);
-  double *inputAdjoint = getAdjoint(forward.lookupTensor(op.getInput()));
+  const TensorValue *input = forward.lookupTensor(op.getInput());
+  double *inputAdjoint = getAdjoint(input);
   if (!resultAdjoint || !inputAdjoint)
     return;
   // The kept entries are the input's; the dropped ones pass nothing back.
-  for (int64_t i = 0, n = result->getNumElements(); i < n; ++i)
-    if (result->isPresent(i))
-      inputAdjoint[i] += resultAdjoint[i];
+  addAsOneTerm(input, [&] {
+    for (int64_t i = 0, n = result->getNumElements(); i < n; ++i)
+      if (result->isPresent(i))
+        inputAdjoint[i] += resultAdjoint[i];
+  });
 }
 
 void ReverseMode::reverseSoftmax(SoftmaxOp op) {
@@ -263,8 +317,10 @@ void ReverseMode::reverseSoftmax(SoftmaxOp op) {
   const TensorValue *input = forward.lookupTensor(op.getInput());
   const TensorValue *sink =
       op.getSink() ? forward.lookupTensor(op.getSink()) : nullptr;
-  softmaxAdjoint(*input, op.getDimension(), sink, *result, resultAdjoint,
-                 getAdjoint(input), getAdjoint(sink));
+  addAsOneTerm({input, sink}, [&] {
+    softmaxAdjoint(*input, op.getDimension(), sink, *result, resultAdjoint,
+                   getAdjoint(input), getAdjoint(sink));
+  });
 }
 
 void ReverseMode::reverseNormalize(NormalizeOp op) {
@@ -273,8 +329,10 @@ void ReverseMode::reverseNormalize(NormalizeOp op) {
   if (!resultAdjoint)
     return;
   const TensorValue *input = forward.lookupTensor(op.getInput());
-  normalizeAdjoint(*input, op.getDimension(), op.getMap(), *result,
-                   resultAdjoint, getAdjoint(input));
+  addAsOneTerm(input, [&] {
+    normalizeAdjoint(*input, op.getDimension(), op.getMap(), *result,
+                     resultAdjoint, getAdjoint(input));
+  });
 }
 
 LogicalResult ReverseMode::reverse(Operation *op) {
@@ -304,14 +362,21 @@ Gradients ReverseMode::collectGradients(std::vector<HostTensor> outputs) {
     const TensorValue *input = forward.lookupTensor(kernel.getInputArg(i));
     if (input->isInteger) {
       gradients.inputs.push_back(std::nullopt);
+      gradients.scales.push_back(std::nullopt);
       continue;
     }
     HostTensor gradient(::attn::DType::F64, input->shape);
+    HostTensor scale(::attn::DType::F64, input->shape);
     auto *data = static_cast<double *>(gradient.data());
+    auto *scaleData = static_cast<double *>(scale.data());
     const double *adjoint = findAdjoint(input);
-    for (int64_t e = 0, n = input->getNumElements(); e < n; ++e)
+    const double *inputSquares = findSquares(input);
+    for (int64_t e = 0, n = input->getNumElements(); e < n; ++e) {
       data[e] = adjoint ? adjoint[e] : 0.0;
+      scaleData[e] = std::sqrt(inputSquares[e]);
+    }
     gradients.inputs.push_back(std::move(gradient));
+    gradients.scales.push_back(std::move(scale));
   }
   return gradients;
 }
@@ -321,7 +386,14 @@ ReverseMode::run(ArrayRef<const HostTensor *> outputAdjoints) {
   if (failed(checkCascadeLevel()) || failed(forward.evaluateAll()))
     return failure();
   FailureOr<std::vector<HostTensor>> outputs = forward.collectOutputs();
-  if (failed(outputs) || failed(seed(outputAdjoints)))
+  if (failed(outputs))
+    return failure();
+  for (unsigned i = 0; i < kernel.getNumInputs(); ++i) {
+    const TensorValue *input = forward.lookupTensor(kernel.getInputArg(i));
+    if (!input->isInteger)
+      squares[input].assign(input->getNumElements(), 0.0);
+  }
+  if (failed(seed(outputAdjoints)))
     return failure();
   for (Operation &op : llvm::reverse(kernel.getEntryBlock()))
     if (failed(reverse(&op)))

@@ -321,3 +321,43 @@ def test_reference_vjp_matches_finite_differences(spec):
             estimate.flat[e] = (loss(plus) - loss(minus)) / taken
         error = relative_error(grads[i], estimate)
         assert error <= 1e-4, "d%s: rel_err=%g" % (k.inputs[i], error)
+
+
+# A bias added to whole softmax rows: the terms of its gradient cancel.
+ROW_BIAS = """
+attention row_bias {
+  dims  B, H, M, N, D
+  in    Q: f32[B, H, M, D]
+  in    K: f32[B, H, N, D]
+  in    V: f32[B, H, N, D]
+  in    RowBias: f32[B, H, M]
+  out   O: f32[B, H, M, D]
+
+  S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d]) * rsqrt(D) + RowBias[b,h,m]
+  P = softmax[n](S)
+  O[b,h,m,e] = sum[n](P[b,h,m,n] * V[b,h,n,e])
+}
+"""
+
+
+def test_reference_vjp_returns_the_scale_of_the_terms():
+    k = attnc.compile(ROW_BIAS, dtype="f32")
+    inputs = k.random_inputs(dict(B=1, H=2, M=9, N=13, D=8), seed=15)
+    dO = np.random.default_rng(16).standard_normal((1, 2, 9, 8))
+    grads = k.reference_vjp(*inputs, grad_outputs=(dO,))
+    pair = k.reference_vjp(*inputs, grad_outputs=(dO,), return_scales=True)
+    assert len(pair) == 2
+    with_scales, scales = pair
+    assert len(scales) == len(grads) == len(with_scales)
+    for g, same, s, x in zip(grads, with_scales, scales, inputs):
+        np.testing.assert_array_equal(g, same)
+        assert s.dtype == np.float64 and s.shape == x.shape
+        assert (s >= 0).all()
+    # dRowBias[b, h, m] sums dS over the row's keys, which cancel exactly;
+    # its scale is that of dS, not of the float64 rounding left over.
+    d_bias, bias_scale = grads[3], scales[3]
+    assert np.linalg.norm(bias_scale) > 1e-2
+    assert np.linalg.norm(d_bias) < 1e-12 * np.linalg.norm(bias_scale)
+    # dQ's terms do not cancel: the two norms are of the same order.
+    ratio = np.linalg.norm(grads[0]) / np.linalg.norm(scales[0])
+    assert 0.3 < ratio < 3

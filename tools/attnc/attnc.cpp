@@ -538,18 +538,17 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
 
   // The reference differentiates the cascade as written, before any
   // lowering, with the same adjoints (none for integer outputs).
-  std::vector<std::optional<HostTensor>> expected;
+  ReferenceGradients expected;
   if (checkOption) {
     std::vector<const HostTensor *> outputAdjoints(signature.outputs.size(),
                                                    nullptr);
     for (auto [k, output] : llvm::enumerate(adjointedOutputs))
       outputAdjoints[output] = inputPointers[numForwardInputs + k];
-    llvm::Expected<std::vector<std::optional<HostTensor>>> result =
-        evaluateReferenceGradients(
-            spec, launch.dims,
-            llvm::ArrayRef<const HostTensor *>(inputPointers)
-                .take_front(numForwardInputs),
-            launch.params, outputAdjoints);
+    llvm::Expected<ReferenceGradients> result = evaluateReferenceGradients(
+        spec, launch.dims,
+        llvm::ArrayRef<const HostTensor *>(inputPointers)
+            .take_front(numForwardInputs),
+        launch.params, outputAdjoints);
     if (!result)
       return fail(result.takeError());
     expected = std::move(*result);
@@ -593,16 +592,17 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
   double runMs = *timed;
 
   std::vector<double> errors;
-  std::vector<bool> vanishing;
+  std::vector<bool> cancelling;
   double maxError = 0, tolerance = 0;
   bool ok = true;
   if (checkOption) {
     for (auto [k, input] : llvm::enumerate(differentiated)) {
-      if (!expected[input])
+      if (!expected.gradients[input] || !expected.scales[input])
         return fail("the reference has no gradient for float input '" +
                     signature.inputs[input].name + "'");
-      auto [error, vanishes] = getGradientError(gradients[k], *expected[input]);
-      vanishing.push_back(vanishes);
+      auto [error, cancels] = getGradientError(
+          gradients[k], *expected.gradients[input], *expected.scales[input]);
+      cancelling.push_back(cancels);
       error = std::isnan(error) ? INFINITY : error;
       errors.push_back(error);
       maxError = std::max(maxError, error);
@@ -651,16 +651,17 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
         {"gflops", gflops}};
     if (checkOption) {
       llvm::json::Object perGradient;
-      llvm::json::Array vanishingArray;
-      for (auto [name, error, vanishes] :
-           llvm::zip(gradientNames, errors, vanishing)) {
+      llvm::json::Array cancellingArray;
+      for (auto [name, error, cancels] :
+           llvm::zip(gradientNames, errors, cancelling)) {
         perGradient[name] = toJsonError(error);
-        if (vanishes)
-          vanishingArray.push_back(name);
+        if (cancels)
+          cancellingArray.push_back(name);
       }
       result["grad_rel_err"] = std::move(perGradient);
-      // Gradients whose error is the root mean square (getGradientError).
-      result["vanishing_gradients"] = std::move(vanishingArray);
+      // Gradients whose reference cancels, so that their error is relative
+      // to the scale of their terms (getGradientError).
+      result["cancelling_gradients"] = std::move(cancellingArray);
       result["max_rel_err"] = toJsonError(maxError);
       result["tol"] = tolerance;
       result["ok"] = ok;
@@ -681,11 +682,12 @@ int runGradient(const LoadedSpec &spec, Launch launch, double frontendMs) {
       "compile: {0:f1} ms{1}  run: {2:f2} ms  ({3:f2} GFLOP/s cascade)\n",
       compileMs, stats.cacheHit ? " (cache hit)" : "", runMs, gflops);
   if (checkOption) {
-    for (auto [name, error, vanishes] :
-         llvm::zip(gradientNames, errors, vanishing))
+    for (auto [name, error, cancels] :
+         llvm::zip(gradientNames, errors, cancelling))
       llvm::outs() << llvm::formatv(
-          vanishes ? "grad {0}: rms_err={1:e2} (its reference vanishes)\n"
-                   : "grad {0}: rel_err={1:e2}\n",
+          cancels ? "grad {0}: rel_err={1:e2} (against its terms' scale: the "
+                    "reference cancels)\n"
+                  : "grad {0}: rel_err={1:e2}\n",
           name, error);
     llvm::outs() << llvm::formatv("check: max_rel_err={0:e2} tol={1:e0} {2}\n",
                                   maxError, tolerance, ok ? "ok" : "FAIL");

@@ -427,12 +427,21 @@ class CpuKernel(Kernel):
             result.append(gradient)
         return tuple(result)
 
-    def reference_vjp(self, *args, grad_outputs=None, **params):
+    def reference_vjp(self, *args, grad_outputs=None, return_scales=False,
+                      **params):
         """The gradients of :meth:`vjp` from the float64 reference
         evaluator's reverse mode over the cascade as written (no compiled
         code): one float64 NumPy array per float input, None per integer
         input. The same arguments as vjp; the adjoints are taken in float64
-        as given."""
+        as given.
+
+        With ``return_scales=True``, a pair ``(gradients, scales)``: beside
+        each gradient, per element the root of the sum of squares of the
+        terms it sums. A float32 gradient is off by the rounding of those
+        terms, so its error is measured against max(|ref|, |scale|) (norms
+        over the tensor): where the terms cancel (by structure, as for a
+        bias added to a whole softmax row, or by chance) the reference alone
+        is far below them."""
         import numpy as np
         _, dims, buffers, params_, keep = self._bind_buffers(args, params)
         adjoints = self._bind_grad_outputs(grad_outputs, dims,
@@ -442,8 +451,12 @@ class CpuKernel(Kernel):
             (adjoint.ctypes.data, "f64", tuple(adjoint.shape))
             for adjoint in adjoints]
         result = self._native.reference_vjp(dims, buffers, params_,
-                                            adjoint_buffers)
+                                            adjoint_buffers,
+                                            with_scales=return_scales)
         del keep, adjoints
+        if return_scales:
+            gradients, scales = result
+            return tuple(gradients), tuple(scales)
         return tuple(result)
 
     def _bind_grad_outputs(self, grad_outputs, dims, what, dtype):

@@ -523,10 +523,13 @@ public:
   /// The float64 reverse mode of the cascade as written on the same
   /// buffers: one F64 array per input, None for integer inputs.
   /// `outputAdjoints` holds one buffer per output, None for a zero adjoint.
+  /// With `withScales`, a pair: the gradients and, alike, the scale of the
+  /// terms each gradient entry sums (ReferenceGradients::scales).
   py::tuple referenceGradients(
       const std::vector<int64_t> &dims, const std::vector<BufferSpec> &inputs,
       const std::vector<double> &params,
-      const std::vector<std::optional<BufferSpec>> &outputAdjoints) const {
+      const std::vector<std::optional<BufferSpec>> &outputAdjoints,
+      bool withScales) const {
     std::vector<TensorView> views = toViews(inputs);
     checkLaunch(dims, views, params);
     KernelOp kernel = getKernel();
@@ -565,16 +568,21 @@ public:
       pointers.push_back(&copy);
     for (const std::optional<HostTensor> &copy : adjointCopies)
       adjointPointers.push_back(copy ? &*copy : nullptr);
-    llvm::Expected<std::vector<std::optional<HostTensor>>> gradients =
-        evaluateReferenceGradients(spec, dims, pointers, params,
-                                   adjointPointers);
+    llvm::Expected<ReferenceGradients> gradients = evaluateReferenceGradients(
+        spec, dims, pointers, params, adjointPointers);
     if (!gradients)
       throwValueError(gradients.takeError());
-    py::tuple result(gradients->size());
-    for (size_t i = 0; i < gradients->size(); ++i)
-      result[i] = (*gradients)[i] ? py::object(toNumPy(*(*gradients)[i]))
-                                  : py::object(py::none());
-    return result;
+    auto toTuple = [](const std::vector<std::optional<HostTensor>> &tensors) {
+      py::tuple result(tensors.size());
+      for (size_t i = 0; i < tensors.size(); ++i)
+        result[i] = tensors[i] ? py::object(toNumPy(*tensors[i]))
+                               : py::object(py::none());
+      return result;
+    };
+    if (!withScales)
+      return toTuple(gradients->gradients);
+    return py::make_tuple(toTuple(gradients->gradients),
+                          toTuple(gradients->scales));
   }
 
   /// The float64 reference on the same buffers; one F64 array per output.
@@ -787,7 +795,8 @@ PYBIND11_MODULE(_attnc, m) {
       .def("vjp", &PyCpuKernel::runGradient, py::arg("dims"), py::arg("inputs"),
            py::arg("params"), py::arg("gradients"))
       .def("reference_vjp", &PyCpuKernel::referenceGradients, py::arg("dims"),
-           py::arg("inputs"), py::arg("params"), py::arg("output_adjoints"));
+           py::arg("inputs"), py::arg("params"), py::arg("output_adjoints"),
+           py::arg("with_scales") = false);
 
   m.def("compile_cpu", &compileCpu, py::arg("source"), py::arg("filename"),
         py::arg("dtype"), py::arg("shapes"), py::arg("use_cache") = true,

@@ -43,10 +43,12 @@ forward) with tolerance 2e-2.
      few examples, some deliberately wrong, and checks that `check` passes and
      fails exactly those.
 
-A gradient whose float64 reference vanishes identically (root mean square
-below 1e-9: a bias added to a whole softmax row, Inputs/row_bias.attn) is
-compared by the root mean square of its error instead (rms_err), against the
-same tolerance, as `attnc run --grad --check` does.
+A gradient's error is measured, as `attnc run --grad --check` measures it,
+against the larger of its float64 reference and the scale of the terms the
+reference sums (kernel.reference_vjp(..., return_scales=True)): where the
+terms cancel (a bias added to a whole softmax row, Inputs/row_bias.attn, whose
+reference is float64 rounding), the kernel's rounding of the terms is what it
+is off by, and the line says "against its terms' scale".
 """
 import argparse, os, re, shutil, subprocess, sys, tempfile
 import numpy as np
@@ -201,23 +203,31 @@ def relative_error(got, ref):
 
 
 # As the driver's gradient check (driver/include/attn/Driver/Gradient.h,
-# kVanishingGradientRms): a float64 reference gradient whose root mean square
-# is below this vanishes identically (a bias added to a whole softmax row).
-VANISHING_GRADIENT_RMS = 1e-9
+# kCancellingReferenceRatio): a reference below this fraction of its terms'
+# scale is reported as cancelling (the error is measured the same either way).
+CANCELLING_REFERENCE_RATIO = 0.1
 
 
-def gradient_error(got, ref):
-    """(error, finite, vanishes): relative_error, except that a reference that
-    vanishes identically is compared by the root mean square of the error
-    (relative to the reference's rounding noise, the kernel's own rounding
-    would look like an error of many orders of magnitude)."""
+def gradient_error(got, ref, scale):
+    """(error, finite, cancels): |got - ref| / max(|ref|, |scale|), norms over
+    the finite reference entries, as getGradientError in the driver. A float
+    gradient is off by the rounding of the terms it sums, not of its value:
+    with terms of one sign |ref| decides (the relative error), where they
+    cancel (a bias added to a whole softmax row) only |scale| says which
+    error is rounding. A wrong gradient still fails: one of n terms dropped
+    is an error of about 1/sqrt(n) of the scale. Non-finite entries must
+    agree with the reference's, as in relative_error."""
     finite = np.isfinite(ref)
-    if ref.size and finite.all() and \
-            np.sqrt(np.mean(np.square(ref))) < VANISHING_GRADIENT_RMS:
-        error = float(np.sqrt(np.mean(np.square(got - ref))))
-        return error, bool(np.isfinite(got).all()), True
-    error, ok = relative_error(got, ref)
-    return error, ok, False
+    same_inf = np.array_equal(np.isneginf(ref), np.isneginf(got)) and \
+        np.array_equal(np.isposinf(ref), np.isposinf(got))
+    ok = same_inf and bool(np.isfinite(got[finite]).all())
+    scale = np.where(np.isfinite(scale), scale, 0.0)
+    ref_norm = np.linalg.norm(ref[finite])
+    scale_norm = np.linalg.norm(scale[finite])
+    diff = np.linalg.norm(got[finite] - ref[finite]) if ok else np.inf
+    denominator = max(ref_norm, scale_norm)
+    error = float(diff / denominator if denominator else diff)
+    return error, ok, bool(ref_norm < CANCELLING_REFERENCE_RATIO * scale_norm)
 
 
 def check_grad(args, entry, name, kernel, directory):
@@ -258,13 +268,14 @@ def check_grad(args, entry, name, kernel, directory):
               for n in kernel.inputs]
     inputs = [x.astype(np.float32) if x.dtype.kind == "f" else x for x in inputs]
     try:
-        references = kernel.reference_vjp(*inputs, grad_outputs=tuple(adjoints),
-                                          **params_of(name))
+        references, scales = kernel.reference_vjp(
+            *inputs, grad_outputs=tuple(adjoints), return_scales=True,
+            **params_of(name))
     except ValueError as error:  # the reference's launch checks
         print(f"FAIL  {entry:22} refused by the reference: {error}")
         return 1
     failed = 0
-    for input_name, ref in zip(kernel.inputs, references):
+    for input_name, ref, scale in zip(kernel.inputs, references, scales):
         if ref is None:  # integer input: no gradient
             continue
         output = "d" + input_name
@@ -279,15 +290,14 @@ def check_grad(args, entry, name, kernel, directory):
             failed += 1
             print(f"FAIL  {entry:22} {output:7} shape {got.shape}, expected {ref.shape}")
             continue
-        error, finite, vanishes = gradient_error(got, ref)
+        error, finite, cancels = gradient_error(got, ref, scale)
         ok = finite and error <= GRAD_TOLERANCE
         zero = int((np.abs(ref).reshape(-1, ref.shape[-1]).max(axis=1) == 0).sum()) \
             if ref.ndim >= 2 else 0
         failed += not ok
-        measure = "rms_err" if vanishes else "rel_err"
+        note = " (against its terms' scale: the reference cancels)" if cancels else ""
         print(f"{'PASS' if ok else 'FAIL':5} {entry:22} {output:7} shape {got.shape} "
-              f"{measure}={error:.2e} zero_rows={zero}"
-              f"{' (its reference vanishes)' if vanishes else ''}")
+              f"rel_err={error:.2e} zero_rows={zero}{note}")
     return failed
 
 
@@ -360,8 +370,10 @@ def fake_launch(attnc, kernel, name, index, grad, directory, corrupt=None,
     (with the inputs, as after regenerate_inputs), computed on the CPU:
     forward outputs from the kernel rounded to bf16 (LSE f32), gradients
     from its adjoint kernel (kernel.vjp) as f32. `corrupt` names an output
-    to scale by 1.05 (an error above either tolerance), `shift` one to add
-    0.05 to (which a gradient that should vanish must fail too)."""
+    to scale by 1.05 (an error above either tolerance), `shift` a gradient to
+    add 5% of the root mean square of its terms' scale to (an error of 5% of
+    what the check measures it against, which a gradient whose reference
+    cancels must fail too)."""
     os.makedirs(directory, exist_ok=True)
     size_of = {k: int(v) for k, v in (item.split("=") for item in SIZES[index].split(","))}
     symbolic = [n for n, size in kernel._dims if size is None]
@@ -394,6 +406,11 @@ def fake_launch(attnc, kernel, name, index, grad, directory, corrupt=None,
         for input_name, g in zip(kernel.inputs, gradients):
             if g is not None:
                 results["d" + input_name] = np.asarray(g, np.float32)
+        if shift:
+            _, scales = kernel.reference_vjp(*saved, grad_outputs=tuple(adjoints),
+                                             return_scales=True, **params)
+            scale = scales[kernel.inputs.index(shift[1:])]
+            shift_by = np.float32(0.05 * np.sqrt(np.mean(np.square(scale))))
     else:
         outputs = kernel(*saved, **params)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
@@ -404,7 +421,7 @@ def fake_launch(attnc, kernel, name, index, grad, directory, corrupt=None,
         if output == corrupt:
             value = value * np.float32(1.05)
         if output == shift:
-            value = value + np.float32(0.05)
+            value = value + shift_by
         np.save(os.path.join(directory, output + ".npy"),
                 bf16_bits(value) if as_bf16 else value)
     dims = ",".join(f"{n}={v}" for n, v in shapes.items())
@@ -441,8 +458,9 @@ def self_test(args):
             fake_launch(attnc, kernel, name, 0, grad,
                         os.path.join(results, f"{name}.9"), corrupt=corrupt)
             expected[f"{name}.9"] = 1
-            # The last gradient off by 0.05 everywhere: dV, or one whose
-            # reference vanishes (row_bias's dRowBias), must fail as well.
+            # The last gradient off by 5% of its terms' scale everywhere: dV,
+            # dSlopes or one whose reference cancels (row_bias's dRowBias)
+            # must fail as well.
             if grad:
                 last = [n for n, dtype, _ in kernel._input_specs
                         if dtype in FLOAT_DTYPES][-1]

@@ -133,7 +133,8 @@ TEST_F(LaunchMemoryTest, GradientLaunchesCountAdjointsAndTheReverseMode) {
 
   // Reverse mode: the reference's forward tensors as `reference` counts
   // them, a float64 adjoint of each float tensor it computes, and of each
-  // float input an adjoint and the gradient returned, 8 bytes each.
+  // float input an adjoint, the sum of squares of its terms, and the
+  // gradient and scale returned, 8 bytes each.
   LaunchAllocations reverse;
   reverse.referenceGradients = true;
   memory = estimate({1, 2, 10, 20, 8}, reverse);
@@ -142,8 +143,8 @@ TEST_F(LaunchMemoryTest, GradientLaunchesCountAdjointsAndTheReverseMode) {
   EXPECT_EQ(bytesOf(memory, "the reference's [B, H, M, N] adjoints"),
             400u * 4 * 8);
   EXPECT_EQ(bytesOf(memory, "the reference's [B, H, M, D] adjoints"), 160u * 8);
-  EXPECT_EQ(bytesOf(memory, "the reference's dQ"), 160u * 16);
-  EXPECT_EQ(bytesOf(memory, "the reference's dK"), 320u * 16);
+  EXPECT_EQ(bytesOf(memory, "the reference's dQ"), 160u * 32);
+  EXPECT_EQ(bytesOf(memory, "the reference's dK"), 320u * 32);
 }
 
 TEST_F(LaunchMemoryTest, ElementCountsThatOverflowAreRefused) {

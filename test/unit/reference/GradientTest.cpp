@@ -154,9 +154,11 @@ protected:
           break;
         }
     }
-    if (gradients->inputs.size() != problem.inputs.size()) {
+    if (gradients->inputs.size() != problem.inputs.size() ||
+        gradients->scales.size() != problem.inputs.size()) {
       ADD_FAILURE() << "expected " << problem.inputs.size()
-                    << " gradients, got " << gradients->inputs.size();
+                    << " gradients and scales, got " << gradients->inputs.size()
+                    << " and " << gradients->scales.size();
       return std::nullopt;
     }
 
@@ -184,6 +186,21 @@ protected:
         ADD_FAILURE() << "gradient has the wrong shape";
         continue;
       }
+      // The scale of the terms: nonnegative, and 0 only where no term came.
+      const std::optional<HostTensor> &termsScale = gradients->scales[i];
+      if (!termsScale || termsScale->getShape() != input.getShape()) {
+        ADD_FAILURE() << "a float input got no scale of its shape";
+        continue;
+      }
+      for (int64_t e = 0; e < input.getNumElements(); ++e)
+        if (!(termsScale->getAsDouble(e) >= 0.0) ||
+            (termsScale->getAsDouble(e) == 0.0 &&
+             gradient->getAsDouble(e) != 0.0)) {
+          ADD_FAILURE() << "entry " << e << ": gradient "
+                        << gradient->getAsDouble(e) << ", scale "
+                        << termsScale->getAsDouble(e);
+          break;
+        }
       std::vector<double> analytic, numeric;
       for (int64_t e = 0; e < input.getNumElements(); ++e) {
         double x = input.getAsDouble(e);
@@ -818,6 +835,110 @@ TEST_F(GradientTest, BiasTableGetsAGradient) {
     else
       EXPECT_EQ(at(dbias, {t}), 0.0) << "offset " << offset;
   }
+}
+
+/// A bias added twice to whole softmax rows (its gradient cancels: the
+/// softmax's adjoint sums to 0 over a row), a softmax with a sink straight
+/// on the input X, and a keep of X returned as it is.
+const char *kCancellingBias = R"mlir(
+attn.kernel @cancelling_bias attributes {
+    dim_names = ["M", "N"], dim_sizes = array<i64: -9223372036854775808, -9223372036854775808>,
+    input_names = ["X", "Bias", "Sk"], param_names = [], param_defaults = [],
+    output_names = ["P", "PS", "Kept"], output_types = [f32, f32, f32],
+    shapes = [["M", "N"], ["M"], ["M"], ["M", "N"], ["M", "N"], ["M", "N"]]} {
+^bb0(%M: index, %N: index, %X: tensor<?x?xf32>, %Bias: tensor<?xf32>, %Sk: tensor<?xf32>):
+  %S = attn.einsum <none> ["m", "n"] extents(%M, %N) : tensor<?x?xf32> {
+  ^bb0(%m: index, %n: index):
+    %x = attn.read %X[%m, %n] : tensor<?x?xf32>
+    %b1 = attn.read %Bias[%m] : tensor<?xf32>
+    %b2 = attn.read %Bias[%m] : tensor<?xf32>
+    %xb = arith.addf %x, %b1 : f32
+    %s = arith.addf %xb, %b2 : f32
+    attn.yield %s : f32
+  }
+  %P = attn.softmax %S dimension(1) : tensor<?x?xf32>
+  %PS = attn.softmax %X dimension(1) sink(%Sk : tensor<?xf32>) : tensor<?x?xf32>
+  %kept = attn.keep %X ["m", "n"] : tensor<?x?xf32> {
+  ^bb0(%m: index, %n: index):
+    %c = arith.cmpi slt, %n, %m : index
+    attn.yield %c : i1
+  }
+  attn.return %P, %PS, %kept : tensor<?x?xf32>, tensor<?x?xf32>, tensor<?x?xf32>
+}
+)mlir";
+
+TEST_F(GradientTest, ScalesAreTheRootSumOfSquaresOfTheTerms) {
+  const int64_t M = 4, N = 6;
+  mlir::attn::KernelOp kernel = parse(kCancellingBias);
+  ASSERT_TRUE(kernel);
+  HostTensor x = randomF64({M, N}, 21), bias = randomF64({M}, 22),
+             sink = randomF64({M}, 23);
+  KernelArguments args{{M, N}, {&x, &bias, &sink}, {}};
+  std::vector<HostTensor> adjoints = {randomF64({M, N}, 24, 0.0),
+                                      randomF64({M, N}, 25, 0.0),
+                                      randomF64({M, N}, 26, 0.0)};
+  // Reverse mode with the adjoint of one output (or of all three).
+  auto gradientsOf = [&](std::optional<unsigned> only) {
+    std::vector<const HostTensor *> pointers;
+    for (unsigned o = 0; o < adjoints.size(); ++o)
+      pointers.push_back(!only || *only == o ? &adjoints[o] : nullptr);
+    return evaluateGradients(kernel, args, pointers);
+  };
+
+  // P alone: X[m, n] gets one term, dS[m, n], so its scale is |dX|. Bias[m]
+  // gets 2 dS[m, n] from each n (its two reads of one entry are one term):
+  // the terms sum to 0 up to rounding, their scale is 2 sqrt(sum_n dS^2).
+  mlir::FailureOr<Gradients> fromP = gradientsOf(0);
+  ASSERT_TRUE(mlir::succeeded(fromP)) << diagnostics;
+  ASSERT_EQ(fromP->scales.size(), 3u);
+  ASSERT_TRUE(fromP->scales[0] && fromP->scales[1] && fromP->scales[2]);
+  EXPECT_EQ(fromP->scales[0]->getShape(), x.getShape());
+  for (int64_t m = 0; m < M; ++m) {
+    double squares = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      double ds = at(*fromP->inputs[0], {m, n});
+      EXPECT_DOUBLE_EQ(at(*fromP->scales[0], {m, n}), std::fabs(ds));
+      squares += ds * ds;
+    }
+    double scale = at(*fromP->scales[1], {m});
+    EXPECT_NEAR(scale, 2 * std::sqrt(squares), 1e-14 * scale) << "row " << m;
+    EXPECT_GT(scale, 1e-3) << "row " << m;
+    EXPECT_LT(std::fabs(at(*fromP->inputs[1], {m})), 1e-14 * scale)
+        << "row " << m;
+    EXPECT_EQ(at(*fromP->scales[2], {m}), 0.0);
+  }
+
+  // PS alone: the softmax adds one term to each entry of X and of Sk.
+  mlir::FailureOr<Gradients> fromPS = gradientsOf(1);
+  ASSERT_TRUE(mlir::succeeded(fromPS)) << diagnostics;
+  for (int64_t m = 0; m < M; ++m) {
+    EXPECT_EQ(at(*fromPS->scales[1], {m}), 0.0);
+    EXPECT_DOUBLE_EQ(at(*fromPS->scales[2], {m}),
+                     std::fabs(at(*fromPS->inputs[2], {m})));
+    for (int64_t n = 0; n < N; ++n)
+      EXPECT_DOUBLE_EQ(at(*fromPS->scales[0], {m, n}),
+                       std::fabs(at(*fromPS->inputs[0], {m, n})));
+  }
+
+  // Kept alone: the keep adds one term to each kept entry of X.
+  mlir::FailureOr<Gradients> fromKept = gradientsOf(2);
+  ASSERT_TRUE(mlir::succeeded(fromKept)) << diagnostics;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n)
+      EXPECT_EQ(at(*fromKept->scales[0], {m, n}),
+                n < m ? std::fabs(at(adjoints[2], {m, n})) : 0.0);
+
+  // All three: X's terms are the three above, each its own.
+  mlir::FailureOr<Gradients> fromAll = gradientsOf(std::nullopt);
+  ASSERT_TRUE(mlir::succeeded(fromAll)) << diagnostics;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double p = at(*fromP->scales[0], {m, n}),
+             ps = at(*fromPS->scales[0], {m, n}),
+             kept = at(*fromKept->scales[0], {m, n});
+      EXPECT_NEAR(at(*fromAll->scales[0], {m, n}),
+                  std::sqrt(p * p + ps * ps + kept * kept), 1e-14);
+    }
 }
 
 /// Z[m] uses every float opcode a body can hold on X[m], Y[m].

@@ -78,7 +78,7 @@ struct LaunchAllocations {
   bool gradients = false;
   /// Reverse mode of the float64 reference: what `reference` counts, plus a
   /// float64 adjoint of every float tensor it computes and of every float
-  /// input, and the float64 gradients it returns.
+  /// input, and the float64 gradients and scales it returns.
   bool referenceGradients = false;
 };
 

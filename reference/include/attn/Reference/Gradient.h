@@ -27,6 +27,16 @@ struct Gradients {
   /// dL/dinput, or std::nullopt for an integer (or i1) input, which has no
   /// gradient. A float input the cascade never reads gets zeros.
   std::vector<std::optional<HostTensor>> inputs;
+  /// Beside each entry of `inputs`, the size of what that gradient sums: per
+  /// element, sqrt(sum of t^2) over the terms t its adjoint received (one per
+  /// body evaluation that read the element, one per keep, softmax or
+  /// normalize that passed its adjoint to the input directly). A gradient
+  /// computed in low precision is off by the rounding of its terms, not of
+  /// its value: where the terms cancel (by structure, as for a bias added to
+  /// a whole softmax row, whose adjoint sums to 0 over the row, or by
+  /// chance), the value is far below them, and only this says how large an
+  /// error is acceptable.
+  std::vector<std::optional<HostTensor>> scales;
   /// The kernel's outputs, as evaluate() gives them: reverse mode runs the
   /// forward pass anyway, and callers checking a backward pass need both.
   std::vector<HostTensor> outputs;
