@@ -423,6 +423,12 @@ Status checkLaunch(const Package &pkg, const attnc_tensor *inputs,
                                std::to_string(grid[k]) + " is outside [0, " +
                                std::to_string(limit) + "] for " + dimList());
     }
+    // A persistent kernel numbers its tiles in 32 bits.
+    if (m.entries[e].persistentCtasPerSm &&
+        grid[0] * grid[1] * grid[2] > 2147483647)
+      return invalidArgument("entry '" + m.entries[e].name + "': " +
+                             std::to_string(grid[0] * grid[1] * grid[2]) +
+                             " tiles, more than 2147483647, for " + dimList());
     out.grids.push_back(grid);
   }
   return Status::ok();

@@ -29,6 +29,8 @@ struct WorkspaceBuffers {
 struct LoadedPackage {
   std::vector<void *> modules;   ///< CUmodule, parallel to Package::modules
   std::vector<void *> functions; ///< CUfunction, parallel to entries
+  /// The device's SMs: persistent entries launch a few CTAs per SM.
+  int multiprocessors = 0;
   /// Keyed by CUstream (null: the default stream). Launches on one stream
   /// are ordered, so they share buffers; launches on two streams may run at
   /// once, so they never do. Kept until the package is freed.

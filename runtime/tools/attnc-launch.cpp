@@ -311,6 +311,10 @@ void printSignature(const rt::KernelPackage &pkg, const Package &full) {
       std::printf("  entry %s falls back to %s\n", e.name.c_str(),
                   fallback.c_str());
     }
+    if (e.persistentCtasPerSm)
+      std::printf("  entry %s persistent: at most %lld CTAs per SM\n",
+                  e.name.c_str(),
+                  static_cast<long long>(e.persistentCtasPerSm));
   }
   for (const WorkspaceSpec &w : full.manifest.workspaces) {
     // The tensor it begins with, which tensor maps load: "bf16[B, H, M, D]".

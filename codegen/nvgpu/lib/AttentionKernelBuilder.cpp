@@ -982,6 +982,12 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildWgmmaGpuModule(
         GpuTileList{kernel.kernelName + "_tiles", shape.blockM, shape.blockN,
                     !op.getTileClass().getArgument(1).use_empty()};
   }
+  // Resident CTAs take their tiles in a fixed order, which balances only
+  // tiles of equal work: without a mask. Masked tiles differ (causal ones
+  // by row block, listed ones with the data) and keep a CTA each, which
+  // the hardware hands out as SMs free up.
+  shape.persistent = op.hasTrivialMask() && !shape.tileList;
+  kernel.persistent = shape.persistent;
   kernel.blockM = shape.blockM;
   kernel.blockN = shape.blockN;
   kernel.threads = shape.numThreads();

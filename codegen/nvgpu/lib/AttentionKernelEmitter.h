@@ -35,6 +35,10 @@ struct AttentionTileShape {
   /// The key loop walks the CTA's list of live blocks (GpuTileList) instead
   /// of evaluating the tile class.
   bool tileList = false;
+  /// The Hopper skeleton's CTAs stay resident and take their tiles in turn
+  /// (emitTileLoop), so that one tile's loads overlap the last one's end:
+  /// for attention without a mask, whose tiles all have the same work.
+  bool persistent = false;
   /// Rows of the shared-memory tiles are padded by 16 bytes so that the 8
   /// row addresses of one ldmatrix fall in distinct bank groups.
   int64_t qkPitch() const { return headDim + 8; }
@@ -192,8 +196,17 @@ private:
   /// The address of `slot`'s barrier of a kind whose first stage's barrier
   /// is at `firstStageOffset` past wgmmaBarrierOffset.
   Value ringBarrier(int64_t firstStageOffset, const RingSlot &slot);
-  /// The producer: Q, then K and V of each live block into the ring.
-  void emitWgmmaProducer(Value numBlocks);
+  /// Emits `body` once per tile of the CTA, with the tile's ordinal among
+  /// them (0, 1, ...) and the live blocks of its earlier tiles (where it
+  /// starts in the ring); `body` returns where the tile ends. Persistent,
+  /// the CTA takes tiles in turn with the others (setTileIndices);
+  /// otherwise it has the one tile emitIndices found.
+  void emitTileLoop(function_ref<Value(Value ordinal, Value ringStart)> body);
+  /// m0, head, kvHead and batch of the persistent schedule's tile `tile`.
+  void setTileIndices(Value tile);
+  /// The producer's tile: Q, then K and V of each live block into the ring
+  /// from `ringStart`; returns where it ends.
+  Value emitWgmmaProducer(Value numBlocks, Value ordinal, Value ringStart);
   /// Waits for the keys in `slot`, issues S = Q Kᵀ (Q at shared address
   /// `qBase`) and commits it; returns the accumulators, which are only
   /// valid after the matching wgmmaWait.
@@ -217,8 +230,11 @@ private:
   /// The weights of one block, in accumulator order, packed into the A
   /// fragments of P V.
   SmallVector<Value> packWeights(ArrayRef<Value> p);
-  /// A consumer warp group's key loop and epilogue.
-  void emitWgmmaConsumer(Value numBlocks);
+  /// A consumer warp group's key loop and epilogue of one tile, its blocks
+  /// in the ring from `ringStart`; returns where they end. `group` is the
+  /// warp group, `qBase` its rows of Q.
+  Value emitWgmmaConsumer(Value numBlocks, Value group, Value qBase,
+                          Value ordinal, Value ringStart);
   /// Byte offsets of the Hopper skeleton's shared memory.
   int64_t wgmmaStageBytes() const;
   int64_t wgmmaStageOffset(int64_t stage) const;

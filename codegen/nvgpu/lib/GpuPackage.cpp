@@ -1075,6 +1075,9 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
                      std::to_string(wgmma->blockM) + ")";
     hopper.block[0] = wgmma->threads;
     hopper.sharedBytes = wgmma->sharedMemoryBytes;
+    // One CTA fills an SM (its shared memory and registers).
+    if (wgmma->persistent)
+      hopper.persistentCtasPerSm = 1;
     hopper.fallback = {mmaEntry->name};
     mmaEntry->when.clear();
     // The mma.sync kernel's tile list stands in with it: built only for a

@@ -20,10 +20,18 @@
 // The asynchronous products' registers pass through fenceOperands
 // (WgmmaTiles.h) around wgmma.fence and wgmma.wait_group.
 //
+// Persistent (AttentionTileShape::persistent: attention without a mask), a
+// CTA takes its tiles in turn with the others (emitTileLoop), as many CTAs
+// as SMs: the producer loads the next tile's Q once
+// both consumers have done their last S = Q Kᵀ of the tile before (Q empty),
+// and its keys as soon as the ring has room, while the consumers finish
+// the last P V and write O; the ring and the turns carry on across tiles.
+//
 // Shared memory (bytes from a 1024-aligned base): Q as D / 64 column chunks
 // of [128 rows][64] (128 bytes a row, swizzled in 1024-byte atoms of 8
 // rows); each stage K then V as chunks of [blockN rows][64]; then the
-// barriers: Q full, then per stage K full, V full, K empty and V empty.
+// barriers: Q full, then per stage K full, V full, K empty and V empty,
+// then Q empty.
 //
 //===----------------------------------------------------------------------===//
 
@@ -77,7 +85,7 @@ int64_t mlir::attn::getWgmmaSharedMemoryBytes(const AttentionTileShape &shape) {
   // The tiles, the barriers, and room to align the base to 1024 bytes.
   return 2 * shape.blockM * shape.headDim +
          kWgmmaStages * 2 * shape.blockN * (shape.headDim + shape.valueDim) +
-         8 * (1 + 4 * kWgmmaStages) + kSwizzleAtomBytes;
+         8 * (2 + 4 * kWgmmaStages) + kSwizzleAtomBytes;
 }
 
 //===----------------------------------------------------------------------===//
@@ -86,8 +94,8 @@ int64_t mlir::attn::getWgmmaSharedMemoryBytes(const AttentionTileShape &shape) {
 
 namespace {
 /// Barrier byte offsets past wgmmaBarrierOffset: Q full, then per stage K
-/// full, V full, K empty and V empty. K and V of a stage are released
-/// apart: K once S = Q Kᵀ is done, V one block later, once P V is.
+/// full, V full, K empty and V empty, then Q empty. K and V of a stage are
+/// released apart: K once S = Q Kᵀ is done, V one block later, once P V is.
 int64_t qFullBarrier() { return 0; }
 int64_t keysFullBarrier(int64_t stage) { return 8 * (1 + stage); }
 int64_t valuesFullBarrier(int64_t stage) {
@@ -99,6 +107,7 @@ int64_t keysEmptyBarrier(int64_t stage) {
 int64_t valuesEmptyBarrier(int64_t stage) {
   return 8 * (1 + 3 * kWgmmaStages + stage);
 }
+int64_t queryEmptyBarrier() { return 8 * (1 + 4 * kWgmmaStages); }
 } // namespace
 
 AttentionKernelEmitter::RingSlot
@@ -130,22 +139,93 @@ AttentionKernelEmitter::nextLiveBlock(Value block, Value position,
   return findLiveBlock(block ? add(block, c32(1)) : c32(0), numBlocks);
 }
 
-void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
+void AttentionKernelEmitter::emitTileLoop(
+    function_ref<Value(Value, Value)> body) {
+  if (!shape.persistent) {
+    body(c32(0), c32(0));
+    return;
+  }
+  // The CTA's place in the grid however the runtime shaped it: launched
+  // with one CTA per tile, each takes just its own.
+  Value gridX = arith::IndexCastOp::create(
+      b, loc, i32, gpu::GridDimOp::create(b, loc, gpu::Dimension::x));
+  Value gridY = arith::IndexCastOp::create(
+      b, loc, i32, gpu::GridDimOp::create(b, loc, gpu::Dimension::y));
+  Value gridZ = arith::IndexCastOp::create(
+      b, loc, i32, gpu::GridDimOp::create(b, loc, gpu::Dimension::z));
+  Value numCtas = mul(gridX, mul(gridY, gridZ));
+  Value cta =
+      add(blockIndexAlong(gpu::Dimension::x),
+          mul(gridX, add(blockIndexAlong(gpu::Dimension::y),
+                         mul(gridY, blockIndexAlong(gpu::Dimension::z)))));
+  Value numTiles = mul(ceilDiv(sizeM, shape.blockM),
+                       mul(arg(FixedParam::H), arg(FixedParam::B)));
+  Type i32Type = b.getI32Type();
+  auto loop = scf::WhileOp::create(
+      b, loc, TypeRange{i32Type, i32Type, i32Type}, ValueRange{c32(0), c32(0)},
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        // Of C CTAs, CTA c takes tiles c, c + C, c + 2 C, ...: the tiles
+        // have the same work (persistent kernels have no mask).
+        Value ordinal = state[0];
+        Value tile = add(mul(ordinal, numCtas), cta);
+        scf::ConditionOp::create(
+            b, loc, cmpi(arith::CmpIPredicate::slt, tile, numTiles),
+            ValueRange{ordinal, state[1], tile});
+      },
+      [&](OpBuilder &nested, Location, ValueRange state) {
+        OpBuilder::InsertionGuard insertion(b);
+        b.setInsertionPoint(nested.getInsertionBlock(),
+                            nested.getInsertionPoint());
+        setTileIndices(state[2]);
+        Value ringEnd = body(state[0], state[1]);
+        scf::YieldOp::create(b, loc,
+                             ValueRange{add(state[0], c32(1)), ringEnd});
+      });
+  (void)loop;
+}
+
+void AttentionKernelEmitter::setTileIndices(Value tile) {
+  // As the grid [ceil(M / blockM), H, B] numbers them: the row blocks of a
+  // head run side by side and share its keys in L2.
+  Value numHeads = arg(FixedParam::H);
+  Value rowTiles = ceilDiv(sizeM, shape.blockM);
+  Value pair = divu(tile, rowTiles);
+  head = remu(pair, numHeads);
+  batch = divu(pair, numHeads);
+  kvHead = divu(head, groupSize);
+  m0 = mul(sub(sub(rowTiles, c32(1)), remu(tile, rowTiles)), c32(shape.blockM));
+  batchIdx = toIndex(batch);
+  headIdx = toIndex(head);
+}
+
+Value AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks, Value ordinal,
+                                                Value ringStart) {
   Value qMap = args[kNumFixedParams], kMap = args[kNumFixedParams + 1],
         vMap = args[kNumFixedParams + 2];
   const int64_t dChunks = shape.headDim / 64, eChunks = shape.valueDim / 64;
   Value qFull = sharedAddress(wgmmaBarrierOffset() + qFullBarrier());
+  // Q's buffer is free once both consumers have done the last S of the
+  // tile before; the first tile waits for the phase before the first,
+  // which counts as complete.
+  if (shape.persistent)
+    waitBarrier(
+        sharedAddress(wgmmaBarrierOffset() + queryEmptyBarrier()),
+        arith::XOrIOp::create(
+            b, loc, arith::AndIOp::create(b, loc, ordinal, c32(1)), c32(1)));
   arriveExpectingBytes(qFull, 2 * shape.blockM * shape.headDim);
   for (int64_t c = 0; c < dChunks; ++c)
     loadBox(qMap, sharedAddress(c * shape.blockM * kSwizzledRowBytes),
             {c32(64 * c), m0, head, batch}, qFull);
 
   Value first = nextLiveBlock(Value(), c32(0), numBlocks).first;
-  emitBlockLoop(
+  scf::WhileOp loop = emitBlockLoop(
       ValueRange{first, c32(0)}, numBlocks,
       [&](ValueRange state) -> SmallVector<Value> {
         Value block = state[0], iteration = state[1];
-        RingSlot slot = ringSlot(iteration);
+        RingSlot slot = ringSlot(add(ringStart, iteration));
         // A stage's K (V) is free once both consumers released it; the
         // first pass over the ring waits for the phase before the first,
         // which counts as complete.
@@ -174,6 +254,7 @@ void AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks) {
             nextLiveBlock(block, nextIteration, numBlocks).first;
         return {nextBlock, nextIteration};
       });
+  return add(ringStart, loop.getResult(1));
 }
 
 SmallVector<Value>
@@ -240,24 +321,11 @@ SmallVector<Value> AttentionKernelEmitter::packWeights(ArrayRef<Value> p) {
   return fragments;
 }
 
-void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
-  // Consumer warps count from 0; warp group g owns rows 64 g .. 64 g + 63.
-  warp = sub(warp, c32(kWgmmaProducerThreads / 32));
-  Value group = divu(warp, c32(kWgmmaRows / 16));
-  waitBarrier(sharedAddress(wgmmaBarrierOffset() + qFullBarrier()), c32(0));
-  Value qBase = sharedAddress(mul(group, c32(kWgmmaRows * kSwizzledRowBytes)));
-  // Group 0 takes the first turn as if group 1 had passed it: it arrives
-  // at its own barrier once. Group 1's last pass is left pending when the
-  // CTA exits, which resets the barrier.
-  {
-    auto ifFirstGroup =
-        scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::eq, group, c32(0)),
-                          /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard insertion(b);
-    b.setInsertionPointToStart(ifFirstGroup.thenBlock());
-    passProductTurn(/*group=*/c32(1));
-  }
-
+Value AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks, Value group,
+                                                Value qBase, Value ordinal,
+                                                Value ringStart) {
+  waitBarrier(sharedAddress(wgmmaBarrierOffset() + qFullBarrier()),
+              arith::AndIOp::create(b, loc, ordinal, c32(1)));
   const int64_t numRows = shape.ownedRows();
   const int64_t numAcc = shape.valueDim / 2;
   const int64_t numWeights = shape.blockN / 4;
@@ -296,7 +364,7 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
   {
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifAny.thenBlock());
-    RingSlot slot = ringSlot(c32(0));
+    RingSlot slot = ringSlot(ringStart);
     waitForProductTurn(group);
     SmallVector<Value> qk = issueKeyProduct(qBase, slot);
     passProductTurn(group);
@@ -340,8 +408,9 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
         AttentionLoopState state;
         state.rows = unflattenRows(rest.drop_front(numWeights + numAcc));
 
-        RingSlot slot = ringSlot(iteration);
-        RingSlot previous = ringSlot(sub(iteration, c32(1)));
+        Value position = add(ringStart, iteration);
+        RingSlot slot = ringSlot(position);
+        RingSlot previous = ringSlot(sub(position, c32(1)));
         waitForProductTurn(group);
         SmallVector<Value> qk = issueKeyProduct(qBase, slot);
         issueValueProduct(acc, weights, previous);
@@ -374,6 +443,10 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
         return results;
       });
 
+  // Every S of the tile is done: Q may take the next tile's.
+  if (shape.persistent)
+    arrive(sharedAddress(wgmmaBarrierOffset() + queryEmptyBarrier()));
+
   // The last block's P V.
   ValueRange loopResults = loop.getResults();
   Value numLive = loopResults[2];
@@ -386,8 +459,11 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
     OpBuilder::InsertionGuard insertion(b);
     b.setInsertionPointToStart(ifLast.thenBlock());
     SmallVector<Value> lastAcc = acc;
-    issueValueProduct(lastAcc, weights, ringSlot(sub(numLive, c32(1))));
+    RingSlot last = ringSlot(add(ringStart, sub(numLive, c32(1))));
+    issueValueProduct(lastAcc, weights, last);
     wgmmaWait(0);
+    // The stage's V is free for the next tile's keys.
+    arrive(ringBarrier(valuesEmptyBarrier(0), last));
     scf::YieldOp::create(b, loc, fenceOperands(b, loc, lastAcc));
     b.setInsertionPointToStart(ifLast.elseBlock());
     scf::YieldOp::create(b, loc, acc);
@@ -396,6 +472,9 @@ void AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks) {
   state.acc.assign(ifLast.getResults().begin(), ifLast.getResults().end());
   state.rows = unflattenRows(rest.drop_front(numWeights + numAcc));
   emitEpilogue(state);
+  // Without a live block the loop's count is 1 though none took a stage.
+  return arith::SelectOp::create(b, loc, anyBlock, add(ringStart, numLive),
+                                 ringStart);
 }
 
 void AttentionKernelEmitter::emitWgmma() {
@@ -425,6 +504,7 @@ void AttentionKernelEmitter::emitWgmma() {
       initBarrier(sharedAddress(barriers + keysEmptyBarrier(s)), consumers);
       initBarrier(sharedAddress(barriers + valuesEmptyBarrier(s)), consumers);
     }
+    initBarrier(sharedAddress(barriers + queryEmptyBarrier()), consumers);
     emitAsm(b, loc, {}, {}, "fence.mbarrier_init.release.cluster;", "");
   }
   gpu::BarrierOp::create(b, loc);
@@ -438,8 +518,27 @@ void AttentionKernelEmitter::emitWgmma() {
       b, loc, cmpi(arith::CmpIPredicate::eq, tid, c32(0)),
       /*withElseRegion=*/false);
   b.setInsertionPointToStart(ifLoader.thenBlock());
-  emitWgmmaProducer(numBlocks);
+  emitTileLoop([&](Value ordinal, Value ringStart) {
+    return emitWgmmaProducer(numBlocks, ordinal, ringStart);
+  });
   b.setInsertionPointToStart(ifProducer.elseBlock());
   setMaxRegisters(kConsumerRegisters, /*increase=*/true);
-  emitWgmmaConsumer(numBlocks);
+  // Consumer warps count from 0; warp group g owns rows 64 g .. 64 g + 63.
+  warp = sub(warp, c32(kWgmmaProducerThreads / 32));
+  Value group = divu(warp, c32(kWgmmaRows / 16));
+  Value qBase = sharedAddress(mul(group, c32(kWgmmaRows * kSwizzledRowBytes)));
+  // Group 0 takes the first turn as if group 1 had passed it: it arrives
+  // at its own barrier once. Group 1's last pass is left pending when the
+  // CTA exits, which resets the barrier.
+  {
+    auto ifFirstGroup =
+        scf::IfOp::create(b, loc, cmpi(arith::CmpIPredicate::eq, group, c32(0)),
+                          /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifFirstGroup.thenBlock());
+    passProductTurn(/*group=*/c32(1));
+  }
+  emitTileLoop([&](Value ordinal, Value ringStart) {
+    return emitWgmmaConsumer(numBlocks, group, qBase, ordinal, ringStart);
+  });
 }

@@ -81,6 +81,19 @@ Status checkTarget(const Package &pkg, int device, int major, int minor) {
                          std::to_string(minor));
 }
 
+/// The grid `entry` is launched with for the formulas' `grid` on a device
+/// of `multiprocessors` SMs: a persistent kernel's CTAs take its tiles in
+/// turn, so more than a few per SM become that many, resident at once.
+std::array<int64_t, 3> residentGrid(const EntrySpec &entry,
+                                    const std::array<int64_t, 3> &grid,
+                                    int multiprocessors) {
+  int64_t resident = entry.persistentCtasPerSm * multiprocessors;
+  // The launch checks bound the product by 2^31 - 1.
+  if (resident <= 0 || grid[0] * grid[1] * grid[2] <= resident)
+    return grid;
+  return {resident, 1, 1};
+}
+
 /// Loads the package's modules on `device` (once) and resolves its entries.
 Status ensureLoaded(attnc_package handle, int device, Driver &d,
                     LoadedPackage *&out) {
@@ -98,6 +111,8 @@ Status ensureLoaded(attnc_package handle, int device, Driver &d,
     return s;
 
   LoadedPackage loaded;
+  if (Status s = d.multiprocessorCount(device, loaded.multiprocessors))
+    return s;
   auto unloadAll = [&]() {
     for (void *m : loaded.modules)
       d.cuModuleUnload(static_cast<CUmodule>(m));
@@ -586,9 +601,10 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
   void *args[256];
   auto launchEntry = [&](size_t e) -> Status {
     const EntrySpec &entry = m.entries[e];
-    const std::array<int64_t, 3> &g = plan.grids[e];
+    std::array<int64_t, 3> g = plan.grids[e];
     if (g[0] == 0 || g[1] == 0 || g[2] == 0)
       return Status::ok(); // An empty problem: nothing to launch.
+    g = residentGrid(entry, g, loaded->multiprocessors);
     values = plan.slots[e];
     for (auto [slot, t] : plan.pointerSlots[e])
       values[slot].ptr =

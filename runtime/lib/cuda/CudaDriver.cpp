@@ -125,5 +125,16 @@ Status Driver::capability(int device, int &major, int &minor) {
                "cuDeviceGetAttribute");
 }
 
+Status Driver::multiprocessorCount(int device, int &count) {
+  if (Status s = makeCurrent(device))
+    return s;
+  CUdevice dev;
+  if (Status s = check(cuDeviceGet(&dev, device), "cuDeviceGet"))
+    return s;
+  return check(cuDeviceGetAttribute(
+                   &count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev),
+               "cuDeviceGetAttribute");
+}
+
 } // namespace cuda
 } // namespace attn

@@ -43,6 +43,7 @@ enum : int {
   CUDA_SUCCESS = 0,
   CUDA_ERROR_DEINITIALIZED = 4,
   CUDA_ERROR_NO_DEVICE = 100,
+  CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
@@ -95,6 +96,9 @@ public:
 
   /// Compute capability of `device`.
   Status capability(int device, int &major, int &minor);
+
+  /// Streaming multiprocessors of `device`.
+  Status multiprocessorCount(int device, int &count);
 
   /// OK for CUDA_SUCCESS, else ATTNC_ERROR_CUDA naming `what` and the
   /// driver's error name and text.

@@ -22,6 +22,8 @@ constexpr size_t kMaxRank = 8;
 constexpr size_t kMaxSlots = 512;
 constexpr int64_t kMaxParamBytes = 4096;
 constexpr int64_t kMaxSharedBytes = 227 * 1024;
+/// Resident CTAs an SM can hold (sm_90: 32).
+constexpr int64_t kMaxPersistentCtasPerSm = 32;
 /// Limits of cuTensorMapEncodeTiled.
 constexpr size_t kMaxTmaRank = 5;
 constexpr int64_t kMaxTmaBox = 256;
@@ -516,6 +518,8 @@ Status readEntry(const json::Value &v, const std::string &path,
   }
   if (Status s = r.integer("shared_bytes", out.sharedBytes, false))
     return s;
+  if (Status s = r.integer("persistent", out.persistentCtasPerSm, false))
+    return s;
   if (Status s = r.array("params", params))
     return s;
   if (params->getArray().size() > kMaxSlots)
@@ -662,6 +666,9 @@ std::string manifestToJson(const PackageManifest &m) {
                                  Value::number(double(e.block[1])),
                                  Value::number(double(e.block[2]))}));
     o.set("shared_bytes", Value::number(static_cast<double>(e.sharedBytes)));
+    if (e.persistentCtasPerSm)
+      o.set("persistent",
+            Value::number(static_cast<double>(e.persistentCtasPerSm)));
     Value params = Value::array();
     for (const ParamSlot &p : e.params) {
       Value s = Value::object();
@@ -1084,6 +1091,10 @@ Status validatePackage(const PackageManifest &m,
     if (e.sharedBytes < 0 || e.sharedBytes > kMaxSharedBytes)
       return fail(where + ": shared_bytes must be in [0, " +
                   std::to_string(kMaxSharedBytes) + "]");
+    if (e.persistentCtasPerSm < 0 ||
+        e.persistentCtasPerSm > kMaxPersistentCtasPerSm)
+      return fail(where + ": persistent must be in [0, " +
+                  std::to_string(kMaxPersistentCtasPerSm) + "] CTAs per SM");
     int64_t paramBytes = 0;
     std::vector<std::optional<DimExpr>> slotExprs(e.params.size());
     for (size_t i = 0; i < e.params.size(); ++i) {

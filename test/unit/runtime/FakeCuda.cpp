@@ -33,6 +33,8 @@ int syncs = 0;
 std::map<uintptr_t, size_t> allocations; ///< address -> size
 std::map<uintptr_t, int> allocationDevices; ///< address -> device
 constexpr int kDevices = 2;
+/// SMs of each device, which persistent entries launch a CTA per.
+constexpr int kMultiprocessors = 4;
 char contexts[kDevices];
 int currentDevice = 0;
 char streams[64];
@@ -133,7 +135,8 @@ int cuDeviceGetName(char *s, int n, int) {
 }
 int cuDeviceGetAttribute(int *v, int attr, int) {
   ++calls;
-  *v = attr == 75 ? 9 : 0; // compute capability 9.0
+  // Compute capability 9.0, 4 SMs.
+  *v = attr == 75 ? 9 : attr == 16 ? kMultiprocessors : 0;
   return 0;
 }
 int cuDevicePrimaryCtxRetain(CUcontext *ctx, int device) {

@@ -735,6 +735,48 @@ TEST_F(FakeCudaTmaTest, FallbackOfSeveralEntriesRunsThemInOrder) {
   attnc_plan_free(plan);
 }
 
+TEST_F(FakeCudaTmaTest, PersistentEntriesLaunchACtaPerSm) {
+  PackageManifest m = tmaManifest();
+  m.entries[0].persistentCtasPerSm = 1;
+  load(m);
+  auto gridOf = [&](int i) {
+    unsigned dims[7];
+    uint64_t params[8];
+    fake().launch(i, dims, params);
+    return std::vector<unsigned>(dims, dims + 3);
+  };
+  // 2 x 4 x 2 tiles on the fake's 4 SMs: 4 CTAs, 1-d; `finish` as it is.
+  fake().reset(0);
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(launched(), (std::vector<std::string>{"tma_fwd", "tma_finish"}));
+  EXPECT_EQ(gridOf(0), (std::vector<unsigned>{4, 1, 1}));
+  EXPECT_EQ(gridOf(1), (std::vector<unsigned>{8, 1, 1}));
+  // 4 tiles or fewer: the grid of the formulas.
+  qShape = {1, 2, 256, 64};
+  kShape = {1, 2, 512, 64};
+  fake().reset(0);
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(gridOf(0), (std::vector<unsigned>{2, 2, 1}));
+  // Two CTAs per SM: 8.
+  m.entries[0].persistentCtasPerSm = 2;
+  load(m);
+  qShape = {2, 4, 256, 64};
+  kShape = {2, 4, 512, 64};
+  fake().reset(0);
+  ASSERT_EQ(launch(), ATTNC_OK) << attnc_last_error();
+  EXPECT_EQ(gridOf(0), (std::vector<unsigned>{8, 1, 1}));
+  // The kernel numbers its tiles in 32 bits: more is an argument error.
+  qShape = {65535, 65535, 128, 64};
+  kShape = {65535, 65535, 128, 64};
+  fake().reset(0);
+  EXPECT_EQ(launch(), ATTNC_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(attnc_last_error())
+                .find("entry 'fwd': 4294836225 tiles, more than 2147483647"),
+            std::string::npos)
+      << attnc_last_error();
+  EXPECT_EQ(fake().calls(), 0);
+}
+
 TEST_F(FakeCudaTmaTest, TmaWithoutFallbackIsALaunchError) {
   PackageManifest m = tmaManifest();
   m.entries[0].fallback.clear();

@@ -427,6 +427,32 @@ TEST(PackageTest, FallbackOfSeveralEntriesRoundTrips) {
   EXPECT_EQ(serialized(pkg.manifest, kTmaPtx), bytes);
 }
 
+TEST(PackageTest, PersistentEntriesRoundTrip) {
+  PackageManifest m = tmaManifest();
+  m.entries[0].persistentCtasPerSm = 1;
+  std::string bytes = serialized(m, kTmaPtx);
+  ASSERT_FALSE(bytes.empty());
+  Package pkg;
+  Status s = readPackage(bytes, pkg);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_EQ(pkg.manifest.entries[0].persistentCtasPerSm, 1);
+  EXPECT_EQ(pkg.manifest.entries[1].persistentCtasPerSm, 0);
+  std::string json = manifestToJson(pkg.manifest);
+  EXPECT_NE(json.find("\"persistent\": 1"), std::string::npos) << json;
+  EXPECT_EQ(json.find("\"persistent\": 0"), std::string::npos) << json;
+  EXPECT_EQ(serialized(pkg.manifest, kTmaPtx), bytes);
+
+  std::string shared = "\"shared_bytes\": 163840,";
+  expectError(mutatedTma(shared, shared + " \"persistent\": -1,"),
+              "package: entry 'fwd': persistent must be in [0, 32] CTAs per "
+              "SM");
+  expectError(mutatedTma(shared, shared + " \"persistent\": 33,"),
+              "package: entry 'fwd': persistent must be in [0, 32] CTAs per "
+              "SM");
+  expectError(mutatedTma(shared, shared + " \"persistent\": \"1\","),
+              "entries[0].persistent must be an integer");
+}
+
 TEST(PackageTest, FallbackErrors) {
   std::string fallback = "\"fallback\": \"fwd_plain\"";
   expectError(mutatedTma(fallback, "\"fallback\": \"nope\""),

@@ -127,6 +127,11 @@ struct EntrySpec {
   std::vector<std::string> grid; ///< 1 to 3 formulas over dims (x, y, z)
   int64_t block[3] = {1, 1, 1};
   int64_t sharedBytes = 0; ///< dynamic shared memory
+  /// Nonzero: the kernel's CTAs take the grid's tiles in turn (by their
+  /// linear index and the number of CTAs launched), so that a grid larger
+  /// than this many CTAs per SM is launched as one of that many, 1-d, and
+  /// the CTAs stay resident; a smaller grid is launched as it is.
+  int64_t persistentCtasPerSm = 0;
   std::vector<ParamSlot> params;
   /// A formula over dims: the entry runs only when it is nonzero (empty:
   /// always), so that one package picks its kernels by problem size.

@@ -287,6 +287,12 @@ struct GpuWgmmaKernel {
   /// workspace of its own, by a kernel of the mma.sync module (the
   /// artifact's `ptx`, whose parameters have no tensor maps).
   std::optional<GpuTileList> tileList;
+  /// Whether its CTAs take the tiles in turn (a loop over
+  /// [ceil(M / blockM), H, B] by the CTA's linear index and the grid's
+  /// size), so that the runtime may launch fewer, one per SM: the manifest
+  /// entry's `persistent`. Only attention without a mask, whose tiles all
+  /// have the same work.
+  bool persistent = false;
 };
 
 /// Whether the Hopper forward kernel serves `op`: head dims D and E of 64
