@@ -56,7 +56,11 @@ def main():
                         ms, _ = gpu_suite.time_ours(args, package, v, B, H, G, L)
                         times.setdefault((v, L, build, kind), []).append(ms)
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
+        # The table so far after every round: a run cut short keeps it.
+        report(args, variants, lengths, kinds, times)
 
+
+def report(args, variants, lengths, kinds, times):
     def median(v, L, build, kind):
         values = times.get((v, L, build, kind))
         return statistics.median(values) if values else None
@@ -89,9 +93,11 @@ def main():
                 print(f"{v:18s} {L:6d} {os.path.basename(build.rstrip('/'))[:24]:24s} "
                       f"{cell(fwd)} {cell(both)} {cell(bwd)} "
                       f"{cell(row['fwd_speedup'], 6)} {cell(row['bwd_speedup'], 6)}")
+    sys.stdout.flush()
     with open(os.path.join(os.environ.get("OUT", "."), "gpu_ab.jsonl"), "w") as out:
         for row in rows:
             out.write(json.dumps(row) + "\n")
+
 
 
 if __name__ == "__main__":

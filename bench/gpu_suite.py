@@ -203,7 +203,10 @@ def check(args, v, pkg, rows):
     for B, M, N in cases:
         with tempfile.TemporaryDirectory() as tmp:
             paths, (q, k, vv), extra = make_inputs(v, man, B, H, G, M, N, tmp, gen)
-            launch(args, pkg, dims_for(man, B, H, G, M, N), VARIANTS[v]["params"], paths, tmp)
+            # Three launches, each output poisoned before it: the last must
+            # be whole too (a tile counter left at 0 for the next launch).
+            launch(args, pkg, dims_for(man, B, H, G, M, N), VARIANTS[v]["params"], paths, tmp,
+                   extra_args=("--launches", "3"))
             o = load_bf16(os.path.join(tmp, "O.npy")).double()
             ref = reference(v, q.float(), k.float(), vv.float(), extra, M, N)
             err = ((o - ref).norm() / ref.norm().clamp_min(1e-30)).item()

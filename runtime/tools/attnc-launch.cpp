@@ -46,6 +46,9 @@ const char *kUsage = R"(usage: attnc-launch PACKAGE [options]
   --output-offset BYTES  place each output BYTES past the start of its
                          allocation (its byte_offset), to run the paths for
                          addresses TMA cannot take
+  --launches N           launch N times before writing the outputs, each
+                         time poisoned again (default 1): what a kernel
+                         leaves in its workspaces must serve the next launch
   --warmup N --repeat N  time N launches after N warm-ups (CUDA events)
 Random floats are N(0, 1) from a fixed generator: the same seed gives the
 same inputs on every machine. bf16 arrays are stored in .npy as '<u2' bits.
@@ -325,8 +328,9 @@ void printSignature(const rt::KernelPackage &pkg, const Package &full) {
         tensor += (k ? ", " : "") + w.tensor->shape[k];
       tensor += "]";
     }
-    std::printf("  workspace %s: %s bytes%s\n", w.name.c_str(), w.bytes.c_str(),
-                tensor.c_str());
+    std::printf("  workspace %s: %s bytes%s%s\n", w.name.c_str(),
+                w.bytes.c_str(), tensor.c_str(),
+                w.zeroed ? ", zeroed (its kernels leave it so)" : "");
   }
 }
 
@@ -340,7 +344,8 @@ int main(int argc, char **argv) {
   std::string packagePath;
   std::map<std::string, std::string> dimArgs, paramArgs, inputFiles;
   bool info = false, devicesOnly = false, saveInputs = false, poison = true;
-  int64_t seed = 0, device = 0, warmup = 0, repeat = 0, intLo = 0, intHi = 8;
+  int64_t seed = 0, device = 0, warmup = 0, repeat = 0, intLo = 0, intHi = 8,
+          launches = 1;
   int64_t outputOffset = 0;
   std::string outDir, entry;
   for (int i = 1; i < argc; ++i) {
@@ -391,6 +396,9 @@ int main(int argc, char **argv) {
     } else if (a == "--warmup" && value(v)) {
       if (!parseInt(v, warmup) || warmup < 0)
         return fail("bad --warmup");
+    } else if (a == "--launches" && value(v)) {
+      if (!parseInt(v, launches) || launches < 1)
+        return fail("bad --launches");
     } else if (a == "--repeat" && value(v)) {
       if (!parseInt(v, repeat) || repeat < 0)
         return fail("bad --repeat");
@@ -579,10 +587,6 @@ int main(int argc, char **argv) {
     if (Status s = rt::DeviceBuffer::allocate(
             dev, bytesOf(hostOut[i]) + outputOffset, outBufs[i]))
       return failStatus(s);
-    if (poison)
-      if (Status s = rt::fromC(attnc_device_memset(dev, outBufs[i].data(), 0xFF,
-                                                   outBufs[i].size())))
-        return failStatus(s);
     outs[i].data = outBufs[i].data();
     outs[i].byte_offset = static_cast<uint64_t>(outputOffset);
   }
@@ -592,10 +596,17 @@ int main(int argc, char **argv) {
   const char *entryName = entry.empty() ? nullptr : entry.c_str();
   if (Status s = pkg.prepare(dev))
     return failStatus(s);
-  if (Status s = pkg.launch(ins, params, outs, stream.get(), entryName))
-    return failStatus(s);
-  if (Status s = stream.synchronize())
-    return failStatus(s);
+  for (int64_t launch = 0; launch < launches; ++launch) {
+    if (poison)
+      for (rt::DeviceBuffer &out : outBufs)
+        if (Status s = rt::fromC(
+                attnc_device_memset(dev, out.data(), 0xFF, out.size())))
+          return failStatus(s);
+    if (Status s = pkg.launch(ins, params, outs, stream.get(), entryName))
+      return failStatus(s);
+    if (Status s = stream.synchronize())
+      return failStatus(s);
+  }
   std::printf("launched %s on device %d: ok\n", pkg.name().c_str(), dev);
 
   if (repeat > 0) {

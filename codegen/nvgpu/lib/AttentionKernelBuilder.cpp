@@ -968,7 +968,7 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildWgmmaGpuModule(
                              "attention (it needs D and E of 64 or 128)";
   KernelModuleBuilder kernels(builder, op, kernel.signature);
   FailureOr<gpu::GPUModuleOp> module =
-      kernels.create(moduleName, /*tensorMaps=*/3);
+      kernels.create(moduleName, kWgmmaTensorMaps, {"tile_counter"});
   if (failed(module))
     return failure();
   AttentionTileShape shape = getWgmmaTileShape(op);
@@ -982,12 +982,6 @@ FailureOr<gpu::GPUModuleOp> mlir::attn::buildWgmmaGpuModule(
         GpuTileList{kernel.kernelName + "_tiles", shape.blockM, shape.blockN,
                     !op.getTileClass().getArgument(1).use_empty()};
   }
-  // Resident CTAs take their tiles in a fixed order, which balances only
-  // tiles of equal work: without a mask. Masked tiles differ (causal ones
-  // by row block, listed ones with the data) and keep a CTA each, which
-  // the hardware hands out as SMs free up.
-  shape.persistent = op.hasTrivialMask() && !shape.tileList;
-  kernel.persistent = shape.persistent;
   kernel.blockM = shape.blockM;
   kernel.blockN = shape.blockN;
   kernel.threads = shape.numThreads();

@@ -23,6 +23,9 @@ namespace attn {
 constexpr int64_t kWgmmaProducerThreads = 128;
 /// Stages of its ring of K and V tiles.
 constexpr int64_t kWgmmaStages = 2;
+/// Its parameters after the FixedParams: the tensor maps of Q, K and V,
+/// then the tile counter (GpuWgmmaKernel).
+constexpr unsigned kWgmmaTensorMaps = 3;
 
 /// Sizes fixed at compile time.
 struct AttentionTileShape {
@@ -35,10 +38,6 @@ struct AttentionTileShape {
   /// The key loop walks the CTA's list of live blocks (GpuTileList) instead
   /// of evaluating the tile class.
   bool tileList = false;
-  /// The Hopper skeleton's CTAs stay resident and take their tiles in turn
-  /// (emitTileLoop), so that one tile's loads overlap the last one's end:
-  /// for attention without a mask, whose tiles all have the same work.
-  bool persistent = false;
   /// Rows of the shared-memory tiles are padded by 16 bytes so that the 8
   /// row addresses of one ldmatrix fall in distinct bank groups.
   int64_t qkPitch() const { return headDim + 8; }
@@ -196,17 +195,32 @@ private:
   /// The address of `slot`'s barrier of a kind whose first stage's barrier
   /// is at `firstStageOffset` past wgmmaBarrierOffset.
   Value ringBarrier(int64_t firstStageOffset, const RingSlot &slot);
-  /// Emits `body` once per tile of the CTA, with the tile's ordinal among
-  /// them (0, 1, ...) and the live blocks of its earlier tiles (where it
-  /// starts in the ring); `body` returns where the tile ends. Persistent,
-  /// the CTA takes tiles in turn with the others (setTileIndices);
-  /// otherwise it has the one tile emitIndices found.
-  void emitTileLoop(function_ref<Value(Value ordinal, Value ringStart)> body);
-  /// m0, head, kvHead and batch of the persistent schedule's tile `tile`.
+  /// The CTAs' shared schedule of tiles: the tiles, the CTAs launched, this
+  /// CTA's index (its first tile) and the counter of tiles handed out.
+  struct TileSchedule {
+    Value numTiles, numCtas, cta, counter;
+  };
+  TileSchedule emitTileSchedule();
+  /// Takes a ticket from the counter: the next tile is numCtas + ticket.
+  Value fetchTile(const TileSchedule &schedule);
+  /// Sets the counter back to 0 where `ticket` was the launch's last.
+  void resetTileCounter(const TileSchedule &schedule, Value ticket);
+  /// The producer's and the consumers' loops over the CTA's tiles: `body`
+  /// emits one tile whose live blocks take the ring from `ringStart` (the
+  /// blocks of the CTA's earlier tiles) and returns where they end. The
+  /// producer fetches each next tile and passes it on through the tile slot
+  /// with the tile's Q (a tile past the last: stop).
+  void emitProducerTiles(const TileSchedule &schedule,
+                         function_ref<Value(Value ringStart)> body);
+  void emitConsumerTiles(const TileSchedule &schedule,
+                         function_ref<Value(Value ringStart)> body);
+  /// m0, head, kvHead and batch of tile `tile` of the schedule.
   void setTileIndices(Value tile);
+  /// The tile slot's offset past wgmmaBarrierOffset.
+  static int64_t tileSlotOffset();
   /// The producer's tile: Q, then K and V of each live block into the ring
   /// from `ringStart`; returns where it ends.
-  Value emitWgmmaProducer(Value numBlocks, Value ordinal, Value ringStart);
+  Value emitWgmmaProducer(Value numBlocks, Value ringStart);
   /// Waits for the keys in `slot`, issues S = Q Kᵀ (Q at shared address
   /// `qBase`) and commits it; returns the accumulators, which are only
   /// valid after the matching wgmmaWait.
@@ -234,7 +248,7 @@ private:
   /// in the ring from `ringStart`; returns where they end. `group` is the
   /// warp group, `qBase` its rows of Q.
   Value emitWgmmaConsumer(Value numBlocks, Value group, Value qBase,
-                          Value ordinal, Value ringStart);
+                          Value ringStart);
   /// Byte offsets of the Hopper skeleton's shared memory.
   int64_t wgmmaStageBytes() const;
   int64_t wgmmaStageOffset(int64_t stage) const;

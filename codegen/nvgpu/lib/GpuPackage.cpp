@@ -1076,8 +1076,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     hopper.block[0] = wgmma->threads;
     hopper.sharedBytes = wgmma->sharedMemoryBytes;
     // One CTA fills an SM (its shared memory and registers).
-    if (wgmma->persistent)
-      hopper.persistentCtasPerSm = 1;
+    hopper.persistentCtasPerSm = 1;
     hopper.fallback = {mmaEntry->name};
     mmaEntry->when.clear();
     // The mma.sync kernel's tile list stands in with it: built only for a
@@ -1110,6 +1109,12 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     hopper.params.push_back(mapSlot(*q, wgmma->blockM));
     hopper.params.push_back(mapSlot(*k, wgmma->blockN));
     hopper.params.push_back(mapSlot(*v, wgmma->blockN));
+    // The tiles' counter: zeroed where it is allocated (or at every launch,
+    // in a caller's workspace) and left at 0 by each launch.
+    WorkspaceSpec counter{"tile_counter", "4"};
+    counter.zeroed = true;
+    manifest.workspaces.push_back(std::move(counter));
+    hopper.params.push_back(workspaceSlot("tile_counter"));
     if (llvm::Error error = appendCaptureSlots(wgmma->signature, hopper.params))
       return std::move(error);
     if (hopperTiles)

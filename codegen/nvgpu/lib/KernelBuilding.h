@@ -197,9 +197,11 @@ public:
 
   /// Collects the captures, fills the signature and creates the module
   /// with its dynamic shared memory. `tensorMaps` parameters of
-  /// Kind::TensorMap ("map.<i>") follow the FixedParams.
+  /// Kind::TensorMap ("map.<i>") follow the FixedParams, then pointers
+  /// named `pointers`.
   FailureOr<gpu::GPUModuleOp> create(StringRef moduleName,
-                                     unsigned tensorMaps = 0);
+                                     unsigned tensorMaps = 0,
+                                     ArrayRef<StringRef> pointers = {});
   /// An empty kernel of `threads` threads per CTA taking the signature.
   gpu::GPUFuncOp createKernel(const Twine &name, int64_t threads);
   /// Adds a kernel whose body `emitBody` emits with the regions' captures

@@ -8,8 +8,9 @@
 using namespace mlir;
 using namespace mlir::attn;
 
-FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName,
-                                                         unsigned tensorMaps) {
+FailureOr<gpu::GPUModuleOp>
+KernelModuleBuilder::create(StringRef moduleName, unsigned tensorMaps,
+                            ArrayRef<StringRef> pointers) {
   if (failed(collectCaptures(regionOwner, captureValues)))
     return failure();
   signature = GpuKernelSignature();
@@ -18,6 +19,8 @@ FailureOr<gpu::GPUModuleOp> KernelModuleBuilder::create(StringRef moduleName,
   for (unsigned m = 0; m < tensorMaps; ++m)
     signature.params.push_back(
         {"map." + std::to_string(m), GpuKernelParam::Kind::TensorMap});
+  for (StringRef pointer : pointers)
+    signature.params.push_back({pointer.str(), GpuKernelParam::Kind::Pointer});
   auto globalPtr = LLVM::LLVMPointerType::get(builder.getContext(), 1);
   for (const GpuKernelParam &param : signature.params) {
     switch (param.kind) {

@@ -1,18 +1,18 @@
 //===- WgmmaAttentionKernel.cpp - The Hopper attention skeleton -----------===//
 //
 // The sm_90a forward kernel of an attn.attention, FlashAttention-3's
-// structure: one CTA per (128 query rows, head, batch) of three warp groups.
-// The first is the producer: after giving registers back (setmaxnreg) one of
-// its threads loads Q, then K and V of each live key block into a ring of
-// kWgmmaStages stages, with TMA (cp.async.bulk.tensor, 128-byte swizzle)
-// completing on mbarriers. The other two are consumers of 64 rows each:
-// S = Q Kᵀ on wgmma with both operands in shared memory, the op's
-// score_mod, mask and normalizer exactly as in the mma.sync skeleton (a
-// wgmma m64nN accumulator holds, per warp, the fragments of an m16n8
-// accumulator row tile), and O += P V on wgmma with P from registers. The
-// two products overlap the softmax: block j's S and block j - 1's P V are
-// issued together, block j's weights are computed while P V runs, and O
-// is rescaled by block j's shift once it has. The two groups take turns
+// structure: CTAs of three warp groups, each taking tiles of (128 query
+// rows, head, batch) in turn (below). The first is the producer: after giving
+// registers back (setmaxnreg) one of its threads loads Q, then K and V of each
+// live key block into a ring of kWgmmaStages stages, with TMA
+// (cp.async.bulk.tensor, 128-byte swizzle) completing on mbarriers. The other
+// two are consumers of 64 rows each: S = Q Kᵀ on wgmma with both operands in
+// shared memory, the op's score_mod, mask and normalizer exactly as in the
+// mma.sync skeleton (a wgmma m64nN accumulator holds, per warp, the fragments
+// of an m16n8 accumulator row tile), and O += P V on wgmma with P from
+// registers. The two products overlap the softmax: block j's S and block j -
+// 1's P V are issued together, block j's weights are computed while P V runs,
+// and O is rescaled by block j's shift once it has. The two groups take turns
 // issuing a block's products (named barriers 1 and 2), so that the tensor
 // cores run one group's while the other computes its weights. K of a stage
 // is released as soon as S is done, V once P V is.
@@ -20,18 +20,25 @@
 // The asynchronous products' registers pass through fenceOperands
 // (WgmmaTiles.h) around wgmma.fence and wgmma.wait_group.
 //
-// Persistent (AttentionTileShape::persistent: attention without a mask), a
-// CTA takes its tiles in turn with the others (emitTileLoop), as many CTAs
-// as SMs: the producer loads the next tile's Q once
-// both consumers have done their last S = Q Kᵀ of the tile before (Q empty),
-// and its keys as soon as the ring has room, while the consumers finish
-// the last P V and write O; the ring and the turns carry on across tiles.
+// The CTAs stay resident, one per SM, and take their tiles in turn: each
+// starts with the tile of its index in the grid, then its producer fetches
+// the next from a counter in global memory (an atomic add, once it has
+// issued the last loads of the tile before) and hands it to the consumers
+// through shared memory with the tile's Q. Tiles are numbered
+// heads' row blocks side by side, the last rows first (under a causal mask
+// they have the most keys), so the longest tiles start first and the short
+// ones fill the end, as SMs free up. The producer loads the next tile's Q
+// once both consumers have done their last S = Q Kᵀ of the tile before
+// (Q empty), and its keys as soon as the ring has room, while the consumers
+// finish the last P V and write O; the ring and the turns carry on across
+// tiles. The CTA that fetches the last ticket resets the counter to 0 for
+// the next launch.
 //
 // Shared memory (bytes from a 1024-aligned base): Q as D / 64 column chunks
 // of [128 rows][64] (128 bytes a row, swizzled in 1024-byte atoms of 8
 // rows); each stage K then V as chunks of [blockN rows][64]; then the
 // barriers: Q full, then per stage K full, V full, K empty and V empty,
-// then Q empty.
+// then Q empty; then the tile slot.
 //
 //===----------------------------------------------------------------------===//
 
@@ -85,7 +92,7 @@ int64_t mlir::attn::getWgmmaSharedMemoryBytes(const AttentionTileShape &shape) {
   // The tiles, the barriers, and room to align the base to 1024 bytes.
   return 2 * shape.blockM * shape.headDim +
          kWgmmaStages * 2 * shape.blockN * (shape.headDim + shape.valueDim) +
-         8 * (2 + 4 * kWgmmaStages) + kSwizzleAtomBytes;
+         8 * (2 + 4 * kWgmmaStages) + 8 + kSwizzleAtomBytes;
 }
 
 //===----------------------------------------------------------------------===//
@@ -109,6 +116,14 @@ int64_t valuesEmptyBarrier(int64_t stage) {
 }
 int64_t queryEmptyBarrier() { return 8 * (1 + 4 * kWgmmaStages); }
 } // namespace
+
+/// After the barriers, the slot through which the producer hands each tile
+/// (its index in the schedule) to the consumers.
+int64_t AttentionKernelEmitter::tileSlotOffset() {
+  return 8 * (2 + 4 * kWgmmaStages);
+}
+
+namespace {} // namespace
 
 AttentionKernelEmitter::RingSlot
 AttentionKernelEmitter::ringSlot(Value iteration) {
@@ -139,12 +154,8 @@ AttentionKernelEmitter::nextLiveBlock(Value block, Value position,
   return findLiveBlock(block ? add(block, c32(1)) : c32(0), numBlocks);
 }
 
-void AttentionKernelEmitter::emitTileLoop(
-    function_ref<Value(Value, Value)> body) {
-  if (!shape.persistent) {
-    body(c32(0), c32(0));
-    return;
-  }
+AttentionKernelEmitter::TileSchedule
+AttentionKernelEmitter::emitTileSchedule() {
   // The CTA's place in the grid however the runtime shaped it: launched
   // with one CTA per tile, each takes just its own.
   Value gridX = arith::IndexCastOp::create(
@@ -153,68 +164,152 @@ void AttentionKernelEmitter::emitTileLoop(
       b, loc, i32, gpu::GridDimOp::create(b, loc, gpu::Dimension::y));
   Value gridZ = arith::IndexCastOp::create(
       b, loc, i32, gpu::GridDimOp::create(b, loc, gpu::Dimension::z));
-  Value numCtas = mul(gridX, mul(gridY, gridZ));
-  Value cta =
+  TileSchedule schedule;
+  schedule.numCtas = mul(gridX, mul(gridY, gridZ));
+  schedule.cta =
       add(blockIndexAlong(gpu::Dimension::x),
           mul(gridX, add(blockIndexAlong(gpu::Dimension::y),
                          mul(gridY, blockIndexAlong(gpu::Dimension::z)))));
-  Value numTiles = mul(ceilDiv(sizeM, shape.blockM),
-                       mul(arg(FixedParam::H), arg(FixedParam::B)));
-  Type i32Type = b.getI32Type();
-  auto loop = scf::WhileOp::create(
-      b, loc, TypeRange{i32Type, i32Type, i32Type}, ValueRange{c32(0), c32(0)},
+  schedule.numTiles = mul(ceilDiv(sizeM, shape.blockM),
+                          mul(arg(FixedParam::H), arg(FixedParam::B)));
+  schedule.counter = args[kNumFixedParams + kWgmmaTensorMaps];
+  return schedule;
+}
+
+Value AttentionKernelEmitter::fetchTile(const TileSchedule &schedule) {
+  return emitAsm(b, loc, i32, {schedule.counter},
+                 "atom.global.add.u32 $0, [$1], 1;", "=r,l")
+      .getResult(0);
+}
+
+void AttentionKernelEmitter::resetTileCounter(const TileSchedule &schedule,
+                                              Value ticket) {
+  // A CTA takes a ticket for each tile it starts (the ticket of the tile
+  // after it), none if its first is past the last: numTiles tickets in
+  // all, so the one that got numTiles - 1 is the last, and no CTA of this
+  // launch reads the counter after it. Left at 0, it serves the next launch.
+  auto ifLast = scf::IfOp::create(
+      b, loc,
+      cmpi(arith::CmpIPredicate::eq, ticket, sub(schedule.numTiles, c32(1))),
+      /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard insertion(b);
+  b.setInsertionPointToStart(ifLast.thenBlock());
+  emitAsm(b, loc, {}, {schedule.counter}, "st.global.u32 [$0], 0;", "l");
+}
+
+namespace {
+/// An scf.while over the CTA's tiles, its regions emitted through `b` (the
+/// emitter's builder): `before(state)` returns whether to go on and the
+/// values the body gets (of `types`), `after(values)` the next state.
+void emitTileWhile(
+    OpBuilder &b, Location loc, TypeRange types, ValueRange init,
+    function_ref<std::pair<Value, SmallVector<Value>>(ValueRange)> before,
+    function_ref<SmallVector<Value>(ValueRange)> after) {
+  auto atEnd = [&](OpBuilder &nested) {
+    b.setInsertionPoint(nested.getInsertionBlock(), nested.getInsertionPoint());
+  };
+  scf::WhileOp::create(
+      b, loc, types, init,
       [&](OpBuilder &nested, Location, ValueRange state) {
         OpBuilder::InsertionGuard insertion(b);
-        b.setInsertionPoint(nested.getInsertionBlock(),
-                            nested.getInsertionPoint());
-        // Of C CTAs, CTA c takes tiles c, c + C, c + 2 C, ...: the tiles
-        // have the same work (persistent kernels have no mask).
-        Value ordinal = state[0];
-        Value tile = add(mul(ordinal, numCtas), cta);
-        scf::ConditionOp::create(
-            b, loc, cmpi(arith::CmpIPredicate::slt, tile, numTiles),
-            ValueRange{ordinal, state[1], tile});
+        atEnd(nested);
+        auto [goOn, passed] = before(state);
+        scf::ConditionOp::create(b, loc, goOn, passed);
       },
-      [&](OpBuilder &nested, Location, ValueRange state) {
+      [&](OpBuilder &nested, Location, ValueRange values) {
         OpBuilder::InsertionGuard insertion(b);
-        b.setInsertionPoint(nested.getInsertionBlock(),
-                            nested.getInsertionPoint());
-        setTileIndices(state[2]);
-        Value ringEnd = body(state[0], state[1]);
-        scf::YieldOp::create(b, loc,
-                             ValueRange{add(state[0], c32(1)), ringEnd});
+        atEnd(nested);
+        scf::YieldOp::create(b, loc, after(values));
       });
-  (void)loop;
+}
+} // namespace
+
+void AttentionKernelEmitter::emitProducerTiles(
+    const TileSchedule &schedule, function_ref<Value(Value ringStart)> body) {
+  Value slot = sharedAddress(wgmmaBarrierOffset() + tileSlotOffset());
+  Value qEmpty = sharedAddress(wgmmaBarrierOffset() + queryEmptyBarrier());
+  // State: the tile's ordinal in the CTA, where it starts in the ring, and
+  // the tile.
+  emitTileWhile(
+      b, loc, TypeRange{i32, i32, i32},
+      ValueRange{c32(0), c32(0), schedule.cta},
+      [&](ValueRange state) -> std::pair<Value, SmallVector<Value>> {
+        // Q's buffer and the tile's slot are free once both consumers have
+        // done the last S of the tile before; the first tile waits for the
+        // phase before the first, which counts as complete.
+        Value ordinal = state[0], tile = state[2];
+        waitBarrier(qEmpty,
+                    arith::XOrIOp::create(
+                        b, loc, arith::AndIOp::create(b, loc, ordinal, c32(1)),
+                        c32(1)));
+        emitAsm(b, loc, {}, {slot, tile}, "st.shared.u32 [$0], $1;", "r,r");
+        return {cmpi(arith::CmpIPredicate::slt, tile, schedule.numTiles),
+                llvm::to_vector(state)};
+      },
+      [&](ValueRange state) -> SmallVector<Value> {
+        setTileIndices(state[2]);
+        Value ringEnd = body(state[1]);
+        // The next tile is taken once this one's last keys are on their
+        // way, a block or two before the consumers finish it: taken as the
+        // tile starts, a long tile would hold the next one back while SMs
+        // with short tiles go idle.
+        Value ticket = fetchTile(schedule);
+        resetTileCounter(schedule, ticket);
+        return {add(state[0], c32(1)), ringEnd, add(schedule.numCtas, ticket)};
+      });
+  // The slot holds a tile past the last: completing Q full without loading
+  // anything tells the consumers to stop.
+  arrive(sharedAddress(wgmmaBarrierOffset() + qFullBarrier()));
+}
+
+void AttentionKernelEmitter::emitConsumerTiles(
+    const TileSchedule &schedule, function_ref<Value(Value ringStart)> body) {
+  Value slot = sharedAddress(wgmmaBarrierOffset() + tileSlotOffset());
+  Value qFull = sharedAddress(wgmmaBarrierOffset() + qFullBarrier());
+  // State: the tile's ordinal in the CTA and where it starts in the ring;
+  // the body also gets the tile.
+  emitTileWhile(
+      b, loc, TypeRange{i32, i32, i32}, ValueRange{c32(0), c32(0)},
+      [&](ValueRange state) -> std::pair<Value, SmallVector<Value>> {
+        // Q full (the mbarrier's acquire) also publishes the slot.
+        waitBarrier(qFull, arith::AndIOp::create(b, loc, state[0], c32(1)));
+        Value tile =
+            emitAsm(b, loc, i32, {slot}, "ld.shared.u32 $0, [$1];", "=r,r")
+                .getResult(0);
+        return {cmpi(arith::CmpIPredicate::slt, tile, schedule.numTiles),
+                {state[0], state[1], tile}};
+      },
+      [&](ValueRange state) -> SmallVector<Value> {
+        setTileIndices(state[2]);
+        Value ringEnd = body(state[1]);
+        return {add(state[0], c32(1)), ringEnd};
+      });
 }
 
 void AttentionKernelEmitter::setTileIndices(Value tile) {
-  // As the grid [ceil(M / blockM), H, B] numbers them: the row blocks of a
-  // head run side by side and share its keys in L2.
-  Value numHeads = arg(FixedParam::H);
+  // The query heads that share a key/value head (GQA) side by side, one
+  // row block of each in turn, the last rows first: the tiles in flight at
+  // once read the same keys, which L2 then holds for all of them.
   Value rowTiles = ceilDiv(sizeM, shape.blockM);
-  Value pair = divu(tile, rowTiles);
-  head = remu(pair, numHeads);
-  batch = divu(pair, numHeads);
-  kvHead = divu(head, groupSize);
-  m0 = mul(sub(sub(rowTiles, c32(1)), remu(tile, rowTiles)), c32(shape.blockM));
+  Value groupTiles = mul(rowTiles, groupSize);
+  Value group = divu(tile, groupTiles);
+  Value inGroup = remu(tile, groupTiles);
+  Value numKvHeads = arg(FixedParam::G);
+  batch = divu(group, numKvHeads);
+  kvHead = remu(group, numKvHeads);
+  head = add(mul(kvHead, groupSize), remu(inGroup, groupSize));
+  m0 = mul(sub(sub(rowTiles, c32(1)), divu(inGroup, groupSize)),
+           c32(shape.blockM));
   batchIdx = toIndex(batch);
   headIdx = toIndex(head);
 }
 
-Value AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks, Value ordinal,
+Value AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks,
                                                 Value ringStart) {
   Value qMap = args[kNumFixedParams], kMap = args[kNumFixedParams + 1],
         vMap = args[kNumFixedParams + 2];
   const int64_t dChunks = shape.headDim / 64, eChunks = shape.valueDim / 64;
   Value qFull = sharedAddress(wgmmaBarrierOffset() + qFullBarrier());
-  // Q's buffer is free once both consumers have done the last S of the
-  // tile before; the first tile waits for the phase before the first,
-  // which counts as complete.
-  if (shape.persistent)
-    waitBarrier(
-        sharedAddress(wgmmaBarrierOffset() + queryEmptyBarrier()),
-        arith::XOrIOp::create(
-            b, loc, arith::AndIOp::create(b, loc, ordinal, c32(1)), c32(1)));
   arriveExpectingBytes(qFull, 2 * shape.blockM * shape.headDim);
   for (int64_t c = 0; c < dChunks; ++c)
     loadBox(qMap, sharedAddress(c * shape.blockM * kSwizzledRowBytes),
@@ -322,10 +417,7 @@ SmallVector<Value> AttentionKernelEmitter::packWeights(ArrayRef<Value> p) {
 }
 
 Value AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks, Value group,
-                                                Value qBase, Value ordinal,
-                                                Value ringStart) {
-  waitBarrier(sharedAddress(wgmmaBarrierOffset() + qFullBarrier()),
-              arith::AndIOp::create(b, loc, ordinal, c32(1)));
+                                                Value qBase, Value ringStart) {
   const int64_t numRows = shape.ownedRows();
   const int64_t numAcc = shape.valueDim / 2;
   const int64_t numWeights = shape.blockN / 4;
@@ -444,8 +536,7 @@ Value AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks, Value group,
       });
 
   // Every S of the tile is done: Q may take the next tile's.
-  if (shape.persistent)
-    arrive(sharedAddress(wgmmaBarrierOffset() + queryEmptyBarrier()));
+  arrive(sharedAddress(wgmmaBarrierOffset() + queryEmptyBarrier()));
 
   // The last block's P V.
   ValueRange loopResults = loop.getResults();
@@ -487,8 +578,12 @@ void AttentionKernelEmitter::emitWgmma() {
       arith::AndIOp::create(b, loc, add(raw, c32(kSwizzleAtomBytes - 1)),
                             c32(~(kSwizzleAtomBytes - 1)));
   Value numBlocks = ceilDiv(sizeN, shape.blockN);
-  if (shape.tileList)
-    emitTileListStart(numBlocks);
+  TileSchedule schedule = emitTileSchedule();
+  // A tile's indices (setTileIndices) and its list of live blocks.
+  auto startTile = [&]() {
+    if (shape.tileList)
+      emitTileListStart(numBlocks);
+  };
   const int64_t barriers = wgmmaBarrierOffset();
   const int64_t consumers = wgmmaConsumerThreads();
   {
@@ -518,8 +613,9 @@ void AttentionKernelEmitter::emitWgmma() {
       b, loc, cmpi(arith::CmpIPredicate::eq, tid, c32(0)),
       /*withElseRegion=*/false);
   b.setInsertionPointToStart(ifLoader.thenBlock());
-  emitTileLoop([&](Value ordinal, Value ringStart) {
-    return emitWgmmaProducer(numBlocks, ordinal, ringStart);
+  emitProducerTiles(schedule, [&](Value ringStart) {
+    startTile();
+    return emitWgmmaProducer(numBlocks, ringStart);
   });
   b.setInsertionPointToStart(ifProducer.elseBlock());
   setMaxRegisters(kConsumerRegisters, /*increase=*/true);
@@ -538,7 +634,8 @@ void AttentionKernelEmitter::emitWgmma() {
     b.setInsertionPointToStart(ifFirstGroup.thenBlock());
     passProductTurn(/*group=*/c32(1));
   }
-  emitTileLoop([&](Value ordinal, Value ringStart) {
-    return emitWgmmaConsumer(numBlocks, group, qBase, ordinal, ringStart);
+  emitConsumerTiles(schedule, [&](Value ringStart) {
+    startTile();
+    return emitWgmmaConsumer(numBlocks, group, qBase, ringStart);
   });
 }

@@ -179,6 +179,7 @@ attnc_status attnc_copy_to_device(int device, void *dst, const void *src,
                                   size_t bytes);
 attnc_status attnc_copy_to_host(int device, void *dst, const void *src,
                                 size_t bytes);
+/** Sets `bytes` bytes at `dst` to `value`; done when it returns. */
 attnc_status attnc_device_memset(int device, void *dst, uint8_t value,
                                  size_t bytes);
 

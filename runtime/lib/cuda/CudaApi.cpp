@@ -221,6 +221,11 @@ Status ensureWorkspaces(const Package &pkg, LoadedPackage &loaded,
                                  " bytes) for workspace '" +
                                  pkg.manifest.workspaces[w].name + "'"))
         return s;
+      // Its kernels leave a zeroed workspace as they found it: zeroed once.
+      if (pkg.manifest.workspaces[w].zeroed)
+        if (Status s = d.check(d.cuMemsetD8Async(ptr, 0, size, stream),
+                               "cuMemsetD8Async"))
+          return s;
       bufs.data[w] = reinterpret_cast<void *>(static_cast<uintptr_t>(ptr));
       bufs.bytes[w] = size;
     }
@@ -573,6 +578,15 @@ Status runPlan(attnc_plan_t &plan, void *const *data,
             " bytes of device memory aligned to " +
             std::to_string(kWorkspaceGranule) + " bytes");
     }
+    // A caller's memory may have held anything since its last launch.
+    for (size_t w = 0; w < workspaces.size(); ++w)
+      if (workspaces[w] && m.workspaces[w].zeroed)
+        if (Status s = d->check(
+                d->cuMemsetD8Async(dptr(workspaces[w]), 0,
+                                   static_cast<size_t>(plan.workspaceBytes[w]),
+                                   cuStream),
+                "cuMemsetD8Async"))
+          return s;
   } else if (std::any_of(plan.workspaceBytes.begin(),
                          plan.workspaceBytes.end(),
                          [](int64_t b) { return b > 0; })) {
@@ -830,6 +844,10 @@ attnc_status attnc_device_memset(int device, void *dst, uint8_t value,
   if (Status s = enter(device, d))
     return setLastError(s);
   if (Status s = d->check(d->cuMemsetD8(dptr(dst), value, bytes), "cuMemsetD8"))
+    return setLastError(s);
+  // cuMemsetD8 may return before it is done, and kernels on non-blocking
+  // streams do not wait for it.
+  if (Status s = d->check(d->cuCtxSynchronize(), "cuCtxSynchronize"))
     return setLastError(s);
   return ATTNC_OK;
 }

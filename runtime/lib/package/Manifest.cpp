@@ -628,6 +628,8 @@ std::string manifestToJson(const PackageManifest &m) {
       Value o = Value::object();
       o.set("name", Value::string(w.name));
       o.set("bytes", Value::string(w.bytes));
+      if (w.zeroed)
+        o.set("zeroed", Value::boolean(true));
       if (w.tensor) {
         Value tensor = Value::object();
         tensor.set("dtype",
@@ -783,6 +785,8 @@ Status manifestFromJson(std::string_view text, PackageManifest &out) {
       if (Status s = w.string("name", ws.name))
         return s;
       if (Status s = w.string("bytes", ws.bytes))
+        return s;
+      if (Status s = w.boolean("zeroed", ws.zeroed, /*required=*/false))
         return s;
       if (const json::Value *tensor = w.field("tensor")) {
         ObjectReader t(*tensor, w.getPath() + ".tensor");

@@ -103,7 +103,10 @@ def launch(args):
             os.makedirs(out, exist_ok=True)
             command = [args.launch, os.path.join(args.packages, package),
                        "--dim", dims, "--seed", str(index + 1),
-                       "--int-range", "0,3", "--out-dir", out]
+                       "--int-range", "0,3", "--out-dir", out,
+                       # What the kernels leave in their workspaces must
+                       # serve the next launch: the second one is checked.
+                       "--launches", "2"]
             for param in filter(None, PARAMS.get(name, "").split(",")):
                 command += ["--param", param]
             run = subprocess.run(command, capture_output=True, text=True)

@@ -17,6 +17,7 @@
 
 #include "../../../runtime/lib/cuda/CudaDriver.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -55,6 +56,8 @@ struct Launch {
 };
 std::vector<Launch> launches;
 int encodes = 0;
+/// Start address of each cuMemsetD8Async since fake_reset.
+std::vector<uintptr_t> asyncMemsets;
 int marker;
 } // namespace
 
@@ -71,6 +74,7 @@ void fake_reset(int params) {
   syncs = 0;
   launches.clear();
   encodes = 0;
+  asyncMemsets.clear();
 }
 int fake_calls() { return calls; }
 int fake_unloads() { return unloads; }
@@ -117,6 +121,11 @@ int fake_launch_param(int i, int p, void *out) {
 }
 /// How many tensor maps were encoded since fake_reset.
 int fake_tensor_map_encodes() { return encodes; }
+/// How many cuMemsetD8Async calls since fake_reset started at `address`.
+int fake_async_memsets(uint64_t address) {
+  return static_cast<int>(
+      std::count(asyncMemsets.begin(), asyncMemsets.end(), address));
+}
 
 // The driver API.
 int cuInit(unsigned) { return ++calls, 0; }
@@ -228,6 +237,10 @@ int cuMemcpyDtoH_v2(void *d, CUdeviceptr s, size_t n) {
   return ++calls, std::memcpy(d, reinterpret_cast<void *>(s), n), 0;
 }
 int cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) {
+  return ++calls, std::memset(reinterpret_cast<void *>(d), v, n), 0;
+}
+int cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream) {
+  asyncMemsets.push_back(static_cast<uintptr_t>(d));
   return ++calls, std::memset(reinterpret_cast<void *>(d), v, n), 0;
 }
 int cuPointerGetAttribute(void *out, int attr, CUdeviceptr p) {

@@ -48,6 +48,7 @@ struct FakeCuda {
   const char *(*launchFunction)(int);
   int (*launchParam)(int, int, void *);
   int (*tensorMapEncodes)();
+  int (*asyncMemsets)(uint64_t);
 };
 
 /// The controls of the fake at `path`; all null when it does not load.
@@ -74,6 +75,7 @@ inline FakeCuda loadFakeCuda(const char *path) {
   get(f.launchFunction, "fake_launch_function");
   get(f.launchParam, "fake_launch_param");
   get(f.tensorMapEncodes, "fake_tensor_map_encodes");
+  get(f.asyncMemsets, "fake_async_memsets");
   return f;
 }
 

@@ -471,6 +471,53 @@ TEST_F(FakeCudaSplitKTest, PlansTakeTheCallersWorkspaces) {
   attnc_plan_free(plan);
 }
 
+TEST_F(FakeCudaSplitKTest, ZeroedWorkspacesAreZeroedWhereAllocated) {
+  // A counter the kernels leave at 0 (`zeroed`): the runtime's buffer is
+  // zeroed once, where it is allocated (and again where it grows); a
+  // caller's at every launch. Others never.
+  PackageManifest m = splitKManifest();
+  m.workspaces[0].zeroed = true;
+  load(m);
+  fake().reset(5);
+  ASSERT_EQ(launch(1000, nullptr), ATTNC_OK) << attnc_last_error();
+  uint64_t partials = recorded(0).params[2], lse = recorded(0).params[3];
+  EXPECT_EQ(fake().asyncMemsets(partials), 1);
+  EXPECT_EQ(fake().asyncMemsets(lse), 0);
+  ASSERT_EQ(launch(1000, nullptr), ATTNC_OK);
+  EXPECT_EQ(fake().asyncMemsets(partials), 1);
+  ASSERT_EQ(launch(5000, nullptr), ATTNC_OK);
+  uint64_t grown = recorded(4).params[2];
+  EXPECT_EQ(fake().allocationSize(grown), 2u * 20 * 64 * 4);
+  EXPECT_EQ(fake().asyncMemsets(grown), grown == partials ? 2 : 1);
+  EXPECT_EQ(fake().asyncMemsets(lse), 0);
+
+  std::vector<int64_t> q = {2, 64}, k = {2, 1000, 64};
+  attnc_tensor ins[2] = {bf16Tensor(q, nullptr, a.data()),
+                         bf16Tensor(k, nullptr, b.data())};
+  attnc_tensor outs[1] = {bf16Tensor(q, nullptr, c.data())};
+  attnc_plan plan = nullptr;
+  ASSERT_EQ(
+      attnc_plan_create(splitK, nullptr, ins, 2, nullptr, 0, outs, 1, &plan),
+      ATTNC_OK)
+      << attnc_last_error();
+  void *inputs[] = {a.data(), b.data()}, *outputs[] = {c.data()};
+  void *workspaces[2] = {static_cast<char *>(b.data()) + 4096,
+                         static_cast<char *>(b.data()) + 8192};
+  std::memset(workspaces[0], 0x5a, 4);
+  fake().reset(5);
+  for (int launches = 1; launches <= 2; ++launches) {
+    ASSERT_EQ(attnc_plan_launch(plan, inputs, outputs, workspaces, nullptr),
+              ATTNC_OK)
+        << attnc_last_error();
+    EXPECT_EQ(fake().asyncMemsets(reinterpret_cast<uintptr_t>(workspaces[0])),
+              launches);
+    EXPECT_EQ(fake().asyncMemsets(reinterpret_cast<uintptr_t>(workspaces[1])),
+              0);
+  }
+  EXPECT_EQ(static_cast<unsigned char *>(workspaces[0])[3], 0);
+  attnc_plan_free(plan);
+}
+
 TEST_F(FakeCudaSplitKTest, EmptyWorkspacesAreNull) {
   PackageManifest m = splitKManifest();
   m.workspaces[1].bytes = "0 * B";

@@ -88,6 +88,7 @@ TEST(PackageTest, WhenWorkspacesAndExprsRoundTrip) {
   EXPECT_EQ(m.workspaces[0].bytes, "B*cdiv(N, 256)*D*4");
   EXPECT_EQ(pkg.findWorkspace("lse"), 1);
   EXPECT_EQ(pkg.findWorkspace("B"), -1);
+  EXPECT_FALSE(m.workspaces[1].zeroed);
   ASSERT_EQ(pkg.workspaceExprs.size(), 2u);
   ASSERT_EQ(m.entries.size(), 3u);
   EXPECT_EQ(m.entries[1].when, "N > 256");
@@ -165,6 +166,9 @@ TEST(PackageTest, WhenWorkspaceAndExprErrors) {
   expectError(mutatedSplitK("\"bytes\": \"B*cdiv(N, 256)*4\"",
                             "\"bytes\": \"4\", \"size\": 4"),
               "unknown field workspaces[1].size");
+  expectError(mutatedSplitK("\"bytes\": \"B*cdiv(N, 256)*4\"",
+                            "\"bytes\": \"4\", \"zeroed\": 1"),
+              "workspaces[1].zeroed must be true or false");
   expectError(
       mutatedSplitK("\"expr\": \"cdiv(N, 256)\"", "\"expr\": \"cdiv(N 256)\""),
       "package: entry 'merge': params[3]: expr: formula "
@@ -425,6 +429,22 @@ TEST(PackageTest, FallbackOfSeveralEntriesRoundTrips) {
             std::string::npos)
       << manifestToJson(pkg.manifest);
   EXPECT_EQ(serialized(pkg.manifest, kTmaPtx), bytes);
+}
+
+TEST(PackageTest, ZeroedWorkspacesRoundTrip) {
+  PackageManifest m = splitKManifest();
+  m.workspaces[1].zeroed = true;
+  std::string bytes = serialized(m, kSplitKPtx);
+  ASSERT_FALSE(bytes.empty());
+  Package pkg;
+  Status s = readPackage(bytes, pkg);
+  ASSERT_FALSE(s) << s.getMessage();
+  EXPECT_FALSE(pkg.manifest.workspaces[0].zeroed);
+  EXPECT_TRUE(pkg.manifest.workspaces[1].zeroed);
+  std::string json = manifestToJson(pkg.manifest);
+  EXPECT_NE(json.find("\"zeroed\": true"), std::string::npos) << json;
+  EXPECT_EQ(json.find("\"zeroed\": false"), std::string::npos) << json;
+  EXPECT_EQ(serialized(pkg.manifest, kSplitKPtx), bytes);
 }
 
 TEST(PackageTest, PersistentEntriesRoundTrip) {

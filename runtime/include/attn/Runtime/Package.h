@@ -157,6 +157,10 @@ struct WorkspaceSpec {
     std::vector<std::string> shape; ///< formulas over dims, outer first
   };
   std::optional<Tensor> tensor = std::nullopt;
+  /// Its kernels need it all zero as they start, and leave it so: the
+  /// runtime zeroes its own buffer where it allocates it, a caller's at
+  /// every launch.
+  bool zeroed = false;
 };
 
 enum class ModuleFormat : uint8_t { Ptx, Cubin };

@@ -274,8 +274,11 @@ struct GpuPrologue {
 /// FixedParams, then the tensor maps of Q, K and V (Kind::TensorMap, each a
 /// 4-d map of the tensor [B, heads, rows, head dim] with a box of
 /// [1, 1, `rowsBox` or `keysBox`, 64] and the 128-byte swizzle), then the
-/// captures. Grid [ceil(M / blockM), H, B] as the mma.sync kernel's, which
-/// runs instead where a tensor cannot have a map.
+/// tile counter (a u32 in global memory, 0 at launch, which the kernel
+/// leaves at 0), then the captures. Its CTAs take the tiles of
+/// [ceil(M / blockM), H, B] in turn, so that one CTA per SM may serve them
+/// all (the manifest entry's `persistent`); the mma.sync kernel, one CTA
+/// per tile, runs instead where a tensor cannot have a map.
 struct GpuWgmmaKernel {
   std::string ptx;
   std::string kernelName;
@@ -287,12 +290,6 @@ struct GpuWgmmaKernel {
   /// workspace of its own, by a kernel of the mma.sync module (the
   /// artifact's `ptx`, whose parameters have no tensor maps).
   std::optional<GpuTileList> tileList;
-  /// Whether its CTAs take the tiles in turn (a loop over
-  /// [ceil(M / blockM), H, B] by the CTA's linear index and the grid's
-  /// size), so that the runtime may launch fewer, one per SM: the manifest
-  /// entry's `persistent`. Only attention without a mask, whose tiles all
-  /// have the same work.
-  bool persistent = false;
 };
 
 /// Whether the Hopper forward kernel serves `op`: head dims D and E of 64
