@@ -13,12 +13,61 @@ run bench/gpu_suite.py for those.
   python3 bench/gpu_ab.py --launch BUILD_RT/bin/attnc-launch \\
       --variants causal,full --lengths 16384 --rounds 3 DIR_A DIR_B [DIR_C ...]
 
+A build given as DIR:one-cta-per-tile is DIR's packages with every entry's
+"persistent" taken out of the manifest, so that the runtime launches one CTA
+per tile (the kernel serves both): the same code, persistent or not.
+
 Writes one JSON object per (variant, L, build) to $OUT/gpu_ab.jsonl.
 """
-import argparse, json, os, statistics, sys
+import argparse, json, os, re, statistics, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_suite  # noqa: E402  (the suite's variants, inputs and launcher)
+
+
+ONE_CTA_PER_TILE = ":one-cta-per-tile"
+
+
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+
+
+def without_persistence(src, dst):
+    """Copies package src to dst with no entry "persistent" (the manifest
+    rewritten, the checksum made again: runtime/lib/package/PackageFile.cpp)."""
+    data = open(src, "rb").read()
+    header = re.match(rb"attnpkg (\d+)\nmanifest (\d+)\n", data)
+    start = header.end()
+    end = start + int(header.group(2))
+    manifest = json.loads(data[start:end])
+    for entry in manifest["entries"]:
+        entry.pop("persistent", None)
+    text = json.dumps(manifest, indent=2).encode()
+    body = (b"attnpkg %s\nmanifest %d\n" % (header.group(1), len(text)) + text +
+            data[end:data.rindex(b"end ")])
+    with open(dst, "wb") as out:
+        out.write(body + b"end %016x\n" % fnv1a64(body))
+
+
+def resolve_build(build, scratch):
+    """The directory of a build argument: DIR, or for DIR:one-cta-per-tile
+    a copy of DIR's packages without persistence under `scratch`."""
+    if not build.endswith(ONE_CTA_PER_TILE):
+        return build
+    src = build[:-len(ONE_CTA_PER_TILE)]
+    dst = os.path.join(scratch, str(len(os.listdir(scratch))))
+    for folder in ("suite", "suite-grad"):
+        if not os.path.isdir(os.path.join(src, folder)):
+            continue
+        os.makedirs(os.path.join(dst, folder))
+        for name in os.listdir(os.path.join(src, folder)):
+            if name.endswith(".attnpkg"):
+                without_persistence(os.path.join(src, folder, name),
+                                    os.path.join(dst, folder, name))
+    return dst
 
 
 def main():
@@ -40,6 +89,8 @@ def main():
         parser.error(f"unknown variants {', '.join(unknown)}; the suite has "
                      f"{', '.join(gpu_suite.VARIANTS)}")
     lengths = [int(x) for x in args.lengths.split(",")]
+    scratch = tempfile.mkdtemp(prefix="gpu_ab.")
+    folders = {build: resolve_build(build, scratch) for build in args.builds}
     kinds = (("fwd", "suite"), ("fwdbwd", "suite-grad"))
     # times[(variant, L, build, kind)] = [ms per round]
     times = {}
@@ -50,7 +101,7 @@ def main():
                 B = max(1, gpu_suite.TOK // L)
                 for build in args.builds:
                     for kind, folder in kinds:
-                        package = os.path.join(build, folder, v + ".attnpkg")
+                        package = os.path.join(folders[build], folder, v + ".attnpkg")
                         if not os.path.exists(package):
                             continue
                         ms, _ = gpu_suite.time_ours(args, package, v, B, H, G, L)
