@@ -24,9 +24,10 @@
 // starts with the tile of its index in the grid, then its producer fetches
 // the next from a counter in global memory (an atomic add, once it has
 // issued the last loads of the tile before) and hands it to the consumers
-// through shared memory with the tile's Q. Tiles are numbered
-// heads' row blocks side by side, the last rows first (under a causal mask
-// they have the most keys), so the longest tiles start first and the short
+// through shared memory with the tile's Q. Tiles are numbered row block by
+// row block, the last rows first (under a causal mask they have the most
+// keys), each block of the query heads that share a key/value head side by
+// side (setTileIndices), so the longest tiles start first and the short
 // ones fill the end, as SMs free up. The producer loads the next tile's Q
 // once both consumers have done their last S = Q Kᵀ of the tile before
 // (Q empty), and its keys as soon as the ring has room, while the consumers
@@ -89,7 +90,8 @@ int64_t AttentionKernelEmitter::wgmmaBarrierOffset() const {
 }
 
 int64_t mlir::attn::getWgmmaSharedMemoryBytes(const AttentionTileShape &shape) {
-  // The tiles, the barriers, and room to align the base to 1024 bytes.
+  // The tiles, the barriers, the tile slot (8 bytes, keeping what follows
+  // aligned), and room to align the base to 1024 bytes.
   return 2 * shape.blockM * shape.headDim +
          kWgmmaStages * 2 * shape.blockN * (shape.headDim + shape.valueDim) +
          8 * (2 + 4 * kWgmmaStages) + 8 + kSwizzleAtomBytes;
@@ -122,8 +124,6 @@ int64_t queryEmptyBarrier() { return 8 * (1 + 4 * kWgmmaStages); }
 int64_t AttentionKernelEmitter::tileSlotOffset() {
   return 8 * (2 + 4 * kWgmmaStages);
 }
-
-namespace {} // namespace
 
 AttentionKernelEmitter::RingSlot
 AttentionKernelEmitter::ringSlot(Value iteration) {
