@@ -214,7 +214,8 @@ private:
                          function_ref<Value(Value ringStart)> body);
   void emitConsumerTiles(const TileSchedule &schedule,
                          function_ref<Value(Value ringStart)> body);
-  /// m0, head, kvHead and batch of tile `tile` of the schedule.
+  /// m0, head, kvHead and batch of tile `tile` of the schedule, and with a
+  /// tile list, the tile's list.
   void setTileIndices(Value tile);
   /// The tile slot's offset past wgmmaBarrierOffset.
   static int64_t tileSlotOffset();

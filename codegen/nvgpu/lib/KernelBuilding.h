@@ -84,27 +84,43 @@ protected:
     return LLVM::GEPOp::create(b, loc, base.getType(), element, base,
                                ValueRange{offset});
   }
+  /// An scf.while whose regions are emitted through `b`: `before(state)`
+  /// returns whether to go on and the values the body gets (of `types`),
+  /// `after(values)` the next state.
+  scf::WhileOp emitWhileLoop(
+      TypeRange types, ValueRange init,
+      function_ref<std::pair<Value, SmallVector<Value>>(ValueRange)> before,
+      function_ref<SmallVector<Value>(ValueRange)> after) {
+    auto atEnd = [&](OpBuilder &nested) {
+      b.setInsertionPoint(nested.getInsertionBlock(),
+                          nested.getInsertionPoint());
+    };
+    return scf::WhileOp::create(
+        b, loc, types, init,
+        [&](OpBuilder &nested, Location, ValueRange state) {
+          OpBuilder::InsertionGuard insertion(b);
+          atEnd(nested);
+          auto [goOn, passed] = before(state);
+          scf::ConditionOp::create(b, loc, goOn, passed);
+        },
+        [&](OpBuilder &nested, Location, ValueRange values) {
+          OpBuilder::InsertionGuard insertion(b);
+          atEnd(nested);
+          scf::YieldOp::create(b, loc, after(values));
+        });
+  }
   /// A loop over blocks whose first carried value is the block: it runs
   /// while that is below `numBlocks`, `body` giving the next carried values.
   scf::WhileOp
   emitBlockLoop(ValueRange init, Value numBlocks,
                 function_ref<SmallVector<Value>(ValueRange)> body) {
-    return scf::WhileOp::create(
-        b, loc, TypeRange(init), init,
-        [&](OpBuilder &nested, Location, ValueRange state) {
-          OpBuilder::InsertionGuard insertion(b);
-          b.setInsertionPoint(nested.getInsertionBlock(),
-                              nested.getInsertionPoint());
-          scf::ConditionOp::create(
-              b, loc, cmpi(arith::CmpIPredicate::slt, state[0], numBlocks),
-              state);
+    return emitWhileLoop(
+        TypeRange(init), init,
+        [&](ValueRange state) -> std::pair<Value, SmallVector<Value>> {
+          return {cmpi(arith::CmpIPredicate::slt, state[0], numBlocks),
+                  llvm::to_vector(state)};
         },
-        [&](OpBuilder &nested, Location, ValueRange state) {
-          OpBuilder::InsertionGuard insertion(b);
-          b.setInsertionPoint(nested.getInsertionBlock(),
-                              nested.getInsertionPoint());
-          scf::YieldOp::create(b, loc, body(state));
-        });
+        body);
   }
 
   OpBuilder &b;

@@ -197,42 +197,14 @@ void AttentionKernelEmitter::resetTileCounter(const TileSchedule &schedule,
   emitAsm(b, loc, {}, {schedule.counter}, "st.global.u32 [$0], 0;", "l");
 }
 
-namespace {
-/// An scf.while over the CTA's tiles, its regions emitted through `b` (the
-/// emitter's builder): `before(state)` returns whether to go on and the
-/// values the body gets (of `types`), `after(values)` the next state.
-void emitTileWhile(
-    OpBuilder &b, Location loc, TypeRange types, ValueRange init,
-    function_ref<std::pair<Value, SmallVector<Value>>(ValueRange)> before,
-    function_ref<SmallVector<Value>(ValueRange)> after) {
-  auto atEnd = [&](OpBuilder &nested) {
-    b.setInsertionPoint(nested.getInsertionBlock(), nested.getInsertionPoint());
-  };
-  scf::WhileOp::create(
-      b, loc, types, init,
-      [&](OpBuilder &nested, Location, ValueRange state) {
-        OpBuilder::InsertionGuard insertion(b);
-        atEnd(nested);
-        auto [goOn, passed] = before(state);
-        scf::ConditionOp::create(b, loc, goOn, passed);
-      },
-      [&](OpBuilder &nested, Location, ValueRange values) {
-        OpBuilder::InsertionGuard insertion(b);
-        atEnd(nested);
-        scf::YieldOp::create(b, loc, after(values));
-      });
-}
-} // namespace
-
 void AttentionKernelEmitter::emitProducerTiles(
     const TileSchedule &schedule, function_ref<Value(Value ringStart)> body) {
   Value slot = sharedAddress(wgmmaBarrierOffset() + tileSlotOffset());
   Value qEmpty = sharedAddress(wgmmaBarrierOffset() + queryEmptyBarrier());
   // State: the tile's ordinal in the CTA, where it starts in the ring, and
   // the tile.
-  emitTileWhile(
-      b, loc, TypeRange{i32, i32, i32},
-      ValueRange{c32(0), c32(0), schedule.cta},
+  emitWhileLoop(
+      TypeRange{i32, i32, i32}, ValueRange{c32(0), c32(0), schedule.cta},
       [&](ValueRange state) -> std::pair<Value, SmallVector<Value>> {
         // Q's buffer and the tile's slot are free once both consumers have
         // done the last S of the tile before; the first tile waits for the
@@ -268,8 +240,8 @@ void AttentionKernelEmitter::emitConsumerTiles(
   Value qFull = sharedAddress(wgmmaBarrierOffset() + qFullBarrier());
   // State: the tile's ordinal in the CTA and where it starts in the ring;
   // the body also gets the tile.
-  emitTileWhile(
-      b, loc, TypeRange{i32, i32, i32}, ValueRange{c32(0), c32(0)},
+  emitWhileLoop(
+      TypeRange{i32, i32, i32}, ValueRange{c32(0), c32(0)},
       [&](ValueRange state) -> std::pair<Value, SmallVector<Value>> {
         // Q full (the mbarrier's acquire) also publishes the slot.
         waitBarrier(qFull, arith::AndIOp::create(b, loc, state[0], c32(1)));
@@ -302,6 +274,8 @@ void AttentionKernelEmitter::setTileIndices(Value tile) {
            c32(shape.blockM));
   batchIdx = toIndex(batch);
   headIdx = toIndex(head);
+  if (shape.tileList)
+    emitTileListStart(ceilDiv(sizeN, shape.blockN));
 }
 
 Value AttentionKernelEmitter::emitWgmmaProducer(Value numBlocks,
@@ -579,11 +553,6 @@ void AttentionKernelEmitter::emitWgmma() {
                             c32(~(kSwizzleAtomBytes - 1)));
   Value numBlocks = ceilDiv(sizeN, shape.blockN);
   TileSchedule schedule = emitTileSchedule();
-  // A tile's indices (setTileIndices) and its list of live blocks.
-  auto startTile = [&]() {
-    if (shape.tileList)
-      emitTileListStart(numBlocks);
-  };
   const int64_t barriers = wgmmaBarrierOffset();
   const int64_t consumers = wgmmaConsumerThreads();
   {
@@ -614,7 +583,6 @@ void AttentionKernelEmitter::emitWgmma() {
       /*withElseRegion=*/false);
   b.setInsertionPointToStart(ifLoader.thenBlock());
   emitProducerTiles(schedule, [&](Value ringStart) {
-    startTile();
     return emitWgmmaProducer(numBlocks, ringStart);
   });
   b.setInsertionPointToStart(ifProducer.elseBlock());
@@ -635,7 +603,6 @@ void AttentionKernelEmitter::emitWgmma() {
     passProductTurn(/*group=*/c32(1));
   }
   emitConsumerTiles(schedule, [&](Value ringStart) {
-    startTile();
     return emitWgmmaConsumer(numBlocks, group, qBase, ringStart);
   });
 }
