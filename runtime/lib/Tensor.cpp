@@ -153,6 +153,18 @@ HostTensor::HostTensor(DType type, std::vector<int64_t> shape)
   storage.assign(numElements * dtypeSize(type) + kAlignment, 0);
 }
 
+HostTensor::HostTensor(const HostTensor &other)
+    : HostTensor(other.type, other.shape) {
+  if (numElements > 0)
+    std::memcpy(data(), other.data(), numElements * dtypeSize(type));
+}
+
+HostTensor &HostTensor::operator=(const HostTensor &other) {
+  if (this != &other)
+    *this = HostTensor(other);
+  return *this;
+}
+
 void *HostTensor::alignedBase() {
   auto address = reinterpret_cast<uintptr_t>(storage.data());
   return reinterpret_cast<void *>((address + kAlignment - 1) &

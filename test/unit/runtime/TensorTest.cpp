@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 using namespace attn;
 
@@ -37,6 +38,32 @@ TEST(HostTensorTest, ShapeStridesAndAlignment) {
   EXPECT_EQ(tensor.getStrides(), (std::vector<int64_t>{15, 5, 1}));
   EXPECT_EQ(reinterpret_cast<uintptr_t>(tensor.data()) % 64, 0u);
   EXPECT_EQ(tensor.describe(), "bf16[2, 3, 5]");
+}
+
+TEST(HostTensorTest, CopiesHoldTheSameElementsWhereverTheirStorageLies) {
+  // The aligned base lies at an offset into the storage that depends on
+  // the allocation's address: copies made between allocations of every
+  // size up to the alignment land at several such offsets.
+  HostTensor source(DType::F64, {4, 6});
+  for (int64_t i = 0; i < source.getNumElements(); ++i)
+    source.setFromDouble(i, 1.0 + i);
+  std::vector<std::vector<char>> padding;
+  std::vector<HostTensor> copies;
+  copies.reserve(2 * 64);
+  for (size_t bytes = 1; bytes <= 64; ++bytes) {
+    padding.emplace_back(bytes);
+    copies.push_back(source);
+    HostTensor assigned(DType::F64, {1});
+    padding.emplace_back(bytes + 8);
+    assigned = copies.back();
+    copies.push_back(std::move(assigned));
+  }
+  for (const HostTensor &copy : copies) {
+    ASSERT_EQ(copy.getShape(), source.getShape());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(copy.data()) % 64, 0u);
+    for (int64_t i = 0; i < source.getNumElements(); ++i)
+      ASSERT_EQ(copy.getAsDouble(i), 1.0 + i) << "element " << i;
+  }
 }
 
 TEST(HostTensorTest, ValuesAreRoundedToTheElementType) {

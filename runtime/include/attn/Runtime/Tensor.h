@@ -43,6 +43,13 @@ class HostTensor {
 public:
   HostTensor() = default;
   HostTensor(DType type, std::vector<int64_t> shape);
+  /// A copy has storage of its own, whose aligned base may lie at another
+  /// offset into it: the elements are copied from base to base. A move
+  /// keeps the storage, and so the offset.
+  HostTensor(const HostTensor &other);
+  HostTensor &operator=(const HostTensor &other);
+  HostTensor(HostTensor &&other) = default;
+  HostTensor &operator=(HostTensor &&other) = default;
 
   DType getDType() const { return type; }
   const std::vector<int64_t> &getShape() const { return shape; }
