@@ -200,24 +200,31 @@ def check(args, v, pkg, rows):
     H, G = VARIANTS[v].get("gqa", (4, 4))
     cases = check_cases(v)
     ok = True
-    for B, M, N in cases:
+    for case, (B, M, N) in enumerate(cases):
         with tempfile.TemporaryDirectory() as tmp:
             paths, (q, k, vv), extra = make_inputs(v, man, B, H, G, M, N, tmp, gen)
+            ref = reference(v, q.float(), k.float(), vv.float(), extra, M, N)
+            empty = int((ref.abs().sum(-1) == 0).sum())
             # Three launches, each output poisoned before it: the last must
             # be whole too (a tile counter left at 0 for the next launch).
-            launch(args, pkg, dims_for(man, B, H, G, M, N), VARIANTS[v]["params"], paths, tmp,
-                   extra_args=("--launches", "3"))
-            o = load_bf16(os.path.join(tmp, "O.npy")).double()
-            ref = reference(v, q.float(), k.float(), vv.float(), extra, M, N)
-            err = ((o - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-            empty = int((ref.abs().sum(-1) == 0).sum())
-            good = math.isfinite(err) and err <= 1e-2 and torch.isfinite(o).all().item()
-            ok &= good
-            r = dict(kind="check", variant=v, B=B, H=H, G=G, M=M, N=N, rel_err=err,
-                     empty_rows=empty, ok=good)
-            rows.append(r)
-            print(f"{'PASS' if good else 'FAIL'} {v:18s} B={B} H={H} G={G} M={M} N={N} "
-                  f"rel_err={err:.2e} empty_rows={empty}", flush=True)
+            # The first case again with O one element past its allocation's
+            # start: no two adjacent columns are aligned to a pair, and the
+            # kernel stores them one by one.
+            offsets = (0, 2) if case == 0 else (0,)
+            for offset in offsets:
+                out = os.path.join(tmp, f"out{offset}")
+                launch(args, pkg, dims_for(man, B, H, G, M, N), VARIANTS[v]["params"], paths,
+                       out, extra_args=("--launches", "3", "--output-offset", str(offset)))
+                o = load_bf16(os.path.join(out, "O.npy")).double()
+                err = ((o - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+                good = math.isfinite(err) and err <= 1e-2 and torch.isfinite(o).all().item()
+                ok &= good
+                r = dict(kind="check", variant=v, B=B, H=H, G=G, M=M, N=N, rel_err=err,
+                         empty_rows=empty, output_offset=offset, ok=good)
+                rows.append(r)
+                print(f"{'PASS' if good else 'FAIL'} {v:18s} B={B} H={H} G={G} M={M} N={N} "
+                      f"rel_err={err:.2e} empty_rows={empty}"
+                      + (f" (O at a {offset}-byte offset)" if offset else ""), flush=True)
     return ok
 
 # ---------------------------------------------------------------- benchmark

@@ -1,31 +1,40 @@
 #!/usr/bin/env bash
 # Profiles attnc's kernels with Nsight Compute on the GPU machine, one launch
-# each at L = 16k (B = 1, H = 16, D = 128, the suite's shapes), and prints
-# what limits them: tensor-pipe (mma.sync and wgmma) and issue-slot
+# each at the suite's shapes (B·L = 16k, H = 16, D = 128; GQA 32/8), and
+# prints what limits them: tensor-pipe (mma.sync and wgmma) and issue-slot
 # utilisation, achieved occupancy and its register limit, local-memory
 # (spill) traffic, the L2 hit rate and DRAM reads, how evenly the SMs were
 # busy (cycles active: min, mean, max over SMs), and the warp stall reasons.
-# Forward: the Hopper kernel (attn_fwd_wgmma) of causal, full, softcap,
-# document-causal and GQA 32/8, each also launched one CTA per tile (its
-# manifest without "persistent", bench/gpu_ab.py's DIR:one-cta-per-tile);
-# backward: the kernels of causal's adjoint package (on sm_90a the fused
-# dK/dV/dQ one).
+# Forward: the Hopper kernel (attn_fwd_wgmma) of each variant and length,
+# with ONE_CTA_PER_TILE=1 also launched one CTA per tile (its manifest
+# without "persistent", bench/gpu_ab.py's DIR:one-cta-per-tile); decode: the
+# split-key kernel of GQA 32/8 at the suite's decode shape (1 query, 32k
+# keys, B = 8); backward: the kernels of each adjoint package in BACKWARD
+# (on sm_90a the fused dK/dV/dQ one).
 # Usage: bench/profile_gpu.sh LAUNCH PACKAGES OUT_DIR
 #   LAUNCH    attnc-launch built on that machine (runtime/, cmake)
 #   PACKAGES  build/gpu-packages (test/integration/gpu/make_packages.sh)
 #   OUT_DIR   where the full ncu reports (.txt) go
+# Environment (defaults in brackets): VARIANTS [causal,full,softcap30-causal,
+# document-causal,gqa32-8-causal], LENGTHS [16384], ONE_CTA_PER_TILE [1],
+# DECODE [1], BACKWARD [causal] (adjoint variants at L = 16k; empty: none).
 set -euo pipefail
 launch=$1 packages=$2 out=$3
 root=$(cd "$(dirname "$0")/.." && pwd)
+variants=${VARIANTS:-causal,full,softcap30-causal,document-causal,gqa32-8-causal}
+lengths=${LENGTHS:-16384}
+backward=${BACKWARD-causal}
 mkdir -p "$out"
 
-# The suite's document ids for L = 16k (bench/gpu_suite.py).
-python3 - "$out/doc16k.npy" <<EOF
+# The suite's document ids per length, one row per batch (bench/gpu_suite.py).
+python3 - "$out" ${lengths//,/ } 16384 <<EOF
 import importlib.util, sys, numpy as np
 spec = importlib.util.spec_from_file_location("suite", "$root/bench/gpu_suite.py")
 suite = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(suite)
-np.save(sys.argv[1], suite.doc_ids(16384).numpy().astype(np.int32)[None, :])
+for L in map(int, sys.argv[2:]):
+    ids = suite.doc_ids(L).numpy().astype(np.int32)[None, :]
+    np.save(f"{sys.argv[1]}/doc{L}.npy", np.repeat(ids, max(1, suite.TOK // L), 0))
 EOF
 
 metrics=(
@@ -41,6 +50,7 @@ metrics=(
   l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum
   lts__t_sector_hit_rate.pct
   dram__bytes_read.sum
+  dram__throughput.avg.pct_of_peak_sustained_elapsed
   sm__cycles_active.min
   sm__cycles_active.avg
   sm__cycles_active.max
@@ -61,8 +71,19 @@ profile() {
   grep -E "$(IFS='|'; echo "${metrics[*]}")|Warp Cycles Per Issued" \
     "$out/ncu_$name.txt" | sed 's/^ *//' | tr -s ' '
 }
+# profile_variant NAME KERNEL_REGEX PACKAGE VARIANT L: the suite's shape.
+profile_variant() {
+  local name=$1 kernel=$2 package=$3 variant=$4 L=$5
+  local B=$(( 16384 / L > 0 ? 16384 / L : 1 )) heads=H=16 extra=()
+  [ "$variant" = gqa32-8-causal ] && heads=H=32,G=8
+  [ "$variant" = document-causal ] && extra=(--input Doc="$out/doc$L.npy")
+  DIMS=B=$B,$heads,M=$L,N=$L profile "$name" "$kernel" "$package" \
+    ${extra[@]+"${extra[@]}"}
+}
 forward='^attn_fwd_wgmma$'
-python3 - "$packages/suite" "$out/one-cta-per-tile" <<EOF
+dirs=("$packages/suite")
+if [ "${ONE_CTA_PER_TILE:-1}" = 1 ]; then
+  python3 - "$packages/suite" "$out/one-cta-per-tile" <<EOF
 import os, sys
 sys.path.insert(0, "$root/bench")
 import gpu_ab
@@ -71,22 +92,29 @@ for name in os.listdir(sys.argv[1]):
     gpu_ab.without_persistence(os.path.join(sys.argv[1], name),
                                os.path.join(sys.argv[2], name))
 EOF
-for dir in "$packages/suite" "$out/one-cta-per-tile"; do
+  dirs+=("$out/one-cta-per-tile")
+fi
+for dir in "${dirs[@]}"; do
   tag=$([ "$dir" = "$packages/suite" ] || echo "-one-cta-per-tile")
-  for variant in causal full softcap30-causal; do
-    profile "$variant$tag" "$forward" "$dir/$variant.attnpkg"
+  for variant in ${variants//,/ }; do
+    for L in ${lengths//,/ }; do
+      profile_variant "$variant-$L$tag" "$forward" "$dir/$variant.attnpkg" \
+        "$variant" "$L"
+    done
   done
-  profile "document-causal$tag" "$forward" "$dir/document-causal.attnpkg" \
-    --input Doc="$out/doc16k.npy"
-  DIMS=B=1,H=32,G=8,M=16384,N=16384 profile "gqa32-8-causal$tag" "$forward" \
-    "$dir/gqa32-8-causal.attnpkg"
 done
+if [ "${DECODE:-1}" = 1 ]; then
+  DIMS=B=8,H=32,G=8,M=1,N=32768 profile decode '^attn_fwd_decode$' \
+    "$packages/suite/gqa32-8-causal.attnpkg"
+fi
 # The backward: on sm_90a one kernel computes dK, dV and dQ (a dQ kernel
 # exists only in --deterministic packages); its L2 reductions are dQ's shares.
 metrics+=(lts__t_sectors_op_red.sum lts__throughput.avg.pct_of_peak_sustained_elapsed)
-for kernel in dkdv dq; do
-  if grep -q "\"attn_bwd_$kernel\"" "$packages/suite-grad/causal.attnpkg"; then
-    profile "causal-bwd-$kernel" "^attn_bwd_$kernel\$" \
-      "$packages/suite-grad/causal.attnpkg"
-  fi
+for variant in ${backward//,/ }; do
+  for kernel in dkdv dq; do
+    if grep -q "\"attn_bwd_$kernel\"" "$packages/suite-grad/$variant.attnpkg"; then
+      profile_variant "$variant-bwd-$kernel" "^attn_bwd_$kernel\$" \
+        "$packages/suite-grad/$variant.attnpkg" "$variant" 16384
+    fi
+  done
 done

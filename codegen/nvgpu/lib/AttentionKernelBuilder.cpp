@@ -512,17 +512,15 @@ void AttentionKernelEmitter::accumulateValues(ArrayRef<Value> p,
 // Epilogue: normalise, store O and LSE.
 //===----------------------------------------------------------------------===//
 
-/// Stores this thread's columns of accumulator row `i` times `factor` at
-/// `rowPtr` (this thread's first column) as `type`: two adjacent columns per
-/// store, aligned to both unless `pairsAligned` is false (an output's base
-/// and row stride may be odd multiples of an element: the store is then
-/// split, never misaligned).
-void AttentionKernelEmitter::storeRow(const AttentionLoopState &state,
-                                      int64_t i, Value factor, Value rowPtr,
-                                      Type type, bool pairsAligned) {
+/// This thread's columns of accumulator row `i` times `factor`, as `type`:
+/// one vector of two per 8-column tile (columns 8 e + 2 c4, + 1).
+SmallVector<Value>
+AttentionKernelEmitter::rowPairs(const AttentionLoopState &state, int64_t i,
+                                 Value factor, Type type) {
   const int64_t eTiles = shape.valueDim / 8;
   auto pairType = VectorType::get({2}, f32);
   auto storedType = VectorType::get({2}, type);
+  SmallVector<Value> pairs;
   for (int64_t e = 0; e < eTiles; ++e) {
     const int64_t slot = 4 * (eTiles * (i / 2) + e) + 2 * (i % 2);
     Value pair = vector::FromElementsOp::create(
@@ -531,16 +529,109 @@ void AttentionKernelEmitter::storeRow(const AttentionLoopState &state,
                    mulf(state.acc[slot + 1], factor)});
     if (storedType != pairType)
       pair = arith::TruncFOp::create(b, loc, storedType, pair);
-    const int64_t elementBytes = type.getIntOrFloatBitWidth() / 8;
-    LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, type, c32(8 * e)),
-                          pairsAligned ? 2 * elementBytes : elementBytes);
+    pairs.push_back(pair);
   }
+  return pairs;
+}
+
+/// Stores `pairs` (rowPairs) at `rowPtr`, this thread's first column: two
+/// adjacent columns per store where `pairsAligned` holds, else one (an
+/// output's base and row stride may be odd multiples of an element: the
+/// store is then split, never misaligned). A condition known only at launch
+/// stores both ways, one taken.
+void AttentionKernelEmitter::storePairs(ArrayRef<Value> pairs, Value rowPtr,
+                                        Type type, Value pairsAligned) {
+  const int64_t elementBytes = type.getIntOrFloatBitWidth() / 8;
+  auto store = [&](int64_t alignment) {
+    for (auto [e, pair] : llvm::enumerate(pairs))
+      LLVM::StoreOp::create(b, loc, pair, gep(rowPtr, type, c32(8 * e)),
+                            alignment);
+  };
+  if (auto known = getConstantIntValue(pairsAligned)) {
+    store(*known ? 2 * elementBytes : elementBytes);
+    return;
+  }
+  auto ifAligned =
+      scf::IfOp::create(b, loc, pairsAligned, /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard insertion(b);
+  b.setInsertionPointToStart(ifAligned.thenBlock());
+  store(2 * elementBytes);
+  b.setInsertionPointToStart(ifAligned.elseBlock());
+  store(elementBytes);
+}
+
+SmallVector<Value>
+AttentionKernelEmitter::transposeQuadWords(ArrayRef<Value> pairs) {
+  // Per group of four tiles, lane c4 of the quad holds word k of tile
+  // 4 q + k (columns 2 c4, + 1 of it) and takes word c4 of each lane's
+  // (all 8 columns of tile 4 q + c4): a 4 x 4 transpose of words, swapping
+  // the off-diagonal halves between lanes 2 apart, then between
+  // neighbours. Every lane of the warp takes part.
+  Value high = cmpi(arith::CmpIPredicate::ne,
+                    arith::AndIOp::create(b, loc, quadCol, c32(2)), c32(0));
+  Value low = cmpi(arith::CmpIPredicate::ne,
+                   arith::AndIOp::create(b, loc, quadCol, c32(1)), c32(0));
+  // One exchange: the words of the slots whose bit differs from the lane's
+  // go to the partner (lane ^ mask), whose own take their place.
+  auto exchange = [&](std::array<Value, 4> w, Value bit, int64_t mask,
+                      int64_t stride) {
+    std::array<Value, 4> out = w;
+    for (int64_t k = 0; k < 4; ++k) {
+      if (k & stride)
+        continue;
+      // Slots k (bit 0) and k + stride (bit 1): the lane sends the one
+      // whose bit is not its own.
+      Value sent = select(bit, w[k], w[k + stride]);
+      Value got = shuffleXor(sent, mask);
+      out[k] = select(bit, got, w[k]);
+      out[k + stride] = select(bit, w[k + stride], got);
+    }
+    return out;
+  };
+  SmallVector<Value> words;
+  for (size_t q = 0; q + 4 <= pairs.size(); q += 4) {
+    std::array<Value, 4> w;
+    for (int64_t k = 0; k < 4; ++k)
+      w[k] = LLVM::BitcastOp::create(b, loc, i32, pairs[q + k]);
+    w = exchange(w, high, 2, 2);
+    w = exchange(w, low, 1, 1);
+    words.push_back(vector::FromElementsOp::create(
+        b, loc, VectorType::get({4}, i32), ValueRange(w)));
+  }
+  return words;
+}
+
+Value AttentionKernelEmitter::outputAligned(int64_t bytes) {
+  // Rows start `bytes`-aligned where O's base is and its strides (in
+  // elements) are multiples of bytes / element.
+  const int64_t elementBytes = outputType.getIntOrFloatBitWidth() / 8;
+  Value strides = arith::OrIOp::create(
+      b, loc, arg(FixedParam::OStrideB),
+      arith::OrIOp::create(b, loc, arg(FixedParam::OStrideH),
+                           arg(FixedParam::OStrideM)));
+  Value address =
+      LLVM::PtrToIntOp::create(b, loc, b.getI64Type(), arg(FixedParam::O));
+  Value misaligned = arith::OrIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, address, c64(bytes - 1)),
+      arith::AndIOp::create(b, loc, strides, c64(bytes / elementBytes - 1)));
+  return cmpi(arith::CmpIPredicate::eq, misaligned, c64(0));
 }
 
 void AttentionKernelEmitter::emitEpilogue(const AttentionLoopState &state) {
   Value oBase = gep(arg(FixedParam::O), outputType,
                     add(mul(ext64(batch), arg(FixedParam::OStrideB)),
                         mul(ext64(head), arg(FixedParam::OStrideH))));
+  // The Hopper kernel, which writes O once per tile of many, stores 16-bit
+  // outputs 16 bytes per thread (8 adjacent columns, a quad's words
+  // transposed) where the rows are 16-byte aligned, as the usual contiguous
+  // layouts are: a quarter of the stores of pairs. Else (and in the
+  // mma.sync kernels, whose registers hold no more without spills) in
+  // pairs, else one column per store.
+  const int64_t elementBytes = outputType.getIntOrFloatBitWidth() / 8;
+  Value pairsAligned = outputAligned(2 * elementBytes);
+  Value vectorsAligned;
+  if (shape.wgmma && elementBytes == 2 && shape.valueDim % 32 == 0)
+    vectorsAligned = outputAligned(16);
   for (int64_t i = 0; i < shape.ownedRows(); ++i) {
     Value row = add(m0, ownedRow(i));
     Value inRange = cmpi(arith::CmpIPredicate::slt, row, sizeM);
@@ -562,18 +653,48 @@ void AttentionKernelEmitter::emitEpilogue(const AttentionLoopState &state) {
     if (op.getLse())
       lse = normalizer.getStatistic(b, loc, rowState);
 
-    auto ifRow = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard insertion(b);
-    b.setInsertionPointToStart(ifRow.thenBlock());
-    storeRow(state, i, factor,
-             gep(oBase, outputType,
-                 add(mul(ext64(row), arg(FixedParam::OStrideM)),
-                     ext64(mul(quadCol, c32(2))))),
-             outputType, /*pairsAligned=*/false);
+    Value rowBase =
+        gep(oBase, outputType, mul(ext64(row), arg(FixedParam::OStrideM)));
+    SmallVector<Value> pairs = rowPairs(state, i, factor, outputType);
+    // Pairs (or single columns) in range; the lanes' shuffles of the
+    // transposition stay outside the guard.
+    auto storeInRange = [&](function_ref<void()> store) {
+      auto ifRow = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
+      OpBuilder::InsertionGuard insertion(b);
+      b.setInsertionPointToStart(ifRow.thenBlock());
+      store();
+    };
+    auto storeAsPairs = [&] {
+      storeInRange([&] {
+        storePairs(pairs, gep(rowBase, outputType, ext64(mul(quadCol, c32(2)))),
+                   outputType, pairsAligned);
+      });
+    };
+    if (vectorsAligned) {
+      auto ifVectors =
+          scf::IfOp::create(b, loc, vectorsAligned, /*withElseRegion=*/true);
+      OpBuilder::InsertionGuard insertion(b);
+      b.setInsertionPointToStart(ifVectors.thenBlock());
+      SmallVector<Value> words = transposeQuadWords(pairs);
+      storeInRange([&] {
+        for (auto [q, word] : llvm::enumerate(words)) {
+          Value column = add(c32(32 * q), mul(quadCol, c32(8)));
+          LLVM::StoreOp::create(b, loc, word,
+                                gep(rowBase, outputType, ext64(column)), 16);
+        }
+      });
+      b.setInsertionPointToStart(ifVectors.elseBlock());
+      storeAsPairs();
+    } else {
+      storeAsPairs();
+    }
     if (op.getLse()) {
       auto ifWriter = scf::IfOp::create(
-          b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),
+          b, loc,
+          arith::AndIOp::create(
+              b, loc, inRange, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0))),
           /*withElseRegion=*/false);
+      OpBuilder::InsertionGuard insertion(b);
       b.setInsertionPointToStart(ifWriter.thenBlock());
       Value offset = add(add(mul(ext64(batch), arg(FixedParam::LseStrideB)),
                              mul(ext64(head), arg(FixedParam::LseStrideH))),
@@ -618,11 +739,11 @@ void AttentionKernelEmitter::emitPartials(const AttentionLoopState &state) {
     Value lse;
     if (normalizer.hasStatistic())
       lse = normalizer.getStatistic(b, loc, rowState);
-    storeRow(
-        state, i, factor,
+    storePairs(
+        rowPairs(state, i, factor, f32),
         gep(partials, f32,
             add(mul(row, c64(shape.valueDim)), ext64(mul(quadCol, c32(2))))),
-        f32, /*pairsAligned=*/true);
+        f32, /*pairsAligned=*/arith::ConstantIntOp::create(b, loc, 1, 1));
     if (lse) {
       auto ifWriter = scf::IfOp::create(
           b, loc, cmpi(arith::CmpIPredicate::eq, quadCol, c32(0)),

@@ -260,8 +260,15 @@ private:
                                 SmallVectorImpl<Value> &kept);
   void emitEpilogue(const AttentionLoopState &state);
   void emitPartials(const AttentionLoopState &state);
-  void storeRow(const AttentionLoopState &state, int64_t i, Value factor,
-                Value rowPtr, Type type, bool pairsAligned);
+  SmallVector<Value> rowPairs(const AttentionLoopState &state, int64_t i,
+                              Value factor, Type type);
+  void storePairs(ArrayRef<Value> pairs, Value rowPtr, Type type,
+                  Value pairsAligned);
+  /// Per four tiles of 16-bit pairs, the 16 bytes of the tile this lane's
+  /// quad column takes (vector<4xi32>), by shuffles within the quad.
+  SmallVector<Value> transposeQuadWords(ArrayRef<Value> pairs);
+  /// Whether every row of O starts `bytes`-aligned (i1, known at launch).
+  Value outputAligned(int64_t bytes);
 
   AttentionOp op;
   AttentionTileShape shape;
