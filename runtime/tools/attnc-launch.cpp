@@ -23,6 +23,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace attn;
@@ -65,20 +66,59 @@ int failStatus(const Status &s) {
 }
 
 /// splitmix64: tiny, and identical everywhere (unlike std:: distributions).
+/// Each step only adds a constant to the state, so the value of any step
+/// is computed directly: threads fill disjoint parts of a tensor with
+/// exactly the values one thread would, in any number.
 struct Rng {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  uint64_t seed;
+  /// The steps taken so far; step k (from 1) mixes seed + k * gamma.
+  uint64_t steps = 0;
+
+  uint64_t at(uint64_t step) const {
+    uint64_t z = seed + step * 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
   }
-  double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
-  double normal() { // Box-Muller
-    double u1 = uniform(), u2 = uniform();
+  double uniformAt(uint64_t step) const {
+    return (at(step) >> 11) * (1.0 / 9007199254740992.0);
+  }
+  /// Box-Muller from steps `step` and `step + 1`.
+  double normalAt(uint64_t step) const {
+    double u1 = uniformAt(step), u2 = uniformAt(step + 1);
     if (u1 < 1e-300)
       u1 = 1e-300;
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
+
+  /// Fills `h` with N(0, 1) floats (two steps each) or integers in
+  /// [lo, hi) (one step each), the next steps in element order.
+  void fill(HostTensor &h, int64_t lo, int64_t hi) {
+    const bool isFloat = isFloatDType(h.getDType());
+    const uint64_t first = steps + 1, perElement = isFloat ? 2 : 1;
+    const int64_t n = h.getNumElements();
+    auto fillRange = [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        uint64_t step = first + perElement * static_cast<uint64_t>(e);
+        h.setFromDouble(
+            e, isFloat
+                   ? normalAt(step)
+                   : static_cast<double>(
+                         lo + static_cast<int64_t>(
+                                  at(step) % static_cast<uint64_t>(hi - lo))));
+      }
+    };
+    // Large inputs (16k tokens are 10^8 values) take seconds on one thread.
+    const int64_t perThread = int64_t(1) << 20;
+    const int64_t threads = std::clamp<int64_t>(
+        n / perThread, 1, std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> workers;
+    for (int64_t t = 1; t < threads; ++t)
+      workers.emplace_back(fillRange, n * t / threads, n * (t + 1) / threads);
+    fillRange(0, n / threads);
+    for (std::thread &worker : workers)
+      worker.join();
+    steps += perElement * static_cast<uint64_t>(n);
   }
 };
 
@@ -557,14 +597,7 @@ int main(int argc, char **argv) {
       if (Status s = readInput(it->second, inNames[i], h))
         return failStatus(s);
     } else {
-      bool isFloat = isFloatDType(inTypes[i]);
-      for (int64_t e = 0; e < h.getNumElements(); ++e)
-        h.setFromDouble(
-            e, isFloat ? rng.normal()
-                       : static_cast<double>(
-                             intLo + static_cast<int64_t>(rng.next() %
-                                                          static_cast<uint64_t>(
-                                                              intHi - intLo))));
+      rng.fill(h, intLo, intHi);
     }
     if (saveInputs && !outDir.empty() &&
         !writeNpy(outDir + "/" + inNames[i] + ".npy", h))
