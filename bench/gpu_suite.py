@@ -208,9 +208,10 @@ def check(args, v, pkg, rows):
             # Three launches, each output poisoned before it: the last must
             # be whole too (a tile counter left at 0 for the next launch).
             # The first case again with O one element past its allocation's
-            # start: no two adjacent columns are aligned to a pair, and the
-            # kernel stores them one by one.
-            offsets = (0, 2) if case == 0 else (0,)
+            # start (no two adjacent columns are aligned to a pair: the kernel
+            # stores them one by one), and two (pairs aligned, rows not to 16
+            # bytes: one store per pair).
+            offsets = (0, 2, 4) if case == 0 else (0,)
             for offset in offsets:
                 out = os.path.join(tmp, f"out{offset}")
                 launch(args, pkg, dims_for(man, B, H, G, M, N), VARIANTS[v]["params"], paths,
