@@ -96,15 +96,13 @@ def main():
     times = {}
     for round_index in range(args.rounds):
         for v in variants:
-            H, G = gpu_suite.VARIANTS[v].get("gqa", (16, 16))
             for L in lengths:
-                B = max(1, gpu_suite.TOK // L)
                 for build in args.builds:
                     for kind, folder in kinds:
                         package = os.path.join(folders[build], folder, v + ".attnpkg")
                         if not os.path.exists(package):
                             continue
-                        ms, _ = gpu_suite.time_ours(args, package, v, B, H, G, L)
+                        ms, _ = gpu_suite.time_ours(args, package, v, L)
                         times.setdefault((v, L, build, kind), []).append(ms)
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
         # The table so far after every round: a run cut short keeps it.

@@ -133,15 +133,23 @@ def load_bf16(path):
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).float()
     return torch.from_numpy(a).float()
 
-def launch(args, pkg, dims, params, inputs, out_dir, timing=None, extra_args=()):
-    cmd = [args.launch, pkg, "--dim", ",".join(f"{k}={v}" for k, v in dims.items())]
-    cmd += list(extra_args)
-    if out_dir is not None:
-        cmd += ["--out-dir", out_dir]
+def launch_arguments(dims, params, inputs):
+    """attnc-launch's --dim, --param and --input arguments."""
+    cmd = ["--dim", ",".join(f"{k}={v}" for k, v in dims.items())]
     for k, v in params.items():
         cmd += ["--param", f"{k}={v}"]
     for k, v in inputs.items():
         cmd += ["--input", f"{k}={v}"]
+    return cmd
+
+def launch(args, pkg, dims, params, inputs, out_dir, timing=None, extra_args=()):
+    return run_launch(args, pkg, launch_arguments(dims, params, inputs) + list(extra_args),
+                      out_dir, timing)
+
+def run_launch(args, pkg, arguments, out_dir, timing=None):
+    cmd = [args.launch, pkg] + arguments
+    if out_dir is not None:
+        cmd += ["--out-dir", out_dir]
     if timing:
         cmd += ["--warmup", str(timing[0]), "--repeat", str(timing[1]), "--no-poison"]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -497,14 +505,26 @@ def side_inputs(man, v, B, H, L, tmp):
             np.save(paths["Doc"], doc.numpy().astype(np.int32))
     return paths, extra
 
-def time_ours(args, pkg, v, B, H, G, L):
+def timing_launch(pkg, v, L, tmp):
+    """The suite's timing launch of variant v's package pkg at length L (B·L =
+    TOK; L = "decode": the decode shape, DECODE): attnc-launch's arguments,
+    its side inputs written under tmp, and the extra inputs used."""
+    man = read_manifest(pkg)
+    if L == "decode":
+        B, H, G, M, N = (DECODE[x] for x in "BHGMN")
+        return launch_arguments(dims_for(man, B, H, G, M, N), {}, {}), {}
+    H, G = VARIANTS[v].get("gqa", (16, 16))
+    B = max(1, TOK // L)
+    paths, extra = side_inputs(man, v, B, H, L, tmp)
+    return launch_arguments(dims_for(man, B, H, G, L, L), VARIANTS[v]["params"],
+                            paths), extra
+
+def time_ours(args, pkg, v, L):
     """Median ms of attnc-launch's timed launches of pkg at L; the extra
     inputs used."""
-    man = read_manifest(pkg)
     with tempfile.TemporaryDirectory() as tmp:
-        paths, extra = side_inputs(man, v, B, H, L, tmp)
-        txt = launch(args, pkg, dims_for(man, B, H, G, L, L), VARIANTS[v]["params"],
-                     paths, None, timing=(5, args.repeat))
+        arguments, extra = timing_launch(pkg, v, L, tmp)
+        txt = run_launch(args, pkg, arguments, None, timing=(5, args.repeat))
     return float(re.search(r"time: median ([0-9.]+) ms", txt).group(1)), extra
 
 def bench_peers_bwd(v, B, H, G, L, extra, flex, do_bench):
@@ -620,10 +640,10 @@ def main_backward(args):
                 B = max(1, TOK // L)
                 row = dict(kind="bench_bwd", variant=v, B=B, H=H, G=G, L=L, D=D)
                 try:
-                    fb_ms, extra = time_ours(args, gpkg, v, B, H, G, L)
+                    fb_ms, extra = time_ours(args, gpkg, v, L)
                     row["ours_fwdbwd_ms"] = fb_ms
                     if os.path.exists(fpkg):
-                        row["ours_fwd_ms"], _ = time_ours(args, fpkg, v, B, H, G, L)
+                        row["ours_fwd_ms"], _ = time_ours(args, fpkg, v, L)
                         row["ours_bwd_ms"] = fb_ms - row["ours_fwd_ms"]
                     frac = kept_fraction(v, L, extra, "cuda")
                     flops = 4 * B * H * L * L * D * frac
@@ -668,7 +688,18 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--backward", action="store_true",
                     help="check and time the suite-grad packages instead (see above)")
+    ap.add_argument("--launch-args", nargs=4, metavar=("VARIANT", "L", "PACKAGE", "DIR"),
+                    help="print, one per line, attnc-launch's arguments for the suite's "
+                         "timing launch of PACKAGE (variant VARIANT) at length L, or at "
+                         "the decode shape for L = decode, its side inputs written to DIR "
+                         "(what bench/profile_gpu.sh launches), and exit")
     args = ap.parse_args()
+    if args.launch_args:
+        v, L, pkg, folder = args.launch_args
+        os.makedirs(folder, exist_ok=True)
+        arguments, _ = timing_launch(pkg, v, L if L == "decode" else int(L), folder)
+        print("\n".join(arguments))
+        return
     if args.backward:
         sys.exit(main_backward(args))
     if args.lengths is None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Profiles attnc's kernels with Nsight Compute on the GPU machine, one launch
-# each at the suite's shapes (B·L = 16k, H = 16, D = 128; GQA 32/8), and
+# each as bench/gpu_suite.py times it (B·L = 16k, H = 16, D = 128, GQA 32/8,
+# the variant's params and side inputs), and
 # prints what limits them: tensor-pipe (mma.sync and wgmma) and issue-slot
 # utilisation, achieved occupancy and its register limit, local-memory
 # (spill) traffic, the L2 hit rate and DRAM reads, how evenly the SMs were
@@ -26,17 +27,6 @@ lengths=${LENGTHS:-16384}
 backward=${BACKWARD-causal}
 mkdir -p "$out"
 
-# The suite's document ids per length, one row per batch (bench/gpu_suite.py).
-python3 - "$out" ${lengths//,/ } 16384 <<EOF
-import importlib.util, sys, numpy as np
-spec = importlib.util.spec_from_file_location("suite", "$root/bench/gpu_suite.py")
-suite = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(suite)
-for L in map(int, sys.argv[2:]):
-    ids = suite.doc_ids(L).numpy().astype(np.int32)[None, :]
-    np.save(f"{sys.argv[1]}/doc{L}.npy", np.repeat(ids, max(1, suite.TOK // L), 0))
-EOF
-
 metrics=(
   gpu__time_duration.sum
   sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
@@ -60,25 +50,20 @@ for reason in long_scoreboard short_scoreboard mio_throttle math_pipe_throttle \
     wait barrier not_selected selected dispatch_stall lg_throttle no_instruction; do
   metrics+=("smsp__average_warps_issue_stalled_${reason}_per_issue_active.ratio")
 done
-# profile NAME KERNEL_REGEX PACKAGE [attnc-launch options] (DIMS: the dims)
+# profile NAME KERNEL_REGEX PACKAGE VARIANT L: one launch of PACKAGE at the
+# suite's timing shape of VARIANT at length L (or L = decode), with the
+# suite's params and side inputs (bench/gpu_suite.py --launch-args).
 profile() {
-  local name=$1 kernel=$2 package=$3; shift 3
+  local name=$1 kernel=$2 package=$3 variant=$4 L=$5 args
+  mapfile -t args < <(python3 "$root/bench/gpu_suite.py" --launch-args \
+    "$variant" "$L" "$package" "$out/inputs-$name")
   ncu -k regex:"$kernel" -c 1 --section WarpStateStats \
     --metrics "$(IFS=,; echo "${metrics[*]}")" \
-    "$launch" "$package" --dim "${DIMS:-B=1,H=16,M=16384,N=16384}" "$@" \
+    "$launch" "$package" "${args[@]}" \
     > "$out/ncu_$name.txt" 2>&1 || { tail -20 "$out/ncu_$name.txt"; return 0; }
   echo "== $name"
   grep -E "$(IFS='|'; echo "${metrics[*]}")|Warp Cycles Per Issued" \
     "$out/ncu_$name.txt" | sed 's/^ *//' | tr -s ' '
-}
-# profile_variant NAME KERNEL_REGEX PACKAGE VARIANT L: the suite's shape.
-profile_variant() {
-  local name=$1 kernel=$2 package=$3 variant=$4 L=$5
-  local B=$(( 16384 / L > 0 ? 16384 / L : 1 )) heads=H=16 extra=()
-  [ "$variant" = gqa32-8-causal ] && heads=H=32,G=8
-  [ "$variant" = document-causal ] && extra=(--input Doc="$out/doc$L.npy")
-  DIMS=B=$B,$heads,M=$L,N=$L profile "$name" "$kernel" "$package" \
-    ${extra[@]+"${extra[@]}"}
 }
 forward='^attn_fwd_wgmma$'
 dirs=("$packages/suite")
@@ -98,14 +83,14 @@ for dir in "${dirs[@]}"; do
   tag=$([ "$dir" = "$packages/suite" ] || echo "-one-cta-per-tile")
   for variant in ${variants//,/ }; do
     for L in ${lengths//,/ }; do
-      profile_variant "$variant-$L$tag" "$forward" "$dir/$variant.attnpkg" \
+      profile "$variant-$L$tag" "$forward" "$dir/$variant.attnpkg" \
         "$variant" "$L"
     done
   done
 done
 if [ "${DECODE:-1}" = 1 ]; then
-  DIMS=B=8,H=32,G=8,M=1,N=32768 profile decode '^attn_fwd_decode$' \
-    "$packages/suite/gqa32-8-causal.attnpkg"
+  profile decode '^attn_fwd_decode$' \
+    "$packages/suite/gqa32-8-causal.attnpkg" gqa32-8-causal decode
 fi
 # The backward: on sm_90a one kernel computes dK, dV and dQ (a dQ kernel
 # exists only in --deterministic packages); its L2 reductions are dQ's shares.
@@ -113,7 +98,7 @@ metrics+=(lts__t_sectors_op_red.sum lts__throughput.avg.pct_of_peak_sustained_el
 for variant in ${backward//,/ }; do
   for kernel in dkdv dq; do
     if grep -q "\"attn_bwd_$kernel\"" "$packages/suite-grad/$variant.attnpkg"; then
-      profile_variant "$variant-bwd-$kernel" "^attn_bwd_$kernel\$" \
+      profile "$variant-bwd-$kernel" "^attn_bwd_$kernel\$" \
         "$packages/suite-grad/$variant.attnpkg" "$variant" 16384
     fi
   done
