@@ -34,6 +34,7 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 #include <limits>
@@ -194,9 +195,10 @@ std::pair<Value, Value> AttentionKernelEmitter::rowCoordinates(int64_t i) {
 /// (masked, or past N) get the normalizer's absent score. `kept` receives,
 /// when the normalizer counts them, per owned row the number of this
 /// thread's kept keys.
-SmallVector<Value> AttentionKernelEmitter::emitScores(ArrayRef<Value> qk, Value n0,
-                                             bool full,
-                                             SmallVectorImpl<Value> &kept) {
+SmallVector<Value>
+AttentionKernelEmitter::emitScores(ArrayRef<Value> qk, Value n0, bool full,
+                                   SmallVectorImpl<Value> &kept,
+                                   ArrayRef<Value> keepBits) {
   const int64_t nTiles = shape.blockN / 8;
   Value absent = normalizer.getAbsentScore(b, loc, f32);
   Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
@@ -227,11 +229,13 @@ SmallVector<Value> AttentionKernelEmitter::emitScores(ArrayRef<Value> qk, Value 
         // without it (measured): full tiles skip only the mask.
         Value keep = inRange;
         if (!full)
-          keep = arith::AndIOp::create(b, loc, keep,
-                                       inlineRegion(b, op.getMask(),
-                                                    {batchIdx, rowIdx[i].second,
-                                                     rowIdx[i].first, colIdx},
-                                                    captures));
+          keep = arith::AndIOp::create(
+              b, loc, keep,
+              keepBits.empty() ? inlineRegion(b, op.getMask(),
+                                              {batchIdx, rowIdx[i].second,
+                                               rowIdx[i].first, colIdx},
+                                              captures)
+                               : testKeepBit(keepBits, slot));
         scores[slot] = select(keep, s, absent);
         if (normalizer.hasKeptCount())
           count[i] = normalizer.countKept(b, loc, count[i], keep);
@@ -241,6 +245,63 @@ SmallVector<Value> AttentionKernelEmitter::emitScores(ArrayRef<Value> qk, Value 
   if (normalizer.hasKeptCount())
     kept.assign(count.begin(), count.end());
   return scores;
+}
+
+SmallVector<Value> AttentionKernelEmitter::emitKeepBits(Value n0,
+                                                        Value tileClass) {
+  const int64_t nTiles = shape.blockN / 8;
+  const int64_t numSlots = 4 * nTiles * shape.rowTiles();
+  const int64_t numWords = llvm::divideCeil(numSlots, 32);
+  auto evaluate = [&]() {
+    Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
+    Value colBase = add(n0, mul(quadCol, c32(2)));
+    SmallVector<std::pair<Value, Value>> rowIdx;
+    for (int64_t i = 0; i < shape.ownedRows(); ++i)
+      rowIdx.push_back(rowCoordinates(i));
+    SmallVector<Value> words(numWords, c32(0));
+    for (int64_t j = 0; j < nTiles; ++j) {
+      for (int64_t c = 0; c < 2; ++c) {
+        Value colIdx = toIndex(minsi(add(colBase, c32(8 * j + c)), lastN));
+        for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+          const int64_t t = i / 2, r = i % 2;
+          const int64_t slot = 4 * (nTiles * t + j) + 2 * r + c;
+          Value keep = inlineRegion(
+              b, op.getMask(),
+              {batchIdx, rowIdx[i].second, rowIdx[i].first, colIdx}, captures);
+          Value bit = arith::ShLIOp::create(
+              b, loc, arith::ExtUIOp::create(b, loc, i32, keep),
+              c32(slot % 32));
+          words[slot / 32] =
+              arith::OrIOp::create(b, loc, words[slot / 32], bit);
+        }
+      }
+    }
+    return words;
+  };
+  // Full tiles read no bit.
+  auto constantClass = getConstantIntValue(tileClass);
+  if (constantClass)
+    return *constantClass == 1 ? evaluate()
+                               : SmallVector<Value>(numWords, c32(0));
+  auto ifPartial =
+      scf::IfOp::create(b, loc, SmallVector<Type>(numWords, i32),
+                        cmpi(arith::CmpIPredicate::ne, tileClass, c32(2)),
+                        /*withElseRegion=*/true);
+  {
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifPartial.thenBlock());
+    scf::YieldOp::create(b, loc, evaluate());
+    b.setInsertionPointToStart(ifPartial.elseBlock());
+    scf::YieldOp::create(b, loc, SmallVector<Value>(numWords, c32(0)));
+  }
+  return SmallVector<Value>(ifPartial.getResults());
+}
+
+Value AttentionKernelEmitter::testKeepBit(ArrayRef<Value> keepBits,
+                                          int64_t slot) {
+  Value bit = arith::AndIOp::create(b, loc, keepBits[slot / 32],
+                                    c32(int32_t(1u << (slot % 32))));
+  return cmpi(arith::CmpIPredicate::ne, bit, c32(0));
 }
 
 void AttentionKernelEmitter::loadKeys(Value n0) {
@@ -369,16 +430,16 @@ SmallVector<Value> AttentionKernelEmitter::multiplyKeys() {
   return qk;
 }
 
-SmallVector<Value> AttentionKernelEmitter::scoreBlock(ArrayRef<Value> qk,
-                                                     Value n0,
-                                                     Value tileClass) {
+SmallVector<Value>
+AttentionKernelEmitter::scoreBlock(ArrayRef<Value> qk, Value n0,
+                                   Value tileClass, ArrayRef<Value> keepBits) {
   // Mask and score_mod; the mask is skipped on full tiles.
   SmallVector<Type> scoreTypes(qk.size(), f32);
   if (normalizer.hasKeptCount())
     scoreTypes.append(shape.ownedRows(), f32);
   auto evaluate = [&](bool full) {
     SmallVector<Value> kept;
-    SmallVector<Value> results = emitScores(qk, n0, full, kept);
+    SmallVector<Value> results = emitScores(qk, n0, full, kept, keepBits);
     llvm::append_range(results, kept);
     return results;
   };
@@ -892,14 +953,98 @@ static bool hasLightScoreCode(AttentionOp op) {
   return isShortScoreCode(op, {"arith", "index"});
 }
 
-/// Whether the Hopper consumers' 232 registers hold the scores of 128 keys
-/// with the variant's per-score code: short code that reads no tensor,
-/// transcendental functions included (each result dies at once), whatever
-/// the normalizer, LSE and sink. Calibrated with ptxas on the examples: the
-/// masks that read tensors (document, labels, block maps, per-head flags)
-/// or combine a window with sinks spill at 128 keys.
-static bool fitsWideWgmmaTiles(AttentionOp op) {
-  return isShortScoreCode(op, {"arith", "index", "math"});
+/// Whether `value` is computed from any of `indices` (arguments of its
+/// region).
+static bool derivesFrom(Value value, ArrayRef<Value> indices) {
+  SmallVector<Value> work = {value};
+  llvm::SmallPtrSet<void *, 16> seen;
+  while (!work.empty()) {
+    Value next = work.pop_back_val();
+    if (!seen.insert(next.getAsOpaquePointer()).second)
+      continue;
+    if (llvm::is_contained(indices, next))
+      return true;
+    if (Operation *def = next.getDefiningOp())
+      llvm::append_range(work, def->getOperands());
+  }
+  return false;
+}
+
+/// The operations the Hopper consumers run per score for `region` (a
+/// score_mod or mask): those computed from `perScore`, its arguments that
+/// vary from score to score (the query and key indices, the score), or
+/// nullopt if one is outside arith, index and math or reads a tensor at a
+/// subscript that moves with them. The rest (a head's ALiBi slope, a head's
+/// flag, N - M) is computed once per tile and is not counted.
+static std::optional<int64_t> countPerScoreOps(Region &region,
+                                               ArrayRef<Value> perScore) {
+  int64_t numOps = 0;
+  bool allowed = true;
+  auto varies = [&](Value value) { return derivesFrom(value, perScore); };
+  region.walk([&](Operation *nested) {
+    if (isa<YieldOp>(nested))
+      return;
+    // A read's operands: the tensor, then its subscripts.
+    if (isa<ReadOp, tensor::ExtractOp>(nested)) {
+      allowed &= llvm::none_of(nested->getOperands().drop_front(), varies);
+      return;
+    }
+    if (llvm::none_of(nested->getResults(), varies))
+      return;
+    ++numOps;
+    allowed &= llvm::is_contained({"arith", "index", "math"},
+                                  nested->getDialect()->getNamespace());
+  });
+  if (!allowed)
+    return std::nullopt;
+  return numOps;
+}
+
+/// countPerScoreOps of an op's score_mod (arguments score, b, h, m, n) and
+/// mask (b, h, m, n).
+static std::optional<int64_t> countPerScoreOps(AttentionOp op, bool mask) {
+  Region &region = mask ? op.getMask() : op.getScoreMod();
+  ArrayRef<BlockArgument> args = region.getArguments();
+  SmallVector<Value> perScore(args.take_back(2).begin(),
+                              args.take_back(2).end());
+  if (!mask)
+    perScore.push_back(args.front());
+  return countPerScoreOps(region, perScore);
+}
+
+/// The most operations of a mask the Hopper consumers evaluate beside the
+/// scores, after S.
+constexpr int64_t kMaxMaskOpsBesideScores = 6;
+
+/// The most operations of a mask the Hopper consumers evaluate while S runs
+/// (AttentionTileShape::maskBesideProduct).
+constexpr int64_t kMaxMaskOpsBesideProduct = 24;
+
+/// The Hopper kernel's keys per block and where its mask is evaluated. The
+/// consumers' 232 registers hold the scores of 128 keys beside the output
+/// accumulators and the weights P V reads where the per-score code after S
+/// is short: at most kMaxLightScoreOps operations (transcendental functions
+/// included: each result dies at once), whatever the normalizer, LSE and
+/// sink. A longer mask of index arithmetic (a window with sinks, a per-head
+/// flag) is evaluated while S runs, into one bit per score, so that only
+/// the bits are live beside the scores. Masks that read tensors per key or
+/// query (documents, labels, block maps) keep 64-key blocks: evaluated
+/// beside the product they fit 128 keys too, but were slower at 1k and 4k
+/// (document, H200). Calibrated with ptxas on the examples: each choice
+/// assembles without spills.
+static void chooseWgmmaKeys(AttentionOp op, AttentionTileShape &shape) {
+  std::optional<int64_t> scoreOps = countPerScoreOps(op, /*mask=*/false);
+  std::optional<int64_t> maskOps = countPerScoreOps(op, /*mask=*/true);
+  shape.blockN = 64;
+  if (!scoreOps || *scoreOps > kMaxLightScoreOps || !maskOps)
+    return;
+  if (*scoreOps + *maskOps <= kMaxLightScoreOps &&
+      *maskOps <= kMaxMaskOpsBesideScores) {
+    shape.blockN = 128;
+  } else if (*maskOps <= kMaxMaskOpsBesideProduct) {
+    shape.blockN = 128;
+    shape.maskBesideProduct = true;
+  }
 }
 
 /// Keys per iteration when the options leave it open: 64 feeds the tensor
@@ -916,14 +1061,15 @@ static int64_t chooseBlockN(AttentionOp op, const GpuOptions &options) {
 }
 
 /// The Hopper kernel's tiles: 128 rows (two consumer warp groups), 128 keys
-/// where they fit (fitsWideWgmmaTiles), else 64 (the scores and the output
+/// where they fit (chooseWgmmaKeys), else 64 (the scores and the output
 /// accumulators share the consumers' 232 registers).
 static AttentionTileShape getWgmmaTileShape(AttentionOp op) {
   auto query = cast<RankedTensorType>(op.getQuery().getType());
   auto value = cast<RankedTensorType>(op.getValue().getType());
-  AttentionTileShape shape{128, fitsWideWgmmaTiles(op) ? 128 : 64,
-                           query.getDimSize(3), value.getDimSize(3), 16};
+  AttentionTileShape shape{128, 64, query.getDimSize(3), value.getDimSize(3),
+                           16};
   shape.wgmma = true;
+  chooseWgmmaKeys(op, shape);
   return shape;
 }
 

@@ -52,6 +52,9 @@ struct AttentionTileShape {
   /// The Hopper skeleton (WgmmaAttentionKernel.cpp): a producer warp group
   /// before the consumer warps, which own 16 rows each.
   bool wgmma = false;
+  /// Hopper: the consumers evaluate the mask of partial tiles while S = Q Kᵀ
+  /// runs, into bits (emitKeepBits), rather than beside the scores.
+  bool maskBesideProduct = false;
   int64_t numThreads() const {
     return 32 * numWarps() + (wgmma ? kWgmmaProducerThreads : 0);
   }
@@ -158,7 +161,17 @@ private:
   SmallVector<Value> multiplyKeys();
   /// `qk` scaled, modified and masked by tile class, followed, when the
   /// normalizer counts them, by the owned rows' kept counts.
-  SmallVector<Value> scoreBlock(ArrayRef<Value> qk, Value n0, Value tileClass);
+  /// With `keepBits` (emitKeepBits), the mask is read from them.
+  SmallVector<Value> scoreBlock(ArrayRef<Value> qk, Value n0, Value tileClass,
+                                ArrayRef<Value> keepBits = {});
+  /// The mask of this thread's scores of the key block at `n0`, one bit per
+  /// accumulator slot (32 to an i32), 0 on full tiles: the Hopper consumers
+  /// evaluate it while S = Q Kᵀ runs, so that the mask's reads of tensors
+  /// and its index arithmetic overlap with the product, and only the bits
+  /// are live beside the scores.
+  SmallVector<Value> emitKeepBits(Value n0, Value tileClass);
+  /// Whether accumulator slot `slot`'s bit is set in `keepBits` (i1).
+  Value testKeepBit(ArrayRef<Value> keepBits, int64_t slot);
   /// The normalizer's update of `state` by one key block's scores, and
   /// O += P V: updateNormalizer then accumulateValues.
   AttentionLoopState emitBlockUpdate(ArrayRef<Value> scored,
@@ -257,7 +270,8 @@ private:
   /// The aligned base of shared memory (i32 shared address).
   Value sharedBase;
   SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
-                                SmallVectorImpl<Value> &kept);
+                                SmallVectorImpl<Value> &kept,
+                                ArrayRef<Value> keepBits = {});
   void emitEpilogue(const AttentionLoopState &state);
   void emitPartials(const AttentionLoopState &state);
   SmallVector<Value> rowPairs(const AttentionLoopState &state, int64_t i,

@@ -409,11 +409,18 @@ Value AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks, Value group,
   // after it, from its scores; the accumulators' rescaling is left to the
   // caller, in `shifts`.
   auto weigh = [&](ArrayRef<Value> qk, Value block, Value tileClass,
-                   AttentionLoopState &state,
+                   ArrayRef<Value> keepBits, AttentionLoopState &state,
                    SmallVectorImpl<BlockShift> &shifts) {
     SmallVector<Value> scored =
-        scoreBlock(qk, mul(block, c32(shape.blockN)), tileClass);
+        scoreBlock(qk, mul(block, c32(shape.blockN)), tileClass, keepBits);
     return packWeights(updateNormalizer(scored, state, &shifts));
+  };
+  // The block's mask, evaluated while its S = Q Kᵀ runs.
+  const bool earlyMask = shape.maskBesideProduct;
+  auto keepBitsOf = [&](Value block, Value tileClass) {
+    if (!earlyMask)
+      return SmallVector<Value>();
+    return emitKeepBits(mul(block, c32(shape.blockN)), tileClass);
   };
 
   // The first live block: S = Q Kᵀ and its weights, before the loop, so
@@ -434,6 +441,7 @@ Value AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks, Value group,
     waitForProductTurn(group);
     SmallVector<Value> qk = issueKeyProduct(qBase, slot);
     passProductTurn(group);
+    SmallVector<Value> keepBits = keepBitsOf(first, firstClass);
     wgmmaWait(0);
     qk = fenceOperands(b, loc, qk);
     arrive(ringBarrier(keysEmptyBarrier(0), slot));
@@ -441,7 +449,8 @@ Value AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks, Value group,
     state.rows = initialRows;
     SmallVector<BlockShift> shifts;
     // The accumulators are 0: nothing to rescale.
-    SmallVector<Value> weights = weigh(qk, first, firstClass, state, shifts);
+    SmallVector<Value> weights =
+        weigh(qk, first, firstClass, keepBits, state, shifts);
     auto [second, secondClass] = nextLiveBlock(first, c32(1), numBlocks);
     SmallVector<Value> results = {second, secondClass};
     llvm::append_range(results, weights);
@@ -481,12 +490,13 @@ Value AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks, Value group,
         SmallVector<Value> qk = issueKeyProduct(qBase, slot);
         issueValueProduct(acc, weights, previous);
         passProductTurn(group);
+        SmallVector<Value> keepBits = keepBitsOf(block, tileClass);
         wgmmaWait(1);
         qk = fenceOperands(b, loc, qk);
         arrive(ringBarrier(keysEmptyBarrier(0), slot));
         SmallVector<BlockShift> shifts;
         SmallVector<Value> nextWeights =
-            weigh(qk, block, tileClass, state, shifts);
+            weigh(qk, block, tileClass, keepBits, state, shifts);
         wgmmaWait(0);
         // The weights P V read stay live until it is done: otherwise their
         // registers may take the next block's weights while it runs, and
