@@ -474,6 +474,30 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     scaleParam = arg.getArgNumber() - firstParam;
   }
 
+  auto toAxes = [](const KernelTensor &tensor) {
+    std::vector<AxisSpec> axes;
+    for (const KernelAxis &axis : tensor.axes)
+      axes.push_back(axis.isDim() ? AxisSpec::ofDim(axis.dim)
+                                  : AxisSpec::ofSize(axis.size));
+    return axes;
+  };
+  auto axesOf = [&](unsigned tensor) {
+    return toAxes(tensor < numInputs ? declared->inputs[tensor]
+                                     : declared->outputs[tensor - numInputs]);
+  };
+  auto axisFormula = [&](const OperandAxis &a) -> std::string {
+    if (a.axis < 0)
+      return "1";
+    AxisSpec spec = axesOf(a.input)[a.axis];
+    return spec.isDim() ? spec.dim : std::to_string(spec.size);
+  };
+  // The sizes of the regions' indices b, h, m, n; reads whose subscripts
+  // the manifest's constraints keep in range are read without clamping.
+  std::string heads = axisFormula((*q)[1]), groups = axisFormula((*k)[1]);
+  const std::vector<std::string> indexSizes = {
+      axisFormula((*q)[0]), heads, axisFormula((*q)[2]), axisFormula((*k)[2])};
+  markInRangeReads(kernel, attention, indexSizes);
+
   auto withShapeHint = [&](llvm::Error error) {
     std::string message = llvm::toString(std::move(error));
     if (message.find("must be static") != std::string::npos)
@@ -530,18 +554,6 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   manifest.producer = options.producer;
   for (const KernelDim &dim : declared->dims)
     manifest.dims.push_back({dim.name, dim.size});
-  auto toAxes = [](const KernelTensor &tensor) {
-    std::vector<AxisSpec> axes;
-    for (const KernelAxis &axis : tensor.axes)
-      axes.push_back(axis.isDim() ? AxisSpec::ofDim(axis.dim)
-                                  : AxisSpec::ofSize(axis.size));
-    return axes;
-  };
-  auto axesOf = [&](unsigned tensor) {
-    return toAxes(tensor < numInputs
-                      ? declared->inputs[tensor]
-                      : declared->outputs[tensor - numInputs]);
-  };
   auto inputName = [&](int i) { return declared->inputs[i].name; };
   auto outputName = [&](int i) { return declared->outputs[i].name; };
   for (auto [i, input] : llvm::enumerate(declared->inputs)) {
@@ -596,12 +608,6 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   }
 
   // Launch geometry: grid [ceil(M/BM), H, B] over Q's axes.
-  auto axisFormula = [&](const OperandAxis &a) -> std::string {
-    if (a.axis < 0)
-      return "1";
-    AxisSpec spec = axesOf(a.input)[a.axis];
-    return spec.isDim() ? spec.dim : std::to_string(spec.size);
-  };
   EntrySpec entry;
   entry.name = "attn_fwd";
   entry.function = artifact->kernelName;
@@ -613,14 +619,11 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     entry.block[d] = artifact->blockDim[d];
   entry.sharedBytes = artifact->dynamicSharedMemoryBytes;
   // Query heads share key/value heads in groups of H / G.
-  std::string heads = axisFormula((*q)[1]), groups = axisFormula((*k)[1]);
   if (heads != groups)
     manifest.constraints.push_back(heads + " % " + groups + " == 0");
   // Element reads of the mask and score_mod inside their tensors.
   for (std::string &constraint :
-       getSubscriptConstraints(kernel, attention,
-                               {axisFormula((*q)[0]), heads,
-                                axisFormula((*q)[2]), axisFormula((*k)[2])}))
+       getSubscriptConstraints(kernel, attention, indexSizes))
     manifest.constraints.push_back(std::move(constraint));
 
   auto tensorSlot = [](ParamSlot::Kind kind, const std::string &arg,

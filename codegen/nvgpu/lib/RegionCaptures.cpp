@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "KernelBuilding.h"
+#include "SubscriptConstraints.h"
 
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 
@@ -66,9 +67,11 @@ static void convertReadsToExtracts(Operation *op) {
   op->walk([&](ReadOp read) { reads.push_back(read); });
   for (ReadOp read : reads) {
     OpBuilder builder(read);
-    Value extracted = tensor::ExtractOp::create(
+    auto extracted = tensor::ExtractOp::create(
         builder, read.getLoc(), read.getTensor(), read.getSubscripts());
-    read.getResult().replaceAllUsesWith(extracted);
+    if (read->hasAttr(::attn::kInRangeReadAttr))
+      extracted->setAttr(::attn::kInRangeReadAttr, builder.getUnitAttr());
+    read.getResult().replaceAllUsesWith(extracted.getResult());
     read.erase();
   }
 }
@@ -344,18 +347,21 @@ LogicalResult mlir::attn::lowerCapturedTensorAccesses(gpu::GPUFuncOp func) {
                                          builder.getI64IntegerAttr(value));
       };
       Value offset = constant(0);
+      // The package's constraints keep subscripts built from the indices
+      // and dims in range (reads markInRangeReads marked), but not ones
+      // computed from params or tensor values (the CPU driver and the
+      // reference refuse such launches): there a subscript outside the axis
+      // reads its nearest element, never other memory.
+      bool inRange = extract->hasAttr(::attn::kInRangeReadAttr);
       for (auto [index, size, stride] :
            llvm::zip(extract.getIndices(), sizes, strides)) {
-        // The package's constraints keep subscripts built from the indices
-        // and dims in range, but not ones computed from params or tensor
-        // values (the CPU driver and the reference refuse such launches):
-        // a subscript outside the axis reads its nearest element, never
-        // other memory.
         Value wide = arith::IndexCastOp::create(builder, loc, i64, index);
-        Value last = arith::SubIOp::create(builder, loc, size, constant(1));
-        wide = arith::MaxSIOp::create(
-            builder, loc, arith::MinSIOp::create(builder, loc, wide, last),
-            constant(0));
+        if (!inRange) {
+          Value last = arith::SubIOp::create(builder, loc, size, constant(1));
+          wide = arith::MaxSIOp::create(
+              builder, loc, arith::MinSIOp::create(builder, loc, wide, last),
+              constant(0));
+        }
         Value term = arith::MulIOp::create(builder, loc, wide, stride);
         offset = arith::AddIOp::create(builder, loc, offset, term);
       }

@@ -242,13 +242,15 @@ Bound sizeFromFormula(KernelOp kernel, const std::string &formula) {
 
 } // namespace
 
-namespace attn {
-
-std::vector<std::string>
-getSubscriptConstraints(KernelOp kernel, AttentionOp attention,
-                        const std::vector<std::string> &indexSizes) {
-  RangeFinder finder(kernel);
-  UniqueStrings constraints;
+/// Calls `visit` with each read of a kernel input (attn.read, or
+/// tensor.extract once the GPU backend has rewritten them) in the score_mod
+/// and mask of `attention`, the input's index among the inputs and the
+/// read's subscripts, after setting up `finder` with the ranges of the
+/// regions' indices b, h, m, n.
+static void visitInputReads(
+    RangeFinder &finder, KernelOp kernel, AttentionOp attention,
+    const std::vector<std::string> &indexSizes,
+    llvm::function_ref<void(Operation *, unsigned, ValueRange)> visit) {
   for (Region *region : {&attention.getScoreMod(), &attention.getMask()}) {
     if (region->empty())
       continue;
@@ -259,8 +261,6 @@ getSubscriptConstraints(KernelOp kernel, AttentionOp attention,
       finder.known[block.getArgument(first + i)] = RangeFinder::Range{
           Bound::ofConstant(0),
           finder.add(sizeFromFormula(kernel, size), Bound::ofConstant(-1))};
-    // Element reads: attn.read, or tensor.extract once the GPU backend has
-    // rewritten them.
     region->walk([&](Operation *op) {
       Value tensor;
       ValueRange subscripts;
@@ -275,25 +275,52 @@ getSubscriptConstraints(KernelOp kernel, AttentionOp attention,
       if (!input || input.getOwner() != &kernel.getEntryBlock() ||
           input.getArgNumber() < kernel.getNumDims())
         return;
-      unsigned index = input.getArgNumber() - kernel.getNumDims();
-      for (auto [axis, subscript] : llvm::enumerate(subscripts)) {
-        std::optional<RangeFinder::Range> range = finder.rangeOf(subscript);
-        if (!range)
-          continue;
-        if (!range->lo.isNonNegative())
-          constraints.insert(finder.print(range->lo) + " >= 0");
-        Bound size = getAxisSize(kernel, index, axis);
-        Bound slack = finder.add(finder.add(size, finder.scale(range->hi, -1)),
-                                 Bound::ofConstant(-1));
-        if (!slack.isNonNegative())
-          constraints.insert(finder.print(range->hi) + " < " +
-                             finder.print(size));
-      }
+      visit(op, input.getArgNumber() - kernel.getNumDims(), subscripts);
     });
   }
+}
+
+namespace attn {
+
+std::vector<std::string>
+getSubscriptConstraints(KernelOp kernel, AttentionOp attention,
+                        const std::vector<std::string> &indexSizes) {
+  RangeFinder finder(kernel);
+  UniqueStrings constraints;
+  visitInputReads(finder, kernel, attention, indexSizes,
+                  [&](Operation *, unsigned index, ValueRange subscripts) {
+                    for (auto [axis, subscript] : llvm::enumerate(subscripts)) {
+                      std::optional<RangeFinder::Range> range =
+                          finder.rangeOf(subscript);
+                      if (!range)
+                        continue;
+                      if (!range->lo.isNonNegative())
+                        constraints.insert(finder.print(range->lo) + " >= 0");
+                      Bound size = getAxisSize(kernel, index, axis);
+                      Bound slack = finder.add(
+                          finder.add(size, finder.scale(range->hi, -1)),
+                          Bound::ofConstant(-1));
+                      if (!slack.isNonNegative())
+                        constraints.insert(finder.print(range->hi) + " < " +
+                                           finder.print(size));
+                    }
+                  });
   for (const std::string &condition : finder.conditions)
     constraints.insert(condition);
   return constraints.takeVector();
+}
+
+void markInRangeReads(KernelOp kernel, AttentionOp attention,
+                      const std::vector<std::string> &indexSizes) {
+  RangeFinder finder(kernel);
+  visitInputReads(finder, kernel, attention, indexSizes,
+                  [&](Operation *op, unsigned, ValueRange subscripts) {
+                    if (llvm::all_of(subscripts, [&](Value subscript) {
+                          return finder.rangeOf(subscript).has_value();
+                        }))
+                      op->setAttr(kInRangeReadAttr,
+                                  UnitAttr::get(op->getContext()));
+                  });
 }
 
 std::optional<std::string> getDimFormula(KernelOp kernel, Value value) {

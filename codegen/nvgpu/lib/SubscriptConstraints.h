@@ -33,6 +33,17 @@ getSubscriptConstraints(mlir::attn::KernelOp kernel,
                         mlir::attn::AttentionOp attention,
                         const std::vector<std::string> &indexSizes);
 
+/// Marks with kInRangeReadAttr the reads of kernel inputs in the score_mod
+/// and mask of `attention` (same `indexSizes`) whose every subscript
+/// getSubscriptConstraints bounds: each lies in its axis for every size, or
+/// for the sizes its constraints admit, which the runtime checks before a
+/// launch. The kernels, whose indices stay inside the problem, read them
+/// without clamping the subscripts.
+void markInRangeReads(mlir::attn::KernelOp kernel,
+                      mlir::attn::AttentionOp attention,
+                      const std::vector<std::string> &indexSizes);
+constexpr llvm::StringLiteral kInRangeReadAttr = "attn.in_range";
+
 /// `value`, a kernel-level index computed from dims and constants with the
 /// same operations (the extents of prologue einsums, e.g. (N + 63)/64), as
 /// a manifest formula; nullopt when it is computed otherwise. Divisions are
