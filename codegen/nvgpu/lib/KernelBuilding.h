@@ -223,9 +223,11 @@ public:
   /// Adds a kernel whose body `emitBody` emits with the regions' captures
   /// mapped to the parameters, then lowers captured tensor accesses and
   /// math for NVPTX.
+  /// `trustInRangeReads`: see lowerCapturedTensorAccesses.
   LogicalResult addRegionKernel(
       const Twine &name, int64_t threads,
-      llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody);
+      llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody,
+      bool trustInRangeReads = false);
   OpBuilder &getBuilder() { return builder; }
 
 private:
@@ -282,8 +284,10 @@ Value inlineRegion(OpBuilder &builder, Region &region, ValueRange args,
                    const IRMapping &captures);
 
 /// Rewrites tensor.extract / tensor.dim of captured tensors into loads from
-/// their pointer parameters.
-LogicalResult lowerCapturedTensorAccesses(gpu::GPUFuncOp func);
+/// their pointer parameters, each subscript clamped into its axis unless
+/// `trustInRangeReads` and the read is marked in range (markInRangeReads).
+LogicalResult lowerCapturedTensorAccesses(gpu::GPUFuncOp func,
+                                          bool trustInRangeReads = false);
 
 /// Rewrites the math ops inlined region code may hold (exp, exp2, log, log2,
 /// log1p, tanh, abs, sqrt, rsqrt, pow) into PTX instructions and

@@ -87,7 +87,8 @@ gpu::GPUFuncOp KernelModuleBuilder::createKernel(const Twine &name,
 
 LogicalResult KernelModuleBuilder::addRegionKernel(
     const Twine &name, int64_t threads,
-    llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody) {
+    llvm::function_ref<void(ValueRange, const IRMapping &)> emitBody,
+    bool trustInRangeReads) {
   gpu::GPUFuncOp func = createKernel(name, threads);
   Block &entry = func.getBody().front();
   OpBuilder::InsertionGuard insertion(builder);
@@ -97,7 +98,7 @@ LogicalResult KernelModuleBuilder::addRegionKernel(
               entry.getArguments(), captures);
   emitBody(entry.getArguments(), captures);
   gpu::ReturnOp::create(builder, loc);
-  if (failed(lowerCapturedTensorAccesses(func)))
+  if (failed(lowerCapturedTensorAccesses(func, trustInRangeReads)))
     return failure();
   return lowerMathForNVPTX(func);
 }

@@ -312,7 +312,8 @@ Value mlir::attn::inlineRegion(OpBuilder &builder, Region &region,
   return mapping.lookup(block.getTerminator()->getOperand(0));
 }
 
-LogicalResult mlir::attn::lowerCapturedTensorAccesses(gpu::GPUFuncOp func) {
+LogicalResult mlir::attn::lowerCapturedTensorAccesses(gpu::GPUFuncOp func,
+                                                      bool trustInRangeReads) {
   SmallVector<UnrealizedConversionCastOp> placeholders;
   func.walk([&](UnrealizedConversionCastOp cast) {
     if (cast->hasAttr("attn.captured_tensor"))
@@ -352,7 +353,8 @@ LogicalResult mlir::attn::lowerCapturedTensorAccesses(gpu::GPUFuncOp func) {
       // computed from params or tensor values (the CPU driver and the
       // reference refuse such launches): there a subscript outside the axis
       // reads its nearest element, never other memory.
-      bool inRange = extract->hasAttr(::attn::kInRangeReadAttr);
+      bool inRange =
+          trustInRangeReads && extract->hasAttr(::attn::kInRangeReadAttr);
       for (auto [index, size, stride] :
            llvm::zip(extract.getIndices(), sizes, strides)) {
         Value wide = arith::IndexCastOp::create(builder, loc, i64, index);
