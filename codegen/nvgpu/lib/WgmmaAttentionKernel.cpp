@@ -10,7 +10,9 @@
 // shared memory, the op's score_mod, mask and normalizer exactly as in the
 // mma.sync skeleton (a wgmma m64nN accumulator holds, per warp, the fragments
 // of an m16n8 accumulator row tile), and O += P V on wgmma with P from
-// registers. The two products overlap the softmax: block j's S and block j -
+// registers. Blocks of 128 keys where the per-score code is short, with a
+// longer index-only mask evaluated into bits while S runs
+// (AttentionTileShape::maskBesideProduct), else 64. The two products overlap the softmax: block j's S and block j -
 // 1's P V are issued together, block j's weights are computed while P V runs,
 // and O is rescaled by block j's shift once it has. The two groups take turns
 // issuing a block's products (named barriers 1 and 2), so that the tensor
