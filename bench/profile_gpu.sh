@@ -18,7 +18,9 @@
 #   OUT_DIR   where the full ncu reports (.txt) go
 # Environment (defaults in brackets): VARIANTS [causal,full,softcap30-causal,
 # document-causal,gqa32-8-causal], LENGTHS [16384], ONE_CTA_PER_TILE [1],
-# DECODE [1], BACKWARD [causal] (adjoint variants at L = 16k; empty: none).
+# DECODE [1], BACKWARD [causal] (adjoint variants at L = 16k; empty: none),
+# SOURCE [0] (1: also each kernel's per-instruction page, OUT_DIR/source_NAME.csv.gz,
+# summarised by bench/ncu_source_summary.py; a full ncu set, slower).
 set -euo pipefail
 launch=$1 packages=$2 out=$3
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,6 +66,17 @@ profile() {
   echo "== $name"
   grep -E "$(IFS='|'; echo "${metrics[*]}")|Warp Cycles Per Issued" \
     "$out/ncu_$name.txt" | sed 's/^ *//' | tr -s ' '
+  # Per-instruction counts and stall samples (bench/ncu_source_summary.py).
+  if [ "${SOURCE:-0}" = 1 ]; then
+    ncu -k regex:"$kernel" -c 1 --set full --import-source no \
+      -o "$out/report_$name" -f "$launch" "$package" "${args[@]}" \
+      > "$out/ncu_source_$name.log" 2>&1 || { tail -5 "$out/ncu_source_$name.log"; return 0; }
+    ncu -i "$out/report_$name.ncu-rep" --page source --csv --print-source sass \
+      | gzip > "$out/source_$name.csv.gz"
+    rm -f "$out/report_$name.ncu-rep"
+    python3 "$root/bench/ncu_source_summary.py" --opcodes 12 --top 6 \
+      "$out/source_$name.csv.gz"
+  fi
 }
 forward='^attn_fwd_wgmma$'
 dirs=("$packages/suite")
