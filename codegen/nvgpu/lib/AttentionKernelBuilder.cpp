@@ -36,6 +36,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Matchers.h"
 
 #include <limits>
 
@@ -973,9 +974,10 @@ static bool derivesFrom(Value value, ArrayRef<Value> indices) {
 /// The operations the Hopper consumers run per score for `region` (a
 /// score_mod or mask): those computed from `perScore`, its arguments that
 /// vary from score to score (the query and key indices, the score), or
-/// nullopt if one is outside arith, index and math or reads a tensor at a
-/// subscript that moves with them. The rest (a head's ALiBi slope, a head's
-/// flag, N - M) is computed once per tile and is not counted.
+/// nullopt if one is outside arith, index and math, divides by a value that
+/// is not a constant, or reads a tensor at a subscript that moves with them.
+/// The rest (a head's ALiBi slope, a head's flag, N - M) is computed once per
+/// tile and is not counted.
 static std::optional<int64_t> countPerScoreOps(Region &region,
                                                ArrayRef<Value> perScore) {
   int64_t numOps = 0;
@@ -991,6 +993,15 @@ static std::optional<int64_t> countPerScoreOps(Region &region,
     }
     if (llvm::none_of(nested->getResults(), varies))
       return;
+    // An integer division by a value that is not a constant is a sequence
+    // of some twenty instructions with temporaries of its own: with it
+    // 128-key blocks spilled (ptxas, a mask (m - n) / stride * stride ==
+    // m - n: 32 bytes).
+    if (isa<arith::DivSIOp, arith::DivUIOp, arith::RemSIOp, arith::RemUIOp,
+            arith::FloorDivSIOp, arith::CeilDivSIOp, arith::CeilDivUIOp>(
+            nested) &&
+        !matchPattern(nested->getOperand(1), m_Constant()))
+      allowed = false;
     ++numOps;
     allowed &= llvm::is_contained({"arith", "index", "math"},
                                   nested->getDialect()->getNamespace());
