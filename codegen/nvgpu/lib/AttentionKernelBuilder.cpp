@@ -191,6 +191,35 @@ std::pair<Value, Value> AttentionKernelEmitter::rowCoordinates(int64_t i) {
           toIndex(add(head, remu(row, groupSize)))};
 }
 
+void AttentionKernelEmitter::forEachScore(
+    Value n0, function_ref<void(const ScorePlace &)> visit) {
+  const int64_t nTiles = shape.blockN / 8;
+  Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
+  Value colBase = add(n0, mul(quadCol, c32(2)));
+  // Regions see indices clamped into the tensors, so that reads of captured
+  // tensors stay in bounds for the rows and keys past M and N.
+  SmallVector<std::pair<Value, Value>> rowIdx;
+  for (int64_t i = 0; i < shape.ownedRows(); ++i)
+    rowIdx.push_back(rowCoordinates(i));
+  for (int64_t j = 0; j < nTiles; ++j) {
+    for (int64_t c = 0; c < 2; ++c) {
+      Value col = add(colBase, c32(8 * j + c));
+      Value colIdx = toIndex(minsi(col, lastN));
+      Value inRange = cmpi(arith::CmpIPredicate::slt, col, sizeN);
+      for (int64_t i = 0; i < shape.ownedRows(); ++i) {
+        const int64_t t = i / 2, r = i % 2;
+        visit({4 * (nTiles * t + j) + 2 * r + c, i, rowIdx[i].first,
+               rowIdx[i].second, colIdx, inRange});
+      }
+    }
+  }
+}
+
+Value AttentionKernelEmitter::maskAt(const ScorePlace &place) {
+  return inlineRegion(b, op.getMask(),
+                      {batchIdx, place.head, place.query, place.key}, captures);
+}
+
 /// Scores of this thread's accumulator elements (`qk`, in accumulator order
 /// [rowTiles][blockN / 8][4]) after scale, score_mod and mask: absent keys
 /// (masked, or past N) get the normalizer's absent score. `kept` receives,
@@ -200,49 +229,28 @@ SmallVector<Value>
 AttentionKernelEmitter::emitScores(ArrayRef<Value> qk, Value n0, bool full,
                                    SmallVectorImpl<Value> &kept,
                                    ArrayRef<Value> keepBits) {
-  const int64_t nTiles = shape.blockN / 8;
   Value absent = normalizer.getAbsentScore(b, loc, f32);
-  Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
-  Value colBase = add(n0, mul(quadCol, c32(2)));
-  // Regions see indices clamped into the tensors, so that reads of captured
-  // tensors stay in bounds for the rows and keys past M and N.
-  SmallVector<std::pair<Value, Value>> rowIdx;
-  for (int64_t i = 0; i < shape.ownedRows(); ++i)
-    rowIdx.push_back(rowCoordinates(i));
   SmallVector<Value> scores(qk.size());
   SmallVector<Value> count(shape.ownedRows(), cf(0.0));
-  for (int64_t j = 0; j < nTiles; ++j) {
-    for (int64_t c = 0; c < 2; ++c) {
-      Value col = add(colBase, c32(8 * j + c));
-      Value colIdx = toIndex(minsi(col, lastN));
-      Value inRange = cmpi(arith::CmpIPredicate::slt, col, sizeN);
-      for (int64_t i = 0; i < shape.ownedRows(); ++i) {
-        const int64_t t = i / 2, r = i % 2;
-        const int64_t slot = 4 * (nTiles * t + j) + 2 * r + c;
-        Value x = mulf(qk[slot], scale);
-        Value s = op.hasTrivialScoreMod()
-                      ? x
-                      : inlineRegion(b, op.getScoreMod(),
-                                     {x, batchIdx, rowIdx[i].second,
-                                      rowIdx[i].first, colIdx},
-                                     captures);
-        // A select on the bounds is cheaper than a separate full-tile path
-        // without it (measured): full tiles skip only the mask.
-        Value keep = inRange;
-        if (!full)
-          keep = arith::AndIOp::create(
-              b, loc, keep,
-              keepBits.empty() ? inlineRegion(b, op.getMask(),
-                                              {batchIdx, rowIdx[i].second,
-                                               rowIdx[i].first, colIdx},
-                                              captures)
-                               : testKeepBit(keepBits, slot));
-        scores[slot] = select(keep, s, absent);
-        if (normalizer.hasKeptCount())
-          count[i] = normalizer.countKept(b, loc, count[i], keep);
-      }
-    }
-  }
+  forEachScore(n0, [&](const ScorePlace &place) {
+    Value x = mulf(qk[place.slot], scale);
+    Value s =
+        op.hasTrivialScoreMod()
+            ? x
+            : inlineRegion(b, op.getScoreMod(),
+                           {x, batchIdx, place.head, place.query, place.key},
+                           captures);
+    // A select on the bounds is cheaper than a separate full-tile path
+    // without it (measured): full tiles skip only the mask.
+    Value keep = place.inRange;
+    if (!full)
+      keep = arith::AndIOp::create(
+          b, loc, keep,
+          keepBits.empty() ? maskAt(place) : testKeepBit(keepBits, place.slot));
+    scores[place.slot] = select(keep, s, absent);
+    if (normalizer.hasKeptCount())
+      count[place.row] = normalizer.countKept(b, loc, count[place.row], keep);
+  });
   if (normalizer.hasKeptCount())
     kept.assign(count.begin(), count.end());
   return scores;
@@ -250,52 +258,23 @@ AttentionKernelEmitter::emitScores(ArrayRef<Value> qk, Value n0, bool full,
 
 SmallVector<Value> AttentionKernelEmitter::emitKeepBits(Value n0,
                                                         Value tileClass) {
-  const int64_t nTiles = shape.blockN / 8;
-  const int64_t numSlots = 4 * nTiles * shape.rowTiles();
+  const int64_t numSlots = 4 * (shape.blockN / 8) * shape.rowTiles();
   const int64_t numWords = llvm::divideCeil(numSlots, 32);
-  auto evaluate = [&]() {
-    Value lastN = arith::SubIOp::create(b, loc, sizeN, c32(1));
-    Value colBase = add(n0, mul(quadCol, c32(2)));
-    SmallVector<std::pair<Value, Value>> rowIdx;
-    for (int64_t i = 0; i < shape.ownedRows(); ++i)
-      rowIdx.push_back(rowCoordinates(i));
-    SmallVector<Value> words(numWords, c32(0));
-    for (int64_t j = 0; j < nTiles; ++j) {
-      for (int64_t c = 0; c < 2; ++c) {
-        Value colIdx = toIndex(minsi(add(colBase, c32(8 * j + c)), lastN));
-        for (int64_t i = 0; i < shape.ownedRows(); ++i) {
-          const int64_t t = i / 2, r = i % 2;
-          const int64_t slot = 4 * (nTiles * t + j) + 2 * r + c;
-          Value keep = inlineRegion(
-              b, op.getMask(),
-              {batchIdx, rowIdx[i].second, rowIdx[i].first, colIdx}, captures);
-          Value bit = arith::ShLIOp::create(
-              b, loc, arith::ExtUIOp::create(b, loc, i32, keep),
-              c32(slot % 32));
-          words[slot / 32] =
-              arith::OrIOp::create(b, loc, words[slot / 32], bit);
-        }
-      }
-    }
-    return words;
-  };
   // Full tiles read no bit.
-  auto constantClass = getConstantIntValue(tileClass);
-  if (constantClass)
-    return *constantClass == 1 ? evaluate()
-                               : SmallVector<Value>(numWords, c32(0));
-  auto ifPartial =
-      scf::IfOp::create(b, loc, SmallVector<Type>(numWords, i32),
-                        cmpi(arith::CmpIPredicate::ne, tileClass, c32(2)),
-                        /*withElseRegion=*/true);
-  {
-    OpBuilder::InsertionGuard insertion(b);
-    b.setInsertionPointToStart(ifPartial.thenBlock());
-    scf::YieldOp::create(b, loc, evaluate());
-    b.setInsertionPointToStart(ifPartial.elseBlock());
-    scf::YieldOp::create(b, loc, SmallVector<Value>(numWords, c32(0)));
-  }
-  return SmallVector<Value>(ifPartial.getResults());
+  return evaluateByClass(
+      tileClass, SmallVector<Type>(numWords, i32), [&](bool full) {
+        SmallVector<Value> words(numWords, c32(0));
+        if (full)
+          return words;
+        forEachScore(n0, [&](const ScorePlace &place) {
+          Value bit = arith::ShLIOp::create(
+              b, loc, arith::ExtUIOp::create(b, loc, i32, maskAt(place)),
+              c32(place.slot % 32));
+          Value &word = words[place.slot / 32];
+          word = arith::OrIOp::create(b, loc, word, bit);
+        });
+        return words;
+      });
 }
 
 Value AttentionKernelEmitter::testKeepBit(ArrayRef<Value> keepBits,
@@ -444,25 +423,7 @@ AttentionKernelEmitter::scoreBlock(ArrayRef<Value> qk, Value n0,
     llvm::append_range(results, kept);
     return results;
   };
-  SmallVector<Value> scored;
-  auto constantClass = getConstantIntValue(tileClass);
-  if (constantClass) {
-    scored = evaluate(*constantClass == 2);
-  } else {
-    auto ifFull = scf::IfOp::create(
-        b, loc, scoreTypes,
-        cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
-        /*withElseRegion=*/true);
-    {
-      OpBuilder::InsertionGuard insertion(b);
-      b.setInsertionPointToStart(ifFull.thenBlock());
-      scf::YieldOp::create(b, loc, evaluate(true));
-      b.setInsertionPointToStart(ifFull.elseBlock());
-      scf::YieldOp::create(b, loc, evaluate(false));
-    }
-    scored.assign(ifFull.getResults().begin(), ifFull.getResults().end());
-  }
-  return scored;
+  return evaluateByClass(tileClass, scoreTypes, evaluate);
 }
 
 AttentionLoopState
@@ -954,23 +915,6 @@ static bool hasLightScoreCode(AttentionOp op) {
   return isShortScoreCode(op, {"arith", "index"});
 }
 
-/// Whether `value` is computed from any of `indices` (arguments of its
-/// region).
-static bool derivesFrom(Value value, ArrayRef<Value> indices) {
-  SmallVector<Value> work = {value};
-  llvm::SmallPtrSet<void *, 16> seen;
-  while (!work.empty()) {
-    Value next = work.pop_back_val();
-    if (!seen.insert(next.getAsOpaquePointer()).second)
-      continue;
-    if (llvm::is_contained(indices, next))
-      return true;
-    if (Operation *def = next.getDefiningOp())
-      llvm::append_range(work, def->getOperands());
-  }
-  return false;
-}
-
 /// The operations the Hopper consumers run per score for `region` (a
 /// score_mod or mask): those computed from `perScore`, its arguments that
 /// vary from score to score (the query and key indices, the score), or
@@ -982,10 +926,14 @@ static std::optional<int64_t> countPerScoreOps(Region &region,
                                                ArrayRef<Value> perScore) {
   int64_t numOps = 0;
   bool allowed = true;
-  auto varies = [&](Value value) { return derivesFrom(value, perScore); };
-  region.walk([&](Operation *nested) {
+  // Values computed from `perScore`, in one walk: definitions come first.
+  llvm::DenseSet<Value> varying(perScore.begin(), perScore.end());
+  auto varies = [&](Value value) { return varying.contains(value); };
+  region.walk<WalkOrder::PreOrder>([&](Operation *nested) {
     if (isa<YieldOp>(nested))
       return;
+    if (llvm::any_of(nested->getOperands(), varies))
+      varying.insert(nested->getResults().begin(), nested->getResults().end());
     // A read's operands: the tensor, then its subscripts.
     if (isa<ReadOp, tensor::ExtractOp>(nested)) {
       allowed &= llvm::none_of(nested->getOperands().drop_front(), varies);

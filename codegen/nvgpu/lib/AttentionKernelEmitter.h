@@ -269,6 +269,18 @@ private:
   int64_t wgmmaBarrierOffset() const;
   /// The aligned base of shared memory (i32 shared address).
   Value sharedBase;
+  /// Where one of this thread's scores of a key block lies: its accumulator
+  /// slot, its owned row, the (clamped) query, head and key indices the
+  /// regions see, and whether the key is in the problem.
+  struct ScorePlace {
+    int64_t slot, row;
+    Value query, head, key, inRange;
+  };
+  /// Calls `visit` for each of this thread's scores of the key block at
+  /// `n0`, key tile by key tile.
+  void forEachScore(Value n0, function_ref<void(const ScorePlace &)> visit);
+  /// The mask region inlined at `place`.
+  Value maskAt(const ScorePlace &place);
   SmallVector<Value> emitScores(ArrayRef<Value> qk, Value n0, bool full,
                                 SmallVectorImpl<Value> &kept,
                                 ArrayRef<Value> keepBits = {});

@@ -345,22 +345,6 @@ void BackwardEmitter::storeGradient(ArrayRef<Value> acc, int64_t cols,
   }
 }
 
-SmallVector<Value>
-BackwardEmitter::evaluateByClass(Value tileClass, TypeRange types,
-                                 function_ref<SmallVector<Value>(bool)> eval) {
-  if (auto constant = getConstantIntValue(tileClass))
-    return eval(*constant == 2);
-  auto ifFull = scf::IfOp::create(
-      b, loc, types, cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
-      /*withElseRegion=*/true);
-  OpBuilder::InsertionGuard insertion(b);
-  b.setInsertionPointToStart(ifFull.thenBlock());
-  scf::YieldOp::create(b, loc, eval(true));
-  b.setInsertionPointToStart(ifFull.elseBlock());
-  scf::YieldOp::create(b, loc, eval(false));
-  return SmallVector<Value>(ifFull.getResults());
-}
-
 //===----------------------------------------------------------------------===//
 // Entry points.
 //===----------------------------------------------------------------------===//

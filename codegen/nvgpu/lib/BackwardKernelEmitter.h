@@ -387,11 +387,6 @@ private:
   /// result unused), rather than carry its running registers out of a
   /// branch.
   void ifPending(Value m0, function_ref<void()> emitAdd);
-  /// `eval(full)` for the tile's class: once if the class is a constant,
-  /// else on both sides of a branch on it, results of `types`.
-  SmallVector<Value>
-  evaluateByClass(Value tileClass, TypeRange types,
-                  function_ref<SmallVector<Value>(bool)> eval);
   void storeGradient(ArrayRef<Value> acc, int64_t cols, Value factor,
                      Value rowBase, FixedParam rowStride, Value firstRow,
                      Value rowLimit);

@@ -123,6 +123,25 @@ protected:
         body);
   }
 
+  /// `eval(full)` for a tile of class `tileClass` (0 empty, 1 partial, 2
+  /// full): once if the class is a constant, else on both sides of a branch
+  /// on it, results of `types`.
+  SmallVector<Value>
+  evaluateByClass(Value tileClass, TypeRange types,
+                  function_ref<SmallVector<Value>(bool)> eval) {
+    if (auto constant = getConstantIntValue(tileClass))
+      return eval(*constant == 2);
+    auto ifFull = scf::IfOp::create(
+        b, loc, types, cmpi(arith::CmpIPredicate::eq, tileClass, c32(2)),
+        /*withElseRegion=*/true);
+    OpBuilder::InsertionGuard insertion(b);
+    b.setInsertionPointToStart(ifFull.thenBlock());
+    scf::YieldOp::create(b, loc, eval(true));
+    b.setInsertionPointToStart(ifFull.elseBlock());
+    scf::YieldOp::create(b, loc, eval(false));
+    return SmallVector<Value>(ifFull.getResults());
+  }
+
   OpBuilder &b;
   Location loc;
   Type i32, i64, f32, globalPtr, sharedPtr;

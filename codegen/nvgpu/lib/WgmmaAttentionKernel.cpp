@@ -12,9 +12,10 @@
 // of an m16n8 accumulator row tile), and O += P V on wgmma with P from
 // registers. Blocks of 128 keys where the per-score code is short, with a
 // longer index-only mask evaluated into bits while S runs
-// (AttentionTileShape::maskBesideProduct), else 64. The two products overlap the softmax: block j's S and block j -
-// 1's P V are issued together, block j's weights are computed while P V runs,
-// and O is rescaled by block j's shift once it has. The two groups take turns
+// (AttentionTileShape::maskBesideProduct), else 64. The two products overlap
+// the softmax: block j's S and block j - 1's P V are issued together, block
+// j's weights are computed while P V runs, and O is rescaled by block j's
+// shift once it has. The two groups take turns
 // issuing a block's products (named barriers 1 and 2), so that the tensor
 // cores run one group's while the other computes its weights. K of a stage
 // is released as soon as S is done, V once P V is.
@@ -418,9 +419,8 @@ Value AttentionKernelEmitter::emitWgmmaConsumer(Value numBlocks, Value group,
     return packWeights(updateNormalizer(scored, state, &shifts));
   };
   // The block's mask, evaluated while its S = Q Kᵀ runs.
-  const bool earlyMask = shape.maskBesideProduct;
   auto keepBitsOf = [&](Value block, Value tileClass) {
-    if (!earlyMask)
+    if (!shape.maskBesideProduct)
       return SmallVector<Value>();
     return emitKeepBits(mul(block, c32(shape.blockN)), tileClass);
   };
