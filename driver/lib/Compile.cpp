@@ -4,8 +4,8 @@
 #include "attn/Driver/ArtifactCache.h"
 #include "attn/Driver/CacheKey.h"
 #include "attn/Driver/CpuBackendChoice.h"
-#include "attn/Halide/HalideKernel.h"
 #include "attn/Driver/FatalErrors.h"
+#include "attn/Driver/HalideBackend.h"
 
 #include "CompileRemarks.h"
 
@@ -98,7 +98,7 @@ getHalideRuntime(mlir::MLIRContext *context, const CacheOptions &cache,
   }
   llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object =
       runCodegen<std::unique_ptr<llvm::MemoryBuffer>>(
-          [] { return compileHalideRuntimeObject(); });
+          [] { return compileHalideRuntime(); });
   if (!object)
     return object.takeError();
   slot.store((*object)->getBuffer(), /*flags=*/0, "", warnings);
@@ -183,7 +183,7 @@ attn::compileCpuObject(mlir::ModuleOp module, const CpuTarget &target,
   llvm::Expected<CpuKernelObject> result =
       runCodegen<CpuKernelObject>([&]() -> llvm::Expected<CpuKernelObject> {
         if (halide)
-          return compileHalideKernelObject(module, options.halide);
+          return compileHalideObject(module, options.halide);
         return compileCpuKernelObject(module, target, options);
       });
   if (!result)

@@ -48,7 +48,7 @@ class CMakeBuild(build_ext):
             subprocess.check_call(configure)
         subprocess.check_call(["cmake", "--build", str(build), "--target",
                                "attnc_python", "attnc_launcher",
-                               "attnc_runtime"])
+                               "attnc_runtime", "attnc_halide"])
         target = pathlib.Path(self.get_ext_fullpath(ext.name))
         target.parent.mkdir(parents=True, exist_ok=True)
         built = build / "python" / "attnc" / target.name
@@ -57,8 +57,10 @@ class CMakeBuild(build_ext):
         launcher = target.name.replace("_attnc", "_launcher", 1)
         shutil.copy2(build / "python" / "attnc" / launcher,
                      target.parent / launcher)
-        shutil.copy2(build / "lib" / "libattnc_runtime.so",
-                     target.parent / "libattnc_runtime.so")
+        # The runtime, and the Halide backend's plugin (loaded from beside
+        # the extension module on the first Halide compile).
+        for library in ("libattnc_runtime.so", "libattnc_halide.so"):
+            shutil.copy2(build / "lib" / library, target.parent / library)
 
 
 setup(ext_modules=[CMakeExtension()], cmdclass={"build_ext": CMakeBuild})

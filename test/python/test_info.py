@@ -20,6 +20,9 @@ def test_info_names_the_loaded_compiler_and_runtime(tmp_path, monkeypatch):
     assert compiler["loaded"] and os.path.isfile(compiler["path"])
     assert compiler["version"] == attnc.__version__
     assert compiler["llvm"].startswith("22.")
+    halide = compiler["halide"]
+    assert os.path.isfile(halide["path"])
+    assert os.path.basename(halide["path"]) == "libattnc_halide.so"
     runtime = facts["runtime"]
     assert runtime["loaded"] and os.path.isfile(runtime["path"])
     launcher = facts["launcher"]
@@ -32,6 +35,23 @@ def test_info_names_the_loaded_compiler_and_runtime(tmp_path, monkeypatch):
     assert gpus["count"] >= 0
     if gpus["count"] == 0:
         assert gpus["error"]
+
+
+@requires_compiler
+def test_importing_attnc_does_not_load_libhalide():
+    # libHalide14 and its LLVM come with the Halide backend's plugin, on the
+    # first compile that takes it: importing the package, compiling a fused
+    # kernel and asking info() do not load it.
+    code = ("import attnc\n"
+            "attnc.compile(%r, dtype='f32')\n"
+            "facts = attnc.info()['compiler']['halide']\n"
+            "maps = open('/proc/self/maps').read()\n"
+            "print(facts['loaded'], 'libHalide' in maps)\n"
+            % os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                           "causal.attn"))
+    out = subprocess.run([sys.executable, "-c", code], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.split() == ["False", "False"]
 
 
 def test_info_without_compiler_or_runtime_says_why(tmp_path):

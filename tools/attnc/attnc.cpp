@@ -18,14 +18,15 @@
 #include "attn/CPU/Pipeline.h"
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
-#include "attn/Halide/HalideEntry.h"
 #include "attn/Driver/Compile.h"
 #include "attn/Driver/CpuBackendChoice.h"
 #include "attn/Driver/FatalErrors.h"
 #include "attn/Driver/Gradient.h"
+#include "attn/Driver/HalideBackend.h"
 #include "attn/Driver/Launch.h"
 #include "attn/Driver/LaunchMemory.h"
 #include "attn/Driver/Spec.h"
+#include "attn/Halide/HalideEntry.h"
 #include "attn/Linalg/Pipelines.h"
 #include "attn/Runtime/Package.h"
 
@@ -1090,6 +1091,12 @@ int compileGpuPackage(MLIRContext &context) {
 void printVersion(llvm::raw_ostream &os) {
   os << "attnc version " << ATTN_VERSION << "\n"
      << "  built with LLVM and MLIR " << LLVM_VERSION_STRING << "\n";
+  llvm::Expected<std::string> halide = findHalideBackend();
+  if (halide)
+    os << "  Halide backend: " << *halide << "\n";
+  else
+    os << "  Halide backend: none (" << llvm::toString(halide.takeError())
+       << ")\n";
 }
 
 int main(int argc, char **argv) {

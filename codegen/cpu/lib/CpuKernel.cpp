@@ -20,8 +20,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 
 using namespace attn;
+
+unsigned attn::HalideScheduleOptions::getParallelism() const {
+  if (parallelism)
+    return parallelism;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
 
 namespace {
 

@@ -16,7 +16,6 @@
 
 #include <chrono>
 #include <stdexcept>
-#include <thread>
 
 using namespace attn;
 namespace HL = Halide;
@@ -53,12 +52,6 @@ void installErrorReporter() {
     return true;
   }();
   (void)installed;
-}
-
-unsigned getParallelism(const HalideScheduleOptions &options) {
-  if (options.parallelism)
-    return options.parallelism;
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 /// The host, as Halide targets it, with IEEE float semantics: Halide's
@@ -139,7 +132,7 @@ attn::compileHalideKernelObject(mlir::ModuleOp module,
       return diagnostics.takeError("building the Halide pipeline of kernel '" +
                                    name + "' failed");
     HL::Pipeline pipeline = halide::schedulePipeline(
-        *cascade, scheduler, target, getParallelism(options));
+        *cascade, scheduler, target, options.getParallelism());
     result.stats.lowerSeconds += secondsSince(phase);
     phase = Clock::now();
     llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object =
@@ -191,23 +184,4 @@ attn::compileHalideRuntimeObject() {
     return makeError(std::string("Halide could not compile its runtime: ") +
                      error.what());
   }
-}
-
-std::vector<std::string> attn::describeHalideRuntime() {
-  return {"halide=" ATTN_HALIDE_LIBRARY,
-          "halide-target=" + getTarget().to_string()};
-}
-
-std::vector<std::string>
-attn::describeHalideCompile(const HalideScheduleOptions &options) {
-  // The runtime's fields first: a kernel and the runtime it links against
-  // share them.
-  std::vector<std::string> fields = describeHalideRuntime();
-  fields.push_back("scheduler=" + options.scheduler);
-  fields.push_back("parallelism=" + std::to_string(getParallelism(options)));
-  std::string estimates = "estimates=";
-  for (int64_t size : options.dimEstimates)
-    estimates += std::to_string(size) + ",";
-  fields.push_back(estimates);
-  return fields;
 }

@@ -23,7 +23,8 @@ def _compiler():
                 why = str(error)
         return {"loaded": False, "error": why}
     return {"loaded": True, "path": getattr(native, "__file__", None),
-            "version": native.version, "llvm": native.llvm_version}
+            "version": native.version, "llvm": native.llvm_version,
+            "halide": native.halide_backend()}
 
 
 def _runtime():
@@ -62,8 +63,10 @@ def info():
     - ``version``: the package's version;
     - ``package``: the directory the ``attnc`` package was imported from;
     - ``compiler``: ``loaded``, and the extension module's ``path``, its
-      ``version`` and the LLVM/MLIR ``llvm`` version it was built with (or
-      ``error``: why specs cannot be compiled here, a runtime-only
+      ``version``, the LLVM/MLIR ``llvm`` version it was built with and
+      ``halide``: the Halide backend's plugin, its ``path`` (or ``error``)
+      and whether a compile has ``loaded`` it. Without a compiler,
+      ``error``: why specs cannot be compiled here (a runtime-only
       installation);
     - ``runtime``: ``loaded`` and the ``path`` of libattnc_runtime.so (or
       ``error``);

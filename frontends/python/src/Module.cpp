@@ -19,10 +19,11 @@
 #include "attn/Dialect/Attn/IR/AttnDialect.h"
 #include "attn/Dialect/Attn/IR/AttnOps.h"
 #include "attn/Driver/ArtifactCache.h"
-#include "attn/Driver/CpuBackendChoice.h"
 #include "attn/Driver/Compile.h"
+#include "attn/Driver/CpuBackendChoice.h"
 #include "attn/Driver/FatalErrors.h"
 #include "attn/Driver/Gradient.h"
+#include "attn/Driver/HalideBackend.h"
 #include "attn/Driver/Launch.h"
 #include "attn/Driver/LaunchMemory.h"
 #include "attn/Driver/Spec.h"
@@ -722,6 +723,18 @@ PYBIND11_MODULE(_attnc, m) {
   m.attr("llvm_version") = LLVM_VERSION_STRING;
   // The artifact cache compiled kernels go through (None without a home).
   m.def("cache_directory", [] { return ArtifactCache::getDefaultDirectory(); });
+  // The Halide backend's plugin: where it is and whether it is loaded (or
+  // why there is none).
+  m.def("halide_backend", [] {
+    py::dict facts;
+    llvm::Expected<std::string> path = findHalideBackend();
+    if (path)
+      facts["path"] = *path;
+    else
+      facts["error"] = llvm::toString(path.takeError());
+    facts["loaded"] = isHalideBackendLoaded();
+    return facts;
+  });
 
   py::class_<PyCpuKernel>(m, "CpuKernel")
       .def_property_readonly("name",

@@ -38,22 +38,6 @@ using namespace attn;
 
 namespace {
 
-/// A variant the GPU backend compiles (bf16, head dim fixed).
-constexpr const char *kGpuSpec = R"(
-attention cached_gpu {
-  dims  B, H, M, N, D = 64
-  in    Q: bf16[B, H, M, D]
-  in    K: bf16[B, H, N, D]
-  in    V: bf16[B, H, N, D]
-  out   O: bf16[B, H, M, D]
-
-  S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d]) * rsqrt(D)
-  keep S where n <= m + (N - M)
-  P = softmax[n](S)
-  O[b,h,m,e] = sum[n](P[b,h,m,n] * V[b,h,n,e])
-}
-)";
-
 constexpr const char *kSpec = R"(
 attention cached {
   dims  B, H, M, N, D
@@ -128,7 +112,7 @@ protected:
   }
 
   std::optional<GpuPackageArtifact> compilePackage() {
-    mlir::OwningOpRef<mlir::ModuleOp> module = parse(kGpuSpec);
+    mlir::OwningOpRef<mlir::ModuleOp> module = parse(test::kCausalGpuSpec);
     if (!module)
       return std::nullopt;
     GpuPackageOptions options;

@@ -15,6 +15,38 @@
 
 namespace attn::test {
 
+/// Causal attention, M and N independent (bf16 in, f32 out).
+inline constexpr const char *kCausalSpec = R"(
+attention causal {
+  dims  B, H, M, N, D
+  in    Q: bf16[B, H, M, D]
+  in    K: bf16[B, H, N, D]
+  in    V: bf16[B, H, N, D]
+  out   O: f32[B, H, M, D]
+
+  S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d]) * rsqrt(D)
+  keep S where n <= m + (N - M)
+  P = softmax[n](S)
+  O[b,h,m,e] = sum[n](P[b,h,m,n] * V[b,h,n,e])
+}
+)";
+
+/// The same for the GPU backend (bf16 out, head dim fixed).
+inline constexpr const char *kCausalGpuSpec = R"(
+attention causal_gpu {
+  dims  B, H, M, N, D = 64
+  in    Q: bf16[B, H, M, D]
+  in    K: bf16[B, H, N, D]
+  in    V: bf16[B, H, N, D]
+  out   O: bf16[B, H, M, D]
+
+  S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d]) * rsqrt(D)
+  keep S where n <= m + (N - M)
+  P = softmax[n](S)
+  O[b,h,m,e] = sum[n](P[b,h,m,n] * V[b,h,n,e])
+}
+)";
+
 /// Loads every dialect a kernel is compiled through into `context`.
 inline void loadCodegenDialects(mlir::MLIRContext &context) {
   mlir::DialectRegistry registry;

@@ -19,26 +19,11 @@ using namespace attn;
 
 namespace {
 
-constexpr const char *kCausal = R"(
-attention causal {
-  dims  B, H, M, N, D
-  in    Q: bf16[B, H, M, D]
-  in    K: bf16[B, H, N, D]
-  in    V: bf16[B, H, N, D]
-  out   O: f32[B, H, M, D]
-
-  S[b,h,m,n] = sum[d](Q[b,h,m,d] * K[b,h,n,d]) * rsqrt(D)
-  keep S where n <= m + (N - M)
-  P = softmax[n](S)
-  O[b,h,m,e] = sum[n](P[b,h,m,n] * V[b,h,n,e])
-}
-)";
-
 class LaunchMemoryTest : public ::testing::Test {
 protected:
   LaunchMemoryTest() {
     test::loadCodegenDialects(context);
-    module = test::parseSpec(context, kCausal);
+    module = test::parseSpec(context, test::kCausalSpec);
   }
 
   mlir::attn::KernelOp kernel() {

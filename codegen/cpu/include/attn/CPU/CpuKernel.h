@@ -51,6 +51,9 @@ struct HalideScheduleOptions {
   std::vector<int64_t> dimEstimates;
   /// The worker threads the schedule is made for; 0: every core.
   unsigned parallelism = 0;
+
+  /// `parallelism`, with 0 resolved to the host's cores.
+  unsigned getParallelism() const;
 };
 
 struct CpuKernelOptions {

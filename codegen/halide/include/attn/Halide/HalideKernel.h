@@ -5,7 +5,9 @@
 // scheduled for the launch's sizes and compiled by libHalide14 in process
 // into an object that CpuKernel links and runs like the MLIR pipelines'
 // objects (flag kHalidePath). Halide's errors, thrown inside libHalide,
-// come back as llvm::Errors.
+// come back as llvm::Errors. The driver reaches these through the plugin
+// libattnc_halide.so (HalideWing.h), so that only processes that compile
+// through Halide load libHalide.
 //
 //===----------------------------------------------------------------------===//
 
@@ -34,15 +36,6 @@ compileHalideKernelObject(mlir::ModuleOp module,
 /// object for kernels to link against.
 llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
 compileHalideRuntimeObject();
-
-/// Everything the runtime object depends on, as text: its cache key fields.
-std::vector<std::string> describeHalideRuntime();
-
-/// Everything such an object depends on besides the kernel's IR, as text:
-/// the artifact cache's key fields (Halide's version and target, the
-/// scheduler, the estimates).
-std::vector<std::string>
-describeHalideCompile(const HalideScheduleOptions &options);
 
 } // namespace attn
 
