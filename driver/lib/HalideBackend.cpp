@@ -7,7 +7,6 @@
 #include "mlir/Bytecode/BytecodeWriter.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
-#include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include "CodegenFingerprint.h"
@@ -36,11 +35,14 @@ std::vector<std::string> getPluginCandidates() {
   std::string executable = llvm::sys::fs::getMainExecutable(
       nullptr, reinterpret_cast<void *>(&getPluginCandidates));
   if (!executable.empty()) {
-    llvm::SmallString<256> installed(llvm::sys::path::parent_path(executable));
-    llvm::sys::path::append(installed, "..", ATTN_INSTALL_LIBDIR,
-                            kHalideWingFileName);
-    // The executable's path is resolved (no link to climb out of).
-    llvm::sys::path::remove_dots(installed, /*remove_dot_dot=*/true);
+    llvm::SmallString<256> installed(ATTN_INSTALL_LIBDIR);
+    if (llvm::sys::path::is_relative(installed)) {
+      installed = llvm::sys::path::parent_path(executable);
+      llvm::sys::path::append(installed, "..", ATTN_INSTALL_LIBDIR);
+      // The executable's path is resolved (no link to climb out of).
+      llvm::sys::path::remove_dots(installed, /*remove_dot_dot=*/true);
+    }
+    llvm::sys::path::append(installed, kHalideWingFileName);
     candidates.push_back(installed.str().str());
   }
   candidates.push_back(ATTN_HALIDE_WING_BUILD_PATH);

@@ -60,12 +60,12 @@ void compileRuntime(HalideWingResult &result) {
   result.object = (*object)->getBuffer().str();
 }
 
-const HalideWingInterface interface = {ATTN_CODEGEN_FINGERPRINT, compileKernel,
-                                       compileRuntime};
+const HalideWingInterface wing = {ATTN_CODEGEN_FINGERPRINT, compileKernel,
+                                  compileRuntime};
 
 } // namespace
 
 extern "C" __attribute__((visibility("default"))) const HalideWingInterface *
 attnc_halide_wing() {
-  return &interface;
+  return &wing;
 }
