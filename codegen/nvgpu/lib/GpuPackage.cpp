@@ -491,12 +491,14 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
     AxisSpec spec = axesOf(a.input)[a.axis];
     return spec.isDim() ? spec.dim : std::to_string(spec.size);
   };
-  // The sizes of the regions' indices b, h, m, n; reads whose subscripts
-  // the manifest's constraints keep in range are read without clamping.
+  // The regions' reads inside their tensors, given the sizes of their
+  // indices b, h, m, n: the manifest's constraints, and the reads they keep
+  // in range marked (read without clamping) before the kernels are built.
   std::string heads = axisFormula((*q)[1]), groups = axisFormula((*k)[1]);
-  const std::vector<std::string> indexSizes = {
-      axisFormula((*q)[0]), heads, axisFormula((*q)[2]), axisFormula((*k)[2])};
-  markInRangeReads(kernel, attention, indexSizes);
+  std::vector<std::string> subscriptConstraints =
+      constrainSubscripts(kernel, attention,
+                          {axisFormula((*q)[0]), heads, axisFormula((*q)[2]),
+                           axisFormula((*k)[2])});
 
   auto withShapeHint = [&](llvm::Error error) {
     std::string message = llvm::toString(std::move(error));
@@ -622,8 +624,7 @@ buildGpuPackage(ModuleOp module, const GpuPackageOptions &options) {
   if (heads != groups)
     manifest.constraints.push_back(heads + " % " + groups + " == 0");
   // Element reads of the mask and score_mod inside their tensors.
-  for (std::string &constraint :
-       getSubscriptConstraints(kernel, attention, indexSizes))
+  for (std::string &constraint : subscriptConstraints)
     manifest.constraints.push_back(std::move(constraint));
 
   auto tensorSlot = [](ParamSlot::Kind kind, const std::string &arg,

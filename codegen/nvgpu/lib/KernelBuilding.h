@@ -304,7 +304,7 @@ Value inlineRegion(OpBuilder &builder, Region &region, ValueRange args,
 
 /// Rewrites tensor.extract / tensor.dim of captured tensors into loads from
 /// their pointer parameters, each subscript clamped into its axis unless
-/// `trustInRangeReads` and the read is marked in range (markInRangeReads).
+/// `trustInRangeReads` and the read is marked in range (constrainSubscripts).
 LogicalResult lowerCapturedTensorAccesses(gpu::GPUFuncOp func,
                                           bool trustInRangeReads = false);
 

@@ -349,7 +349,7 @@ LogicalResult mlir::attn::lowerCapturedTensorAccesses(gpu::GPUFuncOp func,
       };
       Value offset = constant(0);
       // The package's constraints keep subscripts built from the indices
-      // and dims in range (reads markInRangeReads marked), but not ones
+      // and dims in range (reads constrainSubscripts marked), but not ones
       // computed from params or tensor values (the CPU driver and the
       // reference refuse such launches): there a subscript outside the axis
       // reads its nearest element, never other memory.

@@ -283,44 +283,36 @@ static void visitInputReads(
 namespace attn {
 
 std::vector<std::string>
-getSubscriptConstraints(KernelOp kernel, AttentionOp attention,
-                        const std::vector<std::string> &indexSizes) {
+constrainSubscripts(KernelOp kernel, AttentionOp attention,
+                    const std::vector<std::string> &indexSizes) {
   RangeFinder finder(kernel);
   UniqueStrings constraints;
-  visitInputReads(finder, kernel, attention, indexSizes,
-                  [&](Operation *, unsigned index, ValueRange subscripts) {
-                    for (auto [axis, subscript] : llvm::enumerate(subscripts)) {
-                      std::optional<RangeFinder::Range> range =
-                          finder.rangeOf(subscript);
-                      if (!range)
-                        continue;
-                      if (!range->lo.isNonNegative())
-                        constraints.insert(finder.print(range->lo) + " >= 0");
-                      Bound size = getAxisSize(kernel, index, axis);
-                      Bound slack = finder.add(
-                          finder.add(size, finder.scale(range->hi, -1)),
-                          Bound::ofConstant(-1));
-                      if (!slack.isNonNegative())
-                        constraints.insert(finder.print(range->hi) + " < " +
-                                           finder.print(size));
-                    }
-                  });
+  visitInputReads(
+      finder, kernel, attention, indexSizes,
+      [&](Operation *op, unsigned index, ValueRange subscripts) {
+        bool bounded = true;
+        for (auto [axis, subscript] : llvm::enumerate(subscripts)) {
+          std::optional<RangeFinder::Range> range = finder.rangeOf(subscript);
+          if (!range) {
+            bounded = false;
+            continue;
+          }
+          if (!range->lo.isNonNegative())
+            constraints.insert(finder.print(range->lo) + " >= 0");
+          Bound size = getAxisSize(kernel, index, axis);
+          Bound slack =
+              finder.add(finder.add(size, finder.scale(range->hi, -1)),
+                         Bound::ofConstant(-1));
+          if (!slack.isNonNegative())
+            constraints.insert(finder.print(range->hi) + " < " +
+                               finder.print(size));
+        }
+        if (bounded)
+          op->setAttr(kInRangeReadAttr, UnitAttr::get(op->getContext()));
+      });
   for (const std::string &condition : finder.conditions)
     constraints.insert(condition);
   return constraints.takeVector();
-}
-
-void markInRangeReads(KernelOp kernel, AttentionOp attention,
-                      const std::vector<std::string> &indexSizes) {
-  RangeFinder finder(kernel);
-  visitInputReads(finder, kernel, attention, indexSizes,
-                  [&](Operation *op, unsigned, ValueRange subscripts) {
-                    if (llvm::all_of(subscripts, [&](Value subscript) {
-                          return finder.rangeOf(subscript).has_value();
-                        }))
-                      op->setAttr(kInRangeReadAttr,
-                                  UnitAttr::get(op->getContext()));
-                  });
 }
 
 std::optional<std::string> getDimFormula(KernelOp kernel, Value value) {

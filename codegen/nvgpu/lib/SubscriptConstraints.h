@@ -27,21 +27,15 @@ namespace attn {
 /// The constraints for the reads of kernel inputs (attn.read or
 /// tensor.extract) in the score_mod and mask of `attention`, whose indices b,
 /// h, m, n range over [0, size) with the sizes given as formulas (a dim name or
-/// a number). Constraints that hold for every size are left out.
+/// a number). Constraints that hold for every size are left out. Each read
+/// whose every subscript they bound is marked with kInRangeReadAttr: it lies
+/// in its axis for every size, or for the sizes the constraints admit, which
+/// the runtime checks before a launch, so kernels whose indices stay inside
+/// the problem may read it without clamping the subscripts.
 std::vector<std::string>
-getSubscriptConstraints(mlir::attn::KernelOp kernel,
-                        mlir::attn::AttentionOp attention,
-                        const std::vector<std::string> &indexSizes);
-
-/// Marks with kInRangeReadAttr the reads of kernel inputs in the score_mod
-/// and mask of `attention` (same `indexSizes`) whose every subscript
-/// getSubscriptConstraints bounds: each lies in its axis for every size, or
-/// for the sizes its constraints admit, which the runtime checks before a
-/// launch. The kernels, whose indices stay inside the problem, read them
-/// without clamping the subscripts.
-void markInRangeReads(mlir::attn::KernelOp kernel,
-                      mlir::attn::AttentionOp attention,
-                      const std::vector<std::string> &indexSizes);
+constrainSubscripts(mlir::attn::KernelOp kernel,
+                    mlir::attn::AttentionOp attention,
+                    const std::vector<std::string> &indexSizes);
 constexpr llvm::StringLiteral kInRangeReadAttr = "attn.in_range";
 
 /// `value`, a kernel-level index computed from dims and constants with the
