@@ -20,7 +20,9 @@ using namespace attn;
 
 namespace {
 
-std::atomic<bool> loaded{false};
+/// The plugin's entry points once loaded (isHalideBackendLoaded reads it
+/// without the loader's lock).
+std::atomic<const HalideWingInterface *> loadedPlugin{nullptr};
 
 /// Where the plugin may be, in the order tried (see HalideBackend.h).
 std::vector<std::string> getPluginCandidates() {
@@ -52,10 +54,9 @@ std::vector<std::string> getPluginCandidates() {
 /// Loads the plugin once per process (an error is kept and returned again).
 llvm::Expected<const HalideWingInterface *> getPlugin() {
   static std::mutex mutex;
-  static const HalideWingInterface *plugin = nullptr;
   static std::string failure;
   std::lock_guard<std::mutex> lock(mutex);
-  if (plugin)
+  if (const HalideWingInterface *plugin = loadedPlugin)
     return plugin;
   if (!failure.empty())
     return llvm::createStringError(failure);
@@ -87,9 +88,8 @@ llvm::Expected<const HalideWingInterface *> getPlugin() {
               "attnc_halide)";
     return llvm::createStringError(failure);
   }
-  plugin = interface;
-  loaded = true;
-  return plugin;
+  loadedPlugin = interface;
+  return interface;
 }
 
 llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
@@ -177,4 +177,4 @@ attn::describeHalideCompile(const HalideScheduleOptions &options) {
   return fields;
 }
 
-bool attn::isHalideBackendLoaded() { return loaded; }
+bool attn::isHalideBackendLoaded() { return loadedPlugin != nullptr; }

@@ -3,6 +3,9 @@
 #ifndef ATTN_TEST_UNIT_DRIVER_DRIVERTESTUTIL_H
 #define ATTN_TEST_UNIT_DRIVER_DRIVERTESTUTIL_H
 
+#include "attn/CPU/CpuKernel.h"
+#include "attn/CPU/CpuTarget.h"
+#include "attn/Driver/Compile.h"
 #include "attn/Frontend/Frontend.h"
 #include "attn/Linalg/Pipelines.h"
 
@@ -69,6 +72,24 @@ inline mlir::OwningOpRef<mlir::ModuleOp> parseSpec(mlir::MLIRContext &context,
     return nullptr;
   }
   return std::move(*module);
+}
+
+/// kCausalSpec compiled for the host by `backend` (Halide: with
+/// `scheduler`), without a cache.
+inline llvm::Expected<CpuKernelObject>
+compileCausalForHost(mlir::MLIRContext &context, CpuBackend backend,
+                     const std::string &scheduler = "Mullapudi2016") {
+  mlir::OwningOpRef<mlir::ModuleOp> module = parseSpec(context, kCausalSpec);
+  if (!module)
+    return llvm::createStringError("the spec does not compile");
+  llvm::Expected<CpuTarget> host = getHostCpuTarget();
+  if (!host)
+    return host.takeError();
+  CpuKernelOptions options;
+  options.backend = backend;
+  options.halide.scheduler = scheduler;
+  options.halide.dimEstimates = {1, 2, 37, 21, 16};
+  return compileCpuObject(*module, *host, options, CacheOptions{});
 }
 
 } // namespace attn::test
